@@ -1,0 +1,193 @@
+//! What the control plane tells the core: services, reals, timeouts.
+//!
+//! Plain data with defaults. Validation that needs the whole picture (a VIP
+//! used twice, a real added twice) happens in [`crate::Engine`]'s control
+//! methods, which either apply a change whole or return an error and change nothing.
+
+use core::time::Duration;
+use std::net::IpAddr;
+
+use crate::addr::{Endpoint, Proto};
+use crate::tcp_state::TcpState;
+
+/// Scheduling algorithm of a service; names as in ipvsadm `-s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SchedKind {
+    /// Round robin over reals with non-zero weight.
+    Rr,
+    /// Smooth weighted round robin: picks interleave in proportion to weight.
+    #[default]
+    Wrr,
+    /// Least connections.
+    Lc,
+    /// Weighted least connections.
+    Wlc,
+    /// Source hashing: the client address picks the real.
+    Sh,
+    /// Maglev hashing, weighted: the same real on every node and release.
+    Mh,
+}
+
+impl SchedKind {
+    /// Every scheduler.
+    pub const ALL: &'static [Self] = &[Self::Rr, Self::Wrr, Self::Lc, Self::Wlc, Self::Sh, Self::Mh];
+
+    /// The ipvsadm name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Rr => "rr",
+            Self::Wrr => "wrr",
+            Self::Lc => "lc",
+            Self::Wlc => "wlc",
+            Self::Sh => "sh",
+            Self::Mh => "mh",
+        }
+    }
+
+    /// The scheduler for an ipvsadm name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|s| s.name() == name)
+    }
+}
+
+/// Idle timeouts per TCP state, and for UDP.
+///
+/// Defaults are the classic LVS values; the control plane may override them
+/// globally and per service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Indexed by [`TcpState`] as `usize`.
+    pub tcp: [Duration; TcpState::COUNT],
+    /// Idle timeout of a UDP flow.
+    pub udp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        let mut tcp = [s(2); TcpState::COUNT];
+        for (state, secs) in [
+            (TcpState::None, 2),
+            (TcpState::Established, 90),
+            (TcpState::SynSent, 3),
+            (TcpState::SynRecv, 30),
+            (TcpState::FinWait, 3),
+            (TcpState::TimeWait, 3),
+            (TcpState::Close, 3),
+            (TcpState::CloseWait, 3),
+            (TcpState::LastAck, 3),
+            (TcpState::Listen, 120),
+            (TcpState::SynAck, 30),
+        ] {
+            tcp[state as usize] = s(secs);
+        }
+        Self { tcp, udp: s(300) }
+    }
+}
+
+impl Timeouts {
+    /// The idle timeout of a TCP connection in `state`.
+    pub fn tcp(&self, state: TcpState) -> Duration {
+        self.tcp[state as usize]
+    }
+
+    /// Set the timeout of one TCP state.
+    pub fn set_tcp(&mut self, state: TcpState, timeout: Duration) {
+        self.tcp[state as usize] = timeout;
+    }
+}
+
+/// A virtual service: protocol, VIP and port, and how to balance it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Transport protocol.
+    pub proto: Proto,
+    /// The VIP and port clients connect to.
+    pub vip: Endpoint,
+    /// How a real is chosen for a new connection.
+    pub sched: SchedKind,
+    /// Local addresses connections toward the reals are sourced from.
+    pub laddrs: Vec<IpAddr>,
+    /// Idle timeouts; `None` uses the engine's.
+    pub timeouts: Option<Timeouts>,
+    /// Clamp the MSS option of SYN segments in both directions to this value.
+    pub mss_clamp: Option<u16>,
+    /// Answer SYNs with cookies (used once SYNProxy is built; stored until then).
+    pub synproxy: bool,
+}
+
+impl ServiceConfig {
+    /// A service with defaults: wrr, no local addresses, engine timeouts.
+    pub fn new(proto: Proto, vip: Endpoint) -> Self {
+        Self {
+            proto,
+            vip,
+            sched: SchedKind::default(),
+            laddrs: Vec::new(),
+            timeouts: None,
+            mss_clamp: None,
+            synproxy: false,
+        }
+    }
+}
+
+/// A real server behind a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealConfig {
+    /// Address and port connections are forwarded to.
+    pub endpoint: Endpoint,
+    /// Share of new connections; 0 quiesces the real (existing connections stay).
+    pub weight: u32,
+}
+
+/// Settings of one data-path worker's engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Most connections the table holds; beyond it new flows drop as `TableFull`.
+    pub max_conns: usize,
+    /// Connection slots reserved up front, so the table does not grow on the data path.
+    pub prealloc_conns: usize,
+    /// Default idle timeouts.
+    pub timeouts: Timeouts,
+    /// How long a released local port rests before it is used again toward the same real.
+    pub port_quarantine: Duration,
+    /// Local ports used, inclusive.
+    pub port_range: (u16, u16),
+    /// This engine's share of the local ports: ports with `port % count == index`.
+    pub worker: WorkerSlice,
+    /// Decrement the TTL of forwarded packets.
+    pub decrement_ttl: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_conns: 2_000_000,
+            prealloc_conns: 0,
+            timeouts: Timeouts::default(),
+            port_quarantine: Duration::from_secs(60),
+            port_range: (1024, 65535),
+            worker: WorkerSlice::SINGLE,
+            decrement_ttl: true,
+        }
+    }
+}
+
+/// Which of several independent workers an engine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSlice {
+    /// This worker, `0..count`.
+    pub index: u16,
+    /// How many workers share the local ports.
+    pub count: u16,
+}
+
+impl WorkerSlice {
+    /// The only worker.
+    pub const SINGLE: Self = Self { index: 0, count: 1 };
+
+    /// Whether `port` belongs to this worker.
+    pub const fn owns(self, port: u16) -> bool {
+        self.count <= 1 || port % self.count == self.index
+    }
+}

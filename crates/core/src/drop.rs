@@ -1,0 +1,123 @@
+//! Why a packet was dropped. Every drop in rvs has exactly one reason, and
+//! every reason is a counter and a metric label.
+
+use core::fmt;
+
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident => $label:literal,)*) => {
+        /// The condition under which the load balancer dropped a packet.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in declaration order (the counter index order).
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)*];
+
+            /// The metric label: stable, snake_case.
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than the headers it announces.
+    Truncated => "truncated",
+    /// A header field is impossible (bad version, header length, total length).
+    Malformed => "malformed",
+    /// A checksum the load balancer must verify is wrong.
+    BadChecksum => "bad_checksum",
+    /// An IP fragment: ports are not in every fragment, so fragments cannot be balanced.
+    Fragment => "fragment",
+    /// An IPv6 packet; IPv6 forwarding is not built yet.
+    Ipv6Unsupported => "ipv6_unsupported",
+    /// Addressed to a VIP or LIP with a transport the load balancer does not forward.
+    UnsupportedProtocol => "unsupported_protocol",
+    /// Addressed to a VIP address on a port with no service.
+    NoService => "no_service",
+    /// A TCP segment other than a SYN for a client flow with no connection.
+    NoConnection => "no_connection",
+    /// A packet to a local address that matches no connection.
+    StrayReturn => "stray_return",
+    /// The service has no real that takes new connections.
+    NoReal => "no_real",
+    /// The service has no local address to source connections from.
+    NoLocalAddress => "no_local_address",
+    /// Every local port toward the chosen real is in use or in quarantine.
+    NoLocalPort => "no_local_port",
+    /// The connection table is at its configured maximum.
+    TableFull => "table_full",
+    /// The TTL or hop limit would reach zero.
+    TtlExpired => "ttl_expired",
+    /// TCP flags no valid segment carries (SYN with FIN or RST, or no flags).
+    BadTcpFlags => "bad_tcp_flags",
+    /// An ICMP error whose embedded packet belongs to no connection.
+    IcmpNoConnection => "icmp_no_connection",
+    /// An ICMP message the load balancer does not translate (echo, redirect, ...).
+    IcmpUnsupported => "icmp_unsupported",
+    /// Not addressed to any VIP or LIP of this load balancer.
+    NotForUs => "not_for_us",
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// One counter per [`DropReason`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    /// Count one drop.
+    pub fn add(&mut self, reason: DropReason) {
+        self.0[reason as usize] += 1;
+    }
+
+    /// The count for one reason.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// Every reason with its count, zeros included.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|&r| (r, self.0[r as usize]))
+    }
+
+    /// The sum over all reasons.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert!(seen.insert(r.label()));
+            assert!(r.label().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        }
+    }
+
+    #[test]
+    fn counters_count() {
+        let mut c = DropCounters::default();
+        c.add(DropReason::NoLocalPort);
+        c.add(DropReason::NoLocalPort);
+        c.add(DropReason::Fragment);
+        assert_eq!(c.get(DropReason::NoLocalPort), 2);
+        assert_eq!(c.total(), 3);
+    }
+}

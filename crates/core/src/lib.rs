@@ -1,0 +1,32 @@
+//! The rvs load-balancing core: FullNAT for TCP and UDP, without I/O.
+//!
+//! This crate holds every decision the data path makes (which real, which
+//! local address and port, how a packet is rewritten, when a connection
+//! expires) and none of the means: it opens no socket, reads no clock and
+//! draws no random number. Time comes in as [`Instant`] arguments, secrets
+//! and seeds come in at construction, packets come in as byte buffers and go
+//! back out rewritten in place with a [`Verdict`]. Given the same inputs, an
+//! [`Engine`] produces the same outputs, which is what lets the simulator and
+//! the scripted tests replay any run exactly.
+//!
+//! Drivers (TUN, AF_XDP, the simulator) move bytes and call
+//! [`Engine::handle`], [`Engine::handle_timeout`] and [`Engine::poll_timeout`];
+//! the control plane calls the `add_*`/`edit_*`/`remove_*` methods, each of which
+//! applies whole or returns an error and changes nothing. One engine serves
+//! one worker; several workers split the local ports ([`WorkerSlice`]) so
+//! return traffic can be steered to its owner without shared state.
+
+pub mod addr;
+pub mod config;
+pub mod drop;
+pub mod laddr;
+pub mod sched;
+pub mod service;
+pub mod tcp_state;
+pub mod time;
+
+pub use addr::{Endpoint, FlowKey, Proto};
+pub use config::{EngineConfig, RealConfig, SchedKind, ServiceConfig, Timeouts, WorkerSlice};
+pub use drop::{DropCounters, DropReason};
+pub use tcp_state::TcpState;
+pub use time::Instant;

@@ -1,0 +1,1 @@
+//! Deterministic simulated network (being written).
