@@ -2,9 +2,9 @@
 //!
 //! Every pick, each available real's credit grows by its weight; the real
 //! with the most credit (lowest index on ties) is picked and gives back the
-//! total weight. Over any run of `total weight` picks each real is picked
-//! exactly `weight` times, and the picks interleave: weights 5, 1, 1 give
-//! `a a b a c a a`, not `a a a a a b c`.
+//! total weight. The picks repeat with a period of the total weight, each
+//! real picked exactly `weight` times per period, and they interleave:
+//! weights 5, 1, 1 give `a a b a c a a`, not `a a a a a b c`.
 
 use crate::service::Real;
 
@@ -75,7 +75,7 @@ mod tests {
     }
 
     #[test]
-    fn every_window_of_total_weight_is_exact() {
+    fn every_period_of_total_weight_is_exact() {
         let reals = vec![real(1, 7), real(2, 0), real(3, 3), real(4, 2)];
         let mut s = Scheduler::new(SchedKind::Wrr);
         s.update(&reals);
