@@ -31,12 +31,15 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-#[allow(dead_code)]
 mod access;
 pub mod checksum;
 mod error;
+pub mod ipv4;
 
 pub use error::Error;
+
+#[cfg(test)]
+mod golden;
 
 /// IP protocol numbers (the IPv4 `protocol` field and IPv6 `next header`),
 /// as assigned by IANA.
