@@ -35,6 +35,8 @@ mod access;
 pub mod checksum;
 mod error;
 pub mod ipv4;
+pub mod ipv6;
+pub mod udp;
 
 pub use error::Error;
 
