@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn options_are_skipped() {
         // Header with a 4-byte option (NOP NOP NOP EOL), IHL 6.
-        let mut bytes = vec![0u8; 28];
+        let mut bytes = [0u8; 28];
         bytes[..20].copy_from_slice(&IPV4_UDP_DNS[..20]);
         bytes[0] = 0x46;
         bytes[2..4].copy_from_slice(&28u16.to_be_bytes());

@@ -36,6 +36,7 @@ pub mod checksum;
 mod error;
 pub mod ipv4;
 pub mod ipv6;
+pub mod tcp;
 pub mod udp;
 
 pub use error::Error;
