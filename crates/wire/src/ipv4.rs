@@ -100,6 +100,36 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(())
     }
 
+    /// Wraps the start of a datagram quoted in an ICMP error message, after
+    /// [`check_quoted_len`](Self::check_quoted_len) has accepted it.
+    pub fn new_checked_quoted(buffer: T) -> Result<Self, Error> {
+        let packet = Self::new_unchecked(buffer);
+        packet.check_quoted_len()?;
+        Ok(packet)
+    }
+
+    /// Like [`check_len`](Self::check_len), but accepts a buffer shorter than
+    /// `total_len`: an ICMP error quotes only the header and the first bytes
+    /// of the payload (RFC 792; RFC 1812 §4.3.2.3). The header itself must be
+    /// complete; [`payload`](Self::payload) is then the quoted part.
+    pub fn check_quoted_len(&self) -> Result<(), Error> {
+        let len = self.buffer.as_ref().len();
+        if len < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        if self.version() != 4 {
+            return Err(Error::Unrecognized);
+        }
+        let header_len = self.header_len();
+        if header_len < HEADER_LEN || usize::from(self.total_len()) < header_len {
+            return Err(Error::Malformed);
+        }
+        if header_len > len {
+            return Err(Error::Truncated);
+        }
+        Ok(())
+    }
+
     /// Returns the underlying buffer.
     pub fn into_inner(self) -> T {
         self.buffer
@@ -497,6 +527,24 @@ mod tests {
         bad[2..4].copy_from_slice(&58u16.to_be_bytes());
         assert_eq!(Packet::new_checked(&bad[..]).unwrap_err(), Error::Truncated);
         assert_eq!(Packet::new_checked(&ok[..56]).unwrap_err(), Error::Truncated);
+    }
+
+    #[test]
+    fn quoted_header() {
+        let quoted = &IPV4_ICMP_FRAG_NEEDED[28..];
+        assert_eq!(Packet::new_checked(quoted).unwrap_err(), Error::Truncated);
+        let packet = Packet::new_checked_quoted(quoted).unwrap();
+        assert_eq!(packet.total_len(), 1500);
+        assert_eq!(packet.payload(), &quoted[20..]);
+        assert!(packet.verify_checksum());
+        assert_eq!(Packet::new_checked_quoted(&quoted[..19]).unwrap_err(), Error::Truncated);
+        let mut bad = [0u8; 28];
+        bad.copy_from_slice(quoted);
+        bad[2..4].copy_from_slice(&10u16.to_be_bytes());
+        assert_eq!(Packet::new_checked_quoted(&bad[..]).unwrap_err(), Error::Malformed);
+        bad[2..4].copy_from_slice(&1500u16.to_be_bytes());
+        bad[0] = 0x48;
+        assert_eq!(Packet::new_checked_quoted(&bad[..]).unwrap_err(), Error::Truncated);
     }
 
     #[test]

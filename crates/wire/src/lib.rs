@@ -34,6 +34,8 @@
 mod access;
 pub mod checksum;
 mod error;
+pub mod ethernet;
+pub mod icmpv4;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
