@@ -387,7 +387,7 @@ impl Repr {
 
     /// Length of the whole datagram: header and payload.
     pub const fn buffer_len(&self) -> usize {
-        HEADER_LEN + self.payload_len
+        HEADER_LEN.saturating_add(self.payload_len)
     }
 
     /// Writes a 20-byte header with a correct checksum into the start of

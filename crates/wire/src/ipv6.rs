@@ -233,7 +233,7 @@ impl Repr {
 
     /// Length of the whole packet: header and payload.
     pub const fn buffer_len(&self) -> usize {
-        HEADER_LEN + self.payload_len
+        HEADER_LEN.saturating_add(self.payload_len)
     }
 
     /// Writes the fixed header into the start of `packet`, leaving the payload

@@ -732,12 +732,12 @@ impl Repr {
 
     /// Length of the whole segment: header and payload.
     pub fn buffer_len(&self) -> usize {
-        self.header_len() + self.payload_len
+        self.header_len().saturating_add(self.payload_len)
     }
 
     /// Length in sequence space: payload plus one each for SYN and FIN.
     pub fn segment_len(&self) -> usize {
-        self.payload_len + usize::from(self.flags.syn()) + usize::from(self.flags.fin())
+        self.payload_len.saturating_add(usize::from(self.flags.syn()) + usize::from(self.flags.fin()))
     }
 
     /// Writes header and options into the start of `packet`, leaving the

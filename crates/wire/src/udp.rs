@@ -17,7 +17,10 @@
 //! The checksum covers a pseudo-header, the header and the payload. Over IPv4
 //! a checksum of zero means "none was computed" (RFC 768), so a computed zero
 //! is transmitted as `0xffff`. Over IPv6 the checksum is mandatory (RFC 8200
-//! §8.1) and a zero checksum fails verification.
+//! §8.1) and a zero checksum fails verification. The same rule applies after
+//! an incremental update ([`checksum::update16`] and friends can yield
+//! `0x0000`, which must then be stored as `0xffff`); see
+//! [`Packet::update_checksum`].
 
 use core::net::IpAddr;
 
@@ -154,6 +157,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         clamped_mut(self.buffer.as_mut(), HEADER_LEN, end)
     }
 
+    /// Stores a checksum obtained by incremental update: a zero becomes
+    /// `0xffff`, since zero means "no checksum" (RFC 768). A datagram sent
+    /// without a checksum (zero over IPv4) must keep it zero rather than be
+    /// updated; check [`checksum`](Packet::checksum) first.
+    pub fn update_checksum(&mut self, checksum: u16) {
+        self.set_checksum(if checksum == 0 { 0xffff } else { checksum });
+    }
+
     /// Computes the checksum for a datagram carried between `src` and `dst`
     /// and stores it; a computed zero is stored as `0xffff` (RFC 768).
     pub fn fill_checksum(&mut self, src: IpAddr, dst: IpAddr) {
@@ -205,7 +216,7 @@ impl Repr {
 
     /// Length of the whole datagram: header and payload.
     pub const fn buffer_len(&self) -> usize {
-        HEADER_LEN + self.payload_len
+        HEADER_LEN.saturating_add(self.payload_len)
     }
 
     /// Writes the header into the start of `packet`, leaving the payload as
