@@ -15,7 +15,9 @@
 //! a thin view over a byte buffer: `new_checked` validates the lengths a single
 //! time, after which getters and setters are plain loads and stores at fixed
 //! offsets. A `Repr` is a plain struct that can be parsed from a view and
-//! emitted into a buffer, for building packets from scratch.
+//! emitted into a buffer, for building packets from scratch. Parsing a `Repr`
+//! never verifies a checksum; each view has a `verify_checksum` for that, and
+//! emitting fills in a correct one wherever the header has one.
 //!
 //! # No-panic contract
 //!

@@ -17,9 +17,14 @@
 //!
 //! RFC 9293 §3.1 defines two option formats: a single kind byte (End of
 //! Option List and No-Operation), or kind, length (counting kind and length
-//! themselves) and data. Options may start at any offset. "The list of
-//! options may be shorter than the data offset field might imply"; what
-//! follows End of Option List is padding and is not read.
+//! themselves) and data. Options may start at any offset. "Note that the
+//! list of options may be shorter than the Data Offset field might imply. The
+//! content of the header beyond the End of Option List Option must be header
+//! padding of zeros." That padding is not read.
+//!
+//! [`Repr::parse`] never verifies the checksum: that is
+//! [`Packet::verify_checksum`]'s job, so that a caller can decide whether and
+//! when to pay for it.
 
 use core::fmt;
 use core::iter::FusedIterator;
