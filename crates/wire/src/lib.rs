@@ -1,1 +1,62 @@
-//! Packet views and emitters (being written).
+//! Packet views, emitters and checksums for the rvs data path.
+//!
+//! The crate is layered the way packets are:
+//!
+//! * [`ethernet`] — Ethernet II frames (only what a layer-4 balancer needs to
+//!   find the network header: addresses and the EtherType).
+//! * [`ipv4`] and [`ipv6`] — network headers. IPv4 options are carried but
+//!   never interpreted; IPv6 extension headers are not walked.
+//! * [`tcp`], [`udp`] and [`icmpv4`] — transport headers, TCP options and
+//!   ICMP error messages.
+//! * [`checksum`] — the Internet checksum (RFC 1071) with the incremental
+//!   update of RFC 1624 that address and port rewriting relies on.
+//!
+//! Every protocol module follows the same pattern. A `Packet` (or `Frame`) is
+//! a thin view over a byte buffer: `new_checked` validates the lengths a single
+//! time, after which getters and setters are plain loads and stores at fixed
+//! offsets. A `Repr` is a plain struct that can be parsed from a view and
+//! emitted into a buffer, for building packets from scratch. Parsing a `Repr`
+//! never verifies a checksum; each view has a `verify_checksum` for that, and
+//! emitting fills in a correct one wherever the header has one.
+//!
+//! # No-panic contract
+//!
+//! Nothing in this crate panics, whatever the bytes. Views that passed
+//! `new_checked` return exactly the fields on the wire. Views built with
+//! `new_unchecked` over a buffer that `check_len` would reject still never
+//! panic: reads of missing bytes return zero or an empty slice and writes to
+//! missing bytes are dropped. That degraded behaviour is a safety net, not an
+//! interface: validate untrusted input with `new_checked`.
+//!
+//! The crate contains no `unsafe` code and never allocates.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod access;
+pub mod checksum;
+mod error;
+pub mod ethernet;
+pub mod icmpv4;
+pub mod ipv4;
+pub mod ipv6;
+pub mod tcp;
+pub mod udp;
+
+pub use error::Error;
+
+#[cfg(test)]
+mod golden;
+
+/// IP protocol numbers (the IPv4 `protocol` field and IPv6 `next header`),
+/// as assigned by IANA.
+pub mod ip_protocol {
+    /// Internet Control Message Protocol (RFC 792).
+    pub const ICMP: u8 = 1;
+    /// Transmission Control Protocol (RFC 9293).
+    pub const TCP: u8 = 6;
+    /// User Datagram Protocol (RFC 768).
+    pub const UDP: u8 = 17;
+    /// ICMP for IPv6 (RFC 4443).
+    pub const ICMPV6: u8 = 58;
+}
