@@ -18,8 +18,13 @@
 
 pub mod addr;
 pub mod config;
+pub mod conn;
 pub mod drop;
+mod engine;
+pub mod hash;
+mod icmp;
 pub mod laddr;
+mod nat;
 pub mod sched;
 pub mod service;
 pub mod tcp_state;
@@ -28,5 +33,6 @@ pub mod time;
 pub use addr::{Endpoint, FlowKey, Proto};
 pub use config::{EngineConfig, RealConfig, SchedKind, ServiceConfig, Timeouts, WorkerSlice};
 pub use drop::{DropCounters, DropReason};
-pub use tcp_state::TcpState;
+pub use engine::{ConfigError, Engine, Stats, Verdict};
+pub use tcp_state::{Side, TcpState};
 pub use time::Instant;

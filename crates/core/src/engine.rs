@@ -1,0 +1,459 @@
+//! The engine: one worker's connection table, services and port pools, and
+//! the two ways in: packets ([`Engine::handle`]) and time
+//! ([`Engine::handle_timeout`]). The control plane changes services through
+//! the `add_*`/`edit_*`/`remove_*` methods below; packet logic is in
+//! `nat.rs` and `icmp.rs`.
+
+use core::hash::BuildHasherDefault;
+use core::time::Duration;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use siphasher::sip::SipHasher13;
+
+use crate::addr::{Endpoint, Proto};
+use crate::config::{EngineConfig, RealConfig, SchedKind, ServiceConfig, Timeouts};
+use crate::conn::{Conn, ConnId, ConnTable};
+use crate::drop::{DropCounters, DropReason};
+use crate::hash::Secrets;
+use crate::laddr::LocalPools;
+use crate::sched::Scheduler;
+use crate::service::{Real, Service, TrafficCounters};
+use crate::tcp_state::{Side, TcpState};
+use crate::time::Instant;
+
+/// Control-plane maps hash with fixed keys: deterministic, and no packet
+/// chooses their keys.
+pub(crate) type FixedMap<K, V> = HashMap<K, V, BuildHasherDefault<SipHasher13>>;
+
+/// What the driver does with a packet after [`Engine::handle`].
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The packet was rewritten in place; send it toward `to`.
+    Forward {
+        /// The side the packet now travels to (its destination address says where exactly).
+        to: Side,
+    },
+    /// The packet is dropped for this reason (already counted).
+    Drop(DropReason),
+}
+
+/// A rejected control-plane change. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `add` of a service that exists.
+    #[error("service {0} {1} already exists")]
+    ServiceExists(&'static str, Endpoint),
+    /// The service named does not exist.
+    #[error("no service {0} {1}")]
+    NoSuchService(&'static str, Endpoint),
+    /// `add` of a real that the service has.
+    #[error("real {0} already exists in the service")]
+    RealExists(Endpoint),
+    /// The real named is not in the service.
+    #[error("no real {0} in the service")]
+    NoSuchReal(Endpoint),
+    /// `add` of a local address the service has.
+    #[error("local address {0} already exists in the service")]
+    LaddrExists(IpAddr),
+    /// The local address is not in the service.
+    #[error("no local address {0} in the service")]
+    NoSuchLaddr(IpAddr),
+    /// Mixing IPv4 and IPv6 within one service.
+    #[error("address family of {0} does not match the service's VIP")]
+    FamilyMismatch(IpAddr),
+    /// Port 0 or another value no packet can carry.
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+}
+
+/// Engine-wide counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Drops by reason.
+    pub drops: DropCounters,
+    /// Connections created.
+    pub conns_created: u64,
+    /// Connections removed (expired, reset, recycled or flushed).
+    pub conns_removed: u64,
+    /// ICMP errors translated and forwarded.
+    pub icmp_forwarded: u64,
+    /// Traffic of every service together.
+    pub traffic: TrafficCounters,
+}
+
+/// One worker's FullNAT engine. See the crate documentation.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) cfg: EngineConfig,
+    pub(crate) table: ConnTable,
+    pub(crate) services: Vec<Service>,
+    pub(crate) by_vip: FixedMap<(Proto, Endpoint), u32>,
+    /// VIP addresses with how many services use each (to tell `NoService` from `NotForUs`).
+    pub(crate) vip_addrs: FixedMap<IpAddr, u32>,
+    /// Local addresses with how many services use each.
+    pub(crate) laddr_refs: FixedMap<IpAddr, u32>,
+    pub(crate) pools: LocalPools,
+    pub(crate) stats: Stats,
+    /// Counts new connections; mixed into per-connection random draws.
+    pub(crate) draws: u64,
+    /// The latest time the driver handed in; control-plane changes (which
+    /// carry no time) start port-pool epochs from it.
+    pub(crate) last_now: Instant,
+}
+
+impl Engine {
+    /// An engine with no services. `seed` keys every hash and random draw
+    /// (the driver takes it from the OS; tests fix it).
+    pub fn new(cfg: EngineConfig, seed: [u8; 32], now: Instant) -> Self {
+        let table = ConnTable::new(Secrets::from_seed(seed), cfg.max_conns, cfg.prealloc_conns, now);
+        let pools = LocalPools::new(cfg.port_range, cfg.worker, cfg.port_quarantine);
+        Self {
+            cfg,
+            table,
+            services: Vec::new(),
+            by_vip: FixedMap::default(),
+            vip_addrs: FixedMap::default(),
+            laddr_refs: FixedMap::default(),
+            pools,
+            stats: Stats::default(),
+            draws: 0,
+            last_now: now,
+        }
+    }
+
+    /// The configuration this engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Engine-wide counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Live connections.
+    pub fn conn_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Every live connection.
+    pub fn conns(&self) -> impl Iterator<Item = &Conn> + '_ {
+        self.table.iter().map(|(_, c)| c)
+    }
+
+    /// Every service in service (removed ones still draining are skipped).
+    pub fn services(&self) -> impl Iterator<Item = &Service> + '_ {
+        self.services.iter().filter(|s| s.in_service)
+    }
+
+    /// The service at (proto, VIP:port).
+    pub fn service(&self, proto: Proto, vip: Endpoint) -> Option<&Service> {
+        self.by_vip.get(&(proto, vip)).map(|&i| &self.services[i as usize])
+    }
+
+    /// Port pools, for listings and metrics.
+    pub fn pools(&self) -> &LocalPools {
+        &self.pools
+    }
+
+    /// When [`Self::handle_timeout`] next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.table.poll_timeout()
+    }
+
+    /// Expire idle connections.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        let Self { table, services, pools, stats, .. } = self;
+        table.handle_timeout(now, |conn| {
+            Self::release(services, pools, stats, now, &conn);
+        });
+        // Rotation is lazy inside the pools; this keeps their counts current
+        // for listings and metrics.
+        pools.handle_timeout(now);
+    }
+
+    /// Undo what a connection holds: its local port and its real's count.
+    pub(crate) fn release(
+        services: &mut [Service],
+        pools: &mut LocalPools,
+        stats: &mut Stats,
+        now: Instant,
+        conn: &Conn,
+    ) {
+        pools.pool_mut(conn.pool).release(now, conn.laddr.port);
+        if let Some(real) =
+            services.get_mut(conn.service as usize).and_then(|s| s.reals.get_mut(conn.real_index as usize))
+        {
+            let count =
+                if conn.state.is_active() { &mut real.active_conns } else { &mut real.inactive_conns };
+            *count = count.saturating_sub(1);
+        }
+        stats.conns_removed += 1;
+    }
+
+    /// Remove a connection now (recycling, flushing).
+    pub(crate) fn remove_conn(&mut self, now: Instant, id: ConnId) {
+        if let Some(conn) = self.table.remove(id) {
+            Self::release(&mut self.services, &mut self.pools, &mut self.stats, now, &conn);
+        }
+    }
+
+    /// Remove every connection (ipvsadm has no such verb; the daemon uses it on shutdown and tests on reset).
+    pub fn flush_conns(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self.table.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.remove_conn(now, id);
+        }
+    }
+
+    /// Timeouts in force for a service.
+    pub(crate) fn timeouts_of(&self, service: u32) -> &Timeouts {
+        self.services
+            .get(service as usize)
+            .and_then(|s| s.config.timeouts.as_ref())
+            .unwrap_or(&self.cfg.timeouts)
+    }
+
+    /// The idle timeout of a connection in `state`.
+    pub(crate) fn timeout(&self, service: u32, proto: Proto, state: TcpState) -> Duration {
+        let t = self.timeouts_of(service);
+        match proto {
+            Proto::Tcp => t.tcp(state),
+            Proto::Udp => t.udp,
+        }
+    }
+
+    /// Set the engine-wide default timeouts (`ipvsadm --set`).
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.cfg.timeouts = timeouts;
+    }
+
+    // ---- control plane -------------------------------------------------
+
+    fn service_index(&self, proto: Proto, vip: Endpoint) -> Result<usize, ConfigError> {
+        self.by_vip
+            .get(&(proto, vip))
+            .map(|&i| i as usize)
+            .ok_or(ConfigError::NoSuchService(proto.name(), vip))
+    }
+
+    fn check_service(cfg: &ServiceConfig) -> Result<(), ConfigError> {
+        if cfg.vip.port == 0 {
+            return Err(ConfigError::Invalid("VIP port 0"));
+        }
+        let mut seen = Vec::new();
+        for &l in &cfg.laddrs {
+            if l.is_ipv4() != cfg.vip.addr.is_ipv4() {
+                return Err(ConfigError::FamilyMismatch(l));
+            }
+            if seen.contains(&l) {
+                return Err(ConfigError::LaddrExists(l));
+            }
+            seen.push(l);
+        }
+        Ok(())
+    }
+
+    /// Add a service (`ipvsadm -A`).
+    pub fn add_service(&mut self, cfg: ServiceConfig) -> Result<(), ConfigError> {
+        let key = (cfg.proto, cfg.vip);
+        if self.by_vip.contains_key(&key) {
+            return Err(ConfigError::ServiceExists(cfg.proto.name(), cfg.vip));
+        }
+        Self::check_service(&cfg)?;
+        for &l in &cfg.laddrs {
+            *self.laddr_refs.entry(l).or_default() += 1;
+        }
+        *self.vip_addrs.entry(cfg.vip.addr).or_default() += 1;
+        let service = Service {
+            sched: Scheduler::new(cfg.sched),
+            config: cfg,
+            reals: Vec::new(),
+            stats: TrafficCounters::default(),
+            in_service: true,
+        };
+        // Reuse the slot of a removed service whose connections are gone.
+        let reusable =
+            self.services.iter().position(|s| !s.in_service && s.reals.iter().all(|r| r.conns() == 0));
+        let index = match reusable {
+            Some(i) => {
+                self.services[i] = service;
+                i
+            }
+            None => {
+                self.services.push(service);
+                self.services.len() - 1
+            }
+        };
+        self.by_vip.insert(key, index as u32);
+        Ok(())
+    }
+
+    /// Change a service's scheduler, timeouts, MSS clamp and SYNProxy flag
+    /// (`ipvsadm -E`); its reals, local addresses and connections stay.
+    pub fn edit_service(&mut self, cfg: ServiceConfig) -> Result<(), ConfigError> {
+        let i = self.service_index(cfg.proto, cfg.vip)?;
+        let s = &mut self.services[i];
+        if cfg.sched != s.config.sched {
+            s.sched = Scheduler::new(cfg.sched);
+            s.sched.update(&s.reals);
+        }
+        s.config.sched = cfg.sched;
+        s.config.timeouts = cfg.timeouts;
+        s.config.mss_clamp = cfg.mss_clamp;
+        s.config.synproxy = cfg.synproxy;
+        Ok(())
+    }
+
+    /// Remove a service (`ipvsadm -D`). Its connections run on until they
+    /// end; new flows to the VIP:port are dropped as `NoService`.
+    pub fn remove_service(&mut self, proto: Proto, vip: Endpoint) -> Result<(), ConfigError> {
+        let i = self.service_index(proto, vip)?;
+        self.by_vip.remove(&(proto, vip));
+        let s = &mut self.services[i];
+        s.in_service = false;
+        for r in &mut s.reals {
+            r.in_service = false;
+        }
+        s.sched.update(&s.reals);
+        let laddrs = core::mem::take(&mut s.config.laddrs);
+        for l in laddrs {
+            Self::unref(&mut self.laddr_refs, l);
+        }
+        Self::unref(&mut self.vip_addrs, vip.addr);
+        Ok(())
+    }
+
+    fn unref(map: &mut FixedMap<IpAddr, u32>, addr: IpAddr) {
+        if let Some(n) = map.get_mut(&addr) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&addr);
+            }
+        }
+    }
+
+    /// Remove every service (`ipvsadm -C`).
+    pub fn clear(&mut self) {
+        let keys: Vec<(Proto, Endpoint)> = self.by_vip.keys().copied().collect();
+        for (p, v) in keys {
+            let _ = self.remove_service(p, v);
+        }
+    }
+
+    /// Add a real to a service (`ipvsadm -a`).
+    pub fn add_real(&mut self, proto: Proto, vip: Endpoint, real: RealConfig) -> Result<(), ConfigError> {
+        let i = self.service_index(proto, vip)?;
+        if real.endpoint.addr.is_ipv4() != vip.addr.is_ipv4() {
+            return Err(ConfigError::FamilyMismatch(real.endpoint.addr));
+        }
+        if real.endpoint.port == 0 {
+            return Err(ConfigError::Invalid("real port 0"));
+        }
+        let s = &mut self.services[i];
+        let existing = s.reals.iter().position(|r| r.endpoint == real.endpoint);
+        if existing.is_some_and(|r| s.reals[r].in_service) {
+            return Err(ConfigError::RealExists(real.endpoint));
+        }
+        let pools = s
+            .config
+            .laddrs
+            .iter()
+            .map(|&l| self.pools.get_or_create(proto, l, real.endpoint, self.last_now))
+            .collect();
+        match existing {
+            // A removed real still draining comes back with its counters.
+            Some(r) => {
+                let r = &mut s.reals[r];
+                r.in_service = true;
+                r.weight = real.weight;
+                r.pools = pools;
+            }
+            None => s.reals.push(Real {
+                endpoint: real.endpoint,
+                weight: real.weight,
+                in_service: true,
+                active_conns: 0,
+                inactive_conns: 0,
+                stats: TrafficCounters::default(),
+                pools,
+            }),
+        }
+        s.sched.update(&s.reals);
+        Ok(())
+    }
+
+    /// Change a real's weight (`ipvsadm -e`); 0 quiesces it.
+    pub fn edit_real(&mut self, proto: Proto, vip: Endpoint, real: RealConfig) -> Result<(), ConfigError> {
+        let i = self.service_index(proto, vip)?;
+        let s = &mut self.services[i];
+        let r = s
+            .reals
+            .iter_mut()
+            .find(|r| r.in_service && r.endpoint == real.endpoint)
+            .ok_or(ConfigError::NoSuchReal(real.endpoint))?;
+        r.weight = real.weight;
+        s.sched.update(&s.reals);
+        Ok(())
+    }
+
+    /// Remove a real (`ipvsadm -d`): it gets no new connections; its
+    /// established ones run on until they end.
+    pub fn remove_real(&mut self, proto: Proto, vip: Endpoint, real: Endpoint) -> Result<(), ConfigError> {
+        let i = self.service_index(proto, vip)?;
+        let s = &mut self.services[i];
+        let r = s
+            .reals
+            .iter_mut()
+            .find(|r| r.in_service && r.endpoint == real)
+            .ok_or(ConfigError::NoSuchReal(real))?;
+        r.in_service = false;
+        s.sched.update(&s.reals);
+        Ok(())
+    }
+
+    /// Add a local address to a service (`ipvsadm -P`).
+    pub fn add_laddr(&mut self, proto: Proto, vip: Endpoint, laddr: IpAddr) -> Result<(), ConfigError> {
+        let i = self.service_index(proto, vip)?;
+        if laddr.is_ipv4() != vip.addr.is_ipv4() {
+            return Err(ConfigError::FamilyMismatch(laddr));
+        }
+        let s = &mut self.services[i];
+        if s.config.laddrs.contains(&laddr) {
+            return Err(ConfigError::LaddrExists(laddr));
+        }
+        s.config.laddrs.push(laddr);
+        for r in &mut s.reals {
+            r.pools.push(self.pools.get_or_create(proto, laddr, r.endpoint, self.last_now));
+        }
+        *self.laddr_refs.entry(laddr).or_default() += 1;
+        Ok(())
+    }
+
+    /// Remove a local address from a service (`ipvsadm -Q`); connections
+    /// already using it run on.
+    pub fn remove_laddr(&mut self, proto: Proto, vip: Endpoint, laddr: IpAddr) -> Result<(), ConfigError> {
+        let i = self.service_index(proto, vip)?;
+        let s = &mut self.services[i];
+        let at = s.config.laddrs.iter().position(|&l| l == laddr).ok_or(ConfigError::NoSuchLaddr(laddr))?;
+        s.config.laddrs.remove(at);
+        for r in &mut s.reals {
+            if at < r.pools.len() {
+                r.pools.remove(at);
+            }
+        }
+        Self::unref(&mut self.laddr_refs, laddr);
+        Ok(())
+    }
+
+    /// Replace the scheduler of a service with a fresh one of `kind`.
+    pub fn set_scheduler(&mut self, proto: Proto, vip: Endpoint, kind: SchedKind) -> Result<(), ConfigError> {
+        let i = self.service_index(proto, vip)?;
+        let mut cfg = self.services[i].config.clone();
+        cfg.sched = kind;
+        self.edit_service(cfg)
+    }
+}

@@ -1,0 +1,467 @@
+//! The packet path: classify, look up or create the connection, rewrite.
+//!
+//! FullNAT rewrites both addresses and both ports of every packet:
+//! client → VIP:vport becomes LIP:lport → real:rport, and the answer
+//! real:rport → LIP:lport becomes VIP:vport → client. TCP sequence numbers
+//! toward the real are offset by a per-connection value (the real sees an
+//! initial sequence number the load balancer chose, RFC 6528 style, so a
+//! reused (LIP, lport, real) tuple always sees a later ISN), and every number
+//! that names a sequence number is translated with it: ACKs and SACK blocks
+//! back toward the client. All checksums are updated incrementally
+//! (RFC 1624), pseudo-header included.
+
+use std::net::IpAddr;
+
+use rvs_wire::checksum;
+use rvs_wire::tcp::{self, TcpOption};
+use rvs_wire::{ip_protocol, ipv4, ipv6, udp};
+
+use crate::addr::{Endpoint, FlowKey, Proto};
+use crate::conn::{Conn, Lookup, TableFull, Translation};
+use crate::drop::DropReason;
+use crate::engine::{Engine, Verdict};
+use crate::tcp_state::{SegmentFlags, Side, TcpState};
+use crate::time::Instant;
+
+/// Domains of [`crate::hash::Secrets::derive`].
+const DRAW_PORT: u8 = 1;
+const DRAW_ISN: u8 = 2;
+
+/// What the path needs from the IP header, for either family.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IpInfo {
+    pub(crate) header_len: usize,
+    pub(crate) total_len: usize,
+    pub(crate) src: IpAddr,
+    pub(crate) dst: IpAddr,
+    pub(crate) protocol: u8,
+    pub(crate) ttl: u8,
+}
+
+impl IpInfo {
+    /// Parse and validate the IP header; fragments and IPv6 are refused here.
+    pub(crate) fn parse(pkt: &[u8]) -> Result<Self, DropReason> {
+        match pkt.first().map(|b| b >> 4) {
+            Some(4) => {
+                let ip = ipv4::Packet::new_checked(pkt).map_err(wire_drop)?;
+                if ip.is_fragment() {
+                    return Err(DropReason::Fragment);
+                }
+                Ok(Self {
+                    header_len: ip.header_len(),
+                    total_len: usize::from(ip.total_len()),
+                    src: IpAddr::V4(ip.src_addr()),
+                    dst: IpAddr::V4(ip.dst_addr()),
+                    protocol: ip.protocol(),
+                    ttl: ip.ttl(),
+                })
+            }
+            Some(6) => {
+                ipv6::Packet::new_checked(pkt).map_err(wire_drop)?;
+                Err(DropReason::Ipv6Unsupported)
+            }
+            Some(_) => Err(DropReason::Malformed),
+            None => Err(DropReason::Truncated),
+        }
+    }
+}
+
+pub(crate) fn wire_drop(e: rvs_wire::Error) -> DropReason {
+    match e {
+        rvs_wire::Error::Truncated => DropReason::Truncated,
+        _ => DropReason::Malformed,
+    }
+}
+
+/// The transport fields the path reads before deciding.
+#[derive(Debug, Clone, Copy)]
+struct L4Info {
+    src_port: u16,
+    dst_port: u16,
+    flags: SegmentFlags,
+    seq: u32,
+}
+
+fn parse_l4(proto: Proto, seg: &[u8]) -> Result<L4Info, DropReason> {
+    match proto {
+        Proto::Tcp => {
+            let t = tcp::Packet::new_checked(seg).map_err(wire_drop)?;
+            let f = t.flags();
+            let flags = SegmentFlags { syn: f.syn(), ack: f.ack(), fin: f.fin(), rst: f.rst() };
+            // RFC 9293 §3.10.7: no valid segment carries SYN with RST or FIN,
+            // and every valid segment carries at least one of these flags.
+            if (flags.syn && (flags.rst || flags.fin)) || !(flags.syn || flags.ack || flags.rst || flags.fin)
+            {
+                return Err(DropReason::BadTcpFlags);
+            }
+            Ok(L4Info { src_port: t.src_port(), dst_port: t.dst_port(), flags, seq: t.seq_number() })
+        }
+        Proto::Udp => {
+            let u = udp::Packet::new_checked(seg).map_err(wire_drop)?;
+            Ok(L4Info {
+                src_port: u.src_port(),
+                dst_port: u.dst_port(),
+                flags: SegmentFlags::default(),
+                seq: 0,
+            })
+        }
+    }
+}
+
+impl Engine {
+    /// Process one IP packet (no link-layer header), rewriting it in place.
+    ///
+    /// The packet may be longer than its IP total length (link padding);
+    /// the tail is left alone. Never panics, whatever the bytes.
+    pub fn handle(&mut self, now: Instant, pkt: &mut [u8]) -> Verdict {
+        self.last_now = self.last_now.max(now);
+        match self.process(now, pkt) {
+            Ok(to) => Verdict::Forward { to },
+            Err(reason) => {
+                self.stats.drops.add(reason);
+                Verdict::Drop(reason)
+            }
+        }
+    }
+
+    fn process(&mut self, now: Instant, pkt: &mut [u8]) -> Result<Side, DropReason> {
+        let ip = IpInfo::parse(pkt)?;
+        let pkt = &mut pkt[..ip.total_len];
+        if ip.ttl <= 1 && self.cfg.decrement_ttl {
+            return Err(DropReason::TtlExpired);
+        }
+        let proto = match ip.protocol {
+            ip_protocol::ICMP => return self.handle_icmp(now, &ip, pkt),
+            p => Proto::from_number(p),
+        };
+        let Some(proto) = proto else {
+            return Err(self.classify_miss(ip.dst, false));
+        };
+        let l4 = parse_l4(proto, &pkt[ip.header_len..])?;
+        let key = FlowKey {
+            proto,
+            src: Endpoint::new(ip.src, l4.src_port),
+            dst: Endpoint::new(ip.dst, l4.dst_port),
+        };
+        let hash = self.table.hash(&key);
+        let found = match self.table.lookup_hashed(hash, &key) {
+            // A new SYN on a finished connection starts over (clean reuse).
+            Some(l)
+                if l.side == Side::Client
+                    && l4.flags.syn
+                    && !l4.flags.ack
+                    && self.table.get(l.id).is_some_and(|c| c.state.is_reusable()) =>
+            {
+                self.remove_conn(now, l.id);
+                None
+            }
+            found => found,
+        };
+        let lookup = match found {
+            Some(l) => l,
+            None => self.new_conn(now, &key, &l4)?,
+        };
+        self.forward(now, lookup, &ip, &l4, pkt)
+    }
+
+    /// Why a packet with no connection and no service is dropped.
+    pub(crate) fn classify_miss(&self, dst: IpAddr, known_proto: bool) -> DropReason {
+        if self.laddr_refs.contains_key(&dst) {
+            if known_proto { DropReason::StrayReturn } else { DropReason::UnsupportedProtocol }
+        } else if self.vip_addrs.contains_key(&dst) {
+            if known_proto { DropReason::NoService } else { DropReason::UnsupportedProtocol }
+        } else {
+            DropReason::NotForUs
+        }
+    }
+
+    fn new_conn(&mut self, now: Instant, key: &FlowKey, l4: &L4Info) -> Result<Lookup, DropReason> {
+        let Some(&svc_index) = self.by_vip.get(&(key.proto, key.dst)) else {
+            return Err(self.classify_miss(key.dst.addr, true));
+        };
+        let opens = l4.flags.syn && !l4.flags.ack;
+        if key.proto == Proto::Tcp && !opens {
+            return Err(DropReason::NoConnection);
+        }
+        if self.table.len() >= self.table.max() {
+            return Err(DropReason::TableFull);
+        }
+        let svc = &mut self.services[svc_index as usize];
+        if svc.config.laddrs.is_empty() {
+            return Err(DropReason::NoLocalAddress);
+        }
+        let real_index = svc.sched.pick(&svc.reals, key.src).ok_or(DropReason::NoReal)?;
+        let real = &svc.reals[real_index];
+        let draw = self.table.secrets().derive(DRAW_PORT, key.proto, key.src, key.dst, self.draws);
+        self.draws = self.draws.wrapping_add(1);
+        let n = real.pools.len();
+        let (laddr, pool) = (0..n)
+            .find_map(|k| {
+                let at = (draw as usize).wrapping_add(k) % n;
+                let pool = real.pools[at];
+                let port = self.pools.pool_mut(pool).allocate(now, draw.rotate_left(32))?;
+                Some((Endpoint::new(svc.config.laddrs.get(at).copied()?, port), pool))
+            })
+            .ok_or(DropReason::NoLocalPort)?;
+        let real_ep = real.endpoint;
+        let mut xlat = Translation::default();
+        if key.proto == Proto::Tcp {
+            // RFC 6528: a 4 µs clock plus a keyed hash of the real-side tuple.
+            let clock = (now.as_nanos() / 4_000) as u32;
+            let isn = clock
+                .wrapping_add(self.table.secrets().derive(DRAW_ISN, key.proto, laddr, real_ep, 0) as u32);
+            xlat.c2r_seq = isn.wrapping_sub(l4.seq);
+        }
+        let state = match key.proto {
+            Proto::Tcp => TcpState::None,
+            Proto::Udp => TcpState::Established,
+        };
+        let conn = Conn {
+            client: key.src,
+            vip: key.dst,
+            laddr,
+            real: real_ep,
+            proto: key.proto,
+            state,
+            client_wscale: 0,
+            real_wscale: 0,
+            service: svc_index,
+            real_index: real_index as u32,
+            pool,
+            xlat,
+            expires: now + self.timeout(svc_index, key.proto, state),
+        };
+        let id = match self.table.insert(conn) {
+            Ok(id) => id,
+            Err(e) => {
+                self.pools.pool_mut(pool).release(now, laddr.port);
+                return Err(match e {
+                    TableFull::Full => DropReason::TableFull,
+                    TableFull::Duplicate => DropReason::NoLocalPort,
+                });
+            }
+        };
+        let svc = &mut self.services[svc_index as usize];
+        let real = &mut svc.reals[real_index];
+        if state.is_active() {
+            real.active_conns += 1;
+        } else {
+            real.inactive_conns += 1;
+        }
+        real.stats.conns += 1;
+        svc.stats.conns += 1;
+        self.stats.traffic.conns += 1;
+        self.stats.conns_created += 1;
+        Ok(Lookup { id, side: Side::Client })
+    }
+
+    fn forward(
+        &mut self,
+        now: Instant,
+        lookup: Lookup,
+        ip: &IpInfo,
+        l4: &L4Info,
+        pkt: &mut [u8],
+    ) -> Result<Side, DropReason> {
+        let Some(conn) = self.table.get_mut(lookup.id) else {
+            return Err(DropReason::NoConnection);
+        };
+        let (old, new) = (conn.state, conn.state.next(lookup.side, l4.flags));
+        let (service, real_index, proto) = (conn.service, conn.real_index, conn.proto);
+        let (src, dst, to) = match lookup.side {
+            Side::Client => (conn.laddr, conn.real, Side::Real),
+            Side::Real => (conn.vip, conn.client, Side::Client),
+        };
+        let xlat = conn.xlat.for_packet_from(lookup.side);
+        conn.state = new;
+        let expires = now + self.timeout(service, proto, new);
+        if new == old {
+            if let Some(c) = self.table.get_mut(lookup.id) {
+                c.expires = expires;
+            }
+        } else {
+            self.table.set_expiry(lookup.id, expires);
+        }
+        let svc = &mut self.services[service as usize];
+        let mss_clamp = svc.config.mss_clamp;
+        if let Some(real) = svc.reals.get_mut(real_index as usize) {
+            if old.is_active() != new.is_active() {
+                if new.is_active() {
+                    real.inactive_conns = real.inactive_conns.saturating_sub(1);
+                    real.active_conns += 1;
+                } else {
+                    real.active_conns = real.active_conns.saturating_sub(1);
+                    real.inactive_conns += 1;
+                }
+            }
+            count(&mut real.stats, to, pkt.len());
+        }
+        count(&mut svc.stats, to, pkt.len());
+        count(&mut self.stats.traffic, to, pkt.len());
+        let mss = if l4.flags.syn { mss_clamp } else { None };
+        rewrite(pkt, ip, src, dst, xlat, mss, self.cfg.decrement_ttl);
+        Ok(to)
+    }
+}
+
+fn count(c: &mut crate::service::TrafficCounters, to: Side, bytes: usize) {
+    match to {
+        Side::Real => {
+            c.pkts_in += 1;
+            c.bytes_in += bytes as u64;
+        }
+        Side::Client => {
+            c.pkts_out += 1;
+            c.bytes_out += bytes as u64;
+        }
+    }
+}
+
+/// Rewrite addresses, ports and sequence space of a validated packet.
+///
+/// `xlat` is (own seq offset, peer seq offset, own TSval offset, peer TSval
+/// offset) for the side the packet came from.
+pub(crate) fn rewrite(
+    pkt: &mut [u8],
+    ip: &IpInfo,
+    src: Endpoint,
+    dst: Endpoint,
+    xlat: (u32, u32, u32, u32),
+    mss_clamp: Option<u16>,
+    decrement_ttl: bool,
+) {
+    let (head, seg) = pkt.split_at_mut(ip.header_len);
+    rewrite_ip_header(head, ip, src.addr, dst.addr, decrement_ttl);
+    match ip.protocol {
+        ip_protocol::TCP => rewrite_tcp(seg, ip, src, dst, xlat, mss_clamp),
+        ip_protocol::UDP => rewrite_udp(seg, ip, src, dst),
+        _ => {}
+    }
+}
+
+/// New addresses (and TTL) in an IPv4 header, checksum updated incrementally.
+pub(crate) fn rewrite_ip_header(head: &mut [u8], ip: &IpInfo, src: IpAddr, dst: IpAddr, decrement_ttl: bool) {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else { return };
+    let mut h = ipv4::Packet::new_unchecked(head);
+    let mut sum = h.checksum();
+    sum = checksum::update_addr(sum, ip.src, src);
+    sum = checksum::update_addr(sum, ip.dst, dst);
+    h.set_src_addr(s);
+    h.set_dst_addr(d);
+    if decrement_ttl {
+        let ttl = ip.ttl.saturating_sub(1);
+        let word = |t: u8| u16::from_be_bytes([t, ip.protocol]);
+        sum = checksum::update16(sum, word(ip.ttl), word(ttl));
+        h.set_ttl(ttl);
+    }
+    h.set_checksum(sum);
+}
+
+fn rewrite_tcp(
+    seg: &mut [u8],
+    ip: &IpInfo,
+    src: Endpoint,
+    dst: Endpoint,
+    (own_seq, peer_seq, own_ts, peer_ts): (u32, u32, u32, u32),
+    mss_clamp: Option<u16>,
+) {
+    let mut t = tcp::Packet::new_unchecked(&mut *seg);
+    let mut sum = t.checksum();
+    sum = checksum::update_addr(sum, ip.src, src.addr);
+    sum = checksum::update_addr(sum, ip.dst, dst.addr);
+    sum = checksum::update16(sum, t.src_port(), src.port);
+    sum = checksum::update16(sum, t.dst_port(), dst.port);
+    t.set_src_port(src.port);
+    t.set_dst_port(dst.port);
+    if own_seq != 0 {
+        let (old, new) = (t.seq_number(), t.seq_number().wrapping_add(own_seq));
+        sum = checksum::update32(sum, old, new);
+        t.set_seq_number(new);
+    }
+    let acking = t.flags().ack();
+    if acking && peer_seq != 0 {
+        let (old, new) = (t.ack_number(), t.ack_number().wrapping_sub(peer_seq));
+        sum = checksum::update32(sum, old, new);
+        t.set_ack_number(new);
+    }
+    let syn = t.flags().syn();
+    if t.header_len() > 20 && (peer_seq != 0 || own_ts != 0 || peer_ts != 0 || mss_clamp.is_some()) {
+        sum = rewrite_options(
+            t.options_mut(),
+            sum,
+            peer_seq,
+            own_ts,
+            peer_ts,
+            acking,
+            mss_clamp.filter(|_| syn),
+        );
+    }
+    t.set_checksum(sum);
+}
+
+/// Translate SACK blocks and timestamps, clamp the MSS; returns the updated checksum.
+fn rewrite_options(
+    opts: &mut [u8],
+    mut sum: u16,
+    peer_seq: u32,
+    own_ts: u32,
+    peer_ts: u32,
+    acking: bool,
+    mss_clamp: Option<u16>,
+) -> u16 {
+    // Walk a copy (at most 40 bytes) so the original can be written meanwhile.
+    let mut copy = [0u8; 40];
+    let n = opts.len().min(40);
+    copy[..n].copy_from_slice(&opts[..n]);
+    let put = |opts: &mut [u8], at: usize, new: &[u8], sum: &mut u16| {
+        let Some(old) = opts.get_mut(at..at + new.len()) else { return };
+        // Options start 20 bytes (even) into the segment: parity is `at`'s.
+        *sum = checksum::update_bytes(*sum, at % 2 == 1, old, new);
+        old.copy_from_slice(new);
+    };
+    for item in tcp::options_iter(&copy[..n]) {
+        let Ok((at, opt)) = item else { break };
+        match opt {
+            TcpOption::MaxSegmentSize(mss) => {
+                if let Some(clamp) = mss_clamp.filter(|&c| mss > c) {
+                    put(opts, at + 2, &clamp.to_be_bytes(), &mut sum);
+                }
+            }
+            TcpOption::SackRange(blocks) if peer_seq != 0 => {
+                for (i, &(left, right)) in blocks.as_slice().iter().enumerate() {
+                    let mut b = [0u8; 8];
+                    b[..4].copy_from_slice(&left.wrapping_sub(peer_seq).to_be_bytes());
+                    b[4..].copy_from_slice(&right.wrapping_sub(peer_seq).to_be_bytes());
+                    put(opts, at + 2 + 8 * i, &b, &mut sum);
+                }
+            }
+            TcpOption::Timestamps { tsval, tsecr } if own_ts != 0 || (peer_ts != 0 && acking) => {
+                let mut b = [0u8; 8];
+                b[..4].copy_from_slice(&tsval.wrapping_add(own_ts).to_be_bytes());
+                // RFC 7323 §3.2: TSecr is meaningful only with ACK set.
+                let ecr = if acking { tsecr.wrapping_sub(peer_ts) } else { tsecr };
+                b[4..].copy_from_slice(&ecr.to_be_bytes());
+                put(opts, at + 2, &b, &mut sum);
+            }
+            _ => {}
+        }
+    }
+    sum
+}
+
+fn rewrite_udp(seg: &mut [u8], ip: &IpInfo, src: Endpoint, dst: Endpoint) {
+    let mut u = udp::Packet::new_unchecked(&mut *seg);
+    let old_sum = u.checksum();
+    let (old_src, old_dst) = (u.src_port(), u.dst_port());
+    u.set_src_port(src.port);
+    u.set_dst_port(dst.port);
+    // RFC 768: over IPv4 a zero checksum means none was computed; keep it so.
+    if old_sum == 0 && ip.src.is_ipv4() {
+        return;
+    }
+    let mut sum = checksum::update_addr(old_sum, ip.src, src.addr);
+    sum = checksum::update_addr(sum, ip.dst, dst.addr);
+    sum = checksum::update16(sum, old_src, src.port);
+    sum = checksum::update16(sum, old_dst, dst.port);
+    u.set_checksum(if sum == 0 { 0xffff } else { sum });
+}

@@ -1,0 +1,304 @@
+//! Scripted engine tests: packets in at explicit times, packets and
+//! verdicts checked on the way out.
+
+mod util;
+
+use std::time::Duration;
+
+use rvs_core::{DropReason, Instant, Proto, RealConfig, SchedKind, Side, TcpState, Verdict};
+use rvs_wire::tcp::Flags;
+use util::*;
+
+#[test]
+fn tcp_handshake_data_and_close_both_ways() {
+    let mut lb = lb(&["10.2.0.1:8080"]);
+    let t0 = Instant::from_secs(1);
+    let mut syn = tcp(CLIENT, VIP, 1000, None, Flags::SYN, &[]);
+    assert_eq!(lb.handle(t0, &mut syn), Verdict::Forward { to: Side::Real });
+    let seen = parse(&syn);
+    assert_eq!(seen.src.ip().to_string(), LIP);
+    assert_eq!(seen.dst.to_string(), "10.2.0.1:8080");
+    assert!(seen.checksums_ok);
+    assert_eq!(seen.ttl, 63);
+    let real_isn_of_client = seen.seq;
+    assert_ne!(real_isn_of_client, 1000, "the real-side ISN is the load balancer's");
+    let laddr = seen.src;
+
+    // The real answers; the client sees the VIP and its own numbers.
+    let mut synack = tcp_raw(
+        seen.dst,
+        laddr,
+        5000,
+        Some(real_isn_of_client.wrapping_add(1)),
+        Flags::SYN | Flags::ACK,
+        &[],
+    );
+    assert_eq!(lb.handle(t0, &mut synack), Verdict::Forward { to: Side::Client });
+    let back = parse(&synack);
+    assert_eq!((back.src.to_string(), back.dst.to_string()), (VIP.to_string(), CLIENT.to_string()));
+    assert_eq!(back.ack, 1001);
+    assert_eq!(back.seq, 5000, "plain FullNAT leaves the real's numbers alone");
+    assert!(back.checksums_ok);
+
+    let mut ack = tcp(CLIENT, VIP, 1001, Some(5001), Flags::ACK, b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(lb.handle(t0, &mut ack), Verdict::Forward { to: Side::Real });
+    let fwd = parse(&ack);
+    assert_eq!(fwd.seq, real_isn_of_client.wrapping_add(1));
+    assert_eq!(fwd.ack, 5001);
+    assert_eq!(fwd.payload, b"GET / HTTP/1.0\r\n\r\n");
+    assert!(fwd.checksums_ok);
+    assert_eq!(lb.conns().next().unwrap().state, TcpState::Established);
+    let svc = lb.service(Proto::Tcp, ep(VIP)).unwrap();
+    assert_eq!((svc.reals[0].active_conns, svc.reals[0].inactive_conns), (1, 0));
+
+    let mut fin = tcp(CLIENT, VIP, 1019, Some(5001), Flags::FIN | Flags::ACK, &[]);
+    assert!(matches!(lb.handle(t0, &mut fin), Verdict::Forward { .. }));
+    let mut fin2 = tcp_raw(
+        seen.dst,
+        laddr,
+        5001,
+        Some(real_isn_of_client.wrapping_add(20)),
+        Flags::FIN | Flags::ACK,
+        &[],
+    );
+    assert!(matches!(lb.handle(t0, &mut fin2), Verdict::Forward { .. }));
+    assert_eq!(parse(&fin2).ack, 1020);
+    let mut last = tcp(CLIENT, VIP, 1020, Some(5002), Flags::ACK, &[]);
+    assert!(matches!(lb.handle(t0, &mut last), Verdict::Forward { .. }));
+    assert_eq!(lb.conns().next().unwrap().state, TcpState::TimeWait);
+
+    // TIME_WAIT lasts 3 s, then the entry and its port are released.
+    lb.handle_timeout(t0 + Duration::from_millis(2900));
+    assert_eq!(lb.conn_count(), 1);
+    lb.handle_timeout(t0 + Duration::from_millis(3100));
+    assert_eq!(lb.conn_count(), 0);
+    let svc = lb.service(Proto::Tcp, ep(VIP)).unwrap();
+    assert_eq!(svc.reals[0].conns(), 0);
+    assert_eq!(svc.stats.pkts_in, 4);
+    assert_eq!(svc.stats.pkts_out, 2);
+}
+
+#[test]
+fn sack_blocks_and_mss_are_translated() {
+    let mut lb = lb(&["10.2.0.1:8080"]);
+    lb.edit_service({
+        let mut c = lb.service(Proto::Tcp, ep(VIP)).unwrap().config.clone();
+        c.mss_clamp = Some(1200);
+        c
+    })
+    .unwrap();
+    let t0 = Instant::from_secs(1);
+    let mut syn = tcp_opts(CLIENT, VIP, 77, None, Flags::SYN, Some(1460), &[]);
+    let _ = lb.handle(t0, &mut syn);
+    let seen = parse(&syn);
+    assert_eq!(seen.mss, Some(1200));
+    assert!(seen.checksums_ok);
+    let delta = seen.seq.wrapping_sub(77);
+    // The real SACKs client data in its (shifted) space; the client must
+    // see its own numbers.
+    let blocks = [(78u32.wrapping_add(delta) + 100, 78u32.wrapping_add(delta) + 200)];
+    let mut ack =
+        tcp_opts_raw(seen.dst, seen.src, 900, Some(78u32.wrapping_add(delta)), Flags::ACK, None, &blocks);
+    let _ = lb.handle(t0, &mut ack);
+    let back = parse(&ack);
+    assert_eq!(back.ack, 78);
+    assert_eq!(back.sack, vec![(178, 278)]);
+    assert!(back.checksums_ok);
+}
+
+#[test]
+fn reset_then_new_syn_reuses_cleanly() {
+    let mut lb = lb(&["10.2.0.1:8080"]);
+    let t0 = Instant::from_secs(1);
+    let mut syn = tcp(CLIENT, VIP, 1000, None, Flags::SYN, &[]);
+    let _ = lb.handle(t0, &mut syn);
+    let first = parse(&syn);
+    let mut rst =
+        tcp_raw(first.dst, first.src, 0, Some(first.seq.wrapping_add(1)), Flags::RST | Flags::ACK, &[]);
+    assert!(matches!(lb.handle(t0, &mut rst), Verdict::Forward { to: Side::Client }));
+    assert_eq!(lb.conns().next().unwrap().state, TcpState::Close);
+    let mut again = tcp(CLIENT, VIP, 9000, None, Flags::SYN, &[]);
+    assert_eq!(lb.handle(t0, &mut again), Verdict::Forward { to: Side::Real });
+    let second = parse(&again);
+    assert_eq!(lb.conn_count(), 1);
+    assert_ne!(second.src, first.src, "a fresh local port, the old one rests");
+    assert_eq!(lb.conns().next().unwrap().state, TcpState::SynRecv);
+    assert_eq!(lb.stats().conns_created, 2);
+}
+
+#[test]
+fn idle_connections_expire_per_state() {
+    let mut lb = lb(&["10.2.0.1:8080"]);
+    let t0 = Instant::from_secs(1);
+    let mut syn = tcp(CLIENT, VIP, 1, None, Flags::SYN, &[]);
+    let _ = lb.handle(t0, &mut syn);
+    // SYN_RECV: 30 s.
+    lb.handle_timeout(t0 + Duration::from_secs(29));
+    assert_eq!(lb.conn_count(), 1);
+    lb.handle_timeout(t0 + Duration::from_millis(30_200));
+    assert_eq!(lb.conn_count(), 0);
+    assert!(lb.poll_timeout().is_none());
+}
+
+#[test]
+fn drops_are_named() {
+    let mut lb = lb(&["10.2.0.1:8080"]);
+    let t = Instant::from_secs(1);
+    let mut cases: Vec<(Vec<u8>, DropReason)> = vec![
+        (tcp(CLIENT, VIP, 1, Some(1), Flags::ACK, &[]), DropReason::NoConnection),
+        (tcp(CLIENT, "10.0.0.1:81", 1, None, Flags::SYN, &[]), DropReason::NoService),
+        (tcp(CLIENT, "10.9.9.9:80", 1, None, Flags::SYN, &[]), DropReason::NotForUs),
+        (tcp("10.2.0.1:8080", "10.1.0.1:4000", 1, Some(1), Flags::ACK, &[]), DropReason::StrayReturn),
+        (tcp(CLIENT, VIP, 1, None, Flags::SYN | Flags::FIN, &[]), DropReason::BadTcpFlags),
+        (tcp(CLIENT, VIP, 1, None, Flags::from_bits(0), &[]), DropReason::BadTcpFlags),
+        (vec![0x45, 0, 0], DropReason::Truncated),
+        (vec![], DropReason::Truncated),
+        (vec![0x15; 40], DropReason::Malformed),
+    ];
+    let mut frag = tcp(CLIENT, VIP, 1, None, Flags::SYN, &[]);
+    frag[6] |= 0x20; // more fragments
+    cases.push((frag, DropReason::Fragment));
+    let mut ttl = tcp(CLIENT, VIP, 1, None, Flags::SYN, &[]);
+    ttl[8] = 1;
+    cases.push((ttl, DropReason::TtlExpired));
+    for (mut pkt, want) in cases {
+        assert_eq!(lb.handle(t, &mut pkt), Verdict::Drop(want), "{want}");
+        assert!(lb.stats().drops.get(want) >= 1);
+    }
+    assert_eq!(lb.conn_count(), 0);
+}
+
+#[test]
+fn no_real_no_laddr_no_port_and_full_table() {
+    let t = Instant::from_secs(1);
+    let mut lb = lb(&["10.2.0.1:8080"]);
+    lb.edit_real(Proto::Tcp, ep(VIP), RealConfig { endpoint: ep("10.2.0.1:8080"), weight: 0 }).unwrap();
+    let mut syn = tcp(CLIENT, VIP, 1, None, Flags::SYN, &[]);
+    assert_eq!(lb.handle(t, &mut syn), Verdict::Drop(DropReason::NoReal));
+
+    let mut lb = lb_with(&["10.2.0.1:8080"], |c| c.port_range = (5000, 5001), SchedKind::Rr);
+    for (i, want) in [(1, None), (2, None), (3, Some(DropReason::NoLocalPort))] {
+        let mut syn = tcp(&format!("192.0.2.9:{}", 1000 + i), VIP, 1, None, Flags::SYN, &[]);
+        let v = lb.handle(t, &mut syn);
+        match want {
+            None => assert!(matches!(v, Verdict::Forward { .. })),
+            Some(r) => assert_eq!(v, Verdict::Drop(r)),
+        }
+    }
+
+    let mut full = lb_with(&["10.2.0.1:8080"], |c| c.max_conns = 1, SchedKind::Rr);
+    let mut a = tcp("192.0.2.9:1", VIP, 1, None, Flags::SYN, &[]);
+    let mut b = tcp("192.0.2.9:2", VIP, 1, None, Flags::SYN, &[]);
+    assert!(matches!(full.handle(t, &mut a), Verdict::Forward { .. }));
+    assert_eq!(full.handle(t, &mut b), Verdict::Drop(DropReason::TableFull));
+
+    let mut lb = util::lb(&["10.2.0.1:8080"]);
+    lb.remove_laddr(Proto::Tcp, ep(VIP), LIP.parse().unwrap()).unwrap();
+    let mut syn = tcp(CLIENT, VIP, 1, None, Flags::SYN, &[]);
+    assert_eq!(lb.handle(t, &mut syn), Verdict::Drop(DropReason::NoLocalAddress));
+}
+
+#[test]
+fn quiesced_and_removed_reals_keep_their_connections() {
+    let mut lb = lb(&["10.2.0.1:8080", "10.2.0.2:8080"]);
+    let t = Instant::from_secs(1);
+    let mut syn = tcp("192.0.2.1:1000", VIP, 1, None, Flags::SYN, &[]);
+    let _ = lb.handle(t, &mut syn);
+    let first = parse(&syn);
+    lb.edit_real(Proto::Tcp, ep(VIP), RealConfig { endpoint: first.dst.into(), weight: 0 }).unwrap();
+    for port in 2000..2020 {
+        let mut syn = tcp(&format!("192.0.2.1:{port}"), VIP, 1, None, Flags::SYN, &[]);
+        let _ = lb.handle(t, &mut syn);
+        assert_ne!(parse(&syn).dst, first.dst, "quiesced real gets no new connection");
+    }
+    lb.remove_real(Proto::Tcp, ep(VIP), first.dst.into()).unwrap();
+    let mut data = tcp("192.0.2.1:1000", VIP, 2, Some(1), Flags::ACK, b"x");
+    assert_eq!(lb.handle(t, &mut data), Verdict::Forward { to: Side::Real });
+    assert_eq!(parse(&data).dst, first.dst, "established traffic still reaches the removed real");
+}
+
+#[test]
+fn udp_flows_keep_zero_checksum_and_expire_after_300s() {
+    let mut lb = lb_proto(Proto::Udp, &["10.2.0.1:53"]);
+    let t0 = Instant::from_secs(1);
+    let mut q = udp(CLIENT, "10.0.0.1:53", b"query", true);
+    assert_eq!(lb.handle(t0, &mut q), Verdict::Forward { to: Side::Real });
+    let seen = parse(&q);
+    assert!(seen.checksums_ok);
+    let mut r = udp(&seen.dst.to_string(), &seen.src.to_string(), b"answer", false);
+    assert_eq!(lb.handle(t0, &mut r), Verdict::Forward { to: Side::Client });
+    let back = parse(&r);
+    assert_eq!(back.src.to_string(), "10.0.0.1:53");
+    assert!(back.checksums_ok);
+    assert_eq!(back.udp_checksum, Some(0), "a zero UDP checksum stays zero");
+    lb.handle_timeout(t0 + Duration::from_secs(299));
+    assert_eq!(lb.conn_count(), 1);
+    lb.handle_timeout(t0 + Duration::from_millis(300_200));
+    assert_eq!(lb.conn_count(), 0);
+}
+
+#[test]
+fn icmp_frag_needed_from_the_real_side_reaches_the_client() {
+    let mut lb = lb(&["10.2.0.1:8080"]);
+    let t = Instant::from_secs(1);
+    let mut syn = tcp(CLIENT, VIP, 1000, None, Flags::SYN, &[]);
+    let _ = lb.handle(t, &mut syn);
+    let seen = parse(&syn);
+    // A router between LB and real says the LB's packet was too big.
+    let mut err = icmp_error("10.3.0.254", &seen.src.ip().to_string(), 3, 4, 1400, &syn);
+    assert_eq!(lb.handle(t, &mut err), Verdict::Forward { to: Side::Client });
+    let q = parse_icmp(&err);
+    assert_eq!((q.outer_src.as_str(), q.outer_dst.as_str()), ("10.0.0.1", "192.0.2.1"));
+    assert_eq!(q.quoted_src.to_string(), CLIENT);
+    assert_eq!(q.quoted_dst.to_string(), VIP);
+    assert_eq!(q.quoted_seq, 1000, "the quote is in the client's own sequence space");
+    assert_eq!(q.mtu, 1400);
+    assert!(q.checksums_ok);
+
+    let mut echo = icmp_error(CLIENT_IP, "10.0.0.1", 8, 0, 0, &[]);
+    assert_eq!(lb.handle(t, &mut echo), Verdict::Drop(DropReason::IcmpUnsupported));
+    let mut stray =
+        icmp_error("10.3.0.254", LIP, 3, 4, 1400, &tcp(LIP_PORT, "10.2.0.1:8080", 5, None, Flags::SYN, &[]));
+    assert_eq!(lb.handle(t, &mut stray), Verdict::Drop(DropReason::IcmpNoConnection));
+}
+
+#[test]
+fn icmp_from_the_client_side_reaches_the_real() {
+    let mut lb = lb(&["10.2.0.1:8080"]);
+    let t = Instant::from_secs(1);
+    let mut syn = tcp(CLIENT, VIP, 1000, None, Flags::SYN, &[]);
+    let _ = lb.handle(t, &mut syn);
+    let seen = parse(&syn);
+    let mut synack =
+        tcp_raw(seen.dst, seen.src, 5000, Some(seen.seq.wrapping_add(1)), Flags::SYN | Flags::ACK, &[]);
+    let _ = lb.handle(t, &mut synack);
+    // The client's router cannot deliver the VIP's SYN-ACK.
+    let mut err = icmp_error("198.51.100.1", "10.0.0.1", 3, 1, 0, &synack);
+    assert_eq!(lb.handle(t, &mut err), Verdict::Forward { to: Side::Real });
+    let q = parse_icmp(&err);
+    assert_eq!((q.outer_src.as_str(), q.outer_dst.as_str()), (LIP, "10.2.0.1"));
+    assert_eq!(q.quoted_src.to_string(), "10.2.0.1:8080");
+    assert_eq!(q.quoted_dst, seen.src);
+    assert_eq!(q.quoted_seq, 5000);
+    assert!(q.checksums_ok);
+}
+
+#[test]
+fn control_plane_rejects_and_changes_nothing() {
+    let mut lb = lb(&["10.2.0.1:8080"]);
+    let before = format!("{:?}", lb.services().map(|s| &s.config).collect::<Vec<_>>());
+    assert!(
+        lb.add_real(Proto::Tcp, ep(VIP), RealConfig { endpoint: ep("10.2.0.1:8080"), weight: 1 }).is_err()
+    );
+    assert!(
+        lb.add_real(Proto::Tcp, ep(VIP), RealConfig { endpoint: ep("[2001:db8::1]:80"), weight: 1 }).is_err()
+    );
+    assert!(lb.add_laddr(Proto::Tcp, ep(VIP), LIP.parse().unwrap()).is_err());
+    assert!(lb.remove_real(Proto::Tcp, ep(VIP), ep("10.9.9.9:1")).is_err());
+    assert!(lb.remove_service(Proto::Udp, ep(VIP)).is_err());
+    let mut dup = rvs_core::ServiceConfig::new(Proto::Tcp, ep(VIP));
+    dup.sched = SchedKind::Rr;
+    assert!(lb.add_service(dup).is_err());
+    let after = format!("{:?}", lb.services().map(|s| &s.config).collect::<Vec<_>>());
+    assert_eq!(before, after);
+}

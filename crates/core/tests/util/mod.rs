@@ -1,0 +1,298 @@
+//! Packets for engine tests, built with etherparse (an independent
+//! implementation) and read back with a few lines of plain byte parsing, so
+//! the tests do not trust the code they test.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use etherparse::{PacketBuilder, TcpOptionElement};
+use rvs_core::{Endpoint, Engine, EngineConfig, Instant, Proto, RealConfig, SchedKind, ServiceConfig};
+use rvs_wire::tcp::Flags;
+
+pub const CLIENT: &str = "192.0.2.1:40000";
+pub const CLIENT_IP: &str = "192.0.2.1";
+pub const VIP: &str = "10.0.0.1:80";
+pub const LIP: &str = "10.1.0.1";
+pub const LIP_PORT: &str = "10.1.0.1:4000";
+
+pub fn ep(s: &str) -> Endpoint {
+    s.parse::<SocketAddr>().unwrap().into()
+}
+
+fn v4(s: &str) -> SocketAddrV4 {
+    s.parse().unwrap()
+}
+
+fn v4_of(s: SocketAddr) -> SocketAddrV4 {
+    match s {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => panic!("IPv4 only"),
+    }
+}
+
+pub fn lb(reals: &[&str]) -> Engine {
+    lb_with(reals, |_| {}, SchedKind::Rr)
+}
+
+pub fn lb_proto(proto: Proto, reals: &[&str]) -> Engine {
+    build(proto, reals, |_| {}, SchedKind::Rr)
+}
+
+pub fn lb_with(reals: &[&str], f: impl FnOnce(&mut EngineConfig), sched: SchedKind) -> Engine {
+    build(Proto::Tcp, reals, f, sched)
+}
+
+fn build(proto: Proto, reals: &[&str], f: impl FnOnce(&mut EngineConfig), sched: SchedKind) -> Engine {
+    let mut cfg = EngineConfig::default();
+    f(&mut cfg);
+    let mut e = Engine::new(cfg, [42; 32], Instant::ZERO);
+    let vip = if proto == Proto::Udp { ep("10.0.0.1:53") } else { ep(VIP) };
+    let mut s = ServiceConfig::new(proto, vip);
+    s.sched = sched;
+    s.laddrs = vec![LIP.parse().unwrap()];
+    e.add_service(s).unwrap();
+    for r in reals {
+        e.add_real(proto, vip, RealConfig { endpoint: ep(r), weight: 1 }).unwrap();
+    }
+    e
+}
+
+pub fn tcp(src: &str, dst: &str, seq: u32, ack: Option<u32>, flags: Flags, payload: &[u8]) -> Vec<u8> {
+    tcp_full(v4(src), v4(dst), seq, ack, flags, &[], payload)
+}
+
+pub fn tcp_raw(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: Option<u32>,
+    flags: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
+    tcp_full(v4_of(src), v4_of(dst), seq, ack, flags, &[], payload)
+}
+
+pub fn tcp_opts(
+    src: &str,
+    dst: &str,
+    seq: u32,
+    ack: Option<u32>,
+    flags: Flags,
+    mss: Option<u16>,
+    sack: &[(u32, u32)],
+) -> Vec<u8> {
+    tcp_full(v4(src), v4(dst), seq, ack, flags, &options(mss, sack), &[])
+}
+
+pub fn tcp_opts_raw(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: Option<u32>,
+    flags: Flags,
+    mss: Option<u16>,
+    sack: &[(u32, u32)],
+) -> Vec<u8> {
+    tcp_full(v4_of(src), v4_of(dst), seq, ack, flags, &options(mss, sack), &[])
+}
+
+fn options(mss: Option<u16>, sack: &[(u32, u32)]) -> Vec<TcpOptionElement> {
+    let mut opts = Vec::new();
+    if let Some(m) = mss {
+        opts.push(TcpOptionElement::MaximumSegmentSize(m));
+    }
+    if let Some((&first, rest)) = sack.split_first() {
+        let mut more = [None; 3];
+        for (i, &b) in rest.iter().take(3).enumerate() {
+            more[i] = Some(b);
+        }
+        opts.push(TcpOptionElement::Noop);
+        opts.push(TcpOptionElement::Noop);
+        opts.push(TcpOptionElement::SelectiveAcknowledgement(first, more));
+    }
+    opts
+}
+
+pub fn tcp_full(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: Option<u32>,
+    flags: Flags,
+    opts: &[TcpOptionElement],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b =
+        PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64).tcp(src.port(), dst.port(), seq, 64240);
+    if flags.syn() {
+        b = b.syn();
+    }
+    if flags.fin() {
+        b = b.fin();
+    }
+    if flags.rst() {
+        b = b.rst();
+    }
+    if flags.psh() {
+        b = b.psh();
+    }
+    if let Some(a) = ack {
+        b = b.ack(a);
+    }
+    let mut out = Vec::new();
+    b.options(opts).unwrap().write(&mut out, payload).unwrap();
+    out
+}
+
+pub fn udp(src: &str, dst: &str, payload: &[u8], with_checksum: bool) -> Vec<u8> {
+    let (s, d) = (v4(src), v4(dst));
+    let mut out = Vec::new();
+    PacketBuilder::ipv4(s.ip().octets(), d.ip().octets(), 64)
+        .udp(s.port(), d.port())
+        .write(&mut out, payload)
+        .unwrap();
+    if !with_checksum {
+        out[26] = 0;
+        out[27] = 0;
+    }
+    out
+}
+
+/// An ICMPv4 message from `src` to `dst` quoting `quote` (IP header + 8 bytes).
+pub fn icmp_error(src: &str, dst: &str, ty: u8, code: u8, mtu: u16, quote: &[u8]) -> Vec<u8> {
+    let (s, d): (Ipv4Addr, Ipv4Addr) = (src.parse().unwrap(), dst.parse().unwrap());
+    let rest = [0, 0, (mtu >> 8) as u8, mtu as u8];
+    let mut out = Vec::new();
+    let quoted = &quote[..quote.len().min(28)];
+    PacketBuilder::ipv4(s.octets(), d.octets(), 64)
+        .icmpv4_raw(ty, code, rest)
+        .write(&mut out, quoted)
+        .unwrap();
+    out
+}
+
+/// Ones'-complement sum, independent of the code under test.
+fn sum(data: &[u8]) -> u32 {
+    data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum()
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+fn l4_ok(ip: &[u8], l4: &[u8], proto: u8) -> bool {
+    let s = sum(&ip[12..20]) + u32::from(proto) + l4.len() as u32 + sum(l4);
+    fold(s) == 0xffff
+}
+
+#[derive(Debug)]
+pub struct Seen {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub ttl: u8,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: Flags,
+    pub mss: Option<u16>,
+    pub sack: Vec<(u32, u32)>,
+    pub payload: Vec<u8>,
+    pub udp_checksum: Option<u16>,
+    pub checksums_ok: bool,
+}
+
+pub fn parse(p: &[u8]) -> Seen {
+    let ihl = usize::from(p[0] & 15) * 4;
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    let ip_ok = fold(sum(&p[..ihl])) == 0xffff;
+    let src_ip = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+    let dst_ip = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+    let l4 = &p[ihl..total];
+    let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+    let mut seen = Seen {
+        src: SocketAddr::new(src_ip.into(), port(0)),
+        dst: SocketAddr::new(dst_ip.into(), port(2)),
+        ttl: p[8],
+        seq: 0,
+        ack: 0,
+        flags: Flags::from_bits(0),
+        mss: None,
+        sack: Vec::new(),
+        payload: Vec::new(),
+        udp_checksum: None,
+        checksums_ok: false,
+    };
+    match p[9] {
+        6 => {
+            let word = |at: usize| u32::from_be_bytes([l4[at], l4[at + 1], l4[at + 2], l4[at + 3]]);
+            seen.seq = word(4);
+            seen.ack = word(8);
+            seen.flags = Flags::from_bits(l4[13]);
+            let hl = usize::from(l4[12] >> 4) * 4;
+            let mut i = 20;
+            while i < hl {
+                match l4[i] {
+                    0 => break,
+                    1 => i += 1,
+                    kind => {
+                        let len = usize::from(l4[i + 1]);
+                        if kind == 2 {
+                            seen.mss = Some(u16::from_be_bytes([l4[i + 2], l4[i + 3]]));
+                        }
+                        if kind == 5 {
+                            for b in l4[i + 2..i + len].chunks(8) {
+                                let w = |j: usize| u32::from_be_bytes([b[j], b[j + 1], b[j + 2], b[j + 3]]);
+                                seen.sack.push((w(0), w(4)));
+                            }
+                        }
+                        i += len.max(2);
+                    }
+                }
+            }
+            seen.payload = l4[hl..].to_vec();
+            seen.checksums_ok = ip_ok && l4_ok(p, l4, 6);
+        }
+        17 => {
+            let c = port(6);
+            seen.udp_checksum = Some(c);
+            seen.payload = l4[8..].to_vec();
+            seen.checksums_ok = ip_ok && (c == 0 || l4_ok(p, l4, 17));
+        }
+        _ => {}
+    }
+    seen
+}
+
+#[derive(Debug)]
+pub struct QuotedError {
+    pub outer_src: String,
+    pub outer_dst: String,
+    pub quoted_src: SocketAddr,
+    pub quoted_dst: SocketAddr,
+    pub quoted_seq: u32,
+    pub mtu: u16,
+    pub checksums_ok: bool,
+}
+
+pub fn parse_icmp(p: &[u8]) -> QuotedError {
+    let ihl = usize::from(p[0] & 15) * 4;
+    let icmp = &p[ihl..];
+    let q = &icmp[8..];
+    let qihl = usize::from(q[0] & 15) * 4;
+    let qip = |at: usize| Ipv4Addr::new(q[at], q[at + 1], q[at + 2], q[at + 3]);
+    let l4 = &q[qihl..];
+    let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+    QuotedError {
+        outer_src: Ipv4Addr::new(p[12], p[13], p[14], p[15]).to_string(),
+        outer_dst: Ipv4Addr::new(p[16], p[17], p[18], p[19]).to_string(),
+        quoted_src: SocketAddr::new(qip(12).into(), port(0)),
+        quoted_dst: SocketAddr::new(qip(16).into(), port(2)),
+        quoted_seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
+        mtu: u16::from_be_bytes([icmp[6], icmp[7]]),
+        checksums_ok: fold(sum(&p[..ihl])) == 0xffff
+            && fold(sum(icmp)) == 0xffff
+            && fold(sum(&q[..qihl])) == 0xffff,
+    }
+}
