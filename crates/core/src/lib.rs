@@ -16,6 +16,8 @@
 //! one worker; several workers split the local ports ([`WorkerSlice`]) so
 //! return traffic can be steered to its owner without shared state.
 
+#![warn(missing_docs)]
+
 pub mod addr;
 pub mod config;
 pub mod conn;

@@ -80,6 +80,9 @@ struct L4Info {
     dst_port: u16,
     flags: SegmentFlags,
     seq: u32,
+    ack: u32,
+    /// Sequence space the segment occupies: payload, plus one each for SYN and FIN.
+    seg_len: u32,
 }
 
 fn parse_l4(proto: Proto, seg: &[u8]) -> Result<L4Info, DropReason> {
@@ -94,7 +97,14 @@ fn parse_l4(proto: Proto, seg: &[u8]) -> Result<L4Info, DropReason> {
             {
                 return Err(DropReason::BadTcpFlags);
             }
-            Ok(L4Info { src_port: t.src_port(), dst_port: t.dst_port(), flags, seq: t.seq_number() })
+            Ok(L4Info {
+                src_port: t.src_port(),
+                dst_port: t.dst_port(),
+                flags,
+                seq: t.seq_number(),
+                ack: t.ack_number(),
+                seg_len: t.segment_len() as u32,
+            })
         }
         Proto::Udp => {
             let u = udp::Packet::new_checked(seg).map_err(wire_drop)?;
@@ -103,6 +113,8 @@ fn parse_l4(proto: Proto, seg: &[u8]) -> Result<L4Info, DropReason> {
                 dst_port: u.dst_port(),
                 flags: SegmentFlags::default(),
                 seq: 0,
+                ack: 0,
+                seg_len: 0,
             })
         }
     }
@@ -229,6 +241,7 @@ impl Engine {
             real_index: real_index as u32,
             pool,
             xlat,
+            fins: Default::default(),
             expires: now + self.timeout(svc_index, key.proto, state),
         };
         let id = match self.table.insert(conn) {
@@ -266,15 +279,35 @@ impl Engine {
         let Some(conn) = self.table.get_mut(lookup.id) else {
             return Err(DropReason::NoConnection);
         };
-        let (old, new) = (conn.state, conn.state.next(lookup.side, l4.flags));
+        let (old, mut new) = (conn.state, conn.state.next(lookup.side, l4.flags));
         let (service, real_index, proto) = (conn.service, conn.real_index, conn.proto);
         let (src, dst, to) = match lookup.side {
             Side::Client => (conn.laddr, conn.real, Side::Real),
             Side::Real => (conn.vip, conn.client, Side::Client),
         };
         let xlat = conn.xlat.for_packet_from(lookup.side);
+        let mut timeout_state = new;
+        if proto == Proto::Tcp {
+            if l4.flags.fin {
+                conn.fins.sent(lookup.side, l4.seq.wrapping_add(l4.seg_len).wrapping_add(xlat.0));
+            }
+            if l4.flags.ack {
+                conn.fins.acked_by(lookup.side, l4.ack);
+            }
+            // The close is over only when both FINs are acknowledged; until
+            // then a FIN may be retransmitted, later than the classic
+            // few-second closing timeouts, and must still find its entry.
+            if new == TcpState::TimeWait && !conn.fins.closed() {
+                new = TcpState::LastAck;
+            }
+            if conn.fins.unacked()
+                && matches!(new, TcpState::FinWait | TcpState::CloseWait | TcpState::LastAck)
+            {
+                timeout_state = TcpState::Established;
+            }
+        }
         conn.state = new;
-        let expires = now + self.timeout(service, proto, new);
+        let expires = now + self.timeout(service, proto, timeout_state);
         if new == old {
             if let Some(c) = self.table.get_mut(lookup.id) {
                 c.expires = expires;

@@ -302,3 +302,32 @@ fn control_plane_rejects_and_changes_nothing() {
     let after = format!("{:?}", lb.services().map(|s| &s.config).collect::<Vec<_>>());
     assert_eq!(before, after);
 }
+
+#[test]
+fn an_unacknowledged_fin_keeps_the_entry_past_the_short_closing_timeouts() {
+    let mut lb = lb(&["10.2.0.1:8080"]);
+    let t0 = Instant::from_secs(1);
+    let mut syn = tcp(CLIENT, VIP, 1000, None, Flags::SYN, &[]);
+    let _ = lb.handle(t0, &mut syn);
+    let s = parse(&syn);
+    let mut synack = tcp_raw(s.dst, s.src, 5000, Some(s.seq.wrapping_add(1)), Flags::SYN | Flags::ACK, &[]);
+    let _ = lb.handle(t0, &mut synack);
+    let mut ack = tcp(CLIENT, VIP, 1001, Some(5001), Flags::ACK, &[]);
+    let _ = lb.handle(t0, &mut ack);
+    // The real closes; the client acknowledges and closes too, but the
+    // real's ACK of the client's FIN is lost.
+    let mut fin = tcp_raw(s.dst, s.src, 5001, Some(s.seq.wrapping_add(1)), Flags::FIN | Flags::ACK, &[]);
+    let _ = lb.handle(t0, &mut fin);
+    let mut fin2 = tcp(CLIENT, VIP, 1001, Some(5002), Flags::FIN | Flags::ACK, &[]);
+    let _ = lb.handle(t0, &mut fin2);
+    assert_eq!(lb.conns().next().unwrap().state, TcpState::LastAck);
+    // A peer's retransmission timeout after losses exceeds LAST_ACK's 3 s.
+    lb.handle_timeout(t0 + Duration::from_secs(10));
+    let mut again = tcp(CLIENT, VIP, 1001, Some(5002), Flags::FIN | Flags::ACK, &[]);
+    assert_eq!(lb.handle(t0 + Duration::from_secs(10), &mut again), Verdict::Forward { to: Side::Real });
+    let mut last = tcp_raw(s.dst, s.src, 5002, Some(s.seq.wrapping_add(2)), Flags::ACK, &[]);
+    let _ = lb.handle(t0 + Duration::from_secs(10), &mut last);
+    assert_eq!(lb.conns().next().unwrap().state, TcpState::TimeWait);
+    lb.handle_timeout(t0 + Duration::from_millis(13_200));
+    assert_eq!(lb.conn_count(), 0, "once closed, TIME_WAIT's 3 s apply");
+}

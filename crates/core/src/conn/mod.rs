@@ -48,6 +48,60 @@ impl Translation {
     }
 }
 
+/// The FINs of a TCP connection: seen, and acknowledged by the other side.
+///
+/// The classic closing timeouts are a few seconds, shorter than a peer's
+/// retransmission timeout after losses. Tracking the FINs lets the engine
+/// keep a closing connection while a FIN is still unacknowledged (its
+/// sender will retransmit it) and apply the short timeouts only once the
+/// close has really happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fins {
+    /// Sequence number just past each side's FIN (`[client, real]`), in the
+    /// receiving side's numbering, so its ACKs compare directly.
+    pub end: [u32; 2],
+    /// Bits: 1 client FIN seen, 2 real FIN seen, 4 client FIN acked, 8 real FIN acked.
+    pub bits: u8,
+}
+
+impl Fins {
+    const SEEN: [u8; 2] = [1, 2];
+    const ACKED: [u8; 2] = [4, 8];
+
+    fn index(side: Side) -> usize {
+        match side {
+            Side::Client => 0,
+            Side::Real => 1,
+        }
+    }
+
+    /// Note a FIN from `side` ending at `end` (receiver's numbering).
+    pub fn sent(&mut self, side: Side, end: u32) {
+        let i = Self::index(side);
+        self.end[i] = end;
+        self.bits = (self.bits | Self::SEEN[i]) & !Self::ACKED[i];
+    }
+
+    /// Note an acknowledgement number sent by `side`: it may cover the other side's FIN.
+    pub fn acked_by(&mut self, side: Side, ack: u32) {
+        let other = 1 - Self::index(side);
+        if self.bits & Self::SEEN[other] != 0 && ack.wrapping_sub(self.end[other]) as i32 >= 0 {
+            self.bits |= Self::ACKED[other];
+        }
+    }
+
+    /// Whether a FIN was sent that the other side has not acknowledged yet.
+    pub fn unacked(self) -> bool {
+        let seen = self.bits & 3;
+        (self.bits >> 2) & seen != seen
+    }
+
+    /// Whether both sides' FINs are acknowledged.
+    pub fn closed(self) -> bool {
+        self.bits == 15
+    }
+}
+
 /// One forwarded flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conn {
@@ -75,6 +129,8 @@ pub struct Conn {
     pub pool: PoolId,
     /// Sequence and timestamp translation.
     pub xlat: Translation,
+    /// Where each side's FIN ends, as the other side numbers it.
+    pub fins: Fins,
     /// Idle deadline: refreshed by every packet.
     pub expires: Instant,
 }

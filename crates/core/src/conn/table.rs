@@ -334,6 +334,7 @@ mod tests {
             real_index: 0,
             pool: PoolId(0),
             xlat: Default::default(),
+            fins: Default::default(),
             expires,
         }
     }
