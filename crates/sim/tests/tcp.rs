@@ -154,3 +154,37 @@ fn impaired_transfers(seed: u64, n: usize, len: u32) {
 fn impaired_concurrent_transfers_complete_byte_exact() {
     impaired_transfers(2, 200, 1 << 20);
 }
+
+#[test]
+fn ipv6_and_dual_stack_hosts() {
+    use rvs_sim::app::{UdpClient, UdpClientConfig, UdpServer, UdpServerConfig};
+    let mut net = Network::new(Router, NetworkConfig::seeded(5));
+    let _pcap = net.pcap_on_failure("ipv6_and_dual_stack");
+    let lossy = LinkConfig::lossy(0.01);
+    let client = net.add_host("client", &[ip("10.0.0.1"), ip("fd00::1")], lossy);
+    let server = net.add_host("server", &[ip("fd00:1::1"), ip("fd00:1::2"), ip("10.0.1.1")], lossy);
+    let srv = net.add_app(server, TcpServer::new(TcpServerConfig::new(443)));
+    net.add_app(server, UdpServer::new(UdpServerConfig::new(53)));
+    let v6 = net.add_app(
+        client,
+        TcpClient::new(TcpClientConfig::new(Endpoint::new(ip("fd00:1::2"), 443), 5, 50_000, 50_000)),
+    );
+    let mut v4cfg = TcpClientConfig::new(Endpoint::new(ip("10.0.1.1"), 443), 5, 50_000, 50_000);
+    v4cfg.first_id = 100;
+    let v4 = net.add_app(client, TcpClient::new(v4cfg));
+    let mut ucfg = UdpClientConfig::new(Endpoint::new(ip("fd00:1::1"), 53), 20);
+    ucfg.response_len = 1400;
+    let udp = net.add_app(client, UdpClient::new(ucfg));
+    assert!(net.run_until(Instant::from_secs(60), |n| {
+        n.app(&v6).finished() && n.app(&v4).finished() && n.app(&udp).finished()
+    }));
+    assert_eq!(net.app(&v6).ok_count(), 5);
+    assert_eq!(net.app(&v4).ok_count(), 5);
+    assert_eq!(net.app(&udp).ok_count(), 20);
+    assert!(net.app(&v6).conns().iter().all(|c| c.local.unwrap().addr == ip("fd00::1")));
+    assert!(net.app(&v4).conns().iter().all(|c| c.local.unwrap().addr == ip("10.0.0.1")));
+    net.advance(Duration::from_secs(1));
+    let peers: Vec<_> = net.app(&srv).stats().peers.keys().copied().collect();
+    assert_eq!(peers, vec![ip("10.0.0.1"), ip("fd00::1")]);
+    assert!(net.hosts().all(|h| net.host_stats(h).bad_checksum == 0));
+}
