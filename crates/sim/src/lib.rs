@@ -34,6 +34,7 @@
 pub mod app;
 mod capture;
 mod host;
+mod lb;
 mod link;
 mod middlebox;
 mod network;
