@@ -238,11 +238,13 @@ impl Stack<'_> {
 /// Code running on a host against its smoltcp sockets: a client, a server,
 /// or anything a test needs.
 ///
-/// The network runs a host's apps after its stack processed arrivals or
-/// sent something, whenever the test touched the app or the host
-/// ([`Network::app_mut`](crate::Network::app_mut)), and when an app's own
-/// [`poll_at`](Self::poll_at) is due. After the apps run, the stack is polled
-/// again at once if they queued anything.
+/// Each time the network services a host (packets arrived for it, one of
+/// its stack's timers is due, an app's own [`poll_at`](Self::poll_at) is
+/// due, or the test touched the host through
+/// [`Network::app_mut`](crate::Network::app_mut) or
+/// [`Network::with_stack`](crate::Network::with_stack)), it polls the stack,
+/// which takes in every arrival, then runs the host's apps once, then polls
+/// the stack until it has sent everything the apps queued.
 pub trait App: Any {
     /// Look at the sockets and act. Called often: cheap when nothing changed.
     fn poll(&mut self, stack: &mut Stack<'_>);

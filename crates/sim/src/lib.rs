@@ -47,3 +47,5 @@ pub use link::{LinkConfig, LinkDir, LinkStats};
 pub use middlebox::{Middlebox, Router};
 pub use network::{Network, NetworkConfig, NetworkStats};
 pub use packet::PacketInfo;
+/// The TCP/IP stack the hosts run, for apps that use sockets directly.
+pub use smoltcp;

@@ -9,7 +9,28 @@ use rvs_core::Instant;
 /// The shape follows the load balancer core: a packet is rewritten in place
 /// and a verdict returned; timers are polled, never slept on. The buffer is a
 /// `Vec` so a middlebox may grow or shrink the packet (encapsulation, option
-/// stripping).
+/// stripping). Addresses no host owns (VIPs, local addresses) need no
+/// claiming: every packet reaches the middlebox whatever its destination,
+/// and only what it forwards must be addressed to a host.
+///
+/// ```
+/// use rvs_core::Instant;
+/// use rvs_sim::{Middlebox, PacketInfo};
+///
+/// /// Forwards everything but UDP, and counts what it dropped.
+/// #[derive(Default)]
+/// struct NoUdp {
+///     dropped: u64,
+/// }
+///
+/// impl Middlebox for NoUdp {
+///     fn handle(&mut self, _now: Instant, packet: &mut Vec<u8>) -> bool {
+///         let udp = PacketInfo::parse(packet).is_some_and(|i| i.proto == 17);
+///         self.dropped += u64::from(udp);
+///         !udp
+///     }
+/// }
+/// ```
 pub trait Middlebox {
     /// Rewrite `packet` (a raw IPv4/IPv6 packet) in place; true = forward
     /// it, false = it was dropped (the middlebox counts why).

@@ -9,6 +9,8 @@ use std::time::Instant as WallClock;
 
 use rvs_core::{Endpoint, Instant};
 use rvs_sim::app::{Closer, Outcome, TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
+use rvs_sim::smoltcp::iface::SocketHandle;
+use rvs_sim::smoltcp::socket::tcp::State as TcpState;
 use rvs_sim::{LinkConfig, LinkDir, Network, NetworkConfig, PacketInfo, Router};
 
 fn ip(s: &str) -> IpAddr {
@@ -187,4 +189,92 @@ fn ipv6_and_dual_stack_hosts() {
     let peers: Vec<_> = net.app(&srv).stats().peers.keys().copied().collect();
     assert_eq!(peers, vec![ip("10.0.0.1"), ip("fd00::1")]);
     assert!(net.hosts().all(|h| net.host_stats(h).bad_checksum == 0));
+}
+
+/// Connects twice in a row from the same port, the way a NAT reuses a
+/// source port: the second SYN meets the server's TIME-WAIT socket.
+struct SamePortTwice {
+    handle: Option<SocketHandle>,
+    phase: u8,
+    round: u64,
+    received: usize,
+    finished: Vec<Instant>,
+}
+
+impl rvs_sim::App for SamePortTwice {
+    fn poll(&mut self, stack: &mut rvs_sim::Stack<'_>) {
+        use rvs_sim::app::Header;
+        let h = *self.handle.get_or_insert_with(|| stack.add_tcp(4096, 4096));
+        loop {
+            let s = stack.tcp(h);
+            match self.phase {
+                0 if self.round < 2 => {
+                    let remote = Endpoint::new(ip("10.0.1.1"), 80);
+                    stack.connect(h, remote, Endpoint::new(ip("10.0.0.1"), 40000)).unwrap();
+                    self.phase = 1;
+                }
+                1 if s.can_send() => {
+                    let header = Header { id: self.round, a: 0, response_len: 100 }.encode();
+                    assert_eq!(s.send_slice(&header), Ok(16));
+                    self.phase = 2;
+                }
+                2 if s.can_recv() => self.received += s.recv(|b| (b.len(), b.len())).unwrap(),
+                2 if !s.may_recv() && s.state() != TcpState::SynSent => {
+                    s.close();
+                    self.phase = 3;
+                }
+                3 if s.state() == TcpState::Closed => {
+                    self.finished.push(stack.now());
+                    self.round += 1;
+                    self.phase = 0;
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+#[test]
+fn syn_for_a_tuple_in_time_wait_starts_a_new_connection() {
+    let mut net = Network::new(Router, NetworkConfig::seeded(6));
+    let _pcap = net.pcap_on_failure("syn_in_time_wait");
+    let client = net.add_host("client", &[ip("10.0.0.1")], LinkConfig::default());
+    let server = net.add_host("server", &[ip("10.0.1.1")], LinkConfig::default());
+    let srv = net.add_app(server, TcpServer::new(TcpServerConfig::new(80)));
+    let app = SamePortTwice { handle: None, phase: 0, round: 0, received: 0, finished: Vec::new() };
+    let cli = net.add_app(client, app);
+    assert!(net.run_until(Instant::from_secs(5), |n| n.app(&cli).finished.len() == 2));
+    let c = net.app(&cli);
+    assert_eq!(c.received, 200);
+    // No waiting out smoltcp's 10 s TIME-WAIT.
+    assert!(c.finished[1] - c.finished[0] < Duration::from_millis(50), "{:?}", c.finished);
+    net.advance(Duration::from_secs(1));
+    let s = net.app(&srv);
+    assert_eq!((s.stats().accepted, s.stats().completed), (2, 2));
+    let remotes: BTreeSet<_> = s.conns().iter().map(|c| c.remote).collect();
+    assert_eq!(remotes.len(), 1);
+}
+
+#[test]
+fn duplicated_syns_do_not_open_second_connections() {
+    let mut net = Network::new(Router, NetworkConfig::seeded(7));
+    let _pcap = net.pcap_on_failure("duplicated_syns");
+    // Every packet arrives twice, the copies up to 2 ms apart.
+    let dup = LinkConfig { duplicate: 1.0, reorder: 0.5, ..LinkConfig::default() };
+    let client = net.add_host("client", &[ip("10.0.0.1")], dup);
+    let server = net.add_host("server", &[ip("10.0.1.1")], dup);
+    // The server ends in CLOSED, not TIME-WAIT, so its sockets listen again
+    // at once and sit before newer connections in smoltcp's socket order.
+    let mut scfg = TcpServerConfig::new(80);
+    scfg.closer = Closer::Client;
+    let srv = net.add_app(server, TcpServer::new(scfg));
+    let mut cfg = TcpClientConfig::new(Endpoint::new(ip("10.0.1.1"), 80), 30, 100, 100);
+    cfg.closer = Closer::Client;
+    cfg.interval = Duration::from_millis(1);
+    let cli = net.add_app(client, TcpClient::new(cfg));
+    assert!(net.run_until(Instant::from_secs(30), |n| n.app(&cli).finished()));
+    assert_eq!(net.app(&cli).ok_count(), 30, "{:#?}", net.app(&cli).failures().collect::<Vec<_>>());
+    net.advance(Duration::from_secs(1));
+    let s = net.app(&srv).stats();
+    assert_eq!((s.accepted, s.completed, s.failed), (30, 30, 0));
 }

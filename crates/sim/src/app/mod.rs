@@ -30,49 +30,70 @@ pub mod pattern {
     /// The response direction (server to client).
     pub const RESPONSE: u8 = 1;
 
-    fn word(id: u64, dir: u8, index: u64) -> [u8; 8] {
-        let key = splitmix64(id ^ (u64::from(dir) << 63));
-        splitmix64(key ^ index.wrapping_mul(0xD6E8_FEB8_6659_FD93)).to_le_bytes()
+    /// The key of stream (`id`, `dir`); word `i` of the stream is
+    /// `word(key, i)`, its bytes little-endian.
+    fn key(id: u64, dir: u8) -> u64 {
+        splitmix64(id ^ (u64::from(dir) << 63))
     }
 
-    /// Apply `f` to (slice of `len`, its pattern bytes) chunk by chunk.
-    fn chunks(id: u64, dir: u8, offset: u64, len: usize, mut f: impl FnMut(usize, &[u8]) -> bool) {
-        let mut done = 0;
-        while done < len {
-            let off = offset + done as u64;
-            let w = word(id, dir, off / 8);
-            let skip = (off % 8) as usize;
-            let n = (8 - skip).min(len - done);
-            if !f(done, &w[skip..skip + n]) {
-                return;
-            }
-            done += n;
-        }
+    fn word(key: u64, index: u64) -> u64 {
+        splitmix64(key ^ index.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+    }
+
+    /// Bytes before the next 8-byte boundary of the stream at `offset`.
+    fn head_len(offset: u64, len: usize) -> usize {
+        (((8 - offset % 8) % 8) as usize).min(len)
     }
 
     /// Fill `buf` with the bytes of stream (`id`, `dir`) starting at `offset`.
     pub fn fill(id: u64, dir: u8, offset: u64, buf: &mut [u8]) {
-        let len = buf.len();
-        chunks(id, dir, offset, len, |at, bytes| {
-            buf[at..at + bytes.len()].copy_from_slice(bytes);
-            true
-        });
+        let key = key(id, dir);
+        let head = head_len(offset, buf.len());
+        let (first, rest) = buf.split_at_mut(head);
+        if head > 0 {
+            let skip = (offset % 8) as usize;
+            first.copy_from_slice(&word(key, offset / 8).to_le_bytes()[skip..skip + head]);
+        }
+        let mut index = (offset + head as u64) / 8;
+        let mut words = rest.chunks_exact_mut(8);
+        for w in &mut words {
+            w.copy_from_slice(&word(key, index).to_le_bytes());
+            index += 1;
+        }
+        let tail = words.into_remainder();
+        let n = tail.len();
+        tail.copy_from_slice(&word(key, index).to_le_bytes()[..n]);
     }
 
     /// The stream offset of the first byte of `buf` that differs from
     /// stream (`id`, `dir`) at `offset`, if any.
     pub fn check(id: u64, dir: u8, offset: u64, buf: &[u8]) -> Option<u64> {
-        let mut bad = None;
-        chunks(id, dir, offset, buf.len(), |at, bytes| {
-            let got = &buf[at..at + bytes.len()];
-            if got == bytes {
-                return true;
+        let key = key(id, dir);
+        let first_diff = |at: usize, got: &[u8], want: &[u8]| {
+            let i = got.iter().zip(want).position(|(a, b)| a != b)?;
+            Some(offset + (at + i) as u64)
+        };
+        let head = head_len(offset, buf.len());
+        if head > 0 {
+            let skip = (offset % 8) as usize;
+            let want = word(key, offset / 8).to_le_bytes();
+            if let Some(bad) = first_diff(0, &buf[..head], &want[skip..skip + head]) {
+                return Some(bad);
             }
-            let i = got.iter().zip(bytes).position(|(a, b)| a != b).unwrap_or(0);
-            bad = Some(offset + (at + i) as u64);
-            false
-        });
-        bad
+        }
+        let mut index = (offset + head as u64) / 8;
+        let mut at = head;
+        let mut words = buf[head..].chunks_exact(8);
+        for w in &mut words {
+            let want = word(key, index);
+            if u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) != want {
+                return first_diff(at, w, &want.to_le_bytes());
+            }
+            index += 1;
+            at += 8;
+        }
+        let tail = words.remainder();
+        first_diff(at, tail, &word(key, index).to_le_bytes()[..tail.len()])
     }
 }
 
@@ -178,6 +199,26 @@ mod tests {
         assert_eq!(check(7, RESPONSE, 13, &a), Some(13));
         a[500] ^= 1;
         assert_eq!(check(7, REQUEST, 13, &a), Some(513));
+        // Every alignment and length, against a byte-at-a-time reference.
+        let reference: Vec<u8> = (0..64u64)
+            .map(|i| {
+                let mut b = [0u8; 1];
+                fill(3, RESPONSE, i, &mut b);
+                b[0]
+            })
+            .collect();
+        for start in 0..20 {
+            for len in 0..40 {
+                let mut b = vec![0; len];
+                fill(3, RESPONSE, start as u64, &mut b);
+                assert_eq!(b, reference[start..start + len]);
+                assert_eq!(check(3, RESPONSE, start as u64, &b), None);
+                if len > 0 {
+                    b[len - 1] ^= 0x80;
+                    assert_eq!(check(3, RESPONSE, start as u64, &b), Some((start + len - 1) as u64));
+                }
+            }
+        }
     }
 
     #[test]

@@ -262,7 +262,10 @@ impl TcpServer {
             match s.state() {
                 State::Listen | State::SynReceived => return,
                 State::Closed => {
-                    let _ = s.listen(ep);
+                    // A handshake that failed; listen again once any RST is out.
+                    if released(s) {
+                        let _ = s.listen(ep);
+                    }
                     return;
                 }
                 _ => {}

@@ -233,7 +233,7 @@ impl UdpClient {
         self.stale
     }
 
-    /// The client's own endpoint, once bound.
+    /// The client's source port, once bound.
     pub fn local_port(&self) -> Option<u16> {
         self.socket.map(|(_, p)| p)
     }
