@@ -37,17 +37,14 @@ impl Engine {
         // The quoted packet: its IP header must be whole, its transport
         // header need only hold the ports (8 bytes are guaranteed).
         let inner = &msg[8..];
-        let inner_ip = match ipv4::Packet::new_checked(inner) {
-            Ok(p) => p,
-            // Quotes are often cut short of their total length.
-            Err(_) if inner.len() >= 20 && inner[0] >> 4 == 4 => ipv4::Packet::new_unchecked(inner),
-            Err(_) => return Err(self.icmp_miss(ip, DropReason::Truncated)),
+        let Ok(inner_ip) = ipv4::Packet::new_checked_quoted(inner) else {
+            return Err(self.icmp_miss(ip, DropReason::Truncated));
         };
-        let ihl = usize::from(inner[0] & 0x0f) * 4;
+        let ihl = inner_ip.header_len();
         let Some(proto) = Proto::from_number(inner_ip.protocol()) else {
             return Err(self.icmp_miss(ip, DropReason::IcmpNoConnection));
         };
-        if ihl < 20 || inner.len() < ihl + 8 {
+        if inner.len() < ihl + 8 {
             return Err(self.icmp_miss(ip, DropReason::Truncated));
         }
         let port = |at: usize| u16::from_be_bytes([inner[ihl + at], inner[ihl + at + 1]]);
@@ -103,16 +100,15 @@ fn rewrite_quote(
     seq_back: u32,
 ) {
     let (head, l4) = inner.split_at_mut(ihl);
-    {
-        let mut h = ipv4::Packet::new_unchecked(&mut *head);
-        let (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) = (src.addr, dst.addr) else { return };
-        let mut sum = h.checksum();
-        sum = checksum::update_addr(sum, old_src.addr, src.addr);
-        sum = checksum::update_addr(sum, old_dst.addr, dst.addr);
-        h.set_src_addr(s);
-        h.set_dst_addr(d);
-        h.set_checksum(sum);
-    }
+    let quoted = IpInfo {
+        header_len: ihl,
+        total_len: ihl + l4.len(),
+        src: old_src.addr,
+        dst: old_dst.addr,
+        protocol: proto.number(),
+        ttl: 0,
+    };
+    rewrite_ip_header(head, &quoted, src.addr, dst.addr, false);
     let old_seq = (l4.len() >= 8).then(|| u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]));
     l4[0..2].copy_from_slice(&src.port.to_be_bytes());
     l4[2..4].copy_from_slice(&dst.port.to_be_bytes());
