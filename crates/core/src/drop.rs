@@ -63,6 +63,10 @@ drop_reasons! {
     IcmpUnsupported => "icmp_unsupported",
     /// Not addressed to any VIP or LIP of this load balancer.
     NotForUs => "not_for_us",
+    /// The driver could not hand the packet to the network (device or ring full, or gone).
+    TxFailed => "tx_failed",
+    /// Dropped on purpose by the driver's fault injector (tests and `rvs lab --loss`).
+    FaultInjected => "fault_injected",
 }
 
 impl fmt::Display for DropReason {

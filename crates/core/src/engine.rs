@@ -133,6 +133,23 @@ impl Engine {
         &self.stats
     }
 
+    /// Count a drop the driver made after [`Self::handle`] (a failed
+    /// transmit, an injected fault), so every drop shows in one place.
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.stats.drops.add(reason);
+    }
+
+    /// Zero the traffic counters of every service and real (`ipvsadm -Z`);
+    /// drop counters and connection totals stay, as they are monotonic metrics.
+    pub fn zero_counters(&mut self) {
+        for s in &mut self.services {
+            s.stats = TrafficCounters::default();
+            for r in &mut s.reals {
+                r.stats = TrafficCounters::default();
+            }
+        }
+    }
+
     /// Live connections.
     pub fn conn_count(&self) -> usize {
         self.table.len()

@@ -1,0 +1,1 @@
+//! Network-namespace topologies (placeholder; being built).
