@@ -1,0 +1,405 @@
+//! A plain-data picture of one or more engines: what listings and metrics read.
+//!
+//! The worker thread that owns an engine captures a [`Snapshot`] and sends it
+//! to the control thread, so listings never touch the data path's structures.
+//! Snapshots of several workers add up with [`Snapshot::merge`]. Addresses are
+//! kept as text (`ip:port`, IPv6 as `[ip]:port`) because that is how every
+//! consumer (listings, JSON, metric labels) shows them.
+
+use core::time::Duration;
+
+use rvs_core::service::TrafficCounters;
+use rvs_core::{Engine, Instant, Proto, TcpState, Timeouts};
+use serde::{Deserialize, Serialize};
+
+/// Packets and bytes in each direction, and connections made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Connections created.
+    pub conns: u64,
+    /// Packets from clients toward reals.
+    pub pkts_in: u64,
+    /// Packets from reals toward clients.
+    pub pkts_out: u64,
+    /// IP bytes from clients toward reals.
+    pub bytes_in: u64,
+    /// IP bytes from reals toward clients.
+    pub bytes_out: u64,
+}
+
+impl Traffic {
+    /// Add another worker's counters.
+    pub fn add(&mut self, other: &Self) {
+        self.conns += other.conns;
+        self.pkts_in += other.pkts_in;
+        self.pkts_out += other.pkts_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+    }
+}
+
+impl From<&TrafficCounters> for Traffic {
+    fn from(c: &TrafficCounters) -> Self {
+        Self {
+            conns: c.conns,
+            pkts_in: c.pkts_in,
+            pkts_out: c.pkts_out,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+        }
+    }
+}
+
+/// A real of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealSnap {
+    /// `ip:port`.
+    pub endpoint: String,
+    /// Share of new connections.
+    pub weight: u32,
+    /// False while a removed real drains its connections.
+    pub in_service: bool,
+    /// Connections in ESTABLISHED.
+    pub active_conns: u64,
+    /// Connections in any other state.
+    pub inactive_conns: u64,
+    /// Traffic through this real.
+    pub traffic: Traffic,
+}
+
+/// A service with its reals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSnap {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// `ip:port`.
+    pub vip: String,
+    /// Scheduler name as in ipvsadm `-s`.
+    pub sched: String,
+    /// SYNProxy flag.
+    pub synproxy: bool,
+    /// The service's own idle timeout of an established connection, in
+    /// seconds, when it overrides the engine's.
+    pub conn_timeout: Option<u64>,
+    /// Local addresses, in the order added.
+    pub laddrs: Vec<String>,
+    /// Traffic through this service.
+    pub traffic: Traffic,
+    /// Reals, including removed ones still draining.
+    pub reals: Vec<RealSnap>,
+}
+
+/// The local ports of one (protocol, local address, real).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSnap {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The local address.
+    pub laddr: String,
+    /// The real, `ip:port`.
+    pub real: String,
+    /// Ports in the pool.
+    pub capacity: u64,
+    /// Ports held by connections.
+    pub in_use: u64,
+    /// Released ports still resting before reuse.
+    pub resting: u64,
+    /// Ports ready for new connections.
+    pub free: u64,
+}
+
+/// Engine-wide idle timeouts that `--set` changes, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutSnap {
+    /// TCP ESTABLISHED.
+    pub tcp: u64,
+    /// TCP FIN_WAIT.
+    pub tcp_fin: u64,
+    /// UDP.
+    pub udp: u64,
+}
+
+impl From<&Timeouts> for TimeoutSnap {
+    fn from(t: &Timeouts) -> Self {
+        Self {
+            tcp: t.tcp(TcpState::Established).as_secs(),
+            tcp_fin: t.tcp(TcpState::FinWait).as_secs(),
+            udp: t.udp.as_secs(),
+        }
+    }
+}
+
+/// One connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnSnap {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// TCP state name as ipvsadm shows it (`ESTABLISHED`, ...); UDP shows `ESTABLISHED` too.
+    pub state: String,
+    /// Seconds until the connection expires if idle, from the capture time.
+    pub expires_in: u64,
+    /// Client `ip:port`.
+    pub client: String,
+    /// VIP `ip:port`.
+    pub vip: String,
+    /// Local `ip:port` toward the real.
+    pub laddr: String,
+    /// Real `ip:port`.
+    pub real: String,
+}
+
+/// Everything listings and metrics show, from one or more engines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The engine time of the capture (the latest over merged workers), in nanoseconds.
+    pub taken_at_nanos: u64,
+    /// Services in service, ordered by protocol and VIP.
+    pub services: Vec<ServiceSnap>,
+    /// Drops by reason label, every reason present (zeros included).
+    pub drops: Vec<(String, u64)>,
+    /// Live connections.
+    pub conn_count: u64,
+    /// Connections created since start.
+    pub conns_created: u64,
+    /// Connections removed since start.
+    pub conns_removed: u64,
+    /// ICMP errors translated and forwarded.
+    pub icmp_forwarded: u64,
+    /// Traffic of every service together (not zeroed by `-Z`).
+    pub traffic: Traffic,
+    /// Local port pools.
+    pub pools: Vec<PoolSnap>,
+    /// Engine-wide timeouts.
+    pub timeouts: TimeoutSnap,
+    /// Every connection, when asked for (they can be many).
+    pub conns: Option<Vec<ConnSnap>>,
+}
+
+impl Snapshot {
+    /// Capture `engine` at `now`; `with_conns` adds every connection.
+    pub fn capture(engine: &Engine, now: Instant, with_conns: bool) -> Self {
+        let mut services: Vec<_> = engine.services().collect();
+        services.sort_by_key(|s| (s.config.proto, s.config.vip));
+        let services = services
+            .into_iter()
+            .map(|s| {
+                let c = &s.config;
+                ServiceSnap {
+                    proto: c.proto.name().to_owned(),
+                    vip: c.vip.to_string(),
+                    sched: c.sched.name().to_owned(),
+                    synproxy: c.synproxy,
+                    conn_timeout: c.timeouts.map(|t| established_timeout(&t, c.proto).as_secs()),
+                    laddrs: c.laddrs.iter().map(ToString::to_string).collect(),
+                    traffic: (&s.stats).into(),
+                    reals: s
+                        .reals
+                        .iter()
+                        .map(|r| RealSnap {
+                            endpoint: r.endpoint.to_string(),
+                            weight: r.weight,
+                            in_service: r.in_service,
+                            active_conns: r.active_conns.into(),
+                            inactive_conns: r.inactive_conns.into(),
+                            traffic: (&r.stats).into(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let stats = engine.stats();
+        let pools = engine
+            .pools()
+            .iter()
+            .map(|(proto, laddr, real, p)| PoolSnap {
+                proto: proto.name().to_owned(),
+                laddr: laddr.to_string(),
+                real: real.to_string(),
+                capacity: p.capacity().into(),
+                in_use: p.in_use().into(),
+                resting: p.resting().into(),
+                free: p.free().into(),
+            })
+            .collect();
+        let conns = with_conns.then(|| {
+            engine
+                .conns()
+                .map(|c| ConnSnap {
+                    proto: c.proto.name().to_owned(),
+                    state: c.state.name().to_owned(),
+                    expires_in: c.expires.saturating_since(now).as_secs(),
+                    client: c.client.to_string(),
+                    vip: c.vip.to_string(),
+                    laddr: c.laddr.to_string(),
+                    real: c.real.to_string(),
+                })
+                .collect()
+        });
+        Self {
+            taken_at_nanos: now.as_nanos(),
+            services,
+            drops: stats.drops.iter().map(|(r, n)| (r.label().to_owned(), n)).collect(),
+            conn_count: engine.conn_count() as u64,
+            conns_created: stats.conns_created,
+            conns_removed: stats.conns_removed,
+            icmp_forwarded: stats.icmp_forwarded,
+            traffic: (&stats.traffic).into(),
+            pools,
+            timeouts: (&engine.config().timeouts).into(),
+            conns,
+        }
+    }
+
+    /// Add another worker's snapshot: counters of the same service, real,
+    /// pool and drop reason are summed, connections concatenated; settings
+    /// (weights, schedulers, timeouts) are taken from `self`, since every
+    /// worker applies the same ops.
+    pub fn merge(&mut self, other: Self) {
+        self.taken_at_nanos = self.taken_at_nanos.max(other.taken_at_nanos);
+        for s in other.services {
+            match self.services.iter_mut().find(|m| m.proto == s.proto && m.vip == s.vip) {
+                Some(m) => {
+                    m.traffic.add(&s.traffic);
+                    for r in s.reals {
+                        match m.reals.iter_mut().find(|x| x.endpoint == r.endpoint) {
+                            Some(x) => {
+                                x.active_conns += r.active_conns;
+                                x.inactive_conns += r.inactive_conns;
+                                x.traffic.add(&r.traffic);
+                                x.in_service |= r.in_service;
+                            }
+                            None => m.reals.push(r),
+                        }
+                    }
+                }
+                None => self.services.push(s),
+            }
+        }
+        for (label, n) in other.drops {
+            match self.drops.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, m)) => *m += n,
+                None => self.drops.push((label, n)),
+            }
+        }
+        self.conn_count += other.conn_count;
+        self.conns_created += other.conns_created;
+        self.conns_removed += other.conns_removed;
+        self.icmp_forwarded += other.icmp_forwarded;
+        self.traffic.add(&other.traffic);
+        for p in other.pools {
+            match self.pools.iter_mut().find(|m| m.proto == p.proto && m.laddr == p.laddr && m.real == p.real)
+            {
+                Some(m) => {
+                    m.capacity += p.capacity;
+                    m.in_use += p.in_use;
+                    m.resting += p.resting;
+                    m.free += p.free;
+                }
+                None => self.pools.push(p),
+            }
+        }
+        self.conns = match (self.conns.take(), other.conns) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// The service `proto` (`tcp`/`udp`) `vip` (`ip:port`).
+    pub fn service(&self, proto: &str, vip: &str) -> Option<&ServiceSnap> {
+        self.services.iter().find(|s| s.proto == proto && s.vip == vip)
+    }
+}
+
+/// The idle timeout of an established connection of `proto` under `t`:
+/// ESTABLISHED for TCP, the flow timeout for UDP.
+pub(crate) fn established_timeout(t: &Timeouts, proto: Proto) -> Duration {
+    match proto {
+        Proto::Tcp => t.tcp(TcpState::Established),
+        Proto::Udp => t.udp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rvs_core::{Endpoint, EngineConfig, RealConfig, ServiceConfig};
+
+    fn ep(s: &str) -> Endpoint {
+        s.parse::<std::net::SocketAddr>().unwrap().into()
+    }
+
+    fn engine() -> Engine {
+        let mut e = Engine::new(EngineConfig::default(), [3; 32], Instant::ZERO);
+        let vip = ep("[2001:db8::1]:443");
+        let mut cfg = ServiceConfig::new(Proto::Tcp, vip);
+        cfg.laddrs = vec!["2001:db8::100".parse().unwrap()];
+        cfg.synproxy = true;
+        e.add_service(cfg).unwrap();
+        e.add_real(Proto::Tcp, vip, RealConfig { endpoint: ep("[2001:db8::2]:8443"), weight: 3 }).unwrap();
+        let vip4 = ep("10.0.0.1:53");
+        e.add_service(ServiceConfig::new(Proto::Udp, vip4)).unwrap();
+        e
+    }
+
+    #[test]
+    fn capture_names_everything() {
+        let snap = Snapshot::capture(&engine(), Instant::from_secs(5), true);
+        assert_eq!(snap.taken_at_nanos, 5_000_000_000);
+        assert_eq!(snap.services.len(), 2);
+        let s = snap.service("tcp", "[2001:db8::1]:443").unwrap();
+        assert!(s.synproxy);
+        assert_eq!(s.sched, "wrr");
+        assert_eq!(s.laddrs, ["2001:db8::100"]);
+        assert_eq!(s.reals[0].endpoint, "[2001:db8::2]:8443");
+        assert_eq!(s.reals[0].weight, 3);
+        assert_eq!(snap.drops.len(), rvs_core::DropReason::ALL.len());
+        assert_eq!(snap.pools.len(), 1);
+        assert_eq!(snap.pools[0].free, snap.pools[0].capacity);
+        assert_eq!(snap.timeouts, TimeoutSnap { tcp: 90, tcp_fin: 3, udp: 300 });
+        assert_eq!(snap.conns, Some(vec![]));
+        assert_eq!(Snapshot::capture(&engine(), Instant::ZERO, false).conns, None);
+    }
+
+    #[test]
+    fn merge_sums_counters() {
+        let mut a = Snapshot::capture(&engine(), Instant::from_secs(1), true);
+        let mut b = a.clone();
+        b.taken_at_nanos = 7;
+        b.services[0].traffic.pkts_in = 5;
+        b.services[0].reals[0].active_conns = 2;
+        b.drops[0].1 = 4;
+        b.pools[0].in_use = 9;
+        b.conn_count = 2;
+        b.conns = Some(vec![ConnSnap {
+            proto: "udp".into(),
+            state: "ESTABLISHED".into(),
+            expires_in: 3,
+            client: "1.2.3.4:5".into(),
+            vip: "10.0.0.1:53".into(),
+            laddr: "10.0.0.2:1025".into(),
+            real: "10.0.0.3:53".into(),
+        }]);
+        let cap = a.pools[0].capacity;
+        a.merge(b);
+        assert_eq!(a.taken_at_nanos, 1_000_000_000);
+        assert_eq!(a.services.len(), 2);
+        assert_eq!(a.services[0].traffic.pkts_in, 5);
+        assert_eq!(a.services[0].reals[0].active_conns, 2);
+        assert_eq!(a.drops[0].1, 4);
+        assert_eq!(a.pools[0].capacity, 2 * cap);
+        assert_eq!(a.pools[0].in_use, 9);
+        assert_eq!(a.conn_count, 2);
+        assert_eq!(a.conns.as_ref().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let snap = Snapshot::capture(&engine(), Instant::ZERO, true);
+        let text = serde_json::to_string(&snap).unwrap();
+        assert!(text.contains("\"[2001:db8::2]:8443\""));
+        assert_eq!(serde_json::from_str::<Snapshot>(&text).unwrap(), snap);
+    }
+}
