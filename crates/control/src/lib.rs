@@ -9,5 +9,6 @@
 
 #![warn(missing_docs)]
 
+pub mod adm;
 pub mod model;
 pub mod snapshot;

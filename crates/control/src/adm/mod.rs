@@ -1,0 +1,327 @@
+//! `rvs adm`: the ipvsadm command language an LVS operator already knows.
+//!
+//! [`parse`] turns an argv into a [`Command`]; [`Command::edit`] computes the
+//! model a changing command asks for, without touching anything; listings
+//! and `-S` render a [`crate::snapshot::Snapshot`] or a [`Model`]. The
+//! [`crate::plane::ControlPlane`] ties these together and is the only caller
+//! that changes state.
+
+mod list;
+mod parse;
+mod save;
+
+use core::time::Duration;
+use std::net::IpAddr;
+
+use rvs_core::{Endpoint, Proto, RealConfig, SchedKind, ServiceConfig, TcpState, Timeouts};
+
+use crate::model::{Model, ServiceKey, ServiceSpec};
+use crate::snapshot::established_timeout;
+
+pub(crate) use list::{list, list_laddrs, rates};
+pub use parse::{USAGE, parse};
+pub use save::{parse_restore, save};
+
+/// Weight of a real added without `-w`.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Largest weight `-w` accepts, as in ipvsadm.
+pub const MAX_WEIGHT: u32 = 65535;
+
+/// Options of `-A` and `-E`; `None` keeps the current value (`-E`) or the default (`-A`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceArgs {
+    /// The service.
+    pub key: ServiceKey,
+    /// `-s`.
+    pub sched: Option<SchedKind>,
+    /// `-j enable|disable`.
+    pub synproxy: Option<bool>,
+    /// `--conn-timeout SECS`; `Some(0)` returns to the engine's timeout.
+    pub conn_timeout: Option<u32>,
+}
+
+/// Options of `-a` and `-e`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealArgs {
+    /// The service.
+    pub key: ServiceKey,
+    /// `-r`.
+    pub real: Endpoint,
+    /// `-w`; `None` keeps the current weight (`-e`) or uses [`DEFAULT_WEIGHT`] (`-a`).
+    pub weight: Option<u32>,
+}
+
+/// What a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListView {
+    /// Services, reals, weights and connection counts.
+    #[default]
+    Services,
+    /// `--stats`: traffic counters.
+    Stats,
+    /// `--rate`: traffic per second between the last two samples.
+    Rate,
+    /// `-c`: connections.
+    Connections,
+    /// `--timeout`: engine-wide timeouts.
+    Timeout,
+}
+
+/// Options of `-L`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListArgs {
+    /// List only this service.
+    pub service: Option<ServiceKey>,
+    /// What to show.
+    pub view: ListView,
+    /// `--exact`: no K/M/G units.
+    pub exact: bool,
+    /// `--json`.
+    pub json: bool,
+}
+
+/// One `rvs adm` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `-A`.
+    AddService(ServiceArgs),
+    /// `-E`.
+    EditService(ServiceArgs),
+    /// `-D`.
+    DeleteService(ServiceKey),
+    /// `-C`.
+    Clear,
+    /// `-a`.
+    AddReal(RealArgs),
+    /// `-e`.
+    EditReal(RealArgs),
+    /// `-d`.
+    DeleteReal(ServiceKey, Endpoint),
+    /// `-P`.
+    AddLaddr(ServiceKey, IpAddr),
+    /// `-Q`.
+    DelLaddr(ServiceKey, IpAddr),
+    /// `-G`, optionally for one service.
+    GetLaddr {
+        /// Only this service.
+        service: Option<ServiceKey>,
+        /// `--json`.
+        json: bool,
+    },
+    /// `-L`.
+    List(ListArgs),
+    /// `-Z`.
+    Zero,
+    /// `-S`.
+    Save,
+    /// `-R`.
+    Restore,
+    /// `--set TCP TCPFIN UDP`, seconds, 0 keeps the current value.
+    SetTimeouts {
+        /// TCP ESTABLISHED.
+        tcp: u32,
+        /// TCP FIN_WAIT.
+        tcp_fin: u32,
+        /// UDP.
+        udp: u32,
+    },
+    /// `-h`.
+    Help,
+}
+
+/// How an ipvsadm-style service name reads: `TCP 10.0.0.1:80`.
+pub(crate) fn service_name(key: ServiceKey) -> String {
+    format!("{} {}", key.0.name().to_uppercase(), key.1)
+}
+
+/// `timeouts` with the established idle timeout of `proto` set to `secs`.
+fn with_conn_timeout(mut timeouts: Timeouts, proto: Proto, secs: u64) -> Timeouts {
+    let d = Duration::from_secs(secs);
+    match proto {
+        Proto::Tcp => timeouts.set_tcp(TcpState::Established, d),
+        Proto::Udp => timeouts.udp = d,
+    }
+    timeouts
+}
+
+/// The `--conn-timeout` of a service, if it has its own timeouts.
+pub(crate) fn conn_timeout(cfg: &ServiceConfig) -> Option<u64> {
+    cfg.timeouts.map(|t| established_timeout(&t, cfg.proto).as_secs())
+}
+
+impl Command {
+    /// Whether the command changes the model (and so may appear in `-R` input).
+    pub fn changes_model(&self) -> bool {
+        matches!(
+            self,
+            Self::AddService(_)
+                | Self::EditService(_)
+                | Self::DeleteService(_)
+                | Self::Clear
+                | Self::AddReal(_)
+                | Self::EditReal(_)
+                | Self::DeleteReal(..)
+                | Self::AddLaddr(..)
+                | Self::DelLaddr(..)
+                | Self::SetTimeouts { .. }
+        )
+    }
+
+    /// The model after this command, computed from `model` without changing
+    /// it. Commands that do not change the model return it unchanged.
+    /// Checks here are the ones a map of services cannot express (a service
+    /// added twice); the engine's rules are checked by [`Model::validate`].
+    pub fn edit(&self, model: &Model) -> Result<Model, String> {
+        let mut m = model.clone();
+        let no_service = |key: ServiceKey| format!("no service {}", service_name(key));
+        match self {
+            Self::AddService(a) => {
+                if m.services.contains_key(&a.key) {
+                    return Err(format!("service {} already exists", service_name(a.key)));
+                }
+                let mut cfg = ServiceConfig::new(a.key.0, a.key.1);
+                apply_service_args(&mut cfg, a, &m.timeouts);
+                m.services.insert(a.key, ServiceSpec::new(cfg));
+            }
+            Self::EditService(a) => {
+                let timeouts = m.timeouts;
+                let spec = m.services.get_mut(&a.key).ok_or_else(|| no_service(a.key))?;
+                apply_service_args(&mut spec.config, a, &timeouts);
+            }
+            Self::DeleteService(key) => {
+                m.services.remove(key).ok_or_else(|| no_service(*key))?;
+            }
+            Self::Clear => m.services.clear(),
+            Self::AddReal(a) => {
+                let spec = m.services.get_mut(&a.key).ok_or_else(|| no_service(a.key))?;
+                if spec.real(a.real).is_some() {
+                    return Err(format!("real {} already exists in {}", a.real, service_name(a.key)));
+                }
+                spec.reals.push(RealConfig { endpoint: a.real, weight: a.weight.unwrap_or(DEFAULT_WEIGHT) });
+            }
+            Self::EditReal(a) => {
+                let spec = m.services.get_mut(&a.key).ok_or_else(|| no_service(a.key))?;
+                let real = spec
+                    .reals
+                    .iter_mut()
+                    .find(|r| r.endpoint == a.real)
+                    .ok_or_else(|| format!("no real {} in {}", a.real, service_name(a.key)))?;
+                if let Some(w) = a.weight {
+                    real.weight = w;
+                }
+            }
+            Self::DeleteReal(key, real) => {
+                let spec = m.services.get_mut(key).ok_or_else(|| no_service(*key))?;
+                let at = spec
+                    .reals
+                    .iter()
+                    .position(|r| r.endpoint == *real)
+                    .ok_or_else(|| format!("no real {real} in {}", service_name(*key)))?;
+                spec.reals.remove(at);
+            }
+            Self::AddLaddr(key, laddr) => {
+                let spec = m.services.get_mut(key).ok_or_else(|| no_service(*key))?;
+                if spec.config.laddrs.contains(laddr) {
+                    return Err(format!("local address {laddr} already exists in {}", service_name(*key)));
+                }
+                spec.config.laddrs.push(*laddr);
+            }
+            Self::DelLaddr(key, laddr) => {
+                let spec = m.services.get_mut(key).ok_or_else(|| no_service(*key))?;
+                let at = spec
+                    .config
+                    .laddrs
+                    .iter()
+                    .position(|l| l == laddr)
+                    .ok_or_else(|| format!("no local address {laddr} in {}", service_name(*key)))?;
+                spec.config.laddrs.remove(at);
+            }
+            Self::SetTimeouts { tcp, tcp_fin, udp } => {
+                let old = m.timeouts;
+                let mut new = old;
+                let secs = |s: u32| Duration::from_secs(s.into());
+                if *tcp > 0 {
+                    new.set_tcp(TcpState::Established, secs(*tcp));
+                }
+                if *tcp_fin > 0 {
+                    new.set_tcp(TcpState::FinWait, secs(*tcp_fin));
+                }
+                if *udp > 0 {
+                    new.udp = secs(*udp);
+                }
+                m.timeouts = new;
+                // A service's `--conn-timeout` overrides one value; the rest
+                // follow the engine's, so they move with it.
+                for spec in m.services.values_mut() {
+                    let cfg = &mut spec.config;
+                    if let (Some(t), Some(ct)) = (cfg.timeouts, conn_timeout(cfg))
+                        && t == with_conn_timeout(old, cfg.proto, ct)
+                    {
+                        cfg.timeouts = Some(with_conn_timeout(new, cfg.proto, ct));
+                    }
+                }
+            }
+            Self::GetLaddr { .. } | Self::List(_) | Self::Zero | Self::Save | Self::Restore | Self::Help => {}
+        }
+        Ok(m)
+    }
+}
+
+fn apply_service_args(cfg: &mut ServiceConfig, a: &ServiceArgs, engine: &Timeouts) {
+    if let Some(s) = a.sched {
+        cfg.sched = s;
+    }
+    if let Some(s) = a.synproxy {
+        cfg.synproxy = s;
+    }
+    match a.conn_timeout {
+        None => {}
+        Some(0) => cfg.timeouts = None,
+        Some(secs) => cfg.timeouts = Some(with_conn_timeout(*engine, cfg.proto, secs.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> ServiceKey {
+        (Proto::Tcp, s.parse::<std::net::SocketAddr>().unwrap().into())
+    }
+
+    fn add(k: ServiceKey) -> Command {
+        Command::AddService(ServiceArgs { key: k, sched: None, synproxy: None, conn_timeout: Some(900) })
+    }
+
+    #[test]
+    fn edit_is_pure_and_checks_presence() {
+        let k = key("10.0.0.1:80");
+        let empty = Model::default();
+        let m = add(k).edit(&empty).unwrap();
+        assert!(empty.services.is_empty());
+        assert_eq!(m.services[&k].config.sched, SchedKind::Wrr);
+        assert!(add(k).edit(&m).unwrap_err().contains("already exists"));
+        assert!(Command::DeleteService(key("10.0.0.2:80")).edit(&m).unwrap_err().contains("no service"));
+        let r: Endpoint = "10.0.1.1:80".parse::<std::net::SocketAddr>().unwrap().into();
+        let ra = RealArgs { key: k, real: r, weight: None };
+        let m2 = Command::AddReal(ra.clone()).edit(&m).unwrap();
+        assert_eq!(m2.services[&k].reals[0].weight, DEFAULT_WEIGHT);
+        assert!(Command::AddReal(ra.clone()).edit(&m2).is_err());
+        let m3 = Command::EditReal(RealArgs { weight: Some(7), ..ra }).edit(&m2).unwrap();
+        assert_eq!(m3.services[&k].reals[0].weight, 7);
+    }
+
+    #[test]
+    fn set_timeouts_moves_service_overrides() {
+        let k = key("10.0.0.1:80");
+        let m = add(k).edit(&Model::default()).unwrap();
+        let t = m.services[&k].config.timeouts.unwrap();
+        assert_eq!(t.tcp(TcpState::Established), Duration::from_secs(900));
+        let m = Command::SetTimeouts { tcp: 0, tcp_fin: 20, udp: 0 }.edit(&m).unwrap();
+        assert_eq!(m.timeouts.tcp(TcpState::FinWait), Duration::from_secs(20));
+        assert_eq!(m.timeouts.tcp(TcpState::Established), Duration::from_secs(90));
+        let t = m.services[&k].config.timeouts.unwrap();
+        assert_eq!(t.tcp(TcpState::FinWait), Duration::from_secs(20));
+        assert_eq!(t.tcp(TcpState::Established), Duration::from_secs(900));
+    }
+}

@@ -1,0 +1,101 @@
+//! `-S` writes the model as `rvs adm` command lines; `-R` reads them back.
+
+use core::fmt::Write as _;
+
+use rvs_core::{Proto, Timeouts};
+
+use super::{Command, conn_timeout, parse};
+use crate::model::Model;
+use crate::snapshot::TimeoutSnap;
+
+/// The model as ipvsadm save lines: a `--set` line when the engine timeouts
+/// differ from the defaults (first, since `--conn-timeout` builds on them),
+/// then per service `-A`, its reals (`-a`) and local addresses (`-P`).
+/// Feeding the output to `-R` on a fresh daemon rebuilds the same model
+/// (MSS clamps and per-state service timeouts, which only the config file
+/// sets, are not expressed).
+pub fn save(model: &Model) -> String {
+    let mut out = String::new();
+    if model.timeouts != Timeouts::default() {
+        let t = TimeoutSnap::from(&model.timeouts);
+        let _ = writeln!(out, "--set {} {} {}", t.tcp, t.tcp_fin, t.udp);
+    }
+    for (&(proto, vip), spec) in &model.services {
+        let svc = match proto {
+            Proto::Tcp => format!("-t {vip}"),
+            Proto::Udp => format!("-u {vip}"),
+        };
+        let _ = write!(out, "-A {svc} -s {}", spec.config.sched.name());
+        if spec.config.synproxy {
+            out.push_str(" -j enable");
+        }
+        if let Some(secs) = conn_timeout(&spec.config) {
+            let _ = write!(out, " --conn-timeout {secs}");
+        }
+        out.push('\n');
+        for r in &spec.reals {
+            let _ = writeln!(out, "-a {svc} -r {} -b -w {}", r.endpoint, r.weight);
+        }
+        for l in &spec.config.laddrs {
+            let _ = writeln!(out, "-P {svc} -z {l}");
+        }
+    }
+    out
+}
+
+/// The commands of `-R` input, each with its line number (from 1). Blank
+/// lines and `#` comments are skipped; only changing commands are allowed.
+pub fn parse_restore(input: &str) -> Result<Vec<(usize, Command)>, String> {
+    let mut commands = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+        let cmd = parse(&argv).map_err(|e| format!("line {n}: {e}"))?;
+        if !cmd.changes_model() {
+            return Err(format!("line {n}: only commands that change rules can be restored"));
+        }
+        commands.push((n, cmd));
+    }
+    Ok(commands)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_input_checks_every_line() {
+        let cmds = parse_restore("# saved\n\n-A -t 10.0.0.1:80 -s rr\n  -C  \n").unwrap();
+        assert_eq!(cmds.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(
+            parse_restore("-C\n-L -n\n").unwrap_err(),
+            "line 2: only commands that change rules can be restored"
+        );
+        assert!(parse_restore("-C\n-A -t nowhere\n").unwrap_err().starts_with("line 2: bad service address"));
+    }
+
+    #[test]
+    fn save_writes_every_part() {
+        let mut m = Model::default();
+        for line in [
+            "--set 100 0 0",
+            "-A -u [2001:db8::1]:53 -s mh -j enable --conn-timeout 30",
+            "-a -u [2001:db8::1]:53 -r [2001:db8::2] -w 5",
+            "-P -u [2001:db8::1]:53 -z 2001:db8::100",
+        ] {
+            let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+            m = parse(&argv).unwrap().edit(&m).unwrap();
+        }
+        assert_eq!(
+            save(&m),
+            "--set 100 3 300\n\
+             -A -u [2001:db8::1]:53 -s mh -j enable --conn-timeout 30\n\
+             -a -u [2001:db8::1]:53 -r [2001:db8::2]:53 -b -w 5\n\
+             -P -u [2001:db8::1]:53 -z 2001:db8::100\n"
+        );
+    }
+}
