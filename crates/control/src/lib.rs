@@ -11,4 +11,5 @@
 
 pub mod adm;
 pub mod model;
+pub mod plane;
 pub mod snapshot;

@@ -1,0 +1,436 @@
+//! The control plane: the one place commands become changes.
+//!
+//! Every change — an `rvs adm` command, `-R`, a config reload — goes the same
+//! way: compute the new [`Model`] from the current one without touching
+//! either, validate it by the engine's own rules, diff, hand the ops to the
+//! [`DataPath`], and only then store it. Any error on the way leaves the
+//! model and the data path as they were.
+
+use rvs_core::{Engine, EngineConfig, Instant};
+use serde::{Deserialize, Serialize};
+
+use crate::adm::{self, Command, ListView};
+use crate::model::{Model, Op, apply_all};
+use crate::snapshot::Snapshot;
+
+/// The workers' engines, as the control plane reaches them.
+pub trait DataPath {
+    /// Apply ops to every worker's engine. The ops come from the diff of two
+    /// validated models, so every engine accepts them; an error means a bug
+    /// or a worker gone.
+    fn apply(&mut self, ops: &[Op]) -> Result<(), String>;
+
+    /// A snapshot of every worker merged into one; `with_conns` includes
+    /// every connection.
+    fn snapshot(&mut self, with_conns: bool) -> Result<Snapshot, String>;
+}
+
+/// What a command answers: an exit code and the text for stdout and stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Reply {
+    /// 0 success, 1 the command failed, 2 the command line is wrong.
+    pub code: i32,
+    /// Listing or other output.
+    pub stdout: String,
+    /// A one-line reason when `code` is not 0.
+    pub stderr: String,
+}
+
+impl Reply {
+    /// Success with `stdout`.
+    pub fn ok(stdout: impl Into<String>) -> Self {
+        Self { code: 0, stdout: stdout.into(), stderr: String::new() }
+    }
+
+    /// Failure with exit `code` and a one-line reason.
+    pub fn error(code: i32, reason: impl Into<String>) -> Self {
+        let mut stderr = reason.into();
+        stderr.push('\n');
+        Self { code, stdout: String::new(), stderr }
+    }
+}
+
+/// A failed command: exit code and reason.
+type Failure = (i32, String);
+
+fn failed(reason: impl Into<String>) -> Failure {
+    (1, reason.into())
+}
+
+/// The desired state and what `--rate` needs; see the module documentation.
+#[derive(Debug, Default)]
+pub struct ControlPlane {
+    model: Model,
+    /// The two latest samples of [`Self::sample_rates`], older first.
+    samples: (Option<Snapshot>, Option<Snapshot>),
+}
+
+impl ControlPlane {
+    /// A control plane whose data path already runs `model`.
+    pub fn new(model: Model) -> Self {
+        Self { model, samples: (None, None) }
+    }
+
+    /// The desired state in force.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// An `rvs adm` command line (argv without the program name); `stdin` is what -R reads.
+    pub fn adm(&mut self, argv: &[String], stdin: &str, dp: &mut dyn DataPath) -> Reply {
+        let result = adm::parse(argv).map_err(|e| (2, e)).and_then(|cmd| self.run(&cmd, stdin, dp));
+        match result {
+            Ok(stdout) => Reply::ok(stdout),
+            Err((code, reason)) => Reply::error(code, reason),
+        }
+    }
+
+    /// Replace the whole model (config reload): validate, diff, apply; on error nothing changes.
+    pub fn replace(&mut self, new: Model, dp: &mut dyn DataPath) -> Result<(), String> {
+        self.commit(new, dp)
+    }
+
+    /// Called about every 2 s by the daemon with a fresh snapshot; keeps what --rate shows.
+    pub fn sample_rates(&mut self, snap: &Snapshot) {
+        let mut snap = snap.clone();
+        snap.conns = None;
+        self.samples = (self.samples.1.take(), Some(snap));
+    }
+
+    fn run(&mut self, cmd: &Command, stdin: &str, dp: &mut dyn DataPath) -> Result<String, Failure> {
+        match cmd {
+            Command::Help => Ok(adm::USAGE.to_owned()),
+            Command::Save => Ok(adm::save(&self.model)),
+            Command::Zero => dp.apply(&[Op::ZeroCounters]).map(|()| String::new()).map_err(failed),
+            Command::List(args) => {
+                let snap = dp.snapshot(args.view == ListView::Connections).map_err(failed)?;
+                let rates = match &self.samples {
+                    (Some(old), Some(new)) => adm::rates(old, new),
+                    _ => Vec::new(),
+                };
+                adm::list(&snap, args, &rates).map_err(failed)
+            }
+            Command::GetLaddr { service, json } => {
+                let snap = dp.snapshot(false).map_err(failed)?;
+                adm::list_laddrs(&snap, *service, *json).map_err(failed)
+            }
+            Command::Restore => {
+                let new = self.restored(stdin)?;
+                self.commit(new, dp).map(|()| String::new()).map_err(failed)
+            }
+            changing => {
+                let new = changing.edit(&self.model).map_err(failed)?;
+                self.commit(new, dp).map(|()| String::new()).map_err(failed)
+            }
+        }
+    }
+
+    /// The model after every line of `-R` input, each checked against a
+    /// scratch engine as it comes so an error names its line.
+    fn restored(&self, input: &str) -> Result<Model, Failure> {
+        let commands = adm::parse_restore(input).map_err(|e| (2, e))?;
+        let cfg = EngineConfig { max_conns: 1, ..EngineConfig::default() };
+        let mut scratch = Engine::new(cfg, [0; 32], Instant::ZERO);
+        apply_all(&mut scratch, &Model::default().diff(&self.model))
+            .map_err(|e| failed(format!("current rules are invalid: {e}")))?;
+        let mut model = self.model.clone();
+        for (line, cmd) in commands {
+            let next = cmd.edit(&model).map_err(|e| failed(format!("line {line}: {e}")))?;
+            apply_all(&mut scratch, &model.diff(&next)).map_err(|e| failed(format!("line {line}: {e}")))?;
+            model = next;
+        }
+        Ok(model)
+    }
+
+    fn commit(&mut self, new: Model, dp: &mut dyn DataPath) -> Result<(), String> {
+        new.validate().map_err(|e| e.to_string())?;
+        let ops = self.model.diff(&new);
+        if !ops.is_empty() {
+            dp.apply(&ops).map_err(|e| format!("data path: {e}"))?;
+        }
+        self.model = new;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rvs_core::{Endpoint, Proto, WorkerSlice};
+
+    /// Two workers, as the daemon runs them, each with its own engine.
+    struct TestPath {
+        engines: Vec<Engine>,
+        now: Instant,
+    }
+
+    impl TestPath {
+        fn new() -> Self {
+            let engines = (0..2)
+                .map(|index| {
+                    let cfg =
+                        EngineConfig { worker: WorkerSlice { index, count: 2 }, ..EngineConfig::default() };
+                    Engine::new(cfg, [7; 32], Instant::ZERO)
+                })
+                .collect();
+            Self { engines, now: Instant::from_secs(1) }
+        }
+
+        /// A UDP datagram from `client` to `vip` through worker `w`.
+        fn udp(&mut self, w: usize, client: &str, vip: &str) {
+            let c: std::net::SocketAddrV4 = client.parse().unwrap();
+            let v: std::net::SocketAddrV4 = vip.parse().unwrap();
+            let mut pkt = Vec::new();
+            etherparse::PacketBuilder::ipv4(c.ip().octets(), v.ip().octets(), 64)
+                .udp(c.port(), v.port())
+                .write(&mut pkt, b"hello")
+                .unwrap();
+            let verdict = self.engines[w].handle(self.now, &mut pkt);
+            assert!(matches!(verdict, rvs_core::Verdict::Forward { .. }), "{verdict:?}");
+        }
+    }
+
+    impl DataPath for TestPath {
+        fn apply(&mut self, ops: &[Op]) -> Result<(), String> {
+            self.engines.iter_mut().try_for_each(|e| apply_all(e, ops)).map_err(|e| e.to_string())
+        }
+
+        fn snapshot(&mut self, with_conns: bool) -> Result<Snapshot, String> {
+            let mut snaps = self.engines.iter().map(|e| Snapshot::capture(e, self.now, with_conns));
+            let mut all = snaps.next().ok_or("no worker")?;
+            snaps.for_each(|s| all.merge(s));
+            Ok(all)
+        }
+    }
+
+    fn adm(plane: &mut ControlPlane, dp: &mut TestPath, line: &str) -> Reply {
+        let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+        plane.adm(&argv, "", dp)
+    }
+
+    fn ok(plane: &mut ControlPlane, dp: &mut TestPath, line: &str) -> String {
+        let r = adm(plane, dp, line);
+        assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{line}");
+        r.stdout
+    }
+
+    fn restore(plane: &mut ControlPlane, dp: &mut TestPath, input: &str) -> Reply {
+        plane.adm(&["-R".to_owned()], input, dp)
+    }
+
+    fn built() -> (ControlPlane, TestPath) {
+        let mut plane = ControlPlane::new(Model::default());
+        let mut dp = TestPath::new();
+        for line in [
+            "-A -t 10.0.0.1:80 -s rr",
+            "-a -t 10.0.0.1:80 -r 10.0.1.1 -b -w 2",
+            "-a -t 10.0.0.1:80 -r 10.0.1.2:8080",
+            "-P -t 10.0.0.1:80 -z 10.0.2.1",
+            "-A -u 10.0.0.1:53 -j enable --conn-timeout 30",
+            "-a -u 10.0.0.1:53 -r 10.0.1.1:53",
+            "-P -u 10.0.0.1:53 -z 10.0.2.1",
+        ] {
+            ok(&mut plane, &mut dp, line);
+        }
+        (plane, dp)
+    }
+
+    #[test]
+    fn build_list_edit_delete() {
+        let (mut plane, mut dp) = built();
+        let listing = ok(&mut plane, &mut dp, "-L -n");
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            listing,
+            format!(
+                "rvs {version} FullNAT (conns=0)\n\
+                 Prot LocalAddress:Port Scheduler Flags\n\
+                 \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+                 TCP  10.0.0.1:80 rr\n\
+                 \x20 -> 10.0.1.1:80                  FullNat 2      0          0         \n\
+                 \x20 -> 10.0.1.2:8080                FullNat 1      0          0         \n\
+                 UDP  10.0.0.1:53 wrr synproxy\n\
+                 \x20 -> 10.0.1.1:53                  FullNat 1      0          0         \n"
+            )
+        );
+        ok(&mut plane, &mut dp, "-e -t 10.0.0.1:80 -r 10.0.1.1:80 -w 5");
+        let one = ok(&mut plane, &mut dp, "-L -t 10.0.0.1:80");
+        assert!(one.starts_with("Prot LocalAddress:Port"), "{one}");
+        assert!(one.contains("  -> 10.0.1.1:80                  FullNat 5 "), "{one}");
+        assert!(!one.contains("UDP"));
+        ok(&mut plane, &mut dp, "-d -t 10.0.0.1:80 -r 10.0.1.2:8080");
+        ok(&mut plane, &mut dp, "-E -t 10.0.0.1:80 -s mh");
+        let key = (Proto::Tcp, Endpoint::new("10.0.0.1".parse().unwrap(), 80));
+        let spec = &plane.model().services[&key];
+        assert_eq!(spec.reals.len(), 1);
+        assert_eq!(spec.config.sched, rvs_core::SchedKind::Mh);
+        for e in &dp.engines {
+            let s = e.service(Proto::Tcp, key.1).unwrap();
+            assert_eq!(s.config.sched, rvs_core::SchedKind::Mh);
+            assert_eq!(s.reals.iter().filter(|r| r.in_service).count(), 1);
+        }
+        ok(&mut plane, &mut dp, "-Q -t 10.0.0.1:80 -z 10.0.2.1");
+        ok(&mut plane, &mut dp, "-D -t 10.0.0.1:80");
+        ok(&mut plane, &mut dp, "--delete-service --udp-service 10.0.0.1:53");
+        assert!(plane.model().services.is_empty());
+        assert!(dp.engines.iter().all(|e| e.services().count() == 0));
+    }
+
+    #[test]
+    fn bogus_commands_change_nothing() {
+        let (mut plane, mut dp) = built();
+        let model = plane.model().clone();
+        let listing = ok(&mut plane, &mut dp, "-L -n");
+        for (line, code) in [
+            ("-A -t 10.0.0.1:80", 1),
+            ("-a -t 10.0.0.1:80 -r 10.0.1.1", 1),
+            ("-a -t 10.0.0.1:80 -r [::1]:80", 1),
+            ("-P -t 10.0.0.1:80 -z ::1", 1),
+            ("-P -t 10.0.0.1:80 -z 10.0.2.1", 1),
+            ("-Q -t 10.0.0.1:80 -z 10.0.2.9", 1),
+            ("-e -t 10.0.0.1:80 -r 10.0.9.9 -w 1", 1),
+            ("-d -t 10.0.0.1:80 -r 10.0.9.9", 1),
+            ("-D -t 10.0.0.9:80", 1),
+            ("-E -t 10.0.0.9:80 -s rr", 1),
+            ("-L -t 10.0.0.9:80", 1),
+            ("-G -u 10.0.0.9:80", 1),
+            ("-a -t 10.0.0.1:80 -r 10.0.1.3 -w 70000", 2),
+            ("-a -t 10.0.0.1:80 -r 10.0.1.3 -g", 2),
+            ("-A -E -t 10.0.0.1:80", 2),
+            ("--frobnicate", 2),
+            ("-A -t 10.0.0.1", 2),
+            ("-a -t 10.0.0.1:80 -r bogus", 2),
+        ] {
+            let r = adm(&mut plane, &mut dp, line);
+            assert_eq!(r.code, code, "{line}: {r:?}");
+            assert!(r.stdout.is_empty(), "{line}");
+            assert!(r.stderr.ends_with('\n') && r.stderr.lines().count() == 1, "{line}: {r:?}");
+            assert_eq!(plane.model(), &model, "{line}");
+        }
+        assert_eq!(ok(&mut plane, &mut dp, "-L -n"), listing);
+    }
+
+    #[test]
+    fn save_restore_round_trip() {
+        let (mut plane, mut dp) = built();
+        ok(&mut plane, &mut dp, "--set 900 20 0");
+        ok(&mut plane, &mut dp, "-A -t [2001:db8::1]:443 -s sh");
+        ok(&mut plane, &mut dp, "-a -t [2001:db8::1]:443 -r [2001:db8::2] -w 0");
+        ok(&mut plane, &mut dp, "-P -t [2001:db8::1]:443 -z 2001:db8::100");
+        let saved = ok(&mut plane, &mut dp, "-S -n");
+        let mut fresh = ControlPlane::new(Model::default());
+        let mut fresh_dp = TestPath::new();
+        let r = restore(&mut fresh, &mut fresh_dp, &saved);
+        assert_eq!(r, Reply::ok(""));
+        assert_eq!(fresh.model(), plane.model());
+        assert_eq!(ok(&mut fresh, &mut fresh_dp, "-L -n"), ok(&mut plane, &mut dp, "-L -n"));
+        assert_eq!(ok(&mut fresh, &mut fresh_dp, "-S"), saved);
+    }
+
+    #[test]
+    fn restore_is_all_or_nothing() {
+        let (mut plane, mut dp) = built();
+        let model = plane.model().clone();
+        let input = "-C\n-A -t 10.0.0.5:80\n-a -t 10.0.0.5:80 -r 10.0.1.1\n-a -t 10.0.0.5:80 -r [::1]:80\n";
+        let r = restore(&mut plane, &mut dp, input);
+        assert_eq!(r.code, 1);
+        assert!(r.stderr.starts_with("line 4: "), "{r:?}");
+        assert_eq!(plane.model(), &model);
+        let r = restore(&mut plane, &mut dp, "-C\n-A -t 10.0.0.5:80\n-x\n");
+        assert_eq!(r.code, 2);
+        assert!(r.stderr.starts_with("line 3: "), "{r:?}");
+        let r = restore(&mut plane, &mut dp, "-A -t 10.0.0.1:80\n");
+        assert!(r.stderr.starts_with("line 1: service TCP 10.0.0.1:80 already exists"), "{r:?}");
+        assert_eq!(plane.model(), &model);
+        for e in &dp.engines {
+            assert_eq!(e.services().count(), 2);
+        }
+        // A good input replaces everything at once.
+        let r = restore(&mut plane, &mut dp, "-C\n-A -t 10.0.0.5:80\n-a -t 10.0.0.5:80 -r 10.0.1.1\n");
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(plane.model().services.len(), 1);
+    }
+
+    #[test]
+    fn traffic_listings_and_zero() {
+        let (mut plane, mut dp) = built();
+        plane.sample_rates(&dp.snapshot(false).unwrap());
+        dp.udp(0, "192.0.2.1:5000", "10.0.0.1:53");
+        dp.udp(1, "192.0.2.2:5001", "10.0.0.1:53");
+        dp.now = Instant::from_secs(3);
+        plane.sample_rates(&dp.snapshot(false).unwrap());
+        let stats = ok(&mut plane, &mut dp, "-L -n --stats -u 10.0.0.1:53");
+        assert_eq!(
+            stats,
+            "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n\
+             \x20 -> RemoteAddress:Port\n\
+             UDP  10.0.0.1:53                         2        2        0       66        0\n\
+             \x20 -> 10.0.1.1:53                         2        2        0       66        0\n"
+        );
+        let rate = ok(&mut plane, &mut dp, "-L --rate -u 10.0.0.1:53");
+        assert!(
+            rate.contains("UDP  10.0.0.1:53                         1        1        0       33        0\n")
+        );
+        let conns = ok(&mut plane, &mut dp, "-L -c");
+        let lines: Vec<&str> = conns.lines().collect();
+        assert_eq!(lines[0], "IPVS connection entries");
+        assert_eq!(
+            lines[1],
+            "pro expire state       source             virtual            local              destination"
+        );
+        assert_eq!(lines.len(), 4);
+        assert!(
+            lines[2].starts_with("UDP 00:28  ESTABLISHED 192.0.2.1:5000     10.0.0.1:53        10.0.2.1:"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[2].ends_with(" 10.0.1.1:53"));
+        let laddrs = ok(&mut plane, &mut dp, "-G -u 10.0.0.1:53");
+        let row = laddrs.lines().nth(2).unwrap();
+        assert!(row.contains("10.0.2.1") && row.contains("10.0.1.1:53"), "{laddrs}");
+        assert_eq!(row.split_whitespace().nth(2), Some("2"), "{laddrs}");
+        ok(&mut plane, &mut dp, "-Z");
+        let zeroed = ok(&mut plane, &mut dp, "-L --stats --exact -u 10.0.0.1:53");
+        assert!(zeroed.contains("UDP  10.0.0.1:53                         0        0"), "{zeroed}");
+        assert_eq!(ok(&mut plane, &mut dp, "-L --timeout"), "Timeout (tcp tcpfin udp): 90 3 300\n");
+    }
+
+    #[test]
+    fn json_listings_parse() {
+        let (mut plane, mut dp) = built();
+        dp.udp(0, "192.0.2.1:5000", "10.0.0.1:53");
+        for line in [
+            "-L --json",
+            "-L --stats --json",
+            "-L --rate --json",
+            "-L -c --json",
+            "-L --timeout --json",
+            "-G --json",
+        ] {
+            let out = ok(&mut plane, &mut dp, line);
+            serde_json::from_str::<serde_json::Value>(&out).unwrap_or_else(|e| panic!("{line}: {e}\n{out}"));
+        }
+        let snap: Snapshot =
+            serde_json::from_str(&ok(&mut plane, &mut dp, "-L --json -u 10.0.0.1:53")).unwrap();
+        assert_eq!(snap.services.len(), 1);
+        assert_eq!(snap.services[0].conn_timeout, Some(30));
+        let conns: serde_json::Value = serde_json::from_str(&ok(&mut plane, &mut dp, "-Lc --json")).unwrap();
+        assert_eq!(conns[0]["client"], "192.0.2.1:5000");
+    }
+
+    #[test]
+    fn replace_validates_first() {
+        let (mut plane, mut dp) = built();
+        let model = plane.model().clone();
+        let mut bad = model.clone();
+        let spec = bad.services.values_mut().next().unwrap();
+        spec.config.laddrs.push("::1".parse().unwrap());
+        assert!(plane.replace(bad, &mut dp).is_err());
+        assert_eq!(plane.model(), &model);
+        assert!(plane.replace(Model::default(), &mut dp).is_ok());
+        assert!(dp.engines.iter().all(|e| e.services().count() == 0));
+        let help = adm(&mut plane, &mut dp, "-h");
+        assert_eq!(help.code, 0);
+        assert!(help.stdout.starts_with("Usage:"));
+    }
+}
