@@ -10,6 +10,8 @@
 #![warn(missing_docs)]
 
 pub mod adm;
+pub mod metrics;
 pub mod model;
 pub mod plane;
+pub mod protocol;
 pub mod snapshot;

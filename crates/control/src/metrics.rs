@@ -1,0 +1,275 @@
+//! Prometheus text exposition (format 0.0.4) of a [`Snapshot`].
+//!
+//! Every drop reason is exported, zeros included, so a dashboard or alert
+//! can name a reason before it ever happens.
+
+use core::fmt::Write as _;
+
+use crate::snapshot::{Snapshot, Traffic};
+
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// One metric family being written: HELP and TYPE once, then samples.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Self {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Self { out, name }
+    }
+
+    fn sample(&mut self, labels: &[(&str, &str)], value: u64) {
+        self.out.push_str(self.name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                escape_into(self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Label values escape backslash, double quote and line feed.
+fn escape_into(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The snapshot as Prometheus text.
+pub fn render(snap: &Snapshot) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+
+    // (proto, vip, real or None, traffic) for services and reals alike.
+    let services: Vec<(&str, &str, &Traffic)> =
+        snap.services.iter().map(|s| (s.proto.as_str(), s.vip.as_str(), &s.traffic)).collect();
+    let reals: Vec<(&str, &str, &crate::snapshot::RealSnap)> = snap
+        .services
+        .iter()
+        .flat_map(|s| s.reals.iter().map(move |r| (s.proto.as_str(), s.vip.as_str(), r)))
+        .collect();
+
+    let mut f =
+        Family::new(o, "rvs_service_connections_total", "counter", "Connections created by the service.");
+    for (p, v, t) in &services {
+        f.sample(&[("proto", p), ("vip", v)], t.conns);
+    }
+    let mut f = Family::new(o, "rvs_service_packets_total", "counter", "Packets forwarded by the service.");
+    for (p, v, t) in &services {
+        f.sample(&[("proto", p), ("vip", v), ("direction", "in")], t.pkts_in);
+        f.sample(&[("proto", p), ("vip", v), ("direction", "out")], t.pkts_out);
+    }
+    let mut f = Family::new(o, "rvs_service_bytes_total", "counter", "IP bytes forwarded by the service.");
+    for (p, v, t) in &services {
+        f.sample(&[("proto", p), ("vip", v), ("direction", "in")], t.bytes_in);
+        f.sample(&[("proto", p), ("vip", v), ("direction", "out")], t.bytes_out);
+    }
+
+    let mut f =
+        Family::new(o, "rvs_real_connections_total", "counter", "Connections created toward the real.");
+    for (p, v, r) in &reals {
+        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.traffic.conns);
+    }
+    let mut f =
+        Family::new(o, "rvs_real_packets_total", "counter", "Packets forwarded to and from the real.");
+    for (p, v, r) in &reals {
+        let e = r.endpoint.as_str();
+        f.sample(&[("proto", p), ("vip", v), ("real", e), ("direction", "in")], r.traffic.pkts_in);
+        f.sample(&[("proto", p), ("vip", v), ("real", e), ("direction", "out")], r.traffic.pkts_out);
+    }
+    let mut f = Family::new(o, "rvs_real_bytes_total", "counter", "IP bytes forwarded to and from the real.");
+    for (p, v, r) in &reals {
+        let e = r.endpoint.as_str();
+        f.sample(&[("proto", p), ("vip", v), ("real", e), ("direction", "in")], r.traffic.bytes_in);
+        f.sample(&[("proto", p), ("vip", v), ("real", e), ("direction", "out")], r.traffic.bytes_out);
+    }
+    let mut f =
+        Family::new(o, "rvs_real_active_connections", "gauge", "Connections of the real in ESTABLISHED.");
+    for (p, v, r) in &reals {
+        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.active_conns);
+    }
+    let mut f = Family::new(
+        o,
+        "rvs_real_inactive_connections",
+        "gauge",
+        "Connections of the real in any other state.",
+    );
+    for (p, v, r) in &reals {
+        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.inactive_conns);
+    }
+    let mut f =
+        Family::new(o, "rvs_real_weight", "gauge", "Weight of the real; 0 while quiesced or draining.");
+    for (p, v, r) in &reals {
+        let weight = if r.in_service { r.weight.into() } else { 0 };
+        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], weight);
+    }
+
+    let mut f = Family::new(o, "rvs_drops_total", "counter", "Packets dropped, by reason.");
+    for (reason, n) in &snap.drops {
+        f.sample(&[("reason", reason)], *n);
+    }
+    Family::new(o, "rvs_connections", "gauge", "Connections in the table.").sample(&[], snap.conn_count);
+    Family::new(o, "rvs_connections_created_total", "counter", "Connections created.")
+        .sample(&[], snap.conns_created);
+    Family::new(o, "rvs_connections_removed_total", "counter", "Connections removed.")
+        .sample(&[], snap.conns_removed);
+    Family::new(o, "rvs_icmp_forwarded_total", "counter", "ICMP errors translated and forwarded.")
+        .sample(&[], snap.icmp_forwarded);
+
+    let mut f = Family::new(o, "rvs_local_ports", "gauge", "Local ports toward a real, by state.");
+    for p in &snap.pools {
+        for (state, n) in [("in_use", p.in_use), ("resting", p.resting), ("free", p.free)] {
+            f.sample(&[("proto", &p.proto), ("laddr", &p.laddr), ("real", &p.real), ("state", state)], n);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{PoolSnap, RealSnap, ServiceSnap, TimeoutSnap};
+    use std::collections::{BTreeMap, HashSet};
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            taken_at_nanos: 1,
+            services: vec![ServiceSnap {
+                proto: "tcp".into(),
+                vip: "[2001:db8::1]:80".into(),
+                sched: "wrr".into(),
+                synproxy: false,
+                conn_timeout: None,
+                laddrs: vec!["2001:db8::100".into()],
+                traffic: Traffic { conns: 3, pkts_in: 10, pkts_out: 9, bytes_in: 1000, bytes_out: 900 },
+                reals: vec![RealSnap {
+                    // Not an address the engine makes; checks escaping.
+                    endpoint: "odd\\\"real\"\nname".into(),
+                    weight: 4,
+                    in_service: true,
+                    active_conns: 2,
+                    inactive_conns: 1,
+                    traffic: Traffic { conns: 3, pkts_in: 10, pkts_out: 9, bytes_in: 1000, bytes_out: 900 },
+                }],
+            }],
+            drops: rvs_core::DropReason::ALL.iter().map(|r| (r.label().to_owned(), 0)).collect(),
+            conn_count: 3,
+            conns_created: 5,
+            conns_removed: 2,
+            icmp_forwarded: 0,
+            traffic: Traffic::default(),
+            pools: vec![PoolSnap {
+                proto: "tcp".into(),
+                laddr: "2001:db8::100".into(),
+                real: "[2001:db8::2]:80".into(),
+                capacity: 100,
+                in_use: 3,
+                resting: 7,
+                free: 90,
+            }],
+            timeouts: TimeoutSnap::default(),
+            conns: None,
+        }
+    }
+
+    /// A sample line parsed back: name, labels, value.
+    fn parse_sample(line: &str) -> (String, BTreeMap<String, String>, u64) {
+        let (head, value) = line.rsplit_once(' ').unwrap();
+        let value = value.parse().unwrap();
+        let Some((name, rest)) = head.split_once('{') else {
+            return (head.to_owned(), BTreeMap::new(), value);
+        };
+        let body = rest.strip_suffix('}').unwrap();
+        let mut labels = BTreeMap::new();
+        let mut chars = body.chars().peekable();
+        while chars.peek().is_some() {
+            let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+            assert_eq!(chars.next(), Some('"'));
+            let mut v = String::new();
+            loop {
+                match chars.next().unwrap() {
+                    '\\' => match chars.next().unwrap() {
+                        'n' => v.push('\n'),
+                        c @ ('\\' | '"') => v.push(c),
+                        c => panic!("bad escape \\{c}"),
+                    },
+                    '"' => break,
+                    '\n' => panic!("raw newline in label"),
+                    c => v.push(c),
+                }
+            }
+            labels.insert(key, v);
+            if chars.peek() == Some(&',') {
+                chars.next();
+            }
+        }
+        (name.to_owned(), labels, value)
+    }
+
+    #[test]
+    fn exposition_parses_back() {
+        let text = render(&snapshot());
+        let mut typed = HashSet::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(["counter", "gauge"].contains(&kind), "{line}");
+                assert!(typed.insert(name.to_owned()), "TYPE twice: {line}");
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                assert!(rest.split_once(' ').is_some(), "{line}");
+            } else {
+                let (name, labels, value) = parse_sample(line);
+                assert!(typed.contains(&name), "sample before its TYPE: {line}");
+                assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+                samples.push((name, labels, value));
+            }
+        }
+        let find = |name: &str, want: &[(&str, &str)]| {
+            samples
+                .iter()
+                .find(|(n, l, _)| {
+                    n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                })
+                .map(|s| s.2)
+        };
+        assert_eq!(
+            find("rvs_service_connections_total", &[("proto", "tcp"), ("vip", "[2001:db8::1]:80")]),
+            Some(3)
+        );
+        assert_eq!(find("rvs_service_packets_total", &[("direction", "out")]), Some(9));
+        assert_eq!(find("rvs_service_bytes_total", &[("direction", "in")]), Some(1000));
+        let real = "odd\\\"real\"\nname";
+        assert_eq!(find("rvs_real_active_connections", &[("real", real)]), Some(2));
+        assert_eq!(find("rvs_real_inactive_connections", &[("real", real)]), Some(1));
+        assert_eq!(find("rvs_real_weight", &[("real", real)]), Some(4));
+        assert_eq!(find("rvs_real_bytes_total", &[("real", real), ("direction", "out")]), Some(900));
+        for r in rvs_core::DropReason::ALL {
+            assert_eq!(find("rvs_drops_total", &[("reason", r.label())]), Some(0), "{r}");
+        }
+        assert_eq!(find("rvs_connections", &[]), Some(3));
+        assert_eq!(find("rvs_connections_created_total", &[]), Some(5));
+        assert_eq!(find("rvs_local_ports", &[("state", "resting"), ("laddr", "2001:db8::100")]), Some(7));
+        assert_eq!(find("rvs_local_ports", &[("state", "free")]), Some(90));
+        assert!(text.ends_with('\n'));
+    }
+}
