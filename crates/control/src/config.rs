@@ -1175,6 +1175,18 @@ weight = 2
         assert_eq!(Config::parse(&text).unwrap(), c, "{text}");
     }
 
+    /// The reference's listing of every key holds the defaults and one service.
+    #[test]
+    fn reference_listing_is_the_defaults() {
+        let doc = include_str!("../../../docs/CONFIG.md");
+        let block = doc.split("## Every key with its default").nth(1).unwrap();
+        let text = block.split("```toml").nth(1).unwrap().split("```").next().unwrap();
+        let mut c = Config::parse(text).unwrap();
+        assert_eq!(c.model.services.len(), 1);
+        c.model.services.clear();
+        assert_eq!(c, Config::default());
+    }
+
     #[test]
     fn every_setting_round_trips() {
         let mut c = Config::parse(EXAMPLE).unwrap();
