@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod adm;
+pub mod config;
 pub mod metrics;
 pub mod model;
 pub mod plane;

@@ -1,0 +1,1355 @@
+//! The daemon's config file (TOML).
+//!
+//! Every key is optional except a service's `vip` and a real's `addr`; an
+//! empty file is a valid config with no services. Unknown keys are errors, so
+//! a misspelt key never silently falls back to its default. Every error names
+//! the line, column and key path (`service[0].real[1].weight`), both for
+//! TOML and type errors and for the checks made after reading, which end with
+//! the engine's own validation ([`Model::validate`]).
+//!
+//! The whole file with every default (the operator's reference with more
+//! detail is `docs/CONFIG.md`):
+//!
+//! ```toml
+//! [daemon]
+//! control_socket = "/run/rvs/rvs.sock" # `rvs adm` talks to the daemon here
+//! log_level = "info"
+//!
+//! [driver]
+//! kind = "tun"              # the only data path built so far
+//! tun_name = "rvs0"         # at most 15 bytes
+//! batch = 64                # packets per receive/send call, 1..=1024
+//! fault_loss_pct = 0.0      # 0..=100: drop this share of real-side packets (tests)
+//!
+//! [engine]
+//! max_conns = 2000000       # at least 1
+//! prealloc_conns = 0        # at most max_conns
+//! port_range = [1024, 65535]
+//! port_quarantine_secs = 60
+//! decrement_ttl = true
+//!
+//! [timeouts]                # idle timeouts in seconds, 1..=31536000
+//! established = 90
+//! syn_sent = 3
+//! syn_recv = 30
+//! fin_wait = 3
+//! time_wait = 3
+//! close = 3
+//! close_wait = 3
+//! last_ack = 3
+//! listen = 120
+//! syn_ack = 30
+//! udp = 300
+//!
+//! [synproxy]                # read and checked now, used once SYNProxy is built
+//! enabled_by_default = false
+//! mss_max = 1460            # 536..=65535
+//! wscale = 7                # 0..=14
+//! sack = true
+//! timestamps = true
+//! ttl = 64                  # 1..=255
+//! cookie_validity_secs = 120
+//! rst_on_bad_cookie = true
+//! ack_storm_threshold = 10
+//! max_stored_packets = 3
+//! defer_rs_syn = false
+//! rto_floor_ms = 20
+//! rto_initial_ms = 200      # at least rto_floor_ms
+//! syn_retries = 2
+//! retransmit_mode = "adaptive" # or "classic"
+//!
+//! [metrics]
+//! # listen = "127.0.0.1:9108" # no metrics endpoint unless set
+//!
+//! [[service]]
+//! proto = "tcp"             # or "udp"
+//! vip = "10.0.0.1:80"       # required; IPv6 as "[2001:db8::1]:80"
+//! sched = "wrr"             # rr wrr lc wlc sh mh
+//! laddrs = ["10.0.2.1"]     # default none
+//! # synproxy = false        # tcp only; default [synproxy] enabled_by_default
+//! # conn_timeout = 90       # tcp only: this service's ESTABLISHED timeout
+//! # mss_clamp = 1400        # tcp only, 536..=65535
+//!
+//! [[service.real]]
+//! addr = "10.0.1.1:80"      # required
+//! weight = 1
+//! ```
+
+use core::fmt;
+use core::time::Duration;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use rvs_core::{Endpoint, EngineConfig, Proto, RealConfig, SchedKind, ServiceConfig, TcpState, Timeouts};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use toml::Spanned;
+
+use crate::model::{Model, ServiceKey, ServiceSpec};
+
+/// Longest idle timeout or quarantine accepted: longer is surely a typo, and
+/// the bound keeps deadline arithmetic far from overflow.
+pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
+/// Smallest MSS accepted (RFC 879's default); smaller segments only multiply
+/// per-packet cost.
+const MIN_MSS: u16 = 536;
+
+/// The daemon's whole configuration, as read from the config file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    /// `[daemon]`: how the daemon is reached and how much it logs.
+    pub daemon: DaemonSettings,
+    /// `[driver]`: the packet I/O the data path runs on.
+    pub driver: DriverSettings,
+    /// `[engine]` (with `[timeouts]` as its default timeouts): each worker's
+    /// engine; the daemon sets [`EngineConfig::worker`] per worker.
+    pub engine: EngineConfig,
+    /// `[synproxy]`: SYN-flood defence settings.
+    pub synproxy: SynproxySettings,
+    /// `[metrics]`: the metrics endpoint.
+    pub metrics: MetricsSettings,
+    /// `[timeouts]` and `[[service]]`: the desired state a reload may change.
+    pub model: Model,
+}
+
+/// `[daemon]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// Unix socket `rvs adm` connects to.
+    pub control_socket: PathBuf,
+    /// Log filter, passed to the logger as written.
+    pub log_level: String,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        Self { control_socket: PathBuf::from("/run/rvs/rvs.sock"), log_level: "info".to_owned() }
+    }
+}
+
+/// Which packet I/O the data path runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriverKind {
+    /// A TUN device: portable, one copy per packet.
+    #[default]
+    Tun,
+}
+
+impl DriverKind {
+    /// The name in the config file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Tun => "tun",
+        }
+    }
+}
+
+/// `[driver]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriverSettings {
+    /// Packet I/O kind.
+    pub kind: DriverKind,
+    /// Name of the TUN device.
+    pub tun_name: String,
+    /// Packets per receive or send call.
+    pub batch: usize,
+    /// Share of packets, in percent, the driver's fault injector drops on the
+    /// real side in both directions; for tests and `rvs lab --loss`.
+    pub fault_loss_pct: f64,
+}
+
+impl Default for DriverSettings {
+    fn default() -> Self {
+        Self { kind: DriverKind::Tun, tun_name: "rvs0".to_owned(), batch: 64, fault_loss_pct: 0.0 }
+    }
+}
+
+/// How SYNProxy retransmits its SYN toward a real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetransmitMode {
+    /// On an RTO measured per real, floored at `rto_floor_ms`.
+    #[default]
+    Adaptive,
+    /// On a fixed RTO of `rto_initial_ms`, doubling, as TCP stacks do without samples.
+    Classic,
+}
+
+impl RetransmitMode {
+    /// The name in the config file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Adaptive => "adaptive",
+            Self::Classic => "classic",
+        }
+    }
+}
+
+/// `[synproxy]` settings: read and checked now, used once SYNProxy is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynproxySettings {
+    /// Whether services without an explicit `synproxy` key use SYNProxy.
+    pub enabled_by_default: bool,
+    /// Largest MSS advertised in a cookie SYN-ACK.
+    pub mss_max: u16,
+    /// Window scale advertised in a cookie SYN-ACK.
+    pub wscale: u8,
+    /// Advertise SACK permitted.
+    pub sack: bool,
+    /// Advertise timestamps.
+    pub timestamps: bool,
+    /// TTL (hop limit) of packets SYNProxy originates.
+    pub ttl: u8,
+    /// How long a cookie is accepted after it was sent.
+    pub cookie_validity_secs: u64,
+    /// Answer an ACK with an invalid cookie with a RST.
+    pub rst_on_bad_cookie: bool,
+    /// Duplicate ACKs within one handshake after which further ones are dropped.
+    pub ack_storm_threshold: u32,
+    /// Client packets held per connection while the real's handshake is pending.
+    pub max_stored_packets: usize,
+    /// Open the connection to the real only once the client sends data.
+    pub defer_rs_syn: bool,
+    /// Lowest retransmission timeout toward a real.
+    pub rto_floor_ms: u64,
+    /// Retransmission timeout before any RTT sample.
+    pub rto_initial_ms: u64,
+    /// SYN retransmissions toward a real before another real is tried.
+    pub syn_retries: u8,
+    /// How retransmission timeouts are chosen.
+    pub retransmit_mode: RetransmitMode,
+}
+
+impl Default for SynproxySettings {
+    fn default() -> Self {
+        Self {
+            enabled_by_default: false,
+            mss_max: 1460,
+            wscale: 7,
+            sack: true,
+            timestamps: true,
+            ttl: 64,
+            cookie_validity_secs: 120,
+            rst_on_bad_cookie: true,
+            ack_storm_threshold: 10,
+            max_stored_packets: 3,
+            defer_rs_syn: false,
+            rto_floor_ms: 20,
+            rto_initial_ms: 200,
+            syn_retries: 2,
+            retransmit_mode: RetransmitMode::Adaptive,
+        }
+    }
+}
+
+/// `[metrics]` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsSettings {
+    /// Address of the metrics HTTP endpoint; none unless set.
+    pub listen: Option<SocketAddr>,
+}
+
+/// An error in a config file, located as precisely as the error allows.
+///
+/// Displayed on one line: `rvs.toml: line 12, column 10, key
+/// service[0].real[1].weight: invalid value ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFileError {
+    /// The file, when read by [`Config::load`].
+    pub file: Option<PathBuf>,
+    /// 1-based line of the offending text.
+    pub line: Option<usize>,
+    /// 1-based column, in characters.
+    pub column: Option<usize>,
+    /// Dotted key path, with array indices: `service[0].real[1].weight`.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigFileError {
+    fn new(message: impl Into<String>) -> Self {
+        Self { file: None, line: None, column: None, key: None, message: message.into() }
+    }
+
+    fn at_key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { key: Some(key.into()), ..Self::new(message) }
+    }
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(line) = self.line {
+            parts.push(format!("line {line}"));
+        }
+        if let Some(column) = self.column {
+            parts.push(format!("column {column}"));
+        }
+        if let Some(key) = &self.key {
+            parts.push(format!("key {key}"));
+        }
+        let prefix = parts.join(", ");
+        match (&self.file, prefix.is_empty()) {
+            (Some(file), true) => write!(f, "{}: {}", file.display(), self.message),
+            (Some(file), false) => write!(f, "{}: {prefix}: {}", file.display(), self.message),
+            (None, true) => f.write_str(&self.message),
+            (None, false) => write!(f, "{prefix}: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigFileError {}
+
+impl Config {
+    /// Read a config from TOML text; empty text is all defaults and no services.
+    pub fn parse(text: &str) -> Result<Self, ConfigFileError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        Builder { text }.build(raw)
+    }
+
+    /// Read the config file at `path`; errors name the file.
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let with_file = |mut e: ConfigFileError| {
+            e.file = Some(path.to_path_buf());
+            e
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| with_file(ConfigFileError::new(format!("cannot read: {e}"))))?;
+        Self::parse(&text).map_err(with_file)
+    }
+
+    /// Check that `new` changes only what a reload can apply: services,
+    /// timeouts, SYNProxy settings and the log level. The driver, the engine,
+    /// the control socket and the metrics address are fixed when the daemon
+    /// starts; `Err` names the first key that differs.
+    pub fn check_reloadable(&self, new: &Self) -> Result<(), ConfigFileError> {
+        let (o, n) = (self, new);
+        let (oe, ne) = (&o.engine, &n.engine);
+        let fixed = [
+            ("daemon.control_socket", o.daemon.control_socket != n.daemon.control_socket),
+            ("driver.kind", o.driver.kind != n.driver.kind),
+            ("driver.tun_name", o.driver.tun_name != n.driver.tun_name),
+            ("driver.batch", o.driver.batch != n.driver.batch),
+            ("driver.fault_loss_pct", o.driver.fault_loss_pct.to_bits() != n.driver.fault_loss_pct.to_bits()),
+            ("engine.max_conns", oe.max_conns != ne.max_conns),
+            ("engine.prealloc_conns", oe.prealloc_conns != ne.prealloc_conns),
+            ("engine.port_range", oe.port_range != ne.port_range),
+            ("engine.port_quarantine_secs", oe.port_quarantine != ne.port_quarantine),
+            ("engine.decrement_ttl", oe.decrement_ttl != ne.decrement_ttl),
+            // Not in the file, but fixed all the same; timeouts reload through the model.
+            ("engine", EngineConfig { timeouts: ne.timeouts, ..oe.clone() } != *ne),
+            ("metrics.listen", o.metrics.listen != n.metrics.listen),
+        ];
+        match fixed.iter().find(|(_, changed)| *changed) {
+            Some((key, _)) => {
+                Err(ConfigFileError::at_key(*key, "cannot change on reload; restart the daemon to apply it"))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Render as TOML text that [`Config::parse`] reads back to an equal
+    /// config, every key written out (for `rvs lab`'s built-in config and the
+    /// docs).
+    ///
+    /// Durations are written in whole seconds. A service's timeouts are
+    /// written as its `conn_timeout` (ESTABLISHED) alone, the form the file
+    /// has for them; other per-service timeouts set in code do not survive.
+    pub fn to_toml(&self) -> String {
+        let mut s = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_toml(&mut s);
+        s
+    }
+
+    fn write_toml(&self, s: &mut String) -> fmt::Result {
+        let (d, dr, e, sp) = (&self.daemon, &self.driver, &self.engine, &self.synproxy);
+        writeln!(s, "[daemon]")?;
+        writeln!(s, "control_socket = {}", quote(&d.control_socket.to_string_lossy()))?;
+        writeln!(s, "log_level = {}", quote(&d.log_level))?;
+        writeln!(s, "\n[driver]")?;
+        writeln!(s, "kind = {}", quote(dr.kind.name()))?;
+        writeln!(s, "tun_name = {}", quote(&dr.tun_name))?;
+        writeln!(s, "batch = {}", dr.batch)?;
+        writeln!(s, "fault_loss_pct = {}", toml::Value::Float(dr.fault_loss_pct))?;
+        writeln!(s, "\n[engine]")?;
+        writeln!(s, "max_conns = {}", e.max_conns)?;
+        writeln!(s, "prealloc_conns = {}", e.prealloc_conns)?;
+        writeln!(s, "port_range = [{}, {}]", e.port_range.0, e.port_range.1)?;
+        writeln!(s, "port_quarantine_secs = {}", e.port_quarantine.as_secs())?;
+        writeln!(s, "decrement_ttl = {}", e.decrement_ttl)?;
+        writeln!(s, "\n[timeouts]")?;
+        for (key, state) in TIMEOUT_KEYS {
+            let t = match state {
+                Some(state) => self.model.timeouts.tcp(state),
+                None => self.model.timeouts.udp,
+            };
+            writeln!(s, "{key} = {}", t.as_secs())?;
+        }
+        writeln!(s, "\n[synproxy]")?;
+        writeln!(s, "enabled_by_default = {}", sp.enabled_by_default)?;
+        writeln!(s, "mss_max = {}", sp.mss_max)?;
+        writeln!(s, "wscale = {}", sp.wscale)?;
+        writeln!(s, "sack = {}", sp.sack)?;
+        writeln!(s, "timestamps = {}", sp.timestamps)?;
+        writeln!(s, "ttl = {}", sp.ttl)?;
+        writeln!(s, "cookie_validity_secs = {}", sp.cookie_validity_secs)?;
+        writeln!(s, "rst_on_bad_cookie = {}", sp.rst_on_bad_cookie)?;
+        writeln!(s, "ack_storm_threshold = {}", sp.ack_storm_threshold)?;
+        writeln!(s, "max_stored_packets = {}", sp.max_stored_packets)?;
+        writeln!(s, "defer_rs_syn = {}", sp.defer_rs_syn)?;
+        writeln!(s, "rto_floor_ms = {}", sp.rto_floor_ms)?;
+        writeln!(s, "rto_initial_ms = {}", sp.rto_initial_ms)?;
+        writeln!(s, "syn_retries = {}", sp.syn_retries)?;
+        writeln!(s, "retransmit_mode = {}", quote(sp.retransmit_mode.name()))?;
+        writeln!(s, "\n[metrics]")?;
+        match self.metrics.listen {
+            Some(addr) => writeln!(s, "listen = {}", quote(&addr.to_string()))?,
+            None => writeln!(s, "# listen = \"127.0.0.1:9108\"")?,
+        }
+        for spec in self.model.services.values() {
+            let c = &spec.config;
+            writeln!(s, "\n[[service]]")?;
+            writeln!(s, "proto = {}", quote(c.proto.name()))?;
+            writeln!(s, "vip = {}", quote(&c.vip.to_string()))?;
+            writeln!(s, "sched = {}", quote(c.sched.name()))?;
+            let laddrs: Vec<_> = c.laddrs.iter().map(|l| quote(&l.to_string())).collect();
+            writeln!(s, "laddrs = [{}]", laddrs.join(", "))?;
+            writeln!(s, "synproxy = {}", c.synproxy)?;
+            if let Some(t) = c.timeouts {
+                writeln!(s, "conn_timeout = {}", t.tcp(TcpState::Established).as_secs())?;
+            }
+            if let Some(mss) = c.mss_clamp {
+                writeln!(s, "mss_clamp = {mss}")?;
+            }
+            for r in &spec.reals {
+                writeln!(s, "\n[[service.real]]")?;
+                writeln!(s, "addr = {}", quote(&r.endpoint.to_string()))?;
+                writeln!(s, "weight = {}", r.weight)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// `[timeouts]` keys and the TCP state each sets; `None` is UDP. NONE has no
+/// key: an entry in that state is gone within two seconds whatever is set.
+const TIMEOUT_KEYS: [(&str, Option<TcpState>); 11] = [
+    ("established", Some(TcpState::Established)),
+    ("syn_sent", Some(TcpState::SynSent)),
+    ("syn_recv", Some(TcpState::SynRecv)),
+    ("fin_wait", Some(TcpState::FinWait)),
+    ("time_wait", Some(TcpState::TimeWait)),
+    ("close", Some(TcpState::Close)),
+    ("close_wait", Some(TcpState::CloseWait)),
+    ("last_ack", Some(TcpState::LastAck)),
+    ("listen", Some(TcpState::Listen)),
+    ("syn_ack", Some(TcpState::SynAck)),
+    ("udp", None),
+];
+
+// ---- the file as read, with the spans of the values checked later ----------
+
+type Sp<T> = Option<Spanned<T>>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawFile {
+    daemon: RawDaemon,
+    driver: RawDriver,
+    engine: RawEngine,
+    timeouts: RawTimeouts,
+    synproxy: RawSynproxy,
+    metrics: RawMetrics,
+    service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawDaemon {
+    control_socket: Option<PathBuf>,
+    log_level: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawDriver {
+    kind: Sp<String>,
+    tun_name: Sp<String>,
+    batch: Sp<usize>,
+    fault_loss_pct: Sp<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawEngine {
+    max_conns: Sp<usize>,
+    prealloc_conns: Sp<usize>,
+    port_range: Sp<Vec<u16>>,
+    port_quarantine_secs: Sp<u64>,
+    decrement_ttl: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimeouts {
+    established: Sp<u64>,
+    syn_sent: Sp<u64>,
+    syn_recv: Sp<u64>,
+    fin_wait: Sp<u64>,
+    time_wait: Sp<u64>,
+    close: Sp<u64>,
+    close_wait: Sp<u64>,
+    last_ack: Sp<u64>,
+    listen: Sp<u64>,
+    syn_ack: Sp<u64>,
+    udp: Sp<u64>,
+}
+
+impl RawTimeouts {
+    /// Values in the order of [`TIMEOUT_KEYS`].
+    fn values(&self) -> [&Sp<u64>; 11] {
+        [
+            &self.established,
+            &self.syn_sent,
+            &self.syn_recv,
+            &self.fin_wait,
+            &self.time_wait,
+            &self.close,
+            &self.close_wait,
+            &self.last_ack,
+            &self.listen,
+            &self.syn_ack,
+            &self.udp,
+        ]
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawSynproxy {
+    enabled_by_default: Option<bool>,
+    mss_max: Sp<u16>,
+    wscale: Sp<u8>,
+    sack: Option<bool>,
+    timestamps: Option<bool>,
+    ttl: Sp<u8>,
+    cookie_validity_secs: Sp<u64>,
+    rst_on_bad_cookie: Option<bool>,
+    ack_storm_threshold: Sp<u32>,
+    max_stored_packets: Option<usize>,
+    defer_rs_syn: Option<bool>,
+    rto_floor_ms: Sp<u64>,
+    rto_initial_ms: Sp<u64>,
+    syn_retries: Option<u8>,
+    retransmit_mode: Sp<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    listen: Sp<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    proto: Sp<String>,
+    vip: Sp<String>,
+    sched: Sp<String>,
+    laddrs: Option<Vec<Spanned<String>>>,
+    synproxy: Sp<bool>,
+    conn_timeout: Sp<u64>,
+    mss_clamp: Sp<u16>,
+    #[serde(default)]
+    real: Vec<Spanned<RawReal>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReal {
+    addr: Sp<String>,
+    weight: Option<u32>,
+}
+
+// ---- from the file as read to a checked Config -----------------------------
+
+/// Turns the file as read into a [`Config`], citing the text for every error.
+struct Builder<'a> {
+    text: &'a str,
+}
+
+impl Builder<'_> {
+    fn err(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigFileError {
+        let (line, column) = line_column(self.text, span.start);
+        ConfigFileError { line: Some(line), column: Some(column), ..ConfigFileError::at_key(key, message) }
+    }
+
+    /// The value or its default, after `check` accepts it.
+    fn checked<T: Copy>(
+        &self,
+        value: &Sp<T>,
+        default: T,
+        key: &str,
+        check: impl FnOnce(T) -> Result<(), String>,
+    ) -> Result<T, ConfigFileError> {
+        match value {
+            Some(v) => check(*v.get_ref()).map(|()| *v.get_ref()).map_err(|m| self.err(v.span(), key, m)),
+            None => Ok(default),
+        }
+    }
+
+    fn build(&self, raw: RawFile) -> Result<Config, ConfigFileError> {
+        let driver = self.driver(&raw.driver)?;
+        let timeouts = self.timeouts(&raw.timeouts)?;
+        let mut engine = self.engine(&raw.engine)?;
+        engine.timeouts = timeouts;
+        let synproxy = self.synproxy(&raw.synproxy)?;
+        let listen = match &raw.metrics.listen {
+            Some(l) => Some(l.get_ref().parse::<SocketAddr>().map_err(|_| {
+                self.err(
+                    l.span(),
+                    "metrics.listen",
+                    format!("invalid address {:?}: expected IP:port", l.get_ref()),
+                )
+            })?),
+            None => None,
+        };
+        let mut model = Model { timeouts, services: BTreeMap::new() };
+        let synproxy_default = synproxy.enabled_by_default;
+        // Where each service was first defined: (index, line).
+        let mut seen: BTreeMap<ServiceKey, (usize, usize)> = BTreeMap::new();
+        for (i, svc) in raw.service.iter().enumerate() {
+            let (spec, vip_span) = self.service(i, svc, &timeouts, synproxy_default)?;
+            let key = (spec.config.proto, spec.config.vip);
+            let line = line_column(self.text, vip_span.start).0;
+            if let Some((first, first_line)) = seen.insert(key, (i, line)) {
+                return Err(self.err(
+                    vip_span,
+                    format!("service[{i}].vip"),
+                    format!(
+                        "duplicate service {} {} (also service[{first}] at line {first_line})",
+                        key.0.name(),
+                        key.1
+                    ),
+                ));
+            }
+            // The engine's own rules, one service at a time so an error names its service.
+            let alone = Model { timeouts, services: BTreeMap::from([(key, spec.clone())]) };
+            alone
+                .validate()
+                .map_err(|e| self.err(vip_span.clone(), format!("service[{i}]"), e.to_string()))?;
+            model.services.insert(key, spec);
+        }
+        model.validate().map_err(|e| ConfigFileError::at_key("service", e.to_string()))?;
+        Ok(Config {
+            daemon: DaemonSettings {
+                control_socket: raw
+                    .daemon
+                    .control_socket
+                    .unwrap_or_else(|| DaemonSettings::default().control_socket),
+                log_level: raw.daemon.log_level.unwrap_or_else(|| DaemonSettings::default().log_level),
+            },
+            driver,
+            engine,
+            synproxy,
+            metrics: MetricsSettings { listen },
+            model,
+        })
+    }
+
+    fn driver(&self, raw: &RawDriver) -> Result<DriverSettings, ConfigFileError> {
+        let d = DriverSettings::default();
+        let kind = match &raw.kind {
+            None => d.kind,
+            Some(k) => match k.get_ref().as_str() {
+                "tun" => DriverKind::Tun,
+                "af_xdp" => {
+                    return Err(self.err(
+                        k.span(),
+                        "driver.kind",
+                        "driver \"af_xdp\" is not built yet; use \"tun\"",
+                    ));
+                }
+                other => {
+                    return Err(self.err(
+                        k.span(),
+                        "driver.kind",
+                        format!("unknown driver {other:?}; use \"tun\""),
+                    ));
+                }
+            },
+        };
+        let tun_name = match &raw.tun_name {
+            None => d.tun_name,
+            Some(n) => {
+                let name = n.get_ref();
+                // IFNAMSIZ is 16 with the terminating NUL.
+                if name.is_empty()
+                    || name.len() > 15
+                    || name.contains(['/', '\0'])
+                    || name.contains(char::is_whitespace)
+                {
+                    return Err(self.err(
+                        n.span(),
+                        "driver.tun_name",
+                        format!("invalid interface name {name:?}: 1 to 15 bytes, no '/' or spaces"),
+                    ));
+                }
+                name.clone()
+            }
+        };
+        let batch = self.checked(&raw.batch, d.batch, "driver.batch", |b| {
+            if (1..=1024).contains(&b) { Ok(()) } else { Err(format!("batch {b} out of range 1..=1024")) }
+        })?;
+        let fault_loss_pct =
+            self.checked(&raw.fault_loss_pct, d.fault_loss_pct, "driver.fault_loss_pct", |p| {
+                if (0.0..=100.0).contains(&p) {
+                    Ok(())
+                } else {
+                    Err(format!("loss {p} % out of range 0..=100"))
+                }
+            })?;
+        Ok(DriverSettings { kind, tun_name, batch, fault_loss_pct })
+    }
+
+    fn engine(&self, raw: &RawEngine) -> Result<EngineConfig, ConfigFileError> {
+        let d = EngineConfig::default();
+        let max_conns = self.checked(&raw.max_conns, d.max_conns, "engine.max_conns", |m| {
+            if m >= 1 { Ok(()) } else { Err("max_conns must be at least 1".to_owned()) }
+        })?;
+        let prealloc_conns =
+            self.checked(&raw.prealloc_conns, d.prealloc_conns, "engine.prealloc_conns", |p| {
+                if p <= max_conns {
+                    Ok(())
+                } else {
+                    Err(format!("prealloc_conns {p} exceeds max_conns {max_conns}"))
+                }
+            })?;
+        let port_range = match &raw.port_range {
+            None => d.port_range,
+            Some(r) => {
+                let bad = |m: String| self.err(r.span(), "engine.port_range", m);
+                let &[lo, hi] = r.get_ref().as_slice() else {
+                    return Err(bad(format!("expected [low, high], found {} values", r.get_ref().len())));
+                };
+                if lo == 0 {
+                    return Err(bad("port 0 cannot be a local port".to_owned()));
+                }
+                if lo > hi {
+                    return Err(bad(format!("port range [{lo}, {hi}] is empty: low end above high end")));
+                }
+                (lo, hi)
+            }
+        };
+        let quarantine = self.checked(
+            &raw.port_quarantine_secs,
+            d.port_quarantine.as_secs(),
+            "engine.port_quarantine_secs",
+            |q| {
+                if q <= MAX_TIMEOUT_SECS {
+                    Ok(())
+                } else {
+                    Err(format!("{q} s exceeds {MAX_TIMEOUT_SECS} s"))
+                }
+            },
+        )?;
+        Ok(EngineConfig {
+            max_conns,
+            prealloc_conns,
+            port_range,
+            port_quarantine: Duration::from_secs(quarantine),
+            decrement_ttl: raw.decrement_ttl.unwrap_or(d.decrement_ttl),
+            ..d
+        })
+    }
+
+    fn timeouts(&self, raw: &RawTimeouts) -> Result<Timeouts, ConfigFileError> {
+        let mut t = Timeouts::default();
+        for ((key, state), value) in TIMEOUT_KEYS.iter().zip(raw.values()) {
+            let Some(v) = value else { continue };
+            let secs = self.timeout_secs(v, &format!("timeouts.{key}"))?;
+            match state {
+                Some(state) => t.set_tcp(*state, secs),
+                None => t.udp = secs,
+            }
+        }
+        Ok(t)
+    }
+
+    fn timeout_secs(&self, v: &Spanned<u64>, key: &str) -> Result<Duration, ConfigFileError> {
+        let secs = *v.get_ref();
+        if (1..=MAX_TIMEOUT_SECS).contains(&secs) {
+            Ok(Duration::from_secs(secs))
+        } else {
+            Err(self.err(v.span(), key, format!("timeout {secs} s out of range 1..={MAX_TIMEOUT_SECS}")))
+        }
+    }
+
+    fn synproxy(&self, raw: &RawSynproxy) -> Result<SynproxySettings, ConfigFileError> {
+        let d = SynproxySettings::default();
+        let range = |lo: u64, hi: u64| {
+            move |v: u64| {
+                if (lo..=hi).contains(&v) { Ok(()) } else { Err(format!("{v} out of range {lo}..={hi}")) }
+            }
+        };
+        let mss_max = self.checked(&raw.mss_max, d.mss_max, "synproxy.mss_max", |v| {
+            range(MIN_MSS.into(), 65535)(v.into())
+        })?;
+        let wscale = self.checked(&raw.wscale, d.wscale, "synproxy.wscale", |v| range(0, 14)(v.into()))?;
+        let ttl = self.checked(&raw.ttl, d.ttl, "synproxy.ttl", |v| range(1, 255)(v.into()))?;
+        let cookie_validity_secs = self.checked(
+            &raw.cookie_validity_secs,
+            d.cookie_validity_secs,
+            "synproxy.cookie_validity_secs",
+            range(1, MAX_TIMEOUT_SECS),
+        )?;
+        let ack_storm_threshold = self.checked(
+            &raw.ack_storm_threshold,
+            d.ack_storm_threshold,
+            "synproxy.ack_storm_threshold",
+            |v| range(1, u32::MAX.into())(v.into()),
+        )?;
+        let rto_floor_ms =
+            self.checked(&raw.rto_floor_ms, d.rto_floor_ms, "synproxy.rto_floor_ms", range(1, 60_000))?;
+        let rto_initial_ms =
+            self.checked(&raw.rto_initial_ms, d.rto_initial_ms, "synproxy.rto_initial_ms", range(1, 60_000))?;
+        if rto_initial_ms < rto_floor_ms {
+            let (span, key) = match (&raw.rto_initial_ms, &raw.rto_floor_ms) {
+                (Some(v), _) => (v.span(), "synproxy.rto_initial_ms"),
+                (None, Some(v)) => (v.span(), "synproxy.rto_floor_ms"),
+                (None, None) => (0..0, "synproxy"),
+            };
+            return Err(self.err(
+                span,
+                key,
+                format!("rto_initial_ms {rto_initial_ms} is below rto_floor_ms {rto_floor_ms}"),
+            ));
+        }
+        let retransmit_mode = match &raw.retransmit_mode {
+            None => d.retransmit_mode,
+            Some(m) => match m.get_ref().as_str() {
+                "adaptive" => RetransmitMode::Adaptive,
+                "classic" => RetransmitMode::Classic,
+                other => {
+                    return Err(self.err(
+                        m.span(),
+                        "synproxy.retransmit_mode",
+                        format!("unknown mode {other:?}; use \"adaptive\" or \"classic\""),
+                    ));
+                }
+            },
+        };
+        Ok(SynproxySettings {
+            enabled_by_default: raw.enabled_by_default.unwrap_or(d.enabled_by_default),
+            mss_max,
+            wscale,
+            sack: raw.sack.unwrap_or(d.sack),
+            timestamps: raw.timestamps.unwrap_or(d.timestamps),
+            ttl,
+            cookie_validity_secs,
+            rst_on_bad_cookie: raw.rst_on_bad_cookie.unwrap_or(d.rst_on_bad_cookie),
+            ack_storm_threshold,
+            max_stored_packets: raw.max_stored_packets.unwrap_or(d.max_stored_packets),
+            defer_rs_syn: raw.defer_rs_syn.unwrap_or(d.defer_rs_syn),
+            rto_floor_ms,
+            rto_initial_ms,
+            syn_retries: raw.syn_retries.unwrap_or(d.syn_retries),
+            retransmit_mode,
+        })
+    }
+
+    /// Parse `IP:port`, refusing port 0 (no packet can carry it).
+    fn endpoint(&self, v: &Spanned<String>, key: &str) -> Result<Endpoint, ConfigFileError> {
+        let addr: SocketAddr = v.get_ref().parse().map_err(|_| {
+            self.err(
+                v.span(),
+                key,
+                format!("invalid address {:?}: expected IP:port, IPv6 as [addr]:port", v.get_ref()),
+            )
+        })?;
+        if addr.port() == 0 {
+            return Err(self.err(v.span(), key, format!("port 0 in {addr}")));
+        }
+        Ok(addr.into())
+    }
+
+    /// One `[[service]]`, and the span of its `vip` to cite in later errors.
+    fn service(
+        &self,
+        i: usize,
+        svc: &Spanned<RawService>,
+        timeouts: &Timeouts,
+        synproxy_default: bool,
+    ) -> Result<(ServiceSpec, Range<usize>), ConfigFileError> {
+        let raw = svc.get_ref();
+        let key = |k: &str| format!("service[{i}].{k}");
+        let proto = match &raw.proto {
+            None => Proto::Tcp,
+            Some(p) => match p.get_ref().as_str() {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                other => {
+                    return Err(self.err(
+                        p.span(),
+                        key("proto"),
+                        format!("unknown protocol {other:?}; use tcp or udp"),
+                    ));
+                }
+            },
+        };
+        let Some(vip_raw) = &raw.vip else {
+            return Err(self.err(svc.span(), key("vip"), "missing key vip (the service's IP:port)"));
+        };
+        let vip = self.endpoint(vip_raw, &key("vip"))?;
+        let v4 = vip.addr.is_ipv4();
+        let mut config = ServiceConfig::new(proto, vip);
+        if let Some(s) = &raw.sched {
+            config.sched = SchedKind::from_name(s.get_ref()).ok_or_else(|| {
+                let names: Vec<_> = SchedKind::ALL.iter().map(|k| k.name()).collect();
+                self.err(
+                    s.span(),
+                    key("sched"),
+                    format!("unknown scheduler {:?}; use one of {}", s.get_ref(), names.join(" ")),
+                )
+            })?;
+        }
+        for (j, l) in raw.laddrs.iter().flatten().enumerate() {
+            let k = key(&format!("laddrs[{j}]"));
+            let addr: IpAddr = l.get_ref().parse().map_err(|_| {
+                self.err(l.span(), k.as_str(), format!("invalid IP address {:?}", l.get_ref()))
+            })?;
+            if addr.is_ipv4() != v4 {
+                return Err(self.err(
+                    l.span(),
+                    k,
+                    format!("address family of {addr} does not match the VIP {vip}"),
+                ));
+            }
+            if config.laddrs.contains(&addr) {
+                return Err(self.err(l.span(), k, format!("duplicate local address {addr}")));
+            }
+            config.laddrs.push(addr);
+        }
+        let tcp_only = |span: Range<usize>, k: &str| {
+            if proto == Proto::Tcp {
+                Ok(())
+            } else {
+                Err(self.err(span, key(k), format!("{k} applies to tcp services only")))
+            }
+        };
+        config.synproxy = match &raw.synproxy {
+            Some(s) if *s.get_ref() => tcp_only(s.span(), "synproxy").map(|()| true)?,
+            Some(_) => false,
+            None => synproxy_default && proto == Proto::Tcp,
+        };
+        if let Some(t) = &raw.conn_timeout {
+            tcp_only(t.span(), "conn_timeout")?;
+            let mut own = *timeouts;
+            own.set_tcp(TcpState::Established, self.timeout_secs(t, &key("conn_timeout"))?);
+            config.timeouts = Some(own);
+        }
+        if let Some(m) = &raw.mss_clamp {
+            tcp_only(m.span(), "mss_clamp")?;
+            let mss = *m.get_ref();
+            if mss < MIN_MSS {
+                return Err(self.err(m.span(), key("mss_clamp"), format!("mss_clamp {mss} below {MIN_MSS}")));
+            }
+            config.mss_clamp = Some(mss);
+        }
+        let mut spec = ServiceSpec::new(config);
+        for (j, r) in raw.real.iter().enumerate() {
+            let k = |f: &str| key(&format!("real[{j}].{f}"));
+            let Some(addr_raw) = &r.get_ref().addr else {
+                return Err(self.err(r.span(), k("addr"), "missing key addr (the real's IP:port)"));
+            };
+            let endpoint = self.endpoint(addr_raw, &k("addr"))?;
+            if endpoint.addr.is_ipv4() != v4 {
+                return Err(self.err(
+                    addr_raw.span(),
+                    k("addr"),
+                    format!("address family of {endpoint} does not match the VIP {vip}"),
+                ));
+            }
+            if let Some(first) = spec.reals.iter().position(|x| x.endpoint == endpoint) {
+                return Err(self.err(
+                    addr_raw.span(),
+                    k("addr"),
+                    format!("duplicate real {endpoint} (also service[{i}].real[{first}])"),
+                ));
+            }
+            spec.reals.push(RealConfig { endpoint, weight: r.get_ref().weight.unwrap_or(1) });
+        }
+        Ok((spec, vip_raw.span()))
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |n| n + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
+}
+
+/// A TOML or type error from the deserialiser, located in `text`.
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigFileError {
+    // The deserialiser's messages may span lines; ours are one line.
+    let message = e.message().trim().replace('\n', "; ");
+    let mut err = ConfigFileError::new(message);
+    if let Some(span) = e.span() {
+        let (line, column) = line_column(text, span.start);
+        err.line = Some(line);
+        err.column = Some(column);
+        // The key path comes from a second, key-only read; a syntax error
+        // fails it too, and then only the position is given.
+        if let Ok(root) = toml::from_str::<Node>(text) {
+            let mut path = String::new();
+            if root.locate(span.start, &mut path) {
+                err.key = Some(path);
+            }
+        }
+    }
+    err
+}
+
+// ---- key paths: the document as keys and spans only ------------------------
+
+/// A TOML value reduced to its structure, with the spans of keys and values.
+enum Node {
+    Table(Vec<(Spanned<String>, Spanned<Self>)>),
+    Array(Vec<Spanned<Self>>),
+    Leaf,
+}
+
+impl Node {
+    /// Extend `path` with the deepest key whose key or value text holds `offset`.
+    fn locate(&self, offset: usize, path: &mut String) -> bool {
+        let hit = |span: Range<usize>| span.contains(&offset) || span.start == offset;
+        match self {
+            Self::Table(entries) => entries.iter().any(|(k, v)| {
+                let mut sub =
+                    if path.is_empty() { k.get_ref().clone() } else { format!("{path}.{}", k.get_ref()) };
+                let found = v.get_ref().locate(offset, &mut sub) || hit(k.span()) || hit(v.span());
+                if found {
+                    *path = sub;
+                }
+                found
+            }),
+            Self::Array(items) => items.iter().enumerate().any(|(i, v)| {
+                let mut sub = format!("{path}[{i}]");
+                let found = v.get_ref().locate(offset, &mut sub) || hit(v.span());
+                if found {
+                    *path = sub;
+                }
+                found
+            }),
+            Self::Leaf => false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any TOML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key()? {
+            entries.push((key, map.next_value()?));
+        }
+        Ok(Node::Table(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../docs/rvs.example.toml");
+
+    fn ep(s: &str) -> Endpoint {
+        s.parse::<SocketAddr>().unwrap().into()
+    }
+
+    /// The error for `text`, checked to sit on `line` at `key`.
+    fn err_at(text: &str, line: usize, key: &str) -> ConfigFileError {
+        let e = Config::parse(text).expect_err(text);
+        assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+        e
+    }
+
+    const ONE_SERVICE: &str = "\
+[[service]]
+vip = \"10.0.0.1:80\"
+laddrs = [\"10.0.2.1\"]
+
+[[service.real]]
+addr = \"10.0.1.1:80\"
+
+[[service.real]]
+addr = \"10.0.1.2:80\"
+weight = 2
+";
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        assert_eq!(Config::parse("# nothing\n\n").unwrap(), Config::default());
+        let c = Config::default();
+        assert_eq!(c.daemon.control_socket, Path::new("/run/rvs/rvs.sock"));
+        assert_eq!((c.driver.tun_name.as_str(), c.driver.batch), ("rvs0", 64));
+        assert_eq!(c.engine.port_range, (1024, 65535));
+        assert_eq!(c.metrics.listen, None);
+        assert!(c.model.services.is_empty());
+    }
+
+    #[test]
+    fn example_parses_and_round_trips() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.model.services.len(), 4);
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9108".parse().unwrap()));
+        assert_eq!(c.model.timeouts.tcp(TcpState::Established), Duration::from_secs(900));
+        assert_eq!(c.engine.timeouts, c.model.timeouts);
+        let https = &c.model.services[&(Proto::Tcp, ep("10.0.0.1:443"))];
+        assert_eq!(https.config.sched, SchedKind::Mh);
+        assert!(https.config.synproxy);
+        let own = https.config.timeouts.unwrap();
+        assert_eq!(own.tcp(TcpState::Established), Duration::from_secs(3600));
+        assert_eq!(own.tcp(TcpState::FinWait), Duration::from_secs(5));
+        assert_eq!(https.reals[0].weight, 1);
+        let http = &c.model.services[&(Proto::Tcp, ep("10.0.0.1:80"))];
+        assert_eq!(http.config.mss_clamp, Some(1400));
+        assert_eq!(http.reals.iter().map(|r| r.weight).collect::<Vec<_>>(), [3, 1, 0]);
+        assert!(c.model.services.contains_key(&(Proto::Udp, ep("10.0.0.53:53"))));
+        assert!(c.model.services.contains_key(&(Proto::Tcp, ep("[2001:db8::1]:80"))));
+
+        let text = c.to_toml();
+        assert_eq!(Config::parse(&text).unwrap(), c, "{text}");
+    }
+
+    /// The reference's listing of every key holds the defaults and one service.
+    #[test]
+    fn reference_listing_is_the_defaults() {
+        let doc = include_str!("../../../docs/CONFIG.md");
+        let block = doc.split("## Every key with its default").nth(1).unwrap();
+        let text = block.split("```toml").nth(1).unwrap().split("```").next().unwrap();
+        let mut c = Config::parse(text).unwrap();
+        assert_eq!(c.model.services.len(), 1);
+        c.model.services.clear();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn every_setting_round_trips() {
+        let mut c = Config::parse(EXAMPLE).unwrap();
+        c.daemon.log_level = "debug \"quoted\"".to_owned();
+        c.driver.fault_loss_pct = 2.5;
+        c.driver.batch = 1;
+        c.engine.decrement_ttl = false;
+        c.synproxy.retransmit_mode = RetransmitMode::Classic;
+        c.synproxy.sack = false;
+        c.synproxy.syn_retries = 0;
+        c.metrics.listen = Some("[::1]:9108".parse().unwrap());
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        let d = Config::default();
+        assert_eq!(Config::parse(&d.to_toml()).unwrap(), d);
+    }
+
+    #[test]
+    fn type_and_unknown_key_errors_name_line_and_key() {
+        let bad_weight = ONE_SERVICE.replace("weight = 2", "weight = -1");
+        let e = err_at(&bad_weight, 10, "service[0].real[1].weight");
+        assert_eq!(e.column, Some(10));
+        assert!(e.message.contains("invalid value"), "{e}");
+        assert!(
+            e.to_string().starts_with("line 10, column 10, key service[0].real[1].weight: invalid value")
+        );
+
+        err_at(&format!("{ONE_SERVICE}wieght = 3\n"), 11, "service[0].real[1].wieght");
+        err_at("[driver]\nbatch = \"many\"\n", 2, "driver.batch");
+        err_at("[engine]\nport_range = [1, 2, 3]\n", 2, "engine.port_range");
+        err_at("\n[deamon]\n", 2, "deamon");
+        err_at("[[service]]\nvip = \"10.0.0.1:80\"\nladdrs = \"10.0.2.1\"\n", 3, "service[0].laddrs");
+        let e = err_at("[[service]]\nproto = \"tcp\"\n", 1, "service[0].vip");
+        assert!(e.message.contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = Config::parse("[driver]\ntun_name = \"rvs0\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_line_and_key() {
+        err_at(
+            &ONE_SERVICE.replace("vip = \"10.0.0.1:80\"", "vip = \"10.0.0.1:80\"\nsched = \"fastest\""),
+            3,
+            "service[0].sched",
+        );
+        err_at(&ONE_SERVICE.replace("10.0.0.1:80", "10.0.0.1:0"), 2, "service[0].vip");
+        err_at(&ONE_SERVICE.replace("10.0.1.2:80", "10.0.1.2:0"), 9, "service[0].real[1].addr");
+        err_at(&ONE_SERVICE.replace("10.0.0.1:80", "10.0.0.1"), 2, "service[0].vip");
+        let e = err_at(&ONE_SERVICE.replace("10.0.1.2:80", "10.0.1.1:80"), 9, "service[0].real[1].addr");
+        assert!(e.message.contains("duplicate real"), "{e}");
+        let e = err_at(&ONE_SERVICE.replace("10.0.1.2:80", "[2001:db8::2]:80"), 9, "service[0].real[1].addr");
+        assert!(e.message.contains("family"), "{e}");
+        err_at(&ONE_SERVICE.replace("\"10.0.2.1\"", "\"10.0.2.1\", \"::1\""), 3, "service[0].laddrs[1]");
+        err_at(&ONE_SERVICE.replace("\"10.0.2.1\"", "\"10.0.2.1\", \"10.0.2.1\""), 3, "service[0].laddrs[1]");
+        let e = err_at(&format!("{ONE_SERVICE}\n[[service]]\nvip = \"10.0.0.1:80\"\n"), 13, "service[1].vip");
+        assert!(e.message.contains("duplicate service") && e.message.contains("line 2"), "{e}");
+        // The same VIP:port under another protocol is another service.
+        Config::parse(&format!("{ONE_SERVICE}\n[[service]]\nproto = \"udp\"\nvip = \"10.0.0.1:80\"\n"))
+            .unwrap();
+        err_at(&format!("{ONE_SERVICE}\n[[service]]\nproto = \"sctp\"\n"), 13, "service[1].proto");
+        err_at(
+            "[[service]]\nproto = \"udp\"\nvip = \"10.0.0.1:53\"\nconn_timeout = 5\n",
+            4,
+            "service[0].conn_timeout",
+        );
+        err_at("[[service]]\nvip = \"10.0.0.1:80\"\nmss_clamp = 100\n", 3, "service[0].mss_clamp");
+        err_at(
+            "[[service]]\nvip = \"10.0.0.1:80\"\n[[service.real]]\nweight = 1\n",
+            3,
+            "service[0].real[0].addr",
+        );
+
+        let e = err_at("[engine]\nport_range = [2000, 1000]\n", 2, "engine.port_range");
+        assert_eq!(e.column, Some(14));
+        err_at("[engine]\nport_range = [0, 1000]\n", 2, "engine.port_range");
+        err_at("[engine]\nmax_conns = 10\nprealloc_conns = 11\n", 3, "engine.prealloc_conns");
+        err_at("[driver]\n\nfault_loss_pct = 100.5\n", 3, "driver.fault_loss_pct");
+        err_at("[driver]\nfault_loss_pct = -1\n", 2, "driver.fault_loss_pct");
+        err_at("[driver]\nbatch = 0\n", 2, "driver.batch");
+        err_at("[driver]\nbatch = 1025\n", 2, "driver.batch");
+        err_at("[driver]\ntun_name = \"a-very-long-name0\"\n", 2, "driver.tun_name");
+        let e = err_at("[driver]\nkind = \"af_xdp\"\n", 2, "driver.kind");
+        assert!(e.message.contains("not built yet"), "{e}");
+        err_at("[timeouts]\nestablished = 0\n", 2, "timeouts.established");
+        err_at("[synproxy]\nwscale = 15\n", 2, "synproxy.wscale");
+        err_at("[synproxy]\nrto_floor_ms = 300\n", 2, "synproxy.rto_floor_ms");
+        err_at("[synproxy]\nrto_floor_ms = 300\nrto_initial_ms = 250\n", 3, "synproxy.rto_initial_ms");
+        err_at(
+            "[[service]]\nproto = \"udp\"\nvip = \"10.0.0.1:53\"\nsynproxy = true\n",
+            4,
+            "service[0].synproxy",
+        );
+        err_at("[synproxy]\nretransmit_mode = \"eager\"\n", 2, "synproxy.retransmit_mode");
+        err_at("[metrics]\nlisten = \"localhost:9108\"\n", 2, "metrics.listen");
+    }
+
+    #[test]
+    fn synproxy_default_applies_to_tcp_services_without_the_key() {
+        let text = "[synproxy]\nenabled_by_default = true\n\
+            [[service]]\nvip = \"10.0.0.1:80\"\n\
+            [[service]]\nvip = \"10.0.0.1:81\"\nsynproxy = false\n\
+            [[service]]\nproto = \"udp\"\nvip = \"10.0.0.1:53\"\n";
+        let c = Config::parse(text).unwrap();
+        let on: Vec<_> = c.model.services.values().map(|s| s.config.synproxy).collect();
+        assert_eq!(on, [true, false, false]);
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn conn_timeout_replaces_established_only() {
+        let text = "[timeouts]\nfin_wait = 7\n[[service]]\nvip = \"10.0.0.1:80\"\nconn_timeout = 600\n";
+        let c = Config::parse(text).unwrap();
+        let own = c.model.services.values().next().unwrap().config.timeouts.unwrap();
+        let mut want = c.model.timeouts;
+        want.set_tcp(TcpState::Established, Duration::from_secs(600));
+        assert_eq!(own, want);
+        assert_eq!(own.tcp(TcpState::FinWait), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("rvs-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rvs.toml");
+        std::fs::write(&path, "[driver]\nbatch = 0\n").unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}: line 2, column 9, key driver.batch: batch 0 out of range 1..=1024", path.display())
+        );
+        std::fs::write(&path, ONE_SERVICE).unwrap();
+        assert_eq!(Config::load(&path).unwrap().model.services.len(), 1);
+        let missing = Config::load(&dir.join("none.toml")).unwrap_err();
+        assert!(missing.to_string().contains("none.toml: cannot read"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reload_may_change_services_but_not_the_driver() {
+        let old = Config::parse(EXAMPLE).unwrap();
+        let mut new = Config::parse(ONE_SERVICE).unwrap();
+        new.daemon = old.daemon.clone();
+        new.driver = old.driver.clone();
+        new.engine = EngineConfig { timeouts: new.engine.timeouts, ..old.engine.clone() };
+        new.metrics = old.metrics;
+        new.synproxy.enabled_by_default = true;
+        new.daemon.log_level = "debug".to_owned();
+        assert_eq!(old.check_reloadable(&new), Ok(()));
+
+        new.driver.tun_name = "rvs1".to_owned();
+        let e = old.check_reloadable(&new).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("driver.tun_name"));
+        assert!(e.to_string().starts_with("key driver.tun_name: cannot change on reload"), "{e}");
+
+        let mut new = old.clone();
+        new.engine.port_range = (2000, 3000);
+        assert_eq!(old.check_reloadable(&new).unwrap_err().key.as_deref(), Some("engine.port_range"));
+        let mut new = old.clone();
+        new.metrics.listen = None;
+        assert_eq!(old.check_reloadable(&new).unwrap_err().key.as_deref(), Some("metrics.listen"));
+    }
+}
