@@ -1,0 +1,439 @@
+//! The standard load-balancer topology: one client, one balancer, N reals.
+//!
+//! ```text
+//!  client ns            lb ns                                  realI ns
+//!  eth0 10.A.0.2 ---- cli0 10.A.0.1
+//!                       br0 10.A.1.1 --+-- rI ---------------- eth0 10.A.1.(10+I)
+//!                                      +-- ...
+//! ```
+//! The VIP (10.A.2.1) and the local addresses (10.A.3.1..) lie outside every
+//! connected subnet, so they exist only where a data path routes them: the
+//! client sends everything to the balancer, the reals answer everything
+//! through it. Each instance lives in its own namespaces, so every instance
+//! may use the same `A`.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::loss::Loss;
+use crate::ns::{ChildGuard, Netns, STOP_GRACE, run};
+
+/// Every namespace this crate names starts with this, so cleanup never
+/// touches anything it did not make.
+const NAME_TAG: &str = "rvsT";
+
+/// The client's interface (toward the balancer).
+const CLIENT_IF: &str = "eth0";
+/// The balancer's interface toward the client.
+const LB_CLIENT_IF: &str = "cli0";
+/// The balancer's bridge joining the reals.
+const LB_REAL_IF: &str = "br0";
+/// Each real's interface (toward the balancer's bridge).
+const REAL_IF: &str = "eth0";
+
+/// What to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologySpec {
+    /// Number of real servers, at least 2.
+    pub reals: usize,
+    /// Number of local addresses (LIPs) to hand out, at least 1.
+    pub laddrs: usize,
+    /// The `A` in the 10.A.x.y address plan.
+    pub net: u8,
+}
+
+impl Default for TopologySpec {
+    fn default() -> Self {
+        Self { reals: 2, laddrs: 2, net: 77 }
+    }
+}
+
+/// A built topology. Dropping it removes everything it made.
+#[derive(Debug)]
+pub struct Topology {
+    prefix: String,
+    net: u8,
+    laddr_count: usize,
+    client: Netns,
+    lb: Netns,
+    reals: Vec<Netns>,
+    /// Namespaces that exist because of us, in creation order.
+    created: Vec<Netns>,
+    children: Vec<ChildGuard>,
+    loss: Option<Loss>,
+}
+
+static INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+impl Topology {
+    /// Builds the topology with namespaces named `rvsT<pid>x<n>-{client,lb,realI}`.
+    /// On error, whatever was already made is removed again.
+    pub fn build(spec: &TopologySpec) -> io::Result<Self> {
+        if spec.reals < 2 || spec.reals > 200 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "reals must be within 2..=200"));
+        }
+        if spec.laddrs == 0 || spec.laddrs > 254 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "laddrs must be within 1..=254"));
+        }
+        let prefix = format!("{NAME_TAG}{}x{}", std::process::id(), INSTANCE.fetch_add(1, Ordering::Relaxed));
+        let name = |role: &str| Netns::new(format!("{prefix}-{role}"));
+        let mut t = Self {
+            client: name("client"),
+            lb: name("lb"),
+            reals: (1..=spec.reals).map(|i| name(&format!("real{i}"))).collect(),
+            prefix,
+            net: spec.net,
+            laddr_count: spec.laddrs,
+            created: Vec::new(),
+            children: Vec::new(),
+            loss: None,
+        };
+        for ns in [&t.client, &t.lb].into_iter().chain(&t.reals).cloned().collect::<Vec<_>>() {
+            Netns::add(ns.name())?;
+            t.created.push(ns);
+        }
+        t.wire()?;
+        Ok(t)
+    }
+
+    /// Creates links, addresses, routes and sysctls in the fresh namespaces.
+    fn wire(&self) -> io::Result<()> {
+        let (client, lb) = (&self.client, &self.lb);
+        let cidr = |a: Ipv4Addr| format!("{a}/24");
+        // Each veth is created inside a namespace with its peer placed directly
+        // in the other, so interface names never meet in the root namespace.
+        ip(
+            client,
+            &["link", "add", CLIENT_IF, "type", "veth", "peer", "name", LB_CLIENT_IF, "netns", lb.name()],
+        )?;
+        ip(client, &["addr", "add", &cidr(self.client_addr()), "dev", CLIENT_IF])?;
+        ip(client, &["link", "set", CLIENT_IF, "up"])?;
+        ip(client, &["route", "add", "default", "via", &self.lb_client_addr().to_string()])?;
+        ip(lb, &["addr", "add", &cidr(self.lb_client_addr()), "dev", LB_CLIENT_IF])?;
+        ip(lb, &["link", "set", LB_CLIENT_IF, "up"])?;
+        ip(lb, &["link", "add", LB_REAL_IF, "type", "bridge"])?;
+        ip(lb, &["addr", "add", &cidr(self.lb_real_addr()), "dev", LB_REAL_IF])?;
+        ip(lb, &["link", "set", LB_REAL_IF, "up"])?;
+        let ports = self.lb_real_ports();
+        for ((real, port), addr) in self.reals.iter().zip(&ports).zip(self.real_addrs()) {
+            ip(lb, &["link", "add", port, "type", "veth", "peer", "name", REAL_IF, "netns", real.name()])?;
+            ip(lb, &["link", "set", port, "master", LB_REAL_IF])?;
+            ip(lb, &["link", "set", port, "up"])?;
+            ip(real, &["addr", "add", &cidr(addr), "dev", REAL_IF])?;
+            ip(real, &["link", "set", REAL_IF, "up"])?;
+            ip(real, &["route", "add", "default", "via", &self.lb_real_addr().to_string()])?;
+        }
+        lb.run_in(|| write_sysctl("net/ipv4/ip_forward", "1"))??;
+        for ns in &self.created {
+            ns.run_in(disable_rp_filter)??;
+        }
+        Ok(())
+    }
+
+    /// The prefix shared by this instance's namespace names (`rvsT<pid>x<n>`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The client namespace.
+    pub fn ns_client(&self) -> &Netns {
+        &self.client
+    }
+
+    /// The load balancer's namespace.
+    pub fn ns_lb(&self) -> &Netns {
+        &self.lb
+    }
+
+    /// The namespace of real `i`, counted from 0 (its name ends in `real{i+1}`).
+    pub fn ns_real(&self, i: usize) -> &Netns {
+        &self.reals[i]
+    }
+
+    /// All real namespaces, in order.
+    pub fn ns_reals(&self) -> &[Netns] {
+        &self.reals
+    }
+
+    /// The virtual service address: routed to the balancer, on no link.
+    pub fn vip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net, 2, 1)
+    }
+
+    /// The balancer's local addresses (10.A.3.1..), routed back to it by the reals.
+    pub fn laddrs(&self) -> Vec<Ipv4Addr> {
+        (1..=self.laddr_count).map(|i| Ipv4Addr::new(10, self.net, 3, i as u8)).collect()
+    }
+
+    /// The reals' addresses, in the order of [`Self::ns_real`].
+    pub fn real_addrs(&self) -> Vec<Ipv4Addr> {
+        (0..self.reals.len()).map(|i| Ipv4Addr::new(10, self.net, 1, 10 + i as u8 + 1)).collect()
+    }
+
+    /// The client's address.
+    pub fn client_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net, 0, 2)
+    }
+
+    /// The balancer's address on the client side (the client's gateway).
+    pub fn lb_client_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net, 0, 1)
+    }
+
+    /// The balancer's address on the real side (the reals' gateway).
+    pub fn lb_real_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net, 1, 1)
+    }
+
+    /// The balancer's interface toward the client.
+    pub fn lb_client_if(&self) -> &str {
+        LB_CLIENT_IF
+    }
+
+    /// The balancer's interface toward the reals (a bridge carrying 10.A.1.1).
+    pub fn lb_real_if(&self) -> &str {
+        LB_REAL_IF
+    }
+
+    /// The balancer's bridge ports, one veth per real, in real order: the
+    /// balancer's end of each LB–real link.
+    pub fn lb_real_ports(&self) -> Vec<String> {
+        (1..=self.reals.len()).map(|i| format!("r{i}")).collect()
+    }
+
+    /// The interface name each real uses toward the balancer.
+    pub fn real_if(&self) -> &str {
+        REAL_IF
+    }
+
+    /// Takes over a process so that it is ended before the namespaces go.
+    pub fn adopt(&mut self, child: ChildGuard) {
+        self.children.push(child);
+    }
+
+    /// Drops `pct` % of packets at random on every LB–real link, in both
+    /// directions, replacing any loss set before; 0 removes it. Needs `nft`.
+    pub fn inject_loss(&mut self, pct: f64) -> io::Result<()> {
+        self.inject_loss_with(pct, true)
+    }
+
+    /// [`Self::inject_loss`], with the egress hook allowed or not, so both
+    /// ways of dropping toward the reals can be exercised.
+    fn inject_loss_with(&mut self, pct: f64, allow_egress: bool) -> io::Result<()> {
+        if let Some(mut old) = self.loss.take() {
+            old.remove()?;
+        }
+        if pct > 0.0 {
+            let reals: Vec<(Netns, String)> =
+                self.reals.iter().map(|r| (r.clone(), REAL_IF.to_owned())).collect();
+            self.loss = Some(Loss::install(&self.lb, &self.lb_real_ports(), &reals, pct, allow_egress)?);
+        }
+        Ok(())
+    }
+
+    /// Whether the loss toward the reals is dropped at the balancer's egress
+    /// (`true`) or at the reals' ingress (`false`, kernels without netdev
+    /// egress). `None` when no loss is set.
+    pub fn loss_uses_egress(&self) -> Option<bool> {
+        self.loss.as_ref().map(Loss::uses_egress)
+    }
+
+    /// Packets dropped by injected loss so far (0 when none is set).
+    pub fn loss_dropped(&self) -> io::Result<u64> {
+        self.loss.as_ref().map_or(Ok(0), Loss::dropped)
+    }
+
+    /// Removes everything now and reports the first failure; dropping does the
+    /// same silently. Calling it twice is harmless.
+    pub fn teardown(&mut self) -> io::Result<()> {
+        let mut first_err = None;
+        let mut note = |r: io::Result<()>| {
+            if let Err(e) = r
+                && first_err.is_none()
+            {
+                first_err = Some(e);
+            }
+        };
+        for mut child in self.children.drain(..).rev() {
+            note(child.stop(STOP_GRACE).map(drop));
+        }
+        if let Some(mut loss) = self.loss.take() {
+            note(loss.remove());
+        }
+        for ns in self.created.drain(..).rev() {
+            note(ns.delete());
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Leaves everything in place (for poking around) and returns the names of
+    /// the namespaces, which the caller must delete later (`ip netns del NAME`).
+    /// Adopted processes keep running.
+    pub fn keep(mut self) -> Vec<String> {
+        for child in self.children.drain(..) {
+            let _ = child.into_inner();
+        }
+        self.loss = None;
+        self.created.drain(..).map(|ns| ns.name().to_owned()).collect()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = self.teardown();
+    }
+}
+
+fn ip(ns: &Netns, args: &[&str]) -> io::Result<()> {
+    run(ns.ip().args(args)).map(drop)
+}
+
+/// Writes a sysctl of the calling thread's network namespace: /proc/sys/net
+/// resolves against the namespace of the thread that opens the file.
+fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
+    let path = Path::new("/proc/sys").join(key);
+    std::fs::write(&path, value)
+        .map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", path.display())))
+}
+
+/// Turns reverse-path filtering off on every interface and for new ones, since
+/// the effective value is the maximum of `all` and the interface's own.
+fn disable_rp_filter() -> io::Result<()> {
+    for entry in std::fs::read_dir("/proc/sys/net/ipv4/conf")? {
+        let name = entry?.file_name();
+        write_sysctl(&format!("net/ipv4/conf/{}/rp_filter", name.to_string_lossy()), "0")?;
+    }
+    Ok(())
+}
+
+/// Whether `name` is a namespace name this crate makes (`rvsT<pid>x<n>-<role>`),
+/// returning the pid.
+fn parse_name(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(NAME_TAG)?;
+    let (pid, rest) = rest.split_once('x')?;
+    let (n, role) = rest.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(pid) && digits(n) && !role.is_empty()).then(|| pid.parse().ok())?
+}
+
+/// Names of all namespaces made by this crate that exist now.
+fn our_namespaces() -> io::Result<Vec<String>> {
+    let out = run(Command::new("ip").args(["netns", "list"]))?;
+    // Lines look like `NAME` or `NAME (id: 3)`.
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| parse_name(n).is_some())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Deletes every namespace of ours whose name starts with `prefix`, e.g. the
+/// `rvsT<pid>x` of a crashed run, and returns how many it deleted. The prefix
+/// must start with `rvsT`, so nothing else can match; note that the bare
+/// `rvsT` matches the topologies of runs still going, too.
+pub fn cleanup_stale(prefix: &str) -> io::Result<usize> {
+    if !prefix.starts_with(NAME_TAG) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cleanup prefix must start with {NAME_TAG}"),
+        ));
+    }
+    let mut n = 0;
+    for name in our_namespaces()?.into_iter().filter(|n| n.starts_with(prefix)) {
+        Netns::new(name).delete()?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Deletes the namespaces of ours whose creating process no longer exists,
+/// leaving those of running processes alone; returns how many it deleted.
+pub fn cleanup_orphans() -> io::Result<usize> {
+    let mut n = 0;
+    for name in our_namespaces()? {
+        let Some(pid) = parse_name(&name) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            Netns::new(name).delete()?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{netns_tests_enabled, nft_available};
+
+    #[test]
+    fn parses_only_our_names() {
+        assert_eq!(parse_name("rvsT123x4-lb"), Some(123));
+        assert_eq!(parse_name("rvsT123x4-real10"), Some(123));
+        assert_eq!(parse_name("rvsT123x4-"), None);
+        assert_eq!(parse_name("rvsT123-lb"), None);
+        assert_eq!(parse_name("rvsTx4-lb"), None);
+        assert_eq!(parse_name("other123x4-lb"), None);
+    }
+
+    #[test]
+    fn address_plan() {
+        if !netns_tests_enabled("address_plan") {
+            return;
+        }
+        let t = Topology::build(&TopologySpec { reals: 3, laddrs: 2, net: 9 }).unwrap();
+        assert_eq!(t.vip(), Ipv4Addr::new(10, 9, 2, 1));
+        assert_eq!(t.laddrs(), [Ipv4Addr::new(10, 9, 3, 1), Ipv4Addr::new(10, 9, 3, 2)]);
+        assert_eq!(
+            t.real_addrs(),
+            [Ipv4Addr::new(10, 9, 1, 11), Ipv4Addr::new(10, 9, 1, 12), Ipv4Addr::new(10, 9, 1, 13)]
+        );
+        assert_eq!(t.lb_real_ports(), ["r1", "r2", "r3"]);
+        assert!(t.ns_real(2).name().ends_with("-real3"));
+        let fwd = t.ns_lb().run("cat", ["/proc/sys/net/ipv4/ip_forward"]).unwrap();
+        assert_eq!(fwd.trim(), "1");
+        let rp = t.ns_lb().run("cat", ["/proc/sys/net/ipv4/conf/br0/rp_filter"]).unwrap();
+        assert_eq!(rp.trim(), "0");
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        let e = Topology::build(&TopologySpec { reals: 1, ..Default::default() }).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(cleanup_stale("x").is_err());
+    }
+
+    /// Connects from the balancer to a listener on real 0, with a short timeout.
+    fn lb_connects_to_real(t: &Topology) -> bool {
+        let addr = t.real_addrs()[0];
+        let listener = t.ns_real(0).run_in(|| std::net::TcpListener::bind((addr, 0))).unwrap().unwrap();
+        let target = listener.local_addr().unwrap();
+        t.ns_lb()
+            .run_in(|| std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_millis(1500)))
+            .unwrap()
+            .is_ok()
+    }
+
+    #[test]
+    fn loss_without_egress_hook_drops_at_the_reals() {
+        if !netns_tests_enabled("loss_without_egress_hook_drops_at_the_reals") || !nft_available() {
+            return;
+        }
+        let mut t = Topology::build(&TopologySpec::default()).unwrap();
+        for allow_egress in [true, false] {
+            t.inject_loss_with(100.0, allow_egress).unwrap();
+            assert!(!lb_connects_to_real(&t));
+            // With egress, the SYN dies on its way out; without, at the real's ingress.
+            assert_eq!(t.loss_uses_egress(), Some(allow_egress));
+            let real_table = t.ns_real(0).run("nft", ["list", "tables"]).unwrap();
+            assert_eq!(real_table.contains("rvs_loss"), !allow_egress);
+            assert!(t.loss_dropped().unwrap() > 0);
+            t.inject_loss(0.0).unwrap();
+            assert!(lb_connects_to_real(&t));
+            assert!(!t.ns_real(0).run("nft", ["list", "tables"]).unwrap().contains("rvs_loss"));
+        }
+    }
+}
