@@ -261,6 +261,9 @@ impl Engine {
         if cfg.vip.port == 0 {
             return Err(ConfigError::Invalid("VIP port 0"));
         }
+        if cfg.synproxy && cfg.proto != Proto::Tcp {
+            return Err(ConfigError::Invalid("synproxy on a service that is not TCP"));
+        }
         let mut seen = Vec::new();
         for &l in &cfg.laddrs {
             if l.is_ipv4() != cfg.vip.addr.is_ipv4() {
@@ -313,6 +316,7 @@ impl Engine {
     /// (`ipvsadm -E`); its reals, local addresses and connections stay.
     pub fn edit_service(&mut self, cfg: ServiceConfig) -> Result<(), ConfigError> {
         let i = self.service_index(cfg.proto, cfg.vip)?;
+        Self::check_service(&cfg)?;
         let s = &mut self.services[i];
         if cfg.sched != s.config.sched {
             s.sched = Scheduler::new(cfg.sched);

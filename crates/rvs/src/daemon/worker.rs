@@ -1,0 +1,256 @@
+//! The data-path worker: one thread that owns an engine and a TUN device,
+//! moves packets in batches and drives the engine's timers.
+//!
+//! The control plane reaches it only through [`WorkerHandle`]: ops to apply
+//! and snapshots to take travel over a channel, and an eventfd wakes the
+//! worker out of `poll`. Nothing on the packet path takes a lock or allocates.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rvs_control::model::{Op, apply_all};
+use rvs_control::snapshot::Snapshot;
+use rvs_core::{DropReason, Engine, Verdict};
+
+use crate::driver::tun::Tun;
+
+/// Largest packet the worker reads: TUN hands over whole IP packets up to 64 KiB.
+const BUF_LEN: usize = 65_536;
+/// How long the control plane waits for the worker to answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Request {
+    Apply(Vec<Op>, mpsc::SyncSender<Result<(), String>>),
+    Snapshot(bool, mpsc::SyncSender<Snapshot>),
+    Stop,
+}
+
+/// A wake-up counter the worker polls beside its device.
+#[derive(Debug)]
+struct Wake(OwnedFd);
+
+impl Wake {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain eventfd(2); the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is fresh and owned by nothing else.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ring(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer; a full counter only means it is already ringing.
+        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), 8) };
+    }
+
+    fn clear(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads 8 bytes into a live buffer; EAGAIN when not rung is fine.
+        unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+    }
+}
+
+/// The control plane's side of a worker.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerHandle {
+    tx: mpsc::Sender<Request>,
+    wake: Arc<Wake>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Request")
+    }
+}
+
+impl WorkerHandle {
+    fn call<T>(&self, make: impl FnOnce(mpsc::SyncSender<T>) -> Request) -> Result<T, String> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx.send(make(tx)).map_err(|_| "data-path worker has stopped".to_owned())?;
+        self.wake.ring();
+        rx.recv_timeout(REPLY_TIMEOUT).map_err(|_| "data-path worker did not answer".to_owned())
+    }
+
+    /// Apply ops to the worker's engine.
+    pub(crate) fn apply(&self, ops: Vec<Op>) -> Result<(), String> {
+        self.call(|tx| Request::Apply(ops, tx))?
+    }
+
+    /// Take a snapshot of the worker's engine.
+    pub(crate) fn snapshot(&self, with_conns: bool) -> Result<Snapshot, String> {
+        self.call(|tx| Request::Snapshot(with_conns, tx))
+    }
+
+    /// Ask the worker to stop; it flushes nothing and returns its engine's final counters by exiting.
+    pub(crate) fn stop(&self) {
+        let _ = self.tx.send(Request::Stop);
+        self.wake.ring();
+    }
+}
+
+/// What the worker needs besides its engine.
+#[derive(Debug)]
+pub(crate) struct WorkerSettings {
+    /// Packets read per batch before they are written.
+    pub(crate) batch: usize,
+    /// Share of real-side packets the fault injector drops, 0.0..=1.0.
+    pub(crate) fault_loss: f64,
+}
+
+/// Start the worker thread.
+pub(crate) fn spawn(
+    engine: Engine,
+    tun: Tun,
+    settings: WorkerSettings,
+    clock: Clock,
+) -> io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel();
+    let wake = Arc::new(Wake::new()?);
+    let handle = WorkerHandle { tx, wake: wake.clone() };
+    let mut rng_seed = [0u8; 8];
+    crate::os::random_bytes(&mut rng_seed)?;
+    let worker = Worker {
+        engine,
+        tun,
+        rx,
+        wake,
+        clock,
+        batch: settings.batch.clamp(1, 1024),
+        loss_threshold: (settings.fault_loss.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
+        rng: u64::from_ne_bytes(rng_seed) | 1,
+        stopping: Arc::new(AtomicBool::new(false)),
+    };
+    let join = std::thread::Builder::new().name("rvs-worker-0".into()).spawn(move || worker.run())?;
+    Ok((handle, join))
+}
+
+/// Monotonic time since the daemon started, in the core's terms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock(std::time::Instant);
+
+impl Clock {
+    pub(crate) fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    pub(crate) fn now(self) -> rvs_core::Instant {
+        rvs_core::Instant::from_nanos(self.0.elapsed().as_nanos() as u64)
+    }
+}
+
+struct Worker {
+    engine: Engine,
+    tun: Tun,
+    rx: mpsc::Receiver<Request>,
+    wake: Arc<Wake>,
+    clock: Clock,
+    batch: usize,
+    loss_threshold: u64,
+    rng: u64,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut bufs: Vec<Box<[u8]>> =
+            (0..self.batch).map(|_| vec![0u8; BUF_LEN].into_boxed_slice()).collect();
+        let mut lens = vec![0usize; self.batch];
+        while !self.stopping.load(Ordering::Relaxed) {
+            let timeout_ms = match self.engine.poll_timeout() {
+                Some(at) => {
+                    let now = self.clock.now();
+                    (at.as_nanos().saturating_sub(now.as_nanos()) / 1_000_000).min(1000) as i32
+                }
+                None => 1000,
+            };
+            let mut fds = [
+                libc::pollfd { fd: self.tun.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: self.wake.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: `fds` is a live array of two pollfd structs.
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+            if fds[1].revents != 0 {
+                self.wake.clear();
+                self.serve_requests();
+            }
+            if fds[0].revents != 0 {
+                self.move_packets(&mut bufs, &mut lens);
+            }
+            let now = self.clock.now();
+            if self.engine.poll_timeout().is_some_and(|at| at <= now) {
+                self.engine.handle_timeout(now);
+            }
+        }
+    }
+
+    fn serve_requests(&mut self) {
+        while let Ok(req) = self.rx.try_recv() {
+            match req {
+                Request::Apply(ops, reply) => {
+                    let _ = reply.send(apply_all(&mut self.engine, &ops).map_err(|e| e.to_string()));
+                }
+                Request::Snapshot(with_conns, reply) => {
+                    let _ = reply.send(Snapshot::capture(&self.engine, self.clock.now(), with_conns));
+                }
+                Request::Stop => self.stopping.store(true, Ordering::Relaxed),
+            }
+        }
+    }
+
+    /// Read up to a batch, rewrite each packet in place, write the batch back.
+    fn move_packets(&mut self, bufs: &mut [Box<[u8]>], lens: &mut [usize]) {
+        // A bounded number of batches per wake-up keeps control requests responsive.
+        for _ in 0..16 {
+            let mut n = 0;
+            while n < bufs.len() {
+                match self.tun.recv(&mut bufs[n]) {
+                    Ok(len) => {
+                        lens[n] = len;
+                        n += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            if n == 0 {
+                return;
+            }
+            let now = self.clock.now();
+            for i in 0..n {
+                let packet = &mut bufs[i][..lens[i]];
+                if let Verdict::Drop(_) = self.engine.handle(now, packet) {
+                    continue;
+                }
+                // Every forwarded packet crosses the LB–real link once (toward
+                // a real or coming from one), so this is loss on that link.
+                if self.loss_threshold > 0 && self.draw() < self.loss_threshold {
+                    self.engine.count_drop(DropReason::FaultInjected);
+                    continue;
+                }
+                if self.tun.send(packet).is_err() {
+                    self.engine.count_drop(DropReason::TxFailed);
+                }
+            }
+            if n < bufs.len() {
+                return;
+            }
+        }
+    }
+
+    /// xorshift64: the fault injector needs speed, not quality.
+    fn draw(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+}

@@ -1,0 +1,5 @@
+//! Drivers move packets between the kernel and the core engine; they hold
+//! no protocol logic.
+
+pub(crate) mod netlink;
+pub(crate) mod tun;

@@ -1,0 +1,335 @@
+//! A load balancer in network namespaces for end-to-end tests: the standard
+//! topology from `rvs-netns`, nginx on every real, and the `rvs` daemon in the
+//! balancer's namespace. Dropping a [`Lab`] stops the daemon and nginx (by
+//! PID) and removes every namespace, link and nftables table it made.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rvs_netns::{ChildGuard, Netns, Topology, TopologySpec};
+
+/// Network-namespace tests push load through a 2-core machine; they run one
+/// at a time so each measures itself, not its neighbours.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Bytes of the file each nginx serves at `/big` (slow downloads hold connections open).
+pub const BIG_BYTES: usize = 1 << 20;
+
+pub struct Lab {
+    // Field order is drop order: the daemon before the namespaces it lives in.
+    pub daemon: Option<ChildGuard>,
+    nginx: Vec<ChildGuard>,
+    pub topo: Topology,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub ctl: PathBuf,
+    pub weights: Vec<u32>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// What a test asks for.
+pub struct LabSpec {
+    pub weights: Vec<u32>,
+    pub laddrs: usize,
+    pub sched: &'static str,
+    /// Extra TOML appended to the generated config (top-level tables only).
+    pub extra: String,
+    pub metrics: bool,
+}
+
+impl Default for LabSpec {
+    fn default() -> Self {
+        Self { weights: vec![1, 1], laddrs: 4, sched: "wrr", extra: String::new(), metrics: false }
+    }
+}
+
+pub fn rvs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rvs")
+}
+
+impl Lab {
+    /// Build and start everything; `None` when netns tests are skipped here.
+    pub fn start(test: &str, spec: LabSpec) -> Option<Self> {
+        if !rvs_netns::netns_tests_enabled(test) {
+            return None;
+        }
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let topo = Topology::build(&TopologySpec { reals: spec.weights.len(), laddrs: spec.laddrs, net: 77 })
+            .expect("build topology");
+        let dir = PathBuf::from(format!("/tmp/{}-{test}", topo.prefix()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut lab = Self {
+            daemon: None,
+            nginx: Vec::new(),
+            config: dir.join("rvs.toml"),
+            ctl: dir.join("rvs.sock"),
+            topo,
+            dir,
+            weights: spec.weights.clone(),
+            _serial: serial,
+        };
+        for i in 0..lab.weights.len() {
+            lab.start_nginx(i);
+        }
+        std::fs::write(&lab.config, lab.config_text(&spec)).unwrap();
+        lab.start_daemon();
+        Some(lab)
+    }
+
+    pub fn vip(&self) -> Ipv4Addr {
+        self.topo.vip()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.vip())
+    }
+
+    pub fn real(&self, i: usize) -> String {
+        format!("{}:80", self.topo.real_addrs()[i])
+    }
+
+    /// The config a test starts from: one TCP service on VIP:80 over every real.
+    pub fn config_text(&self, spec: &LabSpec) -> String {
+        let mut t = String::new();
+        writeln!(t, "[daemon]\ncontrol_socket = {:?}\n", self.ctl.display().to_string()).unwrap();
+        if spec.metrics {
+            writeln!(t, "[metrics]\nlisten = \"127.0.0.1:9108\"\n").unwrap();
+        }
+        t.push_str(&spec.extra);
+        t.push('\n');
+        t.push_str(&self.service_text(spec.sched, &spec.weights));
+        t
+    }
+
+    pub fn service_text(&self, sched: &str, weights: &[u32]) -> String {
+        let laddrs: Vec<String> = self.topo.laddrs().iter().map(|l| format!("{:?}", l.to_string())).collect();
+        let mut t = format!(
+            "[[service]]\nproto = \"tcp\"\nvip = \"{}:80\"\nsched = \"{sched}\"\nladdrs = [{}]\n",
+            self.vip(),
+            laddrs.join(", ")
+        );
+        for (i, w) in weights.iter().enumerate() {
+            writeln!(t, "[[service.real]]\naddr = \"{}\"\nweight = {w}", self.real(i)).unwrap();
+        }
+        t
+    }
+
+    fn start_nginx(&mut self, i: usize) {
+        let d = self.dir.join(format!("nginx{i}"));
+        std::fs::create_dir_all(d.join("www")).unwrap();
+        std::fs::write(d.join("www/big"), vec![b'x'; BIG_BYTES]).unwrap();
+        let d = d.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; user root;\n\
+             pid {d}/pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  log_format peer '$remote_addr:$remote_port';\n  access_log {d}/access.log peer;\n\
+               client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
+               uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen 80 backlog=4096; root {d}/www;\n\
+                 location = / {{ return 200 \"real{i}\\n\"; }}\n\
+                 location = /ready {{ access_log off; return 200; }} }}\n}}\n"
+        );
+        let path = format!("{d}/nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let ns = &self.topo.ns_reals()[i];
+        let child = ns.spawn("nginx", ["-c", &path]).expect("start nginx (is it installed?)");
+        self.nginx.push(child);
+        wait_until(Duration::from_secs(10), || {
+            ns.cmd("curl", ["-sf", "-o", "/dev/null", "http://127.0.0.1/ready"])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .expect("nginx answers");
+    }
+
+    pub fn start_daemon(&mut self) {
+        let log = std::fs::File::create(self.dir.join("rvs.log")).unwrap();
+        let mut cmd =
+            self.topo.ns_lb().cmd(rvs_bin(), ["run", "--config", &self.config.display().to_string()]);
+        cmd.stdout(Stdio::null()).stderr(log);
+        let mut child = ChildGuard::spawn(&mut cmd).expect("start rvs");
+        let ctl = self.ctl.clone();
+        let up = wait_until(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&ctl).is_ok() || child.try_wait().ok().flatten().is_some()
+        });
+        if up.is_err() || child.try_wait().ok().flatten().is_some() {
+            panic!("rvs did not start:\n{}", self.daemon_log());
+        }
+        self.daemon = Some(child);
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rvs.log")).unwrap_or_default()
+    }
+
+    /// `rvs adm --ctl SOCK ARGS...`.
+    pub fn adm(&self, args: &[&str]) -> Output {
+        self.adm_stdin(args, "")
+    }
+
+    pub fn adm_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(rvs_bin())
+            .arg("adm")
+            .arg("--ctl")
+            .arg(&self.ctl)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `rvs adm`, which must succeed; returns stdout.
+    pub fn adm_ok(&self, args: &[&str]) -> String {
+        let out = self.adm(args);
+        assert!(out.status.success(), "rvs adm {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn client(&self) -> &Netns {
+        self.topo.ns_client()
+    }
+
+    /// One curl from the client; the response body, or the curl failure.
+    pub fn curl(&self, path: &str) -> Result<String, String> {
+        let out = self
+            .client()
+            .cmd("curl", ["-sS", "--max-time", "10", &self.url(path)])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// A slow download of `/big` running in the background (limited rate), so
+    /// a connection stays established for a while.
+    pub fn slow_download(&self, rate: &str) -> std::process::Child {
+        self.client()
+            .cmd(
+                "curl",
+                [
+                    "-sS",
+                    "--max-time",
+                    "60",
+                    "--limit-rate",
+                    rate,
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{size_download} %{remote_ip}",
+                    &self.url("/big"),
+                ],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Run wrk from the client and parse what it reports.
+    pub fn wrk(&self, secs: u32, conns: u32, close: bool) -> Wrk {
+        let d = format!("{secs}s");
+        let c = conns.to_string();
+        let url = self.url("/");
+        let mut args = vec!["-t2", "-c", &c, "-d", &d, "--timeout", "5s"];
+        if close {
+            args.extend(["-H", "Connection: close"]);
+        }
+        args.push(&url);
+        let out =
+            self.client().cmd("wrk", &args).stdin(Stdio::null()).output().expect("run wrk (installed?)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        Wrk::parse(&text)
+    }
+
+    /// Every peer (`addr:port`) nginx on real `i` logged.
+    pub fn access_log(&self, i: usize) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(format!("nginx{i}/access.log")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Stop the daemon with SIGTERM and return its exit status.
+    pub fn stop_daemon(&mut self) -> Option<std::process::ExitStatus> {
+        self.daemon.take().and_then(|mut d| d.stop(Duration::from_secs(10)).ok().flatten())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- rvs log ---\n{}", self.daemon_log());
+        }
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.stop(Duration::from_secs(5));
+        }
+        for mut n in self.nginx.drain(..) {
+            let _ = n.stop(Duration::from_secs(5));
+        }
+        let _ = self.topo.teardown();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// wrk's summary.
+#[derive(Debug, Default)]
+pub struct Wrk {
+    pub requests: u64,
+    pub socket_errors: Option<String>,
+    pub non_2xx: u64,
+    pub text: String,
+}
+
+impl Wrk {
+    fn parse(text: &str) -> Self {
+        let mut w = Self { text: text.to_owned(), ..Self::default() };
+        for line in text.lines().map(str::trim) {
+            if let Some(n) = line.split(" requests in ").next().filter(|_| line.contains(" requests in ")) {
+                w.requests = n.trim().parse().unwrap_or(0);
+            } else if line.starts_with("Socket errors:") {
+                w.socket_errors = Some(line.to_owned());
+            } else if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+                w.non_2xx = n.trim().parse().unwrap_or(0);
+            }
+        }
+        w
+    }
+}
+
+/// Poll `f` every 20 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Result<(), ()> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(())
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

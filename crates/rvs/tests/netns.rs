@@ -1,0 +1,257 @@
+//! End to end: the rvs daemon with its TUN data path between the kernel's
+//! own TCP stacks, in network namespaces, with curl, nginx and wrk, and
+//! administered with `rvs adm` as an LVS operator would.
+//!
+//! Needs root and the programs `scripts/test` installs. Without root these
+//! fail, unless `RVS_SKIP_NETNS=1` says to skip them.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use harness::{BIG_BYTES, Lab, LabSpec};
+
+/// Which real answered (the body nginx returns for `/`).
+fn real_of(body: &str) -> usize {
+    body.trim().strip_prefix("real").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("body {body:?}"))
+}
+
+#[test]
+fn thousand_sequential_curls_succeed_and_reals_see_only_lips() {
+    let Some(lab) = Lab::start("curls", LabSpec::default()) else { return };
+    let mut per_real = BTreeMap::new();
+    for i in 0..1000 {
+        let body = lab.curl("/").unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        *per_real.entry(real_of(&body)).or_insert(0) += 1;
+    }
+    assert_eq!(per_real.values().sum::<u32>(), 1000);
+    assert_eq!(per_real.len(), 2, "both reals used: {per_real:?}");
+    let lips: Vec<String> = lab.topo.laddrs().iter().map(|l| l.to_string()).collect();
+    let mut logged = 0;
+    for i in 0..2 {
+        for peer in lab.access_log(i) {
+            let addr = peer.rsplit_once(':').unwrap().0;
+            assert!(lips.iter().any(|l| l == addr), "real {i} saw source {peer}, not a LIP");
+            logged += 1;
+        }
+    }
+    assert!(logged >= 1000, "nginx logged {logged} requests");
+}
+
+#[test]
+fn wrk_connection_close_has_no_socket_errors() {
+    let Some(lab) = Lab::start("wrk", LabSpec::default()) else { return };
+    let w = lab.wrk(10, 32, true);
+    assert!(w.socket_errors.is_none(), "{}", w.text);
+    assert_eq!(w.non_2xx, 0, "{}", w.text);
+    assert!(w.requests > 1000, "too few requests: {}", w.text);
+    let lips: Vec<String> = lab.topo.laddrs().iter().map(|l| l.to_string()).collect();
+    for i in 0..2 {
+        let log = lab.access_log(i);
+        assert!(!log.is_empty());
+        assert!(log.iter().all(|p| lips.iter().any(|l| p.starts_with(&format!("{l}:")))));
+    }
+}
+
+#[test]
+fn wrr_weights_hold_over_a_thousand_requests() {
+    let spec = LabSpec { weights: vec![3, 2, 1], ..LabSpec::default() };
+    let Some(lab) = Lab::start("wrr", spec) else { return };
+    // One curl process, a new connection per request (the server closes each).
+    let urls: Vec<String> = (0..1000).map(|_| lab.url("/")).collect();
+    let mut args = vec!["-sS", "--max-time", "60", "-H", "Connection: close"];
+    args.extend(urls.iter().map(String::as_str));
+    let out = lab.client().run("curl", &args).expect("curl");
+    let mut per_real = [0u32; 3];
+    for line in out.lines() {
+        per_real[real_of(line)] += 1;
+    }
+    assert_eq!(per_real.iter().sum::<u32>(), 1000);
+    for (i, w) in [3.0, 2.0, 1.0].iter().enumerate() {
+        let share = f64::from(per_real[i]) / 1000.0;
+        let want = w / 6.0;
+        assert!(
+            (share - want).abs() <= 0.05,
+            "real {i}: share {share:.3}, weight share {want:.3}: {per_real:?}"
+        );
+    }
+    // The listing agrees with what the reals saw.
+    let list = lab.adm_ok(&["-L", "-n", "--stats", "--exact"]);
+    assert!(list.contains(&lab.real(0)), "{list}");
+}
+
+/// Quiesce (weight 0) and then delete a real under load: its established
+/// connections finish, new connections never reach it.
+#[test]
+fn quiesce_and_delete_keep_established_connections() {
+    let spec = LabSpec { weights: vec![1, 1, 1], sched: "rr", ..LabSpec::default() };
+    let Some(lab) = Lab::start("drain", spec) else { return };
+    let vip = format!("{}:80", lab.vip());
+    for (verb, args) in [
+        ("weight 0", vec!["-e", "-t", &vip, "-r", &lab.real(0), "-w", "0"]),
+        ("delete", vec!["-d", "-t", &vip, "-r", &lab.real(1)]),
+    ] {
+        // Six slow downloads: two on every real still in rotation (rr).
+        let downloads: Vec<_> = (0..6).map(|_| lab.slow_download("400k")).collect();
+        std::thread::sleep(Duration::from_millis(500));
+        lab.adm_ok(&args);
+        let removed = if verb == "delete" { 1 } else { 0 };
+        for i in 0..60 {
+            let body = lab.curl("/").unwrap_or_else(|e| panic!("{verb}: request {i}: {e}"));
+            let r = real_of(&body);
+            assert!(r != 0 && r != removed, "{verb}: new connection went to real{r}");
+        }
+        for d in downloads {
+            let out = d.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{verb}: download failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let size: usize = text.split_whitespace().next().unwrap().parse().unwrap();
+            assert_eq!(size, BIG_BYTES, "{verb}: download cut short");
+        }
+    }
+}
+
+#[test]
+fn reload_under_load_loses_no_connection() {
+    let Some(lab) = Lab::start("reload", LabSpec::default()) else { return };
+    let downloads: Vec<_> = (0..4).map(|_| lab.slow_download("400k")).collect();
+    let config = lab.config.clone();
+    let ctl = lab.ctl.clone();
+    let pid = lab.daemon.as_ref().unwrap().pid();
+    let new_service = lab.service_text("wlc", &[2, 1]);
+    let base = std::fs::read_to_string(&config).unwrap();
+    let cut = base.find("[[service]]").unwrap();
+    let reloader = std::thread::spawn(move || {
+        for round in 0..4 {
+            std::thread::sleep(Duration::from_millis(700));
+            let text = if round % 2 == 0 { format!("{}{new_service}", &base[..cut]) } else { base.clone() };
+            std::fs::write(&config, text).unwrap();
+            if round < 2 {
+                let out = std::process::Command::new(harness::rvs_bin())
+                    .args(["reload", "--ctl"])
+                    .arg(&ctl)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
+            } else {
+                // SAFETY: signals our own daemon child by its PID.
+                unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+            }
+        }
+    });
+    let w = lab.wrk(4, 16, true);
+    reloader.join().unwrap();
+    assert!(w.socket_errors.is_none(), "{}", w.text);
+    assert_eq!(w.non_2xx, 0, "{}", w.text);
+    for d in downloads {
+        let out = d.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "download failed across reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let size: usize =
+            String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().parse().unwrap();
+        assert_eq!(size, BIG_BYTES);
+    }
+    let log = lab.daemon_log();
+    assert_eq!(log.matches("config reloaded").count(), 4, "{log}");
+    // The listing shows the last config written (the original one).
+    let list = lab.adm_ok(&["-L", "-n"]);
+    assert!(list.contains("wrr"), "{list}");
+}
+
+#[test]
+fn bad_reload_and_bogus_commands_change_nothing() {
+    let Some(lab) = Lab::start("bogus", LabSpec::default()) else { return };
+    let vip = format!("{}:80", lab.vip());
+    let before = lab.adm_ok(&["-S", "-n"]);
+    assert!(before.contains(&format!("-A -t {vip} -s wrr")), "{before}");
+    let bogus: Vec<Vec<&str>> = vec![
+        vec!["--bogus"],
+        vec!["-A", "-t", "10.1.1.1"],
+        vec!["-A", "-t", &vip],
+        vec!["-a", "-t", "10.9.9.9:80", "-r", "10.1.1.1:80"],
+        vec!["-a", "-t", &vip, "-r", "10.1.1.1:80", "-g"],
+        vec!["-e", "-t", &vip, "-r", "10.1.1.1:80", "-w", "1"],
+        vec!["-A", "-t", "10.2.2.2:80", "-s", "nosuch"],
+        vec!["-a", "-t", &vip, "-r", "10.1.1.1:80", "-w", "-3"],
+        vec!["-P", "-t", &vip, "-z", "not-an-ip"],
+    ];
+    for args in &bogus {
+        let out = lab.adm(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: want a one-line reason, got {err:?}");
+    }
+    // A restore whose last line is bad applies none of its lines.
+    let out = lab.adm_stdin(&["-R"], &format!("-A -t 10.3.3.3:80 -s rr\n-a -t {vip} -r nonsense\n"));
+    assert!(!out.status.success());
+    // A config that does not parse is refused on reload, and nothing changes.
+    std::fs::write(&lab.config, "[[service]]\nvip = \"10.4.4.4:80\"\nsched = \"bogus\"\n").unwrap();
+    let out = std::process::Command::new(harness::rvs_bin())
+        .args(["reload", "--ctl"])
+        .arg(&lab.ctl)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line"), "error cites a line");
+    assert_eq!(lab.adm_ok(&["-S", "-n"]), before);
+    assert!(lab.curl("/").is_ok());
+}
+
+/// Build a service with ipvsadm syntax on an empty daemon, save it, restore
+/// it on a fresh daemon, and get the same thing back; then clean shutdown
+/// removes the device and routes.
+#[test]
+fn adm_builds_a_service_and_save_restore_round_trips() {
+    let spec = LabSpec { laddrs: 2, metrics: true, ..LabSpec::default() };
+    let Some(mut lab) = Lab::start("adm", spec) else { return };
+    let vip = format!("{}:80", lab.vip());
+    // Start over from an empty daemon: clear, then build with ipvsadm syntax.
+    lab.adm_ok(&["-C"]);
+    assert!(lab.curl("/").is_err(), "no service, no answer");
+    let lips: Vec<String> = lab.topo.laddrs().iter().map(|l| l.to_string()).collect();
+    lab.adm_ok(&["-A", "-t", &vip, "-s", "rr"]);
+    for l in &lips {
+        lab.adm_ok(&["-P", "-t", &vip, "-z", l]);
+    }
+    lab.adm_ok(&["-a", "-t", &vip, "-r", &lab.real(0), "-b", "-w", "1"]);
+    lab.adm_ok(&["-a", "-t", &vip, "-r", &lab.real(1), "-b", "-w", "2"]);
+    for _ in 0..10 {
+        lab.curl("/").expect("request through a service built with rvs adm");
+    }
+    let list = lab.adm_ok(&["-L", "-n"]);
+    assert!(list.contains(&vip) && list.contains("FullNat"), "{list}");
+    let conns = lab.adm_ok(&["-L", "-n", "-c"]);
+    assert!(conns.lines().count() >= 2, "{conns}");
+    let json = lab.adm_ok(&["-L", "-n", "--json"]);
+    serde_json::from_str::<serde_json::Value>(&json).expect("--json is JSON");
+    let laddrs = lab.adm_ok(&["-G"]);
+    assert!(lips.iter().all(|l| laddrs.contains(l)), "{laddrs}");
+    let metrics = lab.topo.ns_lb().run("curl", ["-s", "http://127.0.0.1:9108/metrics"]).unwrap();
+    assert!(metrics.contains("rvs_drops_total{reason=\"no_service\"}"), "{metrics}");
+    assert!(metrics.contains(&format!("vip=\"{vip}\"")), "{metrics}");
+
+    let saved = lab.adm_ok(&["-S", "-n"]);
+    assert!(saved.contains("-P -t"), "laddr lines saved: {saved}");
+    lab.adm_ok(&["-C"]);
+    assert_eq!(lab.adm_ok(&["-S", "-n"]).trim(), "");
+    let out = lab.adm_stdin(&["-R"], &saved);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lab.adm_ok(&["-S", "-n"]), saved);
+    lab.curl("/").expect("request after restore");
+
+    let lb = lab.topo.ns_lb().clone();
+    let status = lab.stop_daemon().expect("daemon exit status");
+    assert!(status.success(), "daemon exit: {status:?}\n{}", lab.daemon_log());
+    let routes = lb.run("ip", ["route"]).unwrap();
+    assert!(!routes.contains("rvs0") && !routes.contains(&lab.vip().to_string()), "{routes}");
+    assert!(lb.run("ip", ["link", "show", "rvs0"]).is_err(), "device removed");
+    assert!(!lab.ctl.exists(), "control socket removed");
+}
