@@ -222,11 +222,11 @@ mod tests {
         let mut plane = ControlPlane::new(Model::default());
         let mut dp = TestPath::new();
         for line in [
-            "-A -t 10.0.0.1:80 -s rr",
+            "-A -t 10.0.0.1:80 -s rr -j enable",
             "-a -t 10.0.0.1:80 -r 10.0.1.1 -b -w 2",
             "-a -t 10.0.0.1:80 -r 10.0.1.2:8080",
             "-P -t 10.0.0.1:80 -z 10.0.2.1",
-            "-A -u 10.0.0.1:53 -j enable --conn-timeout 30",
+            "-A -u 10.0.0.1:53 --conn-timeout 30",
             "-a -u 10.0.0.1:53 -r 10.0.1.1:53",
             "-P -u 10.0.0.1:53 -z 10.0.2.1",
         ] {
@@ -246,10 +246,10 @@ mod tests {
                 "rvs {version} FullNAT (conns=0)\n\
                  Prot LocalAddress:Port Scheduler Flags\n\
                  \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
-                 TCP  10.0.0.1:80 rr\n\
+                 TCP  10.0.0.1:80 rr synproxy\n\
                  \x20 -> 10.0.1.1:80                  FullNat 2      0          0         \n\
                  \x20 -> 10.0.1.2:8080                FullNat 1      0          0         \n\
-                 UDP  10.0.0.1:53 wrr synproxy\n\
+                 UDP  10.0.0.1:53 wrr\n\
                  \x20 -> 10.0.1.1:53                  FullNat 1      0          0         \n"
             )
         );
