@@ -60,3 +60,57 @@ pub(crate) fn sysctl(key: &str, value: &str) -> io::Result<()> {
     std::fs::write(format!("/proc/sys/{key}"), value)
         .map_err(|e| io::Error::new(e.kind(), format!("sysctl {key}={value}: {e}")))
 }
+
+/// Interfaces of the calling thread's network namespace, as (index, name).
+pub(crate) fn interfaces() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, or
+    // null; it is read up to the terminator and freed once.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            let name = std::ffi::CStr::from_ptr((*p).if_name).to_string_lossy().into_owned();
+            out.push(((*p).if_index, name));
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}
+
+/// Addresses assigned to interfaces of the calling thread's network namespace.
+pub(crate) fn local_addrs() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = core::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list that is walked read-only and
+    // freed once; each ifa_addr is read as the sockaddr type its family names.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut p = head;
+        while !p.is_null() {
+            let sa = (*p).ifa_addr;
+            if !sa.is_null() {
+                match i32::from((*sa).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*sa.cast::<libc::sockaddr_in>();
+                        out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into());
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*sa.cast::<libc::sockaddr_in6>();
+                        out.push(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).into());
+                    }
+                    _ => {}
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out
+}

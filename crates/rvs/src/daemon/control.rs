@@ -62,10 +62,12 @@ fn execute(req: Request, daemon: &Mutex<Daemon>) -> Response {
         Request::Adm { argv, stdin } => {
             let Daemon { plane, dp, .. } = &mut *d;
             let before = plane.model().clone();
-            let reply = plane.adm(&argv, &stdin, dp);
+            let mut reply = plane.adm(&argv, &stdin, dp);
             if *plane.model() != before {
-                d.sync_routes();
                 info!("adm", command = argv.join(" "));
+                for w in d.sync_routes() {
+                    reply.stderr.push_str(&format!("warning: {w}\n"));
+                }
             }
             reply
         }

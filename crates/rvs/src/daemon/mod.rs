@@ -56,10 +56,15 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    /// Bring routes in line with the model after a change.
-    fn sync_routes(&mut self) {
-        if let Err(e) = self.dp.routes.sync(self.plane.model()) {
-            error!("route update failed", error = e);
+    /// Bring routes in line with the model after a change; returns what the
+    /// operator should be told.
+    fn sync_routes(&mut self) -> Vec<String> {
+        match self.dp.routes.sync(self.plane.model()) {
+            Ok(warnings) => warnings,
+            Err(e) => {
+                error!("route update failed", error = e);
+                vec![e.to_string()]
+            }
         }
     }
 
@@ -68,7 +73,7 @@ impl Daemon {
         let new = Config::load(&self.config_path).map_err(|e| e.to_string())?;
         self.config.check_reloadable(&new).map_err(|e| e.to_string())?;
         self.plane.replace(new.model.clone(), &mut self.dp)?;
-        self.sync_routes();
+        let _ = self.sync_routes();
         self.config = new;
         Ok(())
     }
@@ -157,6 +162,8 @@ fn main_loop(daemon: &Mutex<Daemon>) {
             }
             None => {
                 let mut d = daemon.lock().unwrap_or_else(|p| p.into_inner());
+                // Interfaces come and go; ARP answers follow them.
+                let _ = d.sync_routes();
                 match d.dp.snapshot(false) {
                     Ok(snap) => d.plane.sample_rates(&snap),
                     Err(e) => warning!("rate sample failed", error = e),

@@ -1,4 +1,10 @@
-//! Kernel routes that bring every VIP and LIP address to the TUN device.
+//! How the kernel brings VIP and LIP traffic to the TUN device: a host route
+//! per address to the device, and an ARP answer (proxy neighbour entry) for
+//! each IPv4 address on every other interface, so clients and reals on the
+//! same link as the balancer reach VIPs and LIPs without routes of their own.
+//!
+//! VIPs and LIPs must not be assigned to an interface here: the kernel would
+//! deliver them locally, ahead of any route. The daemon warns when they are.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -8,47 +14,97 @@ use rvs_control::model::Model;
 
 use crate::driver::netlink::Netlink;
 use crate::log::warning;
+use crate::os;
 
-/// The host routes the daemon added, so it removes exactly those.
+/// The routes and proxy entries the daemon added, so it removes exactly those.
 #[derive(Debug)]
 pub(crate) struct Routes {
     netlink: Netlink,
     device: u32,
-    installed: BTreeSet<IpAddr>,
+    routed: BTreeSet<IpAddr>,
+    proxied: BTreeSet<(IpAddr, u32)>,
+    warned_local: BTreeSet<IpAddr>,
 }
 
 impl Routes {
     pub(crate) fn new(netlink: Netlink, device: u32) -> Self {
-        Self { netlink, device, installed: BTreeSet::new() }
+        Self {
+            netlink,
+            device,
+            routed: BTreeSet::new(),
+            proxied: BTreeSet::new(),
+            warned_local: BTreeSet::new(),
+        }
     }
 
-    /// Route the model's VIP and LIP addresses to the device and remove routes no longer needed.
-    pub(crate) fn sync(&mut self, model: &Model) -> io::Result<()> {
+    /// Bring routes and ARP answers in line with the model's VIP and LIP
+    /// addresses and the namespace's current interfaces. Returns warnings
+    /// about addresses newly found assigned to an interface.
+    pub(crate) fn sync(&mut self, model: &Model) -> io::Result<Vec<String>> {
         let mut wanted = BTreeSet::new();
         for ((_, vip), spec) in &model.services {
             wanted.insert(vip.addr);
             wanted.extend(spec.config.laddrs.iter().copied());
         }
-        let stale: Vec<IpAddr> = self.installed.difference(&wanted).copied().collect();
-        for addr in stale {
-            // Gone already (someone removed it) is as good as removed.
+        let warnings = self.warn_local(&wanted);
+        let links: Vec<u32> = os::interfaces()
+            .into_iter()
+            .filter(|(index, name)| *index != self.device && name != "lo")
+            .map(|(index, _)| index)
+            .collect();
+        let wanted_proxy: BTreeSet<(IpAddr, u32)> =
+            wanted.iter().filter(|a| a.is_ipv4()).flat_map(|&a| links.iter().map(move |&l| (a, l))).collect();
+
+        for (addr, link) in self.proxied.difference(&wanted_proxy).copied().collect::<Vec<_>>() {
+            // An interface that went away took its entry along; nothing to report.
+            let _ = self.netlink.del_proxy_neigh(addr, link);
+            self.proxied.remove(&(addr, link));
+        }
+        for addr in self.routed.difference(&wanted).copied().collect::<Vec<_>>() {
             if let Err(e) = self.netlink.del_host_route(addr, self.device) {
                 warning!("route removal failed", addr = addr, error = e);
             }
-            self.installed.remove(&addr);
+            self.routed.remove(&addr);
         }
-        for addr in wanted {
-            if !self.installed.contains(&addr) {
+        for &addr in &wanted {
+            if !self.routed.contains(&addr) {
                 self.netlink
                     .add_host_route(addr, self.device)
                     .map_err(|e| io::Error::new(e.kind(), format!("route {addr} to the TUN device: {e}")))?;
-                self.installed.insert(addr);
+                self.routed.insert(addr);
             }
         }
-        Ok(())
+        for &(addr, link) in &wanted_proxy {
+            if !self.proxied.contains(&(addr, link)) {
+                match self.netlink.add_proxy_neigh(addr, link) {
+                    Ok(()) => {
+                        self.proxied.insert((addr, link));
+                    }
+                    Err(e) => warning!("ARP answer not installed", addr = addr, link = link, error = e),
+                }
+            }
+        }
+        Ok(warnings)
     }
 
-    /// Remove every route the daemon added.
+    fn warn_local(&mut self, wanted: &BTreeSet<IpAddr>) -> Vec<String> {
+        let local = os::local_addrs();
+        let mut warnings = Vec::new();
+        for addr in wanted {
+            if local.contains(addr) && self.warned_local.insert(*addr) {
+                let msg = format!(
+                    "{addr} is assigned to an interface here, so the kernel delivers it locally and rvs never \
+                     sees it; remove the address (rvs routes it and answers ARP for it)"
+                );
+                warning!("VIP or LIP is a local address", warning = msg);
+                warnings.push(msg);
+            }
+        }
+        self.warned_local.retain(|a| wanted.contains(a));
+        warnings
+    }
+
+    /// Remove every route and ARP answer the daemon added.
     pub(crate) fn clear(&mut self) {
         let _ = self.sync(&Model::default());
     }

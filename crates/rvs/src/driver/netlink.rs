@@ -12,6 +12,11 @@ const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_DELNEIGH: u16 = 29;
+const NDA_DST: u16 = 1;
+const NUD_PERMANENT: u16 = 0x80;
+const NTF_PROXY: u8 = 0x08;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_REPLACE: u16 = 0x100;
@@ -69,6 +74,18 @@ impl Netlink {
         self.request(RTM_DELROUTE, 0, &body)
     }
 
+    /// Answer ARP for `addr` on interface `index` (`ip neigh add proxy ADDR dev DEV`).
+    /// The kernel answers only while its route to `addr` leaves by another
+    /// interface, which the host route to the TUN device guarantees.
+    pub(crate) fn add_proxy_neigh(&mut self, addr: IpAddr, index: u32) -> io::Result<()> {
+        self.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, &proxy_neigh_body(addr, index))
+    }
+
+    /// Remove an entry added by [`Self::add_proxy_neigh`].
+    pub(crate) fn del_proxy_neigh(&mut self, addr: IpAddr, index: u32) -> io::Result<()> {
+        self.request(RTM_DELNEIGH, 0, &proxy_neigh_body(addr, index))
+    }
+
     fn request(&mut self, kind: u16, flags: u16, body: &[u8]) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let len = NLMSG_HDR_LEN + body.len();
@@ -124,6 +141,20 @@ fn route_body(addr: IpAddr, index: u32) -> Vec<u8> {
     body
 }
 
+/// struct ndmsg (family, pads, ifindex, state, flags, type) plus NDA_DST.
+fn proxy_neigh_body(addr: IpAddr, index: u32) -> Vec<u8> {
+    let (family, bytes): (u8, Vec<u8>) = match addr {
+        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+    };
+    let mut body = vec![family, 0, 0, 0];
+    body.extend_from_slice(&(index as i32).to_ne_bytes());
+    body.extend_from_slice(&NUD_PERMANENT.to_ne_bytes());
+    body.extend_from_slice(&[NTF_PROXY, 0]);
+    push_attr(&mut body, NDA_DST, &bytes);
+    body
+}
+
 fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
     let len = 4 + data.len();
     buf.extend_from_slice(&(len as u16).to_ne_bytes());
@@ -161,6 +192,15 @@ mod tests {
         assert_eq!(&b[12..20], &[8, 0, 1, 0, 10, 1, 2, 3]);
         assert_eq!(&b[20..28], &[8, 0, 4, 0, 7, 0, 0, 0]);
         assert_eq!(route_body("::1".parse().unwrap(), 1)[1], 128);
+    }
+
+    #[test]
+    fn proxy_neigh_layout() {
+        let b = proxy_neigh_body("10.1.2.3".parse().unwrap(), 5);
+        assert_eq!(&b[..4], &[2, 0, 0, 0]);
+        assert_eq!(&b[4..8], &5i32.to_ne_bytes());
+        assert_eq!(&b[8..12], &[0x80, 0, 0x08, 0]);
+        assert_eq!(&b[12..20], &[8, 0, 1, 0, 10, 1, 2, 3]);
     }
 
     #[test]
