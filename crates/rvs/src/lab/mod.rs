@@ -188,8 +188,8 @@ pub struct LabResult {
     pub wall: Duration,
     /// Loss asked for on the balancer–real links, in percent.
     pub loss_pct: f64,
-    /// How the loss was made: `none`, `nftables`, or `rvs fault injection`.
-    pub loss_method: &'static str,
+    /// How the loss was made.
+    pub loss_method: LossMethod,
     /// Packets the nftables loss rules dropped, when they were used.
     pub loss_dropped: Option<u64>,
     /// Whether Ctrl-C (or SIGTERM) cut the run short.
@@ -197,7 +197,7 @@ pub struct LabResult {
 }
 
 impl LabResult {
-    fn new(label: String, requested: usize, loss_pct: f64, loss_method: &'static str) -> Self {
+    fn new(label: String, requested: usize, loss_pct: f64, loss_method: LossMethod) -> Self {
         Self {
             label,
             requested,
@@ -219,10 +219,33 @@ impl LabResult {
     }
 
     fn loss_text(&self) -> String {
+        let m = self.loss_method.label();
         match (self.loss_method, self.loss_dropped) {
-            ("none", _) => "none".to_owned(),
-            (m, Some(n)) => format!("{}% {m}, {n} dropped", self.loss_pct),
-            (m, None) => format!("{}% {m}", self.loss_pct),
+            (LossMethod::None, _) => m.to_owned(),
+            (_, Some(n)) => format!("{}% {m}, {n} dropped", self.loss_pct),
+            (_, None) => format!("{}% {m}", self.loss_pct),
+        }
+    }
+}
+
+/// Where the loss on the balancer–real links comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossMethod {
+    /// No loss asked for.
+    None,
+    /// nftables rules on the links, like loss on the wire.
+    Nftables,
+    /// The daemon's own fault injection, when `nft` is missing.
+    Daemon,
+}
+
+impl LossMethod {
+    /// The name in reports and JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Nftables => "nftables",
+            Self::Daemon => "rvs fault injection",
         }
     }
 }
@@ -254,6 +277,25 @@ fn install_stop_handlers() -> io::Result<()> {
     Ok(())
 }
 
+/// Removes the temp dirs of lab runs whose process has ended; returns how many.
+fn remove_orphan_temp_dirs() -> usize {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)).and_then(|r| r.split_once('-'));
+            pid.is_some_and(|(pid, _)| {
+                pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists()
+            })
+        })
+        .filter(|e| fs::remove_dir_all(e.path()).is_ok())
+        .count()
+}
+
+/// Temp dirs are `rvs-lab-<pid>-<nanos>`, so ended runs can be told apart.
+const TEMP_PREFIX: &str = "rvs-lab-";
+
 /// A private directory under the system temp dir, removed on drop.
 #[derive(Debug)]
 struct TempDir(Option<PathBuf>);
@@ -261,7 +303,8 @@ struct TempDir(Option<PathBuf>);
 impl TempDir {
     fn new() -> io::Result<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let path = std::env::temp_dir().join(format!("rvs-lab-{}-{}", std::process::id(), nanos.as_nanos()));
+        let path =
+            std::env::temp_dir().join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), nanos.as_nanos()));
         fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(Self(Some(path)))
     }
@@ -316,7 +359,7 @@ pub struct Lab {
     topology: Topology,
     tmp: TempDir,
     targets: Vec<SocketAddrV4>,
-    loss_method: &'static str,
+    loss_method: LossMethod,
 }
 
 impl Lab {
@@ -340,20 +383,20 @@ impl Lab {
             servers.push(Server::start(listener, &format!("real{}", i + 1))?);
         }
         let loss_method = match (opts.loss_pct > 0.0, rvs_netns::nft_available(), opts.direct) {
-            (false, _, _) => "none",
+            (false, _, _) => LossMethod::None,
             (true, true, _) => {
                 topology.inject_loss(opts.loss_pct).context("injecting loss with nftables")?;
-                "nftables"
+                LossMethod::Nftables
             }
             (true, false, true) => bail!("--loss with --direct needs nftables (the `nft` program)"),
-            (true, false, false) => "rvs fault injection",
+            (true, false, false) => LossMethod::Daemon,
         };
         let tmp = TempDir::new().context("creating a temp dir")?;
         let mut lab = Self { daemon: None, servers, topology, tmp, targets: Vec::new(), loss_method };
         if opts.direct {
             lab.targets = lab.servers.iter().filter_map(|s| as_v4(s.addr())).collect();
         } else {
-            let fault = if loss_method == "rvs fault injection" { opts.loss_pct } else { 0.0 };
+            let fault = if loss_method == LossMethod::Daemon { opts.loss_pct } else { 0.0 };
             let exe = std::env::current_exe().context("finding the rvs binary")?;
             lab.start_daemon(&exe, fault)?;
             lab.targets = vec![SocketAddrV4::new(lab.topology.vip(), HTTP_PORT)];
@@ -435,7 +478,7 @@ impl Lab {
             progress.finish();
         })?;
         r.wall = started.elapsed();
-        if self.loss_method == "nftables" {
+        if self.loss_method == LossMethod::Nftables {
             r.loss_dropped = self.topology.loss_dropped().ok();
         }
         Ok(r)
@@ -507,7 +550,8 @@ pub fn main(args: &[String]) -> anyhow::Result<i32> {
         }
         Invocation::Cleanup => {
             let n = rvs_netns::cleanup_orphans().context("removing namespaces of ended runs")?;
-            println!("removed {n} namespaces");
+            let d = remove_orphan_temp_dirs();
+            println!("removed {n} namespaces and {d} temp dirs");
             return Ok(0);
         }
         Invocation::Run(o) => o,
@@ -600,10 +644,10 @@ mod tests {
 
     #[test]
     fn loss_text_names_the_method() {
-        let mut r = LabResult::new("x".into(), 1, 0.0, "none");
+        let mut r = LabResult::new("x".into(), 1, 0.0, LossMethod::None);
         assert_eq!(r.loss_text(), "none");
         r.loss_pct = 5.0;
-        r.loss_method = "nftables";
+        r.loss_method = LossMethod::Nftables;
         r.loss_dropped = Some(12);
         assert_eq!(r.loss_text(), "5% nftables, 12 dropped");
     }

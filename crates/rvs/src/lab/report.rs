@@ -166,7 +166,7 @@ pub(crate) fn json(results: &[LabResult]) -> Value {
                     "succeeded": r.timings.len(),
                     "errors": r.errors,
                     "loss_pct": r.loss_pct,
-                    "loss_method": r.loss_method,
+                    "loss_method": r.loss_method.label(),
                     "loss_dropped_packets": r.loss_dropped,
                     "wall_s": r.wall.as_secs_f64(),
                     "connect": dist_json(&s.connect),
@@ -241,6 +241,7 @@ pub(crate) fn bump<K: Ord>(map: &mut BTreeMap<K, usize>, key: K) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::LossMethod;
     use super::super::http::Timing;
     use super::*;
 
@@ -286,7 +287,7 @@ mod tests {
                 total: Duration::from_millis(t),
             })
             .collect::<Vec<_>>();
-        let mut r = LabResult::new(label.to_owned(), totals_ms.len() + 1, 0.0, "none");
+        let mut r = LabResult::new(label.to_owned(), totals_ms.len() + 1, 0.0, LossMethod::None);
         r.completed = totals_ms.len() + 1;
         r.timings = timings;
         bump(&mut r.errors, "connect_timeout");
@@ -324,7 +325,7 @@ mod tests {
 
     #[test]
     fn empty_result_prints_dashes() {
-        let r = LabResult::new("x".to_owned(), 0, 0.0, "none");
+        let r = LabResult::new("x".to_owned(), 0, 0.0, LossMethod::None);
         let t = table(&[r]);
         assert!(t.lines().any(|l| l.starts_with("total p99.9 ms") && l.ends_with('-')), "{t}");
     }
