@@ -140,7 +140,14 @@ fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
             "-n" | "--requests" => o.requests = number(flag, &value()?)?,
             "--loss" => o.loss_pct = number(flag, &value()?)?,
             "--reals" => o.reals = number(flag, &value()?)?,
-            "--timeout" => o.timeout = Duration::from_secs_f64(number(flag, &value()?)?),
+            "--timeout" => {
+                let secs: f64 = number(flag, &value()?)?;
+                // Checked before the conversion, which panics on negative or NaN.
+                if !(secs > 0.0 && secs <= 3600.0) {
+                    bail!("--timeout must be within (0, 3600] seconds");
+                }
+                o.timeout = Duration::from_secs_f64(secs);
+            }
             "--keep" => o.keep = true,
             "--json" => o.json = true,
             "--direct" => o.direct = true,
@@ -158,9 +165,6 @@ fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
     }
     if !(2..=200).contains(&o.reals) {
         bail!("--reals must be within 2..=200");
-    }
-    if !(o.timeout > Duration::ZERO && o.timeout <= Duration::from_secs(3600)) {
-        bail!("--timeout must be within (0, 3600] seconds");
     }
     Ok(Invocation::Run(o))
 }
@@ -632,6 +636,9 @@ mod tests {
             "--loss -1",
             "--reals 1",
             "--timeout 0",
+            "--timeout -1",
+            "--timeout nan",
+            "--loss nan",
             "--frobnicate",
             "--keep=yes",
             "extra",
