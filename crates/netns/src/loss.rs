@@ -63,6 +63,11 @@ impl Loss {
         Ok(total)
     }
 
+    /// Leaves the tables in place.
+    pub(crate) fn keep(mut self) {
+        self.tables.clear();
+    }
+
     /// Deletes the tables; a table whose namespace is already gone counts as
     /// deleted. Stops at nothing: every table is tried.
     pub(crate) fn remove(&mut self) -> io::Result<()> {

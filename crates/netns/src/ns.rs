@@ -32,7 +32,10 @@ impl Netns {
     pub fn add(name: impl Into<String>) -> io::Result<Self> {
         let ns = Self::new(name);
         run(Command::new("ip").args(["netns", "add", &ns.name]))?;
-        run(ns.ip().args(["link", "set", "lo", "up"]))?;
+        if let Err(e) = run(ns.ip().args(["link", "set", "lo", "up"])) {
+            let _ = ns.delete();
+            return Err(e);
+        }
         Ok(ns)
     }
 
@@ -170,6 +173,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub struct ChildGuard {
     child: Option<Child>,
+    pid: u32,
 }
 
 impl ChildGuard {
@@ -178,12 +182,13 @@ impl ChildGuard {
         let child = cmd
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start `{}`: {e}", describe(cmd))))?;
-        Ok(Self { child: Some(child) })
+        Ok(Self { pid: child.id(), child: Some(child) })
     }
 
-    /// The process id.
+    /// The process id. Once the guard has reaped the process (after
+    /// [`Self::stop`]) the number may belong to someone else.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.pid
     }
 
     /// The guarded child, e.g. to take its pipes.

@@ -271,12 +271,14 @@ impl Topology {
 
     /// Leaves everything in place (for poking around) and returns the names of
     /// the namespaces, which the caller must delete later (`ip netns del NAME`).
-    /// Adopted processes keep running.
+    /// Adopted processes keep running, and injected loss stays.
     pub fn keep(mut self) -> Vec<String> {
         for child in self.children.drain(..) {
             let _ = child.into_inner();
         }
-        self.loss = None;
+        if let Some(loss) = self.loss.take() {
+            loss.keep();
+        }
         self.created.drain(..).map(|ns| ns.name().to_owned()).collect()
     }
 }

@@ -111,11 +111,28 @@ fn stale_namespaces_of_a_crashed_run_are_removed() {
     if !netns_tests_enabled("stale_namespaces_of_a_crashed_run_are_removed") {
         return;
     }
-    let t = Topology::build(&TopologySpec::default()).unwrap();
+    /// Removes what `keep` left even if an assertion fails first.
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = cleanup_stale(&self.0);
+        }
+    }
+    let mut t = Topology::build(&TopologySpec::default()).unwrap();
+    let _remove = Remove(t.prefix().to_owned());
+    let with_loss = rvs_netns::nft_available();
+    if with_loss {
+        t.inject_loss(1.0).unwrap();
+    }
+    let lb = t.ns_lb().clone();
     let prefix = t.prefix().to_owned();
     // Pretend the run crashed: the namespaces stay, nobody owns them.
     let names = t.keep();
     assert_eq!(names.len(), 4);
+    if with_loss {
+        // Kept means kept: the loss rules too.
+        assert!(lb.run("nft", ["list", "tables"]).unwrap().contains("rvs_loss"));
+    }
     assert_eq!(cleanup_stale(&prefix).unwrap(), 4);
     assert!(names.iter().all(|n| !Netns::new(n.as_str()).exists()));
 }
@@ -131,6 +148,7 @@ fn loss_drops_toward_and_from_the_reals() {
     }
     let mut t = Topology::build(&TopologySpec::default()).unwrap();
     t.inject_loss(100.0).unwrap();
+    assert!(t.loss_uses_egress().is_some());
     assert!(reach(t.ns_lb(), t.ns_real(0), t.real_addrs()[0]).is_err());
     assert!(t.loss_dropped().unwrap() > 0);
     t.inject_loss(0.0).unwrap();

@@ -30,6 +30,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
     let result = match cmd.as_str() {
         "run" => run(rest),
         "adm" => adm(rest),
+        "lab" => crate::lab::main(rest),
         "reload" => control_path(rest).and_then(|(ctl, rest)| {
             if let Some(extra) = rest.first() {
                 anyhow::bail!("unexpected argument {extra:?}");

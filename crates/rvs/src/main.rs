@@ -5,6 +5,7 @@
 mod cli;
 mod daemon;
 mod driver;
+mod lab;
 mod log;
 mod os;
 

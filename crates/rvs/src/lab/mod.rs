@@ -1,0 +1,773 @@
+//! `rvs lab`: the seed's experiment on this machine, with nothing but the rvs
+//! binary and iproute2.
+//!
+//! It builds a client, a balancer and N reals out of network namespaces,
+//! serves HTTP on each real from threads of this process, runs the rvs
+//! daemon in the balancer's namespace, optionally drops packets on the
+//! balancer–real links, and then makes thousands of sequential HTTP requests
+//! to the VIP: one connection each, as `curl` in a loop did when the classic
+//! FullNAT + SYNProxy balancer stalled for 3, 6 or 9 seconds. The report shows
+//! the latency distribution and counts the requests over 1 s and 3 s.
+//!
+//! A run is [`Lab::start`] + [`Lab::measure`], giving a [`LabResult`]; the
+//! report prints any number of results side by side, so comparisons (loss
+//! rates, SYNProxy on/off) are several runs and one table. Everything made
+//! is removed on the way out, also on Ctrl-C: the signal only sets a flag,
+//! the request loop checks it, and the guards' drops do the rest.
+
+mod http;
+mod report;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rvs_netns::{ChildGuard, Topology, TopologySpec};
+
+use self::http::Server;
+use self::report::{Progress, bump};
+
+/// The port the reals serve and the VIP listens on.
+const HTTP_PORT: u16 = 80;
+/// The `A` of the lab's 10.A.x.y address plan.
+const LAB_NET: u8 = 77;
+/// How many local addresses the lab's service gets.
+const LAB_LADDRS: usize = 2;
+/// How long the daemon may take to open its control socket.
+const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const USAGE: &str = "\
+usage: rvs lab [OPTIONS]
+
+Builds a client, a load balancer and real servers in network namespaces, runs
+the rvs daemon on the balancer, makes sequential HTTP requests to the VIP and
+reports the latency distribution. Needs root and iproute2; removes everything
+it made when it ends.
+
+options:
+  -n, --requests N     requests to make, one connection each [2000]
+      --loss PCT       drop PCT % of packets on the balancer-real links, both
+                       directions (nftables if `nft` exists, else the daemon's
+                       fault injection) [0]
+      --reals N        real servers [3]
+      --timeout SECS   per-request deadline [30]
+      --direct         no balancer: request the reals directly through the
+                       balancer namespace's kernel routing (a baseline)
+      --keep           leave the lab up afterwards and print how to remove it
+      --cleanup        remove the namespaces of earlier lab runs that have
+                       ended (kept or crashed), then exit
+      --json           print the results as JSON
+  -h, --help           this text
+";
+
+/// What one lab run does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabOptions {
+    /// Sequential requests to make.
+    pub requests: usize,
+    /// Loss on the balancer–real links, in percent.
+    pub loss_pct: f64,
+    /// Number of real servers.
+    pub reals: usize,
+    /// Deadline of each request.
+    pub timeout: Duration,
+    /// Leave everything running afterwards.
+    pub keep: bool,
+    /// Print JSON instead of the table.
+    pub json: bool,
+    /// Bypass the balancer: request the reals' own addresses.
+    pub direct: bool,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            requests: 2000,
+            loss_pct: 0.0,
+            reals: 3,
+            timeout: Duration::from_secs(30),
+            keep: false,
+            json: false,
+            direct: false,
+        }
+    }
+}
+
+impl LabOptions {
+    /// The column heading of this run's result.
+    fn label(&self) -> String {
+        let path = if self.direct { "direct" } else { "rvs" };
+        format!("{path}, loss {}%", self.loss_pct)
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone, PartialEq)]
+enum Invocation {
+    Run(LabOptions),
+    Help,
+    Cleanup,
+}
+
+/// Parses the arguments after `lab`.
+fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
+    let mut o = LabOptions::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        // Both `--opt VALUE` and `--opt=VALUE`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || -> anyhow::Result<String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => it.next().cloned().with_context(|| format!("{flag} needs a value")),
+            }
+        };
+        match flag {
+            "-h" | "--help" => return Ok(Invocation::Help),
+            "--cleanup" => return Ok(Invocation::Cleanup),
+            "-n" | "--requests" => o.requests = number(flag, &value()?)?,
+            "--loss" => o.loss_pct = number(flag, &value()?)?,
+            "--reals" => o.reals = number(flag, &value()?)?,
+            "--timeout" => {
+                let secs: f64 = number(flag, &value()?)?;
+                // Checked before the conversion, which panics on negative or NaN.
+                if !(secs > 0.0 && secs <= 3600.0) {
+                    bail!("--timeout must be within (0, 3600] seconds");
+                }
+                o.timeout = Duration::from_secs_f64(secs);
+            }
+            "--keep" => o.keep = true,
+            "--json" => o.json = true,
+            "--direct" => o.direct = true,
+            _ => bail!("unknown option {arg:?} (see rvs lab --help)"),
+        }
+        if inline.is_some() && matches!(flag, "--keep" | "--json" | "--direct") {
+            bail!("{flag} takes no value");
+        }
+    }
+    if o.requests == 0 {
+        bail!("--requests must be at least 1");
+    }
+    if !(0.0..100.0).contains(&o.loss_pct) {
+        bail!("--loss must be at least 0 and below 100");
+    }
+    if !(2..=200).contains(&o.reals) {
+        bail!("--reals must be within 2..=200");
+    }
+    Ok(Invocation::Run(o))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> anyhow::Result<T> {
+    v.parse().ok().with_context(|| format!("{flag}: not a valid number: {v:?}"))
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabResult {
+    /// Column heading in reports.
+    pub label: String,
+    /// Requests asked for.
+    pub requested: usize,
+    /// Requests made (fewer than asked when interrupted).
+    pub completed: usize,
+    /// Timings of the successful requests, in order.
+    timings: Vec<http::Timing>,
+    /// Failed requests per failure kind.
+    pub errors: BTreeMap<&'static str, usize>,
+    /// Successful requests per answering real (the response body).
+    pub per_real: BTreeMap<String, usize>,
+    /// Wall-clock time of the request loop.
+    pub wall: Duration,
+    /// Loss asked for on the balancer–real links, in percent.
+    pub loss_pct: f64,
+    /// How the loss was made.
+    pub loss_method: LossMethod,
+    /// Packets the nftables loss rules dropped, when they were used.
+    pub loss_dropped: Option<u64>,
+    /// Whether Ctrl-C (or SIGTERM) cut the run short.
+    pub interrupted: bool,
+}
+
+impl LabResult {
+    fn new(label: String, requested: usize, loss_pct: f64, loss_method: LossMethod) -> Self {
+        Self {
+            label,
+            requested,
+            completed: 0,
+            timings: Vec::with_capacity(requested),
+            errors: BTreeMap::new(),
+            per_real: BTreeMap::new(),
+            wall: Duration::ZERO,
+            loss_pct,
+            loss_method,
+            loss_dropped: None,
+            interrupted: false,
+        }
+    }
+
+    /// Failed requests of all kinds.
+    pub fn error_count(&self) -> usize {
+        self.errors.values().sum()
+    }
+
+    fn loss_text(&self) -> String {
+        let m = self.loss_method.label();
+        match (self.loss_method, self.loss_dropped) {
+            (LossMethod::None, _) => m.to_owned(),
+            (_, Some(n)) => format!("{}% {m}, {n} dropped", self.loss_pct),
+            (_, None) => format!("{}% {m}", self.loss_pct),
+        }
+    }
+}
+
+/// Where the loss on the balancer–real links comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossMethod {
+    /// No loss asked for.
+    None,
+    /// nftables rules on the links, like loss on the wire.
+    Nftables,
+    /// The daemon's own fault injection, when `nft` is missing.
+    Daemon,
+}
+
+impl LossMethod {
+    /// The name in reports and JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Nftables => "nftables",
+            Self::Daemon => "rvs fault injection",
+        }
+    }
+}
+
+/// Set by SIGINT/SIGTERM; every wait in the lab checks it.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // Only an atomic store: the one thing a signal handler may safely do here.
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Routes SIGINT and SIGTERM to [`STOP`] instead of killing the process, so
+/// the guards get to remove namespaces, tables and processes.
+fn install_stop_handlers() -> io::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction is valid; the handler only stores an atomic.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Removes the temp dirs of lab runs whose process has ended; returns how many.
+fn remove_orphan_temp_dirs() -> usize {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)).and_then(|r| r.split_once('-'));
+            pid.is_some_and(|(pid, _)| {
+                pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists()
+            })
+        })
+        .filter(|e| fs::remove_dir_all(e.path()).is_ok())
+        .count()
+}
+
+/// Temp dirs are `rvs-lab-<pid>-<nanos>`, so ended runs can be told apart.
+const TEMP_PREFIX: &str = "rvs-lab-";
+
+/// A private directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+struct TempDir(Option<PathBuf>);
+
+impl TempDir {
+    fn new() -> io::Result<Self> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let path =
+            std::env::temp_dir().join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), nanos.as_nanos()));
+        fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Self(Some(path)))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Leaves the directory in place and returns its path.
+    fn keep(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// The daemon's configuration for the lab's one service: every real with
+/// weight 1 behind `vip`, the loss (if the daemon injects it) in `[driver]`.
+fn daemon_config(
+    socket: &Path,
+    vip: Ipv4Addr,
+    laddrs: &[Ipv4Addr],
+    reals: &[Ipv4Addr],
+    fault_loss_pct: f64,
+) -> String {
+    let laddrs: Vec<String> = laddrs.iter().map(|a| format!("\"{a}\"")).collect();
+    let mut cfg = format!(
+        "[daemon]\ncontrol_socket = \"{}\"\n\n[driver]\ntun_name = \"rvs0\"\nfault_loss_pct = {fault_loss_pct:?}\n\n\
+         [[service]]\nproto = \"tcp\"\nvip = \"{vip}:{HTTP_PORT}\"\nsched = \"wrr\"\nladdrs = [{}]\n",
+        socket.display(),
+        laddrs.join(", ")
+    );
+    for real in reals {
+        cfg.push_str(&format!("\n[[service.real]]\naddr = \"{real}:{HTTP_PORT}\"\nweight = 1\n"));
+    }
+    cfg
+}
+
+/// A lab that is up: dropping it removes everything, in field order: the
+/// daemon first (it holds the TUN and routes), then the HTTP servers, then the
+/// namespaces and loss tables, then the temp dir with config and logs.
+#[derive(Debug)]
+pub struct Lab {
+    daemon: Option<ChildGuard>,
+    servers: Vec<Server>,
+    topology: Topology,
+    tmp: TempDir,
+    targets: Vec<SocketAddrV4>,
+    loss_method: LossMethod,
+}
+
+impl Lab {
+    /// Builds the topology, starts the reals' servers, the loss and the daemon.
+    pub fn start(opts: &LabOptions) -> anyhow::Result<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("rvs lab needs root: it creates network namespaces");
+        }
+        rvs_netns::run(std::process::Command::new("ip").arg("-V"))
+            .context("rvs lab needs iproute2 (the `ip` program)")?;
+        let mut topology =
+            Topology::build(&TopologySpec { reals: opts.reals, laddrs: LAB_LADDRS, net: LAB_NET })
+                .context("building the namespace topology")?;
+        let mut servers = Vec::with_capacity(opts.reals);
+        for (i, addr) in topology.real_addrs().into_iter().enumerate() {
+            let listener = topology
+                .ns_real(i)
+                .run_in(|| TcpListener::bind((addr, HTTP_PORT)))?
+                .with_context(|| format!("binding the HTTP server on {addr}:{HTTP_PORT}"))?;
+            servers.push(Server::start(listener, &format!("real{}", i + 1))?);
+        }
+        let loss_method = match (opts.loss_pct > 0.0, rvs_netns::nft_available(), opts.direct) {
+            (false, _, _) => LossMethod::None,
+            (true, true, _) => {
+                topology.inject_loss(opts.loss_pct).context("injecting loss with nftables")?;
+                LossMethod::Nftables
+            }
+            (true, false, true) => bail!("--loss with --direct needs nftables (the `nft` program)"),
+            (true, false, false) => LossMethod::Daemon,
+        };
+        let tmp = TempDir::new().context("creating a temp dir")?;
+        let mut lab = Self { daemon: None, servers, topology, tmp, targets: Vec::new(), loss_method };
+        if opts.direct {
+            lab.targets = lab.servers.iter().filter_map(|s| as_v4(s.addr())).collect();
+        } else {
+            let fault = if loss_method == LossMethod::Daemon { opts.loss_pct } else { 0.0 };
+            let exe = std::env::current_exe().context("finding the rvs binary")?;
+            lab.start_daemon(&exe, fault)?;
+            lab.targets = vec![SocketAddrV4::new(lab.topology.vip(), HTTP_PORT)];
+        }
+        Ok(lab)
+    }
+
+    /// Runs `EXE run --config FILE` in the balancer's namespace and waits for
+    /// its control socket.
+    fn start_daemon(&mut self, exe: &Path, fault_loss_pct: f64) -> anyhow::Result<()> {
+        let socket = self.tmp.path().join("rvs.sock");
+        let config = self.tmp.path().join("rvs.toml");
+        let log_path = self.tmp.path().join("daemon.log");
+        let t = &self.topology;
+        fs::write(&config, daemon_config(&socket, t.vip(), &t.laddrs(), &t.real_addrs(), fault_loss_pct))?;
+        let log = File::create(&log_path)?;
+        let mut cmd =
+            self.topology.ns_lb().cmd(exe, ["run".as_ref(), "--config".as_ref(), config.as_os_str()]);
+        // Its own process group: a terminal's Ctrl-C reaches only us, and we
+        // stop the daemon in order, after the request loop.
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
+        let daemon = self.daemon.insert(ChildGuard::spawn(&mut cmd)?);
+        let deadline = Instant::now() + DAEMON_READY_TIMEOUT;
+        loop {
+            if socket.exists() {
+                return Ok(());
+            }
+            if let Some(status) = daemon.try_wait()? {
+                let log = fs::read_to_string(&log_path).unwrap_or_default();
+                bail!(
+                    "the rvs daemon exited ({status}) before it was ready; its output:\n{}",
+                    log.trim_end()
+                );
+            }
+            if STOP.load(Ordering::SeqCst) {
+                bail!("interrupted while waiting for the rvs daemon");
+            }
+            if Instant::now() >= deadline {
+                let log = fs::read_to_string(&log_path).unwrap_or_default();
+                bail!(
+                    "the rvs daemon did not open {} within {:?}; its output:\n{}",
+                    socket.display(),
+                    DAEMON_READY_TIMEOUT,
+                    log.trim_end()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Makes the requests from the client namespace, one connection each,
+    /// rotating over the targets.
+    pub fn measure(&self, opts: &LabOptions) -> anyhow::Result<LabResult> {
+        let mut r = LabResult::new(opts.label(), opts.requests, opts.loss_pct, self.loss_method);
+        let started = Instant::now();
+        self.topology.ns_client().run_in(|| {
+            let mut progress = Progress::new(opts.requests);
+            let mut slow = 0;
+            for i in 0..opts.requests {
+                if STOP.load(Ordering::SeqCst) {
+                    r.interrupted = true;
+                    break;
+                }
+                match http::get(self.targets[i % self.targets.len()], opts.timeout, &STOP) {
+                    Ok(resp) => {
+                        slow += usize::from(resp.timing.total > report::STALL_THRESHOLDS[0]);
+                        r.timings.push(resp.timing);
+                        bump(&mut r.per_real, resp.body.trim().to_owned());
+                    }
+                    Err(http::FailKind::Cancelled) => {
+                        r.interrupted = true;
+                        break;
+                    }
+                    Err(kind) => bump(&mut r.errors, kind.label()),
+                }
+                r.completed = i + 1;
+                progress.update(r.completed, r.error_count(), slow);
+            }
+            progress.finish();
+        })?;
+        r.wall = started.elapsed();
+        if self.loss_method == LossMethod::Nftables {
+            r.loss_dropped = self.topology.loss_dropped().ok();
+        }
+        Ok(r)
+    }
+
+    /// Leaves namespaces, loss and daemon in place (the HTTP servers end with
+    /// this process) and returns the commands that remove them.
+    pub fn keep(self) -> String {
+        let Self { daemon, servers, topology, tmp, .. } = self;
+        drop(servers);
+        let mut cleanup = Vec::new();
+        if let Some(child) = daemon.and_then(ChildGuard::into_inner) {
+            cleanup.push(format!("kill {}", child.id()));
+        }
+        cleanup.extend(topology.keep().into_iter().map(|ns| format!("ip netns del {ns}")));
+        cleanup.push(format!("rm -r {}", tmp.keep().display()));
+        cleanup.join("; ")
+    }
+
+    /// How to reach the lab while it is kept: namespace names and addresses.
+    fn describe(&self) -> String {
+        let t = &self.topology;
+        let mut s = format!(
+            "client: ip netns exec {} ...   ({})\nbalancer: ip netns exec {} ...   (VIP {}:{HTTP_PORT}, local addresses {:?})\n",
+            t.ns_client().name(),
+            t.client_addr(),
+            t.ns_lb().name(),
+            t.vip(),
+            t.laddrs()
+        );
+        for (ns, addr) in t.ns_reals().iter().zip(t.real_addrs()) {
+            s.push_str(&format!("real: ip netns exec {} ...   ({addr}:{HTTP_PORT})\n", ns.name()));
+        }
+        if let Some(d) = &self.daemon {
+            s.push_str(&format!("daemon pid {}, files in {}\n", d.pid(), self.tmp.path().display()));
+        }
+        s
+    }
+}
+
+fn as_v4(a: std::net::SocketAddr) -> Option<SocketAddrV4> {
+    match a {
+        std::net::SocketAddr::V4(v4) => Some(v4),
+        std::net::SocketAddr::V6(_) => None,
+    }
+}
+
+/// One run from start to teardown.
+pub fn run_once(opts: &LabOptions) -> anyhow::Result<LabResult> {
+    let lab = Lab::start(opts)?;
+    lab.measure(opts)
+}
+
+/// Prints results as the table, or as JSON.
+pub fn print_results(results: &[LabResult], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report::json(results)).unwrap_or_default());
+    } else {
+        print!("{}", report::table(results));
+    }
+}
+
+/// `rvs lab ARGS...` (the arguments after `lab`); returns the exit code.
+pub fn main(args: &[String]) -> anyhow::Result<i32> {
+    let opts = match parse_args(args)? {
+        Invocation::Help => {
+            print!("{USAGE}");
+            return Ok(0);
+        }
+        Invocation::Cleanup => {
+            let n = rvs_netns::cleanup_orphans().context("removing namespaces of ended runs")?;
+            let d = remove_orphan_temp_dirs();
+            println!("removed {n} namespaces and {d} temp dirs");
+            return Ok(0);
+        }
+        Invocation::Run(o) => o,
+    };
+    install_stop_handlers().context("installing signal handlers")?;
+    let lab = Lab::start(&opts)?;
+    if !opts.json {
+        eprintln!("{} sequential requests to {:?} ...", opts.requests, lab.targets);
+    }
+    let result = lab.measure(&opts)?;
+    print_results(std::slice::from_ref(&result), opts.json);
+    if opts.keep && !STOP.load(Ordering::SeqCst) {
+        eprint!("\nThe lab stays up:\n{}", lab.describe());
+        eprintln!("The reals' HTTP servers run in this process: press Ctrl-C to stop them and exit.");
+        while !STOP.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "Left in place; to remove: {}\n(`rvs lab --cleanup` also finds the namespaces)",
+            lab.keep()
+        );
+    } else {
+        drop(lab);
+    }
+    Ok(if result.interrupted { 130 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn parse(s: &str) -> anyhow::Result<LabOptions> {
+        match parse_args(&args(s))? {
+            Invocation::Run(o) => Ok(o),
+            other => bail!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_seed_experiment() {
+        let o = parse("").unwrap();
+        assert_eq!(o, LabOptions::default());
+        assert_eq!((o.requests, o.reals, o.timeout), (2000, 3, Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn parses_every_option_both_spellings() {
+        let o = parse("-n 50 --loss 5 --reals 4 --timeout 2.5 --keep --json --direct").unwrap();
+        assert_eq!(
+            o,
+            LabOptions {
+                requests: 50,
+                loss_pct: 5.0,
+                reals: 4,
+                timeout: Duration::from_millis(2500),
+                keep: true,
+                json: true,
+                direct: true
+            }
+        );
+        let o = parse("--requests=7 --loss=0.5").unwrap();
+        assert_eq!((o.requests, o.loss_pct), (7, 0.5));
+        assert_eq!(parse_args(&args("--json -h")).unwrap(), Invocation::Help);
+        assert_eq!(parse_args(&args("--cleanup")).unwrap(), Invocation::Cleanup);
+    }
+
+    #[test]
+    fn rejects_bad_options() {
+        for bad in [
+            "-n",
+            "-n 0",
+            "-n many",
+            "--loss 100",
+            "--loss -1",
+            "--reals 1",
+            "--timeout 0",
+            "--timeout -1",
+            "--timeout nan",
+            "--loss nan",
+            "--frobnicate",
+            "--keep=yes",
+            "extra",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let e = parse("--loss").unwrap_err().to_string();
+        assert!(e.contains("--loss needs a value"), "{e}");
+    }
+
+    #[test]
+    fn loss_text_names_the_method() {
+        let mut r = LabResult::new("x".into(), 1, 0.0, LossMethod::None);
+        assert_eq!(r.loss_text(), "none");
+        r.loss_pct = 5.0;
+        r.loss_method = LossMethod::Nftables;
+        r.loss_dropped = Some(12);
+        assert_eq!(r.loss_text(), "5% nftables, 12 dropped");
+    }
+
+    #[test]
+    fn daemon_config_has_the_agreed_shape() {
+        let ip = |d| Ipv4Addr::new(10, 77, 1, d);
+        let cfg = daemon_config(
+            Path::new("/tmp/x/rvs.sock"),
+            Ipv4Addr::new(10, 77, 2, 1),
+            &[Ipv4Addr::new(10, 77, 3, 1), Ipv4Addr::new(10, 77, 3, 2)],
+            &[ip(11), ip(12)],
+            2.5,
+        );
+        assert_eq!(
+            cfg,
+            r#"[daemon]
+control_socket = "/tmp/x/rvs.sock"
+
+[driver]
+tun_name = "rvs0"
+fault_loss_pct = 2.5
+
+[[service]]
+proto = "tcp"
+vip = "10.77.2.1:80"
+sched = "wrr"
+laddrs = ["10.77.3.1", "10.77.3.2"]
+
+[[service.real]]
+addr = "10.77.1.11:80"
+weight = 1
+
+[[service.real]]
+addr = "10.77.1.12:80"
+weight = 1
+"#
+        );
+        assert!(daemon_config(Path::new("s"), ip(1), &[], &[], 0.0).contains("fault_loss_pct = 0.0\n"));
+    }
+
+    fn namespaces_of(t: &Topology) -> Vec<rvs_netns::Netns> {
+        [t.ns_client(), t.ns_lb()].into_iter().chain(t.ns_reals()).cloned().collect()
+    }
+
+    #[test]
+    fn http_pieces_work_through_the_balancer_namespace() {
+        if !rvs_netns::netns_tests_enabled("http_pieces_work_through_the_balancer_namespace") {
+            return;
+        }
+        let t = Topology::build(&TopologySpec { reals: 2, laddrs: 1, net: LAB_NET }).unwrap();
+        let addr = t.real_addrs()[1];
+        let listener = t.ns_real(1).run_in(|| TcpListener::bind((addr, HTTP_PORT))).unwrap().unwrap();
+        let server = Server::start(listener, "real2").unwrap();
+        let no = AtomicBool::new(false);
+        let bodies = t
+            .ns_client()
+            .run_in(|| {
+                (0..20)
+                    .map(|_| http::get(SocketAddrV4::new(addr, HTTP_PORT), Duration::from_secs(5), &no))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        for b in bodies {
+            assert_eq!(b.unwrap().body, "real2\n");
+        }
+        assert_eq!(server.served(), 20);
+        // The client has no route of its own to the reals' subnet: only via the balancer.
+        let route = t.ns_client().run("ip", ["route", "get", &addr.to_string()]).unwrap();
+        assert!(route.contains(&format!("via {}", t.lb_client_addr())), "{route}");
+    }
+
+    #[test]
+    fn direct_lab_runs_end_to_end_and_cleans_up() {
+        if !rvs_netns::netns_tests_enabled("direct_lab_runs_end_to_end_and_cleans_up") {
+            return;
+        }
+        let opts = LabOptions {
+            requests: 40,
+            reals: 2,
+            direct: true,
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let lab = Lab::start(&opts).unwrap();
+        let names = namespaces_of(&lab.topology);
+        let tmp = lab.tmp.path().to_owned();
+        let r = lab.measure(&opts).unwrap();
+        drop(lab);
+        assert_eq!((r.completed, r.timings.len(), r.error_count()), (40, 40, 0), "{r:?}");
+        assert_eq!(r.per_real.get("real1"), Some(&20));
+        assert_eq!(r.per_real.get("real2"), Some(&20));
+        assert!(!r.interrupted);
+        assert!(names.iter().all(|n| !n.exists()), "left behind: {names:?}");
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn a_daemon_that_exits_early_is_reported_and_everything_is_removed() {
+        if !rvs_netns::netns_tests_enabled("a_daemon_that_exits_early_is_reported_and_everything_is_removed")
+        {
+            return;
+        }
+        // A stand-in that fails the way a broken daemon does: at once, with a
+        // complaint on stderr (`sh` cannot open a script named `run`).
+        let opts = LabOptions { reals: 2, direct: true, ..Default::default() };
+        let mut lab = Lab::start(&opts).unwrap();
+        let names = namespaces_of(&lab.topology);
+        let e = lab.start_daemon(Path::new("/bin/sh"), 0.0).unwrap_err().to_string();
+        assert!(e.contains("exited") && e.contains("before it was ready"), "{e}");
+        assert!(e.contains("run"), "the daemon's stderr is shown: {e}");
+        assert!(fs::read_to_string(lab.tmp.path().join("rvs.toml")).unwrap().contains("[[service.real]]"));
+        drop(lab);
+        assert!(names.iter().all(|n| !n.exists()), "left behind: {names:?}");
+    }
+}
