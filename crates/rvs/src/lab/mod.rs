@@ -71,7 +71,7 @@ options:
 
 /// What one lab run does.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LabOptions {
+pub(crate) struct LabOptions {
     /// Sequential requests to make.
     pub requests: usize,
     /// Loss on the balancer–real links, in percent.
@@ -175,7 +175,7 @@ fn number<T: std::str::FromStr>(flag: &str, v: &str) -> anyhow::Result<T> {
 
 /// The outcome of one run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LabResult {
+pub(crate) struct LabResult {
     /// Column heading in reports.
     pub label: String,
     /// Requests asked for.
@@ -218,7 +218,7 @@ impl LabResult {
     }
 
     /// Failed requests of all kinds.
-    pub fn error_count(&self) -> usize {
+    pub(crate) fn error_count(&self) -> usize {
         self.errors.values().sum()
     }
 
@@ -234,7 +234,7 @@ impl LabResult {
 
 /// Where the loss on the balancer–real links comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LossMethod {
+pub(crate) enum LossMethod {
     /// No loss asked for.
     None,
     /// nftables rules on the links, like loss on the wire.
@@ -245,7 +245,7 @@ pub enum LossMethod {
 
 impl LossMethod {
     /// The name in reports and JSON.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::Nftables => "nftables",
@@ -357,7 +357,7 @@ fn daemon_config(
 /// daemon first (it holds the TUN and routes), then the HTTP servers, then the
 /// namespaces and loss tables, then the temp dir with config and logs.
 #[derive(Debug)]
-pub struct Lab {
+pub(crate) struct Lab {
     daemon: Option<ChildGuard>,
     servers: Vec<Server>,
     topology: Topology,
@@ -368,7 +368,7 @@ pub struct Lab {
 
 impl Lab {
     /// Builds the topology, starts the reals' servers, the loss and the daemon.
-    pub fn start(opts: &LabOptions) -> anyhow::Result<Self> {
+    pub(crate) fn start(opts: &LabOptions) -> anyhow::Result<Self> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             bail!("rvs lab needs root: it creates network namespaces");
@@ -453,7 +453,7 @@ impl Lab {
 
     /// Makes the requests from the client namespace, one connection each,
     /// rotating over the targets.
-    pub fn measure(&self, opts: &LabOptions) -> anyhow::Result<LabResult> {
+    pub(crate) fn measure(&self, opts: &LabOptions) -> anyhow::Result<LabResult> {
         let mut r = LabResult::new(opts.label(), opts.requests, opts.loss_pct, self.loss_method);
         let started = Instant::now();
         self.topology.ns_client().run_in(|| {
@@ -490,7 +490,7 @@ impl Lab {
 
     /// Leaves namespaces, loss and daemon in place (the HTTP servers end with
     /// this process) and returns the commands that remove them.
-    pub fn keep(self) -> String {
+    pub(crate) fn keep(self) -> String {
         let Self { daemon, servers, topology, tmp, .. } = self;
         drop(servers);
         let mut cleanup = Vec::new();
@@ -530,14 +530,8 @@ fn as_v4(a: std::net::SocketAddr) -> Option<SocketAddrV4> {
     }
 }
 
-/// One run from start to teardown.
-pub fn run_once(opts: &LabOptions) -> anyhow::Result<LabResult> {
-    let lab = Lab::start(opts)?;
-    lab.measure(opts)
-}
-
 /// Prints results as the table, or as JSON.
-pub fn print_results(results: &[LabResult], json: bool) {
+pub(crate) fn print_results(results: &[LabResult], json: bool) {
     if json {
         println!("{}", serde_json::to_string_pretty(&report::json(results)).unwrap_or_default());
     } else {
@@ -546,7 +540,7 @@ pub fn print_results(results: &[LabResult], json: bool) {
 }
 
 /// `rvs lab ARGS...` (the arguments after `lab`); returns the exit code.
-pub fn main(args: &[String]) -> anyhow::Result<i32> {
+pub(crate) fn main(args: &[String]) -> anyhow::Result<i32> {
     let opts = match parse_args(args)? {
         Invocation::Help => {
             print!("{USAGE}");
