@@ -78,6 +78,11 @@ fn control_path(args: &[String]) -> anyhow::Result<(PathBuf, &[String])> {
 
 fn adm(args: &[String]) -> anyhow::Result<i32> {
     let (ctl, argv) = control_path(args)?;
+    if argv.is_empty() || argv.iter().any(|a| a == "-h" || a == "--help") {
+        // Help needs no daemon.
+        print!("{}", rvs_control::adm::USAGE);
+        return Ok(if argv.is_empty() { 2 } else { 0 });
+    }
     let restore = argv.iter().any(|a| a == "-R" || a == "--restore");
     let mut stdin = String::new();
     if restore {
