@@ -41,7 +41,7 @@
 //! syn_ack = 30
 //! udp = 300
 //!
-//! [synproxy]                # read and checked now, used once SYNProxy is built
+//! [synproxy]                # SYN-flood defence settings (fixed at start)
 //! enabled_by_default = false
 //! mss_max = 1460            # 536..=65535
 //! wscale = 7                # 0..=14
@@ -288,7 +288,8 @@ impl fmt::Display for ConfigFileError {
 impl std::error::Error for ConfigFileError {}
 
 impl SynproxySettings {
-    /// The engine's SYNProxy settings.
+    /// The engine's SYNProxy settings (the daemon puts them in its
+    /// [`EngineConfig`]; kept apart here so the file has one `[synproxy]`).
     pub fn engine_config(&self) -> rvs_core::SynproxyConfig {
         rvs_core::SynproxyConfig {
             mss_max: self.mss_max,
@@ -345,7 +346,12 @@ impl Config {
             ("engine.port_range", oe.port_range != ne.port_range),
             ("engine.port_quarantine_secs", oe.port_quarantine != ne.port_quarantine),
             ("engine.decrement_ttl", oe.decrement_ttl != ne.decrement_ttl),
-            ("synproxy", oe.synproxy != ne.synproxy),
+            // SYNProxy settings are fixed with the engine; which services use it may change.
+            (
+                "synproxy",
+                SynproxySettings { enabled_by_default: n.synproxy.enabled_by_default, ..o.synproxy.clone() }
+                    != n.synproxy,
+            ),
             // Not in the file, but fixed all the same; timeouts reload through the model.
             ("engine", EngineConfig { timeouts: ne.timeouts, ..oe.clone() } != *ne),
             ("metrics.listen", o.metrics.listen != n.metrics.listen),
@@ -665,7 +671,7 @@ impl Builder<'_> {
                 log_level: raw.daemon.log_level.unwrap_or_else(|| DaemonSettings::default().log_level),
             },
             driver,
-            engine: EngineConfig { synproxy: synproxy.engine_config(), ..engine },
+            engine,
             synproxy,
             metrics: MetricsSettings { listen },
             model,

@@ -123,6 +123,50 @@ pub fn render(snap: &Snapshot) -> String {
         f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], weight);
     }
 
+    let mut f = Family::new(
+        o,
+        "rvs_real_syn_retransmits_total",
+        "counter",
+        "SYNProxy: SYNs sent to the real again after its RTO.",
+    );
+    for (p, v, r) in &reals {
+        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.handshake.syn_retransmits);
+    }
+    let mut f = Family::new(
+        o,
+        "rvs_real_handshake_failovers_total",
+        "counter",
+        "SYNProxy: clients moved to another real because this one did not answer or reset.",
+    );
+    for (p, v, r) in &reals {
+        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.handshake.failovers);
+    }
+    let mut f = Family::new(
+        o,
+        "rvs_real_handshake_srtt_microseconds",
+        "gauge",
+        "SYNProxy: smoothed handshake RTT of the real (absent before a sample).",
+    );
+    for (p, v, r) in &reals {
+        if let Some(us) = r.handshake.srtt_us {
+            f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], us);
+        }
+    }
+    let y = &snap.synproxy;
+    let mut f = Family::new(o, "rvs_synproxy_events_total", "counter", "SYNProxy events, by kind.");
+    for (event, n) in [
+        ("syn_answered", y.syns_answered),
+        ("cookie_accepted", y.cookies_accepted),
+        ("spliced", y.spliced),
+        ("syn_retransmitted", y.syn_retransmits),
+        ("failover", y.failovers),
+        ("gave_up", y.gave_up),
+        ("packet_stored", y.stored),
+    ] {
+        f.sample(&[("event", event)], n);
+    }
+    Family::new(o, "rvs_synproxy_open_handshakes", "gauge", "SYNProxy: real handshakes open now.")
+        .sample(&[], y.open_handshakes);
     let mut f = Family::new(o, "rvs_drops_total", "counter", "Packets dropped, by reason.");
     for (reason, n) in &snap.drops {
         f.sample(&[("reason", reason)], *n);
@@ -169,6 +213,7 @@ mod tests {
                     active_conns: 2,
                     inactive_conns: 1,
                     traffic: Traffic { conns: 3, pkts_in: 10, pkts_out: 9, bytes_in: 1000, bytes_out: 900 },
+                    handshake: Default::default(),
                 }],
             }],
             drops: rvs_core::DropReason::ALL.iter().map(|r| (r.label().to_owned(), 0)).collect(),
@@ -188,6 +233,7 @@ mod tests {
             }],
             timeouts: TimeoutSnap::default(),
             conns: None,
+            synproxy: Default::default(),
         }
     }
 

@@ -65,6 +65,42 @@ pub struct RealSnap {
     pub inactive_conns: u64,
     /// Traffic through this real.
     pub traffic: Traffic,
+    /// SYNProxy handshakes with this real: smoothed RTT in microseconds
+    /// (none before a sample), SYN retransmits, clients moved away.
+    #[serde(default)]
+    pub handshake: HandshakeSnap,
+}
+
+/// What SYNProxy learnt from a real's handshakes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeSnap {
+    /// Smoothed handshake RTT in microseconds.
+    pub srtt_us: Option<u64>,
+    /// SYNs sent again after an RTO.
+    pub syn_retransmits: u64,
+    /// Clients moved to another real because this one did not answer or reset.
+    pub failovers: u64,
+}
+
+/// SYNProxy counters of the engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SynproxySnap {
+    /// Client SYNs answered with a cookie.
+    pub syns_answered: u64,
+    /// ACKs with a valid cookie.
+    pub cookies_accepted: u64,
+    /// Real handshakes completed.
+    pub spliced: u64,
+    /// SYNs retransmitted toward reals.
+    pub syn_retransmits: u64,
+    /// Clients moved to another real.
+    pub failovers: u64,
+    /// Clients reset because no real answered.
+    pub gave_up: u64,
+    /// Client packets kept while a real's handshake was open.
+    pub stored: u64,
+    /// Real handshakes open now.
+    pub open_handshakes: u64,
 }
 
 /// A service with its reals.
@@ -173,6 +209,9 @@ pub struct Snapshot {
     pub timeouts: TimeoutSnap,
     /// Every connection, when asked for (they can be many).
     pub conns: Option<Vec<ConnSnap>>,
+    /// SYNProxy counters.
+    #[serde(default)]
+    pub synproxy: SynproxySnap,
 }
 
 impl Snapshot {
@@ -202,6 +241,11 @@ impl Snapshot {
                             active_conns: r.active_conns.into(),
                             inactive_conns: r.inactive_conns.into(),
                             traffic: (&r.stats).into(),
+                            handshake: HandshakeSnap {
+                                srtt_us: r.handshake.srtt.map(|d| d.as_micros() as u64),
+                                syn_retransmits: r.handshake.syn_retransmits,
+                                failovers: r.handshake.failovers,
+                            },
                         })
                         .collect(),
                 }
@@ -247,6 +291,19 @@ impl Snapshot {
             pools,
             timeouts: (&engine.config().timeouts).into(),
             conns,
+            synproxy: {
+                let y = engine.synproxy_stats();
+                SynproxySnap {
+                    syns_answered: y.syns_answered,
+                    cookies_accepted: y.cookies_accepted,
+                    spliced: y.spliced,
+                    syn_retransmits: y.syn_retransmits,
+                    failovers: y.failovers,
+                    gave_up: y.gave_up,
+                    stored: y.stored,
+                    open_handshakes: engine.open_handshakes() as u64,
+                }
+            },
         }
     }
 
@@ -267,6 +324,9 @@ impl Snapshot {
                                 x.inactive_conns += r.inactive_conns;
                                 x.traffic.add(&r.traffic);
                                 x.in_service |= r.in_service;
+                                x.handshake.syn_retransmits += r.handshake.syn_retransmits;
+                                x.handshake.failovers += r.handshake.failovers;
+                                x.handshake.srtt_us = x.handshake.srtt_us.or(r.handshake.srtt_us);
                             }
                             None => m.reals.push(r),
                         }
@@ -286,6 +346,15 @@ impl Snapshot {
         self.conns_removed += other.conns_removed;
         self.icmp_forwarded += other.icmp_forwarded;
         self.traffic.add(&other.traffic);
+        let (a, b) = (&mut self.synproxy, other.synproxy);
+        a.syns_answered += b.syns_answered;
+        a.cookies_accepted += b.cookies_accepted;
+        a.spliced += b.spliced;
+        a.syn_retransmits += b.syn_retransmits;
+        a.failovers += b.failovers;
+        a.gave_up += b.gave_up;
+        a.stored += b.stored;
+        a.open_handshakes += b.open_handshakes;
         for p in other.pools {
             match self.pools.iter_mut().find(|m| m.proto == p.proto && m.laddr == p.laddr && m.real == p.real)
             {

@@ -377,6 +377,7 @@ mod tests {
                     active_conns: 0,
                     inactive_conns: 0,
                     traffic: Traffic::default(),
+                    handshake: Default::default(),
                 }],
             }],
             drops: vec![],
@@ -388,6 +389,7 @@ mod tests {
             pools: vec![],
             timeouts: Default::default(),
             conns: None,
+            synproxy: Default::default(),
         };
         let mut b = a.clone();
         b.taken_at_nanos = 2_000_000_000;

@@ -72,7 +72,10 @@ impl Daemon {
     pub(crate) fn reload(&mut self) -> Result<(), String> {
         let new = Config::load(&self.config_path).map_err(|e| e.to_string())?;
         self.config.check_reloadable(&new).map_err(|e| e.to_string())?;
+        let level = log::Level::from_name(&new.daemon.log_level)
+            .ok_or_else(|| format!("unknown log_level {:?}", new.daemon.log_level))?;
         self.plane.replace(new.model.clone(), &mut self.dp)?;
+        log::set_level(level);
         let _ = self.sync_routes();
         self.config = new;
         Ok(())
@@ -93,7 +96,9 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     let clock = Clock::start();
     let mut seed = [0u8; 32];
     os::random_bytes(&mut seed).context("seed from the kernel")?;
-    let mut engine = Engine::new(config.engine.clone(), seed, clock.now());
+    let engine_config =
+        rvs_core::EngineConfig { synproxy: config.synproxy.engine_config(), ..config.engine.clone() };
+    let mut engine = Engine::new(engine_config, seed, clock.now());
     config.model.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
     apply_all(&mut engine, &Model::default().diff(&config.model))
         .map_err(|e| anyhow::anyhow!("config: {e}"))?;
