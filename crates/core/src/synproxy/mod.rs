@@ -427,7 +427,10 @@ impl Engine {
         hs.syn_sent = true;
         hs.rto = match cfg.retransmit_mode {
             RetransmitMode::Classic => CLASSIC_RTO,
-            RetransmitMode::Adaptive if hs.tries == 1 => r.handshake.rto(cfg.rto_floor, cfg.rto_initial),
+            RetransmitMode::Adaptive if hs.tries <= 2 => r.handshake.rto(cfg.rto_floor, cfg.rto_initial),
+            // Backoff starts with the third try: by default the client moves
+            // to another real after two, so a lost SYN and a lost SYN-ACK in
+            // a row cost two RTOs, not three.
             RetransmitMode::Adaptive => (hs.rto * 2).min(MAX_RTO),
         };
         if hs.tries == 1 {
