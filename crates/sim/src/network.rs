@@ -714,13 +714,16 @@ impl<M: Middlebox> Network<M> {
         link.delivered_bytes += data.len() as u64;
         self.core.capture.borrow_mut().record(now, from, LinkDir::ToMiddlebox, &data);
         self.core.stats.middlebox_in += 1;
-        if self.middlebox.handle(now, &mut data) {
+        let forward = self.middlebox.handle(now, &mut data);
+        // What the middlebox built goes first, as a real driver sends it: a
+        // SYN proxy's replayed packets are older than the one just handled.
+        self.drain_middlebox();
+        if forward {
             self.core.stats.forwarded += 1;
             self.route(data);
         } else {
             self.core.stats.dropped += 1;
         }
-        self.drain_middlebox();
     }
 
     fn drain_middlebox(&mut self) {

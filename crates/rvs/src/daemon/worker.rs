@@ -162,6 +162,7 @@ impl Worker {
         let mut bufs: Vec<Box<[u8]>> =
             (0..self.batch).map(|_| vec![0u8; BUF_LEN].into_boxed_slice()).collect();
         let mut lens = vec![0usize; self.batch];
+        let mut txbuf = vec![0u8; BUF_LEN];
         while !self.stopping.load(Ordering::Relaxed) {
             let timeout_ms = match self.engine.poll_timeout() {
                 Some(at) => {
@@ -181,13 +182,13 @@ impl Worker {
                 self.serve_requests();
             }
             if fds[0].revents != 0 {
-                self.move_packets(&mut bufs, &mut lens);
+                self.move_packets(&mut bufs, &mut lens, &mut txbuf);
             }
             let now = self.clock.now();
             if self.engine.poll_timeout().is_some_and(|at| at <= now) {
                 self.engine.handle_timeout(now);
             }
-            self.send_built(&mut bufs[0]);
+            self.send_built(&mut txbuf);
         }
     }
 
@@ -228,7 +229,7 @@ impl Worker {
     }
 
     /// Read up to a batch, rewrite each packet in place, write the batch back.
-    fn move_packets(&mut self, bufs: &mut [Box<[u8]>], lens: &mut [usize]) {
+    fn move_packets(&mut self, bufs: &mut [Box<[u8]>], lens: &mut [usize], txbuf: &mut [u8]) {
         // A bounded number of batches per wake-up keeps control requests responsive.
         for _ in 0..16 {
             let mut n = 0;
@@ -250,7 +251,12 @@ impl Worker {
                 let packet = &mut bufs[i][..lens[i]];
                 // Drops are counted by the engine; absorbed packets were
                 // answered or kept, and what to send comes from poll_transmit.
-                if !matches!(self.engine.handle(now, packet), Verdict::Forward { .. }) {
+                let verdict = self.engine.handle(now, packet);
+                // What the engine built goes first: a SYNProxy splice queues the
+                // client's kept packets, which must reach the real before
+                // anything newer of the same connection.
+                self.send_built(txbuf);
+                if !matches!(verdict, Verdict::Forward { .. }) {
                     continue;
                 }
                 // Every forwarded packet crosses the LB–real link once (toward
@@ -262,7 +268,6 @@ impl Worker {
                     self.engine.count_drop(DropReason::TxFailed);
                 }
             }
-            self.send_built(&mut bufs[0]);
             if n < bufs.len() {
                 return;
             }
