@@ -168,27 +168,10 @@ impl Default for DriverSettings {
     }
 }
 
-/// How SYNProxy retransmits its SYN toward a real.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RetransmitMode {
-    /// On an RTO measured per real, floored at `rto_floor_ms`.
-    #[default]
-    Adaptive,
-    /// On a fixed RTO of `rto_initial_ms`, doubling, as TCP stacks do without samples.
-    Classic,
-}
+pub use rvs_core::RetransmitMode;
 
-impl RetransmitMode {
-    /// The name in the config file.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Adaptive => "adaptive",
-            Self::Classic => "classic",
-        }
-    }
-}
-
-/// `[synproxy]` settings: read and checked now, used once SYNProxy is built.
+/// `[synproxy]` settings: engine-wide SYNProxy behaviour, and whether TCP
+/// services have it on unless they say otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SynproxySettings {
     /// Whether services without an explicit `synproxy` key use SYNProxy.
@@ -304,6 +287,28 @@ impl fmt::Display for ConfigFileError {
 
 impl std::error::Error for ConfigFileError {}
 
+impl SynproxySettings {
+    /// The engine's SYNProxy settings.
+    pub fn engine_config(&self) -> rvs_core::SynproxyConfig {
+        rvs_core::SynproxyConfig {
+            mss_max: self.mss_max,
+            wscale: self.wscale,
+            sack: self.sack,
+            timestamps: self.timestamps,
+            ttl: self.ttl,
+            cookie_validity: Duration::from_secs(self.cookie_validity_secs),
+            rst_on_bad_cookie: self.rst_on_bad_cookie,
+            ack_storm_threshold: self.ack_storm_threshold,
+            max_stored_packets: self.max_stored_packets,
+            defer_rs_syn: self.defer_rs_syn,
+            rto_floor: Duration::from_millis(self.rto_floor_ms),
+            rto_initial: Duration::from_millis(self.rto_initial_ms),
+            syn_retries: self.syn_retries,
+            retransmit_mode: self.retransmit_mode,
+        }
+    }
+}
+
 impl Config {
     /// Read a config from TOML text; empty text is all defaults and no services.
     pub fn parse(text: &str) -> Result<Self, ConfigFileError> {
@@ -340,6 +345,7 @@ impl Config {
             ("engine.port_range", oe.port_range != ne.port_range),
             ("engine.port_quarantine_secs", oe.port_quarantine != ne.port_quarantine),
             ("engine.decrement_ttl", oe.decrement_ttl != ne.decrement_ttl),
+            ("synproxy", oe.synproxy != ne.synproxy),
             // Not in the file, but fixed all the same; timeouts reload through the model.
             ("engine", EngineConfig { timeouts: ne.timeouts, ..oe.clone() } != *ne),
             ("metrics.listen", o.metrics.listen != n.metrics.listen),
@@ -659,7 +665,7 @@ impl Builder<'_> {
                 log_level: raw.daemon.log_level.unwrap_or_else(|| DaemonSettings::default().log_level),
             },
             driver,
-            engine,
+            engine: EngineConfig { synproxy: synproxy.engine_config(), ..engine },
             synproxy,
             metrics: MetricsSettings { listen },
             model,

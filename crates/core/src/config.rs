@@ -140,6 +140,83 @@ pub struct RealConfig {
     pub weight: u32,
 }
 
+/// How the SYN toward a real is retransmitted while SYNProxy holds a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetransmitMode {
+    /// RTO from the real's measured handshake RTT (RFC 6298), exponential
+    /// backoff, failover to another real after `syn_retries` unanswered tries.
+    #[default]
+    Adaptive,
+    /// The classic kernel FullNAT behaviour, for comparison only: a fixed
+    /// 3 s retransmit riding the connection's expiry, 3 tries, no failover.
+    Classic,
+}
+
+impl RetransmitMode {
+    /// The name in the config file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Adaptive => "adaptive",
+            Self::Classic => "classic",
+        }
+    }
+}
+
+/// SYNProxy settings, engine-wide; a service turns SYNProxy on with
+/// [`ServiceConfig::synproxy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SynproxyConfig {
+    /// Largest MSS the SYN-ACK to a client announces.
+    pub mss_max: u16,
+    /// Window scale announced to clients until a real's SYN-ACK teaches another.
+    pub wscale: u8,
+    /// Offer SACK to clients that offer it.
+    pub sack: bool,
+    /// Offer timestamps to clients that offer them.
+    pub timestamps: bool,
+    /// TTL of packets the engine builds.
+    pub ttl: u8,
+    /// How long a cookie stays valid.
+    pub cookie_validity: Duration,
+    /// Answer an ACK with a bad cookie with an RST (else drop it silently; counted either way).
+    pub rst_on_bad_cookie: bool,
+    /// Identical real→client segments in a row beyond which they are dropped.
+    pub ack_storm_threshold: u32,
+    /// Client packets kept per connection while the real's handshake is open.
+    pub max_stored_packets: usize,
+    /// Open the real's handshake only once the client sends data.
+    pub defer_rs_syn: bool,
+    /// Smallest retransmission timeout toward a real.
+    pub rto_floor: Duration,
+    /// Retransmission timeout before a real has an RTT sample.
+    pub rto_initial: Duration,
+    /// Unanswered SYNs to one real before the client moves to another.
+    pub syn_retries: u8,
+    /// Adaptive (default) or classic retransmission.
+    pub retransmit_mode: RetransmitMode,
+}
+
+impl Default for SynproxyConfig {
+    fn default() -> Self {
+        Self {
+            mss_max: 1460,
+            wscale: 7,
+            sack: true,
+            timestamps: true,
+            ttl: 64,
+            cookie_validity: Duration::from_secs(120),
+            rst_on_bad_cookie: true,
+            ack_storm_threshold: 10,
+            max_stored_packets: 3,
+            defer_rs_syn: false,
+            rto_floor: Duration::from_millis(20),
+            rto_initial: Duration::from_millis(200),
+            syn_retries: 2,
+            retransmit_mode: RetransmitMode::Adaptive,
+        }
+    }
+}
+
 /// Settings of one data-path worker's engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -157,6 +234,8 @@ pub struct EngineConfig {
     pub worker: WorkerSlice,
     /// Decrement the TTL of forwarded packets.
     pub decrement_ttl: bool,
+    /// SYNProxy settings for services that enable it.
+    pub synproxy: SynproxyConfig,
 }
 
 impl Default for EngineConfig {
@@ -169,6 +248,7 @@ impl Default for EngineConfig {
             port_range: (1024, 65535),
             worker: WorkerSlice::SINGLE,
             decrement_ttl: true,
+            synproxy: SynproxyConfig::default(),
         }
     }
 }

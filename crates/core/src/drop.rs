@@ -63,6 +63,14 @@ drop_reasons! {
     IcmpUnsupported => "icmp_unsupported",
     /// Not addressed to any VIP or LIP of this load balancer.
     NotForUs => "not_for_us",
+    /// An ACK to a SYNProxy service with no connection whose cookie is wrong or expired.
+    BadCookie => "bad_cookie",
+    /// A client packet while SYNProxy is still opening the real's side, beyond what is kept for replay.
+    HandshakePending => "handshake_pending",
+    /// A real→client segment repeated past the ack-storm threshold.
+    AckStorm => "ack_storm",
+    /// The engine's queue of packets it built itself is full.
+    TxQueueFull => "tx_queue_full",
     /// The driver could not hand the packet to the network (device or ring full, or gone).
     TxFailed => "tx_failed",
     /// Dropped on purpose by the driver's fault injector (tests and `rvs lab --loss`).

@@ -19,6 +19,7 @@ use crate::hash::Secrets;
 use crate::laddr::LocalPools;
 use crate::sched::Scheduler;
 use crate::service::{Real, Service, TrafficCounters};
+use crate::synproxy::{SPLICED, SynproxyState, SynproxyStats};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 
@@ -37,6 +38,9 @@ pub enum Verdict {
     },
     /// The packet is dropped for this reason (already counted).
     Drop(DropReason),
+    /// SYNProxy answered or kept the packet; what to send comes out of
+    /// [`Engine::poll_transmit`].
+    Absorbed,
 }
 
 /// A rejected control-plane change. Nothing was changed.
@@ -101,13 +105,17 @@ pub struct Engine {
     /// The latest time the driver handed in; control-plane changes (which
     /// carry no time) start port-pool epochs from it.
     pub(crate) last_now: Instant,
+    /// SYNProxy: cookie keys, open real-side handshakes, built packets.
+    pub(crate) syn: SynproxyState,
 }
 
 impl Engine {
     /// An engine with no services. `seed` keys every hash and random draw
     /// (the driver takes it from the OS; tests fix it).
     pub fn new(cfg: EngineConfig, seed: [u8; 32], now: Instant) -> Self {
-        let table = ConnTable::new(Secrets::from_seed(seed), cfg.max_conns, cfg.prealloc_conns, now);
+        let secrets = Secrets::from_seed(seed);
+        let syn = SynproxyState::new(&secrets, &cfg.synproxy);
+        let table = ConnTable::new(secrets, cfg.max_conns, cfg.prealloc_conns, now);
         let pools = LocalPools::new(cfg.port_range, cfg.worker, cfg.port_quarantine);
         Self {
             cfg,
@@ -120,6 +128,7 @@ impl Engine {
             stats: Stats::default(),
             draws: 0,
             last_now: now,
+            syn,
         }
     }
 
@@ -177,15 +186,42 @@ impl Engine {
 
     /// When [`Self::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.table.poll_timeout()
+        match (self.table.poll_timeout(), self.syn.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Expire idle connections.
+    /// The next packet the engine built itself (SYNProxy's SYN-ACKs, SYNs,
+    /// ACKs and RSTs, and client packets it kept and now replays), copied
+    /// into `buf`; its length and the side it goes to. Call until `None`
+    /// after every batch and timeout.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(usize, Side)> {
+        loop {
+            match self.syn.store.pop_tx(buf)? {
+                Some(out) => return Some(out),
+                None => self.stats.drops.add(DropReason::TxFailed),
+            }
+        }
+    }
+
+    /// SYNProxy counters.
+    pub fn synproxy_stats(&self) -> SynproxyStats {
+        self.syn.stats
+    }
+
+    /// Real-side handshakes SYNProxy has open.
+    pub fn open_handshakes(&self) -> usize {
+        self.syn.open()
+    }
+
+    /// Expire idle connections; retransmit SYNs toward reals.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
-        let Self { table, services, pools, stats, .. } = self;
+        self.synproxy_timeouts(now);
+        let Self { table, services, pools, stats, syn, .. } = self;
         table.handle_timeout(now, |conn| {
-            Self::release(services, pools, stats, now, &conn);
+            Self::release(services, pools, stats, Some(syn), now, &conn);
         });
         // Rotation is lazy inside the pools; this keeps their counts current
         // for listings and metrics.
@@ -197,9 +233,15 @@ impl Engine {
         services: &mut [Service],
         pools: &mut LocalPools,
         stats: &mut Stats,
+        syn: Option<&mut SynproxyState>,
         now: Instant,
         conn: &Conn,
     ) {
+        if let Some(syn) = syn
+            && conn.handshake < SPLICED
+        {
+            syn.forget(conn.handshake);
+        }
         pools.pool_mut(conn.pool).release(now, conn.laddr.port);
         if let Some(real) =
             services.get_mut(conn.service as usize).and_then(|s| s.reals.get_mut(conn.real_index as usize))
@@ -214,7 +256,14 @@ impl Engine {
     /// Remove a connection now (recycling, flushing).
     pub(crate) fn remove_conn(&mut self, now: Instant, id: ConnId) {
         if let Some(conn) = self.table.remove(id) {
-            Self::release(&mut self.services, &mut self.pools, &mut self.stats, now, &conn);
+            Self::release(
+                &mut self.services,
+                &mut self.pools,
+                &mut self.stats,
+                Some(&mut self.syn),
+                now,
+                &conn,
+            );
         }
     }
 
@@ -294,6 +343,7 @@ impl Engine {
             reals: Vec::new(),
             stats: TrafficCounters::default(),
             in_service: true,
+            synproxy_wscale: None,
         };
         // Reuse the slot of a removed service whose connections are gone.
         let reusable =
@@ -401,6 +451,7 @@ impl Engine {
                 inactive_conns: 0,
                 stats: TrafficCounters::default(),
                 pools,
+                handshake: Default::default(),
             }),
         }
         s.sched.update(&s.reals);

@@ -29,12 +29,16 @@ pub mod laddr;
 mod nat;
 pub mod sched;
 pub mod service;
+mod synproxy;
 pub mod tcp_state;
 pub mod time;
 
 pub use addr::{Endpoint, FlowKey, Proto};
-pub use config::{EngineConfig, RealConfig, SchedKind, ServiceConfig, Timeouts, WorkerSlice};
+pub use config::{
+    EngineConfig, RealConfig, RetransmitMode, SchedKind, ServiceConfig, SynproxyConfig, Timeouts, WorkerSlice,
+};
 pub use drop::{DropCounters, DropReason};
 pub use engine::{ConfigError, Engine, Stats, Verdict};
+pub use synproxy::{HandshakeStats, SynproxyStats};
 pub use tcp_state::{Side, TcpState};
 pub use time::Instant;

@@ -25,7 +25,25 @@ use crate::time::Instant;
 
 /// Domains of [`crate::hash::Secrets::derive`].
 const DRAW_PORT: u8 = 1;
-const DRAW_ISN: u8 = 2;
+pub(crate) const DRAW_ISN: u8 = 2;
+
+/// What the packet path did with a packet it did not drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Rewritten in place; send toward this side.
+    Forward(Side),
+    /// Answered or kept by SYNProxy.
+    Absorbed,
+}
+
+/// Where a new connection goes: the real, and the local address and port toward it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement {
+    pub(crate) real_index: usize,
+    pub(crate) real: Endpoint,
+    pub(crate) laddr: Endpoint,
+    pub(crate) pool: crate::laddr::PoolId,
+}
 
 /// What the path needs from the IP header, for either family.
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +146,8 @@ impl Engine {
     pub fn handle(&mut self, now: Instant, pkt: &mut [u8]) -> Verdict {
         self.last_now = self.last_now.max(now);
         match self.process(now, pkt) {
-            Ok(to) => Verdict::Forward { to },
+            Ok(Outcome::Forward(to)) => Verdict::Forward { to },
+            Ok(Outcome::Absorbed) => Verdict::Absorbed,
             Err(reason) => {
                 self.stats.drops.add(reason);
                 Verdict::Drop(reason)
@@ -136,14 +155,14 @@ impl Engine {
         }
     }
 
-    fn process(&mut self, now: Instant, pkt: &mut [u8]) -> Result<Side, DropReason> {
+    fn process(&mut self, now: Instant, pkt: &mut [u8]) -> Result<Outcome, DropReason> {
         let ip = IpInfo::parse(pkt)?;
         let pkt = &mut pkt[..ip.total_len];
         if ip.ttl <= 1 && self.cfg.decrement_ttl {
             return Err(DropReason::TtlExpired);
         }
         let proto = match ip.protocol {
-            ip_protocol::ICMP => return self.handle_icmp(now, &ip, pkt),
+            ip_protocol::ICMP => return self.handle_icmp(now, &ip, pkt).map(Outcome::Forward),
             p => Proto::from_number(p),
         };
         let Some(proto) = proto else {
@@ -156,12 +175,15 @@ impl Engine {
             dst: Endpoint::new(ip.dst, l4.dst_port),
         };
         let hash = self.table.hash(&key);
+        let synproxy = proto == Proto::Tcp
+            && self.by_vip.get(&(proto, key.dst)).is_some_and(|&i| self.services[i as usize].config.synproxy);
         let found = match self.table.lookup_hashed(hash, &key) {
-            // A new SYN on a finished connection starts over (clean reuse).
+            // A new SYN, or with SYNProxy a cookie ACK, on a finished
+            // connection starts over (clean reuse).
             Some(l)
                 if l.side == Side::Client
-                    && l4.flags.syn
-                    && !l4.flags.ack
+                    && ((l4.flags.syn && !l4.flags.ack)
+                        || (synproxy && l4.flags.ack && !l4.flags.syn && !l4.flags.rst))
                     && self.table.get(l.id).is_some_and(|c| c.state.is_reusable()) =>
             {
                 self.remove_conn(now, l.id);
@@ -171,9 +193,33 @@ impl Engine {
         };
         let lookup = match found {
             Some(l) => l,
+            None if synproxy => {
+                let svc = self.by_vip[&(proto, key.dst)];
+                return match (l4.flags.syn, l4.flags.ack, l4.flags.rst) {
+                    (true, false, _) => Ok(self.synproxy_syn(now, &ip, &key, svc, pkt)),
+                    (false, true, false) => self.synproxy_ack(now, &ip, &key, svc, pkt),
+                    _ => Err(DropReason::NoConnection),
+                };
+            }
             None => self.new_conn(now, &key, &l4)?,
         };
-        self.forward(now, lookup, &ip, &l4, pkt)
+        if proto == Proto::Tcp {
+            let hs = self.table.get(lookup.id).map_or(crate::synproxy::NO_HANDSHAKE, |c| c.handshake);
+            if hs < crate::synproxy::SPLICED {
+                return self.synproxy_pending(now, lookup, &ip, pkt);
+            }
+            if hs == crate::synproxy::SPLICED && lookup.side == Side::Real {
+                let seg = &pkt[ip.header_len..];
+                if l4.flags.syn && l4.flags.ack {
+                    let conn = self.table.get(lookup.id).cloned();
+                    return Ok(conn.map_or(Outcome::Absorbed, |c| self.synproxy_reack(&c, seg)));
+                }
+                if self.ack_storm(lookup.id, seg) {
+                    return Err(DropReason::AckStorm);
+                }
+            }
+        }
+        self.forward(now, lookup, &ip, &l4, pkt).map(Outcome::Forward)
     }
 
     /// Why a packet with no connection and no service is dropped.
@@ -198,30 +244,10 @@ impl Engine {
         if self.table.len() >= self.table.max() {
             return Err(DropReason::TableFull);
         }
-        let svc = &mut self.services[svc_index as usize];
-        if svc.config.laddrs.is_empty() {
-            return Err(DropReason::NoLocalAddress);
-        }
-        let real_index = svc.sched.pick(&svc.reals, key.src).ok_or(DropReason::NoReal)?;
-        let real = &svc.reals[real_index];
-        let draw = self.table.secrets().derive(DRAW_PORT, key.proto, key.src, key.dst, self.draws);
-        self.draws = self.draws.wrapping_add(1);
-        let n = real.pools.len();
-        let (laddr, pool) = (0..n)
-            .find_map(|k| {
-                let at = (draw as usize).wrapping_add(k) % n;
-                let pool = real.pools[at];
-                let port = self.pools.pool_mut(pool).allocate(now, draw.rotate_left(32))?;
-                Some((Endpoint::new(svc.config.laddrs.get(at).copied()?, port), pool))
-            })
-            .ok_or(DropReason::NoLocalPort)?;
-        let real_ep = real.endpoint;
+        let placed = self.place(now, svc_index, key, &[])?;
         let mut xlat = Translation::default();
         if key.proto == Proto::Tcp {
-            // RFC 6528: a 4 µs clock plus a keyed hash of the real-side tuple.
-            let clock = (now.as_nanos() / 4_000) as u32;
-            let isn = clock
-                .wrapping_add(self.table.secrets().derive(DRAW_ISN, key.proto, laddr, real_ep, 0) as u32);
+            let (isn, _) = self.real_side_numbers(now, placed.laddr, placed.real);
             xlat.c2r_seq = isn.wrapping_sub(l4.seq);
         }
         let state = match key.proto {
@@ -231,30 +257,84 @@ impl Engine {
         let conn = Conn {
             client: key.src,
             vip: key.dst,
-            laddr,
-            real: real_ep,
+            laddr: placed.laddr,
+            real: placed.real,
             proto: key.proto,
             state,
             client_wscale: 0,
             real_wscale: 0,
+            peer_wscale: 0,
             service: svc_index,
-            real_index: real_index as u32,
-            pool,
+            real_index: placed.real_index as u32,
+            pool: placed.pool,
             xlat,
             fins: Default::default(),
+            handshake: crate::synproxy::NO_HANDSHAKE,
+            storm_key: 0,
+            storm_count: 0,
             expires: now + self.timeout(svc_index, key.proto, state),
         };
+        let id = self.insert_conn(now, conn, placed.pool)?;
+        Ok(Lookup { id, side: Side::Client })
+    }
+
+    /// Choose a real for a new connection of service `svc` (none of
+    /// `exclude`), and a local address and port toward it.
+    pub(crate) fn place(
+        &mut self,
+        now: Instant,
+        svc: u32,
+        key: &FlowKey,
+        exclude: &[u32],
+    ) -> Result<Placement, DropReason> {
+        let service = &mut self.services[svc as usize];
+        if service.config.laddrs.is_empty() {
+            return Err(DropReason::NoLocalAddress);
+        }
+        let mut real_index = service.sched.pick(&service.reals, key.src).ok_or(DropReason::NoReal)?;
+        if exclude.contains(&(real_index as u32)) {
+            // The scheduler's choice was tried already: the next available real not tried.
+            let n = service.reals.len();
+            real_index = (1..n)
+                .map(|k| (real_index + k) % n)
+                .find(|&i| service.reals[i].available() && !exclude.contains(&(i as u32)))
+                .ok_or(DropReason::NoReal)?;
+        }
+        let real = &service.reals[real_index];
+        let draw = self.table.secrets().derive(DRAW_PORT, key.proto, key.src, key.dst, self.draws);
+        self.draws = self.draws.wrapping_add(1);
+        let n = real.pools.len();
+        let (laddr, pool) = (0..n)
+            .find_map(|k| {
+                let at = (draw as usize).wrapping_add(k) % n;
+                let pool = real.pools[at];
+                let port = self.pools.pool_mut(pool).allocate(now, draw.rotate_left(32))?;
+                Some((Endpoint::new(service.config.laddrs.get(at).copied()?, port), pool))
+            })
+            .ok_or(DropReason::NoLocalPort)?;
+        Ok(Placement { real_index, real: real.endpoint, laddr, pool })
+    }
+
+    /// Insert a new connection and count it; on failure its local port goes back.
+    pub(crate) fn insert_conn(
+        &mut self,
+        now: Instant,
+        conn: Conn,
+        pool: crate::laddr::PoolId,
+    ) -> Result<crate::conn::ConnId, DropReason> {
+        let (svc_index, real_index, state, port) =
+            (conn.service as usize, conn.real_index as usize, conn.state, conn.laddr.port);
         let id = match self.table.insert(conn) {
             Ok(id) => id,
             Err(e) => {
-                self.pools.pool_mut(pool).release(now, laddr.port);
+                self.pools.pool_mut(pool).release(now, port);
                 return Err(match e {
                     TableFull::Full => DropReason::TableFull,
                     TableFull::Duplicate => DropReason::NoLocalPort,
                 });
             }
         };
-        let svc = &mut self.services[svc_index as usize];
+        let svc = &mut self.services[svc_index];
         let real = &mut svc.reals[real_index];
         if state.is_active() {
             real.active_conns += 1;
@@ -265,7 +345,7 @@ impl Engine {
         svc.stats.conns += 1;
         self.stats.traffic.conns += 1;
         self.stats.conns_created += 1;
-        Ok(Lookup { id, side: Side::Client })
+        Ok(id)
     }
 
     fn forward(
@@ -286,6 +366,7 @@ impl Engine {
             Side::Real => (conn.vip, conn.client, Side::Client),
         };
         let xlat = conn.xlat.for_packet_from(lookup.side);
+        let rescale = (conn.real_wscale, conn.client_wscale);
         let mut timeout_state = new;
         if proto == Proto::Tcp {
             if l4.flags.fin {
@@ -333,8 +414,22 @@ impl Engine {
         count(&mut self.stats.traffic, to, pkt.len());
         let mss = if l4.flags.syn { mss_clamp } else { None };
         rewrite(pkt, ip, src, dst, xlat, mss, self.cfg.decrement_ttl);
+        if to == Side::Client && rescale.0 != rescale.1 {
+            rescale_window(&mut pkt[ip.header_len..], rescale.0, rescale.1);
+        }
         Ok(to)
     }
+}
+
+/// Rewrite a real→client window in the scale announced to the client
+/// (SYNProxy, when the real chose another).
+fn rescale_window(seg: &mut [u8], real_wscale: u8, client_wscale: u8) {
+    let mut t = tcp::Packet::new_unchecked(seg);
+    let old = t.window_len();
+    let new = crate::synproxy::rescale_window(old, real_wscale, client_wscale);
+    let sum = checksum::update16(t.checksum(), old, new);
+    t.set_window_len(new);
+    t.set_checksum(sum);
 }
 
 fn count(c: &mut crate::service::TrafficCounters, to: Side, bytes: usize) {

@@ -51,6 +51,8 @@ pub struct Real {
     pub stats: TrafficCounters,
     /// One port pool per local address of the service, in the same order.
     pub pools: Vec<PoolId>,
+    /// SYNProxy handshakes with this real: RTT, retransmits, failovers.
+    pub handshake: crate::synproxy::HandshakeStats,
 }
 
 impl Real {
@@ -78,4 +80,7 @@ pub struct Service {
     pub stats: TrafficCounters,
     /// False once removed; kept until its last connection ends.
     pub in_service: bool,
+    /// SYNProxy: the window scale the reals' SYN-ACKs last chose, announced
+    /// to new clients so the real's windows usually pass unchanged.
+    pub synproxy_wscale: Option<u8>,
 }

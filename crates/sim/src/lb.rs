@@ -9,6 +9,13 @@ impl Middlebox for Engine {
         matches!(Self::handle(self, now, packet), Verdict::Forward { .. })
     }
 
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 2048];
+        let (len, _) = Self::poll_transmit(self, &mut buf)?;
+        buf.truncate(len);
+        Some(buf)
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         Self::poll_timeout(self)
     }

@@ -117,10 +117,13 @@ pub struct Conn {
     pub proto: Proto,
     /// TCP state; UDP flows stay `Established`.
     pub state: TcpState,
-    /// Window scale the client announced (SYNProxy rescaling; 0 if none).
+    /// SYNProxy: the window scale announced to the client (0 if none).
     pub client_wscale: u8,
-    /// Window scale the real announced (SYNProxy rescaling; 0 if none).
+    /// SYNProxy: the window scale the real announced (0 if none).
     pub real_wscale: u8,
+    /// SYNProxy: the client's own window scale as told to the real (0 if
+    /// none), for windows in segments the engine builds toward the real.
+    pub peer_wscale: u8,
     /// Index of the service in the engine.
     pub service: u32,
     /// Index of the real in its service.
@@ -131,6 +134,13 @@ pub struct Conn {
     pub xlat: Translation,
     /// Where each side's FIN ends, as the other side numbers it.
     pub fins: Fins,
+    /// SYNProxy: the open real-side handshake, or a marker for none or spliced.
+    pub handshake: u32,
+    /// SYNProxy: the last bare real→client segment (sequence, acknowledgement
+    /// and window folded), for ack-storm detection.
+    pub storm_key: u32,
+    /// SYNProxy: how often that segment repeated in a row (saturating).
+    pub storm_count: u8,
     /// Idle deadline: refreshed by every packet.
     pub expires: Instant,
 }

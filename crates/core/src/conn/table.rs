@@ -32,6 +32,11 @@ pub struct ConnId {
     generation: u32,
 }
 
+impl ConnId {
+    /// Names no connection (a placeholder until one is inserted).
+    pub const NONE: Self = Self { index: u32::MAX, generation: u32::MAX };
+}
+
 /// A connection found for a packet, and which side the packet came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lookup {
@@ -330,11 +335,15 @@ mod tests {
             state: TcpState::Established,
             client_wscale: 0,
             real_wscale: 0,
+            peer_wscale: 0,
             service: 0,
             real_index: 0,
             pool: PoolId(0),
             xlat: Default::default(),
             fins: Default::default(),
+            handshake: crate::synproxy::NO_HANDSHAKE,
+            storm_key: 0,
+            storm_count: 0,
             expires,
         }
     }
@@ -434,6 +443,6 @@ mod tests {
         let index_worst = 2.0 * (4.0 + 1.0) / (7.0 / 16.0);
         let per_conn = ConnTable::SLOT_BYTES as f64 + index_worst + 12.0;
         assert!(per_conn <= 192.0, "{per_conn} bytes per connection");
-        assert!(size_of::<Conn>() <= 136, "Conn is {} bytes", size_of::<Conn>());
+        assert!(size_of::<Conn>() <= 144, "Conn is {} bytes", size_of::<Conn>());
     }
 }

@@ -234,6 +234,7 @@ pub(crate) mod tests {
             inactive_conns: 0,
             stats: TrafficCounters::default(),
             pools: Vec::new(),
+            handshake: Default::default(),
         }
     }
 

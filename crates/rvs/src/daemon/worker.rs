@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rvs_control::model::{Op, apply_all};
 use rvs_control::snapshot::Snapshot;
-use rvs_core::{DropReason, Engine, Verdict};
+use rvs_core::{DropReason, Engine, Side, Verdict};
 
 use crate::driver::tun::Tun;
 
@@ -187,7 +187,30 @@ impl Worker {
             if self.engine.poll_timeout().is_some_and(|at| at <= now) {
                 self.engine.handle_timeout(now);
             }
+            self.send_built(&mut bufs[0]);
         }
+    }
+
+    /// Send what the engine built itself (SYNProxy's handshakes and replays).
+    fn send_built(&mut self, buf: &mut [u8]) {
+        while let Some((len, to)) = self.engine.poll_transmit(buf) {
+            // Only the LB–real link is lossy; answers to clients cross the other.
+            if to == Side::Real && self.inject_fault() {
+                continue;
+            }
+            if self.tun.send(&buf[..len]).is_err() {
+                self.engine.count_drop(DropReason::TxFailed);
+            }
+        }
+    }
+
+    /// Whether the fault injector drops this packet (counted).
+    fn inject_fault(&mut self) -> bool {
+        if self.loss_threshold > 0 && self.draw() < self.loss_threshold {
+            self.engine.count_drop(DropReason::FaultInjected);
+            return true;
+        }
+        false
     }
 
     fn serve_requests(&mut self) {
@@ -225,19 +248,21 @@ impl Worker {
             let now = self.clock.now();
             for i in 0..n {
                 let packet = &mut bufs[i][..lens[i]];
-                if let Verdict::Drop(_) = self.engine.handle(now, packet) {
+                // Drops are counted by the engine; absorbed packets were
+                // answered or kept, and what to send comes from poll_transmit.
+                if !matches!(self.engine.handle(now, packet), Verdict::Forward { .. }) {
                     continue;
                 }
                 // Every forwarded packet crosses the LB–real link once (toward
                 // a real or coming from one), so this is loss on that link.
-                if self.loss_threshold > 0 && self.draw() < self.loss_threshold {
-                    self.engine.count_drop(DropReason::FaultInjected);
+                if self.inject_fault() {
                     continue;
                 }
                 if self.tun.send(packet).is_err() {
                     self.engine.count_drop(DropReason::TxFailed);
                 }
             }
+            self.send_built(&mut bufs[0]);
             if n < bufs.len() {
                 return;
             }

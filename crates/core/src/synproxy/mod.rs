@@ -1,0 +1,744 @@
+//! SYNProxy: the engine answers a client's SYN itself with a SYN cookie,
+//! keeps nothing for it, and opens a connection to a real only for a client
+//! whose ACK proves the cookie. The two handshakes are then spliced: every
+//! later packet is translated between the client's view (the cookie's
+//! sequence space, our timestamps, the window scale we announced) and the
+//! real's.
+//!
+//! Where the classic kernel SYNProxy stalled clients for seconds, this one:
+//! retransmits the SYN toward the real on its own timer, with an RTO from the
+//! real's measured handshake RTT (RFC 6298) instead of the connection's 3 s
+//! expiry; moves the client to another real after `syn_retries` unanswered
+//! tries or an RST (the client sees a short delay, not an error); builds its
+//! SYN-ACK from scratch with only options it implements; translates
+//! timestamps both ways so PAWS and RTT measurement work end to end; and
+//! rescales the real's window when the real chose another scale than the one
+//! announced to the client. `RetransmitMode::Classic` keeps the old
+//! behaviour for side-by-side comparison.
+
+pub(crate) mod cookie;
+mod emit;
+pub(crate) mod store;
+
+use core::cmp::Reverse;
+use core::time::Duration;
+use std::collections::BinaryHeap;
+
+use rvs_wire::tcp::{self, TcpOption};
+
+use crate::addr::{Endpoint, FlowKey};
+use crate::config::RetransmitMode;
+use crate::conn::{Conn, ConnId, Lookup};
+use crate::drop::DropReason;
+use crate::engine::Engine;
+use crate::hash::Secrets;
+use crate::nat::{IpInfo, Outcome};
+use crate::tcp_state::{Side, TcpState};
+use crate::time::Instant;
+use cookie::{CookieJar, Offer};
+use emit::Segment;
+use store::PacketStore;
+
+/// `Conn::handshake` of a connection SYNProxy did not open.
+pub(crate) const NO_HANDSHAKE: u32 = u32::MAX;
+/// `Conn::handshake` of a SYNProxy connection whose handshakes are spliced.
+pub(crate) const SPLICED: u32 = u32::MAX - 1;
+/// Reals one client may be offered before it gets an RST.
+const MAX_TRIED: usize = 8;
+/// Upper bound of the backed-off RTO toward a real.
+const MAX_RTO: Duration = Duration::from_secs(10);
+/// The classic retransmit: the SYN_SENT expiry of kernel FullNAT.
+const CLASSIC_RTO: Duration = Duration::from_secs(3);
+const CLASSIC_TRIES: u8 = 3;
+/// Packet slots for kept client packets and built packets together.
+const STORE_SLOTS: usize = 1 << 16;
+const DRAW_TS: u8 = 3;
+
+/// Counters of the SYNProxy path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SynproxyStats {
+    /// Client SYNs answered with a cookie.
+    pub syns_answered: u64,
+    /// ACKs whose cookie was valid (connections opened toward a real).
+    pub cookies_accepted: u64,
+    /// Real handshakes completed and spliced.
+    pub spliced: u64,
+    /// SYNs sent to a real again after its RTO.
+    pub syn_retransmits: u64,
+    /// Clients moved to another real (no answer or an RST from the first).
+    pub failovers: u64,
+    /// Clients given an RST because no real answered.
+    pub gave_up: u64,
+    /// Client packets kept while a real's handshake was open.
+    pub stored: u64,
+}
+
+/// What one real's handshakes taught the engine, and what they cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandshakeStats {
+    /// Smoothed handshake RTT (RFC 6298), once there is a sample.
+    pub srtt: Option<Duration>,
+    /// RTT variation.
+    pub rttvar: Duration,
+    /// SYNs retransmitted to this real.
+    pub syn_retransmits: u64,
+    /// Clients moved away from this real (it did not answer or sent an RST);
+    /// the signal passive health checking will use.
+    pub failovers: u64,
+}
+
+impl HandshakeStats {
+    /// RFC 6298 §2, with a 1 ms clock granularity.
+    fn sample(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + delta) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
+
+    fn rto(&self, floor: Duration, initial: Duration) -> Duration {
+        match self.srtt {
+            None => initial,
+            Some(srtt) => (srtt + (self.rttvar * 4).max(Duration::from_millis(1))).max(floor),
+        }
+        .min(MAX_RTO)
+    }
+}
+
+/// A client whose handshake with a real is still open.
+#[derive(Debug, Clone)]
+struct Handshake {
+    generation: u32,
+    live: bool,
+    conn: ConnId,
+    client_isn: u32,
+    cookie: u32,
+    offer: Offer,
+    /// The client's TSval when its ACK arrived (the real-side offset is taken from it).
+    client_tsval: u32,
+    /// The TSecr of the client's ACK: the TSval our SYN-ACK carried.
+    client_echo: u32,
+    /// Our ISN and TSval toward the current real.
+    real_isn: u32,
+    real_tsval: u32,
+    syn_sent: bool,
+    tries: u8,
+    first_sent: Instant,
+    deadline: Instant,
+    rto: Duration,
+    tried: [u32; MAX_TRIED],
+    n_tried: usize,
+    stored: [u32; 8],
+    n_stored: usize,
+}
+
+/// The engine's SYNProxy state: cookie keys, open handshakes, packet slots.
+#[derive(Debug)]
+pub(crate) struct SynproxyState {
+    jar: CookieJar,
+    handshakes: Vec<Handshake>,
+    free: Vec<u32>,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    pub(crate) store: PacketStore,
+    pub(crate) stats: SynproxyStats,
+}
+
+impl SynproxyState {
+    pub(crate) fn new(secrets: &Secrets, cfg: &crate::config::SynproxyConfig) -> Self {
+        Self {
+            jar: CookieJar::new(secrets, cfg.cookie_validity),
+            handshakes: Vec::new(),
+            free: Vec::new(),
+            timers: BinaryHeap::new(),
+            store: PacketStore::new(STORE_SLOTS),
+            stats: SynproxyStats::default(),
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Forget the handshake of a connection that is going away.
+    pub(crate) fn forget(&mut self, index: u32) {
+        let Some(hs) = self.handshakes.get_mut(index as usize).filter(|h| h.live) else { return };
+        hs.live = false;
+        hs.generation = hs.generation.wrapping_add(1);
+        let stored = hs.stored;
+        let n = hs.n_stored;
+        for &slot in &stored[..n] {
+            self.store.release(slot);
+        }
+        self.free.push(index);
+    }
+
+    /// Open handshakes (for listings).
+    pub(crate) fn open(&self) -> usize {
+        self.handshakes.len() - self.free.len()
+    }
+}
+
+/// TCP options of a segment the SYNProxy path reads.
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    mss: Option<u16>,
+    wscale: Option<u8>,
+    sack_permitted: bool,
+    timestamps: Option<(u32, u32)>,
+}
+
+fn read_options(seg: &[u8]) -> Options {
+    let mut o = Options::default();
+    let Ok(t) = tcp::Packet::new_checked(seg) else { return o };
+    for item in tcp::options_iter(t.options()) {
+        let Ok((_, opt)) = item else { break };
+        match opt {
+            TcpOption::MaxSegmentSize(m) => o.mss = Some(m),
+            TcpOption::WindowScale(w) => o.wscale = Some(w.min(14)),
+            TcpOption::SackPermitted => o.sack_permitted = true,
+            TcpOption::Timestamps { tsval, tsecr } => o.timestamps = Some((tsval, tsecr)),
+            _ => {}
+        }
+    }
+    o
+}
+
+fn ms_clock(now: Instant) -> u32 {
+    (now.as_nanos() / 1_000_000) as u32
+}
+
+impl Engine {
+    /// A SYN to a SYNProxy service: answer with a cookie SYN-ACK, keep nothing.
+    pub(crate) fn synproxy_syn(
+        &mut self,
+        now: Instant,
+        ip: &IpInfo,
+        key: &FlowKey,
+        svc: u32,
+        pkt: &[u8],
+    ) -> Outcome {
+        let seg = &pkt[ip.header_len..];
+        let opts = read_options(seg);
+        let client_isn = tcp::Packet::new_unchecked(seg).seq_number();
+        let cfg = self.cfg.synproxy;
+        let service = &self.services[svc as usize];
+        let offer = Offer {
+            mss: opts.mss.unwrap_or(536).min(cfg.mss_max),
+            wscale: opts.wscale,
+            sack: opts.sack_permitted && cfg.sack,
+            timestamps: opts.timestamps.is_some() && cfg.timestamps,
+        };
+        let (cookie, ts_bits) = self.syn.jar.make(self.table.secrets(), now, key, client_isn, offer);
+        let our_mss = service.config.mss_clamp.map_or(cfg.mss_max, |c| c.min(cfg.mss_max));
+        let announced = service.synproxy_wscale.unwrap_or(cfg.wscale);
+        let tsval = (ms_clock(now) & !((1 << cookie::TS_OPT_BITS) - 1)) | ts_bits;
+        let synack = Segment {
+            src: key.dst,
+            dst: key.src,
+            seq: cookie,
+            ack: Some(client_isn.wrapping_add(1)),
+            flags: tcp::Flags::SYN,
+            window: u16::MAX,
+            mss: Some(our_mss),
+            wscale: offer.wscale.map(|_| announced),
+            sack_permitted: offer.sack,
+            timestamps: offer.timestamps.then(|| (tsval, opts.timestamps.map_or(0, |t| t.0))),
+            ttl: cfg.ttl,
+        };
+        self.syn.stats.syns_answered += 1;
+        self.queue_segment(&synack, Side::Client)
+    }
+
+    /// An ACK with no connection to a SYNProxy service: if its cookie is
+    /// good, open the connection and the real's handshake.
+    pub(crate) fn synproxy_ack(
+        &mut self,
+        now: Instant,
+        ip: &IpInfo,
+        key: &FlowKey,
+        svc: u32,
+        pkt: &[u8],
+    ) -> Result<Outcome, DropReason> {
+        let seg = &pkt[ip.header_len..];
+        let t = tcp::Packet::new_unchecked(seg);
+        let (seq, ack, payload) = (t.seq_number(), t.ack_number(), t.payload().len());
+        let opts = read_options(seg);
+        let cfg = self.cfg.synproxy;
+        let (client_isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
+        let tsecr = opts.timestamps.map(|t| t.1);
+        let Some(offer) = self.syn.jar.check(self.table.secrets(), now, key, client_isn, cookie, tsecr)
+        else {
+            if cfg.rst_on_bad_cookie {
+                // RFC 9293 §3.10.7.1: an unacceptable ACK gets <SEQ=SEG.ACK><CTL=RST>.
+                let rst = Segment::rst(key.dst, key.src, ack, None, cfg.ttl);
+                let _ = self.queue_segment(&rst, Side::Client);
+            }
+            return Err(DropReason::BadCookie);
+        };
+        if self.table.len() >= self.table.max() {
+            return Err(DropReason::TableFull);
+        }
+        let placed = self.place(now, svc, key, &[])?;
+        let announced = {
+            let s = &self.services[svc as usize];
+            offer.wscale.map_or(0, |_| s.synproxy_wscale.unwrap_or(cfg.wscale))
+        };
+        let client_tsval = opts.timestamps.map_or(0, |t| t.0);
+        let (real_isn, real_tsval) = self.real_side_numbers(now, placed.laddr, placed.real);
+        let index = self.new_handshake();
+        let conn = Conn {
+            client: key.src,
+            vip: key.dst,
+            laddr: placed.laddr,
+            real: placed.real,
+            proto: key.proto,
+            state: TcpState::SynSent,
+            client_wscale: announced,
+            real_wscale: 0,
+            peer_wscale: offer.wscale.unwrap_or(0),
+            service: svc,
+            real_index: placed.real_index as u32,
+            pool: placed.pool,
+            xlat: crate::conn::Translation {
+                c2r_seq: real_isn.wrapping_sub(client_isn),
+                c2r_ts: if offer.timestamps { real_tsval.wrapping_sub(client_tsval) } else { 0 },
+                ..Default::default()
+            },
+            fins: Default::default(),
+            handshake: index,
+            storm_key: 0,
+            storm_count: 0,
+            // The handshake's own timer ends it; this only bounds a leak.
+            expires: now + self.timeout(svc, key.proto, TcpState::SynRecv),
+        };
+        let id = match self.insert_conn(now, conn, placed.pool) {
+            Ok(id) => id,
+            Err(e) => {
+                self.syn.forget(index);
+                return Err(e);
+            }
+        };
+        let hs = &mut self.syn.handshakes[index as usize];
+        hs.conn = id;
+        hs.client_isn = client_isn;
+        hs.cookie = cookie;
+        hs.offer = offer;
+        hs.client_tsval = client_tsval;
+        hs.client_echo = tsecr.unwrap_or(0);
+        hs.real_isn = real_isn;
+        hs.real_tsval = real_tsval;
+        hs.tried[0] = placed.real_index as u32;
+        hs.n_tried = 1;
+        self.syn.stats.cookies_accepted += 1;
+        self.keep_client_packet(index, pkt);
+        if !(cfg.defer_rs_syn && payload == 0) {
+            self.send_real_syn(now, index);
+        }
+        Ok(Outcome::Absorbed)
+    }
+
+    /// Our ISN (RFC 6528: a 4 µs clock plus a keyed hash of the tuple) and
+    /// TSval (a 1 ms clock plus another keyed hash) toward a real; both
+    /// grow with time on every (LIP, lport, real), so a real's TIME_WAIT
+    /// and PAWS accept a reused tuple.
+    pub(crate) fn real_side_numbers(&self, now: Instant, laddr: Endpoint, real: Endpoint) -> (u32, u32) {
+        let s = self.table.secrets();
+        let isn = ((now.as_nanos() / 4_000) as u32).wrapping_add(s.derive(
+            crate::nat::DRAW_ISN,
+            crate::addr::Proto::Tcp,
+            laddr,
+            real,
+            0,
+        ) as u32);
+        let ts =
+            ms_clock(now).wrapping_add(s.derive(DRAW_TS, crate::addr::Proto::Tcp, laddr, real, 0) as u32);
+        (isn, ts)
+    }
+
+    fn new_handshake(&mut self) -> u32 {
+        let blank = |generation| Handshake {
+            generation,
+            live: true,
+            conn: ConnId::NONE,
+            client_isn: 0,
+            cookie: 0,
+            offer: Offer::default(),
+            client_tsval: 0,
+            client_echo: 0,
+            real_isn: 0,
+            real_tsval: 0,
+            syn_sent: false,
+            tries: 0,
+            first_sent: Instant::ZERO,
+            deadline: Instant::ZERO,
+            rto: Duration::ZERO,
+            tried: [0; MAX_TRIED],
+            n_tried: 0,
+            stored: [0; 8],
+            n_stored: 0,
+        };
+        match self.syn.free.pop() {
+            Some(i) => {
+                let g = self.syn.handshakes[i as usize].generation;
+                self.syn.handshakes[i as usize] = blank(g);
+                i
+            }
+            None => {
+                self.syn.handshakes.push(blank(0));
+                self.syn.handshakes.len() as u32 - 1
+            }
+        }
+    }
+
+    /// Keep a client packet for replay once the real answers; false when
+    /// the per-connection bound or the store is full.
+    fn keep_client_packet(&mut self, index: u32, pkt: &[u8]) -> bool {
+        let max = self.cfg.synproxy.max_stored_packets.min(8);
+        let hs = &self.syn.handshakes[index as usize];
+        if hs.n_stored >= max {
+            return false;
+        }
+        let Some(slot) = self.syn.store.store(pkt) else { return false };
+        let hs = &mut self.syn.handshakes[index as usize];
+        hs.stored[hs.n_stored] = slot;
+        hs.n_stored += 1;
+        self.syn.stats.stored += 1;
+        true
+    }
+
+    /// Send (or resend) the SYN toward the connection's current real and arm the retransmit timer.
+    fn send_real_syn(&mut self, now: Instant, index: u32) {
+        let cfg = self.cfg.synproxy;
+        let hs = &self.syn.handshakes[index as usize];
+        let Some(conn) = self.table.get(hs.conn) else { return };
+        let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
+        let service = &mut self.services[svc as usize];
+        let mss_clamp = service.config.mss_clamp;
+        let Some(r) = service.reals.get_mut(real_index as usize) else { return };
+        let hs = &mut self.syn.handshakes[index as usize];
+        hs.tries += 1;
+        hs.syn_sent = true;
+        hs.rto = match cfg.retransmit_mode {
+            RetransmitMode::Classic => CLASSIC_RTO,
+            RetransmitMode::Adaptive if hs.tries == 1 => r.handshake.rto(cfg.rto_floor, cfg.rto_initial),
+            RetransmitMode::Adaptive => (hs.rto * 2).min(MAX_RTO),
+        };
+        if hs.tries == 1 {
+            hs.first_sent = now;
+        } else {
+            r.handshake.syn_retransmits += 1;
+            self.syn.stats.syn_retransmits += 1;
+        }
+        hs.deadline = now + hs.rto;
+        self.syn.timers.push(Reverse((hs.deadline, index, hs.generation)));
+        let offer = hs.offer;
+        let syn = Segment {
+            src: laddr,
+            dst: real,
+            seq: hs.real_isn,
+            ack: None,
+            flags: tcp::Flags::SYN,
+            window: u16::MAX,
+            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss))),
+            wscale: offer.wscale,
+            sack_permitted: offer.sack,
+            timestamps: offer.timestamps.then_some((hs.real_tsval, 0)),
+            ttl: cfg.ttl,
+        };
+        let _ = self.queue_segment(&syn, Side::Real);
+    }
+
+    /// Retransmit SYNs whose RTO passed; move clients on or give up.
+    pub(crate) fn synproxy_timeouts(&mut self, now: Instant) {
+        while let Some(&Reverse((at, index, generation))) = self.syn.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.syn.timers.pop();
+            let Some(hs) = self.syn.handshakes.get(index as usize) else { continue };
+            if !hs.live || hs.generation != generation || hs.deadline > now {
+                continue;
+            }
+            let limit = match self.cfg.synproxy.retransmit_mode {
+                RetransmitMode::Classic => CLASSIC_TRIES,
+                RetransmitMode::Adaptive => self.cfg.synproxy.syn_retries.max(1),
+            };
+            if hs.tries < limit {
+                self.send_real_syn(now, index);
+            } else if self.cfg.synproxy.retransmit_mode == RetransmitMode::Classic {
+                // The classic path simply let the entry expire.
+                self.syn.stats.gave_up += 1;
+                let conn = hs.conn;
+                self.remove_conn(now, conn);
+            } else {
+                self.failover(now, index);
+            }
+        }
+    }
+
+    /// Move a waiting client to another real: new LIP port, new SYN, the
+    /// kept packets replayed once that real answers. No real left: RST.
+    fn failover(&mut self, now: Instant, index: u32) {
+        let hs = &self.syn.handshakes[index as usize];
+        let (old_id, tried, n_tried) = (hs.conn, hs.tried, hs.n_tried);
+        let Some(old) = self.table.remove(old_id) else {
+            self.syn.forget(index);
+            return;
+        };
+        Self::release(&mut self.services, &mut self.pools, &mut self.stats, None, now, &old);
+        if let Some(r) =
+            self.services.get_mut(old.service as usize).and_then(|s| s.reals.get_mut(old.real_index as usize))
+        {
+            r.handshake.failovers += 1;
+        }
+        self.syn.stats.failovers += 1;
+        let key = old.client_key();
+        let placed = if n_tried < MAX_TRIED {
+            self.place(now, old.service, &key, &tried[..n_tried])
+        } else {
+            Err(DropReason::NoReal)
+        };
+        let Ok(placed) = placed else {
+            self.give_up(index, &old);
+            return;
+        };
+        let (real_isn, real_tsval) = self.real_side_numbers(now, placed.laddr, placed.real);
+        let hs = &self.syn.handshakes[index as usize];
+        let mut conn = old.clone();
+        conn.laddr = placed.laddr;
+        conn.real = placed.real;
+        conn.real_index = placed.real_index as u32;
+        conn.pool = placed.pool;
+        conn.xlat.c2r_seq = real_isn.wrapping_sub(hs.client_isn);
+        if hs.offer.timestamps {
+            conn.xlat.c2r_ts = real_tsval.wrapping_sub(hs.client_tsval);
+        }
+        let Ok(id) = self.insert_conn(now, conn, placed.pool) else {
+            self.give_up(index, &old);
+            return;
+        };
+        // The move is not a new connection in the totals.
+        self.stats.conns_created -= 1;
+        self.stats.traffic.conns -= 1;
+        self.services[old.service as usize].stats.conns -= 1;
+        let hs = &mut self.syn.handshakes[index as usize];
+        hs.conn = id;
+        hs.real_isn = real_isn;
+        hs.real_tsval = real_tsval;
+        hs.tries = 0;
+        hs.tried[hs.n_tried] = placed.real_index as u32;
+        hs.n_tried += 1;
+        if hs.syn_sent {
+            self.send_real_syn(now, index);
+        }
+    }
+
+    /// Every real failed: reset the client and forget the connection.
+    fn give_up(&mut self, index: u32, old: &Conn) {
+        let hs = &self.syn.handshakes[index as usize];
+        let rst = Segment::rst(
+            old.vip,
+            old.client,
+            hs.cookie.wrapping_add(1),
+            Some(hs.client_isn.wrapping_add(1)),
+            self.cfg.synproxy.ttl,
+        );
+        let _ = self.queue_segment(&rst, Side::Client);
+        self.syn.stats.gave_up += 1;
+        self.syn.forget(index);
+    }
+
+    /// A packet of a connection whose real handshake is still open.
+    pub(crate) fn synproxy_pending(
+        &mut self,
+        now: Instant,
+        lookup: Lookup,
+        ip: &IpInfo,
+        pkt: &[u8],
+    ) -> Result<Outcome, DropReason> {
+        let Some(conn) = self.table.get(lookup.id) else { return Err(DropReason::NoConnection) };
+        let index = conn.handshake;
+        let seg = &pkt[ip.header_len..];
+        let t = tcp::Packet::new_unchecked(seg);
+        let f = t.flags();
+        match lookup.side {
+            Side::Client => {
+                if f.rst() {
+                    let hs = &self.syn.handshakes[index as usize];
+                    if hs.syn_sent {
+                        let rst = Segment::rst(
+                            conn.laddr,
+                            conn.real,
+                            hs.real_isn.wrapping_add(1),
+                            None,
+                            self.cfg.synproxy.ttl,
+                        );
+                        let _ = self.queue_segment(&rst, Side::Real);
+                    }
+                    self.remove_conn(now, lookup.id);
+                    return Ok(Outcome::Absorbed);
+                }
+                if t.payload().is_empty() && !f.fin() {
+                    return Err(DropReason::HandshakePending);
+                }
+                if !self.keep_client_packet(index, pkt) {
+                    return Err(DropReason::HandshakePending);
+                }
+                if !self.syn.handshakes[index as usize].syn_sent {
+                    self.send_real_syn(now, index);
+                }
+                Ok(Outcome::Absorbed)
+            }
+            Side::Real => {
+                let hs = &self.syn.handshakes[index as usize];
+                if !hs.syn_sent || t.ack_number() != hs.real_isn.wrapping_add(1) || !f.ack() {
+                    return Err(DropReason::HandshakePending);
+                }
+                if f.rst() {
+                    self.failover(now, index);
+                    return Ok(Outcome::Absorbed);
+                }
+                if !f.syn() {
+                    return Err(DropReason::HandshakePending);
+                }
+                self.splice(now, lookup.id, index, seg);
+                Ok(Outcome::Absorbed)
+            }
+        }
+    }
+
+    /// The real's SYN-ACK: learn its numbers, translate and replay the kept
+    /// client packets (the first of which acknowledges the SYN-ACK), and
+    /// forward normally from now on.
+    fn splice(&mut self, now: Instant, id: ConnId, index: u32, seg: &[u8]) {
+        let opts = read_options(seg);
+        let real_isn = tcp::Packet::new_unchecked(seg).seq_number();
+        let hs = self.syn.handshakes[index as usize].clone();
+        let Some(conn) = self.table.get_mut(id) else { return };
+        conn.xlat.r2c_seq = hs.cookie.wrapping_sub(real_isn);
+        if let (true, Some((tsval, _))) = (hs.offer.timestamps, opts.timestamps) {
+            // The client saw our SYN-ACK's TSval; it echoes it in its ACK (TSecr).
+            conn.xlat.r2c_ts = hs.client_echo.wrapping_sub(tsval);
+        }
+        conn.real_wscale = if hs.offer.wscale.is_some() { opts.wscale.unwrap_or(0) } else { 0 };
+        conn.state = TcpState::Established;
+        conn.handshake = SPLICED;
+        let (svc, real_index, laddr, real) = (conn.service, conn.real_index, conn.laddr, conn.real);
+        let expires = now + self.timeout(svc, crate::addr::Proto::Tcp, TcpState::Established);
+        self.table.set_expiry(id, expires);
+        let service = &mut self.services[svc as usize];
+        if hs.offer.wscale.is_some() {
+            service.synproxy_wscale = Some(opts.wscale.unwrap_or(0));
+        }
+        if let Some(r) = service.reals.get_mut(real_index as usize) {
+            if hs.tries == 1 {
+                // Karn: only a handshake answered on its first try is a clean sample.
+                r.handshake.sample(now.saturating_since(hs.first_sent));
+            }
+            r.inactive_conns = r.inactive_conns.saturating_sub(1);
+            r.active_conns += 1;
+        }
+        self.syn.stats.spliced += 1;
+        let Some(conn) = self.table.get(id) else { return };
+        let xlat = conn.xlat.for_packet_from(Side::Client);
+        let mut replayed = 0;
+        for &slot in &hs.stored[..hs.n_stored] {
+            let pkt = self.syn.store.packet_mut(slot);
+            if let Ok(ip) = IpInfo::parse(pkt) {
+                crate::nat::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
+                self.syn.store.queue(slot, Side::Real);
+                replayed += 1;
+            } else {
+                self.syn.store.release(slot);
+            }
+        }
+        if replayed == 0 {
+            // Nothing kept (store was full): acknowledge the SYN-ACK ourselves.
+            let mut ack = Segment::ack(
+                laddr,
+                real,
+                hs.real_isn.wrapping_add(1),
+                real_isn.wrapping_add(1),
+                self.cfg.synproxy.ttl,
+            );
+            ack.window = ack_window(hs.offer.wscale.unwrap_or(0));
+            let _ = self.queue_segment(&ack, Side::Real);
+        }
+        // The slots now belong to the transmit queue; forget the rest.
+        let h = &mut self.syn.handshakes[index as usize];
+        h.n_stored = 0;
+        self.syn.forget(index);
+    }
+
+    /// A SYN-ACK from the real of a spliced connection (our ACK of its first
+    /// one was lost): acknowledge it again ourselves.
+    pub(crate) fn synproxy_reack(&mut self, conn: &Conn, seg: &[u8]) -> Outcome {
+        let t = tcp::Packet::new_unchecked(seg);
+        let mut ack = Segment::ack(
+            conn.laddr,
+            conn.real,
+            t.ack_number(),
+            t.seq_number().wrapping_add(1),
+            self.cfg.synproxy.ttl,
+        );
+        ack.window = ack_window(conn.peer_wscale);
+        self.queue_segment(&ack, Side::Real)
+    }
+
+    /// Whether a real→client segment of a spliced connection is one more
+    /// identical copy in an ack storm (to be dropped).
+    pub(crate) fn ack_storm(&mut self, id: ConnId, seg: &[u8]) -> bool {
+        let threshold = self.cfg.synproxy.ack_storm_threshold;
+        let t = tcp::Packet::new_unchecked(seg);
+        let Some(conn) = self.table.get_mut(id) else { return false };
+        let key = t.seq_number() ^ t.ack_number().rotate_left(13) ^ u32::from(t.window_len()).rotate_left(7);
+        let bare = t.payload().is_empty() && !t.flags().syn() && !t.flags().fin() && !t.flags().rst();
+        if bare && conn.storm_key == key && !has_sack(seg) {
+            conn.storm_count = conn.storm_count.saturating_add(1);
+            return threshold > 0 && u32::from(conn.storm_count) >= threshold;
+        }
+        conn.storm_key = key;
+        conn.storm_count = 0;
+        false
+    }
+
+    /// Build a segment into a slot and queue it toward `to`.
+    fn queue_segment(&mut self, seg: &Segment, to: Side) -> Outcome {
+        match self.syn.store.alloc() {
+            Some(slot) => {
+                let len = seg.emit(self.syn.store.slot_mut(slot));
+                self.syn.store.set_len(slot, len);
+                self.syn.store.queue(slot, to);
+                Outcome::Absorbed
+            }
+            None => {
+                self.stats.drops.add(DropReason::TxQueueFull);
+                Outcome::Absorbed
+            }
+        }
+    }
+}
+
+/// The window of an ACK the engine builds for a client toward a real: 64 KiB
+/// in the client's scale, which the client's next segment corrects.
+fn ack_window(client_wscale: u8) -> u16 {
+    (u32::from(u16::MAX) >> client_wscale.min(14)).max(1) as u16
+}
+
+fn has_sack(seg: &[u8]) -> bool {
+    let Ok(t) = tcp::Packet::new_checked(seg) else { return false };
+    tcp::options_iter(t.options()).any(|o| matches!(o, Ok((_, TcpOption::SackRange(_)))))
+}
+
+/// Rescale a real's window to the scale announced to the client.
+pub(crate) fn rescale_window(window: u16, real_wscale: u8, client_wscale: u8) -> u16 {
+    let bytes = u64::from(window) << real_wscale;
+    (bytes >> client_wscale).min(u64::from(u16::MAX)) as u16
+}
