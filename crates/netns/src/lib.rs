@@ -3,7 +3,8 @@
 //! [`Topology::build`] makes the standard load-balancer topology out of
 //! namespaces and veths with nothing but iproute2 (`ip`); [`Netns`] runs
 //! commands, guarded processes ([`ChildGuard`]) and in-process threads inside a
-//! namespace; [`Topology::inject_loss`] drops packets at random on the
+//! namespace; [`Topology::inject_loss`] (all packets) and
+//! [`Topology::inject_syn_loss`] (handshakes only) drop packets at random on the
 //! balancer's real-facing links with nftables, where `nft` exists.
 //!
 //! Everything a topology makes is removed when it is dropped, also while a

@@ -21,29 +21,33 @@ impl Loss {
     /// directions. Toward the reals that is the egress hook when the kernel
     /// and `nft` have it (and `allow_egress`), else the ingress hook of each
     /// real's own interface, which sees the same packets one hop later.
+    /// `only` narrows the loss to packets matching one of these nft
+    /// expressions (a rule and counter each); empty means every packet.
     pub(crate) fn install(
         lb: &Netns,
         ports: &[String],
         reals: &[(Netns, String)],
         pct: f64,
         allow_egress: bool,
+        only: &[&str],
     ) -> io::Result<Self> {
         if !(0.0..=100.0).contains(&pct) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "loss must be within 0..=100 %"));
         }
         let per_10k = (pct * 100.0).round() as u32;
         if allow_egress {
-            let mut chains = ports.iter().map(|p| chain("in", p, "ingress", per_10k)).collect::<String>();
-            chains.extend(ports.iter().map(|p| chain("out", p, "egress", per_10k)));
+            let mut chains =
+                ports.iter().map(|p| chain("in", p, "ingress", per_10k, only)).collect::<String>();
+            chains.extend(ports.iter().map(|p| chain("out", p, "egress", per_10k, only)));
             if nft_script(lb, &table(&chains)).is_ok() {
                 return Ok(Self { tables: vec![lb.clone()], uses_egress: true });
             }
         }
-        let chains = ports.iter().map(|p| chain("in", p, "ingress", per_10k)).collect::<String>();
+        let chains = ports.iter().map(|p| chain("in", p, "ingress", per_10k, only)).collect::<String>();
         nft_script(lb, &table(&chains))?;
         let mut loss = Self { tables: vec![lb.clone()], uses_egress: false };
         for (ns, dev) in reals {
-            nft_script(ns, &table(&chain("in", dev, "ingress", per_10k)))?;
+            nft_script(ns, &table(&chain("in", dev, "ingress", per_10k, only)))?;
             loss.tables.push(ns.clone());
         }
         Ok(loss)
@@ -94,14 +98,17 @@ fn table(chains: &str) -> String {
     format!("table netdev {TABLE} {{\n{chains}}}\n")
 }
 
-fn chain(dir: &str, dev: &str, hook: &str, per_10k: u32) -> String {
+fn chain(dir: &str, dev: &str, hook: &str, per_10k: u32, only: &[&str]) -> String {
     // nft rejects `< 10000` against `mod 10000` (out of range), so total loss
     // is written without the random draw.
     let draw =
         if per_10k >= 10_000 { String::new() } else { format!("numgen random mod 10000 < {per_10k} ") };
+    let rules: String = if only.is_empty() { &[""][..] } else { only }
+        .iter()
+        .map(|m| format!("    {m}{}{draw}counter drop\n", if m.is_empty() { "" } else { " " }))
+        .collect();
     format!(
-        "  chain {dir}_{dev} {{ type filter hook {hook} device \"{dev}\" priority 0; policy accept;\n    \
-         {draw}counter drop\n  }}\n"
+        "  chain {dir}_{dev} {{ type filter hook {hook} device \"{dev}\" priority 0; policy accept;\n{rules}  }}\n"
     )
 }
 
@@ -161,11 +168,14 @@ mod tests {
 
     #[test]
     fn chain_text() {
-        let c = chain("out", "r2", "egress", 250);
+        let c = chain("out", "r2", "egress", 250, &[]);
         assert!(
             c.contains("chain out_r2 { type filter hook egress device \"r2\" priority 0; policy accept;")
         );
         assert!(c.contains("numgen random mod 10000 < 250 counter drop"));
-        assert!(chain("in", "r1", "ingress", 10_000).contains("policy accept;\n    counter drop"));
+        assert!(chain("in", "r1", "ingress", 10_000, &[]).contains("policy accept;\n    counter drop"));
+        let syn = chain("in", "r1", "ingress", 500, &["tcp dport 80", "udp dport 53"]);
+        assert!(syn.contains("\n    tcp dport 80 numgen random mod 10000 < 500 counter drop\n"), "{syn}");
+        assert!(syn.contains("\n    udp dport 53 numgen random mod 10000 < 500 counter drop\n"), "{syn}");
     }
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod probes;
+
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ pub struct Lab {
     pub config: PathBuf,
     pub ctl: PathBuf,
     pub weights: Vec<u32>,
+    /// Whether the VIP:80 service uses SYNProxy.
+    pub synproxy: bool,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -41,12 +45,35 @@ pub struct LabSpec {
     /// Extra TOML appended to the generated config (top-level tables only).
     pub extra: String,
     pub metrics: bool,
+    /// `synproxy = true` on the VIP:80 service.
+    pub synproxy: bool,
+    /// Further TCP services on the VIP, after the one on port 80.
+    pub more_services: Vec<ExtraService>,
 }
 
 impl Default for LabSpec {
     fn default() -> Self {
-        Self { weights: vec![1, 1], laddrs: 4, sched: "wrr", extra: String::new(), metrics: false }
+        Self {
+            weights: vec![1, 1],
+            laddrs: 4,
+            sched: "wrr",
+            extra: String::new(),
+            metrics: false,
+            synproxy: false,
+            more_services: Vec::new(),
+        }
     }
+}
+
+/// A TCP service on VIP:`port` over the reals `reals` (indices, weight 1)
+/// at their `real_port`, with every LIP; something on the reals must listen
+/// there (nginx only listens on 80).
+#[derive(Debug, Clone)]
+pub struct ExtraService {
+    pub port: u16,
+    pub real_port: u16,
+    pub reals: Vec<usize>,
+    pub synproxy: bool,
 }
 
 pub fn rvs_bin() -> &'static str {
@@ -73,6 +100,7 @@ impl Lab {
             topo,
             dir,
             weights: spec.weights.clone(),
+            synproxy: spec.synproxy,
             _serial: serial,
         };
         for i in 0..lab.weights.len() {
@@ -105,18 +133,42 @@ impl Lab {
         t.push_str(&spec.extra);
         t.push('\n');
         t.push_str(&self.service_text(spec.sched, &spec.weights));
+        for s in &spec.more_services {
+            let reals: Vec<(usize, u32)> = s.reals.iter().map(|&i| (i, 1)).collect();
+            t.push_str(&self.service_toml(s.port, s.real_port, "wrr", &reals, s.synproxy));
+        }
         t
     }
 
+    /// The VIP:80 service over every real with these weights (SYNProxy as
+    /// the lab was started with).
     pub fn service_text(&self, sched: &str, weights: &[u32]) -> String {
+        let reals: Vec<(usize, u32)> = weights.iter().copied().enumerate().collect();
+        self.service_toml(80, 80, sched, &reals, self.synproxy)
+    }
+
+    /// A `[[service]]` table: VIP:`port` over (real index, weight) at
+    /// `real_port`, with every LIP.
+    pub fn service_toml(
+        &self,
+        port: u16,
+        real_port: u16,
+        sched: &str,
+        reals: &[(usize, u32)],
+        synproxy: bool,
+    ) -> String {
         let laddrs: Vec<String> = self.topo.laddrs().iter().map(|l| format!("{:?}", l.to_string())).collect();
         let mut t = format!(
-            "[[service]]\nproto = \"tcp\"\nvip = \"{}:80\"\nsched = \"{sched}\"\nladdrs = [{}]\n",
+            "[[service]]\nproto = \"tcp\"\nvip = \"{}:{port}\"\nsched = \"{sched}\"\nladdrs = [{}]\n",
             self.vip(),
             laddrs.join(", ")
         );
-        for (i, w) in weights.iter().enumerate() {
-            writeln!(t, "[[service.real]]\naddr = \"{}\"\nweight = {w}", self.real(i)).unwrap();
+        if synproxy {
+            t.push_str("synproxy = true\n");
+        }
+        for &(i, w) in reals {
+            let addr = self.topo.real_addrs()[i];
+            writeln!(t, "[[service.real]]\naddr = \"{addr}:{real_port}\"\nweight = {w}").unwrap();
         }
         t
     }

@@ -1,0 +1,275 @@
+//! Measuring tools for the lab: per-request timings from curl, bounded runs
+//! of outside programs, nftables SYN counters, the kernel's TCP counters,
+//! iperf3 throughput. Everything they start is ended by PID when they return
+//! or unwind, and every table they add is deleted.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rvs_netns::{ChildGuard, Netns};
+
+use super::Lab;
+
+/// One request's outcome, as curl's `-w` reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Request {
+    /// HTTP status; 0 when the request failed (timeout, reset, ...).
+    pub code: u16,
+    /// Seconds from start until the TCP handshake completed.
+    pub connect: f64,
+    /// Seconds from start until the response was complete.
+    pub total: f64,
+}
+
+impl Request {
+    pub fn ok(&self) -> bool {
+        self.code == 200
+    }
+}
+
+/// What [`Lab::timed_requests`] got done.
+#[derive(Debug, Default)]
+pub struct Timed {
+    pub requests: Vec<Request>,
+    /// The time budget ran out before all requests were made.
+    pub out_of_time: bool,
+    /// Stopped early because the caller's condition held.
+    pub stopped: bool,
+    /// curl's complaints, if any.
+    pub stderr: String,
+}
+
+impl Timed {
+    /// Total times minus their median: the delay each request suffered
+    /// beyond the typical one (never negative), sorted ascending.
+    pub fn added_delays(&self) -> Vec<f64> {
+        let totals: Vec<f64> = self.requests.iter().map(|r| r.total).collect();
+        let med = percentile(&totals, 50.0);
+        let mut d: Vec<f64> = totals.iter().map(|t| (t - med).max(0.0)).collect();
+        d.sort_by(f64::total_cmp);
+        d
+    }
+}
+
+/// The `p`-th percentile (nearest rank) of `values`; 0 for none.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// URLs per curl process in [`Lab::timed_requests`].
+const CHUNK: usize = 25;
+
+impl Lab {
+    /// `n` sequential requests for `path`, each on a new connection (the
+    /// server closes it), with per-request timings. Runs curl processes of a
+    /// few dozen URLs each, so the whole stays within `budget` (a curl still
+    /// running then is ended and its finished requests kept) and can stop as
+    /// soon as `stop` holds for the requests so far.
+    pub fn timed_requests(
+        &self,
+        path: &str,
+        n: usize,
+        budget: Duration,
+        mut stop: impl FnMut(&[Request]) -> bool,
+    ) -> Timed {
+        let url = self.url(path);
+        let deadline = Instant::now() + budget;
+        let mut timed = Timed::default();
+        while timed.requests.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                timed.out_of_time = true;
+                break;
+            }
+            let batch = CHUNK.min(n - timed.requests.len());
+            let mut args: Vec<&str> = vec![
+                "-sS",
+                "--connect-timeout",
+                "10",
+                "--max-time",
+                "15",
+                "-H",
+                "Connection: close",
+                "-o",
+                "/dev/null",
+                "-w",
+                "T %{http_code} %{time_connect} %{time_total}\\n",
+            ];
+            for i in 0..batch {
+                if i > 0 {
+                    args.extend(["-o", "/dev/null"]);
+                }
+                args.push(&url);
+            }
+            let out = run_bounded(&mut self.client().cmd("curl", &args), left).expect("run curl");
+            timed.requests.extend(out.stdout.lines().filter_map(parse_timing));
+            timed.stderr.push_str(&out.stderr);
+            if out.timed_out {
+                timed.out_of_time = true;
+                break;
+            }
+            if stop(&timed.requests) {
+                timed.stopped = true;
+                break;
+            }
+        }
+        timed
+    }
+}
+
+/// A `T CODE CONNECT TOTAL` line of curl's `-w` output.
+fn parse_timing(line: &str) -> Option<Request> {
+    let mut w = line.strip_prefix("T ")?.split_whitespace();
+    Some(Request {
+        code: w.next()?.parse().ok()?,
+        connect: w.next()?.parse().ok()?,
+        total: w.next()?.parse().ok()?,
+    })
+}
+
+/// What [`run_bounded`] saw.
+#[derive(Debug)]
+pub struct Bounded {
+    /// `None` when the program had to be ended.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+}
+
+/// Runs `cmd` (stdin closed) for at most `limit`, then ends it by PID; its
+/// output so far is returned either way.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> io::Result<Bounded> {
+    let mut guard =
+        ChildGuard::spawn(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()))?;
+    let (out, err) = pipes(&mut guard);
+    let end = Instant::now() + limit;
+    let mut status = None;
+    while Instant::now() < end {
+        if let Some(s) = guard.try_wait()? {
+            status = Some(s);
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let timed_out = status.is_none();
+    if timed_out {
+        guard.stop(Duration::from_secs(2))?;
+    }
+    Ok(Bounded { status, stdout: join(out), stderr: join(err), timed_out })
+}
+
+type Reader = thread::JoinHandle<String>;
+
+/// Readers that drain the child's stdout and stderr (so it never blocks on a
+/// full pipe) until it closes them.
+pub fn pipes(guard: &mut ChildGuard) -> (Option<Reader>, Option<Reader>) {
+    fn drain(mut r: impl Read + Send + 'static) -> Reader {
+        thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    }
+    let child = guard.child_mut().expect("child running");
+    (child.stdout.take().map(drain), child.stderr.take().map(drain))
+}
+
+/// What a reader from [`pipes`] collected (the child must have ended).
+pub fn join(r: Option<Reader>) -> String {
+    r.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+}
+
+/// The table name of [`SynCounter`]s.
+const COUNT_TABLE: &str = "rvs_syncount";
+
+/// An nftables counter of pure SYNs (`tcp flags & (syn|ack) == syn`)
+/// arriving on one interface of one namespace; the table is deleted on drop.
+#[derive(Debug)]
+pub struct SynCounter {
+    ns: Netns,
+}
+
+impl SynCounter {
+    /// Counts SYNs arriving on `dev` in `ns` from now on.
+    pub fn install(ns: &Netns, dev: &str) -> io::Result<Self> {
+        let script = format!(
+            "table netdev {COUNT_TABLE} {{\n  chain syns {{ type filter hook ingress device \"{dev}\" priority 0; \
+             policy accept;\n    tcp flags & (syn|ack) == syn counter\n  }}\n}}\n"
+        );
+        let mut child = ns
+            .cmd("nft", ["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        io::Write::write_all(&mut child.stdin.take().expect("stdin"), script.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!("nft: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        Ok(Self { ns: ns.clone() })
+    }
+
+    /// SYNs counted so far.
+    pub fn packets(&self) -> io::Result<u64> {
+        let listing = self.ns.run("nft", ["list", "table", "netdev", COUNT_TABLE])?;
+        let words: Vec<&str> = listing.split_whitespace().collect();
+        Ok(words
+            .windows(3)
+            .filter(|w| w[0] == "counter" && w[1] == "packets")
+            .filter_map(|w| w[2].parse::<u64>().ok())
+            .sum())
+    }
+}
+
+impl Drop for SynCounter {
+    fn drop(&mut self) {
+        if self.ns.exists() {
+            let _ = self.ns.run("nft", ["delete", "table", "netdev", COUNT_TABLE]);
+        }
+    }
+}
+
+/// The `TcpExt:` counters of `/proc/net/netstat` in `ns`, by name without the prefix.
+pub fn tcp_ext(ns: &Netns) -> BTreeMap<String, u64> {
+    let text = ns.run("cat", ["/proc/net/netstat"]).expect("read /proc/net/netstat");
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        panic!("no TcpExt lines in /proc/net/netstat:\n{text}")
+    };
+    names
+        .split_whitespace()
+        .skip(1)
+        .zip(values.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)))
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+}
+
+/// iperf3 from the client to VIP:`port` for `secs` seconds (after one
+/// omitted second of slow start); the receiver's bits per second.
+pub fn iperf3_bps(lab: &Lab, port: u16, secs: u32) -> f64 {
+    let (p, t) = (port.to_string(), secs.to_string());
+    let vip = lab.vip().to_string();
+    let args = ["-c", &vip, "-p", &p, "-t", &t, "-O", "1", "-J", "--connect-timeout", "3000"];
+    let out = run_bounded(&mut lab.client().cmd("iperf3", args), Duration::from_secs(u64::from(secs) + 15))
+        .expect("run iperf3 (installed?)");
+    assert!(
+        out.status.is_some_and(|s| s.success()),
+        "iperf3 to port {port} failed (timed out: {}): {}{}",
+        out.timed_out,
+        out.stdout,
+        out.stderr
+    );
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("iperf3 -J prints JSON");
+    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or_else(|| panic!("no throughput in {v}"))
+}
