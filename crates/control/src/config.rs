@@ -53,7 +53,7 @@
 //! ack_storm_threshold = 10
 //! max_stored_packets = 3
 //! defer_rs_syn = false
-//! rto_floor_ms = 20
+//! rto_floor_ms = 10
 //! rto_initial_ms = 200      # at least rto_floor_ms
 //! syn_retries = 2
 //! retransmit_mode = "adaptive" # or "classic"
@@ -220,7 +220,7 @@ impl Default for SynproxySettings {
             ack_storm_threshold: 10,
             max_stored_packets: 3,
             defer_rs_syn: false,
-            rto_floor_ms: 20,
+            rto_floor_ms: 10,
             rto_initial_ms: 200,
             syn_retries: 2,
             retransmit_mode: RetransmitMode::Adaptive,

@@ -209,7 +209,7 @@ impl Default for SynproxyConfig {
             ack_storm_threshold: 10,
             max_stored_packets: 3,
             defer_rs_syn: false,
-            rto_floor: Duration::from_millis(20),
+            rto_floor: Duration::from_millis(10),
             rto_initial: Duration::from_millis(200),
             syn_retries: 2,
             retransmit_mode: RetransmitMode::Adaptive,

@@ -499,7 +499,8 @@ impl Engine {
         if hs.syn_sent {
             // The real may hold a half-open connection from our SYN (its
             // SYN-ACK was what got lost): close it rather than let it retry.
-            let rst = Segment::rst(old.laddr, old.real, hs.real_isn.wrapping_add(1), None, self.cfg.synproxy.ttl);
+            let rst =
+                Segment::rst(old.laddr, old.real, hs.real_isn.wrapping_add(1), None, self.cfg.synproxy.ttl);
             let _ = self.queue_segment(&rst, Side::Real);
         }
         if let Some(r) =
