@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::loss::Loss;
+use crate::loss::{Loss, LossRule};
 use crate::ns::{ChildGuard, Netns, STOP_GRACE, run};
 
 /// Every namespace this crate names starts with this, so cleanup never
@@ -217,19 +217,32 @@ impl Topology {
     /// Drops `pct` % of packets at random on every LB–real link, in both
     /// directions, replacing any loss set before; 0 removes it. Needs `nft`.
     pub fn inject_loss(&mut self, pct: f64) -> io::Result<()> {
-        self.inject_loss_with(pct, true)
+        self.set_loss(&[LossRule::all(pct)])
     }
 
-    /// [`Self::inject_loss`], with the egress hook allowed or not, so both
-    /// ways of dropping toward the reals can be exercised.
-    fn inject_loss_with(&mut self, pct: f64, allow_egress: bool) -> io::Result<()> {
+    /// Drops `pct` % of the pure SYNs and SYN-ACKs on every LB–real link, in
+    /// both directions, replacing any loss set before; 0 removes it. Needs `nft`.
+    pub fn inject_syn_loss(&mut self, pct: f64) -> io::Result<()> {
+        self.set_loss(&[LossRule::syn_and_syn_ack(pct)])
+    }
+
+    /// Applies all of `rules` on every LB–real link, in both directions,
+    /// replacing any loss set before; rules at 0 % are left out, and no rule
+    /// above 0 % removes the loss. Needs `nft`.
+    pub fn set_loss(&mut self, rules: &[LossRule]) -> io::Result<()> {
+        self.set_loss_with(rules, true)
+    }
+
+    /// [`Self::set_loss`], with the egress hook allowed or not, so both ways
+    /// of dropping toward the reals can be exercised.
+    fn set_loss_with(&mut self, rules: &[LossRule], allow_egress: bool) -> io::Result<()> {
         if let Some(mut old) = self.loss.take() {
             old.remove()?;
         }
-        if pct > 0.0 {
+        if rules.iter().any(|r| r.pct > 0.0) {
             let reals: Vec<(Netns, String)> =
                 self.reals.iter().map(|r| (r.clone(), REAL_IF.to_owned())).collect();
-            self.loss = Some(Loss::install(&self.lb, &self.lb_real_ports(), &reals, pct, allow_egress)?);
+            self.loss = Some(Loss::install(&self.lb, &self.lb_real_ports(), &reals, rules, allow_egress)?);
         }
         Ok(())
     }
@@ -426,7 +439,7 @@ mod tests {
         }
         let mut t = Topology::build(&TopologySpec::default()).unwrap();
         for allow_egress in [true, false] {
-            t.inject_loss_with(100.0, allow_egress).unwrap();
+            t.set_loss_with(&[LossRule::all(100.0)], allow_egress).unwrap();
             assert!(!lb_connects_to_real(&t));
             // With egress, the SYN dies on its way out; without, at the real's ingress.
             assert_eq!(t.loss_uses_egress(), Some(allow_egress));
