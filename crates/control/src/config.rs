@@ -20,6 +20,7 @@
 //! tun_name = "rvs0"         # at most 15 bytes
 //! batch = 64                # packets per receive/send call, 1..=1024
 //! fault_loss_pct = 0.0      # 0..=100: drop this share of real-side packets (tests)
+//! fault_syn_loss_pct = 0.0  # 0..=100: the same, for real-side SYNs and SYN-ACKs only (tests)
 //!
 //! [engine]
 //! max_conns = 2000000       # at least 1
@@ -160,11 +161,22 @@ pub struct DriverSettings {
     /// Share of packets, in percent, the driver's fault injector drops on the
     /// real side in both directions; for tests and `rvs lab --loss`.
     pub fault_loss_pct: f64,
+    /// Share of pure SYNs and SYN-ACKs, in percent, the fault injector drops
+    /// on the real side, on top of `fault_loss_pct`: the seed's experiment,
+    /// where only handshakes toward reals are lost; for tests and
+    /// `rvs lab --syn-loss`.
+    pub fault_syn_loss_pct: f64,
 }
 
 impl Default for DriverSettings {
     fn default() -> Self {
-        Self { kind: DriverKind::Tun, tun_name: "rvs0".to_owned(), batch: 64, fault_loss_pct: 0.0 }
+        Self {
+            kind: DriverKind::Tun,
+            tun_name: "rvs0".to_owned(),
+            batch: 64,
+            fault_loss_pct: 0.0,
+            fault_syn_loss_pct: 0.0,
+        }
     }
 }
 
@@ -341,6 +353,10 @@ impl Config {
             ("driver.tun_name", o.driver.tun_name != n.driver.tun_name),
             ("driver.batch", o.driver.batch != n.driver.batch),
             ("driver.fault_loss_pct", o.driver.fault_loss_pct.to_bits() != n.driver.fault_loss_pct.to_bits()),
+            (
+                "driver.fault_syn_loss_pct",
+                o.driver.fault_syn_loss_pct.to_bits() != n.driver.fault_syn_loss_pct.to_bits(),
+            ),
             ("engine.max_conns", oe.max_conns != ne.max_conns),
             ("engine.prealloc_conns", oe.prealloc_conns != ne.prealloc_conns),
             ("engine.port_range", oe.port_range != ne.port_range),
@@ -388,6 +404,7 @@ impl Config {
         writeln!(s, "tun_name = {}", quote(&dr.tun_name))?;
         writeln!(s, "batch = {}", dr.batch)?;
         writeln!(s, "fault_loss_pct = {}", toml::Value::Float(dr.fault_loss_pct))?;
+        writeln!(s, "fault_syn_loss_pct = {}", toml::Value::Float(dr.fault_syn_loss_pct))?;
         writeln!(s, "\n[engine]")?;
         writeln!(s, "max_conns = {}", e.max_conns)?;
         writeln!(s, "prealloc_conns = {}", e.prealloc_conns)?;
@@ -498,6 +515,7 @@ struct RawDriver {
     tun_name: Sp<String>,
     batch: Sp<usize>,
     fault_loss_pct: Sp<f64>,
+    fault_syn_loss_pct: Sp<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -722,15 +740,14 @@ impl Builder<'_> {
         let batch = self.checked(&raw.batch, d.batch, "driver.batch", |b| {
             if (1..=1024).contains(&b) { Ok(()) } else { Err(format!("batch {b} out of range 1..=1024")) }
         })?;
+        let pct = |p: f64| {
+            if (0.0..=100.0).contains(&p) { Ok(()) } else { Err(format!("loss {p} % out of range 0..=100")) }
+        };
         let fault_loss_pct =
-            self.checked(&raw.fault_loss_pct, d.fault_loss_pct, "driver.fault_loss_pct", |p| {
-                if (0.0..=100.0).contains(&p) {
-                    Ok(())
-                } else {
-                    Err(format!("loss {p} % out of range 0..=100"))
-                }
-            })?;
-        Ok(DriverSettings { kind, tun_name, batch, fault_loss_pct })
+            self.checked(&raw.fault_loss_pct, d.fault_loss_pct, "driver.fault_loss_pct", pct)?;
+        let fault_syn_loss_pct =
+            self.checked(&raw.fault_syn_loss_pct, d.fault_syn_loss_pct, "driver.fault_syn_loss_pct", pct)?;
+        Ok(DriverSettings { kind, tun_name, batch, fault_loss_pct, fault_syn_loss_pct })
     }
 
     fn engine(&self, raw: &RawEngine) -> Result<EngineConfig, ConfigFileError> {
@@ -1204,6 +1221,7 @@ weight = 2
         let mut c = Config::parse(EXAMPLE).unwrap();
         c.daemon.log_level = "debug \"quoted\"".to_owned();
         c.driver.fault_loss_pct = 2.5;
+        c.driver.fault_syn_loss_pct = 5.0;
         c.driver.batch = 1;
         c.engine.decrement_ttl = false;
         c.synproxy.retransmit_mode = RetransmitMode::Classic;
@@ -1281,6 +1299,8 @@ weight = 2
         err_at("[engine]\nmax_conns = 10\nprealloc_conns = 11\n", 3, "engine.prealloc_conns");
         err_at("[driver]\n\nfault_loss_pct = 100.5\n", 3, "driver.fault_loss_pct");
         err_at("[driver]\nfault_loss_pct = -1\n", 2, "driver.fault_loss_pct");
+        err_at("[driver]\nfault_syn_loss_pct = 101\n", 2, "driver.fault_syn_loss_pct");
+        err_at("[driver]\nfault_syn_loss_pct = nan\n", 2, "driver.fault_syn_loss_pct");
         err_at("[driver]\nbatch = 0\n", 2, "driver.batch");
         err_at("[driver]\nbatch = 1025\n", 2, "driver.batch");
         err_at("[driver]\ntun_name = \"a-very-long-name0\"\n", 2, "driver.tun_name");
@@ -1363,5 +1383,17 @@ weight = 2
         let mut new = old.clone();
         new.metrics.listen = None;
         assert_eq!(old.check_reloadable(&new).unwrap_err().key.as_deref(), Some("metrics.listen"));
+        let mut new = old.clone();
+        new.driver.fault_syn_loss_pct = 5.0;
+        assert_eq!(old.check_reloadable(&new).unwrap_err().key.as_deref(), Some("driver.fault_syn_loss_pct"));
+    }
+
+    #[test]
+    fn syn_loss_is_its_own_key_beside_all_packet_loss() {
+        let c = Config::parse("[driver]\nfault_syn_loss_pct = 5\n").unwrap();
+        assert_eq!((c.driver.fault_loss_pct, c.driver.fault_syn_loss_pct), (0.0, 5.0));
+        let c = Config::parse("[driver]\nfault_loss_pct = 1.5\nfault_syn_loss_pct = 100.0\n").unwrap();
+        assert_eq!((c.driver.fault_loss_pct, c.driver.fault_syn_loss_pct), (1.5, 100.0));
+        assert_eq!(Config::default().driver.fault_syn_loss_pct, 0.0);
     }
 }

@@ -3,9 +3,9 @@
 //! [`Topology::build`] makes the standard load-balancer topology out of
 //! namespaces and veths with nothing but iproute2 (`ip`); [`Netns`] runs
 //! commands, guarded processes ([`ChildGuard`]) and in-process threads inside a
-//! namespace; [`Topology::inject_loss`] (all packets) and
-//! [`Topology::inject_syn_loss`] (handshakes only) drop packets at random on the
-//! balancer's real-facing links with nftables, where `nft` exists.
+//! namespace; [`Topology::inject_loss`] drops packets at random on the
+//! balancer's real-facing links with nftables, where `nft` exists, and
+//! [`Topology::inject_syn_loss`] only the SYNs and SYN-ACKs among them.
 //!
 //! Everything a topology makes is removed when it is dropped, also while a
 //! test panics: processes it adopted, nftables tables, namespaces (and with
@@ -19,7 +19,7 @@ mod loss;
 mod ns;
 mod topology;
 
-pub use loss::nft_available;
+pub use loss::{LossRule, LossSelector, nft_available};
 pub use ns::{ChildGuard, Netns, STOP_GRACE, run};
 pub use topology::{Topology, TopologySpec, cleanup_orphans, cleanup_stale};
 

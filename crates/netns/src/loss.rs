@@ -9,6 +9,58 @@ use crate::ns::Netns;
 /// The table name used in every namespace that carries loss rules.
 const TABLE: &str = "rvs_loss";
 
+/// Which packets a loss rule drops from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossSelector {
+    /// Every packet.
+    All,
+    /// Only pure SYNs and SYN-ACKs: losing one stalls a connection's
+    /// handshake for a retransmission timeout, while established traffic
+    /// flows untouched (the seed's experiment).
+    SynAndSynAck,
+}
+
+impl LossSelector {
+    /// The nft matches, one rule each, that pick the selected packets.
+    fn matches(self) -> &'static [&'static str] {
+        match self {
+            Self::All => &[""],
+            Self::SynAndSynAck => &["tcp flags & (syn|ack) == syn ", "tcp flags & (syn|ack) == (syn|ack) "],
+        }
+    }
+}
+
+/// Drops `pct` % (resolution 0.01 %, within 0..=100) of the packets `packets` selects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossRule {
+    /// Which packets.
+    pub packets: LossSelector,
+    /// Share of them dropped, in percent.
+    pub pct: f64,
+}
+
+impl LossRule {
+    /// `pct` % of every packet.
+    pub fn all(pct: f64) -> Self {
+        Self { packets: LossSelector::All, pct }
+    }
+
+    /// `pct` % of the pure SYNs and SYN-ACKs.
+    pub fn syn_and_syn_ack(pct: f64) -> Self {
+        Self { packets: LossSelector::SynAndSynAck, pct }
+    }
+
+    /// The rule's lines in a chain.
+    fn nft(self) -> String {
+        let per_10k = (self.pct * 100.0).round() as u32;
+        // nft rejects `< 10000` against `mod 10000` (out of range), so total loss
+        // is written without the random draw.
+        let draw =
+            if per_10k >= 10_000 { String::new() } else { format!("numgen random mod 10000 < {per_10k} ") };
+        self.packets.matches().iter().map(|m| format!("    {m}{draw}counter drop\n")).collect()
+    }
+}
+
 /// Installed loss rules: one `netdev` table per namespace that has any.
 #[derive(Debug)]
 pub(crate) struct Loss {
@@ -17,37 +69,34 @@ pub(crate) struct Loss {
 }
 
 impl Loss {
-    /// Drops `pct` % (resolution 0.01 %) on each of `ports` in `lb`, both
-    /// directions. Toward the reals that is the egress hook when the kernel
-    /// and `nft` have it (and `allow_egress`), else the ingress hook of each
-    /// real's own interface, which sees the same packets one hop later.
-    /// `only` narrows the loss to packets matching one of these nft
-    /// expressions (a rule and counter each); empty means every packet.
+    /// Applies `rules` on each of `ports` in `lb`, both directions. Toward
+    /// the reals that is the egress hook when the kernel and `nft` have it
+    /// (and `allow_egress`), else the ingress hook of each real's own
+    /// interface, which sees the same packets one hop later. A packet that
+    /// several rules select meets each rule's draw in turn.
     pub(crate) fn install(
         lb: &Netns,
         ports: &[String],
         reals: &[(Netns, String)],
-        pct: f64,
+        rules: &[LossRule],
         allow_egress: bool,
-        only: &[&str],
     ) -> io::Result<Self> {
-        if !(0.0..=100.0).contains(&pct) {
+        if rules.iter().any(|r| !(0.0..=100.0).contains(&r.pct)) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "loss must be within 0..=100 %"));
         }
-        let per_10k = (pct * 100.0).round() as u32;
+        let rules: String = rules.iter().filter(|r| r.pct > 0.0).map(|r| r.nft()).collect();
         if allow_egress {
-            let mut chains =
-                ports.iter().map(|p| chain("in", p, "ingress", per_10k, only)).collect::<String>();
-            chains.extend(ports.iter().map(|p| chain("out", p, "egress", per_10k, only)));
+            let mut chains = ports.iter().map(|p| chain("in", p, "ingress", &rules)).collect::<String>();
+            chains.extend(ports.iter().map(|p| chain("out", p, "egress", &rules)));
             if nft_script(lb, &table(&chains)).is_ok() {
                 return Ok(Self { tables: vec![lb.clone()], uses_egress: true });
             }
         }
-        let chains = ports.iter().map(|p| chain("in", p, "ingress", per_10k, only)).collect::<String>();
+        let chains = ports.iter().map(|p| chain("in", p, "ingress", &rules)).collect::<String>();
         nft_script(lb, &table(&chains))?;
         let mut loss = Self { tables: vec![lb.clone()], uses_egress: false };
         for (ns, dev) in reals {
-            nft_script(ns, &table(&chain("in", dev, "ingress", per_10k, only)))?;
+            nft_script(ns, &table(&chain("in", dev, "ingress", &rules)))?;
             loss.tables.push(ns.clone());
         }
         Ok(loss)
@@ -98,15 +147,7 @@ fn table(chains: &str) -> String {
     format!("table netdev {TABLE} {{\n{chains}}}\n")
 }
 
-fn chain(dir: &str, dev: &str, hook: &str, per_10k: u32, only: &[&str]) -> String {
-    // nft rejects `< 10000` against `mod 10000` (out of range), so total loss
-    // is written without the random draw.
-    let draw =
-        if per_10k >= 10_000 { String::new() } else { format!("numgen random mod 10000 < {per_10k} ") };
-    let rules: String = if only.is_empty() { &[""][..] } else { only }
-        .iter()
-        .map(|m| format!("    {m}{}{draw}counter drop\n", if m.is_empty() { "" } else { " " }))
-        .collect();
+fn chain(dir: &str, dev: &str, hook: &str, rules: &str) -> String {
     format!(
         "  chain {dir}_{dev} {{ type filter hook {hook} device \"{dev}\" priority 0; policy accept;\n{rules}  }}\n"
     )
@@ -168,14 +209,45 @@ mod tests {
 
     #[test]
     fn chain_text() {
-        let c = chain("out", "r2", "egress", 250, &[]);
+        let c = chain("out", "r2", "egress", &LossRule::all(2.5).nft());
         assert!(
             c.contains("chain out_r2 { type filter hook egress device \"r2\" priority 0; policy accept;")
         );
-        assert!(c.contains("numgen random mod 10000 < 250 counter drop"));
-        assert!(chain("in", "r1", "ingress", 10_000, &[]).contains("policy accept;\n    counter drop"));
-        let syn = chain("in", "r1", "ingress", 500, &["tcp dport 80", "udp dport 53"]);
-        assert!(syn.contains("\n    tcp dport 80 numgen random mod 10000 < 500 counter drop\n"), "{syn}");
-        assert!(syn.contains("\n    udp dport 53 numgen random mod 10000 < 500 counter drop\n"), "{syn}");
+        assert!(c.contains("\n    numgen random mod 10000 < 250 counter drop\n  }"));
+        assert!(
+            chain("in", "r1", "ingress", &LossRule::all(100.0).nft())
+                .contains("policy accept;\n    counter drop")
+        );
+    }
+
+    #[test]
+    fn syn_rules_match_pure_syns_and_syn_acks_only() {
+        assert_eq!(
+            LossRule::syn_and_syn_ack(5.0).nft(),
+            "    tcp flags & (syn|ack) == syn numgen random mod 10000 < 500 counter drop\n    \
+             tcp flags & (syn|ack) == (syn|ack) numgen random mod 10000 < 500 counter drop\n"
+        );
+        assert_eq!(
+            LossRule::syn_and_syn_ack(100.0).nft(),
+            "    tcp flags & (syn|ack) == syn counter drop\n    tcp flags & (syn|ack) == (syn|ack) counter drop\n"
+        );
+    }
+
+    #[test]
+    fn nft_accepts_the_rules() {
+        if !crate::netns_tests_enabled("nft_accepts_the_rules") || !nft_available() {
+            return;
+        }
+        // `nft --check` parses and validates against the kernel without applying.
+        let script = table(&chain(
+            "in",
+            "lo",
+            "ingress",
+            &[LossRule::all(1.0), LossRule::syn_and_syn_ack(100.0)].map(LossRule::nft).concat(),
+        ));
+        let mut child =
+            Command::new("nft").args(["--check", "-f", "-"]).stdin(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "{script}");
     }
 }

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::loss::Loss;
+use crate::loss::{Loss, LossRule};
 use crate::ns::{ChildGuard, Netns, STOP_GRACE, run};
 
 /// Every namespace this crate names starts with this, so cleanup never
@@ -217,32 +217,32 @@ impl Topology {
     /// Drops `pct` % of packets at random on every LB–real link, in both
     /// directions, replacing any loss set before; 0 removes it. Needs `nft`.
     pub fn inject_loss(&mut self, pct: f64) -> io::Result<()> {
-        self.inject_loss_with(pct, true, &[])
+        self.set_loss(&[LossRule::all(pct)])
     }
 
-    /// Like [`Self::inject_loss`], but drops only handshake packets: `pct` %
-    /// of the pure SYNs and, counted apart, `pct` % of the SYN-ACKs on every
-    /// LB–real link. Replaces any loss set before; 0 removes it.
+    /// Drops `pct` % of the pure SYNs and SYN-ACKs on every LB–real link, in
+    /// both directions, replacing any loss set before; 0 removes it. Needs `nft`.
     pub fn inject_syn_loss(&mut self, pct: f64) -> io::Result<()> {
-        self.inject_loss_with(
-            pct,
-            true,
-            &["tcp flags & (syn|ack) == syn", "tcp flags & (syn|ack) == (syn|ack)"],
-        )
+        self.set_loss(&[LossRule::syn_and_syn_ack(pct)])
     }
 
-    /// [`Self::inject_loss`], with the egress hook allowed or not, so both
-    /// ways of dropping toward the reals can be exercised, and limited to
-    /// packets matching one of `only` (nft expressions; empty: all).
-    fn inject_loss_with(&mut self, pct: f64, allow_egress: bool, only: &[&str]) -> io::Result<()> {
+    /// Applies all of `rules` on every LB–real link, in both directions,
+    /// replacing any loss set before; rules at 0 % are left out, and no rule
+    /// above 0 % removes the loss. Needs `nft`.
+    pub fn set_loss(&mut self, rules: &[LossRule]) -> io::Result<()> {
+        self.set_loss_with(rules, true)
+    }
+
+    /// [`Self::set_loss`], with the egress hook allowed or not, so both ways
+    /// of dropping toward the reals can be exercised.
+    fn set_loss_with(&mut self, rules: &[LossRule], allow_egress: bool) -> io::Result<()> {
         if let Some(mut old) = self.loss.take() {
             old.remove()?;
         }
-        if pct > 0.0 {
+        if rules.iter().any(|r| r.pct > 0.0) {
             let reals: Vec<(Netns, String)> =
                 self.reals.iter().map(|r| (r.clone(), REAL_IF.to_owned())).collect();
-            self.loss =
-                Some(Loss::install(&self.lb, &self.lb_real_ports(), &reals, pct, allow_egress, only)?);
+            self.loss = Some(Loss::install(&self.lb, &self.lb_real_ports(), &reals, rules, allow_egress)?);
         }
         Ok(())
     }
@@ -433,43 +433,13 @@ mod tests {
     }
 
     #[test]
-    fn syn_loss_drops_only_handshakes() {
-        use std::io::{Read, Write};
-        if !netns_tests_enabled("syn_loss_drops_only_handshakes") || !nft_available() {
-            return;
-        }
-        let mut t = Topology::build(&TopologySpec::default()).unwrap();
-        let addr = t.real_addrs()[0];
-        let listener = t.ns_real(0).run_in(|| std::net::TcpListener::bind((addr, 0))).unwrap().unwrap();
-        let target = listener.local_addr().unwrap();
-        let mut conn = t.ns_lb().run_in(|| std::net::TcpStream::connect(target)).unwrap().unwrap();
-        let (mut accepted, _) = listener.accept().unwrap();
-        t.inject_syn_loss(100.0).unwrap();
-        assert!(!lb_connects_to_real(&t), "a SYN got through");
-        // Segments without SYN still pass both ways.
-        conn.write_all(b"ping").unwrap();
-        accepted.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
-        let mut buf = [0; 4];
-        accepted.read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"ping");
-        let listing = t.ns_lb().run("nft", ["list", "table", "netdev", "rvs_loss"]).unwrap();
-        assert!(
-            listing.contains("tcp flags syn / syn,ack") && listing.contains("tcp flags syn,ack / syn,ack"),
-            "{listing}"
-        );
-        assert!(t.loss_dropped().unwrap() > 0);
-        t.inject_syn_loss(0.0).unwrap();
-        assert!(lb_connects_to_real(&t));
-    }
-
-    #[test]
     fn loss_without_egress_hook_drops_at_the_reals() {
         if !netns_tests_enabled("loss_without_egress_hook_drops_at_the_reals") || !nft_available() {
             return;
         }
         let mut t = Topology::build(&TopologySpec::default()).unwrap();
         for allow_egress in [true, false] {
-            t.inject_loss_with(100.0, allow_egress, &[]).unwrap();
+            t.set_loss_with(&[LossRule::all(100.0)], allow_egress).unwrap();
             assert!(!lb_connects_to_real(&t));
             // With egress, the SYN dies on its way out; without, at the real's ingress.
             assert_eq!(t.loss_uses_egress(), Some(allow_egress));

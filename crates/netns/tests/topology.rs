@@ -156,3 +156,45 @@ fn loss_drops_toward_and_from_the_reals() {
     reach(t.ns_lb(), t.ns_real(0), t.real_addrs()[0]).unwrap();
     reach(t.ns_client(), t.ns_lb(), t.lb_client_addr()).unwrap();
 }
+
+#[test]
+fn syn_loss_stops_new_connections_but_not_established_ones() {
+    if !netns_tests_enabled("syn_loss_stops_new_connections_but_not_established_ones") {
+        return;
+    }
+    if !rvs_netns::nft_available() {
+        eprintln!("syn_loss_stops_new_connections_but_not_established_ones: skipped (no nft)");
+        return;
+    }
+    let mut t = Topology::build(&TopologySpec::default()).unwrap();
+    let addr = t.real_addrs()[0];
+    let listener = t.ns_real(0).run_in(|| TcpListener::bind((addr, 0))).unwrap().unwrap();
+    let target = listener.local_addr().unwrap();
+    let client_ns = t.ns_client().clone();
+    let connect = |timeout| client_ns.run_in(|| TcpStream::connect_timeout(&target, timeout)).unwrap();
+    // Established before the loss, through the balancer's kernel forwarding.
+    let mut client = connect(Duration::from_secs(5)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+
+    t.inject_syn_loss(100.0).unwrap();
+    // A new handshake dies at its first SYN.
+    assert!(connect(Duration::from_millis(1500)).is_err());
+    let dropped = t.loss_dropped().unwrap();
+    assert!(dropped > 0);
+    // Data and ACKs on the established connection pass, both ways.
+    let mut b = [0u8; 5];
+    for round in 0..3u8 {
+        client.write_all(&[round; 5]).unwrap();
+        server.read_exact(&mut b).unwrap();
+        server.write_all(&b).unwrap();
+        client.read_exact(&mut b).unwrap();
+        assert_eq!(b, [round; 5]);
+    }
+    assert_eq!(t.loss_dropped().unwrap(), dropped, "only handshake packets were dropped");
+
+    t.inject_syn_loss(0.0).unwrap();
+    assert!(connect(Duration::from_secs(5)).is_ok());
+}

@@ -2,6 +2,7 @@
 //! build its namespaces, push every request through the daemon, report, and
 //! leave nothing behind. Needs root (or `RVS_SKIP_NETNS=1` to skip).
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -9,10 +10,21 @@ use serde_json::Value;
 /// Run `rvs lab ARGS --json` and return its one result, after checking that
 /// the lab removed every namespace it made.
 fn lab(args: &[&str], path: Option<&str>) -> Value {
+    let results = lab_in(args, path, None);
+    assert_eq!(results.len(), 1, "{results:#?}");
+    results.into_iter().next().unwrap()
+}
+
+/// Run `rvs lab ARGS --json`, in `dir` if given, and return its results,
+/// after checking that the lab removed every namespace it made.
+fn lab_in(args: &[&str], path: Option<&str>, dir: Option<&Path>) -> Vec<Value> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rvs"));
     cmd.arg("lab").args(args).arg("--json");
     if let Some(p) = path {
         cmd.env("PATH", p);
+    }
+    if let Some(d) = dir {
+        cmd.current_dir(d);
     }
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -29,12 +41,30 @@ fn lab(args: &[&str], path: Option<&str>) -> Value {
     for name in &lab_pid_names {
         let pid: u32 = name.trim_start_matches("rvsT").split('x').next().unwrap_or("0").parse().unwrap_or(0);
         assert!(
-            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            Path::new(&format!("/proc/{pid}")).exists(),
             "namespace {name} left behind by an ended process"
         );
     }
     let v: Value = serde_json::from_slice(&out.stdout).expect("--json output");
-    v.as_array().and_then(|a| a.first()).cloned().expect("one result")
+    v.as_array().cloned().expect("an array of results")
+}
+
+/// A fresh directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("rvs-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[test]
@@ -64,4 +94,33 @@ fn lab_injects_loss_with_nftables_or_the_drivers_own_fault_injector() {
     let r = lab(&["-n", "40", "--loss", "10"], Some("/usr/bin:/bin"));
     assert_eq!(r["succeeded"], 40, "{r:#}");
     assert_eq!(r["loss_method"], "rvs fault injection", "{r:#}");
+}
+
+#[test]
+fn lab_compare_runs_both_retransmit_modes_and_plots_them() {
+    if !rvs_netns::netns_tests_enabled("lab-compare") {
+        return;
+    }
+    let dir = Scratch::new("lab-compare");
+    let results = lab_in(&["--compare", "-n", "200", "--syn-loss", "5"], None, Some(&dir.0));
+    let modes: Vec<&Value> = results.iter().map(|r| &r["retransmit_mode"]).collect();
+    assert_eq!(modes, ["classic", "adaptive"], "{results:#?}");
+    for r in &results {
+        assert_eq!(r["succeeded"], 200, "{r:#}");
+        assert_eq!(r["errors"], serde_json::json!({}), "{r:#}");
+        assert_eq!(r["synproxy"], true, "{r:#}");
+        assert_eq!(r["syn_loss_pct"], 5.0, "{r:#}");
+        assert_eq!(r["loss_pct"], 0.0, "{r:#}");
+    }
+    // Timings are not compared: whether the modes differ depends on the
+    // data path, not on the lab.
+    let svg = std::fs::read_to_string(dir.0.join("rvs-lab-compare.svg")).expect("the default plot file");
+    assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    assert_eq!(svg.matches("<path ").count(), 2, "{svg}");
+    for label in
+        ["rvs synproxy classic, SYN loss 5% (n = 200)", "rvs synproxy adaptive, SYN loss 5% (n = 200)"]
+    {
+        assert!(svg.contains(label), "{label} missing from the legend");
+    }
+    assert!(svg.contains("200 sequential requests per mode, 5% SYN/SYN-ACK loss"), "{svg}");
 }

@@ -11,11 +11,15 @@
 //!
 //! A run is [`Lab::start`] + [`Lab::measure`], giving a [`LabResult`]; the
 //! report prints any number of results side by side, so comparisons (loss
-//! rates, SYNProxy on/off) are several runs and one table. Everything made
+//! rates, SYNProxy on/off) are several runs and one table. `--compare` is
+//! the seed's comparison in one command: the same run with SYNProxy's
+//! classic retransmit timer and with the adaptive one, with SYN/SYN-ACK loss
+//! toward the reals, plotted as latency CDFs (`plot`). Everything made
 //! is removed on the way out, also on Ctrl-C: the signal only sets a flag,
 //! the request loop checks it, and the guards' drops do the rest.
 
 mod http;
+mod plot;
 mod report;
 
 use std::collections::BTreeMap;
@@ -31,7 +35,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rvs_netns::{ChildGuard, Topology, TopologySpec};
+use rvs_control::config::RetransmitMode;
+use rvs_netns::{ChildGuard, LossRule, Topology, TopologySpec};
 
 use self::http::Server;
 use self::report::{Progress, bump};
@@ -44,6 +49,11 @@ const LAB_NET: u8 = 77;
 const LAB_LADDRS: usize = 2;
 /// How long the daemon may take to open its control socket.
 const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--compare`'s SYN/SYN-ACK loss when no loss is asked for: enough for
+/// stalls to show in a few hundred requests.
+const COMPARE_SYN_LOSS_PCT: f64 = 5.0;
+/// Where `--compare` writes its plot unless `--svg` says otherwise.
+const COMPARE_SVG: &str = "rvs-lab-compare.svg";
 
 const USAGE: &str = "\
 usage: rvs lab [OPTIONS]
@@ -58,6 +68,16 @@ options:
       --loss PCT       drop PCT % of packets on the balancer-real links, both
                        directions (nftables if `nft` exists, else the daemon's
                        fault injection) [0]
+      --syn-loss PCT   drop PCT % of only the SYNs and SYN-ACKs on those links,
+                       the seed's experiment (same methods) [0]
+      --synproxy on|off
+                       SYNProxy for the lab's service [on]
+      --compare        run twice, all else equal: with the daemon's [synproxy]
+                       retransmit_mode classic, then adaptive (the default);
+                       print both side by side and plot them (--svg); without
+                       --loss or --syn-loss it uses --syn-loss 5
+      --svg FILE       write the latency CDFs (total request time) as an SVG
+                       plot to FILE [rvs-lab-compare.svg with --compare]
       --reals N        real servers [3]
       --timeout SECS   per-request deadline [30]
       --direct         no balancer: request the reals directly through the
@@ -76,6 +96,16 @@ pub(crate) struct LabOptions {
     pub requests: usize,
     /// Loss on the balancer–real links, in percent.
     pub loss_pct: f64,
+    /// Loss of pure SYNs and SYN-ACKs on the balancer–real links, in percent.
+    pub syn_loss_pct: f64,
+    /// Whether the lab's service uses SYNProxy.
+    pub synproxy: bool,
+    /// The daemon's `[synproxy] retransmit_mode`.
+    pub retransmit_mode: RetransmitMode,
+    /// One run per retransmit mode instead of one run.
+    pub compare: bool,
+    /// Where to write the latency CDF plot, if anywhere.
+    pub svg: Option<PathBuf>,
     /// Number of real servers.
     pub reals: usize,
     /// Deadline of each request.
@@ -93,6 +123,11 @@ impl Default for LabOptions {
         Self {
             requests: 2000,
             loss_pct: 0.0,
+            syn_loss_pct: 0.0,
+            synproxy: true,
+            retransmit_mode: RetransmitMode::default(),
+            compare: false,
+            svg: None,
             reals: 3,
             timeout: Duration::from_secs(30),
             keep: false,
@@ -105,8 +140,43 @@ impl Default for LabOptions {
 impl LabOptions {
     /// The column heading of this run's result.
     fn label(&self) -> String {
-        let path = if self.direct { "direct" } else { "rvs" };
-        format!("{path}, loss {}%", self.loss_pct)
+        let mut label = match (self.direct, self.synproxy) {
+            (true, _) => "direct".to_owned(),
+            (false, false) => "rvs".to_owned(),
+            (false, true) => format!("rvs synproxy {}", self.retransmit_mode.name()),
+        };
+        if self.loss_pct > 0.0 || self.syn_loss_pct == 0.0 {
+            label.push_str(&format!(", loss {}%", self.loss_pct));
+        }
+        if self.syn_loss_pct > 0.0 {
+            label.push_str(&format!(", SYN loss {}%", self.syn_loss_pct));
+        }
+        label
+    }
+
+    /// The runs to make: this one, or with `compare` one per retransmit
+    /// mode, the classic one first.
+    fn runs(&self) -> Vec<Self> {
+        if !self.compare {
+            return vec![self.clone()];
+        }
+        [RetransmitMode::Classic, RetransmitMode::Adaptive]
+            .map(|retransmit_mode| Self { retransmit_mode, ..self.clone() })
+            .into()
+    }
+
+    /// The plot's title: what was requested, under which loss.
+    fn plot_title(&self) -> String {
+        let per = if self.compare { " per mode" } else { "" };
+        let mut loss = Vec::new();
+        if self.loss_pct > 0.0 {
+            loss.push(format!("{}% loss", self.loss_pct));
+        }
+        if self.syn_loss_pct > 0.0 {
+            loss.push(format!("{}% SYN/SYN-ACK loss", self.syn_loss_pct));
+        }
+        let loss = if loss.is_empty() { "no loss".to_owned() } else { loss.join(" + ") };
+        format!("rvs lab: {} sequential requests{per}, {loss} between balancer and reals", self.requests)
     }
 }
 
@@ -121,6 +191,7 @@ enum Invocation {
 /// Parses the arguments after `lab`.
 fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
     let mut o = LabOptions::default();
+    let mut loss_given = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         // Both `--opt VALUE` and `--opt=VALUE`.
@@ -138,7 +209,23 @@ fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
             "-h" | "--help" => return Ok(Invocation::Help),
             "--cleanup" => return Ok(Invocation::Cleanup),
             "-n" | "--requests" => o.requests = number(flag, &value()?)?,
-            "--loss" => o.loss_pct = number(flag, &value()?)?,
+            "--loss" => {
+                o.loss_pct = number(flag, &value()?)?;
+                loss_given = true;
+            }
+            "--syn-loss" => {
+                o.syn_loss_pct = number(flag, &value()?)?;
+                loss_given = true;
+            }
+            "--synproxy" => {
+                o.synproxy = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => bail!("--synproxy takes on or off, not {v:?}"),
+                }
+            }
+            "--compare" => o.compare = true,
+            "--svg" => o.svg = Some(PathBuf::from(value()?)),
             "--reals" => o.reals = number(flag, &value()?)?,
             "--timeout" => {
                 let secs: f64 = number(flag, &value()?)?;
@@ -153,7 +240,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
             "--direct" => o.direct = true,
             _ => bail!("unknown option {arg:?} (see rvs lab --help)"),
         }
-        if inline.is_some() && matches!(flag, "--keep" | "--json" | "--direct") {
+        if inline.is_some() && matches!(flag, "--keep" | "--json" | "--direct" | "--compare") {
             bail!("{flag} takes no value");
         }
     }
@@ -162,6 +249,27 @@ fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
     }
     if !(0.0..100.0).contains(&o.loss_pct) {
         bail!("--loss must be at least 0 and below 100");
+    }
+    if !(0.0..100.0).contains(&o.syn_loss_pct) {
+        bail!("--syn-loss must be at least 0 and below 100");
+    }
+    if o.svg.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        bail!("--svg needs a file name");
+    }
+    if o.compare {
+        if o.direct {
+            bail!("--compare compares the balancer's retransmit modes; --direct has no balancer");
+        }
+        if !o.synproxy {
+            bail!("--compare compares SYNProxy's retransmit modes; it needs --synproxy on");
+        }
+        if o.keep {
+            bail!("--compare makes one lab per mode; --keep can keep only a single run's");
+        }
+        if !loss_given {
+            o.syn_loss_pct = COMPARE_SYN_LOSS_PCT;
+        }
+        o.svg.get_or_insert_with(|| PathBuf::from(COMPARE_SVG));
     }
     if !(2..=200).contains(&o.reals) {
         bail!("--reals must be within 2..=200");
@@ -192,6 +300,10 @@ pub(crate) struct LabResult {
     pub wall: Duration,
     /// Loss asked for on the balancer–real links, in percent.
     pub loss_pct: f64,
+    /// SYN/SYN-ACK loss asked for on the balancer–real links, in percent.
+    pub syn_loss_pct: f64,
+    /// The retransmit mode when the service used SYNProxy.
+    pub synproxy: Option<RetransmitMode>,
     /// How the loss was made.
     pub loss_method: LossMethod,
     /// Packets the nftables loss rules dropped, when they were used.
@@ -211,6 +323,8 @@ impl LabResult {
             per_real: BTreeMap::new(),
             wall: Duration::ZERO,
             loss_pct,
+            syn_loss_pct: 0.0,
+            synproxy: None,
             loss_method,
             loss_dropped: None,
             interrupted: false,
@@ -224,11 +338,24 @@ impl LabResult {
 
     fn loss_text(&self) -> String {
         let m = self.loss_method.label();
+        let mut amounts = Vec::new();
+        if self.loss_pct > 0.0 {
+            amounts.push(format!("{}%", self.loss_pct));
+        }
+        if self.syn_loss_pct > 0.0 {
+            amounts.push(format!("{}% SYN/SYN-ACK", self.syn_loss_pct));
+        }
+        let amounts = amounts.join(" + ");
         match (self.loss_method, self.loss_dropped) {
             (LossMethod::None, _) => m.to_owned(),
-            (_, Some(n)) => format!("{}% {m}, {n} dropped", self.loss_pct),
-            (_, None) => format!("{}% {m}", self.loss_pct),
+            (_, Some(n)) => format!("{amounts} {m}, {n} dropped"),
+            (_, None) => format!("{amounts} {m}"),
         }
+    }
+
+    /// Total times of the successful requests, in milliseconds.
+    pub(crate) fn totals_ms(&self) -> Vec<f64> {
+        self.timings.iter().map(|t| t.total.as_secs_f64() * 1e3).collect()
     }
 }
 
@@ -331,20 +458,50 @@ impl Drop for TempDir {
     }
 }
 
+/// What the lab's daemon config sets besides addresses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct DaemonSettings {
+    /// The service's `synproxy` key.
+    synproxy: bool,
+    /// `[synproxy] retransmit_mode`.
+    retransmit_mode: RetransmitMode,
+    /// The fault injector's loss, when nftables does not make it.
+    fault_loss_pct: f64,
+    /// The fault injector's SYN/SYN-ACK loss, likewise.
+    fault_syn_loss_pct: f64,
+}
+
+impl DaemonSettings {
+    fn of(opts: &LabOptions, loss_method: LossMethod) -> Self {
+        let daemon_loss = loss_method == LossMethod::Daemon;
+        Self {
+            synproxy: opts.synproxy,
+            retransmit_mode: opts.retransmit_mode,
+            fault_loss_pct: if daemon_loss { opts.loss_pct } else { 0.0 },
+            fault_syn_loss_pct: if daemon_loss { opts.syn_loss_pct } else { 0.0 },
+        }
+    }
+}
+
 /// The daemon's configuration for the lab's one service: every real with
-/// weight 1 behind `vip`, the loss (if the daemon injects it) in `[driver]`.
+/// weight 1 behind `vip`, the loss (if the daemon injects it) in `[driver]`,
+/// SYNProxy per `settings`.
 fn daemon_config(
     socket: &Path,
     vip: Ipv4Addr,
     laddrs: &[Ipv4Addr],
     reals: &[Ipv4Addr],
-    fault_loss_pct: f64,
+    settings: &DaemonSettings,
 ) -> String {
     let laddrs: Vec<String> = laddrs.iter().map(|a| format!("\"{a}\"")).collect();
+    let DaemonSettings { synproxy, retransmit_mode, fault_loss_pct, fault_syn_loss_pct } = *settings;
     let mut cfg = format!(
-        "[daemon]\ncontrol_socket = \"{}\"\n\n[driver]\ntun_name = \"rvs0\"\nfault_loss_pct = {fault_loss_pct:?}\n\n\
-         [[service]]\nproto = \"tcp\"\nvip = \"{vip}:{HTTP_PORT}\"\nsched = \"wrr\"\nladdrs = [{}]\n",
+        "[daemon]\ncontrol_socket = \"{}\"\n\n\
+         [driver]\ntun_name = \"rvs0\"\nfault_loss_pct = {fault_loss_pct:?}\nfault_syn_loss_pct = {fault_syn_loss_pct:?}\n\n\
+         [synproxy]\nretransmit_mode = \"{}\"\n\n\
+         [[service]]\nproto = \"tcp\"\nvip = \"{vip}:{HTTP_PORT}\"\nsched = \"wrr\"\nladdrs = [{}]\nsynproxy = {synproxy}\n",
         socket.display(),
+        retransmit_mode.name(),
         laddrs.join(", ")
     );
     for real in reals {
@@ -386,13 +543,18 @@ impl Lab {
                 .with_context(|| format!("binding the HTTP server on {addr}:{HTTP_PORT}"))?;
             servers.push(Server::start(listener, &format!("real{}", i + 1))?);
         }
-        let loss_method = match (opts.loss_pct > 0.0, rvs_netns::nft_available(), opts.direct) {
+        let any_loss = opts.loss_pct > 0.0 || opts.syn_loss_pct > 0.0;
+        let loss_method = match (any_loss, rvs_netns::nft_available(), opts.direct) {
             (false, _, _) => LossMethod::None,
             (true, true, _) => {
-                topology.inject_loss(opts.loss_pct).context("injecting loss with nftables")?;
+                topology
+                    .set_loss(&[LossRule::all(opts.loss_pct), LossRule::syn_and_syn_ack(opts.syn_loss_pct)])
+                    .context("injecting loss with nftables")?;
                 LossMethod::Nftables
             }
-            (true, false, true) => bail!("--loss with --direct needs nftables (the `nft` program)"),
+            (true, false, true) => {
+                bail!("--loss or --syn-loss with --direct needs nftables (the `nft` program)")
+            }
             (true, false, false) => LossMethod::Daemon,
         };
         let tmp = TempDir::new().context("creating a temp dir")?;
@@ -400,9 +562,8 @@ impl Lab {
         if opts.direct {
             lab.targets = lab.servers.iter().filter_map(|s| as_v4(s.addr())).collect();
         } else {
-            let fault = if loss_method == LossMethod::Daemon { opts.loss_pct } else { 0.0 };
             let exe = std::env::current_exe().context("finding the rvs binary")?;
-            lab.start_daemon(&exe, fault)?;
+            lab.start_daemon(&exe, &DaemonSettings::of(opts, loss_method))?;
             lab.targets = vec![SocketAddrV4::new(lab.topology.vip(), HTTP_PORT)];
         }
         Ok(lab)
@@ -410,12 +571,12 @@ impl Lab {
 
     /// Runs `EXE run --config FILE` in the balancer's namespace and waits for
     /// its control socket.
-    fn start_daemon(&mut self, exe: &Path, fault_loss_pct: f64) -> anyhow::Result<()> {
+    fn start_daemon(&mut self, exe: &Path, settings: &DaemonSettings) -> anyhow::Result<()> {
         let socket = self.tmp.path().join("rvs.sock");
         let config = self.tmp.path().join("rvs.toml");
         let log_path = self.tmp.path().join("daemon.log");
         let t = &self.topology;
-        fs::write(&config, daemon_config(&socket, t.vip(), &t.laddrs(), &t.real_addrs(), fault_loss_pct))?;
+        fs::write(&config, daemon_config(&socket, t.vip(), &t.laddrs(), &t.real_addrs(), settings))?;
         let log = File::create(&log_path)?;
         let mut cmd =
             self.topology.ns_lb().cmd(exe, ["run".as_ref(), "--config".as_ref(), config.as_os_str()]);
@@ -455,6 +616,8 @@ impl Lab {
     /// rotating over the targets.
     pub(crate) fn measure(&self, opts: &LabOptions) -> anyhow::Result<LabResult> {
         let mut r = LabResult::new(opts.label(), opts.requests, opts.loss_pct, self.loss_method);
+        r.syn_loss_pct = opts.syn_loss_pct;
+        r.synproxy = (opts.synproxy && !opts.direct).then_some(opts.retransmit_mode);
         let started = Instant::now();
         self.topology.ns_client().run_in(|| {
             let mut progress = Progress::new(opts.requests);
@@ -555,13 +718,35 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<i32> {
         Invocation::Run(o) => o,
     };
     install_stop_handlers().context("installing signal handlers")?;
-    let lab = Lab::start(&opts)?;
-    if !opts.json {
-        eprintln!("{} sequential requests to {:?} ...", opts.requests, lab.targets);
+    let mut results = Vec::new();
+    let mut kept = None;
+    for run in opts.runs() {
+        let lab = Lab::start(&run)?;
+        if !opts.json {
+            eprintln!("{}: {} sequential requests to {:?} ...", run.label(), run.requests, lab.targets);
+        }
+        let result = lab.measure(&run)?;
+        results.push(result);
+        if opts.keep {
+            kept = Some(lab);
+        }
+        if STOP.load(Ordering::SeqCst) {
+            break;
+        }
     }
-    let result = lab.measure(&opts)?;
-    print_results(std::slice::from_ref(&result), opts.json);
-    if opts.keep && !STOP.load(Ordering::SeqCst) {
+    print_results(&results, opts.json);
+    if let Some(path) = &opts.svg {
+        let totals: Vec<Vec<f64>> = results.iter().map(LabResult::totals_ms).collect();
+        let series: Vec<(&str, &[f64])> =
+            results.iter().zip(&totals).map(|(r, t)| (r.label.as_str(), t.as_slice())).collect();
+        fs::write(path, plot::cdf_svg(&series, &opts.plot_title()))
+            .with_context(|| format!("writing the plot to {}", path.display()))?;
+        eprintln!("latency CDF plot: {}", path.display());
+    }
+    let interrupted = results.iter().any(|r| r.interrupted);
+    if let Some(lab) = kept
+        && !STOP.load(Ordering::SeqCst)
+    {
         eprint!("\nThe lab stays up:\n{}", lab.describe());
         eprintln!("The reals' HTTP servers run in this process: press Ctrl-C to stop them and exit.");
         while !STOP.load(Ordering::SeqCst) {
@@ -571,10 +756,8 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<i32> {
             "Left in place; to remove: {}\n(`rvs lab --cleanup` also finds the namespaces)",
             lab.keep()
         );
-    } else {
-        drop(lab);
     }
-    Ok(if result.interrupted { 130 } else { 0 })
+    Ok(if interrupted { 130 } else { 0 })
 }
 
 #[cfg(test)]
@@ -611,13 +794,62 @@ mod tests {
                 timeout: Duration::from_millis(2500),
                 keep: true,
                 json: true,
-                direct: true
+                direct: true,
+                ..Default::default()
             }
         );
         let o = parse("--requests=7 --loss=0.5").unwrap();
         assert_eq!((o.requests, o.loss_pct), (7, 0.5));
         assert_eq!(parse_args(&args("--json -h")).unwrap(), Invocation::Help);
         assert_eq!(parse_args(&args("--cleanup")).unwrap(), Invocation::Cleanup);
+    }
+
+    #[test]
+    fn parses_synproxy_syn_loss_and_svg() {
+        let o = parse("").unwrap();
+        assert!(o.synproxy && !o.compare);
+        assert_eq!((o.syn_loss_pct, o.retransmit_mode, o.svg), (0.0, RetransmitMode::Adaptive, None));
+        let o = parse("--synproxy off --syn-loss 2.5 --svg /tmp/x.svg").unwrap();
+        assert!(!o.synproxy);
+        assert_eq!((o.syn_loss_pct, o.loss_pct), (2.5, 0.0));
+        assert_eq!(o.svg.as_deref(), Some(Path::new("/tmp/x.svg")));
+        assert!(parse("--synproxy=on").unwrap().synproxy);
+        let o = parse("--loss 1 --syn-loss=3").unwrap();
+        assert_eq!((o.loss_pct, o.syn_loss_pct), (1.0, 3.0));
+    }
+
+    #[test]
+    fn compare_defaults_to_syn_loss_and_a_plot() {
+        let o = parse("--compare -n 200").unwrap();
+        assert!(o.compare && o.synproxy);
+        assert_eq!((o.requests, o.loss_pct, o.syn_loss_pct), (200, 0.0, 5.0));
+        assert_eq!(o.svg.as_deref(), Some(Path::new("rvs-lab-compare.svg")));
+        // A loss option given replaces the default, even at 0.
+        let o = parse("--compare --syn-loss 0 --svg out.svg").unwrap();
+        assert_eq!((o.loss_pct, o.syn_loss_pct), (0.0, 0.0));
+        assert_eq!(o.svg.as_deref(), Some(Path::new("out.svg")));
+        let o = parse("--loss 2 --compare").unwrap();
+        assert_eq!((o.loss_pct, o.syn_loss_pct), (2.0, 0.0));
+
+        let runs = parse("--compare --syn-loss 5").unwrap().runs();
+        let modes: Vec<_> = runs.iter().map(|r| r.retransmit_mode).collect();
+        assert_eq!(modes, [RetransmitMode::Classic, RetransmitMode::Adaptive]);
+        let labels: Vec<_> = runs.iter().map(LabOptions::label).collect();
+        assert_eq!(labels, ["rvs synproxy classic, SYN loss 5%", "rvs synproxy adaptive, SYN loss 5%"]);
+        assert!(runs.iter().all(|r| r.syn_loss_pct == 5.0 && r.synproxy));
+        assert_eq!(
+            runs[0].plot_title(),
+            "rvs lab: 2000 sequential requests per mode, 5% SYN/SYN-ACK loss between balancer and reals"
+        );
+
+        let single = parse("--synproxy off --loss 1").unwrap();
+        assert_eq!(single.runs(), std::slice::from_ref(&single));
+        assert_eq!(single.label(), "rvs, loss 1%");
+        assert_eq!(parse("--direct").unwrap().label(), "direct, loss 0%");
+        assert_eq!(
+            single.plot_title(),
+            "rvs lab: 2000 sequential requests, 1% loss between balancer and reals"
+        );
     }
 
     #[test]
@@ -636,6 +868,18 @@ mod tests {
             "--frobnicate",
             "--keep=yes",
             "extra",
+            "--syn-loss 100",
+            "--syn-loss -0.5",
+            "--syn-loss x",
+            "--synproxy",
+            "--synproxy yes",
+            "--synproxy ON",
+            "--svg",
+            "--svg=",
+            "--compare=1",
+            "--compare --direct",
+            "--compare --synproxy off",
+            "--compare --keep",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
@@ -651,32 +895,65 @@ mod tests {
         r.loss_method = LossMethod::Nftables;
         r.loss_dropped = Some(12);
         assert_eq!(r.loss_text(), "5% nftables, 12 dropped");
+        r.syn_loss_pct = 2.0;
+        assert_eq!(r.loss_text(), "5% + 2% SYN/SYN-ACK nftables, 12 dropped");
+        r.loss_pct = 0.0;
+        r.loss_method = LossMethod::Daemon;
+        r.loss_dropped = None;
+        assert_eq!(r.loss_text(), "2% SYN/SYN-ACK rvs fault injection");
     }
 
-    #[test]
-    fn daemon_config_has_the_agreed_shape() {
+    /// The lab's config for `args`, with the loss made as `method`.
+    fn config_for(args: &str, method: LossMethod) -> String {
         let ip = |d| Ipv4Addr::new(10, 77, 1, d);
-        let cfg = daemon_config(
+        let runs = parse(args).unwrap().runs();
+        assert_eq!(runs.len(), 1);
+        daemon_config(
             Path::new("/tmp/x/rvs.sock"),
             Ipv4Addr::new(10, 77, 2, 1),
             &[Ipv4Addr::new(10, 77, 3, 1), Ipv4Addr::new(10, 77, 3, 2)],
             &[ip(11), ip(12)],
-            2.5,
-        );
+            &DaemonSettings::of(&runs[0], method),
+        )
+    }
+
+    /// Both configs of `--compare ARGS`.
+    fn compare_configs(args: &str, method: LossMethod) -> Vec<String> {
+        let runs = parse(&format!("--compare {args}")).unwrap().runs();
+        runs.iter()
+            .map(|r| {
+                daemon_config(
+                    Path::new("/tmp/x/rvs.sock"),
+                    Ipv4Addr::new(10, 77, 2, 1),
+                    &[Ipv4Addr::new(10, 77, 3, 1)],
+                    &[Ipv4Addr::new(10, 77, 1, 11)],
+                    &DaemonSettings::of(r, method),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn daemon_config_has_the_agreed_shape() {
         assert_eq!(
-            cfg,
+            config_for("--loss 2.5", LossMethod::Daemon),
             r#"[daemon]
 control_socket = "/tmp/x/rvs.sock"
 
 [driver]
 tun_name = "rvs0"
 fault_loss_pct = 2.5
+fault_syn_loss_pct = 0.0
+
+[synproxy]
+retransmit_mode = "adaptive"
 
 [[service]]
 proto = "tcp"
 vip = "10.77.2.1:80"
 sched = "wrr"
 laddrs = ["10.77.3.1", "10.77.3.2"]
+synproxy = true
 
 [[service.real]]
 addr = "10.77.1.11:80"
@@ -687,7 +964,78 @@ addr = "10.77.1.12:80"
 weight = 1
 "#
         );
-        assert!(daemon_config(Path::new("s"), ip(1), &[], &[], 0.0).contains("fault_loss_pct = 0.0\n"));
+        // nftables makes the loss: the daemon injects none.
+        let cfg = config_for("--loss 2.5 --syn-loss 5", LossMethod::Nftables);
+        assert!(cfg.contains("fault_loss_pct = 0.0\nfault_syn_loss_pct = 0.0\n"), "{cfg}");
+        let cfg = config_for("--loss 2.5 --syn-loss 5", LossMethod::Daemon);
+        assert!(cfg.contains("fault_loss_pct = 2.5\nfault_syn_loss_pct = 5.0\n"), "{cfg}");
+        let cfg = config_for("--synproxy off", LossMethod::None);
+        assert!(cfg.contains("laddrs = [\"10.77.3.1\", \"10.77.3.2\"]\nsynproxy = false\n"), "{cfg}");
+    }
+
+    #[test]
+    fn compare_configs_differ_only_in_the_retransmit_mode() {
+        let golden = |mode: &str, syn_loss: &str| {
+            format!(
+                r#"[daemon]
+control_socket = "/tmp/x/rvs.sock"
+
+[driver]
+tun_name = "rvs0"
+fault_loss_pct = 0.0
+fault_syn_loss_pct = {syn_loss}
+
+[synproxy]
+retransmit_mode = "{mode}"
+
+[[service]]
+proto = "tcp"
+vip = "10.77.2.1:80"
+sched = "wrr"
+laddrs = ["10.77.3.1"]
+synproxy = true
+
+[[service.real]]
+addr = "10.77.1.11:80"
+weight = 1
+"#
+            )
+        };
+        assert_eq!(
+            compare_configs("", LossMethod::Nftables),
+            [golden("classic", "0.0"), golden("adaptive", "0.0")]
+        );
+        assert_eq!(
+            compare_configs("", LossMethod::Daemon),
+            [golden("classic", "5.0"), golden("adaptive", "5.0")]
+        );
+    }
+
+    #[test]
+    fn lab_configs_are_valid_daemon_configs() {
+        use rvs_control::config::Config;
+        for (args, method) in [
+            ("--compare", LossMethod::Daemon),
+            ("--synproxy off --loss 1", LossMethod::Daemon),
+            ("--syn-loss 3", LossMethod::Nftables),
+        ] {
+            for run in parse(args).unwrap().runs() {
+                let cfg = daemon_config(
+                    Path::new("/tmp/x/rvs.sock"),
+                    Ipv4Addr::new(10, 77, 2, 1),
+                    &[Ipv4Addr::new(10, 77, 3, 1)],
+                    &[Ipv4Addr::new(10, 77, 1, 11), Ipv4Addr::new(10, 77, 1, 12)],
+                    &DaemonSettings::of(&run, method),
+                );
+                let c = Config::parse(&cfg).unwrap_or_else(|e| panic!("{e}\n{cfg}"));
+                assert_eq!(c.synproxy.retransmit_mode, run.retransmit_mode);
+                let service = c.model.services.values().next().unwrap();
+                assert_eq!(service.config.synproxy, run.synproxy);
+                let daemon_loss = method == LossMethod::Daemon;
+                assert_eq!(c.driver.fault_loss_pct, if daemon_loss { run.loss_pct } else { 0.0 });
+                assert_eq!(c.driver.fault_syn_loss_pct, if daemon_loss { run.syn_loss_pct } else { 0.0 });
+            }
+        }
     }
 
     fn namespaces_of(t: &Topology) -> Vec<rvs_netns::Netns> {
@@ -757,7 +1105,10 @@ weight = 1
         let opts = LabOptions { reals: 2, direct: true, ..Default::default() };
         let mut lab = Lab::start(&opts).unwrap();
         let names = namespaces_of(&lab.topology);
-        let e = lab.start_daemon(Path::new("/bin/sh"), 0.0).unwrap_err().to_string();
+        let e = lab
+            .start_daemon(Path::new("/bin/sh"), &DaemonSettings::of(&opts, LossMethod::None))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("exited") && e.contains("before it was ready"), "{e}");
         assert!(e.contains("run"), "the daemon's stderr is shown: {e}");
         assert!(fs::read_to_string(lab.tmp.path().join("rvs.toml")).unwrap().contains("[[service.real]]"));

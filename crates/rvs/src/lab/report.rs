@@ -165,7 +165,10 @@ pub(crate) fn json(results: &[LabResult]) -> Value {
                     "completed": r.completed,
                     "succeeded": r.timings.len(),
                     "errors": r.errors,
+                    "synproxy": r.synproxy.is_some(),
+                    "retransmit_mode": r.synproxy.map(|m| m.name()),
                     "loss_pct": r.loss_pct,
+                    "syn_loss_pct": r.syn_loss_pct,
                     "loss_method": r.loss_method.label(),
                     "loss_dropped_packets": r.loss_dropped,
                     "wall_s": r.wall.as_secs_f64(),
@@ -342,6 +345,18 @@ mod tests {
         assert_eq!(o["total"]["max_ms"], 40.0);
         assert_eq!(o["per_real"]["real1"], 1);
         assert_eq!(o["over_1s"], 0);
+        assert_eq!(
+            (&o["synproxy"], &o["retransmit_mode"], &o["syn_loss_pct"]),
+            (&json!(false), &Value::Null, &json!(0.0))
+        );
+        let mut r = result("b", &[1]);
+        r.synproxy = Some(rvs_control::config::RetransmitMode::Classic);
+        r.syn_loss_pct = 5.0;
+        let o = &json(&[r])[0];
+        assert_eq!(
+            (&o["synproxy"], &o["retransmit_mode"], &o["syn_loss_pct"]),
+            (&json!(true), &json!("classic"), &json!(5.0))
+        );
     }
 
     #[test]
