@@ -179,6 +179,12 @@ impl Engine {
         self.by_vip.get(&(proto, vip)).map(|&i| &self.services[i as usize])
     }
 
+    /// Whether `addr` is a local address (LIP) of some service: packets to it
+    /// come from reals. Drivers use it to tell the two links apart.
+    pub fn is_laddr(&self, addr: IpAddr) -> bool {
+        self.laddr_refs.contains_key(&addr)
+    }
+
     /// Port pools, for listings and metrics.
     pub fn pools(&self) -> &LocalPools {
         &self.pools

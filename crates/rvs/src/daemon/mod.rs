@@ -114,8 +114,11 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     routes.sync(&config.model).context("routes")?;
     let tun_name = tun.name().to_owned();
 
-    let settings =
-        WorkerSettings { batch: config.driver.batch, fault_loss: config.driver.fault_loss_pct / 100.0 };
+    let settings = WorkerSettings {
+        batch: config.driver.batch,
+        fault_loss: config.driver.fault_loss_pct / 100.0,
+        fault_syn_loss: config.driver.fault_syn_loss_pct / 100.0,
+    };
     let (worker, join) = worker::spawn(engine, tun, settings, clock)?;
     let socket = config.daemon.control_socket.clone();
     let metrics_addr = config.metrics.listen;

@@ -102,6 +102,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) batch: usize,
     /// Share of real-side packets the fault injector drops, 0.0..=1.0.
     pub(crate) fault_loss: f64,
+    /// Share of real-side SYNs and SYN-ACKs it drops besides, 0.0..=1.0.
+    pub(crate) fault_syn_loss: f64,
 }
 
 /// Start the worker thread.
@@ -123,12 +125,31 @@ pub(crate) fn spawn(
         wake,
         clock,
         batch: settings.batch.clamp(1, 1024),
-        loss_threshold: (settings.fault_loss.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
+        loss_threshold: threshold(settings.fault_loss),
+        syn_loss_threshold: threshold(settings.fault_syn_loss),
         rng: u64::from_ne_bytes(rng_seed) | 1,
         stopping: Arc::new(AtomicBool::new(false)),
     };
     let join = std::thread::Builder::new().name("rvs-worker-0".into()).spawn(move || worker.run())?;
     Ok((handle, join))
+}
+
+/// A probability as a threshold for [`Worker::draw`].
+fn threshold(p: f64) -> u64 {
+    (p.clamp(0.0, 1.0) * u64::MAX as f64) as u64
+}
+
+/// Whether an IPv4 packet is a TCP SYN or SYN-ACK (the fault injector's handshake-only mode).
+fn is_handshake(pkt: &[u8]) -> bool {
+    let Some(&vihl) = pkt.first() else { return false };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    vihl >> 4 == 4 && pkt.get(9) == Some(&6) && pkt.get(ihl + 13).is_some_and(|f| f & 0x02 != 0)
+}
+
+/// The destination of an IPv4 packet.
+fn ipv4_dst(pkt: &[u8]) -> Option<std::net::IpAddr> {
+    let b: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
+    (pkt.first()? >> 4 == 4).then(|| std::net::Ipv4Addr::from(b).into())
 }
 
 /// Monotonic time since the daemon started, in the core's terms.
@@ -153,6 +174,7 @@ struct Worker {
     clock: Clock,
     batch: usize,
     loss_threshold: u64,
+    syn_loss_threshold: u64,
     rng: u64,
     stopping: Arc<AtomicBool>,
 }
@@ -167,7 +189,8 @@ impl Worker {
             let timeout_ms = match self.engine.poll_timeout() {
                 Some(at) => {
                     let now = self.clock.now();
-                    (at.as_nanos().saturating_sub(now.as_nanos()) / 1_000_000).min(1000) as i32
+                    // Rounded up: waking early would spin until the deadline.
+                    at.as_nanos().saturating_sub(now.as_nanos()).div_ceil(1_000_000).min(1000) as i32
                 }
                 None => 1000,
             };
@@ -196,7 +219,7 @@ impl Worker {
     fn send_built(&mut self, buf: &mut [u8]) {
         while let Some((len, to)) = self.engine.poll_transmit(buf) {
             // Only the LB–real link is lossy; answers to clients cross the other.
-            if to == Side::Real && self.inject_fault() {
+            if to == Side::Real && self.inject_fault(&buf[..len]) {
                 continue;
             }
             if self.tun.send(&buf[..len]).is_err() {
@@ -205,13 +228,15 @@ impl Worker {
         }
     }
 
-    /// Whether the fault injector drops this packet (counted).
-    fn inject_fault(&mut self) -> bool {
-        if self.loss_threshold > 0 && self.draw() < self.loss_threshold {
+    /// Whether the fault injector drops this packet, crossing the LB–real
+    /// link (counted as `fault_injected`).
+    fn inject_fault(&mut self, pkt: &[u8]) -> bool {
+        let lost = (self.loss_threshold > 0 && self.draw() < self.loss_threshold)
+            || (self.syn_loss_threshold > 0 && is_handshake(pkt) && self.draw() < self.syn_loss_threshold);
+        if lost {
             self.engine.count_drop(DropReason::FaultInjected);
-            return true;
         }
-        false
+        lost
     }
 
     fn serve_requests(&mut self) {
@@ -247,8 +272,15 @@ impl Worker {
                 return;
             }
             let now = self.clock.now();
+            let faults = self.loss_threshold > 0 || self.syn_loss_threshold > 0;
             for i in 0..n {
                 let packet = &mut bufs[i][..lens[i]];
+                // A packet from a real (to a LIP) crossed the lossy link before
+                // the balancer saw it: lose it before the engine does.
+                let from_real = faults && ipv4_dst(packet).is_some_and(|d| self.engine.is_laddr(d));
+                if from_real && self.inject_fault(packet) {
+                    continue;
+                }
                 // Drops are counted by the engine; absorbed packets were
                 // answered or kept, and what to send comes from poll_transmit.
                 let verdict = self.engine.handle(now, packet);
@@ -259,9 +291,12 @@ impl Worker {
                 if !matches!(verdict, Verdict::Forward { .. }) {
                     continue;
                 }
-                // Every forwarded packet crosses the LB–real link once (toward
-                // a real or coming from one), so this is loss on that link.
-                if self.inject_fault() {
+                // A packet toward a real crosses the lossy link after the balancer.
+                if faults
+                    && !from_real
+                    && matches!(verdict, Verdict::Forward { to: Side::Real })
+                    && self.inject_fault(packet)
+                {
                     continue;
                 }
                 if self.tun.send(packet).is_err() {
