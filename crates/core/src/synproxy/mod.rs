@@ -256,6 +256,22 @@ impl Engine {
         self.queue_segment(&synack, Side::Client)
     }
 
+    /// Whether an ACK carries a valid cookie (it starts a new connection);
+    /// only such an ACK may recycle a finished entry of the same flow.
+    pub(crate) fn synproxy_cookie_valid(
+        &mut self,
+        now: Instant,
+        ip: &IpInfo,
+        key: &FlowKey,
+        pkt: &[u8],
+    ) -> bool {
+        let seg = &pkt[ip.header_len..];
+        let t = tcp::Packet::new_unchecked(seg);
+        let tsecr = read_options(seg).timestamps.map(|t| t.1);
+        let (client_isn, cookie) = (t.seq_number().wrapping_sub(1), t.ack_number().wrapping_sub(1));
+        self.syn.jar.check(self.table.secrets(), now, key, client_isn, cookie, tsecr).is_some()
+    }
+
     /// An ACK with no connection to a SYNProxy service: if its cookie is
     /// good, open the connection and the real's handshake.
     pub(crate) fn synproxy_ack(
