@@ -43,7 +43,7 @@ use store::PacketStore;
 pub(crate) const NO_HANDSHAKE: u32 = u32::MAX;
 /// `Conn::handshake` of a SYNProxy connection whose handshakes are spliced.
 pub(crate) const SPLICED: u32 = u32::MAX - 1;
-/// Reals one client may be offered before it gets an RST.
+/// Real handshakes (each with its retries) one client may be offered before it gets an RST.
 const MAX_TRIED: usize = 8;
 /// Upper bound of the backed-off RTO toward a real.
 const MAX_RTO: Duration = Duration::from_secs(10);
@@ -517,7 +517,14 @@ impl Engine {
         self.syn.stats.failovers += 1;
         let key = old.client_key();
         let placed = if n_tried < MAX_TRIED {
+            // Once every real was tried, go round again (loss on the way is
+            // likelier than every real being down), avoiding the one that
+            // just failed where there is another: the client gets an RST
+            // after MAX_TRIED tries, not after one per real, which with
+            // few reals and a lossy path came within a few RTOs.
             self.place(now, old.service, &key, &tried[..n_tried])
+                .or_else(|_| self.place(now, old.service, &key, &[old.real_index]))
+                .or_else(|_| self.place(now, old.service, &key, &[]))
         } else {
             Err(DropReason::NoReal)
         };
