@@ -494,20 +494,29 @@ impl Engine {
                 let conn = hs.conn;
                 self.remove_conn(now, conn);
             } else {
-                self.failover(now, index);
+                self.failover(now, index, true);
             }
         }
     }
 
     /// Move a waiting client to another real: new LIP port, new SYN, the
     /// kept packets replayed once that real answers. No real left: RST.
-    fn failover(&mut self, now: Instant, index: u32) {
+    /// `reset_old`: the old real may hold a half-open connection (it
+    /// answered, but its SYN-ACK was lost; or it ignores a repeated SYN):
+    /// reset it, so it neither keeps a backlog slot nor keeps sending
+    /// SYN-ACKs to a local port that is no longer this connection's.
+    fn failover(&mut self, now: Instant, index: u32, reset_old: bool) {
         let hs = &self.syn.handshakes[index as usize];
         let (old_id, tried, n_tried) = (hs.conn, hs.tried, hs.n_tried);
+        let (syn_sent, old_isn) = (hs.syn_sent, hs.real_isn);
         let Some(old) = self.table.remove(old_id) else {
             self.syn.forget(index);
             return;
         };
+        if reset_old && syn_sent {
+            let rst = Segment::rst(old.laddr, old.real, old_isn.wrapping_add(1), None, self.cfg.synproxy.ttl);
+            let _ = self.queue_segment(&rst, Side::Real);
+        }
         Self::release(&mut self.services, &mut self.pools, &mut self.stats, None, now, &old);
         if let Some(r) =
             self.services.get_mut(old.service as usize).and_then(|s| s.reals.get_mut(old.real_index as usize))
@@ -625,7 +634,7 @@ impl Engine {
                     return Err(DropReason::HandshakePending);
                 }
                 if f.rst() {
-                    self.failover(now, index);
+                    self.failover(now, index, false);
                     return Ok(Outcome::Absorbed);
                 }
                 if !f.syn() {
