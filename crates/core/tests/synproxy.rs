@@ -443,8 +443,13 @@ fn lost_syn_is_retransmitted_with_backoff_then_fails_over() {
     lb.handle_timeout(T0 + ms(599));
     assert!(drain(&mut lb).is_empty());
     lb.handle_timeout(T0 + ms(600));
-    let moved = one(&mut lb, Side::Real);
+    let out = drain(&mut lb);
+    assert_eq!(out.len(), 2, "an RST to the old real, a SYN to the next");
+    let (rst, moved) = (parse(&out[0].0), out[1].0.clone());
     let (f, m) = (parse(&first), parse(&moved));
+    assert_eq!((out[0].1, out[1].1), (Side::Real, Side::Real));
+    assert_eq!((rst.src, rst.dst, rst.seq), (f.src, f.dst, f.seq.wrapping_add(1)));
+    assert_eq!(rst.flags.0 & 0x3f, Flags::RST.0, "the old real's half-open is reset");
     assert_ne!(m.dst, f.dst, "another real");
     assert_eq!(m.src.ip().to_string(), LIP);
     assert_eq!(m.flags.0 & 0x3f, Flags::SYN.0);
@@ -524,9 +529,10 @@ fn when_every_real_is_dead_the_client_gets_an_rst() {
             break;
         }
     }
-    // Eight real handshakes (the reals taken in turn), 200 + 400 ms each.
+    // Eight real handshakes (the reals taken in turn), 200 + 400 ms each,
+    // each with two SYNs and an RST when abandoned.
     assert_eq!(t, T0 + ms(8 * 600));
-    assert_eq!(to_reals, 16);
+    assert_eq!(to_reals, 24);
     assert_eq!(to_client.len(), 1);
     let rst = parse(&to_client[0]);
     assert_eq!(rst.flags.0 & 0x3f, (Flags::RST | Flags::ACK).0);
