@@ -86,6 +86,7 @@ mod opt {
 }
 
 /// A TCP/IPv4 packet with raw option bytes (padded with NOPs to 4 bytes).
+#[allow(clippy::too_many_arguments)]
 fn seg(
     src: &str,
     dst: &str,
@@ -113,7 +114,7 @@ fn seg(
         b = b.ack(a);
     }
     let mut o = opts.to_vec();
-    while o.len() % 4 != 0 {
+    while !o.len().is_multiple_of(4) {
         o.push(1);
     }
     let mut out = Vec::new();
