@@ -216,6 +216,12 @@ impl Engine {
         self.syn.stats
     }
 
+    /// Packet slots SYNProxy has allocated (each 2 KiB); it holds kept and
+    /// built packets, and grows only as far as they need at once.
+    pub fn packet_slots(&self) -> usize {
+        self.syn.store.allocated()
+    }
+
     /// Real-side handshakes SYNProxy has open.
     pub fn open_handshakes(&self) -> usize {
         self.syn.open()

@@ -179,12 +179,18 @@ impl Engine {
             && self.by_vip.get(&(proto, key.dst)).is_some_and(|&i| self.services[i as usize].config.synproxy);
         let found = match self.table.lookup_hashed(hash, &key) {
             // A new SYN, or with SYNProxy a cookie ACK, on a finished
-            // connection starts over (clean reuse).
+            // connection starts over (clean reuse). Any other ACK there is a
+            // late segment of the old connection (a retransmitted last ACK,
+            // a delayed duplicate): it must not end the entry.
             Some(l)
                 if l.side == Side::Client
+                    && self.table.get(l.id).is_some_and(|c| c.state.is_reusable())
                     && ((l4.flags.syn && !l4.flags.ack)
-                        || (synproxy && l4.flags.ack && !l4.flags.syn && !l4.flags.rst))
-                    && self.table.get(l.id).is_some_and(|c| c.state.is_reusable()) =>
+                        || (synproxy
+                            && l4.flags.ack
+                            && !l4.flags.syn
+                            && !l4.flags.rst
+                            && self.synproxy_cookie_valid(now, &ip, &key, pkt))) =>
             {
                 self.remove_conn(now, l.id);
                 None

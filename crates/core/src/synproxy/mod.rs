@@ -43,7 +43,7 @@ use store::PacketStore;
 pub(crate) const NO_HANDSHAKE: u32 = u32::MAX;
 /// `Conn::handshake` of a SYNProxy connection whose handshakes are spliced.
 pub(crate) const SPLICED: u32 = u32::MAX - 1;
-/// Reals one client may be offered before it gets an RST.
+/// Real handshakes (each with its retries) one client may be offered before it gets an RST.
 const MAX_TRIED: usize = 8;
 /// Upper bound of the backed-off RTO toward a real.
 const MAX_RTO: Duration = Duration::from_secs(10);
@@ -254,6 +254,22 @@ impl Engine {
         };
         self.syn.stats.syns_answered += 1;
         self.queue_segment(&synack, Side::Client)
+    }
+
+    /// Whether an ACK carries a valid cookie (it starts a new connection);
+    /// only such an ACK may recycle a finished entry of the same flow.
+    pub(crate) fn synproxy_cookie_valid(
+        &mut self,
+        now: Instant,
+        ip: &IpInfo,
+        key: &FlowKey,
+        pkt: &[u8],
+    ) -> bool {
+        let seg = &pkt[ip.header_len..];
+        let t = tcp::Packet::new_unchecked(seg);
+        let tsecr = read_options(seg).timestamps.map(|t| t.1);
+        let (client_isn, cookie) = (t.seq_number().wrapping_sub(1), t.ack_number().wrapping_sub(1));
+        self.syn.jar.check(self.table.secrets(), now, key, client_isn, cookie, tsecr).is_some()
     }
 
     /// An ACK with no connection to a SYNProxy service: if its cookie is
@@ -481,20 +497,29 @@ impl Engine {
                 let conn = hs.conn;
                 self.remove_conn(now, conn);
             } else {
-                self.failover(now, index);
+                self.failover(now, index, true);
             }
         }
     }
 
     /// Move a waiting client to another real: new LIP port, new SYN, the
     /// kept packets replayed once that real answers. No real left: RST.
-    fn failover(&mut self, now: Instant, index: u32) {
+    /// `reset_old`: the old real may hold a half-open connection (it
+    /// answered, but its SYN-ACK was lost; or it ignores a repeated SYN):
+    /// reset it, so it neither keeps a backlog slot nor keeps sending
+    /// SYN-ACKs to a local port that is no longer this connection's.
+    fn failover(&mut self, now: Instant, index: u32, reset_old: bool) {
         let hs = &self.syn.handshakes[index as usize];
         let (old_id, tried, n_tried) = (hs.conn, hs.tried, hs.n_tried);
+        let (syn_sent, old_isn) = (hs.syn_sent, hs.real_isn);
         let Some(old) = self.table.remove(old_id) else {
             self.syn.forget(index);
             return;
         };
+        if reset_old && syn_sent {
+            let rst = Segment::rst(old.laddr, old.real, old_isn.wrapping_add(1), None, self.cfg.synproxy.ttl);
+            let _ = self.queue_segment(&rst, Side::Real);
+        }
         Self::release(&mut self.services, &mut self.pools, &mut self.stats, None, now, &old);
         if hs.syn_sent {
             // The real may hold a half-open connection from our SYN (its
@@ -511,7 +536,14 @@ impl Engine {
         self.syn.stats.failovers += 1;
         let key = old.client_key();
         let placed = if n_tried < MAX_TRIED {
+            // Once every real was tried, go round again (loss on the way is
+            // likelier than every real being down), avoiding the one that
+            // just failed where there is another: the client gets an RST
+            // after MAX_TRIED tries, not after one per real, which with
+            // few reals and a lossy path came within a few RTOs.
             self.place(now, old.service, &key, &tried[..n_tried])
+                .or_else(|_| self.place(now, old.service, &key, &[old.real_index]))
+                .or_else(|_| self.place(now, old.service, &key, &[]))
         } else {
             Err(DropReason::NoReal)
         };
@@ -612,7 +644,7 @@ impl Engine {
                     return Err(DropReason::HandshakePending);
                 }
                 if f.rst() {
-                    self.failover(now, index);
+                    self.failover(now, index, false);
                     return Ok(Outcome::Absorbed);
                 }
                 if !f.syn() {

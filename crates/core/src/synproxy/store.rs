@@ -54,6 +54,11 @@ impl PacketStore {
         Some(i)
     }
 
+    /// Slots allocated so far (free or in use): the store's memory, in slots.
+    pub(crate) fn allocated(&self) -> usize {
+        self.slots.len()
+    }
+
     pub(crate) fn release(&mut self, i: u32) {
         if (i as usize) < self.slots.len() {
             self.free.push(i);
