@@ -431,7 +431,7 @@ fn client_packets_are_kept_while_pending_up_to_the_bound() {
 }
 
 #[test]
-fn lost_syn_is_retransmitted_with_backoff_then_fails_over() {
+fn lost_syn_is_retransmitted_then_fails_over() {
     let mut lb = splb(&[REAL_A, REAL_B], |_| {});
     let (c, first) = open(&mut lb, T0, CLIENT, 1000, b"x");
     wakes_by(&lb, T0 + ms(200));
@@ -440,10 +440,11 @@ fn lost_syn_is_retransmitted_with_backoff_then_fails_over() {
     lb.handle_timeout(T0 + ms(200));
     let again = one(&mut lb, Side::Real);
     assert_eq!(again, first, "the same SYN again");
-    wakes_by(&lb, T0 + ms(600));
-    lb.handle_timeout(T0 + ms(599));
+    // The second try waits one RTO too (backoff starts with the third).
+    wakes_by(&lb, T0 + ms(400));
+    lb.handle_timeout(T0 + ms(399));
     assert!(drain(&mut lb).is_empty());
-    lb.handle_timeout(T0 + ms(600));
+    lb.handle_timeout(T0 + ms(400));
     let out = drain(&mut lb);
     assert_eq!(out.len(), 2, "an RST to the old real, a SYN to the next");
     let (rst, moved) = (parse(&out[0].0), out[1].0.clone());
@@ -458,9 +459,9 @@ fn lost_syn_is_retransmitted_with_backoff_then_fails_over() {
     assert_eq!((st.syn_retransmits, st.failovers), (1, 1));
     assert_eq!(lb.conn_count(), 1);
     assert_eq!(lb.conns().next().unwrap().real, m.dst.into());
-    wakes_by(&lb, T0 + ms(800));
+    wakes_by(&lb, T0 + ms(600));
 
-    let t = T0 + ms(601);
+    let t = T0 + ms(401);
     let mut sa = real_synack(&moved, 7000, &opt::ts(1, opts_of(&moved).ts.unwrap().0));
     assert_eq!(lb.handle(t, &mut sa), Verdict::Absorbed);
     let out = drain(&mut lb);
@@ -530,9 +531,9 @@ fn when_every_real_is_dead_the_client_gets_an_rst() {
             break;
         }
     }
-    // Eight real handshakes (the reals taken in turn), 200 + 400 ms each,
+    // Eight real handshakes (the reals taken in turn), two 200 ms RTOs each,
     // each with two SYNs and an RST when abandoned.
-    assert_eq!(t, T0 + ms(8 * 600));
+    assert_eq!(t, T0 + ms(8 * 400));
     assert_eq!(to_reals, 24);
     assert_eq!(to_client.len(), 1);
     let rst = parse(&to_client[0]);
@@ -584,12 +585,13 @@ fn a_fast_handshake_brings_the_next_rto_down_to_the_floor() {
 
     let t = T0 + Duration::from_secs(1);
     let (_, second) = open(&mut lb, t, "192.0.2.1:40001", 5000, &[]);
-    wakes_by(&lb, t + ms(20));
-    lb.handle_timeout(t + ms(19));
+    // srtt 1 ms + 4 × rttvar 0.5 ms = 3 ms, below the 10 ms floor.
+    wakes_by(&lb, t + ms(10));
+    lb.handle_timeout(t + ms(9));
     assert!(drain(&mut lb).is_empty());
-    lb.handle_timeout(t + ms(20));
+    lb.handle_timeout(t + ms(10));
     assert_eq!(one(&mut lb, Side::Real), second);
-    wakes_by(&lb, t + ms(60));
+    wakes_by(&lb, t + ms(20));
 }
 
 #[test]

@@ -521,13 +521,6 @@ impl Engine {
             let _ = self.queue_segment(&rst, Side::Real);
         }
         Self::release(&mut self.services, &mut self.pools, &mut self.stats, None, now, &old);
-        if hs.syn_sent {
-            // The real may hold a half-open connection from our SYN (its
-            // SYN-ACK was what got lost): close it rather than let it retry.
-            let rst =
-                Segment::rst(old.laddr, old.real, hs.real_isn.wrapping_add(1), None, self.cfg.synproxy.ttl);
-            let _ = self.queue_segment(&rst, Side::Real);
-        }
         if let Some(r) =
             self.services.get_mut(old.service as usize).and_then(|s| s.reals.get_mut(old.real_index as usize))
         {

@@ -81,8 +81,22 @@ fn serve(listener: &TcpListener, body: &str, stop: &AtomicBool, served: &AtomicU
             // sees its request counted.
             served.fetch_add(1, Ordering::Relaxed);
         }
-        drop(stream);
+        linger_close(stream);
     }
+}
+
+/// Close after the client has seen everything: send our FIN, then read
+/// until the client's. Closing with a request byte unread (a retransmitted
+/// copy arriving late, under loss) would make the kernel answer with an RST
+/// that can destroy the response still in flight. A thread per connection
+/// keeps the accept loop free meanwhile.
+fn linger_close(stream: TcpStream) {
+    let _ = thread::Builder::new().name("lab-linger".into()).spawn(move || {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.set_read_timeout(Some(SERVER_IO_TIMEOUT));
+        let mut buf = [0u8; 512];
+        while matches!((&stream).read(&mut buf), Ok(n) if n > 0) {}
+    });
 }
 
 /// Reads one request head and answers it, then closes: `Connection: close`.
