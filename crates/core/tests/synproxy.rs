@@ -997,3 +997,37 @@ fn classic_mode_retransmits_every_3s_three_times_and_never_fails_over() {
     let st = lb.synproxy_stats();
     assert_eq!((st.syn_retransmits, st.failovers, st.gave_up), (2, 0, 1));
 }
+
+#[test]
+fn defer_rs_syn_opens_the_real_only_when_the_client_sends_data() {
+    let mut lb = splb(&[REAL_A], |c| c.synproxy.defer_rs_syn = true);
+    let synack = syn(&mut lb, T0, CLIENT, 1000, &opt::linux(100));
+    let s = parse(&synack);
+    let (our_tsval, _) = opts_of(&synack).ts.unwrap();
+    let c = Client { addr: CLIENT, isn: 1000, cookie: s.seq, our_tsval, tsval: 101 };
+    // The cookie ACK alone opens the connection but no handshake with a real.
+    let mut ack = c.pkt(0, 0, Flags::ACK, &[], &[]);
+    assert_eq!(lb.handle(T0, &mut ack), Verdict::Absorbed);
+    assert!(drain(&mut lb).is_empty(), "no SYN toward a real yet");
+    assert_eq!(lb.conn_count(), 1);
+    // No retransmit timer either: nothing goes out while the client is silent.
+    lb.handle_timeout(T0 + ms(1000));
+    assert!(drain(&mut lb).is_empty());
+    // The first data opens it; both kept packets are replayed after the SYN-ACK.
+    let t = T0 + ms(1005);
+    let mut data = c.pkt(0, 0, Flags::ACK | Flags::PSH, &[], b"GET /");
+    assert_eq!(lb.handle(t, &mut data), Verdict::Absorbed);
+    let rsyn = one(&mut lb, Side::Real);
+    assert_eq!(parse(&rsyn).flags.0 & 0x3f, Flags::SYN.0);
+    let mut sa = real_synack(&rsyn, 50000, &opt::ts(9000, opts_of(&rsyn).ts.unwrap().0));
+    assert_eq!(lb.handle(t + ms(1), &mut sa), Verdict::Absorbed);
+    let replayed: Vec<Vec<u8>> = drain(&mut lb)
+        .into_iter()
+        .map(|(p, side)| {
+            assert_eq!(side, Side::Real);
+            parse(&p).payload
+        })
+        .collect();
+    assert_eq!(replayed, vec![Vec::new(), b"GET /".to_vec()]);
+    assert_eq!(lb.conns().next().unwrap().state, TcpState::Established);
+}
