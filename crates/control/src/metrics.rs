@@ -162,6 +162,7 @@ pub fn render(snap: &Snapshot) -> String {
         ("failover", y.failovers),
         ("gave_up", y.gave_up),
         ("packet_stored", y.stored),
+        ("replay_resent", y.replays_resent),
     ] {
         f.sample(&[("event", event)], n);
     }

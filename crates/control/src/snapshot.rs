@@ -99,6 +99,9 @@ pub struct SynproxySnap {
     pub gave_up: u64,
     /// Client packets kept while a real's handshake was open.
     pub stored: u64,
+    /// Replays sent again because the real showed no sign of them.
+    #[serde(default)]
+    pub replays_resent: u64,
     /// Real handshakes open now.
     pub open_handshakes: u64,
 }
@@ -301,6 +304,7 @@ impl Snapshot {
                     failovers: y.failovers,
                     gave_up: y.gave_up,
                     stored: y.stored,
+                    replays_resent: y.replays_resent,
                     open_handshakes: engine.open_handshakes() as u64,
                 }
             },
@@ -354,6 +358,7 @@ impl Snapshot {
         a.failovers += b.failovers;
         a.gave_up += b.gave_up;
         a.stored += b.stored;
+        a.replays_resent += b.replays_resent;
         a.open_handshakes += b.open_handshakes;
         for p in other.pools {
             match self.pools.iter_mut().find(|m| m.proto == p.proto && m.laddr == p.laddr && m.real == p.real)

@@ -211,9 +211,13 @@ impl Engine {
         };
         if proto == Proto::Tcp {
             let hs = self.table.get(lookup.id).map_or(crate::synproxy::NO_HANDSHAKE, |c| c.handshake);
-            if hs < crate::synproxy::SPLICED {
-                return self.synproxy_pending(now, lookup, &ip, pkt);
+            if hs < crate::synproxy::SPLICED
+                && let Some(done) = self.synproxy_pending(now, lookup, &ip, pkt)
+            {
+                return done;
             }
+            // The packet may just have confirmed a replay (and ended the handshake).
+            let hs = self.table.get(lookup.id).map_or(crate::synproxy::NO_HANDSHAKE, |c| c.handshake);
             if hs == crate::synproxy::SPLICED && lookup.side == Side::Real {
                 let seg = &pkt[ip.header_len..];
                 if l4.flags.syn && l4.flags.ack {

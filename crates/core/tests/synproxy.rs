@@ -343,7 +343,7 @@ fn data_on_the_third_ack_is_replayed_and_both_ways_are_translated() {
     assert_eq!(r.seq, real_isn.wrapping_add(1));
     assert_eq!(r.ack, 50001, "acknowledges the real's SYN-ACK");
     assert_eq!(opts_of(&replayed).ts, Some((real_tsval, 9000)), "TSval ours, TSecr the real's");
-    assert_eq!(lb.open_handshakes(), 0);
+    assert_eq!(lb.open_handshakes(), 1, "the replay is kept until the real shows it got it");
     assert_eq!(lb.conns().next().unwrap().state, TcpState::Established);
     assert_eq!(lb.synproxy_stats().spliced, 1);
 
@@ -363,6 +363,7 @@ fn data_on_the_third_ack_is_replayed_and_both_ways_are_translated() {
         b"HTTP",
     );
     assert_eq!(lb.handle(T0, &mut p), Verdict::Forward { to: Side::Client });
+    assert_eq!(lb.open_handshakes(), 0, "the real's first packet confirms the replay");
     let b = parse(&p);
     assert!(b.checksums_ok);
     assert_eq!((b.src.to_string(), b.dst.to_string()), (VIP.to_string(), CLIENT.to_string()));
@@ -472,7 +473,7 @@ fn lost_syn_is_retransmitted_then_fails_over() {
         assert_eq!(s.seq.wrapping_sub(m.seq), 1);
     }
     assert_eq!(parse(&out[0].0).payload, b"x");
-    assert_eq!(lb.open_handshakes(), 0);
+    assert_eq!(lb.open_handshakes(), 1, "the replay awaits the real's confirmation");
     assert_eq!(lb.conns().next().unwrap().state, TcpState::Established);
     let svc = lb.service(Proto::Tcp, ep(VIP)).unwrap();
     let a = svc.reals.iter().find(|r| r.endpoint == f.dst.into()).unwrap();
@@ -565,12 +566,60 @@ fn a_lost_synack_from_the_real_is_recovered_by_the_retransmitted_syn() {
     // Karn: a retransmitted handshake gives no RTT sample.
     let svc = lb.service(Proto::Tcp, ep(VIP)).unwrap();
     assert_eq!(svc.reals[0].handshake.srtt, None);
-    lb.handle_timeout(T0 + Duration::from_secs(10));
+    // While the real shows no sign of the replay, it goes again on the RTO
+    // (three times at most), and then the engine leaves recovery to TCP.
+    let mut resent = Vec::new();
+    for k in 0..5 {
+        lb.handle_timeout(T0 + Duration::from_secs(10 + k));
+        resent.extend(drain(&mut lb));
+    }
+    assert_eq!(resent.len(), 2, "resent twice: three sends in all");
+    assert!(resent.iter().all(|(p, side)| *side == Side::Real && parse(p).ack == 50001));
+    assert_eq!(lb.open_handshakes(), 0);
+    lb.handle_timeout(T0 + Duration::from_secs(20));
     assert!(drain(&mut lb).is_empty(), "no timer left for the spliced handshake");
     // A late copy of the SYN-ACK is acknowledged again, not forwarded.
     let mut dup = real_synack(&rsyn, 50000, &opt::ts(9000, opts_of(&rsyn).ts.unwrap().0));
-    assert_eq!(lb.handle(T0 + ms(202), &mut dup), Verdict::Absorbed);
+    assert_eq!(lb.handle(T0 + Duration::from_secs(21), &mut dup), Verdict::Absorbed);
     assert_eq!(parse(&one(&mut lb, Side::Real)).ack, 50001);
+}
+
+#[test]
+fn a_lost_replay_is_sent_again_and_a_repeated_synack_triggers_it() {
+    let mut lb = splb(&[REAL_A], |_| {});
+    let (_, rsyn) = open(&mut lb, T0, CLIENT, 1000, b"GET /");
+    let mut sa = real_synack(&rsyn, 50000, &opt::ts(9000, opts_of(&rsyn).ts.unwrap().0));
+    assert_eq!(lb.handle(T0 + ms(1), &mut sa), Verdict::Absorbed);
+    let first = drain(&mut lb);
+    assert_eq!(first.len(), 1, "the cookie ACK, which carried the data");
+    // The replay is lost; the real, still in SYN_RECV, sends its SYN-ACK again.
+    let mut again = real_synack(&rsyn, 50000, &opt::ts(9001, opts_of(&rsyn).ts.unwrap().0));
+    assert_eq!(lb.handle(T0 + ms(3), &mut again), Verdict::Absorbed);
+    let second = drain(&mut lb);
+    assert_eq!(
+        second.iter().map(|(p, _)| parse(p).payload).collect::<Vec<_>>(),
+        vec![b"GET /".to_vec()]
+    );
+    // Or nothing comes back at all: the RTO (10 ms floor after a 1 ms sample) resends it.
+    lb.handle_timeout(T0 + ms(1) + ms(10));
+    assert_eq!(drain(&mut lb).len(), 1);
+    assert!(lb.synproxy_stats().replays_resent >= 2);
+    // The real's first real packet ends it.
+    let s = parse(&rsyn);
+    let mut ack = seg(
+        &s.dst.to_string(),
+        &s.src.to_string(),
+        50001,
+        Some(s.seq.wrapping_add(6)),
+        Flags::ACK,
+        500,
+        &[],
+        &[],
+    );
+    assert_eq!(lb.handle(T0 + ms(20), &mut ack), Verdict::Forward { to: Side::Client });
+    assert_eq!(lb.open_handshakes(), 0);
+    lb.handle_timeout(T0 + Duration::from_secs(5));
+    assert!(drain(&mut lb).is_empty());
 }
 
 #[test]
@@ -582,6 +631,11 @@ fn a_fast_handshake_brings_the_next_rto_down_to_the_floor() {
     let _ = drain(&mut lb);
     let svc = lb.service(Proto::Tcp, ep(VIP)).unwrap();
     assert_eq!(svc.reals[0].handshake.srtt, Some(ms(1)));
+    // Let the first connection's replay timers run out.
+    for k in 1..=5 {
+        lb.handle_timeout(T0 + ms(100 * k));
+        let _ = drain(&mut lb);
+    }
 
     let t = T0 + Duration::from_secs(1);
     let (_, second) = open(&mut lb, t, "192.0.2.1:40001", 5000, &[]);

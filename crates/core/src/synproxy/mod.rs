@@ -50,6 +50,8 @@ const MAX_RTO: Duration = Duration::from_secs(10);
 /// The classic retransmit: the SYN_SENT expiry of kernel FullNAT.
 const CLASSIC_RTO: Duration = Duration::from_secs(3);
 const CLASSIC_TRIES: u8 = 3;
+/// Times the kept packets are replayed before the engine leaves recovery to TCP.
+const REPLAY_TRIES: u8 = 3;
 /// Packet slots for kept client packets and built packets together.
 const STORE_SLOTS: usize = 1 << 16;
 const DRAW_TS: u8 = 3;
@@ -71,6 +73,8 @@ pub struct SynproxyStats {
     pub gave_up: u64,
     /// Client packets kept while a real's handshake was open.
     pub stored: u64,
+    /// Replays sent again because the real showed no sign of receiving them.
+    pub replays_resent: u64,
 }
 
 /// What one real's handshakes taught the engine, and what they cost.
@@ -129,6 +133,9 @@ struct Handshake {
     real_isn: u32,
     real_tsval: u32,
     syn_sent: bool,
+    /// Spliced; the kept packets were replayed and are kept until the real
+    /// shows it got them (any packet from it), resent on the RTO otherwise.
+    confirming: bool,
     tries: u8,
     first_sent: Instant,
     deadline: Instant,
@@ -391,6 +398,7 @@ impl Engine {
             real_isn: 0,
             real_tsval: 0,
             syn_sent: false,
+            confirming: false,
             tries: 0,
             first_sent: Instant::ZERO,
             deadline: Instant::ZERO,
@@ -483,6 +491,10 @@ impl Engine {
             self.syn.timers.pop();
             let Some(hs) = self.syn.handshakes.get(index as usize) else { continue };
             if !hs.live || hs.generation != generation || hs.deadline > now {
+                continue;
+            }
+            if hs.confirming {
+                self.replay_timeout(now, index);
                 continue;
             }
             let limit = match self.cfg.synproxy.retransmit_mode {
@@ -597,20 +609,49 @@ impl Engine {
         lookup: Lookup,
         ip: &IpInfo,
         pkt: &[u8],
-    ) -> Result<Outcome, DropReason> {
-        let Some(conn) = self.table.get(lookup.id) else { return Err(DropReason::NoConnection) };
+    ) -> Option<Result<Outcome, DropReason>> {
+        let Some(conn) = self.table.get(lookup.id) else { return Some(Err(DropReason::NoConnection)) };
         let index = conn.handshake;
         let seg = &pkt[ip.header_len..];
         let t = tcp::Packet::new_unchecked(seg);
         let f = t.flags();
+        if self.syn.handshakes[index as usize].confirming {
+            if lookup.side == Side::Real {
+                if f.syn() && f.ack() {
+                    // The real is still in SYN_RECV: the replay was lost.
+                    self.syn.stats.replays_resent += 1;
+                    self.replay(index, lookup.id);
+                    return Some(Ok(Outcome::Absorbed));
+                }
+                self.confirmed(lookup.id, index);
+            }
+            return None;
+        }
+        Some(self.handshake_packet(now, lookup, index, pkt, ip.header_len))
+    }
+
+    /// A packet of a connection whose real handshake is still open.
+    fn handshake_packet(
+        &mut self,
+        now: Instant,
+        lookup: Lookup,
+        index: u32,
+        pkt: &[u8],
+        header_len: usize,
+    ) -> Result<Outcome, DropReason> {
+        let seg = &pkt[header_len..];
+        let t = tcp::Packet::new_unchecked(seg);
+        let f = t.flags();
+        let Some(conn) = self.table.get(lookup.id) else { return Err(DropReason::NoConnection) };
+        let (laddr, real) = (conn.laddr, conn.real);
         match lookup.side {
             Side::Client => {
                 if f.rst() {
                     let hs = &self.syn.handshakes[index as usize];
                     if hs.syn_sent {
                         let rst = Segment::rst(
-                            conn.laddr,
-                            conn.real,
+                            laddr,
+                            real,
                             hs.real_isn.wrapping_add(1),
                             None,
                             self.cfg.synproxy.ttl,
@@ -663,8 +704,9 @@ impl Engine {
             conn.xlat.r2c_ts = hs.client_echo.wrapping_sub(tsval);
         }
         conn.real_wscale = if hs.offer.wscale.is_some() { opts.wscale.unwrap_or(0) } else { 0 };
+        // `handshake` stays: the replay is confirmed (and the handshake
+        // forgotten) when the real's first packet arrives.
         conn.state = TcpState::Established;
-        conn.handshake = SPLICED;
         let (svc, real_index, laddr, real) = (conn.service, conn.real_index, conn.laddr, conn.real);
         let expires = now + self.timeout(svc, crate::addr::Proto::Tcp, TcpState::Established);
         self.table.set_expiry(id, expires);
@@ -681,20 +723,7 @@ impl Engine {
             r.active_conns += 1;
         }
         self.syn.stats.spliced += 1;
-        let Some(conn) = self.table.get(id) else { return };
-        let xlat = conn.xlat.for_packet_from(Side::Client);
-        let mut replayed = 0;
-        for &slot in &hs.stored[..hs.n_stored] {
-            let pkt = self.syn.store.packet_mut(slot);
-            if let Ok(ip) = IpInfo::parse(pkt) {
-                crate::nat::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
-                self.syn.store.queue(slot, Side::Real);
-                replayed += 1;
-            } else {
-                self.syn.store.release(slot);
-            }
-        }
-        if replayed == 0 {
+        if self.replay(index, id) == 0 {
             // Nothing kept (store was full): acknowledge the SYN-ACK ourselves.
             let mut ack = Segment::ack(
                 laddr,
@@ -705,10 +734,73 @@ impl Engine {
             );
             ack.window = ack_window(hs.offer.wscale.unwrap_or(0));
             let _ = self.queue_segment(&ack, Side::Real);
+            self.confirmed(id, index);
+            return;
         }
-        // The slots now belong to the transmit queue; forget the rest.
+        // Until the real shows it got the replay, it may still sit in
+        // SYN_RECV waiting for our ACK: keep the packets and resend them on
+        // the RTO rather than wait for the real's own SYN-ACK timer.
+        let rto = self.services[svc as usize]
+            .reals
+            .get(real_index as usize)
+            .map_or(self.cfg.synproxy.rto_initial, |r| {
+                r.handshake.rto(self.cfg.synproxy.rto_floor, self.cfg.synproxy.rto_initial)
+            });
         let h = &mut self.syn.handshakes[index as usize];
-        h.n_stored = 0;
+        h.confirming = true;
+        h.tries = 1;
+        h.rto = rto;
+        h.deadline = now + rto;
+        self.syn.timers.push(Reverse((h.deadline, index, h.generation)));
+    }
+
+    /// Queue translated copies of the kept packets toward the real; how many.
+    fn replay(&mut self, index: u32, id: ConnId) -> usize {
+        let Some(conn) = self.table.get(id) else { return 0 };
+        let (laddr, real) = (conn.laddr, conn.real);
+        let xlat = conn.xlat.for_packet_from(Side::Client);
+        let hs = &self.syn.handshakes[index as usize];
+        let (stored, n) = (hs.stored, hs.n_stored);
+        let mut replayed = 0;
+        for &slot in &stored[..n] {
+            let Some(copy) = self.syn.store.duplicate(slot) else {
+                self.stats.drops.add(DropReason::TxQueueFull);
+                continue;
+            };
+            let pkt = self.syn.store.packet_mut(copy);
+            if let Ok(ip) = IpInfo::parse(pkt) {
+                crate::nat::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
+                self.syn.store.queue(copy, Side::Real);
+                replayed += 1;
+            } else {
+                self.syn.store.release(copy);
+            }
+        }
+        replayed
+    }
+
+    /// The replay's RTO passed with no sign of the real: resend, or after
+    /// [`REPLAY_TRIES`] leave recovery to the endpoints' TCP.
+    fn replay_timeout(&mut self, now: Instant, index: u32) {
+        let hs = &self.syn.handshakes[index as usize];
+        let id = hs.conn;
+        if hs.tries >= REPLAY_TRIES || self.replay(index, id) == 0 {
+            self.confirmed(id, index);
+            return;
+        }
+        self.syn.stats.replays_resent += 1;
+        let h = &mut self.syn.handshakes[index as usize];
+        h.tries += 1;
+        h.rto = (h.rto * 2).min(MAX_RTO);
+        h.deadline = now + h.rto;
+        self.syn.timers.push(Reverse((h.deadline, index, h.generation)));
+    }
+
+    /// The real has the replay: drop the kept packets, forward as usual.
+    fn confirmed(&mut self, id: ConnId, index: u32) {
+        if let Some(conn) = self.table.get_mut(id) {
+            conn.handshake = SPLICED;
+        }
         self.syn.forget(index);
     }
 

@@ -59,6 +59,22 @@ impl PacketStore {
         self.slots.len()
     }
 
+    /// A copy of slot `i` in a new slot.
+    pub(crate) fn duplicate(&mut self, i: u32) -> Option<u32> {
+        let j = self.alloc()?;
+        let len = usize::from(self.lens[i as usize]);
+        let (src, dst) = if i < j {
+            let (a, b) = self.slots.split_at_mut(j as usize);
+            (&a[i as usize], &mut b[0])
+        } else {
+            let (a, b) = self.slots.split_at_mut(i as usize);
+            (&b[0], &mut a[j as usize])
+        };
+        dst[..len].copy_from_slice(&src[..len]);
+        self.lens[j as usize] = len as u16;
+        Some(j)
+    }
+
     pub(crate) fn release(&mut self, i: u32) {
         if (i as usize) < self.slots.len() {
             self.free.push(i);
