@@ -596,10 +596,7 @@ fn a_lost_replay_is_sent_again_and_a_repeated_synack_triggers_it() {
     let mut again = real_synack(&rsyn, 50000, &opt::ts(9001, opts_of(&rsyn).ts.unwrap().0));
     assert_eq!(lb.handle(T0 + ms(3), &mut again), Verdict::Absorbed);
     let second = drain(&mut lb);
-    assert_eq!(
-        second.iter().map(|(p, _)| parse(p).payload).collect::<Vec<_>>(),
-        vec![b"GET /".to_vec()]
-    );
+    assert_eq!(second.iter().map(|(p, _)| parse(p).payload).collect::<Vec<_>>(), vec![b"GET /".to_vec()]);
     // Or nothing comes back at all: the RTO (10 ms floor after a 1 ms sample) resends it.
     lb.handle_timeout(T0 + ms(1) + ms(10));
     assert_eq!(drain(&mut lb).len(), 1);
