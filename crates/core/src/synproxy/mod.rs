@@ -616,15 +616,17 @@ impl Engine {
         let t = tcp::Packet::new_unchecked(seg);
         let f = t.flags();
         if self.syn.handshakes[index as usize].confirming {
-            if lookup.side == Side::Real {
-                if f.syn() && f.ack() {
-                    // The real is still in SYN_RECV: the replay was lost.
-                    self.syn.stats.replays_resent += 1;
-                    self.replay(index, lookup.id);
-                    return Some(Ok(Outcome::Absorbed));
-                }
-                self.confirmed(lookup.id, index);
+            if lookup.side == Side::Real && f.syn() && f.ack() {
+                // The real is still in SYN_RECV: the replay was lost.
+                self.syn.stats.replays_resent += 1;
+                self.replay(index, lookup.id);
+                return Some(Ok(Outcome::Absorbed));
             }
+            // Any packet from the real shows it got the replay. A client
+            // packet, forwarded now, completes the real's handshake anyway
+            // (and the client's TCP resends lost data); resending the replay
+            // after it would carry an older timestamp than the real has seen.
+            self.confirmed(lookup.id, index);
             return None;
         }
         Some(self.handshake_packet(now, lookup, index, pkt, ip.header_len))
