@@ -45,6 +45,32 @@ pub(crate) struct Placement {
     pub(crate) pool: crate::laddr::PoolId,
 }
 
+impl Placement {
+    /// A connection of `key` placed here, with neutral translation.
+    pub(crate) fn conn(&self, key: &FlowKey, service: u32, state: TcpState, expires: Instant) -> Conn {
+        Conn {
+            client: key.src,
+            vip: key.dst,
+            laddr: self.laddr,
+            real: self.real,
+            proto: key.proto,
+            state,
+            client_wscale: 0,
+            real_wscale: 0,
+            peer_wscale: 0,
+            service,
+            real_index: self.real_index as u32,
+            pool: self.pool,
+            xlat: Translation::default(),
+            fins: Default::default(),
+            handshake: crate::synproxy::NO_HANDSHAKE,
+            storm_key: 0,
+            storm_count: 0,
+            expires,
+        }
+    }
+}
+
 /// What the path needs from the IP header, for either family.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IpInfo {
@@ -264,26 +290,8 @@ impl Engine {
             Proto::Tcp => TcpState::None,
             Proto::Udp => TcpState::Established,
         };
-        let conn = Conn {
-            client: key.src,
-            vip: key.dst,
-            laddr: placed.laddr,
-            real: placed.real,
-            proto: key.proto,
-            state,
-            client_wscale: 0,
-            real_wscale: 0,
-            peer_wscale: 0,
-            service: svc_index,
-            real_index: placed.real_index as u32,
-            pool: placed.pool,
-            xlat,
-            fins: Default::default(),
-            handshake: crate::synproxy::NO_HANDSHAKE,
-            storm_key: 0,
-            storm_count: 0,
-            expires: now + self.timeout(svc_index, key.proto, state),
-        };
+        let mut conn = placed.conn(key, svc_index, state, now + self.timeout(svc_index, key.proto, state));
+        conn.xlat = xlat;
         let id = self.insert_conn(now, conn, placed.pool)?;
         Ok(Lookup { id, side: Side::Client })
     }

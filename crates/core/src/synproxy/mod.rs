@@ -316,31 +316,16 @@ impl Engine {
         let client_tsval = opts.timestamps.map_or(0, |t| t.0);
         let (real_isn, real_tsval) = self.real_side_numbers(now, placed.laddr, placed.real);
         let index = self.new_handshake();
-        let conn = Conn {
-            client: key.src,
-            vip: key.dst,
-            laddr: placed.laddr,
-            real: placed.real,
-            proto: key.proto,
-            state: TcpState::SynSent,
-            client_wscale: announced,
-            real_wscale: 0,
-            peer_wscale: offer.wscale.unwrap_or(0),
-            service: svc,
-            real_index: placed.real_index as u32,
-            pool: placed.pool,
-            xlat: crate::conn::Translation {
-                c2r_seq: real_isn.wrapping_sub(client_isn),
-                c2r_ts: if offer.timestamps { real_tsval.wrapping_sub(client_tsval) } else { 0 },
-                ..Default::default()
-            },
-            fins: Default::default(),
-            handshake: index,
-            storm_key: 0,
-            storm_count: 0,
-            // The handshake's own timer ends it; this only bounds a leak.
-            expires: now + self.timeout(svc, key.proto, TcpState::SynRecv),
-        };
+        // The handshake's own timer ends it; the expiry only bounds a leak.
+        let expires = now + self.timeout(svc, key.proto, TcpState::SynRecv);
+        let mut conn = placed.conn(key, svc, TcpState::SynSent, expires);
+        conn.client_wscale = announced;
+        conn.peer_wscale = offer.wscale.unwrap_or(0);
+        conn.xlat.c2r_seq = real_isn.wrapping_sub(client_isn);
+        if offer.timestamps {
+            conn.xlat.c2r_ts = real_tsval.wrapping_sub(client_tsval);
+        }
+        conn.handshake = index;
         let id = match self.insert_conn(now, conn, placed.pool) {
             Ok(id) => id,
             Err(e) => {
