@@ -1,8 +1,8 @@
 //! The whole packet path on arbitrary input: every byte string, as a raw IP
 //! packet or patched into a valid-looking TCP/UDP/ICMP packet toward a
-//! service (so the fuzzer reaches the rewrite paths quickly), must come back
-//! as a verdict, never a panic. Time moves with the input too, so expiry
-//! runs between packets.
+//! service (so the fuzzer reaches the rewrite paths quickly; port 443 is a
+//! SYNProxy service), must come back as a verdict, never a panic. Time moves
+//! with the input too, so expiry and retransmission timers run between packets.
 #![no_main]
 
 use std::cell::RefCell;
@@ -18,14 +18,19 @@ fn ep(s: &str) -> Endpoint {
 fn engine() -> Engine {
     let cfg = EngineConfig { max_conns: 4096, port_range: (40000, 40100), ..EngineConfig::default() };
     let mut e = Engine::new(cfg, [5; 32], Instant::ZERO);
-    for (proto, vip) in [(Proto::Tcp, "10.0.0.1:80"), (Proto::Udp, "10.0.0.1:53")] {
+    for (proto, vip) in
+        [(Proto::Tcp, "10.0.0.1:80"), (Proto::Udp, "10.0.0.1:53"), (Proto::Tcp, "10.0.0.1:443")]
+    {
         let mut s = ServiceConfig::new(proto, ep(vip));
         s.laddrs = vec!["10.1.0.1".parse().unwrap()];
         s.mss_clamp = Some(1200);
+        // Port 443 answers with SYNProxy.
+        s.synproxy = ep(vip).port == 443;
         e.add_service(s).unwrap();
         for r in ["10.2.0.1", "10.2.0.2"] {
             let port = ep(vip).port;
-            e.add_real(proto, ep(vip), RealConfig { endpoint: ep(&format!("{r}:{port}")), weight: 1 }).unwrap();
+            e.add_real(proto, ep(vip), RealConfig { endpoint: ep(&format!("{r}:{port}")), weight: 1 })
+                .unwrap();
         }
     }
     e
@@ -65,6 +70,8 @@ fuzz_target!(|data: &[u8]| {
         engine.handle_timeout(now);
         let mut pkt = if mode & 0x80 != 0 { rest.to_vec() } else { shape(mode, rest) };
         let _ = engine.handle(now, &mut pkt);
+        let mut out = [0u8; 2048];
+        while engine.poll_transmit(&mut out).is_some() {}
         if engine.conn_count() > 3000 {
             engine.flush_conns(now);
         }
