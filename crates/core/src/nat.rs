@@ -25,7 +25,7 @@ use crate::time::Instant;
 
 /// Domains of [`crate::hash::Secrets::derive`].
 const DRAW_PORT: u8 = 1;
-pub(crate) const DRAW_ISN: u8 = 2;
+const DRAW_ISN: u8 = 2;
 
 /// What the packet path did with a packet it did not drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,8 +201,6 @@ impl Engine {
             dst: Endpoint::new(ip.dst, l4.dst_port),
         };
         let hash = self.table.hash(&key);
-        let synproxy = proto == Proto::Tcp
-            && self.by_vip.get(&(proto, key.dst)).is_some_and(|&i| self.services[i as usize].config.synproxy);
         let found = match self.table.lookup_hashed(hash, &key) {
             // A new SYN, or with SYNProxy a cookie ACK, on a finished
             // connection starts over (clean reuse). Any other ACK there is a
@@ -212,11 +210,11 @@ impl Engine {
                 if l.side == Side::Client
                     && self.table.get(l.id).is_some_and(|c| c.state.is_reusable())
                     && ((l4.flags.syn && !l4.flags.ack)
-                        || (synproxy
-                            && l4.flags.ack
+                        || (l4.flags.ack
                             && !l4.flags.syn
                             && !l4.flags.rst
-                            && self.synproxy_cookie_valid(now, &ip, &key, pkt))) =>
+                            && self.synproxy_service(&key).is_some()
+                            && self.synproxy_cookie(now, &key, &pkt[ip.header_len..]).is_some())) =>
             {
                 self.remove_conn(now, l.id);
                 None
@@ -225,25 +223,28 @@ impl Engine {
         };
         let lookup = match found {
             Some(l) => l,
-            None if synproxy => {
-                let svc = self.by_vip[&(proto, key.dst)];
-                return match (l4.flags.syn, l4.flags.ack, l4.flags.rst) {
-                    (true, false, _) => Ok(self.synproxy_syn(now, &ip, &key, svc, pkt)),
-                    (false, true, false) => self.synproxy_ack(now, &ip, &key, svc, pkt),
-                    _ => Err(DropReason::NoConnection),
-                };
-            }
-            None => self.new_conn(now, &key, &l4)?,
+            None => match self.synproxy_service(&key) {
+                Some(svc) => {
+                    return match (l4.flags.syn, l4.flags.ack, l4.flags.rst) {
+                        (true, false, _) => Ok(self.synproxy_syn(now, &ip, &key, svc, pkt)),
+                        (false, true, false) => self.synproxy_ack(now, &ip, &key, svc, pkt),
+                        _ => Err(DropReason::NoConnection),
+                    };
+                }
+                None => self.new_conn(now, &key, &l4)?,
+            },
         };
         if proto == Proto::Tcp {
-            let hs = self.table.get(lookup.id).map_or(crate::synproxy::NO_HANDSHAKE, |c| c.handshake);
-            if hs < crate::synproxy::SPLICED
-                && let Some(done) = self.synproxy_pending(now, lookup, &ip, pkt)
-            {
-                return done;
+            let handshake =
+                |e: &Self| e.table.get(lookup.id).map_or(crate::synproxy::NO_HANDSHAKE, |c| c.handshake);
+            let mut hs = handshake(self);
+            if hs < crate::synproxy::SPLICED {
+                if let Some(done) = self.synproxy_pending(now, lookup, &ip, pkt) {
+                    return done;
+                }
+                // The packet confirmed a replay, which ended the handshake.
+                hs = handshake(self);
             }
-            // The packet may just have confirmed a replay (and ended the handshake).
-            let hs = self.table.get(lookup.id).map_or(crate::synproxy::NO_HANDSHAKE, |c| c.handshake);
             if hs == crate::synproxy::SPLICED && lookup.side == Side::Real {
                 let seg = &pkt[ip.header_len..];
                 if l4.flags.syn && l4.flags.ack {
@@ -256,6 +257,25 @@ impl Engine {
             }
         }
         self.forward(now, lookup, &ip, &l4, pkt).map(Outcome::Forward)
+    }
+
+    /// The SYNProxy service a flow is addressed to, if any. Asked only for
+    /// packets without a live connection, so established traffic pays no
+    /// second lookup.
+    fn synproxy_service(&self, key: &FlowKey) -> Option<u32> {
+        if key.proto != Proto::Tcp {
+            return None;
+        }
+        let &svc = self.by_vip.get(&(key.proto, key.dst))?;
+        self.services[svc as usize].config.synproxy.then_some(svc)
+    }
+
+    /// Our ISN toward a real (RFC 6528): a 4 µs clock plus a keyed hash of
+    /// the real-side tuple, so it grows with time on every (LIP, lport,
+    /// real) and a real's TIME_WAIT accepts a reused tuple.
+    pub(crate) fn real_isn(&self, now: Instant, laddr: Endpoint, real: Endpoint) -> u32 {
+        let h = self.table.secrets().derive(DRAW_ISN, Proto::Tcp, laddr, real, 0);
+        ((now.as_nanos() / 4_000) as u32).wrapping_add(h as u32)
     }
 
     /// Why a packet with no connection and no service is dropped.
@@ -283,8 +303,7 @@ impl Engine {
         let placed = self.place(now, svc_index, key, &[])?;
         let mut xlat = Translation::default();
         if key.proto == Proto::Tcp {
-            let (isn, _) = self.real_side_numbers(now, placed.laddr, placed.real);
-            xlat.c2r_seq = isn.wrapping_sub(l4.seq);
+            xlat.c2r_seq = self.real_isn(now, placed.laddr, placed.real).wrapping_sub(l4.seq);
         }
         let state = match key.proto {
             Proto::Tcp => TcpState::None,

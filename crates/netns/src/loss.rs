@@ -1,7 +1,7 @@
 //! Random packet loss with nftables netdev hooks, which act like loss on the
 //! wire (the kernel here has no `netem`).
 
-use std::io::{self, Write};
+use std::io;
 use std::process::{Command, Stdio};
 
 use crate::ns::Netns;
@@ -88,15 +88,15 @@ impl Loss {
         if allow_egress {
             let mut chains = ports.iter().map(|p| chain("in", p, "ingress", &rules)).collect::<String>();
             chains.extend(ports.iter().map(|p| chain("out", p, "egress", &rules)));
-            if nft_script(lb, &table(&chains)).is_ok() {
+            if lb.nft(&table(&chains)).is_ok() {
                 return Ok(Self { tables: vec![lb.clone()], uses_egress: true });
             }
         }
         let chains = ports.iter().map(|p| chain("in", p, "ingress", &rules)).collect::<String>();
-        nft_script(lb, &table(&chains))?;
+        lb.nft(&table(&chains))?;
         let mut loss = Self { tables: vec![lb.clone()], uses_egress: false };
         for (ns, dev) in reals {
-            nft_script(ns, &table(&chain("in", dev, "ingress", &rules)))?;
+            ns.nft(&table(&chain("in", dev, "ingress", &rules)))?;
             loss.tables.push(ns.clone());
         }
         Ok(loss)
@@ -151,29 +151,6 @@ fn chain(dir: &str, dev: &str, hook: &str, rules: &str) -> String {
     format!(
         "  chain {dir}_{dev} {{ type filter hook {hook} device \"{dev}\" priority 0; policy accept;\n{rules}  }}\n"
     )
-}
-
-/// Applies an nft script in `ns` atomically (all of it or none).
-fn nft_script(ns: &Netns, script: &str) -> io::Result<()> {
-    let mut child = ns
-        .cmd("nft", ["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "nft in {} failed: {}",
-            ns.name(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
 }
 
 /// Adds up the `counter packets N` figures of an `nft list` output.
@@ -247,7 +224,7 @@ mod tests {
         ));
         let mut child =
             Command::new("nft").args(["--check", "-f", "-"]).stdin(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
         assert!(child.wait().unwrap().success(), "{script}");
     }
 }

@@ -102,6 +102,30 @@ impl Netns {
         ChildGuard::spawn(self.cmd(program, args).stdin(Stdio::null()))
     }
 
+    /// Applies an nftables script in this namespace, atomically (all of it
+    /// or none); a failure carries nft's message.
+    pub fn nft(&self, script: &str) -> io::Result<()> {
+        let mut child = self
+            .cmd("nft", ["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            io::Write::write_all(&mut stdin, script.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "nft in {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
     /// Runs `f` on a new thread that has entered this namespace, and waits for
     /// it. Sockets created inside `f` stay in the namespace wherever they are
     /// used afterwards, so this is also how to bind a listener "over there".

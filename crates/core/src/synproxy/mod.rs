@@ -263,20 +263,14 @@ impl Engine {
         self.queue_segment(&synack, Side::Client)
     }
 
-    /// Whether an ACK carries a valid cookie (it starts a new connection);
-    /// only such an ACK may recycle a finished entry of the same flow.
-    pub(crate) fn synproxy_cookie_valid(
-        &mut self,
-        now: Instant,
-        ip: &IpInfo,
-        key: &FlowKey,
-        pkt: &[u8],
-    ) -> bool {
-        let seg = &pkt[ip.header_len..];
+    /// What the client's SYN offered, if the ACK segment `seg` returns a
+    /// valid cookie. Only such an ACK opens a connection, or recycles a
+    /// finished entry of the same flow.
+    pub(crate) fn synproxy_cookie(&mut self, now: Instant, key: &FlowKey, seg: &[u8]) -> Option<Offer> {
         let t = tcp::Packet::new_unchecked(seg);
         let tsecr = read_options(seg).timestamps.map(|t| t.1);
         let (client_isn, cookie) = (t.seq_number().wrapping_sub(1), t.ack_number().wrapping_sub(1));
-        self.syn.jar.check(self.table.secrets(), now, key, client_isn, cookie, tsecr).is_some()
+        self.syn.jar.check(self.table.secrets(), now, key, client_isn, cookie, tsecr)
     }
 
     /// An ACK with no connection to a SYNProxy service: if its cookie is
@@ -296,8 +290,7 @@ impl Engine {
         let cfg = self.cfg.synproxy;
         let (client_isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
         let tsecr = opts.timestamps.map(|t| t.1);
-        let Some(offer) = self.syn.jar.check(self.table.secrets(), now, key, client_isn, cookie, tsecr)
-        else {
+        let Some(offer) = self.synproxy_cookie(now, key, seg) else {
             if cfg.rst_on_bad_cookie {
                 // RFC 9293 §3.10.7.1: an unacceptable ACK gets <SEQ=SEG.ACK><CTL=RST>.
                 let rst = Segment::rst(key.dst, key.src, ack, None, cfg.ttl);
@@ -314,7 +307,8 @@ impl Engine {
             offer.wscale.map_or(0, |_| s.synproxy_wscale.unwrap_or(cfg.wscale))
         };
         let client_tsval = opts.timestamps.map_or(0, |t| t.0);
-        let (real_isn, real_tsval) = self.real_side_numbers(now, placed.laddr, placed.real);
+        let real_isn = self.real_isn(now, placed.laddr, placed.real);
+        let real_tsval = self.real_tsval(now, placed.laddr, placed.real);
         let index = self.new_handshake();
         // The handshake's own timer ends it; the expiry only bounds a leak.
         let expires = now + self.timeout(svc, key.proto, TcpState::SynRecv);
@@ -352,22 +346,12 @@ impl Engine {
         Ok(Outcome::Absorbed)
     }
 
-    /// Our ISN (RFC 6528: a 4 µs clock plus a keyed hash of the tuple) and
-    /// TSval (a 1 ms clock plus another keyed hash) toward a real; both
-    /// grow with time on every (LIP, lport, real), so a real's TIME_WAIT
-    /// and PAWS accept a reused tuple.
-    pub(crate) fn real_side_numbers(&self, now: Instant, laddr: Endpoint, real: Endpoint) -> (u32, u32) {
-        let s = self.table.secrets();
-        let isn = ((now.as_nanos() / 4_000) as u32).wrapping_add(s.derive(
-            crate::nat::DRAW_ISN,
-            crate::addr::Proto::Tcp,
-            laddr,
-            real,
-            0,
-        ) as u32);
-        let ts =
-            ms_clock(now).wrapping_add(s.derive(DRAW_TS, crate::addr::Proto::Tcp, laddr, real, 0) as u32);
-        (isn, ts)
+    /// Our TSval toward a real: a 1 ms clock plus a keyed hash of the
+    /// tuple, so, like the ISN ([`Engine::real_isn`]), it grows with time on
+    /// every (LIP, lport, real) and a real's PAWS accepts a reused tuple.
+    pub(crate) fn real_tsval(&self, now: Instant, laddr: Endpoint, real: Endpoint) -> u32 {
+        let h = self.table.secrets().derive(DRAW_TS, crate::addr::Proto::Tcp, laddr, real, 0);
+        ms_clock(now).wrapping_add(h as u32)
     }
 
     fn new_handshake(&mut self) -> u32 {
@@ -541,7 +525,8 @@ impl Engine {
             self.give_up(index, &old);
             return;
         };
-        let (real_isn, real_tsval) = self.real_side_numbers(now, placed.laddr, placed.real);
+        let real_isn = self.real_isn(now, placed.laddr, placed.real);
+        let real_tsval = self.real_tsval(now, placed.laddr, placed.real);
         let hs = &self.syn.handshakes[index as usize];
         let mut conn = old.clone();
         conn.laddr = placed.laddr;

@@ -206,17 +206,7 @@ impl SynCounter {
             "table netdev {COUNT_TABLE} {{\n  chain syns {{ type filter hook ingress device \"{dev}\" priority 0; \
              policy accept;\n    tcp flags & (syn|ack) == syn counter\n  }}\n}}\n"
         );
-        let mut child = ns
-            .cmd("nft", ["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        io::Write::write_all(&mut child.stdin.take().expect("stdin"), script.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            return Err(io::Error::other(format!("nft: {}", String::from_utf8_lossy(&out.stderr))));
-        }
+        ns.nft(&script)?;
         Ok(Self { ns: ns.clone() })
     }
 
