@@ -112,8 +112,12 @@ pub struct ServiceConfig {
     pub timeouts: Option<Timeouts>,
     /// Clamp the MSS option of SYN segments in both directions to this value.
     pub mss_clamp: Option<u16>,
-    /// Answer SYNs with cookies (used once SYNProxy is built; stored until then).
+    /// Answer SYNs with cookies, open a real's side only for proven clients.
     pub synproxy: bool,
+    /// Tell the real the client's address in a TCP option (kind 254, TOA).
+    pub toa: bool,
+    /// Tell the real the client's address in a PROXY protocol header.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 impl ServiceConfig {
@@ -127,7 +131,40 @@ impl ServiceConfig {
             timeouts: None,
             mss_clamp: None,
             synproxy: false,
+            toa: false,
+            proxy_protocol: ProxyProtocol::Disabled,
         }
+    }
+}
+
+/// Which PROXY protocol header, if any, starts the byte stream toward a real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ProxyProtocol {
+    /// No header: the real's stream is the client's.
+    #[default]
+    Disabled,
+    /// The text header, `PROXY TCP4 client vip cport vport\r\n`.
+    V1,
+    /// The binary header (fixed 16-byte preamble and the addresses).
+    V2,
+}
+
+impl ProxyProtocol {
+    /// Every setting.
+    pub const ALL: &'static [Self] = &[Self::Disabled, Self::V1, Self::V2];
+
+    /// The name in the config file and in `rvs adm --proxy-protocol`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Disabled => "disable",
+            Self::V1 => "v1",
+            Self::V2 => "v2",
+        }
+    }
+
+    /// The setting for a name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|s| s.name() == name)
     }
 }
 

@@ -12,9 +12,11 @@ use std::net::IpAddr;
 use siphasher::sip::SipHasher13;
 
 use crate::addr::{Endpoint, Proto};
+use crate::client_addr::{ClientAddrState, ClientAddrStats};
 use crate::config::{EngineConfig, RealConfig, SchedKind, ServiceConfig, Timeouts};
 use crate::conn::{Conn, ConnId, ConnTable};
 use crate::drop::{DropCounters, DropReason};
+use crate::emit::store::PacketStore;
 use crate::hash::Secrets;
 use crate::laddr::LocalPools;
 use crate::sched::Scheduler;
@@ -105,8 +107,12 @@ pub struct Engine {
     /// The latest time the driver handed in; control-plane changes (which
     /// carry no time) start port-pool epochs from it.
     pub(crate) last_now: Instant,
-    /// SYNProxy: cookie keys, open real-side handshakes, built packets.
+    /// SYNProxy: cookie keys, open real-side handshakes.
     pub(crate) syn: SynproxyState,
+    /// Client-address delivery (TOA, PROXY protocol) still under way.
+    pub(crate) deliveries: ClientAddrState,
+    /// Packets kept for replay and packets built, until the driver takes them.
+    pub(crate) store: PacketStore,
 }
 
 impl Engine {
@@ -129,6 +135,8 @@ impl Engine {
             draws: 0,
             last_now: now,
             syn,
+            deliveries: ClientAddrState::default(),
+            store: PacketStore::new(crate::emit::store::SLOTS),
         }
     }
 
@@ -192,10 +200,10 @@ impl Engine {
 
     /// When [`Self::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.table.poll_timeout(), self.syn.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.table.poll_timeout(), self.syn.poll_timeout(), self.deliveries.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next packet the engine built itself (SYNProxy's SYN-ACKs, SYNs,
@@ -204,7 +212,7 @@ impl Engine {
     /// after every batch and timeout.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(usize, Side)> {
         loop {
-            match self.syn.store.pop_tx(buf)? {
+            match self.store.pop_tx(buf)? {
                 Some(out) => return Some(out),
                 None => self.stats.drops.add(DropReason::TxFailed),
             }
@@ -216,10 +224,15 @@ impl Engine {
         self.syn.stats
     }
 
-    /// Packet slots SYNProxy has allocated (each 2 KiB); it holds kept and
-    /// built packets, and grows only as far as they need at once.
+    /// Client-address delivery (TOA, PROXY protocol) counters.
+    pub fn client_addr_stats(&self) -> ClientAddrStats {
+        self.deliveries.stats
+    }
+
+    /// Packet slots allocated (each 2 KiB) for kept and built packets; the
+    /// store grows only as far as they need at once.
     pub fn packet_slots(&self) -> usize {
-        self.syn.store.allocated()
+        self.store.allocated()
     }
 
     /// Real-side handshakes SYNProxy has open.
@@ -231,9 +244,10 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         self.synproxy_timeouts(now);
-        let Self { table, services, pools, stats, syn, .. } = self;
+        self.client_addr_timeouts(now);
+        let Self { table, services, pools, stats, syn, deliveries, store, .. } = self;
         table.handle_timeout(now, |conn| {
-            Self::release(services, pools, stats, Some(syn), now, &conn);
+            Self::release(services, pools, stats, Some((syn, deliveries, store)), now, &conn);
         });
         // Rotation is lazy inside the pools; this keeps their counts current
         // for listings and metrics.
@@ -245,14 +259,15 @@ impl Engine {
         services: &mut [Service],
         pools: &mut LocalPools,
         stats: &mut Stats,
-        syn: Option<&mut SynproxyState>,
+        side: Option<(&mut SynproxyState, &mut ClientAddrState, &mut PacketStore)>,
         now: Instant,
         conn: &Conn,
     ) {
-        if let Some(syn) = syn
-            && conn.handshake < SPLICED
-        {
-            syn.forget(conn.handshake);
+        if let Some((syn, deliveries, store)) = side {
+            if conn.handshake < SPLICED {
+                syn.forget(conn.handshake, store);
+            }
+            deliveries.close(conn.delivery);
         }
         pools.pool_mut(conn.pool).release(now, conn.laddr.port);
         if let Some(real) =
@@ -272,7 +287,7 @@ impl Engine {
                 &mut self.services,
                 &mut self.pools,
                 &mut self.stats,
-                Some(&mut self.syn),
+                Some((&mut self.syn, &mut self.deliveries, &mut self.store)),
                 now,
                 &conn,
             );

@@ -19,9 +19,11 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod client_addr;
 pub mod config;
 pub mod conn;
 pub mod drop;
+mod emit;
 mod engine;
 pub mod hash;
 mod icmp;
@@ -34,8 +36,9 @@ pub mod tcp_state;
 pub mod time;
 
 pub use addr::{Endpoint, FlowKey, Proto};
+pub use client_addr::ClientAddrStats;
 pub use config::{
-    EngineConfig, RealConfig, RetransmitMode, SchedKind, ServiceConfig, SynproxyConfig, Timeouts, WorkerSlice,
+    EngineConfig, ProxyProtocol, RealConfig, RetransmitMode, SchedKind, ServiceConfig, SynproxyConfig, Timeouts, WorkerSlice,
 };
 pub use drop::{DropCounters, DropReason};
 pub use engine::{ConfigError, Engine, Stats, Verdict};

@@ -17,6 +17,7 @@ use rvs_wire::tcp::{self, TcpOption};
 use rvs_wire::{ip_protocol, ipv4, ipv6, udp};
 
 use crate::addr::{Endpoint, FlowKey, Proto};
+use crate::client_addr::NO_DELIVERY;
 use crate::conn::{Conn, Lookup, TableFull, Translation};
 use crate::drop::DropReason;
 use crate::engine::{Engine, Verdict};
@@ -64,6 +65,7 @@ impl Placement {
             xlat: Translation::default(),
             fins: Default::default(),
             handshake: crate::synproxy::NO_HANDSHAKE,
+            delivery: NO_DELIVERY,
             storm_key: 0,
             storm_count: 0,
             expires,
@@ -119,14 +121,14 @@ pub(crate) fn wire_drop(e: rvs_wire::Error) -> DropReason {
 
 /// The transport fields the path reads before deciding.
 #[derive(Debug, Clone, Copy)]
-struct L4Info {
-    src_port: u16,
-    dst_port: u16,
-    flags: SegmentFlags,
-    seq: u32,
-    ack: u32,
+pub(crate) struct L4Info {
+    pub(crate) src_port: u16,
+    pub(crate) dst_port: u16,
+    pub(crate) flags: SegmentFlags,
+    pub(crate) seq: u32,
+    pub(crate) ack: u32,
     /// Sequence space the segment occupies: payload, plus one each for SYN and FIN.
-    seg_len: u32,
+    pub(crate) seg_len: u32,
 }
 
 fn parse_l4(proto: Proto, seg: &[u8]) -> Result<L4Info, DropReason> {
@@ -235,25 +237,29 @@ impl Engine {
             },
         };
         if proto == Proto::Tcp {
-            let handshake =
-                |e: &Self| e.table.get(lookup.id).map_or(crate::synproxy::NO_HANDSHAKE, |c| c.handshake);
-            let mut hs = handshake(self);
+            let marks = |e: &Self| {
+                e.table.get(lookup.id).map_or((crate::synproxy::NO_HANDSHAKE, NO_DELIVERY), |c| (c.handshake, c.delivery))
+            };
+            let (mut hs, mut delivery) = marks(self);
             if hs < crate::synproxy::SPLICED {
                 if let Some(done) = self.synproxy_pending(now, lookup, &ip, pkt) {
                     return done;
                 }
                 // The packet confirmed a replay, which ended the handshake.
-                hs = handshake(self);
+                (hs, delivery) = marks(self);
             }
             if hs == crate::synproxy::SPLICED && lookup.side == Side::Real {
                 let seg = &pkt[ip.header_len..];
                 if l4.flags.syn && l4.flags.ack {
                     let conn = self.table.get(lookup.id).cloned();
-                    return Ok(conn.map_or(Outcome::Absorbed, |c| self.synproxy_reack(&c, seg)));
+                    return Ok(conn.map_or(Outcome::Absorbed, |c| self.synproxy_reack(lookup.id, &c, seg)));
                 }
                 if self.ack_storm(lookup.id, seg) {
                     return Err(DropReason::AckStorm);
                 }
+            }
+            if delivery != NO_DELIVERY {
+                return self.forward_delivering(now, lookup, delivery, &ip, &l4, pkt);
             }
         }
         self.forward(now, lookup, &ip, &l4, pkt).map(Outcome::Forward)
@@ -311,7 +317,12 @@ impl Engine {
         };
         let mut conn = placed.conn(key, svc_index, state, now + self.timeout(svc_index, key.proto, state));
         conn.xlat = xlat;
-        let id = self.insert_conn(now, conn, placed.pool)?;
+        if key.proto == Proto::Tcp {
+            conn.delivery = self.open_delivery(svc_index, key.src, key.dst, l4.seq);
+        }
+        let delivery = conn.delivery;
+        let id = self.insert_conn(now, conn, placed.pool).inspect_err(|_| self.deliveries.close(delivery))?;
+        self.attach_delivery(delivery, id);
         Ok(Lookup { id, side: Side::Client })
     }
 
@@ -385,7 +396,7 @@ impl Engine {
         Ok(id)
     }
 
-    fn forward(
+    pub(crate) fn forward(
         &mut self,
         now: Instant,
         lookup: Lookup,
@@ -434,7 +445,8 @@ impl Engine {
             self.table.set_expiry(lookup.id, expires);
         }
         let svc = &mut self.services[service as usize];
-        let mss_clamp = svc.config.mss_clamp;
+        let mss_rule = MssRule { clamp: svc.config.mss_clamp.unwrap_or(u16::MAX), less: 0 };
+        let mss_rule = if svc.config.toa { MssRule { less: crate::client_addr::TOA_ROOM, ..mss_rule } } else { mss_rule };
         if let Some(real) = svc.reals.get_mut(real_index as usize) {
             if old.is_active() != new.is_active() {
                 if new.is_active() {
@@ -449,7 +461,7 @@ impl Engine {
         }
         count(&mut svc.stats, to, pkt.len());
         count(&mut self.stats.traffic, to, pkt.len());
-        let mss = if l4.flags.syn { mss_clamp } else { None };
+        let mss = (l4.flags.syn && mss_rule != MssRule::NONE).then_some(mss_rule);
         rewrite(pkt, ip, src, dst, xlat, mss, self.cfg.decrement_ttl);
         if to == Side::Client && rescale.0 != rescale.1 {
             rescale_window(&mut pkt[ip.header_len..], rescale.0, rescale.1);
@@ -482,6 +494,22 @@ fn count(c: &mut crate::service::TrafficCounters, to: Side, bytes: usize) {
     }
 }
 
+/// How a SYN's MSS option is rewritten: at most `clamp`, then `less` lower
+/// (room for an option the engine adds to the peer's segments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MssRule {
+    pub(crate) clamp: u16,
+    pub(crate) less: u16,
+}
+
+impl MssRule {
+    pub(crate) const NONE: Self = Self { clamp: u16::MAX, less: 0 };
+
+    fn apply(self, mss: u16) -> u16 {
+        mss.min(self.clamp).saturating_sub(self.less).max(64)
+    }
+}
+
 /// Rewrite addresses, ports and sequence space of a validated packet.
 ///
 /// `xlat` is (own seq offset, peer seq offset, own TSval offset, peer TSval
@@ -492,13 +520,13 @@ pub(crate) fn rewrite(
     src: Endpoint,
     dst: Endpoint,
     xlat: (u32, u32, u32, u32),
-    mss_clamp: Option<u16>,
+    mss: Option<MssRule>,
     decrement_ttl: bool,
 ) {
     let (head, seg) = pkt.split_at_mut(ip.header_len);
     rewrite_ip_header(head, ip, src.addr, dst.addr, decrement_ttl);
     match ip.protocol {
-        ip_protocol::TCP => rewrite_tcp(seg, ip, src, dst, xlat, mss_clamp),
+        ip_protocol::TCP => rewrite_tcp(seg, ip, src, dst, xlat, mss),
         ip_protocol::UDP => rewrite_udp(seg, ip, src, dst),
         _ => {}
     }
@@ -528,7 +556,7 @@ fn rewrite_tcp(
     src: Endpoint,
     dst: Endpoint,
     (own_seq, peer_seq, own_ts, peer_ts): (u32, u32, u32, u32),
-    mss_clamp: Option<u16>,
+    mss: Option<MssRule>,
 ) {
     let mut t = tcp::Packet::new_unchecked(&mut *seg);
     let mut sum = t.checksum();
@@ -550,21 +578,13 @@ fn rewrite_tcp(
         t.set_ack_number(new);
     }
     let syn = t.flags().syn();
-    if t.header_len() > 20 && (peer_seq != 0 || own_ts != 0 || peer_ts != 0 || mss_clamp.is_some()) {
-        sum = rewrite_options(
-            t.options_mut(),
-            sum,
-            peer_seq,
-            own_ts,
-            peer_ts,
-            acking,
-            mss_clamp.filter(|_| syn),
-        );
+    if t.header_len() > 20 && (peer_seq != 0 || own_ts != 0 || peer_ts != 0 || mss.is_some()) {
+        sum = rewrite_options(t.options_mut(), sum, peer_seq, own_ts, peer_ts, acking, mss.filter(|_| syn));
     }
     t.set_checksum(sum);
 }
 
-/// Translate SACK blocks and timestamps, clamp the MSS; returns the updated checksum.
+/// Translate SACK blocks and timestamps, rewrite the MSS; returns the updated checksum.
 fn rewrite_options(
     opts: &mut [u8],
     mut sum: u16,
@@ -572,7 +592,7 @@ fn rewrite_options(
     own_ts: u32,
     peer_ts: u32,
     acking: bool,
-    mss_clamp: Option<u16>,
+    mss_rule: Option<MssRule>,
 ) -> u16 {
     // Walk a copy (at most 40 bytes) so the original can be written meanwhile.
     let mut copy = [0u8; 40];
@@ -588,8 +608,8 @@ fn rewrite_options(
         let Ok((at, opt)) = item else { break };
         match opt {
             TcpOption::MaxSegmentSize(mss) => {
-                if let Some(clamp) = mss_clamp.filter(|&c| mss > c) {
-                    put(opts, at + 2, &clamp.to_be_bytes(), &mut sum);
+                if let Some(new) = mss_rule.map(|r| r.apply(mss)).filter(|&m| m != mss) {
+                    put(opts, at + 2, &new.to_be_bytes(), &mut sum);
                 }
             }
             TcpOption::SackRange(blocks) if peer_seq != 0 => {

@@ -55,7 +55,11 @@ impl Translation {
 /// keep a closing connection while a FIN is still unacknowledged (its
 /// sender will retransmit it) and apply the short timeouts only once the
 /// close has really happened.
+///
+/// Packed: nine bytes, not twelve, so that with the client-address index a
+/// connection still fits its 144-byte budget.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C, packed)]
 pub struct Fins {
     /// Sequence number just past each side's FIN (`[client, real]`), in the
     /// receiving side's numbering, so its ACKs compare directly.
@@ -136,6 +140,8 @@ pub struct Conn {
     pub fins: Fins,
     /// SYNProxy: the open real-side handshake, or a marker for none or spliced.
     pub handshake: u32,
+    /// The client-address delivery (TOA, PROXY header) still under way, if any.
+    pub delivery: u32,
     /// SYNProxy: the last bare real→client segment (sequence, acknowledgement
     /// and window folded), for ack-storm detection.
     pub storm_key: u32,

@@ -342,6 +342,7 @@ mod tests {
             xlat: Default::default(),
             fins: Default::default(),
             handshake: crate::synproxy::NO_HANDSHAKE,
+            delivery: crate::client_addr::NO_DELIVERY,
             storm_key: 0,
             storm_count: 0,
             expires,

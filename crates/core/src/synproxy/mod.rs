@@ -17,8 +17,6 @@
 //! behaviour for side-by-side comparison.
 
 pub(crate) mod cookie;
-mod emit;
-pub(crate) mod store;
 
 use core::cmp::Reverse;
 use core::time::Duration;
@@ -30,14 +28,14 @@ use crate::addr::{Endpoint, FlowKey};
 use crate::config::RetransmitMode;
 use crate::conn::{Conn, ConnId, Lookup};
 use crate::drop::DropReason;
+use crate::emit::Segment;
+use crate::emit::store::PacketStore;
 use crate::engine::Engine;
 use crate::hash::Secrets;
 use crate::nat::{IpInfo, Outcome};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 use cookie::{CookieJar, Offer};
-use emit::Segment;
-use store::PacketStore;
 
 /// `Conn::handshake` of a connection SYNProxy did not open.
 pub(crate) const NO_HANDSHAKE: u32 = u32::MAX;
@@ -52,8 +50,6 @@ const CLASSIC_RTO: Duration = Duration::from_secs(3);
 const CLASSIC_TRIES: u8 = 3;
 /// Times the kept packets are replayed before the engine leaves recovery to TCP.
 const REPLAY_TRIES: u8 = 3;
-/// Packet slots for kept client packets and built packets together.
-const STORE_SLOTS: usize = 1 << 16;
 const DRAW_TS: u8 = 3;
 
 /// Counters of the SYNProxy path.
@@ -107,7 +103,7 @@ impl HandshakeStats {
         }
     }
 
-    fn rto(&self, floor: Duration, initial: Duration) -> Duration {
+    pub(crate) fn rto(&self, floor: Duration, initial: Duration) -> Duration {
         match self.srtt {
             None => initial,
             Some(srtt) => (srtt + (self.rttvar * 4).max(Duration::from_millis(1))).max(floor),
@@ -153,7 +149,6 @@ pub(crate) struct SynproxyState {
     handshakes: Vec<Handshake>,
     free: Vec<u32>,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
-    pub(crate) store: PacketStore,
     pub(crate) stats: SynproxyStats,
 }
 
@@ -164,7 +159,6 @@ impl SynproxyState {
             handshakes: Vec::new(),
             free: Vec::new(),
             timers: BinaryHeap::new(),
-            store: PacketStore::new(STORE_SLOTS),
             stats: SynproxyStats::default(),
         }
     }
@@ -173,15 +167,15 @@ impl SynproxyState {
         self.timers.peek().map(|Reverse((at, _, _))| *at)
     }
 
-    /// Forget the handshake of a connection that is going away.
-    pub(crate) fn forget(&mut self, index: u32) {
+    /// Forget the handshake of a connection that is going away; its kept packets go back to `store`.
+    pub(crate) fn forget(&mut self, index: u32, store: &mut PacketStore) {
         let Some(hs) = self.handshakes.get_mut(index as usize).filter(|h| h.live) else { return };
         hs.live = false;
         hs.generation = hs.generation.wrapping_add(1);
         let stored = hs.stored;
         let n = hs.n_stored;
         for &slot in &stored[..n] {
-            self.store.release(slot);
+            store.release(slot);
         }
         self.free.push(index);
     }
@@ -243,7 +237,9 @@ impl Engine {
             timestamps: opts.timestamps.is_some() && cfg.timestamps,
         };
         let (cookie, ts_bits) = self.syn.jar.make(self.table.secrets(), now, key, client_isn, offer);
+        // With TOA the client's segments grow by the option: it is told less.
         let our_mss = service.config.mss_clamp.map_or(cfg.mss_max, |c| c.min(cfg.mss_max));
+        let our_mss = our_mss.saturating_sub(self.toa_room(svc)).max(64);
         let announced = service.synproxy_wscale.unwrap_or(cfg.wscale);
         let tsval = (ms_clock(now) & !((1 << cookie::TS_OPT_BITS) - 1)) | ts_bits;
         let synack = Segment {
@@ -320,13 +316,17 @@ impl Engine {
             conn.xlat.c2r_ts = real_tsval.wrapping_sub(client_tsval);
         }
         conn.handshake = index;
+        conn.delivery = self.open_delivery(svc, key.src, key.dst, client_isn);
+        let delivery = conn.delivery;
         let id = match self.insert_conn(now, conn, placed.pool) {
             Ok(id) => id,
             Err(e) => {
-                self.syn.forget(index);
+                self.syn.forget(index, &mut self.store);
+                self.deliveries.close(delivery);
                 return Err(e);
             }
         };
+        self.attach_delivery(delivery, id);
         let hs = &mut self.syn.handshakes[index as usize];
         hs.conn = id;
         hs.client_isn = client_isn;
@@ -398,7 +398,7 @@ impl Engine {
         if hs.n_stored >= max {
             return false;
         }
-        let Some(slot) = self.syn.store.store(pkt) else { return false };
+        let Some(slot) = self.store.store(pkt) else { return false };
         let hs = &mut self.syn.handshakes[index as usize];
         hs.stored[hs.n_stored] = slot;
         hs.n_stored += 1;
@@ -412,6 +412,7 @@ impl Engine {
         let hs = &self.syn.handshakes[index as usize];
         let Some(conn) = self.table.get(hs.conn) else { return };
         let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
+        let toa_room = self.toa_room(svc);
         let service = &mut self.services[svc as usize];
         let mss_clamp = service.config.mss_clamp;
         let Some(r) = service.reals.get_mut(real_index as usize) else { return };
@@ -442,7 +443,7 @@ impl Engine {
             ack: None,
             flags: tcp::Flags::SYN,
             window: u16::MAX,
-            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss))),
+            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(toa_room).max(64)),
             wscale: offer.wscale,
             sack_permitted: offer.sack,
             timestamps: offer.timestamps.then_some((hs.real_tsval, 0)),
@@ -494,7 +495,7 @@ impl Engine {
         let (old_id, tried, n_tried) = (hs.conn, hs.tried, hs.n_tried);
         let (syn_sent, old_isn) = (hs.syn_sent, hs.real_isn);
         let Some(old) = self.table.remove(old_id) else {
-            self.syn.forget(index);
+            self.syn.forget(index, &mut self.store);
             return;
         };
         if reset_old && syn_sent {
@@ -541,6 +542,7 @@ impl Engine {
             self.give_up(index, &old);
             return;
         };
+        self.attach_delivery(old.delivery, id);
         // The move is not a new connection in the totals.
         self.stats.conns_created -= 1;
         self.stats.traffic.conns -= 1;
@@ -569,7 +571,8 @@ impl Engine {
         );
         let _ = self.queue_segment(&rst, Side::Client);
         self.syn.stats.gave_up += 1;
-        self.syn.forget(index);
+        self.syn.forget(index, &mut self.store);
+        self.deliveries.close(old.delivery);
     }
 
     /// A packet of a connection whose real handshake is still open.
@@ -589,6 +592,7 @@ impl Engine {
             if lookup.side == Side::Real && f.syn() && f.ack() {
                 // The real is still in SYN_RECV: the replay was lost.
                 self.syn.stats.replays_resent += 1;
+                self.resend_header(lookup.id, conn.delivery);
                 self.replay(index, lookup.id);
                 return Some(Ok(Outcome::Absorbed));
             }
@@ -695,6 +699,9 @@ impl Engine {
             r.active_conns += 1;
         }
         self.syn.stats.spliced += 1;
+        // The PROXY header leads the client's bytes (and completes the real's handshake).
+        let delivery = self.table.get(id).map_or(crate::client_addr::NO_DELIVERY, |c| c.delivery);
+        self.start_header(now, id, delivery);
         if self.replay(index, id) == 0 {
             // Nothing kept (store was full): acknowledge the SYN-ACK ourselves.
             let mut ack = Segment::ack(
@@ -705,7 +712,7 @@ impl Engine {
                 self.cfg.synproxy.ttl,
             );
             ack.window = ack_window(hs.offer.wscale.unwrap_or(0));
-            let _ = self.queue_segment(&ack, Side::Real);
+            self.queue_to_real(id, &ack);
             self.confirmed(id, index);
             return;
         }
@@ -735,17 +742,18 @@ impl Engine {
         let (stored, n) = (hs.stored, hs.n_stored);
         let mut replayed = 0;
         for &slot in &stored[..n] {
-            let Some(copy) = self.syn.store.duplicate(slot) else {
+            let Some(copy) = self.store.duplicate(slot) else {
                 self.stats.drops.add(DropReason::TxQueueFull);
                 continue;
             };
-            let pkt = self.syn.store.packet_mut(copy);
+            let pkt = self.store.packet_mut(copy);
             if let Ok(ip) = IpInfo::parse(pkt) {
                 crate::nat::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
-                self.syn.store.queue(copy, Side::Real);
+                self.toa_for_built(id, copy);
+                self.store.queue(copy, Side::Real);
                 replayed += 1;
             } else {
-                self.syn.store.release(copy);
+                self.store.release(copy);
             }
         }
         replayed
@@ -773,12 +781,12 @@ impl Engine {
         if let Some(conn) = self.table.get_mut(id) {
             conn.handshake = SPLICED;
         }
-        self.syn.forget(index);
+        self.syn.forget(index, &mut self.store);
     }
 
     /// A SYN-ACK from the real of a spliced connection (our ACK of its first
     /// one was lost): acknowledge it again ourselves.
-    pub(crate) fn synproxy_reack(&mut self, conn: &Conn, seg: &[u8]) -> Outcome {
+    pub(crate) fn synproxy_reack(&mut self, id: ConnId, conn: &Conn, seg: &[u8]) -> Outcome {
         let t = tcp::Packet::new_unchecked(seg);
         let mut ack = Segment::ack(
             conn.laddr,
@@ -788,7 +796,21 @@ impl Engine {
             self.cfg.synproxy.ttl,
         );
         ack.window = ack_window(conn.peer_wscale);
-        self.queue_segment(&ack, Side::Real)
+        self.resend_header(id, conn.delivery);
+        self.queue_to_real(id, &ack);
+        Outcome::Absorbed
+    }
+
+    /// Queue a segment built toward a connection's real, with TOA while it rides along.
+    fn queue_to_real(&mut self, id: ConnId, seg: &Segment) {
+        let Some(slot) = self.store.alloc() else {
+            self.stats.drops.add(DropReason::TxQueueFull);
+            return;
+        };
+        let len = seg.emit(self.store.slot_mut(slot));
+        self.store.set_len(slot, len);
+        self.toa_for_built(id, slot);
+        self.store.queue(slot, Side::Real);
     }
 
     /// Whether a real→client segment of a spliced connection is one more
@@ -806,22 +828,6 @@ impl Engine {
         conn.storm_key = key;
         conn.storm_count = 0;
         false
-    }
-
-    /// Build a segment into a slot and queue it toward `to`.
-    fn queue_segment(&mut self, seg: &Segment, to: Side) -> Outcome {
-        match self.syn.store.alloc() {
-            Some(slot) => {
-                let len = seg.emit(self.syn.store.slot_mut(slot));
-                self.syn.store.set_len(slot, len);
-                self.syn.store.queue(slot, to);
-                Outcome::Absorbed
-            }
-            None => {
-                self.stats.drops.add(DropReason::TxQueueFull);
-                Outcome::Absorbed
-            }
-        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Packet slots the engine owns: client packets kept while a real's
-//! handshake is open, and packets the engine built, waiting for the driver
-//! to take them ([`crate::Engine::poll_transmit`]).
+//! handshake is open, and packets the engine built or grew (TOA), waiting
+//! for the driver to take them ([`crate::Engine::poll_transmit`]).
 //!
 //! Slots are allocated once, as the store first needs them, up to a fixed
 //! number, and then reused through a free list, so the packet path does not
@@ -12,6 +12,8 @@ use crate::tcp_state::Side;
 
 /// Bytes per slot: an Ethernet-MTU packet with room to spare.
 pub(crate) const SLOT_LEN: usize = 2048;
+/// Slots for kept client packets and built packets together.
+pub(crate) const SLOTS: usize = 1 << 16;
 
 /// A fixed-capacity pool of packet slots and the transmit queue over it.
 #[derive(Debug)]

@@ -1,12 +1,18 @@
-//! TCP segments the engine builds itself (SYN-ACK to a client, SYN and ACK
-//! to a real, RSTs): from scratch, with only the options SYNProxy
-//! implements and chose, never reflecting a client's unknown options.
+//! Packets the engine builds itself: SYNProxy's SYN-ACKs to clients, SYNs
+//! and ACKs to reals, RSTs, and PROXY protocol headers. Built from scratch,
+//! with only the options the engine implements and chose, never reflecting
+//! a client's unknown options. [`store`] holds them until the driver takes them.
+
+pub(crate) mod store;
 
 use std::net::IpAddr;
 
 use rvs_wire::{ip_protocol, ipv4, tcp};
 
 use crate::addr::Endpoint;
+use crate::drop::DropReason;
+use crate::nat::Outcome;
+use crate::tcp_state::Side;
 
 /// One segment to build.
 #[derive(Debug, Clone, Copy)]
@@ -49,8 +55,13 @@ impl Segment {
     }
 
     /// Write the IP packet into `buf`; returns its length (0 if it does not
-    /// fit or the addresses are not IPv4, which SYNProxy serves for now).
+    /// fit or the addresses are not IPv4, which the data path serves for now).
     pub(crate) fn emit(&self, buf: &mut [u8]) -> usize {
+        self.emit_with_payload(buf, &[])
+    }
+
+    /// [`Segment::emit`] carrying `payload`.
+    pub(crate) fn emit_with_payload(&self, buf: &mut [u8], payload: &[u8]) -> usize {
         let (IpAddr::V4(src), IpAddr::V4(dst)) = (self.src.addr, self.dst.addr) else { return 0 };
         let repr = tcp::Repr {
             src_port: self.src.port,
@@ -64,7 +75,7 @@ impl Segment {
             sack_permitted: self.sack_permitted,
             sack_ranges: [None; 3],
             timestamp: self.timestamps,
-            payload_len: 0,
+            payload_len: payload.len(),
         };
         let ip = ipv4::Repr {
             src_addr: src,
@@ -79,8 +90,27 @@ impl Segment {
         let Some(out) = buf.get_mut(..len) else { return 0 };
         let (head, seg) = out.split_at_mut(len - repr.buffer_len());
         ip.emit(&mut ipv4::Packet::new_unchecked(head));
+        seg[repr.header_len()..].copy_from_slice(payload);
         repr.emit(&mut tcp::Packet::new_unchecked(seg), self.src.addr, self.dst.addr);
         len
+    }
+}
+
+impl crate::Engine {
+    /// Build a segment into a slot and queue it toward `to`.
+    pub(crate) fn queue_segment(&mut self, seg: &Segment, to: Side) -> Outcome {
+        match self.store.alloc() {
+            Some(slot) => {
+                let len = seg.emit(self.store.slot_mut(slot));
+                self.store.set_len(slot, len);
+                self.store.queue(slot, to);
+                Outcome::Absorbed
+            }
+            None => {
+                self.stats.drops.add(DropReason::TxQueueFull);
+                Outcome::Absorbed
+            }
+        }
     }
 }
 

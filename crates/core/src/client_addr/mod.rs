@@ -1,0 +1,429 @@
+//! Telling the real who the client is: FullNAT shows the real only a local
+//! address, so a service can hand it the client's address and port in a TCP
+//! option (TOA, [`toa`]) or at the start of the byte stream (PROXY protocol,
+//! [`proxy_protocol`]).
+//!
+//! TOA rides in the client's first segments toward the real until the real
+//! answers with anything but its SYN-ACK. The PROXY header goes out as a
+//! segment of its own as soon as the real's handshake is complete (the
+//! client's ACK of the real's SYN-ACK, or SYNProxy's splice), whether or not
+//! the client speaks first; every client sequence number toward the real
+//! moves up by the header's length and every acknowledgement back moves down
+//! (`Translation::c2r_seq` carries the shift). The engine owns the header's
+//! delivery: it resends it on its own timer and whenever the client resends
+//! its first segment, from the first byte the real has not acknowledged,
+//! until the real acknowledges all of it. Acknowledgements that cover only
+//! part of the header are shown to the client as acknowledging nothing.
+//!
+//! The state for this lives in a side table, not in every connection: it
+//! exists only while the header is unacknowledged or TOA still rides along,
+//! which for most connections is one round trip.
+
+pub(crate) mod proxy_protocol;
+pub mod toa;
+
+/// Counters of client-address delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientAddrStats {
+    /// Segments toward reals that carried a TOA option.
+    pub toa_inserted: u64,
+    /// Segments that should have carried TOA but whose 40 bytes of option
+    /// space were taken; forwarded without it.
+    pub toa_no_room: u64,
+    /// PROXY protocol headers sent (one per connection).
+    pub proxy_headers: u64,
+    /// Headers, or their unacknowledged rest, sent again.
+    pub proxy_resent: u64,
+    /// Headers the real never acknowledged; the engine stopped resending.
+    pub proxy_gave_up: u64,
+}
+
+use core::cmp::Reverse;
+use core::time::Duration;
+use std::collections::BinaryHeap;
+
+use rvs_wire::checksum;
+use rvs_wire::tcp::{self, TcpOption};
+
+use crate::addr::Endpoint;
+use crate::config::ProxyProtocol;
+use crate::conn::{ConnId, Lookup};
+use crate::drop::DropReason;
+use crate::emit::Segment;
+use crate::engine::Engine;
+use crate::nat::{IpInfo, L4Info, Outcome};
+use crate::tcp_state::Side;
+use crate::time::Instant;
+
+/// `Conn::delivery` of a connection with nothing (more) to deliver.
+pub(crate) const NO_DELIVERY: u32 = u32::MAX;
+/// Header resends on the engine's own timer before it leaves the header to
+/// the client's retransmissions (about 10 s from a 10 ms RTO, 50 s from 200 ms).
+const MAX_TIMER_RESENDS: u8 = 10;
+/// Upper bound of the backed-off resend timeout.
+const MAX_RTO: Duration = Duration::from_secs(10);
+/// Bytes TOA adds to a client segment, by which the MSS is lowered.
+pub(crate) const TOA_ROOM: u16 = toa::V4_LEN as u16;
+
+/// One connection's delivery under way.
+#[derive(Debug, Clone)]
+struct Delivery {
+    generation: u32,
+    live: bool,
+    conn: ConnId,
+    client: Endpoint,
+    vip: Endpoint,
+    version: ProxyProtocol,
+    /// The client's sequence number of its first byte (its ISN + 1).
+    stream_start: u32,
+    /// PROXY header length; 0 without one.
+    header_len: u8,
+    /// Header bytes the real acknowledged.
+    acked: u8,
+    /// The header went out (and `Translation::c2r_seq` carries its length).
+    sent: bool,
+    /// Resends on the timer so far.
+    timer_resends: u8,
+    /// TOA still goes into client→real segments.
+    toa: bool,
+    /// The client's latest acknowledgement and window toward the real, in
+    /// the real's numbering, for the header segments the engine builds.
+    ack: u32,
+    window: u16,
+    deadline: Instant,
+    rto: Duration,
+}
+
+/// Deliveries under way, their resend timers and counters.
+#[derive(Debug, Default)]
+pub(crate) struct ClientAddrState {
+    entries: Vec<Delivery>,
+    free: Vec<u32>,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    pub(crate) stats: ClientAddrStats,
+}
+
+impl ClientAddrState {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// End a delivery (done, or its connection is going away).
+    pub(crate) fn close(&mut self, index: u32) {
+        let Some(d) = self.entries.get_mut(index as usize).filter(|d| d.live) else { return };
+        d.live = false;
+        d.generation = d.generation.wrapping_add(1);
+        self.free.push(index);
+    }
+
+    fn live(&mut self, index: u32) -> Option<&mut Delivery> {
+        self.entries.get_mut(index as usize).filter(|d| d.live)
+    }
+}
+
+impl Engine {
+    /// Start delivering the client's address for a new connection of
+    /// service `svc` whose client chose `client_isn`; the index for
+    /// `Conn::delivery` (the caller sets the entry's connection once it has one).
+    pub(crate) fn open_delivery(&mut self, svc: u32, client: Endpoint, vip: Endpoint, client_isn: u32) -> u32 {
+        let Some(service) = self.services.get(svc as usize) else { return NO_DELIVERY };
+        let (version, toa) = (service.config.proxy_protocol, service.config.toa);
+        let mut scratch = [0u8; proxy_protocol::MAX_LEN];
+        let header_len = proxy_protocol::write(version, client, vip, &mut scratch).unwrap_or(0);
+        if header_len == 0 && !toa {
+            return NO_DELIVERY;
+        }
+        let st = &mut self.deliveries;
+        let entry = |generation| Delivery {
+            generation,
+            live: true,
+            conn: ConnId::NONE,
+            client,
+            vip,
+            version,
+            stream_start: client_isn.wrapping_add(1),
+            header_len: header_len as u8,
+            acked: 0,
+            sent: false,
+            timer_resends: 0,
+            toa,
+            ack: 0,
+            window: u16::MAX,
+            deadline: Instant::ZERO,
+            rto: Duration::ZERO,
+        };
+        match st.free.pop() {
+            Some(i) => {
+                let g = st.entries[i as usize].generation;
+                st.entries[i as usize] = entry(g);
+                i
+            }
+            None => {
+                st.entries.push(entry(0));
+                st.entries.len() as u32 - 1
+            }
+        }
+    }
+
+    /// Tell a delivery which connection it belongs to (after insertion or a failover).
+    pub(crate) fn attach_delivery(&mut self, index: u32, id: ConnId) {
+        if let Some(d) = self.deliveries.live(index) {
+            d.conn = id;
+        }
+    }
+
+    /// Whether a service lowers the MSS for TOA.
+    pub(crate) fn toa_room(&self, svc: u32) -> u16 {
+        self.services.get(svc as usize).map_or(0, |s| if s.config.toa { TOA_ROOM } else { 0 })
+    }
+
+    /// Forward a packet of a connection with a delivery under way: the
+    /// usual rewrite, plus the header, the acknowledgement clamp and TOA.
+    pub(crate) fn forward_delivering(
+        &mut self,
+        now: Instant,
+        lookup: Lookup,
+        index: u32,
+        ip: &IpInfo,
+        l4: &L4Info,
+        pkt: &mut [u8],
+    ) -> Result<Outcome, DropReason> {
+        let Some(conn) = self.table.get(lookup.id) else { return Err(DropReason::NoConnection) };
+        let (c2r, r2c, synproxy) =
+            (conn.xlat.c2r_seq, conn.xlat.r2c_seq, conn.handshake != crate::synproxy::NO_HANDSHAKE);
+        let Some(d) = self.deliveries.live(index) else {
+            return self.forward(now, lookup, ip, l4, pkt).map(Outcome::Forward);
+        };
+        let pending = d.sent && d.acked < d.header_len;
+        let mut clamp_to = None;
+        let mut start = false;
+        let resend;
+        match lookup.side {
+            Side::Client => {
+                if l4.flags.ack && !l4.flags.rst {
+                    d.ack = l4.ack.wrapping_sub(r2c);
+                    d.window = tcp::Packet::new_unchecked(&pkt[ip.header_len..]).window_len();
+                }
+                // The client's ACK of the real's SYN-ACK: the real's
+                // handshake completes, the header goes first. (SYNProxy
+                // sends it at the splice instead.)
+                start = d.header_len > 0 && !d.sent && !synproxy && l4.flags.ack && !l4.flags.syn && !l4.flags.rst;
+                // The client resends its first segment: the header was
+                // likely lost with it.
+                resend = pending && l4.seq == d.stream_start && l4.seg_len > 0;
+            }
+            Side::Real => {
+                if !l4.flags.syn {
+                    d.toa = false;
+                }
+                if pending && l4.flags.ack {
+                    let header_start = d.stream_start.wrapping_add(c2r).wrapping_sub(u32::from(d.header_len));
+                    let covered = l4.ack.wrapping_sub(header_start);
+                    if covered <= u32::from(d.header_len) {
+                        d.acked = d.acked.max(covered as u8);
+                    }
+                    if covered < u32::from(d.header_len) {
+                        // The client must not see an acknowledgement of
+                        // bytes before its own first one.
+                        clamp_to = Some(d.stream_start);
+                    }
+                }
+                // A SYN-ACK again: the real still waits in SYN_RECV, the header was lost.
+                resend = pending && l4.flags.syn;
+                if (d.header_len == 0 || d.acked >= d.header_len) && !d.toa {
+                    self.end_delivery(lookup.id, index);
+                }
+            }
+        }
+        if start {
+            self.start_header(now, lookup.id, index);
+        } else if resend {
+            self.resend_header(lookup.id, index);
+        }
+        let to = self.forward(now, lookup, ip, l4, pkt)?;
+        if let Some(start) = clamp_to {
+            clamp_acks(&mut pkt[ip.header_len..], start);
+        }
+        if to == Side::Real && !l4.flags.syn && self.deliveries.live(index).is_some_and(|d| d.toa) {
+            return Ok(self.forward_with_toa(index, pkt));
+        }
+        Ok(Outcome::Forward(to))
+    }
+
+    /// Copy a rewritten client→real packet into a slot with TOA inserted and
+    /// queue it; if the option cannot go in, forward it as it is (counted).
+    fn forward_with_toa(&mut self, index: u32, pkt: &[u8]) -> Outcome {
+        let Some(client) = self.deliveries.live(index).map(|d| d.client) else {
+            return Outcome::Forward(Side::Real);
+        };
+        let Some(slot) = self.store.store(pkt) else {
+            self.deliveries.stats.toa_no_room += 1;
+            return Outcome::Forward(Side::Real);
+        };
+        if self.insert_toa(slot, client) {
+            self.store.queue(slot, Side::Real);
+            Outcome::Absorbed
+        } else {
+            self.store.release(slot);
+            Outcome::Forward(Side::Real)
+        }
+    }
+
+    /// Insert TOA for `client` into the packet in `slot`; counts either way.
+    fn insert_toa(&mut self, slot: u32, client: Endpoint) -> bool {
+        let len = self.store.packet_mut(slot).len();
+        match toa::insert(self.store.slot_mut(slot), len, client) {
+            Ok(n) => {
+                self.store.set_len(slot, n);
+                self.deliveries.stats.toa_inserted += 1;
+                true
+            }
+            Err(_) => {
+                self.deliveries.stats.toa_no_room += 1;
+                false
+            }
+        }
+    }
+
+    /// TOA for a segment the engine built toward the real of a connection
+    /// (SYNProxy's ACKs, replays), if its delivery still carries it.
+    pub(crate) fn toa_for_built(&mut self, id: ConnId, slot: u32) {
+        let Some(conn) = self.table.get(id) else { return };
+        let index = conn.delivery;
+        if let Some(client) = self.deliveries.live(index).filter(|d| d.toa).map(|d| d.client) {
+            self.insert_toa(slot, client);
+        }
+    }
+
+    /// The real's handshake is complete: move the client's numbers up by
+    /// the header's length, send the header and arm its resend timer.
+    pub(crate) fn start_header(&mut self, now: Instant, id: ConnId, index: u32) {
+        let Some(d) = self.deliveries.live(index).filter(|d| d.header_len > 0 && !d.sent) else { return };
+        let len = u32::from(d.header_len);
+        d.sent = true;
+        let Some(conn) = self.table.get_mut(id) else { return };
+        conn.xlat.c2r_seq = conn.xlat.c2r_seq.wrapping_add(len);
+        let rto = self
+            .services
+            .get(conn.service as usize)
+            .and_then(|s| s.reals.get(conn.real_index as usize))
+            .map_or(self.cfg.synproxy.rto_initial, |r| {
+                r.handshake.rto(self.cfg.synproxy.rto_floor, self.cfg.synproxy.rto_initial)
+            });
+        let Some(d) = self.deliveries.live(index) else { return };
+        d.rto = rto;
+        d.deadline = now + rto;
+        let entry = Reverse((d.deadline, index, d.generation));
+        self.deliveries.timers.push(entry);
+        self.deliveries.stats.proxy_headers += 1;
+        self.send_header(id, index);
+    }
+
+    /// Send the header again (from its first unacknowledged byte), if it is still due.
+    pub(crate) fn resend_header(&mut self, id: ConnId, index: u32) {
+        if self.deliveries.live(index).is_some_and(|d| d.sent && d.acked < d.header_len) {
+            self.deliveries.stats.proxy_resent += 1;
+            self.send_header(id, index);
+        }
+    }
+
+    /// Build and queue the header's unacknowledged rest toward the real.
+    fn send_header(&mut self, id: ConnId, index: u32) {
+        let Some(conn) = self.table.get(id) else { return };
+        let (laddr, real, c2r) = (conn.laddr, conn.real, conn.xlat.c2r_seq);
+        let Some(d) = self.deliveries.live(index) else { return };
+        let mut header = [0u8; proxy_protocol::MAX_LEN];
+        let Some(len) = proxy_protocol::write(d.version, d.client, d.vip, &mut header) else { return };
+        let from = usize::from(d.acked).min(len);
+        let header_start = d.stream_start.wrapping_add(c2r).wrapping_sub(len as u32);
+        let mut seg = Segment::ack(
+            laddr,
+            real,
+            header_start.wrapping_add(from as u32),
+            d.ack,
+            self.cfg.synproxy.ttl,
+        );
+        seg.flags = tcp::Flags::PSH;
+        seg.window = d.window;
+        let (toa, client) = (d.toa, d.client);
+        let Some(slot) = self.store.alloc() else {
+            self.stats.drops.add(DropReason::TxQueueFull);
+            return;
+        };
+        let n = seg.emit_with_payload(self.store.slot_mut(slot), &header[from..len]);
+        self.store.set_len(slot, n);
+        if toa {
+            self.insert_toa(slot, client);
+        }
+        self.store.queue(slot, Side::Real);
+    }
+
+    /// The delivery is complete: forget it.
+    fn end_delivery(&mut self, id: ConnId, index: u32) {
+        self.deliveries.close(index);
+        if let Some(conn) = self.table.get_mut(id) {
+            conn.delivery = NO_DELIVERY;
+        }
+    }
+
+    /// Resend headers whose timer ran out.
+    pub(crate) fn client_addr_timeouts(&mut self, now: Instant) {
+        while let Some(&Reverse((at, index, generation))) = self.deliveries.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.deliveries.timers.pop();
+            let Some(d) = self.deliveries.entries.get_mut(index as usize) else { continue };
+            if !d.live || d.generation != generation || d.acked >= d.header_len {
+                continue;
+            }
+            if d.timer_resends >= MAX_TIMER_RESENDS {
+                // The connection keeps its delivery: a client resend still
+                // brings the header along, and the entry goes with the connection.
+                self.deliveries.stats.proxy_gave_up += 1;
+                continue;
+            }
+            d.timer_resends += 1;
+            d.rto = (d.rto * 2).min(MAX_RTO);
+            d.deadline = now + d.rto;
+            let (id, entry) = (d.conn, Reverse((d.deadline, index, d.generation)));
+            self.deliveries.timers.push(entry);
+            self.resend_header(id, index);
+        }
+    }
+}
+
+/// Show a real→client segment as acknowledging nothing past `start`, the
+/// client's first byte: its ACK, and SACK edges, that fall in the header.
+fn clamp_acks(seg: &mut [u8], start: u32) {
+    let mut t = tcp::Packet::new_unchecked(&mut *seg);
+    let mut sum = t.checksum();
+    let before = |x: u32| (x.wrapping_sub(start) as i32) < 0;
+    let ack = t.ack_number();
+    if before(ack) {
+        sum = checksum::update32(sum, ack, start);
+        t.set_ack_number(start);
+    }
+    if t.header_len() > 20 {
+        let mut copy = [0u8; 40];
+        let opts = t.options_mut();
+        let n = opts.len().min(40);
+        copy[..n].copy_from_slice(&opts[..n]);
+        for item in tcp::options_iter(&copy[..n]) {
+            let Ok((at, TcpOption::SackRange(blocks))) = item else { continue };
+            for (i, &(left, right)) in blocks.as_slice().iter().enumerate() {
+                for (k, edge) in [left, right].into_iter().enumerate() {
+                    if before(edge) {
+                        let pos = at + 2 + 8 * i + 4 * k;
+                        // Options start 20 bytes (even) into the segment, and every edge is
+                        // 4 bytes: the checksum parity is `pos`'s.
+                        let new = start.to_be_bytes();
+                        sum = checksum::update_bytes(sum, pos % 2 == 1, &opts[pos..pos + 4], &new);
+                        opts[pos..pos + 4].copy_from_slice(&new);
+                    }
+                }
+            }
+        }
+    }
+    t.set_checksum(sum);
+}
