@@ -235,6 +235,12 @@ impl Engine {
         self.store.allocated()
     }
 
+    /// Connections whose client-address delivery (PROXY header not yet
+    /// acknowledged, TOA still riding along) is under way.
+    pub fn open_deliveries(&self) -> usize {
+        self.deliveries.open()
+    }
+
     /// Real-side handshakes SYNProxy has open.
     pub fn open_handshakes(&self) -> usize {
         self.syn.open()
@@ -340,6 +346,11 @@ impl Engine {
         if cfg.synproxy && cfg.proto != Proto::Tcp {
             return Err(ConfigError::Invalid("synproxy on a service that is not TCP"));
         }
+        if (cfg.toa || cfg.proxy_protocol != crate::config::ProxyProtocol::Disabled)
+            && cfg.proto != Proto::Tcp
+        {
+            return Err(ConfigError::Invalid("toa or proxy_protocol on a service that is not TCP"));
+        }
         let mut seen = Vec::new();
         for &l in &cfg.laddrs {
             if l.is_ipv4() != cfg.vip.addr.is_ipv4() {
@@ -403,6 +414,8 @@ impl Engine {
         s.config.timeouts = cfg.timeouts;
         s.config.mss_clamp = cfg.mss_clamp;
         s.config.synproxy = cfg.synproxy;
+        s.config.toa = cfg.toa;
+        s.config.proxy_protocol = cfg.proxy_protocol;
         Ok(())
     }
 

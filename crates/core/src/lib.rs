@@ -38,7 +38,8 @@ pub mod time;
 pub use addr::{Endpoint, FlowKey, Proto};
 pub use client_addr::ClientAddrStats;
 pub use config::{
-    EngineConfig, ProxyProtocol, RealConfig, RetransmitMode, SchedKind, ServiceConfig, SynproxyConfig, Timeouts, WorkerSlice,
+    EngineConfig, ProxyProtocol, RealConfig, RetransmitMode, SchedKind, ServiceConfig, SynproxyConfig,
+    Timeouts, WorkerSlice,
 };
 pub use drop::{DropCounters, DropReason};
 pub use engine::{ConfigError, Engine, Stats, Verdict};

@@ -238,7 +238,9 @@ impl Engine {
         };
         if proto == Proto::Tcp {
             let marks = |e: &Self| {
-                e.table.get(lookup.id).map_or((crate::synproxy::NO_HANDSHAKE, NO_DELIVERY), |c| (c.handshake, c.delivery))
+                e.table
+                    .get(lookup.id)
+                    .map_or((crate::synproxy::NO_HANDSHAKE, NO_DELIVERY), |c| (c.handshake, c.delivery))
             };
             let (mut hs, mut delivery) = marks(self);
             if hs < crate::synproxy::SPLICED {
@@ -446,7 +448,11 @@ impl Engine {
         }
         let svc = &mut self.services[service as usize];
         let mss_rule = MssRule { clamp: svc.config.mss_clamp.unwrap_or(u16::MAX), less: 0 };
-        let mss_rule = if svc.config.toa { MssRule { less: crate::client_addr::TOA_ROOM, ..mss_rule } } else { mss_rule };
+        let mss_rule = if svc.config.toa {
+            MssRule { less: crate::client_addr::TOA_ROOM, ..mss_rule }
+        } else {
+            mss_rule
+        };
         if let Some(real) = svc.reals.get_mut(real_index as usize) {
             if old.is_active() != new.is_active() {
                 if new.is_active() {

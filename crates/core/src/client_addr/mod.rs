@@ -86,6 +86,9 @@ struct Delivery {
     timer_resends: u8,
     /// TOA still goes into client→real segments.
     toa: bool,
+    /// The end of the client's bytes seen so far (its numbering): a first
+    /// segment ending there or before is a resend.
+    client_end: u32,
     /// The client's latest acknowledgement and window toward the real, in
     /// the real's numbering, for the header segments the engine builds.
     ack: u32,
@@ -116,6 +119,10 @@ impl ClientAddrState {
         self.free.push(index);
     }
 
+    pub(crate) fn open(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+
     fn live(&mut self, index: u32) -> Option<&mut Delivery> {
         self.entries.get_mut(index as usize).filter(|d| d.live)
     }
@@ -125,7 +132,13 @@ impl Engine {
     /// Start delivering the client's address for a new connection of
     /// service `svc` whose client chose `client_isn`; the index for
     /// `Conn::delivery` (the caller sets the entry's connection once it has one).
-    pub(crate) fn open_delivery(&mut self, svc: u32, client: Endpoint, vip: Endpoint, client_isn: u32) -> u32 {
+    pub(crate) fn open_delivery(
+        &mut self,
+        svc: u32,
+        client: Endpoint,
+        vip: Endpoint,
+        client_isn: u32,
+    ) -> u32 {
         let Some(service) = self.services.get(svc as usize) else { return NO_DELIVERY };
         let (version, toa) = (service.config.proxy_protocol, service.config.toa);
         let mut scratch = [0u8; proxy_protocol::MAX_LEN];
@@ -142,6 +155,7 @@ impl Engine {
             vip,
             version,
             stream_start: client_isn.wrapping_add(1),
+            client_end: client_isn.wrapping_add(1),
             header_len: header_len as u8,
             acked: 0,
             sent: false,
@@ -169,6 +183,15 @@ impl Engine {
     pub(crate) fn attach_delivery(&mut self, index: u32, id: ConnId) {
         if let Some(d) = self.deliveries.live(index) {
             d.conn = id;
+        }
+    }
+
+    /// The acknowledgement and window a built header carries, when no
+    /// client segment told them yet (SYNProxy's splice).
+    pub(crate) fn delivery_acks(&mut self, index: u32, ack: u32, window: u16) {
+        if let Some(d) = self.deliveries.live(index) {
+            d.ack = ack;
+            d.window = window;
         }
     }
 
@@ -207,10 +230,20 @@ impl Engine {
                 // The client's ACK of the real's SYN-ACK: the real's
                 // handshake completes, the header goes first. (SYNProxy
                 // sends it at the splice instead.)
-                start = d.header_len > 0 && !d.sent && !synproxy && l4.flags.ack && !l4.flags.syn && !l4.flags.rst;
+                start = d.header_len > 0
+                    && !d.sent
+                    && !synproxy
+                    && l4.flags.ack
+                    && !l4.flags.syn
+                    && !l4.flags.rst;
                 // The client resends its first segment: the header was
                 // likely lost with it.
-                resend = pending && l4.seq == d.stream_start && l4.seg_len > 0;
+                let end = l4.seq.wrapping_add(l4.seg_len);
+                resend =
+                    pending && l4.seq == d.stream_start && l4.seg_len > 0 && !seq_after(end, d.client_end);
+                if seq_after(end, d.client_end) {
+                    d.client_end = end;
+                }
             }
             Side::Real => {
                 if !l4.flags.syn {
@@ -219,8 +252,8 @@ impl Engine {
                 if pending && l4.flags.ack {
                     let header_start = d.stream_start.wrapping_add(c2r).wrapping_sub(u32::from(d.header_len));
                     let covered = l4.ack.wrapping_sub(header_start);
-                    if covered <= u32::from(d.header_len) {
-                        d.acked = d.acked.max(covered as u8);
+                    if (covered as i32) >= 0 {
+                        d.acked = d.acked.max(covered.min(u32::from(d.header_len)) as u8);
                     }
                     if covered < u32::from(d.header_len) {
                         // The client must not see an acknowledgement of
@@ -336,13 +369,8 @@ impl Engine {
         let Some(len) = proxy_protocol::write(d.version, d.client, d.vip, &mut header) else { return };
         let from = usize::from(d.acked).min(len);
         let header_start = d.stream_start.wrapping_add(c2r).wrapping_sub(len as u32);
-        let mut seg = Segment::ack(
-            laddr,
-            real,
-            header_start.wrapping_add(from as u32),
-            d.ack,
-            self.cfg.synproxy.ttl,
-        );
+        let mut seg =
+            Segment::ack(laddr, real, header_start.wrapping_add(from as u32), d.ack, self.cfg.synproxy.ttl);
         seg.flags = tcp::Flags::PSH;
         seg.window = d.window;
         let (toa, client) = (d.toa, d.client);
@@ -391,6 +419,11 @@ impl Engine {
             self.resend_header(id, index);
         }
     }
+}
+
+/// `a` later than `b` in sequence space (RFC 9293 §3.4).
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 /// Show a real→client segment as acknowledging nothing past `start`, the

@@ -24,7 +24,12 @@ const V2_TCP6: u8 = 0x21;
 
 /// Write the header announcing `client` → `vip` into `buf`; its length, or
 /// `None` when `version` is `Disabled` or the families differ.
-pub(crate) fn write(version: ProxyProtocol, client: Endpoint, vip: Endpoint, buf: &mut [u8; MAX_LEN]) -> Option<usize> {
+pub(crate) fn write(
+    version: ProxyProtocol,
+    client: Endpoint,
+    vip: Endpoint,
+    buf: &mut [u8; MAX_LEN],
+) -> Option<usize> {
     match version {
         ProxyProtocol::Disabled => None,
         ProxyProtocol::V1 => {
@@ -35,7 +40,8 @@ pub(crate) fn write(version: ProxyProtocol, client: Endpoint, vip: Endpoint, buf
             };
             let mut out = &mut buf[..];
             let room = out.len();
-            write!(out, "PROXY {family} {} {} {} {}\r\n", client.addr, vip.addr, client.port, vip.port).ok()?;
+            write!(out, "PROXY {family} {} {} {} {}\r\n", client.addr, vip.addr, client.port, vip.port)
+                .ok()?;
             Some(room - out.len())
         }
         ProxyProtocol::V2 => {
@@ -77,7 +83,8 @@ mod tests {
         let mut buf = [0; MAX_LEN];
         let n = write(ProxyProtocol::V1, ep("192.0.2.7:40001"), ep("10.0.0.1:80"), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"PROXY TCP4 192.0.2.7 10.0.0.1 40001 80\r\n");
-        let n = write(ProxyProtocol::V1, ep("[2001:db8::7]:40001"), ep("[2001:db8::1]:443"), &mut buf).unwrap();
+        let n =
+            write(ProxyProtocol::V1, ep("[2001:db8::7]:40001"), ep("[2001:db8::1]:443"), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"PROXY TCP6 2001:db8::7 2001:db8::1 40001 443\r\n");
     }
 

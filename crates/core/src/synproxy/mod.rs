@@ -701,6 +701,7 @@ impl Engine {
         self.syn.stats.spliced += 1;
         // The PROXY header leads the client's bytes (and completes the real's handshake).
         let delivery = self.table.get(id).map_or(crate::client_addr::NO_DELIVERY, |c| c.delivery);
+        self.delivery_acks(delivery, real_isn.wrapping_add(1), ack_window(hs.offer.wscale.unwrap_or(0)));
         self.start_header(now, id, delivery);
         if self.replay(index, id) == 0 {
             // Nothing kept (store was full): acknowledge the SYN-ACK ourselves.

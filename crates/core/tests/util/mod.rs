@@ -198,6 +198,10 @@ pub struct Seen {
     pub flags: Flags,
     pub mss: Option<u16>,
     pub sack: Vec<(u32, u32)>,
+    /// The address in a TOA option (kind 254, length 8).
+    pub toa: Option<SocketAddr>,
+    /// TCP header length.
+    pub header_len: usize,
     pub payload: Vec<u8>,
     pub udp_checksum: Option<u16>,
     pub checksums_ok: bool,
@@ -220,6 +224,8 @@ pub fn parse(p: &[u8]) -> Seen {
         flags: Flags::from_bits(0),
         mss: None,
         sack: Vec::new(),
+        toa: None,
+        header_len: 0,
         payload: Vec::new(),
         udp_checksum: None,
         checksums_ok: false,
@@ -241,6 +247,10 @@ pub fn parse(p: &[u8]) -> Seen {
                         if kind == 2 {
                             seen.mss = Some(u16::from_be_bytes([l4[i + 2], l4[i + 3]]));
                         }
+                        if kind == 254 && len == 8 {
+                            let a = Ipv4Addr::new(l4[i + 4], l4[i + 5], l4[i + 6], l4[i + 7]);
+                            seen.toa = Some(SocketAddr::new(a.into(), port(i + 2)));
+                        }
                         if kind == 5 {
                             for b in l4[i + 2..i + len].chunks(8) {
                                 let w = |j: usize| u32::from_be_bytes([b[j], b[j + 1], b[j + 2], b[j + 3]]);
@@ -251,6 +261,7 @@ pub fn parse(p: &[u8]) -> Seen {
                     }
                 }
             }
+            seen.header_len = hl;
             seen.payload = l4[hl..].to_vec();
             seen.checksums_ok = ip_ok && l4_ok(p, l4, 6);
         }
