@@ -109,6 +109,8 @@ pub struct TcpServerConfig {
     pub idle_timeout: Option<Duration>,
     /// Keep-alive interval of every socket; see [`KEEP_ALIVE`].
     pub keep_alive: Option<Duration>,
+    /// Expect a PROXY protocol header (v1 or v2) before the client's bytes.
+    pub proxy_protocol: bool,
 }
 
 impl TcpServerConfig {
@@ -123,6 +125,7 @@ impl TcpServerConfig {
             closer: Closer::Server,
             idle_timeout: None,
             keep_alive: Some(KEEP_ALIVE),
+            proxy_protocol: false,
         }
     }
 }
@@ -146,6 +149,10 @@ pub struct ServerConn {
     pub received: u64,
     /// Response bytes queued.
     pub sent: u64,
+    /// The client a PROXY protocol header announced.
+    pub proxied: Option<Endpoint>,
+    /// When that header was complete.
+    pub proxied_at: Option<Instant>,
 }
 
 /// Totals of a [`TcpServer`].
@@ -168,6 +175,7 @@ pub struct TcpServerStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ServerPhase {
     Listen,
+    Proxy,
     Header,
     Request,
     Respond,
@@ -278,7 +286,7 @@ impl TcpServer {
             }
             let remote = from_smol_endpoint(remote);
             sl.conn = self.conns.len();
-            sl.phase = ServerPhase::Header;
+            sl.phase = if self.cfg.proxy_protocol { ServerPhase::Proxy } else { ServerPhase::Header };
             sl.header_len = 0;
             self.conns.push(ServerConn {
                 remote,
@@ -289,12 +297,28 @@ impl TcpServer {
                 outcome: Outcome::Pending,
                 received: 0,
                 sent: 0,
+                proxied: None,
+                proxied_at: None,
             });
             self.stats.accepted += 1;
             *self.stats.peers.entry(remote.addr).or_default() += 1;
         }
         let sl = &mut self.slots[i];
         let c = &mut self.conns[sl.conn];
+        if sl.phase == ServerPhase::Proxy && s.can_recv() {
+            let mut buf = [0u8; 232];
+            let n = s.peek_slice(&mut buf).unwrap_or(0);
+            match proxy_header(&buf[..n]) {
+                ProxyHeader::Incomplete => {}
+                ProxyHeader::Bad => return self.finish(i, now, Outcome::BadHeader, s),
+                ProxyHeader::Client(client, len) => {
+                    let _ = s.recv_slice(&mut buf[..len]);
+                    c.proxied = Some(client);
+                    c.proxied_at = Some(now);
+                    sl.phase = ServerPhase::Header;
+                }
+            }
+        }
         if sl.phase == ServerPhase::Header {
             while sl.header_len < HEADER_LEN && s.can_recv() {
                 sl.header_len += s.recv_slice(&mut sl.header[sl.header_len..]).unwrap_or(0);
@@ -347,7 +371,9 @@ impl TcpServer {
                 self.finish(i, now, Outcome::Closed { received }, s);
             }
             // The peer closed before sending the whole request.
-            (ServerPhase::Header | ServerPhase::Request, _) if !s.may_recv() && !s.can_recv() => {
+            (ServerPhase::Proxy | ServerPhase::Header | ServerPhase::Request, _)
+                if !s.may_recv() && !s.can_recv() =>
+            {
                 let received = c.received;
                 self.finish(i, now, Outcome::Closed { received }, s);
             }
@@ -410,6 +436,9 @@ pub struct TcpClientConfig {
     pub closer: Closer,
     /// Keep-alive interval of every socket; see [`KEEP_ALIVE`].
     pub keep_alive: Option<Duration>,
+    /// Silence after the handshake before the first byte (a client of a
+    /// server-speaks-first protocol waits for the server).
+    pub send_delay: Duration,
 }
 
 impl TcpClientConfig {
@@ -431,6 +460,7 @@ impl TcpClientConfig {
             buffer: 64 << 10,
             closer: Closer::Server,
             keep_alive: Some(KEEP_ALIVE),
+            send_delay: Duration::ZERO,
         }
     }
 }
@@ -589,7 +619,8 @@ impl TcpClient {
         if c.connected.is_none() && !matches!(s.state(), State::SynSent | State::Closed | State::Listen) {
             c.connected = Some(now);
         }
-        if a.phase == ClientPhase::Exchange {
+        let may_send = c.connected.is_some_and(|t| now >= t + cfg.send_delay);
+        if a.phase == ClientPhase::Exchange && may_send {
             let header = Header { id: c.id, a: cfg.request_len, response_len: cfg.response_len }.encode();
             while a.header_sent < HEADER_LEN && s.can_send() {
                 a.header_sent += s.send_slice(&header[a.header_sent..]).unwrap_or(0);
@@ -662,10 +693,69 @@ impl App for TcpClient {
     fn poll_at(&self) -> Option<Instant> {
         let start = (self.conns.len() < self.cfg.connections && self.active.len() < self.cfg.concurrency)
             .then_some(self.next_start);
-        let deadline = self.active.iter().map(|a| self.conns[a.conn].started + self.cfg.timeout).min();
+        let deadline = self
+            .active
+            .iter()
+            .flat_map(|a| {
+                let c = &self.conns[a.conn];
+                let send = c.connected.map(|t| t + self.cfg.send_delay).filter(|_| a.header_sent == 0);
+                [Some(c.started + self.cfg.timeout), send]
+            })
+            .flatten()
+            .min();
         match (start, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+}
+
+/// What the start of a proxied stream holds.
+enum ProxyHeader {
+    Incomplete,
+    Bad,
+    /// The client announced, and the header's length.
+    Client(Endpoint, usize),
+}
+
+/// Read a PROXY protocol header (v1 text or v2 binary, TCP over IPv4)
+/// from the start of `buf`, independently of the balancer's writer.
+fn proxy_header(buf: &[u8]) -> ProxyHeader {
+    const V2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+    if buf.len() < 16 && V2.starts_with(&buf[..buf.len().min(12)]) {
+        return ProxyHeader::Incomplete;
+    }
+    if buf.len() < 6 && b"PROXY ".starts_with(buf) {
+        return ProxyHeader::Incomplete;
+    }
+    if buf.starts_with(V2) {
+        let len = 16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+        if buf[12] != 0x21 || buf[13] != 0x11 || len != 28 {
+            return ProxyHeader::Bad;
+        }
+        if buf.len() < len {
+            return ProxyHeader::Incomplete;
+        }
+        let addr = std::net::Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19]);
+        let port = u16::from_be_bytes([buf[24], buf[25]]);
+        return ProxyHeader::Client(Endpoint::new(addr.into(), port), len);
+    }
+    if !buf.starts_with(b"PROXY ") {
+        return ProxyHeader::Bad;
+    }
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return if buf.len() >= 107 { ProxyHeader::Bad } else { ProxyHeader::Incomplete };
+    };
+    let Ok(line) = core::str::from_utf8(&buf[..end]) else { return ProxyHeader::Bad };
+    let f: Vec<&str> = line.split(' ').collect();
+    match (
+        f.as_slice(),
+        f.get(2).and_then(|a| a.parse::<IpAddr>().ok()),
+        f.get(4).and_then(|p| p.parse().ok()),
+    ) {
+        (["PROXY", "TCP4", _, _, _, _], Some(addr), Some(port)) => {
+            ProxyHeader::Client(Endpoint::new(addr, port), end + 2)
+        }
+        _ => ProxyHeader::Bad,
     }
 }
