@@ -1,7 +1,8 @@
 //! The whole packet path on arbitrary input: every byte string, as a raw IP
 //! packet or patched into a valid-looking TCP/UDP/ICMP packet toward a
 //! service (so the fuzzer reaches the rewrite paths quickly; port 443 is a
-//! SYNProxy service), must come back as a verdict, never a panic. Time moves
+//! SYNProxy service; both TCP services deliver the client's address, 80 with
+//! TOA and a PROXY v1 header, 443 with TOA and v2), must come back as a verdict, never a panic. Time moves
 //! with the input too, so expiry and retransmission timers run between packets.
 #![no_main]
 
@@ -9,7 +10,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use rvs_core::{Endpoint, Engine, EngineConfig, Instant, Proto, RealConfig, ServiceConfig};
+use rvs_core::{Endpoint, Engine, EngineConfig, Instant, Proto, ProxyProtocol, RealConfig, ServiceConfig};
 
 fn ep(s: &str) -> Endpoint {
     s.parse::<SocketAddr>().unwrap().into()
@@ -26,6 +27,10 @@ fn engine() -> Engine {
         s.mss_clamp = Some(1200);
         // Port 443 answers with SYNProxy.
         s.synproxy = ep(vip).port == 443;
+        if proto == Proto::Tcp {
+            s.toa = true;
+            s.proxy_protocol = if s.synproxy { ProxyProtocol::V2 } else { ProxyProtocol::V1 };
+        }
         e.add_service(s).unwrap();
         for r in ["10.2.0.1", "10.2.0.2"] {
             let port = ep(vip).port;
