@@ -1,6 +1,8 @@
 //! Per-packet costs of the FullNAT path: an established flow's packet
 //! (parse, lookup, rewrite, checksums) and a new connection (schedule, port
-//! allocation, insert). Targets: ≤ 100 ns and ≤ 1 µs.
+//! allocation, insert). Targets: ≤ 100 ns and ≤ 1 µs. Also what a SYN costs
+//! under SYNProxy, and what telling the real the client's address (TOA, a
+//! PROXY header) adds to a connection's opening.
 //!
 //! Each iteration copies a 54- to 74-byte template into the buffer the
 //! engine rewrites in place (a few ns, included in the figures).
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant as WallClock};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rvs_core::{
-    Endpoint, Engine, EngineConfig, Instant, Proto, RealConfig, SchedKind, ServiceConfig, Verdict,
+    Endpoint, Engine, EngineConfig, Instant, Proto, ProxyProtocol, RealConfig, SchedKind, ServiceConfig,
+    Side, Verdict,
 };
 
 const VIP: &str = "10.0.0.1:80";
@@ -192,5 +195,89 @@ fn synproxy_syn(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, established, new_connection, synproxy_syn);
+/// A connection's opening through FullNAT: the client's SYN, the real's
+/// SYN-ACK and the client's ACK, plus whatever the engine builds (the PROXY
+/// header) taken out with `poll_transmit`, with the client's address
+/// delivered three ways. The ratio to `plain` is the delivery's cost.
+fn client_addr(c: &mut Criterion) {
+    let vip: Ipv4Addr = "10.0.0.1".parse().unwrap();
+    let mut g = c.benchmark_group("client_addr");
+    g.throughput(Throughput::Elements(1));
+    for (name, toa, pp) in [
+        ("plain", false, ProxyProtocol::Disabled),
+        ("toa", true, ProxyProtocol::Disabled),
+        ("proxy_v1", false, ProxyProtocol::V1),
+        ("proxy_v2", false, ProxyProtocol::V2),
+    ] {
+        let mut e = engine(SchedKind::Wrr);
+        let mut s = e.service(Proto::Tcp, ep(VIP)).unwrap().config.clone();
+        s.toa = toa;
+        s.proxy_protocol = pp;
+        e.edit_service(s).unwrap();
+        let now = Instant::from_secs(1);
+        let mut next = 0u32;
+        let mut buf = [0u8; 128];
+        let mut out = [0u8; 2048];
+        g.bench_function(format!("open/{name}"), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(100_000);
+                    let syns: Vec<Vec<u8>> = (0..n as u32)
+                        .map(|i| {
+                            let (a, p) = client(next.wrapping_add(i));
+                            tcp_packet(a, p, vip, 80, SYN, &[])
+                        })
+                        .collect();
+                    let acks: Vec<Vec<u8>> = (0..n as u32)
+                        .map(|i| {
+                            let (a, p) = client(next.wrapping_add(i));
+                            tcp_packet(a, p, vip, 80, ACK, &[])
+                        })
+                        .collect();
+                    next = next.wrapping_add(n as u32);
+                    let start = WallClock::now();
+                    for (syn, ack) in syns.iter().zip(&acks) {
+                        let pkt = &mut buf[..syn.len()];
+                        pkt.copy_from_slice(syn);
+                        assert_eq!(e.handle(now, pkt), Verdict::Forward { to: Side::Real });
+                        // The real answers the rewritten SYN: swap its addresses and ports.
+                        let mut synack = [0u8; 40];
+                        synack.copy_from_slice(&pkt[..40]);
+                        synack.copy_within(12..16, 16);
+                        synack[12..16].copy_from_slice(&pkt[16..20]);
+                        synack[20..22].copy_from_slice(&pkt[22..24]);
+                        synack[22..24].copy_from_slice(&pkt[20..22]);
+                        synack[33] = SYN | ACK;
+                        fix_checksums(&mut synack);
+                        let _ = black_box(e.handle(now, &mut synack));
+                        let pkt = &mut buf[..ack.len()];
+                        pkt.copy_from_slice(ack);
+                        let _ = black_box(e.handle(now, pkt));
+                        while black_box(e.poll_transmit(&mut out)).is_some() {}
+                    }
+                    spent += start.elapsed();
+                    e.flush_conns(now);
+                    left -= n;
+                }
+                spent
+            });
+        });
+    }
+    g.finish();
+}
+
+/// Recompute the IPv4 and TCP checksums of a 40-byte packet.
+fn fix_checksums(p: &mut [u8; 40]) {
+    p[10..12].fill(0);
+    let ip_sum = !fold(sum(&p[..20]));
+    p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    p[36..38].fill(0);
+    let pseudo = sum(&p[12..20]) + 6 + 20;
+    let l4_sum = !fold(pseudo + sum(&p[20..]));
+    p[36..38].copy_from_slice(&l4_sum.to_be_bytes());
+}
+
+criterion_group!(benches, established, new_connection, synproxy_syn, client_addr);
 criterion_main!(benches);

@@ -76,7 +76,7 @@ struct Delivery {
     version: ProxyProtocol,
     /// The client's sequence number of its first byte (its ISN + 1).
     stream_start: u32,
-    /// PROXY header length; 0 without one.
+    /// PROXY header length, known once it was sent.
     header_len: u8,
     /// Header bytes the real acknowledged.
     acked: u8,
@@ -140,10 +140,12 @@ impl Engine {
         client_isn: u32,
     ) -> u32 {
         let Some(service) = self.services.get(svc as usize) else { return NO_DELIVERY };
-        let (version, toa) = (service.config.proxy_protocol, service.config.toa);
-        let mut scratch = [0u8; proxy_protocol::MAX_LEN];
-        let header_len = proxy_protocol::write(version, client, vip, &mut scratch).unwrap_or(0);
-        if header_len == 0 && !toa {
+        let (mut version, toa) = (service.config.proxy_protocol, service.config.toa);
+        if client.addr.is_ipv4() != vip.addr.is_ipv4() {
+            // A header names both ends in one family (NAT64 will need its own choice).
+            version = ProxyProtocol::Disabled;
+        }
+        if version == ProxyProtocol::Disabled && !toa {
             return NO_DELIVERY;
         }
         let st = &mut self.deliveries;
@@ -156,7 +158,7 @@ impl Engine {
             version,
             stream_start: client_isn.wrapping_add(1),
             client_end: client_isn.wrapping_add(1),
-            header_len: header_len as u8,
+            header_len: 0,
             acked: 0,
             sent: false,
             timer_resends: 0,
@@ -230,7 +232,7 @@ impl Engine {
                 // The client's ACK of the real's SYN-ACK: the real's
                 // handshake completes, the header goes first. (SYNProxy
                 // sends it at the splice instead.)
-                start = d.header_len > 0
+                start = d.version != ProxyProtocol::Disabled
                     && !d.sent
                     && !synproxy
                     && l4.flags.ack
@@ -263,7 +265,8 @@ impl Engine {
                 }
                 // A SYN-ACK again: the real still waits in SYN_RECV, the header was lost.
                 resend = pending && l4.flags.syn;
-                if (d.header_len == 0 || d.acked >= d.header_len) && !d.toa {
+                let header_done = d.version == ProxyProtocol::Disabled || (d.sent && d.acked >= d.header_len);
+                if header_done && !d.toa {
                     self.end_delivery(lookup.id, index);
                 }
             }
@@ -331,11 +334,16 @@ impl Engine {
     /// The real's handshake is complete: move the client's numbers up by
     /// the header's length, send the header and arm its resend timer.
     pub(crate) fn start_header(&mut self, now: Instant, id: ConnId, index: u32) {
-        let Some(d) = self.deliveries.live(index).filter(|d| d.header_len > 0 && !d.sent) else { return };
-        let len = u32::from(d.header_len);
+        let Some(d) = self.deliveries.live(index).filter(|d| d.version != ProxyProtocol::Disabled && !d.sent)
+        else {
+            return;
+        };
+        let mut header = [0u8; proxy_protocol::MAX_LEN];
+        let Some(len) = proxy_protocol::write(d.version, d.client, d.vip, &mut header) else { return };
         d.sent = true;
+        d.header_len = len as u8;
         let Some(conn) = self.table.get_mut(id) else { return };
-        conn.xlat.c2r_seq = conn.xlat.c2r_seq.wrapping_add(len);
+        conn.xlat.c2r_seq = conn.xlat.c2r_seq.wrapping_add(len as u32);
         let rto = self
             .services
             .get(conn.service as usize)
@@ -349,24 +357,26 @@ impl Engine {
         let entry = Reverse((d.deadline, index, d.generation));
         self.deliveries.timers.push(entry);
         self.deliveries.stats.proxy_headers += 1;
-        self.send_header(id, index);
+        self.send_header(id, index, &header[..len]);
     }
 
     /// Send the header again (from its first unacknowledged byte), if it is still due.
     pub(crate) fn resend_header(&mut self, id: ConnId, index: u32) {
-        if self.deliveries.live(index).is_some_and(|d| d.sent && d.acked < d.header_len) {
-            self.deliveries.stats.proxy_resent += 1;
-            self.send_header(id, index);
-        }
+        let Some(d) = self.deliveries.live(index).filter(|d| d.sent && d.acked < d.header_len) else {
+            return;
+        };
+        let mut header = [0u8; proxy_protocol::MAX_LEN];
+        let Some(len) = proxy_protocol::write(d.version, d.client, d.vip, &mut header) else { return };
+        self.deliveries.stats.proxy_resent += 1;
+        self.send_header(id, index, &header[..len]);
     }
 
     /// Build and queue the header's unacknowledged rest toward the real.
-    fn send_header(&mut self, id: ConnId, index: u32) {
+    fn send_header(&mut self, id: ConnId, index: u32, header: &[u8]) {
         let Some(conn) = self.table.get(id) else { return };
         let (laddr, real, c2r) = (conn.laddr, conn.real, conn.xlat.c2r_seq);
         let Some(d) = self.deliveries.live(index) else { return };
-        let mut header = [0u8; proxy_protocol::MAX_LEN];
-        let Some(len) = proxy_protocol::write(d.version, d.client, d.vip, &mut header) else { return };
+        let len = header.len();
         let from = usize::from(d.acked).min(len);
         let header_start = d.stream_start.wrapping_add(c2r).wrapping_sub(len as u32);
         let mut seg =
