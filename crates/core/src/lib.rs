@@ -19,7 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
-pub mod client_addr;
+mod client_addr;
 pub mod config;
 pub mod conn;
 pub mod drop;

@@ -20,7 +20,7 @@
 //! which for most connections is one round trip.
 
 pub(crate) mod proxy_protocol;
-pub mod toa;
+pub(crate) mod toa;
 
 /// Counters of client-address delivery.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

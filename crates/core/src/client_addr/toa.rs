@@ -104,27 +104,27 @@ fn options_used(opts: &[u8]) -> usize {
     at
 }
 
-/// The client endpoint in a TOA option of `opts`, if there is one (for tests and tools).
-pub fn read(opts: &[u8]) -> Option<Endpoint> {
-    for item in tcp::options_iter(opts) {
-        let Ok((at, _)) = item else { break };
-        let o = &opts[at..];
-        if o.first() == Some(&KIND) {
-            let port = u16::from_be_bytes([*o.get(2)?, *o.get(3)?]);
-            return match o.get(1)? {
-                8 => Some(Endpoint::new(IpAddr::from(<[u8; 4]>::try_from(o.get(4..8)?).ok()?), port)),
-                20 => Some(Endpoint::new(IpAddr::from(<[u8; 16]>::try_from(o.get(4..20)?).ok()?), port)),
-                _ => None,
-            };
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rvs_wire::ip_protocol;
+
+    /// The client endpoint in a TOA option of `opts`, if there is one.
+    fn read(opts: &[u8]) -> Option<Endpoint> {
+        for item in tcp::options_iter(opts) {
+            let Ok((at, _)) = item else { break };
+            let o = &opts[at..];
+            if o.first() == Some(&KIND) {
+                let port = u16::from_be_bytes([*o.get(2)?, *o.get(3)?]);
+                return match o.get(1)? {
+                    8 => Some(Endpoint::new(IpAddr::from(<[u8; 4]>::try_from(o.get(4..8)?).ok()?), port)),
+                    20 => Some(Endpoint::new(IpAddr::from(<[u8; 16]>::try_from(o.get(4..20)?).ok()?), port)),
+                    _ => None,
+                };
+            }
+        }
+        None
+    }
 
     fn ep(s: &str) -> Endpoint {
         s.parse::<std::net::SocketAddr>().unwrap().into()
