@@ -68,6 +68,8 @@
 //! sched = "wrr"             # rr wrr lc wlc sh mh
 //! laddrs = ["10.0.2.1"]     # default none
 //! # synproxy = false        # tcp only; default [synproxy] enabled_by_default
+//! toa = false               # tcp only: the client's address in TCP option 254
+//! proxy_protocol = "disable" # tcp only: "v1" or "v2" sends a PROXY header first
 //! # conn_timeout = 90       # tcp only: this service's ESTABLISHED timeout
 //! # mss_clamp = 1400        # tcp only, 536..=65535
 //!
@@ -84,7 +86,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use rvs_core::{Endpoint, EngineConfig, Proto, RealConfig, SchedKind, ServiceConfig, TcpState, Timeouts};
+use rvs_core::{
+    Endpoint, EngineConfig, Proto, ProxyProtocol, RealConfig, SchedKind, ServiceConfig, TcpState, Timeouts,
+};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
@@ -449,6 +453,8 @@ impl Config {
             let laddrs: Vec<_> = c.laddrs.iter().map(|l| quote(&l.to_string())).collect();
             writeln!(s, "laddrs = [{}]", laddrs.join(", "))?;
             writeln!(s, "synproxy = {}", c.synproxy)?;
+            writeln!(s, "toa = {}", c.toa)?;
+            writeln!(s, "proxy_protocol = {}", quote(c.proxy_protocol.name()))?;
             if let Some(t) = c.timeouts {
                 writeln!(s, "conn_timeout = {}", t.tcp(TcpState::Established).as_secs())?;
             }
@@ -597,6 +603,8 @@ struct RawService {
     sched: Sp<String>,
     laddrs: Option<Vec<Spanned<String>>>,
     synproxy: Sp<bool>,
+    toa: Sp<bool>,
+    proxy_protocol: Sp<String>,
     conn_timeout: Sp<u64>,
     mss_clamp: Sp<u16>,
     #[serde(default)]
@@ -980,6 +988,24 @@ impl Builder<'_> {
             Some(_) => false,
             None => synproxy_default && proto == Proto::Tcp,
         };
+        if let Some(t) = raw.toa.as_ref().filter(|t| *t.get_ref()) {
+            tcp_only(t.span(), "toa")?;
+            config.toa = true;
+        }
+        if let Some(p) = &raw.proxy_protocol {
+            let version = ProxyProtocol::from_name(p.get_ref()).ok_or_else(|| {
+                let names: Vec<_> = ProxyProtocol::ALL.iter().map(|v| format!("{:?}", v.name())).collect();
+                self.err(
+                    p.span(),
+                    key("proxy_protocol"),
+                    format!("unknown PROXY protocol version {:?}; use {}", p.get_ref(), names.join(", ")),
+                )
+            })?;
+            if version != ProxyProtocol::Disabled {
+                tcp_only(p.span(), "proxy_protocol")?;
+            }
+            config.proxy_protocol = version;
+        }
         if let Some(t) = &raw.conn_timeout {
             tcp_only(t.span(), "conn_timeout")?;
             let mut own = *timeouts;
@@ -1196,6 +1222,8 @@ weight = 2
         assert_eq!(https.reals[0].weight, 1);
         let http = &c.model.services[&(Proto::Tcp, ep("10.0.0.1:80"))];
         assert_eq!(http.config.mss_clamp, Some(1400));
+        assert_eq!((http.config.toa, http.config.proxy_protocol), (true, ProxyProtocol::Disabled));
+        assert!(!https.config.toa);
         assert_eq!(http.reals.iter().map(|r| r.weight).collect::<Vec<_>>(), [3, 1, 0]);
         assert!(c.model.services.contains_key(&(Proto::Udp, ep("10.0.0.53:53"))));
         assert!(c.model.services.contains_key(&(Proto::Tcp, ep("[2001:db8::1]:80"))));
@@ -1316,6 +1344,20 @@ weight = 2
             "service[0].synproxy",
         );
         err_at("[synproxy]\nretransmit_mode = \"eager\"\n", 2, "synproxy.retransmit_mode");
+        let udp = "[[service]]\nproto = \"udp\"\nvip = \"10.0.0.1:53\"\n";
+        let e = err_at(&format!("{udp}toa = true\n"), 4, "service[0].toa");
+        assert!(e.message.contains("tcp services only"), "{e}");
+        let e = err_at(&format!("{udp}proxy_protocol = \"v1\"\n"), 4, "service[0].proxy_protocol");
+        assert!(e.message.contains("tcp services only"), "{e}");
+        let e = err_at(
+            "[[service]]\nvip = \"10.0.0.1:80\"\nproxy_protocol = \"v3\"\n",
+            3,
+            "service[0].proxy_protocol",
+        );
+        assert_eq!(e.column, Some(18));
+        assert!(e.message.contains("\"disable\", \"v1\", \"v2\""), "{e}");
+        err_at("[[service]]\nvip = \"10.0.0.1:80\"\ntoa = \"yes\"\n", 3, "service[0].toa");
+        err_at("[[service]]\nvip = \"10.0.0.1:80\"\nproxy_protocol = 2\n", 3, "service[0].proxy_protocol");
         err_at("[metrics]\nlisten = \"localhost:9108\"\n", 2, "metrics.listen");
     }
 
@@ -1329,6 +1371,29 @@ weight = 2
         let on: Vec<_> = c.model.services.values().map(|s| s.config.synproxy).collect();
         assert_eq!(on, [true, false, false]);
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn client_address_keys_are_per_service() {
+        let text = "[[service]]\nvip = \"10.0.0.1:80\"\ntoa = true\nproxy_protocol = \"v2\"\n\
+            [[service]]\nvip = \"10.0.0.1:81\"\nproxy_protocol = \"v1\"\n\
+            [[service]]\nvip = \"10.0.0.1:82\"\ntoa = false\nproxy_protocol = \"disable\"\n\
+            [[service]]\nproto = \"udp\"\nvip = \"10.0.0.1:53\"\ntoa = false\nproxy_protocol = \"disable\"\n";
+        let c = Config::parse(text).unwrap();
+        let got: Vec<_> =
+            c.model.services.values().map(|s| (s.config.toa, s.config.proxy_protocol)).collect();
+        assert_eq!(
+            got,
+            [
+                (true, ProxyProtocol::V2),
+                (false, ProxyProtocol::V1),
+                (false, ProxyProtocol::Disabled),
+                (false, ProxyProtocol::Disabled)
+            ]
+        );
+        let text = c.to_toml();
+        assert!(text.contains("toa = true\nproxy_protocol = \"v2\"\n"), "{text}");
+        assert_eq!(Config::parse(&text).unwrap(), c, "{text}");
     }
 
     #[test]
