@@ -122,8 +122,8 @@ impl Model {
                 continue;
             };
             let (oc, nc) = (&old.config, &spec.config);
-            if (oc.sched, oc.timeouts, oc.mss_clamp, oc.synproxy)
-                != (nc.sched, nc.timeouts, nc.mss_clamp, nc.synproxy)
+            if (oc.sched, oc.timeouts, oc.mss_clamp, oc.synproxy, oc.toa, oc.proxy_protocol)
+                != (nc.sched, nc.timeouts, nc.mss_clamp, nc.synproxy, nc.toa, nc.proxy_protocol)
             {
                 ops.push(Op::EditService(nc.clone()));
             }
@@ -222,6 +222,21 @@ mod tests {
     }
 
     #[test]
+    fn client_address_changes_edit_the_service() {
+        let a = model();
+        let vip = ep("10.0.0.1:80");
+        let mut b = model();
+        b.services.get_mut(&(Proto::Tcp, vip)).unwrap().config.toa = true;
+        assert_eq!(a.diff(&b), [Op::EditService(b.services[&(Proto::Tcp, vip)].config.clone())]);
+        assert_diff_reaches(&a, &b);
+        let mut c = b.clone();
+        c.services.get_mut(&(Proto::Tcp, vip)).unwrap().config.proxy_protocol = rvs_core::ProxyProtocol::V2;
+        assert_eq!(b.diff(&c), [Op::EditService(c.services[&(Proto::Tcp, vip)].config.clone())]);
+        assert_diff_reaches(&b, &c);
+        assert_diff_reaches(&c, &a);
+    }
+
+    #[test]
     fn validate_uses_engine_rules() {
         assert!(model().validate().is_ok());
         let mut bad = model();
@@ -233,5 +248,18 @@ mod tests {
         let r = spec.reals[0];
         spec.reals.push(r);
         assert!(matches!(dup.validate(), Err(ConfigError::RealExists(_))));
+        let vip = ep("10.0.0.1:53");
+        for set in [
+            |c: &mut ServiceConfig| c.toa = true,
+            |c: &mut ServiceConfig| {
+                c.proxy_protocol = rvs_core::ProxyProtocol::V1;
+            },
+        ] {
+            let mut udp = model();
+            let mut cfg = ServiceConfig::new(Proto::Udp, vip);
+            set(&mut cfg);
+            udp.services.insert((Proto::Udp, vip), ServiceSpec::new(cfg));
+            assert!(matches!(udp.validate(), Err(ConfigError::Invalid(_))));
+        }
     }
 }
