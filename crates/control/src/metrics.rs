@@ -168,6 +168,36 @@ pub fn render(snap: &Snapshot) -> String {
     }
     Family::new(o, "rvs_synproxy_open_handshakes", "gauge", "SYNProxy: real handshakes open now.")
         .sample(&[], y.open_handshakes);
+    let c = &snap.client_addr;
+    for (name, help, n) in [
+        (
+            "rvs_toa_inserted_total",
+            "Segments toward reals that carried the client's address in a TOA option.",
+            c.toa_inserted,
+        ),
+        (
+            "rvs_toa_no_room_total",
+            "Segments that should have carried a TOA option but went without it (no option space).",
+            c.toa_no_room,
+        ),
+        (
+            "rvs_proxy_headers_total",
+            "PROXY protocol headers sent to reals, one per connection.",
+            c.proxy_headers,
+        ),
+        (
+            "rvs_proxy_headers_resent_total",
+            "PROXY protocol headers, or their unacknowledged rest, sent again.",
+            c.proxy_resent,
+        ),
+        (
+            "rvs_proxy_headers_gave_up_total",
+            "PROXY protocol headers a real never acknowledged; resending stopped.",
+            c.proxy_gave_up,
+        ),
+    ] {
+        Family::new(o, name, "counter", help).sample(&[], n);
+    }
     let mut f = Family::new(o, "rvs_drops_total", "counter", "Packets dropped, by reason.");
     for (reason, n) in &snap.drops {
         f.sample(&[("reason", reason)], *n);
@@ -192,7 +222,7 @@ pub fn render(snap: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{PoolSnap, RealSnap, ServiceSnap, TimeoutSnap};
+    use crate::snapshot::{ClientAddrSnap, PoolSnap, RealSnap, ServiceSnap, TimeoutSnap};
     use std::collections::{BTreeMap, HashSet};
 
     fn snapshot() -> Snapshot {
@@ -203,6 +233,8 @@ mod tests {
                 vip: "[2001:db8::1]:80".into(),
                 sched: "wrr".into(),
                 synproxy: false,
+                toa: true,
+                proxy_protocol: "v2".into(),
                 conn_timeout: None,
                 laddrs: vec!["2001:db8::100".into()],
                 traffic: Traffic { conns: 3, pkts_in: 10, pkts_out: 9, bytes_in: 1000, bytes_out: 900 },
@@ -235,6 +267,13 @@ mod tests {
             timeouts: TimeoutSnap::default(),
             conns: None,
             synproxy: Default::default(),
+            client_addr: ClientAddrSnap {
+                toa_inserted: 11,
+                toa_no_room: 12,
+                proxy_headers: 13,
+                proxy_resent: 14,
+                proxy_gave_up: 15,
+            },
         }
     }
 
@@ -317,6 +356,17 @@ mod tests {
         assert_eq!(find("rvs_connections_created_total", &[]), Some(5));
         assert_eq!(find("rvs_local_ports", &[("state", "resting"), ("laddr", "2001:db8::100")]), Some(7));
         assert_eq!(find("rvs_local_ports", &[("state", "free")]), Some(90));
+        for (name, want) in [
+            ("rvs_toa_inserted_total", 11),
+            ("rvs_toa_no_room_total", 12),
+            ("rvs_proxy_headers_total", 13),
+            ("rvs_proxy_headers_resent_total", 14),
+            ("rvs_proxy_headers_gave_up_total", 15),
+        ] {
+            assert_eq!(find(name, &[]), Some(want), "{name}");
+            assert!(text.contains(&format!("# TYPE {name} counter\n")), "{name}");
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+        }
         assert!(text.ends_with('\n'));
     }
 }

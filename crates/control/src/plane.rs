@@ -300,6 +300,12 @@ mod tests {
             ("--frobnicate", 2),
             ("-A -t 10.0.0.1", 2),
             ("-a -t 10.0.0.1:80 -r bogus", 2),
+            ("-E -u 10.0.0.1:53 --toa enable", 1),
+            ("-E -u 10.0.0.1:53 --proxy-protocol v1", 1),
+            ("-A -u 10.0.0.2:53 --proxy-protocol v2", 1),
+            ("-E -t 10.0.0.1:80 --proxy-protocol v9", 2),
+            ("-E -t 10.0.0.1:80 --toa on", 2),
+            ("-E -t 10.0.0.1:80 --toa enable --proxy-protocol v9", 2),
         ] {
             let r = adm(&mut plane, &mut dp, line);
             assert_eq!(r.code, code, "{line}: {r:?}");
@@ -311,10 +317,50 @@ mod tests {
     }
 
     #[test]
+    fn client_address_options_reach_the_engines_and_listings() {
+        let (mut plane, mut dp) = built();
+        ok(&mut plane, &mut dp, "-E -t 10.0.0.1:80 --toa enable --proxy-protocol v2");
+        let key = (Proto::Tcp, Endpoint::new("10.0.0.1".parse().unwrap(), 80));
+        for e in &dp.engines {
+            let c = &e.service(Proto::Tcp, key.1).unwrap().config;
+            assert_eq!((c.toa, c.proxy_protocol, c.synproxy), (true, rvs_core::ProxyProtocol::V2, true));
+        }
+        let listing = ok(&mut plane, &mut dp, "-L -n -t 10.0.0.1:80");
+        assert_eq!(
+            listing.lines().nth(2),
+            Some("TCP  10.0.0.1:80 rr synproxy toa proxy-protocol v2"),
+            "{listing}"
+        );
+        // -E keeps what it is not given.
+        ok(&mut plane, &mut dp, "-E -t 10.0.0.1:80 -s wrr --toa disable");
+        let listing = ok(&mut plane, &mut dp, "-L -n -t 10.0.0.1:80");
+        assert_eq!(
+            listing.lines().nth(2),
+            Some("TCP  10.0.0.1:80 wrr synproxy proxy-protocol v2"),
+            "{listing}"
+        );
+        assert!(!plane.model().services[&key].config.toa);
+        let snap: Snapshot =
+            serde_json::from_str(&ok(&mut plane, &mut dp, "-L --json -t 10.0.0.1:80")).unwrap();
+        assert_eq!((snap.services[0].toa, snap.services[0].proxy_protocol.as_str()), (false, "v2"));
+        let stats: serde_json::Value =
+            serde_json::from_str(&ok(&mut plane, &mut dp, "-L --stats --json")).unwrap();
+        assert_eq!(stats["client_addr"]["proxy_headers"], 0);
+        ok(&mut plane, &mut dp, "-E -t 10.0.0.1:80 --proxy-protocol disable");
+        let listing = ok(&mut plane, &mut dp, "-L -n -t 10.0.0.1:80");
+        assert_eq!(listing.lines().nth(2), Some("TCP  10.0.0.1:80 wrr synproxy"), "{listing}");
+        for e in &dp.engines {
+            let c = &e.service(Proto::Tcp, key.1).unwrap().config;
+            assert_eq!((c.toa, c.proxy_protocol), (false, rvs_core::ProxyProtocol::Disabled));
+        }
+    }
+
+    #[test]
     fn save_restore_round_trip() {
         let (mut plane, mut dp) = built();
         ok(&mut plane, &mut dp, "--set 900 20 0");
-        ok(&mut plane, &mut dp, "-A -t [2001:db8::1]:443 -s sh");
+        ok(&mut plane, &mut dp, "-E -t 10.0.0.1:80 --toa enable --proxy-protocol v2");
+        ok(&mut plane, &mut dp, "-A -t [2001:db8::1]:443 -s sh --proxy-protocol v1");
         ok(&mut plane, &mut dp, "-a -t [2001:db8::1]:443 -r [2001:db8::2] -w 0");
         ok(&mut plane, &mut dp, "-P -t [2001:db8::1]:443 -z 2001:db8::100");
         let saved = ok(&mut plane, &mut dp, "-S -n");
@@ -325,6 +371,29 @@ mod tests {
         assert_eq!(fresh.model(), plane.model());
         assert_eq!(ok(&mut fresh, &mut fresh_dp, "-L -n"), ok(&mut plane, &mut dp, "-L -n"));
         assert_eq!(ok(&mut fresh, &mut fresh_dp, "-S"), saved);
+        assert!(
+            saved.contains("-A -t 10.0.0.1:80 -s rr -j enable --toa enable --proxy-protocol v2\n"),
+            "{saved}"
+        );
+        assert!(saved.contains("-A -t [2001:db8::1]:443 -s sh --proxy-protocol v1\n"), "{saved}");
+
+        // -S, -C, -R on the same daemon gives back the same rules.
+        let listing = ok(&mut plane, &mut dp, "-L -n");
+        let model = plane.model().clone();
+        ok(&mut plane, &mut dp, "-C");
+        assert!(plane.model().services.is_empty());
+        assert_eq!(restore(&mut plane, &mut dp, &saved), Reply::ok(""));
+        assert_eq!(plane.model(), &model);
+        assert_eq!(ok(&mut plane, &mut dp, "-L -n"), listing);
+        assert_eq!(ok(&mut plane, &mut dp, "-S"), saved);
+        let configs = |e: &Engine| {
+            let mut c: Vec<_> = e.services().map(|s| s.config.clone()).collect();
+            c.sort_by_key(|c| (c.proto, c.vip));
+            c
+        };
+        for e in &dp.engines {
+            assert_eq!(configs(e), configs(&fresh_dp.engines[0]));
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use core::time::Duration;
 
 use rvs_core::service::TrafficCounters;
-use rvs_core::{Engine, Instant, Proto, TcpState, Timeouts};
+use rvs_core::{ClientAddrStats, Engine, Instant, Proto, ProxyProtocol, TcpState, Timeouts};
 use serde::{Deserialize, Serialize};
 
 /// Packets and bytes in each direction, and connections made.
@@ -106,6 +106,44 @@ pub struct SynproxySnap {
     pub open_handshakes: u64,
 }
 
+/// Client-address delivery counters of the engine (TOA and PROXY protocol).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAddrSnap {
+    /// Segments toward reals that carried a TOA option.
+    pub toa_inserted: u64,
+    /// Segments that should have carried TOA but went without it.
+    pub toa_no_room: u64,
+    /// PROXY protocol headers sent (one per connection).
+    pub proxy_headers: u64,
+    /// Headers, or their unacknowledged rest, sent again.
+    pub proxy_resent: u64,
+    /// Headers the real never acknowledged; the engine stopped resending.
+    pub proxy_gave_up: u64,
+}
+
+impl ClientAddrSnap {
+    /// Add another worker's counters.
+    pub fn add(&mut self, other: &Self) {
+        self.toa_inserted += other.toa_inserted;
+        self.toa_no_room += other.toa_no_room;
+        self.proxy_headers += other.proxy_headers;
+        self.proxy_resent += other.proxy_resent;
+        self.proxy_gave_up += other.proxy_gave_up;
+    }
+}
+
+impl From<ClientAddrStats> for ClientAddrSnap {
+    fn from(c: ClientAddrStats) -> Self {
+        Self {
+            toa_inserted: c.toa_inserted,
+            toa_no_room: c.toa_no_room,
+            proxy_headers: c.proxy_headers,
+            proxy_resent: c.proxy_resent,
+            proxy_gave_up: c.proxy_gave_up,
+        }
+    }
+}
+
 /// A service with its reals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSnap {
@@ -117,6 +155,12 @@ pub struct ServiceSnap {
     pub sched: String,
     /// SYNProxy flag.
     pub synproxy: bool,
+    /// TOA flag: the client's address in a TCP option toward the reals.
+    #[serde(default)]
+    pub toa: bool,
+    /// PROXY protocol header toward the reals: `disable`, `v1` or `v2`.
+    #[serde(default = "proxy_protocol_disabled")]
+    pub proxy_protocol: String,
     /// The service's own idle timeout of an established connection, in
     /// seconds, when it overrides the engine's.
     pub conn_timeout: Option<u64>,
@@ -215,6 +259,13 @@ pub struct Snapshot {
     /// SYNProxy counters.
     #[serde(default)]
     pub synproxy: SynproxySnap,
+    /// Client-address delivery counters.
+    #[serde(default)]
+    pub client_addr: ClientAddrSnap,
+}
+
+fn proxy_protocol_disabled() -> String {
+    ProxyProtocol::Disabled.name().to_owned()
 }
 
 impl Snapshot {
@@ -231,6 +282,8 @@ impl Snapshot {
                     vip: c.vip.to_string(),
                     sched: c.sched.name().to_owned(),
                     synproxy: c.synproxy,
+                    toa: c.toa,
+                    proxy_protocol: c.proxy_protocol.name().to_owned(),
                     conn_timeout: c.timeouts.map(|t| established_timeout(&t, c.proto).as_secs()),
                     laddrs: c.laddrs.iter().map(ToString::to_string).collect(),
                     traffic: (&s.stats).into(),
@@ -308,6 +361,7 @@ impl Snapshot {
                     open_handshakes: engine.open_handshakes() as u64,
                 }
             },
+            client_addr: engine.client_addr_stats().into(),
         }
     }
 
@@ -360,6 +414,7 @@ impl Snapshot {
         a.stored += b.stored;
         a.replays_resent += b.replays_resent;
         a.open_handshakes += b.open_handshakes;
+        self.client_addr.add(&other.client_addr);
         for p in other.pools {
             match self.pools.iter_mut().find(|m| m.proto == p.proto && m.laddr == p.laddr && m.real == p.real)
             {
@@ -411,6 +466,8 @@ mod tests {
         let mut cfg = ServiceConfig::new(Proto::Tcp, vip);
         cfg.laddrs = vec!["2001:db8::100".parse().unwrap()];
         cfg.synproxy = true;
+        cfg.toa = true;
+        cfg.proxy_protocol = ProxyProtocol::V1;
         e.add_service(cfg).unwrap();
         e.add_real(Proto::Tcp, vip, RealConfig { endpoint: ep("[2001:db8::2]:8443"), weight: 3 }).unwrap();
         let vip4 = ep("10.0.0.1:53");
@@ -425,6 +482,11 @@ mod tests {
         assert_eq!(snap.services.len(), 2);
         let s = snap.service("tcp", "[2001:db8::1]:443").unwrap();
         assert!(s.synproxy);
+        assert!(s.toa);
+        assert_eq!(s.proxy_protocol, "v1");
+        let udp = snap.service("udp", "10.0.0.1:53").unwrap();
+        assert_eq!((udp.toa, udp.proxy_protocol.as_str()), (false, "disable"));
+        assert_eq!(snap.client_addr, ClientAddrSnap::default());
         assert_eq!(s.sched, "wrr");
         assert_eq!(s.laddrs, ["2001:db8::100"]);
         assert_eq!(s.reals[0].endpoint, "[2001:db8::2]:8443");
@@ -447,6 +509,14 @@ mod tests {
         b.drops[0].1 = 4;
         b.pools[0].in_use = 9;
         b.conn_count = 2;
+        a.client_addr.toa_inserted = 1;
+        b.client_addr = ClientAddrSnap {
+            toa_inserted: 2,
+            toa_no_room: 3,
+            proxy_headers: 4,
+            proxy_resent: 5,
+            proxy_gave_up: 6,
+        };
         b.conns = Some(vec![ConnSnap {
             proto: "udp".into(),
             state: "ESTABLISHED".into(),
@@ -466,6 +536,16 @@ mod tests {
         assert_eq!(a.pools[0].capacity, 2 * cap);
         assert_eq!(a.pools[0].in_use, 9);
         assert_eq!(a.conn_count, 2);
+        assert_eq!(
+            a.client_addr,
+            ClientAddrSnap {
+                toa_inserted: 3,
+                toa_no_room: 3,
+                proxy_headers: 4,
+                proxy_resent: 5,
+                proxy_gave_up: 6
+            }
+        );
         assert_eq!(a.conns.as_ref().map(Vec::len), Some(1));
     }
 
@@ -475,5 +555,21 @@ mod tests {
         let text = serde_json::to_string(&snap).unwrap();
         assert!(text.contains("\"[2001:db8::2]:8443\""));
         assert_eq!(serde_json::from_str::<Snapshot>(&text).unwrap(), snap);
+    }
+
+    /// JSON from before the client-address fields still reads, as all off.
+    #[test]
+    fn json_without_client_address_fields_reads() {
+        let snap = Snapshot::capture(&engine(), Instant::ZERO, false);
+        let mut v = serde_json::to_value(&snap).unwrap();
+        v.as_object_mut().unwrap().remove("client_addr");
+        for s in v["services"].as_array_mut().unwrap() {
+            let s = s.as_object_mut().unwrap();
+            s.remove("toa");
+            s.remove("proxy_protocol");
+        }
+        let back: Snapshot = serde_json::from_value(v).unwrap();
+        assert!(back.services.iter().all(|s| !s.toa && s.proxy_protocol == "disable"));
+        assert_eq!(back.client_addr, ClientAddrSnap::default());
     }
 }

@@ -241,6 +241,12 @@ fn list_table(
                 if s.synproxy {
                     out.push_str(" synproxy");
                 }
+                if s.toa {
+                    out.push_str(" toa");
+                }
+                if s.proxy_protocol != "disable" {
+                    let _ = write!(out, " proxy-protocol {}", s.proxy_protocol);
+                }
                 out.push('\n');
                 for r in listed_reals(s) {
                     let _ = writeln!(
@@ -367,6 +373,8 @@ mod tests {
                 vip: "10.0.0.1:80".into(),
                 sched: "wrr".into(),
                 synproxy: false,
+                toa: false,
+                proxy_protocol: "disable".into(),
                 conn_timeout: None,
                 laddrs: vec![],
                 traffic: Traffic::default(),
@@ -390,6 +398,7 @@ mod tests {
             timeouts: Default::default(),
             conns: None,
             synproxy: Default::default(),
+            client_addr: Default::default(),
         };
         let mut b = a.clone();
         b.taken_at_nanos = 2_000_000_000;

@@ -13,7 +13,7 @@ mod save;
 use core::time::Duration;
 use std::net::IpAddr;
 
-use rvs_core::{Endpoint, Proto, RealConfig, SchedKind, ServiceConfig, TcpState, Timeouts};
+use rvs_core::{Endpoint, Proto, ProxyProtocol, RealConfig, SchedKind, ServiceConfig, TcpState, Timeouts};
 
 use crate::model::{Model, ServiceKey, ServiceSpec};
 use crate::snapshot::established_timeout;
@@ -36,6 +36,10 @@ pub struct ServiceArgs {
     pub sched: Option<SchedKind>,
     /// `-j enable|disable`.
     pub synproxy: Option<bool>,
+    /// `--toa enable|disable`.
+    pub toa: Option<bool>,
+    /// `--proxy-protocol disable|v1|v2`.
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// `--conn-timeout SECS`; `Some(0)` returns to the engine's timeout.
     pub conn_timeout: Option<u32>,
 }
@@ -274,6 +278,12 @@ fn apply_service_args(cfg: &mut ServiceConfig, a: &ServiceArgs, engine: &Timeout
     if let Some(s) = a.synproxy {
         cfg.synproxy = s;
     }
+    if let Some(t) = a.toa {
+        cfg.toa = t;
+    }
+    if let Some(p) = a.proxy_protocol {
+        cfg.proxy_protocol = p;
+    }
     match a.conn_timeout {
         None => {}
         Some(0) => cfg.timeouts = None,
@@ -290,7 +300,45 @@ mod tests {
     }
 
     fn add(k: ServiceKey) -> Command {
-        Command::AddService(ServiceArgs { key: k, sched: None, synproxy: None, conn_timeout: Some(900) })
+        Command::AddService(ServiceArgs {
+            key: k,
+            sched: None,
+            synproxy: None,
+            toa: None,
+            proxy_protocol: None,
+            conn_timeout: Some(900),
+        })
+    }
+
+    fn edit_service(k: ServiceKey, toa: Option<bool>, proxy_protocol: Option<ProxyProtocol>) -> Command {
+        Command::EditService(ServiceArgs {
+            key: k,
+            sched: None,
+            synproxy: None,
+            toa,
+            proxy_protocol,
+            conn_timeout: None,
+        })
+    }
+
+    #[test]
+    fn edit_keeps_client_address_options_not_given() {
+        let k = key("10.0.0.1:80");
+        let m = add(k).edit(&Model::default()).unwrap();
+        assert_eq!(
+            (m.services[&k].config.toa, m.services[&k].config.proxy_protocol),
+            (false, ProxyProtocol::Disabled)
+        );
+        let m = edit_service(k, Some(true), Some(ProxyProtocol::V2)).edit(&m).unwrap();
+        let c = &m.services[&k].config;
+        assert_eq!((c.toa, c.proxy_protocol), (true, ProxyProtocol::V2));
+        let m = edit_service(k, None, Some(ProxyProtocol::V1)).edit(&m).unwrap();
+        let c = &m.services[&k].config;
+        assert_eq!((c.toa, c.proxy_protocol), (true, ProxyProtocol::V1));
+        let m = edit_service(k, Some(false), None).edit(&m).unwrap();
+        let c = &m.services[&k].config;
+        assert_eq!((c.toa, c.proxy_protocol, c.sched), (false, ProxyProtocol::V1, SchedKind::Wrr));
+        assert_eq!(c.timeouts.map(|t| t.tcp(TcpState::Established)), Some(Duration::from_secs(900)));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use rvs_core::{Endpoint, Proto, SchedKind};
+use rvs_core::{Endpoint, Proto, ProxyProtocol, SchedKind};
 
 use super::{Command, ListArgs, ListView, MAX_WEIGHT, RealArgs, ServiceArgs};
 use crate::model::ServiceKey;
@@ -14,7 +14,8 @@ use crate::model::ServiceKey;
 /// What `-h` prints.
 pub const USAGE: &str = "\
 Usage:
-  rvs adm -A|E -t|u service-address [-s scheduler] [-j enable|disable] [--conn-timeout secs]
+  rvs adm -A|E -t|u service-address [-s scheduler] [-j enable|disable]
+               [--toa enable|disable] [--proxy-protocol disable|v1|v2] [--conn-timeout secs]
   rvs adm -D -t|u service-address
   rvs adm -C
   rvs adm -R
@@ -52,6 +53,8 @@ Options:
   --udp-service  -u service-address   service-address is ip:port, [ipv6]:port
   --scheduler    -s scheduler         one of rr|wrr|lc|wlc|sh|mh, the default is wrr
   --synproxy     -j enable|disable    SYN-flood defence for the service
+  --toa enable|disable                client address to the reals in TCP option 254 (TOA)
+  --proxy-protocol disable|v1|v2      client address to the reals in a PROXY protocol header
   --conn-timeout secs                 idle timeout of established connections (0: engine's)
   --real-server  -r server-address    ip[:port], the port defaults to the service's
   --fullnat      -b                   FullNAT forwarding (the default and only method)
@@ -92,6 +95,8 @@ enum Opt {
     Service,
     Sched,
     Synproxy,
+    Toa,
+    ProxyProtocol,
     ConnTimeout,
     Real,
     Weight,
@@ -164,6 +169,8 @@ const SPECS: &[Spec] = &[
     },
     spec(Some('s'), "scheduler", 1, What::Opt(Opt::Sched)),
     spec(Some('j'), "synproxy", 1, What::Opt(Opt::Synproxy)),
+    spec(None, "toa", 1, What::Opt(Opt::Toa)),
+    spec(None, "proxy-protocol", 1, What::Opt(Opt::ProxyProtocol)),
     spec(None, "conn-timeout", 1, What::Opt(Opt::ConnTimeout)),
     spec(Some('r'), "real-server", 1, What::Opt(Opt::Real)),
     spec(Some('w'), "weight", 1, What::Opt(Opt::Weight)),
@@ -304,7 +311,9 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
 fn allowed(cmd: Cmd) -> (&'static [Opt], &'static [Opt]) {
     use Opt::*;
     match cmd {
-        Cmd::AddService | Cmd::EditService => (&[Service, Sched, Synproxy, ConnTimeout], &[Service]),
+        Cmd::AddService | Cmd::EditService => {
+            (&[Service, Sched, Synproxy, Toa, ProxyProtocol, ConnTimeout], &[Service])
+        }
         Cmd::DeleteService => (&[Service], &[Service]),
         Cmd::AddReal | Cmd::EditReal => (&[Service, Real, Weight, Fullnat], &[Service, Real]),
         Cmd::DeleteReal => (&[Service, Real, Fullnat], &[Service, Real]),
@@ -356,7 +365,12 @@ fn build(given: &Given<'_>) -> Result<Command, String> {
         Ok(ServiceArgs {
             key: key()?,
             sched: given.get(Opt::Sched).map(|(_, v)| parse_sched(v)).transpose()?,
-            synproxy: given.get(Opt::Synproxy).map(|(_, v)| parse_switch(v)).transpose()?,
+            synproxy: given.get(Opt::Synproxy).map(|(s, v)| parse_switch(s, v)).transpose()?,
+            toa: given.get(Opt::Toa).map(|(s, v)| parse_switch(s, v)).transpose()?,
+            proxy_protocol: given
+                .get(Opt::ProxyProtocol)
+                .map(|(_, v)| parse_proxy_protocol(v))
+                .transpose()?,
             conn_timeout: given
                 .get(Opt::ConnTimeout)
                 .map(|(_, v)| parse_secs(v, "--conn-timeout"))
@@ -473,12 +487,19 @@ fn parse_sched(v: &str) -> Result<SchedKind, String> {
     })
 }
 
-fn parse_switch(v: &str) -> Result<bool, String> {
+fn parse_switch(spec: &Spec, v: &str) -> Result<bool, String> {
     match v {
         "enable" => Ok(true),
         "disable" => Ok(false),
-        _ => Err(format!("-j/--synproxy takes enable or disable, not '{v}'")),
+        _ => Err(format!("{} takes enable or disable, not '{v}'", spec.name())),
     }
+}
+
+fn parse_proxy_protocol(v: &str) -> Result<ProxyProtocol, String> {
+    ProxyProtocol::from_name(v).ok_or_else(|| {
+        let names: Vec<_> = ProxyProtocol::ALL.iter().map(|p| p.name()).collect();
+        format!("--proxy-protocol takes one of {}, not '{v}'", names.join(" "))
+    })
 }
 
 fn parse_weight(v: &str) -> Result<u32, String> {
@@ -513,6 +534,8 @@ mod tests {
             key: (Proto::Tcp, ep("10.0.0.1:80")),
             sched: Some(SchedKind::Mh),
             synproxy: Some(true),
+            toa: None,
+            proxy_protocol: None,
             conn_timeout: Some(900),
         });
         assert_eq!(p("-A -t 10.0.0.1:80 -s mh -j enable --conn-timeout 900"), Ok(want.clone()));
@@ -526,6 +549,34 @@ mod tests {
             Ok(Command::DeleteService((Proto::Udp, ep("[2001:db8::1]:53"))))
         );
         assert_eq!(p("-C"), Ok(Command::Clear));
+    }
+
+    #[test]
+    fn client_address_options() {
+        let key = (Proto::Tcp, ep("10.0.0.1:80"));
+        let args = |toa, proxy_protocol| ServiceArgs {
+            key,
+            sched: None,
+            synproxy: None,
+            toa,
+            proxy_protocol,
+            conn_timeout: None,
+        };
+        assert_eq!(
+            p("-A -t 10.0.0.1:80 --toa enable --proxy-protocol v2"),
+            Ok(Command::AddService(args(Some(true), Some(ProxyProtocol::V2))))
+        );
+        assert_eq!(
+            p("--edit-service --tcp-service=10.0.0.1:80 --toa=disable --proxy-protocol=v1"),
+            Ok(Command::EditService(args(Some(false), Some(ProxyProtocol::V1))))
+        );
+        assert_eq!(
+            p("-E -t 10.0.0.1:80 --proxy-protocol disable"),
+            Ok(Command::EditService(args(None, Some(ProxyProtocol::Disabled))))
+        );
+        // -E without them keeps them: None, not a default.
+        assert_eq!(p("-E -t 10.0.0.1:80"), Ok(Command::EditService(args(None, None))));
+        assert_eq!(p("-E -t 10.0.0.1:80 --toa enable"), Ok(Command::EditService(args(Some(true), None))));
     }
 
     #[test]
@@ -586,7 +637,18 @@ mod tests {
             ("-A -t host.example:80", "bad service address"),
             ("-A -t [::1:80", "bad service address"),
             ("-A -t 10.0.0.1:80 -s foo", "unknown scheduler"),
-            ("-A -t 10.0.0.1:80 -j maybe", "enable or disable"),
+            ("-A -t 10.0.0.1:80 -j maybe", "-j/--synproxy takes enable or disable, not 'maybe'"),
+            ("-A -t 10.0.0.1:80 --toa yes", "--toa takes enable or disable, not 'yes'"),
+            ("-A -t 10.0.0.1:80 --toa", "option --toa needs a value"),
+            ("-E -t 10.0.0.1:80 --toa enable --toa disable", "multiple '--toa' options"),
+            (
+                "-A -t 10.0.0.1:80 --proxy-protocol v3",
+                "--proxy-protocol takes one of disable v1 v2, not 'v3'",
+            ),
+            ("-A -t 10.0.0.1:80 --proxy-protocol=", "--proxy-protocol takes one of disable v1 v2, not ''"),
+            ("-A -t 10.0.0.1:80 --proxy-protocol V2", "not 'V2'"),
+            ("-a -t 10.0.0.1:80 -r 10.0.1.1 --toa enable", "--toa is not valid with -a/--add-server"),
+            ("-L --proxy-protocol v1", "not valid with -L/--list"),
             ("-A -t 10.0.0.1:80 -w 3", "not valid with -A/--add-service"),
             ("-a -t 10.0.0.1:80", "needs a real server"),
             ("-a -t 10.0.0.1:80 -r 10.0.1.1 -w 65536", "illegal weight"),

@@ -2,7 +2,7 @@
 
 use core::fmt::Write as _;
 
-use rvs_core::{Proto, Timeouts};
+use rvs_core::{Proto, ProxyProtocol, Timeouts};
 
 use super::{Command, conn_timeout, parse};
 use crate::model::Model;
@@ -28,6 +28,12 @@ pub fn save(model: &Model) -> String {
         let _ = write!(out, "-A {svc} -s {}", spec.config.sched.name());
         if spec.config.synproxy {
             out.push_str(" -j enable");
+        }
+        if spec.config.toa {
+            out.push_str(" --toa enable");
+        }
+        if spec.config.proxy_protocol != ProxyProtocol::Disabled {
+            let _ = write!(out, " --proxy-protocol {}", spec.config.proxy_protocol.name());
         }
         if let Some(secs) = conn_timeout(&spec.config) {
             let _ = write!(out, " --conn-timeout {secs}");
@@ -76,6 +82,31 @@ mod tests {
             "line 2: only commands that change rules can be restored"
         );
         assert!(parse_restore("-C\n-A -t nowhere\n").unwrap_err().starts_with("line 2: bad service address"));
+    }
+
+    #[test]
+    fn save_writes_client_address_options_when_set() {
+        let mut m = Model::default();
+        for line in [
+            "-A -t 10.0.0.1:80 -s rr --toa enable --proxy-protocol v2 -j enable --conn-timeout 60",
+            "-A -t 10.0.0.1:81 --proxy-protocol v1",
+            "-A -t 10.0.0.1:82 --toa disable --proxy-protocol disable",
+        ] {
+            let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+            m = parse(&argv).unwrap().edit(&m).unwrap();
+        }
+        let saved = save(&m);
+        assert_eq!(
+            saved,
+            "-A -t 10.0.0.1:80 -s rr -j enable --toa enable --proxy-protocol v2 --conn-timeout 60\n\
+             -A -t 10.0.0.1:81 -s wrr --proxy-protocol v1\n\
+             -A -t 10.0.0.1:82 -s wrr\n"
+        );
+        let mut back = Model::default();
+        for (_, cmd) in parse_restore(&saved).unwrap() {
+            back = cmd.edit(&back).unwrap();
+        }
+        assert_eq!(back, m);
     }
 
     #[test]
