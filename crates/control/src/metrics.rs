@@ -198,6 +198,13 @@ pub fn render(snap: &Snapshot) -> String {
     ] {
         Family::new(o, name, "counter", help).sample(&[], n);
     }
+    Family::new(
+        o,
+        "rvs_client_addr_open_deliveries",
+        "gauge",
+        "Connections whose client-address delivery is under way (PROXY header unacknowledged or TOA riding along).",
+    )
+    .sample(&[], c.open_deliveries);
     let mut f = Family::new(o, "rvs_drops_total", "counter", "Packets dropped, by reason.");
     for (reason, n) in &snap.drops {
         f.sample(&[("reason", reason)], *n);
@@ -273,6 +280,7 @@ mod tests {
                 proxy_headers: 13,
                 proxy_resent: 14,
                 proxy_gave_up: 15,
+                open_deliveries: 16,
             },
         }
     }
@@ -367,6 +375,7 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {name} counter\n")), "{name}");
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
         }
+        assert_eq!(find("rvs_client_addr_open_deliveries", &[]), Some(16));
         assert!(text.ends_with('\n'));
     }
 }

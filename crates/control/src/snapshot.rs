@@ -9,7 +9,7 @@
 use core::time::Duration;
 
 use rvs_core::service::TrafficCounters;
-use rvs_core::{ClientAddrStats, Engine, Instant, Proto, ProxyProtocol, TcpState, Timeouts};
+use rvs_core::{Engine, Instant, Proto, ProxyProtocol, TcpState, Timeouts};
 use serde::{Deserialize, Serialize};
 
 /// Packets and bytes in each direction, and connections made.
@@ -119,6 +119,10 @@ pub struct ClientAddrSnap {
     pub proxy_resent: u64,
     /// Headers the real never acknowledged; the engine stopped resending.
     pub proxy_gave_up: u64,
+    /// Connections whose delivery is under way now (header unacknowledged
+    /// or TOA still riding along).
+    #[serde(default)]
+    pub open_deliveries: u64,
 }
 
 impl ClientAddrSnap {
@@ -129,17 +133,18 @@ impl ClientAddrSnap {
         self.proxy_headers += other.proxy_headers;
         self.proxy_resent += other.proxy_resent;
         self.proxy_gave_up += other.proxy_gave_up;
+        self.open_deliveries += other.open_deliveries;
     }
-}
 
-impl From<ClientAddrStats> for ClientAddrSnap {
-    fn from(c: ClientAddrStats) -> Self {
+    fn capture(engine: &Engine) -> Self {
+        let c = engine.client_addr_stats();
         Self {
             toa_inserted: c.toa_inserted,
             toa_no_room: c.toa_no_room,
             proxy_headers: c.proxy_headers,
             proxy_resent: c.proxy_resent,
             proxy_gave_up: c.proxy_gave_up,
+            open_deliveries: engine.open_deliveries() as u64,
         }
     }
 }
@@ -361,7 +366,7 @@ impl Snapshot {
                     open_handshakes: engine.open_handshakes() as u64,
                 }
             },
-            client_addr: engine.client_addr_stats().into(),
+            client_addr: ClientAddrSnap::capture(engine),
         }
     }
 
@@ -516,6 +521,7 @@ mod tests {
             proxy_headers: 4,
             proxy_resent: 5,
             proxy_gave_up: 6,
+            open_deliveries: 7,
         };
         b.conns = Some(vec![ConnSnap {
             proto: "udp".into(),
@@ -543,7 +549,8 @@ mod tests {
                 toa_no_room: 3,
                 proxy_headers: 4,
                 proxy_resent: 5,
-                proxy_gave_up: 6
+                proxy_gave_up: 6,
+                open_deliveries: 7,
             }
         );
         assert_eq!(a.conns.as_ref().map(Vec::len), Some(1));
