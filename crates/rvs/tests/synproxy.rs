@@ -176,7 +176,13 @@ const IPERF_OFF: u16 = 5202;
 /// scaling with the client (all on by default in `[synproxy]`), and data then flows as fast as without SYNProxy.
 #[test]
 fn options_negotiated_and_throughput_kept() {
-    let svc = |port, synproxy| ExtraService { port, real_port: 5201, reals: vec![0], synproxy };
+    let svc = |port, synproxy| ExtraService {
+        port,
+        real_port: 5201,
+        reals: vec![0],
+        synproxy,
+        ..ExtraService::default()
+    };
     let spec = LabSpec {
         synproxy: true,
         more_services: vec![svc(IPERF_ON, true), svc(IPERF_OFF, false)],

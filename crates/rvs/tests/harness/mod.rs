@@ -34,6 +34,11 @@ pub struct Lab {
     pub weights: Vec<u32>,
     /// Whether the VIP:80 service uses SYNProxy.
     pub synproxy: bool,
+    /// `proxy_protocol` of the VIP:80 service (`None`: the key is left out);
+    /// with one, nginx expects the header and logs the address it carries.
+    pub proxy_protocol: Option<&'static str>,
+    /// `toa = true` on the VIP:80 service.
+    pub toa: bool,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -47,6 +52,12 @@ pub struct LabSpec {
     pub metrics: bool,
     /// `synproxy = true` on the VIP:80 service.
     pub synproxy: bool,
+    /// `proxy_protocol = "v1"` or `"v2"` on the VIP:80 service; nginx on
+    /// every real then listens with `proxy_protocol` and logs the client
+    /// the header names. `None` leaves the key out.
+    pub proxy_protocol: Option<&'static str>,
+    /// `toa = true` on the VIP:80 service.
+    pub toa: bool,
     /// Further TCP services on the VIP, after the one on port 80.
     pub more_services: Vec<ExtraService>,
 }
@@ -60,6 +71,8 @@ impl Default for LabSpec {
             extra: String::new(),
             metrics: false,
             synproxy: false,
+            proxy_protocol: None,
+            toa: false,
             more_services: Vec::new(),
         }
     }
@@ -68,12 +81,16 @@ impl Default for LabSpec {
 /// A TCP service on VIP:`port` over the reals `reals` (indices, weight 1)
 /// at their `real_port`, with every LIP; something on the reals must listen
 /// there (nginx only listens on 80).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ExtraService {
     pub port: u16,
     pub real_port: u16,
     pub reals: Vec<usize>,
     pub synproxy: bool,
+    /// `proxy_protocol = "v1"` or `"v2"`; `None` leaves the key out.
+    pub proxy_protocol: Option<&'static str>,
+    /// `toa = true`.
+    pub toa: bool,
 }
 
 pub fn rvs_bin() -> &'static str {
@@ -101,6 +118,8 @@ impl Lab {
             dir,
             weights: spec.weights.clone(),
             synproxy: spec.synproxy,
+            proxy_protocol: spec.proxy_protocol,
+            toa: spec.toa,
             _serial: serial,
         };
         for i in 0..lab.weights.len() {
@@ -135,16 +154,18 @@ impl Lab {
         t.push_str(&self.service_text(spec.sched, &spec.weights));
         for s in &spec.more_services {
             let reals: Vec<(usize, u32)> = s.reals.iter().map(|&i| (i, 1)).collect();
-            t.push_str(&self.service_toml(s.port, s.real_port, "wrr", &reals, s.synproxy));
+            let keys = client_addr_keys(s.proxy_protocol, s.toa);
+            t.push_str(&self.service_toml_with(s.port, s.real_port, "wrr", &reals, s.synproxy, &keys));
         }
         t
     }
 
-    /// The VIP:80 service over every real with these weights (SYNProxy as
-    /// the lab was started with).
+    /// The VIP:80 service over every real with these weights (SYNProxy and
+    /// client-address delivery as the lab was started with).
     pub fn service_text(&self, sched: &str, weights: &[u32]) -> String {
         let reals: Vec<(usize, u32)> = weights.iter().copied().enumerate().collect();
-        self.service_toml(80, 80, sched, &reals, self.synproxy)
+        let keys = client_addr_keys(self.proxy_protocol, self.toa);
+        self.service_toml_with(80, 80, sched, &reals, self.synproxy, &keys)
     }
 
     /// A `[[service]]` table: VIP:`port` over (real index, weight) at
@@ -157,6 +178,19 @@ impl Lab {
         reals: &[(usize, u32)],
         synproxy: bool,
     ) -> String {
+        self.service_toml_with(port, real_port, sched, reals, synproxy, "")
+    }
+
+    /// [`Self::service_toml`] with further service keys (`key = value` lines).
+    fn service_toml_with(
+        &self,
+        port: u16,
+        real_port: u16,
+        sched: &str,
+        reals: &[(usize, u32)],
+        synproxy: bool,
+        keys: &str,
+    ) -> String {
         let laddrs: Vec<String> = self.topo.laddrs().iter().map(|l| format!("{:?}", l.to_string())).collect();
         let mut t = format!(
             "[[service]]\nproto = \"tcp\"\nvip = \"{}:{port}\"\nsched = \"{sched}\"\nladdrs = [{}]\n",
@@ -166,6 +200,7 @@ impl Lab {
         if synproxy {
             t.push_str("synproxy = true\n");
         }
+        t.push_str(keys);
         for &(i, w) in reals {
             let addr = self.topo.real_addrs()[i];
             writeln!(t, "[[service.real]]\naddr = \"{addr}:{real_port}\"\nweight = {w}").unwrap();
@@ -178,14 +213,21 @@ impl Lab {
         std::fs::create_dir_all(d.join("www")).unwrap();
         std::fs::write(d.join("www/big"), vec![b'x'; BIG_BYTES]).unwrap();
         let d = d.display();
+        // With the PROXY protocol, nginx takes the header off every
+        // connection and the log shows the client it names instead of the
+        // connection's peer (a LIP), and which request it was.
+        let (listen, logged) =
+            if self.proxy_protocol.is_some() { (" proxy_protocol", "client") } else { ("", "peer") };
         let conf = format!(
             "daemon off; master_process off; worker_processes 1; user root;\n\
              pid {d}/pid; error_log {d}/error.log;\n\
              events {{ worker_connections 4096; }}\n\
-             http {{\n  log_format peer '$remote_addr:$remote_port';\n  access_log {d}/access.log peer;\n\
+             http {{\n  log_format peer '$remote_addr:$remote_port';\n\
+               log_format client '$proxy_protocol_addr:$proxy_protocol_port $request_uri';\n\
+               access_log {d}/access.log {logged};\n\
                client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
                uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-               server {{ listen 80 backlog=4096; root {d}/www;\n\
+               server {{ listen 80{listen} backlog=4096; root {d}/www;\n\
                  location = / {{ return 200 \"real{i}\\n\"; }}\n\
                  location = /ready {{ access_log off; return 200; }} }}\n}}\n"
         );
@@ -194,10 +236,12 @@ impl Lab {
         let ns = &self.topo.ns_reals()[i];
         let child = ns.spawn("nginx", ["-c", &path]).expect("start nginx (is it installed?)");
         self.nginx.push(child);
+        let mut probe = vec!["-sf", "-o", "/dev/null", "http://127.0.0.1/ready"];
+        if self.proxy_protocol.is_some() {
+            probe.push("--haproxy-protocol");
+        }
         wait_until(Duration::from_secs(10), || {
-            ns.cmd("curl", ["-sf", "-o", "/dev/null", "http://127.0.0.1/ready"])
-                .status()
-                .is_ok_and(|s| s.success())
+            ns.cmd("curl", &probe).stdin(Stdio::null()).status().is_ok_and(|s| s.success())
         })
         .expect("nginx answers");
     }
@@ -312,13 +356,39 @@ impl Lab {
         Wrk::parse(&text)
     }
 
-    /// Every peer (`addr:port`) nginx on real `i` logged.
+    /// Every peer (`addr:port`) nginx on real `i` logged, one line per
+    /// request: the connection's (a LIP) or, with the PROXY protocol on, the
+    /// client's from the header followed by a space and the request's URI.
     pub fn access_log(&self, i: usize) -> Vec<String> {
         std::fs::read_to_string(self.dir.join(format!("nginx{i}/access.log")))
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    /// [`Self::access_log`] of every real, in real order.
+    pub fn access_logs(&self) -> Vec<Vec<String>> {
+        (0..self.weights.len()).map(|i| self.access_log(i)).collect()
+    }
+
+    /// The sum of a metric's samples (every label set) from the daemon's
+    /// Prometheus endpoint, which the lab must have been started with
+    /// (`metrics: true`); `None` when the endpoint does not list it.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let text = self
+            .topo
+            .ns_lb()
+            .run("curl", ["-sf", "http://127.0.0.1:9108/metrics"])
+            .expect("read the daemon's metrics (metrics: true?)");
+        let mut sum = None;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((key, value)) = line.rsplit_once(' ') else { continue };
+            if key.split('{').next() == Some(name) {
+                *sum.get_or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
+            }
+        }
+        sum
     }
 
     /// Stop the daemon with SIGTERM and return its exit status.
@@ -343,6 +413,18 @@ impl Drop for Lab {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The client-address keys of a `[[service]]` table.
+fn client_addr_keys(proxy_protocol: Option<&str>, toa: bool) -> String {
+    let mut t = String::new();
+    if let Some(v) = proxy_protocol {
+        writeln!(t, "proxy_protocol = {v:?}").unwrap();
+    }
+    if toa {
+        t.push_str("toa = true\n");
+    }
+    t
 }
 
 /// wrk's summary.
