@@ -32,18 +32,29 @@ pub(crate) fn write(
 ) -> Option<usize> {
     match version {
         ProxyProtocol::Disabled => None,
-        ProxyProtocol::V1 => {
-            let family = match (client.addr, vip.addr) {
-                (IpAddr::V4(_), IpAddr::V4(_)) => "TCP4",
-                (IpAddr::V6(_), IpAddr::V6(_)) => "TCP6",
-                _ => return None,
-            };
-            let mut out = &mut buf[..];
-            let room = out.len();
-            write!(out, "PROXY {family} {} {} {} {}\r\n", client.addr, vip.addr, client.port, vip.port)
-                .ok()?;
-            Some(room - out.len())
-        }
+        ProxyProtocol::V1 => match (client.addr, vip.addr) {
+            (IpAddr::V4(c), IpAddr::V4(v)) => {
+                // By hand: the formatting machinery costs more than the rest of a connection's opening.
+                let mut w = Writer { buf, at: 0 };
+                w.put(b"PROXY TCP4 ");
+                w.v4(c.octets());
+                w.put(b" ");
+                w.v4(v.octets());
+                w.put(b" ");
+                w.dec(client.port);
+                w.put(b" ");
+                w.dec(vip.port);
+                w.put(b"\r\n");
+                Some(w.at)
+            }
+            (IpAddr::V6(c), IpAddr::V6(v)) => {
+                let mut out = &mut buf[..];
+                let room = out.len();
+                write!(out, "PROXY TCP6 {c} {v} {} {}\r\n", client.port, vip.port).ok()?;
+                Some(room - out.len())
+            }
+            _ => None,
+        },
         ProxyProtocol::V2 => {
             let (family, addrs) = match (client.addr, vip.addr) {
                 (IpAddr::V4(c), IpAddr::V4(v)) => {
@@ -70,6 +81,44 @@ pub(crate) fn write(
     }
 }
 
+/// Appends to a header buffer that is long enough for any v1 header.
+struct Writer<'a> {
+    buf: &'a mut [u8; MAX_LEN],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+
+    /// `n` in decimal, no leading zeros.
+    fn dec(&mut self, n: u16) {
+        let mut digits = [0u8; 5];
+        let mut i = digits.len();
+        let mut n = n;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.put(&digits[i..]);
+    }
+
+    fn v4(&mut self, octets: [u8; 4]) {
+        for (k, o) in octets.into_iter().enumerate() {
+            if k > 0 {
+                self.put(b".");
+            }
+            self.dec(u16::from(o));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +135,15 @@ mod tests {
         let n =
             write(ProxyProtocol::V1, ep("[2001:db8::7]:40001"), ep("[2001:db8::1]:443"), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"PROXY TCP6 2001:db8::7 2001:db8::1 40001 443\r\n");
+    }
+
+    #[test]
+    fn v1_ipv4_edges() {
+        let mut buf = [0; MAX_LEN];
+        let n = write(ProxyProtocol::V1, ep("0.0.0.0:0"), ep("255.255.255.255:65535"), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"PROXY TCP4 0.0.0.0 255.255.255.255 0 65535\r\n");
+        let n = write(ProxyProtocol::V1, ep("10.100.9.1:10"), ep("1.20.200.0:100"), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"PROXY TCP4 10.100.9.1 1.20.200.0 10 100\r\n");
     }
 
     #[test]
