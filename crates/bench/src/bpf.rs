@@ -1,0 +1,334 @@
+//! Raw `bpf()` system calls through libc: the few XDP programs the benchmark
+//! needs, assembled by hand (no compiler, no loader library), a per-CPU
+//! counter map, XDP attachment by link (detached when the fd closes, so a
+//! crashed run leaves nothing attached), and the live-frames generator
+//! (`BPF_PROG_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES`).
+//!
+//! Interface indexes are resolved in the network namespace of the calling
+//! thread: attach and generate from a thread inside the namespace
+//! (`Netns::run_in`).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const BPF_MAP_CREATE: libc::c_int = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_PROG_TEST_RUN: libc::c_int = 10;
+const BPF_LINK_CREATE: libc::c_int = 28;
+
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// XDP verdicts.
+const XDP_DROP: i32 = 1;
+const XDP_PASS: i32 = 2;
+const XDP_TX: i32 = 3;
+
+/// Helper ids.
+const FN_MAP_LOOKUP_ELEM: i32 = 1;
+const FN_GET_PRANDOM_U32: i32 = 7;
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+/// Assembler for the handful of opcodes used here.
+mod asm {
+    use super::Insn;
+
+    const fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+        Insn { code, regs: dst | (src << 4), off, imm }
+    }
+    pub(super) const fn mov_imm(dst: u8, imm: i32) -> Insn {
+        i(0xb7, dst, 0, 0, imm)
+    }
+    pub(super) const fn mov_reg(dst: u8, src: u8) -> Insn {
+        i(0xbf, dst, src, 0, 0)
+    }
+    pub(super) const fn add_imm(dst: u8, imm: i32) -> Insn {
+        i(0x07, dst, 0, 0, imm)
+    }
+    pub(super) const fn and_imm(dst: u8, imm: i32) -> Insn {
+        i(0x57, dst, 0, 0, imm)
+    }
+    pub(super) const fn or_imm(dst: u8, imm: i32) -> Insn {
+        i(0x47, dst, 0, 0, imm)
+    }
+    pub(super) const fn xor_imm(dst: u8, imm: i32) -> Insn {
+        i(0xa7, dst, 0, 0, imm)
+    }
+    /// `dst = *(u32 *)(src + off)`
+    pub(super) const fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
+        i(0x61, dst, src, off, 0)
+    }
+    /// `dst = *(u16 *)(src + off)`
+    pub(super) const fn ldx_h(dst: u8, src: u8, off: i16) -> Insn {
+        i(0x69, dst, src, off, 0)
+    }
+    /// `dst = *(u8 *)(src + off)`
+    pub(super) const fn ldx_b(dst: u8, src: u8, off: i16) -> Insn {
+        i(0x71, dst, src, off, 0)
+    }
+    /// `dst = *(u64 *)(src + off)`
+    pub(super) const fn ldx_dw(dst: u8, src: u8, off: i16) -> Insn {
+        i(0x79, dst, src, off, 0)
+    }
+    /// `*(u16 *)(dst + off) = src`
+    pub(super) const fn stx_h(dst: u8, src: u8, off: i16) -> Insn {
+        i(0x6b, dst, src, off, 0)
+    }
+    /// `*(u64 *)(dst + off) = src`
+    pub(super) const fn stx_dw(dst: u8, src: u8, off: i16) -> Insn {
+        i(0x7b, dst, src, off, 0)
+    }
+    /// `*(u32 *)(dst + off) = imm`
+    pub(super) const fn st_w(dst: u8, off: i16, imm: i32) -> Insn {
+        i(0x62, dst, 0, off, imm)
+    }
+    /// `if dst > src goto +off`
+    pub(super) const fn jgt_reg(dst: u8, src: u8, off: i16) -> Insn {
+        i(0x2d, dst, src, off, 0)
+    }
+    /// `if dst != imm goto +off`
+    pub(super) const fn jne_imm(dst: u8, imm: i32, off: i16) -> Insn {
+        i(0x55, dst, 0, off, imm)
+    }
+    /// `if dst == imm goto +off`
+    pub(super) const fn jeq_imm(dst: u8, imm: i32, off: i16) -> Insn {
+        i(0x15, dst, 0, off, imm)
+    }
+    pub(super) const fn call(helper: i32) -> Insn {
+        i(0x85, 0, 0, 0, helper)
+    }
+    pub(super) const fn exit() -> Insn {
+        i(0x95, 0, 0, 0, 0)
+    }
+    /// `dst = map fd` (a two-slot `ld_imm64` with `BPF_PSEUDO_MAP_FD`).
+    pub(super) const fn ld_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
+        [i(0x18, dst, 1, 0, fd), i(0, 0, 0, 0, 0)]
+    }
+}
+
+fn sys_bpf(cmd: libc::c_int, attr: &mut [u64]) -> io::Result<libc::c_long> {
+    // SAFETY: attr is a zero-initialised, 8-byte aligned buffer at least as
+    // large as the union member `cmd` reads; the kernel copies `size` bytes.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), size_of_val(attr) as libc::c_uint)
+    };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+}
+
+fn owned_fd(rc: libc::c_long) -> OwnedFd {
+    // SAFETY: a successful map/prog/link command returns a new fd we own.
+    unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) }
+}
+
+/// Writes `v` at byte offset `off` of an attr buffer.
+fn put32(attr: &mut [u64], off: usize, v: u32) {
+    let word = &mut attr[off / 8];
+    let shift = (off % 8) * 8;
+    *word = (*word & !(0xffff_ffff << shift)) | (u64::from(v) << shift);
+}
+
+fn put64(attr: &mut [u64], off: usize, v: u64) {
+    attr[off / 8] = v;
+}
+
+/// A 16-bit field the generator randomises per frame (stored as written by
+/// a little-endian `u16` store: only the set of values matters).
+#[derive(Debug, Clone)]
+pub(crate) struct RandomField {
+    /// Bits of the random value kept.
+    pub mask: u16,
+    /// Bits then set (e.g. to keep a port off 0).
+    pub set: u16,
+    /// Byte offsets in the frame that get the value.
+    pub value_at: Vec<i16>,
+    /// Byte offsets that get its complement.
+    pub complement_at: Vec<i16>,
+}
+
+/// A per-CPU array with one `u64`: the receivers' packet counter.
+#[derive(Debug)]
+pub(crate) struct Counter {
+    fd: OwnedFd,
+}
+
+impl Counter {
+    pub(crate) fn new() -> io::Result<Self> {
+        let mut attr = [0u64; 16];
+        put32(&mut attr, 0, BPF_MAP_TYPE_PERCPU_ARRAY);
+        put32(&mut attr, 4, 4); // key_size
+        put32(&mut attr, 8, 8); // value_size
+        put32(&mut attr, 12, 1); // max_entries
+        Ok(Self { fd: owned_fd(sys_bpf(BPF_MAP_CREATE, &mut attr)?) })
+    }
+
+    /// The sum over CPUs.
+    pub(crate) fn read(&self) -> io::Result<u64> {
+        let cpus = possible_cpus();
+        let mut values = vec![0u64; cpus];
+        let key = 0u32;
+        let mut attr = [0u64; 4];
+        put32(&mut attr, 0, self.fd.as_raw_fd() as u32);
+        put64(&mut attr, 8, &key as *const u32 as u64);
+        put64(&mut attr, 16, values.as_mut_ptr() as u64);
+        sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr)?;
+        Ok(values.iter().sum())
+    }
+}
+
+/// The kernel sizes per-CPU values by the possible CPUs (`0-N` ranges).
+fn possible_cpus() -> usize {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    let n = s
+        .trim()
+        .split(',')
+        .filter_map(|r| r.rsplit('-').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |m| m + 1);
+    // SAFETY: sysconf has no preconditions.
+    n.max(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize)
+}
+
+/// A loaded XDP program.
+#[derive(Debug)]
+pub(crate) struct Prog {
+    fd: OwnedFd,
+}
+
+impl Prog {
+    fn load(insns: &[Insn]) -> io::Result<Self> {
+        let license = c"GPL";
+        let mut log = vec![0u8; 64 * 1024];
+        let mut attr = [0u64; 16];
+        put32(&mut attr, 0, BPF_PROG_TYPE_XDP);
+        put32(&mut attr, 4, insns.len() as u32);
+        put64(&mut attr, 8, insns.as_ptr() as u64);
+        put64(&mut attr, 16, license.as_ptr() as u64);
+        put32(&mut attr, 24, 1); // log_level
+        put32(&mut attr, 28, log.len() as u32);
+        put64(&mut attr, 32, log.as_mut_ptr() as u64);
+        put32(&mut attr, 68, BPF_XDP); // expected_attach_type
+        match sys_bpf(BPF_PROG_LOAD, &mut attr) {
+            Ok(fd) => Ok(Self { fd: owned_fd(fd) }),
+            Err(e) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("loading an XDP program: {e}; verifier: {}", String::from_utf8_lossy(&log[..end])),
+                ))
+            }
+        }
+    }
+
+    /// `XDP_PASS`: lets a veth deliver frames redirected into it (its peer
+    /// needs native XDP or GRO) and changes nothing else.
+    pub(crate) fn pass() -> io::Result<Self> {
+        Self::load(&[asm::mov_imm(0, XDP_PASS), asm::exit()])
+    }
+
+    /// Counts IPv4 packets of IP protocol `proto` in `counter` and drops
+    /// them (or passes them, `drop` false); passes everything else (ARP, so
+    /// neighbours still resolve).
+    pub(crate) fn count(counter: &Counter, proto: u8, drop: bool) -> io::Result<Self> {
+        use asm::*;
+        let [m0, m1] = ld_map_fd(1, counter.fd.as_raw_fd());
+        Self::load(&[
+            ldx_w(2, 1, 0),        // 0: r2 = data
+            ldx_w(3, 1, 4),        // 1: r3 = data_end
+            mov_reg(4, 2),         // 2
+            add_imm(4, 34),        // 3: r4 = data + eth + minimal IPv4
+            jgt_reg(4, 3, 16),     // 4: short frame -> pass (21)
+            ldx_h(4, 2, 12),       // 5: ethertype, big-endian 0x0800 read little-endian
+            jne_imm(4, 0x0008, 14), // 6: not IPv4 -> pass
+            ldx_b(4, 2, 23),       // 7: IPv4 protocol
+            jne_imm(4, i32::from(proto), 12), // 8: other protocol -> pass
+            st_w(10, -4, 0),       // 9: key = 0
+            mov_reg(2, 10),        // 10
+            add_imm(2, -4),        // 11: r2 = &key
+            m0,                    // 12
+            m1,                    // 13: r1 = map
+            call(FN_MAP_LOOKUP_ELEM), // 14
+            jeq_imm(0, 0, 3),      // 15: no slot -> verdict uncounted (19)
+            ldx_dw(1, 0, 0),       // 16
+            add_imm(1, 1),         // 17
+            stx_dw(0, 1, 0),       // 18
+            mov_imm(0, if drop { XDP_DROP } else { XDP_PASS }), // 19
+            exit(),                // 20
+            mov_imm(0, XDP_PASS),  // 21
+            exit(),                // 22
+        ])
+        .map_err(|e| io::Error::new(e.kind(), format!("counting program: {e}")))
+    }
+
+    /// The generator's program: rewrites the whole frame from `template`
+    /// (pages of live frames are recycled with whatever the path wrote into
+    /// them: forwarding rewrites MACs and TTL, NAT addresses and ports),
+    /// then, for each group, writes one fresh random 16-bit value
+    /// (`& mask | set`) at the group's `value_at` offsets and its complement
+    /// at `complement_at`, so that a checksum covering both stays valid
+    /// (the one's-complement sum of `x` and `!x` is constant); then `XDP_TX`.
+    pub(crate) fn tx_randomised(template: &[u8], groups: &[RandomField]) -> io::Result<Self> {
+        use asm::*;
+        let min_len = template.len() as i32;
+        // r6 = data, r7 = data_end (callee-saved across helper calls).
+        let mut body: Vec<Insn> = template
+            .chunks_exact(4)
+            .enumerate()
+            .map(|(i, w)| st_w(6, (i * 4) as i16, i32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+            .collect();
+        for g in groups {
+            body.extend([call(FN_GET_PRANDOM_U32), and_imm(0, i32::from(g.mask)), or_imm(0, i32::from(g.set))]);
+            body.extend([mov_reg(9, 0), xor_imm(9, 0xffff)]);
+            body.extend(g.value_at.iter().map(|&off| stx_h(6, 0, off)));
+            body.extend(g.complement_at.iter().map(|&off| stx_h(6, 9, off)));
+        }
+        let mut prog = vec![ldx_w(6, 1, 0), ldx_w(7, 1, 4), mov_reg(2, 6), add_imm(2, min_len)];
+        prog.push(jgt_reg(2, 7, body.len() as i16));
+        prog.extend(body);
+        prog.extend([mov_imm(0, XDP_TX), exit()]);
+        Self::load(&prog).map_err(|e| io::Error::new(e.kind(), format!("generator program: {e}")))
+    }
+
+    /// Attaches in native (driver) mode to interface `ifindex` of the calling
+    /// thread's namespace; detached when the returned link is dropped.
+    pub(crate) fn attach(&self, ifindex: u32) -> io::Result<OwnedFd> {
+        let mut attr = [0u64; 8];
+        put32(&mut attr, 0, self.fd.as_raw_fd() as u32);
+        put32(&mut attr, 4, ifindex);
+        put32(&mut attr, 8, BPF_XDP);
+        put32(&mut attr, 12, XDP_FLAGS_DRV_MODE);
+        sys_bpf(BPF_LINK_CREATE, &mut attr)
+            .map(owned_fd)
+            .map_err(|e| io::Error::new(e.kind(), format!("attaching XDP to ifindex {ifindex}: {e}")))
+    }
+
+    /// Runs the program over `frames` copies of `frame`, received on
+    /// `ifindex` of the calling thread's namespace, in live-frames mode: what
+    /// it returns (`XDP_TX`) really goes out.
+    pub(crate) fn run_live(&self, frame: &[u8], ifindex: u32, frames: u32) -> io::Result<()> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+        let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let mut attr = [0u64; 10];
+        put32(&mut attr, 0, self.fd.as_raw_fd() as u32);
+        put32(&mut attr, 8, frame.len() as u32);
+        put64(&mut attr, 16, frame.as_ptr() as u64);
+        put32(&mut attr, 32, frames); // repeat
+        put32(&mut attr, 40, size_of_val(&ctx) as u32);
+        put64(&mut attr, 48, ctx.as_ptr() as u64);
+        put32(&mut attr, 64, BPF_F_TEST_XDP_LIVE_FRAMES);
+        put32(&mut attr, 72, 64); // batch_size
+        sys_bpf(BPF_PROG_TEST_RUN, &mut attr).map(drop)
+    }
+}

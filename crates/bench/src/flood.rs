@@ -1,0 +1,5 @@
+//! stub
+use serde_json::Value;
+use crate::Opts;
+use crate::report::Table;
+pub(crate) fn run(_lab: &crate::lab::Lab, _o: &Opts) -> anyhow::Result<(Table, Value)> { todo!() }

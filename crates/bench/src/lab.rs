@@ -1,0 +1,389 @@
+//! The benchmark's namespace lab: the standard topology (client, balancer,
+//! reals on a bridge) from `rvs-netns`, plus what every scenario needs:
+//! interface facts, sysctls, XDP attachments held by fd, the live-frames
+//! generator, nginx on the reals, and the stop flag Ctrl-C sets.
+//!
+//! Everything is owned by a guard: dropping the [`Lab`] stops adopted
+//! processes (by PID), removes nftables tables and deletes the namespaces
+//! (with every veth and bridge); XDP programs detach when their link fds
+//! close, which also happens when the process dies.
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rvs_netns::{ChildGuard, Netns, Topology, TopologySpec};
+
+use crate::bpf::{Counter, Prog};
+use crate::frame::Template;
+
+/// The `A` of the 10.A.x.y address plan (`rvs lab` uses 77).
+const BENCH_NET: u8 = 78;
+/// Reals behind every service.
+pub(crate) const REALS: usize = 3;
+/// Local addresses: enough ports for minutes of new connections at the
+/// rates seen here (8 × 3 reals × 64,512 ports over a 60 s quarantine).
+const LADDRS: usize = 8;
+
+/// Set by SIGINT/SIGTERM; every loop checks it.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Routes SIGINT and SIGTERM to the stop flag, so guards get to clean up.
+pub(crate) fn install_stop_handlers() -> io::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction is valid; the handler only stores an atomic.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether Ctrl-C (or SIGTERM) asked to stop.
+pub(crate) fn stopped() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Fails when a stop was asked for, so `?` unwinds through the guards.
+pub(crate) fn check_stop() -> anyhow::Result<()> {
+    if stopped() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Sleeps up to `d`, waking early on a stop.
+pub(crate) fn sleep(d: Duration) {
+    let end = Instant::now() + d;
+    while !stopped() {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// An interface as seen from its namespace.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Iface {
+    pub index: u32,
+    pub mac: [u8; 6],
+}
+
+impl Iface {
+    /// Parses `ip -o link show dev NAME` in `ns`.
+    pub(crate) fn of(ns: &Netns, name: &str) -> anyhow::Result<Self> {
+        let out = rvs_netns::run(ns.ip().args(["-o", "link", "show", "dev", name]))?;
+        let index = out.split(':').next().and_then(|s| s.trim().parse().ok());
+        let mac = out
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .and_then(|m| {
+                let b: Vec<u8> = m.split(':').filter_map(|x| u8::from_str_radix(x, 16).ok()).collect();
+                <[u8; 6]>::try_from(b).ok()
+            });
+        match (index, mac) {
+            (Some(index), Some(mac)) => Ok(Self { index, mac }),
+            _ => bail!("cannot read index and MAC of {name} in {}: {out:?}", ns.name()),
+        }
+    }
+}
+
+/// Writes `/proc/sys/net/...` sysctls in `ns`.
+pub(crate) fn sysctls(ns: &Netns, kv: &[(&str, &str)]) -> anyhow::Result<()> {
+    let kv: Vec<(String, String)> = kv.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    ns.run_in(move || -> io::Result<()> {
+        for (k, v) in &kv {
+            let p = Path::new("/proc/sys").join(k.replace('.', "/"));
+            fs::write(&p, v).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        }
+        Ok(())
+    })??;
+    Ok(())
+}
+
+/// An nftables table in a namespace, deleted on drop.
+#[derive(Debug)]
+pub(crate) struct NftTable {
+    ns: Netns,
+    family_name: String,
+}
+
+impl NftTable {
+    /// Creates `table FAMILY NAME { BODY }` in `ns`, replacing any table of that name.
+    pub(crate) fn install(ns: &Netns, family: &str, name: &str, body: &str) -> anyhow::Result<Self> {
+        let family_name = format!("{family} {name}");
+        let _ = ns.nft(&format!("delete table {family_name}\n"));
+        ns.nft(&format!("table {family_name} {{\n{body}\n}}\n"))?;
+        Ok(Self { ns: ns.clone(), family_name })
+    }
+
+    /// The first `counter packets N` in the table.
+    pub(crate) fn counter(&self) -> anyhow::Result<u64> {
+        let parts: Vec<&str> = self.family_name.split(' ').collect();
+        let mut args = vec!["list", "table"];
+        args.extend(parts);
+        let out = self.ns.run("nft", args)?;
+        let n = out.split("counter packets ").nth(1).and_then(|s| s.split_whitespace().next()?.parse().ok());
+        n.with_context(|| format!("no counter in table {}: {out}", self.family_name))
+    }
+}
+
+impl Drop for NftTable {
+    fn drop(&mut self) {
+        let _ = self.ns.nft(&format!("delete table {}\n", self.family_name));
+    }
+}
+
+/// An XDP program attached to an interface; detached when dropped.
+#[derive(Debug)]
+pub(crate) struct XdpLink {
+    _link: OwnedFd,
+    _prog: Prog,
+}
+
+impl XdpLink {
+    /// Attaches `prog` natively to `dev` in `ns`.
+    pub(crate) fn attach(ns: &Netns, dev: &str, prog: Prog) -> anyhow::Result<Self> {
+        let index = Iface::of(ns, dev)?.index;
+        let link = ns.run_in(|| prog.attach(index))??;
+        Ok(Self { _link: link, _prog: prog })
+    }
+}
+
+/// A private temp directory, removed on drop.
+#[derive(Debug)]
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> io::Result<Self> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let p = std::env::temp_dir().join(format!("rvs-bench-{}-{}", std::process::id(), nanos.as_nanos()));
+        fs::DirBuilder::new().mode(0o700).create(&p)?;
+        Ok(Self(p))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The lab. Field order is drop order: topology (processes, tables,
+/// namespaces) before the temp dir holding their files.
+#[derive(Debug)]
+pub(crate) struct Lab {
+    pub topo: Topology,
+    pub tmp: TempDir,
+    /// The `rvs` binary.
+    pub rvs: PathBuf,
+    /// Whether nginx runs on the reals.
+    pub nginx: bool,
+}
+
+impl Lab {
+    pub(crate) fn build(rvs: &Path) -> anyhow::Result<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("rvs-bench needs root: it creates network namespaces");
+        }
+        let topo = Topology::build(&TopologySpec { reals: REALS, laddrs: LADDRS, net: BENCH_NET })
+            .context("building the namespace topology")?;
+        let tmp = TempDir::new().context("creating a temp dir")?;
+        let lab = Self { topo, tmp, rvs: rvs.to_owned(), nginx: false };
+        // Clients that open many connections: TIME_WAIT reuse and the whole port range.
+        for ns in [lab.topo.ns_client(), lab.topo.ns_lb()] {
+            sysctls(
+                ns,
+                &[("net.ipv4.tcp_tw_reuse", "1"), ("net.ipv4.ip_local_port_range", "1024 65535")],
+            )?;
+        }
+        Ok(lab)
+    }
+
+    pub(crate) fn client(&self) -> &Netns {
+        self.topo.ns_client()
+    }
+
+    pub(crate) fn lb(&self) -> &Netns {
+        self.topo.ns_lb()
+    }
+
+    /// The client's interface and the balancer's end of the same veth.
+    pub(crate) fn client_link(&self) -> anyhow::Result<(Iface, Iface)> {
+        Ok((Iface::of(self.client(), "eth0")?, Iface::of(self.lb(), self.topo.lb_client_if())?))
+    }
+
+    /// Starts nginx on every real, port 80, answering its own name; the
+    /// topology stops them. Waits until each accepts a connection.
+    pub(crate) fn start_nginx(&mut self) -> anyhow::Result<()> {
+        for (i, addr) in self.topo.real_addrs().into_iter().enumerate() {
+            let dir = self.tmp.path().join(format!("real{}", i + 1));
+            fs::create_dir_all(&dir)?;
+            let d = dir.display();
+            let conf = format!(
+                "daemon off; master_process off; worker_processes 1; user root;\n\
+                 pid {d}/pid; error_log {d}/error.log;\n\
+                 events {{ worker_connections 8192; }}\n\
+                 http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+                 fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+                 server {{ listen {addr}:80 backlog=4096; location / {{ return 200 \"real{}\\n\"; }} }} }}\n",
+                i + 1
+            );
+            let path = dir.join("nginx.conf");
+            fs::write(&path, conf)?;
+            let ns = self.topo.ns_real(i).clone();
+            let child = ns.spawn("nginx", ["-c".as_ref(), path.as_os_str()]).context("starting nginx")?;
+            self.topo.adopt(child);
+            wait_listening(&ns, addr, 80, Duration::from_secs(5))
+                .with_context(|| format!("nginx on {addr}: {}", fs::read_to_string(dir.join("error.log")).unwrap_or_default()))?;
+        }
+        self.nginx = true;
+        Ok(())
+    }
+
+    /// Spawns a process in `ns` with output to `log` in the temp dir.
+    pub(crate) fn spawn_logged(&self, ns: &Netns, program: &Path, args: &[&str], log: &str) -> anyhow::Result<(ChildGuard, PathBuf)> {
+        let log_path = self.tmp.path().join(log);
+        let f = fs::File::create(&log_path)?;
+        let mut cmd = ns.cmd(program, args);
+        cmd.stdin(std::process::Stdio::null()).stdout(f.try_clone()?).stderr(f);
+        // Own process group: a terminal's Ctrl-C reaches only us; we stop it in order.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        Ok((ChildGuard::spawn(&mut cmd)?, log_path))
+    }
+}
+
+/// Waits until `addr:port` accepts a TCP connection from inside `ns`.
+pub(crate) fn wait_listening(ns: &Netns, addr: Ipv4Addr, port: u16, limit: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + limit;
+    loop {
+        let ok = ns.run_in(|| {
+            std::net::TcpStream::connect_timeout(&(addr, port).into(), Duration::from_millis(300)).is_ok()
+        })?;
+        if ok {
+            return Ok(());
+        }
+        check_stop()?;
+        if Instant::now() >= end {
+            bail!("{addr}:{port} does not accept connections after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Resident set size of a process, in KiB.
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// What a generator run sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sent {
+    pub frames: u64,
+    pub elapsed: Duration,
+}
+
+/// Frames per `BPF_PROG_RUN` call: about 30-150 ms each here, so a stop or
+/// the deadline is noticed quickly.
+const GEN_CHUNK: u32 = 1 << 18;
+
+/// The in-kernel generator: from a thread in the client namespace, runs
+/// `prog` over copies of `template` in live-frames mode on the client's
+/// interface, where `XDP_TX` sends each frame to the balancer. Runs until
+/// `until` returns true, the deadline `limit`, or a stop.
+pub(crate) fn generate(
+    lab: &Lab,
+    template: &Template,
+    limit: Duration,
+    until: &(dyn Fn() -> bool + Sync),
+) -> anyhow::Result<Sent> {
+    let prog = Prog::tx_randomised(&template.bytes, &template.random)?;
+    let ifindex = Iface::of(lab.client(), "eth0")?.index;
+    let bytes = &template.bytes;
+    lab.client()
+        .run_in(|| -> io::Result<Sent> {
+            let start = Instant::now();
+            let mut frames = 0u64;
+            while !stopped() && !until() && start.elapsed() < limit {
+                prog.run_live(bytes, ifindex, GEN_CHUNK)?;
+                frames += u64::from(GEN_CHUNK);
+            }
+            Ok(Sent { frames, elapsed: start.elapsed() })
+        })?
+        .context("running the live-frames generator")
+}
+
+/// Reads a counter sum over several per-CPU maps.
+pub(crate) fn sum(counters: &[Counter]) -> anyhow::Result<u64> {
+    let mut n = 0;
+    for c in counters {
+        n += c.read()?;
+    }
+    Ok(n)
+}
+
+/// Runs a command with a hard time limit; returns stdout.
+pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> anyhow::Result<String> {
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = ChildGuard::spawn(cmd)?;
+    let (mut out, mut err) = {
+        let c = child.child_mut().context("child gone")?;
+        (c.stdout.take(), c.stderr.take())
+    };
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let mut e = String::new();
+        if let Some(o) = out.as_mut() {
+            let _ = io::Read::read_to_string(o, &mut s);
+        }
+        if let Some(o) = err.as_mut() {
+            let _ = io::Read::read_to_string(o, &mut e);
+        }
+        (s, e)
+    });
+    let end = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if Instant::now() >= end || stopped() {
+            let _ = child.stop(Duration::from_secs(1));
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let (s, e) = reader.join().unwrap_or_default();
+    match status {
+        Some(st) if st.success() => Ok(s),
+        Some(st) => bail!("{cmd:?} failed ({st}): {}", e.trim()),
+        None => bail!("{cmd:?} did not finish within {limit:?} (or was interrupted)"),
+    }
+}
