@@ -122,9 +122,8 @@ mod asm {
 fn sys_bpf(cmd: libc::c_int, attr: &mut [u64]) -> io::Result<libc::c_long> {
     // SAFETY: attr is a zero-initialised, 8-byte aligned buffer at least as
     // large as the union member `cmd` reads; the kernel copies `size` bytes.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), size_of_val(attr) as libc::c_uint)
-    };
+    let rc =
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), size_of_val(attr) as libc::c_uint) };
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
@@ -226,7 +225,10 @@ impl Prog {
                 let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
                 Err(io::Error::new(
                     e.kind(),
-                    format!("loading an XDP program: {e}; verifier: {}", String::from_utf8_lossy(&log[..end])),
+                    format!(
+                        "loading an XDP program: {e}; verifier: {}",
+                        String::from_utf8_lossy(&log[..end])
+                    ),
                 ))
             }
         }
@@ -245,29 +247,29 @@ impl Prog {
         use asm::*;
         let [m0, m1] = ld_map_fd(1, counter.fd.as_raw_fd());
         Self::load(&[
-            ldx_w(2, 1, 0),        // 0: r2 = data
-            ldx_w(3, 1, 4),        // 1: r3 = data_end
-            mov_reg(4, 2),         // 2
-            add_imm(4, 34),        // 3: r4 = data + eth + minimal IPv4
-            jgt_reg(4, 3, 16),     // 4: short frame -> pass (21)
-            ldx_h(4, 2, 12),       // 5: ethertype, big-endian 0x0800 read little-endian
+            ldx_w(2, 1, 0),                                     // 0: r2 = data
+            ldx_w(3, 1, 4),                                     // 1: r3 = data_end
+            mov_reg(4, 2),                                      // 2
+            add_imm(4, 34),                                     // 3: r4 = data + eth + minimal IPv4
+            jgt_reg(4, 3, 16),                                  // 4: short frame -> pass (21)
+            ldx_h(4, 2, 12),        // 5: ethertype, big-endian 0x0800 read little-endian
             jne_imm(4, 0x0008, 14), // 6: not IPv4 -> pass
-            ldx_b(4, 2, 23),       // 7: IPv4 protocol
+            ldx_b(4, 2, 23),        // 7: IPv4 protocol
             jne_imm(4, i32::from(proto), 12), // 8: other protocol -> pass
-            st_w(10, -4, 0),       // 9: key = 0
-            mov_reg(2, 10),        // 10
-            add_imm(2, -4),        // 11: r2 = &key
-            m0,                    // 12
-            m1,                    // 13: r1 = map
+            st_w(10, -4, 0),        // 9: key = 0
+            mov_reg(2, 10),         // 10
+            add_imm(2, -4),         // 11: r2 = &key
+            m0,                     // 12
+            m1,                     // 13: r1 = map
             call(FN_MAP_LOOKUP_ELEM), // 14
-            jeq_imm(0, 0, 3),      // 15: no slot -> verdict uncounted (19)
-            ldx_dw(1, 0, 0),       // 16
-            add_imm(1, 1),         // 17
-            stx_dw(0, 1, 0),       // 18
+            jeq_imm(0, 0, 3),       // 15: no slot -> verdict uncounted (19)
+            ldx_dw(1, 0, 0),        // 16
+            add_imm(1, 1),          // 17
+            stx_dw(0, 1, 0),        // 18
             mov_imm(0, if drop { XDP_DROP } else { XDP_PASS }), // 19
-            exit(),                // 20
-            mov_imm(0, XDP_PASS),  // 21
-            exit(),                // 22
+            exit(),                 // 20
+            mov_imm(0, XDP_PASS),   // 21
+            exit(),                 // 22
         ])
         .map_err(|e| io::Error::new(e.kind(), format!("counting program: {e}")))
     }
@@ -289,7 +291,11 @@ impl Prog {
             .map(|(i, w)| st_w(6, (i * 4) as i16, i32::from_le_bytes([w[0], w[1], w[2], w[3]])))
             .collect();
         for g in groups {
-            body.extend([call(FN_GET_PRANDOM_U32), and_imm(0, i32::from(g.mask)), or_imm(0, i32::from(g.set))]);
+            body.extend([
+                call(FN_GET_PRANDOM_U32),
+                and_imm(0, i32::from(g.mask)),
+                or_imm(0, i32::from(g.set)),
+            ]);
             body.extend([mov_reg(9, 0), xor_imm(9, 0xffff)]);
             body.extend(g.value_at.iter().map(|&off| stx_h(6, 0, off)));
             body.extend(g.complement_at.iter().map(|&off| stx_h(6, 9, off)));

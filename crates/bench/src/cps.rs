@@ -1,5 +1,139 @@
-//! stub
-use serde_json::Value;
+//! Scenario b: new connections/s, one HTTP request per connection
+//! (`wrk -H 'Connection: close'`) against nginx on the reals, through rvs
+//! with SYNProxy on and off, nftables FullNAT and HAProxy in mode tcp.
+//! Rounds alternate the paths; the balancer is set up afresh for each run.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
 use crate::Opts;
-use crate::report::Table;
-pub(crate) fn run(_lab: &crate::lab::Lab, _o: &Opts) -> anyhow::Result<(Table, Value)> { todo!() }
+use crate::lab::{self, Lab, check_stop};
+use crate::paths::{DataPath, HaproxyTcp, NftFullNat, Proto, RvsTun, Service};
+use crate::report::{Samples, Table, kilo, ratio_line};
+
+/// wrk's threads and connections (as bench/tun-wrk).
+const WRK_THREADS: &str = "-t1";
+const WRK_CONNS: &str = "-c32";
+
+/// The paths measured, in table order.
+fn paths() -> Vec<Box<dyn DataPath>> {
+    vec![
+        Box::new(RvsTun { synproxy: true }),
+        Box::new(RvsTun { synproxy: false }),
+        Box::new(NftFullNat),
+        Box::new(HaproxyTcp),
+    ]
+}
+
+/// What one wrk run reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct WrkRun {
+    requests_per_s: f64,
+    /// Socket errors (connect, read, write, timeout) and non-2xx responses.
+    errors: u64,
+}
+
+fn parse_wrk(out: &str) -> anyhow::Result<WrkRun> {
+    let rate = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output: {out}"))?;
+    let mut errors = 0;
+    for l in out.lines() {
+        let l = l.trim();
+        if let Some(rest) = l.strip_prefix("Socket errors:") {
+            errors +=
+                rest.split(',').filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok()).sum::<u64>();
+        }
+        if let Some(rest) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += rest.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    Ok(WrkRun { requests_per_s: rate, errors })
+}
+
+pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
+    let svc = Service { proto: Proto::Tcp, port: 80 };
+    let paths = paths();
+    let mut rates = vec![Samples::default(); paths.len()];
+    let mut errors = vec![0u64; paths.len()];
+    let secs = o.cps_secs.to_string();
+    for round in 0..o.rounds {
+        for (i, p) in paths.iter().enumerate() {
+            check_stop()?;
+            let m = p.setup(lab, svc).with_context(|| format!("setting up {}", p.name()))?;
+            let url = format!("http://{}/", m.target.unwrap_or(lab.topo.vip()));
+            let d = format!("-d{secs}s");
+            let mut cmd = lab
+                .client()
+                .cmd("wrk", [WRK_THREADS, WRK_CONNS, d.as_str(), "-H", "Connection: close", url.as_str()]);
+            let out = lab::run_bounded(&mut cmd, Duration::from_secs(u64::from(o.cps_secs) + 20))
+                .with_context(|| format!("wrk through {}", p.name()))?;
+            let r = parse_wrk(&out)?;
+            if r.requests_per_s <= 0.0 {
+                bail!("{}: wrk made no requests: {out}", p.name());
+            }
+            rates[i].push(r.requests_per_s);
+            errors[i] += r.errors;
+            if !o.json {
+                eprintln!(
+                    "cps round {}: {}: {:.0} connections/s, {} errors",
+                    round + 1,
+                    p.name(),
+                    r.requests_per_s,
+                    r.errors
+                );
+            }
+            drop(m);
+        }
+    }
+    let mut t = Table::new(
+        "New connections/s (wrk -t1 -c32, one request per connection, nginx on 3 reals)",
+        &["path", "connections/s", "× nftables FullNAT", "errors (all rounds)"],
+    );
+    let nft = rates[2].clone();
+    for ((p, r), e) in paths.iter().zip(&rates).zip(&errors) {
+        t.row(vec![
+            p.name(),
+            r.show(kilo),
+            format!("{:.2}", r.median() / nft.median().max(1.0)),
+            e.to_string(),
+        ]);
+    }
+    let mut ratios = Vec::new();
+    for (a, b, target) in [(0, 2, Some(1.0)), (0, 3, Some(1.6)), (1, 2, None), (0, 1, None), (2, 3, None)] {
+        let (s, v) =
+            ratio_line(&format!("{} / {}", paths[a].name(), paths[b].name()), &rates[a], &rates[b], target);
+        t.note(s);
+        ratios.push(v);
+    }
+    t.note(format!(
+        "medians of {} rounds of {} s (min–max in brackets); client, balancer and reals share the machine's cores",
+        o.rounds, o.cps_secs
+    ));
+    let rows: Vec<Value> = paths
+        .iter()
+        .zip(&rates)
+        .zip(&errors)
+        .map(|((p, r), e)| json!({ "path": p.name(), "connections_per_s": r.json(), "errors": e }))
+        .collect();
+    Ok((t, json!({ "rows": rows, "ratios": ratios, "rounds": o.rounds, "secs": o.cps_secs })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_output() {
+        let out = "Running 5s test @ http://10.78.2.1/\n  1 threads and 32 connections\n\
+                   \x20 Socket errors: connect 0, read 3, write 0, timeout 2\n\
+                   \x20 75000 requests in 5.00s, 11.00MB read\n  Non-2xx or 3xx responses: 1\n\
+                   Requests/sec:  15000.12\nTransfer/sec:      2.20MB\n";
+        assert_eq!(parse_wrk(out).unwrap(), WrkRun { requests_per_s: 15000.12, errors: 6 });
+        assert!(parse_wrk("nothing").is_err());
+    }
+}

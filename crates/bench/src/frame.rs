@@ -101,7 +101,12 @@ pub(crate) fn syn(macs: Macs, src_net: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> T
             value_at: vec![(IP + 14) as i16],
             complement_at: vec![(IP + 4) as i16, (L4 + 6) as i16],
         },
-        RandomField { mask: 0xffff, set: 0x0004, value_at: vec![L4 as i16], complement_at: vec![(L4 + 4) as i16] },
+        RandomField {
+            mask: 0xffff,
+            set: 0x0004,
+            value_at: vec![L4 as i16],
+            complement_at: vec![(L4 + 4) as i16],
+        },
     ];
     Template { bytes: f, random }
 }

@@ -95,14 +95,10 @@ impl Iface {
     pub(crate) fn of(ns: &Netns, name: &str) -> anyhow::Result<Self> {
         let out = rvs_netns::run(ns.ip().args(["-o", "link", "show", "dev", name]))?;
         let index = out.split(':').next().and_then(|s| s.trim().parse().ok());
-        let mac = out
-            .split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .and_then(|m| {
-                let b: Vec<u8> = m.split(':').filter_map(|x| u8::from_str_radix(x, 16).ok()).collect();
-                <[u8; 6]>::try_from(b).ok()
-            });
+        let mac = out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).and_then(|m| {
+            let b: Vec<u8> = m.split(':').filter_map(|x| u8::from_str_radix(x, 16).ok()).collect();
+            <[u8; 6]>::try_from(b).ok()
+        });
         match (index, mac) {
             (Some(index), Some(mac)) => Ok(Self { index, mac }),
             _ => bail!("cannot read index and MAC of {name} in {}: {out:?}", ns.name()),
@@ -219,10 +215,7 @@ impl Lab {
         let lab = Self { topo, tmp, rvs: rvs.to_owned(), nginx: false };
         // Clients that open many connections: TIME_WAIT reuse and the whole port range.
         for ns in [lab.topo.ns_client(), lab.topo.ns_lb()] {
-            sysctls(
-                ns,
-                &[("net.ipv4.tcp_tw_reuse", "1"), ("net.ipv4.ip_local_port_range", "1024 65535")],
-            )?;
+            sysctls(ns, &[("net.ipv4.tcp_tw_reuse", "1"), ("net.ipv4.ip_local_port_range", "1024 65535")])?;
         }
         Ok(lab)
     }
@@ -261,15 +254,22 @@ impl Lab {
             let ns = self.topo.ns_real(i).clone();
             let child = ns.spawn("nginx", ["-c".as_ref(), path.as_os_str()]).context("starting nginx")?;
             self.topo.adopt(child);
-            wait_listening(&ns, addr, 80, Duration::from_secs(5))
-                .with_context(|| format!("nginx on {addr}: {}", fs::read_to_string(dir.join("error.log")).unwrap_or_default()))?;
+            wait_listening(&ns, addr, 80, Duration::from_secs(5)).with_context(|| {
+                format!("nginx on {addr}: {}", fs::read_to_string(dir.join("error.log")).unwrap_or_default())
+            })?;
         }
         self.nginx = true;
         Ok(())
     }
 
     /// Spawns a process in `ns` with output to `log` in the temp dir.
-    pub(crate) fn spawn_logged(&self, ns: &Netns, program: &Path, args: &[&str], log: &str) -> anyhow::Result<(ChildGuard, PathBuf)> {
+    pub(crate) fn spawn_logged(
+        &self,
+        ns: &Netns,
+        program: &Path,
+        args: &[&str],
+        log: &str,
+    ) -> anyhow::Result<(ChildGuard, PathBuf)> {
         let log_path = self.tmp.path().join(log);
         let f = fs::File::create(&log_path)?;
         let mut cmd = ns.cmd(program, args);
@@ -352,7 +352,9 @@ pub(crate) fn sum(counters: &[Counter]) -> anyhow::Result<u64> {
 
 /// Runs a command with a hard time limit; returns stdout.
 pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> anyhow::Result<String> {
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = ChildGuard::spawn(cmd)?;
     let (mut out, mut err) = {
         let c = child.child_mut().context("child gone")?;

@@ -104,10 +104,10 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
         o.scenarios = ["pps", "cps", "latency", "flood"].map(str::to_owned).into();
     }
     if o.quick {
-        o.pps_secs = 0.5;
+        o.pps_secs = 0.4;
         o.cps_secs = 1;
         o.latency_requests = 30;
-        o.flood_secs = 0.8;
+        o.flood_secs = 1.5;
     }
     o.rounds = rounds.unwrap_or(5);
     Ok(Some(o))
@@ -139,7 +139,11 @@ fn rvs_binary(o: &Opts) -> anyhow::Result<PathBuf> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     // SAFETY: sysconf has no preconditions.
@@ -159,7 +163,11 @@ fn main() {
 }
 
 /// The lab, built on first use; nginx on the reals when asked for.
-fn ensure_lab<'a>(lab: &'a mut Option<lab::Lab>, rvs: &std::path::Path, nginx: bool) -> anyhow::Result<&'a mut lab::Lab> {
+fn ensure_lab<'a>(
+    lab: &'a mut Option<lab::Lab>,
+    rvs: &std::path::Path,
+    nginx: bool,
+) -> anyhow::Result<&'a mut lab::Lab> {
     let l = match lab.take() {
         Some(l) => l,
         None => lab::Lab::build(rvs)?,

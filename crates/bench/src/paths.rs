@@ -134,9 +134,23 @@ impl DataPath for KernelRouting {
 }
 
 /// Kernel FullNAT with nftables: DNAT over the reals by `numgen inc`, SNAT
-/// to the local addresses.
+/// to local addresses of its own. Not rvs's: the reals keep TIME_WAIT per
+/// (local address:port, real:port), and a SYN reusing such a pair with the
+/// other balancer's timestamps is rejected by PAWS, which stalls the next
+/// path's connections.
 #[derive(Debug)]
 pub(crate) struct NftFullNat;
+
+/// nftables' local addresses are 10.A.<this>.x (rvs's are 10.A.3.x).
+const NFT_LADDR_OCTET: u8 = 4;
+
+/// A VIP of its own for a path: 10.A.2.`n`. Conntrack entries outlive the
+/// nftables table (TIME_WAIT for 2 minutes), and on the same VIP they would
+/// catch the next path's packets.
+fn own_vip(lab: &Lab, n: u8) -> Ipv4Addr {
+    let [a, b, c, _] = lab.topo.vip().octets();
+    Ipv4Addr::new(a, b, c, n)
+}
 
 impl DataPath for NftFullNat {
     fn name(&self) -> String {
@@ -145,16 +159,23 @@ impl DataPath for NftFullNat {
 
     fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle> {
         let t = &lab.topo;
+        let vip = own_vip(lab, 2);
         let reals = t.real_addrs();
         let map: Vec<String> = reals.iter().enumerate().map(|(i, a)| format!("{i} : {a}")).collect();
         let set: Vec<String> = reals.iter().map(ToString::to_string).collect();
-        let laddrs = t.laddrs();
+        let laddrs: Vec<Ipv4Addr> = t
+            .laddrs()
+            .iter()
+            .map(|a| {
+                let [a, b, _, d] = a.octets();
+                Ipv4Addr::new(a, b, NFT_LADDR_OCTET, d)
+            })
+            .collect();
         let body = format!(
             "chain pre {{\n type nat hook prerouting priority dstnat; policy accept;\n\
                ip daddr {vip} {p} dport {port} dnat to numgen inc mod {n} map {{ {map} }}\n}}\n\
              chain post {{\n type nat hook postrouting priority srcnat; policy accept;\n\
                ct status dnat ip daddr {{ {set} }} snat to {lo}-{hi}\n}}",
-            vip = t.vip(),
             p = svc.proto.name(),
             port = svc.port,
             n = reals.len(),
@@ -164,7 +185,7 @@ impl DataPath for NftFullNat {
             hi = laddrs[laddrs.len() - 1],
         );
         let table = NftTable::install(lab.lb(), "ip", "rvs_bench_fnat", &body)?;
-        Ok(Middle { target: Some(t.vip()), guards: Guards(vec![Guard::Table(table)]), ..Middle::default() })
+        Ok(Middle { target: Some(vip), guards: Guards(vec![Guard::Table(table)]), ..Middle::default() })
     }
 }
 
@@ -205,7 +226,8 @@ impl DataPath for RvsTun {
         let config = lab.tmp.path().join("rvs.toml");
         fs::write(&config, cfg)?;
         let config = config.to_string_lossy().into_owned();
-        let (mut daemon, log) = lab.spawn_logged(lab.lb(), &lab.rvs, &["run", "--config", &config], "rvs.log")?;
+        let (mut daemon, log) =
+            lab.spawn_logged(lab.lb(), &lab.rvs, &["run", "--config", &config], "rvs.log")?;
         wait_for_file(&mut daemon, &socket, &log)?;
         Ok(Middle {
             target: Some(t.vip()),
@@ -221,7 +243,10 @@ fn wait_for_file(child: &mut ChildGuard, path: &std::path::Path, log: &PathBuf) 
     let end = Instant::now() + Duration::from_secs(10);
     while !path.exists() {
         if let Some(st) = child.try_wait()? {
-            bail!("exited ({st}) before it was ready: {}", fs::read_to_string(log).unwrap_or_default().trim());
+            bail!(
+                "exited ({st}) before it was ready: {}",
+                fs::read_to_string(log).unwrap_or_default().trim()
+            );
         }
         check_stop()?;
         if Instant::now() >= end {
@@ -247,7 +272,7 @@ impl DataPath for HaproxyTcp {
             bail!("HAProxy here proxies TCP only");
         }
         let t = &lab.topo;
-        let vip = t.vip();
+        let vip = own_vip(lab, 3);
         let cidr = format!("{vip}/32");
         rvs_netns::run(lab.lb().ip().args(["addr", "add", &cidr, "dev", "lo"]))?;
         let mut m = Middle { target: Some(vip), ..Middle::default() };
@@ -262,7 +287,8 @@ impl DataPath for HaproxyTcp {
         }
         let path = lab.tmp.path().join("haproxy.cfg");
         fs::write(&path, cfg)?;
-        let haproxy = which("haproxy").context("haproxy is not installed (scripts/install-test-deps installs it)")?;
+        let haproxy =
+            which("haproxy").context("haproxy is not installed (scripts/install-test-deps installs it)")?;
         let p = path.to_string_lossy().into_owned();
         let (child, log) = lab.spawn_logged(lab.lb(), &haproxy, &["-db", "-f", &p], "haproxy.log")?;
         m.pid = Some(child.pid());

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::Opts;
 use crate::bpf::{Counter, Prog};
 use crate::frame::{self, Macs};
 use crate::lab::{self, Lab, XdpLink, check_stop};
 use crate::paths::{DataPath, KernelRouting, NftFullNat, Proto, RvsTun, Service, VethLimit};
 use crate::report::{Samples, Table, mega, ratio_line};
-use crate::Opts;
 
 const PORT: u16 = 9000;
 const FLOWS: u16 = 1024;
@@ -23,7 +23,12 @@ const WARM_UP: Duration = Duration::from_millis(300);
 
 /// The paths measured, in table order; the first is the baseline of the ratio column.
 fn paths() -> Vec<Box<dyn DataPath>> {
-    vec![Box::new(VethLimit), Box::new(KernelRouting), Box::new(NftFullNat), Box::new(RvsTun { synproxy: false })]
+    vec![
+        Box::new(VethLimit),
+        Box::new(KernelRouting),
+        Box::new(NftFullNat),
+        Box::new(RvsTun { synproxy: false }),
+    ]
 }
 
 #[derive(Debug, Default, Clone)]
@@ -58,7 +63,11 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             let ingress = Counter::new()?;
             let _pass = match m.sink {
                 Some(_) => None,
-                None => Some(XdpLink::attach(lab.lb(), lab.topo.lb_client_if(), Prog::count(&ingress, 17, false)?)?),
+                None => Some(XdpLink::attach(
+                    lab.lb(),
+                    lab.topo.lb_client_if(),
+                    Prog::count(&ingress, 17, false)?,
+                )?),
             };
             let target = m.target.unwrap_or(lab.topo.vip());
             let t = frame::udp(macs, lab.topo.client_addr(), target, PORT, FLOWS);
@@ -90,7 +99,13 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     drop(links);
     let mut t = Table::new(
         "64-byte established-flow packets/s (UDP, 1,024 flows)",
-        &["path", "delivered to the reals, packets/s", "× veth limit", "arrived at the balancer", "generator sent"],
+        &[
+            "path",
+            "delivered to the reals, packets/s",
+            "× veth limit",
+            "arrived at the balancer",
+            "generator sent",
+        ],
     );
     let base = figs[0].delivered.clone();
     for (p, f) in paths.iter().zip(&figs) {
@@ -105,7 +120,8 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     let name = |i: usize| paths[i].name();
     let mut ratios = Vec::new();
     for (a, b) in [(3, 2), (3, 1), (2, 1), (1, 0), (3, 0)] {
-        let (s, v) = ratio_line(&format!("{} / {}", name(a), name(b)), &figs[a].delivered, &figs[b].delivered, None);
+        let (s, v) =
+            ratio_line(&format!("{} / {}", name(a), name(b)), &figs[a].delivered, &figs[b].delivered, None);
         t.note(s);
         ratios.push(v);
     }

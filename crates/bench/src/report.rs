@@ -80,7 +80,11 @@ pub(crate) struct Table {
 
 impl Table {
     pub(crate) fn new(title: &str, header: &[&str]) -> Self {
-        Self { title: title.to_owned(), header: header.iter().map(|s| (*s).to_owned()).collect(), ..Self::default() }
+        Self {
+            title: title.to_owned(),
+            header: header.iter().map(|s| (*s).to_owned()).collect(),
+            ..Self::default()
+        }
     }
 
     pub(crate) fn row(&mut self, cells: Vec<String>) {
