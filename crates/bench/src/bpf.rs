@@ -234,12 +234,6 @@ impl Prog {
         }
     }
 
-    /// `XDP_PASS`: lets a veth deliver frames redirected into it (its peer
-    /// needs native XDP or GRO) and changes nothing else.
-    pub(crate) fn pass() -> io::Result<Self> {
-        Self::load(&[asm::mov_imm(0, XDP_PASS), asm::exit()])
-    }
-
     /// Counts IPv4 packets of IP protocol `proto` in `counter` and drops
     /// them (or passes them, `drop` false); passes everything else (ARP, so
     /// neighbours still resolve).

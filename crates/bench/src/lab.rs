@@ -71,18 +71,6 @@ pub(crate) fn check_stop() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sleeps up to `d`, waking early on a stop.
-pub(crate) fn sleep(d: Duration) {
-    let end = Instant::now() + d;
-    while !stopped() {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        thread::sleep((end - now).min(Duration::from_millis(50)));
-    }
-}
-
 /// An interface as seen from its namespace.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Iface {

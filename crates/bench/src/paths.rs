@@ -53,9 +53,10 @@ pub(crate) struct Middle {
     guards: Guards,
 }
 
-/// What a path made, removed last to first.
+/// What a path made (process, table, XDP link, address guards), removed
+/// last to first by their own drops.
 #[derive(Debug, Default)]
-struct Guards(Vec<Guard>);
+struct Guards(Vec<Box<dyn std::fmt::Debug>>);
 
 impl Drop for Guards {
     fn drop(&mut self) {
@@ -63,15 +64,6 @@ impl Drop for Guards {
             drop(g);
         }
     }
-}
-
-/// Something a path made.
-#[derive(Debug)]
-enum Guard {
-    Process(ChildGuard),
-    Table(NftTable),
-    Xdp(XdpLink),
-    Address(AddressGuard),
 }
 
 /// An address on the balancer's loopback (HAProxy's VIP), removed on drop.
@@ -113,7 +105,7 @@ impl DataPath for VethLimit {
         Ok(Middle {
             target: Some(lab.topo.vip()),
             sink: Some(counter),
-            guards: Guards(vec![Guard::Xdp(link)]),
+            guards: Guards(vec![Box::new(link)]),
             ..Middle::default()
         })
     }
@@ -185,7 +177,7 @@ impl DataPath for NftFullNat {
             hi = laddrs[laddrs.len() - 1],
         );
         let table = NftTable::install(lab.lb(), "ip", "rvs_bench_fnat", &body)?;
-        Ok(Middle { target: Some(vip), guards: Guards(vec![Guard::Table(table)]), ..Middle::default() })
+        Ok(Middle { target: Some(vip), guards: Guards(vec![Box::new(table)]), ..Middle::default() })
     }
 }
 
@@ -232,7 +224,7 @@ impl DataPath for RvsTun {
         Ok(Middle {
             target: Some(t.vip()),
             pid: Some(daemon.pid()),
-            guards: Guards(vec![Guard::Process(daemon)]),
+            guards: Guards(vec![Box::new(daemon)]),
             ..Middle::default()
         })
     }
@@ -276,7 +268,7 @@ impl DataPath for HaproxyTcp {
         let cidr = format!("{vip}/32");
         rvs_netns::run(lab.lb().ip().args(["addr", "add", &cidr, "dev", "lo"]))?;
         let mut m = Middle { target: Some(vip), ..Middle::default() };
-        m.guards.0.push(Guard::Address(AddressGuard { ns: lab.lb().clone(), cidr }));
+        m.guards.0.push(Box::new(AddressGuard { ns: lab.lb().clone(), cidr }));
         let mut cfg = format!(
             "global\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\n\
              frontend f\n  bind {vip}:{port}\n  default_backend b\n\nbackend b\n  balance roundrobin\n",
@@ -292,7 +284,7 @@ impl DataPath for HaproxyTcp {
         let p = path.to_string_lossy().into_owned();
         let (child, log) = lab.spawn_logged(lab.lb(), &haproxy, &["-db", "-f", &p], "haproxy.log")?;
         m.pid = Some(child.pid());
-        m.guards.0.push(Guard::Process(child));
+        m.guards.0.push(Box::new(child));
         wait_listening(lab.client(), vip, svc.port, Duration::from_secs(10))
             .with_context(|| format!("haproxy: {}", fs::read_to_string(log).unwrap_or_default().trim()))?;
         Ok(m)

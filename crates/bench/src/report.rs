@@ -50,8 +50,8 @@ impl Samples {
 
     /// Per-round ratios `self[i] / other[i]` (rounds interleave the paths, so
     /// each pair was measured side by side).
-    pub(crate) fn ratio_to(&self, other: &Self) -> Samples {
-        Samples(self.0.iter().zip(&other.0).filter(|(_, b)| **b > 0.0).map(|(a, b)| a / b).collect())
+    pub(crate) fn ratio_to(&self, other: &Self) -> Self {
+        Self(self.0.iter().zip(&other.0).filter(|(_, b)| **b > 0.0).map(|(a, b)| a / b).collect())
     }
 }
 
