@@ -77,7 +77,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
         svg: PathBuf::from("bench-latency.svg"),
         pps_secs: 2.0,
         cps_secs: 5,
-        latency_requests: 1000,
+        latency_requests: 500,
         flood_secs: 4.0,
     };
     let mut rounds = None;
