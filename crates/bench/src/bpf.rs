@@ -332,3 +332,90 @@ impl Prog {
         sys_bpf(BPF_PROG_TEST_RUN, &mut attr).map(drop)
     }
 }
+
+#[cfg(test)]
+impl Prog {
+    /// Runs the program once over `frame` (not live) and returns its verdict.
+    fn verdict(&self, frame: &[u8]) -> io::Result<u32> {
+        self.run_once(frame).map(|(v, _)| v)
+    }
+
+    /// Runs the program once over `frame`: its verdict and the frame after.
+    fn run_once(&self, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut attr = [0u64; 10];
+        put32(&mut attr, 0, self.fd.as_raw_fd() as u32);
+        put32(&mut attr, 8, frame.len() as u32);
+        put32(&mut attr, 12, out.len() as u32);
+        put64(&mut attr, 16, frame.as_ptr() as u64);
+        put64(&mut attr, 24, out.as_mut_ptr() as u64);
+        put32(&mut attr, 32, 1);
+        sys_bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+        // retval follows prog_fd; data_size_out follows data_size_in.
+        out.truncate((attr[1] >> 32) as usize);
+        Ok(((attr[0] >> 32) as u32, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::frame::{self, Macs};
+
+    fn root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn counter_counts_and_drops_only_its_protocol() {
+        if !root() {
+            eprintln!("skipped: loading BPF programs needs root");
+            return;
+        }
+        let macs = Macs { src: [2; 6], dst: [4; 6] };
+        let udp = frame::udp(macs, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 2, 1), 9000, 16).bytes;
+        let mut arp = udp.clone();
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        let c = Counter::new().unwrap();
+        let drop = Prog::count(&c, 17, true).unwrap();
+        assert_eq!(drop.verdict(&udp).unwrap(), XDP_DROP as u32);
+        assert_eq!(drop.verdict(&arp).unwrap(), XDP_PASS as u32);
+        assert_eq!(drop.verdict(&udp[..20]).unwrap(), XDP_PASS as u32);
+        let pass = Prog::count(&c, 17, false).unwrap();
+        assert_eq!(pass.verdict(&udp).unwrap(), XDP_PASS as u32);
+        let tcp_only = Prog::count(&c, 6, true).unwrap();
+        assert_eq!(tcp_only.verdict(&udp).unwrap(), XDP_PASS as u32);
+        assert_eq!(c.read().unwrap(), 2);
+    }
+
+    #[test]
+    fn generator_rewrites_the_frame_and_transmits() {
+        if !root() {
+            eprintln!("skipped: loading BPF programs needs root");
+            return;
+        }
+        let macs = Macs { src: [2; 6], dst: [4; 6] };
+        let t = frame::syn(macs, Ipv4Addr::new(198, 18, 0, 0), Ipv4Addr::new(10, 0, 2, 1), 80);
+        let p = Prog::tx_randomised(&t.bytes, &t.random).unwrap();
+        // Whatever the page held before, the template goes out, randomised
+        // only where the template says.
+        let (v, out) = p.run_once(&[0u8; frame::FRAME_LEN]).unwrap();
+        assert_eq!(v, XDP_TX as u32);
+        let randomised: Vec<usize> = t
+            .random
+            .iter()
+            .flat_map(|g| g.value_at.iter().chain(&g.complement_at))
+            .flat_map(|&o| [o as usize, o as usize + 1])
+            .collect();
+        for (i, (a, b)) in out.iter().zip(&t.bytes).enumerate() {
+            if !randomised.contains(&i) {
+                assert_eq!(a, b, "byte {i}");
+            }
+        }
+        let (_, again) = p.run_once(&out).unwrap();
+        assert_ne!(again[26..30], out[26..30], "the source address varies");
+    }
+}

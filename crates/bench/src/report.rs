@@ -65,10 +65,6 @@ pub(crate) fn kilo(v: f64) -> String {
     format!("{:.1} k", v / 1e3)
 }
 
-pub(crate) fn plain2(v: f64) -> String {
-    format!("{v:.2}")
-}
-
 /// A printed table: header, rows, then free lines (ratios, notes).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Table {
@@ -146,6 +142,10 @@ pub(crate) fn ratio_line(what: &str, a: &Samples, b: &Samples, target: Option<f6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plain2(v: f64) -> String {
+        format!("{v:.2}")
+    }
 
     #[test]
     fn median_and_spread() {
