@@ -157,7 +157,8 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("rvs-bench: {e:#}");
-            std::process::exit(1);
+            // 130 after Ctrl-C, as a shell reports it.
+            std::process::exit(if lab::stopped() { 130 } else { 1 });
         }
     }
 }
