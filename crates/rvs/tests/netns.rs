@@ -56,6 +56,17 @@ fn thousand_sequential_curls_succeed_and_reals_see_only_lips(driver: Driver) {
     // Each request is at least 7 packets through the balancer; with the
     // xdp driver only the first packets toward a neighbour not yet known
     // take the kernel's path through the TUN device.
+    // The balancer's own traffic still reaches its kernel, which refuses a
+    // connection to a closed port at once (curl's exit code 7, not 28 for a
+    // timeout).
+    let closed = format!("http://{}:1/", lab.topo.lb_client_addr());
+    let refused = lab
+        .client()
+        .cmd("curl", ["-s", "--max-time", "5", &closed])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(refused.code(), Some(7), "the balancer's kernel did not refuse {closed}");
     let tun = lab.tun_packets();
     match driver {
         Driver::Tun => assert!(tun >= 7000, "TUN device carried only {tun} packets"),
@@ -244,6 +255,12 @@ fn adm_builds_a_service_and_save_restore_round_trips(driver: Driver) {
     for _ in 0..10 {
         lab.curl("/").expect("request through a service built with rvs adm");
     }
+    if driver == Driver::Xdp {
+        // The program's maps followed rvs adm: the kernel's path through the
+        // TUN device carried at most the first packets toward each neighbour.
+        let tun = lab.tun_packets();
+        assert!(tun < 20, "TUN device carried {tun} packets: XDP maps not updated by rvs adm");
+    }
     let list = lab.adm_ok(&["-L", "-n"]);
     assert!(list.contains(&vip) && list.contains("FullNat"), "{list}");
     let conns = lab.adm_ok(&["-L", "-n", "-c"]);
@@ -271,6 +288,10 @@ fn adm_builds_a_service_and_save_restore_round_trips(driver: Driver) {
     let routes = lb.run("ip", ["route"]).unwrap();
     assert!(!routes.contains("rvs0") && !routes.contains(&lab.vip().to_string()), "{routes}");
     assert!(lb.run("ip", ["link", "show", "rvs0"]).is_err(), "device removed");
+    for dev in [lab.topo.lb_client_if(), lab.topo.lb_real_if()] {
+        let link = lb.run("ip", ["link", "show", dev]).unwrap();
+        assert!(!link.contains("xdp"), "XDP program left on {dev}: {link}");
+    }
     assert!(!lab.ctl.exists(), "control socket removed");
 }
 
