@@ -112,16 +112,8 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     apply_all(&mut engine, &Model::default().diff(&config.model))
         .map_err(|e| anyhow::anyhow!("config: {e}"))?;
 
-    let tun = Tun::create(&config.driver.tun_name)?;
-    let mut netlink = Netlink::open().context("netlink socket")?;
-    netlink.link_up(tun.index()).with_context(|| format!("set {} up", tun.name()))?;
-    os::sysctl("net/ipv4/ip_forward", "1")?;
-    if let Err(e) = os::sysctl("net/ipv6/conf/all/forwarding", "1") {
-        warning!("IPv6 forwarding not enabled", error = e);
-    }
-    let mut routes = Routes::new(netlink, tun.index());
-    routes.sync(&config.model).context("routes")?;
-    let tun_name = tun.name().to_owned();
+    // Before anything the daemon would have to undo: a missing program or
+    // interface stops it here.
     let (xdp, steering) = match config.driver.kind {
         DriverKind::Tun => (None, None),
         DriverKind::Xdp => {
@@ -135,6 +127,16 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
             (Some(io), Some(steering))
         }
     };
+    let tun = Tun::create(&config.driver.tun_name)?;
+    let mut netlink = Netlink::open().context("netlink socket")?;
+    netlink.link_up(tun.index()).with_context(|| format!("set {} up", tun.name()))?;
+    os::sysctl("net/ipv4/ip_forward", "1")?;
+    if let Err(e) = os::sysctl("net/ipv6/conf/all/forwarding", "1") {
+        warning!("IPv6 forwarding not enabled", error = e);
+    }
+    let mut routes = Routes::new(netlink, tun.index());
+    routes.sync(&config.model).context("routes")?;
+    let tun_name = tun.name().to_owned();
 
     let settings = WorkerSettings {
         batch: config.driver.batch,
