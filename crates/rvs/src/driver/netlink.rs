@@ -310,8 +310,11 @@ mod tests {
         assert_eq!(all.len(), 3);
         assert_eq!(all[1], (RTA_GATEWAY, &[10u8, 0, 0, 1][..]));
         assert_eq!(all[2].1.len(), 6);
-        // A truncated attribute ends the walk instead of reading past the end.
-        assert_eq!(attrs(&b[..b.len() - 2]).count(), 2);
+        // A truncated attribute ends the walk instead of reading past the end
+        // (the last one is 10 bytes and 2 of padding).
+        assert_eq!(attrs(&b[..b.len() - 2]).count(), 3);
+        assert_eq!(attrs(&b[..b.len() - 3]).count(), 2);
+        assert_eq!(attrs(&b[..3]).count(), 0);
     }
 
     #[test]

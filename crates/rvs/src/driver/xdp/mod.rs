@@ -188,6 +188,8 @@ pub(crate) struct XskPort {
     umem: Umem,
     rx: HeapSlab,
     tx: HeapSlab,
+    /// Frames given to the kernel through the fill ring and not yet received.
+    filling: usize,
     /// Frames in the send ring that the kernel has not been told about.
     unsent: bool,
 }
@@ -238,7 +240,7 @@ impl XskPort {
             .map_err(|e| xsk_err("bind AF_XDP socket", name, e))?;
         // SAFETY: the memory outlives the socket: both live in the returned
         // port, which drops the rings and socket first.
-        unsafe { rings.fill_ring.enqueue(&mut umem, RING as usize) };
+        let filling = unsafe { rings.fill_ring.enqueue(&mut umem, RING as usize) };
         Ok(Self {
             ifindex,
             name: name.to_owned(),
@@ -248,6 +250,7 @@ impl XskPort {
             umem,
             rx: HeapSlab::with_capacity(batch),
             tx: HeapSlab::with_capacity(1),
+            filling,
             unsent: false,
         })
     }
@@ -262,20 +265,31 @@ impl XskPort {
         while let Some(packet) = self.rx.pop_back() {
             let frame: &[u8] = &packet;
             // The program redirects IPv4 only; anything else is not ours.
-            if n < bufs.len() && frame.len() > ETH_LEN && frame[12..14] == [0x08, 0x00] {
+            if n < bufs.len() && frame.len() > ETH_LEN + 20 && frame[12..14] == [0x08, 0x00] {
                 let ip = &frame[ETH_LEN..];
-                let len = ip.len().min(bufs[n].len());
+                // Link-layer padding (frames shorter than 60 bytes) stays behind.
+                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+                let len = if (20..=ip.len()).contains(&total) { total } else { ip.len() };
+                let len = len.min(bufs[n].len());
                 bufs[n][..len].copy_from_slice(&ip[..len]);
                 lens[n] = len;
                 n += 1;
             }
             self.umem.free_packet(packet);
         }
-        if got > 0 {
-            // SAFETY: as at open: the memory outlives the socket.
-            unsafe { self.rings.fill_ring.enqueue(&mut self.umem, got) };
-        }
+        self.filling = self.filling.saturating_sub(got);
+        self.refill();
         n
+    }
+
+    /// Top the fill ring up, also with frames that came back from sending
+    /// since a time when none were free.
+    fn refill(&mut self) {
+        if self.filling < RING as usize {
+            // SAFETY: as at open: the memory outlives the socket.
+            self.filling +=
+                unsafe { self.rings.fill_ring.enqueue(&mut self.umem, RING as usize - self.filling) };
+        }
     }
 
     /// Queue one IPv4 packet to `dst_mac`; false when no frame or ring slot is free.
@@ -308,6 +322,8 @@ impl XskPort {
     /// during this call, a bounded number per call.
     pub(crate) fn flush(&mut self) {
         if !self.unsent {
+            self.reclaim();
+            self.refill();
             return;
         }
         self.unsent = false;
@@ -332,6 +348,7 @@ impl XskPort {
             }
         }
         self.reclaim();
+        self.refill();
     }
 
     /// Take back frames the kernel has finished sending.
