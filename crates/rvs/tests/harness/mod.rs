@@ -303,16 +303,21 @@ impl Lab {
     /// Packets the TUN device has carried both ways (`rx_packets + tx_packets`
     /// of `rvs0` in the balancer's namespace).
     pub fn tun_packets(&self) -> u64 {
+        self.lb_link_packets("rvs0")
+    }
+
+    /// Packets interface `dev` of the balancer has carried both ways.
+    pub fn lb_link_packets(&self, dev: &str) -> u64 {
         ["rx_packets", "tx_packets"]
             .iter()
             .map(|c| {
                 let out = self
                     .topo
                     .ns_lb()
-                    .cmd("cat", [format!("/sys/class/net/rvs0/statistics/{c}")])
+                    .cmd("cat", [format!("/sys/class/net/{dev}/statistics/{c}")])
                     .output()
-                    .expect("read TUN counters");
-                String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().expect("TUN counter")
+                    .expect("read link counters");
+                String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().expect("link counter")
             })
             .sum()
     }
