@@ -16,8 +16,10 @@
 //! log_level = "info"
 //!
 //! [driver]
-//! kind = "tun"              # the only data path built so far
+//! kind = "tun"              # "tun", or "xdp" (AF_XDP sockets on `interfaces`)
 //! tun_name = "rvs0"         # at most 15 bytes
+//! interfaces = []           # xdp: the interfaces clients and reals are reached on
+//! xdp_mode = "native"       # xdp: "native" (driver) or "generic" (skb) attach
 //! batch = 64                # packets per receive/send call, 1..=1024
 //! fault_loss_pct = 0.0      # 0..=100: drop this share of real-side packets (tests)
 //! fault_syn_loss_pct = 0.0  # 0..=100: the same, for real-side SYNs and SYN-ACKs only (tests)
@@ -142,6 +144,28 @@ pub enum DriverKind {
     /// A TUN device: portable, one copy per packet.
     #[default]
     Tun,
+    /// AF_XDP sockets on the configured interfaces, steered by an XDP program.
+    Xdp,
+}
+
+/// How the XDP program attaches to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// In the driver (`xdpdrv`): fastest, needs driver support (veth has it).
+    #[default]
+    Native,
+    /// In the kernel's generic path (`xdpgeneric`): works on any interface.
+    Generic,
+}
+
+impl XdpMode {
+    /// The name in the config file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
 }
 
 impl DriverKind {
@@ -149,6 +173,7 @@ impl DriverKind {
     pub const fn name(self) -> &'static str {
         match self {
             Self::Tun => "tun",
+            Self::Xdp => "xdp",
         }
     }
 }
@@ -158,8 +183,13 @@ impl DriverKind {
 pub struct DriverSettings {
     /// Packet I/O kind.
     pub kind: DriverKind,
-    /// Name of the TUN device.
+    /// Name of the TUN device (with `xdp`, the kernel still routes VIPs and
+    /// LIPs to it, so the host's own traffic and what XDP passes reach rvs).
     pub tun_name: String,
+    /// Interfaces the xdp driver attaches to and sends on.
+    pub interfaces: Vec<String>,
+    /// How the xdp driver attaches its program.
+    pub xdp_mode: XdpMode,
     /// Packets per receive or send call.
     pub batch: usize,
     /// Share of packets, in percent, the driver's fault injector drops on the
@@ -177,6 +207,8 @@ impl Default for DriverSettings {
         Self {
             kind: DriverKind::Tun,
             tun_name: "rvs0".to_owned(),
+            interfaces: Vec::new(),
+            xdp_mode: XdpMode::Native,
             batch: 64,
             fault_loss_pct: 0.0,
             fault_syn_loss_pct: 0.0,
@@ -355,6 +387,8 @@ impl Config {
             ("daemon.control_socket", o.daemon.control_socket != n.daemon.control_socket),
             ("driver.kind", o.driver.kind != n.driver.kind),
             ("driver.tun_name", o.driver.tun_name != n.driver.tun_name),
+            ("driver.interfaces", o.driver.interfaces != n.driver.interfaces),
+            ("driver.xdp_mode", o.driver.xdp_mode != n.driver.xdp_mode),
             ("driver.batch", o.driver.batch != n.driver.batch),
             ("driver.fault_loss_pct", o.driver.fault_loss_pct.to_bits() != n.driver.fault_loss_pct.to_bits()),
             (
@@ -406,6 +440,9 @@ impl Config {
         writeln!(s, "\n[driver]")?;
         writeln!(s, "kind = {}", quote(dr.kind.name()))?;
         writeln!(s, "tun_name = {}", quote(&dr.tun_name))?;
+        let interfaces: Vec<String> = dr.interfaces.iter().map(|i| quote(i)).collect();
+        writeln!(s, "interfaces = [{}]", interfaces.join(", "))?;
+        writeln!(s, "xdp_mode = {}", quote(dr.xdp_mode.name()))?;
         writeln!(s, "batch = {}", dr.batch)?;
         writeln!(s, "fault_loss_pct = {}", toml::Value::Float(dr.fault_loss_pct))?;
         writeln!(s, "fault_syn_loss_pct = {}", toml::Value::Float(dr.fault_syn_loss_pct))?;
@@ -519,6 +556,8 @@ struct RawDaemon {
 struct RawDriver {
     kind: Sp<String>,
     tun_name: Sp<String>,
+    interfaces: Option<Spanned<Vec<Spanned<String>>>>,
+    xdp_mode: Sp<String>,
     batch: Sp<usize>,
     fault_loss_pct: Sp<f64>,
     fault_syn_loss_pct: Sp<f64>,
@@ -710,41 +749,53 @@ impl Builder<'_> {
             None => d.kind,
             Some(k) => match k.get_ref().as_str() {
                 "tun" => DriverKind::Tun,
-                "af_xdp" => {
-                    return Err(self.err(
-                        k.span(),
-                        "driver.kind",
-                        "driver \"af_xdp\" is not built yet; use \"tun\"",
-                    ));
-                }
+                "xdp" => DriverKind::Xdp,
                 other => {
                     return Err(self.err(
                         k.span(),
                         "driver.kind",
-                        format!("unknown driver {other:?}; use \"tun\""),
+                        format!("unknown driver {other:?}; use \"tun\" or \"xdp\""),
                     ));
                 }
             },
         };
         let tun_name = match &raw.tun_name {
             None => d.tun_name,
-            Some(n) => {
-                let name = n.get_ref();
-                // IFNAMSIZ is 16 with the terminating NUL.
-                if name.is_empty()
-                    || name.len() > 15
-                    || name.contains(['/', '\0'])
-                    || name.contains(char::is_whitespace)
-                {
+            Some(n) => self.interface_name(n, "driver.tun_name")?,
+        };
+        let mut interfaces = Vec::new();
+        if let Some(list) = &raw.interfaces {
+            for (i, n) in list.get_ref().iter().enumerate() {
+                let key = format!("driver.interfaces[{i}]");
+                let name = self.interface_name(n, &key)?;
+                if interfaces.contains(&name) {
+                    return Err(self.err(n.span(), key, format!("interface {name:?} is listed twice")));
+                }
+                interfaces.push(name);
+            }
+        }
+        let xdp_mode = match &raw.xdp_mode {
+            None => d.xdp_mode,
+            Some(m) => match m.get_ref().as_str() {
+                "native" => XdpMode::Native,
+                "generic" => XdpMode::Generic,
+                other => {
                     return Err(self.err(
-                        n.span(),
-                        "driver.tun_name",
-                        format!("invalid interface name {name:?}: 1 to 15 bytes, no '/' or spaces"),
+                        m.span(),
+                        "driver.xdp_mode",
+                        format!("unknown XDP mode {other:?}; use \"native\" or \"generic\""),
                     ));
                 }
-                name.clone()
-            }
+            },
         };
+        if kind == DriverKind::Xdp && interfaces.is_empty() {
+            let (span, key) = match (&raw.interfaces, &raw.kind) {
+                (Some(list), _) => (list.span(), "driver.interfaces"),
+                (None, Some(k)) => (k.span(), "driver.kind"),
+                (None, None) => (0..0, "driver.interfaces"),
+            };
+            return Err(self.err(span, key, "driver \"xdp\" needs at least one entry in driver.interfaces"));
+        }
         let batch = self.checked(&raw.batch, d.batch, "driver.batch", |b| {
             if (1..=1024).contains(&b) { Ok(()) } else { Err(format!("batch {b} out of range 1..=1024")) }
         })?;
@@ -755,7 +806,24 @@ impl Builder<'_> {
             self.checked(&raw.fault_loss_pct, d.fault_loss_pct, "driver.fault_loss_pct", pct)?;
         let fault_syn_loss_pct =
             self.checked(&raw.fault_syn_loss_pct, d.fault_syn_loss_pct, "driver.fault_syn_loss_pct", pct)?;
-        Ok(DriverSettings { kind, tun_name, batch, fault_loss_pct, fault_syn_loss_pct })
+        Ok(DriverSettings { kind, tun_name, interfaces, xdp_mode, batch, fault_loss_pct, fault_syn_loss_pct })
+    }
+
+    /// A network interface's name: 1 to 15 bytes (IFNAMSIZ with its NUL), no '/' or spaces.
+    fn interface_name(&self, n: &Spanned<String>, key: &str) -> Result<String, ConfigFileError> {
+        let name = n.get_ref();
+        if name.is_empty()
+            || name.len() > 15
+            || name.contains(['/', '\0'])
+            || name.contains(char::is_whitespace)
+        {
+            return Err(self.err(
+                n.span(),
+                key,
+                format!("invalid interface name {name:?}: 1 to 15 bytes, no '/' or spaces"),
+            ));
+        }
+        Ok(name.clone())
     }
 
     fn engine(&self, raw: &RawEngine) -> Result<EngineConfig, ConfigFileError> {
@@ -1251,6 +1319,9 @@ weight = 2
         c.driver.fault_loss_pct = 2.5;
         c.driver.fault_syn_loss_pct = 5.0;
         c.driver.batch = 1;
+        c.driver.kind = DriverKind::Xdp;
+        c.driver.interfaces = vec!["veth0".to_owned(), "eth1".to_owned()];
+        c.driver.xdp_mode = XdpMode::Generic;
         c.engine.decrement_ttl = false;
         c.synproxy.retransmit_mode = RetransmitMode::Classic;
         c.synproxy.sack = false;
@@ -1333,7 +1404,13 @@ weight = 2
         err_at("[driver]\nbatch = 1025\n", 2, "driver.batch");
         err_at("[driver]\ntun_name = \"a-very-long-name0\"\n", 2, "driver.tun_name");
         let e = err_at("[driver]\nkind = \"af_xdp\"\n", 2, "driver.kind");
-        assert!(e.message.contains("not built yet"), "{e}");
+        assert!(e.message.contains("use \"tun\" or \"xdp\""), "{e}");
+        let e = err_at("[driver]\nkind = \"xdp\"\n", 2, "driver.kind");
+        assert!(e.message.contains("needs at least one entry in driver.interfaces"), "{e}");
+        err_at("[driver]\nkind = \"xdp\"\ninterfaces = []\n", 3, "driver.interfaces");
+        err_at("[driver]\ninterfaces = [\"eth0\", \"a b\"]\n", 2, "driver.interfaces[1]");
+        err_at("[driver]\ninterfaces = [\"eth0\", \"eth0\"]\n", 2, "driver.interfaces[1]");
+        err_at("[driver]\nxdp_mode = \"offload\"\n", 2, "driver.xdp_mode");
         err_at("[timeouts]\nestablished = 0\n", 2, "timeouts.established");
         err_at("[synproxy]\nwscale = 15\n", 2, "synproxy.wscale");
         err_at("[synproxy]\nrto_floor_ms = 300\n", 2, "synproxy.rto_floor_ms");

@@ -75,6 +75,8 @@ drop_reasons! {
     TxFailed => "tx_failed",
     /// Dropped on purpose by the driver's fault injector (tests and `rvs lab --loss`).
     FaultInjected => "fault_injected",
+    /// The driver knew no link-layer address for the next hop and could not hand the packet to the kernel either.
+    NoNeighbour => "no_neighbour",
 }
 
 impl fmt::Display for DropReason {

@@ -133,6 +133,23 @@ impl Topology {
         Ok(())
     }
 
+    /// Make the links fit a balancer that takes frames with generic XDP on
+    /// its client link and real-side bridge: the client and the reals send
+    /// MTU-sized frames (no TSO or GSO super-frames, which generic XDP
+    /// cannot hand to an AF_XDP socket's 4 KiB frames; the balancer's veth
+    /// ends keep GRO off, as veth has it by default, for the same reason).
+    /// Nothing is XDP-redirected into a veth (the driver sends through its
+    /// sockets), so no peer needs GRO or a program of its own. Checksum
+    /// offload stays on: the driver completes partial checksums itself.
+    pub fn prepare_for_generic_xdp(&self) -> io::Result<()> {
+        let ethtool = |ns: &Netns, args: &[&str]| run(&mut ns.cmd("ethtool", args)).map(drop);
+        ethtool(&self.client, &["-K", CLIENT_IF, "tso", "off", "gso", "off"])?;
+        for real in &self.reals {
+            ethtool(real, &["-K", REAL_IF, "tso", "off", "gso", "off"])?;
+        }
+        Ok(())
+    }
+
     /// The prefix shared by this instance's namespace names (`rvsT<pid>x<n>`).
     pub fn prefix(&self) -> &str {
         &self.prefix

@@ -60,3 +60,20 @@ fn adm_without_a_daemon_says_where_it_looked() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach"), "{err}");
 }
+
+#[test]
+fn xdp_driver_on_a_missing_interface_stops_before_touching_the_network() {
+    let dir = std::env::temp_dir().join(format!("rvs-cli-xdp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("xdp.toml");
+    std::fs::write(
+        &path,
+        "[driver]\nkind = \"xdp\"\ninterfaces = [\"rvsnosuchif0\"]\ntun_name = \"rvsclitest0\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = rvs(&["run", "--config", path.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("rvsnosuchif0"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}

@@ -18,7 +18,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use harness::probes::{self, Request, SynCounter, Timed, iperf3_bps, percentile};
-use harness::{BIG_BYTES, ExtraService, Lab, LabSpec};
+use harness::{BIG_BYTES, Driver, ExtraService, Lab, LabSpec};
 use rvs_netns::ChildGuard;
 
 /// Whether the long versions were asked for.
@@ -176,6 +176,17 @@ const IPERF_OFF: u16 = 5202;
 /// scaling with the client (all on by default in `[synproxy]`), and data then flows as fast as without SYNProxy.
 #[test]
 fn options_negotiated_and_throughput_kept() {
+    options_negotiated_and_throughput_kept_on(Driver::Tun);
+}
+
+/// The same on the AF_XDP data path: the SYN-ACKs, the SYNs toward the real
+/// and the replayed packets that the engine builds leave by the sockets.
+#[test]
+fn options_negotiated_and_throughput_kept_on_xdp() {
+    options_negotiated_and_throughput_kept_on(Driver::Xdp);
+}
+
+fn options_negotiated_and_throughput_kept_on(driver: Driver) {
     let svc = |port, synproxy| ExtraService {
         port,
         real_port: 5201,
@@ -184,6 +195,7 @@ fn options_negotiated_and_throughput_kept() {
         ..ExtraService::default()
     };
     let spec = LabSpec {
+        driver,
         synproxy: true,
         more_services: vec![svc(IPERF_ON, true), svc(IPERF_OFF, false)],
         ..LabSpec::default()
@@ -242,6 +254,16 @@ fn options_negotiated_and_throughput_kept() {
     let s = format!("Gbit/s with SYNProxy: {}; without: {}", gbit(&on), gbit(&off));
     eprintln!("synopts: {s}");
     assert!(on_best >= 0.9 * off_best, "SYNProxy: best throughput below 0.9x of the plain service: {s}");
+    if driver == Driver::Xdp {
+        // Only what is sent while a neighbour is being resolved takes the
+        // kernel's path through the TUN device (at gigabits per second, a
+        // few hundred packets); everything else crosses the sockets.
+        let (tun, client_link) = (lab.tun_packets(), lab.lb_link_packets(lab.topo.lb_client_if()));
+        assert!(
+            tun * 100 < client_link,
+            "TUN device carried {tun} packets of {client_link} on the client link: the AF_XDP path is not used"
+        );
+    }
 }
 
 /// The options a connection negotiated, from `TCP_INFO`.

@@ -161,6 +161,61 @@ pub fn update_bytes(checksum: u16, odd_offset: bool, old: &[u8], new: &[u8]) -> 
     update_sums(checksum, old_sum, new_sum)
 }
 
+/// Finishes the TCP or UDP checksum of an IPv4 packet whose sender left it
+/// partial, and says whether it did.
+///
+/// A sender that offloads its checksum (`CHECKSUM_PARTIAL` in Linux, as veth
+/// and most NICs do) stores only the folded pseudo-header sum in the field and
+/// leaves the rest to hardware; a packet taken off the wire before that
+/// hardware (AF_XDP on a virtual link) still carries it. The checksum is
+/// completed only when it does not verify and the field holds exactly that
+/// pseudo-header sum; any other wrong checksum is left for the parser to
+/// reject. Fragments, other protocols, UDP without a checksum and packets
+/// that are not whole IPv4 datagrams are left alone.
+pub fn complete_partial_ipv4(packet: &mut [u8]) -> bool {
+    let Some(&vihl) = packet.first() else { return false };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < 20 || packet.len() < ihl {
+        return false;
+    }
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    // More fragments, or a fragment offset: the segment is not all here.
+    let fragment = u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0;
+    if total < ihl || total > packet.len() || fragment {
+        return false;
+    }
+    let at = match packet[9] {
+        6 => 16,
+        17 => 6,
+        _ => return false,
+    };
+    let (header, rest) = packet.split_at_mut(ihl);
+    let segment = &mut rest[..total - ihl];
+    if segment.len() < at + 2 {
+        return false;
+    }
+    let stored = u16::from_be_bytes([segment[at], segment[at + 1]]);
+    if header[9] == 17 && stored == 0 {
+        return false;
+    }
+    let src: [u8; 4] = [header[12], header[13], header[14], header[15]];
+    let dst: [u8; 4] = [header[16], header[17], header[18], header[19]];
+    let pseudo = pseudo_header(IpAddr::from(src), IpAddr::from(dst), header[9], segment.len() as u32);
+    let data = sum(segment);
+    if verify(pseudo + data) || stored != fold(pseudo) {
+        return false;
+    }
+    // The field already holds the pseudo-header sum, so the segment's own sum
+    // is the whole sum.
+    let mut checksum = finish(data);
+    if header[9] == 17 && checksum == 0 {
+        // RFC 768: a computed zero is sent as all ones.
+        checksum = 0xffff;
+    }
+    segment[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +436,91 @@ mod tests {
             let before = finish(sum(&data));
             data[..len].copy_from_slice(&bytes(new));
             prop_assert_eq!(update_addr(before, old, new), finish(sum(&data)));
+        }
+    }
+
+    /// An IPv4 packet (20-byte header) with a TCP or UDP segment whose
+    /// checksum is correct.
+    fn ipv4_packet(proto: u8, payload: &[u8]) -> Vec<u8> {
+        let l4_len = if proto == 6 { 20 } else { 8 };
+        let total = 20 + l4_len + payload.len();
+        let mut p = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, proto, 0, 0, 10, 0, 0, 2, 10, 0, 2, 1];
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        let mut l4 = vec![0u8; l4_len];
+        l4[0..4].copy_from_slice(&[0xc3, 0x50, 0, 80]);
+        if proto == 6 {
+            l4[12] = 0x50;
+            l4[13] = 0x18;
+        } else {
+            l4[4..6].copy_from_slice(&((l4_len + payload.len()) as u16).to_be_bytes());
+        }
+        p.extend_from_slice(&l4);
+        p.extend_from_slice(payload);
+        let at = 20 + if proto == 6 { 16 } else { 6 };
+        let pseudo = pseudo_header(
+            Ipv4Addr::new(10, 0, 0, 2).into(),
+            Ipv4Addr::new(10, 0, 2, 1).into(),
+            proto,
+            (total - 20) as u32,
+        );
+        let c = finish(pseudo + sum(&p[20..]));
+        p[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn completes_partial_tcp_and_udp() {
+        for proto in [6u8, 17] {
+            for payload in [&b""[..], b"GET / HTTP/1.1\r\n", b"odd"] {
+                let good = ipv4_packet(proto, payload);
+                let at = 20 + if proto == 6 { 16 } else { 6 };
+                let mut partial = good.clone();
+                let len = (good.len() - 20) as u32;
+                let pseudo = pseudo_header(
+                    Ipv4Addr::new(10, 0, 0, 2).into(),
+                    Ipv4Addr::new(10, 0, 2, 1).into(),
+                    proto,
+                    len,
+                );
+                partial[at..at + 2].copy_from_slice(&fold(pseudo).to_be_bytes());
+                assert!(complete_partial_ipv4(&mut partial), "proto {proto}");
+                assert_eq!(partial, good, "proto {proto} payload {payload:?}");
+                // A correct checksum is left as it is.
+                assert!(!complete_partial_ipv4(&mut partial));
+                assert_eq!(partial, good);
+            }
+        }
+    }
+
+    #[test]
+    fn leaves_other_wrong_checksums_and_non_segments() {
+        let good = ipv4_packet(6, b"data");
+        let mut bad = good.clone();
+        bad[36] ^= 0x01;
+        let before = bad.clone();
+        assert!(!complete_partial_ipv4(&mut bad));
+        assert_eq!(bad, before);
+        // UDP without a checksum.
+        let mut none = ipv4_packet(17, b"x");
+        none[26..28].copy_from_slice(&[0, 0]);
+        assert!(!complete_partial_ipv4(&mut none));
+        assert_eq!(&none[26..28], &[0, 0]);
+        // A fragment, ICMP, IPv6, short input.
+        let mut frag = good.clone();
+        frag[6] = 0x20;
+        assert!(!complete_partial_ipv4(&mut frag));
+        let mut icmp = good.clone();
+        icmp[9] = 1;
+        assert!(!complete_partial_ipv4(&mut icmp));
+        assert!(!complete_partial_ipv4(&mut [0x60; 40]));
+        assert!(!complete_partial_ipv4(&mut good[..30].to_vec()));
+        assert!(!complete_partial_ipv4(&mut []));
+    }
+
+    proptest! {
+        #[test]
+        fn completion_never_panics(mut data in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = complete_partial_ipv4(&mut data);
         }
     }
 }

@@ -1,6 +1,7 @@
-//! `rvs run`: the daemon. It owns the TUN device and its routes, one
-//! data-path worker, the control socket and the metrics endpoint, and acts on
-//! SIGTERM/SIGINT (clean shutdown) and SIGHUP (reload).
+//! `rvs run`: the daemon. It owns the TUN device and its routes, with the
+//! xdp driver the XDP program and its maps, one data-path worker, the control
+//! socket and the metrics endpoint, and acts on SIGTERM/SIGINT (clean
+//! shutdown) and SIGHUP (reload).
 
 mod control;
 mod metrics;
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use rvs_control::config::Config;
+use rvs_control::config::{Config, DriverKind};
 use rvs_control::model::{Model, Op, apply_all};
 use rvs_control::plane::{ControlPlane, DataPath};
 use rvs_control::snapshot::Snapshot;
@@ -20,10 +21,11 @@ use rvs_core::Engine;
 
 use crate::driver::netlink::Netlink;
 use crate::driver::tun::Tun;
+use crate::driver::xdp::{NextHops, Steering, XskPort};
 use crate::log::{self, error, info, warning};
 use crate::os;
 use routes::Routes;
-use worker::{Clock, WorkerHandle, WorkerSettings};
+use worker::{Clock, WorkerHandle, WorkerSettings, XdpIo};
 
 /// How often the control plane samples counters for `--rate`.
 const RATE_INTERVAL: Duration = Duration::from_secs(2);
@@ -34,6 +36,8 @@ const RATE_INTERVAL: Duration = Duration::from_secs(2);
 pub(crate) struct Plumbing {
     worker: WorkerHandle,
     routes: Routes,
+    /// The xdp driver's program and maps.
+    steering: Option<Steering>,
 }
 
 impl DataPath for Plumbing {
@@ -59,13 +63,20 @@ impl Daemon {
     /// Bring routes in line with the model after a change; returns what the
     /// operator should be told.
     fn sync_routes(&mut self) -> Vec<String> {
-        match self.dp.routes.sync(self.plane.model()) {
+        let mut out = match self.dp.routes.sync(self.plane.model()) {
             Ok(warnings) => warnings,
             Err(e) => {
                 error!("route update failed", error = e);
                 vec![e.to_string()]
             }
+        };
+        if let Some(steering) = self.dp.steering.as_mut()
+            && let Err(e) = steering.sync(self.plane.model())
+        {
+            error!("XDP map update failed", error = e);
+            out.push(e.to_string());
         }
+        out
     }
 
     /// Re-read the config file and apply it whole, or change nothing.
@@ -90,8 +101,6 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     let level = log::Level::from_name(&config.daemon.log_level)
         .with_context(|| format!("unknown log_level {:?}", config.daemon.log_level))?;
     log::set_level(level);
-    // The only driver today; the config reader refuses any other kind.
-    debug_assert_eq!(config.driver.kind, rvs_control::config::DriverKind::Tun);
 
     let clock = Clock::start();
     let mut seed = [0u8; 32];
@@ -103,6 +112,21 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     apply_all(&mut engine, &Model::default().diff(&config.model))
         .map_err(|e| anyhow::anyhow!("config: {e}"))?;
 
+    // Before anything the daemon would have to undo: a missing program or
+    // interface stops it here.
+    let (xdp, steering) = match config.driver.kind {
+        DriverKind::Tun => (None, None),
+        DriverKind::Xdp => {
+            let (io, mut steering) = open_xdp(&config)?;
+            steering.sync(&config.model).context("XDP maps")?;
+            info!(
+                "xdp driver attached",
+                interfaces = config.driver.interfaces.join(","),
+                mode = config.driver.xdp_mode.name()
+            );
+            (Some(io), Some(steering))
+        }
+    };
     let tun = Tun::create(&config.driver.tun_name)?;
     let mut netlink = Netlink::open().context("netlink socket")?;
     netlink.link_up(tun.index()).with_context(|| format!("set {} up", tun.name()))?;
@@ -119,12 +143,12 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
         fault_loss: config.driver.fault_loss_pct / 100.0,
         fault_syn_loss: config.driver.fault_syn_loss_pct / 100.0,
     };
-    let (worker, join) = worker::spawn(engine, tun, settings, clock)?;
+    let (worker, join) = worker::spawn(engine, tun, xdp, settings, clock)?;
     let socket = config.daemon.control_socket.clone();
     let metrics_addr = config.metrics.listen;
     let daemon = Arc::new(Mutex::new(Daemon {
         plane: ControlPlane::new(config.model.clone()),
-        dp: Plumbing { worker: worker.clone(), routes },
+        dp: Plumbing { worker: worker.clone(), routes, steering },
         config,
         config_path: config_path.to_owned(),
     }));
@@ -143,6 +167,9 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     // exit closes the TUN device and so removes it.
     let mut d = daemon.lock().unwrap_or_else(|p| p.into_inner());
     d.dp.routes.clear();
+    if let Some(steering) = d.dp.steering.as_mut() {
+        steering.stop();
+    }
     worker.stop();
     drop(d);
     let _ = join.join();
@@ -152,6 +179,16 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     info!("rvs stopped");
     served
+}
+
+/// The xdp driver's sockets (one per interface) and its program, attached.
+fn open_xdp(config: &Config) -> anyhow::Result<(XdpIo, Steering)> {
+    let d = &config.driver;
+    let ports =
+        d.interfaces.iter().map(|name| XskPort::open(name, d.batch)).collect::<std::io::Result<Vec<_>>>()?;
+    let steering = Steering::attach(&ports, d.xdp_mode)?;
+    let hops = NextHops::new(Netlink::open().context("netlink socket")?);
+    Ok((XdpIo { ports, hops }, steering))
 }
 
 fn main_loop(daemon: &Mutex<Daemon>) {

@@ -1,5 +1,13 @@
-//! The data-path worker: one thread that owns an engine and a TUN device,
-//! moves packets in batches and drives the engine's timers.
+//! The data-path worker: one thread that owns an engine and a TUN device
+//! (and, with the xdp driver, AF_XDP sockets), moves packets in batches and
+//! drives the engine's timers.
+//!
+//! With the xdp driver, packets come from the sockets and from the TUN
+//! device (what the kernel still routes to rvs: the host's own traffic to a
+//! VIP, fragments the XDP program passes). Every packet to send leaves by the
+//! socket of the interface the kernel's route names, to the neighbour's
+//! Ethernet address; while that is unknown, it goes to the kernel through the
+//! TUN device, which forwards it and resolves the neighbour.
 //!
 //! The control plane reaches it only through [`WorkerHandle`]: ops to apply
 //! and snapshots to take travel over a channel, and an eventfd wakes the
@@ -17,6 +25,7 @@ use rvs_control::snapshot::Snapshot;
 use rvs_core::{DropReason, Engine, Side, Verdict};
 
 use crate::driver::tun::Tun;
+use crate::driver::xdp::{NextHops, XskPort};
 
 /// Largest packet the worker reads: TUN hands over whole IP packets up to 64 KiB.
 const BUF_LEN: usize = 65_536;
@@ -95,6 +104,20 @@ impl WorkerHandle {
     }
 }
 
+/// The xdp driver's share of a worker: its sockets and next-hop cache.
+#[derive(Debug)]
+pub(crate) struct XdpIo {
+    pub(crate) ports: Vec<XskPort>,
+    pub(crate) hops: NextHops,
+}
+
+/// Where a batch is read from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Tun,
+    Xsk(usize),
+}
+
 /// What the worker needs besides its engine.
 #[derive(Debug)]
 pub(crate) struct WorkerSettings {
@@ -110,6 +133,7 @@ pub(crate) struct WorkerSettings {
 pub(crate) fn spawn(
     engine: Engine,
     tun: Tun,
+    xdp: Option<XdpIo>,
     settings: WorkerSettings,
     clock: Clock,
 ) -> io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
@@ -121,6 +145,8 @@ pub(crate) fn spawn(
     let worker = Worker {
         engine,
         tun,
+        xdp,
+        wall: std::time::Instant::now(),
         rx,
         wake,
         clock,
@@ -147,9 +173,9 @@ fn is_handshake(pkt: &[u8]) -> bool {
 }
 
 /// The destination of an IPv4 packet.
-fn ipv4_dst(pkt: &[u8]) -> Option<std::net::IpAddr> {
+fn ipv4_dst(pkt: &[u8]) -> Option<std::net::Ipv4Addr> {
     let b: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
-    (pkt.first()? >> 4 == 4).then(|| std::net::Ipv4Addr::from(b).into())
+    (pkt.first()? >> 4 == 4).then(|| std::net::Ipv4Addr::from(b))
 }
 
 /// Monotonic time since the daemon started, in the core's terms.
@@ -169,6 +195,9 @@ impl Clock {
 struct Worker {
     engine: Engine,
     tun: Tun,
+    xdp: Option<XdpIo>,
+    /// The time of the current batch, for the next-hop cache.
+    wall: std::time::Instant,
     rx: mpsc::Receiver<Request>,
     wake: Arc<Wake>,
     clock: Clock,
@@ -185,6 +214,8 @@ impl Worker {
             (0..self.batch).map(|_| vec![0u8; BUF_LEN].into_boxed_slice()).collect();
         let mut lens = vec![0usize; self.batch];
         let mut txbuf = vec![0u8; BUF_LEN];
+        let ports = self.xdp.as_ref().map_or(0, |x| x.ports.len());
+        let mut fds = Vec::with_capacity(2 + ports);
         while !self.stopping.load(Ordering::Relaxed) {
             let timeout_ms = match self.engine.poll_timeout() {
                 Some(at) => {
@@ -194,24 +225,68 @@ impl Worker {
                 }
                 None => 1000,
             };
-            let mut fds = [
-                libc::pollfd { fd: self.tun.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.wake.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            ];
-            // SAFETY: `fds` is a live array of two pollfd structs.
-            unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+            fds.clear();
+            fds.push(libc::pollfd { fd: self.tun.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd { fd: self.wake.0.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            if let Some(x) = &self.xdp {
+                fds.extend(x.ports.iter().map(|p| libc::pollfd {
+                    fd: p.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                }));
+            }
+            // SAFETY: `fds` is a live array of `fds.len()` pollfd structs.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
             if fds[1].revents != 0 {
                 self.wake.clear();
                 self.serve_requests();
             }
             if fds[0].revents != 0 {
-                self.move_packets(&mut bufs, &mut lens, &mut txbuf);
+                self.move_packets(Source::Tun, &mut bufs, &mut lens, &mut txbuf);
+            }
+            for (i, fd) in fds[2..].iter().enumerate() {
+                if fd.revents != 0 {
+                    self.move_packets(Source::Xsk(i), &mut bufs, &mut lens, &mut txbuf);
+                }
             }
             let now = self.clock.now();
             if self.engine.poll_timeout().is_some_and(|at| at <= now) {
                 self.engine.handle_timeout(now);
             }
             self.send_built(&mut txbuf);
+            self.flush();
+        }
+    }
+
+    /// Send one IPv4 packet on its way: by the xdp driver's socket toward
+    /// the next hop when it is known, else through the TUN device.
+    fn output(&mut self, packet: &[u8]) {
+        if let Some(x) = self.xdp.as_mut()
+            && let Some(dst) = ipv4_dst(packet)
+        {
+            if let Some((port, mac)) = x.hops.lookup(dst, &x.ports, self.wall) {
+                if !x.ports[port].send(mac, packet) {
+                    self.engine.count_drop(DropReason::TxFailed);
+                }
+                return;
+            }
+            // The kernel forwards it and resolves the neighbour on the way.
+            if self.tun.send(packet).is_err() {
+                self.engine.count_drop(DropReason::NoNeighbour);
+            }
+            return;
+        }
+        if self.tun.send(packet).is_err() {
+            self.engine.count_drop(DropReason::TxFailed);
+        }
+    }
+
+    /// Hand the sockets' queued frames to the kernel.
+    fn flush(&mut self) {
+        if let Some(x) = self.xdp.as_mut() {
+            for port in &mut x.ports {
+                port.flush();
+            }
         }
     }
 
@@ -222,9 +297,7 @@ impl Worker {
             if to == Side::Real && self.inject_fault(&buf[..len]) {
                 continue;
             }
-            if self.tun.send(&buf[..len]).is_err() {
-                self.engine.count_drop(DropReason::TxFailed);
-            }
+            self.output(&buf[..len]);
         }
     }
 
@@ -253,31 +326,22 @@ impl Worker {
         }
     }
 
-    /// Read up to a batch, rewrite each packet in place, write the batch back.
-    fn move_packets(&mut self, bufs: &mut [Box<[u8]>], lens: &mut [usize], txbuf: &mut [u8]) {
+    /// Read up to a batch from `source`, rewrite each packet in place, send the batch on.
+    fn move_packets(&mut self, source: Source, bufs: &mut [Box<[u8]>], lens: &mut [usize], txbuf: &mut [u8]) {
         // A bounded number of batches per wake-up keeps control requests responsive.
         for _ in 0..16 {
-            let mut n = 0;
-            while n < bufs.len() {
-                match self.tun.recv(&mut bufs[n]) {
-                    Ok(len) => {
-                        lens[n] = len;
-                        n += 1;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
+            let n = self.read_batch(source, bufs, lens);
             if n == 0 {
                 return;
             }
             let now = self.clock.now();
+            self.wall = std::time::Instant::now();
             let faults = self.loss_threshold > 0 || self.syn_loss_threshold > 0;
             for i in 0..n {
                 let packet = &mut bufs[i][..lens[i]];
                 // A packet from a real (to a LIP) crossed the lossy link before
                 // the balancer saw it: lose it before the engine does.
-                let from_real = faults && ipv4_dst(packet).is_some_and(|d| self.engine.is_laddr(d));
+                let from_real = faults && ipv4_dst(packet).is_some_and(|d| self.engine.is_laddr(d.into()));
                 if from_real && self.inject_fault(packet) {
                     continue;
                 }
@@ -299,14 +363,43 @@ impl Worker {
                 {
                     continue;
                 }
-                if self.tun.send(packet).is_err() {
-                    self.engine.count_drop(DropReason::TxFailed);
-                }
+                self.output(packet);
             }
+            self.flush();
             if n < bufs.len() {
                 return;
             }
         }
+    }
+
+    /// Fill `bufs` with up to a batch of IPv4 packets from `source`; how many.
+    fn read_batch(&mut self, source: Source, bufs: &mut [Box<[u8]>], lens: &mut [usize]) -> usize {
+        let mut n = 0;
+        match source {
+            Source::Tun => {
+                while n < bufs.len() {
+                    match self.tun.recv(&mut bufs[n]) {
+                        Ok(len) => {
+                            lens[n] = len;
+                            n += 1;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            Source::Xsk(i) => {
+                let Some(port) = self.xdp.as_mut().and_then(|x| x.ports.get_mut(i)) else { return 0 };
+                n = port.recv(bufs, lens);
+                // Senders with checksum offload (veth by default) leave TCP
+                // and UDP checksums partial; the kernel would finish them on
+                // the way out, but these frames never reach it.
+                for (buf, &len) in bufs.iter_mut().zip(&lens[..n]) {
+                    rvs_wire::checksum::complete_partial_ipv4(&mut buf[..len]);
+                }
+            }
+        }
+        n
     }
 
     /// xorshift64: the fault injector needs speed, not quality.

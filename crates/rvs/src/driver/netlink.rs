@@ -1,11 +1,13 @@
-//! Just enough rtnetlink to bring a link up and route host addresses to it.
+//! Just enough rtnetlink to bring a link up, route host addresses to it, and
+//! ask the kernel where a packet goes next (route and neighbour lookups for
+//! the xdp driver).
 //!
 //! Requests are built by hand (`linux/netlink.h`, `linux/rtnetlink.h`) and
-//! each waits for the kernel's acknowledgement, so an error is reported to
-//! the operator with the route it concerned.
+//! each waits for the kernel's acknowledgement or answer, so an error is
+//! reported to the operator with the route it concerned.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const NLMSG_ERROR: u16 = 2;
@@ -14,7 +16,13 @@ const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
+const RTM_GETROUTE: u16 = 26;
+const RTM_GETNEIGH: u16 = 30;
 const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+/// Neighbour states whose link-layer address can be used (`linux/neighbour.h`):
+/// REACHABLE, STALE, DELAY, PROBE, NOARP, PERMANENT.
+const NUD_VALID: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80;
 const NUD_PERMANENT: u16 = 0x80;
 const NTF_PROXY: u8 = 0x08;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -23,6 +31,7 @@ const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_CREATE: u16 = 0x400;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_STATIC: u8 = 4;
 const RT_SCOPE_LINK: u8 = 253;
@@ -86,13 +95,100 @@ impl Netlink {
         self.request(RTM_DELNEIGH, 0, &proxy_neigh_body(addr, index))
     }
 
+    /// Where the kernel sends a packet to `dst` (`ip route get DST`): the
+    /// outgoing interface and the next hop (the gateway, or `dst` on-link).
+    pub(crate) fn route_get(&mut self, dst: Ipv4Addr) -> io::Result<(u32, Ipv4Addr)> {
+        let mut body = vec![libc::AF_INET as u8, 32, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&0u32.to_ne_bytes());
+        push_attr(&mut body, RTA_DST, &dst.octets());
+        let reply = self.query(RTM_GETROUTE, &body)?;
+        let (mut oif, mut via) = (None, dst);
+        for (kind, data) in attrs(reply.get(12..).unwrap_or_default()) {
+            match (kind, data.len()) {
+                (RTA_OIF, 4) => oif = Some(u32::from_ne_bytes(data.try_into().unwrap_or_default())),
+                (RTA_GATEWAY, 4) => via = Ipv4Addr::new(data[0], data[1], data[2], data[3]),
+                _ => {}
+            }
+        }
+        oif.map(|o| (o, via))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no route to {dst}")))
+    }
+
+    /// The link-layer address of neighbour `addr` on interface `index`, if the
+    /// kernel has a usable one (`ip neigh get ADDR dev DEV`).
+    pub(crate) fn neigh_get(&mut self, addr: Ipv4Addr, index: u32) -> io::Result<Option<[u8; 6]>> {
+        let mut body = vec![libc::AF_INET as u8, 0, 0, 0];
+        body.extend_from_slice(&(index as i32).to_ne_bytes());
+        body.extend_from_slice(&0u16.to_ne_bytes());
+        body.extend_from_slice(&[0, 0]);
+        push_attr(&mut body, NDA_DST, &addr.octets());
+        let reply = match self.query(RTM_GETNEIGH, &body) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let state = reply.get(8..10).map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]));
+        if state & NUD_VALID == 0 {
+            return Ok(None);
+        }
+        Ok(attrs(reply.get(12..).unwrap_or_default())
+            .find(|(kind, data)| *kind == NDA_LLADDR && data.len() == 6)
+            .map(|(_, data)| data.try_into().unwrap_or_default()))
+    }
+
+    /// Send a request that the kernel answers with one message; its body.
+    fn query(&mut self, kind: u16, body: &[u8]) -> io::Result<Vec<u8>> {
+        self.send(kind, NLM_F_REQUEST, body)?;
+        let mut buf = vec![0u8; 8192];
+        loop {
+            // SAFETY: `buf` is writable for its full length.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut rest = &buf[..n as usize];
+            while rest.len() >= NLMSG_HDR_LEN {
+                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let msg_kind = u16::from_ne_bytes([rest[4], rest[5]]);
+                let seq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
+                if len < NLMSG_HDR_LEN || len > rest.len() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed netlink reply"));
+                }
+                if seq == self.seq {
+                    if msg_kind == NLMSG_ERROR {
+                        let code =
+                            rest.get(16..20).map_or(0, |c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    return Ok(rest[NLMSG_HDR_LEN..len].to_vec());
+                }
+                rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+            }
+        }
+    }
+
     fn request(&mut self, kind: u16, flags: u16, body: &[u8]) -> io::Result<()> {
+        self.send(kind, NLM_F_ACK | flags, body)?;
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: `buf` is writable for its full length.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(result) = ack_result(&buf[..n as usize], self.seq) {
+                return result;
+            }
+        }
+    }
+
+    fn send(&mut self, kind: u16, flags: u16, body: &[u8]) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let len = NLMSG_HDR_LEN + body.len();
         let mut msg = Vec::with_capacity(len);
         msg.extend_from_slice(&(len as u32).to_ne_bytes());
         msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | flags).to_ne_bytes());
+        msg.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
         msg.extend_from_slice(&self.seq.to_ne_bytes());
         msg.extend_from_slice(&0u32.to_ne_bytes());
         msg.extend_from_slice(body);
@@ -113,18 +209,19 @@ impl Netlink {
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut buf = [0u8; 4096];
-        loop {
-            // SAFETY: `buf` is writable for its full length.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(result) = ack_result(&buf[..n as usize], self.seq) {
-                return result;
-            }
-        }
+        Ok(())
     }
+}
+
+/// The (type, payload) of each route attribute in `buf`.
+fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes([*buf.first()?, *buf.get(1)?]));
+        let kind = u16::from_ne_bytes([*buf.get(2)?, *buf.get(3)?]) & 0x3fff;
+        let data = buf.get(4..len)?;
+        buf = buf.get(len.next_multiple_of(4)..).unwrap_or_default();
+        Some((kind, data))
+    })
 }
 
 /// struct rtmsg plus RTA_DST and RTA_OIF attributes.
@@ -201,6 +298,23 @@ mod tests {
         assert_eq!(&b[4..8], &5i32.to_ne_bytes());
         assert_eq!(&b[8..12], &[0x80, 0, 0x08, 0]);
         assert_eq!(&b[12..20], &[8, 0, 1, 0, 10, 1, 2, 3]);
+    }
+
+    #[test]
+    fn attribute_walk() {
+        let mut b = Vec::new();
+        push_attr(&mut b, RTA_OIF, &7u32.to_ne_bytes());
+        push_attr(&mut b, RTA_GATEWAY, &[10, 0, 0, 1]);
+        push_attr(&mut b, NDA_LLADDR, &[2, 0, 0, 0, 0, 9]);
+        let all: Vec<_> = attrs(&b).collect();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1], (RTA_GATEWAY, &[10u8, 0, 0, 1][..]));
+        assert_eq!(all[2].1.len(), 6);
+        // A truncated attribute ends the walk instead of reading past the end
+        // (the last one is 10 bytes and 2 of padding).
+        assert_eq!(attrs(&b[..b.len() - 2]).count(), 3);
+        assert_eq!(attrs(&b[..b.len() - 3]).count(), 2);
+        assert_eq!(attrs(&b[..3]).count(), 0);
     }
 
     #[test]

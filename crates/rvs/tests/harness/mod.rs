@@ -42,8 +42,29 @@ pub struct Lab {
     _serial: MutexGuard<'static, ()>,
 }
 
+/// The data path the daemon runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// The TUN device.
+    Tun,
+    /// AF_XDP sockets on the balancer's client and real links, generic XDP
+    /// (the reals hang off a bridge, which has no native XDP).
+    Xdp,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tun => "tun",
+            Self::Xdp => "xdp",
+        }
+    }
+}
+
 /// What a test asks for.
 pub struct LabSpec {
+    /// The daemon's data path.
+    pub driver: Driver,
     pub weights: Vec<u32>,
     pub laddrs: usize,
     pub sched: &'static str,
@@ -65,6 +86,7 @@ pub struct LabSpec {
 impl Default for LabSpec {
     fn default() -> Self {
         Self {
+            driver: Driver::Tun,
             weights: vec![1, 1],
             laddrs: 4,
             sched: "wrr",
@@ -106,7 +128,10 @@ impl Lab {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let topo = Topology::build(&TopologySpec { reals: spec.weights.len(), laddrs: spec.laddrs, net: 77 })
             .expect("build topology");
-        let dir = PathBuf::from(format!("/tmp/{}-{test}", topo.prefix()));
+        if spec.driver == Driver::Xdp {
+            topo.prepare_for_generic_xdp().expect("prepare links for XDP (ethtool installed?)");
+        }
+        let dir = PathBuf::from(format!("/tmp/{}-{test}-{}", topo.prefix(), spec.driver.name()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut lab = Self {
@@ -149,7 +174,20 @@ impl Lab {
         if spec.metrics {
             writeln!(t, "[metrics]\nlisten = \"127.0.0.1:9108\"\n").unwrap();
         }
-        t.push_str(&spec.extra);
+        let mut extra = spec.extra.clone();
+        if spec.driver == Driver::Xdp {
+            let keys = format!(
+                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\n",
+                self.topo.lb_client_if(),
+                self.topo.lb_real_if()
+            );
+            if extra.contains("[driver]\n") {
+                extra = extra.replacen("[driver]\n", &format!("[driver]\n{keys}"), 1);
+            } else {
+                extra = format!("[driver]\n{keys}\n{extra}");
+            }
+        }
+        t.push_str(&extra);
         t.push('\n');
         t.push_str(&self.service_text(spec.sched, &spec.weights));
         for s in &spec.more_services {
@@ -260,6 +298,28 @@ impl Lab {
             panic!("rvs did not start:\n{}", self.daemon_log());
         }
         self.daemon = Some(child);
+    }
+
+    /// Packets the TUN device has carried both ways (`rx_packets + tx_packets`
+    /// of `rvs0` in the balancer's namespace).
+    pub fn tun_packets(&self) -> u64 {
+        self.lb_link_packets("rvs0")
+    }
+
+    /// Packets interface `dev` of the balancer has carried both ways.
+    pub fn lb_link_packets(&self, dev: &str) -> u64 {
+        ["rx_packets", "tx_packets"]
+            .iter()
+            .map(|c| {
+                let out = self
+                    .topo
+                    .ns_lb()
+                    .cmd("cat", [format!("/sys/class/net/{dev}/statistics/{c}")])
+                    .output()
+                    .expect("read link counters");
+                String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().expect("link counter")
+            })
+            .sum()
     }
 
     pub fn daemon_log(&self) -> String {

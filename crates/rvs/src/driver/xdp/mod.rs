@@ -1,0 +1,419 @@
+//! The AF_XDP driver: an XDP program (`steer.bpf.c`) on each configured
+//! interface sends the balancer's own traffic to one AF_XDP socket per
+//! interface (copy mode, queue 0) and passes the rest to the kernel.
+//!
+//! [`Steering`] owns the loaded program and the maps that say what is ours
+//! (services, VIPs, LIPs); the control plane keeps them in step with the
+//! model. [`XskPort`] is one socket with its memory and rings, owned by the
+//! data-path worker, and [`NextHops`] tells the worker which port and
+//! Ethernet address a packet leaves by.
+
+mod nexthop;
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use aya::maps::{Array, HashMap, MapData, XskMap};
+use aya::programs::{Xdp, XdpFlags};
+use rvs_control::config::XdpMode;
+use rvs_control::model::Model;
+use rvs_core::Proto;
+use xdp::slab::{HeapSlab, Slab};
+use xdp::socket::{XdpSocket, XdpSocketBuilder};
+use xdp::umem::{FrameSize, UmemCfgBuilder};
+use xdp::{RingConfigBuilder, Rings, Umem};
+
+pub(crate) use nexthop::NextHops;
+
+/// The program, built by build.rs, or `None` when clang was missing then.
+#[cfg(rvs_xdp_program)]
+static PROGRAM: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.bpf.o")));
+#[cfg(not(rvs_xdp_program))]
+static PROGRAM: Option<&[u8]> = None;
+
+/// Slots in the program's socket map (`MAX_SLOTS` in steer.bpf.c).
+const MAX_SLOTS: u32 = 1024;
+/// Slots each interface reserves, one per worker.
+const SLOTS_PER_INTERFACE: u32 = 16;
+/// Ethernet header length.
+pub(crate) const ETH_LEN: usize = 14;
+/// Frames per socket (4 KiB each): half for receiving, half for sending.
+const FRAMES: u32 = 4096;
+/// Entries in each of the four rings.
+const RING: u32 = 2048;
+
+/// The XDP program on every interface and the maps the control plane fills.
+pub(crate) struct Steering {
+    // The links detach when the loaded object is dropped.
+    _ebpf: aya::Ebpf,
+    services: HashMap<MapData, [u8; 8], u32>,
+    vips: HashMap<MapData, u32, u32>,
+    laddrs: HashMap<MapData, u32, u32>,
+    settings: Array<MapData, u32>,
+    loaded: (BTreeSet<[u8; 8]>, BTreeSet<u32>, BTreeSet<u32>),
+}
+
+impl std::fmt::Debug for Steering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Steering").field("services", &self.loaded.0.len()).finish_non_exhaustive()
+    }
+}
+
+fn bpf_err(what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{what}: {e}"))
+}
+
+/// Key of the `services` map: VIP and port in network order, protocol, pad.
+fn service_key(vip: std::net::Ipv4Addr, port: u16, proto: Proto) -> [u8; 8] {
+    let [a, b, c, d] = vip.octets();
+    let [p0, p1] = port.to_be_bytes();
+    let proto = match proto {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+    };
+    [a, b, c, d, p0, p1, proto, 0]
+}
+
+/// An IPv4 address as the program reads it from a packet (network order in memory).
+fn addr_key(addr: std::net::Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+impl Steering {
+    /// Load the program and attach it to each of `ports`' interfaces, with
+    /// their sockets in the program's socket map.
+    pub(crate) fn attach(ports: &[XskPort], mode: XdpMode) -> io::Result<Self> {
+        let bytes = PROGRAM.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "rvs was built without the XDP program: install clang and rebuild to use driver.kind = \"xdp\"",
+            )
+        })?;
+        let mut ebpf = aya::Ebpf::load(bytes).map_err(|e| bpf_err("load the XDP program", e))?;
+        let take = |ebpf: &mut aya::Ebpf, name: &str| {
+            ebpf.take_map(name).ok_or_else(|| bpf_err("XDP program", format!("no map {name}")))
+        };
+        let mut xsks: XskMap<MapData> =
+            take(&mut ebpf, "xsks")?.try_into().map_err(|e| bpf_err("map xsks", e))?;
+        let mut ifaces: HashMap<MapData, u32, u32> =
+            take(&mut ebpf, "ifaces")?.try_into().map_err(|e| bpf_err("map ifaces", e))?;
+        for (i, port) in ports.iter().enumerate() {
+            let base = i as u32 * SLOTS_PER_INTERFACE;
+            if base >= MAX_SLOTS {
+                return Err(bpf_err("XDP program", "too many interfaces"));
+            }
+            // Worker 0's socket; later workers take the next slots.
+            xsks.set(base, port.socket.raw_fd(), 0).map_err(|e| bpf_err("socket map", e))?;
+            ifaces.insert(port.ifindex, base, 0).map_err(|e| bpf_err("interface map", e))?;
+        }
+        let flags = match mode {
+            XdpMode::Native => XdpFlags::DRV_MODE,
+            XdpMode::Generic => XdpFlags::SKB_MODE,
+        };
+        let program: &mut Xdp = ebpf
+            .program_mut("steer")
+            .ok_or_else(|| bpf_err("XDP program", "no program steer"))?
+            .try_into()
+            .map_err(|e| bpf_err("XDP program", e))?;
+        program.load().map_err(|e| bpf_err("load the XDP program into the kernel", e))?;
+        for port in ports {
+            program.attach_to_if_index(port.ifindex, flags).map_err(|e| {
+                bpf_err(&format!("attach the XDP program to {} ({} mode)", port.name, mode.name()), e)
+            })?;
+        }
+        let services = take(&mut ebpf, "services")?.try_into().map_err(|e| bpf_err("map services", e))?;
+        let vips = take(&mut ebpf, "vips")?.try_into().map_err(|e| bpf_err("map vips", e))?;
+        let laddrs = take(&mut ebpf, "laddrs")?.try_into().map_err(|e| bpf_err("map laddrs", e))?;
+        let mut settings: Array<MapData, u32> =
+            take(&mut ebpf, "settings")?.try_into().map_err(|e| bpf_err("map settings", e))?;
+        // One worker; the program passes everything while this is 0.
+        settings.set(0, 1, 0).map_err(|e| bpf_err("settings map", e))?;
+        Ok(Self { _ebpf: ebpf, services, vips, laddrs, settings, loaded: Default::default() })
+    }
+
+    /// Bring the maps in line with the model's services and local addresses.
+    pub(crate) fn sync(&mut self, model: &Model) -> io::Result<()> {
+        let (mut services, mut vips, mut laddrs) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        for ((proto, vip), spec) in &model.services {
+            let IpAddr::V4(addr) = vip.addr else { continue };
+            services.insert(service_key(addr, vip.port, *proto));
+            vips.insert(addr_key(addr));
+            laddrs.extend(spec.config.laddrs.iter().filter_map(|l| match l {
+                IpAddr::V4(a) => Some(addr_key(*a)),
+                IpAddr::V6(_) => None,
+            }));
+        }
+        // Additions first: a LIP that moves between services never misses a packet.
+        for k in services.difference(&self.loaded.0) {
+            self.services.insert(k, 1, 0).map_err(|e| bpf_err("services map", e))?;
+        }
+        for k in vips.difference(&self.loaded.1) {
+            self.vips.insert(k, 1, 0).map_err(|e| bpf_err("VIP map", e))?;
+        }
+        for k in laddrs.difference(&self.loaded.2) {
+            self.laddrs.insert(k, 1, 0).map_err(|e| bpf_err("LIP map", e))?;
+        }
+        for k in self.loaded.0.difference(&services) {
+            let _ = self.services.remove(k);
+        }
+        for k in self.loaded.1.difference(&vips) {
+            let _ = self.vips.remove(k);
+        }
+        for k in self.loaded.2.difference(&laddrs) {
+            let _ = self.laddrs.remove(k);
+        }
+        self.loaded = (services, vips, laddrs);
+        Ok(())
+    }
+
+    /// Pass everything to the kernel from now on (before the sockets close).
+    pub(crate) fn stop(&mut self) {
+        let _ = self.settings.set(0, 0, 0);
+    }
+}
+
+/// One AF_XDP socket bound to queue 0 of an interface, in copy mode, with
+/// its own memory: frames received are copied out and given back at once,
+/// frames sent are copied in.
+pub(crate) struct XskPort {
+    pub(crate) ifindex: u32,
+    pub(crate) name: String,
+    pub(crate) mac: [u8; 6],
+    // Declared before the socket and the memory so they unmap first.
+    rings: Rings,
+    socket: XdpSocket,
+    umem: Umem,
+    rx: HeapSlab,
+    tx: HeapSlab,
+    /// Frames given to the kernel through the fill ring and not yet received.
+    filling: usize,
+    /// Frames in the send ring that the kernel has not been told about.
+    unsent: bool,
+}
+
+impl std::fmt::Debug for XskPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskPort")
+            .field("name", &self.name)
+            .field("ifindex", &self.ifindex)
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: the port owns its memory, rings and socket outright; the raw
+// pointers inside the `xdp` types point only into mappings the port owns,
+// and the port moves to the worker thread as a whole.
+unsafe impl Send for XskPort {}
+
+fn xsk_err(what: &str, name: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{what} on {name}: {e}"))
+}
+
+impl XskPort {
+    /// Open a socket on queue 0 of interface `name`, with `batch` packets per receive.
+    pub(crate) fn open(name: &str, batch: usize) -> io::Result<Self> {
+        let c = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: `c` is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}")));
+        }
+        let mac = hardware_addr(name)?;
+        let cfg = UmemCfgBuilder { frame_size: FrameSize::FourK, frame_count: FRAMES, ..Default::default() }
+            .build()
+            .map_err(|e| xsk_err("AF_XDP memory", name, e))?;
+        let mut umem = Umem::map(cfg).map_err(|e| xsk_err("AF_XDP memory", name, e))?;
+        let mut builder = XdpSocketBuilder::new().map_err(|e| xsk_err("AF_XDP socket", name, e))?;
+        let rcfg =
+            RingConfigBuilder { rx_count: RING, tx_count: RING, fill_count: RING, completion_count: RING }
+                .build()
+                .map_err(|e| xsk_err("AF_XDP rings", name, e))?;
+        let (mut rings, mut flags) =
+            builder.build_rings(&umem, rcfg).map_err(|e| xsk_err("AF_XDP rings", name, e))?;
+        // veth and most virtual links offer no zero-copy.
+        flags.force_copy();
+        let socket = builder
+            .bind(xdp::nic::NicIndex(ifindex), 0, flags)
+            .map_err(|e| xsk_err("bind AF_XDP socket", name, e))?;
+        // SAFETY: the memory outlives the socket: both live in the returned
+        // port, which drops the rings and socket first.
+        let filling = unsafe { rings.fill_ring.enqueue(&mut umem, RING as usize) };
+        Ok(Self {
+            ifindex,
+            name: name.to_owned(),
+            mac,
+            rings,
+            socket,
+            umem,
+            rx: HeapSlab::with_capacity(batch),
+            tx: HeapSlab::with_capacity(1),
+            filling,
+            unsent: false,
+        })
+    }
+
+    /// Copy up to `bufs.len()` received IPv4 packets (Ethernet header
+    /// removed) into `bufs`, their lengths into `lens`; how many.
+    pub(crate) fn recv(&mut self, bufs: &mut [Box<[u8]>], lens: &mut [usize]) -> usize {
+        let Some(rx) = self.rings.rx_ring.as_mut() else { return 0 };
+        // SAFETY: the packets are given back to `umem` below, before it can go.
+        let got = unsafe { rx.recv(&self.umem, &mut self.rx) };
+        let mut n = 0;
+        while let Some(packet) = self.rx.pop_back() {
+            let frame: &[u8] = &packet;
+            // The program redirects IPv4 only; anything else is not ours.
+            if n < bufs.len() && frame.len() > ETH_LEN + 20 && frame[12..14] == [0x08, 0x00] {
+                let ip = &frame[ETH_LEN..];
+                // Link-layer padding (frames shorter than 60 bytes) stays behind.
+                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+                let len = if (20..=ip.len()).contains(&total) { total } else { ip.len() };
+                let len = len.min(bufs[n].len());
+                bufs[n][..len].copy_from_slice(&ip[..len]);
+                lens[n] = len;
+                n += 1;
+            }
+            self.umem.free_packet(packet);
+        }
+        self.filling = self.filling.saturating_sub(got);
+        self.refill();
+        n
+    }
+
+    /// Top the fill ring up, also with frames that came back from sending
+    /// since a time when none were free.
+    fn refill(&mut self) {
+        if self.filling < RING as usize {
+            // SAFETY: as at open: the memory outlives the socket.
+            self.filling +=
+                unsafe { self.rings.fill_ring.enqueue(&mut self.umem, RING as usize - self.filling) };
+        }
+    }
+
+    /// Queue one IPv4 packet to `dst_mac`; false when no frame or ring slot is free.
+    pub(crate) fn send(&mut self, dst_mac: [u8; 6], ip: &[u8]) -> bool {
+        self.reclaim();
+        let Some(tx) = self.rings.tx_ring.as_mut() else { return false };
+        // SAFETY: the frame belongs to `umem`, which outlives the socket.
+        let Some(mut frame) = (unsafe { self.umem.alloc() }) else { return false };
+        let mut eth = [0u8; ETH_LEN];
+        eth[..6].copy_from_slice(&dst_mac);
+        eth[6..12].copy_from_slice(&self.mac);
+        eth[12..].copy_from_slice(&[0x08, 0x00]);
+        if frame.append(&eth).is_err() || frame.append(ip).is_err() {
+            self.umem.free_packet(frame);
+            return false;
+        }
+        let _ = self.tx.push_front(frame);
+        // SAFETY: as above.
+        if unsafe { tx.send(&mut self.tx) } == 0 {
+            if let Some(frame) = self.tx.pop_back() {
+                self.umem.free_packet(frame);
+            }
+            return false;
+        }
+        self.unsent = true;
+        true
+    }
+
+    /// Tell the kernel about queued frames; in copy mode it sends them
+    /// during this call, a bounded number per call.
+    pub(crate) fn flush(&mut self) {
+        if !self.unsent {
+            self.reclaim();
+            self.refill();
+            return;
+        }
+        self.unsent = false;
+        for _ in 0..256 {
+            // SAFETY: a zero-length sendto with no address only kicks the socket's send ring.
+            let rc = unsafe {
+                libc::sendto(
+                    self.socket.raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            if rc >= 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY | libc::EINTR)) {
+                break;
+            }
+        }
+        self.reclaim();
+        self.refill();
+    }
+
+    /// Take back frames the kernel has finished sending.
+    fn reclaim(&mut self) {
+        self.rings.completion_ring.dequeue(&mut self.umem, RING as usize);
+    }
+}
+
+impl AsRawFd for XskPort {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.raw_fd()
+    }
+}
+
+/// An interface's Ethernet address (`SIOCGIFHWADDR`).
+fn hardware_addr(name: &str) -> io::Result<[u8; 6]> {
+    #[repr(C)]
+    struct IfReqHw {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        addr: libc::sockaddr,
+        _pad: [u8; 8],
+    }
+    // SAFETY: plain socket(2); the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is fresh and owned by nothing else.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: all-zero bytes are a valid ifreq.
+    let mut req: IfReqHw = unsafe { std::mem::zeroed() };
+    for (d, s) in req.name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name and writes the address of one
+    // `struct ifreq`, which `IfReqHw` lays out and pads to 40 bytes.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("Ethernet address of {name}: {e}")));
+    }
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(req.addr.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    Ok(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_keys_are_network_order() {
+        let k = service_key("10.0.2.1".parse().unwrap(), 80, Proto::Tcp);
+        assert_eq!(k, [10, 0, 2, 1, 0, 80, 6, 0]);
+        assert_eq!(service_key("10.0.2.1".parse().unwrap(), 53, Proto::Udp)[6], 17);
+        assert_eq!(addr_key("10.0.3.1".parse().unwrap()).to_ne_bytes(), [10, 0, 3, 1]);
+    }
+
+    #[test]
+    fn program_is_built_when_clang_is_here() {
+        // build.rs builds it whenever clang runs; CI installs clang.
+        if std::process::Command::new("clang").arg("--version").output().is_ok() {
+            let obj = PROGRAM.expect("clang is installed but the XDP program was not built");
+            assert_eq!(&obj[..4], b"\x7fELF");
+        }
+    }
+}
