@@ -18,7 +18,7 @@ use crate::Opts;
 use crate::bpf::{Counter, Prog};
 use crate::frame::{self, Macs};
 use crate::lab::{self, Lab, NftTable, XdpLink, check_stop, rss_kib, stopped};
-use crate::paths::{DataPath, Proto, RvsTun, Service};
+use crate::paths::{DataPath, Proto, Rvs, Service};
 use crate::report::{Samples, Table, mega};
 
 /// Spoofed sources: 198.18.0.0/16 (benchmarking space), blackholed at the
@@ -54,7 +54,7 @@ fn get(target: SocketAddr) -> bool {
 
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     let svc = Service { proto: Proto::Tcp, port: 80 };
-    let path = RvsTun { synproxy: true };
+    let path = Rvs { synproxy: true, xdp: false };
     let m = path.setup(lab, svc)?;
     let pid = m.pid.context("the daemon's pid")?;
     rvs_netns::run(lab.lb().ip().args(["route", "add", "blackhole", &format!("{SPOOF_NET}/16")]))?;

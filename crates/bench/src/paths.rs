@@ -181,17 +181,21 @@ impl DataPath for NftFullNat {
     }
 }
 
-/// The rvs daemon (`rvs run`) on its TUN data path.
+/// The rvs daemon (`rvs run`) on its TUN data path, or on AF_XDP (generic
+/// XDP on the balancer's two links; the lab must have been prepared with
+/// `Topology::prepare_for_generic_xdp`).
 #[derive(Debug)]
-pub(crate) struct RvsTun {
+pub(crate) struct Rvs {
     pub synproxy: bool,
+    pub xdp: bool,
 }
 
-impl DataPath for RvsTun {
+impl DataPath for Rvs {
     fn name(&self) -> String {
+        let driver = if self.xdp { "rvs AF_XDP" } else { "rvs TUN" };
         match self.synproxy {
-            true => "rvs TUN, SYNProxy on".to_owned(),
-            false => "rvs TUN".to_owned(),
+            true => format!("{driver}, SYNProxy on"),
+            false => driver.to_owned(),
         }
     }
 
@@ -200,8 +204,17 @@ impl DataPath for RvsTun {
         let socket = lab.tmp.path().join("rvs.sock");
         let _ = fs::remove_file(&socket);
         let laddrs: Vec<String> = t.laddrs().iter().map(|a| format!("\"{a}\"")).collect();
+        let xdp = if self.xdp {
+            format!(
+                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\n",
+                t.lb_client_if(),
+                t.lb_real_if()
+            )
+        } else {
+            String::new()
+        };
         let mut cfg = format!(
-            "[daemon]\ncontrol_socket = \"{}\"\n\n[driver]\ntun_name = \"rvs0\"\n\n\
+            "[daemon]\ncontrol_socket = \"{}\"\n\n[driver]\ntun_name = \"rvs0\"\n{xdp}\n\
              [[service]]\nproto = \"{}\"\nvip = \"{}:{}\"\nsched = \"rr\"\nladdrs = [{}]\n",
             socket.display(),
             svc.proto.name(),

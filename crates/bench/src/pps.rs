@@ -14,7 +14,7 @@ use crate::Opts;
 use crate::bpf::{Counter, Prog};
 use crate::frame::{self, Macs};
 use crate::lab::{self, Lab, XdpLink, check_stop};
-use crate::paths::{DataPath, KernelRouting, NftFullNat, Proto, RvsTun, Service, VethLimit};
+use crate::paths::{DataPath, KernelRouting, NftFullNat, Proto, Rvs, Service, VethLimit};
 use crate::report::{Samples, Table, mega, ratio_line};
 
 const PORT: u16 = 9000;
@@ -27,7 +27,7 @@ fn paths() -> Vec<Box<dyn DataPath>> {
         Box::new(VethLimit),
         Box::new(KernelRouting),
         Box::new(NftFullNat),
-        Box::new(RvsTun { synproxy: false }),
+        Box::new(Rvs { synproxy: false, xdp: false }),
     ]
 }
 

@@ -94,7 +94,7 @@ fn established(c: &mut Criterion) {
         let now = Instant::from_secs(1);
         for i in 0..conns {
             let (a, p) = client(i);
-            let mut syn = tcp_packet(a, p, vip, 80, SYN, &[]);
+            let mut syn = tcp_packet(a, p, vip, 80, SYN, &TS_OPTS);
             assert!(matches!(e.handle(now, &mut syn), Verdict::Forward { .. }));
         }
         let templates: Vec<Vec<u8>> = (0..1024)

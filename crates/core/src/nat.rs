@@ -233,7 +233,7 @@ impl Engine {
                         _ => Err(DropReason::NoConnection),
                     };
                 }
-                None => self.new_conn(now, &key, &l4)?,
+                None => self.new_conn(now, &key, &l4, &pkt[ip.header_len..])?,
             },
         };
         if proto == Proto::Tcp {
@@ -297,7 +297,13 @@ impl Engine {
         }
     }
 
-    fn new_conn(&mut self, now: Instant, key: &FlowKey, l4: &L4Info) -> Result<Lookup, DropReason> {
+    fn new_conn(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        l4: &L4Info,
+        seg: &[u8],
+    ) -> Result<Lookup, DropReason> {
         let Some(&svc_index) = self.by_vip.get(&(key.proto, key.dst)) else {
             return Err(self.classify_miss(key.dst.addr, true));
         };
@@ -312,6 +318,14 @@ impl Engine {
         let mut xlat = Translation::default();
         if key.proto == Proto::Tcp {
             xlat.c2r_seq = self.real_isn(now, placed.laddr, placed.real).wrapping_sub(l4.seq);
+            // The client's timestamps restart from its own per-connection
+            // offset: on a reused (LIP, port, real) the real's TIME_WAIT would
+            // refuse a lower TSval (PAWS) and the client's SYN would wait a
+            // retransmission. Toward the real they run on the same clock the
+            // real-side ISN does, which only grows, across restarts too.
+            if let Some(tsval) = syn_tsval(seg) {
+                xlat.c2r_ts = self.real_tsval(now, placed.laddr, placed.real).wrapping_sub(tsval);
+            }
         }
         let state = match key.proto {
             Proto::Tcp => TcpState::None,
@@ -476,6 +490,15 @@ impl Engine {
     }
 }
 
+/// The TSval of a TCP segment's timestamps option, if it has one.
+fn syn_tsval(seg: &[u8]) -> Option<u32> {
+    let t = tcp::Packet::new_checked(seg).ok()?;
+    tcp::options_iter(t.options()).map_while(Result::ok).find_map(|(_, o)| match o {
+        TcpOption::Timestamps { tsval, .. } => Some(tsval),
+        _ => None,
+    })
+}
+
 /// Rewrite a real→client window in the scale announced to the client
 /// (SYNProxy, when the real chose another).
 fn rescale_window(seg: &mut [u8], real_wscale: u8, client_wscale: u8) {
@@ -600,6 +623,21 @@ fn rewrite_options(
     acking: bool,
     mss_rule: Option<MssRule>,
 ) -> u16 {
+    // Linux's established segments carry NOP, NOP, timestamps and nothing
+    // else: translate those in place without walking the list.
+    if opts.len() == 12 && opts[..4] == [1, 1, 8, 10] && mss_rule.is_none() {
+        if own_ts != 0 || (peer_ts != 0 && acking) {
+            let word = |o: &[u8], at: usize| u32::from_be_bytes([o[at], o[at + 1], o[at + 2], o[at + 3]]);
+            let (tsval, tsecr) = (word(opts, 4), word(opts, 8));
+            let new_val = tsval.wrapping_add(own_ts);
+            let new_ecr = if acking { tsecr.wrapping_sub(peer_ts) } else { tsecr };
+            sum = checksum::update32(sum, tsval, new_val);
+            sum = checksum::update32(sum, tsecr, new_ecr);
+            opts[4..8].copy_from_slice(&new_val.to_be_bytes());
+            opts[8..12].copy_from_slice(&new_ecr.to_be_bytes());
+        }
+        return sum;
+    }
     // Walk a copy (at most 40 bytes) so the original can be written meanwhile.
     let mut copy = [0u8; 40];
     let n = opts.len().min(40);

@@ -331,3 +331,57 @@ fn an_unacknowledged_fin_keeps_the_entry_past_the_short_closing_timeouts() {
     lb.handle_timeout(t0 + Duration::from_millis(13_200));
     assert_eq!(lb.conn_count(), 0, "once closed, TIME_WAIT's 3 s apply");
 }
+
+/// The TSval of a packet's timestamps option, read by hand.
+fn tsopt(p: &[u8]) -> Option<(u32, u32)> {
+    let ihl = usize::from(p[0] & 15) * 4;
+    let t = &p[ihl..];
+    let hl = usize::from(t[12] >> 4) * 4;
+    let w = |at: usize| u32::from_be_bytes([t[at], t[at + 1], t[at + 2], t[at + 3]]);
+    let mut i = 20;
+    while i < hl {
+        match t[i] {
+            0 => break,
+            1 => i += 1,
+            8 => return Some((w(i + 2), w(i + 6))),
+            _ => i += usize::from(t[i + 1]).max(2),
+        }
+    }
+    None
+}
+
+#[test]
+fn client_timestamps_run_on_the_balancer_clock_toward_the_real() {
+    use etherparse::TcpOptionElement::Timestamp;
+    let one_port = |c: &mut rvs_core::EngineConfig| {
+        c.port_quarantine = Duration::ZERO;
+        c.port_range = (40000, 40000);
+    };
+    let mut lb = lb_with(&["10.2.0.1:8080"], one_port, SchedKind::Rr);
+    let (client, vip) = ("192.0.2.1:40000".parse().unwrap(), VIP.parse().unwrap());
+    let mut real_ts = Vec::new();
+    for (k, t) in [Instant::from_secs(10), Instant::from_secs(20)].into_iter().enumerate() {
+        // The client restarts its timestamps low each time, as per-connection offsets may.
+        let tsval = 1_000_000 - 999_000 * k as u32;
+        let mut syn = tcp_full(client, vip, 7, None, Flags::SYN, &[Timestamp(tsval, 0)], &[]);
+        assert_eq!(lb.handle(t, &mut syn), Verdict::Forward { to: Side::Real });
+        let (ts, _) = tsopt(&syn).unwrap();
+        real_ts.push(ts);
+        let fwd = parse(&syn);
+        assert_eq!(fwd.src.port(), 40000, "the same tuple toward the real each time");
+        // The real echoes what it saw; the client gets its own value back.
+        let (std::net::SocketAddr::V4(real_v4), std::net::SocketAddr::V4(lip)) = (fwd.dst, fwd.src) else {
+            unreachable!()
+        };
+        let mut synack =
+            tcp_full(real_v4, lip, 500, Some(fwd.seq + 1), Flags::SYN, &[Timestamp(77, ts)], &[]);
+        assert_eq!(lb.handle(t, &mut synack), Verdict::Forward { to: Side::Client });
+        assert_eq!(tsopt(&synack), Some((77, tsval)));
+        assert!(parse(&synack).checksums_ok);
+        let mut rst = tcp(CLIENT, VIP, 8, None, Flags::RST, &[]);
+        let _ = lb.handle(t, &mut rst);
+        lb.flush_conns(t);
+    }
+    // The same (LIP, port, real) later: a higher TSval, whatever the client chose.
+    assert!(real_ts[1].wrapping_sub(real_ts[0]) as i32 >= 10_000, "{real_ts:?}");
+}
