@@ -197,7 +197,7 @@ impl Lab {
         if unsafe { libc::geteuid() } != 0 {
             bail!("rvs-bench needs root: it creates network namespaces");
         }
-        let topo = Topology::build(&TopologySpec { reals: REALS, laddrs: LADDRS, net: BENCH_NET })
+        let topo = Topology::build(&TopologySpec { reals: REALS, laddrs: LADDRS, net: BENCH_NET, queues: 2 })
             .context("building the namespace topology")?;
         let tmp = TempDir::new().context("creating a temp dir")?;
         let lab = Self { topo, tmp, rvs: rvs.to_owned(), nginx: false };

@@ -21,6 +21,7 @@
 //! interfaces = []           # xdp: the interfaces clients and reals are reached on
 //! xdp_mode = "native"       # xdp: "native" (driver) or "generic" (skb) attach
 //! batch = 64                # packets per receive/send call, 1..=1024
+//! workers = 1               # data-path threads, 1..=16; more than 1 needs kind = "xdp"
 //! fault_loss_pct = 0.0      # 0..=100: drop this share of real-side packets (tests)
 //! fault_syn_loss_pct = 0.0  # 0..=100: the same, for real-side SYNs and SYN-ACKs only (tests)
 //!
@@ -96,6 +97,9 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
 use crate::model::{Model, ServiceKey, ServiceSpec};
+
+/// Most data-path workers: the XDP program keeps this many socket slots per interface.
+pub const MAX_WORKERS: usize = 16;
 
 /// Longest idle timeout or quarantine accepted: longer is surely a typo, and
 /// the bound keeps deadline arithmetic far from overflow.
@@ -192,6 +196,11 @@ pub struct DriverSettings {
     pub xdp_mode: XdpMode,
     /// Packets per receive or send call.
     pub batch: usize,
+    /// Data-path workers, each a thread with its own engine and its own
+    /// AF_XDP socket on one queue of every interface. More than one needs
+    /// the xdp driver: its program steers a real's answer to the worker that
+    /// owns the local port, which a TUN device cannot.
+    pub workers: usize,
     /// Share of packets, in percent, the driver's fault injector drops on the
     /// real side in both directions; for tests and `rvs lab --loss`.
     pub fault_loss_pct: f64,
@@ -210,6 +219,7 @@ impl Default for DriverSettings {
             interfaces: Vec::new(),
             xdp_mode: XdpMode::Native,
             batch: 64,
+            workers: 1,
             fault_loss_pct: 0.0,
             fault_syn_loss_pct: 0.0,
         }
@@ -390,6 +400,7 @@ impl Config {
             ("driver.interfaces", o.driver.interfaces != n.driver.interfaces),
             ("driver.xdp_mode", o.driver.xdp_mode != n.driver.xdp_mode),
             ("driver.batch", o.driver.batch != n.driver.batch),
+            ("driver.workers", o.driver.workers != n.driver.workers),
             ("driver.fault_loss_pct", o.driver.fault_loss_pct.to_bits() != n.driver.fault_loss_pct.to_bits()),
             (
                 "driver.fault_syn_loss_pct",
@@ -444,6 +455,7 @@ impl Config {
         writeln!(s, "interfaces = [{}]", interfaces.join(", "))?;
         writeln!(s, "xdp_mode = {}", quote(dr.xdp_mode.name()))?;
         writeln!(s, "batch = {}", dr.batch)?;
+        writeln!(s, "workers = {}", dr.workers)?;
         writeln!(s, "fault_loss_pct = {}", toml::Value::Float(dr.fault_loss_pct))?;
         writeln!(s, "fault_syn_loss_pct = {}", toml::Value::Float(dr.fault_syn_loss_pct))?;
         writeln!(s, "\n[engine]")?;
@@ -559,6 +571,7 @@ struct RawDriver {
     interfaces: Option<Spanned<Vec<Spanned<String>>>>,
     xdp_mode: Sp<String>,
     batch: Sp<usize>,
+    workers: Sp<usize>,
     fault_loss_pct: Sp<f64>,
     fault_syn_loss_pct: Sp<f64>,
 }
@@ -799,6 +812,17 @@ impl Builder<'_> {
         let batch = self.checked(&raw.batch, d.batch, "driver.batch", |b| {
             if (1..=1024).contains(&b) { Ok(()) } else { Err(format!("batch {b} out of range 1..=1024")) }
         })?;
+        let workers = self.checked(&raw.workers, d.workers, "driver.workers", |w| {
+            if !(1..=MAX_WORKERS).contains(&w) {
+                Err(format!("workers {w} out of range 1..={MAX_WORKERS}"))
+            } else if w > 1 && kind != DriverKind::Xdp {
+                Err(format!(
+                    "{w} workers need driver.kind = \"xdp\": only its XDP program steers a real's answers to the worker that owns the port"
+                ))
+            } else {
+                Ok(())
+            }
+        })?;
         let pct = |p: f64| {
             if (0.0..=100.0).contains(&p) { Ok(()) } else { Err(format!("loss {p} % out of range 0..=100")) }
         };
@@ -806,7 +830,16 @@ impl Builder<'_> {
             self.checked(&raw.fault_loss_pct, d.fault_loss_pct, "driver.fault_loss_pct", pct)?;
         let fault_syn_loss_pct =
             self.checked(&raw.fault_syn_loss_pct, d.fault_syn_loss_pct, "driver.fault_syn_loss_pct", pct)?;
-        Ok(DriverSettings { kind, tun_name, interfaces, xdp_mode, batch, fault_loss_pct, fault_syn_loss_pct })
+        Ok(DriverSettings {
+            kind,
+            tun_name,
+            interfaces,
+            xdp_mode,
+            batch,
+            workers,
+            fault_loss_pct,
+            fault_syn_loss_pct,
+        })
     }
 
     /// A network interface's name: 1 to 15 bytes (IFNAMSIZ with its NUL), no '/' or spaces.
@@ -1402,6 +1435,12 @@ weight = 2
         err_at("[driver]\nfault_syn_loss_pct = nan\n", 2, "driver.fault_syn_loss_pct");
         err_at("[driver]\nbatch = 0\n", 2, "driver.batch");
         err_at("[driver]\nbatch = 1025\n", 2, "driver.batch");
+        err_at("[driver]\nworkers = 0\n", 2, "driver.workers");
+        err_at("[driver]\nkind = \"xdp\"\ninterfaces = [\"eth0\"]\nworkers = 17\n", 4, "driver.workers");
+        let e = err_at("[driver]\nworkers = 2\n", 2, "driver.workers");
+        assert!(e.message.contains("xdp"), "{e}");
+        let c = Config::parse("[driver]\nkind = \"xdp\"\ninterfaces = [\"eth0\"]\nworkers = 2\n").unwrap();
+        assert_eq!(c.driver.workers, 2);
         err_at("[driver]\ntun_name = \"a-very-long-name0\"\n", 2, "driver.tun_name");
         let e = err_at("[driver]\nkind = \"af_xdp\"\n", 2, "driver.kind");
         assert!(e.message.contains("use \"tun\" or \"xdp\""), "{e}");

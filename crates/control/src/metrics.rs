@@ -216,6 +216,20 @@ pub fn render(snap: &Snapshot) -> String {
         .sample(&[], snap.conns_removed);
     Family::new(o, "rvs_icmp_forwarded_total", "counter", "ICMP errors translated and forwarded.")
         .sample(&[], snap.icmp_forwarded);
+    let workers: Vec<String> = (0..snap.workers.len()).map(|i| i.to_string()).collect();
+    let mut f = Family::new(o, "rvs_worker_connections", "gauge", "Connections in each worker's table.");
+    for (w, i) in snap.workers.iter().zip(&workers) {
+        f.sample(&[("worker", i)], w.conns);
+    }
+    let mut f =
+        Family::new(o, "rvs_worker_connections_created_total", "counter", "Connections each worker created.");
+    for (w, i) in snap.workers.iter().zip(&workers) {
+        f.sample(&[("worker", i)], w.conns_created);
+    }
+    let mut f = Family::new(o, "rvs_worker_packets_total", "counter", "Packets each worker forwarded.");
+    for (w, i) in snap.workers.iter().zip(&workers) {
+        f.sample(&[("worker", i)], w.packets);
+    }
 
     let mut f = Family::new(o, "rvs_local_ports", "gauge", "Local ports toward a real, by state.");
     for p in &snap.pools {
@@ -229,7 +243,7 @@ pub fn render(snap: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{ClientAddrSnap, PoolSnap, RealSnap, ServiceSnap, TimeoutSnap};
+    use crate::snapshot::{ClientAddrSnap, PoolSnap, RealSnap, ServiceSnap, TimeoutSnap, WorkerSnap};
     use std::collections::{BTreeMap, HashSet};
 
     fn snapshot() -> Snapshot {
@@ -282,6 +296,10 @@ mod tests {
                 proxy_gave_up: 15,
                 open_deliveries: 16,
             },
+            workers: vec![
+                WorkerSnap { conns: 1, conns_created: 2, packets: 10 },
+                WorkerSnap { conns: 2, conns_created: 3, packets: 9 },
+            ],
         }
     }
 
@@ -376,6 +394,9 @@ mod tests {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
         }
         assert_eq!(find("rvs_client_addr_open_deliveries", &[]), Some(16));
+        assert_eq!(find("rvs_worker_connections", &[("worker", "1")]), Some(2));
+        assert_eq!(find("rvs_worker_connections_created_total", &[("worker", "0")]), Some(2));
+        assert_eq!(find("rvs_worker_packets_total", &[("worker", "1")]), Some(9));
         assert!(text.ends_with('\n'));
     }
 }

@@ -10,15 +10,19 @@ use rvs_core::{Engine, EngineConfig, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::adm::{self, Command, ListView};
-use crate::model::{Model, Op, apply_all};
+use crate::model::{Model, apply_all};
 use crate::snapshot::Snapshot;
 
 /// The workers' engines, as the control plane reaches them.
 pub trait DataPath {
-    /// Apply ops to every worker's engine. The ops come from the diff of two
-    /// validated models, so every engine accepts them; an error means a bug
-    /// or a worker gone.
-    fn apply(&mut self, ops: &[Op]) -> Result<(), String>;
+    /// Move every worker's engine to `model`, which the control plane has
+    /// validated, so every engine accepts it; an error means a bug or a
+    /// worker gone. Each worker takes the model whole, between two batches
+    /// of packets, so no packet sees half of a change.
+    fn install(&mut self, model: &Model) -> Result<(), String>;
+
+    /// Zero every worker's traffic counters (`-Z`).
+    fn zero_counters(&mut self) -> Result<(), String>;
 
     /// A snapshot of every worker merged into one; `with_conns` includes
     /// every connection.
@@ -101,7 +105,7 @@ impl ControlPlane {
         match cmd {
             Command::Help => Ok(adm::USAGE.to_owned()),
             Command::Save => Ok(adm::save(&self.model)),
-            Command::Zero => dp.apply(&[Op::ZeroCounters]).map(|()| String::new()).map_err(failed),
+            Command::Zero => dp.zero_counters().map(|()| String::new()).map_err(failed),
             Command::List(args) => {
                 let snap = dp.snapshot(args.view == ListView::Connections).map_err(failed)?;
                 let rates = match &self.samples {
@@ -144,9 +148,8 @@ impl ControlPlane {
 
     fn commit(&mut self, new: Model, dp: &mut dyn DataPath) -> Result<(), String> {
         new.validate().map_err(|e| e.to_string())?;
-        let ops = self.model.diff(&new);
-        if !ops.is_empty() {
-            dp.apply(&ops).map_err(|e| format!("data path: {e}"))?;
+        if new != self.model {
+            dp.install(&new).map_err(|e| format!("data path: {e}"))?;
         }
         self.model = new;
         Ok(())
@@ -156,11 +159,13 @@ impl ControlPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Op;
     use rvs_core::{Endpoint, Proto, WorkerSlice};
 
     /// Two workers, as the daemon runs them, each with its own engine.
     struct TestPath {
         engines: Vec<Engine>,
+        installed: Model,
         now: Instant,
     }
 
@@ -173,7 +178,7 @@ mod tests {
                     Engine::new(cfg, [7; 32], Instant::ZERO)
                 })
                 .collect();
-            Self { engines, now: Instant::from_secs(1) }
+            Self { engines, installed: Model::default(), now: Instant::from_secs(1) }
         }
 
         /// A UDP datagram from `client` to `vip` through worker `w`.
@@ -191,8 +196,18 @@ mod tests {
     }
 
     impl DataPath for TestPath {
-        fn apply(&mut self, ops: &[Op]) -> Result<(), String> {
-            self.engines.iter_mut().try_for_each(|e| apply_all(e, ops)).map_err(|e| e.to_string())
+        fn install(&mut self, model: &Model) -> Result<(), String> {
+            let ops = self.installed.diff(model);
+            self.engines.iter_mut().try_for_each(|e| apply_all(e, &ops)).map_err(|e| e.to_string())?;
+            self.installed = model.clone();
+            Ok(())
+        }
+
+        fn zero_counters(&mut self) -> Result<(), String> {
+            self.engines
+                .iter_mut()
+                .try_for_each(|e| apply_all(e, &[Op::ZeroCounters]))
+                .map_err(|e| e.to_string())
         }
 
         fn snapshot(&mut self, with_conns: bool) -> Result<Snapshot, String> {

@@ -267,6 +267,20 @@ pub struct Snapshot {
     /// Client-address delivery counters.
     #[serde(default)]
     pub client_addr: ClientAddrSnap,
+    /// Each worker's share, in worker order (one entry per merged engine).
+    #[serde(default)]
+    pub workers: Vec<WorkerSnap>,
+}
+
+/// One worker's load: how the steering spreads the work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSnap {
+    /// Live connections in its table.
+    pub conns: u64,
+    /// Connections it created.
+    pub conns_created: u64,
+    /// Packets it forwarded, both directions.
+    pub packets: u64,
 }
 
 fn proxy_protocol_disabled() -> String {
@@ -367,6 +381,11 @@ impl Snapshot {
                 }
             },
             client_addr: ClientAddrSnap::capture(engine),
+            workers: vec![WorkerSnap {
+                conns: engine.conn_count() as u64,
+                conns_created: stats.conns_created,
+                packets: stats.traffic.pkts_in + stats.traffic.pkts_out,
+            }],
         }
     }
 
@@ -420,6 +439,7 @@ impl Snapshot {
         a.replays_resent += b.replays_resent;
         a.open_handshakes += b.open_handshakes;
         self.client_addr.add(&other.client_addr);
+        self.workers.extend(other.workers);
         for p in other.pools {
             match self.pools.iter_mut().find(|m| m.proto == p.proto && m.laddr == p.laddr && m.real == p.real)
             {

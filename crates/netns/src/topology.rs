@@ -43,11 +43,15 @@ pub struct TopologySpec {
     pub laddrs: usize,
     /// The `A` in the 10.A.x.y address plan.
     pub net: u8,
+    /// Receive and send queues of the balancer's client link (both ends)
+    /// and bridge, 1..=16: a balancer with several workers binds one
+    /// AF_XDP socket per worker, each to a queue of its own.
+    pub queues: u32,
 }
 
 impl Default for TopologySpec {
     fn default() -> Self {
-        Self { reals: 2, laddrs: 2, net: 77 }
+        Self { reals: 2, laddrs: 2, net: 77, queues: 1 }
     }
 }
 
@@ -56,6 +60,7 @@ impl Default for TopologySpec {
 pub struct Topology {
     prefix: String,
     net: u8,
+    queues: u32,
     laddr_count: usize,
     client: Netns,
     lb: Netns,
@@ -78,6 +83,9 @@ impl Topology {
         if spec.laddrs == 0 || spec.laddrs > 254 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "laddrs must be within 1..=254"));
         }
+        if !(1..=16).contains(&spec.queues) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "queues must be within 1..=16"));
+        }
         let prefix = format!("{NAME_TAG}{}x{}", std::process::id(), INSTANCE.fetch_add(1, Ordering::Relaxed));
         let name = |role: &str| Netns::new(format!("{prefix}-{role}"));
         let mut t = Self {
@@ -86,6 +94,7 @@ impl Topology {
             reals: (1..=spec.reals).map(|i| name(&format!("real{i}"))).collect(),
             prefix,
             net: spec.net,
+            queues: spec.queues,
             laddr_count: spec.laddrs,
             created: Vec::new(),
             children: Vec::new(),
@@ -105,16 +114,23 @@ impl Topology {
         let cidr = |a: Ipv4Addr| format!("{a}/24");
         // Each veth is created inside a namespace with its peer placed directly
         // in the other, so interface names never meet in the root namespace.
-        ip(
-            client,
-            &["link", "add", CLIENT_IF, "type", "veth", "peer", "name", LB_CLIENT_IF, "netns", lb.name()],
-        )?;
+        let q = self.queues.to_string();
+        let queues = ["numtxqueues", q.as_str(), "numrxqueues", q.as_str()];
+        let mut veth = vec!["link", "add", CLIENT_IF];
+        veth.extend(queues);
+        veth.extend(["type", "veth", "peer", "name", LB_CLIENT_IF]);
+        veth.extend(queues);
+        veth.extend(["netns", lb.name()]);
+        ip(client, &veth)?;
         ip(client, &["addr", "add", &cidr(self.client_addr()), "dev", CLIENT_IF])?;
         ip(client, &["link", "set", CLIENT_IF, "up"])?;
         ip(client, &["route", "add", "default", "via", &self.lb_client_addr().to_string()])?;
         ip(lb, &["addr", "add", &cidr(self.lb_client_addr()), "dev", LB_CLIENT_IF])?;
         ip(lb, &["link", "set", LB_CLIENT_IF, "up"])?;
-        ip(lb, &["link", "add", LB_REAL_IF, "type", "bridge"])?;
+        let mut bridge = vec!["link", "add", LB_REAL_IF];
+        bridge.extend(queues);
+        bridge.extend(["type", "bridge"]);
+        ip(lb, &bridge)?;
         ip(lb, &["addr", "add", &cidr(self.lb_real_addr()), "dev", LB_REAL_IF])?;
         ip(lb, &["link", "set", LB_REAL_IF, "up"])?;
         let ports = self.lb_real_ports();
@@ -416,7 +432,7 @@ mod tests {
         if !netns_tests_enabled("address_plan") {
             return;
         }
-        let t = Topology::build(&TopologySpec { reals: 3, laddrs: 2, net: 9 }).unwrap();
+        let t = Topology::build(&TopologySpec { reals: 3, laddrs: 2, net: 9, queues: 2 }).unwrap();
         assert_eq!(t.vip(), Ipv4Addr::new(10, 9, 2, 1));
         assert_eq!(t.laddrs(), [Ipv4Addr::new(10, 9, 3, 1), Ipv4Addr::new(10, 9, 3, 2)]);
         assert_eq!(
@@ -429,11 +445,17 @@ mod tests {
         assert_eq!(fwd.trim(), "1");
         let rp = t.ns_lb().run("cat", ["/proc/sys/net/ipv4/conf/br0/rp_filter"]).unwrap();
         assert_eq!(rp.trim(), "0");
+        for dev in ["cli0", "br0"] {
+            let q = t.ns_lb().run("ls", [format!("/sys/class/net/{dev}/queues")]).unwrap();
+            assert_eq!(q.split_whitespace().filter(|e| e.starts_with("rx-")).count(), 2, "{dev}: {q}");
+        }
     }
 
     #[test]
     fn rejects_bad_specs() {
         let e = Topology::build(&TopologySpec { reals: 1, ..Default::default() }).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let e = Topology::build(&TopologySpec { queues: 0, ..Default::default() }).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(cleanup_stale("x").is_err());
     }

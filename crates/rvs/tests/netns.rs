@@ -1,7 +1,8 @@
 //! End to end: the rvs daemon between the kernel's own TCP stacks, in
 //! network namespaces, with curl, nginx and wrk, and administered with
 //! `rvs adm` as an LVS operator would. Every test runs on each data path:
-//! `name::tun` on the TUN device, `name::xdp` on AF_XDP sockets.
+//! `name::tun` on the TUN device, `name::xdp` on AF_XDP sockets, and
+//! `name::xdp_two_workers` on AF_XDP sockets with two workers.
 //!
 //! Needs root and the programs `scripts/test` installs. Without root these
 //! fail, unless `RVS_SKIP_NETNS=1` says to skip them.
@@ -13,8 +14,9 @@ use std::time::Duration;
 
 use harness::{BIG_BYTES, Driver, Lab, LabSpec};
 
-/// Each test `fn name(driver: Driver)` runs as `name::tun` and `name::xdp`.
-macro_rules! on_both_drivers {
+/// Each test `fn name(driver: Driver)` runs as `name::tun`, `name::xdp`
+/// and `name::xdp_two_workers`.
+macro_rules! on_every_driver {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             #[test]
@@ -24,6 +26,10 @@ macro_rules! on_both_drivers {
             #[test]
             fn xdp() {
                 super::$name(super::Driver::Xdp);
+            }
+            #[test]
+            fn xdp_two_workers() {
+                super::$name(super::Driver::XdpTwoWorkers);
             }
         }
     )*};
@@ -35,7 +41,9 @@ fn real_of(body: &str) -> usize {
 }
 
 fn thousand_sequential_curls_succeed_and_reals_see_only_lips(driver: Driver) {
-    let Some(lab) = Lab::start("curls", LabSpec { driver, ..LabSpec::default() }) else { return };
+    let Some(lab) = Lab::start("curls", LabSpec { driver, metrics: true, ..LabSpec::default() }) else {
+        return;
+    };
     let mut per_real = BTreeMap::new();
     for i in 0..1000 {
         let body = lab.curl("/").unwrap_or_else(|e| panic!("request {i} failed: {e}"));
@@ -67,10 +75,36 @@ fn thousand_sequential_curls_succeed_and_reals_see_only_lips(driver: Driver) {
         .status()
         .unwrap();
     assert_eq!(refused.code(), Some(7), "the balancer's kernel did not refuse {closed}");
+    if driver == Driver::XdpTwoWorkers {
+        // Both workers took clients (the program spreads them by address and
+        // port), and the reals' answers that arrived on the other worker's
+        // queue crossed the hand-over veths into the owner's socket.
+        for w in ["0", "1"] {
+            let made = lab.metric_with("rvs_worker_connections_created_total", &[("worker", w)]).unwrap_or(0);
+            assert!(made >= 200, "worker {w} created {made} of 1,000 connections");
+        }
+        let frames = |action| lab.metric_with("rvs_xdp_frames_total", &[("action", action)]).unwrap_or(0);
+        let (handed, delivered, dropped) = (frames("handed_over"), frames("delivered"), frames("dropped"));
+        assert!(handed >= 1000, "only {handed} frames handed over");
+        assert_eq!(delivered, handed, "hand-over veths lost frames");
+        assert_eq!(dropped, 0);
+        let metrics = lab.topo.ns_lb().run("curl", ["-s", "http://127.0.0.1:9108/metrics"]).unwrap();
+        // The kernel's own IPv6 chatter on the TUN device (router
+        // solicitations) is counted as ipv6_unsupported; nothing else may drop.
+        let drops: Vec<&str> = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("rvs_drops_total") && !l.ends_with(" 0") && !l.contains("ipv6_unsupported")
+            })
+            .collect();
+        assert!(drops.is_empty(), "drops with two workers: {drops:?}");
+    }
     let tun = lab.tun_packets();
     match driver {
         Driver::Tun => assert!(tun >= 7000, "TUN device carried only {tun} packets"),
-        Driver::Xdp => assert!(tun < 100, "TUN device carried {tun} packets: the AF_XDP path is not used"),
+        Driver::Xdp | Driver::XdpTwoWorkers => {
+            assert!(tun < 100, "TUN device carried {tun} packets: the AF_XDP path is not used");
+        }
     }
 }
 
@@ -255,7 +289,7 @@ fn adm_builds_a_service_and_save_restore_round_trips(driver: Driver) {
     for _ in 0..10 {
         lab.curl("/").expect("request through a service built with rvs adm");
     }
-    if driver == Driver::Xdp {
+    if driver.uses_xdp() {
         // The program's maps followed rvs adm: the kernel's path through the
         // TUN device carried only what was sent while each real's neighbour
         // entry was being resolved (a connection's first packets), not every
@@ -293,6 +327,8 @@ fn adm_builds_a_service_and_save_restore_round_trips(driver: Driver) {
     let routes = lb.run("ip", ["route"]).unwrap();
     assert!(!routes.contains("rvs0") && !routes.contains(&lab.vip().to_string()), "{routes}");
     assert!(lb.run("ip", ["link", "show", "rvs0"]).is_err(), "device removed");
+    let links = lb.run("ip", ["-o", "link"]).unwrap();
+    assert!(!links.contains("rvs0h"), "hand-over veth pairs left behind: {links}");
     for dev in [lab.topo.lb_client_if(), lab.topo.lb_real_if()] {
         let link = lb.run("ip", ["link", "show", dev]).unwrap();
         assert!(!link.contains("xdp"), "XDP program left on {dev}: {link}");
@@ -300,7 +336,7 @@ fn adm_builds_a_service_and_save_restore_round_trips(driver: Driver) {
     assert!(!lab.ctl.exists(), "control socket removed");
 }
 
-on_both_drivers!(
+on_every_driver!(
     thousand_sequential_curls_succeed_and_reals_see_only_lips,
     wrk_connection_close_has_no_socket_errors,
     wrr_weights_hold_over_a_thousand_requests,

@@ -399,6 +399,7 @@ mod tests {
             conns: None,
             synproxy: Default::default(),
             client_addr: Default::default(),
+            workers: vec![],
         };
         let mut b = a.clone();
         b.taken_at_nanos = 2_000_000_000;

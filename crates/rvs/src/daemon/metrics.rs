@@ -1,18 +1,21 @@
 //! Prometheus text exposition over plain HTTP/1.1 (`GET /metrics`).
 
+use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::worker::WorkerHandle;
+use super::Daemon;
+use crate::driver::xdp::SteerCounts;
 use crate::log::warning;
 
 /// Bind `addr` and serve it on its own thread.
-pub(super) fn serve(addr: SocketAddr, worker: WorkerHandle) -> anyhow::Result<()> {
+pub(super) fn serve(addr: SocketAddr, daemon: Arc<Mutex<Daemon>>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("metrics listen {addr}: {e}"))?;
     std::thread::Builder::new().name("rvs-metrics".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
-            if let Err(e) = handle(stream, &worker) {
+            if let Err(e) = handle(stream, &daemon) {
                 warning!("metrics request failed", error = e);
             }
         }
@@ -20,7 +23,38 @@ pub(super) fn serve(addr: SocketAddr, worker: WorkerHandle) -> anyhow::Result<()
     Ok(())
 }
 
-fn handle(stream: TcpStream, worker: &WorkerHandle) -> io::Result<()> {
+/// The engines' metrics, and with the xdp driver its programs' counts.
+fn render(daemon: &Mutex<Daemon>) -> Result<String, String> {
+    let d = daemon.lock().unwrap_or_else(|p| p.into_inner());
+    let snap = d.dp.workers.snapshot(false)?;
+    let steered = d.dp.steering.as_ref().map(|s| s.counts());
+    drop(d);
+    let mut out = rvs_control::metrics::render(&snap);
+    if let Some(counts) = steered {
+        let c = counts.map_err(|e| e.to_string())?;
+        render_steered(&mut out, &c);
+    }
+    Ok(out)
+}
+
+fn render_steered(out: &mut String, c: &SteerCounts) {
+    let name = "rvs_xdp_frames_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} The balancer's frames, by what the XDP programs did with them.\n# TYPE {name} counter"
+    );
+    for (action, n) in [
+        ("direct", c.direct),
+        ("handed_over", c.handed_over),
+        ("passed", c.passed),
+        ("delivered", c.delivered),
+        ("dropped", c.dropped),
+    ] {
+        let _ = writeln!(out, "{name}{{action=\"{action}\"}} {n}");
+    }
+}
+
+fn handle(stream: TcpStream, daemon: &Mutex<Daemon>) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(io::Read::take(&stream, 16 * 1024));
     let mut request_line = String::new();
@@ -34,8 +68,8 @@ fn handle(stream: TcpStream, worker: &WorkerHandle) -> io::Result<()> {
     let (status, ctype, body) = if !request_line.starts_with("GET ") {
         ("405 Method Not Allowed", "text/plain", "only GET\n".to_owned())
     } else if path == "/metrics" {
-        match worker.snapshot(false) {
-            Ok(snap) => ("200 OK", "text/plain; version=0.0.4", rvs_control::metrics::render(&snap)),
+        match render(daemon) {
+            Ok(text) => ("200 OK", "text/plain; version=0.0.4", text),
             Err(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
         }
     } else {

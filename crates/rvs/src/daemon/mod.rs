@@ -1,7 +1,7 @@
 //! `rvs run`: the daemon. It owns the TUN device and its routes, with the
-//! xdp driver the XDP program and its maps, one data-path worker, the control
-//! socket and the metrics endpoint, and acts on SIGTERM/SIGINT (clean
-//! shutdown) and SIGHUP (reload).
+//! xdp driver the XDP programs, their maps and the hand-over veth pairs, the
+//! data-path workers, the control socket and the metrics endpoint, and acts
+//! on SIGTERM/SIGINT (clean shutdown) and SIGHUP (reload).
 
 mod control;
 mod metrics;
@@ -14,39 +14,43 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rvs_control::config::{Config, DriverKind};
-use rvs_control::model::{Model, Op, apply_all};
+use rvs_control::model::{Model, apply_all};
 use rvs_control::plane::{ControlPlane, DataPath};
 use rvs_control::snapshot::Snapshot;
 use rvs_core::Engine;
 
 use crate::driver::netlink::Netlink;
 use crate::driver::tun::Tun;
-use crate::driver::xdp::{NextHops, Steering, XskPort};
+use crate::driver::xdp::{Handovers, NextHops, Steering, XskPort};
 use crate::log::{self, error, info, warning};
 use crate::os;
 use routes::Routes;
-use worker::{Clock, WorkerHandle, WorkerSettings, XdpIo};
+use worker::{Clock, WorkerParts, WorkerSettings, Workers, XdpIo};
 
 /// How often the control plane samples counters for `--rate`.
 const RATE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The data path as the control plane sees it: the worker's engine and the
+/// The data path as the control plane sees it: the workers' engines and the
 /// kernel routes that bring VIPs and LIPs to the TUN device.
 #[derive(Debug)]
 pub(crate) struct Plumbing {
-    worker: WorkerHandle,
+    workers: Workers,
     routes: Routes,
-    /// The xdp driver's program and maps.
+    /// The xdp driver's programs and maps.
     steering: Option<Steering>,
 }
 
 impl DataPath for Plumbing {
-    fn apply(&mut self, ops: &[Op]) -> Result<(), String> {
-        self.worker.apply(ops.to_vec())
+    fn install(&mut self, model: &Model) -> Result<(), String> {
+        self.workers.install(model)
+    }
+
+    fn zero_counters(&mut self) -> Result<(), String> {
+        self.workers.zero_counters()
     }
 
     fn snapshot(&mut self, with_conns: bool) -> Result<Snapshot, String> {
-        self.worker.snapshot(with_conns)
+        self.workers.snapshot(with_conns)
     }
 }
 
@@ -105,57 +109,74 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     let clock = Clock::start();
     let mut seed = [0u8; 32];
     os::random_bytes(&mut seed).context("seed from the kernel")?;
-    let engine_config =
-        rvs_core::EngineConfig { synproxy: config.synproxy.engine_config(), ..config.engine.clone() };
-    let mut engine = Engine::new(engine_config, seed, clock.now());
     config.model.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
-    apply_all(&mut engine, &Model::default().diff(&config.model))
-        .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    let workers = config.driver.workers.max(1);
+    // One seed for all: a SYN cookie any worker issued is valid at every other.
+    let mut engines = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let engine_config = rvs_core::EngineConfig {
+            synproxy: config.synproxy.engine_config(),
+            worker: rvs_core::WorkerSlice { index: index as u16, count: workers as u16 },
+            ..config.engine.clone()
+        };
+        let mut engine = Engine::new(engine_config, seed, clock.now());
+        apply_all(&mut engine, &Model::default().diff(&config.model))
+            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        engines.push(engine);
+    }
 
     // Before anything the daemon would have to undo: a missing program or
     // interface stops it here.
-    let (xdp, steering) = match config.driver.kind {
-        DriverKind::Tun => (None, None),
+    let (xdp, steering, handovers) = match config.driver.kind {
+        DriverKind::Tun => ((0..workers).map(|_| None).collect(), None, None),
         DriverKind::Xdp => {
-            let (io, mut steering) = open_xdp(&config)?;
+            let (io, mut steering, handovers) = open_xdp(&config)?;
             steering.sync(&config.model).context("XDP maps")?;
             info!(
                 "xdp driver attached",
                 interfaces = config.driver.interfaces.join(","),
-                mode = config.driver.xdp_mode.name()
+                mode = config.driver.xdp_mode.name(),
+                workers = workers,
+                handover_pairs = handovers.pairs.len()
             );
-            (Some(io), Some(steering))
+            (io.into_iter().map(Some).collect::<Vec<_>>(), Some(steering), Some(handovers))
         }
     };
-    let tun = Tun::create(&config.driver.tun_name)?;
+    let tuns = Tun::create_queues(&config.driver.tun_name, workers)?;
+    let (tun_name, tun_index) = (tuns[0].name().to_owned(), tuns[0].index());
     let mut netlink = Netlink::open().context("netlink socket")?;
-    netlink.link_up(tun.index()).with_context(|| format!("set {} up", tun.name()))?;
+    netlink.link_up(tun_index).with_context(|| format!("set {tun_name} up"))?;
     os::sysctl("net/ipv4/ip_forward", "1")?;
     if let Err(e) = os::sysctl("net/ipv6/conf/all/forwarding", "1") {
         warning!("IPv6 forwarding not enabled", error = e);
     }
-    let mut routes = Routes::new(netlink, tun.index());
+    let mut routes = Routes::new(netlink, tun_index);
     routes.sync(&config.model).context("routes")?;
-    let tun_name = tun.name().to_owned();
 
     let settings = WorkerSettings {
         batch: config.driver.batch,
         fault_loss: config.driver.fault_loss_pct / 100.0,
         fault_syn_loss: config.driver.fault_syn_loss_pct / 100.0,
     };
-    let (worker, join) = worker::spawn(engine, tun, xdp, settings, clock)?;
+    let parts = engines
+        .into_iter()
+        .zip(tuns)
+        .zip(xdp)
+        .map(|((engine, tun), xdp)| WorkerParts { engine, tun, xdp })
+        .collect();
+    let (workers, joins) = worker::spawn(parts, config.model.clone(), &settings, clock)?;
     let socket = config.daemon.control_socket.clone();
     let metrics_addr = config.metrics.listen;
     let daemon = Arc::new(Mutex::new(Daemon {
         plane: ControlPlane::new(config.model.clone()),
-        dp: Plumbing { worker: worker.clone(), routes, steering },
+        dp: Plumbing { workers: workers.clone(), routes, steering },
         config,
         config_path: config_path.to_owned(),
     }));
 
     let bound = control::serve(&socket, daemon.clone());
     let served = bound.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|()| match metrics_addr {
-        Some(addr) => metrics::serve(addr, worker.clone()),
+        Some(addr) => metrics::serve(addr, daemon.clone()),
         None => Ok(()),
     });
     if served.is_ok() {
@@ -163,16 +184,19 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
         main_loop(&daemon);
     }
 
-    // Shutdown: routes first (no new packets arrive), then the worker, whose
-    // exit closes the TUN device and so removes it.
+    // Shutdown: routes first (no new packets arrive), then the workers, whose
+    // exit closes the TUN device and so removes it, then the hand-over pairs.
     let mut d = daemon.lock().unwrap_or_else(|p| p.into_inner());
     d.dp.routes.clear();
     if let Some(steering) = d.dp.steering.as_mut() {
         steering.stop();
     }
-    worker.stop();
+    workers.stop();
     drop(d);
-    let _ = join.join();
+    for join in joins {
+        let _ = join.join();
+    }
+    drop(handovers);
     // Only our own socket: another daemon's is left alone.
     if bound.is_ok() {
         let _ = std::fs::remove_file(&socket);
@@ -181,14 +205,34 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     served
 }
 
-/// The xdp driver's sockets (one per interface) and its program, attached.
-fn open_xdp(config: &Config) -> anyhow::Result<(XdpIo, Steering)> {
+/// The xdp driver's sockets (per worker, one per interface and one on its
+/// hand-over pair), the hand-over pairs and the programs, attached.
+fn open_xdp(config: &Config) -> anyhow::Result<(Vec<XdpIo>, Steering, Handovers)> {
     let d = &config.driver;
-    let ports =
-        d.interfaces.iter().map(|name| XskPort::open(name, d.batch)).collect::<std::io::Result<Vec<_>>>()?;
-    let steering = Steering::attach(&ports, d.xdp_mode)?;
-    let hops = NextHops::new(Netlink::open().context("netlink socket")?);
-    Ok((XdpIo { ports, hops }, steering))
+    let workers = d.workers.max(1);
+    let handovers = if Handovers::needed(workers, &d.interfaces) {
+        Handovers::create(&d.tun_name, workers, d.interfaces.len()).context("hand-over veth pairs")?
+    } else {
+        Handovers::none(d.interfaces.len())
+    };
+    let mut ports = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let mut own = d
+            .interfaces
+            .iter()
+            .map(|name| XskPort::open(name, w as u32, d.batch))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        if let Some(pair) = handovers.pairs.get(w) {
+            own.push(XskPort::open(&pair.far_name, 0, d.batch)?);
+        }
+        ports.push(own);
+    }
+    let steering = Steering::attach(&ports, &handovers, d.xdp_mode)?;
+    let io = ports
+        .into_iter()
+        .map(|ports| Ok(XdpIo { ports, hops: NextHops::new(Netlink::open().context("netlink socket")?) }))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((io, steering, handovers))
 }
 
 fn main_loop(daemon: &Mutex<Daemon>) {

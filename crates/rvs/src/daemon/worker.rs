@@ -9,18 +9,24 @@
 //! Ethernet address; while that is unknown, it goes to the kernel through the
 //! TUN device, which forwards it and resolves the neighbour.
 //!
-//! The control plane reaches it only through [`WorkerHandle`]: ops to apply
-//! and snapshots to take travel over a channel, and an eventfd wakes the
-//! worker out of `poll`. Nothing on the packet path takes a lock or allocates.
+//! Several workers run side by side, each with its own engine (connection
+//! table, timers, port slice), TUN queue and sockets; they share nothing on
+//! the packet path.
+//!
+//! The control plane reaches them only through [`Workers`]. Configuration is
+//! a [`ConfigCell`]: the control plane swaps in a new model and bumps its
+//! generation; each worker notices between two batches and moves its engine
+//! to that model whole. Snapshots and counter resets travel over a channel.
+//! An eventfd wakes a worker out of `poll`. Nothing on the packet path takes
+//! a lock or allocates.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use rvs_control::model::{Op, apply_all};
+use rvs_control::model::{Model, Op, apply_all};
 use rvs_control::snapshot::Snapshot;
 use rvs_core::{DropReason, Engine, Side, Verdict};
 
@@ -33,9 +39,44 @@ const BUF_LEN: usize = 65_536;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Request {
-    Apply(Vec<Op>, mpsc::SyncSender<Result<(), String>>),
+    ZeroCounters,
     Snapshot(bool, mpsc::SyncSender<Snapshot>),
     Stop,
+}
+
+/// The configuration all workers run, swapped whole by the control plane.
+#[derive(Debug)]
+pub(crate) struct ConfigCell {
+    /// Bumped after every swap; a worker compares it with its own on each
+    /// turn of its loop, an atomic load and no lock.
+    generation: AtomicU64,
+    model: Mutex<Arc<Model>>,
+}
+
+impl ConfigCell {
+    pub(crate) fn new(model: Model) -> Self {
+        Self { generation: AtomicU64::new(0), model: Mutex::new(Arc::new(model)) }
+    }
+
+    fn current(&self) -> (u64, Arc<Model>) {
+        let model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        // Read under the lock: the model and its generation belong together.
+        (self.generation.load(Ordering::Acquire), model.clone())
+    }
+
+    fn swap(&self, model: Model) -> u64 {
+        let mut slot = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Arc::new(model);
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+}
+
+/// What a worker reports of the configuration it runs.
+#[derive(Debug, Default)]
+struct Installed {
+    generation: AtomicU64,
+    /// Why the last model could not be installed (a bug: models are validated).
+    error: Mutex<Option<String>>,
 }
 
 /// A wake-up counter the worker polls beside its device.
@@ -66,11 +107,12 @@ impl Wake {
     }
 }
 
-/// The control plane's side of a worker.
+/// The control plane's side of one worker.
 #[derive(Debug, Clone)]
-pub(crate) struct WorkerHandle {
+struct WorkerHandle {
     tx: mpsc::Sender<Request>,
     wake: Arc<Wake>,
+    installed: Arc<Installed>,
 }
 
 impl std::fmt::Debug for Request {
@@ -86,21 +128,65 @@ impl WorkerHandle {
         self.wake.ring();
         rx.recv_timeout(REPLY_TIMEOUT).map_err(|_| "data-path worker did not answer".to_owned())
     }
+}
 
-    /// Apply ops to the worker's engine.
-    pub(crate) fn apply(&self, ops: Vec<Op>) -> Result<(), String> {
-        self.call(|tx| Request::Apply(ops, tx))?
+/// The control plane's side of all workers.
+#[derive(Debug, Clone)]
+pub(crate) struct Workers {
+    handles: Vec<WorkerHandle>,
+    config: Arc<ConfigCell>,
+}
+
+impl Workers {
+    /// Swap in `model` and wait until every worker runs it.
+    pub(crate) fn install(&self, model: &Model) -> Result<(), String> {
+        let generation = self.config.swap(model.clone());
+        for h in &self.handles {
+            h.wake.ring();
+        }
+        let deadline = std::time::Instant::now() + REPLY_TIMEOUT;
+        for (i, h) in self.handles.iter().enumerate() {
+            while h.installed.generation.load(Ordering::Acquire) < generation {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("data-path worker {i} did not take the new configuration"));
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            if let Some(e) = h.installed.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(format!("worker {i}: {e}"));
+            }
+        }
+        Ok(())
     }
 
-    /// Take a snapshot of the worker's engine.
+    /// Zero every worker's traffic counters.
+    pub(crate) fn zero_counters(&self) -> Result<(), String> {
+        for h in &self.handles {
+            h.tx.send(Request::ZeroCounters).map_err(|_| "data-path worker has stopped".to_owned())?;
+            h.wake.ring();
+        }
+        Ok(())
+    }
+
+    /// Every worker's snapshot, merged.
     pub(crate) fn snapshot(&self, with_conns: bool) -> Result<Snapshot, String> {
-        self.call(|tx| Request::Snapshot(with_conns, tx))
+        let mut all: Option<Snapshot> = None;
+        for h in &self.handles {
+            let s = h.call(|tx| Request::Snapshot(with_conns, tx))?;
+            match all.as_mut() {
+                Some(a) => a.merge(s),
+                None => all = Some(s),
+            }
+        }
+        all.ok_or_else(|| "no data-path worker".to_owned())
     }
 
-    /// Ask the worker to stop; it flushes nothing and returns its engine's final counters by exiting.
+    /// Ask every worker to stop.
     pub(crate) fn stop(&self) {
-        let _ = self.tx.send(Request::Stop);
-        self.wake.ring();
+        for h in &self.handles {
+            let _ = h.tx.send(Request::Stop);
+            h.wake.ring();
+        }
     }
 }
 
@@ -129,35 +215,55 @@ pub(crate) struct WorkerSettings {
     pub(crate) fault_syn_loss: f64,
 }
 
-/// Start the worker thread.
+/// One worker's engine and devices.
+#[derive(Debug)]
+pub(crate) struct WorkerParts {
+    pub(crate) engine: Engine,
+    pub(crate) tun: Tun,
+    pub(crate) xdp: Option<XdpIo>,
+}
+
+/// Start one thread per entry of `parts`, all running `model` (already
+/// installed in their engines).
 pub(crate) fn spawn(
-    engine: Engine,
-    tun: Tun,
-    xdp: Option<XdpIo>,
-    settings: WorkerSettings,
+    parts: Vec<WorkerParts>,
+    model: Model,
+    settings: &WorkerSettings,
     clock: Clock,
-) -> io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel();
-    let wake = Arc::new(Wake::new()?);
-    let handle = WorkerHandle { tx, wake: wake.clone() };
-    let mut rng_seed = [0u8; 8];
-    crate::os::random_bytes(&mut rng_seed)?;
-    let worker = Worker {
-        engine,
-        tun,
-        xdp,
-        wall: std::time::Instant::now(),
-        rx,
-        wake,
-        clock,
-        batch: settings.batch.clamp(1, 1024),
-        loss_threshold: threshold(settings.fault_loss),
-        syn_loss_threshold: threshold(settings.fault_syn_loss),
-        rng: u64::from_ne_bytes(rng_seed) | 1,
-        stopping: Arc::new(AtomicBool::new(false)),
-    };
-    let join = std::thread::Builder::new().name("rvs-worker-0".into()).spawn(move || worker.run())?;
-    Ok((handle, join))
+) -> io::Result<(Workers, Vec<std::thread::JoinHandle<()>>)> {
+    let config = Arc::new(ConfigCell::new(model.clone()));
+    let model = Arc::new(model);
+    let mut handles = Vec::new();
+    let mut joins = Vec::new();
+    for (index, WorkerParts { engine, tun, xdp }) in parts.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel();
+        let wake = Arc::new(Wake::new()?);
+        let installed = Arc::new(Installed::default());
+        handles.push(WorkerHandle { tx, wake: wake.clone(), installed: installed.clone() });
+        let mut rng_seed = [0u8; 8];
+        crate::os::random_bytes(&mut rng_seed)?;
+        let worker = Worker {
+            engine,
+            tun,
+            xdp,
+            wall: std::time::Instant::now(),
+            rx,
+            wake,
+            config: config.clone(),
+            model: model.clone(),
+            installed,
+            clock,
+            batch: settings.batch.clamp(1, 1024),
+            loss_threshold: threshold(settings.fault_loss),
+            syn_loss_threshold: threshold(settings.fault_syn_loss),
+            rng: u64::from_ne_bytes(rng_seed) | 1,
+            stopping: false,
+        };
+        joins.push(
+            std::thread::Builder::new().name(format!("rvs-worker-{index}")).spawn(move || worker.run())?,
+        );
+    }
+    Ok((Workers { handles, config }, joins))
 }
 
 /// A probability as a threshold for [`Worker::draw`].
@@ -200,12 +306,16 @@ struct Worker {
     wall: std::time::Instant,
     rx: mpsc::Receiver<Request>,
     wake: Arc<Wake>,
+    config: Arc<ConfigCell>,
+    /// The model the engine runs, and its generation in `installed`.
+    model: Arc<Model>,
+    installed: Arc<Installed>,
     clock: Clock,
     batch: usize,
     loss_threshold: u64,
     syn_loss_threshold: u64,
     rng: u64,
-    stopping: Arc<AtomicBool>,
+    stopping: bool,
 }
 
 impl Worker {
@@ -216,7 +326,7 @@ impl Worker {
         let mut txbuf = vec![0u8; BUF_LEN];
         let ports = self.xdp.as_ref().map_or(0, |x| x.ports.len());
         let mut fds = Vec::with_capacity(2 + ports);
-        while !self.stopping.load(Ordering::Relaxed) {
+        while !self.stopping {
             let timeout_ms = match self.engine.poll_timeout() {
                 Some(at) => {
                     let now = self.clock.now();
@@ -241,6 +351,7 @@ impl Worker {
                 self.wake.clear();
                 self.serve_requests();
             }
+            self.take_config();
             if fds[0].revents != 0 {
                 self.move_packets(Source::Tun, &mut bufs, &mut lens, &mut txbuf);
             }
@@ -315,15 +426,30 @@ impl Worker {
     fn serve_requests(&mut self) {
         while let Ok(req) = self.rx.try_recv() {
             match req {
-                Request::Apply(ops, reply) => {
-                    let _ = reply.send(apply_all(&mut self.engine, &ops).map_err(|e| e.to_string()));
+                Request::ZeroCounters => {
+                    let _ = apply_all(&mut self.engine, &[Op::ZeroCounters]);
                 }
                 Request::Snapshot(with_conns, reply) => {
                     let _ = reply.send(Snapshot::capture(&self.engine, self.clock.now(), with_conns));
                 }
-                Request::Stop => self.stopping.store(true, Ordering::Relaxed),
+                Request::Stop => self.stopping = true,
             }
         }
+    }
+
+    /// Move the engine to the control plane's latest model, if it changed.
+    fn take_config(&mut self) {
+        if self.config.generation.load(Ordering::Acquire) == self.installed.generation.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let (generation, model) = self.config.current();
+        let ops = self.model.diff(&model);
+        if let Err(e) = apply_all(&mut self.engine, &ops) {
+            *self.installed.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        self.model = model;
+        self.installed.generation.store(generation, Ordering::Release);
     }
 
     /// Read up to a batch from `source`, rewrite each packet in place, send the batch on.

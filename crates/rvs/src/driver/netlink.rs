@@ -1,6 +1,6 @@
-//! Just enough rtnetlink to bring a link up, route host addresses to it, and
-//! ask the kernel where a packet goes next (route and neighbour lookups for
-//! the xdp driver).
+//! Just enough rtnetlink to bring a link up, route host addresses to it, ask
+//! the kernel where a packet goes next (route and neighbour lookups for the
+//! xdp driver), and make the veth pairs that hand packets between workers.
 //!
 //! Requests are built by hand (`linux/netlink.h`, `linux/rtnetlink.h`) and
 //! each waits for the kernel's acknowledgement or answer, so an error is
@@ -12,6 +12,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+const NLM_F_EXCL: u16 = 0x200;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_NEWNEIGH: u16 = 28;
@@ -69,6 +76,35 @@ impl Netlink {
         body.extend_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
         body.extend_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
         self.request(RTM_NEWLINK, 0, &body)
+    }
+
+    /// Make a veth pair `name` – `peer` (`ip link add NAME type veth peer name PEER`);
+    /// the index of `name`.
+    pub(crate) fn add_veth_pair(&mut self, name: &str, peer: &str) -> io::Result<u32> {
+        let ifinfo = |body: &mut Vec<u8>| body.extend_from_slice(&[0u8; 16]);
+        let mut peer_info = Vec::new();
+        ifinfo(&mut peer_info);
+        push_attr(&mut peer_info, IFLA_IFNAME, &nul_terminated(peer));
+        let mut data = Vec::new();
+        push_attr(&mut data, VETH_INFO_PEER, &peer_info);
+        let mut info = Vec::new();
+        push_attr(&mut info, IFLA_INFO_KIND, b"veth");
+        push_attr(&mut info, IFLA_INFO_DATA, &data);
+        let mut body = Vec::new();
+        ifinfo(&mut body);
+        push_attr(&mut body, IFLA_IFNAME, &nul_terminated(name));
+        push_attr(&mut body, IFLA_LINKINFO, &info);
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &body)
+            .map_err(|e| io::Error::new(e.kind(), format!("create veth pair {name} - {peer}: {e}")))?;
+        index_of(name)
+    }
+
+    /// Delete an interface (`ip link del`); a veth takes its peer along.
+    pub(crate) fn del_link(&mut self, index: u32) -> io::Result<()> {
+        let mut body = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+        body.extend_from_slice(&(index as i32).to_ne_bytes());
+        body.extend_from_slice(&[0u8; 8]);
+        self.request(RTM_DELLINK, 0, &body)
     }
 
     /// Route one host address to an interface (`ip route replace ADDR/32 dev DEV`).
@@ -210,6 +246,23 @@ impl Netlink {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// `name` with its NUL, as IFLA_IFNAME carries it.
+fn nul_terminated(name: &str) -> Vec<u8> {
+    let mut v = name.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// The index of interface `name`.
+pub(crate) fn index_of(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}"))),
+        i => Ok(i),
     }
 }
 

@@ -14,6 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 
 /// An open TUN device in non-blocking mode.
 #[derive(Debug)]
@@ -31,8 +32,17 @@ struct IfReq {
 }
 
 impl Tun {
-    /// Create the device `name` in the calling thread's network namespace.
-    pub(crate) fn create(name: &str) -> io::Result<Self> {
+    /// Create the device `name` in the calling thread's network namespace
+    /// with `queues` queues, one descriptor each (one per worker). The
+    /// kernel spreads what it routes to the device over the queues by flow,
+    /// so each flow keeps to one worker.
+    pub(crate) fn create_queues(name: &str, queues: usize) -> io::Result<Vec<Self>> {
+        let flags = if queues > 1 { IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE } else { IFF_TUN | IFF_NO_PI };
+        (0..queues.max(1)).map(|_| Self::open(name, flags)).collect()
+    }
+
+    /// Attach to (the first time: create) the device `name`.
+    fn open(name: &str, flags: libc::c_short) -> io::Result<Self> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad device name {name:?}")));
         }
@@ -42,7 +52,7 @@ impl Tun {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open("/dev/net/tun")
             .map_err(|e| io::Error::new(e.kind(), format!("open /dev/net/tun: {e}")))?;
-        let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TUN | IFF_NO_PI, _pad: [0; 22] };
+        let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
         for (d, s) in req.name.iter_mut().zip(name.bytes()) {
             *d = s as libc::c_char;
         }

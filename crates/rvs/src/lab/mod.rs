@@ -532,9 +532,13 @@ impl Lab {
         }
         rvs_netns::run(std::process::Command::new("ip").arg("-V"))
             .context("rvs lab needs iproute2 (the `ip` program)")?;
-        let mut topology =
-            Topology::build(&TopologySpec { reals: opts.reals, laddrs: LAB_LADDRS, net: LAB_NET })
-                .context("building the namespace topology")?;
+        let mut topology = Topology::build(&TopologySpec {
+            reals: opts.reals,
+            laddrs: LAB_LADDRS,
+            net: LAB_NET,
+            ..Default::default()
+        })
+        .context("building the namespace topology")?;
         let mut servers = Vec::with_capacity(opts.reals);
         for (i, addr) in topology.real_addrs().into_iter().enumerate() {
             let listener = topology
@@ -1047,7 +1051,8 @@ weight = 1
         if !rvs_netns::netns_tests_enabled("http_pieces_work_through_the_balancer_namespace") {
             return;
         }
-        let t = Topology::build(&TopologySpec { reals: 2, laddrs: 1, net: LAB_NET }).unwrap();
+        let t = Topology::build(&TopologySpec { reals: 2, laddrs: 1, net: LAB_NET, ..Default::default() })
+            .unwrap();
         let addr = t.real_addrs()[1];
         let listener = t.ns_real(1).run_in(|| TcpListener::bind((addr, HTTP_PORT))).unwrap().unwrap();
         let server = Server::start(listener, "real2").unwrap();

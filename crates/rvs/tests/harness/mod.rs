@@ -50,6 +50,10 @@ pub enum Driver {
     /// AF_XDP sockets on the balancer's client and real links, generic XDP
     /// (the reals hang off a bridge, which has no native XDP).
     Xdp,
+    /// The same with two workers, on links with two queues: the XDP
+    /// program steers each frame to the worker that owns it, and frames
+    /// that arrive on the other worker's queue cross the hand-over veths.
+    XdpTwoWorkers,
 }
 
 impl Driver {
@@ -57,7 +61,17 @@ impl Driver {
         match self {
             Self::Tun => "tun",
             Self::Xdp => "xdp",
+            Self::XdpTwoWorkers => "xdp2",
         }
+    }
+
+    pub fn uses_xdp(self) -> bool {
+        matches!(self, Self::Xdp | Self::XdpTwoWorkers)
+    }
+
+    /// Data-path workers.
+    pub fn workers(self) -> u32 {
+        if self == Self::XdpTwoWorkers { 2 } else { 1 }
     }
 }
 
@@ -126,9 +140,14 @@ impl Lab {
             return None;
         }
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let topo = Topology::build(&TopologySpec { reals: spec.weights.len(), laddrs: spec.laddrs, net: 77 })
-            .expect("build topology");
-        if spec.driver == Driver::Xdp {
+        let topo = Topology::build(&TopologySpec {
+            reals: spec.weights.len(),
+            laddrs: spec.laddrs,
+            net: 77,
+            queues: spec.driver.workers(),
+        })
+        .expect("build topology");
+        if spec.driver.uses_xdp() {
             topo.prepare_for_generic_xdp().expect("prepare links for XDP (ethtool installed?)");
         }
         let dir = PathBuf::from(format!("/tmp/{}-{test}-{}", topo.prefix(), spec.driver.name()));
@@ -175,11 +194,12 @@ impl Lab {
             writeln!(t, "[metrics]\nlisten = \"127.0.0.1:9108\"\n").unwrap();
         }
         let mut extra = spec.extra.clone();
-        if spec.driver == Driver::Xdp {
+        if spec.driver.uses_xdp() {
             let keys = format!(
-                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\n",
+                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\nworkers = {}\n",
                 self.topo.lb_client_if(),
-                self.topo.lb_real_if()
+                self.topo.lb_real_if(),
+                spec.driver.workers()
             );
             if extra.contains("[driver]\n") {
                 extra = extra.replacen("[driver]\n", &format!("[driver]\n{keys}"), 1);
@@ -436,6 +456,11 @@ impl Lab {
     /// Prometheus endpoint, which the lab must have been started with
     /// (`metrics: true`); `None` when the endpoint does not list it.
     pub fn metric(&self, name: &str) -> Option<u64> {
+        self.metric_with(name, &[])
+    }
+
+    /// [`Self::metric`] over the samples that carry every label in `labels`.
+    pub fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
         let text = self
             .topo
             .ns_lb()
@@ -444,7 +469,8 @@ impl Lab {
         let mut sum = None;
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let Some((key, value)) = line.rsplit_once(' ') else { continue };
-            if key.split('{').next() == Some(name) {
+            let has_labels = labels.iter().all(|(k, v)| key.contains(&format!("{k}=\"{v}\"")));
+            if key.split('{').next() == Some(name) && has_labels {
                 *sum.get_or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
             }
         }

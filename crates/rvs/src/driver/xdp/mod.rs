@@ -1,13 +1,21 @@
 //! The AF_XDP driver: an XDP program (`steer.bpf.c`) on each configured
-//! interface sends the balancer's own traffic to one AF_XDP socket per
-//! interface (copy mode, queue 0) and passes the rest to the kernel.
+//! interface sends the balancer's own traffic to the AF_XDP socket of the
+//! worker that owns it and passes the rest to the kernel.
 //!
-//! [`Steering`] owns the loaded program and the maps that say what is ours
+//! Worker `w` has a socket on queue `w` of every interface (copy mode, or
+//! zero-copy where the driver offers it). A frame of worker `w` that arrives
+//! on another queue cannot enter that socket (the kernel binds a socket to
+//! one queue), so the program redirects it into worker `w`'s hand-over veth
+//! pair ([`Handovers`]); the far end runs the `deliver` program and holds
+//! one more socket of worker `w`.
+//!
+//! [`Steering`] owns the loaded programs and the maps that say what is ours
 //! (services, VIPs, LIPs); the control plane keeps them in step with the
-//! model. [`XskPort`] is one socket with its memory and rings, owned by the
+//! model. [`XskPort`] is one socket with its memory and rings, owned by a
 //! data-path worker, and [`NextHops`] tells the worker which port and
 //! Ethernet address a packet leaves by.
 
+mod handover;
 mod nexthop;
 
 use std::collections::BTreeSet;
@@ -16,7 +24,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
-use aya::maps::{Array, HashMap, MapData, XskMap};
+use aya::maps::{Array, DevMap, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpFlags};
 use rvs_control::config::XdpMode;
 use rvs_control::model::Model;
@@ -26,6 +34,7 @@ use xdp::socket::{XdpSocket, XdpSocketBuilder};
 use xdp::umem::{FrameSize, UmemCfgBuilder};
 use xdp::{RingConfigBuilder, Rings, Umem};
 
+pub(crate) use handover::Handovers;
 pub(crate) use nexthop::NextHops;
 
 /// The program, built by build.rs, or `None` when clang was missing then.
@@ -36,8 +45,10 @@ static PROGRAM: Option<&[u8]> = None;
 
 /// Slots in the program's socket map (`MAX_SLOTS` in steer.bpf.c).
 const MAX_SLOTS: u32 = 1024;
-/// Slots each interface reserves, one per worker.
-const SLOTS_PER_INTERFACE: u32 = 16;
+/// Slots each interface reserves, one per worker (`MAX_WORKERS` in steer.bpf.c).
+const SLOTS_PER_INTERFACE: u32 = rvs_control::config::MAX_WORKERS as u32;
+/// The last interface's slots hold the sockets on the hand-over veths.
+const HANDOVER_SLOTS: u32 = MAX_SLOTS - SLOTS_PER_INTERFACE;
 /// Ethernet header length.
 pub(crate) const ETH_LEN: usize = 14;
 /// Frames per socket (4 KiB each): half for receiving, half for sending.
@@ -53,7 +64,24 @@ pub(crate) struct Steering {
     vips: HashMap<MapData, u32, u32>,
     laddrs: HashMap<MapData, u32, u32>,
     settings: Array<MapData, u32>,
+    steered: PerCpuArray<MapData, u64>,
     loaded: (BTreeSet<[u8; 8]>, BTreeSet<u32>, BTreeSet<u32>),
+}
+
+/// What the programs did with the balancer's frames, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SteerCounts {
+    /// Into the socket of the worker whose queue they arrived on.
+    pub(crate) direct: u64,
+    /// Redirected into another worker's hand-over veth.
+    pub(crate) handed_over: u64,
+    /// Passed to the kernel for want of a socket or device (they reach rvs
+    /// through the TUN device).
+    pub(crate) passed: u64,
+    /// Put into a socket from a hand-over veth.
+    pub(crate) delivered: u64,
+    /// Dropped on a hand-over veth for want of a socket.
+    pub(crate) dropped: u64,
 }
 
 impl std::fmt::Debug for Steering {
@@ -83,15 +111,21 @@ fn addr_key(addr: std::net::Ipv4Addr) -> u32 {
 }
 
 impl Steering {
-    /// Load the program and attach it to each of `ports`' interfaces, with
-    /// their sockets in the program's socket map.
-    pub(crate) fn attach(ports: &[XskPort], mode: XdpMode) -> io::Result<Self> {
+    /// Load the programs; attach `steer` to every interface, with worker
+    /// `w`'s socket on it (`ports[w][i]` for interface `i`) in the socket
+    /// map, and `deliver` to the far end of every hand-over pair, whose
+    /// socket is `ports[w]`'s last entry when `handovers` is not empty.
+    pub(crate) fn attach(ports: &[Vec<XskPort>], handovers: &Handovers, mode: XdpMode) -> io::Result<Self> {
         let bytes = PROGRAM.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::Unsupported,
                 "rvs was built without the XDP program: install clang and rebuild to use driver.kind = \"xdp\"",
             )
         })?;
+        let workers = ports.len() as u32;
+        if workers == 0 || workers > SLOTS_PER_INTERFACE {
+            return Err(bpf_err("XDP program", format!("{workers} workers")));
+        }
         let mut ebpf = aya::Ebpf::load(bytes).map_err(|e| bpf_err("load the XDP program", e))?;
         let take = |ebpf: &mut aya::Ebpf, name: &str| {
             ebpf.take_map(name).ok_or_else(|| bpf_err("XDP program", format!("no map {name}")))
@@ -100,38 +134,87 @@ impl Steering {
             take(&mut ebpf, "xsks")?.try_into().map_err(|e| bpf_err("map xsks", e))?;
         let mut ifaces: HashMap<MapData, u32, u32> =
             take(&mut ebpf, "ifaces")?.try_into().map_err(|e| bpf_err("map ifaces", e))?;
-        for (i, port) in ports.iter().enumerate() {
-            let base = i as u32 * SLOTS_PER_INTERFACE;
-            if base >= MAX_SLOTS {
-                return Err(bpf_err("XDP program", "too many interfaces"));
+        let mut devices: DevMap<MapData> =
+            take(&mut ebpf, "handover")?.try_into().map_err(|e| bpf_err("map handover", e))?;
+        let interfaces = handovers.interfaces;
+        if interfaces as u32 * SLOTS_PER_INTERFACE > HANDOVER_SLOTS {
+            return Err(bpf_err("XDP program", "too many interfaces"));
+        }
+        let mut attach_to = Vec::new();
+        for (w, own) in ports.iter().enumerate() {
+            for (i, port) in own.iter().take(interfaces).enumerate() {
+                let slot = i as u32 * SLOTS_PER_INTERFACE + w as u32;
+                xsks.set(slot, port.socket.raw_fd(), 0).map_err(|e| bpf_err("socket map", e))?;
+                if w == 0 {
+                    ifaces.insert(port.ifindex, slot, 0).map_err(|e| bpf_err("interface map", e))?;
+                    attach_to.push((port.ifindex, port.name.clone()));
+                }
             }
-            // Worker 0's socket; later workers take the next slots.
-            xsks.set(base, port.socket.raw_fd(), 0).map_err(|e| bpf_err("socket map", e))?;
-            ifaces.insert(port.ifindex, base, 0).map_err(|e| bpf_err("interface map", e))?;
+        }
+        let mut deliver_to = Vec::new();
+        for (w, pair) in handovers.pairs.iter().enumerate() {
+            let port =
+                ports[w].get(interfaces).ok_or_else(|| bpf_err("XDP program", "no hand-over socket"))?;
+            let slot = HANDOVER_SLOTS + w as u32;
+            xsks.set(slot, port.socket.raw_fd(), 0).map_err(|e| bpf_err("socket map", e))?;
+            ifaces.insert(pair.far, slot, 0).map_err(|e| bpf_err("interface map", e))?;
+            devices.set(w as u32, pair.near, None, 0).map_err(|e| bpf_err("hand-over map", e))?;
+            deliver_to.push((pair.far, pair.far_name.clone()));
         }
         let flags = match mode {
             XdpMode::Native => XdpFlags::DRV_MODE,
             XdpMode::Generic => XdpFlags::SKB_MODE,
         };
-        let program: &mut Xdp = ebpf
-            .program_mut("steer")
-            .ok_or_else(|| bpf_err("XDP program", "no program steer"))?
-            .try_into()
-            .map_err(|e| bpf_err("XDP program", e))?;
-        program.load().map_err(|e| bpf_err("load the XDP program into the kernel", e))?;
-        for port in ports {
-            program.attach_to_if_index(port.ifindex, flags).map_err(|e| {
-                bpf_err(&format!("attach the XDP program to {} ({} mode)", port.name, mode.name()), e)
-            })?;
-        }
+        let program = |ebpf: &mut aya::Ebpf, name: &str| -> io::Result<()> {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| bpf_err("XDP program", format!("no program {name}")))?
+                .try_into()
+                .map_err(|e| bpf_err("XDP program", e))?;
+            p.load().map_err(|e| bpf_err(&format!("load the XDP program {name} into the kernel"), e))
+        };
+        program(&mut ebpf, "steer")?;
+        program(&mut ebpf, "deliver")?;
+        let attach = |ebpf: &mut aya::Ebpf, name: &str, to: &[(u32, String)], flags, mode: &str| {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| bpf_err("XDP program", format!("no program {name}")))?
+                .try_into()
+                .map_err(|e| bpf_err("XDP program", e))?;
+            to.iter().try_for_each(|(index, ifname)| {
+                p.attach_to_if_index(*index, flags)
+                    .map(drop)
+                    .map_err(|e| bpf_err(&format!("attach the XDP program to {ifname} ({mode} mode)"), e))
+            })
+        };
+        attach(&mut ebpf, "steer", &attach_to, flags, mode.name())?;
+        // A frame redirected into a veth reaches its peer only where the
+        // peer runs a native program.
+        attach(&mut ebpf, "deliver", &deliver_to, XdpFlags::DRV_MODE, "native")?;
         let services = take(&mut ebpf, "services")?.try_into().map_err(|e| bpf_err("map services", e))?;
         let vips = take(&mut ebpf, "vips")?.try_into().map_err(|e| bpf_err("map vips", e))?;
         let laddrs = take(&mut ebpf, "laddrs")?.try_into().map_err(|e| bpf_err("map laddrs", e))?;
+        let steered = take(&mut ebpf, "steered")?.try_into().map_err(|e| bpf_err("map steered", e))?;
         let mut settings: Array<MapData, u32> =
             take(&mut ebpf, "settings")?.try_into().map_err(|e| bpf_err("map settings", e))?;
-        // One worker; the program passes everything while this is 0.
-        settings.set(0, 1, 0).map_err(|e| bpf_err("settings map", e))?;
-        Ok(Self { _ebpf: ebpf, services, vips, laddrs, settings, loaded: Default::default() })
+        // The program passes everything while this is 0.
+        settings.set(0, workers, 0).map_err(|e| bpf_err("settings map", e))?;
+        Ok(Self { _ebpf: ebpf, services, vips, laddrs, settings, steered, loaded: Default::default() })
+    }
+
+    /// The programs' counts so far.
+    pub(crate) fn counts(&self) -> io::Result<SteerCounts> {
+        let get = |i: u32| -> io::Result<u64> {
+            let per_cpu = self.steered.get(&i, 0).map_err(|e| bpf_err("map steered", e))?;
+            Ok(per_cpu.iter().sum())
+        };
+        Ok(SteerCounts {
+            direct: get(0)?,
+            handed_over: get(1)?,
+            passed: get(2)?,
+            delivered: get(3)?,
+            dropped: get(4)?,
+        })
     }
 
     /// Bring the maps in line with the model's services and local addresses.
@@ -175,9 +258,9 @@ impl Steering {
     }
 }
 
-/// One AF_XDP socket bound to queue 0 of an interface, in copy mode, with
-/// its own memory: frames received are copied out and given back at once,
-/// frames sent are copied in.
+/// One AF_XDP socket bound to one queue of an interface, with its own
+/// memory: frames received are copied out and given back at once, frames
+/// sent are copied in.
 pub(crate) struct XskPort {
     pub(crate) ifindex: u32,
     pub(crate) name: String,
@@ -213,8 +296,8 @@ fn xsk_err(what: &str, name: &str, e: impl std::fmt::Display) -> io::Error {
 }
 
 impl XskPort {
-    /// Open a socket on queue 0 of interface `name`, with `batch` packets per receive.
-    pub(crate) fn open(name: &str, batch: usize) -> io::Result<Self> {
+    /// Open a socket on `queue` of interface `name`, with `batch` packets per receive.
+    pub(crate) fn open(name: &str, queue: u32, batch: usize) -> io::Result<Self> {
         let c = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: `c` is a valid NUL-terminated string.
         let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
@@ -231,13 +314,17 @@ impl XskPort {
             RingConfigBuilder { rx_count: RING, tx_count: RING, fill_count: RING, completion_count: RING }
                 .build()
                 .map_err(|e| xsk_err("AF_XDP rings", name, e))?;
-        let (mut rings, mut flags) =
+        let (mut rings, flags) =
             builder.build_rings(&umem, rcfg).map_err(|e| xsk_err("AF_XDP rings", name, e))?;
-        // veth and most virtual links offer no zero-copy.
-        flags.force_copy();
-        let socket = builder
-            .bind(xdp::nic::NicIndex(ifindex), 0, flags)
-            .map_err(|e| xsk_err("bind AF_XDP socket", name, e))?;
+        // Neither copy nor zero-copy is forced: the kernel takes zero-copy
+        // where the driver offers it and copies otherwise (veth, bridges).
+        let socket = builder.bind(xdp::nic::NicIndex(ifindex), queue, flags).map_err(|e| {
+            xsk_err(
+                "bind AF_XDP socket",
+                name,
+                format!("queue {queue}: {e} (each worker needs a queue of its own on every interface)"),
+            )
+        })?;
         // SAFETY: the memory outlives the socket: both live in the returned
         // port, which drops the rings and socket first.
         let filling = unsafe { rings.fill_ring.enqueue(&mut umem, RING as usize) };

@@ -1,9 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// rvs's XDP program: steers the balancer's own traffic to its AF_XDP sockets
-// and passes everything else to the kernel.
+// rvs's XDP programs. `steer`, on every interface of the balancer, sends
+// the balancer's own traffic to the AF_XDP socket of the worker that owns it
+// and passes everything else to the kernel. `deliver`, on the worker end of
+// each hand-over veth pair, puts what `steer` handed over into that worker's
+// socket.
 //
-// Redirected (to the socket of this interface for the chosen worker):
+// An AF_XDP socket takes only frames that arrive on the queue it is bound
+// to, and which queue a frame arrives on is up to the sender and the NIC's
+// hashing. So a frame that arrived on its worker's queue goes straight to
+// that worker's socket on this interface; any other is redirected into the
+// worker's hand-over veth (a device map), whose far end runs `deliver`. No
+// NIC flow-steering rules are needed.
+//
+// Steered to a worker:
 //   - IPv4 TCP or UDP to a service's VIP:port, to worker
 //     hash(src ip, src port) % workers, so a flow always reaches one worker;
 //   - IPv4 ICMP to a VIP address (errors about a flow, echo), to worker
@@ -26,7 +36,13 @@ typedef unsigned long long __u64;
 #define SEC(name) __attribute__((section(name), used))
 
 enum { XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
-enum { BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_ARRAY = 2, BPF_MAP_TYPE_XSKMAP = 17 };
+enum {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_DEVMAP = 14,
+	BPF_MAP_TYPE_XSKMAP = 17,
+};
 
 struct xdp_md {
 	__u32 data;
@@ -51,6 +67,7 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 
 // Keep in step with crates/rvs/src/driver/xdp/mod.rs.
 #define MAX_SLOTS 1024
+#define MAX_WORKERS 16
 
 struct service_key {
 	__u32 addr; // network order
@@ -83,7 +100,8 @@ struct bpf_map_def SEC("maps") laddrs = {
 	.max_entries = 65536,
 };
 
-// Interface index -> first slot of its sockets in `xsks` (one per worker).
+// Interface index -> first slot of its sockets in `xsks` (one per worker);
+// for a hand-over veth's worker end, the slot of that worker's socket there.
 struct bpf_map_def SEC("maps") ifaces = {
 	.type = BPF_MAP_TYPE_HASH,
 	.key_size = sizeof(__u32),
@@ -106,6 +124,33 @@ struct bpf_map_def SEC("maps") xsks = {
 	.max_entries = MAX_SLOTS,
 };
 
+// Worker -> interface index of the near end of its hand-over veth pair.
+struct bpf_map_def SEC("maps") handover = {
+	.type = BPF_MAP_TYPE_DEVMAP,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = MAX_WORKERS,
+};
+
+// The balancer's frames, per CPU: [0] to a socket on their own queue, [1]
+// handed over to another queue's worker, [2] passed to the kernel for want
+// of a socket or device, [3] delivered from a hand-over veth, [4] dropped on
+// a hand-over veth for want of a socket.
+enum {
+	STEERED_DIRECT,
+	STEERED_HANDOVER,
+	STEERED_PASS,
+	STEERED_DELIVERED,
+	STEERED_DROPPED,
+	STEERED_COUNTS,
+};
+struct bpf_map_def SEC("maps") steered = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u64),
+	.max_entries = STEERED_COUNTS,
+};
+
 #define IPPROTO_ICMP 1
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
@@ -121,17 +166,44 @@ static __attribute__((always_inline)) __u32 mix(__u32 x)
 	return x;
 }
 
+static __attribute__((always_inline)) int count(__u32 what, int action)
+{
+	__u64 *n = bpf_map_lookup_elem(&steered, &what);
+	if (n)
+		*n += 1;
+	return action;
+}
+
 static __attribute__((always_inline)) int to_worker(struct xdp_md *ctx, __u32 worker)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 *base = bpf_map_lookup_elem(&ifaces, &ifindex);
 	if (!base)
-		return XDP_PASS;
+		return count(STEERED_PASS, XDP_PASS);
 	__u32 slot = *base + worker;
 	if (slot >= MAX_SLOTS)
-		return XDP_PASS;
-	// No socket in the slot: the kernel gets the packet (low bits of flags).
-	return bpf_redirect_map(&xsks, slot, XDP_PASS);
+		return count(STEERED_PASS, XDP_PASS);
+	// No socket or device in the slot: the kernel gets the packet (the low
+	// bits of the flags), and it reaches rvs through the TUN device.
+	if (ctx->rx_queue_index == worker) {
+		int action = bpf_redirect_map(&xsks, slot, XDP_PASS);
+		return count(action == XDP_REDIRECT ? STEERED_DIRECT : STEERED_PASS, action);
+	}
+	int action = bpf_redirect_map(&handover, worker, XDP_PASS);
+	return count(action == XDP_REDIRECT ? STEERED_HANDOVER : STEERED_PASS, action);
+}
+
+SEC("xdp")
+int deliver(struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 *slot = bpf_map_lookup_elem(&ifaces, &ifindex);
+	// Only `steer` sends here; with no socket waiting (the worker is
+	// stopping) the kernel could do nothing with the frame either.
+	if (!slot || *slot >= MAX_SLOTS)
+		return count(STEERED_DROPPED, XDP_DROP);
+	int action = bpf_redirect_map(&xsks, *slot, XDP_DROP);
+	return count(action == XDP_REDIRECT ? STEERED_DELIVERED : STEERED_DROPPED, action);
 }
 
 SEC("xdp")
@@ -152,7 +224,7 @@ int steer(struct xdp_md *ctx)
 		return XDP_PASS;
 	__u32 zero = 0;
 	__u32 *workers = bpf_map_lookup_elem(&settings, &zero);
-	if (!workers || *workers == 0)
+	if (!workers || *workers == 0 || *workers > MAX_WORKERS)
 		return XDP_PASS;
 	__u32 n = *workers;
 	__u8 proto = ip[9];
