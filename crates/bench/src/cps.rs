@@ -21,10 +21,10 @@ const WRK_CONNS: &str = "-c32";
 /// The paths measured, in table order.
 fn paths() -> Vec<Box<dyn DataPath>> {
     vec![
-        Box::new(Rvs { synproxy: true, xdp: true }),
-        Box::new(Rvs { synproxy: false, xdp: true }),
-        Box::new(Rvs { synproxy: true, xdp: false }),
-        Box::new(Rvs { synproxy: false, xdp: false }),
+        Box::new(Rvs { synproxy: true, xdp_workers: Some(1) }),
+        Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
+        Box::new(Rvs { synproxy: true, xdp_workers: None }),
+        Box::new(Rvs { synproxy: false, xdp_workers: None }),
         Box::new(NftFullNat),
         Box::new(HaproxyTcp),
     ]

@@ -54,7 +54,7 @@ fn get(target: SocketAddr) -> bool {
 
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     let svc = Service { proto: Proto::Tcp, port: 80 };
-    let path = Rvs { synproxy: true, xdp: false };
+    let path = Rvs { synproxy: true, xdp_workers: None };
     let m = path.setup(lab, svc)?;
     let pid = m.pid.context("the daemon's pid")?;
     rvs_netns::run(lab.lb().ip().args(["route", "add", "blackhole", &format!("{SPOOF_NET}/16")]))?;

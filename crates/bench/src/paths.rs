@@ -49,6 +49,10 @@ pub(crate) struct Middle {
     pub sink: Option<Counter>,
     /// The balancer process, for its memory.
     pub pid: Option<u32>,
+    /// rvs on AF_XDP: its own program holds the balancer's ingress, so no
+    /// counting program can go there; it counts the frames it steers
+    /// itself (`rvs_xdp_frames_total` at [`RVS_METRICS`]).
+    pub rvs_xdp: bool,
     /// Processes, tables, XDP links, addresses.
     guards: Guards,
 }
@@ -187,15 +191,27 @@ impl DataPath for NftFullNat {
 #[derive(Debug)]
 pub(crate) struct Rvs {
     pub synproxy: bool,
-    pub xdp: bool,
+    /// AF_XDP with this many workers; `None` for the TUN device (one worker).
+    pub xdp_workers: Option<u32>,
+}
+
+/// Where the rvs daemon serves its metrics in the balancer's namespace.
+pub(crate) const RVS_METRICS: &str = "127.0.0.1:9108";
+
+impl Rvs {
+    pub(crate) const TUN: Self = Self { synproxy: false, xdp_workers: None };
 }
 
 impl DataPath for Rvs {
     fn name(&self) -> String {
-        let driver = if self.xdp { "rvs AF_XDP" } else { "rvs TUN" };
+        let driver = match self.xdp_workers {
+            None => "rvs TUN".to_owned(),
+            Some(1) => "rvs AF_XDP".to_owned(),
+            Some(n) => format!("rvs AF_XDP, {n} workers"),
+        };
         match self.synproxy {
             true => format!("{driver}, SYNProxy on"),
-            false => driver.to_owned(),
+            false => driver,
         }
     }
 
@@ -204,17 +220,17 @@ impl DataPath for Rvs {
         let socket = lab.tmp.path().join("rvs.sock");
         let _ = fs::remove_file(&socket);
         let laddrs: Vec<String> = t.laddrs().iter().map(|a| format!("\"{a}\"")).collect();
-        let xdp = if self.xdp {
-            format!(
-                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\n",
+        let xdp = match self.xdp_workers {
+            Some(workers) => format!(
+                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\nworkers = {workers}\n",
                 t.lb_client_if(),
                 t.lb_real_if()
-            )
-        } else {
-            String::new()
+            ),
+            None => String::new(),
         };
         let mut cfg = format!(
-            "[daemon]\ncontrol_socket = \"{}\"\n\n[driver]\ntun_name = \"rvs0\"\n{xdp}\n\
+            "[daemon]\ncontrol_socket = \"{}\"\n\n[metrics]\nlisten = \"{RVS_METRICS}\"\n\n\
+             [driver]\ntun_name = \"rvs0\"\n{xdp}\n\
              [[service]]\nproto = \"{}\"\nvip = \"{}:{}\"\nsched = \"rr\"\nladdrs = [{}]\n",
             socket.display(),
             svc.proto.name(),
@@ -237,6 +253,7 @@ impl DataPath for Rvs {
         Ok(Middle {
             target: Some(t.vip()),
             pid: Some(daemon.pid()),
+            rvs_xdp: self.xdp_workers.is_some(),
             guards: Guards(vec![Box::new(daemon)]),
             ..Middle::default()
         })

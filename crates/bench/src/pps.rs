@@ -14,7 +14,7 @@ use crate::Opts;
 use crate::bpf::{Counter, Prog};
 use crate::frame::{self, Macs};
 use crate::lab::{self, Lab, XdpLink, check_stop};
-use crate::paths::{DataPath, KernelRouting, NftFullNat, Proto, Rvs, Service, VethLimit};
+use crate::paths::{DataPath, KernelRouting, NftFullNat, Proto, RVS_METRICS, Rvs, Service, VethLimit};
 use crate::report::{Samples, Table, mega, ratio_line};
 
 const PORT: u16 = 9000;
@@ -27,8 +27,40 @@ fn paths() -> Vec<Box<dyn DataPath>> {
         Box::new(VethLimit),
         Box::new(KernelRouting),
         Box::new(NftFullNat),
-        Box::new(Rvs { synproxy: false, xdp: false }),
+        Box::new(Rvs::TUN),
+        Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
+        Box::new(Rvs { synproxy: false, xdp_workers: Some(2) }),
     ]
+}
+
+/// Turns GRO on for a link while it lives.
+struct Gro<'a>(&'a Lab);
+
+impl<'a> Gro<'a> {
+    fn on(lab: &'a Lab) -> anyhow::Result<Self> {
+        rvs_netns::run(&mut lab.lb().cmd("ethtool", ["-K", lab.topo.lb_client_if(), "gro", "on"]))?;
+        Ok(Self(lab))
+    }
+}
+
+impl Drop for Gro<'_> {
+    fn drop(&mut self) {
+        let _ =
+            rvs_netns::run(&mut self.0.lb().cmd("ethtool", ["-K", self.0.topo.lb_client_if(), "gro", "off"]));
+    }
+}
+
+/// Frames rvs's XDP program steered to its sockets so far.
+fn rvs_steered(lab: &Lab) -> anyhow::Result<u64> {
+    let text = lab.lb().run("curl", ["-sf", &format!("http://{RVS_METRICS}/metrics")])?;
+    Ok(text
+        .lines()
+        .filter(|l| {
+            l.starts_with("rvs_xdp_frames_total")
+                && (l.contains("\"direct\"") || l.contains("\"handed_over\""))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum())
 }
 
 #[derive(Debug, Default, Clone)]
@@ -61,20 +93,22 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             // XDP: a counting XDP_PASS at the balancer's ingress, unless the
             // path itself ends there.
             let ingress = Counter::new()?;
-            let _pass = match m.sink {
-                Some(_) => None,
-                None => Some(XdpLink::attach(
+            let _pass = match (&m.sink, m.rvs_xdp) {
+                (Some(_), _) | (None, true) => None,
+                (None, false) => Some(XdpLink::attach(
                     lab.lb(),
                     lab.topo.lb_client_if(),
                     Prog::count(&ingress, 17, false)?,
                 )?),
             };
+            let _gro = if m.rvs_xdp { Some(Gro::on(lab)?) } else { None };
             let target = m.target.unwrap_or(lab.topo.vip());
             let t = frame::udp(macs, lab.topo.client_addr(), target, PORT, FLOWS);
             lab::generate(lab, &t, WARM_UP, &|| false)?;
             let read = || -> anyhow::Result<(u64, u64)> {
                 match &m.sink {
                     Some(s) => Ok((s.read()?, s.read()?)),
+                    None if m.rvs_xdp => Ok((lab::sum(&at_reals)?, rvs_steered(lab)?)),
                     None => Ok((lab::sum(&at_reals)?, ingress.read()?)),
                 }
             };
@@ -119,14 +153,17 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     }
     let name = |i: usize| paths[i].name();
     let mut ratios = Vec::new();
-    for (a, b) in [(3, 2), (3, 1), (2, 1), (1, 0), (3, 0)] {
+    // rvs AF_XDP (4) against nftables FullNAT (2) and plain routing (1);
+    // two workers (5) against one; rvs TUN (3); the kernel paths against
+    // each other and the veth limit (0).
+    for (a, b) in [(4, 2), (4, 1), (5, 4), (3, 2), (3, 1), (2, 1), (1, 0), (4, 0)] {
         let (s, v) =
             ratio_line(&format!("{} / {}", name(a), name(b)), &figs[a].delivered, &figs[b].delivered, None);
         t.note(s);
         ratios.push(v);
     }
     t.note(format!(
-        "medians of {} rounds of {:.1} s (min–max in brackets); one generator thread; \"arrived at the balancer\" counts at its ingress (for the veth limit that is the delivered figure)",
+        "medians of {} rounds of {:.1} s (min–max in brackets); one generator thread; \"arrived at the balancer\" counts at its ingress (for the veth limit that is the delivered figure; for rvs AF_XDP, the frames its program steered to its sockets)",
         o.rounds, o.pps_secs
     ));
     let rows: Vec<Value> = paths
