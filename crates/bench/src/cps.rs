@@ -76,8 +76,10 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             let mut cmd = lab
                 .client()
                 .cmd("wrk", [WRK_THREADS, WRK_CONNS, d.as_str(), "-H", "Connection: close", url.as_str()]);
+            let profile = lab::Profile::start(&p.name(), m.pid)?;
             let out = lab::run_bounded(&mut cmd, Duration::from_secs(u64::from(o.cps_secs) + 20))
                 .with_context(|| format!("wrk through {}", p.name()))?;
+            drop(profile);
             let r = parse_wrk(&out)?;
             if r.requests_per_s <= 0.0 {
                 bail!("{}: wrk made no requests: {out}", p.name());

@@ -377,3 +377,35 @@ pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> anyhow::Result<
         None => bail!("{cmd:?} did not finish within {limit:?} (or was interrupted)"),
     }
 }
+
+/// `perf record -e cpu-clock -g` of one balancer process during a measured
+/// window, when `RVS_BENCH_PERF` names (part of) the path: how a missed
+/// target is explained. Writes `perf-<path>.data` in the working directory.
+pub(crate) struct Profile(Option<ChildGuard>);
+
+impl Profile {
+    pub(crate) fn start(path: &str, pid: Option<u32>) -> anyhow::Result<Self> {
+        let (Ok(want), Some(pid)) = (std::env::var("RVS_BENCH_PERF"), pid) else { return Ok(Self(None)) };
+        if want.is_empty() || !path.contains(&want) {
+            return Ok(Self(None));
+        }
+        let slug: String = path.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let file = format!("perf-{slug}.data");
+        let mut cmd = Command::new("perf");
+        cmd.args(["record", "-q", "-e", "cpu-clock", "-g", "-o", &file, "-p", &pid.to_string()])
+            .stdout(std::process::Stdio::null());
+        let guard = ChildGuard::spawn(&mut cmd).context("perf record (linux-perf installed?)")?;
+        eprintln!("profiling {path} into {file}");
+        // perf needs a moment to attach before the window starts.
+        thread::sleep(Duration::from_millis(300));
+        Ok(Self(Some(guard)))
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        if let Some(g) = self.0.as_mut() {
+            let _ = g.stop(Duration::from_secs(10));
+        }
+    }
+}

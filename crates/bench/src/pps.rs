@@ -50,6 +50,12 @@ impl Drop for Gro<'_> {
     }
 }
 
+/// The kernel's loss counts on rvs's sockets, as rvs reports them.
+fn rvs_socket_losses(lab: &Lab) -> anyhow::Result<String> {
+    let text = lab.lb().run("curl", ["-sf", &format!("http://{RVS_METRICS}/metrics")])?;
+    Ok(text.lines().filter(|l| l.starts_with("rvs_xdp_socket_drops_total")).collect::<Vec<_>>().join(", "))
+}
+
 /// Frames rvs's XDP program steered to its sockets so far.
 fn rvs_steered(lab: &Lab) -> anyhow::Result<u64> {
     let text = lab.lb().run("curl", ["-sf", &format!("http://{RVS_METRICS}/metrics")])?;
@@ -113,8 +119,18 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
                 }
             };
             let (d0, i0) = read()?;
+            let profile = lab::Profile::start(&p.name(), m.pid)?;
             let sent = lab::generate(lab, &t, secs, &|| false)?;
+            drop(profile);
             let (d1, i1) = read()?;
+            if m.rvs_xdp && !o.json {
+                eprintln!(
+                    "pps round {}: {}: socket losses so far: {}",
+                    round + 1,
+                    p.name(),
+                    rvs_socket_losses(lab)?
+                );
+            }
             let s = sent.elapsed.as_secs_f64();
             f.delivered.push((d1 - d0) as f64 / s);
             f.at_balancer.push((i1 - i0) as f64 / s);

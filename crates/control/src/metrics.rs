@@ -230,6 +230,29 @@ pub fn render(snap: &Snapshot) -> String {
     for (w, i) in snap.workers.iter().zip(&workers) {
         f.sample(&[("worker", i)], w.packets);
     }
+    if let Some(k) = &snap.sockets {
+        let mut f = Family::new(
+            o,
+            "rvs_xdp_socket_drops_total",
+            "counter",
+            "Frames the kernel lost on the xdp driver's sockets before rvs saw them, by reason.",
+        );
+        for (reason, n) in [
+            ("rx_dropped", k.rx_dropped),
+            ("rx_ring_full", k.rx_ring_full),
+            ("rx_invalid", k.rx_invalid),
+            ("tx_invalid", k.tx_invalid),
+        ] {
+            f.sample(&[("reason", reason)], n);
+        }
+        Family::new(
+            o,
+            "rvs_xdp_fill_ring_empty_total",
+            "counter",
+            "Times the kernel found a fill ring empty.",
+        )
+        .sample(&[], k.fill_ring_empty);
+    }
 
     let mut f = Family::new(o, "rvs_local_ports", "gauge", "Local ports toward a real, by state.");
     for p in &snap.pools {
@@ -243,7 +266,9 @@ pub fn render(snap: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{ClientAddrSnap, PoolSnap, RealSnap, ServiceSnap, TimeoutSnap, WorkerSnap};
+    use crate::snapshot::{
+        ClientAddrSnap, PoolSnap, RealSnap, ServiceSnap, SocketSnap, TimeoutSnap, WorkerSnap,
+    };
     use std::collections::{BTreeMap, HashSet};
 
     fn snapshot() -> Snapshot {
@@ -300,6 +325,7 @@ mod tests {
                 WorkerSnap { conns: 1, conns_created: 2, packets: 10 },
                 WorkerSnap { conns: 2, conns_created: 3, packets: 9 },
             ],
+            sockets: Some(SocketSnap { rx_ring_full: 21, ..SocketSnap::default() }),
         }
     }
 
@@ -397,6 +423,8 @@ mod tests {
         assert_eq!(find("rvs_worker_connections", &[("worker", "1")]), Some(2));
         assert_eq!(find("rvs_worker_connections_created_total", &[("worker", "0")]), Some(2));
         assert_eq!(find("rvs_worker_packets_total", &[("worker", "1")]), Some(9));
+        assert_eq!(find("rvs_xdp_socket_drops_total", &[("reason", "rx_ring_full")]), Some(21));
+        assert_eq!(find("rvs_xdp_socket_drops_total", &[("reason", "rx_dropped")]), Some(0));
         assert!(text.ends_with('\n'));
     }
 }

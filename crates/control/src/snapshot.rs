@@ -270,6 +270,35 @@ pub struct Snapshot {
     /// Each worker's share, in worker order (one entry per merged engine).
     #[serde(default)]
     pub workers: Vec<WorkerSnap>,
+    /// The xdp driver's sockets, summed; `None` on the TUN driver.
+    #[serde(default)]
+    pub sockets: Option<SocketSnap>,
+}
+
+/// What the kernel counted on AF_XDP sockets (`XDP_STATISTICS`), summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketSnap {
+    /// Frames the kernel could not copy in (no free frame in the fill ring, or too big).
+    pub rx_dropped: u64,
+    /// Frames lost because the receive ring was full (the worker fell behind).
+    pub rx_ring_full: u64,
+    /// Receive descriptors the kernel found invalid.
+    pub rx_invalid: u64,
+    /// Send descriptors the kernel found invalid.
+    pub tx_invalid: u64,
+    /// Times the kernel found the fill ring empty.
+    pub fill_ring_empty: u64,
+}
+
+impl SocketSnap {
+    /// Add another socket's or worker's counts.
+    pub fn add(&mut self, o: &Self) {
+        self.rx_dropped += o.rx_dropped;
+        self.rx_ring_full += o.rx_ring_full;
+        self.rx_invalid += o.rx_invalid;
+        self.tx_invalid += o.tx_invalid;
+        self.fill_ring_empty += o.fill_ring_empty;
+    }
 }
 
 /// One worker's load: how the steering spreads the work.
@@ -386,6 +415,7 @@ impl Snapshot {
                 conns_created: stats.conns_created,
                 packets: stats.traffic.pkts_in + stats.traffic.pkts_out,
             }],
+            sockets: None,
         }
     }
 
@@ -440,6 +470,13 @@ impl Snapshot {
         a.open_handshakes += b.open_handshakes;
         self.client_addr.add(&other.client_addr);
         self.workers.extend(other.workers);
+        self.sockets = match (self.sockets, other.sockets) {
+            (Some(mut a), Some(b)) => {
+                a.add(&b);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
         for p in other.pools {
             match self.pools.iter_mut().find(|m| m.proto == p.proto && m.laddr == p.laddr && m.real == p.real)
             {

@@ -400,6 +400,7 @@ mod tests {
             synproxy: Default::default(),
             client_addr: Default::default(),
             workers: vec![],
+            sockets: None,
         };
         let mut b = a.clone();
         b.taken_at_nanos = 2_000_000_000;

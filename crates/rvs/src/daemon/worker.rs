@@ -430,7 +430,13 @@ impl Worker {
                     let _ = apply_all(&mut self.engine, &[Op::ZeroCounters]);
                 }
                 Request::Snapshot(with_conns, reply) => {
-                    let _ = reply.send(Snapshot::capture(&self.engine, self.clock.now(), with_conns));
+                    let mut snap = Snapshot::capture(&self.engine, self.clock.now(), with_conns);
+                    snap.sockets = self.xdp.as_ref().map(|x| {
+                        let mut sum = rvs_control::snapshot::SocketSnap::default();
+                        x.ports.iter().for_each(|p| sum.add(&p.stats()));
+                        sum
+                    });
+                    let _ = reply.send(snap);
                 }
                 Request::Stop => self.stopping = true,
             }

@@ -438,6 +438,18 @@ impl XskPort {
         self.refill();
     }
 
+    /// What the kernel counted on this socket.
+    pub(crate) fn stats(&self) -> rvs_control::snapshot::SocketSnap {
+        let Ok(k) = self.socket.statistics() else { return Default::default() };
+        rvs_control::snapshot::SocketSnap {
+            rx_dropped: k.rx_dropped,
+            rx_ring_full: k.rx_ring_full,
+            rx_invalid: k.rx_invalid_descs,
+            tx_invalid: k.tx_invalid_descs,
+            fill_ring_empty: k.rx_fill_ring_empty_descs,
+        }
+    }
+
     /// Take back frames the kernel has finished sending.
     fn reclaim(&mut self) {
         self.rings.completion_ring.dequeue(&mut self.umem, RING as usize);
