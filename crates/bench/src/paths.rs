@@ -229,10 +229,11 @@ impl DataPath for Rvs {
             None => String::new(),
         };
         let mut cfg = format!(
-            "[daemon]\ncontrol_socket = \"{}\"\n\n[metrics]\nlisten = \"{RVS_METRICS}\"\n\n\
+            "[daemon]\ncontrol_socket = \"{}\"\nsecret_file = \"{}\"\n\n[metrics]\nlisten = \"{RVS_METRICS}\"\n\n\
              [driver]\ntun_name = \"rvs0\"\n{xdp}\n\
              [[service]]\nproto = \"{}\"\nvip = \"{}:{}\"\nsched = \"rr\"\nladdrs = [{}]\n",
             socket.display(),
+            lab.tmp.path().join("secret").display(),
             svc.proto.name(),
             t.vip(),
             svc.port,

@@ -13,6 +13,7 @@
 //! ```toml
 //! [daemon]
 //! control_socket = "/run/rvs/rvs.sock" # `rvs adm` talks to the daemon here
+//! secret_file = "/var/lib/rvs/secret" # 32 bytes, made on first start; keep it across restarts
 //! log_level = "info"
 //!
 //! [driver]
@@ -134,11 +135,22 @@ pub struct DaemonSettings {
     pub control_socket: PathBuf,
     /// Log filter, passed to the logger as written.
     pub log_level: String,
+    /// The engines' secret (SYN cookies, ISNs and TSvals toward reals, flow
+    /// hashing), made with random bytes when the file is missing. Kept
+    /// across restarts, and shared by the balancers of a pair, so ISNs and
+    /// TSvals toward a real keep growing on every reused (LIP, port, real)
+    /// and the real's TIME_WAIT accepts the new SYN; cookies a peer issued
+    /// stay valid.
+    pub secret_file: PathBuf,
 }
 
 impl Default for DaemonSettings {
     fn default() -> Self {
-        Self { control_socket: PathBuf::from("/run/rvs/rvs.sock"), log_level: "info".to_owned() }
+        Self {
+            control_socket: PathBuf::from("/run/rvs/rvs.sock"),
+            log_level: "info".to_owned(),
+            secret_file: PathBuf::from("/var/lib/rvs/secret"),
+        }
     }
 }
 
@@ -395,6 +407,7 @@ impl Config {
         let (oe, ne) = (&o.engine, &n.engine);
         let fixed = [
             ("daemon.control_socket", o.daemon.control_socket != n.daemon.control_socket),
+            ("daemon.secret_file", o.daemon.secret_file != n.daemon.secret_file),
             ("driver.kind", o.driver.kind != n.driver.kind),
             ("driver.tun_name", o.driver.tun_name != n.driver.tun_name),
             ("driver.interfaces", o.driver.interfaces != n.driver.interfaces),
@@ -448,6 +461,7 @@ impl Config {
         writeln!(s, "[daemon]")?;
         writeln!(s, "control_socket = {}", quote(&d.control_socket.to_string_lossy()))?;
         writeln!(s, "log_level = {}", quote(&d.log_level))?;
+        writeln!(s, "secret_file = {}", quote(&d.secret_file.to_string_lossy()))?;
         writeln!(s, "\n[driver]")?;
         writeln!(s, "kind = {}", quote(dr.kind.name()))?;
         writeln!(s, "tun_name = {}", quote(&dr.tun_name))?;
@@ -561,6 +575,7 @@ struct RawFile {
 struct RawDaemon {
     control_socket: Option<PathBuf>,
     log_level: Option<String>,
+    secret_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -747,6 +762,7 @@ impl Builder<'_> {
                     .control_socket
                     .unwrap_or_else(|| DaemonSettings::default().control_socket),
                 log_level: raw.daemon.log_level.unwrap_or_else(|| DaemonSettings::default().log_level),
+                secret_file: raw.daemon.secret_file.unwrap_or_else(|| DaemonSettings::default().secret_file),
             },
             driver,
             engine,

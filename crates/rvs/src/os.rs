@@ -54,6 +54,40 @@ pub(crate) fn wait_signal(timeout: std::time::Duration) -> Option<libc::c_int> {
     (s > 0).then_some(s)
 }
 
+/// The 32-byte secret in `path`, made with random bytes (mode 0600, its
+/// directory 0700) when the file is missing.
+pub(crate) fn load_or_create_secret(path: &std::path::Path) -> io::Result<[u8; 32]> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let bad = |n: usize| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{} holds {n} bytes, not 32", path.display()))
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => return bytes.as_slice().try_into().map_err(|_| bad(bytes.len())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("read {}: {e}", path.display()))),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let mut secret = [0u8; 32];
+    random_bytes(&mut secret)?;
+    let made = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+    match made {
+        Ok(mut f) => {
+            f.write_all(&secret)?;
+            f.sync_all()?;
+            Ok(secret)
+        }
+        // Another daemon made it first: use that one.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let bytes = std::fs::read(path)?;
+            bytes.as_slice().try_into().map_err(|_| bad(bytes.len()))
+        }
+        Err(e) => Err(io::Error::new(e.kind(), format!("create {}: {e}", path.display()))),
+    }
+}
+
 /// Write a sysctl under /proc/sys (e.g. `net/ipv4/ip_forward`) in the calling
 /// thread's network namespace.
 pub(crate) fn sysctl(key: &str, value: &str) -> io::Result<()> {

@@ -66,9 +66,13 @@ fn xdp_driver_on_a_missing_interface_stops_before_touching_the_network() {
     let dir = std::env::temp_dir().join(format!("rvs-cli-xdp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("xdp.toml");
+    let secret = dir.join("secret");
     std::fs::write(
         &path,
-        "[driver]\nkind = \"xdp\"\ninterfaces = [\"rvsnosuchif0\"]\ntun_name = \"rvsclitest0\"\n",
+        format!(
+            "[daemon]\nsecret_file = {:?}\n\n[driver]\nkind = \"xdp\"\ninterfaces = [\"rvsnosuchif0\"]\ntun_name = \"rvsclitest0\"\n",
+            secret.display().to_string()
+        ),
     )
     .unwrap();
     let (code, _, err) = rvs(&["run", "--config", path.to_str().unwrap()]);

@@ -107,11 +107,10 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     log::set_level(level);
 
     let clock = Clock::start();
-    let mut seed = [0u8; 32];
-    os::random_bytes(&mut seed).context("seed from the kernel")?;
+    let seed = os::load_or_create_secret(&config.daemon.secret_file).context("the engines' secret")?;
     config.model.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
     let workers = config.driver.workers.max(1);
-    // One seed for all: a SYN cookie any worker issued is valid at every other.
+    // One secret for all: a SYN cookie any worker issued is valid at every other.
     let mut engines = Vec::with_capacity(workers);
     for index in 0..workers {
         let engine_config = rvs_core::EngineConfig {

@@ -284,17 +284,25 @@ fn ipv4_dst(pkt: &[u8]) -> Option<std::net::Ipv4Addr> {
     (pkt.first()? >> 4 == 4).then(|| std::net::Ipv4Addr::from(b))
 }
 
-/// Monotonic time since the daemon started, in the core's terms.
+/// The core's time: monotonic while the daemon runs, on an epoch that
+/// survives restarts (the wall clock when it started). ISNs and TSvals
+/// toward reals grow with it, so after a restart, or on the other balancer
+/// of a pair, they carry on above those a real still holds in TIME_WAIT.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock(std::time::Instant);
+pub(crate) struct Clock {
+    started: std::time::Instant,
+    /// Nanoseconds since the Unix epoch at `started`.
+    base: u64,
+}
 
 impl Clock {
     pub(crate) fn start() -> Self {
-        Self(std::time::Instant::now())
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Self { started: std::time::Instant::now(), base: wall.as_nanos() as u64 }
     }
 
     pub(crate) fn now(self) -> rvs_core::Instant {
-        rvs_core::Instant::from_nanos(self.0.elapsed().as_nanos() as u64)
+        rvs_core::Instant::from_nanos(self.base + self.started.elapsed().as_nanos() as u64)
     }
 }
 

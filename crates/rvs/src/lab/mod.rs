@@ -496,11 +496,12 @@ fn daemon_config(
     let laddrs: Vec<String> = laddrs.iter().map(|a| format!("\"{a}\"")).collect();
     let DaemonSettings { synproxy, retransmit_mode, fault_loss_pct, fault_syn_loss_pct } = *settings;
     let mut cfg = format!(
-        "[daemon]\ncontrol_socket = \"{}\"\n\n\
+        "[daemon]\ncontrol_socket = \"{}\"\nsecret_file = \"{}\"\n\n\
          [driver]\ntun_name = \"rvs0\"\nfault_loss_pct = {fault_loss_pct:?}\nfault_syn_loss_pct = {fault_syn_loss_pct:?}\n\n\
          [synproxy]\nretransmit_mode = \"{}\"\n\n\
          [[service]]\nproto = \"tcp\"\nvip = \"{vip}:{HTTP_PORT}\"\nsched = \"wrr\"\nladdrs = [{}]\nsynproxy = {synproxy}\n",
         socket.display(),
+        socket.with_file_name("secret").display(),
         retransmit_mode.name(),
         laddrs.join(", ")
     );
@@ -943,6 +944,7 @@ mod tests {
             config_for("--loss 2.5", LossMethod::Daemon),
             r#"[daemon]
 control_socket = "/tmp/x/rvs.sock"
+secret_file = "/tmp/x/secret"
 
 [driver]
 tun_name = "rvs0"
@@ -983,6 +985,7 @@ weight = 1
             format!(
                 r#"[daemon]
 control_socket = "/tmp/x/rvs.sock"
+secret_file = "/tmp/x/secret"
 
 [driver]
 tun_name = "rvs0"

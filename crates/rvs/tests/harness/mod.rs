@@ -189,7 +189,13 @@ impl Lab {
     /// The config a test starts from: one TCP service on VIP:80 over every real.
     pub fn config_text(&self, spec: &LabSpec) -> String {
         let mut t = String::new();
-        writeln!(t, "[daemon]\ncontrol_socket = {:?}\n", self.ctl.display().to_string()).unwrap();
+        writeln!(
+            t,
+            "[daemon]\ncontrol_socket = {:?}\nsecret_file = {:?}\n",
+            self.ctl.display().to_string(),
+            self.dir.join("secret").display().to_string()
+        )
+        .unwrap();
         if spec.metrics {
             writeln!(t, "[metrics]\nlisten = \"127.0.0.1:9108\"\n").unwrap();
         }
