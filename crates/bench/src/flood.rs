@@ -1,6 +1,7 @@
 //! Scenario d: a SYN flood at the generator's full rate (random spoofed
-//! sources and ports toward the VIP) against rvs with SYNProxy on, while a
-//! legitimate client makes sequential HTTP connections. Measured per round:
+//! sources and ports toward the VIP) against rvs with SYNProxy on (TUN, and
+//! AF_XDP with one and two workers), while a legitimate client makes
+//! sequential HTTP connections. Measured per round:
 //! the share of legitimate connections that succeed, SYNs the reals see
 //! beyond the legitimate ones (nftables counters on the reals), the
 //! balancer's memory (RSS of the daemon) before and after.
@@ -52,12 +53,47 @@ fn get(target: SocketAddr) -> bool {
     attempt().unwrap_or(false)
 }
 
-pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
+/// The paths flooded, in column order.
+fn paths() -> Vec<Rvs> {
+    vec![
+        Rvs { synproxy: true, xdp_workers: None },
+        Rvs { synproxy: true, xdp_workers: Some(1) },
+        Rvs { synproxy: true, xdp_workers: Some(2) },
+    ]
+}
+
+/// One path's figures over the rounds.
+#[derive(Debug, Default)]
+struct Figures {
+    share: Samples,
+    flood_rate: Samples,
+    at_lb_rate: Samples,
+    lost_rate: Samples,
+    leaked: Samples,
+    tried: Samples,
+    at_reals: Samples,
+    rss_after: Samples,
+    legit: Legit,
+    real_syns: u64,
+    rss_before: u64,
+    rss_end: u64,
+}
+
+/// Packets the kernel dropped before rvs could read them: the TUN device's
+/// full queue, or the sockets' rings as rvs reports them.
+fn lost_before_rvs(lab: &Lab, xdp: bool) -> anyhow::Result<u64> {
+    if xdp {
+        return lab::rvs_metric(lab, "rvs_xdp_socket_drops_total", &[]);
+    }
+    let text = lab.lb().run("cat", ["/sys/class/net/rvs0/statistics/tx_dropped"])?;
+    Ok(text.trim().parse().unwrap_or(0))
+}
+
+fn flood(lab: &Lab, o: &Opts, path: &Rvs) -> anyhow::Result<Figures> {
     let svc = Service { proto: Proto::Tcp, port: 80 };
-    let path = Rvs { synproxy: true, xdp_workers: None };
+    let xdp = path.xdp_workers.is_some();
     let m = path.setup(lab, svc)?;
     let pid = m.pid.context("the daemon's pid")?;
-    rvs_netns::run(lab.lb().ip().args(["route", "add", "blackhole", &format!("{SPOOF_NET}/16")]))?;
     let syns_at_reals: Vec<NftTable> = lab
         .topo
         .ns_reals()
@@ -72,24 +108,29 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         })
         .collect::<anyhow::Result<_>>()?;
     let real_syns = || -> anyhow::Result<u64> { syns_at_reals.iter().map(NftTable::counter).sum() };
+    // What reaches the balancer: a counting program at its ingress, or, where
+    // rvs's own program holds that place, rvs's steering counts (and GRO on,
+    // so frames the generator sends into the veth arrive at all).
     let at_lb = Counter::new()?;
-    let _ingress = XdpLink::attach(lab.lb(), lab.topo.lb_client_if(), Prog::count(&at_lb, 6, false)?)?;
+    let _ingress = match xdp {
+        false => Some(XdpLink::attach(lab.lb(), lab.topo.lb_client_if(), Prog::count(&at_lb, 6, false)?)?),
+        true => None,
+    };
+    let _gro = if xdp { Some(lab::Gro::on(lab)?) } else { None };
+    let reaching = || -> anyhow::Result<u64> { if xdp { lab::rvs_steered(lab) } else { Ok(at_lb.read()?) } };
     let (client_if, lb_if) = lab.client_link()?;
     let template =
         frame::syn(Macs { src: client_if.mac, dst: lb_if.mac }, SPOOF_NET, lab.topo.vip(), svc.port);
     let target = SocketAddr::from((lab.topo.vip(), svc.port));
     // Warm the path (ARP, first connections) and take the resting memory.
     lab.client().run_in(|| (0..20).filter(|_| get(target)).count())?;
-    let rss_before = rss_kib(pid).unwrap_or(0);
+    let mut f = Figures { rss_before: rss_kib(pid).unwrap_or(0), ..Figures::default() };
     let secs = Duration::from_secs_f64(o.flood_secs);
-    let (mut share, mut flood_rate, mut at_lb_rate, mut leaked, mut rss_after) =
-        (Samples::default(), Samples::default(), Samples::default(), Samples::default(), Samples::default());
-    let (mut tried, mut at_reals) = (Samples::default(), Samples::default());
-    let (mut legit_total, mut real_syn_total) = (Legit::default(), 0u64);
     for round in 0..o.rounds {
         check_stop()?;
         let syn0 = real_syns()?;
-        let lb0 = at_lb.read()?;
+        let lb0 = reaching()?;
+        let lost0 = lost_before_rvs(lab, xdp)?;
         let done = AtomicBool::new(false);
         let (sent, legit) = thread::scope(|s| -> anyhow::Result<_> {
             let client = lab.client().clone();
@@ -116,74 +157,101 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         let syns = real_syns()? - syn0;
         let s = sent.elapsed.as_secs_f64();
         let r = if legit.tried > 0 { legit.ok as f64 / legit.tried as f64 } else { 0.0 };
-        share.push(r * 100.0);
-        flood_rate.push(sent.frames as f64 / s);
-        at_lb_rate.push((at_lb.read()? - lb0) as f64 / s);
-        leaked.push(syns.saturating_sub(legit.ok) as f64);
-        tried.push(legit.tried as f64);
-        at_reals.push(syns as f64);
-        rss_after.push(rss_kib(pid).unwrap_or(0) as f64);
-        legit_total.tried += legit.tried;
-        legit_total.ok += legit.ok;
-        real_syn_total += syns;
+        f.share.push(r * 100.0);
+        f.flood_rate.push(sent.frames as f64 / s);
+        f.at_lb_rate.push(reaching()?.saturating_sub(lb0) as f64 / s);
+        f.lost_rate.push(lost_before_rvs(lab, xdp)?.saturating_sub(lost0) as f64 / s);
+        f.leaked.push(syns.saturating_sub(legit.ok) as f64);
+        f.tried.push(legit.tried as f64);
+        f.at_reals.push(syns as f64);
+        f.rss_after.push(rss_kib(pid).unwrap_or(0) as f64);
+        f.legit.tried += legit.tried;
+        f.legit.ok += legit.ok;
+        f.real_syns += syns;
         if !o.json {
             eprintln!(
-                "flood round {}: {} SYN/s sent, legitimate {}/{} ok, reals saw {syns} SYNs",
+                "flood round {}: {}: {} SYN/s sent, legitimate {}/{} ok, reals saw {syns} SYNs",
                 round + 1,
+                path.name(),
                 mega(sent.frames as f64 / s),
                 legit.ok,
                 legit.tried
             );
         }
     }
-    let rss_end = rss_kib(pid).unwrap_or(0);
-    drop(m);
+    f.rss_end = rss_kib(pid).unwrap_or(0);
+    Ok(f)
+}
+
+pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
+    rvs_netns::run(lab.lb().ip().args(["route", "add", "blackhole", &format!("{SPOOF_NET}/16")]))?;
+    let paths = paths();
+    let figs: anyhow::Result<Vec<Figures>> = paths.iter().map(|p| flood(lab, o, p)).collect();
     let _ = rvs_netns::run(lab.lb().ip().args(["route", "del", "blackhole", &format!("{SPOOF_NET}/16")]));
-    let mut t = Table::new(
-        "SYN flood against rvs (TUN, SYNProxy on), random spoofed sources and ports",
-        &["figure", "median (min–max) per round"],
-    );
+    let figs = figs?;
+    let names: Vec<String> = paths.iter().map(DataPath::name).collect();
+    let mut header = vec!["figure, median (min–max) per round"];
+    header.extend(names.iter().map(String::as_str));
+    let mut t =
+        Table::new("SYN flood against rvs with SYNProxy on, random spoofed sources and ports", &header);
     let pct = |v: f64| format!("{v:.1} %");
     let count = |v: f64| format!("{v:.0}");
     let kib = |v: f64| format!("{:.1} MiB", v / 1024.0);
-    t.row(vec!["flood SYNs sent by the generator, per s".into(), flood_rate.show(mega)]);
-    t.row(vec!["TCP packets reaching the balancer, per s".into(), at_lb_rate.show(mega)]);
-    t.row(vec!["legitimate connections tried (sequential)".into(), tried.show(count)]);
-    t.row(vec!["legitimate connections that succeeded".into(), share.show(pct)]);
-    t.row(vec!["SYNs seen by the reals".into(), at_reals.show(count)]);
-    t.row(vec!["SYNs at the reals beyond one per successful connection".into(), leaked.show(count)]);
-    t.row(vec!["daemon RSS after the round".into(), rss_after.show(kib)]);
-    t.note(format!(
-        "all rounds: {} of {} legitimate connections succeeded (sequential, {} ms deadline each); the reals saw {real_syn_total} SYNs",
-        legit_total.ok,
-        legit_total.tried,
-        LEGIT_TIMEOUT.as_millis()
-    ));
+    let row = |t: &mut Table, what: &str, cell: &dyn Fn(&Figures) -> String| {
+        let mut r = vec![what.to_owned()];
+        r.extend(figs.iter().map(cell));
+        t.row(r);
+    };
+    row(&mut t, "flood SYNs sent by the generator, per s", &|f| f.flood_rate.show(mega));
+    row(&mut t, "TCP packets reaching the balancer, per s", &|f| f.at_lb_rate.show(mega));
+    row(&mut t, "lost by the kernel before rvs read them, per s", &|f| f.lost_rate.show(mega));
+    row(&mut t, "legitimate connections tried (sequential)", &|f| f.tried.show(count));
+    row(&mut t, "legitimate connections that succeeded", &|f| f.share.show(pct));
+    row(&mut t, "SYNs seen by the reals", &|f| f.at_reals.show(count));
+    row(&mut t, "SYNs at the reals beyond one per successful connection", &|f| f.leaked.show(count));
+    row(&mut t, "daemon RSS after the round", &|f| f.rss_after.show(kib));
+    for (name, f) in names.iter().zip(&figs) {
+        t.note(format!(
+            "{name}: {} of {} legitimate connections succeeded (sequential, {} ms deadline each); the reals saw {} SYNs; daemon RSS {} before the flood, {} after {} rounds of {:.1} s",
+            f.legit.ok,
+            f.legit.tried,
+            LEGIT_TIMEOUT.as_millis(),
+            f.real_syns,
+            kib(f.rss_before as f64),
+            kib(f.rss_end as f64),
+            o.rounds,
+            o.flood_secs
+        ));
+    }
     t.note(
         "a flood SYN reaches a real only after its source returns a valid cookie ACK, which spoofed sources never do; \
          so SYNs beyond one per successful connection are counted as legitimate attempts' (failed ones, or SYNs retransmitted toward a real)"
             .to_owned(),
     );
-    t.note(format!(
-        "daemon RSS: {} before the flood, {} after {} rounds of {:.1} s",
-        kib(rss_before as f64),
-        kib(rss_end as f64),
-        o.rounds,
-        o.flood_secs
-    ));
-    let v = json!({
-        "flood_sent_per_s": flood_rate.json(),
-        "tcp_at_balancer_per_s": at_lb_rate.json(),
-        "legit_success_pct": share.json(),
-        "legit_tried": legit_total.tried,
-        "legit_ok": legit_total.ok,
-        "real_syns": real_syn_total,
-        "real_syns_beyond_legit": leaked.json(),
-        "rss_kib_before": rss_before,
-        "rss_kib_after_round": rss_after.json(),
-        "rss_kib_end": rss_end,
-        "rounds": o.rounds,
-        "secs": o.flood_secs,
-    });
-    Ok((t, v))
+    t.note(
+        "TCP packets reaching the balancer: counted at its ingress for TUN, by rvs's XDP program (frames it steered to its sockets) for AF_XDP; \
+         lost before rvs: the TUN device's full queue (tx_dropped), or the AF_XDP sockets' rings (rvs_xdp_socket_drops_total)"
+            .to_owned(),
+    );
+    let rows: Vec<Value> = names
+        .iter()
+        .zip(&figs)
+        .map(|(name, f)| {
+            json!({
+                "path": name,
+                "flood_sent_per_s": f.flood_rate.json(),
+                "tcp_at_balancer_per_s": f.at_lb_rate.json(),
+                "lost_before_rvs_per_s": f.lost_rate.json(),
+                "legit_success_pct": f.share.json(),
+                "legit_tried": f.legit.tried,
+                "legit_ok": f.legit.ok,
+                "real_syns": f.real_syns,
+                "real_syns_beyond_legit": f.leaked.json(),
+                "rss_kib_before": f.rss_before,
+                "rss_kib_after_round": f.rss_after.json(),
+                "rss_kib_end": f.rss_end,
+            })
+        })
+        .collect();
+    Ok((t, json!({ "rows": rows, "rounds": o.rounds, "secs": o.flood_secs })))
 }

@@ -14,7 +14,7 @@ use crate::Opts;
 use crate::bpf::{Counter, Prog};
 use crate::frame::{self, Macs};
 use crate::lab::{self, Lab, XdpLink, check_stop};
-use crate::paths::{DataPath, KernelRouting, NftFullNat, Proto, RVS_METRICS, Rvs, Service, VethLimit};
+use crate::paths::{DataPath, KernelRouting, NftFullNat, Proto, Rvs, Service, VethLimit};
 use crate::report::{Samples, Table, mega, ratio_line};
 
 const PORT: u16 = 9000;
@@ -31,42 +31,6 @@ fn paths() -> Vec<Box<dyn DataPath>> {
         Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
         Box::new(Rvs { synproxy: false, xdp_workers: Some(2) }),
     ]
-}
-
-/// Turns GRO on for a link while it lives.
-struct Gro<'a>(&'a Lab);
-
-impl<'a> Gro<'a> {
-    fn on(lab: &'a Lab) -> anyhow::Result<Self> {
-        rvs_netns::run(&mut lab.lb().cmd("ethtool", ["-K", lab.topo.lb_client_if(), "gro", "on"]))?;
-        Ok(Self(lab))
-    }
-}
-
-impl Drop for Gro<'_> {
-    fn drop(&mut self) {
-        let _ =
-            rvs_netns::run(&mut self.0.lb().cmd("ethtool", ["-K", self.0.topo.lb_client_if(), "gro", "off"]));
-    }
-}
-
-/// The kernel's loss counts on rvs's sockets, as rvs reports them.
-fn rvs_socket_losses(lab: &Lab) -> anyhow::Result<String> {
-    let text = lab.lb().run("curl", ["-sf", &format!("http://{RVS_METRICS}/metrics")])?;
-    Ok(text.lines().filter(|l| l.starts_with("rvs_xdp_socket_drops_total")).collect::<Vec<_>>().join(", "))
-}
-
-/// Frames rvs's XDP program steered to its sockets so far.
-fn rvs_steered(lab: &Lab) -> anyhow::Result<u64> {
-    let text = lab.lb().run("curl", ["-sf", &format!("http://{RVS_METRICS}/metrics")])?;
-    Ok(text
-        .lines()
-        .filter(|l| {
-            l.starts_with("rvs_xdp_frames_total")
-                && (l.contains("\"direct\"") || l.contains("\"handed_over\""))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum())
 }
 
 #[derive(Debug, Default, Clone)]
@@ -107,14 +71,14 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
                     Prog::count(&ingress, 17, false)?,
                 )?),
             };
-            let _gro = if m.rvs_xdp { Some(Gro::on(lab)?) } else { None };
+            let _gro = if m.rvs_xdp { Some(lab::Gro::on(lab)?) } else { None };
             let target = m.target.unwrap_or(lab.topo.vip());
             let t = frame::udp(macs, lab.topo.client_addr(), target, PORT, FLOWS);
             lab::generate(lab, &t, WARM_UP, &|| false)?;
             let read = || -> anyhow::Result<(u64, u64)> {
                 match &m.sink {
                     Some(s) => Ok((s.read()?, s.read()?)),
-                    None if m.rvs_xdp => Ok((lab::sum(&at_reals)?, rvs_steered(lab)?)),
+                    None if m.rvs_xdp => Ok((lab::sum(&at_reals)?, lab::rvs_steered(lab)?)),
                     None => Ok((lab::sum(&at_reals)?, ingress.read()?)),
                 }
             };
@@ -128,7 +92,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
                     "pps round {}: {}: socket losses so far: {}",
                     round + 1,
                     p.name(),
-                    rvs_socket_losses(lab)?
+                    lab::rvs_socket_losses(lab)?
                 );
             }
             let s = sent.elapsed.as_secs_f64();
