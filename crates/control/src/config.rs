@@ -22,7 +22,7 @@
 //! interfaces = []           # xdp: the interfaces clients and reals are reached on
 //! xdp_mode = "native"       # xdp: "native" (driver) or "generic" (skb) attach
 //! batch = 64                # packets per receive/send call, 1..=1024
-//! workers = 1               # data-path threads, 1..=16; more than 1 needs kind = "xdp"
+//! workers = 1               # data-path threads, 1..=16
 //! fault_loss_pct = 0.0      # 0..=100: drop this share of real-side packets (tests)
 //! fault_syn_loss_pct = 0.0  # 0..=100: the same, for real-side SYNs and SYN-ACKs only (tests)
 //!
@@ -208,10 +208,10 @@ pub struct DriverSettings {
     pub xdp_mode: XdpMode,
     /// Packets per receive or send call.
     pub batch: usize,
-    /// Data-path workers, each a thread with its own engine and its own
-    /// AF_XDP socket on one queue of every interface. More than one needs
-    /// the xdp driver: its program steers a real's answer to the worker that
-    /// owns the local port, which a TUN device cannot.
+    /// Data-path workers, each a thread with its own engine, TUN queue and
+    /// (xdp driver) AF_XDP socket on one queue of every interface. BPF
+    /// programs steer each packet to the worker that owns its flow or local
+    /// port, on the interfaces and on the TUN device alike.
     pub workers: usize,
     /// Share of packets, in percent, the driver's fault injector drops on the
     /// real side in both directions; for tests and `rvs lab --loss`.
@@ -829,14 +829,10 @@ impl Builder<'_> {
             if (1..=1024).contains(&b) { Ok(()) } else { Err(format!("batch {b} out of range 1..=1024")) }
         })?;
         let workers = self.checked(&raw.workers, d.workers, "driver.workers", |w| {
-            if !(1..=MAX_WORKERS).contains(&w) {
-                Err(format!("workers {w} out of range 1..={MAX_WORKERS}"))
-            } else if w > 1 && kind != DriverKind::Xdp {
-                Err(format!(
-                    "{w} workers need driver.kind = \"xdp\": only its XDP program steers a real's answers to the worker that owns the port"
-                ))
-            } else {
+            if (1..=MAX_WORKERS).contains(&w) {
                 Ok(())
+            } else {
+                Err(format!("workers {w} out of range 1..={MAX_WORKERS}"))
             }
         })?;
         let pct = |p: f64| {
@@ -1453,8 +1449,7 @@ weight = 2
         err_at("[driver]\nbatch = 1025\n", 2, "driver.batch");
         err_at("[driver]\nworkers = 0\n", 2, "driver.workers");
         err_at("[driver]\nkind = \"xdp\"\ninterfaces = [\"eth0\"]\nworkers = 17\n", 4, "driver.workers");
-        let e = err_at("[driver]\nworkers = 2\n", 2, "driver.workers");
-        assert!(e.message.contains("xdp"), "{e}");
+        assert_eq!(Config::parse("[driver]\nworkers = 2\n").unwrap().driver.workers, 2);
         let c = Config::parse("[driver]\nkind = \"xdp\"\ninterfaces = [\"eth0\"]\nworkers = 2\n").unwrap();
         assert_eq!(c.driver.workers, 2);
         err_at("[driver]\ntun_name = \"a-very-long-name0\"\n", 2, "driver.tun_name");

@@ -27,7 +27,8 @@ pub(super) fn serve(addr: SocketAddr, daemon: Arc<Mutex<Daemon>>) -> anyhow::Res
 fn render(daemon: &Mutex<Daemon>) -> Result<String, String> {
     let d = daemon.lock().unwrap_or_else(|p| p.into_inner());
     let snap = d.dp.workers.snapshot(false)?;
-    let steered = d.dp.steering.as_ref().map(|s| s.counts());
+    let xdp = d.config.driver.kind == rvs_control::config::DriverKind::Xdp;
+    let steered = d.dp.steering.as_ref().filter(|_| xdp).map(|s| s.counts());
     drop(d);
     let mut out = rvs_control::metrics::render(&snap);
     if let Some(counts) = steered {

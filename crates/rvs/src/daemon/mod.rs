@@ -126,11 +126,16 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
 
     // Before anything the daemon would have to undo: a missing program or
     // interface stops it here.
-    let (xdp, steering, handovers) = match config.driver.kind {
-        DriverKind::Tun => ((0..workers).map(|_| None).collect(), None, None),
+    let (xdp, mut steering, handovers) = match config.driver.kind {
+        // One worker reads the one TUN queue; several need the programs to
+        // pick each packet's queue.
+        DriverKind::Tun if workers == 1 => ((0..workers).map(|_| None).collect(), None, None),
+        DriverKind::Tun => {
+            let steering = Steering::load(workers as u32, "driver.workers > 1")?;
+            ((0..workers).map(|_| None).collect(), Some(steering), None)
+        }
         DriverKind::Xdp => {
-            let (io, mut steering, handovers) = open_xdp(&config)?;
-            steering.sync(&config.model).context("XDP maps")?;
+            let (io, steering, handovers) = open_xdp(&config)?;
             info!(
                 "xdp driver attached",
                 interfaces = config.driver.interfaces.join(","),
@@ -143,6 +148,12 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     };
     let tuns = Tun::create_queues(&config.driver.tun_name, workers)?;
     let (tun_name, tun_index) = (tuns[0].name().to_owned(), tuns[0].index());
+    if let Some(steering) = steering.as_mut() {
+        steering.sync(&config.model).context("BPF maps")?;
+        if workers > 1 {
+            steering.steer_tun(&tuns[0])?;
+        }
+    }
     let mut netlink = Netlink::open().context("netlink socket")?;
     netlink.link_up(tun_index).with_context(|| format!("set {tun_name} up"))?;
     os::sysctl("net/ipv4/ip_forward", "1")?;
@@ -226,7 +237,8 @@ fn open_xdp(config: &Config) -> anyhow::Result<(Vec<XdpIo>, Steering, Handovers)
         }
         ports.push(own);
     }
-    let steering = Steering::attach(&ports, &handovers, d.xdp_mode)?;
+    let mut steering = Steering::load(workers as u32, "driver.kind = \"xdp\"")?;
+    steering.attach_xdp(&ports, &handovers, d.xdp_mode)?;
     let io = ports
         .into_iter()
         .map(|ports| Ok(XdpIo { ports, hops: NextHops::new(Netlink::open().context("netlink socket")?) }))

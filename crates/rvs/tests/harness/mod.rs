@@ -47,6 +47,9 @@ pub struct Lab {
 pub enum Driver {
     /// The TUN device.
     Tun,
+    /// The TUN device with two queues and two workers: the TUN steering
+    /// program picks each packet's worker.
+    TunTwoWorkers,
     /// AF_XDP sockets on the balancer's client and real links, generic XDP
     /// (the reals hang off a bridge, which has no native XDP).
     Xdp,
@@ -60,6 +63,7 @@ impl Driver {
     pub fn name(self) -> &'static str {
         match self {
             Self::Tun => "tun",
+            Self::TunTwoWorkers => "tun2",
             Self::Xdp => "xdp",
             Self::XdpTwoWorkers => "xdp2",
         }
@@ -71,7 +75,10 @@ impl Driver {
 
     /// Data-path workers.
     pub fn workers(self) -> u32 {
-        if self == Self::XdpTwoWorkers { 2 } else { 1 }
+        match self {
+            Self::Tun | Self::Xdp => 1,
+            Self::TunTwoWorkers | Self::XdpTwoWorkers => 2,
+        }
     }
 }
 
@@ -207,6 +214,13 @@ impl Lab {
                 self.topo.lb_real_if(),
                 spec.driver.workers()
             );
+            if extra.contains("[driver]\n") {
+                extra = extra.replacen("[driver]\n", &format!("[driver]\n{keys}"), 1);
+            } else {
+                extra = format!("[driver]\n{keys}\n{extra}");
+            }
+        } else if spec.driver.workers() > 1 {
+            let keys = format!("workers = {}\n", spec.driver.workers());
             if extra.contains("[driver]\n") {
                 extra = extra.replacen("[driver]\n", &format!("[driver]\n{keys}"), 1);
             } else {

@@ -22,10 +22,10 @@ use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use aya::maps::{Array, DevMap, HashMap, MapData, PerCpuArray, XskMap};
-use aya::programs::{Xdp, XdpFlags};
+use aya::programs::{SocketFilter, Xdp, XdpFlags};
 use rvs_control::config::XdpMode;
 use rvs_control::model::Model;
 use rvs_core::Proto;
@@ -56,17 +56,35 @@ const FRAMES: u32 = 4096;
 /// Entries in each of the four rings.
 const RING: u32 = 2048;
 
-/// The XDP program on every interface and the maps the control plane fills.
+/// The programs (XDP on every interface, and the TUN device's steering)
+/// and the maps the control plane fills.
 pub(crate) struct Steering {
-    // The links detach when the loaded object is dropped.
-    _ebpf: aya::Ebpf,
+    // Programs detach when the loaded object is dropped.
+    ebpf: aya::Ebpf,
     services: HashMap<MapData, [u8; 8], u32>,
     vips: HashMap<MapData, u32, u32>,
     laddrs: HashMap<MapData, u32, u32>,
     settings: Array<MapData, u32>,
     steered: PerCpuArray<MapData, u64>,
+    xsks: XskMap<MapData>,
+    ifaces: HashMap<MapData, u32, u32>,
+    devices: DevMap<MapData>,
+    workers: u32,
     loaded: (BTreeSet<[u8; 8]>, BTreeSet<u32>, BTreeSet<u32>),
 }
+
+impl std::fmt::Debug for Steering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Steering").field("services", &self.loaded.0.len()).finish_non_exhaustive()
+    }
+}
+
+fn bpf_err(what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{what}: {e}"))
+}
+
+/// `_IOR('T', 224, int)` from `linux/if_tun.h`.
+const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 
 /// What the programs did with the balancer's frames, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,16 +100,6 @@ pub(crate) struct SteerCounts {
     pub(crate) delivered: u64,
     /// Dropped on a hand-over veth for want of a socket.
     pub(crate) dropped: u64,
-}
-
-impl std::fmt::Debug for Steering {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Steering").field("services", &self.loaded.0.len()).finish_non_exhaustive()
-    }
-}
-
-fn bpf_err(what: &str, e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(format!("{what}: {e}"))
 }
 
 /// Key of the `services` map: VIP and port in network order, protocol, pad.
@@ -111,31 +119,63 @@ fn addr_key(addr: std::net::Ipv4Addr) -> u32 {
 }
 
 impl Steering {
-    /// Load the programs; attach `steer` to every interface, with worker
-    /// `w`'s socket on it (`ports[w][i]` for interface `i`) in the socket
-    /// map, and `deliver` to the far end of every hand-over pair, whose
-    /// socket is `ports[w]`'s last entry when `handovers` is not empty.
-    pub(crate) fn attach(ports: &[Vec<XskPort>], handovers: &Handovers, mode: XdpMode) -> io::Result<Self> {
+    /// Load the programs for `workers` workers; nothing is attached yet.
+    /// `why` names what needs them, for the error when rvs was built
+    /// without clang.
+    pub(crate) fn load(workers: u32, why: &str) -> io::Result<Self> {
         let bytes = PROGRAM.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::Unsupported,
-                "rvs was built without the XDP program: install clang and rebuild to use driver.kind = \"xdp\"",
+                format!(
+                    "rvs was built without its BPF programs, which {why} needs: install clang and rebuild"
+                ),
             )
         })?;
-        let workers = ports.len() as u32;
         if workers == 0 || workers > SLOTS_PER_INTERFACE {
-            return Err(bpf_err("XDP program", format!("{workers} workers")));
+            return Err(bpf_err("BPF programs", format!("{workers} workers")));
         }
-        let mut ebpf = aya::Ebpf::load(bytes).map_err(|e| bpf_err("load the XDP program", e))?;
-        let take = |ebpf: &mut aya::Ebpf, name: &str| {
-            ebpf.take_map(name).ok_or_else(|| bpf_err("XDP program", format!("no map {name}")))
-        };
-        let mut xsks: XskMap<MapData> =
-            take(&mut ebpf, "xsks")?.try_into().map_err(|e| bpf_err("map xsks", e))?;
-        let mut ifaces: HashMap<MapData, u32, u32> =
-            take(&mut ebpf, "ifaces")?.try_into().map_err(|e| bpf_err("map ifaces", e))?;
-        let mut devices: DevMap<MapData> =
-            take(&mut ebpf, "handover")?.try_into().map_err(|e| bpf_err("map handover", e))?;
+        let mut ebpf = aya::Ebpf::load(bytes).map_err(|e| bpf_err("load the BPF programs", e))?;
+        fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut aya::Ebpf, name: &str) -> io::Result<T>
+        where
+            T::Error: std::fmt::Display,
+        {
+            let map = ebpf.take_map(name).ok_or_else(|| bpf_err("BPF programs", format!("no map {name}")))?;
+            map.try_into().map_err(|e| bpf_err(&format!("map {name}"), e))
+        }
+        let mut settings: Array<MapData, u32> = take(&mut ebpf, "settings")?;
+        // The programs pass everything (and pick queue 0) while this is 0.
+        settings.set(0, workers, 0).map_err(|e| bpf_err("settings map", e))?;
+        Ok(Self {
+            services: take(&mut ebpf, "services")?,
+            vips: take(&mut ebpf, "vips")?,
+            laddrs: take(&mut ebpf, "laddrs")?,
+            steered: take(&mut ebpf, "steered")?,
+            xsks: take(&mut ebpf, "xsks")?,
+            ifaces: take(&mut ebpf, "ifaces")?,
+            devices: take(&mut ebpf, "handover")?,
+            settings,
+            ebpf,
+            workers,
+            loaded: Default::default(),
+        })
+    }
+
+    /// Attach `steer` to every interface, with worker `w`'s socket on it
+    /// (`ports[w][i]` for interface `i`) in the socket map, and `deliver` to
+    /// the far end of every hand-over pair, whose socket is `ports[w]`'s
+    /// last entry when `handovers` is not empty.
+    pub(crate) fn attach_xdp(
+        &mut self,
+        ports: &[Vec<XskPort>],
+        handovers: &Handovers,
+        mode: XdpMode,
+    ) -> io::Result<()> {
+        if ports.len() as u32 != self.workers {
+            return Err(bpf_err(
+                "XDP program",
+                format!("{} workers' sockets for {} workers", ports.len(), self.workers),
+            ));
+        }
         let interfaces = handovers.interfaces;
         if interfaces as u32 * SLOTS_PER_INTERFACE > HANDOVER_SLOTS {
             return Err(bpf_err("XDP program", "too many interfaces"));
@@ -144,9 +184,9 @@ impl Steering {
         for (w, own) in ports.iter().enumerate() {
             for (i, port) in own.iter().take(interfaces).enumerate() {
                 let slot = i as u32 * SLOTS_PER_INTERFACE + w as u32;
-                xsks.set(slot, port.socket.raw_fd(), 0).map_err(|e| bpf_err("socket map", e))?;
+                self.xsks.set(slot, port.socket.raw_fd(), 0).map_err(|e| bpf_err("socket map", e))?;
                 if w == 0 {
-                    ifaces.insert(port.ifindex, slot, 0).map_err(|e| bpf_err("interface map", e))?;
+                    self.ifaces.insert(port.ifindex, slot, 0).map_err(|e| bpf_err("interface map", e))?;
                     attach_to.push((port.ifindex, port.name.clone()));
                 }
             }
@@ -156,50 +196,57 @@ impl Steering {
             let port =
                 ports[w].get(interfaces).ok_or_else(|| bpf_err("XDP program", "no hand-over socket"))?;
             let slot = HANDOVER_SLOTS + w as u32;
-            xsks.set(slot, port.socket.raw_fd(), 0).map_err(|e| bpf_err("socket map", e))?;
-            ifaces.insert(pair.far, slot, 0).map_err(|e| bpf_err("interface map", e))?;
-            devices.set(w as u32, pair.near, None, 0).map_err(|e| bpf_err("hand-over map", e))?;
+            self.xsks.set(slot, port.socket.raw_fd(), 0).map_err(|e| bpf_err("socket map", e))?;
+            self.ifaces.insert(pair.far, slot, 0).map_err(|e| bpf_err("interface map", e))?;
+            self.devices.set(w as u32, pair.near, None, 0).map_err(|e| bpf_err("hand-over map", e))?;
             deliver_to.push((pair.far, pair.far_name.clone()));
         }
         let flags = match mode {
             XdpMode::Native => XdpFlags::DRV_MODE,
             XdpMode::Generic => XdpFlags::SKB_MODE,
         };
-        let program = |ebpf: &mut aya::Ebpf, name: &str| -> io::Result<()> {
-            let p: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or_else(|| bpf_err("XDP program", format!("no program {name}")))?
-                .try_into()
-                .map_err(|e| bpf_err("XDP program", e))?;
-            p.load().map_err(|e| bpf_err(&format!("load the XDP program {name} into the kernel"), e))
-        };
-        program(&mut ebpf, "steer")?;
-        program(&mut ebpf, "deliver")?;
-        let attach = |ebpf: &mut aya::Ebpf, name: &str, to: &[(u32, String)], flags, mode: &str| {
-            let p: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or_else(|| bpf_err("XDP program", format!("no program {name}")))?
-                .try_into()
-                .map_err(|e| bpf_err("XDP program", e))?;
-            to.iter().try_for_each(|(index, ifname)| {
-                p.attach_to_if_index(*index, flags)
-                    .map(drop)
-                    .map_err(|e| bpf_err(&format!("attach the XDP program to {ifname} ({mode} mode)"), e))
-            })
-        };
-        attach(&mut ebpf, "steer", &attach_to, flags, mode.name())?;
+        self.attach(&attach_to, "steer", flags, mode.name())?;
         // A frame redirected into a veth reaches its peer only where the
         // peer runs a native program.
-        attach(&mut ebpf, "deliver", &deliver_to, XdpFlags::DRV_MODE, "native")?;
-        let services = take(&mut ebpf, "services")?.try_into().map_err(|e| bpf_err("map services", e))?;
-        let vips = take(&mut ebpf, "vips")?.try_into().map_err(|e| bpf_err("map vips", e))?;
-        let laddrs = take(&mut ebpf, "laddrs")?.try_into().map_err(|e| bpf_err("map laddrs", e))?;
-        let steered = take(&mut ebpf, "steered")?.try_into().map_err(|e| bpf_err("map steered", e))?;
-        let mut settings: Array<MapData, u32> =
-            take(&mut ebpf, "settings")?.try_into().map_err(|e| bpf_err("map settings", e))?;
-        // The program passes everything while this is 0.
-        settings.set(0, workers, 0).map_err(|e| bpf_err("settings map", e))?;
-        Ok(Self { _ebpf: ebpf, services, vips, laddrs, settings, steered, loaded: Default::default() })
+        self.attach(&deliver_to, "deliver", XdpFlags::DRV_MODE, "native")
+    }
+
+    /// Load the XDP program `name` and attach it to each of `to`.
+    fn attach(&mut self, to: &[(u32, String)], name: &str, flags: XdpFlags, mode: &str) -> io::Result<()> {
+        let p: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| bpf_err("XDP program", format!("no program {name}")))?
+            .try_into()
+            .map_err(|e| bpf_err("XDP program", e))?;
+        p.load().map_err(|e| bpf_err(&format!("load the XDP program {name} into the kernel"), e))?;
+        for (index, ifname) in to {
+            p.attach_to_if_index(*index, flags)
+                .map_err(|e| bpf_err(&format!("attach the XDP program to {ifname} ({mode} mode)"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Make `tun_steer` pick the TUN device's queue for everything the
+    /// kernel routes to rvs: one queue per worker, the owner of each
+    /// packet's flow or local port.
+    pub(crate) fn steer_tun(&mut self, tun: &impl AsRawFd) -> io::Result<()> {
+        let p: &mut SocketFilter = self
+            .ebpf
+            .program_mut("tun_steer")
+            .ok_or_else(|| bpf_err("BPF programs", "no program tun_steer"))?
+            .try_into()
+            .map_err(|e| bpf_err("BPF programs", e))?;
+        p.load().map_err(|e| bpf_err("load the TUN steering program into the kernel", e))?;
+        let fd = p.fd().map_err(|e| bpf_err("TUN steering program", e))?;
+        let raw: libc::c_int = fd.as_fd().as_raw_fd();
+        // SAFETY: TUNSETSTEERINGEBPF reads one int (a program's descriptor)
+        // from a live local; the kernel takes its own reference.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETSTEERINGEBPF, &raw) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("set the TUN device's steering program: {e}")));
+        }
+        Ok(())
     }
 
     /// The programs' counts so far.

@@ -6,6 +6,11 @@
 // each hand-over veth pair, puts what `steer` handed over into that worker's
 // socket.
 //
+// `tun_steer`, a socket filter set as the TUN device's steering program,
+// picks the TUN queue (one per worker) for what the kernel routes to rvs by
+// the same rules, so a real's answer that reaches rvs through the kernel
+// also meets the worker that owns its port.
+//
 // An AF_XDP socket takes only frames that arrive on the queue it is bound
 // to, and which queue a frame arrives on is up to the sender and the NIC's
 // hashing. So a frame that arrived on its worker's queue goes straight to
@@ -62,7 +67,10 @@ struct bpf_map_def {
 	__u32 map_flags;
 };
 
+struct __sk_buff;
+
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_skb_load_bytes)(const struct __sk_buff *skb, __u32 offset, void *to, __u32 len) = (void *)26;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 
 // Keep in step with crates/rvs/src/driver/xdp/mod.rs.
@@ -253,6 +261,41 @@ int steer(struct xdp_md *ctx)
 	if (proto == IPPROTO_ICMP && bpf_map_lookup_elem(&vips, &daddr))
 		return to_worker(ctx, mix(saddr) % n);
 	return XDP_PASS;
+}
+
+SEC("socket")
+int tun_steer(struct __sk_buff *skb)
+{
+	// The TUN device is layer 3: the packet starts with its IP header.
+	__u8 ip[20];
+	if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)) < 0 || (ip[0] >> 4) != 4)
+		return 0;
+	__u32 zero = 0;
+	__u32 *workers = bpf_map_lookup_elem(&settings, &zero);
+	if (!workers || *workers == 0 || *workers > MAX_WORKERS)
+		return 0;
+	__u32 n = *workers;
+	__u32 ihl = (ip[0] & 0x0f) * 4;
+	__u8 proto = ip[9];
+	__u32 saddr, daddr;
+	__builtin_memcpy(&saddr, ip + 12, 4);
+	__builtin_memcpy(&daddr, ip + 16, 4);
+	int first = ((ip[6] & 0x1f) | ip[7]) == 0;
+	__u8 l4[4];
+	int ports = first && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && ihl >= 20 && ihl <= 60 &&
+		    bpf_skb_load_bytes(skb, ihl, l4, sizeof(l4)) == 0;
+	__u16 sport = 0, dport = 0;
+	if (ports) {
+		__builtin_memcpy(&sport, l4, 2);
+		__builtin_memcpy(&dport, l4 + 2, 2);
+	}
+	if (bpf_map_lookup_elem(&laddrs, &daddr)) {
+		__u32 port = ((__u32)(dport & 0xff) << 8) | (dport >> 8);
+		return ports ? port % n : 0;
+	}
+	if (ports)
+		return mix(saddr ^ mix(sport)) % n;
+	return mix(saddr) % n;
 }
 
 char _license[] SEC("license") = "GPL";
