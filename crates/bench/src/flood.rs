@@ -13,12 +13,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use rvs_netns::stop_requested;
 use serde_json::{Value, json};
 
 use crate::Opts;
 use crate::bpf::{Counter, Prog};
 use crate::frame::{self, Macs};
-use crate::lab::{self, Lab, NftTable, XdpLink, check_stop, rss_kib, stopped};
+use crate::lab::{self, Lab, NftTable, XdpLink, check_stop, rss_kib};
 use crate::paths::{DataPath, Proto, Rvs, Service};
 use crate::report::{Samples, Table, mega};
 
@@ -140,7 +141,8 @@ fn flood(lab: &Lab, o: &Opts, path: &Rvs) -> anyhow::Result<Figures> {
                     // Let the flood start first.
                     thread::sleep(Duration::from_millis(100));
                     let mut l = Legit::default();
-                    while !done.load(Ordering::SeqCst) && !stopped() && (l.tried as usize) < MAX_LEGIT {
+                    while !done.load(Ordering::SeqCst) && !stop_requested() && (l.tried as usize) < MAX_LEGIT
+                    {
                         l.tried += 1;
                         l.ok += u64::from(get(target));
                     }

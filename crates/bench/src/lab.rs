@@ -1,7 +1,8 @@
 //! The benchmark's namespace lab: the standard topology (client, balancer,
 //! reals on a bridge) from `rvs-netns`, plus what every scenario needs:
 //! interface facts, sysctls, XDP attachments held by fd, the live-frames
-//! generator, nginx on the reals, and the stop flag Ctrl-C sets.
+//! generator, nginx on the reals, and the check of the stop flag Ctrl-C sets
+//! (the flag itself is `rvs_netns::STOP`).
 //!
 //! Everything is owned by a guard: dropping the [`Lab`] stops adopted
 //! processes (by PID), removes nftables tables and deletes the namespaces
@@ -15,12 +16,11 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rvs_netns::{ChildGuard, Netns, Topology, TopologySpec};
+use rvs_netns::{ChildGuard, Netns, Topology, TopologySpec, stop_requested};
 
 use crate::bpf::{Counter, Prog};
 use crate::frame::Template;
@@ -33,39 +33,9 @@ pub(crate) const REALS: usize = 3;
 /// rates seen here (8 × 3 reals × 64,512 ports over a 60 s quarantine).
 const LADDRS: usize = 8;
 
-/// Set by SIGINT/SIGTERM; every loop checks it.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Routes SIGINT and SIGTERM to the stop flag, so guards get to clean up.
-pub(crate) fn install_stop_handlers() -> io::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is valid; the handler only stores an atomic.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Whether Ctrl-C (or SIGTERM) asked to stop.
-pub(crate) fn stopped() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
-
 /// Fails when a stop was asked for, so `?` unwinds through the guards.
 pub(crate) fn check_stop() -> anyhow::Result<()> {
-    if stopped() {
+    if stop_requested() {
         bail!("interrupted");
     }
     Ok(())
@@ -320,7 +290,7 @@ pub(crate) fn generate(
         .run_in(|| -> io::Result<Sent> {
             let start = Instant::now();
             let mut frames = 0u64;
-            while !stopped() && !until() && start.elapsed() < limit {
+            while !stop_requested() && !until() && start.elapsed() < limit {
                 prog.run_live(bytes, ifindex, GEN_CHUNK)?;
                 frames += u64::from(GEN_CHUNK);
             }
@@ -364,7 +334,7 @@ pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> anyhow::Result<
         if let Some(st) = child.try_wait()? {
             break Some(st);
         }
-        if Instant::now() >= end || stopped() {
+        if Instant::now() >= end || stop_requested() {
             let _ = child.stop(Duration::from_secs(1));
             break None;
         }

@@ -158,7 +158,7 @@ fn main() {
         Err(e) => {
             eprintln!("rvs-bench: {e:#}");
             // 130 after Ctrl-C, as a shell reports it.
-            std::process::exit(if lab::stopped() { 130 } else { 1 });
+            std::process::exit(if rvs_netns::stop_requested() { 130 } else { 1 });
         }
     }
 }
@@ -185,7 +185,7 @@ fn real_main(args: &[String]) -> anyhow::Result<i32> {
         print!("{USAGE}");
         return Ok(0);
     };
-    lab::install_stop_handlers()?;
+    rvs_netns::install_stop_handlers()?;
     let rvs = rvs_binary(&o)?;
     let _ = rvs_netns::cleanup_orphans();
     let started = Instant::now();

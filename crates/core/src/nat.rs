@@ -323,7 +323,7 @@ impl Engine {
             // refuse a lower TSval (PAWS) and the client's SYN would wait a
             // retransmission. Toward the real they run on the same clock the
             // real-side ISN does, which only grows, across restarts too.
-            if let Some(tsval) = syn_tsval(seg) {
+            if let Some((tsval, _)) = crate::synproxy::read_options(seg).timestamps {
                 xlat.c2r_ts = self.real_tsval(now, placed.laddr, placed.real).wrapping_sub(tsval);
             }
         }
@@ -488,15 +488,6 @@ impl Engine {
         }
         Ok(to)
     }
-}
-
-/// The TSval of a TCP segment's timestamps option, if it has one.
-fn syn_tsval(seg: &[u8]) -> Option<u32> {
-    let t = tcp::Packet::new_checked(seg).ok()?;
-    tcp::options_iter(t.options()).map_while(Result::ok).find_map(|(_, o)| match o {
-        TcpOption::Timestamps { tsval, .. } => Some(tsval),
-        _ => None,
-    })
 }
 
 /// Rewrite a real→client window in the scale announced to the client

@@ -5,7 +5,9 @@
 //! commands, guarded processes ([`ChildGuard`]) and in-process threads inside a
 //! namespace; [`Topology::inject_loss`] drops packets at random on the
 //! balancer's real-facing links with nftables, where `nft` exists, and
-//! [`Topology::inject_syn_loss`] only the SYNs and SYN-ACKs among them.
+//! [`Topology::inject_syn_loss`] only the SYNs and SYN-ACKs among them;
+//! [`install_stop_handlers`] turns Ctrl-C into the [`STOP`] flag, so a
+//! program gets to drop its topology instead of dying with it.
 //!
 //! Everything a topology makes is removed when it is dropped, also while a
 //! test panics: processes it adopted, nftables tables, namespaces (and with
@@ -17,10 +19,12 @@
 
 mod loss;
 mod ns;
+mod stop;
 mod topology;
 
 pub use loss::{LossRule, LossSelector, nft_available};
 pub use ns::{ChildGuard, Netns, STOP_GRACE, run};
+pub use stop::{STOP, install_stop_handlers, stop_requested};
 pub use topology::{Topology, TopologySpec, cleanup_orphans, cleanup_stale};
 
 /// Whether network-namespace tests can run here.

@@ -65,14 +65,13 @@ const MAX_RTO: Duration = Duration::from_secs(10);
 /// Bytes TOA adds to a client segment, by which the MSS is lowered.
 pub(crate) const TOA_ROOM: u16 = toa::V4_LEN as u16;
 
-/// One connection's delivery under way.
+/// One connection's delivery under way. The client and VIP it announces
+/// are the connection's own (`Conn::client`, `Conn::vip`).
 #[derive(Debug, Clone)]
 struct Delivery {
     generation: u32,
     live: bool,
     conn: ConnId,
-    client: Endpoint,
-    vip: Endpoint,
     version: ProxyProtocol,
     /// The client's sequence number of its first byte (its ISN + 1).
     stream_start: u32,
@@ -126,6 +125,10 @@ impl ClientAddrState {
     fn live(&mut self, index: u32) -> Option<&mut Delivery> {
         self.entries.get_mut(index as usize).filter(|d| d.live)
     }
+
+    fn get(&self, index: u32) -> Option<&Delivery> {
+        self.entries.get(index as usize).filter(|d| d.live)
+    }
 }
 
 impl Engine {
@@ -153,8 +156,6 @@ impl Engine {
             generation,
             live: true,
             conn: ConnId::NONE,
-            client,
-            vip,
             version,
             stream_start: client_isn.wrapping_add(1),
             client_end: client_isn.wrapping_add(1),
@@ -281,15 +282,15 @@ impl Engine {
             clamp_acks(&mut pkt[ip.header_len..], start);
         }
         if to == Side::Real && !l4.flags.syn && self.deliveries.live(index).is_some_and(|d| d.toa) {
-            return Ok(self.forward_with_toa(index, pkt));
+            return Ok(self.forward_with_toa(lookup.id, pkt));
         }
         Ok(Outcome::Forward(to))
     }
 
     /// Copy a rewritten client→real packet into a slot with TOA inserted and
     /// queue it; if the option cannot go in, forward it as it is (counted).
-    fn forward_with_toa(&mut self, index: u32, pkt: &[u8]) -> Outcome {
-        let Some(client) = self.deliveries.live(index).map(|d| d.client) else {
+    fn forward_with_toa(&mut self, id: ConnId, pkt: &[u8]) -> Outcome {
+        let Some(client) = self.table.get(id).map(|c| c.client) else {
             return Outcome::Forward(Side::Real);
         };
         let Some(slot) = self.store.store(pkt) else {
@@ -322,26 +323,39 @@ impl Engine {
     }
 
     /// TOA for a segment the engine built toward the real of a connection
-    /// (SYNProxy's ACKs, replays), if its delivery still carries it.
+    /// (SYNProxy's ACKs, replays, the PROXY header), if its delivery still carries it.
     pub(crate) fn toa_for_built(&mut self, id: ConnId, slot: u32) {
         let Some(conn) = self.table.get(id) else { return };
-        let index = conn.delivery;
-        if let Some(client) = self.deliveries.live(index).filter(|d| d.toa).map(|d| d.client) {
+        let client = conn.client;
+        if self.deliveries.get(conn.delivery).is_some_and(|d| d.toa) {
             self.insert_toa(slot, client);
         }
+    }
+
+    /// The PROXY header of connection `id` (delivery `index`), written into `buf`.
+    ///
+    /// Written afresh for every send and resend, so a delivery keeps only its length.
+    fn header<'b>(
+        &self,
+        id: ConnId,
+        index: u32,
+        buf: &'b mut [u8; proxy_protocol::MAX_LEN],
+    ) -> Option<&'b [u8]> {
+        let d = self.deliveries.get(index)?;
+        let conn = self.table.get(id)?;
+        let len = proxy_protocol::write(d.version, conn.client, conn.vip, buf)?;
+        Some(&buf[..len])
     }
 
     /// The real's handshake is complete: move the client's numbers up by
     /// the header's length, send the header and arm its resend timer.
     pub(crate) fn start_header(&mut self, now: Instant, id: ConnId, index: u32) {
-        let Some(d) = self.deliveries.live(index).filter(|d| d.version != ProxyProtocol::Disabled && !d.sent)
-        else {
+        if self.deliveries.get(index).is_none_or(|d| d.sent) {
             return;
-        };
-        let mut header = [0u8; proxy_protocol::MAX_LEN];
-        let Some(len) = proxy_protocol::write(d.version, d.client, d.vip, &mut header) else { return };
-        d.sent = true;
-        d.header_len = len as u8;
+        }
+        let mut buf = [0u8; proxy_protocol::MAX_LEN];
+        let Some(header) = self.header(id, index, &mut buf) else { return };
+        let len = header.len();
         let Some(conn) = self.table.get_mut(id) else { return };
         conn.xlat.c2r_seq = conn.xlat.c2r_seq.wrapping_add(len as u32);
         let rto = self
@@ -352,30 +366,32 @@ impl Engine {
                 r.handshake.rto(self.cfg.synproxy.rto_floor, self.cfg.synproxy.rto_initial)
             });
         let Some(d) = self.deliveries.live(index) else { return };
+        d.sent = true;
+        d.header_len = len as u8;
         d.rto = rto;
         d.deadline = now + rto;
         let entry = Reverse((d.deadline, index, d.generation));
         self.deliveries.timers.push(entry);
         self.deliveries.stats.proxy_headers += 1;
-        self.send_header(id, index, &header[..len]);
+        self.send_header(id, index, header);
     }
 
     /// Send the header again (from its first unacknowledged byte), if it is still due.
     pub(crate) fn resend_header(&mut self, id: ConnId, index: u32) {
-        let Some(d) = self.deliveries.live(index).filter(|d| d.sent && d.acked < d.header_len) else {
+        if !self.deliveries.get(index).is_some_and(|d| d.sent && d.acked < d.header_len) {
             return;
-        };
-        let mut header = [0u8; proxy_protocol::MAX_LEN];
-        let Some(len) = proxy_protocol::write(d.version, d.client, d.vip, &mut header) else { return };
+        }
+        let mut buf = [0u8; proxy_protocol::MAX_LEN];
+        let Some(header) = self.header(id, index, &mut buf) else { return };
         self.deliveries.stats.proxy_resent += 1;
-        self.send_header(id, index, &header[..len]);
+        self.send_header(id, index, header);
     }
 
     /// Build and queue the header's unacknowledged rest toward the real.
     fn send_header(&mut self, id: ConnId, index: u32, header: &[u8]) {
         let Some(conn) = self.table.get(id) else { return };
         let (laddr, real, c2r) = (conn.laddr, conn.real, conn.xlat.c2r_seq);
-        let Some(d) = self.deliveries.live(index) else { return };
+        let Some(d) = self.deliveries.get(index) else { return };
         let len = header.len();
         let from = usize::from(d.acked).min(len);
         let header_start = d.stream_start.wrapping_add(c2r).wrapping_sub(len as u32);
@@ -383,16 +399,13 @@ impl Engine {
             Segment::ack(laddr, real, header_start.wrapping_add(from as u32), d.ack, self.cfg.synproxy.ttl);
         seg.flags = tcp::Flags::PSH;
         seg.window = d.window;
-        let (toa, client) = (d.toa, d.client);
         let Some(slot) = self.store.alloc() else {
             self.stats.drops.add(DropReason::TxQueueFull);
             return;
         };
         let n = seg.emit_with_payload(self.store.slot_mut(slot), &header[from..len]);
         self.store.set_len(slot, n);
-        if toa {
-            self.insert_toa(slot, client);
-        }
+        self.toa_for_built(id, slot);
         self.store.queue(slot, Side::Real);
     }
 

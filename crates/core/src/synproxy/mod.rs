@@ -186,16 +186,18 @@ impl SynproxyState {
     }
 }
 
-/// TCP options of a segment the SYNProxy path reads.
+/// TCP options of a segment the SYNProxy path (and FullNAT's SYN) reads.
 #[derive(Debug, Clone, Copy, Default)]
-struct Options {
+pub(crate) struct Options {
     mss: Option<u16>,
     wscale: Option<u8>,
     sack_permitted: bool,
-    timestamps: Option<(u32, u32)>,
+    /// TSval and TSecr.
+    pub(crate) timestamps: Option<(u32, u32)>,
 }
 
-fn read_options(seg: &[u8]) -> Options {
+/// The options of a TCP segment, up to the first malformed one.
+pub(crate) fn read_options(seg: &[u8]) -> Options {
     let mut o = Options::default();
     let Ok(t) = tcp::Packet::new_checked(seg) else { return o };
     for item in tcp::options_iter(t.options()) {

@@ -30,13 +30,12 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rvs_control::config::RetransmitMode;
-use rvs_netns::{ChildGuard, LossRule, Topology, TopologySpec};
+use rvs_netns::{ChildGuard, LossRule, STOP, Topology, TopologySpec, install_stop_handlers, stop_requested};
 
 use self::http::Server;
 use self::report::{Progress, bump};
@@ -381,33 +380,6 @@ impl LossMethod {
     }
 }
 
-/// Set by SIGINT/SIGTERM; every wait in the lab checks it.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    // Only an atomic store: the one thing a signal handler may safely do here.
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Routes SIGINT and SIGTERM to [`STOP`] instead of killing the process, so
-/// the guards get to remove namespaces, tables and processes.
-fn install_stop_handlers() -> io::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is valid; the handler only stores an atomic.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// Removes the temp dirs of lab runs whose process has ended; returns how many.
 fn remove_orphan_temp_dirs() -> usize {
     let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return 0 };
@@ -601,7 +573,7 @@ impl Lab {
                     log.trim_end()
                 );
             }
-            if STOP.load(Ordering::SeqCst) {
+            if stop_requested() {
                 bail!("interrupted while waiting for the rvs daemon");
             }
             if Instant::now() >= deadline {
@@ -628,7 +600,7 @@ impl Lab {
             let mut progress = Progress::new(opts.requests);
             let mut slow = 0;
             for i in 0..opts.requests {
-                if STOP.load(Ordering::SeqCst) {
+                if stop_requested() {
                     r.interrupted = true;
                     break;
                 }
@@ -735,7 +707,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<i32> {
         if opts.keep {
             kept = Some(lab);
         }
-        if STOP.load(Ordering::SeqCst) {
+        if stop_requested() {
             break;
         }
     }
@@ -750,11 +722,11 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<i32> {
     }
     let interrupted = results.iter().any(|r| r.interrupted);
     if let Some(lab) = kept
-        && !STOP.load(Ordering::SeqCst)
+        && !stop_requested()
     {
         eprint!("\nThe lab stays up:\n{}", lab.describe());
         eprintln!("The reals' HTTP servers run in this process: press Ctrl-C to stop them and exit.");
-        while !STOP.load(Ordering::SeqCst) {
+        while !stop_requested() {
             thread::sleep(Duration::from_millis(100));
         }
         eprintln!(
@@ -767,6 +739,8 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<i32> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
     use super::*;
 
     fn args(s: &str) -> Vec<String> {

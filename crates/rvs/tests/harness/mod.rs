@@ -362,6 +362,23 @@ impl Lab {
             .sum()
     }
 
+    /// Pins every thread of the daemon (its data-path worker among them) to `cpu`.
+    pub fn pin_daemon(&self, cpu: usize) {
+        let pid = self.daemon.as_ref().expect("daemon running").pid();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the daemon's threads");
+        for tid in tasks.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok()) {
+            // SAFETY: a zeroed cpu_set_t is the empty set, `cpu` is checked
+            // against its size, and the kernel only reads the set.
+            let rc = unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                assert!(cpu < libc::CPU_SETSIZE as usize, "CPU {cpu} out of range");
+                libc::CPU_SET(cpu, &mut set);
+                libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set)
+            };
+            assert!(rc == 0, "pin thread {tid} of rvs to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("rvs.log")).unwrap_or_default()
     }
@@ -555,6 +572,19 @@ impl Wrk {
             }
         }
         w
+    }
+}
+
+/// The CPUs this process may run on, lowest first (none if that cannot be read).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; the kernel writes at most
+    // its size, and CPU_ISSET reads within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
     }
 }
 

@@ -246,11 +246,17 @@ pub fn tcp_ext(ns: &Netns) -> BTreeMap<String, u64> {
 }
 
 /// iperf3 from the client to VIP:`port` for `secs` seconds (after one
-/// omitted second of slow start); the receiver's bits per second.
-pub fn iperf3_bps(lab: &Lab, port: u16, secs: u32) -> f64 {
+/// omitted second of slow start); the receiver's bits per second. With
+/// `cpus`, the client runs on the first CPU and the server, for this run, on
+/// the second (iperf3's `-A`).
+pub fn iperf3_bps(lab: &Lab, port: u16, secs: u32, cpus: Option<(usize, usize)>) -> f64 {
     let (p, t) = (port.to_string(), secs.to_string());
     let vip = lab.vip().to_string();
-    let args = ["-c", &vip, "-p", &p, "-t", &t, "-O", "1", "-J", "--connect-timeout", "3000"];
+    let mut args = vec!["-c", &vip, "-p", &p, "-t", &t, "-O", "1", "-J", "--connect-timeout", "3000"];
+    let affinity = cpus.map(|(client, server)| format!("{client},{server}"));
+    if let Some(a) = &affinity {
+        args.extend(["-A", a]);
+    }
     let out = run_bounded(&mut lab.client().cmd("iperf3", args), Duration::from_secs(u64::from(secs) + 15))
         .expect("run iperf3 (installed?)");
     assert!(
