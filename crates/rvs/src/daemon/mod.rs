@@ -241,7 +241,7 @@ fn open_xdp(config: &Config) -> anyhow::Result<(Vec<XdpIo>, Steering, Handovers)
     steering.attach_xdp(&ports, &handovers, d.xdp_mode)?;
     let io = ports
         .into_iter()
-        .map(|ports| Ok(XdpIo { ports, hops: NextHops::new(Netlink::open().context("netlink socket")?) }))
+        .map(|ports| Ok(XdpIo { ports, hops: NextHops::open().context("route and neighbour mirror")? }))
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok((io, steering, handovers))
 }

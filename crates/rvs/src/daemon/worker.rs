@@ -190,7 +190,7 @@ impl Workers {
     }
 }
 
-/// The xdp driver's share of a worker: its sockets and next-hop cache.
+/// The xdp driver's share of a worker: its sockets and next-hop mirror.
 #[derive(Debug)]
 pub(crate) struct XdpIo {
     pub(crate) ports: Vec<XskPort>,
@@ -360,6 +360,9 @@ impl Worker {
                 self.serve_requests();
             }
             self.take_config();
+            if let Some(x) = self.xdp.as_mut() {
+                x.hops.poll_updates();
+            }
             if fds[0].revents != 0 {
                 self.move_packets(Source::Tun, &mut bufs, &mut lens, &mut txbuf);
             }

@@ -1,16 +1,20 @@
-//! Just enough rtnetlink to bring a link up, route host addresses to it, ask
-//! the kernel where a packet goes next (route and neighbour lookups for the
-//! xdp driver), and make the veth pairs that hand packets between workers.
+//! Just enough rtnetlink to bring a link up, route host addresses to it,
+//! make the veth pairs that hand packets between workers, and follow the
+//! kernel's IPv4 routes and neighbours for the xdp driver's mirror of them.
 //!
-//! Requests are built by hand (`linux/netlink.h`, `linux/rtnetlink.h`) and
-//! each waits for the kernel's acknowledgement or answer, so an error is
-//! reported to the operator with the route it concerned.
+//! Messages are built and parsed by hand (`linux/netlink.h`,
+//! `linux/rtnetlink.h`). Each [`Netlink`] request waits for the kernel's
+//! acknowledgement, so an error is reported to the operator with the route
+//! it concerned. A [`Monitor`] instead joins the multicast groups that
+//! announce changes and asks for dumps of whole tables; [`events`] turns
+//! what it reads into [`Event`]s without allocating.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const IFLA_IFNAME: u16 = 3;
@@ -25,6 +29,11 @@ const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
 const RTM_GETROUTE: u16 = 26;
 const RTM_GETNEIGH: u16 = 30;
+const RTM_DELADDR: u16 = 21;
+const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_NEIGH: u32 = 0x4;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 /// Neighbour states whose link-layer address can be used (`linux/neighbour.h`):
@@ -36,9 +45,15 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_CREATE: u16 = 0x400;
+/// NLM_F_ROOT | NLM_F_MATCH: every entry.
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_DUMP_INTR: u16 = 0x10;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RTA_TABLE: u16 = 15;
+const RTNH_F_DEAD: u32 = 0x1;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_STATIC: u8 = 4;
 const RT_SCOPE_LINK: u8 = 253;
@@ -131,78 +146,6 @@ impl Netlink {
         self.request(RTM_DELNEIGH, 0, &proxy_neigh_body(addr, index))
     }
 
-    /// Where the kernel sends a packet to `dst` (`ip route get DST`): the
-    /// outgoing interface and the next hop (the gateway, or `dst` on-link).
-    pub(crate) fn route_get(&mut self, dst: Ipv4Addr) -> io::Result<(u32, Ipv4Addr)> {
-        let mut body = vec![libc::AF_INET as u8, 32, 0, 0, 0, 0, 0, 0];
-        body.extend_from_slice(&0u32.to_ne_bytes());
-        push_attr(&mut body, RTA_DST, &dst.octets());
-        let reply = self.query(RTM_GETROUTE, &body)?;
-        let (mut oif, mut via) = (None, dst);
-        for (kind, data) in attrs(reply.get(12..).unwrap_or_default()) {
-            match (kind, data.len()) {
-                (RTA_OIF, 4) => oif = Some(u32::from_ne_bytes(data.try_into().unwrap_or_default())),
-                (RTA_GATEWAY, 4) => via = Ipv4Addr::new(data[0], data[1], data[2], data[3]),
-                _ => {}
-            }
-        }
-        oif.map(|o| (o, via))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no route to {dst}")))
-    }
-
-    /// The link-layer address of neighbour `addr` on interface `index`, if the
-    /// kernel has a usable one (`ip neigh get ADDR dev DEV`).
-    pub(crate) fn neigh_get(&mut self, addr: Ipv4Addr, index: u32) -> io::Result<Option<[u8; 6]>> {
-        let mut body = vec![libc::AF_INET as u8, 0, 0, 0];
-        body.extend_from_slice(&(index as i32).to_ne_bytes());
-        body.extend_from_slice(&0u16.to_ne_bytes());
-        body.extend_from_slice(&[0, 0]);
-        push_attr(&mut body, NDA_DST, &addr.octets());
-        let reply = match self.query(RTM_GETNEIGH, &body) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let state = reply.get(8..10).map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]));
-        if state & NUD_VALID == 0 {
-            return Ok(None);
-        }
-        Ok(attrs(reply.get(12..).unwrap_or_default())
-            .find(|(kind, data)| *kind == NDA_LLADDR && data.len() == 6)
-            .map(|(_, data)| data.try_into().unwrap_or_default()))
-    }
-
-    /// Send a request that the kernel answers with one message; its body.
-    fn query(&mut self, kind: u16, body: &[u8]) -> io::Result<Vec<u8>> {
-        self.send(kind, NLM_F_REQUEST, body)?;
-        let mut buf = vec![0u8; 8192];
-        loop {
-            // SAFETY: `buf` is writable for its full length.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut rest = &buf[..n as usize];
-            while rest.len() >= NLMSG_HDR_LEN {
-                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let msg_kind = u16::from_ne_bytes([rest[4], rest[5]]);
-                let seq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
-                if len < NLMSG_HDR_LEN || len > rest.len() {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed netlink reply"));
-                }
-                if seq == self.seq {
-                    if msg_kind == NLMSG_ERROR {
-                        let code =
-                            rest.get(16..20).map_or(0, |c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                    return Ok(rest[NLMSG_HDR_LEN..len].to_vec());
-                }
-                rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-            }
-        }
-    }
-
     fn request(&mut self, kind: u16, flags: u16, body: &[u8]) -> io::Result<()> {
         self.send(kind, NLM_F_ACK | flags, body)?;
         let mut buf = [0u8; 4096];
@@ -220,33 +163,304 @@ impl Netlink {
 
     fn send(&mut self, kind: u16, flags: u16, body: &[u8]) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
-        let len = NLMSG_HDR_LEN + body.len();
-        let mut msg = Vec::with_capacity(len);
-        msg.extend_from_slice(&(len as u32).to_ne_bytes());
-        msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-        msg.extend_from_slice(&self.seq.to_ne_bytes());
-        msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.extend_from_slice(body);
-        // SAFETY: an all-zero sockaddr_nl is valid; nl_family names the kernel as peer.
-        let mut to: libc::sockaddr_nl = unsafe { core::mem::zeroed() };
-        to.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: `msg` and `to` outlive the call and the lengths are theirs.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&raw const to).cast(),
-                size_of::<libc::sockaddr_nl>() as u32,
+        send_to_kernel(&self.fd, &message(kind, flags, self.seq, body))
+    }
+}
+
+/// Multicast groups the [`Monitor`] joins (`RTMGRP_*` in `linux/rtnetlink.h`):
+/// links and IPv4 addresses (whose removal flushes routes without a
+/// notification of its own), neighbours, IPv4 routes.
+const MONITOR_GROUPS: u32 = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+/// Receive buffer asked for, so a burst of changes (a link going down takes
+/// its neighbours along) fits before the kernel starts dropping them.
+const MONITOR_RCVBUF: libc::c_int = 4 << 20;
+/// How long a dump may go without an answer before it counts as failed.
+const DUMP_WAIT_MS: libc::c_int = 1000;
+
+/// The two tables the [`Monitor`] mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    Routes,
+    Neighbours,
+}
+
+/// A NETLINK_ROUTE socket that hears the kernel's route, neighbour, link and
+/// address changes as they happen, and asks for whole-table dumps. It never
+/// blocks except in [`Monitor::recv`] with `wait`.
+#[derive(Debug)]
+pub(crate) struct Monitor {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Monitor {
+    pub(crate) fn open() -> io::Result<Self> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                libc::NETLINK_ROUTE,
             )
         };
-        if sent < 0 {
+        if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(())
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // FORCE passes net.core.rmem_max with CAP_NET_ADMIN; without it the
+        // plain option still gets as much as the limit allows.
+        if set_int_option(&fd, libc::SO_RCVBUFFORCE, MONITOR_RCVBUF).is_err() {
+            let _ = set_int_option(&fd, libc::SO_RCVBUF, MONITOR_RCVBUF);
+        }
+        // SAFETY: an all-zero sockaddr_nl is valid; the kernel picks the port id.
+        let mut addr: libc::sockaddr_nl = unsafe { core::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_groups = MONITOR_GROUPS;
+        // SAFETY: `addr` outlives the call and the length is its own.
+        let bound = unsafe {
+            libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), size_of::<libc::sockaddr_nl>() as u32)
+        };
+        if bound < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { fd, seq: 0 })
     }
+
+    /// Ask for every IPv4 entry of `table`; the sequence number that the
+    /// dump's end ([`Event::DumpDone`]) carries.
+    pub(crate) fn request_dump(&mut self, table: Table) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        send_to_kernel(&self.fd, &dump_request(table, self.seq))?;
+        Ok(self.seq)
+    }
+
+    /// Read what the kernel has queued into `buf`: the length, or
+    /// `WouldBlock` when nothing is (after up to [`DUMP_WAIT_MS`] when
+    /// `wait`, as `TimedOut`). ENOBUFS means changes were lost.
+    pub(crate) fn recv(&mut self, buf: &mut [u8], wait: bool) -> io::Result<usize> {
+        if wait {
+            let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: `pfd` is one live pollfd.
+            let ready = unsafe { libc::poll(&raw mut pfd, 1, DUMP_WAIT_MS) };
+            if ready < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if ready == 0 {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer to a netlink dump"));
+            }
+        }
+        // SAFETY: `buf` is writable for its full length.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+fn set_int_option(fd: &OwnedFd, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` outlives the call and the length is its own.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as u32,
+        )
+    };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// A netlink message: header (length, type, flags with NLM_F_REQUEST, `seq`,
+/// port 0) and `body`.
+fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    let len = NLMSG_HDR_LEN + body.len();
+    let mut msg = Vec::with_capacity(len);
+    msg.extend_from_slice(&(len as u32).to_ne_bytes());
+    msg.extend_from_slice(&kind.to_ne_bytes());
+    msg.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(body);
+    msg
+}
+
+/// RTM_GETROUTE or RTM_GETNEIGH with NLM_F_DUMP for AF_INET; struct rtmsg
+/// and struct ndmsg are both 12 bytes with the family first.
+fn dump_request(table: Table, seq: u32) -> Vec<u8> {
+    let kind = match table {
+        Table::Routes => RTM_GETROUTE,
+        Table::Neighbours => RTM_GETNEIGH,
+    };
+    let mut body = [0u8; 12];
+    body[0] = libc::AF_INET as u8;
+    message(kind, NLM_F_DUMP, seq, &body)
+}
+
+fn send_to_kernel(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
+    // SAFETY: an all-zero sockaddr_nl is valid; nl_family names the kernel as peer.
+    let mut to: libc::sockaddr_nl = unsafe { core::mem::zeroed() };
+    to.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: `msg` and `to` outlive the call and the lengths are theirs.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&raw const to).cast(),
+            size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Where a route sends packets: out of `oif`, to `gateway` or, on-link,
+/// to the destination itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hop {
+    pub(crate) oif: u32,
+    pub(crate) gateway: Option<Ipv4Addr>,
+}
+
+/// One IPv4 route of the main table. Its key is (`dst`, `prefix_len`,
+/// `priority`), as in the kernel's FIB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub(crate) dst: Ipv4Addr,
+    pub(crate) prefix_len: u8,
+    /// The metric; the lowest wins among routes to the same prefix.
+    pub(crate) priority: u32,
+    /// `None` for routes the data path cannot follow by itself: blackhole,
+    /// unreachable, prohibit, throw, and multipath (no single RTA_OIF).
+    pub(crate) hop: Option<Hop>,
+}
+
+/// What one message from the kernel means for the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    RouteAdded(Route),
+    RouteRemoved(Route),
+    /// A neighbour's Ethernet address, or `None` when it has none usable
+    /// (deleted, failed, incomplete).
+    Neighbour {
+        ifindex: u32,
+        addr: Ipv4Addr,
+        mac: Option<[u8; 6]>,
+    },
+    /// A link went down or away, or an address went: the kernel then drops
+    /// routes without telling, so only a fresh dump shows what is left.
+    RoutesFlushed,
+    /// The end of dump `seq`: the kernel's error (0 when it finished) and
+    /// whether the table changed under it (NLM_F_DUMP_INTR).
+    DumpDone {
+        seq: u32,
+        error: i32,
+        interrupted: bool,
+    },
+    /// Anything else: other tables and families, proxy entries, links up.
+    Ignored,
+}
+
+/// The events in a buffer read from the socket, one per message; a
+/// malformed header ends the walk.
+pub(crate) fn events(mut buf: &[u8]) -> impl Iterator<Item = Event> + '_ {
+    std::iter::from_fn(move || {
+        let len = u32::from_ne_bytes(buf.get(0..4)?.try_into().ok()?) as usize;
+        if len < NLMSG_HDR_LEN || len > buf.len() {
+            return None;
+        }
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        let flags = u16::from_ne_bytes([buf[6], buf[7]]);
+        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let body = &buf[NLMSG_HDR_LEN..len];
+        buf = buf.get(len.next_multiple_of(4)..).unwrap_or_default();
+        Some(event(kind, flags, seq, body))
+    })
+}
+
+fn event(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Event {
+    let error = || body.get(0..4).map_or(0, |c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+    match kind {
+        NLMSG_DONE | NLMSG_ERROR => {
+            Event::DumpDone { seq, error: error(), interrupted: flags & NLM_F_DUMP_INTR != 0 }
+        }
+        RTM_NEWROUTE | RTM_DELROUTE => match parse_route(body) {
+            // The kernel skips dead routes in its lookups; so does the mirror.
+            Some((route, dead)) if kind == RTM_NEWROUTE && !dead => Event::RouteAdded(route),
+            Some((route, _)) => Event::RouteRemoved(route),
+            None => Event::Ignored,
+        },
+        RTM_NEWNEIGH | RTM_DELNEIGH => parse_neighbour(body, kind == RTM_DELNEIGH).unwrap_or(Event::Ignored),
+        RTM_DELLINK => Event::RoutesFlushed,
+        RTM_NEWLINK => match body.get(8..12) {
+            Some(f) if u32::from_ne_bytes([f[0], f[1], f[2], f[3]]) & libc::IFF_UP as u32 == 0 => {
+                Event::RoutesFlushed
+            }
+            _ => Event::Ignored,
+        },
+        RTM_DELADDR if body.first() == Some(&(libc::AF_INET as u8)) => Event::RoutesFlushed,
+        _ => Event::Ignored,
+    }
+}
+
+/// A route of the IPv4 main table and whether it is dead (RTNH_F_DEAD), from
+/// struct rtmsg (family, dst_len, src_len, tos, table, protocol, scope,
+/// type, flags) and its attributes; `None` for any other route. Routes for
+/// one TOS only are left out: rvs's packets are not sorted by TOS.
+fn parse_route(body: &[u8]) -> Option<(Route, bool)> {
+    let h = body.get(..12)?;
+    if h[0] != libc::AF_INET as u8 || h[1] > 32 || h[3] != 0 {
+        return None;
+    }
+    let mut table = u32::from(h[4]);
+    let rtm_flags = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
+    let (mut dst, mut oif, mut gateway, mut priority) = (Ipv4Addr::UNSPECIFIED, None, None, 0);
+    for (kind, data) in attrs(&body[12..]) {
+        let Ok(word) = <[u8; 4]>::try_from(data) else { continue };
+        match kind {
+            RTA_DST => dst = Ipv4Addr::from(word),
+            RTA_OIF => oif = Some(u32::from_ne_bytes(word)),
+            RTA_GATEWAY => gateway = Some(Ipv4Addr::from(word)),
+            RTA_PRIORITY => priority = u32::from_ne_bytes(word),
+            RTA_TABLE => table = u32::from_ne_bytes(word),
+            _ => {}
+        }
+    }
+    if table != u32::from(RT_TABLE_MAIN) {
+        return None;
+    }
+    let hop = match (h[7], oif) {
+        (RTN_UNICAST, Some(oif)) => Some(Hop { oif, gateway }),
+        _ => None,
+    };
+    Some((Route { dst, prefix_len: h[1], priority, hop }, rtm_flags & RTNH_F_DEAD != 0))
+}
+
+/// An IPv4 neighbour from struct ndmsg (family, pads, ifindex, state, flags,
+/// type) and its attributes; `None` for proxy entries and other families.
+fn parse_neighbour(body: &[u8], deleted: bool) -> Option<Event> {
+    let h = body.get(..12)?;
+    if h[0] != libc::AF_INET as u8 || h[10] & NTF_PROXY != 0 {
+        return None;
+    }
+    let ifindex = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
+    let state = u16::from_ne_bytes([h[8], h[9]]);
+    let (mut addr, mut lladdr) = (None, None);
+    for (kind, data) in attrs(&body[12..]) {
+        match kind {
+            NDA_DST => addr = <[u8; 4]>::try_from(data).ok().map(Ipv4Addr::from),
+            NDA_LLADDR => lladdr = <[u8; 6]>::try_from(data).ok(),
+            _ => {}
+        }
+    }
+    let mac = if deleted || state & NUD_VALID == 0 { None } else { lladdr };
+    Some(Event::Neighbour { ifindex, addr: addr?, mac })
 }
 
 /// `name` with its NUL, as IFLA_IFNAME carries it.
@@ -331,9 +545,117 @@ fn ack_result(mut buf: &[u8], seq: u32) -> Option<io::Result<()>> {
     None
 }
 
+/// Netlink messages as the kernel sends them, built byte by byte for tests.
+#[cfg(test)]
+pub(crate) mod test_messages {
+    /// A route attribute, padded.
+    pub(crate) fn attr(kind: u16, data: &[u8]) -> Vec<u8> {
+        let mut a = ((4 + data.len()) as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(data);
+        a.resize(a.len().next_multiple_of(4), 0);
+        a
+    }
+
+    /// A message with its header, as the kernel sends it.
+    pub(crate) fn msg(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let mut m = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// RTM_NEWROUTE (24) or RTM_DELROUTE (25) for a unicast main-table route.
+    pub(crate) fn route_msg(
+        kind: u16,
+        seq: u32,
+        dst: [u8; 4],
+        len: u8,
+        oif: u32,
+        gw: Option<[u8; 4]>,
+    ) -> Vec<u8> {
+        let mut body = vec![2, len, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0];
+        if len > 0 {
+            body.extend(attr(1, &dst));
+        }
+        body.extend(attr(4, &oif.to_ne_bytes()));
+        if let Some(gw) = gw {
+            body.extend(attr(5, &gw));
+        }
+        msg(kind, 2, seq, &body)
+    }
+
+    /// RTM_NEWNEIGH (28) or RTM_DELNEIGH (29).
+    pub(crate) fn neigh_msg(
+        kind: u16,
+        seq: u32,
+        ifindex: u32,
+        dst: [u8; 4],
+        state: u16,
+        mac: [u8; 6],
+    ) -> Vec<u8> {
+        let mut body = vec![2, 0, 0, 0];
+        body.extend_from_slice(&ifindex.to_ne_bytes());
+        body.extend_from_slice(&state.to_ne_bytes());
+        body.extend_from_slice(&[0, 1]);
+        body.extend(attr(1, &dst));
+        body.extend(attr(2, &mac));
+        msg(kind, 2, seq, &body)
+    }
+
+    /// NLMSG_DONE ending dump `seq`.
+    pub(crate) fn done(seq: u32) -> Vec<u8> {
+        msg(3, 2, seq, &0i32.to_ne_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_messages::{attr, done, msg, neigh_msg, route_msg};
     use super::*;
+
+    const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn route(dst: &str, prefix_len: u8, priority: u32, oif: u32, gateway: Option<&str>) -> Route {
+        Route { dst: ip(dst), prefix_len, priority, hop: Some(Hop { oif, gateway: gateway.map(ip) }) }
+    }
+
+    #[test]
+    fn dump_request_layout() {
+        let m = dump_request(Table::Routes, 9);
+        assert_eq!(m.len(), 28);
+        assert_eq!(&m[0..4], &28u32.to_ne_bytes());
+        assert_eq!(&m[4..6], &RTM_GETROUTE.to_ne_bytes());
+        assert_eq!(&m[6..8], &0x301u16.to_ne_bytes());
+        assert_eq!(&m[8..12], &9u32.to_ne_bytes());
+        assert_eq!(&m[16..], &[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&dump_request(Table::Neighbours, 1)[4..6], &RTM_GETNEIGH.to_ne_bytes());
+    }
+
+    #[test]
+    fn multipart_dump_events() {
+        let mut buf = route_msg(24, 7, [10, 0, 0, 0], 8, 2, None);
+        buf.extend(route_msg(24, 7, [0; 4], 0, 1, Some([192, 0, 2, 1])));
+        buf.extend(done(7));
+        let ev: Vec<_> = events(&buf).collect();
+        assert_eq!(
+            ev,
+            [
+                Event::RouteAdded(route("10.0.0.0", 8, 0, 2, None)),
+                Event::RouteAdded(route("0.0.0.0", 0, 0, 1, Some("192.0.2.1"))),
+                Event::DumpDone { seq: 7, error: 0, interrupted: false },
+            ]
+        );
+        let intr = msg(3, 2 | 0x10, 7, &(-4i32).to_ne_bytes());
+        assert_eq!(events(&intr).next(), Some(Event::DumpDone { seq: 7, error: -4, interrupted: true }));
+    }
 
     #[test]
     fn route_body_layout() {
@@ -383,5 +705,105 @@ mod tests {
         m[16..20].copy_from_slice(&0i32.to_ne_bytes());
         assert!(ack_result(&m, 9).unwrap().is_ok());
         assert!(ack_result(&m[..10], 9).is_none());
+    }
+
+    #[test]
+    fn malformed_messages_end_the_walk() {
+        let mut buf = route_msg(24, 0, [10, 0, 0, 0], 8, 2, None);
+        let whole = buf.len();
+        buf.extend(done(1));
+        assert_eq!(events(&buf[..whole + 8]).count(), 1);
+        let mut bad = buf.clone();
+        bad[0..4].copy_from_slice(&8u32.to_ne_bytes());
+        assert_eq!(events(&bad).count(), 0);
+        bad[0..4].copy_from_slice(&1000u32.to_ne_bytes());
+        assert_eq!(events(&bad).count(), 0);
+        // A body too short for its header is ignored, not read past.
+        assert_eq!(events(&msg(24, 0, 0, &[2, 8])).next(), Some(Event::Ignored));
+        assert_eq!(events(&msg(28, 0, 0, &[2, 0, 0, 0])).next(), Some(Event::Ignored));
+    }
+
+    #[test]
+    fn route_messages() {
+        let add = route_msg(24, 0, [10, 1, 0, 0], 16, 3, Some([10, 0, 0, 1]));
+        let ev: Vec<_> = events(&add).collect();
+        assert_eq!(ev, [Event::RouteAdded(route("10.1.0.0", 16, 0, 3, Some("10.0.0.1")))]);
+        let del = route_msg(25, 0, [10, 1, 0, 0], 16, 3, None);
+        assert_eq!(events(&del).next(), Some(Event::RouteRemoved(route("10.1.0.0", 16, 0, 3, None))));
+        // The default route has no RTA_DST.
+        let default = route_msg(24, 0, [0; 4], 0, 1, Some([192, 0, 2, 1]));
+        assert_eq!(
+            events(&default).next(),
+            Some(Event::RouteAdded(route("0.0.0.0", 0, 0, 1, Some("192.0.2.1"))))
+        );
+    }
+
+    #[test]
+    fn route_attributes_and_filters() {
+        let base = |table: u8, tos: u8, kind: u8, flags: u32| {
+            let mut body = vec![2, 24, 0, tos, table, 4, 0, kind];
+            body.extend_from_slice(&flags.to_ne_bytes());
+            body.extend(attr(1, &[10, 0, 0, 0]));
+            body.extend(attr(4, &7u32.to_ne_bytes()));
+            body.extend(attr(6, &50u32.to_ne_bytes()));
+            body
+        };
+        let main = base(254, 0, 1, 0);
+        assert_eq!(
+            events(&msg(24, 0, 0, &main)).next(),
+            Some(Event::RouteAdded(route("10.0.0.0", 24, 50, 7, None)))
+        );
+        // Local table, TOS-specific, IPv6: not mirrored.
+        assert_eq!(events(&msg(24, 0, 0, &base(255, 0, 1, 0))).next(), Some(Event::Ignored));
+        assert_eq!(events(&msg(24, 0, 0, &base(254, 0x10, 1, 0))).next(), Some(Event::Ignored));
+        let mut v6 = main.clone();
+        v6[0] = 10;
+        assert_eq!(events(&msg(24, 0, 0, &v6)).next(), Some(Event::Ignored));
+        // RTA_TABLE overrides the byte (tables above 255 have only the attribute).
+        let mut other = base(254, 0, 1, 0);
+        other.extend(attr(15, &1000u32.to_ne_bytes()));
+        assert_eq!(events(&msg(24, 0, 0, &other)).next(), Some(Event::Ignored));
+        let mut high = base(252, 0, 1, 0);
+        high.extend(attr(15, &254u32.to_ne_bytes()));
+        assert!(matches!(events(&msg(24, 0, 0, &high)).next(), Some(Event::RouteAdded(_))));
+        // Blackhole: kept, without a hop.
+        let Some(Event::RouteAdded(r)) = events(&msg(24, 0, 0, &base(254, 0, 6, 0))).next() else { panic!() };
+        assert_eq!(r.hop, None);
+        // A dead route is one the kernel skips.
+        assert!(matches!(events(&msg(24, 0, 0, &base(254, 0, 1, 1))).next(), Some(Event::RouteRemoved(_))));
+    }
+
+    #[test]
+    fn neighbour_messages() {
+        let reachable = neigh_msg(28, 0, 5, [10, 0, 0, 9], 0x02, MAC_A);
+        let n = Event::Neighbour { ifindex: 5, addr: ip("10.0.0.9"), mac: Some(MAC_A) };
+        assert_eq!(events(&reachable).next(), Some(n));
+        let gone = Event::Neighbour { ifindex: 5, addr: ip("10.0.0.9"), mac: None };
+        // Failed (0x20) and incomplete (0x01): no usable address.
+        assert_eq!(events(&neigh_msg(28, 0, 5, [10, 0, 0, 9], 0x20, MAC_A)).next(), Some(gone));
+        assert_eq!(events(&neigh_msg(28, 0, 5, [10, 0, 0, 9], 0x01, MAC_A)).next(), Some(gone));
+        assert_eq!(events(&neigh_msg(29, 0, 5, [10, 0, 0, 9], 0x04, MAC_A)).next(), Some(gone));
+        // Stale still has a usable address.
+        assert_eq!(events(&neigh_msg(28, 0, 5, [10, 0, 0, 9], 0x04, MAC_A)).next(), Some(n));
+        // Proxy entries are ARP answers, not neighbours.
+        let mut proxy = neigh_msg(28, 0, 5, [10, 0, 0, 9], 0x80, MAC_A);
+        proxy[16 + 10] = 0x08;
+        assert_eq!(events(&proxy).next(), Some(Event::Ignored));
+    }
+
+    #[test]
+    fn link_and_address_changes() {
+        let link = |kind: u16, flags: u32| {
+            let mut body = vec![0, 0, 1, 0];
+            body.extend_from_slice(&4i32.to_ne_bytes());
+            body.extend_from_slice(&flags.to_ne_bytes());
+            body.extend_from_slice(&0u32.to_ne_bytes());
+            msg(kind, 0, 0, &body)
+        };
+        assert_eq!(events(&link(16, 0x1043)).next(), Some(Event::Ignored));
+        assert_eq!(events(&link(16, 0x1002)).next(), Some(Event::RoutesFlushed));
+        assert_eq!(events(&link(17, 0x1043)).next(), Some(Event::RoutesFlushed));
+        assert_eq!(events(&msg(21, 0, 0, &[2, 24, 0, 0, 4, 0, 0, 0])).next(), Some(Event::RoutesFlushed));
+        assert_eq!(events(&msg(21, 0, 0, &[10, 64, 0, 0, 4, 0, 0, 0])).next(), Some(Event::Ignored));
     }
 }

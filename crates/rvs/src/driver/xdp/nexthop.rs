@@ -1,72 +1,568 @@
-//! Where a packet leaves: the kernel's route (outgoing interface, gateway or
-//! the destination itself on-link) and the next hop's Ethernet address from
-//! the kernel's neighbour table, both asked over netlink and cached.
+//! Where a packet leaves: the outgoing interface and next hop of the
+//! kernel's IPv4 main routing table (the gateway, or the destination itself
+//! on-link), and the next hop's Ethernet address from the kernel's
+//! neighbour table, both looked up in a mirror of those tables that the
+//! worker holds in memory.
 //!
-//! A known hop is asked again after [`FRESH`], so route and neighbour changes
-//! reach the data path within that time; an unknown one after [`RETRY`]. The
-//! driver hands a packet with no known hop to the kernel, whose forwarding
-//! resolves the neighbour, so the next lookup finds it.
+//! The mirror starts from a dump of both tables and follows the kernel's
+//! netlink notifications, which the worker drains once per turn of its loop
+//! ([`NextHops::poll_updates`]), so a lookup is a few hash probes with no
+//! system call and no allocation. When the kernel reports that notifications
+//! were lost (ENOBUFS), or a link or address change has dropped routes
+//! without a notification, both tables are dumped again.
+//!
+//! The driver hands a packet with no known hop to the kernel, whose
+//! forwarding resolves the neighbour; the notification of the new neighbour
+//! then fills the mirror. Routes the mirror does not follow (multipath,
+//! blackhole and the like, per-TOS, policy rules and other tables) leave
+//! their packets to the kernel the same way.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::XskPort;
-use crate::driver::netlink::Netlink;
+use crate::driver::netlink::{Event, Hop, Monitor, Route, Table, events};
 
-/// How long a known hop is used before the kernel is asked again.
-const FRESH: Duration = Duration::from_secs(5);
-/// How long an unknown hop stays unknown before the kernel is asked again.
-const RETRY: Duration = Duration::from_millis(20);
-/// Destinations cached at most; past that the cache starts over.
-const MAX_ENTRIES: usize = 65_536;
+/// Read buffer for the monitor socket: more than the kernel puts in one
+/// dump message batch.
+const BUF_LEN: usize = 64 << 10;
+/// Reads per [`NextHops::poll_updates`] at most, so a storm of changes
+/// cannot hold the data path; the rest waits for the next turn.
+const MAX_READS_PER_TURN: usize = 16;
+/// Dumps tried in a row when notifications are lost during one.
+const RESYNC_ATTEMPTS: usize = 3;
 
-#[derive(Debug, Clone, Copy)]
-struct Hop {
-    /// Index of the port and the neighbour's address, if both are known.
-    out: Option<(usize, [u8; 6])>,
-    asked: Instant,
+/// A multiplicative hash for the tables' small integer keys: a packet costs
+/// a few probes, and the keys come from the kernel's tables, not from the
+/// wire, so SipHash's defence against chosen keys buys nothing here.
+#[derive(Debug, Default, Clone, Copy)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        // The product's high bits are the well-mixed ones, and the table
+        // picks buckets by the low ones: a /24's key has eight zero bits.
+        self.0.rotate_left(26)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u32(u32::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(n)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
 }
 
-/// Route and neighbour cache of one worker.
+type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
+/// The mirrored main table, longest prefix first: one map per prefix length
+/// from the masked destination to its routes, lowest metric first.
 #[derive(Debug)]
-pub(crate) struct NextHops {
-    netlink: Netlink,
-    cache: HashMap<Ipv4Addr, Hop>,
+struct RouteTable {
+    by_len: [IntMap<u32, Vec<Route>>; 33],
+    /// Bit `n` set when some route has prefix length `n`; a lookup probes
+    /// only those lengths.
+    lens: u64,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        Self { by_len: std::array::from_fn(|_| IntMap::default()), lens: 0 }
+    }
+}
+
+fn mask(prefix_len: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0)
+}
+
+impl RouteTable {
+    /// Add `route`, replacing the one with the same key.
+    fn insert(&mut self, route: Route) {
+        let len = usize::from(route.prefix_len.min(32));
+        let key = u32::from(route.dst) & mask(route.prefix_len);
+        let routes = self.by_len[len].entry(key).or_default();
+        match routes.binary_search_by_key(&route.priority, |r| r.priority) {
+            Ok(i) => routes[i] = route,
+            Err(i) => routes.insert(i, route),
+        }
+        self.lens |= 1 << len;
+    }
+
+    fn remove(&mut self, route: &Route) {
+        let len = usize::from(route.prefix_len.min(32));
+        let key = u32::from(route.dst) & mask(route.prefix_len);
+        let map = &mut self.by_len[len];
+        if let Some(routes) = map.get_mut(&key) {
+            routes.retain(|r| r.priority != route.priority);
+            if routes.is_empty() {
+                map.remove(&key);
+            }
+        }
+        if map.is_empty() {
+            self.lens &= !(1 << len);
+        }
+    }
+
+    /// The route the kernel's main table picks for `dst`: the longest
+    /// matching prefix, and among its routes the lowest metric.
+    fn lookup(&self, dst: Ipv4Addr) -> Option<&Route> {
+        let addr = u32::from(dst);
+        let mut lens = self.lens;
+        while lens != 0 {
+            let len = 63 - lens.leading_zeros();
+            lens &= !(1 << len);
+            let key = addr & mask(len as u8);
+            if let Some(route) = self.by_len[len as usize].get(&key).and_then(|r| r.first()) {
+                return Some(route);
+            }
+        }
+        None
+    }
+
+    fn clear(&mut self) {
+        for map in &mut self.by_len {
+            map.clear();
+        }
+        self.lens = 0;
+    }
+}
+
+/// What a batch of messages did, beyond changing the tables.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Applied {
+    /// The awaited dump ended: with the kernel's error, if any.
+    done: Option<i32>,
+    /// The tables may differ from the kernel's in ways no notification
+    /// will correct: dump them again.
+    resync: bool,
+}
+
+/// The routes and neighbours, without the socket.
+#[derive(Debug, Default)]
+struct Mirror {
+    routes: RouteTable,
+    /// (ifindex, address) to Ethernet address, usable entries only.
+    neighbours: IntMap<(u32, u32), [u8; 6]>,
+}
+
+impl Mirror {
+    /// Apply the messages in `buf`, watching for the end of dump `awaited`.
+    fn apply(&mut self, buf: &[u8], awaited: Option<u32>) -> Applied {
+        let mut applied = Applied::default();
+        for event in events(buf) {
+            match event {
+                Event::RouteAdded(route) => self.routes.insert(route),
+                Event::RouteRemoved(route) => self.routes.remove(&route),
+                Event::Neighbour { ifindex, addr, mac: Some(mac) } => {
+                    self.neighbours.insert((ifindex, u32::from(addr)), mac);
+                }
+                Event::Neighbour { ifindex, addr, mac: None } => {
+                    self.neighbours.remove(&(ifindex, u32::from(addr)));
+                }
+                Event::RoutesFlushed => applied.resync = true,
+                Event::DumpDone { seq, error, interrupted } if Some(seq) == awaited => {
+                    applied.done = Some(error);
+                    applied.resync |= interrupted;
+                }
+                Event::DumpDone { .. } | Event::Ignored => {}
+            }
+        }
+        applied
+    }
+
+    fn clear(&mut self, table: Table) {
+        match table {
+            Table::Routes => self.routes.clear(),
+            Table::Neighbours => self.neighbours.clear(),
+        }
+    }
+
+    /// The interface and Ethernet address a packet to `dst` leaves by.
+    fn next_hop(&self, dst: Ipv4Addr) -> Option<(u32, [u8; 6])> {
+        let Hop { oif, gateway } = self.routes.lookup(dst)?.hop?;
+        let via = gateway.unwrap_or(dst);
+        self.neighbours.get(&(oif, u32::from(via))).map(|mac| (oif, *mac))
+    }
+}
+
+/// The kernel's side of the mirror: a [`Monitor`], or a script in tests.
+pub(crate) trait Feed {
+    /// Ask for a dump of `table`; the sequence number its end carries.
+    fn request_dump(&mut self, table: Table) -> io::Result<u32>;
+    /// Read queued messages into `buf`, waiting for some when `wait`;
+    /// `WouldBlock` when there are none, ENOBUFS when some were lost.
+    fn recv(&mut self, buf: &mut [u8], wait: bool) -> io::Result<usize>;
+}
+
+impl Feed for Monitor {
+    fn request_dump(&mut self, table: Table) -> io::Result<u32> {
+        Self::request_dump(self, table)
+    }
+
+    fn recv(&mut self, buf: &mut [u8], wait: bool) -> io::Result<usize> {
+        Self::recv(self, buf, wait)
+    }
+}
+
+fn is_lost(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOBUFS)
+}
+
+/// Route and neighbour mirror of one worker.
+#[derive(Debug)]
+pub(crate) struct NextHops<F = Monitor> {
+    feed: F,
+    mirror: Mirror,
+    buf: Box<[u8]>,
+    /// The last dump failed or was overtaken: dump again next turn.
+    stale: bool,
 }
 
 impl NextHops {
-    pub(crate) fn new(netlink: Netlink) -> Self {
-        Self { netlink, cache: HashMap::new() }
+    /// Join the kernel's notifications and dump both tables.
+    pub(crate) fn open() -> io::Result<Self> {
+        let mut hops = Self::with_feed(Monitor::open()?);
+        hops.resync()?;
+        Ok(hops)
+    }
+}
+
+impl<F: Feed> NextHops<F> {
+    fn with_feed(feed: F) -> Self {
+        Self { feed, mirror: Mirror::default(), buf: vec![0u8; BUF_LEN].into_boxed_slice(), stale: false }
+    }
+
+    /// Apply the changes the kernel announced since the last call, and dump
+    /// the tables again if some were lost. Called once per turn of the
+    /// worker's loop; without news it costs one non-blocking read.
+    pub(crate) fn poll_updates(&mut self) {
+        let mut resync = self.stale;
+        for _ in 0..MAX_READS_PER_TURN {
+            match self.feed.recv(&mut self.buf, false) {
+                Ok(n) => resync |= self.mirror.apply(&self.buf[..n], None).resync,
+                Err(e) if is_lost(&e) => resync = true,
+                Err(_) => break,
+            }
+        }
+        if resync {
+            self.stale = false;
+            if self.resync().is_err() {
+                self.stale = true;
+            }
+        }
     }
 
     /// The port (index into `ports`) and Ethernet address a packet to `dst`
     /// leaves by, or `None` when the kernel routes it elsewhere or does not
-    /// know the neighbour yet.
+    /// know the neighbour yet. `_now` is unused: the mirror needs no timers.
     pub(crate) fn lookup(
         &mut self,
         dst: Ipv4Addr,
         ports: &[XskPort],
-        now: Instant,
+        _now: Instant,
     ) -> Option<(usize, [u8; 6])> {
-        if let Some(hop) = self.cache.get(&dst) {
-            let ttl = if hop.out.is_some() { FRESH } else { RETRY };
-            if now.duration_since(hop.asked) < ttl {
-                return hop.out;
-            }
-        }
-        let out = self.ask(dst, ports);
-        if self.cache.len() >= MAX_ENTRIES {
-            self.cache.clear();
-        }
-        self.cache.insert(dst, Hop { out, asked: now });
-        out
+        let (oif, mac) = self.mirror.next_hop(dst)?;
+        let port = ports.iter().position(|p| p.ifindex == oif)?;
+        Some((port, mac))
     }
 
-    fn ask(&mut self, dst: Ipv4Addr, ports: &[XskPort]) -> Option<(usize, [u8; 6])> {
-        let (oif, via) = self.netlink.route_get(dst).ok()?;
-        let port = ports.iter().position(|p| p.ifindex == oif)?;
-        let mac = self.netlink.neigh_get(via, oif).ok()??;
-        Some((port, mac))
+    /// Dump both tables, again from the start while the kernel reports
+    /// notifications lost on the way.
+    fn resync(&mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for _ in 0..RESYNC_ATTEMPTS {
+            result = self.dump(Table::Routes).and_then(|()| self.dump(Table::Neighbours));
+            match &result {
+                Err(e) if is_lost(e) => continue,
+                _ => break,
+            }
+        }
+        result
+    }
+
+    /// Replace `table` with the kernel's, applying the notifications that
+    /// arrive in between in the order the kernel sent them.
+    fn dump(&mut self, table: Table) -> io::Result<()> {
+        let seq = self.feed.request_dump(table)?;
+        self.mirror.clear(table);
+        loop {
+            let n = self.feed.recv(&mut self.buf, true)?;
+            let applied = self.mirror.apply(&self.buf[..n], Some(seq));
+            // A change the dump may have raced with: the next turn dumps again.
+            self.stale |= applied.resync;
+            match applied.done {
+                Some(0) => return Ok(()),
+                Some(error) => return Err(io::Error::from_raw_os_error(-error)),
+                None => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::driver::netlink::test_messages::{done, msg, neigh_msg, route_msg};
+
+    const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn route(dst: &str, prefix_len: u8, priority: u32, oif: u32, gateway: Option<&str>) -> Route {
+        Route { dst: ip(dst), prefix_len, priority, hop: Some(Hop { oif, gateway: gateway.map(ip) }) }
+    }
+
+    #[test]
+    fn longer_prefix_wins() {
+        let mut t = RouteTable::default();
+        t.insert(route("0.0.0.0", 0, 0, 1, Some("192.0.2.1")));
+        t.insert(route("10.0.0.0", 8, 0, 2, None));
+        t.insert(route("10.1.0.0", 16, 0, 3, Some("10.0.0.1")));
+        assert_eq!(t.lookup(ip("10.1.2.3")).unwrap().hop.unwrap().oif, 3);
+        assert_eq!(t.lookup(ip("10.2.0.1")).unwrap().hop.unwrap().oif, 2);
+        // Default route.
+        assert_eq!(t.lookup(ip("198.51.100.7")).unwrap().hop.unwrap().oif, 1);
+        t.insert(route("10.1.2.3", 32, 0, 4, None));
+        assert_eq!(t.lookup(ip("10.1.2.3")).unwrap().hop.unwrap().oif, 4);
+        assert_eq!(t.lookup(ip("10.1.2.4")).unwrap().hop.unwrap().oif, 3);
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(mask(0), 0);
+        assert_eq!(mask(8), 0xff00_0000);
+        assert_eq!(mask(32), u32::MAX);
+        assert_eq!(mask(40), u32::MAX);
+    }
+
+    #[test]
+    fn prefixes_spread_over_buckets() {
+        // Keys of /24s differ only above their eighth bit; their hashes
+        // must still differ in the low bits that pick a bucket.
+        let low = |key: u32| {
+            let mut h = IntHasher::default();
+            h.write_u32(key);
+            h.finish() & 0xff
+        };
+        let buckets: std::collections::HashSet<u64> =
+            (0..256u32).map(|i| low(0x0a00_0000 | i << 8)).collect();
+        assert!(buckets.len() > 128, "{} buckets", buckets.len());
+    }
+
+    #[test]
+    fn no_route_without_default() {
+        let mut t = RouteTable::default();
+        t.insert(route("10.0.0.0", 8, 0, 2, None));
+        assert!(t.lookup(ip("11.0.0.1")).is_none());
+    }
+
+    #[test]
+    fn deletion_uncovers_shorter_prefix() {
+        let mut t = RouteTable::default();
+        t.insert(route("0.0.0.0", 0, 0, 1, Some("192.0.2.1")));
+        t.insert(route("10.1.0.0", 16, 0, 3, None));
+        t.remove(&route("10.1.0.0", 16, 0, 3, None));
+        assert_eq!(t.lookup(ip("10.1.2.3")).unwrap().hop.unwrap().oif, 1);
+        assert_eq!(t.lens, 1);
+        t.remove(&route("0.0.0.0", 0, 0, 1, None));
+        assert!(t.lookup(ip("10.1.2.3")).is_none());
+        assert_eq!(t.lens, 0);
+    }
+
+    #[test]
+    fn lowest_metric_wins_and_replace_keeps_key() {
+        let mut t = RouteTable::default();
+        t.insert(route("10.0.0.0", 8, 200, 2, None));
+        t.insert(route("10.0.0.0", 8, 100, 3, None));
+        t.insert(route("10.0.0.0", 8, 300, 4, None));
+        assert_eq!(t.lookup(ip("10.9.9.9")).unwrap().hop.unwrap().oif, 3);
+        // Same key: replaced, not added.
+        t.insert(route("10.0.0.0", 8, 100, 5, None));
+        assert_eq!(t.lookup(ip("10.9.9.9")).unwrap().hop.unwrap().oif, 5);
+        t.remove(&route("10.0.0.0", 8, 100, 5, None));
+        assert_eq!(t.lookup(ip("10.9.9.9")).unwrap().hop.unwrap().oif, 2);
+    }
+
+    #[test]
+    fn unroutable_route_shadows_shorter_prefix() {
+        let mut t = RouteTable::default();
+        t.insert(route("0.0.0.0", 0, 0, 1, Some("192.0.2.1")));
+        t.insert(Route { dst: ip("10.0.0.0"), prefix_len: 8, priority: 0, hop: None });
+        assert_eq!(t.lookup(ip("10.0.0.1")).unwrap().hop, None);
+    }
+
+    #[test]
+    fn on_link_uses_destination_and_gateway_its_own_address() {
+        let mut m = Mirror::default();
+        m.routes.insert(route("0.0.0.0", 0, 0, 1, Some("192.0.2.1")));
+        m.routes.insert(route("10.0.0.0", 24, 0, 2, None));
+        m.neighbours.insert((2, u32::from(ip("10.0.0.5"))), MAC_A);
+        m.neighbours.insert((1, u32::from(ip("192.0.2.1"))), MAC_B);
+        assert_eq!(m.next_hop(ip("10.0.0.5")), Some((2, MAC_A)));
+        // On-link but not resolved yet.
+        assert_eq!(m.next_hop(ip("10.0.0.6")), None);
+        assert_eq!(m.next_hop(ip("198.51.100.1")), Some((1, MAC_B)));
+        // A neighbour of that address on another interface does not count.
+        m.neighbours.insert((1, u32::from(ip("10.0.0.7"))), MAC_B);
+        assert_eq!(m.next_hop(ip("10.0.0.7")), None);
+    }
+
+    #[test]
+    fn applying_a_dump() {
+        let mut buf = route_msg(24, 7, [10, 0, 0, 0], 8, 2, None);
+        buf.extend(route_msg(24, 7, [0; 4], 0, 1, Some([192, 0, 2, 1])));
+        buf.extend(done(7));
+        let mut m = Mirror::default();
+        assert_eq!(m.apply(&buf, Some(7)), Applied { done: Some(0), resync: false });
+        assert_eq!(m.routes.lookup(ip("10.1.1.1")).unwrap().hop.unwrap().oif, 2);
+        // Another dump's end is not ours; an interrupted one asks for another.
+        assert_eq!(m.apply(&done(6), Some(7)).done, None);
+        let intr = msg(3, 2 | 0x10, 7, &0i32.to_ne_bytes());
+        assert_eq!(m.apply(&intr, Some(7)), Applied { done: Some(0), resync: true });
+        // An error answer ends the dump with its code.
+        let err = msg(2, 0, 7, &(-16i32).to_ne_bytes());
+        assert_eq!(m.apply(&err, Some(7)).done, Some(-16));
+    }
+
+    /// The kernel's side, scripted: each read returns the next chunk or
+    /// error once the dumps it waits for have been asked for; dump requests
+    /// are numbered from 1.
+    #[derive(Default)]
+    struct Script {
+        reads: VecDeque<(usize, Result<Vec<u8>, i32>)>,
+        dumps: Vec<Table>,
+    }
+
+    impl Script {
+        /// Queue `read` to come once `dumps` dumps have been asked for.
+        fn after(&mut self, dumps: usize, read: Result<Vec<u8>, i32>) {
+            self.reads.push_back((dumps, read));
+        }
+    }
+
+    impl Feed for Script {
+        fn request_dump(&mut self, table: Table) -> io::Result<u32> {
+            self.dumps.push(table);
+            Ok(self.dumps.len() as u32)
+        }
+
+        fn recv(&mut self, buf: &mut [u8], wait: bool) -> io::Result<usize> {
+            let ready = self.reads.front().is_some_and(|(after, _)| *after <= self.dumps.len());
+            match self.reads.pop_front_if(|_| ready).map(|(_, read)| read) {
+                Some(Ok(chunk)) => {
+                    buf[..chunk.len()].copy_from_slice(&chunk);
+                    Ok(chunk.len())
+                }
+                Some(Err(errno)) => Err(io::Error::from_raw_os_error(errno)),
+                None if wait => Err(io::ErrorKind::TimedOut.into()),
+                None => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
+    /// A mirror with a route to 10.0.0.0/24 on interface 2 and neighbour
+    /// 10.0.0.5 there, from dumps 1 and 2.
+    fn started() -> NextHops<Script> {
+        let mut script = Script::default();
+        let mut routes = route_msg(24, 1, [10, 0, 0, 0], 24, 2, None);
+        routes.extend(done(1));
+        let mut neighbours = neigh_msg(28, 2, 2, [10, 0, 0, 5], 0x02, MAC_A);
+        neighbours.extend(done(2));
+        script.after(1, Ok(routes));
+        script.after(2, Ok(neighbours));
+        let mut hops = NextHops::with_feed(script);
+        hops.resync().unwrap();
+        assert_eq!(hops.mirror.next_hop(ip("10.0.0.5")), Some((2, MAC_A)));
+        hops
+    }
+
+    #[test]
+    fn notifications_update_the_mirror() {
+        let mut hops = started();
+        let mut news = neigh_msg(28, 0, 2, [10, 0, 0, 6], 0x02, MAC_B);
+        news.extend(neigh_msg(29, 0, 2, [10, 0, 0, 5], 0x00, MAC_A));
+        hops.feed.after(2, Ok(news));
+        hops.poll_updates();
+        assert_eq!(hops.mirror.next_hop(ip("10.0.0.6")), Some((2, MAC_B)));
+        assert_eq!(hops.mirror.next_hop(ip("10.0.0.5")), None);
+        hops.feed.after(2, Ok(route_msg(25, 0, [10, 0, 0, 0], 24, 2, None)));
+        hops.poll_updates();
+        assert_eq!(hops.mirror.next_hop(ip("10.0.0.6")), None);
+        assert_eq!(hops.feed.dumps.len(), 2);
+    }
+
+    #[test]
+    fn lost_notifications_dump_again() {
+        let mut hops = started();
+        // While notifications were lost, the route moved to interface 3.
+        let mut routes = route_msg(24, 3, [10, 0, 0, 0], 24, 3, None);
+        routes.extend(done(3));
+        let mut neighbours = neigh_msg(28, 4, 3, [10, 0, 0, 5], 0x02, MAC_B);
+        neighbours.extend(done(4));
+        hops.feed.after(2, Err(libc::ENOBUFS));
+        hops.feed.after(3, Ok(routes));
+        hops.feed.after(4, Ok(neighbours));
+        hops.poll_updates();
+        assert_eq!(hops.feed.dumps, [Table::Routes, Table::Neighbours, Table::Routes, Table::Neighbours]);
+        assert_eq!(hops.mirror.next_hop(ip("10.0.0.5")), Some((3, MAC_B)));
+        assert!(!hops.stale);
+    }
+
+    #[test]
+    fn loss_during_a_dump_starts_it_over() {
+        let mut hops = started();
+        let mut routes = route_msg(24, 4, [10, 0, 0, 0], 24, 3, None);
+        routes.extend(done(4));
+        let mut neighbours = neigh_msg(28, 5, 3, [10, 0, 0, 5], 0x02, MAC_B);
+        neighbours.extend(done(5));
+        hops.feed.after(2, Err(libc::ENOBUFS));
+        hops.feed.after(3, Err(libc::ENOBUFS));
+        hops.feed.after(4, Ok(routes));
+        hops.feed.after(5, Ok(neighbours));
+        hops.poll_updates();
+        assert_eq!(hops.feed.dumps.len(), 5);
+        assert_eq!(hops.mirror.next_hop(ip("10.0.0.5")), Some((3, MAC_B)));
+    }
+
+    #[test]
+    fn failed_dump_is_tried_next_turn() {
+        let mut hops = started();
+        // A link went down; the dump asked for then gets no answer.
+        let mut down = vec![0, 0, 1, 0];
+        down.extend_from_slice(&2i32.to_ne_bytes());
+        down.extend_from_slice(&[0; 8]);
+        hops.feed.after(2, Ok(msg(16, 0, 0, &down)));
+        hops.poll_updates();
+        assert!(hops.stale);
+        assert_eq!(hops.feed.dumps.len(), 3);
+        let mut routes = route_msg(24, 4, [10, 0, 0, 0], 24, 2, None);
+        routes.extend(done(4));
+        hops.feed.after(4, Ok(routes));
+        hops.feed.after(5, Ok(done(5)));
+        hops.poll_updates();
+        assert!(!hops.stale);
+        // The neighbours went with the link.
+        assert_eq!(hops.mirror.routes.lookup(ip("10.0.0.5")).unwrap().hop.unwrap().oif, 2);
+        assert_eq!(hops.mirror.next_hop(ip("10.0.0.5")), None);
+    }
+
+    #[test]
+    fn mirrors_this_namespace() {
+        // Dumps need no privilege and change nothing: the kernel takes the
+        // requests and every message parses up to each dump's end.
+        let mut hops = NextHops::open().expect("dump of this namespace's tables");
+        hops.poll_updates();
+        assert!(!hops.stale);
     }
 }
