@@ -246,7 +246,6 @@ pub(crate) fn spawn(
             engine,
             tun,
             xdp,
-            wall: std::time::Instant::now(),
             rx,
             wake,
             config: config.clone(),
@@ -310,8 +309,6 @@ struct Worker {
     engine: Engine,
     tun: Tun,
     xdp: Option<XdpIo>,
-    /// The time of the current batch, for the next-hop cache.
-    wall: std::time::Instant,
     rx: mpsc::Receiver<Request>,
     wake: Arc<Wake>,
     config: Arc<ConfigCell>,
@@ -386,7 +383,7 @@ impl Worker {
         if let Some(x) = self.xdp.as_mut()
             && let Some(dst) = ipv4_dst(packet)
         {
-            if let Some((port, mac)) = x.hops.lookup(dst, &x.ports, self.wall) {
+            if let Some((port, mac)) = x.hops.lookup(dst, &x.ports) {
                 if !x.ports[port].send(mac, packet) {
                     self.engine.count_drop(DropReason::TxFailed);
                 }
@@ -478,7 +475,6 @@ impl Worker {
                 return;
             }
             let now = self.clock.now();
-            self.wall = std::time::Instant::now();
             let faults = self.loss_threshold > 0 || self.syn_loss_threshold > 0;
             for i in 0..n {
                 let packet = &mut bufs[i][..lens[i]];

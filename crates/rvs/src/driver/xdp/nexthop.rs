@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::Ipv4Addr;
-use std::time::Instant;
 
 use super::XskPort;
 use crate::driver::netlink::{Event, Hop, Monitor, Route, Table, events};
@@ -261,12 +260,7 @@ impl<F: Feed> NextHops<F> {
     /// The port (index into `ports`) and Ethernet address a packet to `dst`
     /// leaves by, or `None` when the kernel routes it elsewhere or does not
     /// know the neighbour yet. `_now` is unused: the mirror needs no timers.
-    pub(crate) fn lookup(
-        &mut self,
-        dst: Ipv4Addr,
-        ports: &[XskPort],
-        _now: Instant,
-    ) -> Option<(usize, [u8; 6])> {
+    pub(crate) fn lookup(&mut self, dst: Ipv4Addr, ports: &[XskPort]) -> Option<(usize, [u8; 6])> {
         let (oif, mac) = self.mirror.next_hop(dst)?;
         let port = ports.iter().position(|p| p.ifindex == oif)?;
         Some((port, mac))
