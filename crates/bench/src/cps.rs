@@ -27,6 +27,7 @@ fn paths() -> Vec<Box<dyn DataPath>> {
         Box::new(Rvs { synproxy: false, xdp_workers: None }),
         Box::new(NftFullNat),
         Box::new(HaproxyTcp),
+        Box::new(Rvs { synproxy: true, xdp_workers: Some(2) }),
     ]
 }
 
@@ -118,6 +119,8 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         (2, 4, Some(1.0)),
         (2, 5, Some(1.6)),
         (0, 2, None),
+        (6, 4, None),
+        (6, 0, None),
         (1, 4, None),
         (0, 1, None),
         (4, 5, None),
