@@ -62,7 +62,7 @@ fn parse_wrk(out: &str) -> anyhow::Result<WrkRun> {
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     let svc = Service { proto: Proto::Tcp, port: 80 };
     let paths = paths();
-    // The AF_XDP paths run generic XDP, which needs the client and the reals
+    // The AF_XDP paths run generic XDP on the bridge, which needs the reals
     // to send unsegmented frames; every path is measured so, for one footing.
     lab.topo.prepare_for_generic_xdp().context("turning TSO/GSO off for the AF_XDP paths (ethtool)")?;
     let mut rates = vec![Samples::default(); paths.len()];

@@ -185,8 +185,9 @@ impl DataPath for NftFullNat {
     }
 }
 
-/// The rvs daemon (`rvs run`) on its TUN data path, or on AF_XDP (generic
-/// XDP on the balancer's two links; the lab must have been prepared with
+/// The rvs daemon (`rvs run`) on its TUN data path, or on AF_XDP
+/// (`xdp_mode = "auto"`: native XDP on the client's veth, generic on the
+/// reals' bridge; the lab must have been prepared with
 /// `Topology::prepare_for_generic_xdp`).
 #[derive(Debug)]
 pub(crate) struct Rvs {
@@ -222,7 +223,7 @@ impl DataPath for Rvs {
         let laddrs: Vec<String> = t.laddrs().iter().map(|a| format!("\"{a}\"")).collect();
         let xdp = match self.xdp_workers {
             Some(workers) => format!(
-                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\nworkers = {workers}\n",
+                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"auto\"\nworkers = {workers}\n",
                 t.lb_client_if(),
                 t.lb_real_if()
             ),

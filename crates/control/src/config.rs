@@ -20,7 +20,7 @@
 //! kind = "tun"              # "tun", or "xdp" (AF_XDP sockets on `interfaces`)
 //! tun_name = "rvs0"         # at most 15 bytes
 //! interfaces = []           # xdp: the interfaces clients and reals are reached on
-//! xdp_mode = "native"       # xdp: "native" (driver) or "generic" (skb) attach
+//! xdp_mode = "native"       # xdp: "native" (driver), "generic" (skb) or "auto" (native where it can) attach
 //! batch = 64                # packets per receive/send call, 1..=1024
 //! workers = 1               # data-path threads, 1..=16
 //! fault_loss_pct = 0.0      # 0..=100: drop this share of real-side packets (tests)
@@ -172,6 +172,9 @@ pub enum XdpMode {
     Native,
     /// In the kernel's generic path (`xdpgeneric`): works on any interface.
     Generic,
+    /// Native on each interface whose driver has it, generic on the others
+    /// (a NIC and a bridge side by side).
+    Auto,
 }
 
 impl XdpMode {
@@ -180,6 +183,7 @@ impl XdpMode {
         match self {
             Self::Native => "native",
             Self::Generic => "generic",
+            Self::Auto => "auto",
         }
     }
 }
@@ -808,11 +812,12 @@ impl Builder<'_> {
             Some(m) => match m.get_ref().as_str() {
                 "native" => XdpMode::Native,
                 "generic" => XdpMode::Generic,
+                "auto" => XdpMode::Auto,
                 other => {
                     return Err(self.err(
                         m.span(),
                         "driver.xdp_mode",
-                        format!("unknown XDP mode {other:?}; use \"native\" or \"generic\""),
+                        format!("unknown XDP mode {other:?}; use \"native\", \"generic\" or \"auto\""),
                     ));
                 }
             },
@@ -1461,6 +1466,7 @@ weight = 2
         err_at("[driver]\ninterfaces = [\"eth0\", \"a b\"]\n", 2, "driver.interfaces[1]");
         err_at("[driver]\ninterfaces = [\"eth0\", \"eth0\"]\n", 2, "driver.interfaces[1]");
         err_at("[driver]\nxdp_mode = \"offload\"\n", 2, "driver.xdp_mode");
+        assert_eq!(Config::parse("[driver]\nxdp_mode = \"auto\"\n").unwrap().driver.xdp_mode, XdpMode::Auto);
         err_at("[timeouts]\nestablished = 0\n", 2, "timeouts.established");
         err_at("[synproxy]\nwscale = 15\n", 2, "synproxy.wscale");
         err_at("[synproxy]\nrto_floor_ms = 300\n", 2, "synproxy.rto_floor_ms");

@@ -411,26 +411,27 @@ fn restart_keeps_reused_ports_acceptable_to_the_reals_time_wait() {
     assert!(paws_timewait(&lab) > before, "a new secret went unnoticed: the check above cannot fail");
 }
 
-/// Native XDP on a veth (the client link only; the reals' bridge has no
-/// native XDP, so their answers reach rvs through the kernel and the TUN
-/// device), two workers: frames from the client arrive on either queue,
-/// the program puts them into their worker's socket or hands them over
-/// through a veth pair by a native redirect, and the TUN steering program
-/// brings each real's answer to the worker that owns its port.
+/// `xdp_mode = "auto"` with two workers: native XDP on the client's veth,
+/// generic on the reals' bridge (which has no native XDP). Frames from the
+/// client arrive on either queue; the program puts them into their
+/// worker's socket or hands them over through a veth pair by a native
+/// redirect.
 #[test]
-fn native_xdp_on_the_client_link_with_two_workers() {
+fn auto_mode_native_on_the_veth_generic_on_the_bridge_with_two_workers() {
     let spec = LabSpec {
         driver: Driver::TunTwoWorkers,
         metrics: true,
-        extra: "[driver]\nkind = \"xdp\"\ninterfaces = [\"cli0\"]\nxdp_mode = \"native\"\n".to_owned(),
+        extra: "[driver]\nkind = \"xdp\"\ninterfaces = [\"cli0\", \"br0\"]\nxdp_mode = \"auto\"\n".to_owned(),
         ..LabSpec::default()
     };
     let Some(lab) = Lab::start("native", spec) else { return };
     for i in 0..500 {
         lab.curl("/").unwrap_or_else(|e| panic!("request {i} failed: {e}"));
     }
-    let link = lab.topo.ns_lb().run("ip", ["link", "show", "cli0"]).unwrap();
-    assert!(link.contains("xdp ") || link.contains("xdp/"), "no native XDP program on cli0: {link}");
+    let link = |dev| lab.topo.ns_lb().run("ip", ["link", "show", dev]).unwrap();
+    let (cli, br) = (link("cli0"), link("br0"));
+    assert!(cli.contains(" xdp ") && !cli.contains("xdpgeneric"), "no native XDP program on cli0: {cli}");
+    assert!(br.contains("xdpgeneric"), "no generic XDP program on br0: {br}");
     for w in ["0", "1"] {
         let made = lab.metric_with("rvs_worker_connections_created_total", &[("worker", w)]).unwrap_or(0);
         assert!(made >= 100, "worker {w} created {made} of 500 connections");

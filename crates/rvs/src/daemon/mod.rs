@@ -135,11 +135,10 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
             ((0..workers).map(|_| None).collect(), Some(steering), None)
         }
         DriverKind::Xdp => {
-            let (io, steering, handovers) = open_xdp(&config)?;
+            let (io, steering, handovers, modes) = open_xdp(&config)?;
             info!(
                 "xdp driver attached",
-                interfaces = config.driver.interfaces.join(","),
-                mode = config.driver.xdp_mode.name(),
+                interfaces = modes.join(","),
                 workers = workers,
                 handover_pairs = handovers.pairs.len()
             );
@@ -217,7 +216,8 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
 
 /// The xdp driver's sockets (per worker, one per interface and one on its
 /// hand-over pair), the hand-over pairs and the programs, attached.
-fn open_xdp(config: &Config) -> anyhow::Result<(Vec<XdpIo>, Steering, Handovers)> {
+/// Also each interface's attach mode, for the log.
+fn open_xdp(config: &Config) -> anyhow::Result<(Vec<XdpIo>, Steering, Handovers, Vec<String>)> {
     let d = &config.driver;
     let workers = d.workers.max(1);
     let handovers = if Handovers::needed(workers, &d.interfaces) {
@@ -238,12 +238,12 @@ fn open_xdp(config: &Config) -> anyhow::Result<(Vec<XdpIo>, Steering, Handovers)
         ports.push(own);
     }
     let mut steering = Steering::load(workers as u32, "driver.kind = \"xdp\"")?;
-    steering.attach_xdp(&ports, &handovers, d.xdp_mode)?;
+    let modes = steering.attach_xdp(&ports, &handovers, d.xdp_mode)?;
     let io = ports
         .into_iter()
         .map(|ports| Ok(XdpIo { ports, hops: NextHops::open().context("route and neighbour mirror")? }))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((io, steering, handovers))
+    Ok((io, steering, handovers, modes))
 }
 
 fn main_loop(daemon: &Mutex<Daemon>) {

@@ -163,13 +163,14 @@ impl Steering {
     /// Attach `steer` to every interface, with worker `w`'s socket on it
     /// (`ports[w][i]` for interface `i`) in the socket map, and `deliver` to
     /// the far end of every hand-over pair, whose socket is `ports[w]`'s
-    /// last entry when `handovers` is not empty.
+    /// last entry when `handovers` is not empty. Returns each interface's
+    /// mode (`name:native`, `name:generic`).
     pub(crate) fn attach_xdp(
         &mut self,
         ports: &[Vec<XskPort>],
         handovers: &Handovers,
         mode: XdpMode,
-    ) -> io::Result<()> {
+    ) -> io::Result<Vec<String>> {
         if ports.len() as u32 != self.workers {
             return Err(bpf_err(
                 "XDP program",
@@ -201,18 +202,16 @@ impl Steering {
             self.devices.set(w as u32, pair.near, None, 0).map_err(|e| bpf_err("hand-over map", e))?;
             deliver_to.push((pair.far, pair.far_name.clone()));
         }
-        let flags = match mode {
-            XdpMode::Native => XdpFlags::DRV_MODE,
-            XdpMode::Generic => XdpFlags::SKB_MODE,
-        };
-        self.attach(&attach_to, "steer", flags, mode.name())?;
+        let modes = self.attach(&attach_to, "steer", mode)?;
         // A frame redirected into a veth reaches its peer only where the
         // peer runs a native program.
-        self.attach(&deliver_to, "deliver", XdpFlags::DRV_MODE, "native")
+        self.attach(&deliver_to, "deliver", XdpMode::Native)?;
+        Ok(modes)
     }
 
-    /// Load the XDP program `name` and attach it to each of `to`.
-    fn attach(&mut self, to: &[(u32, String)], name: &str, flags: XdpFlags, mode: &str) -> io::Result<()> {
+    /// Load the XDP program `name` and attach it to each of `to`; the mode
+    /// each interface got, by name, for the log.
+    fn attach(&mut self, to: &[(u32, String)], name: &str, mode: XdpMode) -> io::Result<Vec<String>> {
         let p: &mut Xdp = self
             .ebpf
             .program_mut(name)
@@ -220,11 +219,31 @@ impl Steering {
             .try_into()
             .map_err(|e| bpf_err("XDP program", e))?;
         p.load().map_err(|e| bpf_err(&format!("load the XDP program {name} into the kernel"), e))?;
+        let mut got = Vec::with_capacity(to.len());
         for (index, ifname) in to {
-            p.attach_to_if_index(*index, flags)
-                .map_err(|e| bpf_err(&format!("attach the XDP program to {ifname} ({mode} mode)"), e))?;
+            let fail =
+                |mode: &str, e| bpf_err(&format!("attach the XDP program to {ifname} ({mode} mode)"), e);
+            let used = match mode {
+                XdpMode::Native => p
+                    .attach_to_if_index(*index, XdpFlags::DRV_MODE)
+                    .map(|_| "native")
+                    .map_err(|e| fail("native", e))?,
+                XdpMode::Generic => p
+                    .attach_to_if_index(*index, XdpFlags::SKB_MODE)
+                    .map(|_| "generic")
+                    .map_err(|e| fail("generic", e))?,
+                // A driver without XDP refuses the native attach at once.
+                XdpMode::Auto => match p.attach_to_if_index(*index, XdpFlags::DRV_MODE) {
+                    Ok(_) => "native",
+                    Err(_) => p
+                        .attach_to_if_index(*index, XdpFlags::SKB_MODE)
+                        .map(|_| "generic")
+                        .map_err(|e| fail("generic", e))?,
+                },
+            };
+            got.push(format!("{ifname}:{used}"));
         }
-        Ok(())
+        Ok(got)
     }
 
     /// Make `tun_steer` pick the TUN device's queue for everything the
