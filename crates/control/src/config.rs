@@ -23,6 +23,7 @@
 //! xdp_mode = "native"       # xdp: "native" (driver), "generic" (skb) or "auto" (native where it can) attach
 //! batch = 64                # packets per receive/send call, 1..=1024
 //! workers = 1               # data-path threads, 1..=16
+//! cpus = []                 # the CPU each worker runs on, one per worker; [] leaves it to the scheduler
 //! fault_loss_pct = 0.0      # 0..=100: drop this share of real-side packets (tests)
 //! fault_syn_loss_pct = 0.0  # 0..=100: the same, for real-side SYNs and SYN-ACKs only (tests)
 //!
@@ -101,6 +102,9 @@ use crate::model::{Model, ServiceKey, ServiceSpec};
 
 /// Most data-path workers: the XDP program keeps this many socket slots per interface.
 pub const MAX_WORKERS: usize = 16;
+
+/// CPUs a worker can be pinned to: the size of the kernel's `cpu_set_t`.
+pub const MAX_CPUS: usize = 1024;
 
 /// Longest idle timeout or quarantine accepted: longer is surely a typo, and
 /// the bound keeps deadline arithmetic far from overflow.
@@ -217,6 +221,10 @@ pub struct DriverSettings {
     /// programs steer each packet to the worker that owns its flow or local
     /// port, on the interfaces and on the TUN device alike.
     pub workers: usize,
+    /// The CPU each worker is pinned to, one entry per worker (the CPU that
+    /// serves its queue's interrupts, say); empty leaves placement to the
+    /// kernel's scheduler.
+    pub cpus: Vec<usize>,
     /// Share of packets, in percent, the driver's fault injector drops on the
     /// real side in both directions; for tests and `rvs lab --loss`.
     pub fault_loss_pct: f64,
@@ -236,6 +244,7 @@ impl Default for DriverSettings {
             xdp_mode: XdpMode::Native,
             batch: 64,
             workers: 1,
+            cpus: Vec::new(),
             fault_loss_pct: 0.0,
             fault_syn_loss_pct: 0.0,
         }
@@ -418,6 +427,7 @@ impl Config {
             ("driver.xdp_mode", o.driver.xdp_mode != n.driver.xdp_mode),
             ("driver.batch", o.driver.batch != n.driver.batch),
             ("driver.workers", o.driver.workers != n.driver.workers),
+            ("driver.cpus", o.driver.cpus != n.driver.cpus),
             ("driver.fault_loss_pct", o.driver.fault_loss_pct.to_bits() != n.driver.fault_loss_pct.to_bits()),
             (
                 "driver.fault_syn_loss_pct",
@@ -474,6 +484,8 @@ impl Config {
         writeln!(s, "xdp_mode = {}", quote(dr.xdp_mode.name()))?;
         writeln!(s, "batch = {}", dr.batch)?;
         writeln!(s, "workers = {}", dr.workers)?;
+        let cpus: Vec<String> = dr.cpus.iter().map(ToString::to_string).collect();
+        writeln!(s, "cpus = [{}]", cpus.join(", "))?;
         writeln!(s, "fault_loss_pct = {}", toml::Value::Float(dr.fault_loss_pct))?;
         writeln!(s, "fault_syn_loss_pct = {}", toml::Value::Float(dr.fault_syn_loss_pct))?;
         writeln!(s, "\n[engine]")?;
@@ -591,6 +603,7 @@ struct RawDriver {
     xdp_mode: Sp<String>,
     batch: Sp<usize>,
     workers: Sp<usize>,
+    cpus: Sp<Vec<usize>>,
     fault_loss_pct: Sp<f64>,
     fault_syn_loss_pct: Sp<f64>,
 }
@@ -840,6 +853,23 @@ impl Builder<'_> {
                 Err(format!("workers {w} out of range 1..={MAX_WORKERS}"))
             }
         })?;
+        let cpus = match &raw.cpus {
+            None => d.cpus,
+            Some(list) => {
+                let cpus = list.get_ref().clone();
+                let bad = |m: String| self.err(list.span(), "driver.cpus", m);
+                if !cpus.is_empty() && cpus.len() != workers {
+                    return Err(bad(format!(
+                        "{} CPUs for {workers} workers: give one per worker",
+                        cpus.len()
+                    )));
+                }
+                if let Some(c) = cpus.iter().find(|&&c| c >= MAX_CPUS) {
+                    return Err(bad(format!("CPU {c} out of range 0..{MAX_CPUS}")));
+                }
+                cpus
+            }
+        };
         let pct = |p: f64| {
             if (0.0..=100.0).contains(&p) { Ok(()) } else { Err(format!("loss {p} % out of range 0..=100")) }
         };
@@ -854,6 +884,7 @@ impl Builder<'_> {
             xdp_mode,
             batch,
             workers,
+            cpus,
             fault_loss_pct,
             fault_syn_loss_pct,
         })
@@ -1369,6 +1400,7 @@ weight = 2
         c.driver.fault_loss_pct = 2.5;
         c.driver.fault_syn_loss_pct = 5.0;
         c.driver.batch = 1;
+        c.driver.cpus = vec![3];
         c.driver.kind = DriverKind::Xdp;
         c.driver.interfaces = vec!["veth0".to_owned(), "eth1".to_owned()];
         c.driver.xdp_mode = XdpMode::Generic;
@@ -1457,6 +1489,10 @@ weight = 2
         assert_eq!(Config::parse("[driver]\nworkers = 2\n").unwrap().driver.workers, 2);
         let c = Config::parse("[driver]\nkind = \"xdp\"\ninterfaces = [\"eth0\"]\nworkers = 2\n").unwrap();
         assert_eq!(c.driver.workers, 2);
+        let c = Config::parse("[driver]\nworkers = 2\ncpus = [1, 0]\n").unwrap();
+        assert_eq!(c.driver.cpus, [1, 0]);
+        err_at("[driver]\nworkers = 2\ncpus = [1]\n", 3, "driver.cpus");
+        err_at("[driver]\ncpus = [4096]\n", 2, "driver.cpus");
         err_at("[driver]\ntun_name = \"a-very-long-name0\"\n", 2, "driver.tun_name");
         let e = err_at("[driver]\nkind = \"af_xdp\"\n", 2, "driver.kind");
         assert!(e.message.contains("use \"tun\" or \"xdp\""), "{e}");

@@ -54,6 +54,31 @@ pub(crate) fn wait_signal(timeout: std::time::Duration) -> Option<libc::c_int> {
     (s > 0).then_some(s)
 }
 
+/// The CPUs the calling thread may run on.
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: fills `set`, whose size is passed, for the calling thread (0).
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: CPU_ISSET reads a bit of a live set; the index is within its size.
+    Ok((0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect())
+}
+
+/// Pin the calling thread to `cpu`.
+pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: writes one bit of a live set; callers keep `cpu` below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: reads `set`, whose size is passed, for the calling thread (0).
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The 32-byte secret in `path`, made with random bytes (mode 0600, its
 /// directory 0700) when the file is missing.
 pub(crate) fn load_or_create_secret(path: &std::path::Path) -> io::Result<[u8; 32]> {

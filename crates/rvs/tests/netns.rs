@@ -411,22 +411,33 @@ fn restart_keeps_reused_ports_acceptable_to_the_reals_time_wait() {
     assert!(paws_timewait(&lab) > before, "a new secret went unnoticed: the check above cannot fail");
 }
 
-/// `xdp_mode = "auto"` with two workers: native XDP on the client's veth,
-/// generic on the reals' bridge (which has no native XDP). Frames from the
-/// client arrive on either queue; the program puts them into their
-/// worker's socket or hands them over through a veth pair by a native
-/// redirect.
+/// `xdp_mode = "auto"` with two workers pinned to CPUs 1 and 0: native XDP
+/// on the client's veth, generic on the reals' bridge (which has no native
+/// XDP). Frames from the client arrive on either queue; the program puts
+/// them into their worker's socket or hands them over through a veth pair
+/// by a native redirect.
 #[test]
 fn auto_mode_native_on_the_veth_generic_on_the_bridge_with_two_workers() {
     let spec = LabSpec {
         driver: Driver::TunTwoWorkers,
         metrics: true,
-        extra: "[driver]\nkind = \"xdp\"\ninterfaces = [\"cli0\", \"br0\"]\nxdp_mode = \"auto\"\n".to_owned(),
+        extra:
+            "[driver]\nkind = \"xdp\"\ninterfaces = [\"cli0\", \"br0\"]\nxdp_mode = \"auto\"\ncpus = [1, 0]\n"
+                .to_owned(),
         ..LabSpec::default()
     };
     let Some(lab) = Lab::start("native", spec) else { return };
     for i in 0..500 {
         lab.curl("/").unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+    }
+    let pid = lab.daemon.as_ref().unwrap().pid();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap();
+        let Some(w) = comm.trim().strip_prefix("rvs-worker-") else { continue };
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+        let cpus =
+            status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_owned();
+        assert_eq!(cpus, if w == "0" { "1" } else { "0" }, "worker {w} runs on CPUs {cpus}");
     }
     let link = |dev| lab.topo.ns_lb().run("ip", ["link", "show", dev]).unwrap();
     let (cli, br) = (link("cli0"), link("br0"));

@@ -106,6 +106,12 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("unknown log_level {:?}", config.daemon.log_level))?;
     log::set_level(level);
 
+    if !config.driver.cpus.is_empty() {
+        let allowed = os::allowed_cpus().context("the CPUs rvs may run on")?;
+        if let Some(c) = config.driver.cpus.iter().find(|c| !allowed.contains(c)) {
+            anyhow::bail!("driver.cpus: CPU {c} is not available to rvs (allowed: {allowed:?})");
+        }
+    }
     let clock = Clock::start();
     let seed = os::load_or_create_secret(&config.daemon.secret_file).context("the engines' secret")?;
     config.model.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
@@ -167,11 +173,13 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
         fault_loss: config.driver.fault_loss_pct / 100.0,
         fault_syn_loss: config.driver.fault_syn_loss_pct / 100.0,
     };
+    let cpus = &config.driver.cpus;
     let parts = engines
         .into_iter()
         .zip(tuns)
         .zip(xdp)
-        .map(|((engine, tun), xdp)| WorkerParts { engine, tun, xdp })
+        .enumerate()
+        .map(|(w, ((engine, tun), xdp))| WorkerParts { engine, tun, xdp, cpu: cpus.get(w).copied() })
         .collect();
     let (workers, joins) = worker::spawn(parts, config.model.clone(), &settings, clock)?;
     let socket = config.daemon.control_socket.clone();

@@ -221,6 +221,8 @@ pub(crate) struct WorkerParts {
     pub(crate) engine: Engine,
     pub(crate) tun: Tun,
     pub(crate) xdp: Option<XdpIo>,
+    /// The CPU to pin the thread to, if any.
+    pub(crate) cpu: Option<usize>,
 }
 
 /// Start one thread per entry of `parts`, all running `model` (already
@@ -235,7 +237,7 @@ pub(crate) fn spawn(
     let model = Arc::new(model);
     let mut handles = Vec::new();
     let mut joins = Vec::new();
-    for (index, WorkerParts { engine, tun, xdp }) in parts.into_iter().enumerate() {
+    for (index, WorkerParts { engine, tun, xdp, cpu }) in parts.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel();
         let wake = Arc::new(Wake::new()?);
         let installed = Arc::new(Installed::default());
@@ -258,9 +260,17 @@ pub(crate) fn spawn(
             rng: u64::from_ne_bytes(rng_seed) | 1,
             stopping: false,
         };
-        joins.push(
-            std::thread::Builder::new().name(format!("rvs-worker-{index}")).spawn(move || worker.run())?,
-        );
+        let run = move || {
+            // Checked against the allowed CPUs at start; a failure here
+            // leaves the thread where the scheduler puts it.
+            if let Some(cpu) = cpu
+                && let Err(e) = crate::os::pin_to_cpu(cpu)
+            {
+                crate::log::warning!("worker not pinned", worker = index, cpu = cpu, error = e);
+            }
+            worker.run();
+        };
+        joins.push(std::thread::Builder::new().name(format!("rvs-worker-{index}")).spawn(run)?);
     }
     Ok((Workers { handles, config }, joins))
 }
