@@ -39,7 +39,7 @@ const BUF_LEN: usize = 65_536;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Request {
-    ZeroCounters,
+    ZeroCounters(mpsc::SyncSender<()>),
     Snapshot(bool, mpsc::SyncSender<Snapshot>),
     Stop,
 }
@@ -159,13 +159,9 @@ impl Workers {
         Ok(())
     }
 
-    /// Zero every worker's traffic counters.
+    /// Zero every worker's traffic counters; returns once each has.
     pub(crate) fn zero_counters(&self) -> Result<(), String> {
-        for h in &self.handles {
-            h.tx.send(Request::ZeroCounters).map_err(|_| "data-path worker has stopped".to_owned())?;
-            h.wake.ring();
-        }
-        Ok(())
+        self.handles.iter().try_for_each(|h| h.call(Request::ZeroCounters))
     }
 
     /// Every worker's snapshot, merged.
@@ -233,8 +229,8 @@ pub(crate) fn spawn(
     settings: &WorkerSettings,
     clock: Clock,
 ) -> io::Result<(Workers, Vec<std::thread::JoinHandle<()>>)> {
-    let config = Arc::new(ConfigCell::new(model.clone()));
-    let model = Arc::new(model);
+    let config = Arc::new(ConfigCell::new(model));
+    let (_, model) = config.current();
     let mut handles = Vec::new();
     let mut joins = Vec::new();
     for (index, WorkerParts { engine, tun, xdp, cpu }) in parts.into_iter().enumerate() {
@@ -444,8 +440,9 @@ impl Worker {
     fn serve_requests(&mut self) {
         while let Ok(req) = self.rx.try_recv() {
             match req {
-                Request::ZeroCounters => {
+                Request::ZeroCounters(reply) => {
                     let _ = apply_all(&mut self.engine, &[Op::ZeroCounters]);
+                    let _ = reply.send(());
                 }
                 Request::Snapshot(with_conns, reply) => {
                     let mut snap = Snapshot::capture(&self.engine, self.clock.now(), with_conns);
