@@ -110,14 +110,13 @@ fn flood(lab: &Lab, o: &Opts, path: &Rvs) -> anyhow::Result<Figures> {
         .collect::<anyhow::Result<_>>()?;
     let real_syns = || -> anyhow::Result<u64> { syns_at_reals.iter().map(NftTable::counter).sum() };
     // What reaches the balancer: a counting program at its ingress, or, where
-    // rvs's own program holds that place, rvs's steering counts (and GRO on,
-    // so frames the generator sends into the veth arrive at all).
+    // rvs's own program holds that place (natively, which is what lets the
+    // generator's frames into the veth at all), rvs's steering counts.
     let at_lb = Counter::new()?;
     let _ingress = match xdp {
         false => Some(XdpLink::attach(lab.lb(), lab.topo.lb_client_if(), Prog::count(&at_lb, 6, false)?)?),
         true => None,
     };
-    let _gro = if xdp { Some(lab::Gro::on(lab)?) } else { None };
     let reaching = || -> anyhow::Result<u64> { if xdp { lab::rvs_steered(lab) } else { Ok(at_lb.read()?) } };
     let (client_if, lb_if) = lab.client_link()?;
     let template =

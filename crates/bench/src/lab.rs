@@ -380,33 +380,18 @@ impl Drop for Profile {
     }
 }
 
-/// Turns GRO on for a link while it lives.
-pub(crate) struct Gro<'a>(&'a Lab);
-
-impl<'a> Gro<'a> {
-    pub(crate) fn on(lab: &'a Lab) -> anyhow::Result<Self> {
-        rvs_netns::run(&mut lab.lb().cmd("ethtool", ["-K", lab.topo.lb_client_if(), "gro", "on"]))?;
-        Ok(Self(lab))
-    }
-}
-
-impl Drop for Gro<'_> {
-    fn drop(&mut self) {
-        let _ =
-            rvs_netns::run(&mut self.0.lb().cmd("ethtool", ["-K", self.0.topo.lb_client_if(), "gro", "off"]));
-    }
-}
-
 /// rvs's metrics text (the daemon must serve them at [`crate::paths::RVS_METRICS`]).
 fn rvs_metrics(lab: &Lab) -> anyhow::Result<String> {
     Ok(lab.lb().run("curl", ["-sf", &format!("http://{}/metrics", crate::paths::RVS_METRICS)])?)
 }
 
-/// The sum of rvs's samples of `name` whose line contains every one of `with`.
-pub(crate) fn rvs_metric(lab: &Lab, name: &str, with: &[&str]) -> anyhow::Result<u64> {
+/// The sum of rvs's samples of `name` whose line contains any of `any`
+/// (every sample when `any` is empty), from one read of the metrics.
+pub(crate) fn rvs_metric(lab: &Lab, name: &str, any: &[&str]) -> anyhow::Result<u64> {
     Ok(rvs_metrics(lab)?
         .lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name) && with.iter().all(|w| l.contains(w)))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| any.is_empty() || any.iter().any(|w| l.contains(w)))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
         .sum())
 }
@@ -419,6 +404,5 @@ pub(crate) fn rvs_socket_losses(lab: &Lab) -> anyhow::Result<String> {
 
 /// Frames rvs's XDP program steered to its sockets so far.
 pub(crate) fn rvs_steered(lab: &Lab) -> anyhow::Result<u64> {
-    Ok(rvs_metric(lab, "rvs_xdp_frames_total", &["\"direct\""])?
-        + rvs_metric(lab, "rvs_xdp_frames_total", &["\"handed_over\""])?)
+    rvs_metric(lab, "rvs_xdp_frames_total", &["\"direct\"", "\"handed_over\""])
 }

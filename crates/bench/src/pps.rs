@@ -61,7 +61,8 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             let m = p.setup(lab, svc)?;
             // Frames XDP_TXed into a veth arrive only where the peer runs native
             // XDP: a counting XDP_PASS at the balancer's ingress, unless the
-            // path itself ends there.
+            // path itself ends there or rvs's own program holds that place
+            // (natively: its AF_XDP paths run `xdp_mode = "auto"`).
             let ingress = Counter::new()?;
             let _pass = match (&m.sink, m.rvs_xdp) {
                 (Some(_), _) | (None, true) => None,
@@ -71,7 +72,6 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
                     Prog::count(&ingress, 17, false)?,
                 )?),
             };
-            let _gro = if m.rvs_xdp { Some(lab::Gro::on(lab)?) } else { None };
             let target = m.target.unwrap_or(lab.topo.vip());
             let t = frame::udp(macs, lab.topo.client_addr(), target, PORT, FLOWS);
             lab::generate(lab, &t, WARM_UP, &|| false)?;
