@@ -84,13 +84,19 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
 pub(crate) fn load_or_create_secret(path: &std::path::Path) -> io::Result<[u8; 32]> {
     use std::io::Write as _;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let bad = |n: usize| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{} holds {n} bytes, not 32", path.display()))
+    let read = || -> io::Result<[u8; 32]> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("read {}: {e}", path.display())))?;
+        bytes.as_slice().try_into().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} holds {} bytes, not 32", path.display(), bytes.len()),
+            )
+        })
     };
-    match std::fs::read(path) {
-        Ok(bytes) => return bytes.as_slice().try_into().map_err(|_| bad(bytes.len())),
+    match read() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io::Error::new(e.kind(), format!("read {}: {e}", path.display()))),
+        found => return found,
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
@@ -105,10 +111,7 @@ pub(crate) fn load_or_create_secret(path: &std::path::Path) -> io::Result<[u8; 3
             Ok(secret)
         }
         // Another daemon made it first: use that one.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let bytes = std::fs::read(path)?;
-            bytes.as_slice().try_into().map_err(|_| bad(bytes.len()))
-        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read(),
         Err(e) => Err(io::Error::new(e.kind(), format!("create {}: {e}", path.display()))),
     }
 }

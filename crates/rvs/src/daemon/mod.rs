@@ -135,10 +135,10 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     let (xdp, mut steering, handovers) = match config.driver.kind {
         // One worker reads the one TUN queue; several need the programs to
         // pick each packet's queue.
-        DriverKind::Tun if workers == 1 => ((0..workers).map(|_| None).collect(), None, None),
         DriverKind::Tun => {
-            let steering = Steering::load(workers as u32, "driver.workers > 1")?;
-            ((0..workers).map(|_| None).collect(), Some(steering), None)
+            let steering =
+                (workers > 1).then(|| Steering::load(workers as u32, "driver.workers > 1")).transpose()?;
+            ((0..workers).map(|_| None).collect(), steering, None)
         }
         DriverKind::Xdp => {
             let (io, steering, handovers, modes) = open_xdp(&config)?;

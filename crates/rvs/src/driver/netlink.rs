@@ -545,9 +545,25 @@ fn ack_result(mut buf: &[u8], seq: u32) -> Option<io::Result<()>> {
     None
 }
 
-/// Netlink messages as the kernel sends them, built byte by byte for tests.
+/// Netlink messages as the kernel sends them, built byte by byte for tests,
+/// and the values they carry.
 #[cfg(test)]
 pub(crate) mod test_messages {
+    use std::net::Ipv4Addr;
+
+    use super::{Hop, Route};
+
+    pub(crate) const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    pub(crate) const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+    pub(crate) fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    pub(crate) fn route(dst: &str, prefix_len: u8, priority: u32, oif: u32, gateway: Option<&str>) -> Route {
+        Route { dst: ip(dst), prefix_len, priority, hop: Some(Hop { oif, gateway: gateway.map(ip) }) }
+    }
+
     /// A route attribute, padded.
     pub(crate) fn attr(kind: u16, data: &[u8]) -> Vec<u8> {
         let mut a = ((4 + data.len()) as u16).to_ne_bytes().to_vec();
@@ -614,18 +630,8 @@ pub(crate) mod test_messages {
 
 #[cfg(test)]
 mod tests {
-    use super::test_messages::{attr, done, msg, neigh_msg, route_msg};
+    use super::test_messages::{MAC_A, attr, done, ip, msg, neigh_msg, route, route_msg};
     use super::*;
-
-    const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
-
-    fn ip(s: &str) -> Ipv4Addr {
-        s.parse().unwrap()
-    }
-
-    fn route(dst: &str, prefix_len: u8, priority: u32, oif: u32, gateway: Option<&str>) -> Route {
-        Route { dst: ip(dst), prefix_len, priority, hop: Some(Hop { oif, gateway: gateway.map(ip) }) }
-    }
 
     #[test]
     fn dump_request_layout() {

@@ -206,27 +206,20 @@ impl Lab {
         if spec.metrics {
             writeln!(t, "[metrics]\nlisten = \"127.0.0.1:9108\"\n").unwrap();
         }
-        let mut extra = spec.extra.clone();
+        // The driver's keys go first in the extra's [driver] table, or in one of their own.
+        let mut keys = format!("workers = {}\n", spec.driver.workers());
         if spec.driver.uses_xdp() {
-            let keys = format!(
-                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\nworkers = {}\n",
+            keys += &format!(
+                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\n",
                 self.topo.lb_client_if(),
-                self.topo.lb_real_if(),
-                spec.driver.workers()
+                self.topo.lb_real_if()
             );
-            if extra.contains("[driver]\n") {
-                extra = extra.replacen("[driver]\n", &format!("[driver]\n{keys}"), 1);
-            } else {
-                extra = format!("[driver]\n{keys}\n{extra}");
-            }
-        } else if spec.driver.workers() > 1 {
-            let keys = format!("workers = {}\n", spec.driver.workers());
-            if extra.contains("[driver]\n") {
-                extra = extra.replacen("[driver]\n", &format!("[driver]\n{keys}"), 1);
-            } else {
-                extra = format!("[driver]\n{keys}\n{extra}");
-            }
         }
+        let extra = if spec.extra.contains("[driver]\n") {
+            spec.extra.replacen("[driver]\n", &format!("[driver]\n{keys}"), 1)
+        } else {
+            format!("[driver]\n{keys}\n{}", spec.extra)
+        };
         t.push_str(&extra);
         t.push('\n');
         t.push_str(&self.service_text(spec.sched, &spec.weights));

@@ -259,8 +259,8 @@ impl<F: Feed> NextHops<F> {
 
     /// The port (index into `ports`) and Ethernet address a packet to `dst`
     /// leaves by, or `None` when the kernel routes it elsewhere or does not
-    /// know the neighbour yet. `_now` is unused: the mirror needs no timers.
-    pub(crate) fn lookup(&mut self, dst: Ipv4Addr, ports: &[XskPort]) -> Option<(usize, [u8; 6])> {
+    /// know the neighbour yet.
+    pub(crate) fn lookup(&self, dst: Ipv4Addr, ports: &[XskPort]) -> Option<(usize, [u8; 6])> {
         let (oif, mac) = self.mirror.next_hop(dst)?;
         let port = ports.iter().position(|p| p.ifindex == oif)?;
         Some((port, mac))
@@ -304,18 +304,7 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
-    use crate::driver::netlink::test_messages::{done, msg, neigh_msg, route_msg};
-
-    const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
-    const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
-
-    fn ip(s: &str) -> Ipv4Addr {
-        s.parse().unwrap()
-    }
-
-    fn route(dst: &str, prefix_len: u8, priority: u32, oif: u32, gateway: Option<&str>) -> Route {
-        Route { dst: ip(dst), prefix_len, priority, hop: Some(Hop { oif, gateway: gateway.map(ip) }) }
-    }
+    use crate::driver::netlink::test_messages::{MAC_A, MAC_B, done, ip, msg, neigh_msg, route, route_msg};
 
     #[test]
     fn longer_prefix_wins() {
