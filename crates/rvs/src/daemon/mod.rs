@@ -136,8 +136,7 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
         // One worker reads the one TUN queue; several need the programs to
         // pick each packet's queue.
         DriverKind::Tun => {
-            let steering =
-                (workers > 1).then(|| Steering::load(workers as u32, "driver.workers > 1")).transpose()?;
+            let steering = (workers > 1).then(|| Steering::load(workers as u32)).transpose()?;
             ((0..workers).map(|_| None).collect(), steering, None)
         }
         DriverKind::Xdp => {
@@ -245,7 +244,7 @@ fn open_xdp(config: &Config) -> anyhow::Result<(Vec<XdpIo>, Steering, Handovers,
         }
         ports.push(own);
     }
-    let mut steering = Steering::load(workers as u32, "driver.kind = \"xdp\"")?;
+    let mut steering = Steering::load(workers as u32)?;
     let modes = steering.attach_xdp(&ports, &handovers, d.xdp_mode)?;
     let io = ports
         .into_iter()

@@ -37,11 +37,10 @@ use xdp::{RingConfigBuilder, Rings, Umem};
 pub(crate) use handover::Handovers;
 pub(crate) use nexthop::NextHops;
 
-/// The program, built by build.rs, or `None` when clang was missing then.
-#[cfg(rvs_xdp_program)]
-static PROGRAM: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.bpf.o")));
-#[cfg(not(rvs_xdp_program))]
-static PROGRAM: Option<&[u8]> = None;
+/// The programs, built from `steer.bpf.c` by `scripts/build-bpf` and
+/// committed, so building rvs needs no clang (a test checks that the object
+/// is what the source gives).
+static PROGRAM: &[u8] = aya::include_bytes_aligned!("steer.bpf.o");
 
 /// Slots in the program's socket map (`MAX_SLOTS` in steer.bpf.c).
 const MAX_SLOTS: u32 = 1024;
@@ -120,21 +119,11 @@ fn addr_key(addr: std::net::Ipv4Addr) -> u32 {
 
 impl Steering {
     /// Load the programs for `workers` workers; nothing is attached yet.
-    /// `why` names what needs them, for the error when rvs was built
-    /// without clang.
-    pub(crate) fn load(workers: u32, why: &str) -> io::Result<Self> {
-        let bytes = PROGRAM.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "rvs was built without its BPF programs, which {why} needs: install clang and rebuild"
-                ),
-            )
-        })?;
+    pub(crate) fn load(workers: u32) -> io::Result<Self> {
         if workers == 0 || workers > SLOTS_PER_INTERFACE {
             return Err(bpf_err("BPF programs", format!("{workers} workers")));
         }
-        let mut ebpf = aya::Ebpf::load(bytes).map_err(|e| bpf_err("load the BPF programs", e))?;
+        let mut ebpf = aya::Ebpf::load(PROGRAM).map_err(|e| bpf_err("load the BPF programs", e))?;
         fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut aya::Ebpf, name: &str) -> io::Result<T>
         where
             T::Error: std::fmt::Display,
@@ -574,11 +563,37 @@ mod tests {
     }
 
     #[test]
-    fn program_is_built_when_clang_is_here() {
-        // build.rs builds it whenever clang runs; CI installs clang.
-        if std::process::Command::new("clang").arg("--version").output().is_ok() {
-            let obj = PROGRAM.expect("clang is installed but the XDP program was not built");
-            assert_eq!(&obj[..4], b"\x7fELF");
+    fn committed_program_matches_its_source() {
+        let dir = std::env::temp_dir().join(format!("rvs-bpf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-bpf");
+        let built = std::process::Command::new(script).arg(&dir).output();
+        let result = built.as_ref().map(|o| (o.status.success(), String::from_utf8_lossy(&o.stderr)));
+        let rebuilt = std::fs::read(dir.join("steer.bpf.o"));
+        let version = std::fs::read_to_string(dir.join("steer.bpf.clang")).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        match result {
+            Ok((true, _)) => {}
+            // scripts/test installs clang; without it there is nothing to compare.
+            _ if std::process::Command::new("clang").arg("--version").output().is_err() => {
+                eprintln!("committed_program_matches_its_source: skipped: clang is not installed");
+                return;
+            }
+            Ok((false, err)) => panic!("scripts/build-bpf failed: {err}"),
+            Err(e) => panic!("running scripts/build-bpf: {e}"),
         }
+        let committed_version = include_str!("steer.bpf.clang");
+        if version != committed_version {
+            eprintln!(
+                "committed_program_matches_its_source: skipped: the object was built with {}, this is {}",
+                committed_version.trim(),
+                version.trim()
+            );
+            return;
+        }
+        assert!(
+            rebuilt.unwrap() == PROGRAM,
+            "steer.bpf.o is not what steer.bpf.c builds to: run scripts/build-bpf and commit the object"
+        );
     }
 }

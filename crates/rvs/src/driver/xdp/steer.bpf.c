@@ -31,7 +31,7 @@
 // everything addressed to anyone else (the host's own traffic).
 //
 // The daemon fills the maps; nothing here needs libbpf's headers. Built by
-// crates/rvs/build.rs with `clang -O2 -target bpf`.
+// scripts/build-bpf with `clang -O2 -target bpf`; the object is committed.
 
 typedef unsigned char __u8;
 typedef unsigned short __u16;
