@@ -31,11 +31,12 @@
 //! max_conns = 2000000       # at least 1
 //! prealloc_conns = 0        # at most max_conns
 //! port_range = [1024, 65535]
-//! port_quarantine_secs = 60
+//! port_quarantine_secs = 60 # rest of a port the real might refuse (its TIME_WAIT); others are reused at once
 //! decrement_ttl = true
+//! reset_rate = 10000        # RSTs/s per worker answering packets of unknown connections; 0: none
 //!
 //! [timeouts]                # idle timeouts in seconds, 1..=31536000
-//! established = 90
+//! established = 900
 //! syn_sent = 3
 //! syn_recv = 30
 //! fin_wait = 3
@@ -438,6 +439,7 @@ impl Config {
             ("engine.port_range", oe.port_range != ne.port_range),
             ("engine.port_quarantine_secs", oe.port_quarantine != ne.port_quarantine),
             ("engine.decrement_ttl", oe.decrement_ttl != ne.decrement_ttl),
+            ("engine.reset_rate", oe.reset_rate != ne.reset_rate),
             // SYNProxy settings are fixed with the engine; which services use it may change.
             (
                 "synproxy",
@@ -494,6 +496,7 @@ impl Config {
         writeln!(s, "port_range = [{}, {}]", e.port_range.0, e.port_range.1)?;
         writeln!(s, "port_quarantine_secs = {}", e.port_quarantine.as_secs())?;
         writeln!(s, "decrement_ttl = {}", e.decrement_ttl)?;
+        writeln!(s, "reset_rate = {}", e.reset_rate)?;
         writeln!(s, "\n[timeouts]")?;
         for (key, state) in TIMEOUT_KEYS {
             let t = match state {
@@ -616,6 +619,7 @@ struct RawEngine {
     port_range: Sp<Vec<u16>>,
     port_quarantine_secs: Sp<u64>,
     decrement_ttl: Option<bool>,
+    reset_rate: Sp<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -954,6 +958,7 @@ impl Builder<'_> {
             port_range,
             port_quarantine: Duration::from_secs(quarantine),
             decrement_ttl: raw.decrement_ttl.unwrap_or(d.decrement_ttl),
+            reset_rate: raw.reset_rate.as_ref().map_or(d.reset_rate, |r| *r.get_ref()),
             ..d
         })
     }

@@ -143,6 +143,15 @@ pub fn render(snap: &Snapshot) -> String {
     }
     let mut f = Family::new(
         o,
+        "rvs_real_no_local_port_total",
+        "counter",
+        "New connections toward the real dropped because every local port toward it was in use or resting.",
+    );
+    for (p, v, r) in &reals {
+        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.no_local_port);
+    }
+    let mut f = Family::new(
+        o,
         "rvs_real_handshake_srtt_microseconds",
         "gauge",
         "SYNProxy: smoothed handshake RTT of the real (absent before a sample).",
@@ -163,6 +172,7 @@ pub fn render(snap: &Snapshot) -> String {
         ("gave_up", y.gave_up),
         ("packet_stored", y.stored),
         ("replay_resent", y.replays_resent),
+        ("syn_refused", y.refused),
     ] {
         f.sample(&[("event", event)], n);
     }
@@ -216,6 +226,20 @@ pub fn render(snap: &Snapshot) -> String {
         .sample(&[], snap.conns_removed);
     Family::new(o, "rvs_icmp_forwarded_total", "counter", "ICMP errors translated and forwarded.")
         .sample(&[], snap.icmp_forwarded);
+    let r = &snap.resets;
+    Family::new(
+        o,
+        "rvs_conns_reset_total",
+        "counter",
+        "Connections forgotten while open (expired or flushed), reset on both sides.",
+    )
+    .sample(&[], r.conns_reset);
+    let mut f = Family::new(o, "rvs_resets_total", "counter", "RSTs sent to end connections, by cause.");
+    f.sample(&[("cause", "forgotten")], r.forgotten);
+    f.sample(&[("cause", "answered")], r.answered);
+    let mut f = Family::new(o, "rvs_resets_not_sent_total", "counter", "RSTs not sent, by reason.");
+    f.sample(&[("reason", "rate_limited")], r.rate_limited);
+    f.sample(&[("reason", "queue_full")], r.queue_full);
     let workers: Vec<String> = (0..snap.workers.len()).map(|i| i.to_string()).collect();
     let mut f = Family::new(o, "rvs_worker_connections", "gauge", "Connections in each worker's table.");
     for (w, i) in snap.workers.iter().zip(&workers) {
@@ -267,7 +291,7 @@ pub fn render(snap: &Snapshot) -> String {
 mod tests {
     use super::*;
     use crate::snapshot::{
-        ClientAddrSnap, PoolSnap, RealSnap, ServiceSnap, SocketSnap, TimeoutSnap, WorkerSnap,
+        ClientAddrSnap, PoolSnap, RealSnap, ResetSnap, ServiceSnap, SocketSnap, TimeoutSnap, WorkerSnap,
     };
     use std::collections::{BTreeMap, HashSet};
 
@@ -293,6 +317,7 @@ mod tests {
                     inactive_conns: 1,
                     traffic: Traffic { conns: 3, pkts_in: 10, pkts_out: 9, bytes_in: 1000, bytes_out: 900 },
                     handshake: Default::default(),
+                    no_local_port: 17,
                 }],
             }],
             drops: rvs_core::DropReason::ALL.iter().map(|r| (r.label().to_owned(), 0)).collect(),
@@ -320,6 +345,13 @@ mod tests {
                 proxy_resent: 14,
                 proxy_gave_up: 15,
                 open_deliveries: 16,
+            },
+            resets: ResetSnap {
+                conns_reset: 18,
+                forgotten: 19,
+                answered: 20,
+                rate_limited: 22,
+                queue_full: 23,
             },
             workers: vec![
                 WorkerSnap { conns: 1, conns_created: 2, packets: 10 },
@@ -420,6 +452,12 @@ mod tests {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
         }
         assert_eq!(find("rvs_client_addr_open_deliveries", &[]), Some(16));
+        assert_eq!(find("rvs_real_no_local_port_total", &[("real", real)]), Some(17));
+        assert_eq!(find("rvs_conns_reset_total", &[]), Some(18));
+        assert_eq!(find("rvs_resets_total", &[("cause", "forgotten")]), Some(19));
+        assert_eq!(find("rvs_resets_total", &[("cause", "answered")]), Some(20));
+        assert_eq!(find("rvs_resets_not_sent_total", &[("reason", "rate_limited")]), Some(22));
+        assert_eq!(find("rvs_resets_not_sent_total", &[("reason", "queue_full")]), Some(23));
         assert_eq!(find("rvs_worker_connections", &[("worker", "1")]), Some(2));
         assert_eq!(find("rvs_worker_connections_created_total", &[("worker", "0")]), Some(2));
         assert_eq!(find("rvs_worker_packets_total", &[("worker", "1")]), Some(9));

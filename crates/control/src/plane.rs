@@ -476,7 +476,7 @@ mod tests {
         ok(&mut plane, &mut dp, "-Z");
         let zeroed = ok(&mut plane, &mut dp, "-L --stats --exact -u 10.0.0.1:53");
         assert!(zeroed.contains("UDP  10.0.0.1:53                         0        0"), "{zeroed}");
-        assert_eq!(ok(&mut plane, &mut dp, "-L --timeout"), "Timeout (tcp tcpfin udp): 90 3 300\n");
+        assert_eq!(ok(&mut plane, &mut dp, "-L --timeout"), "Timeout (tcp tcpfin udp): 900 3 300\n");
     }
 
     #[test]

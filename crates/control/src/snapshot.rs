@@ -69,6 +69,10 @@ pub struct RealSnap {
     /// (none before a sample), SYN retransmits, clients moved away.
     #[serde(default)]
     pub handshake: HandshakeSnap,
+    /// New connections toward this real dropped because every local port
+    /// toward it was in use or resting.
+    #[serde(default)]
+    pub no_local_port: u64,
 }
 
 /// What SYNProxy learnt from a real's handshakes.
@@ -102,8 +106,48 @@ pub struct SynproxySnap {
     /// Replays sent again because the real showed no sign of them.
     #[serde(default)]
     pub replays_resent: u64,
+    /// SYNs a real's TIME_WAIT refused: reset and sent again.
+    #[serde(default)]
+    pub refused: u64,
     /// Real handshakes open now.
     pub open_handshakes: u64,
+}
+
+/// RSTs the engine sent to end connections (see `rvs_core::ResetStats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetSnap {
+    /// Connections forgotten while open (expired or flushed), reset on both sides.
+    pub conns_reset: u64,
+    /// RSTs sent to the sides of those connections.
+    pub forgotten: u64,
+    /// RSTs answering packets of connections the engine does not know.
+    pub answered: u64,
+    /// Answers not sent: over `reset_rate`.
+    pub rate_limited: u64,
+    /// RSTs not sent: the queue was full.
+    pub queue_full: u64,
+}
+
+impl ResetSnap {
+    /// Add another worker's counters.
+    pub fn add(&mut self, o: &Self) {
+        self.conns_reset += o.conns_reset;
+        self.forgotten += o.forgotten;
+        self.answered += o.answered;
+        self.rate_limited += o.rate_limited;
+        self.queue_full += o.queue_full;
+    }
+
+    fn capture(engine: &Engine) -> Self {
+        let r = engine.reset_stats();
+        Self {
+            conns_reset: engine.stats().conns_reset,
+            forgotten: r.forgotten,
+            answered: r.answered,
+            rate_limited: r.rate_limited,
+            queue_full: r.queue_full,
+        }
+    }
 }
 
 /// Client-address delivery counters of the engine (TOA and PROXY protocol).
@@ -267,6 +311,9 @@ pub struct Snapshot {
     /// Client-address delivery counters.
     #[serde(default)]
     pub client_addr: ClientAddrSnap,
+    /// RSTs that ended connections.
+    #[serde(default)]
+    pub resets: ResetSnap,
     /// Each worker's share, in worker order (one entry per merged engine).
     #[serde(default)]
     pub workers: Vec<WorkerSnap>,
@@ -350,6 +397,7 @@ impl Snapshot {
                                 syn_retransmits: r.handshake.syn_retransmits,
                                 failovers: r.handshake.failovers,
                             },
+                            no_local_port: r.no_port.dropped,
                         })
                         .collect(),
                 }
@@ -406,10 +454,12 @@ impl Snapshot {
                     gave_up: y.gave_up,
                     stored: y.stored,
                     replays_resent: y.replays_resent,
+                    refused: y.refused,
                     open_handshakes: engine.open_handshakes() as u64,
                 }
             },
             client_addr: ClientAddrSnap::capture(engine),
+            resets: ResetSnap::capture(engine),
             workers: vec![WorkerSnap {
                 conns: engine.conn_count() as u64,
                 conns_created: stats.conns_created,
@@ -439,6 +489,7 @@ impl Snapshot {
                                 x.handshake.syn_retransmits += r.handshake.syn_retransmits;
                                 x.handshake.failovers += r.handshake.failovers;
                                 x.handshake.srtt_us = x.handshake.srtt_us.or(r.handshake.srtt_us);
+                                x.no_local_port += r.no_local_port;
                             }
                             None => m.reals.push(r),
                         }
@@ -467,8 +518,10 @@ impl Snapshot {
         a.gave_up += b.gave_up;
         a.stored += b.stored;
         a.replays_resent += b.replays_resent;
+        a.refused += b.refused;
         a.open_handshakes += b.open_handshakes;
         self.client_addr.add(&other.client_addr);
+        self.resets.add(&other.resets);
         self.workers.extend(other.workers);
         self.sockets = match (self.sockets, other.sockets) {
             (Some(mut a), Some(b)) => {
@@ -556,7 +609,7 @@ mod tests {
         assert_eq!(snap.drops.len(), rvs_core::DropReason::ALL.len());
         assert_eq!(snap.pools.len(), 1);
         assert_eq!(snap.pools[0].free, snap.pools[0].capacity);
-        assert_eq!(snap.timeouts, TimeoutSnap { tcp: 90, tcp_fin: 3, udp: 300 });
+        assert_eq!(snap.timeouts, TimeoutSnap { tcp: 900, tcp_fin: 3, udp: 300 });
         assert_eq!(snap.conns, Some(vec![]));
         assert_eq!(Snapshot::capture(&engine(), Instant::ZERO, false).conns, None);
     }

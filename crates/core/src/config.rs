@@ -68,7 +68,7 @@ impl Default for Timeouts {
         let mut tcp = [s(2); TcpState::COUNT];
         for (state, secs) in [
             (TcpState::None, 2),
-            (TcpState::Established, 90),
+            (TcpState::Established, 900),
             (TcpState::SynSent, 3),
             (TcpState::SynRecv, 30),
             (TcpState::FinWait, 3),
@@ -263,7 +263,10 @@ pub struct EngineConfig {
     pub prealloc_conns: usize,
     /// Default idle timeouts.
     pub timeouts: Timeouts,
-    /// How long a released local port rests before it is used again toward the same real.
+    /// How long a local port rests before it is used again toward the same
+    /// real, when its last connection did not end so that the real's
+    /// TIME_WAIT accepts a new SYN at once (see `real_clock.rs`): the
+    /// reals' TIME_WAIT length. Other ports are reused at once.
     pub port_quarantine: Duration,
     /// Local ports used, inclusive.
     pub port_range: (u16, u16),
@@ -273,6 +276,9 @@ pub struct EngineConfig {
     pub decrement_ttl: bool,
     /// SYNProxy settings for services that enable it.
     pub synproxy: SynproxyConfig,
+    /// RSTs per second answering packets of connections the engine does
+    /// not know (0: none); RSTs to connections it forgets are not limited.
+    pub reset_rate: u32,
 }
 
 impl Default for EngineConfig {
@@ -286,6 +292,7 @@ impl Default for EngineConfig {
             worker: WorkerSlice::SINGLE,
             decrement_ttl: true,
             synproxy: SynproxyConfig::default(),
+            reset_rate: 10_000,
         }
     }
 }

@@ -5,25 +5,31 @@
 //! `nat.rs` and `icmp.rs`.
 
 use core::hash::BuildHasherDefault;
+use core::mem;
 use core::time::Duration;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use siphasher::sip::SipHasher13;
 
-use crate::addr::{Endpoint, Proto};
+use crate::addr::{Endpoint, FlowKey, Proto};
 use crate::client_addr::{ClientAddrState, ClientAddrStats};
 use crate::config::{EngineConfig, RealConfig, SchedKind, ServiceConfig, Timeouts};
 use crate::conn::{Conn, ConnId, ConnTable};
 use crate::drop::{DropCounters, DropReason};
+use crate::emit::reset::{Reset, ResetStats, Resets};
 use crate::emit::store::PacketStore;
 use crate::hash::Secrets;
-use crate::laddr::LocalPools;
+use crate::laddr::{LocalPools, Reuse};
+use crate::real_clock::RealClock;
 use crate::sched::Scheduler;
 use crate::service::{Real, Service, TrafficCounters};
 use crate::synproxy::{SPLICED, SynproxyState, SynproxyStats};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
+
+/// Domain of [`Secrets::derive`] for the key of the local ports' order.
+const DRAW_POOLS: u8 = 4;
 
 /// Control-plane maps hash with fixed keys: deterministic, and no packet
 /// chooses their keys.
@@ -43,6 +49,25 @@ pub enum Verdict {
     /// SYNProxy answered or kept the packet; what to send comes out of
     /// [`Engine::poll_transmit`].
     Absorbed,
+}
+
+/// Something the driver should tell the operator ([`Engine::poll_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// New connections of the service at (`proto`, `vip`) found every local
+    /// port toward `real` in use or resting and were dropped
+    /// (`no_local_port`): `dropped` of them since the last such event for
+    /// this real, which comes at most every [`Engine::EVENT_INTERVAL`].
+    PortsExhausted {
+        /// The service's protocol.
+        proto: Proto,
+        /// The service's VIP and port.
+        vip: Endpoint,
+        /// The real the connections were for.
+        real: Endpoint,
+        /// Connections dropped since the last event.
+        dropped: u64,
+    },
 }
 
 /// A rejected control-plane change. Nothing was changed.
@@ -83,6 +108,9 @@ pub struct Stats {
     pub conns_created: u64,
     /// Connections removed (expired, reset, recycled or flushed).
     pub conns_removed: u64,
+    /// Connections forgotten while still open (expired or flushed), whose
+    /// sides were sent RSTs.
+    pub conns_reset: u64,
     /// ICMP errors translated and forwarded.
     pub icmp_forwarded: u64,
     /// Traffic of every service together.
@@ -113,6 +141,15 @@ pub struct Engine {
     pub(crate) deliveries: ClientAddrState,
     /// Packets kept for replay and packets built, until the driver takes them.
     pub(crate) store: PacketStore,
+    /// RSTs owed to connections forgotten while open, and answers to packets of no connection.
+    pub(crate) resets: Resets,
+    /// The ISN and TSval clocks toward reals; when a local port may be reused.
+    pub(crate) clock: RealClock,
+    /// Connections the last expiry took out, until they are released (kept
+    /// to reuse its memory).
+    expired: Vec<Conn>,
+    /// What the driver should tell the operator.
+    events: VecDeque<Event>,
 }
 
 impl Engine {
@@ -121,8 +158,13 @@ impl Engine {
     pub fn new(cfg: EngineConfig, seed: [u8; 32], now: Instant) -> Self {
         let secrets = Secrets::from_seed(seed);
         let syn = SynproxyState::new(&secrets, &cfg.synproxy);
+        let zero = Endpoint::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+        let pools_key = |i| secrets.derive(DRAW_POOLS, Proto::Tcp, zero, zero, i);
+        let pools =
+            LocalPools::new(cfg.port_range, cfg.worker, cfg.port_quarantine, (pools_key(0), pools_key(1)));
+        let clock = RealClock::new(secrets.clone());
+        let resets = Resets::new(cfg.reset_rate, now);
         let table = ConnTable::new(secrets, cfg.max_conns, cfg.prealloc_conns, now);
-        let pools = LocalPools::new(cfg.port_range, cfg.worker, cfg.port_quarantine);
         Self {
             cfg,
             table,
@@ -137,8 +179,15 @@ impl Engine {
             syn,
             deliveries: ClientAddrState::default(),
             store: PacketStore::new(crate::emit::store::SLOTS),
+            resets,
+            clock,
+            expired: Vec::new(),
+            events: VecDeque::new(),
         }
     }
+
+    /// At most one [`Event::PortsExhausted`] per real in this time.
+    pub const EVENT_INTERVAL: Duration = Duration::from_secs(10);
 
     /// The configuration this engine runs with.
     pub fn config(&self) -> &EngineConfig {
@@ -212,11 +261,22 @@ impl Engine {
     /// after every batch and timeout.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(usize, Side)> {
         loop {
-            match self.store.pop_tx(buf)? {
-                Some(out) => return Some(out),
-                None => self.stats.drops.add(DropReason::TxFailed),
+            match self.store.pop_tx(buf) {
+                Some(Some(out)) => return Some(out),
+                Some(None) => self.stats.drops.add(DropReason::TxFailed),
+                None => return self.resets.pop(buf, self.cfg.synproxy.ttl),
             }
         }
+    }
+
+    /// The next thing the operator should be told, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// What became of the RSTs the engine meant to send.
+    pub fn reset_stats(&self) -> ResetStats {
+        self.resets.stats
     }
 
     /// SYNProxy counters.
@@ -251,56 +311,138 @@ impl Engine {
         self.last_now = self.last_now.max(now);
         self.synproxy_timeouts(now);
         self.client_addr_timeouts(now);
-        let Self { table, services, pools, stats, syn, deliveries, store, .. } = self;
-        table.handle_timeout(now, |conn| {
-            Self::release(services, pools, stats, Some((syn, deliveries, store)), now, &conn);
-        });
+        let mut expired = mem::take(&mut self.expired);
+        self.table.handle_timeout(now, |conn| expired.push(conn));
+        for conn in expired.drain(..) {
+            self.release(now, &conn, false);
+        }
+        self.expired = expired;
         // Rotation is lazy inside the pools; this keeps their counts current
         // for listings and metrics.
-        pools.handle_timeout(now);
+        self.pools.handle_timeout(now);
     }
 
-    /// Undo what a connection holds: its local port and its real's count.
-    pub(crate) fn release(
-        services: &mut [Service],
-        pools: &mut LocalPools,
-        stats: &mut Stats,
-        side: Option<(&mut SynproxyState, &mut ClientAddrState, &mut PacketStore)>,
-        now: Instant,
-        conn: &Conn,
-    ) {
-        if let Some((syn, deliveries, store)) = side {
+    /// Give back what a connection that left the table holds: its local
+    /// port (for reuse at once, or after a rest: `real_clock.rs`) and its
+    /// real's count; unless it only `moves` to another real, also its
+    /// SYNProxy handshake and client-address delivery, and if it was still
+    /// open, each side gets an RST.
+    pub(crate) fn release(&mut self, now: Instant, conn: &Conn, moves: bool) {
+        if !moves {
             if conn.handshake < SPLICED {
-                syn.forget(conn.handshake, store);
+                self.syn.forget(conn.handshake, &mut self.store);
             }
-            deliveries.close(conn.delivery);
+            self.deliveries.close(conn.delivery);
+            self.reset_if_open(conn);
         }
-        pools.pool_mut(conn.pool).release(now, conn.laddr.port);
-        if let Some(real) =
-            services.get_mut(conn.service as usize).and_then(|s| s.reals.get_mut(conn.real_index as usize))
+        if !conn.progress.port_given_back() {
+            self.release_port(now, conn);
+        }
+        if let Some(real) = self
+            .services
+            .get_mut(conn.service as usize)
+            .and_then(|s| s.reals.get_mut(conn.real_index as usize))
         {
             let count =
                 if conn.state.is_active() { &mut real.active_conns } else { &mut real.inactive_conns };
             *count = count.saturating_sub(1);
         }
-        stats.conns_removed += 1;
+        self.stats.conns_removed += 1;
+    }
+
+    /// Give a connection's local port back to its pool: for reuse at once
+    /// if the real will accept a new SYN on it, else after a rest.
+    fn release_port(&mut self, now: Instant, conn: &Conn) {
+        let reuse = self.clock.reuse(now, conn, self.cfg.port_quarantine);
+        self.give_back(now, conn, reuse);
+    }
+
+    fn give_back(&mut self, now: Instant, conn: &Conn, reuse: Reuse) {
+        if let Some(pool) = self.pools.get(conn.proto, conn.laddr.addr, conn.real) {
+            self.pools.pool_mut(pool).release(now, conn.laddr.port, reuse);
+        }
+    }
+
+    /// A TCP connection is over (both FINs acknowledged, or an RST). If the
+    /// real would accept a new SYN on its tuple already, its port goes back
+    /// to its pool now, while the entry stays the closing timeout for late
+    /// segments, and makes way should the port be handed out before that
+    /// ([`Self::insert_conn`]): so the ports a service needs follow its open
+    /// connections, not its closing timeouts. Otherwise the port waits for
+    /// the entry to go, when the clocks have moved on.
+    pub(crate) fn connection_over(&mut self, now: Instant, id: ConnId) {
+        let Some(conn) = self.table.get(id).filter(|c| !c.progress.port_given_back()) else { return };
+        if self.clock.reuse(now, conn, self.cfg.port_quarantine) != Reuse::AtOnce {
+            return;
+        }
+        let conn = conn.clone();
+        self.give_back(now, &conn, Reuse::AtOnce);
+        if let Some(c) = self.table.get_mut(id) {
+            c.progress.give_port_back();
+        }
+    }
+
+    /// Send each side of a TCP connection that is still open, now being
+    /// forgotten, an RST with the sequence number it expects next (as far
+    /// as the engine saw; a side that is further on answers with a
+    /// challenge ACK, which [`Self::answer_unknown`] resets exactly).
+    fn reset_if_open(&mut self, conn: &Conn) {
+        let open = matches!(conn.state, TcpState::Established | TcpState::FinWait | TcpState::CloseWait);
+        if conn.proto != Proto::Tcp || !open {
+            return;
+        }
+        self.stats.conns_reset += 1;
+        let p = conn.progress;
+        if let Some(seq) = p.end(Side::Client) {
+            self.resets.forgotten(Reset { src: conn.laddr, dst: conn.real, seq, to: Side::Real });
+        }
+        if let Some(seq) = p.end(Side::Real) {
+            self.resets.forgotten(Reset { src: conn.vip, dst: conn.client, seq, to: Side::Client });
+        }
+    }
+
+    /// Answer a TCP segment of no connection (`seg`, from `key.src` on
+    /// `side`) with an RST, as far as the rate allows.
+    pub(crate) fn answer_unknown(&mut self, now: Instant, key: &FlowKey, seg: &[u8], side: Side) {
+        if key.proto != Proto::Tcp {
+            return;
+        }
+        if let Some(rst) = crate::emit::reset::answer_to(key.src, key.dst, seg, side) {
+            self.resets.answer(now, rst);
+        }
+    }
+
+    /// Count a connection toward service `svc`'s real `real_index` that
+    /// found no free local port, and tell the operator, at most every
+    /// [`Self::EVENT_INTERVAL`] per real.
+    pub(crate) fn ports_exhausted(&mut self, now: Instant, svc: u32, real_index: usize) {
+        let Some(s) = self.services.get_mut(svc as usize) else { return };
+        let (proto, vip) = (s.config.proto, s.config.vip);
+        let Some(r) = s.reals.get_mut(real_index) else { return };
+        let n = &mut r.no_port;
+        n.dropped += 1;
+        n.untold += 1;
+        if n.told_at.is_some_and(|t| now.saturating_since(t) < Self::EVENT_INTERVAL) {
+            return;
+        }
+        let event = Event::PortsExhausted { proto, vip, real: r.endpoint, dropped: n.untold };
+        n.told_at = Some(now);
+        n.untold = 0;
+        // A driver that never polls must not make this grow without bound.
+        if self.events.len() < 1024 {
+            self.events.push_back(event);
+        }
     }
 
     /// Remove a connection now (recycling, flushing).
     pub(crate) fn remove_conn(&mut self, now: Instant, id: ConnId) {
         if let Some(conn) = self.table.remove(id) {
-            Self::release(
-                &mut self.services,
-                &mut self.pools,
-                &mut self.stats,
-                Some((&mut self.syn, &mut self.deliveries, &mut self.store)),
-                now,
-                &conn,
-            );
+            self.release(now, &conn, false);
         }
     }
 
-    /// Remove every connection (ipvsadm has no such verb; the daemon uses it on shutdown and tests on reset).
+    /// Remove every connection; those still open get an RST on both sides
+    /// (ipvsadm has no such verb; the daemon uses it on shutdown and tests on reset).
     pub fn flush_conns(&mut self, now: Instant) {
         let ids: Vec<ConnId> = self.table.iter().map(|(id, _)| id).collect();
         for id in ids {
@@ -430,7 +572,7 @@ impl Engine {
             r.in_service = false;
         }
         s.sched.update(&s.reals);
-        let laddrs = core::mem::take(&mut s.config.laddrs);
+        let laddrs = mem::take(&mut s.config.laddrs);
         for l in laddrs {
             Self::unref(&mut self.laddr_refs, l);
         }
@@ -492,6 +634,7 @@ impl Engine {
                 stats: TrafficCounters::default(),
                 pools,
                 handshake: Default::default(),
+                no_port: Default::default(),
             }),
         }
         s.sched.update(&s.reals);

@@ -10,32 +10,37 @@
 //!
 //! - It hands out only its worker's ports ([`WorkerSlice::owns`]), so return
 //!   traffic can be steered to the right worker by destination port alone.
-//! - Ports are chosen unpredictably: the search starts at a slot derived
-//!   from the caller's random value (a keyed hash), not at the range start.
-//! - A released port rests for at least the quarantine before it is handed
-//!   out again, so a new connection does not meet the real's TIME_WAIT state
-//!   of the previous one on the same 4-tuple.
-//! - `allocate` and `release` never allocate memory and never panic; a
-//!   search costs at most one pass over the pool's bitmap words.
+//! - The least recently used port goes first: ports never used, in a keyed
+//!   pseudo-random order (so they cannot be guessed), then released ports in
+//!   the order they were released. A port is reused as late as the pool
+//!   allows, whatever the rate.
+//! - A port released with [`Reuse::AtOnce`] can be handed out again right
+//!   away; one released with [`Reuse::AfterRest`] rests for at least the
+//!   quarantine first. Whether the real's TIME_WAIT would accept a new SYN on
+//!   the port is decided by the caller (`real_clock.rs`), not here.
+//! - `allocate` and `release` never panic and cost O(1), but for crossing a
+//!   quarantine epoch, which costs one pass over the resting bitmaps.
 //!
-//! Resting uses an epoch clock of period Q (the quarantine): a release marks
-//! the port in the current epoch's set, where it stays busy; at each epoch
+//! Resting uses an epoch clock of period Q (the quarantine): a resting port
+//! is marked in the current epoch's set, where it stays busy; at each epoch
 //! boundary the previous epoch's set is freed and the current one becomes
 //! previous. A port therefore rests more than Q and at most 2Q. Boundaries
 //! are crossed lazily, by whichever of `allocate`, `release` or
 //! `handle_timeout` comes first; when two or more periods have gone by both
-//! sets are freed. With a zero quarantine a release frees the port at once.
+//! sets are freed.
 //!
-//! Memory: a pool keeps three bitmaps of one bit per port it owns (busy,
-//! resting in the current epoch, resting in the previous one): 8 KiB each
-//! for a whole 64 Ki-port range on a single worker, so 24 KiB per pool, and
-//! `1/count` of that per worker when `count` workers split the ports. With a
-//! zero quarantine the two resting bitmaps are not allocated.
+//! Memory: a pool keeps one bitmap of the ports in use or resting (8 KiB for
+//! a whole 64 Ki-port range on a single worker), two resting bitmaps of the
+//! same size when the quarantine is not zero, and a queue of released ports
+//! (2 bytes each) that grows only as far as the ports released and not yet
+//! handed out again: up to 128 KiB for a whole range, once a pool has used
+//! every port. With `count` workers each keeps `1/count` of that.
 
 use core::fmt;
-use core::hash::BuildHasher;
+use core::hash::{BuildHasher, Hasher};
 use core::mem;
 use core::time::Duration;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use hashbrown::HashMap;
@@ -48,6 +53,64 @@ use crate::time::Instant;
 /// Index of a [`PortPool`] in [`LocalPools`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolId(pub u32);
+
+/// When a released port may be handed out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Now: it goes to the back of the queue of released ports.
+    AtOnce,
+    /// After resting for the quarantine (between Q and 2Q).
+    AfterRest,
+}
+
+/// A keyed permutation of the slots `0..n`, walked once: the order in which
+/// a pool hands out ports it never used.
+///
+/// A bijection on `bits`-bit values (keyed additions, odd multipliers and
+/// xor-shifts, each invertible modulo 2^bits) applied to a counter; values
+/// of `n` or more are skipped, so a whole walk costs at most `2n` steps.
+#[derive(Debug, Clone)]
+struct FreshOrder {
+    /// The next counter value, `0..2^bits`.
+    next: u32,
+    bits: u32,
+    n: u32,
+    /// Slots not handed out yet.
+    left: u32,
+    keys: [u32; 3],
+}
+
+impl FreshOrder {
+    fn new(n: u32, key: u64) -> Self {
+        let bits = u32::BITS - n.saturating_sub(1).leading_zeros();
+        let keys = [key as u32, (key >> 32) as u32, (key >> 16) as u32 ^ 0x9e37_79b9];
+        Self { next: 0, bits, n, left: n, keys }
+    }
+
+    fn permute(&self, x: u32) -> u32 {
+        let mask = ((1u64 << self.bits) - 1) as u32;
+        let shift = self.bits / 2 + 1;
+        let mut x = x;
+        for (k, mul) in self.keys.iter().zip([0x2c1b_3c6d_u32, 0x297a_2d39, 0x8ebc_6af1]) {
+            x = x.wrapping_add(*k) & mask;
+            x = x.wrapping_mul(mul | 1) & mask;
+            x ^= x >> shift;
+        }
+        x
+    }
+
+    fn next(&mut self) -> Option<u32> {
+        while self.left > 0 && u64::from(self.next) < 1u64 << self.bits {
+            let x = self.permute(self.next);
+            self.next += 1;
+            if x < self.n {
+                self.left -= 1;
+                return Some(x);
+            }
+        }
+        None
+    }
+}
 
 /// The ports of one local address toward one real (per protocol).
 ///
@@ -64,6 +127,10 @@ pub struct PortPool {
     /// Ports allocated or resting; bits past `slots` in the last word are
     /// set so the search never finds them.
     busy: Vec<u64>,
+    /// Slots never handed out yet.
+    fresh: FreshOrder,
+    /// Released slots that may be handed out, least recently released first.
+    released: VecDeque<u16>,
     /// Ports released in the current epoch (also busy). Empty with a zero quarantine.
     resting_current: Vec<u64>,
     /// Ports released in the previous epoch (also busy), freed at the next boundary.
@@ -71,7 +138,7 @@ pub struct PortPool {
     in_use: u32,
     resting_current_count: u32,
     resting_previous_count: u32,
-    /// Q in nanoseconds; 0 frees released ports at once.
+    /// Q in nanoseconds; 0 frees every released port at once.
     quarantine: u64,
     /// Start of the current epoch; epochs are `quarantine` long.
     epoch_start: Instant,
@@ -103,20 +170,26 @@ fn is_set(set: &[u64], slot: usize) -> bool {
     set.get(slot / 64).is_some_and(|w| w >> (slot % 64) & 1 == 1)
 }
 
-/// Clear from `busy` the ports of `resting`, and empty `resting`.
-fn free_resting(busy: &mut [u64], resting: &mut [u64]) {
-    for (b, r) in busy.iter_mut().zip(resting.iter_mut()) {
+/// Clear from `busy` the ports of `resting`, queue them in `released`, and
+/// empty `resting`.
+fn free_resting(busy: &mut [u64], resting: &mut [u64], released: &mut VecDeque<u16>) {
+    for (w, (b, r)) in busy.iter_mut().zip(resting.iter_mut()).enumerate() {
         *b &= !*r;
-        *r = 0;
+        let mut bits = mem::take(r);
+        while bits != 0 {
+            released.push_back((w * 64 + bits.trailing_zeros() as usize) as u16);
+            bits &= bits - 1;
+        }
     }
 }
 
 impl PortPool {
-    /// A pool over `range` (inclusive) restricted to `worker`'s ports.
+    /// A pool over `range` (inclusive) restricted to `worker`'s ports, whose
+    /// never-used ports come out in an order keyed by `key`.
     ///
     /// Port 0 is never part of a pool. An empty range (`lo > hi`) or a worker
     /// that owns no port of it gives an empty pool, which allocates nothing.
-    pub fn new(range: (u16, u16), worker: WorkerSlice, quarantine: Duration, now: Instant) -> Self {
+    pub fn new(range: (u16, u16), worker: WorkerSlice, quarantine: Duration, now: Instant, key: u64) -> Self {
         let (lo, hi) = (u32::from(range.0.max(1)), u32::from(range.1));
         // Mirrors `WorkerSlice::owns`: a count of 0 or 1 means one worker.
         let (step, index) =
@@ -134,6 +207,8 @@ impl PortPool {
             step,
             slots,
             busy,
+            fresh: FreshOrder::new(slots, key),
+            released: VecDeque::new(),
             resting_current: resting.clone(),
             resting_previous: resting,
             in_use: 0,
@@ -145,30 +220,24 @@ impl PortPool {
         }
     }
 
-    /// A free port, chosen from `random`; `None` when every port is taken or resting.
-    ///
-    /// The search starts at the slot `random` designates and takes the first
-    /// free port from there on, wrapping around. `random` should be a keyed
-    /// hash or random draw: its high bits choose the slot.
-    pub fn allocate(&mut self, now: Instant, random: u64) -> Option<u16> {
+    /// The least recently used free port; `None` when every port is in use or resting.
+    pub fn allocate(&mut self, now: Instant) -> Option<u16> {
         self.rotate(now);
-        if self.free() == 0 {
-            return None;
-        }
-        // Multiply-shift maps the whole u64 range evenly onto the slots.
-        let start = ((u128::from(random) * u128::from(self.slots)) >> 64) as usize;
-        let slot = self.find_free(start)?;
+        let slot = match self.fresh.next() {
+            Some(s) => s as usize,
+            None => usize::from(self.released.pop_front()?),
+        };
         let port = u16::try_from(self.first + slot as u32 * self.step).ok()?;
         self.busy[slot / 64] |= 1 << (slot % 64);
         self.in_use += 1;
         Some(port)
     }
 
-    /// Return `port`; it rests for the quarantine before it is handed out again.
+    /// Return `port`, to be handed out again as `reuse` says.
     ///
     /// A port that is not this pool's, not allocated, or already released is
     /// ignored and counted in [`ignored_releases`](Self::ignored_releases).
-    pub fn release(&mut self, now: Instant, port: u16) {
+    pub fn release(&mut self, now: Instant, port: u16, reuse: Reuse) {
         self.rotate(now);
         let Some(slot) = self.slot_of(port) else {
             self.ignored_releases = self.ignored_releases.saturating_add(1);
@@ -182,11 +251,14 @@ impl PortPool {
         let (word, bit) = (slot / 64, 1 << (slot % 64));
         self.in_use -= 1;
         match self.resting_current.get_mut(word) {
-            Some(w) if self.quarantine > 0 => {
+            Some(w) if reuse == Reuse::AfterRest && self.quarantine > 0 => {
                 *w |= bit;
                 self.resting_current_count += 1;
             }
-            _ => self.busy[word] &= !bit,
+            _ => {
+                self.busy[word] &= !bit;
+                self.released.push_back(slot as u16);
+            }
         }
     }
 
@@ -229,7 +301,7 @@ impl PortPool {
         self.slots - self.in_use - self.resting()
     }
 
-    /// How long a released port rests at least.
+    /// How long a port released with [`Reuse::AfterRest`] rests at least.
     pub fn quarantine(&self) -> Duration {
         Duration::from_nanos(self.quarantine)
     }
@@ -248,6 +320,7 @@ impl PortPool {
     pub fn heap_bytes(&self) -> usize {
         (self.busy.capacity() + self.resting_current.capacity() + self.resting_previous.capacity())
             * size_of::<u64>()
+            + self.released.capacity() * size_of::<u16>()
     }
 
     /// The slot of `port`, if the pool has it.
@@ -255,23 +328,6 @@ impl PortPool {
         let offset = u32::from(port).checked_sub(self.first)?;
         let slot = offset / self.step;
         (offset % self.step == 0 && slot < self.slots).then_some(slot as usize)
-    }
-
-    /// The first free slot at or after `start`, wrapping around.
-    fn find_free(&self, start: usize) -> Option<usize> {
-        let (word, bit) = (start / 64, start % 64);
-        let first = *self.busy.get(word)?;
-        let at_or_after = !first & (u64::MAX << bit);
-        if at_or_after != 0 {
-            return Some(word * 64 + at_or_after.trailing_zeros() as usize);
-        }
-        let later = self.busy.iter().enumerate().skip(word + 1);
-        let earlier = self.busy.iter().enumerate().take(word);
-        if let Some((w, b)) = later.chain(earlier).find(|(_, b)| **b != u64::MAX) {
-            return Some(w * 64 + (!b).trailing_zeros() as usize);
-        }
-        let before = !first & !(u64::MAX << bit);
-        (before != 0).then(|| word * 64 + before.trailing_zeros() as usize)
     }
 
     /// Cross the epoch boundaries up to `now`, freeing the ports whose rest is over.
@@ -287,14 +343,14 @@ impl PortPool {
         // Boundaries stay on multiples of Q from the pool's creation.
         self.epoch_start = Instant::from_nanos(self.epoch_start.as_nanos() + epochs * self.quarantine);
         if self.resting_previous_count > 0 {
-            free_resting(&mut self.busy, &mut self.resting_previous);
+            free_resting(&mut self.busy, &mut self.resting_previous, &mut self.released);
             self.resting_previous_count = 0;
         }
         if epochs == 1 {
             mem::swap(&mut self.resting_current, &mut self.resting_previous);
             mem::swap(&mut self.resting_current_count, &mut self.resting_previous_count);
         } else if self.resting_current_count > 0 {
-            free_resting(&mut self.busy, &mut self.resting_current);
+            free_resting(&mut self.busy, &mut self.resting_current, &mut self.released);
             self.resting_current_count = 0;
         }
     }
@@ -334,6 +390,8 @@ pub struct LocalPools {
     range: (u16, u16),
     worker: WorkerSlice,
     quarantine: Duration,
+    /// Keys each pool's order of never-used ports.
+    key: (u64, u64),
     entries: Vec<Entry>,
     index: HashMap<PoolKey, PoolId, FixedState>,
     /// Stands in for an id this set did not hand out.
@@ -341,24 +399,28 @@ pub struct LocalPools {
 }
 
 impl Default for LocalPools {
-    /// Pools with [`EngineConfig::default`]'s port range, worker and quarantine.
+    /// Pools with [`EngineConfig::default`]'s port range, worker and
+    /// quarantine, and a fixed key.
     fn default() -> Self {
         let config = EngineConfig::default();
-        Self::new(config.port_range, config.worker, config.port_quarantine)
+        Self::new(config.port_range, config.worker, config.port_quarantine, (0, 0))
     }
 }
 
 impl LocalPools {
     /// No pools yet; pools created later cover `range` (inclusive), restricted
-    /// to `worker`'s ports, and rest released ports for `quarantine`.
-    pub fn new(range: (u16, u16), worker: WorkerSlice, quarantine: Duration) -> Self {
+    /// to `worker`'s ports, rest ports for `quarantine`, and hand out their
+    /// never-used ports in an order keyed by `key` (a secret, so that the
+    /// ports cannot be guessed).
+    pub fn new(range: (u16, u16), worker: WorkerSlice, quarantine: Duration, key: (u64, u64)) -> Self {
         Self {
             range,
             worker,
             quarantine,
+            key,
             entries: Vec::new(),
             index: HashMap::with_hasher(FixedState),
-            empty: PortPool::new((1, 0), WorkerSlice::SINGLE, Duration::ZERO, Instant::ZERO),
+            empty: PortPool::new((1, 0), WorkerSlice::SINGLE, Duration::ZERO, Instant::ZERO, 0),
         }
     }
 
@@ -376,7 +438,9 @@ impl LocalPools {
         let Some(id) = u32::try_from(self.entries.len()).ok().filter(|&i| i != u32::MAX).map(PoolId) else {
             return PoolId(u32::MAX);
         };
-        let pool = PortPool::new(self.range, self.worker, self.quarantine, now);
+        let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
+        core::hash::Hash::hash(&key, &mut h);
+        let pool = PortPool::new(self.range, self.worker, self.quarantine, now, h.finish());
         self.entries.push(Entry { key, pool });
         self.index.insert(key, id);
         id
@@ -434,29 +498,18 @@ mod tests {
     use super::*;
 
     const Q: Duration = Duration::from_secs(60);
+    const KEY: u64 = 0x243f_6a88_85a3_08d3;
 
     fn secs(s: u64) -> Instant {
         Instant::from_secs(s)
     }
 
     fn single(lo: u16, hi: u16, quarantine: Duration) -> PortPool {
-        PortPool::new((lo, hi), WorkerSlice::SINGLE, quarantine, Instant::ZERO)
-    }
-
-    /// splitmix64: stands in for the caller's keyed hash.
-    fn randoms() -> impl Iterator<Item = u64> {
-        let mut state = 0x243f_6a88_85a3_08d3_u64;
-        core::iter::repeat_with(move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        })
+        PortPool::new((lo, hi), WorkerSlice::SINGLE, quarantine, Instant::ZERO, KEY)
     }
 
     fn drain(pool: &mut PortPool, now: Instant) -> Vec<u16> {
-        randoms().map_while(|r| pool.allocate(now, r)).collect()
+        core::iter::from_fn(|| pool.allocate(now)).collect()
     }
 
     #[test]
@@ -473,7 +526,7 @@ mod tests {
             ((1000, 1019), WorkerSlice { index: 7, count: 0 }, 20),
         ];
         for (range, worker, capacity) in cases {
-            let mut pool = PortPool::new(range, worker, Q, Instant::ZERO);
+            let mut pool = PortPool::new(range, worker, Q, Instant::ZERO, KEY);
             assert_eq!(pool.capacity(), capacity, "{range:?} {worker:?}");
             let ports = drain(&mut pool, Instant::ZERO);
             assert_eq!(ports.len(), capacity as usize);
@@ -482,7 +535,7 @@ mod tests {
             for p in ports {
                 assert!(p != 0 && (range.0..=range.1).contains(&p) && worker.owns(p) && pool.owns(p));
             }
-            assert_eq!(pool.allocate(Instant::ZERO, 0), None);
+            assert_eq!(pool.allocate(Instant::ZERO), None);
             assert_eq!((pool.in_use(), pool.free()), (capacity, 0));
         }
     }
@@ -490,7 +543,7 @@ mod tests {
     #[test]
     fn worker_slice_gets_only_its_ports() {
         let worker = WorkerSlice { index: 1, count: 4 };
-        let mut pool = PortPool::new((1024, 65535), worker, Q, Instant::ZERO);
+        let mut pool = PortPool::new((1024, 65535), worker, Q, Instant::ZERO, KEY);
         assert_eq!(pool.capacity(), 64_512 / 4);
         let ports = drain(&mut pool, Instant::ZERO);
         assert_eq!(ports.len(), 64_512 / 4);
@@ -501,9 +554,29 @@ mod tests {
     #[test]
     fn the_top_port_is_reachable() {
         let mut pool = single(65535, 65535, Duration::ZERO);
-        assert_eq!(pool.allocate(Instant::ZERO, u64::MAX), Some(65535));
-        pool.release(Instant::ZERO, 65535);
-        assert_eq!(pool.allocate(Instant::ZERO, 0), Some(65535));
+        assert_eq!(pool.allocate(Instant::ZERO), Some(65535));
+        pool.release(Instant::ZERO, 65535, Reuse::AtOnce);
+        assert_eq!(pool.allocate(Instant::ZERO), Some(65535));
+    }
+
+    #[test]
+    fn never_used_ports_first_then_least_recently_released() {
+        let mut pool = single(5000, 5009, Q);
+        let a = pool.allocate(secs(0)).unwrap();
+        let b = pool.allocate(secs(0)).unwrap();
+        pool.release(secs(1), b, Reuse::AtOnce);
+        pool.release(secs(1), a, Reuse::AtOnce);
+        // The eight ports never used come before b and a...
+        let fresh = drain(&mut pool, secs(2));
+        assert_eq!(fresh.len(), 10);
+        assert!(!fresh[..8].contains(&a) && !fresh[..8].contains(&b));
+        // ...which come back in the order they were released.
+        assert_eq!(&fresh[8..], &[b, a]);
+        for &p in fresh.iter().rev() {
+            pool.release(secs(3), p, Reuse::AtOnce);
+        }
+        let again = drain(&mut pool, secs(3));
+        assert_eq!(again, fresh.iter().rev().copied().collect::<Vec<_>>());
     }
 
     #[test]
@@ -511,15 +584,15 @@ mod tests {
         let mut pool = single(5000, 5009, Q);
         let ports = drain(&mut pool, secs(0));
         assert_eq!(ports.len(), 10);
-        assert_eq!(pool.allocate(secs(0), 7), None);
+        assert_eq!(pool.allocate(secs(0)), None);
         for &p in &ports {
-            pool.release(secs(1), p);
+            pool.release(secs(1), p, Reuse::AfterRest);
         }
         assert_eq!((pool.in_use(), pool.resting(), pool.free()), (0, 10, 0));
         // Rests at least Q...
-        assert_eq!(pool.allocate(secs(30), 7), None);
-        assert_eq!(pool.allocate(secs(60), 7), None);
-        assert_eq!(pool.allocate(secs(61), 7), None);
+        assert_eq!(pool.allocate(secs(30)), None);
+        assert_eq!(pool.allocate(secs(60)), None);
+        assert_eq!(pool.allocate(secs(61)), None);
         // ...and at most 2Q.
         assert_eq!(pool.poll_timeout(), Some(secs(120)));
         pool.handle_timeout(secs(120));
@@ -529,18 +602,33 @@ mod tests {
     }
 
     #[test]
+    fn resting_and_reusable_ports_mix() {
+        let mut pool = single(7000, 7002, Q);
+        let [a, b, c] = [0; 3].map(|_| pool.allocate(secs(0)).unwrap());
+        pool.release(secs(1), a, Reuse::AfterRest);
+        pool.release(secs(1), b, Reuse::AtOnce);
+        assert_eq!((pool.resting(), pool.free()), (1, 1));
+        assert_eq!(pool.allocate(secs(2)), Some(b));
+        assert_eq!(pool.allocate(secs(2)), None);
+        pool.release(secs(3), c, Reuse::AtOnce);
+        // a comes back after its rest, behind c.
+        pool.handle_timeout(secs(120));
+        assert_eq!(drain(&mut pool, secs(120)), [c, a]);
+    }
+
+    #[test]
     fn epochs_rotate_one_at_a_time_or_all_at_once() {
         let mut pool = single(1, 3, Q);
-        let [a, b, c] = [1, 2, 3].map(|_| pool.allocate(secs(0), 0).unwrap());
-        pool.release(secs(10), a);
+        let [a, b, c] = [1, 2, 3].map(|_| pool.allocate(secs(0)).unwrap());
+        pool.release(secs(10), a, Reuse::AfterRest);
         assert_eq!(pool.poll_timeout(), Some(secs(120)));
-        pool.release(secs(70), b); // a moves to the previous epoch
+        pool.release(secs(70), b, Reuse::AfterRest); // a moves to the previous epoch
         assert_eq!(pool.poll_timeout(), Some(secs(120)));
         pool.handle_timeout(secs(120)); // a is free, b moves
         assert_eq!((pool.resting(), pool.free()), (1, 1));
-        assert_eq!(pool.allocate(secs(120), 0), Some(a));
+        assert_eq!(pool.allocate(secs(120)), Some(a));
         assert_eq!(pool.poll_timeout(), Some(secs(180)));
-        pool.release(secs(125), c);
+        pool.release(secs(125), c, Reuse::AfterRest);
         // Long idle: both epochs free at once.
         pool.handle_timeout(secs(1000));
         assert_eq!((pool.in_use(), pool.resting(), pool.free()), (1, 0, 2));
@@ -550,88 +638,90 @@ mod tests {
     #[test]
     fn zero_quarantine_reuses_at_once() {
         let mut pool = single(7000, 7000, Duration::ZERO);
-        assert_eq!(pool.allocate(secs(0), 1), Some(7000));
-        assert_eq!(pool.allocate(secs(0), 1), None);
-        pool.release(secs(0), 7000);
+        assert_eq!(pool.allocate(secs(0)), Some(7000));
+        assert_eq!(pool.allocate(secs(0)), None);
+        pool.release(secs(0), 7000, Reuse::AfterRest);
         assert_eq!((pool.in_use(), pool.resting()), (0, 0));
         assert_eq!(pool.poll_timeout(), None);
-        assert_eq!(pool.allocate(secs(0), 2), Some(7000));
+        assert_eq!(pool.allocate(secs(0)), Some(7000));
     }
 
     #[test]
     fn bogus_releases_are_ignored() {
-        let mut pool = PortPool::new((2000, 2099), WorkerSlice { index: 0, count: 2 }, Q, Instant::ZERO);
-        let p = pool.allocate(secs(0), 99).unwrap();
+        let mut pool = PortPool::new((2000, 2099), WorkerSlice { index: 0, count: 2 }, Q, Instant::ZERO, KEY);
+        let p = pool.allocate(secs(0)).unwrap();
         let other = if p == 2000 { 2002 } else { 2000 };
-        pool.release(secs(0), other); // owned, never allocated
-        pool.release(secs(0), 2001); // another worker's
-        pool.release(secs(0), 80); // outside the range
-        pool.release(secs(0), 0);
+        pool.release(secs(0), other, Reuse::AtOnce); // owned, never allocated
+        pool.release(secs(0), 2001, Reuse::AtOnce); // another worker's
+        pool.release(secs(0), 80, Reuse::AtOnce); // outside the range
+        pool.release(secs(0), 0, Reuse::AtOnce);
         assert_eq!((pool.in_use(), pool.resting(), pool.ignored_releases()), (1, 0, 4));
-        pool.release(secs(0), p);
-        pool.release(secs(0), p); // twice
-        pool.release(secs(70), p); // still resting
+        pool.release(secs(0), p, Reuse::AfterRest);
+        pool.release(secs(0), p, Reuse::AtOnce); // twice
+        pool.release(secs(70), p, Reuse::AfterRest); // still resting
         assert_eq!((pool.in_use(), pool.resting(), pool.ignored_releases()), (0, 1, 6));
+        let q = pool.allocate(secs(70)).unwrap();
+        pool.release(secs(70), q, Reuse::AtOnce);
+        pool.release(secs(70), q, Reuse::AtOnce); // queued already
+        assert_eq!(pool.ignored_releases(), 7);
 
         let mut empty = single(9, 8, Q);
-        assert_eq!(empty.allocate(secs(0), 0), None);
-        empty.release(secs(0), 8);
+        assert_eq!(empty.allocate(secs(0)), None);
+        empty.release(secs(0), 8, Reuse::AtOnce);
         assert_eq!((empty.capacity(), empty.ignored_releases()), (0, 1));
     }
 
     #[test]
     fn time_going_backwards_frees_nothing_early() {
         let mut pool = single(1, 1, Q);
-        let p = pool.allocate(secs(100), 0).unwrap();
-        pool.release(secs(100), p);
-        assert_eq!(pool.allocate(secs(5), 0), None);
-        assert_eq!(pool.allocate(secs(159), 0), None);
-        assert_eq!(pool.allocate(secs(220), 0), Some(p));
+        let p = pool.allocate(secs(100)).unwrap();
+        pool.release(secs(100), p, Reuse::AfterRest);
+        assert_eq!(pool.allocate(secs(5)), None);
+        assert_eq!(pool.allocate(secs(159)), None);
+        assert_eq!(pool.allocate(secs(220)), Some(p));
     }
 
     #[test]
-    fn starting_ports_spread_over_the_range() {
-        let mut pool = single(1024, 65535, Duration::ZERO);
-        let mut ports = Vec::new();
-        for r in randoms().take(1000) {
-            let p = pool.allocate(secs(0), r).unwrap();
-            pool.release(secs(0), p);
-            ports.push(p);
-        }
-        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
-        assert!(distinct.len() > 980, "{}", distinct.len());
-        let sequential = ports.windows(2).filter(|w| w[1] == w[0].wrapping_add(1)).count();
+    fn never_used_ports_come_in_a_keyed_order() {
+        let first_thousand = |key| {
+            let mut pool = PortPool::new((1024, 65535), WorkerSlice::SINGLE, Q, Instant::ZERO, key);
+            (0..1000).map(|_| pool.allocate(secs(0)).unwrap()).collect::<Vec<u16>>()
+        };
+        let ports = first_thousand(KEY);
+        let sequential = ports.windows(2).filter(|w| w[1].abs_diff(w[0]) <= 2).count();
         assert!(sequential < 5, "{sequential}");
         let low_half = ports.iter().filter(|&&p| p < 33_280).count();
         assert!((400..600).contains(&low_half), "{low_half}");
-        // The same random value starts at the same place.
-        assert_eq!(pool.allocate(secs(0), 1 << 63), Some(1024 + 64_512 / 2));
+        assert_eq!(first_thousand(KEY), ports);
+        let other = first_thousand(KEY ^ 1);
+        assert!(other.iter().zip(&ports).filter(|(a, b)| a == b).count() < 10);
     }
 
     #[test]
-    fn search_wraps_past_busy_words() {
-        let mut pool = single(1, 200, Duration::ZERO);
-        let ports = drain(&mut pool, secs(0));
-        // Free one port early in the range; a search starting near the end finds it.
-        pool.release(secs(0), ports[0]);
-        assert_eq!(pool.allocate(secs(0), u64::MAX), Some(ports[0]));
-        pool.release(secs(0), 5);
-        pool.release(secs(0), 70);
-        // Start at slot 9 (port 10), above port 5 in the same word: the next
-        // free port is 70, in the next word, then 5, after wrapping around.
-        let random_for_slot = |slot: u128| ((slot << 64).div_ceil(200)) as u64;
-        assert_eq!(pool.allocate(secs(0), random_for_slot(9)), Some(70));
-        assert_eq!(pool.allocate(secs(0), random_for_slot(9)), Some(5));
-        assert_eq!(pool.allocate(secs(0), random_for_slot(9)), None);
+    fn fresh_order_is_a_permutation_of_every_size() {
+        for n in (0..300).chain([4095, 4096, 4097, 64_512, 65_535]) {
+            let mut order = FreshOrder::new(n, KEY ^ u64::from(n));
+            let all: Vec<u32> = core::iter::from_fn(|| order.next()).collect();
+            assert_eq!(all.len(), n as usize);
+            assert_eq!(all.iter().copied().collect::<BTreeSet<_>>().len(), n as usize, "{n}");
+            assert!(all.iter().all(|&s| s < n));
+            assert!(order.next <= 2 * n.max(1), "{n}: {} steps", order.next);
+        }
     }
 
     #[test]
     fn memory_per_pool() {
-        let full = single(0, 65535, Q);
+        let mut full = single(0, 65535, Q);
         assert_eq!(full.heap_bytes(), 3 * 8192);
-        let quarter = PortPool::new((0, 65535), WorkerSlice { index: 3, count: 4 }, Q, Instant::ZERO);
+        let quarter = PortPool::new((0, 65535), WorkerSlice { index: 3, count: 4 }, Q, Instant::ZERO, KEY);
         assert_eq!(quarter.heap_bytes(), 3 * 2048);
         assert_eq!(single(0, 65535, Duration::ZERO).heap_bytes(), 8192);
+        // The queue of released ports grows with what is released.
+        for p in drain(&mut full, secs(0)) {
+            full.release(secs(0), p, Reuse::AtOnce);
+        }
+        let bytes = full.heap_bytes();
+        assert!((3 * 8192 + 2 * 65_535..=3 * 8192 + 4 * 65_536).contains(&bytes), "{bytes}");
     }
 
     fn ep(last: u8, port: u16) -> Endpoint {
@@ -642,7 +732,7 @@ mod tests {
     fn local_pools_are_per_protocol_address_and_real() {
         let lip = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1));
         let lip2 = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 2));
-        let mut pools = LocalPools::new((3000, 3000), WorkerSlice::SINGLE, Q);
+        let mut pools = LocalPools::new((3000, 3000), WorkerSlice::SINGLE, Q, (1, 2));
         assert!(pools.is_empty());
         let a = pools.get_or_create(Proto::Tcp, lip, ep(1, 80), secs(0));
         let b = pools.get_or_create(Proto::Tcp, lip, ep(2, 80), secs(0));
@@ -655,9 +745,9 @@ mod tests {
         assert_eq!(BTreeSet::from([a.0, b.0, c.0, d.0, e.0]).len(), 5);
         // The one port is usable toward every real at once.
         for id in [a, b, c, d, e] {
-            assert_eq!(pools.pool_mut(id).allocate(secs(1), 0), Some(3000));
+            assert_eq!(pools.pool_mut(id).allocate(secs(1)), Some(3000));
         }
-        assert_eq!(pools.pool_mut(a).allocate(secs(1), 0), None);
+        assert_eq!(pools.pool_mut(a).allocate(secs(1)), None);
         let listed: Vec<_> = pools.iter().map(|(p, l, r, pool)| (p, l, r, pool.in_use())).collect();
         assert_eq!(
             listed,
@@ -669,7 +759,7 @@ mod tests {
                 (Proto::Tcp, lip, ep(1, 81), 1),
             ]
         );
-        pools.pool_mut(b).release(secs(2), 3000);
+        pools.pool_mut(b).release(secs(2), 3000, Reuse::AfterRest);
         pools.handle_timeout(secs(120));
         assert_eq!(pools.pool(b).free(), 1);
         assert_eq!(pools.len(), 5);
@@ -679,8 +769,8 @@ mod tests {
     fn unknown_pool_ids_read_as_empty_pools() {
         let mut pools = LocalPools::default();
         assert_eq!(pools.pool(PoolId(3)).capacity(), 0);
-        assert_eq!(pools.pool_mut(PoolId(u32::MAX)).allocate(secs(0), 0), None);
-        pools.pool_mut(PoolId(0)).release(secs(0), 1024);
+        assert_eq!(pools.pool_mut(PoolId(u32::MAX)).allocate(secs(0)), None);
+        pools.pool_mut(PoolId(0)).release(secs(0), 1024, Reuse::AtOnce);
         let id = pools.get_or_create(Proto::Tcp, ep(9, 0).addr, ep(1, 80), secs(0));
         assert_eq!(pools.pool(id).capacity(), 64_512);
         assert_eq!(pools.pool(id).quarantine(), Q);
@@ -688,9 +778,9 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Allocate(u64),
-        /// Release the n-th held port (modulo the number held).
-        Release(usize),
+        Allocate,
+        /// Release the n-th held port (modulo the number held), at once or to rest.
+        Release(usize, bool),
         /// Release an arbitrary port (ignored unless held).
         ReleaseAny(u16),
         AdvanceMillis(u64),
@@ -698,17 +788,18 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => any::<u64>().prop_map(Op::Allocate),
-            3 => any::<usize>().prop_map(Op::Release),
+            4 => Just(Op::Allocate),
+            3 => (any::<usize>(), any::<bool>()).prop_map(|(n, rest)| Op::Release(n, rest)),
             1 => (90_u16..320).prop_map(Op::ReleaseAny),
             2 => (0_u64..3000).prop_map(Op::AdvanceMillis),
         ]
     }
 
     proptest! {
-        /// Against a model that records when each port was released: a port
-        /// is never handed out while held, nor within Q of its release, and
-        /// allocation never fails while some port has been free for 2Q.
+        /// Against a model that records each port's history: a port is never
+        /// handed out while held, nor within Q of a release to rest; never-used
+        /// ports go first, then the port released at once longest ago; and
+        /// allocation never fails while some port is surely free.
         #[test]
         fn pool_matches_model(
             quarantine_ms in prop_oneof![Just(0_u64), 1_u64..5000],
@@ -719,40 +810,54 @@ mod tests {
             let quarantine = Duration::from_millis(quarantine_ms);
             let worker = WorkerSlice { index: 1, count: 2 };
             let mut now = Instant::from_secs(1);
-            let mut pool = PortPool::new((100, hi), worker, quarantine, now);
+            let mut pool = PortPool::new((100, hi), worker, quarantine, now, KEY);
             let owned: Vec<u16> = (100..=hi).filter(|p| p % 2 == 1).collect();
             prop_assert_eq!(pool.capacity() as usize, owned.len());
             let mut held: Vec<u16> = Vec::new();
-            let mut released: BTreeMap<u16, Instant> = BTreeMap::new();
+            let mut used: BTreeSet<u16> = BTreeSet::new();
+            // Released at once and not handed out since, oldest first.
+            let mut queue: Vec<u16> = Vec::new();
+            let mut rested: BTreeMap<u16, Instant> = BTreeMap::new();
             for op in ops {
                 match op {
-                    Op::Allocate(random) => {
-                        let surely_free = owned.iter().any(|p| {
-                            !held.contains(p) && released.get(p).is_none_or(|&t| now - t >= 2 * quarantine)
-                        });
-                        match pool.allocate(now, random) {
+                    Op::Allocate => {
+                        let never_used = owned.iter().any(|p| !used.contains(p));
+                        let rest_over = rested.values().any(|&t| now - t >= 2 * quarantine);
+                        match pool.allocate(now) {
                             Some(p) => {
                                 prop_assert!(owned.contains(&p), "foreign port {}", p);
                                 prop_assert!(!held.contains(&p), "busy port {}", p);
-                                if let Some(&t) = released.get(&p) {
+                                if never_used {
+                                    prop_assert!(!used.contains(&p), "port {} reused before a fresh one", p);
+                                } else if let Some(&t) = rested.get(&p) {
                                     prop_assert!(now - t >= quarantine, "port {} rested {:?}", p, now - t);
+                                } else {
+                                    prop_assert_eq!(Some(&p), queue.first(), "not the least recently released");
                                 }
+                                queue.retain(|&q| q != p);
+                                rested.remove(&p);
+                                used.insert(p);
                                 held.push(p);
                             }
-                            None => prop_assert!(!surely_free, "None with a free port"),
+                            None => prop_assert!(!never_used && queue.is_empty() && !rest_over, "None with a free port"),
                         }
                     }
-                    Op::Release(n) => {
+                    Op::Release(n, rest) => {
                         if !held.is_empty() {
                             let p = held.swap_remove(n % held.len());
-                            pool.release(now, p);
-                            released.insert(p, now);
+                            if rest && !quarantine.is_zero() {
+                                pool.release(now, p, Reuse::AfterRest);
+                                rested.insert(p, now);
+                            } else {
+                                pool.release(now, p, if rest { Reuse::AfterRest } else { Reuse::AtOnce });
+                                queue.push(p);
+                            }
                         }
                     }
                     Op::ReleaseAny(p) => {
                         if !held.contains(&p) {
                             let ignored = pool.ignored_releases();
-                            pool.release(now, p);
+                            pool.release(now, p, Reuse::AtOnce);
                             prop_assert_eq!(pool.ignored_releases(), ignored + 1);
                         }
                     }
@@ -762,11 +867,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(pool.in_use() as usize, held.len());
-                let resting_at_most = released
-                    .iter()
-                    .filter(|&(p, &t)| !held.contains(p) && now - t < 2 * quarantine)
-                    .count();
-                prop_assert!(pool.resting() as usize <= resting_at_most);
+                prop_assert!(pool.resting() as usize <= rested.len());
                 prop_assert_eq!(pool.in_use() + pool.resting() + pool.free(), pool.capacity());
             }
         }

@@ -29,6 +29,7 @@ pub mod hash;
 mod icmp;
 pub mod laddr;
 mod nat;
+mod real_clock;
 pub mod sched;
 pub mod service;
 mod synproxy;
@@ -42,7 +43,8 @@ pub use config::{
     Timeouts, WorkerSlice,
 };
 pub use drop::{DropCounters, DropReason};
-pub use engine::{ConfigError, Engine, Stats, Verdict};
+pub use emit::reset::ResetStats;
+pub use engine::{ConfigError, Engine, Event, Stats, Verdict};
 pub use synproxy::{HandshakeStats, SynproxyStats};
 pub use tcp_state::{Side, TcpState};
 pub use time::Instant;

@@ -21,12 +21,12 @@ use crate::client_addr::NO_DELIVERY;
 use crate::conn::{Conn, Lookup, TableFull, Translation};
 use crate::drop::DropReason;
 use crate::engine::{Engine, Verdict};
+use crate::laddr::Reuse;
 use crate::tcp_state::{SegmentFlags, Side, TcpState};
 use crate::time::Instant;
 
-/// Domains of [`crate::hash::Secrets::derive`].
-const DRAW_PORT: u8 = 1;
-const DRAW_ISN: u8 = 2;
+/// Domain of [`crate::hash::Secrets::derive`] for the choice of a local address.
+const DRAW_LADDR: u8 = 1;
 
 /// What the packet path did with a packet it did not drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +61,8 @@ impl Placement {
             peer_wscale: 0,
             service,
             real_index: self.real_index as u32,
-            pool: self.pool,
             xlat: Translation::default(),
-            fins: Default::default(),
+            progress: Default::default(),
             handshake: crate::synproxy::NO_HANDSHAKE,
             delivery: NO_DELIVERY,
             storm_key: 0,
@@ -202,6 +201,32 @@ impl Engine {
             src: Endpoint::new(ip.src, l4.src_port),
             dst: Endpoint::new(ip.dst, l4.dst_port),
         };
+        let outcome = self.process_flow(now, &ip, &key, &l4, pkt);
+        // A segment of a connection the engine does not know is answered as
+        // a host answers one for a closed port, so neither end hangs.
+        let unknown_from = match outcome {
+            Err(DropReason::NoConnection) => Some(Side::Client),
+            Err(DropReason::BadCookie) if self.cfg.synproxy.rst_on_bad_cookie => Some(Side::Client),
+            Err(DropReason::StrayReturn) => Some(Side::Real),
+            _ => None,
+        };
+        if let Some(side) = unknown_from {
+            self.answer_unknown(now, &key, &pkt[ip.header_len..], side);
+        }
+        outcome
+    }
+
+    /// The packet path past parsing, for a TCP or UDP flow `key`.
+    fn process_flow(
+        &mut self,
+        now: Instant,
+        ip: &IpInfo,
+        key: &FlowKey,
+        l4: &L4Info,
+        pkt: &mut [u8],
+    ) -> Result<Outcome, DropReason> {
+        let (ip, key, l4) = (*ip, *key, *l4);
+        let proto = key.proto;
         let hash = self.table.hash(&key);
         let found = match self.table.lookup_hashed(hash, &key) {
             // A new SYN, or with SYNProxy a cookie ACK, on a finished
@@ -278,14 +303,6 @@ impl Engine {
         self.services[svc as usize].config.synproxy.then_some(svc)
     }
 
-    /// Our ISN toward a real (RFC 6528): a 4 µs clock plus a keyed hash of
-    /// the real-side tuple, so it grows with time on every (LIP, lport,
-    /// real) and a real's TIME_WAIT accepts a reused tuple.
-    pub(crate) fn real_isn(&self, now: Instant, laddr: Endpoint, real: Endpoint) -> u32 {
-        let h = self.table.secrets().derive(DRAW_ISN, Proto::Tcp, laddr, real, 0);
-        ((now.as_nanos() / 4_000) as u32).wrapping_add(h as u32)
-    }
-
     /// Why a packet with no connection and no service is dropped.
     pub(crate) fn classify_miss(&self, dst: IpAddr, known_proto: bool) -> DropReason {
         if self.laddr_refs.contains_key(&dst) {
@@ -317,14 +334,14 @@ impl Engine {
         let placed = self.place(now, svc_index, key, &[])?;
         let mut xlat = Translation::default();
         if key.proto == Proto::Tcp {
-            xlat.c2r_seq = self.real_isn(now, placed.laddr, placed.real).wrapping_sub(l4.seq);
+            xlat.c2r_seq = self.clock.isn(now, placed.laddr, placed.real).wrapping_sub(l4.seq);
             // The client's timestamps restart from its own per-connection
             // offset: on a reused (LIP, port, real) the real's TIME_WAIT would
             // refuse a lower TSval (PAWS) and the client's SYN would wait a
             // retransmission. Toward the real they run on the same clock the
             // real-side ISN does, which only grows, across restarts too.
             if let Some((tsval, _)) = crate::synproxy::read_options(seg).timestamps {
-                xlat.c2r_ts = self.real_tsval(now, placed.laddr, placed.real).wrapping_sub(tsval);
+                xlat.c2r_ts = self.clock.tsval(now, placed.laddr, placed.real).wrapping_sub(tsval);
             }
         }
         let state = match key.proto {
@@ -365,18 +382,21 @@ impl Engine {
                 .ok_or(DropReason::NoReal)?;
         }
         let real = &service.reals[real_index];
-        let draw = self.table.secrets().derive(DRAW_PORT, key.proto, key.src, key.dst, self.draws);
+        let draw = self.table.secrets().derive(DRAW_LADDR, key.proto, key.src, key.dst, self.draws);
         self.draws = self.draws.wrapping_add(1);
         let n = real.pools.len();
-        let (laddr, pool) = (0..n)
-            .find_map(|k| {
-                let at = (draw as usize).wrapping_add(k) % n;
-                let pool = real.pools[at];
-                let port = self.pools.pool_mut(pool).allocate(now, draw.rotate_left(32))?;
-                Some((Endpoint::new(service.config.laddrs.get(at).copied()?, port), pool))
-            })
-            .ok_or(DropReason::NoLocalPort)?;
-        Ok(Placement { real_index, real: real.endpoint, laddr, pool })
+        let found = (0..n).find_map(|k| {
+            let at = (draw as usize).wrapping_add(k) % n;
+            let pool = real.pools[at];
+            let port = self.pools.pool_mut(pool).allocate(now)?;
+            Some((Endpoint::new(service.config.laddrs.get(at).copied()?, port), pool))
+        });
+        let real = real.endpoint;
+        let Some((laddr, pool)) = found else {
+            self.ports_exhausted(now, svc, real_index);
+            return Err(DropReason::NoLocalPort);
+        };
+        Ok(Placement { real_index, real, laddr, pool })
     }
 
     /// Insert a new connection and count it; on failure its local port goes back.
@@ -388,10 +408,17 @@ impl Engine {
     ) -> Result<crate::conn::ConnId, DropReason> {
         let (svc_index, real_index, state, port) =
             (conn.service as usize, conn.real_index as usize, conn.state, conn.laddr.port);
+        // The port may still name a connection that is over and kept only
+        // for late segments: it makes way.
+        if let Some(l) = self.table.lookup(&conn.real_key())
+            && self.table.get(l.id).is_some_and(|c| c.progress.port_given_back())
+        {
+            self.remove_conn(now, l.id);
+        }
         let id = match self.table.insert(conn) {
             Ok(id) => id,
             Err(e) => {
-                self.pools.pool_mut(pool).release(now, port);
+                self.pools.pool_mut(pool).release(now, port, Reuse::AtOnce);
                 return Err(match e {
                     TableFull::Full => DropReason::TableFull,
                     TableFull::Duplicate => DropReason::NoLocalPort,
@@ -433,25 +460,27 @@ impl Engine {
         let rescale = (conn.real_wscale, conn.client_wscale);
         let mut timeout_state = new;
         if proto == Proto::Tcp {
-            if l4.flags.fin {
-                conn.fins.sent(lookup.side, l4.seq.wrapping_add(l4.seg_len).wrapping_add(xlat.0));
+            if !l4.flags.rst {
+                let end = l4.seq.wrapping_add(l4.seg_len).wrapping_add(xlat.0);
+                conn.progress.sent(lookup.side, end, l4.flags.fin);
             }
             if l4.flags.ack {
-                conn.fins.acked_by(lookup.side, l4.ack);
+                conn.progress.acked_by(lookup.side, l4.ack);
             }
             // The close is over only when both FINs are acknowledged; until
             // then a FIN may be retransmitted, later than the classic
             // few-second closing timeouts, and must still find its entry.
-            if new == TcpState::TimeWait && !conn.fins.closed() {
+            if new == TcpState::TimeWait && !conn.progress.closed() {
                 new = TcpState::LastAck;
             }
-            if conn.fins.unacked()
+            if conn.progress.unacked()
                 && matches!(new, TcpState::FinWait | TcpState::CloseWait | TcpState::LastAck)
             {
                 timeout_state = TcpState::Established;
             }
         }
         conn.state = new;
+        let over = proto == Proto::Tcp && new.is_reusable() && !old.is_reusable();
         let expires = now + self.timeout(service, proto, timeout_state);
         if new == old {
             if let Some(c) = self.table.get_mut(lookup.id) {
@@ -459,6 +488,9 @@ impl Engine {
             }
         } else {
             self.table.set_expiry(lookup.id, expires);
+        }
+        if over {
+            self.connection_over(now, lookup.id);
         }
         let svc = &mut self.services[service as usize];
         let mss_rule = MssRule { clamp: svc.config.mss_clamp.unwrap_or(u16::MAX), less: 0 };
@@ -482,9 +514,18 @@ impl Engine {
         count(&mut svc.stats, to, pkt.len());
         count(&mut self.stats.traffic, to, pkt.len());
         let mss = (l4.flags.syn && mss_rule != MssRule::NONE).then_some(mss_rule);
-        rewrite(pkt, ip, src, dst, xlat, mss, self.cfg.decrement_ttl);
-        if to == Side::Client && rescale.0 != rescale.1 {
-            rescale_window(&mut pkt[ip.header_len..], rescale.0, rescale.1);
+        let tsval = rewrite(pkt, ip, src, dst, xlat, mss, self.cfg.decrement_ttl);
+        match to {
+            // What the real's PAWS and TIME_WAIT will hold the next user of this port to.
+            Side::Real => {
+                if let (Some(ts), Some(c)) = (tsval, self.table.get_mut(lookup.id)) {
+                    c.progress.tsval_sent(ts);
+                }
+            }
+            Side::Client if rescale.0 != rescale.1 => {
+                rescale_window(&mut pkt[ip.header_len..], rescale.0, rescale.1);
+            }
+            Side::Client => {}
         }
         Ok(to)
     }
@@ -530,7 +571,8 @@ impl MssRule {
     }
 }
 
-/// Rewrite addresses, ports and sequence space of a validated packet.
+/// Rewrite addresses, ports and sequence space of a validated packet;
+/// returns the TSval it carries now, if its timestamps were translated.
 ///
 /// `xlat` is (own seq offset, peer seq offset, own TSval offset, peer TSval
 /// offset) for the side the packet came from.
@@ -542,13 +584,16 @@ pub(crate) fn rewrite(
     xlat: (u32, u32, u32, u32),
     mss: Option<MssRule>,
     decrement_ttl: bool,
-) {
+) -> Option<u32> {
     let (head, seg) = pkt.split_at_mut(ip.header_len);
     rewrite_ip_header(head, ip, src.addr, dst.addr, decrement_ttl);
     match ip.protocol {
         ip_protocol::TCP => rewrite_tcp(seg, ip, src, dst, xlat, mss),
-        ip_protocol::UDP => rewrite_udp(seg, ip, src, dst),
-        _ => {}
+        ip_protocol::UDP => {
+            rewrite_udp(seg, ip, src, dst);
+            None
+        }
+        _ => None,
     }
 }
 
@@ -577,7 +622,7 @@ fn rewrite_tcp(
     dst: Endpoint,
     (own_seq, peer_seq, own_ts, peer_ts): (u32, u32, u32, u32),
     mss: Option<MssRule>,
-) {
+) -> Option<u32> {
     let mut t = tcp::Packet::new_unchecked(&mut *seg);
     let mut sum = t.checksum();
     sum = checksum::update_addr(sum, ip.src, src.addr);
@@ -598,13 +643,17 @@ fn rewrite_tcp(
         t.set_ack_number(new);
     }
     let syn = t.flags().syn();
+    let mut tsval = None;
     if t.header_len() > 20 && (peer_seq != 0 || own_ts != 0 || peer_ts != 0 || mss.is_some()) {
-        sum = rewrite_options(t.options_mut(), sum, peer_seq, own_ts, peer_ts, acking, mss.filter(|_| syn));
+        (sum, tsval) =
+            rewrite_options(t.options_mut(), sum, peer_seq, own_ts, peer_ts, acking, mss.filter(|_| syn));
     }
     t.set_checksum(sum);
+    tsval
 }
 
-/// Translate SACK blocks and timestamps, rewrite the MSS; returns the updated checksum.
+/// Translate SACK blocks and timestamps, rewrite the MSS; returns the
+/// updated checksum and the segment's TSval as it is now, if it has one.
 fn rewrite_options(
     opts: &mut [u8],
     mut sum: u16,
@@ -613,21 +662,21 @@ fn rewrite_options(
     peer_ts: u32,
     acking: bool,
     mss_rule: Option<MssRule>,
-) -> u16 {
+) -> (u16, Option<u32>) {
     // Linux's established segments carry NOP, NOP, timestamps and nothing
     // else: translate those in place without walking the list.
     if opts.len() == 12 && opts[..4] == [1, 1, 8, 10] && mss_rule.is_none() {
+        let word = |o: &[u8], at: usize| u32::from_be_bytes([o[at], o[at + 1], o[at + 2], o[at + 3]]);
+        let (tsval, tsecr) = (word(opts, 4), word(opts, 8));
+        let new_val = tsval.wrapping_add(own_ts);
         if own_ts != 0 || (peer_ts != 0 && acking) {
-            let word = |o: &[u8], at: usize| u32::from_be_bytes([o[at], o[at + 1], o[at + 2], o[at + 3]]);
-            let (tsval, tsecr) = (word(opts, 4), word(opts, 8));
-            let new_val = tsval.wrapping_add(own_ts);
             let new_ecr = if acking { tsecr.wrapping_sub(peer_ts) } else { tsecr };
             sum = checksum::update32(sum, tsval, new_val);
             sum = checksum::update32(sum, tsecr, new_ecr);
             opts[4..8].copy_from_slice(&new_val.to_be_bytes());
             opts[8..12].copy_from_slice(&new_ecr.to_be_bytes());
         }
-        return sum;
+        return (sum, Some(new_val));
     }
     // Walk a copy (at most 40 bytes) so the original can be written meanwhile.
     let mut copy = [0u8; 40];
@@ -639,6 +688,7 @@ fn rewrite_options(
         *sum = checksum::update_bytes(*sum, at % 2 == 1, old, new);
         old.copy_from_slice(new);
     };
+    let mut now_tsval = None;
     for item in tcp::options_iter(&copy[..n]) {
         let Ok((at, opt)) = item else { break };
         match opt {
@@ -655,18 +705,21 @@ fn rewrite_options(
                     put(opts, at + 2 + 8 * i, &b, &mut sum);
                 }
             }
-            TcpOption::Timestamps { tsval, tsecr } if own_ts != 0 || (peer_ts != 0 && acking) => {
-                let mut b = [0u8; 8];
-                b[..4].copy_from_slice(&tsval.wrapping_add(own_ts).to_be_bytes());
-                // RFC 7323 §3.2: TSecr is meaningful only with ACK set.
-                let ecr = if acking { tsecr.wrapping_sub(peer_ts) } else { tsecr };
-                b[4..].copy_from_slice(&ecr.to_be_bytes());
-                put(opts, at + 2, &b, &mut sum);
+            TcpOption::Timestamps { tsval, tsecr } => {
+                now_tsval = Some(tsval.wrapping_add(own_ts));
+                if own_ts != 0 || (peer_ts != 0 && acking) {
+                    let mut b = [0u8; 8];
+                    b[..4].copy_from_slice(&tsval.wrapping_add(own_ts).to_be_bytes());
+                    // RFC 7323 §3.2: TSecr is meaningful only with ACK set.
+                    let ecr = if acking { tsecr.wrapping_sub(peer_ts) } else { tsecr };
+                    b[4..].copy_from_slice(&ecr.to_be_bytes());
+                    put(opts, at + 2, &b, &mut sum);
+                }
             }
             _ => {}
         }
     }
-    sum
+    (sum, now_tsval)
 }
 
 fn rewrite_udp(seg: &mut [u8], ip: &IpInfo, src: Endpoint, dst: Endpoint) {

@@ -4,6 +4,7 @@ use crate::addr::Endpoint;
 use crate::config::ServiceConfig;
 use crate::laddr::PoolId;
 use crate::sched::Scheduler;
+use crate::time::Instant;
 
 /// Packets and bytes in each direction, and connections made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +54,21 @@ pub struct Real {
     pub pools: Vec<PoolId>,
     /// SYNProxy handshakes with this real: RTT, retransmits, failovers.
     pub handshake: crate::synproxy::HandshakeStats,
+    /// New connections toward this real that found no free local port.
+    pub no_port: PortExhaustion,
+}
+
+/// New connections toward a real that found every local port in use or
+/// resting, and when the operator was last told
+/// ([`crate::Event::PortsExhausted`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortExhaustion {
+    /// Connections dropped for it, in all.
+    pub dropped: u64,
+    /// Dropped since the operator was last told.
+    pub(crate) untold: u64,
+    /// When the operator was last told.
+    pub(crate) told_at: Option<Instant>,
 }
 
 impl Real {

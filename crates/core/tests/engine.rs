@@ -385,3 +385,199 @@ fn client_timestamps_run_on_the_balancer_clock_toward_the_real() {
     // The same (LIP, port, real) later: a higher TSval, whatever the client chose.
     assert!(real_ts[1].wrapping_sub(real_ts[0]) as i32 >= 10_000, "{real_ts:?}");
 }
+
+/// Everything the engine built, in order, with the side each goes to.
+fn drain(lb: &mut rvs_core::Engine) -> Vec<(Vec<u8>, Side)> {
+    let mut buf = [0u8; 2048];
+    let mut out = Vec::new();
+    while let Some((len, side)) = lb.poll_transmit(&mut buf) {
+        out.push((buf[..len].to_vec(), side));
+    }
+    out
+}
+
+/// One FullNAT connection from `client`: the handshake, a request of
+/// `request` bytes and a 100-byte answer. Returns what the real saw of the
+/// SYN, for the real's packets to be built from.
+fn request(lb: &mut rvs_core::Engine, t: Instant, client: &str, request: u32) -> Seen {
+    let mut syn = tcp(client, VIP, 1000, None, Flags::SYN, &[]);
+    assert_eq!(lb.handle(t, &mut syn), Verdict::Forward { to: Side::Real });
+    let s = parse(&syn);
+    let mut synack = tcp_raw(s.dst, s.src, 5000, Some(s.seq.wrapping_add(1)), Flags::SYN | Flags::ACK, &[]);
+    assert_eq!(lb.handle(t, &mut synack), Verdict::Forward { to: Side::Client });
+    let mut data = tcp(client, VIP, 1001, Some(5001), Flags::ACK, &vec![b'x'; request as usize]);
+    assert_eq!(lb.handle(t, &mut data), Verdict::Forward { to: Side::Real });
+    let isn_end = s.seq.wrapping_add(1 + request);
+    let mut answer = tcp_raw(s.dst, s.src, 5001, Some(isn_end), Flags::ACK, &[b'y'; 100]);
+    assert_eq!(lb.handle(t, &mut answer), Verdict::Forward { to: Side::Client });
+    s
+}
+
+/// The real closes first (as a web server after `Connection: close`), the client follows.
+fn real_closes(lb: &mut rvs_core::Engine, t: Instant, client: &str, s: &Seen, request: u32) {
+    let isn_end = s.seq.wrapping_add(1 + request);
+    let mut fin = tcp_raw(s.dst, s.src, 5101, Some(isn_end), Flags::FIN | Flags::ACK, &[]);
+    assert_eq!(lb.handle(t, &mut fin), Verdict::Forward { to: Side::Client });
+    let mut fin2 = tcp(client, VIP, 1001 + request, Some(5102), Flags::FIN | Flags::ACK, &[]);
+    assert_eq!(lb.handle(t, &mut fin2), Verdict::Forward { to: Side::Real });
+    let mut last = tcp_raw(s.dst, s.src, 5102, Some(isn_end.wrapping_add(1)), Flags::ACK, &[]);
+    assert_eq!(lb.handle(t, &mut last), Verdict::Forward { to: Side::Client });
+    assert_eq!(lb.conns().find(|c| c.laddr == s.src.into()).unwrap().state, TcpState::TimeWait);
+}
+
+#[test]
+fn closed_ports_are_reused_at_once_least_recently_used_first() {
+    // Two ports: a burst of short connections never runs out.
+    let mut lb = lb_with(&["10.2.0.1:8080"], |c| c.port_range = (5000, 5001), SchedKind::Rr);
+    let mut t = Instant::from_secs(100);
+    let mut ports = Vec::new();
+    let mut isn_after = [None, None];
+    for i in 0..20u16 {
+        let client = format!("192.0.2.9:{}", 2000 + i);
+        let s = request(&mut lb, t, &client, 50);
+        let slot = usize::from(s.src.port() - 5000);
+        // A reused port starts past where its last connection ended.
+        if let Some(end) = isn_after[slot] {
+            assert!((s.seq.wrapping_sub(end) as i32) > 0, "ISN {} not past {end}", s.seq);
+        }
+        isn_after[slot] = Some(s.seq.wrapping_add(1 + 50 + 1));
+        // A 10 ms exchange; the next connection follows at once, long before
+        // the balancer's 3 s TIME_WAIT is out.
+        t += Duration::from_millis(10);
+        real_closes(&mut lb, t, &client, &s, 50);
+        ports.push(s.src.port());
+        t += Duration::from_millis(1);
+        lb.handle_timeout(t);
+    }
+    assert_eq!(lb.stats().drops.get(DropReason::NoLocalPort), 0);
+    // The entry of a closed connection makes way for the next user of its port.
+    assert_eq!(lb.conn_count(), 2);
+    assert_eq!(lb.stats().conns_removed, 18);
+    // The least recently used port each time: they take turns.
+    assert!(ports.windows(2).all(|w| w[0] != w[1]), "{ports:?}");
+    assert!(drain(&mut lb).is_empty(), "closed connections get no RSTs");
+}
+
+#[test]
+fn ports_the_real_might_refuse_rest_for_the_quarantine() {
+    let one = |c: &mut rvs_core::EngineConfig| c.port_range = (5000, 5000);
+    let t0 = Instant::from_secs(100);
+    // An upload faster than the ISN clock (10 MB within a second): the
+    // next ISN would not be past its end.
+    let mut lb = lb_with(&["10.2.0.1:8080"], one, SchedKind::Rr);
+    let s = request(&mut lb, t0, CLIENT, 50);
+    let upload = 10_000_000u32;
+    let mut data = tcp(CLIENT, VIP, 1051 + upload, Some(5101), Flags::ACK, b"z");
+    assert_eq!(lb.handle(t0, &mut data), Verdict::Forward { to: Side::Real });
+    real_closes(&mut lb, t0, CLIENT, &Seen { seq: s.seq.wrapping_add(upload + 1), ..s }, 50);
+    lb.handle_timeout(t0 + Duration::from_secs(4));
+    assert_eq!(lb.conn_count(), 0);
+    let mut syn = tcp("192.0.2.9:1", VIP, 1, None, Flags::SYN, &[]);
+    assert_eq!(lb.handle(t0 + Duration::from_secs(4), &mut syn), Verdict::Drop(DropReason::NoLocalPort));
+    // After the quarantine (60 s, up to twice that) it is back.
+    lb.handle_timeout(t0 + Duration::from_secs(125));
+    let mut syn = tcp("192.0.2.9:2", VIP, 1, None, Flags::SYN, &[]);
+    assert_eq!(lb.handle(t0 + Duration::from_secs(125), &mut syn), Verdict::Forward { to: Side::Real });
+
+    // A connection that expired while open rests too (and both sides got RSTs).
+    let mut lb = lb_with(&["10.2.0.1:8080"], one, SchedKind::Rr);
+    let _ = request(&mut lb, t0, CLIENT, 50);
+    lb.handle_timeout(t0 + Duration::from_secs(1000));
+    assert_eq!(lb.conn_count(), 0);
+    assert_eq!(drain(&mut lb).len(), 2);
+    let mut syn = tcp("192.0.2.9:3", VIP, 1, None, Flags::SYN, &[]);
+    assert_eq!(lb.handle(t0 + Duration::from_secs(1000), &mut syn), Verdict::Drop(DropReason::NoLocalPort));
+}
+
+#[test]
+fn running_out_of_ports_is_told_once_per_interval_with_the_count() {
+    let mut lb = lb_with(&["10.2.0.1:8080"], |c| c.port_range = (5000, 5000), SchedKind::Rr);
+    let t0 = Instant::from_secs(100);
+    let mut syn = tcp("192.0.2.9:1", VIP, 1, None, Flags::SYN, &[]);
+    let _ = lb.handle(t0, &mut syn);
+    for (i, secs) in [0u64, 1, 2, 11, 12].into_iter().enumerate() {
+        let mut syn = tcp(&format!("192.0.2.9:{}", 100 + i), VIP, 1, None, Flags::SYN, &[]);
+        assert_eq!(
+            lb.handle(t0 + Duration::from_secs(secs), &mut syn),
+            Verdict::Drop(DropReason::NoLocalPort)
+        );
+    }
+    let events: Vec<_> = core::iter::from_fn(|| lb.poll_event()).collect();
+    let told = |dropped| rvs_core::Event::PortsExhausted {
+        proto: Proto::Tcp,
+        vip: ep(VIP),
+        real: ep("10.2.0.1:8080"),
+        dropped,
+    };
+    assert_eq!(events, [told(1), told(3)]);
+    assert_eq!(lb.service(Proto::Tcp, ep(VIP)).unwrap().reals[0].no_port.dropped, 5);
+    assert_eq!(lb.stats().drops.get(DropReason::NoLocalPort), 5);
+}
+
+#[test]
+fn an_expired_open_connection_is_reset_on_both_sides_exactly() {
+    let mut lb = lb(&["10.2.0.1:8080"]);
+    let t0 = Instant::from_secs(100);
+    let s = request(&mut lb, t0, CLIENT, 50);
+    // The client acknowledges the answer; then both sides go quiet.
+    let mut ack = tcp(CLIENT, VIP, 1051, Some(5101), Flags::ACK, &[]);
+    let _ = lb.handle(t0, &mut ack);
+    assert!(drain(&mut lb).is_empty());
+    lb.handle_timeout(t0 + Duration::from_secs(899));
+    assert_eq!(lb.conn_count(), 1, "ESTABLISHED lasts 900 s, as in kernel IPVS");
+    lb.handle_timeout(t0 + Duration::from_secs(901));
+    assert_eq!(lb.conn_count(), 0);
+    let out = drain(&mut lb);
+    assert_eq!(out.len(), 2);
+    let (to_real, to_client) = (parse(&out[0].0), parse(&out[1].0));
+    assert_eq!((out[0].1, out[1].1), (Side::Real, Side::Client));
+    // Each with the sequence number its receiver expects next, in its own numbering.
+    assert_eq!((to_real.src, to_real.dst), (s.src, s.dst));
+    assert_eq!(to_real.seq, s.seq.wrapping_add(51));
+    assert_eq!((to_client.src.to_string(), to_client.dst.to_string()), (VIP.to_owned(), CLIENT.to_owned()));
+    assert_eq!(to_client.seq, 5101);
+    for r in [&to_real, &to_client] {
+        assert!(r.flags.rst() && !r.flags.ack() && r.checksums_ok);
+    }
+    assert_eq!(lb.stats().conns_reset, 1);
+    assert_eq!(lb.reset_stats().forgotten, 2);
+    // Flushing does the same to what is still open, and nothing to what is closed.
+    let s = request(&mut lb, t0, "192.0.2.1:1", 10);
+    let _ = request(&mut lb, t0, "192.0.2.1:2", 10);
+    real_closes(&mut lb, t0, "192.0.2.1:1", &s, 10);
+    lb.flush_conns(t0);
+    assert_eq!(drain(&mut lb).len(), 2);
+    assert_eq!(lb.stats().conns_reset, 2);
+}
+
+#[test]
+fn segments_of_unknown_connections_are_answered_within_the_rate() {
+    let mut lb = lb_with(&["10.2.0.1:8080"], |c| c.reset_rate = 2, SchedKind::Rr);
+    let t = Instant::from_secs(100);
+    // A client's request after the balancer forgot its connection.
+    let mut late = tcp(CLIENT, VIP, 1051, Some(5101), Flags::ACK | Flags::PSH, b"GET /");
+    assert_eq!(lb.handle(t, &mut late), Verdict::Drop(DropReason::NoConnection));
+    // A real's segment to a local port with no connection.
+    let mut stray = tcp("10.2.0.1:8080", LIP_PORT, 9000, Some(777), Flags::ACK, &[]);
+    assert_eq!(lb.handle(t, &mut stray), Verdict::Drop(DropReason::StrayReturn));
+    // An RST is never answered.
+    let mut rst = tcp(CLIENT, VIP, 1051, Some(5101), Flags::RST | Flags::ACK, &[]);
+    assert_eq!(lb.handle(t, &mut rst), Verdict::Drop(DropReason::NoConnection));
+    let out = drain(&mut lb);
+    assert_eq!(out.len(), 2);
+    let (to_client, to_real) = (parse(&out[0].0), parse(&out[1].0));
+    assert_eq!(
+        (to_client.src.to_string(), to_client.dst.to_string(), to_client.seq),
+        (VIP.into(), CLIENT.into(), 5101)
+    );
+    assert_eq!(
+        (to_real.src.to_string(), to_real.dst.to_string(), to_real.seq),
+        (LIP_PORT.into(), "10.2.0.1:8080".into(), 777)
+    );
+    assert_eq!((out[0].1, out[1].1), (Side::Client, Side::Real));
+    // Two per second: the third is counted, not sent.
+    let mut late = tcp(CLIENT, VIP, 1051, Some(5101), Flags::ACK, &[]);
+    assert_eq!(lb.handle(t, &mut late), Verdict::Drop(DropReason::NoConnection));
+    assert!(drain(&mut lb).is_empty());
+    assert_eq!((lb.reset_stats().answered, lb.reset_stats().rate_limited), (2, 1));
+}

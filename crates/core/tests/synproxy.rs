@@ -1082,3 +1082,88 @@ fn defer_rs_syn_opens_the_real_only_when_the_client_sends_data() {
     assert_eq!(replayed, vec![Vec::new(), b"GET /".to_vec()]);
     assert_eq!(lb.conns().next().unwrap().state, TcpState::Established);
 }
+
+#[test]
+fn an_expired_spliced_connection_is_reset_on_both_sides_exactly() {
+    let mut lb = splb(&[REAL_A], |_| {});
+    let (c, rsyn, replayed) = spliced(&mut lb, T0, b"GET / HTTP/1.1\r\n\r\n", 7);
+    let our_isn = parse(&rsyn).seq;
+    assert_eq!(parse(&replayed).payload.len(), 18);
+    // The real answers 100 bytes; the client acknowledges them.
+    let s = parse(&rsyn);
+    let mut answer = seg(
+        &s.dst.to_string(),
+        &s.src.to_string(),
+        50001,
+        Some(our_isn.wrapping_add(19)),
+        Flags::ACK,
+        502,
+        &opt::ts(9001, 0),
+        &[b'y'; 100],
+    );
+    assert_eq!(lb.handle(T0, &mut answer), Verdict::Forward { to: Side::Client });
+    let mut ack = c.pkt(18, 100, Flags::ACK, &[], &[]);
+    assert_eq!(lb.handle(T0, &mut ack), Verdict::Forward { to: Side::Real });
+    assert!(drain(&mut lb).is_empty());
+    lb.handle_timeout(T0 + Duration::from_secs(901));
+    assert_eq!(lb.conn_count(), 0);
+    let out = drain(&mut lb);
+    assert_eq!(out.len(), 2);
+    let (to_real, to_client) = (parse(&out[0].0), parse(&out[1].0));
+    assert_eq!((out[0].1, out[1].1), (Side::Real, Side::Client));
+    // The real expects the byte after the request in its numbering; the
+    // client the byte after the answer in the cookie's.
+    assert_eq!((to_real.src, to_real.dst, to_real.seq), (s.src, s.dst, our_isn.wrapping_add(19)));
+    assert_eq!(to_client.dst.to_string(), CLIENT);
+    assert_eq!(to_client.seq, c.cookie.wrapping_add(101));
+    assert!(to_real.flags.rst() && to_client.flags.rst());
+    // The client's next request finds no connection: its ACK carries no
+    // valid cookie, and is answered with an RST.
+    let mut next = c.pkt(18, 100, Flags::ACK, &[], b"GET /2");
+    assert_eq!(lb.handle(T0 + Duration::from_secs(902), &mut next), Verdict::Drop(DropReason::BadCookie));
+    let rst = parse(&one(&mut lb, Side::Client));
+    assert_eq!(rst.seq, c.cookie.wrapping_add(101));
+}
+
+#[test]
+fn a_proven_client_with_no_port_left_is_reset_at_once() {
+    let mut lb = splb(&[REAL_A], |c| c.port_range = (5000, 5000));
+    let _ = open(&mut lb, T0, CLIENT, 1000, &[]);
+    let synack = syn(&mut lb, T0, "192.0.2.7:4000", 7, &opt::linux(100));
+    let cookie = parse(&synack).seq;
+    let ts = opt::ts(101, opts_of(&synack).ts.unwrap().0);
+    let mut ack = seg("192.0.2.7:4000", VIP, 8, Some(cookie.wrapping_add(1)), Flags::ACK, 502, &ts, &[]);
+    assert_eq!(lb.handle(T0, &mut ack), Verdict::Drop(DropReason::NoLocalPort));
+    let rst = parse(&one(&mut lb, Side::Client));
+    assert!(rst.flags.rst());
+    assert_eq!((rst.dst.to_string(), rst.seq), ("192.0.2.7:4000".to_owned(), cookie.wrapping_add(1)));
+    assert_eq!(lb.conn_count(), 1);
+}
+
+#[test]
+fn a_syn_refused_by_the_reals_time_wait_resets_it_and_is_sent_again() {
+    let mut lb = splb(&[REAL_A, REAL_B], |_| {});
+    let (_, rsyn) = open(&mut lb, T0, CLIENT, 1000, b"GET /");
+    let s = parse(&rsyn);
+    // The real still holds the tuple in TIME_WAIT and answers our SYN with an
+    // ACK of the old connection.
+    let old_ack = s.seq.wrapping_sub(5000);
+    let refuse = |lb: &mut Engine, to: &[u8]| {
+        let s = parse(to);
+        let mut dup =
+            seg(&s.dst.to_string(), &s.src.to_string(), 777, Some(old_ack), Flags::ACK, 502, &[], &[]);
+        assert_eq!(lb.handle(T0 + ms(1), &mut dup), Verdict::Absorbed);
+        drain(lb)
+    };
+    let out = refuse(&mut lb, &rsyn);
+    assert_eq!(out.len(), 2, "an RST and the SYN again");
+    let (rst, again) = (parse(&out[0].0), parse(&out[1].0));
+    assert!(rst.flags.rst() && rst.seq == old_ack && rst.dst == s.dst && rst.src == s.src);
+    assert!(again.flags.syn() && again.seq == s.seq && again.dst == s.dst);
+    assert_eq!(lb.synproxy_stats().refused, 1);
+    // Refused again: the tries are spent, the client moves to the other real.
+    let out = refuse(&mut lb, &out[1].0);
+    let moved = parse(&out.last().unwrap().0);
+    assert!(moved.flags.syn() && moved.dst != s.dst, "{moved:?}");
+    assert_eq!(lb.synproxy_stats().failovers, 1);
+}

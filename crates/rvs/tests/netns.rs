@@ -348,21 +348,24 @@ fn adm_builds_a_service_and_save_restore_round_trips(driver: Driver) {
     assert!(!lab.ctl.exists(), "control socket removed");
 }
 
-/// `n` sequential requests that the real closes first (so each leaves its
-/// (LIP, port, real) in the real's TIME_WAIT); the slowest one's seconds.
-fn closing_requests(lab: &Lab, n: usize) -> f64 {
-    let mut slowest = 0.0f64;
-    for i in 0..n {
-        let out = lab
-            .client()
-            .cmd("curl", ["-sS", "-o", "/dev/null", "-w", "%{time_total}", "--max-time", "10"])
-            .args(["-H", "Connection: close", &lab.url("/")])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "request {i}: {}", String::from_utf8_lossy(&out.stderr));
-        slowest = slowest.max(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap());
+/// One request that the real closes first (so it leaves its (LIP, port,
+/// real) in the real's TIME_WAIT): its seconds, or curl's complaint.
+fn closing_request(lab: &Lab) -> Result<f64, String> {
+    let out = lab
+        .client()
+        .cmd("curl", ["-sS", "-o", "/dev/null", "-w", "%{time_total}", "--max-time", "10"])
+        .args(["-H", "Connection: close", &lab.url("/")])
+        .output()
+        .unwrap();
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
     }
-    slowest
+}
+
+/// `n` sequential [`closing_request`]s, each of which must succeed; the slowest one's seconds.
+fn closing_requests(lab: &Lab, n: usize) -> f64 {
+    (0..n).map(|i| closing_request(lab).unwrap_or_else(|e| panic!("request {i}: {e}"))).fold(0.0, f64::max)
 }
 
 /// SYNs the reals refused in TIME_WAIT because their timestamp was older.
@@ -403,12 +406,146 @@ fn restart_keeps_reused_ports_acceptable_to_the_reals_time_wait() {
     assert_eq!(refused, 0, "reals refused {refused} SYNs on reused ports after a restart");
     assert!(slowest < 0.9, "a request took {slowest} s after the restart");
     // The contrast: a new secret. 16 reused tuples, each refused with
-    // probability 1/2 (all pass with probability 2^-16).
+    // probability 1/2 (all pass with probability 2^-16). A refused SYN costs
+    // the client a retransmission, on a new port that may be refused in
+    // turn, so a request may run out of time here: only the refusals count.
     std::fs::remove_file(lab.dir.join("secret")).unwrap();
     restart(&mut lab);
     let before = paws_timewait(&lab);
-    closing_requests(&lab, 16);
+    for _ in 0..16 {
+        let _ = closing_request(&lab);
+    }
     assert!(paws_timewait(&lab) > before, "a new secret went unnoticed: the check above cannot fail");
+}
+
+/// What counts SYNs refused on a reused tuple, each summed: the reals'
+/// PAWS refusals in TIME_WAIT, and, for a SYN refused by sequence number,
+/// which the real answers with an ACK of the old connection and counts
+/// nowhere, the client's SYN retransmissions (plain FullNAT: the client gets
+/// that ACK, resets the TIME_WAIT and tries again) or SYNProxy's own count
+/// of such ACKs (`syn_refused`).
+fn refusals(lab: &Lab) -> BTreeMap<String, u64> {
+    let mut sum = BTreeMap::new();
+    for ns in lab.topo.ns_reals() {
+        for (k, v) in harness::probes::tcp_ext(ns) {
+            if k == "PAWSTimewait" || k == "TWRecycled" {
+                *sum.entry(format!("real {k}")).or_insert(0) += v;
+            }
+        }
+    }
+    let client = harness::probes::tcp_ext(lab.client());
+    sum.insert("client TCPSynRetrans".to_owned(), client.get("TCPSynRetrans").copied().unwrap_or(0));
+    let refused = lab.metric_with("rvs_synproxy_events_total", &[("event", "syn_refused")]).unwrap_or(0);
+    sum.insert("SYNProxy syn_refused".to_owned(), refused);
+    sum
+}
+
+/// One local address, one real, new connections far beyond the local
+/// ports: each port comes back as soon as its connection is over, least
+/// recently used first, and the real accepts every SYN on a tuple it still
+/// holds in TIME_WAIT: no `no_local_port`, no PAWS or TIME_WAIT refusal at
+/// the real, no SYN retransmission by the client; with client timestamps
+/// on and off, with a 1 MB download per connection, and with SYNProxy.
+/// A closed connection's port goes back at once, so 256 local ports are
+/// plenty for 32 connections at a time, and each comes back many times
+/// within seconds, at any rate. (The client keeps no TIME_WAIT of its own,
+/// so that its ports last whatever the rate.)
+fn ports_come_back_at_once_and_the_real_accepts_every_reuse(driver: Driver) {
+    const PORTS: u64 = 256;
+    for synproxy in [false, true] {
+        let spec = LabSpec {
+            driver,
+            laddrs: 1,
+            weights: vec![1, 0],
+            metrics: true,
+            synproxy,
+            extra: "[engine]\nport_range = [20000, 20255]\n".to_owned(),
+            ..LabSpec::default()
+        };
+        let Some(lab) = Lab::start(if synproxy { "reusesyn" } else { "reuse" }, spec) else { return };
+        let sysctl = |key: &str, value: &str| {
+            let path = format!("/proc/sys/net/ipv4/{key}");
+            let value = value.to_owned();
+            lab.client().run_in(move || std::fs::write(&path, value)).unwrap().unwrap();
+        };
+        sysctl("tcp_max_tw_buckets", "0");
+        let mut variants = vec![("timestamps", "/", "1"), ("no timestamps", "/", "0")];
+        if !synproxy {
+            variants.push(("1 MB download", "/big", "1"));
+        }
+        for (variant, path, timestamps) in variants {
+            sysctl("tcp_timestamps", timestamps);
+            let what = format!("{}{variant}", if synproxy { "SYNProxy, " } else { "" });
+            let (before, logged) = (refusals(&lab), lab.access_log(0).len());
+            let w = lab.wrk_path(if path == "/" { 5 } else { 8 }, 32, true, path);
+            assert!(w.socket_errors.is_none(), "{what}: {}", w.text);
+            assert_eq!(w.non_2xx, 0, "{what}: {}", w.text);
+            let log = lab.access_log(0);
+            let ports: std::collections::HashSet<&String> = log[logged..].iter().collect();
+            eprintln!("{what}: {} requests over {} local ports", log.len() - logged, ports.len());
+            assert!(ports.len() as u64 <= PORTS);
+            assert!((log.len() - logged) as u64 > 2 * PORTS, "{what}: ports hardly reused: {}", w.text);
+            let after = refusals(&lab);
+            // Bulk downloads fill the balancer's queues until TCP backs off,
+            // and what overflows includes SYNs; and with SYNProxy the client's
+            // SYNs never reach a real. There the client's retransmissions say
+            // nothing of refusals.
+            let client_syns_tell = path == "/" && !synproxy;
+            let moved: Vec<String> = after
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(v) && (client_syns_tell || !k.starts_with("client")))
+                .map(|(k, v)| format!("{k} {} -> {v}", before.get(k).copied().unwrap_or(0)))
+                .collect();
+            assert!(moved.is_empty(), "{what}: reused tuples refused: {moved:?}");
+            assert_eq!(lab.metric_with("rvs_drops_total", &[("reason", "no_local_port")]), Some(0), "{what}");
+        }
+    }
+}
+
+/// A keep-alive client idle past the established timeout: the balancer
+/// resets both sides when it forgets the connection, so the real's socket
+/// is gone and the client's next request fails at once (rather than wait
+/// for its own retransmissions to give up, minutes later); with and
+/// without SYNProxy.
+fn an_idle_connection_past_its_timeout_is_reset_on_both_sides(driver: Driver) {
+    use std::io::{Read, Write};
+    for synproxy in [false, true] {
+        let spec = LabSpec { driver, metrics: true, synproxy, weights: vec![1, 0], ..LabSpec::default() };
+        let Some(lab) = Lab::start(if synproxy { "idlesyn" } else { "idle" }, spec) else { return };
+        lab.adm_ok(&["--set", "3", "0", "0"]);
+        let vip = std::net::SocketAddr::from((lab.vip(), 80));
+        let mut s = lab.client().run_in(move || std::net::TcpStream::connect(vip)).unwrap().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let request = b"GET / HTTP/1.1\r\nHost: rvs\r\n\r\n";
+        s.write_all(request).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"real0\n") {
+            let n = s.read(&mut buf).expect("first response");
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let real = &lab.topo.ns_reals()[0];
+        let established = || real.run("ss", ["-tnH", "state", "established", "( sport = :80 )"]).unwrap();
+        assert_eq!(established().lines().count(), 1, "{}", established());
+        // Idle past the 3 s timeout: the balancer forgets the connection and
+        // resets both sides.
+        let gone = harness::wait_until(Duration::from_secs(10), || established().trim().is_empty());
+        assert!(gone.is_ok(), "the real still holds the connection: {}", established());
+        let start = std::time::Instant::now();
+        let next = s.write_all(request).and_then(|()| s.read(&mut buf));
+        let waited = start.elapsed();
+        match next {
+            Err(e) => assert!(
+                matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe),
+                "synproxy {synproxy}: the next request failed with {e}, not a reset"
+            ),
+            Ok(n) => panic!("synproxy {synproxy}: the next request got {n} bytes after the timeout"),
+        }
+        assert!(waited < Duration::from_secs(1), "the reset took {waited:?}");
+        assert!(lab.metric("rvs_conns_reset_total").unwrap() >= 1);
+        assert!(lab.metric_with("rvs_resets_total", &[("cause", "forgotten")]).unwrap() >= 2);
+    }
 }
 
 /// `xdp_mode = "auto"` with two workers pinned to CPUs 1 and 0: native XDP
@@ -467,4 +604,6 @@ on_every_driver!(
     reload_under_load_loses_no_connection,
     bad_reload_and_bogus_commands_change_nothing,
     adm_builds_a_service_and_save_restore_round_trips,
+    ports_come_back_at_once_and_the_real_accepts_every_reuse,
+    an_idle_connection_past_its_timeout_is_reset_on_both_sides,
 );

@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(t.tcp(TcpState::Established), Duration::from_secs(900));
         let m = Command::SetTimeouts { tcp: 0, tcp_fin: 20, udp: 0 }.edit(&m).unwrap();
         assert_eq!(m.timeouts.tcp(TcpState::FinWait), Duration::from_secs(20));
-        assert_eq!(m.timeouts.tcp(TcpState::Established), Duration::from_secs(90));
+        assert_eq!(m.timeouts.tcp(TcpState::Established), Duration::from_secs(900));
         let t = m.services[&k].config.timeouts.unwrap();
         assert_eq!(t.tcp(TcpState::FinWait), Duration::from_secs(20));
         assert_eq!(t.tcp(TcpState::Established), Duration::from_secs(900));

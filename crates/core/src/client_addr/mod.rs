@@ -47,7 +47,7 @@ use rvs_wire::tcp::{self, TcpOption};
 
 use crate::addr::Endpoint;
 use crate::config::ProxyProtocol;
-use crate::conn::{ConnId, Lookup};
+use crate::conn::{ConnId, Lookup, seq_after};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::Engine;
@@ -442,11 +442,6 @@ impl Engine {
             self.resend_header(id, index);
         }
     }
-}
-
-/// `a` later than `b` in sequence space (RFC 9293 §3.4).
-fn seq_after(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) > 0
 }
 
 /// Show a real→client segment as acknowledging nothing past `start`, the

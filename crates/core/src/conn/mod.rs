@@ -12,7 +12,6 @@ mod timer;
 pub use table::{ConnId, ConnTable, Lookup, TableFull};
 
 use crate::addr::{Endpoint, FlowKey, Proto};
-use crate::laddr::PoolId;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 
@@ -48,29 +47,46 @@ impl Translation {
     }
 }
 
-/// The FINs of a TCP connection: seen, and acknowledged by the other side.
+/// Whether sequence number `a` comes after `b` (RFC 9293 §3.4, modulo 2^32).
+pub(crate) fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// How far each side of a TCP connection has got: where what it sent ends,
+/// its FIN and whether the other side acknowledged it, and the latest TSval
+/// sent toward the real.
 ///
 /// The classic closing timeouts are a few seconds, shorter than a peer's
 /// retransmission timeout after losses. Tracking the FINs lets the engine
 /// keep a closing connection while a FIN is still unacknowledged (its
 /// sender will retransmit it) and apply the short timeouts only once the
-/// close has really happened.
+/// close has really happened. The ends also give the sequence numbers of
+/// the RSTs the engine sends both sides when it forgets a connection that
+/// is still open, and, with the TSval, tell whether the real's TIME_WAIT
+/// would accept a new SYN on the same local port (`real_clock.rs`).
 ///
-/// Packed: nine bytes, not twelve, so that with the client-address index a
-/// connection still fits its 144-byte budget.
+/// Packed: 13 bytes, so that a connection keeps its 144-byte budget.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C, packed)]
-pub struct Fins {
-    /// Sequence number just past each side's FIN (`[client, real]`), in the
-    /// receiving side's numbering, so its ACKs compare directly.
-    pub end: [u32; 2],
-    /// Bits: 1 client FIN seen, 2 real FIN seen, 4 client FIN acked, 8 real FIN acked.
-    pub bits: u8,
+pub struct Progress {
+    /// Sequence number just past what each side sent (`[client, real]`),
+    /// its FIN included, in the receiving side's numbering, so its ACKs
+    /// compare directly.
+    end: [u32; 2],
+    /// The latest TSval sent toward the real, in the real's view.
+    tsval_to_real: u32,
+    /// Bits: 1 client FIN seen, 2 real FIN seen, 4 client FIN acked, 8 real
+    /// FIN acked, 16 client end known, 32 real end known, 64 TSval known,
+    /// 128 local port given back.
+    bits: u8,
 }
 
-impl Fins {
-    const SEEN: [u8; 2] = [1, 2];
+impl Progress {
+    const FIN: [u8; 2] = [1, 2];
     const ACKED: [u8; 2] = [4, 8];
+    const END: [u8; 2] = [16, 32];
+    const TSVAL: u8 = 64;
+    const PORT_BACK: u8 = 128;
 
     fn index(side: Side) -> usize {
         match side {
@@ -79,19 +95,49 @@ impl Fins {
         }
     }
 
-    /// Note a FIN from `side` ending at `end` (receiver's numbering).
-    pub fn sent(&mut self, side: Side, end: u32) {
+    /// Note a segment from `side` ending at `end` (receiver's numbering),
+    /// a FIN if `fin`. Only the furthest end counts: a retransmission or a
+    /// reordered segment does not move it back.
+    pub fn sent(&mut self, side: Side, end: u32, fin: bool) {
         let i = Self::index(side);
-        self.end[i] = end;
-        self.bits = (self.bits | Self::SEEN[i]) & !Self::ACKED[i];
+        let known = self.bits & Self::END[i] != 0;
+        if !known || seq_after(end, self.end[i]) {
+            self.end[i] = end;
+        }
+        self.bits |= Self::END[i];
+        if fin {
+            self.bits = (self.bits | Self::FIN[i]) & !Self::ACKED[i];
+        }
     }
 
     /// Note an acknowledgement number sent by `side`: it may cover the other side's FIN.
     pub fn acked_by(&mut self, side: Side, ack: u32) {
         let other = 1 - Self::index(side);
-        if self.bits & Self::SEEN[other] != 0 && ack.wrapping_sub(self.end[other]) as i32 >= 0 {
+        if self.bits & Self::FIN[other] != 0 && ack.wrapping_sub(self.end[other]) as i32 >= 0 {
             self.bits |= Self::ACKED[other];
         }
+    }
+
+    /// Note a TSval sent toward the real (its view); the latest counts.
+    pub fn tsval_sent(&mut self, tsval: u32) {
+        let latest = self.tsval_to_real;
+        if self.bits & Self::TSVAL == 0 || seq_after(tsval, latest) {
+            self.tsval_to_real = tsval;
+        }
+        self.bits |= Self::TSVAL;
+    }
+
+    /// Where what `side` sent ends (its FIN included), in the other side's
+    /// numbering: the sequence number the other side expects next, once it
+    /// has everything.
+    pub fn end(self, side: Side) -> Option<u32> {
+        let i = Self::index(side);
+        (self.bits & Self::END[i] != 0).then_some(self.end[i])
+    }
+
+    /// The latest TSval sent toward the real, if any segment carried one.
+    pub fn tsval_to_real(self) -> Option<u32> {
+        (self.bits & Self::TSVAL != 0).then_some(self.tsval_to_real)
     }
 
     /// Whether a FIN was sent that the other side has not acknowledged yet.
@@ -102,7 +148,18 @@ impl Fins {
 
     /// Whether both sides' FINs are acknowledged.
     pub fn closed(self) -> bool {
-        self.bits == 15
+        self.bits & 15 == 15
+    }
+
+    /// Note that the connection's local port went back to its pool while
+    /// the entry stays for late segments (the connection is over).
+    pub fn give_port_back(&mut self) {
+        self.bits |= Self::PORT_BACK;
+    }
+
+    /// Whether the local port went back to its pool already.
+    pub fn port_given_back(self) -> bool {
+        self.bits & Self::PORT_BACK != 0
     }
 }
 
@@ -132,12 +189,10 @@ pub struct Conn {
     pub service: u32,
     /// Index of the real in its service.
     pub real_index: u32,
-    /// Port pool `laddr.port` came from.
-    pub pool: PoolId,
     /// Sequence and timestamp translation.
     pub xlat: Translation,
-    /// Where each side's FIN ends, as the other side numbers it.
-    pub fins: Fins,
+    /// How far each side has got: ends, FINs, the latest TSval toward the real.
+    pub progress: Progress,
     /// SYNProxy: the open real-side handshake, or a marker for none or spliced.
     pub handshake: u32,
     /// The client-address delivery (TOA, PROXY header) still under way, if any.

@@ -318,7 +318,6 @@ impl ConnTable {
 mod tests {
     use super::*;
     use crate::addr::{Endpoint, Proto};
-    use crate::laddr::PoolId;
     use crate::tcp_state::TcpState;
 
     fn ep(s: &str) -> Endpoint {
@@ -338,9 +337,8 @@ mod tests {
             peer_wscale: 0,
             service: 0,
             real_index: 0,
-            pool: PoolId(0),
             xlat: Default::default(),
-            fins: Default::default(),
+            progress: Default::default(),
             handshake: crate::synproxy::NO_HANDSHAKE,
             delivery: crate::client_addr::NO_DELIVERY,
             storm_key: 0,

@@ -1,8 +1,10 @@
 //! Packets the engine builds itself: SYNProxy's SYN-ACKs to clients, SYNs
 //! and ACKs to reals, RSTs, and PROXY protocol headers. Built from scratch,
 //! with only the options the engine implements and chose, never reflecting
-//! a client's unknown options. [`store`] holds them until the driver takes them.
+//! a client's unknown options. [`store`] holds them until the driver takes
+//! them; [`reset`] queues the RSTs that end connections the engine forgets.
 
+pub(crate) mod reset;
 pub(crate) mod store;
 
 use std::net::IpAddr;

@@ -24,7 +24,7 @@ use std::collections::BinaryHeap;
 
 use rvs_wire::tcp::{self, TcpOption};
 
-use crate::addr::{Endpoint, FlowKey};
+use crate::addr::FlowKey;
 use crate::config::RetransmitMode;
 use crate::conn::{Conn, ConnId, Lookup};
 use crate::drop::DropReason;
@@ -50,7 +50,6 @@ const CLASSIC_RTO: Duration = Duration::from_secs(3);
 const CLASSIC_TRIES: u8 = 3;
 /// Times the kept packets are replayed before the engine leaves recovery to TCP.
 const REPLAY_TRIES: u8 = 3;
-const DRAW_TS: u8 = 3;
 
 /// Counters of the SYNProxy path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,6 +70,9 @@ pub struct SynproxyStats {
     pub stored: u64,
     /// Replays sent again because the real showed no sign of receiving them.
     pub replays_resent: u64,
+    /// SYNs a real answered with an ACK of an older connection on the tuple
+    /// (its TIME_WAIT refused them): that connection was reset and the SYN sent again.
+    pub refused: u64,
 }
 
 /// What one real's handshakes taught the engine, and what they cost.
@@ -288,25 +290,29 @@ impl Engine {
         let cfg = self.cfg.synproxy;
         let (client_isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
         let tsecr = opts.timestamps.map(|t| t.1);
-        let Some(offer) = self.synproxy_cookie(now, key, seg) else {
-            if cfg.rst_on_bad_cookie {
-                // RFC 9293 §3.10.7.1: an unacceptable ACK gets <SEQ=SEG.ACK><CTL=RST>.
-                let rst = Segment::rst(key.dst, key.src, ack, None, cfg.ttl);
-                let _ = self.queue_segment(&rst, Side::Client);
-            }
-            return Err(DropReason::BadCookie);
+        // Answered with an RST (rate-limited) by the packet path.
+        let Some(offer) = self.synproxy_cookie(now, key, seg) else { return Err(DropReason::BadCookie) };
+        // The client holds an open connection now: if no real's side can be
+        // opened for it, it hears so at once, as when every real fails.
+        let refuse = |e: &mut Self, reason| {
+            let rst = Segment::rst(key.dst, key.src, ack, None, cfg.ttl);
+            let _ = e.queue_segment(&rst, Side::Client);
+            Err(reason)
         };
         if self.table.len() >= self.table.max() {
-            return Err(DropReason::TableFull);
+            return refuse(self, DropReason::TableFull);
         }
-        let placed = self.place(now, svc, key, &[])?;
+        let placed = match self.place(now, svc, key, &[]) {
+            Ok(p) => p,
+            Err(reason) => return refuse(self, reason),
+        };
         let announced = {
             let s = &self.services[svc as usize];
             offer.wscale.map_or(0, |_| s.synproxy_wscale.unwrap_or(cfg.wscale))
         };
         let client_tsval = opts.timestamps.map_or(0, |t| t.0);
-        let real_isn = self.real_isn(now, placed.laddr, placed.real);
-        let real_tsval = self.real_tsval(now, placed.laddr, placed.real);
+        let real_isn = self.clock.isn(now, placed.laddr, placed.real);
+        let real_tsval = self.clock.tsval(now, placed.laddr, placed.real);
         let index = self.new_handshake();
         // The handshake's own timer ends it; the expiry only bounds a leak.
         let expires = now + self.timeout(svc, key.proto, TcpState::SynRecv);
@@ -325,7 +331,7 @@ impl Engine {
             Err(e) => {
                 self.syn.forget(index, &mut self.store);
                 self.deliveries.close(delivery);
-                return Err(e);
+                return refuse(self, e);
             }
         };
         self.attach_delivery(delivery, id);
@@ -346,14 +352,6 @@ impl Engine {
             self.send_real_syn(now, index);
         }
         Ok(Outcome::Absorbed)
-    }
-
-    /// Our TSval toward a real: a 1 ms clock plus a keyed hash of the
-    /// tuple, so, like the ISN ([`Engine::real_isn`]), it grows with time on
-    /// every (LIP, lport, real) and a real's PAWS accepts a reused tuple.
-    pub(crate) fn real_tsval(&self, now: Instant, laddr: Endpoint, real: Endpoint) -> u32 {
-        let h = self.table.secrets().derive(DRAW_TS, crate::addr::Proto::Tcp, laddr, real, 0);
-        ms_clock(now).wrapping_add(h as u32)
     }
 
     fn new_handshake(&mut self) -> u32 {
@@ -469,20 +467,26 @@ impl Engine {
                 self.replay_timeout(now, index);
                 continue;
             }
-            let limit = match self.cfg.synproxy.retransmit_mode {
-                RetransmitMode::Classic => CLASSIC_TRIES,
-                RetransmitMode::Adaptive => self.cfg.synproxy.syn_retries.max(1),
-            };
-            if hs.tries < limit {
-                self.send_real_syn(now, index);
-            } else if self.cfg.synproxy.retransmit_mode == RetransmitMode::Classic {
-                // The classic path simply let the entry expire.
-                self.syn.stats.gave_up += 1;
-                let conn = hs.conn;
-                self.remove_conn(now, conn);
-            } else {
-                self.failover(now, index, true);
-            }
+            self.retry_or_failover(now, index);
+        }
+    }
+
+    /// The real did not take the SYN: send it again, or after the last try
+    /// move the client to another real (the classic mode lets it expire).
+    fn retry_or_failover(&mut self, now: Instant, index: u32) {
+        let hs = &self.syn.handshakes[index as usize];
+        let limit = match self.cfg.synproxy.retransmit_mode {
+            RetransmitMode::Classic => CLASSIC_TRIES,
+            RetransmitMode::Adaptive => self.cfg.synproxy.syn_retries.max(1),
+        };
+        if hs.tries < limit {
+            self.send_real_syn(now, index);
+        } else if self.cfg.synproxy.retransmit_mode == RetransmitMode::Classic {
+            self.syn.stats.gave_up += 1;
+            let conn = hs.conn;
+            self.remove_conn(now, conn);
+        } else {
+            self.failover(now, index, true);
         }
     }
 
@@ -504,7 +508,7 @@ impl Engine {
             let rst = Segment::rst(old.laddr, old.real, old_isn.wrapping_add(1), None, self.cfg.synproxy.ttl);
             let _ = self.queue_segment(&rst, Side::Real);
         }
-        Self::release(&mut self.services, &mut self.pools, &mut self.stats, None, now, &old);
+        self.release(now, &old, true);
         if let Some(r) =
             self.services.get_mut(old.service as usize).and_then(|s| s.reals.get_mut(old.real_index as usize))
         {
@@ -528,14 +532,13 @@ impl Engine {
             self.give_up(index, &old);
             return;
         };
-        let real_isn = self.real_isn(now, placed.laddr, placed.real);
-        let real_tsval = self.real_tsval(now, placed.laddr, placed.real);
+        let real_isn = self.clock.isn(now, placed.laddr, placed.real);
+        let real_tsval = self.clock.tsval(now, placed.laddr, placed.real);
         let hs = &self.syn.handshakes[index as usize];
         let mut conn = old.clone();
         conn.laddr = placed.laddr;
         conn.real = placed.real;
         conn.real_index = placed.real_index as u32;
-        conn.pool = placed.pool;
         conn.xlat.c2r_seq = real_isn.wrapping_sub(hs.client_isn);
         if hs.offer.timestamps {
             conn.xlat.c2r_ts = real_tsval.wrapping_sub(hs.client_tsval);
@@ -652,6 +655,22 @@ impl Engine {
             }
             Side::Real => {
                 let hs = &self.syn.handshakes[index as usize];
+                if hs.syn_sent
+                    && f.ack()
+                    && !f.syn()
+                    && !f.rst()
+                    && t.ack_number() != hs.real_isn.wrapping_add(1)
+                {
+                    // The tuple's older connection answered (a TIME_WAIT
+                    // that refused our SYN, RFC 9293 §3.10.7.4): reset it
+                    // with <SEQ=SEG.ACK><CTL=RST> and try again at once,
+                    // rather than wait out the RTO for nothing.
+                    let rst = Segment::rst(laddr, real, t.ack_number(), None, self.cfg.synproxy.ttl);
+                    let _ = self.queue_segment(&rst, Side::Real);
+                    self.syn.stats.refused += 1;
+                    self.retry_or_failover(now, index);
+                    return Ok(Outcome::Absorbed);
+                }
                 if !hs.syn_sent || t.ack_number() != hs.real_isn.wrapping_add(1) || !f.ack() {
                     return Err(DropReason::HandshakePending);
                 }
@@ -682,6 +701,9 @@ impl Engine {
             conn.xlat.r2c_ts = hs.client_echo.wrapping_sub(tsval);
         }
         conn.real_wscale = if hs.offer.wscale.is_some() { opts.wscale.unwrap_or(0) } else { 0 };
+        // Where each side's numbers stand once the handshakes are joined.
+        conn.progress.sent(Side::Client, hs.real_isn.wrapping_add(1), false);
+        conn.progress.sent(Side::Real, hs.cookie.wrapping_add(1), false);
         // `handshake` stays: the replay is confirmed (and the handshake
         // forgotten) when the real's first packet arrives.
         conn.state = TcpState::Established;
@@ -751,7 +773,7 @@ impl Engine {
             };
             let pkt = self.store.packet_mut(copy);
             if let Ok(ip) = IpInfo::parse(pkt) {
-                crate::nat::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
+                let _ = crate::nat::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
                 self.toa_for_built(id, copy);
                 self.store.queue(copy, Side::Real);
                 replayed += 1;

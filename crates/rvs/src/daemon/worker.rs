@@ -28,10 +28,11 @@ use std::time::Duration;
 
 use rvs_control::model::{Model, Op, apply_all};
 use rvs_control::snapshot::Snapshot;
-use rvs_core::{DropReason, Engine, Side, Verdict};
+use rvs_core::{DropReason, Engine, Event, Proto, Side, Verdict};
 
 use crate::driver::tun::Tun;
 use crate::driver::xdp::{NextHops, XskPort};
+use crate::log::warning;
 
 /// Largest packet the worker reads: TUN hands over whole IP packets up to 64 KiB.
 const BUF_LEN: usize = 65_536;
@@ -262,7 +263,7 @@ pub(crate) fn spawn(
             if let Some(cpu) = cpu
                 && let Err(e) = crate::os::pin_to_cpu(cpu)
             {
-                crate::log::warning!("worker not pinned", worker = index, cpu = cpu, error = e);
+                warning!("worker not pinned", worker = index, cpu = cpu, error = e);
             }
             worker.run();
         };
@@ -380,6 +381,50 @@ impl Worker {
             }
             self.send_built(&mut txbuf);
             self.flush();
+            self.tell_events();
+        }
+        // The connections still open end on both sides rather than hang.
+        self.engine.flush_conns(self.clock.now());
+        self.send_built(&mut txbuf);
+        self.flush();
+    }
+
+    /// Log what the engine says the operator should know.
+    fn tell_events(&mut self) {
+        while let Some(event) = self.engine.poll_event() {
+            match event {
+                Event::PortsExhausted { proto, vip, real, dropped } => {
+                    let laddrs: Vec<String> = self
+                        .engine
+                        .service(proto, vip)
+                        .map(|s| s.config.laddrs.clone())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|l| {
+                            let pool = self
+                                .engine
+                                .pools()
+                                .get(proto, l, real)
+                                .map(|id| self.engine.pools().pool(id));
+                            match pool {
+                                Some(p) => format!("{l} ({} in use, {} resting)", p.in_use(), p.resting()),
+                                None => l.to_string(),
+                            }
+                        })
+                        .collect();
+                    warning!(
+                        "local ports exhausted: new connections dropped (no_local_port)",
+                        service = format!("{}/{vip}", proto.name()),
+                        real = real,
+                        laddrs = laddrs.join(", "),
+                        dropped = dropped,
+                        hint = format!(
+                            "add local addresses (rvs adm -P -{} {vip} -z ADDR, or laddrs in the config) or reals",
+                            if proto == Proto::Tcp { "t" } else { "u" }
+                        )
+                    );
+                }
+            }
         }
     }
 

@@ -451,9 +451,14 @@ impl Lab {
 
     /// Run wrk from the client and parse what it reports.
     pub fn wrk(&self, secs: u32, conns: u32, close: bool) -> Wrk {
+        self.wrk_path(secs, conns, close, "/")
+    }
+
+    /// [`Self::wrk`] for `path`.
+    pub fn wrk_path(&self, secs: u32, conns: u32, close: bool, path: &str) -> Wrk {
         let d = format!("{secs}s");
         let c = conns.to_string();
-        let url = self.url("/");
+        let url = self.url(path);
         let mut args = vec!["-t2", "-c", &c, "-d", &d, "--timeout", "5s"];
         if close {
             args.extend(["-H", "Connection: close"]);
