@@ -197,25 +197,13 @@ mod tests {
 
     #[test]
     fn only_acknowledging_segments_are_answered() {
+        // The TCP segment of a packet the engine's own emitter builds.
         let seg = |flags: tcp::Flags, ack: Option<u32>| {
-            let repr = tcp::Repr {
-                src_port: 5000,
-                dst_port: 80,
-                seq_number: 1,
-                ack_number: ack,
-                flags,
-                window_len: 100,
-                max_seg_size: None,
-                window_scale: None,
-                sack_permitted: false,
-                sack_ranges: [None; 3],
-                timestamp: None,
-                payload_len: 0,
-            };
-            let mut buf = vec![0u8; repr.buffer_len()];
-            let (s, d) = (ep("192.0.2.1:5000"), ep("10.0.2.1:80"));
-            repr.emit(&mut tcp::Packet::new_unchecked(&mut buf[..]), s.addr, d.addr);
-            buf
+            let mut pkt = [0u8; 64];
+            let s =
+                Segment { flags, ack, ..Segment::rst(ep("192.0.2.1:5000"), ep("10.0.2.1:80"), 1, None, 64) };
+            let len = s.emit(&mut pkt);
+            pkt[20..len].to_vec()
         };
         let (client, vip) = (ep("192.0.2.1:5000"), ep("10.0.2.1:80"));
         let answer = answer_to(client, vip, &seg(tcp::Flags(0), Some(4242)), Side::Client).unwrap();
