@@ -272,3 +272,40 @@ fn udp_request_response_through_fullnat_under_loss() {
     lab.net.advance(Duration::from_secs(301));
     assert_eq!(lab.net.middlebox().conn_count(), 0);
 }
+
+#[test]
+fn a_connection_idle_past_its_timeout_is_reset_on_both_sides() {
+    let mut lab = lab(19, Proto::Tcp, 80, SchedKind::Rr, [1, 1, 1], 1, LinkConfig::default());
+    let _pcap = lab.net.pcap_on_failure("idle_reset");
+    let mut timeouts = rvs_core::Timeouts::default();
+    timeouts.set_tcp(rvs_core::TcpState::Established, Duration::from_secs(5));
+    lab.net.middlebox_mut().set_timeouts(timeouts);
+    let reals = lab.reals.clone();
+    let srv: Vec<_> = reals
+        .into_iter()
+        .map(|h| {
+            let mut cfg = TcpServerConfig::new(80);
+            cfg.keep_alive = None;
+            lab.net.add_app(h, TcpServer::new(cfg))
+        })
+        .collect();
+    // The client connects, then says nothing for 8 s.
+    let mut cfg = TcpClientConfig::new(vip(80), 1, 100, 100);
+    cfg.keep_alive = None;
+    cfg.send_delay = Duration::from_secs(8);
+    let client = lab.net.add_app(lab.clients[0], TcpClient::new(cfg));
+    let done = lab.net.run_for(Duration::from_secs(30), |n| n.app(&client).finished());
+    assert!(done, "the client's connection did not end");
+    let conn = &lab.net.app(&client).conns()[0];
+    assert_eq!(conn.outcome, rvs_sim::app::Outcome::Closed { received: 0 });
+    // Ended by the balancer's RST when the entry expired, before the client spoke.
+    let idle = conn.finished.unwrap() - conn.connected.unwrap();
+    assert!((Duration::from_secs(5)..Duration::from_secs(7)).contains(&idle), "ended after {idle:?} idle");
+    let server_conns: Vec<_> = srv.iter().flat_map(|s| lab.net.app(s).conns().to_vec()).collect();
+    assert_eq!(server_conns.len(), 1);
+    let s = &server_conns[0];
+    assert!(matches!(s.outcome, rvs_sim::app::Outcome::Closed { .. }), "{:?}", s.outcome);
+    assert!(s.finished.unwrap() - s.accepted < Duration::from_secs(7), "the real kept the connection");
+    let lb = lab.net.middlebox();
+    assert_eq!((lb.stats().conns_reset, lb.reset_stats().forgotten), (1, 2));
+}
