@@ -25,7 +25,7 @@ fn paths() -> Vec<Box<dyn DataPath>> {
         Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
         Box::new(Rvs { synproxy: true, xdp_workers: None }),
         Box::new(Rvs { synproxy: false, xdp_workers: None }),
-        Box::new(NftFullNat),
+        Box::new(NftFullNat { flowtable: false }),
         Box::new(HaproxyTcp),
         Box::new(Rvs { synproxy: true, xdp_workers: Some(2) }),
     ]

@@ -9,9 +9,11 @@
 //! is removed afterwards, also on failure and on Ctrl-C.
 
 mod bpf;
+mod closed_loop;
 mod cps;
 mod flood;
 mod frame;
+mod generator;
 mod lab;
 mod latency;
 mod paths;
@@ -65,6 +67,8 @@ pub(crate) struct Opts {
     pub latency_requests: usize,
     /// Seconds of each flood round.
     pub flood_secs: f64,
+    /// The flood's generator.
+    pub generator: generator::Choice,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
@@ -79,6 +83,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
         cps_secs: 5,
         latency_requests: 500,
         flood_secs: 4.0,
+        generator: generator::Choice::Auto,
     };
     let mut rounds = None;
     let mut it = args.iter();
@@ -96,6 +101,9 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
             }
             "--rvs" => o.rvs = Some(PathBuf::from(it.next().context("--rvs needs a path")?)),
             "--svg" => o.svg = PathBuf::from(it.next().context("--svg needs a file name")?),
+            "--generator" => {
+                o.generator = generator::Choice::parse(it.next().context("--generator needs a name")?)?;
+            }
             "all" | "pps" | "cps" | "latency" | "flood" => o.scenarios.push(a.clone()),
             _ => bail!("unknown argument {a:?} (see rvs-bench --help)"),
         }

@@ -286,6 +286,12 @@ impl Topology {
         self.switch.as_ref().unwrap_or(&self.lb)
     }
 
+    /// The switch's bridge port toward the balancer (the peer of
+    /// [`Self::lb_real_if`]), in a switched topology.
+    pub fn switch_lb_port(&self) -> Option<&str> {
+        self.switch.as_ref().map(|_| SWITCH_LB_PORT)
+    }
+
     /// The bridge ports toward the reals, one veth per real, in real order
     /// (in [`Self::ns_bridge`]): the far end of each real's link.
     pub fn lb_real_ports(&self) -> Vec<String> {
@@ -517,6 +523,7 @@ mod tests {
         assert!(sw.name().ends_with("-switch"));
         assert_eq!(t.ns_bridge(), &sw);
         assert_eq!(t.lb_real_if(), "rl0");
+        assert_eq!(t.switch_lb_port(), Some("lb0"));
         for dev in ["cli0", "rl0"] {
             let link = t.ns_lb().run("ip", ["-d", "link", "show", dev]).unwrap();
             assert!(link.contains("veth"), "{dev}: {link}");
