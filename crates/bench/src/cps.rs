@@ -14,9 +14,9 @@ use crate::lab::{self, Lab, check_stop};
 use crate::paths::{DataPath, HaproxyTcp, NftFullNat, Proto, Rvs, Service};
 use crate::report::{Samples, Table, kilo, ratio_line};
 
-/// wrk's threads and connections (as bench/tun-wrk).
-const WRK_THREADS: &str = "-t1";
-const WRK_CONNS: &str = "-c32";
+/// wrk's threads and connections: enough to keep every path busy.
+const WRK_THREADS: &str = "-t2";
+const WRK_CONNS: &str = "-c64";
 
 /// The paths measured, in table order.
 fn paths() -> Vec<Box<dyn DataPath>> {
@@ -62,15 +62,13 @@ fn parse_wrk(out: &str) -> anyhow::Result<WrkRun> {
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     let svc = Service { proto: Proto::Tcp, port: 80 };
     let paths = paths();
-    // The AF_XDP paths run generic XDP on the bridge, which needs the reals
-    // to send unsegmented frames; every path is measured so, for one footing.
-    lab.topo.prepare_for_generic_xdp().context("turning TSO/GSO off for the AF_XDP paths (ethtool)")?;
     let mut rates = vec![Samples::default(); paths.len()];
     let mut errors = vec![0u64; paths.len()];
     let secs = o.cps_secs.to_string();
     for round in 0..o.rounds {
         for (i, p) in paths.iter().enumerate() {
             check_stop()?;
+            lab.clear_leftovers()?;
             let m = p.setup(lab, svc).with_context(|| format!("setting up {}", p.name()))?;
             let url = format!("http://{}/", m.target.unwrap_or(lab.topo.vip()));
             let d = format!("-d{secs}s");
@@ -100,7 +98,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         }
     }
     let mut t = Table::new(
-        "New connections/s (wrk -t1 -c32, one request per connection, nginx on 3 reals)",
+        "New connections/s (wrk -t2 -c64, one request per connection, nginx on 3 reals)",
         &["path", "connections/s", "× nftables FullNAT", "errors (all rounds)"],
     );
     let nft = rates[4].clone();

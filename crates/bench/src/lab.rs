@@ -240,6 +240,19 @@ impl Lab {
         Ok(())
     }
 
+    /// Removes what earlier runs left that would slow or refuse the next
+    /// one: the balancer's conntrack entries (nftables' connections stay
+    /// there in TIME_WAIT for 120 s, filling the table, 262,144 entries by
+    /// default) and the TIME_WAIT sockets of the reals and the client (a
+    /// reused tuple meets them).
+    pub(crate) fn clear_leftovers(&self) -> anyhow::Result<()> {
+        self.lb().run("conntrack", ["-F"]).context("flushing conntrack (is conntrack installed?)")?;
+        for ns in self.topo.ns_reals().iter().chain([self.client()]) {
+            ns.run("ss", ["-K", "state", "time-wait"]).context("ending TIME_WAIT sockets (ss -K)")?;
+        }
+        Ok(())
+    }
+
     /// Spawns a process in `ns` with output to `log` in the temp dir.
     pub(crate) fn spawn_logged(
         &self,
