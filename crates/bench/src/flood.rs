@@ -94,7 +94,7 @@ fn lost_before_rvs(lab: &Lab, xdp: bool) -> anyhow::Result<u64> {
 }
 
 fn flood(lab: &Lab, o: &Opts, generator: &Flood, path: &Rvs) -> anyhow::Result<Figures> {
-    let svc = Service { proto: Proto::Tcp, port: PORT };
+    let svc = Service::new(Proto::Tcp, PORT);
     let xdp = path.xdp_workers.is_some();
     let m = path.setup(lab, svc)?;
     let pid = m.pid.context("the daemon's pid")?;

@@ -32,7 +32,11 @@ pub(crate) const REALS: usize = 3;
 /// 64,512 ports cover 60 s of rvs's port quarantine at 12,900 new
 /// connections/s, beyond which rvs runs out of ports (the `ports` scenario
 /// shows where).
-const LADDRS: usize = 4;
+pub(crate) const LADDRS: usize = 4;
+
+/// What nginx on every real serves at [`DOWNLOAD`]: 1 MB.
+pub(crate) const DOWNLOAD_BYTES: usize = 1_000_000;
+pub(crate) const DOWNLOAD: &str = "/download";
 
 /// Fails when a stop was asked for, so `?` unwinds through the guards.
 pub(crate) fn check_stop() -> anyhow::Result<()> {
@@ -76,6 +80,29 @@ pub(crate) fn sysctls(ns: &Netns, kv: &[(&str, &str)]) -> anyhow::Result<()> {
         Ok(())
     })??;
     Ok(())
+}
+
+/// A sysctl of a namespace set for a while: its old value comes back on drop.
+#[derive(Debug)]
+pub(crate) struct SysctlGuard {
+    ns: Netns,
+    key: &'static str,
+    old: String,
+}
+
+impl SysctlGuard {
+    pub(crate) fn set(ns: &Netns, key: &'static str, value: &str) -> anyhow::Result<Self> {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        let old = ns.run("cat", [&path])?.trim().to_owned();
+        sysctls(ns, &[(key, value)])?;
+        Ok(Self { ns: ns.clone(), key, old })
+    }
+}
+
+impl Drop for SysctlGuard {
+    fn drop(&mut self) {
+        let _ = sysctls(&self.ns, &[(self.key, &self.old)]);
+    }
 }
 
 /// An nftables table in a namespace, deleted on drop.
@@ -160,6 +187,8 @@ pub(crate) struct Lab {
     pub rvs: PathBuf,
     /// Whether nginx runs on the reals.
     pub nginx: bool,
+    /// Local addresses handed out by [`Self::fresh_laddrs`].
+    laddrs_used: std::cell::Cell<u32>,
 }
 
 impl Lab {
@@ -176,7 +205,7 @@ impl Lab {
         })
         .context("building the namespace topology")?;
         let tmp = TempDir::new().context("creating a temp dir")?;
-        let lab = Self { topo, tmp, rvs: rvs.to_owned(), nginx: false };
+        let lab = Self { topo, tmp, rvs: rvs.to_owned(), nginx: false, laddrs_used: Default::default() };
         // Clients that open many connections: TIME_WAIT reuse and the whole port range.
         for ns in [lab.topo.ns_client(), lab.topo.ns_lb()] {
             sysctls(ns, &[("net.ipv4.tcp_tw_reuse", "1"), ("net.ipv4.ip_local_port_range", "1024 65535")])?;
@@ -224,9 +253,11 @@ impl Lab {
                  events {{ worker_connections 8192; }}\n\
                  http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
                  fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-                 server {{ listen {addr}:80 backlog=4096; location / {{ return 200 \"real{}\\n\"; }} }} }}\n",
+                 server {{ listen {addr}:80 backlog=4096; location / {{ return 200 \"real{}\\n\"; }}\n\
+                 location = {DOWNLOAD} {{ alias {d}/download; }} }} }}\n",
                 i + 1
             );
+            fs::write(dir.join("download"), vec![b'x'; DOWNLOAD_BYTES])?;
             let path = dir.join("nginx.conf");
             fs::write(&path, conf)?;
             let ns = self.topo.ns_real(i).clone();
@@ -240,17 +271,34 @@ impl Lab {
         Ok(())
     }
 
-    /// Removes what earlier runs left that would slow or refuse the next
-    /// one: the balancer's conntrack entries (nftables' connections stay
-    /// there in TIME_WAIT for 120 s, filling the table, 262,144 entries by
-    /// default) and the TIME_WAIT sockets of the reals and the client (a
-    /// reused tuple meets them).
-    pub(crate) fn clear_leftovers(&self) -> anyhow::Result<()> {
+    /// Flushes the balancer's conntrack table between runs: nftables'
+    /// connections stay there in TIME_WAIT for 120 s, and at these rates
+    /// they fill the table (262,144 entries by default) within a few runs,
+    /// after which every new connection has to evict one. (The reals'
+    /// TIME_WAIT sockets stay: `ss -K` takes minutes over 100,000 of them;
+    /// [`Self::fresh_laddrs`] keeps runs from meeting them instead.)
+    pub(crate) fn flush_conntrack(&self) -> anyhow::Result<()> {
         self.lb().run("conntrack", ["-F"]).context("flushing conntrack (is conntrack installed?)")?;
-        for ns in self.topo.ns_reals().iter().chain([self.client()]) {
-            ns.run("ss", ["-K", "state", "time-wait"]).context("ending TIME_WAIT sockets (ss -K)")?;
-        }
         Ok(())
+    }
+
+    /// `n` (at most 254) local addresses no run in this lab has used, in
+    /// one range: 10.A.16.1 onward.
+    /// The reals keep each connection's (local address:port, real:port) in
+    /// TIME_WAIT for 60 s; a later run through other addresses never meets
+    /// those, whatever its balancer's port choice or timestamps.
+    pub(crate) fn fresh_laddrs(&self, n: usize) -> anyhow::Result<Vec<Ipv4Addr>> {
+        // One run's addresses share a /24, so that they form a range.
+        let used = self.laddrs_used.get();
+        let first = if used % 254 + n as u32 > 254 { used.next_multiple_of(254) } else { used };
+        let end = first + n as u32;
+        if n > 254 || end > 240 * 254 {
+            bail!("the lab has run out of fresh local addresses");
+        }
+        self.laddrs_used.set(end);
+        Ok((first..end)
+            .map(|k| Ipv4Addr::new(10, BENCH_NET, 16 + (k / 254) as u8, 1 + (k % 254) as u8))
+            .collect())
     }
 
     /// Spawns a process in `ns` with output to `log` in the temp dir.

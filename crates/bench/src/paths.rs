@@ -32,11 +32,21 @@ impl Proto {
     }
 }
 
-/// The service every path offers: VIP:port over all reals at the same port.
+/// The service every path offers: VIP:port over the first `reals` of the
+/// lab's reals at the same port, through its first `laddrs` local addresses.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Service {
     pub proto: Proto,
     pub port: u16,
+    pub reals: usize,
+    pub laddrs: usize,
+}
+
+impl Service {
+    /// Over every real, through every local address.
+    pub(crate) fn new(proto: Proto, port: u16) -> Self {
+        Self { proto, port, reals: crate::lab::REALS, laddrs: crate::lab::LADDRS }
+    }
 }
 
 /// A set-up balancer. Dropping it tears it down.
@@ -128,19 +138,13 @@ impl DataPath for KernelRouting {
 }
 
 /// Kernel FullNAT with nftables: DNAT over the reals by `numgen inc`, SNAT
-/// to local addresses of its own, as many as rvs has. Not rvs's: the reals
-/// keep TIME_WAIT per (local address:port, real:port), and a SYN reusing
-/// such a pair with the other balancer's timestamps is rejected by PAWS,
-/// which stalls the next path's connections.
+/// to as many fresh local addresses as rvs gets.
 #[derive(Debug)]
 pub(crate) struct NftFullNat {
     /// A flowtable for established flows (the kernel's software fast
     /// path, from the ingress hook straight to the output device).
     pub flowtable: bool,
 }
-
-/// nftables' local addresses are 10.A.<this>.x (rvs's are 10.A.3.x).
-const NFT_LADDR_OCTET: u8 = 4;
 
 /// Whether this kernel has nftables flowtables (`CONFIG_NF_FLOW_TABLE`):
 /// tries one on the balancer's client link.
@@ -171,17 +175,10 @@ impl DataPath for NftFullNat {
     fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle> {
         let t = &lab.topo;
         let vip = own_vip(lab, 2);
-        let reals = t.real_addrs();
+        let reals = &t.real_addrs()[..svc.reals];
         let map: Vec<String> = reals.iter().enumerate().map(|(i, a)| format!("{i} : {a}")).collect();
         let set: Vec<String> = reals.iter().map(ToString::to_string).collect();
-        let laddrs: Vec<Ipv4Addr> = t
-            .laddrs()
-            .iter()
-            .map(|a| {
-                let [a, b, _, d] = a.octets();
-                Ipv4Addr::new(a, b, NFT_LADDR_OCTET, d)
-            })
-            .collect();
+        let laddrs = lab.fresh_laddrs(svc.laddrs)?;
         let mut body = format!(
             "chain pre {{\n type nat hook prerouting priority dstnat; policy accept;\n\
                ip daddr {vip} {p} dport {port} dnat to numgen inc mod {n} map {{ {map} }}\n}}\n\
@@ -243,7 +240,7 @@ impl DataPath for Rvs {
         let t = &lab.topo;
         let socket = lab.tmp.path().join("rvs.sock");
         let _ = fs::remove_file(&socket);
-        let laddrs: Vec<String> = t.laddrs().iter().map(|a| format!("\"{a}\"")).collect();
+        let laddrs: Vec<String> = lab.fresh_laddrs(svc.laddrs)?.iter().map(|a| format!("\"{a}\"")).collect();
         let xdp = match self.xdp_workers {
             Some(workers) => format!(
                 "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"native\"\nworkers = {workers}\n",
@@ -266,7 +263,7 @@ impl DataPath for Rvs {
         if svc.proto == Proto::Tcp {
             cfg.push_str(&format!("synproxy = {}\n", self.synproxy));
         }
-        for r in t.real_addrs() {
+        for r in &t.real_addrs()[..svc.reals] {
             cfg.push_str(&format!("\n[[service.real]]\naddr = \"{r}:{}\"\n", svc.port));
         }
         let config = lab.tmp.path().join("rvs.toml");
@@ -323,7 +320,7 @@ impl DataPath for HaproxyTcp {
              frontend f\n  bind {vip}:{port}\n  default_backend b\n\nbackend b\n  balance roundrobin\n",
             port = svc.port
         );
-        for (i, r) in t.real_addrs().iter().enumerate() {
+        for (i, r) in t.real_addrs()[..svc.reals].iter().enumerate() {
             cfg.push_str(&format!("  server r{} {r}:{}\n", i + 1, svc.port));
         }
         let path = lab.tmp.path().join("haproxy.cfg");

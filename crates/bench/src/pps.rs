@@ -13,7 +13,7 @@ use crate::Opts;
 use crate::closed_loop::{self, Client, Loop, Reals};
 use crate::lab::{self, Lab, check_stop};
 use crate::paths::{self, CrossConnect, DataPath, KernelRouting, NftFullNat, Proto, Rvs, Service};
-use crate::report::{Samples, Table, mega, ratio_line};
+use crate::report::{Samples, Table, mega, ratio_notes};
 
 /// Before each window: the population injected, losses to the queues of
 /// the path refilled, first connections made.
@@ -35,20 +35,24 @@ fn paths(flowtables: bool) -> Vec<Box<dyn DataPath>> {
     p
 }
 
+const ROUTING: &str = "kernel routing (no NAT)";
+const NFT: &str = "nftables FullNAT";
+const CEILING: &str = "ceiling: XDP cross-connect (no balancer)";
+
 /// Ratios printed, as (numerator, denominator) path names: rvs AF_XDP
 /// against nftables FullNAT, its flowtable and plain routing; two workers
 /// against one; rvs TUN; the kernel paths against each other and the ceiling.
-const RATIOS: [(&str, &str); 10] = [
-    ("rvs AF_XDP", "nftables FullNAT"),
-    ("rvs AF_XDP", "nftables FullNAT, flowtable"),
-    ("rvs AF_XDP", "kernel routing (no NAT)"),
-    ("rvs AF_XDP, 2 workers", "rvs AF_XDP"),
-    ("rvs TUN", "nftables FullNAT"),
-    ("rvs TUN", "kernel routing (no NAT)"),
-    ("nftables FullNAT", "kernel routing (no NAT)"),
-    ("nftables FullNAT, flowtable", "nftables FullNAT"),
-    ("kernel routing (no NAT)", "ceiling: XDP cross-connect (no balancer)"),
-    ("rvs AF_XDP", "ceiling: XDP cross-connect (no balancer)"),
+const RATIOS: [(&str, &str, Option<f64>); 10] = [
+    ("rvs AF_XDP", NFT, None),
+    ("rvs AF_XDP", "nftables FullNAT, flowtable", None),
+    ("rvs AF_XDP", ROUTING, None),
+    ("rvs AF_XDP, 2 workers", "rvs AF_XDP", None),
+    ("rvs TUN", NFT, None),
+    ("rvs TUN", ROUTING, None),
+    (NFT, ROUTING, None),
+    ("nftables FullNAT, flowtable", NFT, None),
+    (ROUTING, CEILING, None),
+    ("rvs AF_XDP", CEILING, None),
 ];
 
 #[derive(Debug, Default, Clone)]
@@ -59,7 +63,7 @@ struct Figures {
 }
 
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
-    let svc = Service { proto: Proto::Udp, port: closed_loop::PORT };
+    let svc = Service::new(Proto::Udp, closed_loop::PORT);
     let flowtables = paths::flowtables_available(lab);
     let paths = paths(flowtables);
     let reals = Reals::attach(lab)?;
@@ -129,14 +133,9 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             f.lost.show(per_s),
         ]);
     }
-    let find = |name: &str| paths.iter().position(|p| p.name() == name);
-    let mut ratios = Vec::new();
-    for (a, b) in RATIOS {
-        let (Some(i), Some(j)) = (find(a), find(b)) else { continue };
-        let (s, v) = ratio_line(&format!("{a} / {b}"), &figs[i].delivered, &figs[j].delivered, None);
-        t.note(s);
-        ratios.push(v);
-    }
+    let names: Vec<String> = paths.iter().map(|p| p.name()).collect();
+    let delivered: Vec<&Samples> = figs.iter().map(|f| &f.delivered).collect();
+    let ratios = ratio_notes(&mut t, &names, &delivered, &RATIOS);
     if !flowtables {
         t.note("no flowtable row: this kernel has no nftables flowtables (CONFIG_NF_FLOW_TABLE)".to_owned());
     }
