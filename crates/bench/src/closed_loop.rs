@@ -15,6 +15,7 @@
 //! unseen for [`STALE`] is counted lost and sent again: the rate stays the
 //! path's, and the losses are reported beside it.
 
+use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,6 @@ use crate::bpf::{Counter, LoopPort, Prog, SeenMap, monotonic_ns};
 use crate::frame::{self, Macs};
 use crate::generator::PacketSocket;
 use crate::lab::{Iface, Lab, XdpLink, check_stop};
-use std::net::Ipv4Addr;
 
 /// The service port the loop's packets are addressed to.
 pub(crate) const PORT: u16 = 9000;

@@ -140,7 +140,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         t.note("no flowtable row: this kernel has no nftables flowtables (CONFIG_NF_FLOW_TABLE)".to_owned());
     }
     t.note(format!(
-        "medians of {} rounds of {:.1} s (min–max in brackets); the client and the reals send every packet back (XDP_TX), so the balancer forwards each one twice: \"forwarded\" counts both directions; packets unseen at the reals for 200 ms are counted lost and sent again",
+        "medians of {} rounds of {:.1} s (min–max in brackets); the client and the reals send every packet back from XDP, so the balancer forwards each one twice: \"forwarded\" counts both directions; packets unseen at the reals for 200 ms are counted lost and sent again",
         o.rounds, o.pps_secs
     ));
     let rows: Vec<Value> = paths
