@@ -184,10 +184,20 @@ fn flood(lab: &Lab, o: &Opts, generator: &Flood, path: &Rvs) -> anyhow::Result<F
     Ok(f)
 }
 
+/// The generator's own rate: SYNs arriving at the balancer's ingress per
+/// second while an XDP program there counts and drops them all.
+fn generator_ceiling(lab: &Lab, o: &Opts, generator: &Flood) -> anyhow::Result<f64> {
+    let arrived = Counter::new()?;
+    let _drop = XdpLink::attach(lab.lb(), lab.topo.lb_client_if(), Prog::count(&arrived, 6, true)?)?;
+    let sent = generator.run(lab, Duration::from_secs_f64(o.flood_secs / 2.0))?;
+    Ok(arrived.read()? as f64 / sent.elapsed.as_secs_f64())
+}
+
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     let (client_if, lb_if) = lab.client_link()?;
     let template = frame::syn(Macs { src: client_if.mac, dst: lb_if.mac }, SPOOF_NET, lab.topo.vip(), PORT);
     let generator = Flood::new(lab, o.generator, template)?;
+    let ceiling = generator_ceiling(lab, o, &generator)?;
     rvs_netns::run(lab.lb().ip().args(["route", "add", "blackhole", &format!("{SPOOF_NET}/16")]))?;
     let paths = paths();
     let figs: anyhow::Result<Vec<Figures>> = paths.iter().map(|p| flood(lab, o, &generator, p)).collect();
@@ -227,7 +237,11 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             o.flood_secs
         ));
     }
-    t.note(format!("generator: {}, one thread on the client", generator.name()));
+    t.note(format!(
+        "generator: {}, one thread on the client; its ceiling, with the balancer's ingress dropping every SYN (XDP_DROP): {} SYN/s",
+        generator.name(),
+        mega(ceiling)
+    ));
     t.note(
         "a flood SYN reaches a real only after its source returns a valid cookie ACK, which spoofed sources never do; \
          so SYNs beyond one per successful connection are counted as legitimate attempts' (failed ones, or SYNs retransmitted toward a real)"
@@ -258,5 +272,6 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             })
         })
         .collect();
-    Ok((t, json!({ "rows": rows, "rounds": o.rounds, "secs": o.flood_secs, "generator": generator.name() })))
+    let generator = json!({ "kind": generator.name(), "ceiling_per_s": ceiling });
+    Ok((t, json!({ "rows": rows, "rounds": o.rounds, "secs": o.flood_secs, "generator": generator })))
 }

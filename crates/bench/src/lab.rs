@@ -275,7 +275,7 @@ impl Lab {
     /// connections stay there in TIME_WAIT for 120 s, and at these rates
     /// they fill the table (262,144 entries by default) within a few runs,
     /// after which every new connection has to evict one. (The reals'
-    /// TIME_WAIT sockets stay: `ss -K` takes minutes over 100,000 of them;
+    /// TIME_WAIT sockets stay: `ss -K` took over a minute for 50,000 of them;
     /// [`Self::fresh_laddrs`] keeps runs from meeting them instead.)
     pub(crate) fn flush_conntrack(&self) -> anyhow::Result<()> {
         self.lb().run("conntrack", ["-F"]).context("flushing conntrack (is conntrack installed?)")?;
