@@ -14,8 +14,8 @@ use crate::lab::{self, Lab, check_stop};
 use crate::paths::{DataPath, HaproxyTcp, NftFullNat, Proto, Rvs, Service};
 use crate::report::{Samples, Table, kilo, ratio_notes};
 
-/// wrk's threads and connections. One thread with 32 connections caps
-/// the client near 22,000 connections/s here, below what nftables does
+/// wrk's threads and connections. With other work on the machine, one
+/// thread with 32 connections capped the client below what nftables does
 /// (see docs/BENCHMARKS.md); two threads with 64 drive every path.
 const WRK_THREADS: &str = "-t2";
 const WRK_CONNS: &str = "-c64";
