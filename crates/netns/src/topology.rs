@@ -9,7 +9,8 @@
 //!
 //! [`Topology::build_switched`] gives the balancer two plain veths instead,
 //! as a balancer with two NICs has, and puts the bridge in a namespace of
-//! its own (the switch), so the balancer's links take native XDP:
+//! its own (the switch, which passes frames without netfilter), so the
+//! balancer's links take native XDP:
 //!
 //! ```text
 //!  client ns            lb ns                 switch ns                realI ns
@@ -186,6 +187,9 @@ impl Topology {
             ip(real, &["route", "add", "default", "via", &self.lb_real_addr().to_string()])?;
         }
         lb.run_in(|| write_sysctl("net/ipv4/ip_forward", "1"))??;
+        if let Some(switch) = &self.switch {
+            switch.run_in(plain_switch)??;
+        }
         for ns in &self.created {
             ns.run_in(disable_rp_filter)??;
         }
@@ -409,6 +413,19 @@ fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", path.display())))
 }
 
+/// Keeps bridged frames out of the switch's netfilter hooks: where the
+/// host has `br_netfilter` loaded, each namespace's bridges otherwise run
+/// every IPv4, IPv6 and ARP frame through them, work no switch does.
+fn plain_switch() -> io::Result<()> {
+    for family in ["iptables", "ip6tables", "arptables"] {
+        let key = format!("net/bridge/bridge-nf-call-{family}");
+        if Path::new("/proc/sys").join(&key).exists() {
+            write_sysctl(&key, "0")?;
+        }
+    }
+    Ok(())
+}
+
 /// Turns reverse-path filtering off on every interface and for new ones, since
 /// the effective value is the maximum of `all` and the interface's own.
 fn disable_rp_filter() -> io::Result<()> {
@@ -534,6 +551,10 @@ mod tests {
         let ports = sw.run("ip", ["-o", "link", "show", "master", "br0"]).unwrap();
         for p in ["lb0", "r1", "r2"] {
             assert!(ports.contains(&format!(" {p}@")), "{p} on the switch's bridge: {ports}");
+        }
+        if Path::new("/proc/sys/net/bridge").exists() {
+            let nf = sw.run("cat", ["/proc/sys/net/bridge/bridge-nf-call-iptables"]).unwrap();
+            assert_eq!(nf.trim(), "0", "the switch keeps bridged frames out of netfilter");
         }
         assert!(lb_connects_to_real(&t));
         let names: Vec<String> = t.created.iter().map(|n| n.name().to_owned()).collect();
