@@ -48,7 +48,7 @@ scenarios (default: all):
             while a client makes sequential connections
 
 options:
-  --quick          short rounds (about two minutes for all)
+  --quick          short rounds (about three minutes for all)
   --rounds N       rounds per figure (medians of N) [5]
   --generator G    the flood's generator: auto (live frames where the kernel
                    allows them, else an AF_PACKET socket), live-frames,
