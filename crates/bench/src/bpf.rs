@@ -1,6 +1,7 @@
 //! Raw `bpf()` system calls through libc: the few XDP programs the benchmark
 //! needs, assembled by hand (no compiler, no loader library), a per-CPU
-//! counter map, XDP attachment by link (detached when the fd closes, so a
+//! counter map, an array of last-seen times shared with user space through
+//! `mmap`, XDP attachment by link (detached when the fd closes, so a
 //! crashed run leaves nothing attached), and the live-frames generator
 //! (`BPF_PROG_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES`).
 //!
@@ -17,7 +18,9 @@ const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_PROG_TEST_RUN: libc::c_int = 10;
 const BPF_LINK_CREATE: libc::c_int = 28;
 
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
@@ -27,10 +30,14 @@ const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 const XDP_DROP: i32 = 1;
 const XDP_PASS: i32 = 2;
 const XDP_TX: i32 = 3;
+#[cfg(test)]
+const XDP_REDIRECT: i32 = 4;
 
 /// Helper ids.
 const FN_MAP_LOOKUP_ELEM: i32 = 1;
+const FN_KTIME_GET_NS: i32 = 5;
 const FN_GET_PRANDOM_U32: i32 = 7;
+const FN_REDIRECT: i32 = 23;
 
 /// One eBPF instruction (`struct bpf_insn`).
 #[repr(C)]
@@ -57,6 +64,12 @@ mod asm {
     }
     pub(super) const fn add_imm(dst: u8, imm: i32) -> Insn {
         i(0x07, dst, 0, 0, imm)
+    }
+    pub(super) const fn add_reg(dst: u8, src: u8) -> Insn {
+        i(0x0f, dst, src, 0, 0)
+    }
+    pub(super) const fn rsh_imm(dst: u8, imm: i32) -> Insn {
+        i(0x77, dst, 0, 0, imm)
     }
     pub(super) const fn and_imm(dst: u8, imm: i32) -> Insn {
         i(0x57, dst, 0, 0, imm)
@@ -87,6 +100,14 @@ mod asm {
     pub(super) const fn stx_h(dst: u8, src: u8, off: i16) -> Insn {
         i(0x6b, dst, src, off, 0)
     }
+    /// `*(u32 *)(dst + off) = src`
+    pub(super) const fn stx_w(dst: u8, src: u8, off: i16) -> Insn {
+        i(0x63, dst, src, off, 0)
+    }
+    /// `*(u16 *)(dst + off) = imm`
+    pub(super) const fn st_h(dst: u8, off: i16, imm: i32) -> Insn {
+        i(0x6a, dst, 0, off, imm)
+    }
     /// `*(u64 *)(dst + off) = src`
     pub(super) const fn stx_dw(dst: u8, src: u8, off: i16) -> Insn {
         i(0x7b, dst, src, off, 0)
@@ -116,6 +137,64 @@ mod asm {
     /// `dst = map fd` (a two-slot `ld_imm64` with `BPF_PSEUDO_MAP_FD`).
     pub(super) const fn ld_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
         [i(0x18, dst, 1, 0, fd), i(0, 0, 0, 0, 0)]
+    }
+}
+
+/// A program under construction whose early exits all jump to one
+/// `return XDP_PASS` appended by [`Code::finish`].
+#[derive(Debug, Default)]
+struct Code {
+    insns: Vec<Insn>,
+    to_pass: Vec<usize>,
+}
+
+impl Code {
+    fn push(&mut self, insns: impl IntoIterator<Item = Insn>) {
+        self.insns.extend(insns);
+    }
+
+    /// `if dst != imm goto pass`
+    fn pass_unless_eq(&mut self, dst: u8, imm: i32) {
+        self.to_pass.push(self.insns.len());
+        self.insns.push(asm::jne_imm(dst, imm, 0));
+    }
+
+    /// `if dst > src goto pass`
+    fn pass_if_gt(&mut self, dst: u8, src: u8) {
+        self.to_pass.push(self.insns.len());
+        self.insns.push(asm::jgt_reg(dst, src, 0));
+    }
+
+    /// Loads `r6 = data`, `r7 = data_end` (kept across helper calls) and
+    /// passes every frame that is not IPv4 without options, of IP protocol
+    /// `proto`, at least `len` bytes long.
+    fn ipv4_prologue(&mut self, proto: u8, len: i32) {
+        use asm::*;
+        self.push([ldx_w(6, 1, 0), ldx_w(7, 1, 4), mov_reg(2, 6), add_imm(2, len)]);
+        self.pass_if_gt(2, 7);
+        self.push([ldx_h(2, 6, 12)]);
+        self.pass_unless_eq(2, 0x0008); // ethertype 0x0800 read little-endian
+        self.push([ldx_b(2, 6, 14)]);
+        self.pass_unless_eq(2, 0x45);
+        self.push([ldx_b(2, 6, 23)]);
+        self.pass_unless_eq(2, i32::from(proto));
+    }
+
+    /// Adds one to the per-CPU `counter` (clobbers r0-r5).
+    fn count(&mut self, counter: &Counter) {
+        use asm::*;
+        let [m0, m1] = ld_map_fd(1, counter.fd.as_raw_fd());
+        self.push([st_w(10, -4, 0), mov_reg(2, 10), add_imm(2, -4), m0, m1, call(FN_MAP_LOOKUP_ELEM)]);
+        self.push([jeq_imm(0, 0, 3), ldx_dw(1, 0, 0), add_imm(1, 1), stx_dw(0, 1, 0)]);
+    }
+
+    fn finish(mut self) -> Vec<Insn> {
+        let pass = self.insns.len();
+        for at in self.to_pass {
+            self.insns[at].off = (pass - at - 1) as i16;
+        }
+        self.insns.extend([asm::mov_imm(0, XDP_PASS), asm::exit()]);
+        self.insns
     }
 }
 
@@ -200,6 +279,94 @@ fn possible_cpus() -> usize {
     n.max(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize)
 }
 
+/// An array of `u64` nanosecond times (`CLOCK_MONOTONIC`, as
+/// `bpf_ktime_get_ns` reads it), one per packet of a closed loop, mapped
+/// into this process so it is read without a system call per entry.
+#[derive(Debug)]
+pub(crate) struct SeenMap {
+    fd: OwnedFd,
+    ptr: *mut u64,
+    len: usize,
+    bytes: usize,
+}
+
+impl SeenMap {
+    pub(crate) fn new(len: u32) -> io::Result<Self> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "an empty seen map"));
+        }
+        let mut attr = [0u64; 16];
+        put32(&mut attr, 0, BPF_MAP_TYPE_ARRAY);
+        put32(&mut attr, 4, 4); // key_size
+        put32(&mut attr, 8, 8); // value_size
+        put32(&mut attr, 12, len); // max_entries
+        put32(&mut attr, 16, BPF_F_MMAPABLE);
+        let fd = owned_fd(sys_bpf(BPF_MAP_CREATE, &mut attr)?);
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let bytes = (len as usize * 8).div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of the map's fd, checked below; the
+        // kernel keeps the pages alive until munmap in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { fd, ptr: ptr.cast(), len: len as usize, bytes })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Entry `i` as the programs last wrote it (0 if never).
+    pub(crate) fn get(&self, i: usize) -> u64 {
+        assert!(i < self.len, "seen map index {i} beyond {}", self.len);
+        // SAFETY: i is within the mapping; the programs write whole aligned
+        // u64s, so a volatile read sees an old or a new value, never a torn one.
+        unsafe { self.ptr.add(i).read_volatile() }
+    }
+
+    /// Sets every entry to 0.
+    pub(crate) fn clear(&self) {
+        for i in 0..self.len {
+            // SAFETY: as in `get`.
+            unsafe { self.ptr.add(i).write_volatile(0) };
+        }
+    }
+}
+
+impl Drop for SeenMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
+    }
+}
+
+/// Now on the clock `bpf_ktime_get_ns` reads, in nanoseconds.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Where a reflector recognises the closed loop's packets: UDP from or to
+/// this port.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LoopPort {
+    Source(u16),
+    Destination(u16),
+}
+
 /// A loaded XDP program.
 #[derive(Debug)]
 pub(crate) struct Prog {
@@ -238,34 +405,77 @@ impl Prog {
     /// them (or passes them, `drop` false); passes everything else (ARP, so
     /// neighbours still resolve).
     pub(crate) fn count(counter: &Counter, proto: u8, drop: bool) -> io::Result<Self> {
+        let mut c = Code::default();
+        c.ipv4_prologue(proto, 34);
+        c.count(counter);
+        c.push([asm::mov_imm(0, if drop { XDP_DROP } else { XDP_PASS }), asm::exit()]);
+        Self::load(&c.finish()).map_err(|e| io::Error::new(e.kind(), format!("counting program: {e}")))
+    }
+
+    /// The closed loop's reflector: a UDP packet of the loop (see
+    /// [`LoopPort`]) is counted, its arrival time written at the index its
+    /// first 4 payload bytes hold (little-endian) in `seen` when given, and
+    /// it is sent back where it came from: MACs, addresses and ports
+    /// swapped, the UDP checksum 0 (none: the swaps keep a checksum right,
+    /// but a sender's offload may have left it partial) and the TTL back at
+    /// 64 (routers on the loop take one per pass) with the IP checksum
+    /// updated (RFC 1624, eqn. 3). It goes back by a redirect to its own
+    /// interface `ifindex`, not `XDP_TX`: a veth kicks its peer's NAPI
+    /// after a redirect whenever the peer has NAPI (GRO on will do), after
+    /// `XDP_TX` only when the peer runs an XDP program of its own.
+    /// Everything else passes.
+    pub(crate) fn reflect(
+        port: LoopPort,
+        ifindex: u32,
+        counter: &Counter,
+        seen: Option<&SeenMap>,
+    ) -> io::Result<Self> {
         use asm::*;
-        let [m0, m1] = ld_map_fd(1, counter.fd.as_raw_fd());
-        Self::load(&[
-            ldx_w(2, 1, 0),                                     // 0: r2 = data
-            ldx_w(3, 1, 4),                                     // 1: r3 = data_end
-            mov_reg(4, 2),                                      // 2
-            add_imm(4, 34),                                     // 3: r4 = data + eth + minimal IPv4
-            jgt_reg(4, 3, 16),                                  // 4: short frame -> pass (21)
-            ldx_h(4, 2, 12),        // 5: ethertype, big-endian 0x0800 read little-endian
-            jne_imm(4, 0x0008, 14), // 6: not IPv4 -> pass
-            ldx_b(4, 2, 23),        // 7: IPv4 protocol
-            jne_imm(4, i32::from(proto), 12), // 8: other protocol -> pass
-            st_w(10, -4, 0),        // 9: key = 0
-            mov_reg(2, 10),         // 10
-            add_imm(2, -4),         // 11: r2 = &key
-            m0,                     // 12
-            m1,                     // 13: r1 = map
-            call(FN_MAP_LOOKUP_ELEM), // 14
-            jeq_imm(0, 0, 3),       // 15: no slot -> verdict uncounted (19)
-            ldx_dw(1, 0, 0),        // 16
-            add_imm(1, 1),          // 17
-            stx_dw(0, 1, 0),        // 18
-            mov_imm(0, if drop { XDP_DROP } else { XDP_PASS }), // 19
-            exit(),                 // 20
-            mov_imm(0, XDP_PASS),   // 21
-            exit(),                 // 22
-        ])
-        .map_err(|e| io::Error::new(e.kind(), format!("counting program: {e}")))
+        let mut c = Code::default();
+        c.ipv4_prologue(17, 46);
+        let (at, port) = match port {
+            LoopPort::Source(p) => (34, p),
+            LoopPort::Destination(p) => (36, p),
+        };
+        c.push([ldx_h(2, 6, at)]);
+        c.pass_unless_eq(2, i32::from(u16::from_le_bytes(port.to_be_bytes())));
+        c.count(counter);
+        if let Some(seen) = seen {
+            let [m0, m1] = ld_map_fd(1, seen.fd.as_raw_fd());
+            c.push([call(FN_KTIME_GET_NS), mov_reg(9, 0), ldx_w(2, 6, 42), stx_w(10, 2, -8)]);
+            c.push([mov_reg(2, 10), add_imm(2, -8), m0, m1, call(FN_MAP_LOOKUP_ELEM)]);
+            // Out of range: no entry, nothing written.
+            c.push([jeq_imm(0, 0, 1), stx_dw(0, 9, 0)]);
+        }
+        c.push([ldx_w(1, 6, 0), ldx_h(2, 6, 4), ldx_w(3, 6, 6), ldx_h(4, 6, 10)]);
+        c.push([stx_w(6, 3, 0), stx_h(6, 4, 4), stx_w(6, 1, 6), stx_h(6, 2, 10)]);
+        c.push([ldx_w(1, 6, 26), ldx_w(2, 6, 30), stx_w(6, 2, 26), stx_w(6, 1, 30)]);
+        c.push([ldx_h(1, 6, 34), ldx_h(2, 6, 36), stx_h(6, 2, 34), stx_h(6, 1, 36), st_h(6, 40, 0)]);
+        // m = TTL | protocol << 8 as read little-endian; the sum of one's
+        // complement words is the same in either byte order.
+        c.push([ldx_h(1, 6, 22), mov_reg(2, 1), and_imm(2, 0xff00), or_imm(2, 64)]);
+        c.push([ldx_h(3, 6, 24), xor_imm(3, 0xffff), xor_imm(1, 0xffff), add_reg(3, 1), add_reg(3, 2)]);
+        for _ in 0..2 {
+            c.push([mov_reg(1, 3), rsh_imm(1, 16), and_imm(3, 0xffff), add_reg(3, 1)]);
+        }
+        c.push([xor_imm(3, 0xffff), stx_h(6, 2, 22), stx_h(6, 3, 24)]);
+        c.push([mov_imm(1, ifindex as i32), mov_imm(2, 0), call(FN_REDIRECT), exit()]);
+        Self::load(&c.finish()).map_err(|e| io::Error::new(e.kind(), format!("reflecting program: {e}")))
+    }
+
+    /// A wire in place of a balancer: UDP frames get the MACs `dst`, `src`
+    /// and are redirected out of `ifindex` unchanged otherwise (no routing,
+    /// no TTL); everything else passes.
+    pub(crate) fn cross_connect(ifindex: u32, dst: [u8; 6], src: [u8; 6]) -> io::Result<Self> {
+        use asm::*;
+        let word = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let half = |b: &[u8]| i32::from(u16::from_le_bytes([b[0], b[1]]));
+        let mut c = Code::default();
+        c.ipv4_prologue(17, 42);
+        c.push([st_w(6, 0, word(&dst[..4])), st_h(6, 4, half(&dst[4..])), st_w(6, 6, word(&src[..4]))]);
+        c.push([st_h(6, 10, half(&src[4..])), mov_imm(1, ifindex as i32), mov_imm(2, 0), call(FN_REDIRECT)]);
+        c.push([exit()]);
+        Self::load(&c.finish()).map_err(|e| io::Error::new(e.kind(), format!("cross-connect program: {e}")))
     }
 
     /// The generator's program: rewrites the whole frame from `template`
@@ -376,7 +586,7 @@ mod tests {
             return;
         }
         let macs = Macs { src: [2; 6], dst: [4; 6] };
-        let udp = frame::udp(macs, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 2, 1), 9000, 16).bytes;
+        let udp = frame::udp(macs, (Ipv4Addr::new(10, 0, 0, 2), 1024), (Ipv4Addr::new(10, 0, 2, 1), 9000), 0);
         let mut arp = udp.clone();
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         let c = Counter::new().unwrap();
@@ -389,6 +599,61 @@ mod tests {
         let tcp_only = Prog::count(&c, 6, true).unwrap();
         assert_eq!(tcp_only.verdict(&udp).unwrap(), XDP_PASS as u32);
         assert_eq!(c.read().unwrap(), 2);
+    }
+
+    #[test]
+    fn reflector_sends_loop_packets_back_and_notes_when_it_saw_them() {
+        if !root() {
+            eprintln!("skipped: loading BPF programs needs root");
+            return;
+        }
+        let macs = Macs { src: [2, 0, 0, 0, 0, 1], dst: [2, 0, 0, 0, 0, 2] };
+        let (client, real) = ((Ipv4Addr::new(10, 0, 3, 1), 4242), (Ipv4Addr::new(10, 0, 1, 11), 9000));
+        let mut sent = frame::udp(macs, client, real, 3);
+        sent[22] = 7; // TTL after some hops, IP checksum made right again:
+        sent[24..26].copy_from_slice(&[0, 0]);
+        let c = frame::checksum(&sent[14..34], 0);
+        sent[24..26].copy_from_slice(&c.to_be_bytes());
+        sent[40..42].copy_from_slice(&[0x12, 0x34]); // a partial checksum left by an offload
+        let (counter, seen) = (Counter::new().unwrap(), SeenMap::new(4).unwrap());
+        let at_real = Prog::reflect(LoopPort::Destination(9000), 1, &counter, Some(&seen)).unwrap();
+        let before = monotonic_ns();
+        let (v, back) = at_real.run_once(&sent).unwrap();
+        assert_eq!(v, XDP_REDIRECT as u32);
+        let swapped = Macs { src: macs.dst, dst: macs.src };
+        assert_eq!(back, frame::udp(swapped, real, client, 3), "the answer is the frame the other way round");
+        assert_eq!(counter.read().unwrap(), 1);
+        assert!((0..4).all(|i| (seen.get(i) >= before) == (i == 3)), "only id 3 seen");
+        // The client's side matches the source port; other traffic passes.
+        let at_client = Prog::reflect(LoopPort::Source(9000), 1, &counter, None).unwrap();
+        assert_eq!(at_client.verdict(&back).unwrap(), XDP_REDIRECT as u32);
+        assert_eq!(at_client.verdict(&sent).unwrap(), XDP_PASS as u32);
+        assert_eq!(at_real.verdict(&sent[..45]).unwrap(), XDP_PASS as u32, "too short for an id");
+        let mut tcp = sent.clone();
+        tcp[23] = 6;
+        assert_eq!(at_real.verdict(&tcp).unwrap(), XDP_PASS as u32);
+        let mut beyond = sent.clone();
+        beyond[42..46].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(at_real.verdict(&beyond).unwrap(), XDP_REDIRECT as u32, "an unknown id still loops");
+        assert_eq!(counter.read().unwrap(), 3);
+    }
+
+    #[test]
+    fn cross_connect_rewrites_macs_and_redirects_udp_only() {
+        if !root() {
+            eprintln!("skipped: loading BPF programs needs root");
+            return;
+        }
+        let macs = Macs { src: [2; 6], dst: [4; 6] };
+        let f = frame::udp(macs, (Ipv4Addr::new(10, 0, 0, 2), 1024), (Ipv4Addr::new(10, 0, 1, 11), 9000), 0);
+        let p = Prog::cross_connect(1, [6, 7, 8, 9, 10, 11], [12, 13, 14, 15, 16, 17]).unwrap();
+        let (v, out) = p.run_once(&f).unwrap();
+        assert_eq!(v, XDP_REDIRECT as u32);
+        assert_eq!(out[..12], [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
+        assert_eq!(out[12..], f[12..]);
+        let mut arp = f.clone();
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert_eq!(p.verdict(&arp).unwrap(), XDP_PASS as u32);
     }
 
     #[test]

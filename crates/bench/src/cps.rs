@@ -12,11 +12,13 @@ use serde_json::{Value, json};
 use crate::Opts;
 use crate::lab::{self, Lab, check_stop};
 use crate::paths::{DataPath, HaproxyTcp, NftFullNat, Proto, Rvs, Service};
-use crate::report::{Samples, Table, kilo, ratio_line};
+use crate::report::{Samples, Table, kilo, ratio_notes};
 
-/// wrk's threads and connections (as bench/tun-wrk).
-const WRK_THREADS: &str = "-t1";
-const WRK_CONNS: &str = "-c32";
+/// wrk's threads and connections. With other work on the machine, one
+/// thread with 32 connections capped the client below what nftables does
+/// (see docs/BENCHMARKS.md); two threads with 64 drive every path.
+const WRK_THREADS: &str = "-t2";
+const WRK_CONNS: &str = "-c64";
 
 /// The paths measured, in table order.
 fn paths() -> Vec<Box<dyn DataPath>> {
@@ -25,18 +27,51 @@ fn paths() -> Vec<Box<dyn DataPath>> {
         Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
         Box::new(Rvs { synproxy: true, xdp_workers: None }),
         Box::new(Rvs { synproxy: false, xdp_workers: None }),
-        Box::new(NftFullNat),
+        Box::new(NftFullNat { flowtable: false }),
         Box::new(HaproxyTcp),
         Box::new(Rvs { synproxy: true, xdp_workers: Some(2) }),
     ]
 }
 
+const NFT: &str = "nftables FullNAT";
+const HAPROXY: &str = "HAProxy mode tcp";
+const XDP_SP: &str = "rvs AF_XDP, SYNProxy on";
+const TUN_SP: &str = "rvs TUN, SYNProxy on";
+
+/// Ratios printed (numerator, denominator, target), the targets first.
+const RATIOS: [(&str, &str, Option<f64>); 10] = [
+    (XDP_SP, NFT, Some(1.0)),
+    (XDP_SP, HAPROXY, Some(1.6)),
+    (TUN_SP, NFT, Some(1.0)),
+    (TUN_SP, HAPROXY, Some(1.6)),
+    (XDP_SP, TUN_SP, None),
+    ("rvs AF_XDP, 2 workers, SYNProxy on", NFT, None),
+    ("rvs AF_XDP, 2 workers, SYNProxy on", XDP_SP, None),
+    ("rvs AF_XDP", NFT, None),
+    (XDP_SP, "rvs AF_XDP", None),
+    (NFT, HAPROXY, None),
+];
+
 /// What one wrk run reported.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct WrkRun {
-    requests_per_s: f64,
+pub(crate) struct WrkRun {
+    pub requests_per_s: f64,
     /// Socket errors (connect, read, write, timeout) and non-2xx responses.
-    errors: u64,
+    pub errors: u64,
+}
+
+/// `wrk` from the client toward `url` for `secs`, one request per
+/// connection (`Connection: close`), bounded in time.
+pub(crate) fn wrk(lab: &Lab, url: &str, secs: u32) -> anyhow::Result<WrkRun> {
+    let d = format!("-d{secs}s");
+    let mut cmd =
+        lab.client().cmd("wrk", [WRK_THREADS, WRK_CONNS, d.as_str(), "-H", "Connection: close", url]);
+    let out = lab::run_bounded(&mut cmd, Duration::from_secs(u64::from(secs) + 20))?;
+    let r = parse_wrk(&out)?;
+    if r.requests_per_s <= 0.0 {
+        bail!("wrk made no requests: {out}");
+    }
+    Ok(r)
 }
 
 fn parse_wrk(out: &str) -> anyhow::Result<WrkRun> {
@@ -60,31 +95,19 @@ fn parse_wrk(out: &str) -> anyhow::Result<WrkRun> {
 }
 
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
-    let svc = Service { proto: Proto::Tcp, port: 80 };
+    let svc = Service::new(Proto::Tcp, 80);
     let paths = paths();
-    // The AF_XDP paths run generic XDP on the bridge, which needs the reals
-    // to send unsegmented frames; every path is measured so, for one footing.
-    lab.topo.prepare_for_generic_xdp().context("turning TSO/GSO off for the AF_XDP paths (ethtool)")?;
     let mut rates = vec![Samples::default(); paths.len()];
     let mut errors = vec![0u64; paths.len()];
-    let secs = o.cps_secs.to_string();
     for round in 0..o.rounds {
         for (i, p) in paths.iter().enumerate() {
             check_stop()?;
+            lab.flush_conntrack()?;
             let m = p.setup(lab, svc).with_context(|| format!("setting up {}", p.name()))?;
             let url = format!("http://{}/", m.target.unwrap_or(lab.topo.vip()));
-            let d = format!("-d{secs}s");
-            let mut cmd = lab
-                .client()
-                .cmd("wrk", [WRK_THREADS, WRK_CONNS, d.as_str(), "-H", "Connection: close", url.as_str()]);
             let profile = lab::Profile::start(&p.name(), m.pid)?;
-            let out = lab::run_bounded(&mut cmd, Duration::from_secs(u64::from(o.cps_secs) + 20))
-                .with_context(|| format!("wrk through {}", p.name()))?;
+            let r = wrk(lab, &url, o.cps_secs).with_context(|| format!("wrk through {}", p.name()))?;
             drop(profile);
-            let r = parse_wrk(&out)?;
-            if r.requests_per_s <= 0.0 {
-                bail!("{}: wrk made no requests: {out}", p.name());
-            }
             rates[i].push(r.requests_per_s);
             errors[i] += r.errors;
             if !o.json {
@@ -100,36 +123,15 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         }
     }
     let mut t = Table::new(
-        "New connections/s (wrk -t1 -c32, one request per connection, nginx on 3 reals)",
+        "New connections/s (wrk -t2 -c64, one request per connection, nginx on 3 reals)",
         &["path", "connections/s", "× nftables FullNAT", "errors (all rounds)"],
     );
-    let nft = rates[4].clone();
+    let nft = paths.iter().position(|p| p.name() == NFT).map_or(0.0, |i| rates[i].median());
     for ((p, r), e) in paths.iter().zip(&rates).zip(&errors) {
-        t.row(vec![
-            p.name(),
-            r.show(kilo),
-            format!("{:.2}", r.median() / nft.median().max(1.0)),
-            e.to_string(),
-        ]);
+        t.row(vec![p.name(), r.show(kilo), format!("{:.2}", r.median() / nft.max(1.0)), e.to_string()]);
     }
-    let mut ratios = Vec::new();
-    for (a, b, target) in [
-        (0, 4, Some(1.0)),
-        (0, 5, Some(1.6)),
-        (2, 4, Some(1.0)),
-        (2, 5, Some(1.6)),
-        (0, 2, None),
-        (6, 4, None),
-        (6, 0, None),
-        (1, 4, None),
-        (0, 1, None),
-        (4, 5, None),
-    ] {
-        let (s, v) =
-            ratio_line(&format!("{} / {}", paths[a].name(), paths[b].name()), &rates[a], &rates[b], target);
-        t.note(s);
-        ratios.push(v);
-    }
+    let names: Vec<String> = paths.iter().map(|p| p.name()).collect();
+    let ratios = ratio_notes(&mut t, &names, &rates.iter().collect::<Vec<_>>(), &RATIOS);
     t.note(format!(
         "medians of {} rounds of {} s (min–max in brackets); client, balancer and reals share the machine's cores",
         o.rounds, o.cps_secs

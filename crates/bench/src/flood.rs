@@ -19,13 +19,16 @@ use serde_json::{Value, json};
 use crate::Opts;
 use crate::bpf::{Counter, Prog};
 use crate::frame::{self, Macs};
-use crate::lab::{self, Lab, NftTable, XdpLink, check_stop, rss_kib};
-use crate::paths::{DataPath, Proto, Rvs, Service};
+use crate::generator::Flood;
+use crate::lab::{Lab, NftTable, XdpLink, check_stop, rss_kib};
+use crate::paths::{self, DataPath, Proto, Rvs, Service};
 use crate::report::{Samples, Table, mega};
 
 /// Spoofed sources: 198.18.0.0/16 (benchmarking space), blackholed at the
 /// balancer so the cookie SYN-ACKs vanish as they would toward real spoofed hosts.
 const SPOOF_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+/// The service's port.
+const PORT: u16 = 80;
 /// Upper bound of legitimate connections per round.
 const MAX_LEGIT: usize = 100_000;
 /// Deadline of each legitimate connection (connect through response): room
@@ -84,14 +87,14 @@ struct Figures {
 /// full queue, or the sockets' rings as rvs reports them.
 fn lost_before_rvs(lab: &Lab, xdp: bool) -> anyhow::Result<u64> {
     if xdp {
-        return lab::rvs_metric(lab, "rvs_xdp_socket_drops_total", &[]);
+        return paths::rvs_metric(lab, "rvs_xdp_socket_drops_total", &[]);
     }
     let text = lab.lb().run("cat", ["/sys/class/net/rvs0/statistics/tx_dropped"])?;
     Ok(text.trim().parse().unwrap_or(0))
 }
 
-fn flood(lab: &Lab, o: &Opts, path: &Rvs) -> anyhow::Result<Figures> {
-    let svc = Service { proto: Proto::Tcp, port: 80 };
+fn flood(lab: &Lab, o: &Opts, generator: &Flood, path: &Rvs) -> anyhow::Result<Figures> {
+    let svc = Service::new(Proto::Tcp, PORT);
     let xdp = path.xdp_workers.is_some();
     let m = path.setup(lab, svc)?;
     let pid = m.pid.context("the daemon's pid")?;
@@ -110,17 +113,14 @@ fn flood(lab: &Lab, o: &Opts, path: &Rvs) -> anyhow::Result<Figures> {
         .collect::<anyhow::Result<_>>()?;
     let real_syns = || -> anyhow::Result<u64> { syns_at_reals.iter().map(NftTable::counter).sum() };
     // What reaches the balancer: a counting program at its ingress, or, where
-    // rvs's own program holds that place (natively, which is what lets the
-    // generator's frames into the veth at all), rvs's steering counts.
+    // rvs's own program holds that place, rvs's steering counts.
     let at_lb = Counter::new()?;
     let _ingress = match xdp {
         false => Some(XdpLink::attach(lab.lb(), lab.topo.lb_client_if(), Prog::count(&at_lb, 6, false)?)?),
         true => None,
     };
-    let reaching = || -> anyhow::Result<u64> { if xdp { lab::rvs_steered(lab) } else { Ok(at_lb.read()?) } };
-    let (client_if, lb_if) = lab.client_link()?;
-    let template =
-        frame::syn(Macs { src: client_if.mac, dst: lb_if.mac }, SPOOF_NET, lab.topo.vip(), svc.port);
+    let reaching =
+        || -> anyhow::Result<u64> { if xdp { paths::rvs_steered(lab) } else { Ok(at_lb.read()?) } };
     let target = SocketAddr::from((lab.topo.vip(), svc.port));
     // Warm the path (ARP, first connections) and take the resting memory.
     lab.client().run_in(|| (0..20).filter(|_| get(target)).count())?;
@@ -148,7 +148,7 @@ fn flood(lab: &Lab, o: &Opts, path: &Rvs) -> anyhow::Result<Figures> {
                     l
                 })
             });
-            let sent = lab::generate(lab, &template, secs, &|| false);
+            let sent = generator.run(lab, secs);
             done.store(true, Ordering::SeqCst);
             let legit = legit.join().map_err(|_| anyhow::anyhow!("legitimate client panicked"))??;
             Ok((sent?, legit))
@@ -184,10 +184,23 @@ fn flood(lab: &Lab, o: &Opts, path: &Rvs) -> anyhow::Result<Figures> {
     Ok(f)
 }
 
+/// The generator's own rate: SYNs arriving at the balancer's ingress per
+/// second while an XDP program there counts and drops them all.
+fn generator_ceiling(lab: &Lab, o: &Opts, generator: &Flood) -> anyhow::Result<f64> {
+    let arrived = Counter::new()?;
+    let _drop = XdpLink::attach(lab.lb(), lab.topo.lb_client_if(), Prog::count(&arrived, 6, true)?)?;
+    let sent = generator.run(lab, Duration::from_secs_f64(o.flood_secs / 2.0))?;
+    Ok(arrived.read()? as f64 / sent.elapsed.as_secs_f64())
+}
+
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
+    let (client_if, lb_if) = lab.client_link()?;
+    let template = frame::syn(Macs { src: client_if.mac, dst: lb_if.mac }, SPOOF_NET, lab.topo.vip(), PORT);
+    let generator = Flood::new(lab, o.generator, template)?;
+    let ceiling = generator_ceiling(lab, o, &generator)?;
     rvs_netns::run(lab.lb().ip().args(["route", "add", "blackhole", &format!("{SPOOF_NET}/16")]))?;
     let paths = paths();
-    let figs: anyhow::Result<Vec<Figures>> = paths.iter().map(|p| flood(lab, o, p)).collect();
+    let figs: anyhow::Result<Vec<Figures>> = paths.iter().map(|p| flood(lab, o, &generator, p)).collect();
     let _ = rvs_netns::run(lab.lb().ip().args(["route", "del", "blackhole", &format!("{SPOOF_NET}/16")]));
     let figs = figs?;
     let names: Vec<String> = paths.iter().map(DataPath::name).collect();
@@ -224,6 +237,11 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             o.flood_secs
         ));
     }
+    t.note(format!(
+        "generator: {}, one thread on the client; its ceiling, with the balancer's ingress dropping every SYN (XDP_DROP): {} SYN/s",
+        generator.name(),
+        mega(ceiling)
+    ));
     t.note(
         "a flood SYN reaches a real only after its source returns a valid cookie ACK, which spoofed sources never do; \
          so SYNs beyond one per successful connection are counted as legitimate attempts' (failed ones, or SYNs retransmitted toward a real)"
@@ -254,5 +272,6 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             })
         })
         .collect();
-    Ok((t, json!({ "rows": rows, "rounds": o.rounds, "secs": o.flood_secs })))
+    let generator = json!({ "kind": generator.name(), "ceiling_per_s": ceiling });
+    Ok((t, json!({ "rows": rows, "rounds": o.rounds, "secs": o.flood_secs, "generator": generator })))
 }

@@ -1,6 +1,6 @@
-//! The generator's frame templates: Ethernet + IPv4 + UDP, or + TCP SYN,
-//! 60 bytes (64 on a wire with the FCS), with the offsets the generator
-//! program randomises per frame.
+//! The generators' frames, 60 bytes (64 on a wire with the FCS): the closed
+//! loop's UDP packets, and the flood's TCP SYN template with the offsets
+//! its generators randomise per frame.
 
 use std::net::Ipv4Addr;
 
@@ -26,7 +26,25 @@ pub(crate) struct Template {
     pub random: Vec<RandomField>,
 }
 
-fn checksum(data: &[u8], initial: u32) -> u16 {
+impl Template {
+    /// Writes into `frame` (a copy of the template) what the generator
+    /// program writes, with values from `next`: the same little-endian
+    /// 16-bit stores, so both generators send the same frames.
+    pub(crate) fn randomise(&self, frame: &mut [u8], mut next: impl FnMut() -> u16) {
+        for g in &self.random {
+            let v = (next() & g.mask) | g.set;
+            for &o in &g.value_at {
+                frame[o as usize..o as usize + 2].copy_from_slice(&v.to_le_bytes());
+            }
+            for &o in &g.complement_at {
+                frame[o as usize..o as usize + 2].copy_from_slice(&(!v).to_le_bytes());
+            }
+        }
+    }
+}
+
+/// The Internet checksum of `data` (RFC 1071), starting from `initial`.
+pub(crate) fn checksum(data: &[u8], initial: u32) -> u16 {
     let mut sum = initial;
     for c in data.chunks(2) {
         sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
@@ -51,21 +69,20 @@ fn ipv4_header(f: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: u
     h[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
-/// UDP to `dst:dport` with 18 bytes of payload; the source port takes one of
-/// `flows` values (a power of two up to 32,768), so every flow after its first
-/// packet is an established one. Checksum 0 (none), so ports may change freely.
-pub(crate) fn udp(macs: Macs, src: Ipv4Addr, dst: Ipv4Addr, dport: u16, flows: u16) -> Template {
+/// One packet of the closed loop: UDP `src` → `dst`, checksum 0 (none),
+/// whose payload begins with the packet's `id` (little-endian), the index
+/// the reflectors note its arrival at.
+pub(crate) fn udp(macs: Macs, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), id: u32) -> Vec<u8> {
     let mut f = vec![0u8; FRAME_LEN];
     f[0..6].copy_from_slice(&macs.dst);
     f[6..12].copy_from_slice(&macs.src);
     let udp_len = FRAME_LEN - L4;
-    ipv4_header(&mut f, src, dst, 17, udp_len, 0);
-    f[L4 + 2..L4 + 4].copy_from_slice(&dport.to_be_bytes());
+    ipv4_header(&mut f, src.0, dst.0, 17, udp_len, 0);
+    f[L4..L4 + 2].copy_from_slice(&src.1.to_be_bytes());
+    f[L4 + 2..L4 + 4].copy_from_slice(&dst.1.to_be_bytes());
     f[L4 + 4..L4 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    let mask = flows.next_power_of_two().clamp(1, 0x8000) - 1;
-    // A set bit above the mask keeps the port off 0 in either byte order.
-    let random = vec![RandomField { mask, set: 0x8000, value_at: vec![L4 as i16], complement_at: vec![] }];
-    Template { bytes: f, random }
+    f[L4 + 8..L4 + 12].copy_from_slice(&id.to_le_bytes());
+    f
 }
 
 /// A TCP SYN to `dst:dport` from a random address in `src_net`/16 and a
@@ -115,18 +132,11 @@ pub(crate) fn syn(macs: Macs, src_net: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> T
 mod tests {
     use super::*;
 
-    /// Applies the generator's writes with value `v` in software.
+    /// The template randomised with these values, one per group.
     fn randomise(t: &Template, values: &[u16]) -> Vec<u8> {
         let mut f = t.bytes.clone();
-        for (g, &v) in t.random.iter().zip(values) {
-            let v = (v & g.mask) | g.set;
-            for &o in &g.value_at {
-                f[o as usize..o as usize + 2].copy_from_slice(&v.to_le_bytes());
-            }
-            for &o in &g.complement_at {
-                f[o as usize..o as usize + 2].copy_from_slice(&(!v).to_le_bytes());
-            }
-        }
+        let mut v = values.iter().copied();
+        t.randomise(&mut f, || v.next().unwrap_or(0));
         f
     }
 
@@ -158,15 +168,15 @@ mod tests {
     }
 
     #[test]
-    fn udp_frame_is_valid_and_ports_bounded() {
+    fn udp_frame_is_valid_and_carries_its_id() {
         let macs = Macs { src: [2; 6], dst: [4; 6] };
-        let t = udp(macs, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 2, 1), 9000, 1024);
-        assert!(ip_ok(&t.bytes));
-        assert_eq!(&t.bytes[L4 + 2..L4 + 4], &9000u16.to_be_bytes());
-        assert_eq!(u16::from_be_bytes([t.bytes[IP + 2], t.bytes[IP + 3]]), 46);
-        let ports: std::collections::BTreeSet<[u8; 2]> =
-            (0..=u16::MAX).map(|v| randomise(&t, &[v])[L4..L4 + 2].try_into().unwrap()).collect();
-        assert_eq!(ports.len(), 1024);
-        assert!(!ports.contains(&[0, 0]));
+        let f =
+            udp(macs, (Ipv4Addr::new(10, 0, 0, 2), 1024), (Ipv4Addr::new(10, 0, 2, 1), 9000), 0x0102_0304);
+        assert_eq!(f.len(), FRAME_LEN);
+        assert!(ip_ok(&f));
+        assert_eq!(f[IP + 9], 17);
+        assert_eq!(&f[L4..L4 + 4], &[4, 0, 0x23, 0x28]);
+        assert_eq!(u16::from_be_bytes([f[IP + 2], f[IP + 3]]), 46);
+        assert_eq!(&f[L4 + 6..L4 + 12], &[0, 0, 4, 3, 2, 1], "no checksum; the id little-endian");
     }
 }

@@ -1,8 +1,8 @@
-//! The benchmark's namespace lab: the standard topology (client, balancer,
-//! reals on a bridge) from `rvs-netns`, plus what every scenario needs:
-//! interface facts, sysctls, XDP attachments held by fd, the live-frames
-//! generator, nginx on the reals, and the check of the stop flag Ctrl-C sets
-//! (the flag itself is `rvs_netns::STOP`).
+//! The benchmark's namespace lab: `rvs-netns`'s switched topology (client,
+//! balancer with two plain veths, a switch namespace holding the bridge to
+//! the reals), plus what every scenario needs: interface facts, sysctls,
+//! XDP attachments held by fd, nginx on the reals, and the check of the
+//! stop flag Ctrl-C sets (the flag itself is `rvs_netns::STOP`).
 //!
 //! Everything is owned by a guard: dropping the [`Lab`] stops adopted
 //! processes (by PID), removes nftables tables and deletes the namespaces
@@ -22,16 +22,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rvs_netns::{ChildGuard, Netns, Topology, TopologySpec, stop_requested};
 
-use crate::bpf::{Counter, Prog};
-use crate::frame::Template;
+use crate::bpf::Prog;
 
 /// The `A` of the 10.A.x.y address plan (`rvs lab` uses 77).
 const BENCH_NET: u8 = 78;
 /// Reals behind every service.
 pub(crate) const REALS: usize = 3;
-/// Local addresses: enough ports for minutes of new connections at the
-/// rates seen here (8 × 3 reals × 64,512 ports over a 60 s quarantine).
-const LADDRS: usize = 8;
+/// Local addresses, the same number for rvs and nftables: 4 × 3 reals ×
+/// 64,512 ports cover 60 s of rvs's port quarantine at 12,900 new
+/// connections/s, beyond which rvs runs out of ports (the `ports` scenario
+/// shows where).
+pub(crate) const LADDRS: usize = 4;
+
+/// What nginx on every real serves at [`DOWNLOAD`]: 1 MB.
+pub(crate) const DOWNLOAD_BYTES: usize = 1_000_000;
+pub(crate) const DOWNLOAD: &str = "/download";
 
 /// Fails when a stop was asked for, so `?` unwinds through the guards.
 pub(crate) fn check_stop() -> anyhow::Result<()> {
@@ -75,6 +80,29 @@ pub(crate) fn sysctls(ns: &Netns, kv: &[(&str, &str)]) -> anyhow::Result<()> {
         Ok(())
     })??;
     Ok(())
+}
+
+/// A sysctl of a namespace set for a while: its old value comes back on drop.
+#[derive(Debug)]
+pub(crate) struct SysctlGuard {
+    ns: Netns,
+    key: &'static str,
+    old: String,
+}
+
+impl SysctlGuard {
+    pub(crate) fn set(ns: &Netns, key: &'static str, value: &str) -> anyhow::Result<Self> {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        let old = ns.run("cat", [&path])?.trim().to_owned();
+        sysctls(ns, &[(key, value)])?;
+        Ok(Self { ns: ns.clone(), key, old })
+    }
+}
+
+impl Drop for SysctlGuard {
+    fn drop(&mut self) {
+        let _ = sysctls(&self.ns, &[(self.key, &self.old)]);
+    }
 }
 
 /// An nftables table in a namespace, deleted on drop.
@@ -159,6 +187,8 @@ pub(crate) struct Lab {
     pub rvs: PathBuf,
     /// Whether nginx runs on the reals.
     pub nginx: bool,
+    /// Local addresses handed out by [`Self::fresh_laddrs`].
+    laddrs_used: std::cell::Cell<u32>,
 }
 
 impl Lab {
@@ -167,13 +197,32 @@ impl Lab {
         if unsafe { libc::geteuid() } != 0 {
             bail!("rvs-bench needs root: it creates network namespaces");
         }
-        let topo = Topology::build(&TopologySpec { reals: REALS, laddrs: LADDRS, net: BENCH_NET, queues: 2 })
-            .context("building the namespace topology")?;
+        let topo = Topology::build_switched(&TopologySpec {
+            reals: REALS,
+            laddrs: LADDRS,
+            net: BENCH_NET,
+            queues: 2,
+        })
+        .context("building the namespace topology")?;
         let tmp = TempDir::new().context("creating a temp dir")?;
-        let lab = Self { topo, tmp, rvs: rvs.to_owned(), nginx: false };
+        let lab = Self { topo, tmp, rvs: rvs.to_owned(), nginx: false, laddrs_used: Default::default() };
         // Clients that open many connections: TIME_WAIT reuse and the whole port range.
         for ns in [lab.topo.ns_client(), lab.topo.ns_lb()] {
             sysctls(ns, &[("net.ipv4.tcp_tw_reuse", "1"), ("net.ipv4.ip_local_port_range", "1024 65535")])?;
+        }
+        // A frame redirected by XDP into a veth reaches the peer only if the
+        // peer has NAPI, which a veth gets from a native XDP program or from
+        // GRO: GRO on every end the closed loop's reflectors send into (the
+        // balancer's client link, the switch's ports), as a NIC always has.
+        let ethtool = |ns: &Netns, dev: &str| -> anyhow::Result<()> {
+            rvs_netns::run(&mut ns.cmd("ethtool", ["-K", dev, "gro", "on"]))
+                .with_context(|| format!("turning GRO on for {dev} in {}", ns.name()))?;
+            Ok(())
+        };
+        ethtool(lab.lb(), lab.topo.lb_client_if())?;
+        let switch = lab.topo.ns_bridge();
+        for port in lab.topo.switch_lb_port().map(str::to_owned).into_iter().chain(lab.topo.lb_real_ports()) {
+            ethtool(switch, &port)?;
         }
         Ok(lab)
     }
@@ -204,9 +253,11 @@ impl Lab {
                  events {{ worker_connections 8192; }}\n\
                  http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
                  fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-                 server {{ listen {addr}:80 backlog=4096; location / {{ return 200 \"real{}\\n\"; }} }} }}\n",
+                 server {{ listen {addr}:80 backlog=4096; location / {{ return 200 \"real{}\\n\"; }}\n\
+                 location = {DOWNLOAD} {{ alias {d}/download; }} }} }}\n",
                 i + 1
             );
+            fs::write(dir.join("download"), vec![b'x'; DOWNLOAD_BYTES])?;
             let path = dir.join("nginx.conf");
             fs::write(&path, conf)?;
             let ns = self.topo.ns_real(i).clone();
@@ -218,6 +269,36 @@ impl Lab {
         }
         self.nginx = true;
         Ok(())
+    }
+
+    /// Flushes the balancer's conntrack table between runs: nftables'
+    /// connections stay there in TIME_WAIT for 120 s, and at these rates
+    /// they fill the table (262,144 entries by default) within a few runs,
+    /// after which every new connection has to evict one. (The reals'
+    /// TIME_WAIT sockets stay: `ss -K` took over a minute for 50,000 of them;
+    /// [`Self::fresh_laddrs`] keeps runs from meeting them instead.)
+    pub(crate) fn flush_conntrack(&self) -> anyhow::Result<()> {
+        self.lb().run("conntrack", ["-F"]).context("flushing conntrack (is conntrack installed?)")?;
+        Ok(())
+    }
+
+    /// `n` (at most 254) local addresses no run in this lab has used, in
+    /// one range: 10.A.16.1 onward.
+    /// The reals keep each connection's (local address:port, real:port) in
+    /// TIME_WAIT for 60 s; a later run through other addresses never meets
+    /// those, whatever its balancer's port choice or timestamps.
+    pub(crate) fn fresh_laddrs(&self, n: usize) -> anyhow::Result<Vec<Ipv4Addr>> {
+        // One run's addresses share a /24, so that they form a range.
+        let used = self.laddrs_used.get();
+        let first = if used % 254 + n as u32 > 254 { used.next_multiple_of(254) } else { used };
+        let end = first + n as u32;
+        if n > 254 || end > 240 * 254 {
+            bail!("the lab has run out of fresh local addresses");
+        }
+        self.laddrs_used.set(end);
+        Ok((first..end)
+            .map(|k| Ipv4Addr::new(10, BENCH_NET, 16 + (k / 254) as u8, 1 + (k % 254) as u8))
+            .collect())
     }
 
     /// Spawns a process in `ns` with output to `log` in the temp dir.
@@ -260,52 +341,6 @@ pub(crate) fn wait_listening(ns: &Netns, addr: Ipv4Addr, port: u16, limit: Durat
 pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-/// What a generator run sent.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Sent {
-    pub frames: u64,
-    pub elapsed: Duration,
-}
-
-/// Frames per `BPF_PROG_RUN` call: about 30-150 ms each here, so a stop or
-/// the deadline is noticed quickly.
-const GEN_CHUNK: u32 = 1 << 18;
-
-/// The in-kernel generator: from a thread in the client namespace, runs
-/// `prog` over copies of `template` in live-frames mode on the client's
-/// interface, where `XDP_TX` sends each frame to the balancer. Runs until
-/// `until` returns true, the deadline `limit`, or a stop.
-pub(crate) fn generate(
-    lab: &Lab,
-    template: &Template,
-    limit: Duration,
-    until: &(dyn Fn() -> bool + Sync),
-) -> anyhow::Result<Sent> {
-    let prog = Prog::tx_randomised(&template.bytes, &template.random)?;
-    let ifindex = Iface::of(lab.client(), "eth0")?.index;
-    let bytes = &template.bytes;
-    lab.client()
-        .run_in(|| -> io::Result<Sent> {
-            let start = Instant::now();
-            let mut frames = 0u64;
-            while !stop_requested() && !until() && start.elapsed() < limit {
-                prog.run_live(bytes, ifindex, GEN_CHUNK)?;
-                frames += u64::from(GEN_CHUNK);
-            }
-            Ok(Sent { frames, elapsed: start.elapsed() })
-        })?
-        .context("running the live-frames generator")
-}
-
-/// Reads a counter sum over several per-CPU maps.
-pub(crate) fn sum(counters: &[Counter]) -> anyhow::Result<u64> {
-    let mut n = 0;
-    for c in counters {
-        n += c.read()?;
-    }
-    Ok(n)
 }
 
 /// Runs a command with a hard time limit; returns stdout.
@@ -378,31 +413,4 @@ impl Drop for Profile {
             let _ = g.stop(Duration::from_secs(10));
         }
     }
-}
-
-/// rvs's metrics text (the daemon must serve them at [`crate::paths::RVS_METRICS`]).
-fn rvs_metrics(lab: &Lab) -> anyhow::Result<String> {
-    Ok(lab.lb().run("curl", ["-sf", &format!("http://{}/metrics", crate::paths::RVS_METRICS)])?)
-}
-
-/// The sum of rvs's samples of `name` whose line contains any of `any`
-/// (every sample when `any` is empty), from one read of the metrics.
-pub(crate) fn rvs_metric(lab: &Lab, name: &str, any: &[&str]) -> anyhow::Result<u64> {
-    Ok(rvs_metrics(lab)?
-        .lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter(|l| any.is_empty() || any.iter().any(|w| l.contains(w)))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum())
-}
-
-/// The kernel's loss counts on rvs's sockets, as rvs reports them.
-pub(crate) fn rvs_socket_losses(lab: &Lab) -> anyhow::Result<String> {
-    let text = rvs_metrics(lab)?;
-    Ok(text.lines().filter(|l| l.starts_with("rvs_xdp_socket_drops_total")).collect::<Vec<_>>().join(", "))
-}
-
-/// Frames rvs's XDP program steered to its sockets so far.
-pub(crate) fn rvs_steered(lab: &Lab) -> anyhow::Result<u64> {
-    rvs_metric(lab, "rvs_xdp_frames_total", &["\"direct\"", "\"handed_over\""])
 }

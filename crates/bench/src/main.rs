@@ -2,19 +2,22 @@
 //!
 //! Builds the namespace lab and measures, side by side in one run, rvs on
 //! its data paths against kernel baselines: established-flow packets/s
-//! ([`pps`]), new connections/s ([`cps`]), the seed experiment's latency
-//! distribution ([`latency`], through `rvs lab --compare`) and a SYN flood
-//! ([`flood`]). Every figure is a median of several rounds printed with its
+//! ([`pps`]), new connections/s ([`cps`]), local-port reuse at that rate
+//! ([`ports`]), the seed experiment's latency distribution ([`latency`],
+//! through `rvs lab --compare`) and a SYN flood ([`flood`]). Every figure is a median of several rounds printed with its
 //! spread, and ratios between paths are printed explicitly. Everything made
 //! is removed afterwards, also on failure and on Ctrl-C.
 
 mod bpf;
+mod closed_loop;
 mod cps;
 mod flood;
 mod frame;
+mod generator;
 mod lab;
 mod latency;
 mod paths;
+mod ports;
 mod pps;
 mod report;
 
@@ -30,18 +33,26 @@ usage: rvs-bench [SCENARIO...] [OPTIONS]       (as root)
 
 scenarios (default: all):
   all       every scenario below, in one run
-  pps       64-byte established-flow packets/s: veth limit, kernel routing,
-            nftables FullNAT, rvs (TUN), with an in-kernel XDP generator
+  pps       64-byte established-flow packets/s in a closed loop (client and
+            reals reflect a fixed population from XDP): a wire's ceiling,
+            kernel routing, nftables FullNAT (and its flowtable where the
+            kernel has one), rvs (TUN, AF_XDP with 1 and 2 workers)
   cps       new connections/s (wrk, Connection: close, nginx reals): rvs with
             SYNProxy on and off, nftables FullNAT, HAProxy mode tcp
+  ports     local-port reuse: one local address, one real, 30 s of wrk:
+            rvs (TUN, AF_XDP) beside nftables FullNAT; plain, 1 MB
+            downloads, client timestamps off
   latency   the seed experiment, classic vs adaptive retransmits, plotted
             (rvs lab --compare --svg)
   flood     SYN flood at the generator's rate against rvs with SYNProxy,
             while a client makes sequential connections
 
 options:
-  --quick          short rounds (about a minute for all)
+  --quick          short rounds (about three minutes for all)
   --rounds N       rounds per figure (medians of N) [5]
+  --generator G    the flood's generator: auto (live frames where the kernel
+                   allows them, else an AF_PACKET socket), live-frames,
+                   packet-socket [auto]
   --json           print the results as JSON on stdout (tables go to stderr)
   --rvs PATH       the rvs binary [built with cargo build --release -p rvs]
   --svg FILE       where latency writes its plot [bench-latency.svg]
@@ -61,10 +72,14 @@ pub(crate) struct Opts {
     pub pps_secs: f64,
     /// Seconds of each wrk run.
     pub cps_secs: u32,
+    /// Seconds of each wrk run of the ports scenario.
+    pub ports_secs: u32,
     /// Requests per mode in the latency experiment.
     pub latency_requests: usize,
     /// Seconds of each flood round.
     pub flood_secs: f64,
+    /// The flood's generator.
+    pub generator: generator::Choice,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
@@ -77,8 +92,10 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
         svg: PathBuf::from("bench-latency.svg"),
         pps_secs: 2.0,
         cps_secs: 5,
+        ports_secs: 30,
         latency_requests: 500,
         flood_secs: 4.0,
+        generator: generator::Choice::Auto,
     };
     let mut rounds = None;
     let mut it = args.iter();
@@ -96,16 +113,20 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
             }
             "--rvs" => o.rvs = Some(PathBuf::from(it.next().context("--rvs needs a path")?)),
             "--svg" => o.svg = PathBuf::from(it.next().context("--svg needs a file name")?),
-            "all" | "pps" | "cps" | "latency" | "flood" => o.scenarios.push(a.clone()),
+            "--generator" => {
+                o.generator = generator::Choice::parse(it.next().context("--generator needs a name")?)?;
+            }
+            "all" | "pps" | "cps" | "ports" | "latency" | "flood" => o.scenarios.push(a.clone()),
             _ => bail!("unknown argument {a:?} (see rvs-bench --help)"),
         }
     }
     if o.scenarios.is_empty() || o.scenarios.iter().any(|s| s == "all") {
-        o.scenarios = ["pps", "cps", "latency", "flood"].map(str::to_owned).into();
+        o.scenarios = ["pps", "cps", "ports", "latency", "flood"].map(str::to_owned).into();
     }
     if o.quick {
         o.pps_secs = 0.4;
         o.cps_secs = 1;
+        o.ports_secs = 4;
         o.latency_requests = 30;
         o.flood_secs = 1.5;
     }
@@ -208,6 +229,7 @@ fn real_main(args: &[String]) -> anyhow::Result<i32> {
         let (t, v): (report::Table, Value) = match s.as_str() {
             "pps" => pps::run(ensure_lab(&mut lab, &rvs, false)?, &o)?,
             "cps" => cps::run(ensure_lab(&mut lab, &rvs, true)?, &o)?,
+            "ports" => ports::run(ensure_lab(&mut lab, &rvs, true)?, &o)?,
             "flood" => flood::run(ensure_lab(&mut lab, &rvs, true)?, &o)?,
             "latency" => latency::run(&rvs, &o)?,
             _ => unreachable!("checked by parse"),

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rvs_netns::{ChildGuard, Netns};
 
-use crate::bpf::{Counter, Prog};
-use crate::lab::{Lab, NftTable, XdpLink, check_stop, wait_listening};
+use crate::bpf::Prog;
+use crate::lab::{Iface, Lab, NftTable, XdpLink, check_stop, wait_listening};
 
 /// Transport protocol of the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +32,21 @@ impl Proto {
     }
 }
 
-/// The service every path offers: VIP:port over all reals at the same port.
+/// The service every path offers: VIP:port over the first `reals` of the
+/// lab's reals at the same port, through its first `laddrs` local addresses.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Service {
     pub proto: Proto,
     pub port: u16,
+    pub reals: usize,
+    pub laddrs: usize,
+}
+
+impl Service {
+    /// Over every real, through every local address.
+    pub(crate) fn new(proto: Proto, port: u16) -> Self {
+        Self { proto, port, reals: crate::lab::REALS, laddrs: crate::lab::LADDRS }
+    }
 }
 
 /// A set-up balancer. Dropping it tears it down.
@@ -44,15 +54,8 @@ pub(crate) struct Service {
 pub(crate) struct Middle {
     /// Where clients send.
     pub target: Option<Ipv4Addr>,
-    /// When the path ends at the balancer's ingress (the veth limit): the
-    /// counter of packets delivered there.
-    pub sink: Option<Counter>,
     /// The balancer process, for its memory.
     pub pid: Option<u32>,
-    /// rvs on AF_XDP: its own program holds the balancer's ingress, so no
-    /// counting program can go there; it counts the frames it steers
-    /// itself (`rvs_xdp_frames_total` at [`RVS_METRICS`]).
-    pub rvs_xdp: bool,
     /// Processes, tables, XDP links, addresses.
     guards: Guards,
 }
@@ -91,25 +94,30 @@ pub(crate) trait DataPath: std::fmt::Debug {
     fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle>;
 }
 
-/// The raw veth limit: frames are counted and dropped by XDP at the
-/// balancer's ingress, nothing is forwarded.
+/// A wire in place of the balancer: XDP programs on its two links swap
+/// the MACs and redirect each UDP frame to the other link, untouched
+/// otherwise (no routing, no TTL), between the client and the first real.
+/// The closed loop's own ceiling: what the lab around the balancer allows.
 #[derive(Debug)]
-pub(crate) struct VethLimit;
+pub(crate) struct CrossConnect;
 
-impl DataPath for VethLimit {
+impl DataPath for CrossConnect {
     fn name(&self) -> String {
-        "veth limit (XDP_DROP at ingress)".to_owned()
+        "ceiling: XDP cross-connect (no balancer)".to_owned()
     }
 
-    fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle> {
-        let counter = Counter::new()?;
-        let proto = if svc.proto == Proto::Udp { 17 } else { 6 };
-        let prog = Prog::count(&counter, proto, true)?;
-        let link = XdpLink::attach(lab.lb(), lab.topo.lb_client_if(), prog)?;
+    fn setup(&self, lab: &Lab, _svc: Service) -> anyhow::Result<Middle> {
+        let t = &lab.topo;
+        let (client, cli) = lab.client_link()?;
+        let real = Iface::of(t.ns_real(0), t.real_if())?;
+        let rl = Iface::of(lab.lb(), t.lb_real_if())?;
+        let toward_real =
+            XdpLink::attach(lab.lb(), t.lb_client_if(), Prog::cross_connect(rl.index, real.mac, rl.mac)?)?;
+        let toward_client =
+            XdpLink::attach(lab.lb(), t.lb_real_if(), Prog::cross_connect(cli.index, client.mac, cli.mac)?)?;
         Ok(Middle {
-            target: Some(lab.topo.vip()),
-            sink: Some(counter),
-            guards: Guards(vec![Box::new(link)]),
+            target: Some(t.real_addrs()[0]),
+            guards: Guards(vec![Box::new(toward_real), Box::new(toward_client)]),
             ..Middle::default()
         })
     }
@@ -130,15 +138,23 @@ impl DataPath for KernelRouting {
 }
 
 /// Kernel FullNAT with nftables: DNAT over the reals by `numgen inc`, SNAT
-/// to local addresses of its own. Not rvs's: the reals keep TIME_WAIT per
-/// (local address:port, real:port), and a SYN reusing such a pair with the
-/// other balancer's timestamps is rejected by PAWS, which stalls the next
-/// path's connections.
+/// to as many fresh local addresses as rvs gets.
 #[derive(Debug)]
-pub(crate) struct NftFullNat;
+pub(crate) struct NftFullNat {
+    /// A flowtable for established flows (the kernel's software fast
+    /// path, from the ingress hook straight to the output device).
+    pub flowtable: bool,
+}
 
-/// nftables' local addresses are 10.A.<this>.x (rvs's are 10.A.3.x).
-const NFT_LADDR_OCTET: u8 = 4;
+/// Whether this kernel has nftables flowtables (`CONFIG_NF_FLOW_TABLE`):
+/// tries one on the balancer's client link.
+pub(crate) fn flowtables_available(lab: &Lab) -> bool {
+    let body = format!(
+        "flowtable ft {{\n hook ingress priority filter; devices = {{ {} }};\n}}",
+        lab.topo.lb_client_if()
+    );
+    NftTable::install(lab.lb(), "ip", "rvs_bench_probe", &body).is_ok()
+}
 
 /// A VIP of its own for a path: 10.A.2.`n`. Conntrack entries outlive the
 /// nftables table (TIME_WAIT for 2 minutes), and on the same VIP they would
@@ -150,24 +166,20 @@ fn own_vip(lab: &Lab, n: u8) -> Ipv4Addr {
 
 impl DataPath for NftFullNat {
     fn name(&self) -> String {
-        "nftables FullNAT".to_owned()
+        match self.flowtable {
+            false => "nftables FullNAT".to_owned(),
+            true => "nftables FullNAT, flowtable".to_owned(),
+        }
     }
 
     fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle> {
         let t = &lab.topo;
         let vip = own_vip(lab, 2);
-        let reals = t.real_addrs();
+        let reals = &t.real_addrs()[..svc.reals];
         let map: Vec<String> = reals.iter().enumerate().map(|(i, a)| format!("{i} : {a}")).collect();
         let set: Vec<String> = reals.iter().map(ToString::to_string).collect();
-        let laddrs: Vec<Ipv4Addr> = t
-            .laddrs()
-            .iter()
-            .map(|a| {
-                let [a, b, _, d] = a.octets();
-                Ipv4Addr::new(a, b, NFT_LADDR_OCTET, d)
-            })
-            .collect();
-        let body = format!(
+        let laddrs = lab.fresh_laddrs(svc.laddrs)?;
+        let mut body = format!(
             "chain pre {{\n type nat hook prerouting priority dstnat; policy accept;\n\
                ip daddr {vip} {p} dport {port} dnat to numgen inc mod {n} map {{ {map} }}\n}}\n\
              chain post {{\n type nat hook postrouting priority srcnat; policy accept;\n\
@@ -180,15 +192,23 @@ impl DataPath for NftFullNat {
             lo = laddrs[0],
             hi = laddrs[laddrs.len() - 1],
         );
+        if self.flowtable {
+            body.push_str(&format!(
+                "\nflowtable ft {{\n hook ingress priority filter; devices = {{ {}, {} }};\n}}\n\
+                 chain forward {{\n type filter hook forward priority filter; policy accept;\n\
+                   meta l4proto {{ tcp, udp }} flow add @ft\n}}",
+                t.lb_client_if(),
+                t.lb_real_if()
+            ));
+        }
         let table = NftTable::install(lab.lb(), "ip", "rvs_bench_fnat", &body)?;
         Ok(Middle { target: Some(vip), guards: Guards(vec![Box::new(table)]), ..Middle::default() })
     }
 }
 
-/// The rvs daemon (`rvs run`) on its TUN data path, or on AF_XDP
-/// (`xdp_mode = "auto"`: native XDP on the client's veth, generic on the
-/// reals' bridge; the lab must have been prepared with
-/// `Topology::prepare_for_generic_xdp`).
+/// The rvs daemon (`rvs run`) on its TUN data path, or on AF_XDP with
+/// native XDP on both of the balancer's veths (`xdp_mode = "native"`), as
+/// on a balancer with two NICs.
 #[derive(Debug)]
 pub(crate) struct Rvs {
     pub synproxy: bool,
@@ -220,10 +240,10 @@ impl DataPath for Rvs {
         let t = &lab.topo;
         let socket = lab.tmp.path().join("rvs.sock");
         let _ = fs::remove_file(&socket);
-        let laddrs: Vec<String> = t.laddrs().iter().map(|a| format!("\"{a}\"")).collect();
+        let laddrs: Vec<String> = lab.fresh_laddrs(svc.laddrs)?.iter().map(|a| format!("\"{a}\"")).collect();
         let xdp = match self.xdp_workers {
             Some(workers) => format!(
-                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"auto\"\nworkers = {workers}\n",
+                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"native\"\nworkers = {workers}\n",
                 t.lb_client_if(),
                 t.lb_real_if()
             ),
@@ -243,7 +263,7 @@ impl DataPath for Rvs {
         if svc.proto == Proto::Tcp {
             cfg.push_str(&format!("synproxy = {}\n", self.synproxy));
         }
-        for r in t.real_addrs() {
+        for r in &t.real_addrs()[..svc.reals] {
             cfg.push_str(&format!("\n[[service.real]]\naddr = \"{r}:{}\"\n", svc.port));
         }
         let config = lab.tmp.path().join("rvs.toml");
@@ -252,13 +272,7 @@ impl DataPath for Rvs {
         let (mut daemon, log) =
             lab.spawn_logged(lab.lb(), &lab.rvs, &["run", "--config", &config], "rvs.log")?;
         wait_for_file(&mut daemon, &socket, &log)?;
-        Ok(Middle {
-            target: Some(t.vip()),
-            pid: Some(daemon.pid()),
-            rvs_xdp: self.xdp_workers.is_some(),
-            guards: Guards(vec![Box::new(daemon)]),
-            ..Middle::default()
-        })
+        Ok(Middle { target: Some(t.vip()), pid: Some(daemon.pid()), guards: Guards(vec![Box::new(daemon)]) })
     }
 }
 
@@ -306,7 +320,7 @@ impl DataPath for HaproxyTcp {
              frontend f\n  bind {vip}:{port}\n  default_backend b\n\nbackend b\n  balance roundrobin\n",
             port = svc.port
         );
-        for (i, r) in t.real_addrs().iter().enumerate() {
+        for (i, r) in t.real_addrs()[..svc.reals].iter().enumerate() {
             cfg.push_str(&format!("  server r{} {r}:{}\n", i + 1, svc.port));
         }
         let path = lab.tmp.path().join("haproxy.cfg");
@@ -330,4 +344,31 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// rvs's metrics text (the daemon must serve them at [`RVS_METRICS`]).
+fn rvs_metrics(lab: &Lab) -> anyhow::Result<String> {
+    Ok(lab.lb().run("curl", ["-sf", &format!("http://{}/metrics", RVS_METRICS)])?)
+}
+
+/// The sum of rvs's samples of `name` whose line contains any of `any`
+/// (every sample when `any` is empty), from one read of the metrics.
+pub(crate) fn rvs_metric(lab: &Lab, name: &str, any: &[&str]) -> anyhow::Result<u64> {
+    Ok(rvs_metrics(lab)?
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| any.is_empty() || any.iter().any(|w| l.contains(w)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum())
+}
+
+/// The kernel's loss counts on rvs's sockets, as rvs reports them.
+pub(crate) fn rvs_socket_losses(lab: &Lab) -> anyhow::Result<String> {
+    let text = rvs_metrics(lab)?;
+    Ok(text.lines().filter(|l| l.starts_with("rvs_xdp_socket_drops_total")).collect::<Vec<_>>().join(", "))
+}
+
+/// Frames rvs's XDP program steered to its sockets so far.
+pub(crate) fn rvs_steered(lab: &Lab) -> anyhow::Result<u64> {
+    rvs_metric(lab, "rvs_xdp_frames_total", &["\"direct\"", "\"handed_over\""])
 }

@@ -1,157 +1,158 @@
-//! Scenario a: 64-byte established-flow packets/s through each data path.
-//!
-//! The in-kernel generator sends UDP frames from the client over 1,024
-//! source ports (each flow's first packet creates it; a warm-up sends those
-//! before the measured window), and XDP programs on the reals count and drop
-//! what arrives. For the veth limit the balancer's ingress itself counts and
-//! drops. Rounds alternate the paths, so each round compares them side by side.
+//! Scenario a: 64-byte established-flow packets/s through each data path,
+//! measured with the closed loop ([`crate::closed_loop`]): the client and
+//! the reals reflect a fixed population of UDP packets, the balancer
+//! forwards each of them both ways. Rounds alternate the paths, so each
+//! round compares them side by side; the first path, a wire in the
+//! balancer's place, is the loop's own ceiling.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::Opts;
-use crate::bpf::{Counter, Prog};
-use crate::frame::{self, Macs};
-use crate::lab::{self, Lab, XdpLink, check_stop};
-use crate::paths::{DataPath, KernelRouting, NftFullNat, Proto, Rvs, Service, VethLimit};
-use crate::report::{Samples, Table, mega, ratio_line};
+use crate::closed_loop::{self, Client, Loop, Reals};
+use crate::lab::{self, Lab, check_stop};
+use crate::paths::{self, CrossConnect, DataPath, KernelRouting, NftFullNat, Proto, Rvs, Service};
+use crate::report::{Samples, Table, mega, ratio_notes};
 
-const PORT: u16 = 9000;
-const FLOWS: u16 = 1024;
-const WARM_UP: Duration = Duration::from_millis(300);
+/// Before each window: the population injected, losses to the queues of
+/// the path refilled, first connections made.
+const WARM_UP: Duration = Duration::from_millis(500);
 
-/// The paths measured, in table order; the first is the baseline of the ratio column.
-fn paths() -> Vec<Box<dyn DataPath>> {
-    vec![
-        Box::new(VethLimit),
+/// The paths measured, in table order; the first is the ceiling. The
+/// flowtable row needs a kernel built with flowtables.
+fn paths(flowtables: bool) -> Vec<Box<dyn DataPath>> {
+    let mut p: Vec<Box<dyn DataPath>> = vec![
+        Box::new(CrossConnect),
         Box::new(KernelRouting),
-        Box::new(NftFullNat),
+        Box::new(NftFullNat { flowtable: false }),
+        Box::new(NftFullNat { flowtable: true }),
         Box::new(Rvs::TUN),
         Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
         Box::new(Rvs { synproxy: false, xdp_workers: Some(2) }),
-    ]
+    ];
+    p.retain(|p| flowtables || !p.name().contains("flowtable"));
+    p
 }
+
+const ROUTING: &str = "kernel routing (no NAT)";
+const NFT: &str = "nftables FullNAT";
+const CEILING: &str = "ceiling: XDP cross-connect (no balancer)";
+
+/// Ratios printed, as (numerator, denominator) path names: rvs AF_XDP
+/// against nftables FullNAT, its flowtable and plain routing; two workers
+/// against one; rvs TUN; the kernel paths against each other and the ceiling.
+const RATIOS: [(&str, &str, Option<f64>); 10] = [
+    ("rvs AF_XDP", NFT, None),
+    ("rvs AF_XDP", "nftables FullNAT, flowtable", None),
+    ("rvs AF_XDP", ROUTING, None),
+    ("rvs AF_XDP, 2 workers", "rvs AF_XDP", None),
+    ("rvs TUN", NFT, None),
+    ("rvs TUN", ROUTING, None),
+    (NFT, ROUTING, None),
+    ("nftables FullNAT, flowtable", NFT, None),
+    (ROUTING, CEILING, None),
+    ("rvs AF_XDP", CEILING, None),
+];
 
 #[derive(Debug, Default, Clone)]
 struct Figures {
     delivered: Samples,
-    at_balancer: Samples,
-    sent: Samples,
+    forwarded: Samples,
+    lost: Samples,
 }
 
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
-    let svc = Service { proto: Proto::Udp, port: PORT };
-    let paths = paths();
-    // The reals count and drop UDP for the whole scenario (ARP passes).
-    let mut at_reals = Vec::new();
-    let mut links = Vec::new();
-    for ns in lab.topo.ns_reals() {
-        let c = Counter::new()?;
-        links.push(XdpLink::attach(ns, lab.topo.real_if(), Prog::count(&c, 17, true)?)?);
-        at_reals.push(c);
-    }
-    let (client_if, lb_if) = lab.client_link()?;
-    let macs = Macs { src: client_if.mac, dst: lb_if.mac };
+    let svc = Service::new(Proto::Udp, closed_loop::PORT);
+    let flowtables = paths::flowtables_available(lab);
+    let paths = paths(flowtables);
+    let reals = Reals::attach(lab)?;
+    let client = Client::open(lab)?;
     let secs = Duration::from_secs_f64(o.pps_secs);
     let mut figs = vec![Figures::default(); paths.len()];
     for round in 0..o.rounds {
         for (p, f) in paths.iter().zip(&mut figs) {
             check_stop()?;
             let m = p.setup(lab, svc)?;
-            // Frames XDP_TXed into a veth arrive only where the peer runs native
-            // XDP: a counting XDP_PASS at the balancer's ingress, unless the
-            // path itself ends there or rvs's own program holds that place
-            // (natively: its AF_XDP paths run `xdp_mode = "auto"`).
-            let ingress = Counter::new()?;
-            let _pass = match (&m.sink, m.rvs_xdp) {
-                (Some(_), _) | (None, true) => None,
-                (None, false) => Some(XdpLink::attach(
-                    lab.lb(),
-                    lab.topo.lb_client_if(),
-                    Prog::count(&ingress, 17, false)?,
-                )?),
-            };
-            let target = m.target.unwrap_or(lab.topo.vip());
-            let t = frame::udp(macs, lab.topo.client_addr(), target, PORT, FLOWS);
-            lab::generate(lab, &t, WARM_UP, &|| false)?;
-            let read = || -> anyhow::Result<(u64, u64)> {
-                match &m.sink {
-                    Some(s) => Ok((s.read()?, s.read()?)),
-                    None if m.rvs_xdp => Ok((lab::sum(&at_reals)?, lab::rvs_steered(lab)?)),
-                    None => Ok((lab::sum(&at_reals)?, ingress.read()?)),
-                }
-            };
-            let (d0, i0) = read()?;
+            let mut l = Loop::start(lab, &reals, &client, m.target.unwrap_or(lab.topo.vip()))?;
+            l.keep(WARM_UP)?;
+            let (d0, r0, lost0) = (reals.delivered.read()?, client.returned.read()?, l.lost);
             let profile = lab::Profile::start(&p.name(), m.pid)?;
-            let sent = lab::generate(lab, &t, secs, &|| false)?;
+            let start = Instant::now();
+            l.keep(secs)?;
+            let s = start.elapsed().as_secs_f64();
             drop(profile);
-            let (d1, i1) = read()?;
-            if m.rvs_xdp && !o.json {
+            let (d1, r1, lost1) = (reals.delivered.read()?, client.returned.read()?, l.lost);
+            l.stop();
+            if p.name().starts_with("rvs AF_XDP") && !o.json {
                 eprintln!(
                     "pps round {}: {}: socket losses so far: {}",
                     round + 1,
                     p.name(),
-                    lab::rvs_socket_losses(lab)?
+                    paths::rvs_socket_losses(lab)?
                 );
             }
-            let s = sent.elapsed.as_secs_f64();
-            f.delivered.push((d1 - d0) as f64 / s);
-            f.at_balancer.push((i1 - i0) as f64 / s);
-            f.sent.push(sent.frames as f64 / s);
+            drop(m);
+            let delivered = (d1 - d0) as f64 / s;
+            f.delivered.push(delivered);
+            f.forwarded.push((d1 - d0 + r1 - r0) as f64 / s);
+            f.lost.push((lost1 - lost0) as f64 / s);
             if !o.json {
                 eprintln!(
-                    "pps round {}: {}: {} delivered, {} at the balancer",
+                    "pps round {}: {}: {} delivered, {} lost and refilled",
                     round + 1,
                     p.name(),
-                    mega((d1 - d0) as f64 / s),
-                    mega((i1 - i0) as f64 / s)
+                    mega(delivered),
+                    (lost1 - lost0)
                 );
             }
         }
     }
-    drop(links);
     let mut t = Table::new(
-        "64-byte established-flow packets/s (UDP, 1,024 flows)",
+        &format!(
+            "64-byte packets/s, closed loop of {} UDP packets over {} flows",
+            closed_loop::POPULATION,
+            closed_loop::FLOWS
+        ),
         &[
             "path",
             "delivered to the reals, packets/s",
-            "× veth limit",
-            "arrived at the balancer",
-            "generator sent",
+            "× ceiling",
+            "forwarded (both ways)",
+            "lost and refilled, per s",
         ],
     );
-    let base = figs[0].delivered.clone();
+    let base = figs[0].delivered.median().max(1.0);
+    let per_s = |v: f64| format!("{v:.0}");
     for (p, f) in paths.iter().zip(&figs) {
         t.row(vec![
             p.name(),
             f.delivered.show(mega),
-            format!("{:.2}", f.delivered.median() / base.median().max(1.0)),
-            f.at_balancer.show(mega),
-            f.sent.show(mega),
+            format!("{:.2}", f.delivered.median() / base),
+            f.forwarded.show(mega),
+            f.lost.show(per_s),
         ]);
     }
-    let name = |i: usize| paths[i].name();
-    let mut ratios = Vec::new();
-    // rvs AF_XDP (4) against nftables FullNAT (2) and plain routing (1);
-    // two workers (5) against one; rvs TUN (3); the kernel paths against
-    // each other and the veth limit (0).
-    for (a, b) in [(4, 2), (4, 1), (5, 4), (3, 2), (3, 1), (2, 1), (1, 0), (4, 0)] {
-        let (s, v) =
-            ratio_line(&format!("{} / {}", name(a), name(b)), &figs[a].delivered, &figs[b].delivered, None);
-        t.note(s);
-        ratios.push(v);
+    let names: Vec<String> = paths.iter().map(|p| p.name()).collect();
+    let delivered: Vec<&Samples> = figs.iter().map(|f| &f.delivered).collect();
+    let ratios = ratio_notes(&mut t, &names, &delivered, &RATIOS);
+    if !flowtables {
+        t.note("no flowtable row: this kernel has no nftables flowtables (CONFIG_NF_FLOW_TABLE)".to_owned());
     }
     t.note(format!(
-        "medians of {} rounds of {:.1} s (min–max in brackets); one generator thread; \"arrived at the balancer\" counts at its ingress (for the veth limit that is the delivered figure; for rvs AF_XDP, the frames its program steered to its sockets)",
+        "medians of {} rounds of {:.1} s (min–max in brackets); the client and the reals send every packet back from XDP, so the balancer forwards each one twice: \"forwarded\" counts both directions; packets unseen at the reals for 200 ms are counted lost and sent again",
         o.rounds, o.pps_secs
     ));
     let rows: Vec<Value> = paths
         .iter()
         .zip(&figs)
         .map(|(p, f)| {
-            json!({ "path": p.name(), "delivered_pps": f.delivered.json(), "at_balancer_pps": f.at_balancer.json(), "sent_pps": f.sent.json() })
+            json!({ "path": p.name(), "delivered_pps": f.delivered.json(), "forwarded_pps": f.forwarded.json(), "lost_per_s": f.lost.json() })
         })
         .collect();
-    Ok((t, json!({ "rows": rows, "ratios": ratios, "rounds": o.rounds, "secs": o.pps_secs })))
+    let generator = json!({ "kind": "closed loop", "population": closed_loop::POPULATION, "flows": closed_loop::FLOWS, "ceiling": figs[0].delivered.json() });
+    Ok((
+        t,
+        json!({ "rows": rows, "ratios": ratios, "rounds": o.rounds, "secs": o.pps_secs, "generator": generator }),
+    ))
 }

@@ -139,6 +139,26 @@ pub(crate) fn ratio_line(what: &str, a: &Samples, b: &Samples, target: Option<f6
     (s, v)
 }
 
+/// The ratio lines `pairs` name, (numerator, denominator, target) by row
+/// name, as notes of `t`; pairs naming a row that is not there are left
+/// out. Returns their JSON.
+pub(crate) fn ratio_notes(
+    t: &mut Table,
+    names: &[String],
+    figures: &[&Samples],
+    pairs: &[(&str, &str, Option<f64>)],
+) -> Vec<Value> {
+    let find = |name: &str| names.iter().position(|n| n == name);
+    let mut out = Vec::new();
+    for &(a, b, target) in pairs {
+        let (Some(i), Some(j)) = (find(a), find(b)) else { continue };
+        let (s, v) = ratio_line(&format!("{a} / {b}"), figures[i], figures[j], target);
+        t.note(s);
+        out.push(v);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,17 @@
 //!                       br0 10.A.1.1 --+-- rI ---------------- eth0 10.A.1.(10+I)
 //!                                      +-- ...
 //! ```
+//!
+//! [`Topology::build_switched`] gives the balancer two plain veths instead,
+//! as a balancer with two NICs has, and puts the bridge in a namespace of
+//! its own (the switch, which passes frames without netfilter), so the
+//! balancer's links take native XDP:
+//!
+//! ```text
+//!  client ns            lb ns                 switch ns                realI ns
+//!  eth0 10.A.0.2 ---- cli0 10.A.0.1
+//!                       rl0 10.A.1.1 ---- lb0 -- br0 --+-- rI ---- eth0 10.A.1.(10+I)
+//! ```
 //! The VIP (10.A.2.1) and the local addresses (10.A.3.1..) lie outside every
 //! connected subnet, so they exist only where a data path routes them: the
 //! client sends everything to the balancer, the reals answer everything
@@ -29,8 +40,12 @@ const NAME_TAG: &str = "rvsT";
 const CLIENT_IF: &str = "eth0";
 /// The balancer's interface toward the client.
 const LB_CLIENT_IF: &str = "cli0";
-/// The balancer's bridge joining the reals.
-const LB_REAL_IF: &str = "br0";
+/// The bridge joining the reals (in the balancer's namespace, or the switch's).
+const BRIDGE: &str = "br0";
+/// The balancer's veth toward the switch, in a switched topology.
+const LB_SWITCH_IF: &str = "rl0";
+/// The switch's port toward the balancer.
+const SWITCH_LB_PORT: &str = "lb0";
 /// Each real's interface (toward the balancer's bridge).
 const REAL_IF: &str = "eth0";
 
@@ -44,8 +59,9 @@ pub struct TopologySpec {
     /// The `A` in the 10.A.x.y address plan.
     pub net: u8,
     /// Receive and send queues of the balancer's client link (both ends)
-    /// and bridge, 1..=16: a balancer with several workers binds one
-    /// AF_XDP socket per worker, each to a queue of its own.
+    /// and its real-side link (bridge, or veth to the switch, both ends),
+    /// 1..=16: a balancer with several workers binds one AF_XDP socket per
+    /// worker, each to a queue of its own.
     pub queues: u32,
 }
 
@@ -65,6 +81,8 @@ pub struct Topology {
     client: Netns,
     lb: Netns,
     reals: Vec<Netns>,
+    /// The namespace holding the bridge, when it is not the balancer's.
+    switch: Option<Netns>,
     /// Namespaces that exist because of us, in creation order.
     created: Vec<Netns>,
     children: Vec<ChildGuard>,
@@ -77,6 +95,17 @@ impl Topology {
     /// Builds the topology with namespaces named `rvsT<pid>x<n>-{client,lb,realI}`.
     /// On error, whatever was already made is removed again.
     pub fn build(spec: &TopologySpec) -> io::Result<Self> {
+        Self::build_with(spec, false)
+    }
+
+    /// Builds the switched topology (see the module doc): the balancer's
+    /// real-side link is a veth to a switch namespace (`...-switch`) that
+    /// holds the bridge, so both of the balancer's links are plain veths.
+    pub fn build_switched(spec: &TopologySpec) -> io::Result<Self> {
+        Self::build_with(spec, true)
+    }
+
+    fn build_with(spec: &TopologySpec, switched: bool) -> io::Result<Self> {
         if spec.reals < 2 || spec.reals > 200 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "reals must be within 2..=200"));
         }
@@ -92,6 +121,7 @@ impl Topology {
             client: name("client"),
             lb: name("lb"),
             reals: (1..=spec.reals).map(|i| name(&format!("real{i}"))).collect(),
+            switch: switched.then(|| name("switch")),
             prefix,
             net: spec.net,
             queues: spec.queues,
@@ -100,7 +130,9 @@ impl Topology {
             children: Vec::new(),
             loss: None,
         };
-        for ns in [&t.client, &t.lb].into_iter().chain(&t.reals).cloned().collect::<Vec<_>>() {
+        let all: Vec<Netns> =
+            [&t.client, &t.lb].into_iter().chain(&t.switch).chain(&t.reals).cloned().collect();
+        for ns in all {
             Netns::add(ns.name())?;
             t.created.push(ns);
         }
@@ -127,22 +159,37 @@ impl Topology {
         ip(client, &["route", "add", "default", "via", &self.lb_client_addr().to_string()])?;
         ip(lb, &["addr", "add", &cidr(self.lb_client_addr()), "dev", LB_CLIENT_IF])?;
         ip(lb, &["link", "set", LB_CLIENT_IF, "up"])?;
-        let mut bridge = vec!["link", "add", LB_REAL_IF];
+        let mut bridge = vec!["link", "add", BRIDGE];
         bridge.extend(queues);
         bridge.extend(["type", "bridge"]);
-        ip(lb, &bridge)?;
-        ip(lb, &["addr", "add", &cidr(self.lb_real_addr()), "dev", LB_REAL_IF])?;
-        ip(lb, &["link", "set", LB_REAL_IF, "up"])?;
+        let sw = self.switch.as_ref().unwrap_or(lb);
+        ip(sw, &bridge)?;
+        ip(sw, &["link", "set", BRIDGE, "up"])?;
+        if self.switch.is_some() {
+            let mut veth = vec!["link", "add", LB_SWITCH_IF];
+            veth.extend(queues);
+            veth.extend(["type", "veth", "peer", "name", SWITCH_LB_PORT]);
+            veth.extend(queues);
+            veth.extend(["netns", sw.name()]);
+            ip(lb, &veth)?;
+            ip(sw, &["link", "set", SWITCH_LB_PORT, "master", BRIDGE])?;
+            ip(sw, &["link", "set", SWITCH_LB_PORT, "up"])?;
+        }
+        ip(lb, &["addr", "add", &cidr(self.lb_real_addr()), "dev", self.lb_real_if()])?;
+        ip(lb, &["link", "set", self.lb_real_if(), "up"])?;
         let ports = self.lb_real_ports();
         for ((real, port), addr) in self.reals.iter().zip(&ports).zip(self.real_addrs()) {
-            ip(lb, &["link", "add", port, "type", "veth", "peer", "name", REAL_IF, "netns", real.name()])?;
-            ip(lb, &["link", "set", port, "master", LB_REAL_IF])?;
-            ip(lb, &["link", "set", port, "up"])?;
+            ip(sw, &["link", "add", port, "type", "veth", "peer", "name", REAL_IF, "netns", real.name()])?;
+            ip(sw, &["link", "set", port, "master", BRIDGE])?;
+            ip(sw, &["link", "set", port, "up"])?;
             ip(real, &["addr", "add", &cidr(addr), "dev", REAL_IF])?;
             ip(real, &["link", "set", REAL_IF, "up"])?;
             ip(real, &["route", "add", "default", "via", &self.lb_real_addr().to_string()])?;
         }
         lb.run_in(|| write_sysctl("net/ipv4/ip_forward", "1"))??;
+        if let Some(switch) = &self.switch {
+            switch.run_in(plain_switch)??;
+        }
         for ns in &self.created {
             ns.run_in(disable_rp_filter)??;
         }
@@ -226,13 +273,31 @@ impl Topology {
         LB_CLIENT_IF
     }
 
-    /// The balancer's interface toward the reals (a bridge carrying 10.A.1.1).
+    /// The balancer's interface toward the reals, carrying 10.A.1.1: the
+    /// bridge, or in a switched topology the veth to the switch.
     pub fn lb_real_if(&self) -> &str {
-        LB_REAL_IF
+        if self.switch.is_some() { LB_SWITCH_IF } else { BRIDGE }
     }
 
-    /// The balancer's bridge ports, one veth per real, in real order: the
-    /// balancer's end of each LB–real link.
+    /// The switch's namespace, in a switched topology.
+    pub fn ns_switch(&self) -> Option<&Netns> {
+        self.switch.as_ref()
+    }
+
+    /// The namespace holding the bridge and its ports toward the reals: the
+    /// balancer's, or the switch's in a switched topology.
+    pub fn ns_bridge(&self) -> &Netns {
+        self.switch.as_ref().unwrap_or(&self.lb)
+    }
+
+    /// The switch's bridge port toward the balancer (the peer of
+    /// [`Self::lb_real_if`]), in a switched topology.
+    pub fn switch_lb_port(&self) -> Option<&str> {
+        self.switch.as_ref().map(|_| SWITCH_LB_PORT)
+    }
+
+    /// The bridge ports toward the reals, one veth per real, in real order
+    /// (in [`Self::ns_bridge`]): the far end of each real's link.
     pub fn lb_real_ports(&self) -> Vec<String> {
         (1..=self.reals.len()).map(|i| format!("r{i}")).collect()
     }
@@ -275,7 +340,8 @@ impl Topology {
         if rules.iter().any(|r| r.pct > 0.0) {
             let reals: Vec<(Netns, String)> =
                 self.reals.iter().map(|r| (r.clone(), REAL_IF.to_owned())).collect();
-            self.loss = Some(Loss::install(&self.lb, &self.lb_real_ports(), &reals, rules, allow_egress)?);
+            let ports = self.lb_real_ports();
+            self.loss = Some(Loss::install(self.ns_bridge(), &ports, &reals, rules, allow_egress)?);
         }
         Ok(())
     }
@@ -345,6 +411,19 @@ fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
     let path = Path::new("/proc/sys").join(key);
     std::fs::write(&path, value)
         .map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", path.display())))
+}
+
+/// Keeps bridged frames out of the switch's netfilter hooks: where the
+/// host has `br_netfilter` loaded, each namespace's bridges otherwise run
+/// every IPv4, IPv6 and ARP frame through them, work no switch does.
+fn plain_switch() -> io::Result<()> {
+    for family in ["iptables", "ip6tables", "arptables"] {
+        let key = format!("net/bridge/bridge-nf-call-{family}");
+        if Path::new("/proc/sys").join(&key).exists() {
+            write_sysctl(&key, "0")?;
+        }
+    }
+    Ok(())
 }
 
 /// Turns reverse-path filtering off on every interface and for new ones, since
@@ -449,6 +528,39 @@ mod tests {
             let q = t.ns_lb().run("ls", [format!("/sys/class/net/{dev}/queues")]).unwrap();
             assert_eq!(q.split_whitespace().filter(|e| e.starts_with("rx-")).count(), 2, "{dev}: {q}");
         }
+    }
+
+    #[test]
+    fn switched_topology_gives_the_balancer_two_veths() {
+        if !netns_tests_enabled("switched_topology_gives_the_balancer_two_veths") {
+            return;
+        }
+        let t = Topology::build_switched(&TopologySpec { reals: 2, laddrs: 1, net: 9, queues: 2 }).unwrap();
+        let sw = t.ns_switch().expect("a switch namespace").clone();
+        assert!(sw.name().ends_with("-switch"));
+        assert_eq!(t.ns_bridge(), &sw);
+        assert_eq!(t.lb_real_if(), "rl0");
+        assert_eq!(t.switch_lb_port(), Some("lb0"));
+        for dev in ["cli0", "rl0"] {
+            let link = t.ns_lb().run("ip", ["-d", "link", "show", dev]).unwrap();
+            assert!(link.contains("veth"), "{dev}: {link}");
+            let q = t.ns_lb().run("ls", [format!("/sys/class/net/{dev}/queues")]).unwrap();
+            assert_eq!(q.split_whitespace().filter(|e| e.starts_with("rx-")).count(), 2, "{dev}: {q}");
+        }
+        assert!(t.ns_lb().run("ip", ["link", "show", "br0"]).is_err(), "no bridge in the balancer");
+        let ports = sw.run("ip", ["-o", "link", "show", "master", "br0"]).unwrap();
+        for p in ["lb0", "r1", "r2"] {
+            assert!(ports.contains(&format!(" {p}@")), "{p} on the switch's bridge: {ports}");
+        }
+        if Path::new("/proc/sys/net/bridge").exists() {
+            let nf = sw.run("cat", ["/proc/sys/net/bridge/bridge-nf-call-iptables"]).unwrap();
+            assert_eq!(nf.trim(), "0", "the switch keeps bridged frames out of netfilter");
+        }
+        assert!(lb_connects_to_real(&t));
+        let names: Vec<String> = t.created.iter().map(|n| n.name().to_owned()).collect();
+        drop(t);
+        let left = run(Command::new("ip").args(["netns", "list"])).unwrap();
+        assert!(names.iter().all(|n| !left.contains(n.as_str())), "left behind: {left}");
     }
 
     #[test]
