@@ -7,6 +7,9 @@
 //! connection, and the client's TCP timestamps off (without them the real
 //! cannot tell a new connection on a reused tuple from an old duplicate).
 //!
+//! The client keeps no TIME_WAIT of its own (its ports must last every
+//! run, and without timestamps it could not reuse them).
+//!
 //! Per path and variant: connections/s, rvs / nftables (target ≥ 0.9),
 //! rvs's `no_local_port` drops, and the counters where a reused tuple is
 //! refused: the real's PAWS and TIME_WAIT counters and the client's SYN
@@ -139,6 +142,10 @@ const TW_BUCKETS: &str = "2097152";
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     let paths = paths();
     let _buckets = SysctlGuard::set(lab.topo.ns_real(0), "net.ipv4.tcp_max_tw_buckets", TW_BUCKETS)?;
+    // The client's own TIME_WAITs are not what is measured, and without
+    // timestamps it cannot reuse them (`tcp_tw_reuse` needs them): one
+    // run's would leave the next too few ports to connect from.
+    let _client_tw = SysctlGuard::set(lab.client(), "net.ipv4.tcp_max_tw_buckets", "0")?;
     let mut runs = Vec::new();
     for variant in Variant::ALL {
         let _timestamps = match variant {
