@@ -409,14 +409,15 @@ impl Engine {
         let (svc_index, real_index, state, port) =
             (conn.service as usize, conn.real_index as usize, conn.state, conn.laddr.port);
         // The port may still name a connection that is over and kept only
-        // for late segments: it makes way.
-        if let Some(l) = self.table.lookup(&conn.real_key())
-            && self.table.get(l.id).is_some_and(|c| c.progress.port_given_back())
-        {
-            self.remove_conn(now, l.id);
-        }
-        let id = match self.table.insert(conn) {
-            Ok(id) => id,
+        // for late segments: that entry makes way.
+        let inserted = self.table.insert(conn, |c| c.progress.port_given_back());
+        let id = match inserted {
+            Ok((id, gone)) => {
+                if let Some(gone) = gone {
+                    self.release(now, &gone, false);
+                }
+                id
+            }
             Err(e) => {
                 self.pools.pool_mut(pool).release(now, port, Reuse::AtOnce);
                 return Err(match e {

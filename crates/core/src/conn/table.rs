@@ -187,14 +187,27 @@ impl ConnTable {
     }
 
     /// Add a connection; it expires at `conn.expires` unless refreshed.
-    pub fn insert(&mut self, conn: Conn) -> Result<ConnId, TableFull> {
-        if self.len >= self.max {
-            return Err(TableFull::Full);
-        }
+    ///
+    /// A connection already holding the new one's real-side key makes way
+    /// if `may_go` says so: it is taken out and returned, for the caller to
+    /// account for. Otherwise either key in use refuses the new one.
+    pub fn insert(
+        &mut self,
+        conn: Conn,
+        may_go: impl FnOnce(&Conn) -> bool,
+    ) -> Result<(ConnId, Option<Conn>), TableFull> {
         let (ck, rk) = (conn.client_key(), conn.real_key());
         let (ch, rh) = (self.hash(&ck), self.hash(&rk));
-        if self.lookup_hashed(ch, &ck).is_some() || self.lookup_hashed(rh, &rk).is_some() {
+        if self.lookup_hashed(ch, &ck).is_some() {
             return Err(TableFull::Duplicate);
+        }
+        let gone = match self.lookup_hashed(rh, &rk) {
+            None => None,
+            Some(l) if self.get(l.id).is_some_and(may_go) => self.remove(l.id),
+            Some(_) => return Err(TableFull::Duplicate),
+        };
+        if self.len >= self.max {
+            return Err(TableFull::Full);
         }
         let tick = self.wheel.tick_for(conn.expires);
         let index = match self.free.pop() {
@@ -216,7 +229,7 @@ impl ConnTable {
         self.index.insert_unique(ch, entry(index, Side::Client), |&e| Self::rehash(secrets, slots, e));
         self.index.insert_unique(rh, entry(index, Side::Real), |&e| Self::rehash(secrets, slots, e));
         self.len += 1;
-        Ok(ConnId { index, generation })
+        Ok((ConnId { index, generation }, gone))
     }
 
     /// Move a connection's idle deadline, earlier or later.
@@ -355,13 +368,13 @@ mod tests {
     fn lookup_from_both_sides() {
         let mut t = table(10);
         let c = conn(1000, 2000, Instant::from_secs(90));
-        let id = t.insert(c.clone()).unwrap();
+        let id = t.insert(c.clone(), |_| false).unwrap().0;
         let l = t.lookup(&c.client_key()).unwrap();
         assert_eq!((l.id, l.side), (id, Side::Client));
         let l = t.lookup(&c.real_key()).unwrap();
         assert_eq!((l.id, l.side), (id, Side::Real));
         assert!(t.lookup(&c.client_key().reversed()).is_none());
-        assert_eq!(t.insert(c.clone()), Err(TableFull::Duplicate));
+        assert_eq!(t.insert(c.clone(), |_| false), Err(TableFull::Duplicate));
         assert_eq!(t.remove(id), Some(c.clone()));
         assert!(t.lookup(&c.client_key()).is_none() && t.lookup(&c.real_key()).is_none());
         assert!(t.get(id).is_none(), "a handle goes stale with its connection");
@@ -371,15 +384,15 @@ mod tests {
     #[test]
     fn full_table_refuses() {
         let mut t = table(2);
-        t.insert(conn(1, 1, Instant::from_secs(1))).unwrap();
-        t.insert(conn(2, 2, Instant::from_secs(1))).unwrap();
-        assert_eq!(t.insert(conn(3, 3, Instant::from_secs(1))), Err(TableFull::Full));
+        t.insert(conn(1, 1, Instant::from_secs(1)), |_| false).unwrap();
+        t.insert(conn(2, 2, Instant::from_secs(1)), |_| false).unwrap();
+        assert_eq!(t.insert(conn(3, 3, Instant::from_secs(1)), |_| false), Err(TableFull::Full));
     }
 
     #[test]
     fn expiry_is_lazy_and_exact_to_a_tick() {
         let mut t = table(100);
-        let id = t.insert(conn(1, 1, Instant::from_secs(90))).unwrap();
+        let id = t.insert(conn(1, 1, Instant::from_secs(90)), |_| false).unwrap().0;
         let mut gone = Vec::new();
         // Refreshed at t=60 s to t=150 s: the first entry comes due at 90 s
         // and is re-filed, beyond the wheel's span.
@@ -396,7 +409,7 @@ mod tests {
     #[test]
     fn earlier_deadline_refiles() {
         let mut t = table(100);
-        let id = t.insert(conn(1, 1, Instant::from_secs(90))).unwrap();
+        let id = t.insert(conn(1, 1, Instant::from_secs(90)), |_| false).unwrap().0;
         t.set_expiry(id, Instant::from_secs(3));
         let mut n = 0;
         t.handle_timeout(Instant::from_millis(2900), |_| n += 1);
@@ -412,9 +425,9 @@ mod tests {
     fn long_jump_expires_everything_due() {
         let mut t = table(1000);
         for i in 0..500u16 {
-            t.insert(conn(i, i, Instant::from_secs(u64::from(i % 7) + 1))).unwrap();
+            t.insert(conn(i, i, Instant::from_secs(u64::from(i % 7) + 1)), |_| false).unwrap();
         }
-        t.insert(conn(9999, 9999, Instant::from_secs(100_000))).unwrap();
+        t.insert(conn(9999, 9999, Instant::from_secs(100_000)), |_| false).unwrap();
         let mut n = 0;
         t.handle_timeout(Instant::from_secs(50_000), |_| n += 1);
         assert_eq!(n, 500);
@@ -424,11 +437,25 @@ mod tests {
     }
 
     #[test]
+    fn the_holder_of_a_real_side_key_makes_way_only_when_allowed() {
+        let mut t = table(10);
+        let old = t.insert(conn(1, 5, Instant::from_secs(3)), |_| false).unwrap().0;
+        // Another client on the same local port toward the same real.
+        assert_eq!(t.insert(conn(2, 5, Instant::from_secs(9)), |_| false), Err(TableFull::Duplicate));
+        let (new, gone) = t.insert(conn(2, 5, Instant::from_secs(9)), |c| c.client.port == 1).unwrap();
+        assert_eq!(gone.map(|c| c.client.port), Some(1));
+        assert!(t.get(old).is_none() && t.get(new).is_some());
+        assert_eq!(t.len(), 1);
+        // The client side's key never makes way.
+        assert_eq!(t.insert(conn(2, 6, Instant::from_secs(9)), |_| true), Err(TableFull::Duplicate));
+    }
+
+    #[test]
     fn slots_are_reused_with_new_generations() {
         let mut t = table(10);
-        let a = t.insert(conn(1, 1, Instant::from_secs(1))).unwrap();
+        let a = t.insert(conn(1, 1, Instant::from_secs(1)), |_| false).unwrap().0;
         t.remove(a);
-        let b = t.insert(conn(2, 2, Instant::from_secs(1))).unwrap();
+        let b = t.insert(conn(2, 2, Instant::from_secs(1)), |_| false).unwrap().0;
         assert_ne!(a, b);
         assert!(t.get(a).is_none());
         assert!(t.get(b).is_some());
