@@ -383,6 +383,7 @@ fn connect_kind(e: &io::Error) -> FailKind {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+    use std::os::fd::OwnedFd;
 
     /// Binds a listener on `ip` and an ephemeral port.
     fn bind_any(ip: Ipv4Addr) -> io::Result<TcpListener> {
@@ -410,10 +411,36 @@ mod tests {
         assert_eq!(server.served(), 50);
     }
 
+    /// A loopback port that nobody listens on and nobody else can take
+    /// while the returned socket lives: bound, never listening. (A port
+    /// bound and dropped may go to a test running beside this one.)
+    fn closed_port() -> (OwnedFd, u16) {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: plain socket(2); the result is checked and owned below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+        // SAFETY: `fd` is a fresh socket owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be() },
+            sin_zero: [0; 8],
+        };
+        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let p = (&raw mut sa).cast::<libc::sockaddr>();
+        // SAFETY: `p` points to a live sockaddr_in of `len` bytes.
+        let rc = unsafe { libc::bind(fd.as_raw_fd(), p, len) };
+        assert_eq!(rc, 0, "bind: {}", io::Error::last_os_error());
+        // SAFETY: as above; the kernel writes at most `len` bytes there.
+        let rc = unsafe { libc::getsockname(fd.as_raw_fd(), p, &mut len) };
+        assert_eq!(rc, 0, "getsockname: {}", io::Error::last_os_error());
+        (fd, u16::from_be(sa.sin_port))
+    }
+
     #[test]
     fn refused_connect_is_reported() {
-        // Bind then drop to find a port with nobody listening.
-        let port = bind_any(Ipv4Addr::LOCALHOST).unwrap().local_addr().unwrap().port();
+        let (_bound, port) = closed_port();
         let no = AtomicBool::new(false);
         let e = get(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), Duration::from_secs(2), &no).unwrap_err();
         assert_eq!(e, FailKind::ConnectRefused);
