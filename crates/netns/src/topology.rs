@@ -148,12 +148,16 @@ impl Topology {
         // in the other, so interface names never meet in the root namespace.
         let q = self.queues.to_string();
         let queues = ["numtxqueues", q.as_str(), "numrxqueues", q.as_str()];
-        let mut veth = vec!["link", "add", CLIENT_IF];
-        veth.extend(queues);
-        veth.extend(["type", "veth", "peer", "name", LB_CLIENT_IF]);
-        veth.extend(queues);
-        veth.extend(["netns", lb.name()]);
-        ip(client, &veth)?;
+        // A veth pair with `queues` on both ends, `name` in `ns`, `peer` in `peer_ns`.
+        let veth = |ns: &Netns, name: &str, peer: &str, peer_ns: &Netns| {
+            let mut args = vec!["link", "add", name];
+            args.extend(queues);
+            args.extend(["type", "veth", "peer", "name", peer]);
+            args.extend(queues);
+            args.extend(["netns", peer_ns.name()]);
+            ip(ns, &args)
+        };
+        veth(client, CLIENT_IF, LB_CLIENT_IF, lb)?;
         ip(client, &["addr", "add", &cidr(self.client_addr()), "dev", CLIENT_IF])?;
         ip(client, &["link", "set", CLIENT_IF, "up"])?;
         ip(client, &["route", "add", "default", "via", &self.lb_client_addr().to_string()])?;
@@ -166,12 +170,7 @@ impl Topology {
         ip(sw, &bridge)?;
         ip(sw, &["link", "set", BRIDGE, "up"])?;
         if self.switch.is_some() {
-            let mut veth = vec!["link", "add", LB_SWITCH_IF];
-            veth.extend(queues);
-            veth.extend(["type", "veth", "peer", "name", SWITCH_LB_PORT]);
-            veth.extend(queues);
-            veth.extend(["netns", sw.name()]);
-            ip(lb, &veth)?;
+            veth(lb, LB_SWITCH_IF, SWITCH_LB_PORT, sw)?;
             ip(sw, &["link", "set", SWITCH_LB_PORT, "master", BRIDGE])?;
             ip(sw, &["link", "set", SWITCH_LB_PORT, "up"])?;
         }

@@ -3,7 +3,7 @@
 //! leave nothing behind. Needs root (or `RVS_SKIP_NETNS=1` to skip).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -26,25 +26,20 @@ fn lab_in(args: &[&str], path: Option<&str>, dir: Option<&Path>) -> Vec<Value> {
     if let Some(d) = dir {
         cmd.current_dir(d);
     }
-    let out = cmd.output().unwrap();
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // The lab names its namespaces after its own PID.
+    let prefix = format!("rvsT{}x", child.id());
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "rvs lab {args:?} failed:\n{stderr}");
-    let leftovers = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let lab_pid_names: Vec<String> = String::from_utf8_lossy(&leftovers.stdout)
+    let listing = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left: Vec<String> = String::from_utf8_lossy(&listing.stdout)
         .lines()
-        .filter(|l| l.contains("-lb") || l.contains("-client") || l.contains("-real"))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .filter(|n| !n.starts_with(&format!("rvsT{}x", std::process::id())))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&prefix))
+        .map(str::to_owned)
         .collect();
-    // Other test binaries may have topologies up; a lab's own are named after
-    // its PID, which has exited, so any of those left would be orphans.
-    for name in &lab_pid_names {
-        let pid: u32 = name.trim_start_matches("rvsT").split('x').next().unwrap_or("0").parse().unwrap_or(0);
-        assert!(
-            Path::new(&format!("/proc/{pid}")).exists(),
-            "namespace {name} left behind by an ended process"
-        );
-    }
+    assert!(left.is_empty(), "rvs lab {args:?} left namespaces behind: {left:?}");
     let v: Value = serde_json::from_slice(&out.stdout).expect("--json output");
     v.as_array().cloned().expect("an array of results")
 }
