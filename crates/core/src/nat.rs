@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 use rvs_wire::checksum;
 use rvs_wire::tcp::{self, TcpOption};
+use rvs_wire::tcp_options::{self, Summary};
 use rvs_wire::{ip_protocol, ipv4, ipv6, udp};
 
 use crate::addr::{Endpoint, FlowKey, Proto};
@@ -340,7 +341,7 @@ impl Engine {
             // refuse a lower TSval (PAWS) and the client's SYN would wait a
             // retransmission. Toward the real they run on the same clock the
             // real-side ISN does, which only grows, across restarts too.
-            if let Some((tsval, _)) = crate::synproxy::read_options(seg).timestamps {
+            if let Some((tsval, _)) = Summary::of_segment(seg).timestamps {
                 xlat.c2r_ts = self.clock.tsval(now, placed.laddr, placed.real).wrapping_sub(tsval);
             }
         }
@@ -679,47 +680,34 @@ fn rewrite_options(
         }
         return (sum, Some(new_val));
     }
-    // Walk a copy (at most 40 bytes) so the original can be written meanwhile.
-    let mut copy = [0u8; 40];
-    let n = opts.len().min(40);
-    copy[..n].copy_from_slice(&opts[..n]);
-    let put = |opts: &mut [u8], at: usize, new: &[u8], sum: &mut u16| {
-        let Some(old) = opts.get_mut(at..at + new.len()) else { return };
-        // Options start 20 bytes (even) into the segment: parity is `at`'s.
-        *sum = checksum::update_bytes(*sum, at % 2 == 1, old, new);
-        old.copy_from_slice(new);
-    };
     let mut now_tsval = None;
-    for item in tcp::options_iter(&copy[..n]) {
-        let Ok((at, opt)) = item else { break };
-        match opt {
-            TcpOption::MaxSegmentSize(mss) => {
-                if let Some(new) = mss_rule.map(|r| r.apply(mss)).filter(|&m| m != mss) {
-                    put(opts, at + 2, &new.to_be_bytes(), &mut sum);
-                }
+    let sum = tcp_options::rewrite(opts, sum, |w, at, opt| match opt {
+        TcpOption::MaxSegmentSize(mss) => {
+            if let Some(new) = mss_rule.map(|r| r.apply(mss)).filter(|&m| m != mss) {
+                w.put(at + 2, &new.to_be_bytes());
             }
-            TcpOption::SackRange(blocks) if peer_seq != 0 => {
-                for (i, &(left, right)) in blocks.as_slice().iter().enumerate() {
-                    let mut b = [0u8; 8];
-                    b[..4].copy_from_slice(&left.wrapping_sub(peer_seq).to_be_bytes());
-                    b[4..].copy_from_slice(&right.wrapping_sub(peer_seq).to_be_bytes());
-                    put(opts, at + 2 + 8 * i, &b, &mut sum);
-                }
-            }
-            TcpOption::Timestamps { tsval, tsecr } => {
-                now_tsval = Some(tsval.wrapping_add(own_ts));
-                if own_ts != 0 || (peer_ts != 0 && acking) {
-                    let mut b = [0u8; 8];
-                    b[..4].copy_from_slice(&tsval.wrapping_add(own_ts).to_be_bytes());
-                    // RFC 7323 §3.2: TSecr is meaningful only with ACK set.
-                    let ecr = if acking { tsecr.wrapping_sub(peer_ts) } else { tsecr };
-                    b[4..].copy_from_slice(&ecr.to_be_bytes());
-                    put(opts, at + 2, &b, &mut sum);
-                }
-            }
-            _ => {}
         }
-    }
+        TcpOption::SackRange(blocks) if peer_seq != 0 => {
+            for (i, &(left, right)) in blocks.as_slice().iter().enumerate() {
+                let mut b = [0u8; 8];
+                b[..4].copy_from_slice(&left.wrapping_sub(peer_seq).to_be_bytes());
+                b[4..].copy_from_slice(&right.wrapping_sub(peer_seq).to_be_bytes());
+                w.put(at + 2 + 8 * i, &b);
+            }
+        }
+        TcpOption::Timestamps { tsval, tsecr } => {
+            now_tsval = Some(tsval.wrapping_add(own_ts));
+            if own_ts != 0 || (peer_ts != 0 && acking) {
+                let mut b = [0u8; 8];
+                b[..4].copy_from_slice(&tsval.wrapping_add(own_ts).to_be_bytes());
+                // RFC 7323 §3.2: TSecr is meaningful only with ACK set.
+                let ecr = if acking { tsecr.wrapping_sub(peer_ts) } else { tsecr };
+                b[4..].copy_from_slice(&ecr.to_be_bytes());
+                w.put(at + 2, &b);
+            }
+        }
+        _ => {}
+    });
     (sum, now_tsval)
 }
 

@@ -7,7 +7,8 @@
 //! * [`ipv4`] and [`ipv6`] — network headers. IPv4 options are carried but
 //!   never interpreted; IPv6 extension headers are not walked.
 //! * [`tcp`], [`udp`] and [`icmpv4`] — transport headers, TCP options and
-//!   ICMP error messages.
+//!   ICMP error messages; [`tcp_options`] reads and rewrites a TCP options
+//!   area as a whole, [`tcp_seq`] compares sequence numbers modulo 2^32.
 //! * [`checksum`] — the Internet checksum (RFC 1071) with the incremental
 //!   update of RFC 1624 that address and port rewriting relies on.
 //!
@@ -41,6 +42,8 @@ pub mod icmpv4;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
+pub mod tcp_options;
+pub mod tcp_seq;
 pub mod udp;
 
 pub use error::Error;

@@ -44,6 +44,7 @@ use std::collections::BinaryHeap;
 
 use rvs_wire::checksum;
 use rvs_wire::tcp::{self, TcpOption};
+use rvs_wire::tcp_options;
 
 use crate::addr::Endpoint;
 use crate::config::ProxyProtocol;
@@ -456,25 +457,16 @@ fn clamp_acks(seg: &mut [u8], start: u32) {
         t.set_ack_number(start);
     }
     if t.header_len() > 20 {
-        let mut copy = [0u8; 40];
-        let opts = t.options_mut();
-        let n = opts.len().min(40);
-        copy[..n].copy_from_slice(&opts[..n]);
-        for item in tcp::options_iter(&copy[..n]) {
-            let Ok((at, TcpOption::SackRange(blocks))) = item else { continue };
+        sum = tcp_options::rewrite(t.options_mut(), sum, |w, at, opt| {
+            let TcpOption::SackRange(blocks) = opt else { return };
             for (i, &(left, right)) in blocks.as_slice().iter().enumerate() {
                 for (k, edge) in [left, right].into_iter().enumerate() {
                     if before(edge) {
-                        let pos = at + 2 + 8 * i + 4 * k;
-                        // Options start 20 bytes (even) into the segment, and every edge is
-                        // 4 bytes: the checksum parity is `pos`'s.
-                        let new = start.to_be_bytes();
-                        sum = checksum::update_bytes(sum, pos % 2 == 1, &opts[pos..pos + 4], &new);
-                        opts[pos..pos + 4].copy_from_slice(&new);
+                        w.put(at + 2 + 8 * i + 4 * k, &start.to_be_bytes());
                     }
                 }
             }
-        }
+        });
     }
     t.set_checksum(sum);
 }

@@ -22,7 +22,8 @@ use core::cmp::Reverse;
 use core::time::Duration;
 use std::collections::BinaryHeap;
 
-use rvs_wire::tcp::{self, TcpOption};
+use rvs_wire::tcp;
+use rvs_wire::tcp_options::Summary;
 
 use crate::addr::FlowKey;
 use crate::config::RetransmitMode;
@@ -188,33 +189,6 @@ impl SynproxyState {
     }
 }
 
-/// TCP options of a segment the SYNProxy path (and FullNAT's SYN) reads.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Options {
-    mss: Option<u16>,
-    wscale: Option<u8>,
-    sack_permitted: bool,
-    /// TSval and TSecr.
-    pub(crate) timestamps: Option<(u32, u32)>,
-}
-
-/// The options of a TCP segment, up to the first malformed one.
-pub(crate) fn read_options(seg: &[u8]) -> Options {
-    let mut o = Options::default();
-    let Ok(t) = tcp::Packet::new_checked(seg) else { return o };
-    for item in tcp::options_iter(t.options()) {
-        let Ok((_, opt)) = item else { break };
-        match opt {
-            TcpOption::MaxSegmentSize(m) => o.mss = Some(m),
-            TcpOption::WindowScale(w) => o.wscale = Some(w.min(14)),
-            TcpOption::SackPermitted => o.sack_permitted = true,
-            TcpOption::Timestamps { tsval, tsecr } => o.timestamps = Some((tsval, tsecr)),
-            _ => {}
-        }
-    }
-    o
-}
-
 fn ms_clock(now: Instant) -> u32 {
     (now.as_nanos() / 1_000_000) as u32
 }
@@ -230,7 +204,7 @@ impl Engine {
         pkt: &[u8],
     ) -> Outcome {
         let seg = &pkt[ip.header_len..];
-        let opts = read_options(seg);
+        let opts = Summary::of_segment(seg);
         let client_isn = tcp::Packet::new_unchecked(seg).seq_number();
         let cfg = self.cfg.synproxy;
         let service = &self.services[svc as usize];
@@ -268,7 +242,7 @@ impl Engine {
     /// finished entry of the same flow.
     pub(crate) fn synproxy_cookie(&mut self, now: Instant, key: &FlowKey, seg: &[u8]) -> Option<Offer> {
         let t = tcp::Packet::new_unchecked(seg);
-        let tsecr = read_options(seg).timestamps.map(|t| t.1);
+        let tsecr = Summary::of_segment(seg).timestamps.map(|t| t.1);
         let (client_isn, cookie) = (t.seq_number().wrapping_sub(1), t.ack_number().wrapping_sub(1));
         self.syn.jar.check(self.table.secrets(), now, key, client_isn, cookie, tsecr)
     }
@@ -286,7 +260,7 @@ impl Engine {
         let seg = &pkt[ip.header_len..];
         let t = tcp::Packet::new_unchecked(seg);
         let (seq, ack, payload) = (t.seq_number(), t.ack_number(), t.payload().len());
-        let opts = read_options(seg);
+        let opts = Summary::of_segment(seg);
         let cfg = self.cfg.synproxy;
         let (client_isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
         let tsecr = opts.timestamps.map(|t| t.1);
@@ -691,7 +665,7 @@ impl Engine {
     /// client packets (the first of which acknowledges the SYN-ACK), and
     /// forward normally from now on.
     fn splice(&mut self, now: Instant, id: ConnId, index: u32, seg: &[u8]) {
-        let opts = read_options(seg);
+        let opts = Summary::of_segment(seg);
         let real_isn = tcp::Packet::new_unchecked(seg).seq_number();
         let hs = self.syn.handshakes[index as usize].clone();
         let Some(conn) = self.table.get_mut(id) else { return };
@@ -846,7 +820,7 @@ impl Engine {
         let Some(conn) = self.table.get_mut(id) else { return false };
         let key = t.seq_number() ^ t.ack_number().rotate_left(13) ^ u32::from(t.window_len()).rotate_left(7);
         let bare = t.payload().is_empty() && !t.flags().syn() && !t.flags().fin() && !t.flags().rst();
-        if bare && conn.storm_key == key && !has_sack(seg) {
+        if bare && conn.storm_key == key && !Summary::of_segment(seg).sack {
             conn.storm_count = conn.storm_count.saturating_add(1);
             return threshold > 0 && u32::from(conn.storm_count) >= threshold;
         }
@@ -860,11 +834,6 @@ impl Engine {
 /// in the client's scale, which the client's next segment corrects.
 fn ack_window(client_wscale: u8) -> u16 {
     (u32::from(u16::MAX) >> client_wscale.min(14)).max(1) as u16
-}
-
-fn has_sack(seg: &[u8]) -> bool {
-    let Ok(t) = tcp::Packet::new_checked(seg) else { return false };
-    tcp::options_iter(t.options()).any(|o| matches!(o, Ok((_, TcpOption::SackRange(_)))))
 }
 
 /// Rescale a real's window to the scale announced to the client.
