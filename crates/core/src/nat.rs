@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use rvs_wire::checksum;
 use rvs_wire::tcp::{self, TcpOption};
 use rvs_wire::tcp_options::{self, Summary};
+use rvs_wire::tcp_seq::SeqNumber;
 use rvs_wire::{ip_protocol, ipv4, ipv6, udp};
 
 use crate::addr::{Endpoint, FlowKey, Proto};
@@ -335,14 +336,14 @@ impl Engine {
         let placed = self.place(now, svc_index, key, &[])?;
         let mut xlat = Translation::default();
         if key.proto == Proto::Tcp {
-            xlat.c2r_seq = self.clock.isn(now, placed.laddr, placed.real).wrapping_sub(l4.seq);
+            xlat.c2r_seq = self.clock.isn(now, placed.laddr, placed.real) - SeqNumber(l4.seq);
             // The client's timestamps restart from its own per-connection
             // offset: on a reused (LIP, port, real) the real's TIME_WAIT would
             // refuse a lower TSval (PAWS) and the client's SYN would wait a
             // retransmission. Toward the real they run on the same clock the
             // real-side ISN does, which only grows, across restarts too.
             if let Some((tsval, _)) = Summary::of_segment(seg).timestamps {
-                xlat.c2r_ts = self.clock.tsval(now, placed.laddr, placed.real).wrapping_sub(tsval);
+                xlat.c2r_ts = self.clock.tsval(now, placed.laddr, placed.real) - SeqNumber(tsval);
             }
         }
         let state = match key.proto {
@@ -352,7 +353,7 @@ impl Engine {
         let mut conn = placed.conn(key, svc_index, state, now + self.timeout(svc_index, key.proto, state));
         conn.xlat = xlat;
         if key.proto == Proto::Tcp {
-            conn.delivery = self.open_delivery(svc_index, key.src, key.dst, l4.seq);
+            conn.delivery = self.open_delivery(svc_index, key.src, key.dst, SeqNumber(l4.seq));
         }
         let delivery = conn.delivery;
         let id = self.insert_conn(now, conn, placed.pool).inspect_err(|_| self.deliveries.close(delivery))?;
@@ -463,11 +464,11 @@ impl Engine {
         let mut timeout_state = new;
         if proto == Proto::Tcp {
             if !l4.flags.rst {
-                let end = l4.seq.wrapping_add(l4.seg_len).wrapping_add(xlat.0);
+                let end = SeqNumber(l4.seq) + l4.seg_len + xlat.0;
                 conn.progress.sent(lookup.side, end, l4.flags.fin);
             }
             if l4.flags.ack {
-                conn.progress.acked_by(lookup.side, l4.ack);
+                conn.progress.acked_by(lookup.side, SeqNumber(l4.ack));
             }
             // The close is over only when both FINs are acknowledged; until
             // then a FIN may be retransmitted, later than the classic
@@ -521,7 +522,7 @@ impl Engine {
             // What the real's PAWS and TIME_WAIT will hold the next user of this port to.
             Side::Real => {
                 if let (Some(ts), Some(c)) = (tsval, self.table.get_mut(lookup.id)) {
-                    c.progress.tsval_sent(ts);
+                    c.progress.tsval_sent(SeqNumber(ts));
                 }
             }
             Side::Client if rescale.0 != rescale.1 => {

@@ -33,6 +33,8 @@
 
 use core::time::Duration;
 
+use rvs_wire::tcp_seq::SeqNumber;
+
 use crate::addr::{Endpoint, Proto};
 use crate::conn::Conn;
 use crate::hash::Secrets;
@@ -61,15 +63,15 @@ impl RealClock {
     }
 
     /// Our ISN toward `real` from `laddr` (a local address and port).
-    pub(crate) fn isn(&self, now: Instant, laddr: Endpoint, real: Endpoint) -> u32 {
+    pub(crate) fn isn(&self, now: Instant, laddr: Endpoint, real: Endpoint) -> SeqNumber {
         let h = self.secrets.derive(DRAW_ISN, Proto::Tcp, laddr, real, 0);
-        ticks(now, ISN_HZ).wrapping_add(h as u32)
+        SeqNumber(ticks(now, ISN_HZ)) + h as u32
     }
 
     /// Our TSval toward `real` from `laddr` for a SYN sent now.
-    pub(crate) fn tsval(&self, now: Instant, laddr: Endpoint, real: Endpoint) -> u32 {
+    pub(crate) fn tsval(&self, now: Instant, laddr: Endpoint, real: Endpoint) -> SeqNumber {
         let h = self.secrets.derive(DRAW_TS, Proto::Tcp, laddr, real, 0);
-        ticks(now, TS_HZ).wrapping_add(h as u32)
+        SeqNumber(ticks(now, TS_HZ)) + h as u32
     }
 
     /// When the local port of `conn`, ending now, may carry a new connection
@@ -90,8 +92,8 @@ impl RealClock {
         let closed = progress.closed() || conn.state == TcpState::Close;
         let Some(end) = progress.end(Side::Client).filter(|_| closed) else { return Reuse::AfterRest };
         // `clock` is at least `seen + min` and stays below `seen + 2^31` for `time_wait`.
-        let ahead = |clock: u32, seen: u32, min: u32, hz: u64| {
-            let margin = clock.wrapping_sub(seen);
+        let ahead = |clock: SeqNumber, seen: SeqNumber, min: u32, hz: u64| {
+            let margin = clock - seen;
             let room = (1u64 << 31).saturating_sub(ticks_in(time_wait, hz));
             margin >= min && u64::from(margin) < room
         };
@@ -140,13 +142,13 @@ mod tests {
         let mut conn = placed.conn(&key, 0, TcpState::TimeWait, Instant::ZERO);
         let isn = c.isn(start, laddr, real);
         let mut p = Progress::default();
-        p.sent(Side::Client, isn.wrapping_add(1), false);
-        p.sent(Side::Client, isn.wrapping_add(1 + bytes + 1), true);
-        p.sent(Side::Real, 7, true);
-        p.acked_by(Side::Real, isn.wrapping_add(bytes + 2));
-        p.acked_by(Side::Client, 7);
+        p.sent(Side::Client, isn + 1, false);
+        p.sent(Side::Client, isn + (1 + bytes + 1), true);
+        p.sent(Side::Real, SeqNumber(7), true);
+        p.acked_by(Side::Real, isn + (bytes + 2));
+        p.acked_by(Side::Client, SeqNumber(7));
         if let Some(ms) = client_ms {
-            p.tsval_sent(c.tsval(start, laddr, real).wrapping_add(ms));
+            p.tsval_sent(c.tsval(start, laddr, real) + ms);
         }
         conn.progress = p;
         conn
@@ -157,8 +159,8 @@ mod tests {
         let c = clock();
         let (l, r) = (ep("10.0.3.1:40000"), ep("10.0.1.11:80"));
         let t = Instant::from_secs(1_000);
-        assert_eq!(c.isn(t + Duration::from_micros(5), l, r).wrapping_sub(c.isn(t, l, r)), 5);
-        assert_eq!(c.tsval(t + Duration::from_millis(5), l, r).wrapping_sub(c.tsval(t, l, r)), 5_000);
+        assert_eq!(c.isn(t + Duration::from_micros(5), l, r) - c.isn(t, l, r), 5);
+        assert_eq!(c.tsval(t + Duration::from_millis(5), l, r) - c.tsval(t, l, r), 5_000);
         assert_ne!(c.isn(t, l, r), c.isn(t, ep("10.0.3.1:40001"), r));
         assert_ne!(clock().isn(t, l, r), RealClock::new(Secrets::from_seed([8; 32])).isn(t, l, r));
     }
@@ -205,7 +207,7 @@ mod tests {
         let later = start + Duration::from_secs(100);
         let mut conn = closed_conn(&c, start, 300, None);
         conn.progress = Progress::default();
-        conn.progress.sent(Side::Client, c.isn(start, conn.laddr, conn.real).wrapping_add(301), false);
+        conn.progress.sent(Side::Client, c.isn(start, conn.laddr, conn.real) + 301, false);
         for state in [TcpState::Established, TcpState::SynSent, TcpState::SynRecv, TcpState::LastAck] {
             conn.state = state;
             assert_eq!(c.reuse(later, &conn, TW), Reuse::AfterRest, "{state:?}");

@@ -45,10 +45,11 @@ use std::collections::BinaryHeap;
 use rvs_wire::checksum;
 use rvs_wire::tcp::{self, TcpOption};
 use rvs_wire::tcp_options;
+use rvs_wire::tcp_seq::SeqNumber;
 
 use crate::addr::Endpoint;
 use crate::config::ProxyProtocol;
-use crate::conn::{ConnId, Lookup, seq_after};
+use crate::conn::{ConnId, Lookup};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::Engine;
@@ -75,7 +76,7 @@ struct Delivery {
     conn: ConnId,
     version: ProxyProtocol,
     /// The client's sequence number of its first byte (its ISN + 1).
-    stream_start: u32,
+    stream_start: SeqNumber,
     /// PROXY header length, known once it was sent.
     header_len: u8,
     /// Header bytes the real acknowledged.
@@ -88,10 +89,10 @@ struct Delivery {
     toa: bool,
     /// The end of the client's bytes seen so far (its numbering): a first
     /// segment ending there or before is a resend.
-    client_end: u32,
+    client_end: SeqNumber,
     /// The client's latest acknowledgement and window toward the real, in
     /// the real's numbering, for the header segments the engine builds.
-    ack: u32,
+    ack: SeqNumber,
     window: u16,
     deadline: Instant,
     rto: Duration,
@@ -141,7 +142,7 @@ impl Engine {
         svc: u32,
         client: Endpoint,
         vip: Endpoint,
-        client_isn: u32,
+        client_isn: SeqNumber,
     ) -> u32 {
         let Some(service) = self.services.get(svc as usize) else { return NO_DELIVERY };
         let (mut version, toa) = (service.config.proxy_protocol, service.config.toa);
@@ -158,14 +159,14 @@ impl Engine {
             live: true,
             conn: ConnId::NONE,
             version,
-            stream_start: client_isn.wrapping_add(1),
-            client_end: client_isn.wrapping_add(1),
+            stream_start: client_isn + 1,
+            client_end: client_isn + 1,
             header_len: 0,
             acked: 0,
             sent: false,
             timer_resends: 0,
             toa,
-            ack: 0,
+            ack: SeqNumber(0),
             window: u16::MAX,
             deadline: Instant::ZERO,
             rto: Duration::ZERO,
@@ -192,7 +193,7 @@ impl Engine {
 
     /// The acknowledgement and window a built header carries, when no
     /// client segment told them yet (SYNProxy's splice).
-    pub(crate) fn delivery_acks(&mut self, index: u32, ack: u32, window: u16) {
+    pub(crate) fn delivery_acks(&mut self, index: u32, ack: SeqNumber, window: u16) {
         if let Some(d) = self.deliveries.live(index) {
             d.ack = ack;
             d.window = window;
@@ -228,7 +229,7 @@ impl Engine {
         match lookup.side {
             Side::Client => {
                 if l4.flags.ack && !l4.flags.rst {
-                    d.ack = l4.ack.wrapping_sub(r2c);
+                    d.ack = SeqNumber(l4.ack) - r2c;
                     d.window = tcp::Packet::new_unchecked(&pkt[ip.header_len..]).window_len();
                 }
                 // The client's ACK of the real's SYN-ACK: the real's
@@ -242,10 +243,9 @@ impl Engine {
                     && !l4.flags.rst;
                 // The client resends its first segment: the header was
                 // likely lost with it.
-                let end = l4.seq.wrapping_add(l4.seg_len);
-                resend =
-                    pending && l4.seq == d.stream_start && l4.seg_len > 0 && !seq_after(end, d.client_end);
-                if seq_after(end, d.client_end) {
+                let (seq, end) = (SeqNumber(l4.seq), SeqNumber(l4.seq) + l4.seg_len);
+                resend = pending && seq == d.stream_start && l4.seg_len > 0 && end <= d.client_end;
+                if end > d.client_end {
                     d.client_end = end;
                 }
             }
@@ -254,9 +254,10 @@ impl Engine {
                     d.toa = false;
                 }
                 if pending && l4.flags.ack {
-                    let header_start = d.stream_start.wrapping_add(c2r).wrapping_sub(u32::from(d.header_len));
-                    let covered = l4.ack.wrapping_sub(header_start);
-                    if (covered as i32) >= 0 {
+                    let (ack, header_start) =
+                        (SeqNumber(l4.ack), d.stream_start + c2r - u32::from(d.header_len));
+                    let covered = ack - header_start;
+                    if ack >= header_start {
                         d.acked = d.acked.max(covered.min(u32::from(d.header_len)) as u8);
                     }
                     if covered < u32::from(d.header_len) {
@@ -395,9 +396,8 @@ impl Engine {
         let Some(d) = self.deliveries.get(index) else { return };
         let len = header.len();
         let from = usize::from(d.acked).min(len);
-        let header_start = d.stream_start.wrapping_add(c2r).wrapping_sub(len as u32);
-        let mut seg =
-            Segment::ack(laddr, real, header_start.wrapping_add(from as u32), d.ack, self.cfg.synproxy.ttl);
+        let header_start = d.stream_start + c2r - len as u32;
+        let mut seg = Segment::ack(laddr, real, header_start + from as u32, d.ack, self.cfg.synproxy.ttl);
         seg.flags = tcp::Flags::PSH;
         seg.window = d.window;
         let Some(slot) = self.store.alloc() else {
@@ -447,14 +447,14 @@ impl Engine {
 
 /// Show a real→client segment as acknowledging nothing past `start`, the
 /// client's first byte: its ACK, and SACK edges, that fall in the header.
-fn clamp_acks(seg: &mut [u8], start: u32) {
+fn clamp_acks(seg: &mut [u8], start: SeqNumber) {
     let mut t = tcp::Packet::new_unchecked(&mut *seg);
     let mut sum = t.checksum();
-    let before = |x: u32| (x.wrapping_sub(start) as i32) < 0;
+    let before = |x: u32| SeqNumber(x) < start;
     let ack = t.ack_number();
     if before(ack) {
-        sum = checksum::update32(sum, ack, start);
-        t.set_ack_number(start);
+        sum = checksum::update32(sum, ack, start.0);
+        t.set_ack_number(start.0);
     }
     if t.header_len() > 20 {
         sum = tcp_options::rewrite(t.options_mut(), sum, |w, at, opt| {
@@ -462,7 +462,7 @@ fn clamp_acks(seg: &mut [u8], start: u32) {
             for (i, &(left, right)) in blocks.as_slice().iter().enumerate() {
                 for (k, edge) in [left, right].into_iter().enumerate() {
                     if before(edge) {
-                        w.put(at + 2 + 8 * i + 4 * k, &start.to_be_bytes());
+                        w.put(at + 2 + 8 * i + 4 * k, &start.0.to_be_bytes());
                     }
                 }
             }

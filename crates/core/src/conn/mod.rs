@@ -11,6 +11,8 @@ mod timer;
 
 pub use table::{ConnId, ConnTable, Lookup, TableFull};
 
+use rvs_wire::tcp_seq::SeqNumber;
+
 use crate::addr::{Endpoint, FlowKey, Proto};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -47,11 +49,6 @@ impl Translation {
     }
 }
 
-/// Whether sequence number `a` comes after `b` (RFC 9293 §3.4, modulo 2^32).
-pub(crate) fn seq_after(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) > 0
-}
-
 /// How far each side of a TCP connection has got: where what it sent ends,
 /// its FIN and whether the other side acknowledged it, and the latest TSval
 /// sent toward the real.
@@ -72,9 +69,9 @@ pub struct Progress {
     /// Sequence number just past what each side sent (`[client, real]`),
     /// its FIN included, in the receiving side's numbering, so its ACKs
     /// compare directly.
-    end: [u32; 2],
+    end: [SeqNumber; 2],
     /// The latest TSval sent toward the real, in the real's view.
-    tsval_to_real: u32,
+    tsval_to_real: SeqNumber,
     /// Bits: 1 client FIN seen, 2 real FIN seen, 4 client FIN acked, 8 real
     /// FIN acked, 16 client end known, 32 real end known, 64 TSval known,
     /// 128 local port given back.
@@ -98,10 +95,10 @@ impl Progress {
     /// Note a segment from `side` ending at `end` (receiver's numbering),
     /// a FIN if `fin`. Only the furthest end counts: a retransmission or a
     /// reordered segment does not move it back.
-    pub fn sent(&mut self, side: Side, end: u32, fin: bool) {
+    pub fn sent(&mut self, side: Side, end: SeqNumber, fin: bool) {
         let i = Self::index(side);
         let known = self.bits & Self::END[i] != 0;
-        if !known || seq_after(end, self.end[i]) {
+        if !known || end > { self.end[i] } {
             self.end[i] = end;
         }
         self.bits |= Self::END[i];
@@ -111,17 +108,17 @@ impl Progress {
     }
 
     /// Note an acknowledgement number sent by `side`: it may cover the other side's FIN.
-    pub fn acked_by(&mut self, side: Side, ack: u32) {
+    pub fn acked_by(&mut self, side: Side, ack: SeqNumber) {
         let other = 1 - Self::index(side);
-        if self.bits & Self::FIN[other] != 0 && ack.wrapping_sub(self.end[other]) as i32 >= 0 {
+        if self.bits & Self::FIN[other] != 0 && ack >= { self.end[other] } {
             self.bits |= Self::ACKED[other];
         }
     }
 
     /// Note a TSval sent toward the real (its view); the latest counts.
-    pub fn tsval_sent(&mut self, tsval: u32) {
+    pub fn tsval_sent(&mut self, tsval: SeqNumber) {
         let latest = self.tsval_to_real;
-        if self.bits & Self::TSVAL == 0 || seq_after(tsval, latest) {
+        if self.bits & Self::TSVAL == 0 || tsval > latest {
             self.tsval_to_real = tsval;
         }
         self.bits |= Self::TSVAL;
@@ -130,13 +127,14 @@ impl Progress {
     /// Where what `side` sent ends (its FIN included), in the other side's
     /// numbering: the sequence number the other side expects next, once it
     /// has everything.
-    pub fn end(self, side: Side) -> Option<u32> {
+    pub fn end(self, side: Side) -> Option<SeqNumber> {
         let i = Self::index(side);
         (self.bits & Self::END[i] != 0).then_some(self.end[i])
     }
 
     /// The latest TSval sent toward the real, if any segment carried one.
-    pub fn tsval_to_real(self) -> Option<u32> {
+    /// (TSvals compare modulo 2^32 like sequence numbers, RFC 7323 §5.2.)
+    pub fn tsval_to_real(self) -> Option<SeqNumber> {
         (self.bits & Self::TSVAL != 0).then_some(self.tsval_to_real)
     }
 

@@ -9,6 +9,7 @@ pub(crate) mod store;
 
 use std::net::IpAddr;
 
+use rvs_wire::tcp_seq::SeqNumber;
 use rvs_wire::{ip_protocol, ipv4, tcp};
 
 use crate::addr::Endpoint;
@@ -21,8 +22,8 @@ use crate::tcp_state::Side;
 pub(crate) struct Segment {
     pub(crate) src: Endpoint,
     pub(crate) dst: Endpoint,
-    pub(crate) seq: u32,
-    pub(crate) ack: Option<u32>,
+    pub(crate) seq: SeqNumber,
+    pub(crate) ack: Option<SeqNumber>,
     /// SYN, RST, FIN; ACK follows `ack`.
     pub(crate) flags: tcp::Flags,
     pub(crate) window: u16,
@@ -35,7 +36,7 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// A bare RST (with ACK when `ack` is given).
-    pub(crate) fn rst(src: Endpoint, dst: Endpoint, seq: u32, ack: Option<u32>, ttl: u8) -> Self {
+    pub(crate) fn rst(src: Endpoint, dst: Endpoint, seq: SeqNumber, ack: Option<SeqNumber>, ttl: u8) -> Self {
         Self {
             src,
             dst,
@@ -52,7 +53,7 @@ impl Segment {
     }
 
     /// A bare ACK.
-    pub(crate) fn ack(src: Endpoint, dst: Endpoint, seq: u32, ack: u32, ttl: u8) -> Self {
+    pub(crate) fn ack(src: Endpoint, dst: Endpoint, seq: SeqNumber, ack: SeqNumber, ttl: u8) -> Self {
         Self { flags: tcp::Flags(0), window: u16::MAX, ack: Some(ack), ..Self::rst(src, dst, seq, None, ttl) }
     }
 
@@ -68,8 +69,8 @@ impl Segment {
         let repr = tcp::Repr {
             src_port: self.src.port,
             dst_port: self.dst.port,
-            seq_number: self.seq,
-            ack_number: self.ack,
+            seq_number: self.seq.0,
+            ack_number: self.ack.map(u32::from),
             flags: self.flags,
             window_len: self.window,
             max_seg_size: self.mss,
@@ -129,8 +130,8 @@ mod tests {
         let seg = Segment {
             src: ep("10.0.0.1:80"),
             dst: ep("192.0.2.7:40000"),
-            seq: 0x1234_5678,
-            ack: Some(1001),
+            seq: SeqNumber(0x1234_5678),
+            ack: Some(SeqNumber(1001)),
             flags: tcp::Flags::SYN,
             window: 65535,
             mss: Some(1460),
@@ -152,7 +153,7 @@ mod tests {
             (r.max_seg_size, r.window_scale, r.sack_permitted, r.timestamp),
             (Some(1460), Some(7), true, Some((5, 6)))
         );
-        let rst = Segment::rst(seg.src, seg.dst, 9, None, 64);
+        let rst = Segment::rst(seg.src, seg.dst, SeqNumber(9), None, 64);
         let len = rst.emit(&mut buf);
         assert_eq!(len, 40);
         assert_eq!(rst.emit(&mut [0u8; 39]), 0);

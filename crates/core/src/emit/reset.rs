@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 
 use rvs_wire::tcp;
+use rvs_wire::tcp_seq::SeqNumber;
 
 use crate::addr::Endpoint;
 use crate::emit::Segment;
@@ -30,7 +31,7 @@ const MAX_QUEUED: usize = 1 << 16;
 pub(crate) struct Reset {
     pub(crate) src: Endpoint,
     pub(crate) dst: Endpoint,
-    pub(crate) seq: u32,
+    pub(crate) seq: SeqNumber,
     /// The side `dst` is on.
     pub(crate) to: Side,
 }
@@ -130,7 +131,7 @@ pub(crate) fn answer_to(from: Endpoint, to_addr: Endpoint, seg: &[u8], from_side
     (f.ack() && !f.rst() && !f.syn()).then(|| Reset {
         src: to_addr,
         dst: from,
-        seq: t.ack_number(),
+        seq: SeqNumber(t.ack_number()),
         to: from_side,
     })
 }
@@ -144,7 +145,7 @@ mod tests {
     }
 
     fn rst(seq: u32) -> Reset {
-        Reset { src: ep("10.0.2.1:80"), dst: ep("192.0.2.1:5000"), seq, to: Side::Client }
+        Reset { src: ep("10.0.2.1:80"), dst: ep("192.0.2.1:5000"), seq: SeqNumber(seq), to: Side::Client }
     }
 
     #[test]
@@ -200,14 +201,17 @@ mod tests {
         // The TCP segment of a packet the engine's own emitter builds.
         let seg = |flags: tcp::Flags, ack: Option<u32>| {
             let mut pkt = [0u8; 64];
-            let s =
-                Segment { flags, ack, ..Segment::rst(ep("192.0.2.1:5000"), ep("10.0.2.1:80"), 1, None, 64) };
+            let s = Segment {
+                flags,
+                ack: ack.map(SeqNumber),
+                ..Segment::rst(ep("192.0.2.1:5000"), ep("10.0.2.1:80"), SeqNumber(1), None, 64)
+            };
             let len = s.emit(&mut pkt);
             pkt[20..len].to_vec()
         };
         let (client, vip) = (ep("192.0.2.1:5000"), ep("10.0.2.1:80"));
         let answer = answer_to(client, vip, &seg(tcp::Flags(0), Some(4242)), Side::Client).unwrap();
-        assert_eq!(answer, Reset { src: vip, dst: client, seq: 4242, to: Side::Client });
+        assert_eq!(answer, Reset { src: vip, dst: client, seq: SeqNumber(4242), to: Side::Client });
         assert!(answer_to(client, vip, &seg(tcp::Flags::FIN, Some(1)), Side::Client).is_some());
         assert!(answer_to(client, vip, &seg(tcp::Flags::RST, Some(1)), Side::Client).is_none());
         assert!(answer_to(client, vip, &seg(tcp::Flags::SYN, Some(1)), Side::Client).is_none());

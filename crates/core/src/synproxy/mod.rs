@@ -24,6 +24,7 @@ use std::collections::BinaryHeap;
 
 use rvs_wire::tcp;
 use rvs_wire::tcp_options::Summary;
+use rvs_wire::tcp_seq::SeqNumber;
 
 use crate::addr::FlowKey;
 use crate::config::RetransmitMode;
@@ -121,16 +122,16 @@ struct Handshake {
     generation: u32,
     live: bool,
     conn: ConnId,
-    client_isn: u32,
-    cookie: u32,
+    client_isn: SeqNumber,
+    cookie: SeqNumber,
     offer: Offer,
     /// The client's TSval when its ACK arrived (the real-side offset is taken from it).
-    client_tsval: u32,
+    client_tsval: SeqNumber,
     /// The TSecr of the client's ACK: the TSval our SYN-ACK carried.
-    client_echo: u32,
+    client_echo: SeqNumber,
     /// Our ISN and TSval toward the current real.
-    real_isn: u32,
-    real_tsval: u32,
+    real_isn: SeqNumber,
+    real_tsval: SeqNumber,
     syn_sent: bool,
     /// Spliced; the kept packets were replayed and are kept until the real
     /// shows it got them (any packet from it), resent on the RTO otherwise.
@@ -205,7 +206,7 @@ impl Engine {
     ) -> Outcome {
         let seg = &pkt[ip.header_len..];
         let opts = Summary::of_segment(seg);
-        let client_isn = tcp::Packet::new_unchecked(seg).seq_number();
+        let client_isn = SeqNumber(tcp::Packet::new_unchecked(seg).seq_number());
         let cfg = self.cfg.synproxy;
         let service = &self.services[svc as usize];
         let offer = Offer {
@@ -214,7 +215,7 @@ impl Engine {
             sack: opts.sack_permitted && cfg.sack,
             timestamps: opts.timestamps.is_some() && cfg.timestamps,
         };
-        let (cookie, ts_bits) = self.syn.jar.make(self.table.secrets(), now, key, client_isn, offer);
+        let (cookie, ts_bits) = self.syn.jar.make(self.table.secrets(), now, key, client_isn.0, offer);
         // With TOA the client's segments grow by the option: it is told less.
         let our_mss = service.config.mss_clamp.map_or(cfg.mss_max, |c| c.min(cfg.mss_max));
         let our_mss = our_mss.saturating_sub(self.toa_room(svc)).max(64);
@@ -223,8 +224,8 @@ impl Engine {
         let synack = Segment {
             src: key.dst,
             dst: key.src,
-            seq: cookie,
-            ack: Some(client_isn.wrapping_add(1)),
+            seq: SeqNumber(cookie),
+            ack: Some(client_isn + 1),
             flags: tcp::Flags::SYN,
             window: u16::MAX,
             mss: Some(our_mss),
@@ -259,10 +260,10 @@ impl Engine {
     ) -> Result<Outcome, DropReason> {
         let seg = &pkt[ip.header_len..];
         let t = tcp::Packet::new_unchecked(seg);
-        let (seq, ack, payload) = (t.seq_number(), t.ack_number(), t.payload().len());
+        let (seq, ack, payload) = (SeqNumber(t.seq_number()), SeqNumber(t.ack_number()), t.payload().len());
         let opts = Summary::of_segment(seg);
         let cfg = self.cfg.synproxy;
-        let (client_isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
+        let (client_isn, cookie) = (seq - 1, ack - 1);
         let tsecr = opts.timestamps.map(|t| t.1);
         // Answered with an RST (rate-limited) by the packet path.
         let Some(offer) = self.synproxy_cookie(now, key, seg) else { return Err(DropReason::BadCookie) };
@@ -284,7 +285,7 @@ impl Engine {
             let s = &self.services[svc as usize];
             offer.wscale.map_or(0, |_| s.synproxy_wscale.unwrap_or(cfg.wscale))
         };
-        let client_tsval = opts.timestamps.map_or(0, |t| t.0);
+        let client_tsval = SeqNumber(opts.timestamps.map_or(0, |t| t.0));
         let real_isn = self.clock.isn(now, placed.laddr, placed.real);
         let real_tsval = self.clock.tsval(now, placed.laddr, placed.real);
         let index = self.new_handshake();
@@ -293,9 +294,9 @@ impl Engine {
         let mut conn = placed.conn(key, svc, TcpState::SynSent, expires);
         conn.client_wscale = announced;
         conn.peer_wscale = offer.wscale.unwrap_or(0);
-        conn.xlat.c2r_seq = real_isn.wrapping_sub(client_isn);
+        conn.xlat.c2r_seq = real_isn - client_isn;
         if offer.timestamps {
-            conn.xlat.c2r_ts = real_tsval.wrapping_sub(client_tsval);
+            conn.xlat.c2r_ts = real_tsval - client_tsval;
         }
         conn.handshake = index;
         conn.delivery = self.open_delivery(svc, key.src, key.dst, client_isn);
@@ -315,7 +316,7 @@ impl Engine {
         hs.cookie = cookie;
         hs.offer = offer;
         hs.client_tsval = client_tsval;
-        hs.client_echo = tsecr.unwrap_or(0);
+        hs.client_echo = SeqNumber(tsecr.unwrap_or(0));
         hs.real_isn = real_isn;
         hs.real_tsval = real_tsval;
         hs.tried[0] = placed.real_index as u32;
@@ -333,13 +334,13 @@ impl Engine {
             generation,
             live: true,
             conn: ConnId::NONE,
-            client_isn: 0,
-            cookie: 0,
+            client_isn: SeqNumber(0),
+            cookie: SeqNumber(0),
             offer: Offer::default(),
-            client_tsval: 0,
-            client_echo: 0,
-            real_isn: 0,
-            real_tsval: 0,
+            client_tsval: SeqNumber(0),
+            client_echo: SeqNumber(0),
+            real_isn: SeqNumber(0),
+            real_tsval: SeqNumber(0),
             syn_sent: false,
             confirming: false,
             tries: 0,
@@ -420,7 +421,7 @@ impl Engine {
             mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(toa_room).max(64)),
             wscale: offer.wscale,
             sack_permitted: offer.sack,
-            timestamps: offer.timestamps.then_some((hs.real_tsval, 0)),
+            timestamps: offer.timestamps.then_some((hs.real_tsval.0, 0)),
             ttl: cfg.ttl,
         };
         let _ = self.queue_segment(&syn, Side::Real);
@@ -479,7 +480,7 @@ impl Engine {
             return;
         };
         if reset_old && syn_sent {
-            let rst = Segment::rst(old.laddr, old.real, old_isn.wrapping_add(1), None, self.cfg.synproxy.ttl);
+            let rst = Segment::rst(old.laddr, old.real, old_isn + 1, None, self.cfg.synproxy.ttl);
             let _ = self.queue_segment(&rst, Side::Real);
         }
         self.release(now, &old, true);
@@ -513,9 +514,9 @@ impl Engine {
         conn.laddr = placed.laddr;
         conn.real = placed.real;
         conn.real_index = placed.real_index as u32;
-        conn.xlat.c2r_seq = real_isn.wrapping_sub(hs.client_isn);
+        conn.xlat.c2r_seq = real_isn - hs.client_isn;
         if hs.offer.timestamps {
-            conn.xlat.c2r_ts = real_tsval.wrapping_sub(hs.client_tsval);
+            conn.xlat.c2r_ts = real_tsval - hs.client_tsval;
         }
         let Ok(id) = self.insert_conn(now, conn, placed.pool) else {
             self.give_up(index, &old);
@@ -541,13 +542,8 @@ impl Engine {
     /// Every real failed: reset the client and forget the connection.
     fn give_up(&mut self, index: u32, old: &Conn) {
         let hs = &self.syn.handshakes[index as usize];
-        let rst = Segment::rst(
-            old.vip,
-            old.client,
-            hs.cookie.wrapping_add(1),
-            Some(hs.client_isn.wrapping_add(1)),
-            self.cfg.synproxy.ttl,
-        );
+        let rst =
+            Segment::rst(old.vip, old.client, hs.cookie + 1, Some(hs.client_isn + 1), self.cfg.synproxy.ttl);
         let _ = self.queue_segment(&rst, Side::Client);
         self.syn.stats.gave_up += 1;
         self.syn.forget(index, &mut self.store);
@@ -604,13 +600,7 @@ impl Engine {
                 if f.rst() {
                     let hs = &self.syn.handshakes[index as usize];
                     if hs.syn_sent {
-                        let rst = Segment::rst(
-                            laddr,
-                            real,
-                            hs.real_isn.wrapping_add(1),
-                            None,
-                            self.cfg.synproxy.ttl,
-                        );
+                        let rst = Segment::rst(laddr, real, hs.real_isn + 1, None, self.cfg.synproxy.ttl);
                         let _ = self.queue_segment(&rst, Side::Real);
                     }
                     self.remove_conn(now, lookup.id);
@@ -633,19 +623,20 @@ impl Engine {
                     && f.ack()
                     && !f.syn()
                     && !f.rst()
-                    && t.ack_number() != hs.real_isn.wrapping_add(1)
+                    && SeqNumber(t.ack_number()) != hs.real_isn + 1
                 {
                     // The tuple's older connection answered (a TIME_WAIT
                     // that refused our SYN, RFC 9293 §3.10.7.4): reset it
                     // with <SEQ=SEG.ACK><CTL=RST> and try again at once,
                     // rather than wait out the RTO for nothing.
-                    let rst = Segment::rst(laddr, real, t.ack_number(), None, self.cfg.synproxy.ttl);
+                    let rst =
+                        Segment::rst(laddr, real, SeqNumber(t.ack_number()), None, self.cfg.synproxy.ttl);
                     let _ = self.queue_segment(&rst, Side::Real);
                     self.syn.stats.refused += 1;
                     self.retry_or_failover(now, index);
                     return Ok(Outcome::Absorbed);
                 }
-                if !hs.syn_sent || t.ack_number() != hs.real_isn.wrapping_add(1) || !f.ack() {
+                if !hs.syn_sent || SeqNumber(t.ack_number()) != hs.real_isn + 1 || !f.ack() {
                     return Err(DropReason::HandshakePending);
                 }
                 if f.rst() {
@@ -666,18 +657,18 @@ impl Engine {
     /// forward normally from now on.
     fn splice(&mut self, now: Instant, id: ConnId, index: u32, seg: &[u8]) {
         let opts = Summary::of_segment(seg);
-        let real_isn = tcp::Packet::new_unchecked(seg).seq_number();
+        let real_isn = SeqNumber(tcp::Packet::new_unchecked(seg).seq_number());
         let hs = self.syn.handshakes[index as usize].clone();
         let Some(conn) = self.table.get_mut(id) else { return };
-        conn.xlat.r2c_seq = hs.cookie.wrapping_sub(real_isn);
+        conn.xlat.r2c_seq = hs.cookie - real_isn;
         if let (true, Some((tsval, _))) = (hs.offer.timestamps, opts.timestamps) {
             // The client saw our SYN-ACK's TSval; it echoes it in its ACK (TSecr).
-            conn.xlat.r2c_ts = hs.client_echo.wrapping_sub(tsval);
+            conn.xlat.r2c_ts = hs.client_echo - SeqNumber(tsval);
         }
         conn.real_wscale = if hs.offer.wscale.is_some() { opts.wscale.unwrap_or(0) } else { 0 };
         // Where each side's numbers stand once the handshakes are joined.
-        conn.progress.sent(Side::Client, hs.real_isn.wrapping_add(1), false);
-        conn.progress.sent(Side::Real, hs.cookie.wrapping_add(1), false);
+        conn.progress.sent(Side::Client, hs.real_isn + 1, false);
+        conn.progress.sent(Side::Real, hs.cookie + 1, false);
         // `handshake` stays: the replay is confirmed (and the handshake
         // forgotten) when the real's first packet arrives.
         conn.state = TcpState::Established;
@@ -699,17 +690,11 @@ impl Engine {
         self.syn.stats.spliced += 1;
         // The PROXY header leads the client's bytes (and completes the real's handshake).
         let delivery = self.table.get(id).map_or(crate::client_addr::NO_DELIVERY, |c| c.delivery);
-        self.delivery_acks(delivery, real_isn.wrapping_add(1), ack_window(hs.offer.wscale.unwrap_or(0)));
+        self.delivery_acks(delivery, real_isn + 1, ack_window(hs.offer.wscale.unwrap_or(0)));
         self.start_header(now, id, delivery);
         if self.replay(index, id) == 0 {
             // Nothing kept (store was full): acknowledge the SYN-ACK ourselves.
-            let mut ack = Segment::ack(
-                laddr,
-                real,
-                hs.real_isn.wrapping_add(1),
-                real_isn.wrapping_add(1),
-                self.cfg.synproxy.ttl,
-            );
+            let mut ack = Segment::ack(laddr, real, hs.real_isn + 1, real_isn + 1, self.cfg.synproxy.ttl);
             ack.window = ack_window(hs.offer.wscale.unwrap_or(0));
             self.queue_to_real(id, &ack);
             self.confirmed(id, index);
@@ -790,8 +775,8 @@ impl Engine {
         let mut ack = Segment::ack(
             conn.laddr,
             conn.real,
-            t.ack_number(),
-            t.seq_number().wrapping_add(1),
+            SeqNumber(t.ack_number()),
+            SeqNumber(t.seq_number()) + 1,
             self.cfg.synproxy.ttl,
         );
         ack.window = ack_window(conn.peer_wscale);
