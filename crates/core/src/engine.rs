@@ -15,7 +15,7 @@ use siphasher::sip::SipHasher13;
 use crate::addr::{Endpoint, FlowKey, Proto};
 use crate::client_addr::{ClientAddrState, ClientAddrStats};
 use crate::config::{EngineConfig, RealConfig, SchedKind, ServiceConfig, Timeouts};
-use crate::conn::{Conn, ConnId, ConnTable};
+use crate::conn::{Conn, ConnId, ConnTable, Handshake};
 use crate::drop::{DropCounters, DropReason};
 use crate::emit::reset::{Reset, ResetStats, Resets};
 use crate::emit::store::PacketStore;
@@ -24,7 +24,7 @@ use crate::laddr::{LocalPools, Reuse};
 use crate::real_clock::RealClock;
 use crate::sched::Scheduler;
 use crate::service::{Real, Service, TrafficCounters};
-use crate::synproxy::{SPLICED, SynproxyState, SynproxyStats};
+use crate::synproxy::{SynproxyState, SynproxyStats};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 
@@ -329,8 +329,8 @@ impl Engine {
     /// open, each side gets an RST.
     pub(crate) fn release(&mut self, now: Instant, conn: &Conn, moves: bool) {
         if !moves {
-            if conn.handshake < SPLICED {
-                self.syn.forget(conn.handshake, &mut self.store);
+            if let Handshake::Open(hid) = conn.handshake {
+                self.syn.forget(hid, &mut self.store);
             }
             self.deliveries.close(conn.delivery);
             self.reset_if_open(conn);

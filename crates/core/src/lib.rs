@@ -32,6 +32,7 @@ mod nat;
 mod real_clock;
 pub mod sched;
 pub mod service;
+mod slab;
 mod synproxy;
 pub mod tcp_state;
 pub mod time;

@@ -19,8 +19,7 @@ use rvs_wire::tcp_seq::SeqNumber;
 use rvs_wire::{ip_protocol, ipv4, ipv6, udp};
 
 use crate::addr::{Endpoint, FlowKey, Proto};
-use crate::client_addr::NO_DELIVERY;
-use crate::conn::{Conn, Lookup, TableFull, Translation};
+use crate::conn::{Conn, Handshake, Lookup, TableFull, Translation};
 use crate::drop::DropReason;
 use crate::engine::{Engine, Verdict};
 use crate::laddr::Reuse;
@@ -65,10 +64,8 @@ impl Placement {
             real_index: self.real_index as u32,
             xlat: Translation::default(),
             progress: Default::default(),
-            handshake: crate::synproxy::NO_HANDSHAKE,
-            delivery: NO_DELIVERY,
-            storm_key: 0,
-            storm_count: 0,
+            handshake: Default::default(),
+            delivery: None,
             expires,
         }
     }
@@ -265,19 +262,17 @@ impl Engine {
         };
         if proto == Proto::Tcp {
             let marks = |e: &Self| {
-                e.table
-                    .get(lookup.id)
-                    .map_or((crate::synproxy::NO_HANDSHAKE, NO_DELIVERY), |c| (c.handshake, c.delivery))
+                e.table.get(lookup.id).map_or((Handshake::None, None), |c| (c.handshake, c.delivery))
             };
             let (mut hs, mut delivery) = marks(self);
-            if hs < crate::synproxy::SPLICED {
-                if let Some(done) = self.synproxy_pending(now, lookup, &ip, pkt) {
+            if let Handshake::Open(hid) = hs {
+                if let Some(done) = self.synproxy_pending(now, lookup, hid, &ip, pkt) {
                     return done;
                 }
                 // The packet confirmed a replay, which ended the handshake.
                 (hs, delivery) = marks(self);
             }
-            if hs == crate::synproxy::SPLICED && lookup.side == Side::Real {
+            if matches!(hs, Handshake::Spliced { .. }) && lookup.side == Side::Real {
                 let seg = &pkt[ip.header_len..];
                 if l4.flags.syn && l4.flags.ack {
                     let conn = self.table.get(lookup.id).cloned();
@@ -287,7 +282,7 @@ impl Engine {
                     return Err(DropReason::AckStorm);
                 }
             }
-            if delivery != NO_DELIVERY {
+            if let Some(delivery) = delivery {
                 return self.forward_delivering(now, lookup, delivery, &ip, &l4, pkt);
             }
         }

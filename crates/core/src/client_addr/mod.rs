@@ -38,9 +38,8 @@ pub struct ClientAddrStats {
     pub proxy_gave_up: u64,
 }
 
-use core::cmp::Reverse;
+use crate::slab::Slab;
 use core::time::Duration;
-use std::collections::BinaryHeap;
 
 use rvs_wire::checksum;
 use rvs_wire::tcp::{self, TcpOption};
@@ -49,7 +48,7 @@ use rvs_wire::tcp_seq::SeqNumber;
 
 use crate::addr::Endpoint;
 use crate::config::ProxyProtocol;
-use crate::conn::{ConnId, Lookup};
+use crate::conn::{ConnId, DeliveryId, DeliveryTag, Lookup};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::Engine;
@@ -57,8 +56,6 @@ use crate::nat::{IpInfo, L4Info, Outcome};
 use crate::tcp_state::Side;
 use crate::time::Instant;
 
-/// `Conn::delivery` of a connection with nothing (more) to deliver.
-pub(crate) const NO_DELIVERY: u32 = u32::MAX;
 /// Header resends on the engine's own timer before it leaves the header to
 /// the client's retransmissions (about 10 s from a 10 ms RTO, 50 s from 200 ms).
 const MAX_TIMER_RESENDS: u8 = 10;
@@ -70,9 +67,7 @@ pub(crate) const TOA_ROOM: u16 = toa::V4_LEN as u16;
 /// One connection's delivery under way. The client and VIP it announces
 /// are the connection's own (`Conn::client`, `Conn::vip`).
 #[derive(Debug, Clone)]
-struct Delivery {
-    generation: u32,
-    live: bool,
+pub(crate) struct Delivery {
     conn: ConnId,
     version: ProxyProtocol,
     /// The client's sequence number of its first byte (its ISN + 1).
@@ -101,35 +96,32 @@ struct Delivery {
 /// Deliveries under way, their resend timers and counters.
 #[derive(Debug, Default)]
 pub(crate) struct ClientAddrState {
-    entries: Vec<Delivery>,
-    free: Vec<u32>,
-    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    entries: Slab<Delivery, DeliveryTag>,
     pub(crate) stats: ClientAddrStats,
 }
 
 impl ClientAddrState {
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+        self.entries.poll_timeout()
     }
 
     /// End a delivery (done, or its connection is going away).
-    pub(crate) fn close(&mut self, index: u32) {
-        let Some(d) = self.entries.get_mut(index as usize).filter(|d| d.live) else { return };
-        d.live = false;
-        d.generation = d.generation.wrapping_add(1);
-        self.free.push(index);
+    pub(crate) fn close(&mut self, id: Option<DeliveryId>) {
+        if let Some(id) = id {
+            self.entries.remove(id);
+        }
     }
 
     pub(crate) fn open(&self) -> usize {
-        self.entries.len() - self.free.len()
+        self.entries.len()
     }
 
-    fn live(&mut self, index: u32) -> Option<&mut Delivery> {
-        self.entries.get_mut(index as usize).filter(|d| d.live)
+    fn live(&mut self, id: Option<DeliveryId>) -> Option<&mut Delivery> {
+        self.entries.get_mut(id?)
     }
 
-    fn get(&self, index: u32) -> Option<&Delivery> {
-        self.entries.get(index as usize).filter(|d| d.live)
+    fn get(&self, id: Option<DeliveryId>) -> Option<&Delivery> {
+        self.entries.get(id?)
     }
 }
 
@@ -143,20 +135,18 @@ impl Engine {
         client: Endpoint,
         vip: Endpoint,
         client_isn: SeqNumber,
-    ) -> u32 {
-        let Some(service) = self.services.get(svc as usize) else { return NO_DELIVERY };
+    ) -> Option<DeliveryId> {
+        let service = self.services.get(svc as usize)?;
         let (mut version, toa) = (service.config.proxy_protocol, service.config.toa);
         if client.addr.is_ipv4() != vip.addr.is_ipv4() {
             // A header names both ends in one family (NAT64 will need its own choice).
             version = ProxyProtocol::Disabled;
         }
         if version == ProxyProtocol::Disabled && !toa {
-            return NO_DELIVERY;
+            return None;
         }
-        let st = &mut self.deliveries;
-        let entry = |generation| Delivery {
-            generation,
-            live: true,
+        // A full table (2^24 under way) only means no delivery for this connection.
+        self.deliveries.entries.insert(Delivery {
             conn: ConnId::NONE,
             version,
             stream_start: client_isn + 1,
@@ -170,22 +160,11 @@ impl Engine {
             window: u16::MAX,
             deadline: Instant::ZERO,
             rto: Duration::ZERO,
-        };
-        match st.free.pop() {
-            Some(i) => {
-                let g = st.entries[i as usize].generation;
-                st.entries[i as usize] = entry(g);
-                i
-            }
-            None => {
-                st.entries.push(entry(0));
-                st.entries.len() as u32 - 1
-            }
-        }
+        })
     }
 
     /// Tell a delivery which connection it belongs to (after insertion or a failover).
-    pub(crate) fn attach_delivery(&mut self, index: u32, id: ConnId) {
+    pub(crate) fn attach_delivery(&mut self, index: Option<DeliveryId>, id: ConnId) {
         if let Some(d) = self.deliveries.live(index) {
             d.conn = id;
         }
@@ -193,7 +172,7 @@ impl Engine {
 
     /// The acknowledgement and window a built header carries, when no
     /// client segment told them yet (SYNProxy's splice).
-    pub(crate) fn delivery_acks(&mut self, index: u32, ack: SeqNumber, window: u16) {
+    pub(crate) fn delivery_acks(&mut self, index: Option<DeliveryId>, ack: SeqNumber, window: u16) {
         if let Some(d) = self.deliveries.live(index) {
             d.ack = ack;
             d.window = window;
@@ -211,15 +190,14 @@ impl Engine {
         &mut self,
         now: Instant,
         lookup: Lookup,
-        index: u32,
+        index: DeliveryId,
         ip: &IpInfo,
         l4: &L4Info,
         pkt: &mut [u8],
     ) -> Result<Outcome, DropReason> {
         let Some(conn) = self.table.get(lookup.id) else { return Err(DropReason::NoConnection) };
-        let (c2r, r2c, synproxy) =
-            (conn.xlat.c2r_seq, conn.xlat.r2c_seq, conn.handshake != crate::synproxy::NO_HANDSHAKE);
-        let Some(d) = self.deliveries.live(index) else {
+        let (c2r, r2c, synproxy) = (conn.xlat.c2r_seq, conn.xlat.r2c_seq, conn.handshake.is_synproxy());
+        let Some(d) = self.deliveries.live(Some(index)) else {
             return self.forward(now, lookup, ip, l4, pkt).map(Outcome::Forward);
         };
         let pending = d.sent && d.acked < d.header_len;
@@ -275,15 +253,15 @@ impl Engine {
             }
         }
         if start {
-            self.start_header(now, lookup.id, index);
+            self.start_header(now, lookup.id, Some(index));
         } else if resend {
-            self.resend_header(lookup.id, index);
+            self.resend_header(lookup.id, Some(index));
         }
         let to = self.forward(now, lookup, ip, l4, pkt)?;
         if let Some(start) = clamp_to {
             clamp_acks(&mut pkt[ip.header_len..], start);
         }
-        if to == Side::Real && !l4.flags.syn && self.deliveries.live(index).is_some_and(|d| d.toa) {
+        if to == Side::Real && !l4.flags.syn && self.deliveries.live(Some(index)).is_some_and(|d| d.toa) {
             return Ok(self.forward_with_toa(lookup.id, pkt));
         }
         Ok(Outcome::Forward(to))
@@ -340,10 +318,10 @@ impl Engine {
     fn header<'b>(
         &self,
         id: ConnId,
-        index: u32,
+        index: DeliveryId,
         buf: &'b mut [u8; proxy_protocol::MAX_LEN],
     ) -> Option<&'b [u8]> {
-        let d = self.deliveries.get(index)?;
+        let d = self.deliveries.get(Some(index))?;
         let conn = self.table.get(id)?;
         let len = proxy_protocol::write(d.version, conn.client, conn.vip, buf)?;
         Some(&buf[..len])
@@ -351,10 +329,10 @@ impl Engine {
 
     /// The real's handshake is complete: move the client's numbers up by
     /// the header's length, send the header and arm its resend timer.
-    pub(crate) fn start_header(&mut self, now: Instant, id: ConnId, index: u32) {
-        if self.deliveries.get(index).is_none_or(|d| d.sent) {
+    pub(crate) fn start_header(&mut self, now: Instant, id: ConnId, index: Option<DeliveryId>) {
+        let Some(index) = index.filter(|&i| self.deliveries.get(Some(i)).is_some_and(|d| !d.sent)) else {
             return;
-        }
+        };
         let mut buf = [0u8; proxy_protocol::MAX_LEN];
         let Some(header) = self.header(id, index, &mut buf) else { return };
         let len = header.len();
@@ -367,22 +345,23 @@ impl Engine {
             .map_or(self.cfg.synproxy.rto_initial, |r| {
                 r.handshake.rto(self.cfg.synproxy.rto_floor, self.cfg.synproxy.rto_initial)
             });
-        let Some(d) = self.deliveries.live(index) else { return };
+        let Some(d) = self.deliveries.live(Some(index)) else { return };
         d.sent = true;
         d.header_len = len as u8;
         d.rto = rto;
         d.deadline = now + rto;
-        let entry = Reverse((d.deadline, index, d.generation));
-        self.deliveries.timers.push(entry);
+        self.deliveries.entries.set_timer(index, now + rto);
         self.deliveries.stats.proxy_headers += 1;
         self.send_header(id, index, header);
     }
 
     /// Send the header again (from its first unacknowledged byte), if it is still due.
-    pub(crate) fn resend_header(&mut self, id: ConnId, index: u32) {
-        if !self.deliveries.get(index).is_some_and(|d| d.sent && d.acked < d.header_len) {
+    pub(crate) fn resend_header(&mut self, id: ConnId, index: Option<DeliveryId>) {
+        let Some(index) =
+            index.filter(|&i| self.deliveries.get(Some(i)).is_some_and(|d| d.sent && d.acked < d.header_len))
+        else {
             return;
-        }
+        };
         let mut buf = [0u8; proxy_protocol::MAX_LEN];
         let Some(header) = self.header(id, index, &mut buf) else { return };
         self.deliveries.stats.proxy_resent += 1;
@@ -390,10 +369,10 @@ impl Engine {
     }
 
     /// Build and queue the header's unacknowledged rest toward the real.
-    fn send_header(&mut self, id: ConnId, index: u32, header: &[u8]) {
+    fn send_header(&mut self, id: ConnId, index: DeliveryId, header: &[u8]) {
         let Some(conn) = self.table.get(id) else { return };
         let (laddr, real, c2r) = (conn.laddr, conn.real, conn.xlat.c2r_seq);
-        let Some(d) = self.deliveries.get(index) else { return };
+        let Some(d) = self.deliveries.get(Some(index)) else { return };
         let len = header.len();
         let from = usize::from(d.acked).min(len);
         let header_start = d.stream_start + c2r - len as u32;
@@ -411,22 +390,18 @@ impl Engine {
     }
 
     /// The delivery is complete: forget it.
-    fn end_delivery(&mut self, id: ConnId, index: u32) {
-        self.deliveries.close(index);
+    fn end_delivery(&mut self, id: ConnId, index: DeliveryId) {
+        self.deliveries.close(Some(index));
         if let Some(conn) = self.table.get_mut(id) {
-            conn.delivery = NO_DELIVERY;
+            conn.delivery = None;
         }
     }
 
     /// Resend headers whose timer ran out.
     pub(crate) fn client_addr_timeouts(&mut self, now: Instant) {
-        while let Some(&Reverse((at, index, generation))) = self.deliveries.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.deliveries.timers.pop();
-            let Some(d) = self.deliveries.entries.get_mut(index as usize) else { continue };
-            if !d.live || d.generation != generation || d.acked >= d.header_len {
+        while let Some(index) = self.deliveries.entries.pop_timer(now) {
+            let Some(d) = self.deliveries.entries.get_mut(index) else { continue };
+            if d.acked >= d.header_len {
                 continue;
             }
             if d.timer_resends >= MAX_TIMER_RESENDS {
@@ -438,9 +413,9 @@ impl Engine {
             d.timer_resends += 1;
             d.rto = (d.rto * 2).min(MAX_RTO);
             d.deadline = now + d.rto;
-            let (id, entry) = (d.conn, Reverse((d.deadline, index, d.generation)));
-            self.deliveries.timers.push(entry);
-            self.resend_header(id, index);
+            let (id, deadline) = (d.conn, d.deadline);
+            self.deliveries.entries.set_timer(index, deadline);
+            self.resend_header(id, Some(index));
         }
     }
 }

@@ -11,6 +11,8 @@ mod timer;
 
 pub use table::{ConnId, ConnTable, Lookup, TableFull};
 
+use crate::slab::Id;
+
 use rvs_wire::tcp_seq::SeqNumber;
 
 use crate::addr::{Endpoint, FlowKey, Proto};
@@ -46,6 +48,44 @@ impl Translation {
             Side::Client => (self.c2r_seq, self.r2c_seq, self.c2r_ts, self.r2c_ts),
             Side::Real => (self.r2c_seq, self.c2r_seq, self.r2c_ts, self.c2r_ts),
         }
+    }
+}
+
+/// Names SYNProxy's open handshakes ([`HandshakeId`]).
+#[derive(Debug)]
+pub(crate) enum HandshakeTag {}
+/// An open real-side handshake of SYNProxy; stale once it is closed.
+pub(crate) type HandshakeId = Id<HandshakeTag>;
+
+/// Names client-address deliveries ([`DeliveryId`]).
+#[derive(Debug)]
+pub(crate) enum DeliveryTag {}
+/// A client-address delivery (TOA, PROXY header) under way; stale once it ends.
+pub(crate) type DeliveryId = Id<DeliveryTag>;
+
+/// Where a connection stands with SYNProxy. 8 bytes: the ack-storm watch
+/// of a spliced connection rides in the variant, not in every connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// SYNProxy did not open this connection.
+    #[default]
+    None,
+    /// The real's handshake is open, or its replay not yet confirmed.
+    Open(HandshakeId),
+    /// The two handshakes are joined.
+    Spliced {
+        /// The last bare real→client segment (sequence, acknowledgement
+        /// and window folded), for ack-storm detection.
+        storm_key: u32,
+        /// How often that segment repeated in a row (saturating).
+        storm_count: u8,
+    },
+}
+
+impl Handshake {
+    /// A connection SYNProxy opened (its handshake open or spliced).
+    pub(crate) fn is_synproxy(self) -> bool {
+        self != Self::None
     }
 }
 
@@ -191,15 +231,10 @@ pub struct Conn {
     pub xlat: Translation,
     /// How far each side has got: ends, FINs, the latest TSval toward the real.
     pub progress: Progress,
-    /// SYNProxy: the open real-side handshake, or a marker for none or spliced.
-    pub handshake: u32,
+    /// Where the connection stands with SYNProxy.
+    pub(crate) handshake: Handshake,
     /// The client-address delivery (TOA, PROXY header) still under way, if any.
-    pub delivery: u32,
-    /// SYNProxy: the last bare real→client segment (sequence, acknowledgement
-    /// and window folded), for ack-storm detection.
-    pub storm_key: u32,
-    /// SYNProxy: how often that segment repeated in a row (saturating).
-    pub storm_count: u8,
+    pub(crate) delivery: Option<DeliveryId>,
     /// Idle deadline: refreshed by every packet.
     pub expires: Instant,
 }

@@ -352,10 +352,8 @@ mod tests {
             real_index: 0,
             xlat: Default::default(),
             progress: Default::default(),
-            handshake: crate::synproxy::NO_HANDSHAKE,
-            delivery: crate::client_addr::NO_DELIVERY,
-            storm_key: 0,
-            storm_count: 0,
+            handshake: Default::default(),
+            delivery: None,
             expires,
         }
     }

@@ -18,9 +18,7 @@
 
 pub(crate) mod cookie;
 
-use core::cmp::Reverse;
 use core::time::Duration;
-use std::collections::BinaryHeap;
 
 use rvs_wire::tcp;
 use rvs_wire::tcp_options::Summary;
@@ -28,21 +26,18 @@ use rvs_wire::tcp_seq::SeqNumber;
 
 use crate::addr::FlowKey;
 use crate::config::RetransmitMode;
-use crate::conn::{Conn, ConnId, Lookup};
+use crate::conn::{Conn, ConnId, Handshake, HandshakeId, HandshakeTag, Lookup};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::emit::store::PacketStore;
 use crate::engine::Engine;
 use crate::hash::Secrets;
 use crate::nat::{IpInfo, Outcome};
+use crate::slab::Slab;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 use cookie::{CookieJar, Offer};
 
-/// `Conn::handshake` of a connection SYNProxy did not open.
-pub(crate) const NO_HANDSHAKE: u32 = u32::MAX;
-/// `Conn::handshake` of a SYNProxy connection whose handshakes are spliced.
-pub(crate) const SPLICED: u32 = u32::MAX - 1;
 /// Real handshakes (each with its retries) one client may be offered before it gets an RST.
 const MAX_TRIED: usize = 8;
 /// Upper bound of the backed-off RTO toward a real.
@@ -118,9 +113,7 @@ impl HandshakeStats {
 
 /// A client whose handshake with a real is still open.
 #[derive(Debug, Clone)]
-struct Handshake {
-    generation: u32,
-    live: bool,
+pub(crate) struct OpenHandshake {
     conn: ConnId,
     client_isn: SeqNumber,
     cookie: SeqNumber,
@@ -150,9 +143,7 @@ struct Handshake {
 #[derive(Debug)]
 pub(crate) struct SynproxyState {
     jar: CookieJar,
-    handshakes: Vec<Handshake>,
-    free: Vec<u32>,
-    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    handshakes: Slab<OpenHandshake, HandshakeTag>,
     pub(crate) stats: SynproxyStats,
 }
 
@@ -160,33 +151,51 @@ impl SynproxyState {
     pub(crate) fn new(secrets: &Secrets, cfg: &crate::config::SynproxyConfig) -> Self {
         Self {
             jar: CookieJar::new(secrets, cfg.cookie_validity),
-            handshakes: Vec::new(),
-            free: Vec::new(),
-            timers: BinaryHeap::new(),
+            handshakes: Slab::default(),
             stats: SynproxyStats::default(),
         }
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+        self.handshakes.poll_timeout()
     }
 
     /// Forget the handshake of a connection that is going away; its kept packets go back to `store`.
-    pub(crate) fn forget(&mut self, index: u32, store: &mut PacketStore) {
-        let Some(hs) = self.handshakes.get_mut(index as usize).filter(|h| h.live) else { return };
-        hs.live = false;
-        hs.generation = hs.generation.wrapping_add(1);
-        let stored = hs.stored;
-        let n = hs.n_stored;
-        for &slot in &stored[..n] {
+    pub(crate) fn forget(&mut self, hid: HandshakeId, store: &mut PacketStore) {
+        let Some(hs) = self.handshakes.remove(hid) else { return };
+        for &slot in &hs.stored[..hs.n_stored] {
             store.release(slot);
         }
-        self.free.push(index);
     }
 
     /// Open handshakes (for listings).
     pub(crate) fn open(&self) -> usize {
-        self.handshakes.len() - self.free.len()
+        self.handshakes.len()
+    }
+}
+
+impl OpenHandshake {
+    fn new() -> Self {
+        Self {
+            conn: ConnId::NONE,
+            client_isn: SeqNumber(0),
+            cookie: SeqNumber(0),
+            offer: Offer::default(),
+            client_tsval: SeqNumber(0),
+            client_echo: SeqNumber(0),
+            real_isn: SeqNumber(0),
+            real_tsval: SeqNumber(0),
+            syn_sent: false,
+            confirming: false,
+            tries: 0,
+            first_sent: Instant::ZERO,
+            deadline: Instant::ZERO,
+            rto: Duration::ZERO,
+            tried: [0; MAX_TRIED],
+            n_tried: 0,
+            stored: [0; 8],
+            n_stored: 0,
+        }
     }
 }
 
@@ -288,7 +297,9 @@ impl Engine {
         let client_tsval = SeqNumber(opts.timestamps.map_or(0, |t| t.0));
         let real_isn = self.clock.isn(now, placed.laddr, placed.real);
         let real_tsval = self.clock.tsval(now, placed.laddr, placed.real);
-        let index = self.new_handshake();
+        let Some(hid) = self.syn.handshakes.insert(OpenHandshake::new()) else {
+            return refuse(self, DropReason::TableFull);
+        };
         // The handshake's own timer ends it; the expiry only bounds a leak.
         let expires = now + self.timeout(svc, key.proto, TcpState::SynRecv);
         let mut conn = placed.conn(key, svc, TcpState::SynSent, expires);
@@ -298,19 +309,19 @@ impl Engine {
         if offer.timestamps {
             conn.xlat.c2r_ts = real_tsval - client_tsval;
         }
-        conn.handshake = index;
+        conn.handshake = Handshake::Open(hid);
         conn.delivery = self.open_delivery(svc, key.src, key.dst, client_isn);
         let delivery = conn.delivery;
         let id = match self.insert_conn(now, conn, placed.pool) {
             Ok(id) => id,
             Err(e) => {
-                self.syn.forget(index, &mut self.store);
+                self.syn.forget(hid, &mut self.store);
                 self.deliveries.close(delivery);
                 return refuse(self, e);
             }
         };
         self.attach_delivery(delivery, id);
-        let hs = &mut self.syn.handshakes[index as usize];
+        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return Ok(Outcome::Absorbed) };
         hs.conn = id;
         hs.client_isn = client_isn;
         hs.cookie = cookie;
@@ -322,59 +333,22 @@ impl Engine {
         hs.tried[0] = placed.real_index as u32;
         hs.n_tried = 1;
         self.syn.stats.cookies_accepted += 1;
-        self.keep_client_packet(index, pkt);
+        self.keep_client_packet(hid, pkt);
         if !(cfg.defer_rs_syn && payload == 0) {
-            self.send_real_syn(now, index);
+            self.send_real_syn(now, hid);
         }
         Ok(Outcome::Absorbed)
     }
 
-    fn new_handshake(&mut self) -> u32 {
-        let blank = |generation| Handshake {
-            generation,
-            live: true,
-            conn: ConnId::NONE,
-            client_isn: SeqNumber(0),
-            cookie: SeqNumber(0),
-            offer: Offer::default(),
-            client_tsval: SeqNumber(0),
-            client_echo: SeqNumber(0),
-            real_isn: SeqNumber(0),
-            real_tsval: SeqNumber(0),
-            syn_sent: false,
-            confirming: false,
-            tries: 0,
-            first_sent: Instant::ZERO,
-            deadline: Instant::ZERO,
-            rto: Duration::ZERO,
-            tried: [0; MAX_TRIED],
-            n_tried: 0,
-            stored: [0; 8],
-            n_stored: 0,
-        };
-        match self.syn.free.pop() {
-            Some(i) => {
-                let g = self.syn.handshakes[i as usize].generation;
-                self.syn.handshakes[i as usize] = blank(g);
-                i
-            }
-            None => {
-                self.syn.handshakes.push(blank(0));
-                self.syn.handshakes.len() as u32 - 1
-            }
-        }
-    }
-
     /// Keep a client packet for replay once the real answers; false when
     /// the per-connection bound or the store is full.
-    fn keep_client_packet(&mut self, index: u32, pkt: &[u8]) -> bool {
+    fn keep_client_packet(&mut self, hid: HandshakeId, pkt: &[u8]) -> bool {
         let max = self.cfg.synproxy.max_stored_packets.min(8);
-        let hs = &self.syn.handshakes[index as usize];
-        if hs.n_stored >= max {
+        if self.syn.handshakes.get(hid).is_none_or(|hs| hs.n_stored >= max) {
             return false;
         }
         let Some(slot) = self.store.store(pkt) else { return false };
-        let hs = &mut self.syn.handshakes[index as usize];
+        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return false };
         hs.stored[hs.n_stored] = slot;
         hs.n_stored += 1;
         self.syn.stats.stored += 1;
@@ -382,16 +356,16 @@ impl Engine {
     }
 
     /// Send (or resend) the SYN toward the connection's current real and arm the retransmit timer.
-    fn send_real_syn(&mut self, now: Instant, index: u32) {
+    fn send_real_syn(&mut self, now: Instant, hid: HandshakeId) {
         let cfg = self.cfg.synproxy;
-        let hs = &self.syn.handshakes[index as usize];
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
         let Some(conn) = self.table.get(hs.conn) else { return };
         let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
         let toa_room = self.toa_room(svc);
         let service = &mut self.services[svc as usize];
         let mss_clamp = service.config.mss_clamp;
         let Some(r) = service.reals.get_mut(real_index as usize) else { return };
-        let hs = &mut self.syn.handshakes[index as usize];
+        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return };
         hs.tries += 1;
         hs.syn_sent = true;
         hs.rto = match cfg.retransmit_mode {
@@ -409,19 +383,19 @@ impl Engine {
             self.syn.stats.syn_retransmits += 1;
         }
         hs.deadline = now + hs.rto;
-        self.syn.timers.push(Reverse((hs.deadline, index, hs.generation)));
-        let offer = hs.offer;
+        let (deadline, offer, real_isn, real_tsval) = (hs.deadline, hs.offer, hs.real_isn, hs.real_tsval);
+        self.syn.handshakes.set_timer(hid, deadline);
         let syn = Segment {
             src: laddr,
             dst: real,
-            seq: hs.real_isn,
+            seq: real_isn,
             ack: None,
             flags: tcp::Flags::SYN,
             window: u16::MAX,
             mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(toa_room).max(64)),
             wscale: offer.wscale,
             sack_permitted: offer.sack,
-            timestamps: offer.timestamps.then_some((hs.real_tsval.0, 0)),
+            timestamps: offer.timestamps.then_some((real_tsval.0, 0)),
             ttl: cfg.ttl,
         };
         let _ = self.queue_segment(&syn, Side::Real);
@@ -429,39 +403,35 @@ impl Engine {
 
     /// Retransmit SYNs whose RTO passed; move clients on or give up.
     pub(crate) fn synproxy_timeouts(&mut self, now: Instant) {
-        while let Some(&Reverse((at, index, generation))) = self.syn.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.syn.timers.pop();
-            let Some(hs) = self.syn.handshakes.get(index as usize) else { continue };
-            if !hs.live || hs.generation != generation || hs.deadline > now {
+        while let Some(hid) = self.syn.handshakes.pop_timer(now) {
+            let Some(hs) = self.syn.handshakes.get(hid) else { continue };
+            if hs.deadline > now {
                 continue;
             }
             if hs.confirming {
-                self.replay_timeout(now, index);
+                self.replay_timeout(now, hid);
                 continue;
             }
-            self.retry_or_failover(now, index);
+            self.retry_or_failover(now, hid);
         }
     }
 
     /// The real did not take the SYN: send it again, or after the last try
     /// move the client to another real (the classic mode lets it expire).
-    fn retry_or_failover(&mut self, now: Instant, index: u32) {
-        let hs = &self.syn.handshakes[index as usize];
+    fn retry_or_failover(&mut self, now: Instant, hid: HandshakeId) {
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
         let limit = match self.cfg.synproxy.retransmit_mode {
             RetransmitMode::Classic => CLASSIC_TRIES,
             RetransmitMode::Adaptive => self.cfg.synproxy.syn_retries.max(1),
         };
         if hs.tries < limit {
-            self.send_real_syn(now, index);
+            self.send_real_syn(now, hid);
         } else if self.cfg.synproxy.retransmit_mode == RetransmitMode::Classic {
             self.syn.stats.gave_up += 1;
             let conn = hs.conn;
             self.remove_conn(now, conn);
         } else {
-            self.failover(now, index, true);
+            self.failover(now, hid, true);
         }
     }
 
@@ -471,12 +441,12 @@ impl Engine {
     /// answered, but its SYN-ACK was lost; or it ignores a repeated SYN):
     /// reset it, so it neither keeps a backlog slot nor keeps sending
     /// SYN-ACKs to a local port that is no longer this connection's.
-    fn failover(&mut self, now: Instant, index: u32, reset_old: bool) {
-        let hs = &self.syn.handshakes[index as usize];
+    fn failover(&mut self, now: Instant, hid: HandshakeId, reset_old: bool) {
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
         let (old_id, tried, n_tried) = (hs.conn, hs.tried, hs.n_tried);
         let (syn_sent, old_isn) = (hs.syn_sent, hs.real_isn);
         let Some(old) = self.table.remove(old_id) else {
-            self.syn.forget(index, &mut self.store);
+            self.syn.forget(hid, &mut self.store);
             return;
         };
         if reset_old && syn_sent {
@@ -504,12 +474,12 @@ impl Engine {
             Err(DropReason::NoReal)
         };
         let Ok(placed) = placed else {
-            self.give_up(index, &old);
+            self.give_up(hid, &old);
             return;
         };
         let real_isn = self.clock.isn(now, placed.laddr, placed.real);
         let real_tsval = self.clock.tsval(now, placed.laddr, placed.real);
-        let hs = &self.syn.handshakes[index as usize];
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
         let mut conn = old.clone();
         conn.laddr = placed.laddr;
         conn.real = placed.real;
@@ -519,7 +489,7 @@ impl Engine {
             conn.xlat.c2r_ts = real_tsval - hs.client_tsval;
         }
         let Ok(id) = self.insert_conn(now, conn, placed.pool) else {
-            self.give_up(index, &old);
+            self.give_up(hid, &old);
             return;
         };
         self.attach_delivery(old.delivery, id);
@@ -527,7 +497,7 @@ impl Engine {
         self.stats.conns_created -= 1;
         self.stats.traffic.conns -= 1;
         self.services[old.service as usize].stats.conns -= 1;
-        let hs = &mut self.syn.handshakes[index as usize];
+        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return };
         hs.conn = id;
         hs.real_isn = real_isn;
         hs.real_tsval = real_tsval;
@@ -535,18 +505,18 @@ impl Engine {
         hs.tried[hs.n_tried] = placed.real_index as u32;
         hs.n_tried += 1;
         if hs.syn_sent {
-            self.send_real_syn(now, index);
+            self.send_real_syn(now, hid);
         }
     }
 
     /// Every real failed: reset the client and forget the connection.
-    fn give_up(&mut self, index: u32, old: &Conn) {
-        let hs = &self.syn.handshakes[index as usize];
+    fn give_up(&mut self, hid: HandshakeId, old: &Conn) {
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
         let rst =
             Segment::rst(old.vip, old.client, hs.cookie + 1, Some(hs.client_isn + 1), self.cfg.synproxy.ttl);
         let _ = self.queue_segment(&rst, Side::Client);
         self.syn.stats.gave_up += 1;
-        self.syn.forget(index, &mut self.store);
+        self.syn.forget(hid, &mut self.store);
         self.deliveries.close(old.delivery);
     }
 
@@ -555,30 +525,30 @@ impl Engine {
         &mut self,
         now: Instant,
         lookup: Lookup,
+        hid: HandshakeId,
         ip: &IpInfo,
         pkt: &[u8],
     ) -> Option<Result<Outcome, DropReason>> {
         let Some(conn) = self.table.get(lookup.id) else { return Some(Err(DropReason::NoConnection)) };
-        let index = conn.handshake;
         let seg = &pkt[ip.header_len..];
         let t = tcp::Packet::new_unchecked(seg);
         let f = t.flags();
-        if self.syn.handshakes[index as usize].confirming {
+        if self.syn.handshakes.get(hid).is_some_and(|h| h.confirming) {
             if lookup.side == Side::Real && f.syn() && f.ack() {
                 // The real is still in SYN_RECV: the replay was lost.
                 self.syn.stats.replays_resent += 1;
                 self.resend_header(lookup.id, conn.delivery);
-                self.replay(index, lookup.id);
+                self.replay(hid, lookup.id);
                 return Some(Ok(Outcome::Absorbed));
             }
             // Any packet from the real shows it got the replay. A client
             // packet, forwarded now, completes the real's handshake anyway
             // (and the client's TCP resends lost data); resending the replay
             // after it would carry an older timestamp than the real has seen.
-            self.confirmed(lookup.id, index);
+            self.confirmed(lookup.id, hid);
             return None;
         }
-        Some(self.handshake_packet(now, lookup, index, pkt, ip.header_len))
+        Some(self.handshake_packet(now, lookup, hid, pkt, ip.header_len))
     }
 
     /// A packet of a connection whose real handshake is still open.
@@ -586,7 +556,7 @@ impl Engine {
         &mut self,
         now: Instant,
         lookup: Lookup,
-        index: u32,
+        hid: HandshakeId,
         pkt: &[u8],
         header_len: usize,
     ) -> Result<Outcome, DropReason> {
@@ -598,7 +568,7 @@ impl Engine {
         match lookup.side {
             Side::Client => {
                 if f.rst() {
-                    let hs = &self.syn.handshakes[index as usize];
+                    let Some(hs) = self.syn.handshakes.get(hid) else { return Err(DropReason::NoConnection) };
                     if hs.syn_sent {
                         let rst = Segment::rst(laddr, real, hs.real_isn + 1, None, self.cfg.synproxy.ttl);
                         let _ = self.queue_segment(&rst, Side::Real);
@@ -609,16 +579,16 @@ impl Engine {
                 if t.payload().is_empty() && !f.fin() {
                     return Err(DropReason::HandshakePending);
                 }
-                if !self.keep_client_packet(index, pkt) {
+                if !self.keep_client_packet(hid, pkt) {
                     return Err(DropReason::HandshakePending);
                 }
-                if !self.syn.handshakes[index as usize].syn_sent {
-                    self.send_real_syn(now, index);
+                if self.syn.handshakes.get(hid).is_some_and(|h| !h.syn_sent) {
+                    self.send_real_syn(now, hid);
                 }
                 Ok(Outcome::Absorbed)
             }
             Side::Real => {
-                let hs = &self.syn.handshakes[index as usize];
+                let Some(hs) = self.syn.handshakes.get(hid) else { return Err(DropReason::NoConnection) };
                 if hs.syn_sent
                     && f.ack()
                     && !f.syn()
@@ -633,20 +603,20 @@ impl Engine {
                         Segment::rst(laddr, real, SeqNumber(t.ack_number()), None, self.cfg.synproxy.ttl);
                     let _ = self.queue_segment(&rst, Side::Real);
                     self.syn.stats.refused += 1;
-                    self.retry_or_failover(now, index);
+                    self.retry_or_failover(now, hid);
                     return Ok(Outcome::Absorbed);
                 }
                 if !hs.syn_sent || SeqNumber(t.ack_number()) != hs.real_isn + 1 || !f.ack() {
                     return Err(DropReason::HandshakePending);
                 }
                 if f.rst() {
-                    self.failover(now, index, false);
+                    self.failover(now, hid, false);
                     return Ok(Outcome::Absorbed);
                 }
                 if !f.syn() {
                     return Err(DropReason::HandshakePending);
                 }
-                self.splice(now, lookup.id, index, seg);
+                self.splice(now, lookup.id, hid, seg);
                 Ok(Outcome::Absorbed)
             }
         }
@@ -655,10 +625,10 @@ impl Engine {
     /// The real's SYN-ACK: learn its numbers, translate and replay the kept
     /// client packets (the first of which acknowledges the SYN-ACK), and
     /// forward normally from now on.
-    fn splice(&mut self, now: Instant, id: ConnId, index: u32, seg: &[u8]) {
+    fn splice(&mut self, now: Instant, id: ConnId, hid: HandshakeId, seg: &[u8]) {
         let opts = Summary::of_segment(seg);
         let real_isn = SeqNumber(tcp::Packet::new_unchecked(seg).seq_number());
-        let hs = self.syn.handshakes[index as usize].clone();
+        let Some(hs) = self.syn.handshakes.get(hid).cloned() else { return };
         let Some(conn) = self.table.get_mut(id) else { return };
         conn.xlat.r2c_seq = hs.cookie - real_isn;
         if let (true, Some((tsval, _))) = (hs.offer.timestamps, opts.timestamps) {
@@ -689,15 +659,15 @@ impl Engine {
         }
         self.syn.stats.spliced += 1;
         // The PROXY header leads the client's bytes (and completes the real's handshake).
-        let delivery = self.table.get(id).map_or(crate::client_addr::NO_DELIVERY, |c| c.delivery);
+        let delivery = self.table.get(id).and_then(|c| c.delivery);
         self.delivery_acks(delivery, real_isn + 1, ack_window(hs.offer.wscale.unwrap_or(0)));
         self.start_header(now, id, delivery);
-        if self.replay(index, id) == 0 {
+        if self.replay(hid, id) == 0 {
             // Nothing kept (store was full): acknowledge the SYN-ACK ourselves.
             let mut ack = Segment::ack(laddr, real, hs.real_isn + 1, real_isn + 1, self.cfg.synproxy.ttl);
             ack.window = ack_window(hs.offer.wscale.unwrap_or(0));
             self.queue_to_real(id, &ack);
-            self.confirmed(id, index);
+            self.confirmed(id, hid);
             return;
         }
         // Until the real shows it got the replay, it may still sit in
@@ -709,20 +679,20 @@ impl Engine {
             .map_or(self.cfg.synproxy.rto_initial, |r| {
                 r.handshake.rto(self.cfg.synproxy.rto_floor, self.cfg.synproxy.rto_initial)
             });
-        let h = &mut self.syn.handshakes[index as usize];
+        let Some(h) = self.syn.handshakes.get_mut(hid) else { return };
         h.confirming = true;
         h.tries = 1;
         h.rto = rto;
         h.deadline = now + rto;
-        self.syn.timers.push(Reverse((h.deadline, index, h.generation)));
+        self.syn.handshakes.set_timer(hid, now + rto);
     }
 
     /// Queue translated copies of the kept packets toward the real; how many.
-    fn replay(&mut self, index: u32, id: ConnId) -> usize {
+    fn replay(&mut self, hid: HandshakeId, id: ConnId) -> usize {
         let Some(conn) = self.table.get(id) else { return 0 };
         let (laddr, real) = (conn.laddr, conn.real);
         let xlat = conn.xlat.for_packet_from(Side::Client);
-        let hs = &self.syn.handshakes[index as usize];
+        let Some(hs) = self.syn.handshakes.get(hid) else { return 0 };
         let (stored, n) = (hs.stored, hs.n_stored);
         let mut replayed = 0;
         for &slot in &stored[..n] {
@@ -745,27 +715,28 @@ impl Engine {
 
     /// The replay's RTO passed with no sign of the real: resend, or after
     /// [`REPLAY_TRIES`] leave recovery to the endpoints' TCP.
-    fn replay_timeout(&mut self, now: Instant, index: u32) {
-        let hs = &self.syn.handshakes[index as usize];
+    fn replay_timeout(&mut self, now: Instant, hid: HandshakeId) {
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
         let id = hs.conn;
-        if hs.tries >= REPLAY_TRIES || self.replay(index, id) == 0 {
-            self.confirmed(id, index);
+        if hs.tries >= REPLAY_TRIES || self.replay(hid, id) == 0 {
+            self.confirmed(id, hid);
             return;
         }
         self.syn.stats.replays_resent += 1;
-        let h = &mut self.syn.handshakes[index as usize];
+        let Some(h) = self.syn.handshakes.get_mut(hid) else { return };
         h.tries += 1;
         h.rto = (h.rto * 2).min(MAX_RTO);
         h.deadline = now + h.rto;
-        self.syn.timers.push(Reverse((h.deadline, index, h.generation)));
+        let deadline = h.deadline;
+        self.syn.handshakes.set_timer(hid, deadline);
     }
 
     /// The real has the replay: drop the kept packets, forward as usual.
-    fn confirmed(&mut self, id: ConnId, index: u32) {
+    fn confirmed(&mut self, id: ConnId, hid: HandshakeId) {
         if let Some(conn) = self.table.get_mut(id) {
-            conn.handshake = SPLICED;
+            conn.handshake = Handshake::Spliced { storm_key: 0, storm_count: 0 };
         }
-        self.syn.forget(index, &mut self.store);
+        self.syn.forget(hid, &mut self.store);
     }
 
     /// A SYN-ACK from the real of a spliced connection (our ACK of its first
@@ -802,15 +773,19 @@ impl Engine {
     pub(crate) fn ack_storm(&mut self, id: ConnId, seg: &[u8]) -> bool {
         let threshold = self.cfg.synproxy.ack_storm_threshold;
         let t = tcp::Packet::new_unchecked(seg);
-        let Some(conn) = self.table.get_mut(id) else { return false };
+        let Some(Handshake::Spliced { storm_key, storm_count }) =
+            self.table.get_mut(id).map(|c| &mut c.handshake)
+        else {
+            return false;
+        };
         let key = t.seq_number() ^ t.ack_number().rotate_left(13) ^ u32::from(t.window_len()).rotate_left(7);
         let bare = t.payload().is_empty() && !t.flags().syn() && !t.flags().fin() && !t.flags().rst();
-        if bare && conn.storm_key == key && !Summary::of_segment(seg).sack {
-            conn.storm_count = conn.storm_count.saturating_add(1);
-            return threshold > 0 && u32::from(conn.storm_count) >= threshold;
+        if bare && *storm_key == key && !Summary::of_segment(seg).sack {
+            *storm_count = storm_count.saturating_add(1);
+            return threshold > 0 && u32::from(*storm_count) >= threshold;
         }
-        conn.storm_key = key;
-        conn.storm_count = 0;
+        *storm_key = key;
+        *storm_count = 0;
         false
     }
 }
