@@ -15,12 +15,12 @@ use siphasher::sip::SipHasher13;
 use crate::addr::{Endpoint, FlowKey, Proto};
 use crate::client_addr::{ClientAddrState, ClientAddrStats};
 use crate::config::{EngineConfig, RealConfig, SchedKind, ServiceConfig, Timeouts};
-use crate::conn::{Conn, ConnId, ConnTable, Handshake};
+use crate::conn::{Conn, ConnId, ConnTable, Connections, Handshake, on_transition};
 use crate::drop::{DropCounters, DropReason};
 use crate::emit::reset::{Reset, ResetStats, Resets};
 use crate::emit::store::PacketStore;
 use crate::hash::Secrets;
-use crate::laddr::{LocalPools, Reuse};
+use crate::laddr::{LocalPools, PoolId};
 use crate::real_clock::RealClock;
 use crate::sched::Scheduler;
 use crate::service::{Real, Service, TrafficCounters};
@@ -121,17 +121,15 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
-    pub(crate) table: ConnTable,
+    /// The connection table, local port pools and clocks toward reals.
+    pub(crate) conns: Connections,
     pub(crate) services: Vec<Service>,
     pub(crate) by_vip: FixedMap<(Proto, Endpoint), u32>,
     /// VIP addresses with how many services use each (to tell `NoService` from `NotForUs`).
     pub(crate) vip_addrs: FixedMap<IpAddr, u32>,
     /// Local addresses with how many services use each.
     pub(crate) laddr_refs: FixedMap<IpAddr, u32>,
-    pub(crate) pools: LocalPools,
     pub(crate) stats: Stats,
-    /// Counts new connections; mixed into per-connection random draws.
-    pub(crate) draws: u64,
     /// The latest time the driver handed in; control-plane changes (which
     /// carry no time) start port-pool epochs from it.
     pub(crate) last_now: Instant,
@@ -143,11 +141,6 @@ pub struct Engine {
     pub(crate) store: PacketStore,
     /// RSTs owed to connections forgotten while open, and answers to packets of no connection.
     pub(crate) resets: Resets,
-    /// The ISN and TSval clocks toward reals; when a local port may be reused.
-    pub(crate) clock: RealClock,
-    /// Connections the last expiry took out, until they are released (kept
-    /// to reuse its memory).
-    expired: Vec<Conn>,
     /// What the driver should tell the operator.
     events: VecDeque<Event>,
 }
@@ -165,23 +158,20 @@ impl Engine {
         let clock = RealClock::new(secrets.clone());
         let resets = Resets::new(cfg.reset_rate, now);
         let table = ConnTable::new(secrets, cfg.max_conns, cfg.prealloc_conns, now);
+        let conns = Connections::new(table, pools, clock, cfg.port_quarantine);
         Self {
             cfg,
-            table,
+            conns,
             services: Vec::new(),
             by_vip: FixedMap::default(),
             vip_addrs: FixedMap::default(),
             laddr_refs: FixedMap::default(),
-            pools,
             stats: Stats::default(),
-            draws: 0,
             last_now: now,
             syn,
             deliveries: ClientAddrState::default(),
             store: PacketStore::new(crate::emit::store::SLOTS),
             resets,
-            clock,
-            expired: Vec::new(),
             events: VecDeque::new(),
         }
     }
@@ -218,12 +208,12 @@ impl Engine {
 
     /// Live connections.
     pub fn conn_count(&self) -> usize {
-        self.table.len()
+        self.conns.table().len()
     }
 
     /// Every live connection.
     pub fn conns(&self) -> impl Iterator<Item = &Conn> + '_ {
-        self.table.iter().map(|(_, c)| c)
+        self.conns.table().iter().map(|(_, c)| c)
     }
 
     /// Every service in service (removed ones still draining are skipped).
@@ -244,12 +234,12 @@ impl Engine {
 
     /// Port pools, for listings and metrics.
     pub fn pools(&self) -> &LocalPools {
-        &self.pools
+        self.conns.pools()
     }
 
     /// When [`Self::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.table.poll_timeout(), self.syn.poll_timeout(), self.deliveries.poll_timeout()]
+        [self.conns.poll_timeout(), self.syn.poll_timeout(), self.deliveries.poll_timeout()]
             .into_iter()
             .flatten()
             .min()
@@ -311,22 +301,18 @@ impl Engine {
         self.last_now = self.last_now.max(now);
         self.synproxy_timeouts(now);
         self.client_addr_timeouts(now);
-        let mut expired = mem::take(&mut self.expired);
-        self.table.handle_timeout(now, |conn| expired.push(conn));
+        let mut expired = self.conns.expire(now);
         for conn in expired.drain(..) {
             self.release(now, &conn, false);
         }
-        self.expired = expired;
-        // Rotation is lazy inside the pools; this keeps their counts current
-        // for listings and metrics.
-        self.pools.handle_timeout(now);
+        self.conns.recycle(expired);
+        self.conns.handle_timeout(now);
     }
 
     /// Give back what a connection that left the table holds: its local
-    /// port (for reuse at once, or after a rest: `real_clock.rs`) and its
-    /// real's count; unless it only `moves` to another real, also its
-    /// SYNProxy handshake and client-address delivery, and if it was still
-    /// open, each side gets an RST.
+    /// port and its real's count; unless it only `moves` to another real,
+    /// also its SYNProxy handshake and client-address delivery, and if it
+    /// was still open, each side gets an RST.
     pub(crate) fn release(&mut self, now: Instant, conn: &Conn, moves: bool) {
         if !moves {
             if let Handshake::Open(hid) = conn.handshake {
@@ -335,51 +321,41 @@ impl Engine {
             self.deliveries.close(conn.delivery);
             self.reset_if_open(conn);
         }
-        if !conn.progress.port_given_back() {
-            self.release_port(now, conn);
-        }
-        if let Some(real) = self
-            .services
-            .get_mut(conn.service as usize)
-            .and_then(|s| s.reals.get_mut(conn.real_index as usize))
-        {
-            let count =
-                if conn.state.is_active() { &mut real.active_conns } else { &mut real.inactive_conns };
-            *count = count.saturating_sub(1);
-        }
+        let real = real_mut(&mut self.services, conn.service, conn.real_index);
+        self.conns.release(now, conn, real);
         self.stats.conns_removed += 1;
     }
 
-    /// Give a connection's local port back to its pool: for reuse at once
-    /// if the real will accept a new SYN on it, else after a rest.
-    fn release_port(&mut self, now: Instant, conn: &Conn) {
-        let reuse = self.clock.reuse(now, conn, self.cfg.port_quarantine);
-        self.give_back(now, conn, reuse);
+    /// Insert a connection placed on `pool` and count it toward its real;
+    /// an entry that made way for it is released first.
+    pub(crate) fn admit(&mut self, now: Instant, conn: Conn, pool: PoolId) -> Result<ConnId, DropReason> {
+        let (svc, real_index, state) = (conn.service, conn.real_index, conn.state);
+        let (id, gone) = self.conns.insert(now, conn, pool)?;
+        if let Some(gone) = gone {
+            self.release(now, &gone, false);
+        }
+        if let Some(real) = real_mut(&mut self.services, svc, real_index) {
+            on_transition(real, None, Some(state));
+            real.stats.conns += 1;
+        }
+        Ok(id)
     }
 
-    fn give_back(&mut self, now: Instant, conn: &Conn, reuse: Reuse) {
-        if let Some(pool) = self.pools.get(conn.proto, conn.laddr.addr, conn.real) {
-            self.pools.pool_mut(pool).release(now, conn.laddr.port, reuse);
+    /// [`Self::admit`] a new connection, counted in its service's and the engine's totals.
+    pub(crate) fn insert_conn(
+        &mut self,
+        now: Instant,
+        conn: Conn,
+        pool: PoolId,
+    ) -> Result<ConnId, DropReason> {
+        let svc = conn.service;
+        let id = self.admit(now, conn, pool)?;
+        if let Some(s) = self.services.get_mut(svc as usize) {
+            s.stats.conns += 1;
         }
-    }
-
-    /// A TCP connection is over (both FINs acknowledged, or an RST). If the
-    /// real would accept a new SYN on its tuple already, its port goes back
-    /// to its pool now, while the entry stays the closing timeout for late
-    /// segments, and makes way should the port be handed out before that
-    /// ([`Self::insert_conn`]): so the ports a service needs follow its open
-    /// connections, not its closing timeouts. Otherwise the port waits for
-    /// the entry to go, when the clocks have moved on.
-    pub(crate) fn connection_over(&mut self, now: Instant, id: ConnId) {
-        let Some(conn) = self.table.get(id).filter(|c| !c.progress.port_given_back()) else { return };
-        if self.clock.reuse(now, conn, self.cfg.port_quarantine) != Reuse::AtOnce {
-            return;
-        }
-        let conn = conn.clone();
-        self.give_back(now, &conn, Reuse::AtOnce);
-        if let Some(c) = self.table.get_mut(id) {
-            c.progress.give_port_back();
-        }
+        self.stats.traffic.conns += 1;
+        self.stats.conns_created += 1;
+        Ok(id)
     }
 
     /// Send each side of a TCP connection that is still open, now being
@@ -436,7 +412,7 @@ impl Engine {
 
     /// Remove a connection now (recycling, flushing).
     pub(crate) fn remove_conn(&mut self, now: Instant, id: ConnId) {
-        if let Some(conn) = self.table.remove(id) {
+        if let Some(conn) = self.conns.remove(id) {
             self.release(now, &conn, false);
         }
     }
@@ -444,7 +420,7 @@ impl Engine {
     /// Remove every connection; those still open get an RST on both sides
     /// (ipvsadm has no such verb; the daemon uses it on shutdown and tests on reset).
     pub fn flush_conns(&mut self, now: Instant) {
-        let ids: Vec<ConnId> = self.table.iter().map(|(id, _)| id).collect();
+        let ids: Vec<ConnId> = self.conns.table().iter().map(|(id, _)| id).collect();
         for id in ids {
             self.remove_conn(now, id);
         }
@@ -615,7 +591,7 @@ impl Engine {
             .config
             .laddrs
             .iter()
-            .map(|&l| self.pools.get_or_create(proto, l, real.endpoint, self.last_now))
+            .map(|&l| self.conns.pools_mut().get_or_create(proto, l, real.endpoint, self.last_now))
             .collect();
         match existing {
             // A removed real still draining comes back with its counters.
@@ -682,7 +658,7 @@ impl Engine {
         }
         s.config.laddrs.push(laddr);
         for r in &mut s.reals {
-            r.pools.push(self.pools.get_or_create(proto, laddr, r.endpoint, self.last_now));
+            r.pools.push(self.conns.pools_mut().get_or_create(proto, laddr, r.endpoint, self.last_now));
         }
         *self.laddr_refs.entry(laddr).or_default() += 1;
         Ok(())
@@ -711,4 +687,9 @@ impl Engine {
         cfg.sched = kind;
         self.edit_service(cfg)
     }
+}
+
+/// Real `real_index` of service `svc`, if both exist.
+pub(crate) fn real_mut(services: &mut [Service], svc: u32, real_index: u32) -> Option<&mut Real> {
+    services.get_mut(svc as usize)?.reals.get_mut(real_index as usize)
 }

@@ -53,10 +53,10 @@ impl Engine {
         // The quoted packet went *from* the ICMP's receiver; a packet of the
         // same flow coming to us travels the other way.
         let key = FlowKey { proto, src: quoted_dst, dst: quoted_src };
-        let Some(lookup) = self.table.lookup(&key) else {
+        let Some(lookup) = self.conns.table().lookup(&key) else {
             return Err(DropReason::IcmpNoConnection);
         };
-        let Some(conn) = self.table.get(lookup.id) else {
+        let Some(conn) = self.conns.get(lookup.id) else {
             return Err(DropReason::IcmpNoConnection);
         };
         // Error from the real's side about our LIP → real packet: tell the

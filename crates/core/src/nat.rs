@@ -19,15 +19,12 @@ use rvs_wire::tcp_seq::SeqNumber;
 use rvs_wire::{ip_protocol, ipv4, ipv6, udp};
 
 use crate::addr::{Endpoint, FlowKey, Proto};
-use crate::conn::{Conn, Handshake, Lookup, TableFull, Translation};
+use crate::conn::{Handshake, Lookup, Placement, Translation};
 use crate::drop::DropReason;
+use crate::engine::real_mut;
 use crate::engine::{Engine, Verdict};
-use crate::laddr::Reuse;
 use crate::tcp_state::{SegmentFlags, Side, TcpState};
 use crate::time::Instant;
-
-/// Domain of [`crate::hash::Secrets::derive`] for the choice of a local address.
-const DRAW_LADDR: u8 = 1;
 
 /// What the packet path did with a packet it did not drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,39 +33,6 @@ pub(crate) enum Outcome {
     Forward(Side),
     /// Answered or kept by SYNProxy.
     Absorbed,
-}
-
-/// Where a new connection goes: the real, and the local address and port toward it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Placement {
-    pub(crate) real_index: usize,
-    pub(crate) real: Endpoint,
-    pub(crate) laddr: Endpoint,
-    pub(crate) pool: crate::laddr::PoolId,
-}
-
-impl Placement {
-    /// A connection of `key` placed here, with neutral translation.
-    pub(crate) fn conn(&self, key: &FlowKey, service: u32, state: TcpState, expires: Instant) -> Conn {
-        Conn {
-            client: key.src,
-            vip: key.dst,
-            laddr: self.laddr,
-            real: self.real,
-            proto: key.proto,
-            state,
-            client_wscale: 0,
-            real_wscale: 0,
-            peer_wscale: 0,
-            service,
-            real_index: self.real_index as u32,
-            xlat: Translation::default(),
-            progress: Default::default(),
-            handshake: Default::default(),
-            delivery: None,
-            expires,
-        }
-    }
 }
 
 /// What the path needs from the IP header, for either family.
@@ -226,15 +190,15 @@ impl Engine {
     ) -> Result<Outcome, DropReason> {
         let (ip, key, l4) = (*ip, *key, *l4);
         let proto = key.proto;
-        let hash = self.table.hash(&key);
-        let found = match self.table.lookup_hashed(hash, &key) {
+        let hash = self.conns.table().hash(&key);
+        let found = match self.conns.table().lookup_hashed(hash, &key) {
             // A new SYN, or with SYNProxy a cookie ACK, on a finished
             // connection starts over (clean reuse). Any other ACK there is a
             // late segment of the old connection (a retransmitted last ACK,
             // a delayed duplicate): it must not end the entry.
             Some(l)
                 if l.side == Side::Client
-                    && self.table.get(l.id).is_some_and(|c| c.state.is_reusable())
+                    && self.conns.get(l.id).is_some_and(|c| c.state.is_reusable())
                     && ((l4.flags.syn && !l4.flags.ack)
                         || (l4.flags.ack
                             && !l4.flags.syn
@@ -262,7 +226,7 @@ impl Engine {
         };
         if proto == Proto::Tcp {
             let marks = |e: &Self| {
-                e.table.get(lookup.id).map_or((Handshake::None, None), |c| (c.handshake, c.delivery))
+                e.conns.get(lookup.id).map_or((Handshake::None, None), |c| (c.handshake, c.delivery))
             };
             let (mut hs, mut delivery) = marks(self);
             if let Handshake::Open(hid) = hs {
@@ -275,7 +239,7 @@ impl Engine {
             if matches!(hs, Handshake::Spliced { .. }) && lookup.side == Side::Real {
                 let seg = &pkt[ip.header_len..];
                 if l4.flags.syn && l4.flags.ack {
-                    let conn = self.table.get(lookup.id).cloned();
+                    let conn = self.conns.get(lookup.id).cloned();
                     return Ok(conn.map_or(Outcome::Absorbed, |c| self.synproxy_reack(lookup.id, &c, seg)));
                 }
                 if self.ack_storm(lookup.id, seg) {
@@ -325,20 +289,20 @@ impl Engine {
         if key.proto == Proto::Tcp && !opens {
             return Err(DropReason::NoConnection);
         }
-        if self.table.len() >= self.table.max() {
+        if self.conns.table().len() >= self.conns.table().max() {
             return Err(DropReason::TableFull);
         }
         let placed = self.place(now, svc_index, key, &[])?;
         let mut xlat = Translation::default();
         if key.proto == Proto::Tcp {
-            xlat.c2r_seq = self.clock.isn(now, placed.laddr, placed.real) - SeqNumber(l4.seq);
+            xlat.c2r_seq = self.conns.clock().isn(now, placed.laddr, placed.real) - SeqNumber(l4.seq);
             // The client's timestamps restart from its own per-connection
             // offset: on a reused (LIP, port, real) the real's TIME_WAIT would
             // refuse a lower TSval (PAWS) and the client's SYN would wait a
             // retransmission. Toward the real they run on the same clock the
             // real-side ISN does, which only grows, across restarts too.
             if let Some((tsval, _)) = Summary::of_segment(seg).timestamps {
-                xlat.c2r_ts = self.clock.tsval(now, placed.laddr, placed.real) - SeqNumber(tsval);
+                xlat.c2r_ts = self.conns.clock().tsval(now, placed.laddr, placed.real) - SeqNumber(tsval);
             }
         }
         let state = match key.proto {
@@ -379,62 +343,13 @@ impl Engine {
                 .ok_or(DropReason::NoReal)?;
         }
         let real = &service.reals[real_index];
-        let draw = self.table.secrets().derive(DRAW_LADDR, key.proto, key.src, key.dst, self.draws);
-        self.draws = self.draws.wrapping_add(1);
-        let n = real.pools.len();
-        let found = (0..n).find_map(|k| {
-            let at = (draw as usize).wrapping_add(k) % n;
-            let pool = real.pools[at];
-            let port = self.pools.pool_mut(pool).allocate(now)?;
-            Some((Endpoint::new(service.config.laddrs.get(at).copied()?, port), pool))
-        });
+        let found = self.conns.allocate_port(now, key, real, &service.config.laddrs);
         let real = real.endpoint;
         let Some((laddr, pool)) = found else {
             self.ports_exhausted(now, svc, real_index);
             return Err(DropReason::NoLocalPort);
         };
         Ok(Placement { real_index, real, laddr, pool })
-    }
-
-    /// Insert a new connection and count it; on failure its local port goes back.
-    pub(crate) fn insert_conn(
-        &mut self,
-        now: Instant,
-        conn: Conn,
-        pool: crate::laddr::PoolId,
-    ) -> Result<crate::conn::ConnId, DropReason> {
-        let (svc_index, real_index, state, port) =
-            (conn.service as usize, conn.real_index as usize, conn.state, conn.laddr.port);
-        // The port may still name a connection that is over and kept only
-        // for late segments: that entry makes way.
-        let inserted = self.table.insert(conn, |c| c.progress.port_given_back());
-        let id = match inserted {
-            Ok((id, gone)) => {
-                if let Some(gone) = gone {
-                    self.release(now, &gone, false);
-                }
-                id
-            }
-            Err(e) => {
-                self.pools.pool_mut(pool).release(now, port, Reuse::AtOnce);
-                return Err(match e {
-                    TableFull::Full => DropReason::TableFull,
-                    TableFull::Duplicate => DropReason::NoLocalPort,
-                });
-            }
-        };
-        let svc = &mut self.services[svc_index];
-        let real = &mut svc.reals[real_index];
-        if state.is_active() {
-            real.active_conns += 1;
-        } else {
-            real.inactive_conns += 1;
-        }
-        real.stats.conns += 1;
-        svc.stats.conns += 1;
-        self.stats.traffic.conns += 1;
-        self.stats.conns_created += 1;
-        Ok(id)
     }
 
     pub(crate) fn forward(
@@ -445,7 +360,7 @@ impl Engine {
         l4: &L4Info,
         pkt: &mut [u8],
     ) -> Result<Side, DropReason> {
-        let Some(conn) = self.table.get_mut(lookup.id) else {
+        let Some(conn) = self.conns.get_mut(lookup.id) else {
             return Err(DropReason::NoConnection);
         };
         let (old, mut new) = (conn.state, conn.state.next(lookup.side, l4.flags));
@@ -477,18 +392,19 @@ impl Engine {
                 timeout_state = TcpState::Established;
             }
         }
-        conn.state = new;
         let over = proto == Proto::Tcp && new.is_reusable() && !old.is_reusable();
         let expires = now + self.timeout(service, proto, timeout_state);
         if new == old {
-            if let Some(c) = self.table.get_mut(lookup.id) {
+            if let Some(c) = self.conns.get_mut(lookup.id) {
                 c.expires = expires;
             }
         } else {
-            self.table.set_expiry(lookup.id, expires);
+            let real = real_mut(&mut self.services, service, real_index);
+            self.conns.set_state(lookup.id, new, real);
+            self.conns.set_expiry(lookup.id, expires);
         }
         if over {
-            self.connection_over(now, lookup.id);
+            self.conns.connection_over(now, lookup.id);
         }
         let svc = &mut self.services[service as usize];
         let mss_rule = MssRule { clamp: svc.config.mss_clamp.unwrap_or(u16::MAX), less: 0 };
@@ -498,15 +414,6 @@ impl Engine {
             mss_rule
         };
         if let Some(real) = svc.reals.get_mut(real_index as usize) {
-            if old.is_active() != new.is_active() {
-                if new.is_active() {
-                    real.inactive_conns = real.inactive_conns.saturating_sub(1);
-                    real.active_conns += 1;
-                } else {
-                    real.active_conns = real.active_conns.saturating_sub(1);
-                    real.inactive_conns += 1;
-                }
-            }
             count(&mut real.stats, to, pkt.len());
         }
         count(&mut svc.stats, to, pkt.len());
@@ -516,7 +423,7 @@ impl Engine {
         match to {
             // What the real's PAWS and TIME_WAIT will hold the next user of this port to.
             Side::Real => {
-                if let (Some(ts), Some(c)) = (tsval, self.table.get_mut(lookup.id)) {
+                if let (Some(ts), Some(c)) = (tsval, self.conns.get_mut(lookup.id)) {
                     c.progress.tsval_sent(SeqNumber(ts));
                 }
             }

@@ -119,9 +119,9 @@ fn ticks_in(d: Duration, hz: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::addr::FlowKey;
+    use crate::conn::Placement;
     use crate::conn::Progress;
     use crate::laddr::PoolId;
-    use crate::nat::Placement;
 
     const TW: Duration = Duration::from_secs(60);
 

@@ -195,7 +195,7 @@ impl Engine {
         l4: &L4Info,
         pkt: &mut [u8],
     ) -> Result<Outcome, DropReason> {
-        let Some(conn) = self.table.get(lookup.id) else { return Err(DropReason::NoConnection) };
+        let Some(conn) = self.conns.get(lookup.id) else { return Err(DropReason::NoConnection) };
         let (c2r, r2c, synproxy) = (conn.xlat.c2r_seq, conn.xlat.r2c_seq, conn.handshake.is_synproxy());
         let Some(d) = self.deliveries.live(Some(index)) else {
             return self.forward(now, lookup, ip, l4, pkt).map(Outcome::Forward);
@@ -270,7 +270,7 @@ impl Engine {
     /// Copy a rewritten client→real packet into a slot with TOA inserted and
     /// queue it; if the option cannot go in, forward it as it is (counted).
     fn forward_with_toa(&mut self, id: ConnId, pkt: &[u8]) -> Outcome {
-        let Some(client) = self.table.get(id).map(|c| c.client) else {
+        let Some(client) = self.conns.get(id).map(|c| c.client) else {
             return Outcome::Forward(Side::Real);
         };
         let Some(slot) = self.store.store(pkt) else {
@@ -305,7 +305,7 @@ impl Engine {
     /// TOA for a segment the engine built toward the real of a connection
     /// (SYNProxy's ACKs, replays, the PROXY header), if its delivery still carries it.
     pub(crate) fn toa_for_built(&mut self, id: ConnId, slot: u32) {
-        let Some(conn) = self.table.get(id) else { return };
+        let Some(conn) = self.conns.get(id) else { return };
         let client = conn.client;
         if self.deliveries.get(conn.delivery).is_some_and(|d| d.toa) {
             self.insert_toa(slot, client);
@@ -322,7 +322,7 @@ impl Engine {
         buf: &'b mut [u8; proxy_protocol::MAX_LEN],
     ) -> Option<&'b [u8]> {
         let d = self.deliveries.get(Some(index))?;
-        let conn = self.table.get(id)?;
+        let conn = self.conns.get(id)?;
         let len = proxy_protocol::write(d.version, conn.client, conn.vip, buf)?;
         Some(&buf[..len])
     }
@@ -336,15 +336,10 @@ impl Engine {
         let mut buf = [0u8; proxy_protocol::MAX_LEN];
         let Some(header) = self.header(id, index, &mut buf) else { return };
         let len = header.len();
-        let Some(conn) = self.table.get_mut(id) else { return };
+        let Some(conn) = self.conns.get_mut(id) else { return };
         conn.xlat.c2r_seq = conn.xlat.c2r_seq.wrapping_add(len as u32);
-        let rto = self
-            .services
-            .get(conn.service as usize)
-            .and_then(|s| s.reals.get(conn.real_index as usize))
-            .map_or(self.cfg.synproxy.rto_initial, |r| {
-                r.handshake.rto(self.cfg.synproxy.rto_floor, self.cfg.synproxy.rto_initial)
-            });
+        let rto =
+            crate::synproxy::handshake_rto(&self.services, conn.service, conn.real_index, &self.cfg.synproxy);
         let Some(d) = self.deliveries.live(Some(index)) else { return };
         d.sent = true;
         d.header_len = len as u8;
@@ -370,7 +365,7 @@ impl Engine {
 
     /// Build and queue the header's unacknowledged rest toward the real.
     fn send_header(&mut self, id: ConnId, index: DeliveryId, header: &[u8]) {
-        let Some(conn) = self.table.get(id) else { return };
+        let Some(conn) = self.conns.get(id) else { return };
         let (laddr, real, c2r) = (conn.laddr, conn.real, conn.xlat.c2r_seq);
         let Some(d) = self.deliveries.get(Some(index)) else { return };
         let len = header.len();
@@ -392,7 +387,7 @@ impl Engine {
     /// The delivery is complete: forget it.
     fn end_delivery(&mut self, id: ConnId, index: DeliveryId) {
         self.deliveries.close(Some(index));
-        if let Some(conn) = self.table.get_mut(id) {
+        if let Some(conn) = self.conns.get_mut(id) {
             conn.delivery = None;
         }
     }

@@ -6,16 +6,17 @@
 //! window-scale translation that SYNProxy needs (plain FullNAT uses only
 //! the real-side sequence offset; the rest stays neutral).
 
+mod connections;
 mod table;
 mod timer;
 
+pub(crate) use connections::{Connections, Placement, on_transition};
 pub use table::{ConnId, ConnTable, Lookup, TableFull};
-
-use crate::slab::Id;
 
 use rvs_wire::tcp_seq::SeqNumber;
 
 use crate::addr::{Endpoint, FlowKey, Proto};
+use crate::slab::Id;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 

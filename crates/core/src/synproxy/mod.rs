@@ -25,14 +25,15 @@ use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
 
 use crate::addr::FlowKey;
-use crate::config::RetransmitMode;
+use crate::config::{RetransmitMode, SynproxyConfig};
 use crate::conn::{Conn, ConnId, Handshake, HandshakeId, HandshakeTag, Lookup};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::emit::store::PacketStore;
-use crate::engine::Engine;
+use crate::engine::{Engine, real_mut};
 use crate::hash::Secrets;
 use crate::nat::{IpInfo, Outcome};
+use crate::service::Service;
 use crate::slab::Slab;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -102,13 +103,29 @@ impl HandshakeStats {
         }
     }
 
-    pub(crate) fn rto(&self, floor: Duration, initial: Duration) -> Duration {
+    /// The RTO toward the real (RFC 6298 §2): from the measured RTT, at
+    /// least `rto_floor`; `rto_initial` until there is a sample.
+    pub(crate) fn rto(&self, cfg: &SynproxyConfig) -> Duration {
         match self.srtt {
-            None => initial,
-            Some(srtt) => (srtt + (self.rttvar * 4).max(Duration::from_millis(1))).max(floor),
+            None => cfg.rto_initial,
+            Some(srtt) => (srtt + (self.rttvar * 4).max(Duration::from_millis(1))).max(cfg.rto_floor),
         }
         .min(MAX_RTO)
     }
+}
+
+/// The RTO toward real `real_index` of service `svc`, for a retransmission
+/// the engine makes toward it (a SYN, a replay, a PROXY header).
+pub(crate) fn handshake_rto(
+    services: &[Service],
+    svc: u32,
+    real_index: u32,
+    cfg: &SynproxyConfig,
+) -> Duration {
+    services
+        .get(svc as usize)
+        .and_then(|s| s.reals.get(real_index as usize))
+        .map_or(cfg.rto_initial, |r| r.handshake.rto(cfg))
 }
 
 /// A client whose handshake with a real is still open.
@@ -148,7 +165,7 @@ pub(crate) struct SynproxyState {
 }
 
 impl SynproxyState {
-    pub(crate) fn new(secrets: &Secrets, cfg: &crate::config::SynproxyConfig) -> Self {
+    pub(crate) fn new(secrets: &Secrets, cfg: &SynproxyConfig) -> Self {
         Self {
             jar: CookieJar::new(secrets, cfg.cookie_validity),
             handshakes: Slab::default(),
@@ -224,7 +241,7 @@ impl Engine {
             sack: opts.sack_permitted && cfg.sack,
             timestamps: opts.timestamps.is_some() && cfg.timestamps,
         };
-        let (cookie, ts_bits) = self.syn.jar.make(self.table.secrets(), now, key, client_isn.0, offer);
+        let (cookie, ts_bits) = self.syn.jar.make(self.conns.secrets(), now, key, client_isn.0, offer);
         // With TOA the client's segments grow by the option: it is told less.
         let our_mss = service.config.mss_clamp.map_or(cfg.mss_max, |c| c.min(cfg.mss_max));
         let our_mss = our_mss.saturating_sub(self.toa_room(svc)).max(64);
@@ -254,7 +271,7 @@ impl Engine {
         let t = tcp::Packet::new_unchecked(seg);
         let tsecr = Summary::of_segment(seg).timestamps.map(|t| t.1);
         let (client_isn, cookie) = (t.seq_number().wrapping_sub(1), t.ack_number().wrapping_sub(1));
-        self.syn.jar.check(self.table.secrets(), now, key, client_isn, cookie, tsecr)
+        self.syn.jar.check(self.conns.secrets(), now, key, client_isn, cookie, tsecr)
     }
 
     /// An ACK with no connection to a SYNProxy service: if its cookie is
@@ -283,7 +300,7 @@ impl Engine {
             let _ = e.queue_segment(&rst, Side::Client);
             Err(reason)
         };
-        if self.table.len() >= self.table.max() {
+        if self.conns.table().len() >= self.conns.table().max() {
             return refuse(self, DropReason::TableFull);
         }
         let placed = match self.place(now, svc, key, &[]) {
@@ -295,8 +312,8 @@ impl Engine {
             offer.wscale.map_or(0, |_| s.synproxy_wscale.unwrap_or(cfg.wscale))
         };
         let client_tsval = SeqNumber(opts.timestamps.map_or(0, |t| t.0));
-        let real_isn = self.clock.isn(now, placed.laddr, placed.real);
-        let real_tsval = self.clock.tsval(now, placed.laddr, placed.real);
+        let real_isn = self.conns.clock().isn(now, placed.laddr, placed.real);
+        let real_tsval = self.conns.clock().tsval(now, placed.laddr, placed.real);
         let Some(hid) = self.syn.handshakes.insert(OpenHandshake::new()) else {
             return refuse(self, DropReason::TableFull);
         };
@@ -359,7 +376,7 @@ impl Engine {
     fn send_real_syn(&mut self, now: Instant, hid: HandshakeId) {
         let cfg = self.cfg.synproxy;
         let Some(hs) = self.syn.handshakes.get(hid) else { return };
-        let Some(conn) = self.table.get(hs.conn) else { return };
+        let Some(conn) = self.conns.get(hs.conn) else { return };
         let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
         let toa_room = self.toa_room(svc);
         let service = &mut self.services[svc as usize];
@@ -370,7 +387,7 @@ impl Engine {
         hs.syn_sent = true;
         hs.rto = match cfg.retransmit_mode {
             RetransmitMode::Classic => CLASSIC_RTO,
-            RetransmitMode::Adaptive if hs.tries <= 2 => r.handshake.rto(cfg.rto_floor, cfg.rto_initial),
+            RetransmitMode::Adaptive if hs.tries <= 2 => r.handshake.rto(&cfg),
             // Backoff starts with the third try: by default the client moves
             // to another real after two, so a lost SYN and a lost SYN-ACK in
             // a row cost two RTOs, not three.
@@ -445,7 +462,7 @@ impl Engine {
         let Some(hs) = self.syn.handshakes.get(hid) else { return };
         let (old_id, tried, n_tried) = (hs.conn, hs.tried, hs.n_tried);
         let (syn_sent, old_isn) = (hs.syn_sent, hs.real_isn);
-        let Some(old) = self.table.remove(old_id) else {
+        let Some(old) = self.conns.remove(old_id) else {
             self.syn.forget(hid, &mut self.store);
             return;
         };
@@ -477,8 +494,8 @@ impl Engine {
             self.give_up(hid, &old);
             return;
         };
-        let real_isn = self.clock.isn(now, placed.laddr, placed.real);
-        let real_tsval = self.clock.tsval(now, placed.laddr, placed.real);
+        let real_isn = self.conns.clock().isn(now, placed.laddr, placed.real);
+        let real_tsval = self.conns.clock().tsval(now, placed.laddr, placed.real);
         let Some(hs) = self.syn.handshakes.get(hid) else { return };
         let mut conn = old.clone();
         conn.laddr = placed.laddr;
@@ -488,15 +505,12 @@ impl Engine {
         if hs.offer.timestamps {
             conn.xlat.c2r_ts = real_tsval - hs.client_tsval;
         }
-        let Ok(id) = self.insert_conn(now, conn, placed.pool) else {
+        // The move is not a new connection in the totals: admitted, not inserted anew.
+        let Ok(id) = self.admit(now, conn, placed.pool) else {
             self.give_up(hid, &old);
             return;
         };
         self.attach_delivery(old.delivery, id);
-        // The move is not a new connection in the totals.
-        self.stats.conns_created -= 1;
-        self.stats.traffic.conns -= 1;
-        self.services[old.service as usize].stats.conns -= 1;
         let Some(hs) = self.syn.handshakes.get_mut(hid) else { return };
         hs.conn = id;
         hs.real_isn = real_isn;
@@ -529,7 +543,7 @@ impl Engine {
         ip: &IpInfo,
         pkt: &[u8],
     ) -> Option<Result<Outcome, DropReason>> {
-        let Some(conn) = self.table.get(lookup.id) else { return Some(Err(DropReason::NoConnection)) };
+        let Some(conn) = self.conns.get(lookup.id) else { return Some(Err(DropReason::NoConnection)) };
         let seg = &pkt[ip.header_len..];
         let t = tcp::Packet::new_unchecked(seg);
         let f = t.flags();
@@ -563,7 +577,7 @@ impl Engine {
         let seg = &pkt[header_len..];
         let t = tcp::Packet::new_unchecked(seg);
         let f = t.flags();
-        let Some(conn) = self.table.get(lookup.id) else { return Err(DropReason::NoConnection) };
+        let Some(conn) = self.conns.get(lookup.id) else { return Err(DropReason::NoConnection) };
         let (laddr, real) = (conn.laddr, conn.real);
         match lookup.side {
             Side::Client => {
@@ -629,7 +643,7 @@ impl Engine {
         let opts = Summary::of_segment(seg);
         let real_isn = SeqNumber(tcp::Packet::new_unchecked(seg).seq_number());
         let Some(hs) = self.syn.handshakes.get(hid).cloned() else { return };
-        let Some(conn) = self.table.get_mut(id) else { return };
+        let Some(conn) = self.conns.get_mut(id) else { return };
         conn.xlat.r2c_seq = hs.cookie - real_isn;
         if let (true, Some((tsval, _))) = (hs.offer.timestamps, opts.timestamps) {
             // The client saw our SYN-ACK's TSval; it echoes it in its ACK (TSecr).
@@ -641,25 +655,21 @@ impl Engine {
         conn.progress.sent(Side::Real, hs.cookie + 1, false);
         // `handshake` stays: the replay is confirmed (and the handshake
         // forgotten) when the real's first packet arrives.
-        conn.state = TcpState::Established;
         let (svc, real_index, laddr, real) = (conn.service, conn.real_index, conn.laddr, conn.real);
+        self.conns.set_state(id, TcpState::Established, real_mut(&mut self.services, svc, real_index));
         let expires = now + self.timeout(svc, crate::addr::Proto::Tcp, TcpState::Established);
-        self.table.set_expiry(id, expires);
+        self.conns.set_expiry(id, expires);
         let service = &mut self.services[svc as usize];
         if hs.offer.wscale.is_some() {
             service.synproxy_wscale = Some(opts.wscale.unwrap_or(0));
         }
-        if let Some(r) = service.reals.get_mut(real_index as usize) {
-            if hs.tries == 1 {
-                // Karn: only a handshake answered on its first try is a clean sample.
-                r.handshake.sample(now.saturating_since(hs.first_sent));
-            }
-            r.inactive_conns = r.inactive_conns.saturating_sub(1);
-            r.active_conns += 1;
+        // Karn: only a handshake answered on its first try is a clean sample.
+        if let (Some(r), 1) = (service.reals.get_mut(real_index as usize), hs.tries) {
+            r.handshake.sample(now.saturating_since(hs.first_sent));
         }
         self.syn.stats.spliced += 1;
         // The PROXY header leads the client's bytes (and completes the real's handshake).
-        let delivery = self.table.get(id).and_then(|c| c.delivery);
+        let delivery = self.conns.get(id).and_then(|c| c.delivery);
         self.delivery_acks(delivery, real_isn + 1, ack_window(hs.offer.wscale.unwrap_or(0)));
         self.start_header(now, id, delivery);
         if self.replay(hid, id) == 0 {
@@ -673,12 +683,7 @@ impl Engine {
         // Until the real shows it got the replay, it may still sit in
         // SYN_RECV waiting for our ACK: keep the packets and resend them on
         // the RTO rather than wait for the real's own SYN-ACK timer.
-        let rto = self.services[svc as usize]
-            .reals
-            .get(real_index as usize)
-            .map_or(self.cfg.synproxy.rto_initial, |r| {
-                r.handshake.rto(self.cfg.synproxy.rto_floor, self.cfg.synproxy.rto_initial)
-            });
+        let rto = handshake_rto(&self.services, svc, real_index, &self.cfg.synproxy);
         let Some(h) = self.syn.handshakes.get_mut(hid) else { return };
         h.confirming = true;
         h.tries = 1;
@@ -689,7 +694,7 @@ impl Engine {
 
     /// Queue translated copies of the kept packets toward the real; how many.
     fn replay(&mut self, hid: HandshakeId, id: ConnId) -> usize {
-        let Some(conn) = self.table.get(id) else { return 0 };
+        let Some(conn) = self.conns.get(id) else { return 0 };
         let (laddr, real) = (conn.laddr, conn.real);
         let xlat = conn.xlat.for_packet_from(Side::Client);
         let Some(hs) = self.syn.handshakes.get(hid) else { return 0 };
@@ -733,7 +738,7 @@ impl Engine {
 
     /// The real has the replay: drop the kept packets, forward as usual.
     fn confirmed(&mut self, id: ConnId, hid: HandshakeId) {
-        if let Some(conn) = self.table.get_mut(id) {
+        if let Some(conn) = self.conns.get_mut(id) {
             conn.handshake = Handshake::Spliced { storm_key: 0, storm_count: 0 };
         }
         self.syn.forget(hid, &mut self.store);
@@ -774,7 +779,7 @@ impl Engine {
         let threshold = self.cfg.synproxy.ack_storm_threshold;
         let t = tcp::Packet::new_unchecked(seg);
         let Some(Handshake::Spliced { storm_key, storm_count }) =
-            self.table.get_mut(id).map(|c| &mut c.handshake)
+            self.conns.get_mut(id).map(|c| &mut c.handshake)
         else {
             return false;
         };
