@@ -29,6 +29,7 @@ pub mod hash;
 mod icmp;
 pub mod laddr;
 mod nat;
+mod real;
 mod real_clock;
 pub mod sched;
 pub mod service;
@@ -46,6 +47,7 @@ pub use config::{
 pub use drop::{DropCounters, DropReason};
 pub use emit::reset::ResetStats;
 pub use engine::{ConfigError, Engine, Event, Stats, Verdict};
-pub use synproxy::{HandshakeStats, SynproxyStats};
+pub use service::HandshakeStats;
+pub use synproxy::SynproxyStats;
 pub use tcp_state::{Side, TcpState};
 pub use time::Instant;

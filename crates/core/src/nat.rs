@@ -21,6 +21,7 @@ use rvs_wire::{ip_protocol, ipv4, ipv6, udp};
 use crate::addr::{Endpoint, FlowKey, Proto};
 use crate::conn::{Handshake, Lookup, Placement, Translation};
 use crate::drop::DropReason;
+use crate::emit::Segment;
 use crate::engine::real_mut;
 use crate::engine::{Engine, Verdict};
 use crate::tcp_state::{SegmentFlags, Side, TcpState};
@@ -436,12 +437,36 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Build a segment into a slot and queue it toward `to`.
+    pub(crate) fn queue_segment(&mut self, seg: &Segment, to: Side) -> Outcome {
+        match self.store.alloc() {
+            Some(slot) => {
+                let len = seg.emit(self.store.slot_mut(slot));
+                self.store.set_len(slot, len);
+                self.store.queue(slot, to);
+                Outcome::Absorbed
+            }
+            None => {
+                self.stats.drops.add(DropReason::TxQueueFull);
+                Outcome::Absorbed
+            }
+        }
+    }
+}
+
+/// Rescale a real's window to the scale announced to the client.
+fn rescaled(window: u16, real_wscale: u8, client_wscale: u8) -> u16 {
+    let bytes = u64::from(window) << real_wscale;
+    (bytes >> client_wscale).min(u64::from(u16::MAX)) as u16
+}
+
 /// Rewrite a real→client window in the scale announced to the client
 /// (SYNProxy, when the real chose another).
 fn rescale_window(seg: &mut [u8], real_wscale: u8, client_wscale: u8) {
     let mut t = tcp::Packet::new_unchecked(seg);
     let old = t.window_len();
-    let new = crate::synproxy::rescale_window(old, real_wscale, client_wscale);
+    let new = rescaled(old, real_wscale, client_wscale);
     let sum = checksum::update16(t.checksum(), old, new);
     t.set_window_len(new);
     t.set_checksum(sum);

@@ -339,7 +339,7 @@ impl Engine {
         let Some(conn) = self.conns.get_mut(id) else { return };
         conn.xlat.c2r_seq = conn.xlat.c2r_seq.wrapping_add(len as u32);
         let rto =
-            crate::synproxy::handshake_rto(&self.services, conn.service, conn.real_index, &self.cfg.synproxy);
+            crate::service::handshake_rto(&self.services, conn.service, conn.real_index, &self.cfg.synproxy);
         let Some(d) = self.deliveries.live(Some(index)) else { return };
         d.sent = true;
         d.header_len = len as u8;

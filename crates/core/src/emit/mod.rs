@@ -13,9 +13,6 @@ use rvs_wire::tcp_seq::SeqNumber;
 use rvs_wire::{ip_protocol, ipv4, tcp};
 
 use crate::addr::Endpoint;
-use crate::drop::DropReason;
-use crate::nat::Outcome;
-use crate::tcp_state::Side;
 
 /// One segment to build.
 #[derive(Debug, Clone, Copy)]
@@ -96,24 +93,6 @@ impl Segment {
         seg[repr.header_len()..].copy_from_slice(payload);
         repr.emit(&mut tcp::Packet::new_unchecked(seg), self.src.addr, self.dst.addr);
         len
-    }
-}
-
-impl crate::Engine {
-    /// Build a segment into a slot and queue it toward `to`.
-    pub(crate) fn queue_segment(&mut self, seg: &Segment, to: Side) -> Outcome {
-        match self.store.alloc() {
-            Some(slot) => {
-                let len = seg.emit(self.store.slot_mut(slot));
-                self.store.set_len(slot, len);
-                self.store.queue(slot, to);
-                Outcome::Absorbed
-            }
-            None => {
-                self.stats.drops.add(DropReason::TxQueueFull);
-                Outcome::Absorbed
-            }
-        }
     }
 }
 

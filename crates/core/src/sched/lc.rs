@@ -7,7 +7,7 @@
 //! Ties go to the lowest index. Both scan every real on each pick; they keep
 //! no state, so they cannot go stale.
 
-use crate::service::Real;
+use crate::real::Real;
 
 /// The LVS overhead of a real: at most about 2^40, so any `u32` weight
 /// multiplies it within `u128`.
@@ -53,7 +53,7 @@ mod tests {
     use super::super::Scheduler;
     use super::super::tests::{client, real};
     use crate::config::SchedKind;
-    use crate::service::Real;
+    use crate::real::Real;
 
     fn loaded(last: u8, weight: u32, active: u32, inactive: u32) -> Real {
         let mut r = real(last, weight);

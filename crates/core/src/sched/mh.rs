@@ -34,7 +34,7 @@ use core::fmt;
 
 use super::{CanonicalBytes, DOMAIN_MH_CLIENT, DOMAIN_MH_OFFSET, DOMAIN_MH_SKIP, stable_hash};
 use crate::addr::Endpoint;
-use crate::service::Real;
+use crate::real::Real;
 
 /// Default size of the lookup table, the paper's: a prime well above 100
 /// times any plausible number of reals, so shares stay within about 1% of

@@ -27,7 +27,7 @@ use siphasher::sip::SipHasher24;
 
 use crate::addr::Endpoint;
 use crate::config::SchedKind;
-use crate::service::Real;
+use crate::real::Real;
 
 pub use mh::{MAX_TABLE_SIZE as MH_MAX_TABLE_SIZE, TABLE_SIZE as MH_TABLE_SIZE};
 pub use sh::BUCKETS as SH_BUCKETS;
@@ -218,7 +218,7 @@ pub(crate) mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
-    use crate::service::TrafficCounters;
+    use crate::real::TrafficCounters;
 
     /// A real in service at 10.0.0.`last`:80.
     pub(crate) fn real(last: u8, weight: u32) -> Real {

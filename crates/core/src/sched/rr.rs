@@ -1,7 +1,7 @@
 //! Round robin: each available real in index order gets one new connection
 //! in turn, whatever its weight.
 
-use crate::service::Real;
+use crate::real::Real;
 
 /// The available reals as of the last update and where the turn is.
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use super::wrr::SmoothWeighted;
 use super::{CanonicalBytes, DOMAIN_SH_CLIENT, stable_hash};
-use crate::service::Real;
+use crate::real::Real;
 
 /// Buckets of the source-hash table.
 ///

@@ -6,7 +6,7 @@
 //! real picked exactly `weight` times per period, and they interleave:
 //! weights 5, 1, 1 give `a a b a c a a`, not `a a a a a b c`.
 
-use crate::service::Real;
+use crate::real::Real;
 
 /// Credit of every real; reset by each update.
 #[derive(Debug, Clone, Default)]

@@ -33,7 +33,8 @@ use crate::emit::store::PacketStore;
 use crate::engine::{Engine, real_mut};
 use crate::hash::Secrets;
 use crate::nat::{IpInfo, Outcome};
-use crate::service::Service;
+use crate::real::MAX_RTO;
+use crate::service::handshake_rto;
 use crate::slab::Slab;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -41,8 +42,6 @@ use cookie::{CookieJar, Offer};
 
 /// Real handshakes (each with its retries) one client may be offered before it gets an RST.
 const MAX_TRIED: usize = 8;
-/// Upper bound of the backed-off RTO toward a real.
-const MAX_RTO: Duration = Duration::from_secs(10);
 /// The classic retransmit: the SYN_SENT expiry of kernel FullNAT.
 const CLASSIC_RTO: Duration = Duration::from_secs(3);
 const CLASSIC_TRIES: u8 = 3;
@@ -71,61 +70,6 @@ pub struct SynproxyStats {
     /// SYNs a real answered with an ACK of an older connection on the tuple
     /// (its TIME_WAIT refused them): that connection was reset and the SYN sent again.
     pub refused: u64,
-}
-
-/// What one real's handshakes taught the engine, and what they cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HandshakeStats {
-    /// Smoothed handshake RTT (RFC 6298), once there is a sample.
-    pub srtt: Option<Duration>,
-    /// RTT variation.
-    pub rttvar: Duration,
-    /// SYNs retransmitted to this real.
-    pub syn_retransmits: u64,
-    /// Clients moved away from this real (it did not answer or sent an RST);
-    /// the signal passive health checking will use.
-    pub failovers: u64,
-}
-
-impl HandshakeStats {
-    /// RFC 6298 §2, with a 1 ms clock granularity.
-    fn sample(&mut self, rtt: Duration) {
-        match self.srtt {
-            None => {
-                self.srtt = Some(rtt);
-                self.rttvar = rtt / 2;
-            }
-            Some(srtt) => {
-                let delta = srtt.abs_diff(rtt);
-                self.rttvar = (self.rttvar * 3 + delta) / 4;
-                self.srtt = Some((srtt * 7 + rtt) / 8);
-            }
-        }
-    }
-
-    /// The RTO toward the real (RFC 6298 §2): from the measured RTT, at
-    /// least `rto_floor`; `rto_initial` until there is a sample.
-    pub(crate) fn rto(&self, cfg: &SynproxyConfig) -> Duration {
-        match self.srtt {
-            None => cfg.rto_initial,
-            Some(srtt) => (srtt + (self.rttvar * 4).max(Duration::from_millis(1))).max(cfg.rto_floor),
-        }
-        .min(MAX_RTO)
-    }
-}
-
-/// The RTO toward real `real_index` of service `svc`, for a retransmission
-/// the engine makes toward it (a SYN, a replay, a PROXY header).
-pub(crate) fn handshake_rto(
-    services: &[Service],
-    svc: u32,
-    real_index: u32,
-    cfg: &SynproxyConfig,
-) -> Duration {
-    services
-        .get(svc as usize)
-        .and_then(|s| s.reals.get(real_index as usize))
-        .map_or(cfg.rto_initial, |r| r.handshake.rto(cfg))
 }
 
 /// A client whose handshake with a real is still open.
@@ -799,10 +743,4 @@ impl Engine {
 /// in the client's scale, which the client's next segment corrects.
 fn ack_window(client_wscale: u8) -> u16 {
     (u32::from(u16::MAX) >> client_wscale.min(14)).max(1) as u16
-}
-
-/// Rescale a real's window to the scale announced to the client.
-pub(crate) fn rescale_window(window: u16, real_wscale: u8, client_wscale: u8) -> u16 {
-    let bytes = u64::from(window) << real_wscale;
-    (bytes >> client_wscale).min(u64::from(u16::MAX)) as u16
 }

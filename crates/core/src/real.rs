@@ -1,0 +1,130 @@
+//! A real server as the engine keeps it at run time: its counters, its
+//! local port pools and what its handshakes taught the engine.
+
+use core::time::Duration;
+
+use crate::addr::Endpoint;
+use crate::config::SynproxyConfig;
+use crate::laddr::PoolId;
+use crate::time::Instant;
+
+/// Upper bound of a backed-off retransmit timeout toward a real.
+pub(crate) const MAX_RTO: Duration = Duration::from_secs(10);
+
+/// Packets and bytes in each direction, and connections made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCounters {
+    /// Connections created.
+    pub conns: u64,
+    /// Packets from clients forwarded toward reals.
+    pub pkts_in: u64,
+    /// Packets from reals forwarded toward clients.
+    pub pkts_out: u64,
+    /// IP bytes from clients forwarded toward reals.
+    pub bytes_in: u64,
+    /// IP bytes from reals forwarded toward clients.
+    pub bytes_out: u64,
+}
+
+impl TrafficCounters {
+    /// Add another set of counters (aggregating workers).
+    pub fn merge(&mut self, other: &Self) {
+        self.conns += other.conns;
+        self.pkts_in += other.pkts_in;
+        self.pkts_out += other.pkts_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+    }
+}
+
+/// A real server of one service.
+///
+/// A removed real stays in its service's list, out of service, until its last
+/// connection ends, so counters and connection references stay valid.
+#[derive(Debug, Clone)]
+pub struct Real {
+    /// Where connections go.
+    pub endpoint: Endpoint,
+    /// Share of new connections; 0 = quiesced.
+    pub weight: u32,
+    /// False once removed by the control plane.
+    pub in_service: bool,
+    /// Connections in ESTABLISHED.
+    pub active_conns: u32,
+    /// Connections in any other state.
+    pub inactive_conns: u32,
+    /// Traffic through this real.
+    pub stats: TrafficCounters,
+    /// One port pool per local address of the service, in the same order.
+    pub pools: Vec<PoolId>,
+    /// SYNProxy handshakes with this real: RTT, retransmits, failovers.
+    pub handshake: HandshakeStats,
+    /// New connections toward this real that found no free local port.
+    pub no_port: PortExhaustion,
+}
+
+/// New connections toward a real that found every local port in use or
+/// resting, and when the operator was last told
+/// ([`crate::Event::PortsExhausted`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortExhaustion {
+    /// Connections dropped for it, in all.
+    pub dropped: u64,
+    /// Dropped since the operator was last told.
+    pub(crate) untold: u64,
+    /// When the operator was last told.
+    pub(crate) told_at: Option<Instant>,
+}
+
+impl Real {
+    /// Whether the real takes new connections.
+    pub fn available(&self) -> bool {
+        self.in_service && self.weight > 0
+    }
+
+    /// Connections of this real in any state.
+    pub fn conns(&self) -> u32 {
+        self.active_conns + self.inactive_conns
+    }
+}
+
+/// What one real's handshakes taught the engine, and what they cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandshakeStats {
+    /// Smoothed handshake RTT (RFC 6298), once there is a sample.
+    pub srtt: Option<Duration>,
+    /// RTT variation.
+    pub rttvar: Duration,
+    /// SYNs retransmitted to this real.
+    pub syn_retransmits: u64,
+    /// Clients moved away from this real (it did not answer or sent an RST);
+    /// the signal passive health checking will use.
+    pub failovers: u64,
+}
+
+impl HandshakeStats {
+    /// RFC 6298 §2, with a 1 ms clock granularity.
+    pub(crate) fn sample(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + delta) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
+
+    /// The RTO toward the real (RFC 6298 §2): from the measured RTT, at
+    /// least `rto_floor`; `rto_initial` until there is a sample.
+    pub(crate) fn rto(&self, cfg: &SynproxyConfig) -> Duration {
+        match self.srtt {
+            None => cfg.rto_initial,
+            Some(srtt) => (srtt + (self.rttvar * 4).max(Duration::from_millis(1))).max(cfg.rto_floor),
+        }
+        .min(MAX_RTO)
+    }
+}
