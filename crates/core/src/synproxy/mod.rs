@@ -17,6 +17,7 @@
 //! behaviour for side-by-side comparison.
 
 pub(crate) mod cookie;
+mod splice;
 
 use core::time::Duration;
 
@@ -30,11 +31,10 @@ use crate::conn::{Conn, ConnId, Handshake, HandshakeId, HandshakeTag, Lookup};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::emit::store::PacketStore;
-use crate::engine::{Engine, real_mut};
+use crate::engine::Engine;
 use crate::hash::Secrets;
 use crate::nat::{IpInfo, Outcome};
 use crate::real::MAX_RTO;
-use crate::service::handshake_rto;
 use crate::slab::Slab;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -579,168 +579,4 @@ impl Engine {
             }
         }
     }
-
-    /// The real's SYN-ACK: learn its numbers, translate and replay the kept
-    /// client packets (the first of which acknowledges the SYN-ACK), and
-    /// forward normally from now on.
-    fn splice(&mut self, now: Instant, id: ConnId, hid: HandshakeId, seg: &[u8]) {
-        let opts = Summary::of_segment(seg);
-        let real_isn = SeqNumber(tcp::Packet::new_unchecked(seg).seq_number());
-        let Some(hs) = self.syn.handshakes.get(hid).cloned() else { return };
-        let Some(conn) = self.conns.get_mut(id) else { return };
-        conn.xlat.r2c_seq = hs.cookie - real_isn;
-        if let (true, Some((tsval, _))) = (hs.offer.timestamps, opts.timestamps) {
-            // The client saw our SYN-ACK's TSval; it echoes it in its ACK (TSecr).
-            conn.xlat.r2c_ts = hs.client_echo - SeqNumber(tsval);
-        }
-        conn.real_wscale = if hs.offer.wscale.is_some() { opts.wscale.unwrap_or(0) } else { 0 };
-        // Where each side's numbers stand once the handshakes are joined.
-        conn.progress.sent(Side::Client, hs.real_isn + 1, false);
-        conn.progress.sent(Side::Real, hs.cookie + 1, false);
-        // `handshake` stays: the replay is confirmed (and the handshake
-        // forgotten) when the real's first packet arrives.
-        let (svc, real_index, laddr, real) = (conn.service, conn.real_index, conn.laddr, conn.real);
-        self.conns.set_state(id, TcpState::Established, real_mut(&mut self.services, svc, real_index));
-        let expires = now + self.timeout(svc, crate::addr::Proto::Tcp, TcpState::Established);
-        self.conns.set_expiry(id, expires);
-        let service = &mut self.services[svc as usize];
-        if hs.offer.wscale.is_some() {
-            service.synproxy_wscale = Some(opts.wscale.unwrap_or(0));
-        }
-        // Karn: only a handshake answered on its first try is a clean sample.
-        if let (Some(r), 1) = (service.reals.get_mut(real_index as usize), hs.tries) {
-            r.handshake.sample(now.saturating_since(hs.first_sent));
-        }
-        self.syn.stats.spliced += 1;
-        // The PROXY header leads the client's bytes (and completes the real's handshake).
-        let delivery = self.conns.get(id).and_then(|c| c.delivery);
-        self.delivery_acks(delivery, real_isn + 1, ack_window(hs.offer.wscale.unwrap_or(0)));
-        self.start_header(now, id, delivery);
-        if self.replay(hid, id) == 0 {
-            // Nothing kept (store was full): acknowledge the SYN-ACK ourselves.
-            let mut ack = Segment::ack(laddr, real, hs.real_isn + 1, real_isn + 1, self.cfg.synproxy.ttl);
-            ack.window = ack_window(hs.offer.wscale.unwrap_or(0));
-            self.queue_to_real(id, &ack);
-            self.confirmed(id, hid);
-            return;
-        }
-        // Until the real shows it got the replay, it may still sit in
-        // SYN_RECV waiting for our ACK: keep the packets and resend them on
-        // the RTO rather than wait for the real's own SYN-ACK timer.
-        let rto = handshake_rto(&self.services, svc, real_index, &self.cfg.synproxy);
-        let Some(h) = self.syn.handshakes.get_mut(hid) else { return };
-        h.confirming = true;
-        h.tries = 1;
-        h.rto = rto;
-        h.deadline = now + rto;
-        self.syn.handshakes.set_timer(hid, now + rto);
-    }
-
-    /// Queue translated copies of the kept packets toward the real; how many.
-    fn replay(&mut self, hid: HandshakeId, id: ConnId) -> usize {
-        let Some(conn) = self.conns.get(id) else { return 0 };
-        let (laddr, real) = (conn.laddr, conn.real);
-        let xlat = conn.xlat.for_packet_from(Side::Client);
-        let Some(hs) = self.syn.handshakes.get(hid) else { return 0 };
-        let (stored, n) = (hs.stored, hs.n_stored);
-        let mut replayed = 0;
-        for &slot in &stored[..n] {
-            let Some(copy) = self.store.duplicate(slot) else {
-                self.stats.drops.add(DropReason::TxQueueFull);
-                continue;
-            };
-            let pkt = self.store.packet_mut(copy);
-            if let Ok(ip) = IpInfo::parse(pkt) {
-                let _ = crate::nat::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
-                self.toa_for_built(id, copy);
-                self.store.queue(copy, Side::Real);
-                replayed += 1;
-            } else {
-                self.store.release(copy);
-            }
-        }
-        replayed
-    }
-
-    /// The replay's RTO passed with no sign of the real: resend, or after
-    /// [`REPLAY_TRIES`] leave recovery to the endpoints' TCP.
-    fn replay_timeout(&mut self, now: Instant, hid: HandshakeId) {
-        let Some(hs) = self.syn.handshakes.get(hid) else { return };
-        let id = hs.conn;
-        if hs.tries >= REPLAY_TRIES || self.replay(hid, id) == 0 {
-            self.confirmed(id, hid);
-            return;
-        }
-        self.syn.stats.replays_resent += 1;
-        let Some(h) = self.syn.handshakes.get_mut(hid) else { return };
-        h.tries += 1;
-        h.rto = (h.rto * 2).min(MAX_RTO);
-        h.deadline = now + h.rto;
-        let deadline = h.deadline;
-        self.syn.handshakes.set_timer(hid, deadline);
-    }
-
-    /// The real has the replay: drop the kept packets, forward as usual.
-    fn confirmed(&mut self, id: ConnId, hid: HandshakeId) {
-        if let Some(conn) = self.conns.get_mut(id) {
-            conn.handshake = Handshake::Spliced { storm_key: 0, storm_count: 0 };
-        }
-        self.syn.forget(hid, &mut self.store);
-    }
-
-    /// A SYN-ACK from the real of a spliced connection (our ACK of its first
-    /// one was lost): acknowledge it again ourselves.
-    pub(crate) fn synproxy_reack(&mut self, id: ConnId, conn: &Conn, seg: &[u8]) -> Outcome {
-        let t = tcp::Packet::new_unchecked(seg);
-        let mut ack = Segment::ack(
-            conn.laddr,
-            conn.real,
-            SeqNumber(t.ack_number()),
-            SeqNumber(t.seq_number()) + 1,
-            self.cfg.synproxy.ttl,
-        );
-        ack.window = ack_window(conn.peer_wscale);
-        self.resend_header(id, conn.delivery);
-        self.queue_to_real(id, &ack);
-        Outcome::Absorbed
-    }
-
-    /// Queue a segment built toward a connection's real, with TOA while it rides along.
-    fn queue_to_real(&mut self, id: ConnId, seg: &Segment) {
-        let Some(slot) = self.store.alloc() else {
-            self.stats.drops.add(DropReason::TxQueueFull);
-            return;
-        };
-        let len = seg.emit(self.store.slot_mut(slot));
-        self.store.set_len(slot, len);
-        self.toa_for_built(id, slot);
-        self.store.queue(slot, Side::Real);
-    }
-
-    /// Whether a real→client segment of a spliced connection is one more
-    /// identical copy in an ack storm (to be dropped).
-    pub(crate) fn ack_storm(&mut self, id: ConnId, seg: &[u8]) -> bool {
-        let threshold = self.cfg.synproxy.ack_storm_threshold;
-        let t = tcp::Packet::new_unchecked(seg);
-        let Some(Handshake::Spliced { storm_key, storm_count }) =
-            self.conns.get_mut(id).map(|c| &mut c.handshake)
-        else {
-            return false;
-        };
-        let key = t.seq_number() ^ t.ack_number().rotate_left(13) ^ u32::from(t.window_len()).rotate_left(7);
-        let bare = t.payload().is_empty() && !t.flags().syn() && !t.flags().fin() && !t.flags().rst();
-        if bare && *storm_key == key && !Summary::of_segment(seg).sack {
-            *storm_count = storm_count.saturating_add(1);
-            return threshold > 0 && u32::from(*storm_count) >= threshold;
-        }
-        *storm_key = key;
-        *storm_count = 0;
-        false
-    }
-}
-
-/// The window of an ACK the engine builds for a client toward a real: 64 KiB
-/// in the client's scale, which the client's next segment corrects.
-fn ack_window(client_wscale: u8) -> u16 {
-    (u32::from(u16::MAX) >> client_wscale.min(14)).max(1) as u16
 }
