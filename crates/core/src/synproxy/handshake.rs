@@ -1,0 +1,441 @@
+//! The two handshakes: the client's SYN answered with a cookie, its ACK
+//! checked, and the SYN toward a real sent, retransmitted on the real's RTO
+//! and moved to another real when it goes unanswered.
+
+use rvs_wire::tcp;
+use rvs_wire::tcp_options::Summary;
+use rvs_wire::tcp_seq::SeqNumber;
+
+use super::{CLASSIC_RTO, CLASSIC_TRIES, MAX_TRIED, OpenHandshake, cookie};
+use crate::addr::FlowKey;
+use crate::config::RetransmitMode;
+use crate::conn::{Conn, Handshake, HandshakeId, Lookup};
+use crate::drop::DropReason;
+use crate::emit::Segment;
+use crate::engine::Engine;
+use crate::nat::{IpInfo, Outcome};
+use crate::real::MAX_RTO;
+use crate::tcp_state::{Side, TcpState};
+use crate::time::Instant;
+use cookie::Offer;
+
+fn ms_clock(now: Instant) -> u32 {
+    (now.as_nanos() / 1_000_000) as u32
+}
+
+impl Engine {
+    /// A SYN to a SYNProxy service: answer with a cookie SYN-ACK, keep nothing.
+    pub(crate) fn synproxy_syn(
+        &mut self,
+        now: Instant,
+        ip: &IpInfo,
+        key: &FlowKey,
+        svc: u32,
+        pkt: &[u8],
+    ) -> Outcome {
+        let seg = &pkt[ip.header_len..];
+        let opts = Summary::of_segment(seg);
+        let client_isn = SeqNumber(tcp::Packet::new_unchecked(seg).seq_number());
+        let cfg = self.cfg.synproxy;
+        let service = &self.services[svc as usize];
+        let offer = Offer {
+            mss: opts.mss.unwrap_or(536).min(cfg.mss_max),
+            wscale: opts.wscale,
+            sack: opts.sack_permitted && cfg.sack,
+            timestamps: opts.timestamps.is_some() && cfg.timestamps,
+        };
+        let (cookie, ts_bits) = self.syn.jar.make(self.conns.secrets(), now, key, client_isn.0, offer);
+        // With TOA the client's segments grow by the option: it is told less.
+        let our_mss = service.config.mss_clamp.map_or(cfg.mss_max, |c| c.min(cfg.mss_max));
+        let our_mss = our_mss.saturating_sub(self.toa_room(svc)).max(64);
+        let announced = service.synproxy_wscale.unwrap_or(cfg.wscale);
+        let tsval = (ms_clock(now) & !((1 << cookie::TS_OPT_BITS) - 1)) | ts_bits;
+        let synack = Segment {
+            src: key.dst,
+            dst: key.src,
+            seq: SeqNumber(cookie),
+            ack: Some(client_isn + 1),
+            flags: tcp::Flags::SYN,
+            window: u16::MAX,
+            mss: Some(our_mss),
+            wscale: offer.wscale.map(|_| announced),
+            sack_permitted: offer.sack,
+            timestamps: offer.timestamps.then(|| (tsval, opts.timestamps.map_or(0, |t| t.0))),
+            ttl: cfg.ttl,
+        };
+        self.syn.stats.syns_answered += 1;
+        self.queue_segment(&synack, Side::Client)
+    }
+
+    /// What the client's SYN offered, if the ACK segment `seg` returns a
+    /// valid cookie. Only such an ACK opens a connection, or recycles a
+    /// finished entry of the same flow.
+    pub(crate) fn synproxy_cookie(&mut self, now: Instant, key: &FlowKey, seg: &[u8]) -> Option<Offer> {
+        let t = tcp::Packet::new_unchecked(seg);
+        let tsecr = Summary::of_segment(seg).timestamps.map(|t| t.1);
+        let (client_isn, cookie) = (t.seq_number().wrapping_sub(1), t.ack_number().wrapping_sub(1));
+        self.syn.jar.check(self.conns.secrets(), now, key, client_isn, cookie, tsecr)
+    }
+
+    /// An ACK with no connection to a SYNProxy service: if its cookie is
+    /// good, open the connection and the real's handshake.
+    pub(crate) fn synproxy_ack(
+        &mut self,
+        now: Instant,
+        ip: &IpInfo,
+        key: &FlowKey,
+        svc: u32,
+        pkt: &[u8],
+    ) -> Result<Outcome, DropReason> {
+        let seg = &pkt[ip.header_len..];
+        let t = tcp::Packet::new_unchecked(seg);
+        let (seq, ack, payload) = (SeqNumber(t.seq_number()), SeqNumber(t.ack_number()), t.payload().len());
+        let opts = Summary::of_segment(seg);
+        let cfg = self.cfg.synproxy;
+        let (client_isn, cookie) = (seq - 1, ack - 1);
+        let tsecr = opts.timestamps.map(|t| t.1);
+        // Answered with an RST (rate-limited) by the packet path.
+        let Some(offer) = self.synproxy_cookie(now, key, seg) else { return Err(DropReason::BadCookie) };
+        // The client holds an open connection now: if no real's side can be
+        // opened for it, it hears so at once, as when every real fails.
+        let refuse = |e: &mut Self, reason| {
+            let rst = Segment::rst(key.dst, key.src, ack, None, cfg.ttl);
+            let _ = e.queue_segment(&rst, Side::Client);
+            Err(reason)
+        };
+        if self.conns.table().len() >= self.conns.table().max() {
+            return refuse(self, DropReason::TableFull);
+        }
+        let placed = match self.place(now, svc, key, &[]) {
+            Ok(p) => p,
+            Err(reason) => return refuse(self, reason),
+        };
+        let announced = {
+            let s = &self.services[svc as usize];
+            offer.wscale.map_or(0, |_| s.synproxy_wscale.unwrap_or(cfg.wscale))
+        };
+        let client_tsval = SeqNumber(opts.timestamps.map_or(0, |t| t.0));
+        let real_isn = self.conns.clock().isn(now, placed.laddr, placed.real);
+        let real_tsval = self.conns.clock().tsval(now, placed.laddr, placed.real);
+        let Some(hid) = self.syn.handshakes.insert(OpenHandshake::new()) else {
+            return refuse(self, DropReason::TableFull);
+        };
+        // The handshake's own timer ends it; the expiry only bounds a leak.
+        let expires = now + self.timeout(svc, key.proto, TcpState::SynRecv);
+        let mut conn = placed.conn(key, svc, TcpState::SynSent, expires);
+        conn.client_wscale = announced;
+        conn.peer_wscale = offer.wscale.unwrap_or(0);
+        conn.xlat.c2r_seq = real_isn - client_isn;
+        if offer.timestamps {
+            conn.xlat.c2r_ts = real_tsval - client_tsval;
+        }
+        conn.handshake = Handshake::Open(hid);
+        conn.delivery = self.open_delivery(svc, key.src, key.dst, client_isn);
+        let delivery = conn.delivery;
+        let id = match self.insert_conn(now, conn, placed.pool) {
+            Ok(id) => id,
+            Err(e) => {
+                self.syn.forget(hid, &mut self.store);
+                self.deliveries.close(delivery);
+                return refuse(self, e);
+            }
+        };
+        self.attach_delivery(delivery, id);
+        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return Ok(Outcome::Absorbed) };
+        hs.conn = id;
+        hs.client_isn = client_isn;
+        hs.cookie = cookie;
+        hs.offer = offer;
+        hs.client_tsval = client_tsval;
+        hs.client_echo = SeqNumber(tsecr.unwrap_or(0));
+        hs.real_isn = real_isn;
+        hs.real_tsval = real_tsval;
+        hs.tried[0] = placed.real_index as u32;
+        hs.n_tried = 1;
+        self.syn.stats.cookies_accepted += 1;
+        self.keep_client_packet(hid, pkt);
+        if !(cfg.defer_rs_syn && payload == 0) {
+            self.send_real_syn(now, hid);
+        }
+        Ok(Outcome::Absorbed)
+    }
+
+    /// Keep a client packet for replay once the real answers; false when
+    /// the per-connection bound or the store is full.
+    fn keep_client_packet(&mut self, hid: HandshakeId, pkt: &[u8]) -> bool {
+        let max = self.cfg.synproxy.max_stored_packets.min(8);
+        if self.syn.handshakes.get(hid).is_none_or(|hs| hs.n_stored >= max) {
+            return false;
+        }
+        let Some(slot) = self.store.store(pkt) else { return false };
+        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return false };
+        hs.stored[hs.n_stored] = slot;
+        hs.n_stored += 1;
+        self.syn.stats.stored += 1;
+        true
+    }
+
+    /// Send (or resend) the SYN toward the connection's current real and arm the retransmit timer.
+    fn send_real_syn(&mut self, now: Instant, hid: HandshakeId) {
+        let cfg = self.cfg.synproxy;
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
+        let Some(conn) = self.conns.get(hs.conn) else { return };
+        let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
+        let toa_room = self.toa_room(svc);
+        let service = &mut self.services[svc as usize];
+        let mss_clamp = service.config.mss_clamp;
+        let Some(r) = service.reals.get_mut(real_index as usize) else { return };
+        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return };
+        hs.tries += 1;
+        hs.syn_sent = true;
+        hs.rto = match cfg.retransmit_mode {
+            RetransmitMode::Classic => CLASSIC_RTO,
+            RetransmitMode::Adaptive if hs.tries <= 2 => r.handshake.rto(&cfg),
+            // Backoff starts with the third try: by default the client moves
+            // to another real after two, so a lost SYN and a lost SYN-ACK in
+            // a row cost two RTOs, not three.
+            RetransmitMode::Adaptive => (hs.rto * 2).min(MAX_RTO),
+        };
+        if hs.tries == 1 {
+            hs.first_sent = now;
+        } else {
+            r.handshake.syn_retransmits += 1;
+            self.syn.stats.syn_retransmits += 1;
+        }
+        hs.deadline = now + hs.rto;
+        let (deadline, offer, real_isn, real_tsval) = (hs.deadline, hs.offer, hs.real_isn, hs.real_tsval);
+        self.syn.handshakes.set_timer(hid, deadline);
+        let syn = Segment {
+            src: laddr,
+            dst: real,
+            seq: real_isn,
+            ack: None,
+            flags: tcp::Flags::SYN,
+            window: u16::MAX,
+            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(toa_room).max(64)),
+            wscale: offer.wscale,
+            sack_permitted: offer.sack,
+            timestamps: offer.timestamps.then_some((real_tsval.0, 0)),
+            ttl: cfg.ttl,
+        };
+        let _ = self.queue_segment(&syn, Side::Real);
+    }
+
+    /// Retransmit SYNs whose RTO passed; move clients on or give up.
+    pub(crate) fn synproxy_timeouts(&mut self, now: Instant) {
+        while let Some(hid) = self.syn.handshakes.pop_timer(now) {
+            let Some(hs) = self.syn.handshakes.get(hid) else { continue };
+            if hs.deadline > now {
+                continue;
+            }
+            if hs.confirming {
+                self.replay_timeout(now, hid);
+                continue;
+            }
+            self.retry_or_failover(now, hid);
+        }
+    }
+
+    /// The real did not take the SYN: send it again, or after the last try
+    /// move the client to another real (the classic mode lets it expire).
+    fn retry_or_failover(&mut self, now: Instant, hid: HandshakeId) {
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
+        let limit = match self.cfg.synproxy.retransmit_mode {
+            RetransmitMode::Classic => CLASSIC_TRIES,
+            RetransmitMode::Adaptive => self.cfg.synproxy.syn_retries.max(1),
+        };
+        if hs.tries < limit {
+            self.send_real_syn(now, hid);
+        } else if self.cfg.synproxy.retransmit_mode == RetransmitMode::Classic {
+            self.syn.stats.gave_up += 1;
+            let conn = hs.conn;
+            self.remove_conn(now, conn);
+        } else {
+            self.failover(now, hid, true);
+        }
+    }
+
+    /// Move a waiting client to another real: new LIP port, new SYN, the
+    /// kept packets replayed once that real answers. No real left: RST.
+    /// `reset_old`: the old real may hold a half-open connection (it
+    /// answered, but its SYN-ACK was lost; or it ignores a repeated SYN):
+    /// reset it, so it neither keeps a backlog slot nor keeps sending
+    /// SYN-ACKs to a local port that is no longer this connection's.
+    fn failover(&mut self, now: Instant, hid: HandshakeId, reset_old: bool) {
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
+        let (old_id, tried, n_tried) = (hs.conn, hs.tried, hs.n_tried);
+        let (syn_sent, old_isn) = (hs.syn_sent, hs.real_isn);
+        let Some(old) = self.conns.remove(old_id) else {
+            self.syn.forget(hid, &mut self.store);
+            return;
+        };
+        if reset_old && syn_sent {
+            let rst = Segment::rst(old.laddr, old.real, old_isn + 1, None, self.cfg.synproxy.ttl);
+            let _ = self.queue_segment(&rst, Side::Real);
+        }
+        self.release(now, &old, true);
+        if let Some(r) =
+            self.services.get_mut(old.service as usize).and_then(|s| s.reals.get_mut(old.real_index as usize))
+        {
+            r.handshake.failovers += 1;
+        }
+        self.syn.stats.failovers += 1;
+        let key = old.client_key();
+        let placed = if n_tried < MAX_TRIED {
+            // Once every real was tried, go round again (loss on the way is
+            // likelier than every real being down), avoiding the one that
+            // just failed where there is another: the client gets an RST
+            // after MAX_TRIED tries, not after one per real, which with
+            // few reals and a lossy path came within a few RTOs.
+            self.place(now, old.service, &key, &tried[..n_tried])
+                .or_else(|_| self.place(now, old.service, &key, &[old.real_index]))
+                .or_else(|_| self.place(now, old.service, &key, &[]))
+        } else {
+            Err(DropReason::NoReal)
+        };
+        let Ok(placed) = placed else {
+            self.give_up(hid, &old);
+            return;
+        };
+        let real_isn = self.conns.clock().isn(now, placed.laddr, placed.real);
+        let real_tsval = self.conns.clock().tsval(now, placed.laddr, placed.real);
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
+        let mut conn = old.clone();
+        conn.laddr = placed.laddr;
+        conn.real = placed.real;
+        conn.real_index = placed.real_index as u32;
+        conn.xlat.c2r_seq = real_isn - hs.client_isn;
+        if hs.offer.timestamps {
+            conn.xlat.c2r_ts = real_tsval - hs.client_tsval;
+        }
+        // The move is not a new connection in the totals: admitted, not inserted anew.
+        let Ok(id) = self.admit(now, conn, placed.pool) else {
+            self.give_up(hid, &old);
+            return;
+        };
+        self.attach_delivery(old.delivery, id);
+        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return };
+        hs.conn = id;
+        hs.real_isn = real_isn;
+        hs.real_tsval = real_tsval;
+        hs.tries = 0;
+        hs.tried[hs.n_tried] = placed.real_index as u32;
+        hs.n_tried += 1;
+        if hs.syn_sent {
+            self.send_real_syn(now, hid);
+        }
+    }
+
+    /// Every real failed: reset the client and forget the connection.
+    fn give_up(&mut self, hid: HandshakeId, old: &Conn) {
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
+        let rst =
+            Segment::rst(old.vip, old.client, hs.cookie + 1, Some(hs.client_isn + 1), self.cfg.synproxy.ttl);
+        let _ = self.queue_segment(&rst, Side::Client);
+        self.syn.stats.gave_up += 1;
+        self.syn.forget(hid, &mut self.store);
+        self.deliveries.close(old.delivery);
+    }
+
+    /// A packet of a connection whose real handshake is still open.
+    pub(crate) fn synproxy_pending(
+        &mut self,
+        now: Instant,
+        lookup: Lookup,
+        hid: HandshakeId,
+        ip: &IpInfo,
+        pkt: &[u8],
+    ) -> Option<Result<Outcome, DropReason>> {
+        let Some(conn) = self.conns.get(lookup.id) else { return Some(Err(DropReason::NoConnection)) };
+        let seg = &pkt[ip.header_len..];
+        let t = tcp::Packet::new_unchecked(seg);
+        let f = t.flags();
+        if self.syn.handshakes.get(hid).is_some_and(|h| h.confirming) {
+            if lookup.side == Side::Real && f.syn() && f.ack() {
+                // The real is still in SYN_RECV: the replay was lost.
+                self.syn.stats.replays_resent += 1;
+                self.resend_header(lookup.id, conn.delivery);
+                self.replay(hid, lookup.id);
+                return Some(Ok(Outcome::Absorbed));
+            }
+            // Any packet from the real shows it got the replay. A client
+            // packet, forwarded now, completes the real's handshake anyway
+            // (and the client's TCP resends lost data); resending the replay
+            // after it would carry an older timestamp than the real has seen.
+            self.confirmed(lookup.id, hid);
+            return None;
+        }
+        Some(self.handshake_packet(now, lookup, hid, pkt, ip.header_len))
+    }
+
+    /// A packet of a connection whose real handshake is still open.
+    fn handshake_packet(
+        &mut self,
+        now: Instant,
+        lookup: Lookup,
+        hid: HandshakeId,
+        pkt: &[u8],
+        header_len: usize,
+    ) -> Result<Outcome, DropReason> {
+        let seg = &pkt[header_len..];
+        let t = tcp::Packet::new_unchecked(seg);
+        let f = t.flags();
+        let Some(conn) = self.conns.get(lookup.id) else { return Err(DropReason::NoConnection) };
+        let (laddr, real) = (conn.laddr, conn.real);
+        match lookup.side {
+            Side::Client => {
+                if f.rst() {
+                    let Some(hs) = self.syn.handshakes.get(hid) else { return Err(DropReason::NoConnection) };
+                    if hs.syn_sent {
+                        let rst = Segment::rst(laddr, real, hs.real_isn + 1, None, self.cfg.synproxy.ttl);
+                        let _ = self.queue_segment(&rst, Side::Real);
+                    }
+                    self.remove_conn(now, lookup.id);
+                    return Ok(Outcome::Absorbed);
+                }
+                if t.payload().is_empty() && !f.fin() {
+                    return Err(DropReason::HandshakePending);
+                }
+                if !self.keep_client_packet(hid, pkt) {
+                    return Err(DropReason::HandshakePending);
+                }
+                if self.syn.handshakes.get(hid).is_some_and(|h| !h.syn_sent) {
+                    self.send_real_syn(now, hid);
+                }
+                Ok(Outcome::Absorbed)
+            }
+            Side::Real => {
+                let Some(hs) = self.syn.handshakes.get(hid) else { return Err(DropReason::NoConnection) };
+                if hs.syn_sent
+                    && f.ack()
+                    && !f.syn()
+                    && !f.rst()
+                    && SeqNumber(t.ack_number()) != hs.real_isn + 1
+                {
+                    // The tuple's older connection answered (a TIME_WAIT
+                    // that refused our SYN, RFC 9293 §3.10.7.4): reset it
+                    // with <SEQ=SEG.ACK><CTL=RST> and try again at once,
+                    // rather than wait out the RTO for nothing.
+                    let rst =
+                        Segment::rst(laddr, real, SeqNumber(t.ack_number()), None, self.cfg.synproxy.ttl);
+                    let _ = self.queue_segment(&rst, Side::Real);
+                    self.syn.stats.refused += 1;
+                    self.retry_or_failover(now, hid);
+                    return Ok(Outcome::Absorbed);
+                }
+                if !hs.syn_sent || SeqNumber(t.ack_number()) != hs.real_isn + 1 || !f.ack() {
+                    return Err(DropReason::HandshakePending);
+                }
+                if f.rst() {
+                    self.failover(now, hid, false);
+                    return Ok(Outcome::Absorbed);
+                }
+                if !f.syn() {
+                    return Err(DropReason::HandshakePending);
+                }
+                self.splice(now, lookup.id, hid, seg);
+                Ok(Outcome::Absorbed)
+            }
+        }
+    }
+}
