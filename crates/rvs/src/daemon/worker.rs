@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rvs_control::model::{Model, Op, apply_all};
+use rvs_control::plane::DataPathError;
 use rvs_control::snapshot::Snapshot;
 use rvs_core::{DropReason, Engine, Event, Proto, Side, Verdict};
 
@@ -77,7 +78,7 @@ impl ConfigCell {
 struct Installed {
     generation: AtomicU64,
     /// Why the last model could not be installed (a bug: models are validated).
-    error: Mutex<Option<String>>,
+    error: Mutex<Option<rvs_core::ConfigError>>,
 }
 
 /// A wake-up counter the worker polls beside its device.
@@ -123,11 +124,16 @@ impl std::fmt::Debug for Request {
 }
 
 impl WorkerHandle {
-    fn call<T>(&self, make: impl FnOnce(mpsc::SyncSender<T>) -> Request) -> Result<T, String> {
+    /// Send a request and wait for its reply; `worker` is this worker's index, for the error.
+    fn call<T>(
+        &self,
+        worker: usize,
+        make: impl FnOnce(mpsc::SyncSender<T>) -> Request,
+    ) -> Result<T, DataPathError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx.send(make(tx)).map_err(|_| "data-path worker has stopped".to_owned())?;
+        self.tx.send(make(tx)).map_err(|_| DataPathError::Stopped { worker })?;
         self.wake.ring();
-        rx.recv_timeout(REPLY_TIMEOUT).map_err(|_| "data-path worker did not answer".to_owned())
+        rx.recv_timeout(REPLY_TIMEOUT).map_err(|_| DataPathError::NoAnswer { worker })
     }
 }
 
@@ -140,7 +146,7 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Swap in `model` and wait until every worker runs it.
-    pub(crate) fn install(&self, model: &Model) -> Result<(), String> {
+    pub(crate) fn install(&self, model: &Model) -> Result<(), DataPathError> {
         let generation = self.config.swap(model.clone());
         for h in &self.handles {
             h.wake.ring();
@@ -149,33 +155,33 @@ impl Workers {
         for (i, h) in self.handles.iter().enumerate() {
             while h.installed.generation.load(Ordering::Acquire) < generation {
                 if std::time::Instant::now() > deadline {
-                    return Err(format!("data-path worker {i} did not take the new configuration"));
+                    return Err(DataPathError::NotInstalled { worker: i });
                 }
                 std::thread::sleep(Duration::from_micros(100));
             }
-            if let Some(e) = h.installed.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                return Err(format!("worker {i}: {e}"));
+            if let Some(error) = h.installed.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(DataPathError::Refused { worker: i, error });
             }
         }
         Ok(())
     }
 
     /// Zero every worker's traffic counters; returns once each has.
-    pub(crate) fn zero_counters(&self) -> Result<(), String> {
-        self.handles.iter().try_for_each(|h| h.call(Request::ZeroCounters))
+    pub(crate) fn zero_counters(&self) -> Result<(), DataPathError> {
+        self.handles.iter().enumerate().try_for_each(|(i, h)| h.call(i, Request::ZeroCounters))
     }
 
     /// Every worker's snapshot, merged.
-    pub(crate) fn snapshot(&self, with_conns: bool) -> Result<Snapshot, String> {
+    pub(crate) fn snapshot(&self, with_conns: bool) -> Result<Snapshot, DataPathError> {
         let mut all: Option<Snapshot> = None;
-        for h in &self.handles {
-            let s = h.call(|tx| Request::Snapshot(with_conns, tx))?;
+        for (i, h) in self.handles.iter().enumerate() {
+            let s = h.call(i, |tx| Request::Snapshot(with_conns, tx))?;
             match all.as_mut() {
                 Some(a) => a.merge(s),
                 None => all = Some(s),
             }
         }
-        all.ok_or_else(|| "no data-path worker".to_owned())
+        all.ok_or(DataPathError::NoWorker)
     }
 
     /// Ask every worker to stop.
@@ -512,7 +518,7 @@ impl Worker {
         let (generation, model) = self.config.current();
         let ops = self.model.diff(&model);
         if let Err(e) = apply_all(&mut self.engine, &ops) {
-            *self.installed.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            *self.installed.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
         }
         self.model = model;
         self.installed.generation.store(generation, Ordering::Release);
