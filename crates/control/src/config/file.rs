@@ -89,9 +89,18 @@ pub(super) const TIMEOUT_KEYS: [(&str, Option<TcpState>); 11] = [
 
 /// `[timeouts]` as written: seconds by key of [`TIMEOUT_KEYS`], checked
 /// into [`Timeouts`] after reading.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(transparent)]
 pub(super) struct TimeoutSecs(pub(super) BTreeMap<String, u64>);
+
+impl Serialize for TimeoutSecs {
+    /// In the order of [`TIMEOUT_KEYS`], the reference's.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let known = TIMEOUT_KEYS.iter().filter_map(|(k, _)| self.0.get_key_value(*k));
+        let others = self.0.iter().filter(|(k, _)| !TIMEOUT_KEYS.iter().any(|(t, _)| t == k));
+        s.collect_map(known.chain(others))
+    }
+}
 
 impl From<&Timeouts> for TimeoutSecs {
     fn from(t: &Timeouts) -> Self {
