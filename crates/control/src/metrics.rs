@@ -215,6 +215,24 @@ const FAMILIES: &[Family] = &[
             }
         }
     }),
+    Family {
+        name: "rvs_xdp_frames_total",
+        kind: Kind::Counter,
+        help: "The balancer's frames, by what the XDP programs did with them.",
+        applies: |s| s.steered.is_some(),
+        samples: |s, f| {
+            let c = s.steered.unwrap_or_default();
+            for (action, n) in [
+                ("direct", c.direct),
+                ("handed_over", c.handed_over),
+                ("passed", c.passed),
+                ("delivered", c.delivered),
+                ("dropped", c.dropped),
+            ] {
+                f.add(&[("action", action)], n);
+            }
+        },
+    },
 ];
 
 /// A `direction` label and its two values.
@@ -324,7 +342,8 @@ pub fn render(snap: &Snapshot) -> String {
 mod tests {
     use super::*;
     use crate::snapshot::{
-        ClientAddrSnap, PoolSnap, RealSnap, ResetSnap, ServiceSnap, SocketSnap, TimeoutSnap, WorkerSnap,
+        ClientAddrSnap, PoolSnap, RealSnap, ResetSnap, ServiceSnap, SocketSnap, SteerSnap, TimeoutSnap,
+        WorkerSnap,
     };
     use std::collections::{BTreeMap, HashSet};
 
@@ -391,6 +410,7 @@ mod tests {
                 WorkerSnap { conns: 2, conns_created: 3, packets: 9 },
             ],
             sockets: Some(SocketSnap { rx_ring_full: 21, ..SocketSnap::default() }),
+            steered: Some(SteerSnap { handed_over: 24, ..SteerSnap::default() }),
         }
     }
 
@@ -496,6 +516,8 @@ mod tests {
         assert_eq!(find("rvs_worker_packets_total", &[("worker", "1")]), Some(9));
         assert_eq!(find("rvs_xdp_socket_drops_total", &[("reason", "rx_ring_full")]), Some(21));
         assert_eq!(find("rvs_xdp_socket_drops_total", &[("reason", "rx_dropped")]), Some(0));
+        assert_eq!(find("rvs_xdp_frames_total", &[("action", "handed_over")]), Some(24));
+        assert_eq!(find("rvs_xdp_frames_total", &[("action", "dropped")]), Some(0));
         assert!(text.ends_with('\n'));
     }
 }

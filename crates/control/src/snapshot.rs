@@ -320,6 +320,26 @@ pub struct Snapshot {
     /// The xdp driver's sockets, summed; `None` on the TUN driver.
     #[serde(default)]
     pub sockets: Option<SocketSnap>,
+    /// What the xdp driver's programs did with the balancer's frames; set
+    /// by the daemon beside the workers' snapshots, `None` on the TUN driver.
+    #[serde(default)]
+    pub steered: Option<SteerSnap>,
+}
+
+/// What the xdp driver's programs did with the balancer's frames, counted
+/// for the whole host (not per worker).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SteerSnap {
+    /// Into the socket of the worker whose queue they arrived on.
+    pub direct: u64,
+    /// Redirected into another worker's hand-over veth.
+    pub handed_over: u64,
+    /// Passed to the kernel for want of a socket or device.
+    pub passed: u64,
+    /// Put into a socket from a hand-over veth.
+    pub delivered: u64,
+    /// Dropped on a hand-over veth for want of a socket.
+    pub dropped: u64,
 }
 
 /// What the kernel counted on AF_XDP sockets (`XDP_STATISTICS`), summed.
@@ -466,6 +486,7 @@ impl Snapshot {
                 packets: stats.traffic.pkts_in + stats.traffic.pkts_out,
             }],
             sockets: None,
+            steered: None,
         }
     }
 
@@ -530,6 +551,8 @@ impl Snapshot {
             }
             (a, b) => a.or(b),
         };
+        // Host-wide counts: the same whichever snapshot carries them.
+        self.steered = self.steered.or(other.steered);
         for p in other.pools {
             match self.pools.iter_mut().find(|m| m.proto == p.proto && m.laddr == p.laddr && m.real == p.real)
             {
