@@ -9,9 +9,9 @@
 //!
 //! Each key is written once: a field of a settings struct here (with its
 //! default in the struct's `Default`), or of the file's own form in
-//! [`file`] where the engine's types differ from the file's. Serde reads and
+//! `file.rs` where the engine's types differ from the file's. Serde reads and
 //! writes those same structs ([`Config::parse`], [`Config::to_toml`]);
-//! [`check`] holds the checks serde cannot make. The operator's reference,
+//! `check.rs` holds the checks serde cannot make. The operator's reference,
 //! with every key and its default, is `docs/CONFIG.md` (a test holds its
 //! listing to the defaults and to the keys written here).
 
