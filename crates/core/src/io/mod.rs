@@ -158,3 +158,115 @@ fn transmit_built<D: Device>(engine: &mut Engine, device: &mut D, buf: &mut [u8]
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::EngineConfig;
+
+    /// A device that hands out queued packets and records what leaves.
+    #[derive(Debug, Default)]
+    struct Mock {
+        inbox: VecDeque<Vec<u8>>,
+        sent: Vec<(Vec<u8>, Side)>,
+        built: Vec<(Vec<u8>, Side)>,
+        discarded: usize,
+    }
+
+    impl Device for Mock {
+        type Rx = Vec<u8>;
+
+        fn now(&self) -> Instant {
+            Instant::from_secs(1)
+        }
+
+        fn receive(&mut self, batch: &mut Vec<Vec<u8>>) {
+            while batch.len() < batch.capacity() {
+                let Some(p) = self.inbox.pop_front() else { return };
+                batch.push(p);
+            }
+        }
+
+        fn packet<'a>(&'a mut self, rx: &'a mut Vec<u8>) -> &'a mut [u8] {
+            rx
+        }
+
+        fn send(&mut self, rx: Vec<u8>, to: Side) -> Result<(), DropReason> {
+            self.sent.push((rx, to));
+            Ok(())
+        }
+
+        fn discard(&mut self, _rx: Vec<u8>) {
+            self.discarded += 1;
+        }
+
+        fn transmit(&mut self, packet: &[u8], to: Side) -> Result<(), DropReason> {
+            self.built.push((packet.to_vec(), to));
+            Ok(())
+        }
+    }
+
+    /// A 40-byte IPv4 TCP segment to `dst` with `flags`.
+    fn segment(dst: [u8; 4], flags: u8) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1];
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&[
+            0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        p
+    }
+
+    fn engine() -> Engine {
+        Engine::new(EngineConfig::default(), [7; 32], Instant::from_secs(1))
+    }
+
+    #[test]
+    fn packets_the_engine_drops_go_back_to_the_device_in_batches() {
+        let mut engine = engine();
+        let mut device = Mock::default();
+        device.inbox.extend((0..5).map(|_| segment([10, 0, 9, 9], 0x02)));
+        let mut driver = Driver::new(2, 2048);
+        driver.turn(&mut engine, &mut device);
+        // No service: every packet is dropped, counted, and given back.
+        assert_eq!(device.discarded, 5);
+        assert!(device.sent.is_empty() && device.inbox.is_empty());
+        assert_eq!(engine.stats().drops.total(), 5);
+    }
+
+    #[test]
+    fn the_fault_injector_loses_real_side_packets_and_counts_them() {
+        let mut engine = engine();
+        let mut device = FaultInjector::new(Mock::default(), 1.0, 0.0, 1);
+        device.set_laddrs(["10.0.2.1".parse().unwrap()]);
+        device.get_mut().inbox.push_back(segment([10, 0, 2, 1], 0x10));
+        device.get_mut().inbox.push_back(segment([10, 0, 9, 9], 0x10));
+        let mut driver = Driver::new(4, 2048);
+        driver.turn(&mut engine, &mut device);
+        // The packet from a real is lost before the engine sees it; the other reaches it.
+        assert_eq!(engine.stats().drops.get(DropReason::FaultInjected), 1);
+        assert_eq!(device.get_ref().discarded, 2);
+        // Built packets toward reals cross the lossy link, those toward clients do not.
+        let packet = segment([10, 0, 1, 1], 0x02);
+        assert_eq!(device.transmit(&packet, Side::Real), Err(DropReason::FaultInjected));
+        assert_eq!(device.transmit(&packet, Side::Client), Ok(()));
+        assert_eq!(device.get_ref().built.len(), 1);
+    }
+
+    #[test]
+    fn the_fault_injector_draws_from_its_seed() {
+        let losses = |seed, syn_loss| {
+            let mut device = FaultInjector::new(Mock::default(), 0.0, syn_loss, seed);
+            let syn = segment([10, 0, 1, 1], 0x02);
+            let ack = segment([10, 0, 1, 1], 0x10);
+            (0..64)
+                .map(|i| device.transmit(if i % 2 == 0 { &syn } else { &ack }, Side::Real).is_err())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(losses(5, 0.5), losses(5, 0.5));
+        // Handshake-only loss spares every other segment.
+        assert!(losses(5, 1.0).iter().enumerate().all(|(i, &lost)| lost == (i % 2 == 0)));
+        assert!(losses(5, 0.0).iter().all(|&lost| !lost));
+    }
+}
