@@ -131,7 +131,7 @@ impl<D: Device> Device for FaultInjector<D> {
     fn receive(&mut self, batch: &mut Vec<Self::Rx>) {
         let room = batch.capacity() - batch.len();
         // Grows once, to the loop's batch size.
-        self.batch.reserve(room.saturating_sub(self.batch.capacity()));
+        self.batch.reserve_exact(room);
         self.inner.receive(&mut self.batch);
         for mut rx in self.batch.drain(..) {
             // A packet from a real crossed the lossy link before the

@@ -38,6 +38,9 @@ pub trait Device {
 
     /// Append up to `batch`'s spare capacity of received packets; leaving
     /// it empty means nothing more is ready until the next [`wait`](Self::wait).
+    /// Every packet of a batch has gone back ([`send`](Self::send) or
+    /// [`discard`](Self::discard)) before the next call, so a device may
+    /// reuse its buffers batch after batch.
     fn receive(&mut self, batch: &mut Vec<Self::Rx>);
 
     /// The IP packet `rx` holds, for the engine to rewrite in place.
