@@ -13,10 +13,10 @@
 //!
 //! The control plane reaches them only through [`Workers`]. Configuration is
 //! a [`ConfigCell`]: the control plane swaps in a new model and bumps its
-//! generation; each worker notices between two batches and moves its engine
-//! to that model whole. Snapshots and counter resets travel over a channel.
-//! An eventfd wakes a worker out of `poll`. Nothing on the packet path takes
-//! a lock or allocates.
+//! generation; each worker notices after each turn of its loop and moves
+//! its engine to that model whole. Snapshots and counter resets travel over
+//! a channel. An eventfd wakes a worker out of its devices' wait. Nothing on
+//! the packet path takes a lock or allocates.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
