@@ -13,14 +13,13 @@ use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rvs_netns::{ChildGuard, Netns, Topology, TopologySpec, stop_requested};
+use rvs_netns::{ChildGuard, Netns, TempDir, Topology, TopologySpec, stop_requested};
 
 use crate::bpf::Prog;
 
@@ -154,29 +153,6 @@ impl XdpLink {
     }
 }
 
-/// A private temp directory, removed on drop.
-#[derive(Debug)]
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> io::Result<Self> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let p = std::env::temp_dir().join(format!("rvs-bench-{}-{}", std::process::id(), nanos.as_nanos()));
-        fs::DirBuilder::new().mode(0o700).create(&p)?;
-        Ok(Self(p))
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The lab. Field order is drop order: topology (processes, tables,
 /// namespaces) before the temp dir holding their files.
 #[derive(Debug)]
@@ -204,7 +180,7 @@ impl Lab {
             queues: 2,
         })
         .context("building the namespace topology")?;
-        let tmp = TempDir::new().context("creating a temp dir")?;
+        let tmp = TempDir::new("rvs-bench-").context("creating a temp dir")?;
         let lab = Self { topo, tmp, rvs: rvs.to_owned(), nginx: false, laddrs_used: Default::default() };
         // Clients that open many connections: TIME_WAIT reuse and the whole port range.
         for ns in [lab.topo.ns_client(), lab.topo.ns_lb()] {
@@ -310,12 +286,7 @@ impl Lab {
         log: &str,
     ) -> anyhow::Result<(ChildGuard, PathBuf)> {
         let log_path = self.tmp.path().join(log);
-        let f = fs::File::create(&log_path)?;
-        let mut cmd = ns.cmd(program, args);
-        cmd.stdin(std::process::Stdio::null()).stdout(f.try_clone()?).stderr(f);
-        // Own process group: a terminal's Ctrl-C reaches only us; we stop it in order.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        Ok((ChildGuard::spawn(&mut cmd)?, log_path))
+        Ok((ns.spawn_logged(program, args, &log_path)?, log_path))
     }
 }
 

@@ -7,14 +7,13 @@
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rvs_netns::{ChildGuard, Netns};
+use rvs_netns::{ChildGuard, Netns, NotReady, wait_for_path};
 
 use crate::bpf::Prog;
-use crate::lab::{Iface, Lab, NftTable, XdpLink, check_stop, wait_listening};
+use crate::lab::{Iface, Lab, NftTable, XdpLink, wait_listening};
 
 /// Transport protocol of the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,21 +277,14 @@ impl DataPath for Rvs {
 
 /// Waits up to 10 s for `path` to appear while `child` runs.
 fn wait_for_file(child: &mut ChildGuard, path: &std::path::Path, log: &PathBuf) -> anyhow::Result<()> {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        if let Some(st) = child.try_wait()? {
-            bail!(
-                "exited ({st}) before it was ready: {}",
-                fs::read_to_string(log).unwrap_or_default().trim()
-            );
-        }
-        check_stop()?;
-        if Instant::now() >= end {
-            bail!("not ready after 10 s: {}", fs::read_to_string(log).unwrap_or_default().trim());
-        }
-        thread::sleep(Duration::from_millis(20));
+    let log = || fs::read_to_string(log).unwrap_or_default().trim().to_owned();
+    match wait_for_path(child, path, Duration::from_secs(10)) {
+        Ok(()) => Ok(()),
+        Err(NotReady::Exited(st)) => bail!("exited ({st}) before it was ready: {}", log()),
+        Err(NotReady::Stopped) => bail!("interrupted"),
+        Err(NotReady::TimedOut) => bail!("not ready after 10 s: {}", log()),
+        Err(NotReady::Io(e)) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// HAProxy in `mode tcp`, listening on the VIP (put on the balancer's

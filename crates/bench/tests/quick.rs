@@ -74,7 +74,10 @@ fn quick_run_of_every_scenario() {
     let ports = r["ports"]["rows"].as_array().expect("ports rows");
     assert_eq!(ports.len(), 9, "3 variants × rvs TUN, rvs AF_XDP, nftables: {stderr}");
     for row in ports {
-        assert!(row["connections_per_s"].as_f64().unwrap() > 100.0, "{row}\n{stderr}");
+        // A working path: small requests at > 100/s; 1 MB each at > 10/s
+        // (10 MB/s; rvs TUN makes 100-200/s on a quiet 2-core machine).
+        let floor = if row["variant"] == "1 MB download" { 10.0 } else { 100.0 };
+        assert!(row["connections_per_s"].as_f64().unwrap() > floor, "{row}\n{stderr}");
         let rvs = row["path"].as_str().unwrap().starts_with("rvs");
         assert_eq!(row["no_local_port"].is_u64(), rvs, "rvs's drops read from its metrics: {row}");
         for c in ["PAWSTimewait", "TCPSynRetrans"] {

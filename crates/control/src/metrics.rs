@@ -5,25 +5,298 @@
 
 use core::fmt::Write as _;
 
-use crate::snapshot::{Snapshot, Traffic};
+use crate::snapshot::{RealSnap, Snapshot, Traffic, WorkerSnap};
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// One metric family being written: HELP and TYPE once, then samples.
-struct Family<'a> {
+/// A metric family: what a dashboard sees (name, type, help) and where its
+/// samples come from. [`FAMILIES`] lists them all, in the order written.
+struct Family {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    /// Whether the family applies to this snapshot at all (the xdp driver's
+    /// sockets); a family that applies is written even with no samples.
+    applies: fn(&Snapshot) -> bool,
+    samples: fn(&Snapshot, &mut Samples<'_>),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+        }
+    }
+}
+
+const fn always(_: &Snapshot) -> bool {
+    true
+}
+
+const fn counter(name: &'static str, help: &'static str, samples: fn(&Snapshot, &mut Samples<'_>)) -> Family {
+    Family { name, kind: Kind::Counter, help, applies: always, samples }
+}
+
+const fn gauge(name: &'static str, help: &'static str, samples: fn(&Snapshot, &mut Samples<'_>)) -> Family {
+    Family { name, kind: Kind::Gauge, help, applies: always, samples }
+}
+
+/// Every family, in the order written.
+const FAMILIES: &[Family] = &[
+    counter("rvs_service_connections_total", "Connections created by the service.", |s, f| {
+        services(s, f, |t| [(None, t.conns)]);
+    }),
+    counter("rvs_service_packets_total", "Packets forwarded by the service.", |s, f| {
+        services(s, f, |t| directions(t.pkts_in, t.pkts_out));
+    }),
+    counter("rvs_service_bytes_total", "IP bytes forwarded by the service.", |s, f| {
+        services(s, f, |t| directions(t.bytes_in, t.bytes_out));
+    }),
+    counter("rvs_real_connections_total", "Connections created toward the real.", |s, f| {
+        reals(s, f, |r| [(None, Some(r.traffic.conns))]);
+    }),
+    counter("rvs_real_packets_total", "Packets forwarded to and from the real.", |s, f| {
+        reals(s, f, |r| directions(r.traffic.pkts_in, r.traffic.pkts_out).map(|(d, n)| (d, Some(n))));
+    }),
+    counter("rvs_real_bytes_total", "IP bytes forwarded to and from the real.", |s, f| {
+        reals(s, f, |r| directions(r.traffic.bytes_in, r.traffic.bytes_out).map(|(d, n)| (d, Some(n))));
+    }),
+    gauge("rvs_real_active_connections", "Connections of the real in ESTABLISHED.", |s, f| {
+        reals(s, f, |r| [(None, Some(r.active_conns))]);
+    }),
+    gauge("rvs_real_inactive_connections", "Connections of the real in any other state.", |s, f| {
+        reals(s, f, |r| [(None, Some(r.inactive_conns))]);
+    }),
+    gauge("rvs_real_weight", "Weight of the real; 0 while quiesced or draining.", |s, f| {
+        reals(s, f, |r| [(None, Some(if r.in_service { r.weight.into() } else { 0 }))]);
+    }),
+    counter(
+        "rvs_real_syn_retransmits_total",
+        "SYNProxy: SYNs sent to the real again after its RTO.",
+        |s, f| {
+            reals(s, f, |r| [(None, Some(r.handshake.syn_retransmits))]);
+        },
+    ),
+    counter(
+        "rvs_real_handshake_failovers_total",
+        "SYNProxy: clients moved to another real because this one did not answer or reset.",
+        |s, f| reals(s, f, |r| [(None, Some(r.handshake.failovers))]),
+    ),
+    counter(
+        "rvs_real_no_local_port_total",
+        "New connections toward the real dropped because every local port toward it was in use or resting.",
+        |s, f| reals(s, f, |r| [(None, Some(r.no_local_port))]),
+    ),
+    gauge(
+        "rvs_real_handshake_srtt_microseconds",
+        "SYNProxy: smoothed handshake RTT of the real (absent before a sample).",
+        |s, f| reals(s, f, |r| [(None, r.handshake.srtt_us)]),
+    ),
+    counter("rvs_synproxy_events_total", "SYNProxy events, by kind.", |s, f| {
+        let y = &s.synproxy;
+        for (event, n) in [
+            ("syn_answered", y.syns_answered),
+            ("cookie_accepted", y.cookies_accepted),
+            ("spliced", y.spliced),
+            ("syn_retransmitted", y.syn_retransmits),
+            ("failover", y.failovers),
+            ("gave_up", y.gave_up),
+            ("packet_stored", y.stored),
+            ("replay_resent", y.replays_resent),
+            ("syn_refused", y.refused),
+        ] {
+            f.add(&[("event", event)], n);
+        }
+    }),
+    gauge("rvs_synproxy_open_handshakes", "SYNProxy: real handshakes open now.", |s, f| {
+        f.add(&[], s.synproxy.open_handshakes);
+    }),
+    counter(
+        "rvs_toa_inserted_total",
+        "Segments toward reals that carried the client's address in a TOA option.",
+        |s, f| f.add(&[], s.client_addr.toa_inserted),
+    ),
+    counter(
+        "rvs_toa_no_room_total",
+        "Segments that should have carried a TOA option but went without it (no option space).",
+        |s, f| f.add(&[], s.client_addr.toa_no_room),
+    ),
+    counter(
+        "rvs_proxy_headers_total",
+        "PROXY protocol headers sent to reals, one per connection.",
+        |s, f| {
+            f.add(&[], s.client_addr.proxy_headers);
+        },
+    ),
+    counter(
+        "rvs_proxy_headers_resent_total",
+        "PROXY protocol headers, or their unacknowledged rest, sent again.",
+        |s, f| f.add(&[], s.client_addr.proxy_resent),
+    ),
+    counter(
+        "rvs_proxy_headers_gave_up_total",
+        "PROXY protocol headers a real never acknowledged; resending stopped.",
+        |s, f| f.add(&[], s.client_addr.proxy_gave_up),
+    ),
+    gauge(
+        "rvs_client_addr_open_deliveries",
+        "Connections whose client-address delivery is under way (PROXY header unacknowledged or TOA riding along).",
+        |s, f| f.add(&[], s.client_addr.open_deliveries),
+    ),
+    counter("rvs_drops_total", "Packets dropped, by reason.", |s, f| {
+        for (reason, n) in &s.drops {
+            f.add(&[("reason", reason)], *n);
+        }
+    }),
+    gauge("rvs_connections", "Connections in the table.", |s, f| f.add(&[], s.conn_count)),
+    counter("rvs_connections_created_total", "Connections created.", |s, f| f.add(&[], s.conns_created)),
+    counter("rvs_connections_removed_total", "Connections removed.", |s, f| f.add(&[], s.conns_removed)),
+    counter("rvs_icmp_forwarded_total", "ICMP errors translated and forwarded.", |s, f| {
+        f.add(&[], s.icmp_forwarded);
+    }),
+    counter(
+        "rvs_conns_reset_total",
+        "Connections forgotten while open (expired or flushed), reset on both sides.",
+        |s, f| f.add(&[], s.resets.conns_reset),
+    ),
+    counter("rvs_resets_total", "RSTs sent to end connections, by cause.", |s, f| {
+        f.add(&[("cause", "forgotten")], s.resets.forgotten);
+        f.add(&[("cause", "answered")], s.resets.answered);
+    }),
+    counter("rvs_resets_not_sent_total", "RSTs not sent, by reason.", |s, f| {
+        f.add(&[("reason", "rate_limited")], s.resets.rate_limited);
+        f.add(&[("reason", "queue_full")], s.resets.queue_full);
+    }),
+    gauge("rvs_worker_connections", "Connections in each worker's table.", |s, f| {
+        workers(s, f, |w| w.conns);
+    }),
+    counter("rvs_worker_connections_created_total", "Connections each worker created.", |s, f| {
+        workers(s, f, |w| w.conns_created);
+    }),
+    counter("rvs_worker_packets_total", "Packets each worker forwarded.", |s, f| {
+        workers(s, f, |w| w.packets);
+    }),
+    Family {
+        name: "rvs_xdp_socket_drops_total",
+        kind: Kind::Counter,
+        help: "Frames the kernel lost on the xdp driver's sockets before rvs saw them, by reason.",
+        applies: |s| s.sockets.is_some(),
+        samples: |s, f| {
+            let k = s.sockets.unwrap_or_default();
+            for (reason, n) in [
+                ("rx_dropped", k.rx_dropped),
+                ("rx_ring_full", k.rx_ring_full),
+                ("rx_invalid", k.rx_invalid),
+                ("tx_invalid", k.tx_invalid),
+            ] {
+                f.add(&[("reason", reason)], n);
+            }
+        },
+    },
+    Family {
+        name: "rvs_xdp_fill_ring_empty_total",
+        kind: Kind::Counter,
+        help: "Times the kernel found a fill ring empty.",
+        applies: |s| s.sockets.is_some(),
+        samples: |s, f| f.add(&[], s.sockets.unwrap_or_default().fill_ring_empty),
+    },
+    gauge("rvs_local_ports", "Local ports toward a real, by state.", |s, f| {
+        for p in &s.pools {
+            for (state, n) in [("in_use", p.in_use), ("resting", p.resting), ("free", p.free)] {
+                f.add(&[("proto", &p.proto), ("laddr", &p.laddr), ("real", &p.real), ("state", state)], n);
+            }
+        }
+    }),
+    Family {
+        name: "rvs_xdp_frames_total",
+        kind: Kind::Counter,
+        help: "The balancer's frames, by what the XDP programs did with them.",
+        applies: |s| s.steered.is_some(),
+        samples: |s, f| {
+            let c = s.steered.unwrap_or_default();
+            for (action, n) in [
+                ("direct", c.direct),
+                ("handed_over", c.handed_over),
+                ("passed", c.passed),
+                ("delivered", c.delivered),
+                ("dropped", c.dropped),
+            ] {
+                f.add(&[("action", action)], n);
+            }
+        },
+    },
+];
+
+/// A `direction` label and its two values.
+const fn directions(into: u64, out_of: u64) -> [(Option<&'static str>, u64); 2] {
+    [(Some("in"), into), (Some("out"), out_of)]
+}
+
+/// One sample per service (and `direction`, if given) from its traffic.
+fn services<const N: usize>(
+    s: &Snapshot,
+    f: &mut Samples<'_>,
+    values: impl Fn(&Traffic) -> [(Option<&str>, u64); N],
+) {
+    for svc in &s.services {
+        for (direction, n) in values(&svc.traffic) {
+            let labels = [("proto", svc.proto.as_str()), ("vip", &svc.vip)];
+            with_direction(f, &labels, direction, n);
+        }
+    }
+}
+
+/// One sample per real (and `direction`, if given); `None` values are left out.
+fn reals<const N: usize>(
+    s: &Snapshot,
+    f: &mut Samples<'_>,
+    values: impl Fn(&RealSnap) -> [(Option<&str>, Option<u64>); N],
+) {
+    for svc in &s.services {
+        for r in &svc.reals {
+            for (direction, n) in values(r) {
+                let Some(n) = n else { continue };
+                let labels = [("proto", svc.proto.as_str()), ("vip", &svc.vip), ("real", &r.endpoint)];
+                with_direction(f, &labels, direction, n);
+            }
+        }
+    }
+}
+
+fn with_direction(f: &mut Samples<'_>, labels: &[(&str, &str)], direction: Option<&str>, n: u64) {
+    match direction {
+        None => f.add(labels, n),
+        Some(d) => {
+            let mut all: Vec<(&str, &str)> = labels.to_vec();
+            all.push(("direction", d));
+            f.add(&all, n);
+        }
+    }
+}
+
+/// One sample per worker, labelled with its index.
+fn workers(s: &Snapshot, f: &mut Samples<'_>, value: fn(&WorkerSnap) -> u64) {
+    for (i, w) in s.workers.iter().enumerate() {
+        f.add(&[("worker", &i.to_string())], value(w));
+    }
+}
+
+/// The samples of one family being written.
+struct Samples<'a> {
     out: &'a mut String,
     name: &'static str,
 }
 
-impl<'a> Family<'a> {
-    fn new(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Self {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        Self { out, name }
-    }
-
-    fn sample(&mut self, labels: &[(&str, &str)], value: u64) {
+impl Samples<'_> {
+    fn add(&mut self, labels: &[(&str, &str)], value: u64) {
         self.out.push_str(self.name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -54,235 +327,13 @@ fn escape_into(out: &mut String, v: &str) {
     }
 }
 
-/// The snapshot as Prometheus text.
+/// The snapshot as Prometheus text: HELP and TYPE once per family, then its samples.
 pub fn render(snap: &Snapshot) -> String {
     let mut out = String::new();
-    let o = &mut out;
-
-    // (proto, vip, real or None, traffic) for services and reals alike.
-    let services: Vec<(&str, &str, &Traffic)> =
-        snap.services.iter().map(|s| (s.proto.as_str(), s.vip.as_str(), &s.traffic)).collect();
-    let reals: Vec<(&str, &str, &crate::snapshot::RealSnap)> = snap
-        .services
-        .iter()
-        .flat_map(|s| s.reals.iter().map(move |r| (s.proto.as_str(), s.vip.as_str(), r)))
-        .collect();
-
-    let mut f =
-        Family::new(o, "rvs_service_connections_total", "counter", "Connections created by the service.");
-    for (p, v, t) in &services {
-        f.sample(&[("proto", p), ("vip", v)], t.conns);
-    }
-    let mut f = Family::new(o, "rvs_service_packets_total", "counter", "Packets forwarded by the service.");
-    for (p, v, t) in &services {
-        f.sample(&[("proto", p), ("vip", v), ("direction", "in")], t.pkts_in);
-        f.sample(&[("proto", p), ("vip", v), ("direction", "out")], t.pkts_out);
-    }
-    let mut f = Family::new(o, "rvs_service_bytes_total", "counter", "IP bytes forwarded by the service.");
-    for (p, v, t) in &services {
-        f.sample(&[("proto", p), ("vip", v), ("direction", "in")], t.bytes_in);
-        f.sample(&[("proto", p), ("vip", v), ("direction", "out")], t.bytes_out);
-    }
-
-    let mut f =
-        Family::new(o, "rvs_real_connections_total", "counter", "Connections created toward the real.");
-    for (p, v, r) in &reals {
-        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.traffic.conns);
-    }
-    let mut f =
-        Family::new(o, "rvs_real_packets_total", "counter", "Packets forwarded to and from the real.");
-    for (p, v, r) in &reals {
-        let e = r.endpoint.as_str();
-        f.sample(&[("proto", p), ("vip", v), ("real", e), ("direction", "in")], r.traffic.pkts_in);
-        f.sample(&[("proto", p), ("vip", v), ("real", e), ("direction", "out")], r.traffic.pkts_out);
-    }
-    let mut f = Family::new(o, "rvs_real_bytes_total", "counter", "IP bytes forwarded to and from the real.");
-    for (p, v, r) in &reals {
-        let e = r.endpoint.as_str();
-        f.sample(&[("proto", p), ("vip", v), ("real", e), ("direction", "in")], r.traffic.bytes_in);
-        f.sample(&[("proto", p), ("vip", v), ("real", e), ("direction", "out")], r.traffic.bytes_out);
-    }
-    let mut f =
-        Family::new(o, "rvs_real_active_connections", "gauge", "Connections of the real in ESTABLISHED.");
-    for (p, v, r) in &reals {
-        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.active_conns);
-    }
-    let mut f = Family::new(
-        o,
-        "rvs_real_inactive_connections",
-        "gauge",
-        "Connections of the real in any other state.",
-    );
-    for (p, v, r) in &reals {
-        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.inactive_conns);
-    }
-    let mut f =
-        Family::new(o, "rvs_real_weight", "gauge", "Weight of the real; 0 while quiesced or draining.");
-    for (p, v, r) in &reals {
-        let weight = if r.in_service { r.weight.into() } else { 0 };
-        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], weight);
-    }
-
-    let mut f = Family::new(
-        o,
-        "rvs_real_syn_retransmits_total",
-        "counter",
-        "SYNProxy: SYNs sent to the real again after its RTO.",
-    );
-    for (p, v, r) in &reals {
-        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.handshake.syn_retransmits);
-    }
-    let mut f = Family::new(
-        o,
-        "rvs_real_handshake_failovers_total",
-        "counter",
-        "SYNProxy: clients moved to another real because this one did not answer or reset.",
-    );
-    for (p, v, r) in &reals {
-        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.handshake.failovers);
-    }
-    let mut f = Family::new(
-        o,
-        "rvs_real_no_local_port_total",
-        "counter",
-        "New connections toward the real dropped because every local port toward it was in use or resting.",
-    );
-    for (p, v, r) in &reals {
-        f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], r.no_local_port);
-    }
-    let mut f = Family::new(
-        o,
-        "rvs_real_handshake_srtt_microseconds",
-        "gauge",
-        "SYNProxy: smoothed handshake RTT of the real (absent before a sample).",
-    );
-    for (p, v, r) in &reals {
-        if let Some(us) = r.handshake.srtt_us {
-            f.sample(&[("proto", p), ("vip", v), ("real", &r.endpoint)], us);
-        }
-    }
-    let y = &snap.synproxy;
-    let mut f = Family::new(o, "rvs_synproxy_events_total", "counter", "SYNProxy events, by kind.");
-    for (event, n) in [
-        ("syn_answered", y.syns_answered),
-        ("cookie_accepted", y.cookies_accepted),
-        ("spliced", y.spliced),
-        ("syn_retransmitted", y.syn_retransmits),
-        ("failover", y.failovers),
-        ("gave_up", y.gave_up),
-        ("packet_stored", y.stored),
-        ("replay_resent", y.replays_resent),
-        ("syn_refused", y.refused),
-    ] {
-        f.sample(&[("event", event)], n);
-    }
-    Family::new(o, "rvs_synproxy_open_handshakes", "gauge", "SYNProxy: real handshakes open now.")
-        .sample(&[], y.open_handshakes);
-    let c = &snap.client_addr;
-    for (name, help, n) in [
-        (
-            "rvs_toa_inserted_total",
-            "Segments toward reals that carried the client's address in a TOA option.",
-            c.toa_inserted,
-        ),
-        (
-            "rvs_toa_no_room_total",
-            "Segments that should have carried a TOA option but went without it (no option space).",
-            c.toa_no_room,
-        ),
-        (
-            "rvs_proxy_headers_total",
-            "PROXY protocol headers sent to reals, one per connection.",
-            c.proxy_headers,
-        ),
-        (
-            "rvs_proxy_headers_resent_total",
-            "PROXY protocol headers, or their unacknowledged rest, sent again.",
-            c.proxy_resent,
-        ),
-        (
-            "rvs_proxy_headers_gave_up_total",
-            "PROXY protocol headers a real never acknowledged; resending stopped.",
-            c.proxy_gave_up,
-        ),
-    ] {
-        Family::new(o, name, "counter", help).sample(&[], n);
-    }
-    Family::new(
-        o,
-        "rvs_client_addr_open_deliveries",
-        "gauge",
-        "Connections whose client-address delivery is under way (PROXY header unacknowledged or TOA riding along).",
-    )
-    .sample(&[], c.open_deliveries);
-    let mut f = Family::new(o, "rvs_drops_total", "counter", "Packets dropped, by reason.");
-    for (reason, n) in &snap.drops {
-        f.sample(&[("reason", reason)], *n);
-    }
-    Family::new(o, "rvs_connections", "gauge", "Connections in the table.").sample(&[], snap.conn_count);
-    Family::new(o, "rvs_connections_created_total", "counter", "Connections created.")
-        .sample(&[], snap.conns_created);
-    Family::new(o, "rvs_connections_removed_total", "counter", "Connections removed.")
-        .sample(&[], snap.conns_removed);
-    Family::new(o, "rvs_icmp_forwarded_total", "counter", "ICMP errors translated and forwarded.")
-        .sample(&[], snap.icmp_forwarded);
-    let r = &snap.resets;
-    Family::new(
-        o,
-        "rvs_conns_reset_total",
-        "counter",
-        "Connections forgotten while open (expired or flushed), reset on both sides.",
-    )
-    .sample(&[], r.conns_reset);
-    let mut f = Family::new(o, "rvs_resets_total", "counter", "RSTs sent to end connections, by cause.");
-    f.sample(&[("cause", "forgotten")], r.forgotten);
-    f.sample(&[("cause", "answered")], r.answered);
-    let mut f = Family::new(o, "rvs_resets_not_sent_total", "counter", "RSTs not sent, by reason.");
-    f.sample(&[("reason", "rate_limited")], r.rate_limited);
-    f.sample(&[("reason", "queue_full")], r.queue_full);
-    let workers: Vec<String> = (0..snap.workers.len()).map(|i| i.to_string()).collect();
-    let mut f = Family::new(o, "rvs_worker_connections", "gauge", "Connections in each worker's table.");
-    for (w, i) in snap.workers.iter().zip(&workers) {
-        f.sample(&[("worker", i)], w.conns);
-    }
-    let mut f =
-        Family::new(o, "rvs_worker_connections_created_total", "counter", "Connections each worker created.");
-    for (w, i) in snap.workers.iter().zip(&workers) {
-        f.sample(&[("worker", i)], w.conns_created);
-    }
-    let mut f = Family::new(o, "rvs_worker_packets_total", "counter", "Packets each worker forwarded.");
-    for (w, i) in snap.workers.iter().zip(&workers) {
-        f.sample(&[("worker", i)], w.packets);
-    }
-    if let Some(k) = &snap.sockets {
-        let mut f = Family::new(
-            o,
-            "rvs_xdp_socket_drops_total",
-            "counter",
-            "Frames the kernel lost on the xdp driver's sockets before rvs saw them, by reason.",
-        );
-        for (reason, n) in [
-            ("rx_dropped", k.rx_dropped),
-            ("rx_ring_full", k.rx_ring_full),
-            ("rx_invalid", k.rx_invalid),
-            ("tx_invalid", k.tx_invalid),
-        ] {
-            f.sample(&[("reason", reason)], n);
-        }
-        Family::new(
-            o,
-            "rvs_xdp_fill_ring_empty_total",
-            "counter",
-            "Times the kernel found a fill ring empty.",
-        )
-        .sample(&[], k.fill_ring_empty);
-    }
-
-    let mut f = Family::new(o, "rvs_local_ports", "gauge", "Local ports toward a real, by state.");
-    for p in &snap.pools {
-        for (state, n) in [("in_use", p.in_use), ("resting", p.resting), ("free", p.free)] {
-            f.sample(&[("proto", &p.proto), ("laddr", &p.laddr), ("real", &p.real), ("state", state)], n);
-        }
+    for family in FAMILIES.iter().filter(|f| (f.applies)(snap)) {
+        let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+        let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind.name());
+        (family.samples)(snap, &mut Samples { out: &mut out, name: family.name });
     }
     out
 }
@@ -291,7 +342,8 @@ pub fn render(snap: &Snapshot) -> String {
 mod tests {
     use super::*;
     use crate::snapshot::{
-        ClientAddrSnap, PoolSnap, RealSnap, ResetSnap, ServiceSnap, SocketSnap, TimeoutSnap, WorkerSnap,
+        ClientAddrSnap, PoolSnap, RealSnap, ResetSnap, ServiceSnap, SocketSnap, SteerSnap, TimeoutSnap,
+        WorkerSnap,
     };
     use std::collections::{BTreeMap, HashSet};
 
@@ -358,6 +410,7 @@ mod tests {
                 WorkerSnap { conns: 2, conns_created: 3, packets: 9 },
             ],
             sockets: Some(SocketSnap { rx_ring_full: 21, ..SocketSnap::default() }),
+            steered: Some(SteerSnap { handed_over: 24, ..SteerSnap::default() }),
         }
     }
 
@@ -463,6 +516,8 @@ mod tests {
         assert_eq!(find("rvs_worker_packets_total", &[("worker", "1")]), Some(9));
         assert_eq!(find("rvs_xdp_socket_drops_total", &[("reason", "rx_ring_full")]), Some(21));
         assert_eq!(find("rvs_xdp_socket_drops_total", &[("reason", "rx_dropped")]), Some(0));
+        assert_eq!(find("rvs_xdp_frames_total", &[("action", "handed_over")]), Some(24));
+        assert_eq!(find("rvs_xdp_frames_total", &[("action", "dropped")]), Some(0));
         assert!(text.ends_with('\n'));
     }
 }

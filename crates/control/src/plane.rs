@@ -6,7 +6,7 @@
 //! [`DataPath`], and only then store it. Any error on the way leaves the
 //! model and the data path as they were.
 
-use rvs_core::{Engine, EngineConfig, Instant};
+use rvs_core::{ConfigError, Engine, EngineConfig, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::adm::{self, Command, ListView};
@@ -19,14 +19,60 @@ pub trait DataPath {
     /// validated, so every engine accepts it; an error means a bug or a
     /// worker gone. Each worker takes the model whole, between two batches
     /// of packets, so no packet sees half of a change.
-    fn install(&mut self, model: &Model) -> Result<(), String>;
+    fn install(&mut self, model: &Model) -> Result<(), DataPathError>;
 
     /// Zero every worker's traffic counters (`-Z`).
-    fn zero_counters(&mut self) -> Result<(), String>;
+    fn zero_counters(&mut self) -> Result<(), DataPathError>;
 
     /// A snapshot of every worker merged into one; `with_conns` includes
     /// every connection.
-    fn snapshot(&mut self, with_conns: bool) -> Result<Snapshot, String>;
+    fn snapshot(&mut self, with_conns: bool) -> Result<Snapshot, DataPathError>;
+}
+
+/// Why the data path did not carry out a request: the operator sees it as
+/// the command's reason, so each names the worker it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataPathError {
+    /// The worker's thread has ended.
+    #[error("data-path worker {worker} has stopped")]
+    Stopped {
+        /// The worker's index.
+        worker: usize,
+    },
+    /// The worker did not answer a request in time.
+    #[error("data-path worker {worker} did not answer")]
+    NoAnswer {
+        /// The worker's index.
+        worker: usize,
+    },
+    /// The worker did not take a new model in time.
+    #[error("data-path worker {worker} did not take the new configuration")]
+    NotInstalled {
+        /// The worker's index.
+        worker: usize,
+    },
+    /// The worker's engine refused a model the control plane had validated: a bug.
+    #[error("worker {worker}: {error}")]
+    Refused {
+        /// The worker's index.
+        worker: usize,
+        /// What the engine refused.
+        error: ConfigError,
+    },
+    /// No worker runs.
+    #[error("no data-path worker")]
+    NoWorker,
+}
+
+/// Why a change of the model was not made; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// The new model breaks the engine's rules.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The data path did not take the new model.
+    #[error("data path: {0}")]
+    DataPath(#[from] DataPathError),
 }
 
 /// What a command answers: an exit code and the text for stdout and stderr.
@@ -57,8 +103,8 @@ impl Reply {
 /// A failed command: exit code and reason.
 type Failure = (i32, String);
 
-fn failed(reason: impl Into<String>) -> Failure {
-    (1, reason.into())
+fn failed(reason: impl ToString) -> Failure {
+    (1, reason.to_string())
 }
 
 /// The desired state and what `--rate` needs; see the module documentation.
@@ -90,7 +136,7 @@ impl ControlPlane {
     }
 
     /// Replace the whole model (config reload): validate, diff, apply; on error nothing changes.
-    pub fn replace(&mut self, new: Model, dp: &mut dyn DataPath) -> Result<(), String> {
+    pub fn replace(&mut self, new: Model, dp: &mut dyn DataPath) -> Result<(), ChangeError> {
         self.commit(new, dp)
     }
 
@@ -146,10 +192,10 @@ impl ControlPlane {
         Ok(model)
     }
 
-    fn commit(&mut self, new: Model, dp: &mut dyn DataPath) -> Result<(), String> {
-        new.validate().map_err(|e| e.to_string())?;
+    fn commit(&mut self, new: Model, dp: &mut dyn DataPath) -> Result<(), ChangeError> {
+        new.validate()?;
         if new != self.model {
-            dp.install(&new).map_err(|e| format!("data path: {e}"))?;
+            dp.install(&new)?;
         }
         self.model = new;
         Ok(())
@@ -196,23 +242,26 @@ mod tests {
     }
 
     impl DataPath for TestPath {
-        fn install(&mut self, model: &Model) -> Result<(), String> {
+        fn install(&mut self, model: &Model) -> Result<(), DataPathError> {
             let ops = self.installed.diff(model);
-            self.engines.iter_mut().try_for_each(|e| apply_all(e, &ops)).map_err(|e| e.to_string())?;
+            for (worker, e) in self.engines.iter_mut().enumerate() {
+                apply_all(e, &ops).map_err(|error| DataPathError::Refused { worker, error })?;
+            }
             self.installed = model.clone();
             Ok(())
         }
 
-        fn zero_counters(&mut self) -> Result<(), String> {
-            self.engines
-                .iter_mut()
-                .try_for_each(|e| apply_all(e, &[Op::ZeroCounters]))
-                .map_err(|e| e.to_string())
+        fn zero_counters(&mut self) -> Result<(), DataPathError> {
+            for (worker, e) in self.engines.iter_mut().enumerate() {
+                apply_all(e, &[Op::ZeroCounters])
+                    .map_err(|error| DataPathError::Refused { worker, error })?;
+            }
+            Ok(())
         }
 
-        fn snapshot(&mut self, with_conns: bool) -> Result<Snapshot, String> {
+        fn snapshot(&mut self, with_conns: bool) -> Result<Snapshot, DataPathError> {
             let mut snaps = self.engines.iter().map(|e| Snapshot::capture(e, self.now, with_conns));
-            let mut all = snaps.next().ok_or("no worker")?;
+            let mut all = snaps.next().ok_or(DataPathError::NoWorker)?;
             snaps.for_each(|s| all.merge(s));
             Ok(all)
         }

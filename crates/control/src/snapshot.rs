@@ -8,7 +8,7 @@
 
 use core::time::Duration;
 
-use rvs_core::service::TrafficCounters;
+use rvs_core::service::{Service, TrafficCounters};
 use rvs_core::{Engine, Instant, Proto, ProxyProtocol, TcpState, Timeouts};
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +111,24 @@ pub struct SynproxySnap {
     pub refused: u64,
     /// Real handshakes open now.
     pub open_handshakes: u64,
+}
+
+impl SynproxySnap {
+    fn capture(engine: &Engine) -> Self {
+        let y = engine.synproxy_stats();
+        Self {
+            syns_answered: y.syns_answered,
+            cookies_accepted: y.cookies_accepted,
+            spliced: y.spliced,
+            syn_retransmits: y.syn_retransmits,
+            failovers: y.failovers,
+            gave_up: y.gave_up,
+            stored: y.stored,
+            replays_resent: y.replays_resent,
+            refused: y.refused,
+            open_handshakes: engine.open_handshakes() as u64,
+        }
+    }
 }
 
 /// RSTs the engine sent to end connections (see `rvs_core::ResetStats`).
@@ -221,6 +239,41 @@ pub struct ServiceSnap {
     pub reals: Vec<RealSnap>,
 }
 
+impl ServiceSnap {
+    fn capture(s: &Service) -> Self {
+        let c = &s.config;
+        Self {
+            proto: c.proto.name().to_owned(),
+            vip: c.vip.to_string(),
+            sched: c.sched.name().to_owned(),
+            synproxy: c.synproxy,
+            toa: c.toa,
+            proxy_protocol: c.proxy_protocol.name().to_owned(),
+            conn_timeout: c.timeouts.map(|t| established_timeout(&t, c.proto).as_secs()),
+            laddrs: c.laddrs.iter().map(ToString::to_string).collect(),
+            traffic: (&s.stats).into(),
+            reals: s
+                .reals
+                .iter()
+                .map(|r| RealSnap {
+                    endpoint: r.endpoint.to_string(),
+                    weight: r.weight,
+                    in_service: r.in_service,
+                    active_conns: r.active_conns.into(),
+                    inactive_conns: r.inactive_conns.into(),
+                    traffic: (&r.stats).into(),
+                    handshake: HandshakeSnap {
+                        srtt_us: r.handshake.srtt.map(|d| d.as_micros() as u64),
+                        syn_retransmits: r.handshake.syn_retransmits,
+                        failovers: r.handshake.failovers,
+                    },
+                    no_local_port: r.no_port.dropped,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The local ports of one (protocol, local address, real).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolSnap {
@@ -320,6 +373,26 @@ pub struct Snapshot {
     /// The xdp driver's sockets, summed; `None` on the TUN driver.
     #[serde(default)]
     pub sockets: Option<SocketSnap>,
+    /// What the xdp driver's programs did with the balancer's frames; set
+    /// by the daemon beside the workers' snapshots, `None` on the TUN driver.
+    #[serde(default)]
+    pub steered: Option<SteerSnap>,
+}
+
+/// What the xdp driver's programs did with the balancer's frames, counted
+/// for the whole host (not per worker).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SteerSnap {
+    /// Into the socket of the worker whose queue they arrived on.
+    pub direct: u64,
+    /// Redirected into another worker's hand-over veth.
+    pub handed_over: u64,
+    /// Passed to the kernel for want of a socket or device.
+    pub passed: u64,
+    /// Put into a socket from a hand-over veth.
+    pub delivered: u64,
+    /// Dropped on a hand-over veth for want of a socket.
+    pub dropped: u64,
 }
 
 /// What the kernel counted on AF_XDP sockets (`XDP_STATISTICS`), summed.
@@ -368,41 +441,7 @@ impl Snapshot {
     pub fn capture(engine: &Engine, now: Instant, with_conns: bool) -> Self {
         let mut services: Vec<_> = engine.services().collect();
         services.sort_by_key(|s| (s.config.proto, s.config.vip));
-        let services = services
-            .into_iter()
-            .map(|s| {
-                let c = &s.config;
-                ServiceSnap {
-                    proto: c.proto.name().to_owned(),
-                    vip: c.vip.to_string(),
-                    sched: c.sched.name().to_owned(),
-                    synproxy: c.synproxy,
-                    toa: c.toa,
-                    proxy_protocol: c.proxy_protocol.name().to_owned(),
-                    conn_timeout: c.timeouts.map(|t| established_timeout(&t, c.proto).as_secs()),
-                    laddrs: c.laddrs.iter().map(ToString::to_string).collect(),
-                    traffic: (&s.stats).into(),
-                    reals: s
-                        .reals
-                        .iter()
-                        .map(|r| RealSnap {
-                            endpoint: r.endpoint.to_string(),
-                            weight: r.weight,
-                            in_service: r.in_service,
-                            active_conns: r.active_conns.into(),
-                            inactive_conns: r.inactive_conns.into(),
-                            traffic: (&r.stats).into(),
-                            handshake: HandshakeSnap {
-                                srtt_us: r.handshake.srtt.map(|d| d.as_micros() as u64),
-                                syn_retransmits: r.handshake.syn_retransmits,
-                                failovers: r.handshake.failovers,
-                            },
-                            no_local_port: r.no_port.dropped,
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
+        let services = services.into_iter().map(ServiceSnap::capture).collect();
         let stats = engine.stats();
         let pools = engine
             .pools()
@@ -443,21 +482,7 @@ impl Snapshot {
             pools,
             timeouts: (&engine.config().timeouts).into(),
             conns,
-            synproxy: {
-                let y = engine.synproxy_stats();
-                SynproxySnap {
-                    syns_answered: y.syns_answered,
-                    cookies_accepted: y.cookies_accepted,
-                    spliced: y.spliced,
-                    syn_retransmits: y.syn_retransmits,
-                    failovers: y.failovers,
-                    gave_up: y.gave_up,
-                    stored: y.stored,
-                    replays_resent: y.replays_resent,
-                    refused: y.refused,
-                    open_handshakes: engine.open_handshakes() as u64,
-                }
-            },
+            synproxy: SynproxySnap::capture(engine),
             client_addr: ClientAddrSnap::capture(engine),
             resets: ResetSnap::capture(engine),
             workers: vec![WorkerSnap {
@@ -466,6 +491,7 @@ impl Snapshot {
                 packets: stats.traffic.pkts_in + stats.traffic.pkts_out,
             }],
             sockets: None,
+            steered: None,
         }
     }
 
@@ -530,6 +556,8 @@ impl Snapshot {
             }
             (a, b) => a.or(b),
         };
+        // Host-wide counts: the same whichever snapshot carries them.
+        self.steered = self.steered.or(other.steered);
         for p in other.pools {
             match self.pools.iter_mut().find(|m| m.proto == p.proto && m.laddr == p.laddr && m.real == p.real)
             {

@@ -27,6 +27,7 @@ mod emit;
 mod engine;
 pub mod hash;
 mod icmp;
+pub mod io;
 pub mod laddr;
 mod nat;
 mod real;

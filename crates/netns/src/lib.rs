@@ -7,7 +7,9 @@
 //! balancer's real-facing links with nftables, where `nft` exists, and
 //! [`Topology::inject_syn_loss`] only the SYNs and SYN-ACKs among them;
 //! [`install_stop_handlers`] turns Ctrl-C into the [`STOP`] flag, so a
-//! program gets to drop its topology instead of dying with it.
+//! program gets to drop its topology instead of dying with it; a
+//! [`TempDir`] holds a lab's files, [`Netns::spawn_logged`] starts a process
+//! logging into it and [`wait_for_path`] waits until the process is ready.
 //!
 //! Everything a topology makes is removed when it is dropped, also while a
 //! test panics: processes it adopted, nftables tables, namespaces (and with
@@ -19,11 +21,13 @@
 
 mod loss;
 mod ns;
+mod scratch;
 mod stop;
 mod topology;
 
 pub use loss::{LossRule, LossSelector, nft_available};
 pub use ns::{ChildGuard, Netns, STOP_GRACE, run};
+pub use scratch::{NotReady, TempDir, wait_for_path};
 pub use stop::{STOP, install_stop_handlers, stop_requested};
 pub use topology::{Topology, TopologySpec, cleanup_orphans, cleanup_stale};
 

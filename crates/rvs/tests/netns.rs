@@ -511,6 +511,34 @@ fn ports_come_back_at_once_and_the_real_accepts_every_reuse(driver: Driver) {
 /// is gone and the client's next request fails at once (rather than wait
 /// for its own retransmissions to give up, minutes later); with and
 /// without SYNProxy.
+/// One-armed: a real is a client of the service too, so its requests and
+/// the answers to them come in and go out on the same link (with the xdp
+/// driver, a frame leaves by the socket it arrived on, rewritten in its own
+/// memory).
+fn a_client_on_the_reals_link_is_served_over_that_link(driver: Driver) {
+    let Some(lab) = Lab::start("onearm", LabSpec { driver, metrics: true, ..LabSpec::default() }) else {
+        return;
+    };
+    let url = lab.url("/");
+    let mut per_real = BTreeMap::new();
+    for i in 0..200 {
+        let body = lab
+            .topo
+            .ns_real(1)
+            .run("curl", ["-sS", "--max-time", "10", &url])
+            .unwrap_or_else(|e| panic!("request {i} from real 1 failed: {e}"));
+        *per_real.entry(real_of(&body)).or_insert(0) += 1;
+    }
+    assert_eq!(per_real.len(), 2, "both reals used: {per_real:?}");
+    if driver.workers() > 1 {
+        assert_no_drops(&lab);
+    }
+    if matches!(driver, Driver::Xdp | Driver::XdpTwoWorkers) {
+        let tun = lab.tun_packets();
+        assert!(tun < 100, "TUN device carried {tun} packets: the AF_XDP path is not used");
+    }
+}
+
 fn an_idle_connection_past_its_timeout_is_reset_on_both_sides(driver: Driver) {
     use std::io::{Read, Write};
     for synproxy in [false, true] {
@@ -610,4 +638,5 @@ on_every_driver!(
     adm_builds_a_service_and_save_restore_round_trips,
     ports_come_back_at_once_and_the_real_accepts_every_reuse,
     an_idle_connection_past_its_timeout_is_reset_on_both_sides,
+    a_client_on_the_reals_link_is_served_over_that_link,
 );

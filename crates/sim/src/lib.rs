@@ -44,7 +44,7 @@ mod rng;
 pub use capture::{Capture, CaptureRecord, LINKTYPE_RAW, PCAP_MAGIC_NANOS, PcapGuard, pcap_dir};
 pub use host::{App, AppHandle, EPHEMERAL_FIRST, EPHEMERAL_LAST, HostId, HostStats, Stack};
 pub use link::{LinkConfig, LinkDir, LinkStats};
-pub use middlebox::{Middlebox, Router};
+pub use middlebox::{Middlebox, Outbox, Router};
 pub use network::{Network, NetworkConfig, NetworkStats};
 pub use packet::PacketInfo;
 /// The TCP/IP stack the hosts run, for apps that use sockets directly.

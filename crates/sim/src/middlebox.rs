@@ -3,19 +3,22 @@
 use rvs_core::Instant;
 
 /// What sits between all hosts: every packet a host sends reaches it first,
-/// and whatever it forwards is delivered to the host owning the (possibly
+/// and whatever leaves it is delivered to the host owning the (possibly
 /// rewritten) destination address.
 ///
-/// The shape follows the load balancer core: a packet is rewritten in place
-/// and a verdict returned; timers are polled, never slept on. The buffer is a
-/// `Vec` so a middlebox may grow or shrink the packet (encapsulation, option
-/// stripping). Addresses no host owns (VIPs, local addresses) need no
-/// claiming: every packet reaches the middlebox whatever its destination,
-/// and only what it forwards must be addressed to a host.
+/// The shape follows the load balancer core: a packet comes in with the
+/// time, and timers are polled, never slept on. What leaves goes into an
+/// [`Outbox`] in the order it is sent: packets handed in and sent on
+/// (forwarded), and packets the middlebox built itself (originated). A
+/// packet handed in and not forwarded was dropped. The packet is a `Vec` so
+/// a middlebox may grow or shrink it (encapsulation, option stripping).
+/// Addresses no host owns (VIPs, local addresses) need no claiming: every
+/// packet reaches the middlebox whatever its destination, and only what
+/// leaves must be addressed to a host.
 ///
 /// ```
 /// use rvs_core::Instant;
-/// use rvs_sim::{Middlebox, PacketInfo};
+/// use rvs_sim::{Middlebox, Outbox, PacketInfo};
 ///
 /// /// Forwards everything but UDP, and counts what it dropped.
 /// #[derive(Default)]
@@ -24,34 +27,53 @@ use rvs_core::Instant;
 /// }
 ///
 /// impl Middlebox for NoUdp {
-///     fn handle(&mut self, _now: Instant, packet: &mut Vec<u8>) -> bool {
-///         let udp = PacketInfo::parse(packet).is_some_and(|i| i.proto == 17);
-///         self.dropped += u64::from(udp);
-///         !udp
+///     fn handle(&mut self, _now: Instant, packet: Vec<u8>, out: &mut Outbox) {
+///         if PacketInfo::parse(&packet).is_some_and(|i| i.proto == 17) {
+///             self.dropped += 1;
+///         } else {
+///             out.forward(packet);
+///         }
 ///     }
 /// }
 /// ```
 pub trait Middlebox {
-    /// Rewrite `packet` (a raw IPv4/IPv6 packet) in place; true = forward
-    /// it, false = it was dropped (the middlebox counts why).
-    fn handle(&mut self, now: Instant, packet: &mut Vec<u8>) -> bool;
-
-    /// A packet the middlebox originates itself (e.g. a SYN proxy's
-    /// SYN-ACK). Called after every `handle` and `handle_timeout` until it
-    /// returns `None`.
-    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
-        let _ = now;
-        None
-    }
+    /// Take in `packet` (a raw IPv4/IPv6 packet) and put what leaves into
+    /// `out`, in sending order; a packet not forwarded was dropped (the
+    /// middlebox counts why).
+    fn handle(&mut self, now: Instant, packet: Vec<u8>, out: &mut Outbox);
 
     /// When `handle_timeout` next wants to run.
     fn poll_timeout(&self) -> Option<Instant> {
         None
     }
 
-    /// Run timers due at `now`.
-    fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
+    /// Run timers due at `now`; what they build goes into `out`.
+    fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
+        let _ = (now, out);
+    }
+}
+
+/// What leaves the middlebox, in sending order.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Each packet, and whether it was handed in (forwarded) rather than built.
+    packets: Vec<(Vec<u8>, bool)>,
+}
+
+impl Outbox {
+    /// Send on a packet the middlebox was handed (rewritten or not).
+    pub fn forward(&mut self, packet: Vec<u8>) {
+        self.packets.push((packet, true));
+    }
+
+    /// Send a packet the middlebox built itself.
+    pub fn originate(&mut self, packet: Vec<u8>) {
+        self.packets.push((packet, false));
+    }
+
+    /// The packets in sending order, each with whether it was forwarded.
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, (Vec<u8>, bool)> {
+        self.packets.drain(..)
     }
 }
 
@@ -61,22 +83,19 @@ pub trait Middlebox {
 pub struct Router;
 
 impl Middlebox for Router {
-    fn handle(&mut self, _now: Instant, _packet: &mut Vec<u8>) -> bool {
-        true
+    fn handle(&mut self, _now: Instant, packet: Vec<u8>, out: &mut Outbox) {
+        out.forward(packet);
     }
 }
 
 impl<M: Middlebox + ?Sized> Middlebox for Box<M> {
-    fn handle(&mut self, now: Instant, packet: &mut Vec<u8>) -> bool {
-        (**self).handle(now, packet)
-    }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
-        (**self).poll_transmit(now)
+    fn handle(&mut self, now: Instant, packet: Vec<u8>, out: &mut Outbox) {
+        (**self).handle(now, packet, out);
     }
     fn poll_timeout(&self) -> Option<Instant> {
         (**self).poll_timeout()
     }
-    fn handle_timeout(&mut self, now: Instant) {
-        (**self).handle_timeout(now);
+    fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
+        (**self).handle_timeout(now, out);
     }
 }

@@ -20,7 +20,7 @@ use crate::capture::{Capture, PcapGuard};
 use crate::host::{App, AppHandle, Device, HostId, HostStats, Ports, Stack, from_smol, to_smol};
 use crate::packet::{PacketInfo, TCP_ACK, TCP_SYN, checksums_ok};
 use crate::rng::Rng;
-use crate::{LinkConfig, LinkDir, LinkStats, Middlebox};
+use crate::{LinkConfig, LinkDir, LinkStats, Middlebox, Outbox};
 
 /// Network-wide settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,6 +356,8 @@ pub struct Network<M: Middlebox> {
     hosts: Vec<Host>,
     owners: HashMap<IpAddr, HostId>,
     middlebox: M,
+    /// What left the middlebox, kept between calls for its capacity.
+    outbox: Outbox,
     /// When the middlebox's timers last ran; a timeout at or before that is
     /// treated as one nanosecond later, so a middlebox that keeps reporting
     /// a past deadline cannot stall time.
@@ -389,6 +391,7 @@ impl<M: Middlebox> Network<M> {
             hosts: Vec::new(),
             owners: HashMap::new(),
             middlebox,
+            outbox: Outbox::default(),
             timers_ran: None,
         }
     }
@@ -664,8 +667,10 @@ impl<M: Middlebox> Network<M> {
         }
         if self.middlebox_deadline().is_some_and(|t| t <= now) {
             self.timers_ran = Some(now);
-            self.middlebox.handle_timeout(now);
-            self.drain_middlebox();
+            let mut out = std::mem::take(&mut self.outbox);
+            self.middlebox.handle_timeout(now, &mut out);
+            self.send_out(&mut out);
+            self.outbox = out;
         }
         for i in 0..self.hosts.len() {
             let h = &self.hosts[i];
@@ -707,30 +712,34 @@ impl<M: Middlebox> Network<M> {
         self.run_for(d, |_| false);
     }
 
-    fn at_middlebox(&mut self, from: HostId, mut data: Vec<u8>) {
+    fn at_middlebox(&mut self, from: HostId, data: Vec<u8>) {
         let now = self.core.now;
         let link = &mut self.hosts[from.0].up.stats;
         link.delivered += 1;
         link.delivered_bytes += data.len() as u64;
         self.core.capture.borrow_mut().record(now, from, LinkDir::ToMiddlebox, &data);
         self.core.stats.middlebox_in += 1;
-        let forward = self.middlebox.handle(now, &mut data);
-        // What the middlebox built goes first, as a real driver sends it: a
-        // SYN proxy's replayed packets are older than the one just handled.
-        self.drain_middlebox();
-        if forward {
-            self.core.stats.forwarded += 1;
-            self.route(data);
-        } else {
+        let mut out = std::mem::take(&mut self.outbox);
+        self.middlebox.handle(now, data, &mut out);
+        if !self.send_out(&mut out) {
             self.core.stats.dropped += 1;
         }
+        self.outbox = out;
     }
 
-    fn drain_middlebox(&mut self) {
-        while let Some(p) = self.middlebox.poll_transmit(self.core.now) {
-            self.core.stats.originated += 1;
-            self.route(p);
+    /// Send what left the middlebox, in its order; whether any of it was forwarded.
+    fn send_out(&mut self, out: &mut Outbox) -> bool {
+        let mut forwarded = false;
+        for (packet, handed_in) in out.drain() {
+            if handed_in {
+                self.core.stats.forwarded += 1;
+                forwarded = true;
+            } else {
+                self.core.stats.originated += 1;
+            }
+            self.route(packet);
         }
+        forwarded
     }
 
     /// Send a packet leaving the middlebox toward the owner of its destination.

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use rvs_core::{Endpoint, Instant};
 use rvs_sim::app::{TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
 use rvs_sim::packet::fix_checksums;
-use rvs_sim::{LinkConfig, LinkDir, Middlebox, Network, NetworkConfig, PacketInfo, Router};
+use rvs_sim::{LinkConfig, LinkDir, Middlebox, Network, NetworkConfig, Outbox, PacketInfo, Router};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 9);
 const LIP: Ipv4Addr = Ipv4Addr::new(10, 0, 8, 1);
@@ -40,11 +40,36 @@ struct ToyNat {
     dropped: u64,
     timer: Option<Instant>,
     timeouts: u64,
-    pending: Vec<Vec<u8>>,
 }
 
 impl Middlebox for ToyNat {
-    fn handle(&mut self, now: Instant, p: &mut Vec<u8>) -> bool {
+    fn handle(&mut self, now: Instant, mut p: Vec<u8>, out: &mut Outbox) {
+        if self.rewrite(now, &mut p) {
+            out.forward(p);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timer
+    }
+
+    fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
+        self.timeouts += 1;
+        self.timer = Some(now + Duration::from_millis(100));
+        let Some(client) = self.back.get(&10_001) else { return };
+        let IpAddr::V4(c) = client.addr else { unreachable!() };
+        let mut p = vec![0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&VIP.octets());
+        p.extend_from_slice(&c.octets());
+        p.extend_from_slice(&[0x30, 0x39, 0, 9, 0, 12, 0, 0, b'p', b'i', b'n', b'g']);
+        fix_checksums(&mut p);
+        out.originate(p);
+    }
+}
+
+impl ToyNat {
+    /// Rewrite `p` in place; whether to forward it.
+    fn rewrite(&mut self, now: Instant, p: &mut [u8]) -> bool {
         let Some(i) = PacketInfo::parse(p).filter(|i| i.proto == 6) else {
             self.dropped += 1;
             return false;
@@ -74,27 +99,6 @@ impl Middlebox for ToyNat {
             return false;
         }
         fix_checksums(p)
-    }
-
-    fn poll_transmit(&mut self, _now: Instant) -> Option<Vec<u8>> {
-        self.pending.pop()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.timer
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.timeouts += 1;
-        self.timer = Some(now + Duration::from_millis(100));
-        let Some(client) = self.back.get(&10_001) else { return };
-        let IpAddr::V4(c) = client.addr else { unreachable!() };
-        let mut p = vec![0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0];
-        p.extend_from_slice(&VIP.octets());
-        p.extend_from_slice(&c.octets());
-        p.extend_from_slice(&[0x30, 0x39, 0, 9, 0, 12, 0, 0, b'p', b'i', b'n', b'g']);
-        fix_checksums(&mut p);
-        self.pending.push(p);
     }
 }
 
@@ -161,12 +165,12 @@ fn transfers_through_a_nat_see_only_its_addresses() {
 struct Corrupter;
 
 impl Middlebox for Corrupter {
-    fn handle(&mut self, _now: Instant, p: &mut Vec<u8>) -> bool {
-        if PacketInfo::parse(p).is_some_and(|i| i.payload_len > 0) {
+    fn handle(&mut self, _now: Instant, mut p: Vec<u8>, out: &mut Outbox) {
+        if PacketInfo::parse(&p).is_some_and(|i| i.payload_len > 0) {
             let last = p.len() - 1;
             p[last] ^= 0x55;
         }
-        true
+        out.forward(p);
     }
 }
 

@@ -403,6 +403,7 @@ mod tests {
             client_addr: Default::default(),
             workers: vec![],
             sockets: None,
+            steered: None,
         };
         let mut b = a.clone();
         b.taken_at_nanos = 2_000_000_000;

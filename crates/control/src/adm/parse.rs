@@ -330,26 +330,7 @@ fn build(given: &Given<'_>) -> Result<Command, String> {
         None => (Cmd::List, None, &[][..]),
     };
     let cmd_name = cmd_spec.map_or_else(|| "-L/--list".to_owned(), Spec::name);
-    let (ok, needed) = allowed(cmd);
-    for (o, spec, _) in &given.opts {
-        // `-n` is accepted everywhere: output is always numeric.
-        if *o != Opt::Numeric && !ok.contains(o) {
-            if cmd == Cmd::Zero && *o == Opt::Service {
-                return Err("-Z zeroes the counters of every service; rvs cannot zero one service".into());
-            }
-            return Err(format!("option {} is not valid with {cmd_name}", spec.name()));
-        }
-    }
-    for o in needed {
-        if !given.has(*o) {
-            let what = match o {
-                Opt::Service => "a service: -t|-u VIP:PORT",
-                Opt::Real => "a real server: -r RIP[:PORT]",
-                _ => "a local address: -z LIP",
-            };
-            return Err(format!("{cmd_name} needs {what}"));
-        }
-    }
+    check_options(given, cmd, &cmd_name)?;
     let service = given.get(Opt::Service).map(|(spec, v)| parse_service(spec, v)).transpose()?;
     // Present whenever the table says the command needs it.
     let key = || service.ok_or_else(|| format!("{cmd_name} needs a service"));
@@ -407,34 +388,57 @@ fn build(given: &Given<'_>) -> Result<Command, String> {
                 udp: parse_secs(udp, "--set udp")?,
             }
         }
-        Cmd::List => {
-            let views = [
-                (Opt::Stats, ListView::Stats),
-                (Opt::Rate, ListView::Rate),
-                (Opt::Connection, ListView::Connections),
-                (Opt::Timeout, ListView::Timeout),
-            ];
-            let mut chosen: Option<(&Spec, ListView)> = None;
-            for (o, view) in views {
-                if let Some((spec, _)) = given.get(o) {
-                    if let Some((first, _)) = chosen {
-                        return Err(format!("option {} conflicts with {}", spec.name(), first.name()));
-                    }
-                    chosen = Some((spec, view));
-                }
-            }
-            let view = chosen.map_or(ListView::Services, |(_, v)| v);
-            if view == ListView::Timeout && service.is_some() {
-                return Err("option --timeout lists engine-wide values; it takes no service".into());
-            }
-            Command::List(ListArgs {
-                service,
-                view,
-                exact: given.has(Opt::Exact),
-                json: given.has(Opt::Json),
-            })
-        }
+        Cmd::List => Command::List(list_args(given, service)?),
     })
+}
+
+/// Refuse options `cmd` does not take, and name the first it needs and lacks.
+fn check_options(given: &Given<'_>, cmd: Cmd, cmd_name: &str) -> Result<(), String> {
+    let (ok, needed) = allowed(cmd);
+    for (o, spec, _) in &given.opts {
+        // `-n` is accepted everywhere: output is always numeric.
+        if *o != Opt::Numeric && !ok.contains(o) {
+            if cmd == Cmd::Zero && *o == Opt::Service {
+                return Err("-Z zeroes the counters of every service; rvs cannot zero one service".into());
+            }
+            return Err(format!("option {} is not valid with {cmd_name}", spec.name()));
+        }
+    }
+    for o in needed {
+        if !given.has(*o) {
+            let what = match o {
+                Opt::Service => "a service: -t|-u VIP:PORT",
+                Opt::Real => "a real server: -r RIP[:PORT]",
+                _ => "a local address: -z LIP",
+            };
+            return Err(format!("{cmd_name} needs {what}"));
+        }
+    }
+    Ok(())
+}
+
+/// `-L` with at most one view option.
+fn list_args(given: &Given<'_>, service: Option<ServiceKey>) -> Result<ListArgs, String> {
+    let views = [
+        (Opt::Stats, ListView::Stats),
+        (Opt::Rate, ListView::Rate),
+        (Opt::Connection, ListView::Connections),
+        (Opt::Timeout, ListView::Timeout),
+    ];
+    let mut chosen: Option<(&Spec, ListView)> = None;
+    for (o, view) in views {
+        if let Some((spec, _)) = given.get(o) {
+            if let Some((first, _)) = chosen {
+                return Err(format!("option {} conflicts with {}", spec.name(), first.name()));
+            }
+            chosen = Some((spec, view));
+        }
+    }
+    let view = chosen.map_or(ListView::Services, |(_, v)| v);
+    if view == ListView::Timeout && service.is_some() {
+        return Err("option --timeout lists engine-wide values; it takes no service".into());
+    }
+    Ok(ListArgs { service, view, exact: given.has(Opt::Exact), json: given.has(Opt::Json) })
 }
 
 fn parse_service(spec: &Spec, v: &str) -> Result<ServiceKey, String> {

@@ -1,13 +1,13 @@
 //! Prometheus text exposition over plain HTTP/1.1 (`GET /metrics`).
 
-use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rvs_control::snapshot::SteerSnap;
+
 use super::Daemon;
-use crate::driver::xdp::SteerCounts;
 use crate::log::warning;
 
 /// Bind `addr` and serve it on its own thread.
@@ -26,33 +26,24 @@ pub(super) fn serve(addr: SocketAddr, daemon: Arc<Mutex<Daemon>>) -> anyhow::Res
 /// The engines' metrics, and with the xdp driver its programs' counts.
 fn render(daemon: &Mutex<Daemon>) -> Result<String, String> {
     let d = daemon.lock().unwrap_or_else(|p| p.into_inner());
-    let snap = d.dp.workers.snapshot(false)?;
+    let mut snap = d.dp.workers.snapshot(false).map_err(|e| e.to_string())?;
     let xdp = d.config.driver.kind == rvs_control::config::DriverKind::Xdp;
     let steered = d.dp.steering.as_ref().filter(|_| xdp).map(|s| s.counts());
     drop(d);
-    let mut out = rvs_control::metrics::render(&snap);
-    if let Some(counts) = steered {
-        let c = counts.map_err(|e| e.to_string())?;
-        render_steered(&mut out, &c);
-    }
-    Ok(out)
-}
-
-fn render_steered(out: &mut String, c: &SteerCounts) {
-    let name = "rvs_xdp_frames_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} The balancer's frames, by what the XDP programs did with them.\n# TYPE {name} counter"
-    );
-    for (action, n) in [
-        ("direct", c.direct),
-        ("handed_over", c.handed_over),
-        ("passed", c.passed),
-        ("delivered", c.delivered),
-        ("dropped", c.dropped),
-    ] {
-        let _ = writeln!(out, "{name}{{action=\"{action}\"}} {n}");
-    }
+    snap.steered = match steered {
+        Some(counts) => {
+            let c = counts.map_err(|e| e.to_string())?;
+            Some(SteerSnap {
+                direct: c.direct,
+                handed_over: c.handed_over,
+                passed: c.passed,
+                delivered: c.delivered,
+                dropped: c.dropped,
+            })
+        }
+        None => None,
+    };
+    Ok(rvs_control::metrics::render(&snap))
 }
 
 fn handle(stream: TcpStream, daemon: &Mutex<Daemon>) -> io::Result<()> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rvs_control::config::{Config, DriverKind};
 use rvs_control::model::{Model, apply_all};
-use rvs_control::plane::{ControlPlane, DataPath};
+use rvs_control::plane::{ControlPlane, DataPath, DataPathError};
 use rvs_control::snapshot::Snapshot;
 use rvs_core::Engine;
 
@@ -41,15 +41,15 @@ pub(crate) struct Plumbing {
 }
 
 impl DataPath for Plumbing {
-    fn install(&mut self, model: &Model) -> Result<(), String> {
+    fn install(&mut self, model: &Model) -> Result<(), DataPathError> {
         self.workers.install(model)
     }
 
-    fn zero_counters(&mut self) -> Result<(), String> {
+    fn zero_counters(&mut self) -> Result<(), DataPathError> {
         self.workers.zero_counters()
     }
 
-    fn snapshot(&mut self, with_conns: bool) -> Result<Snapshot, String> {
+    fn snapshot(&mut self, with_conns: bool) -> Result<Snapshot, DataPathError> {
         self.workers.snapshot(with_conns)
     }
 }
@@ -89,7 +89,7 @@ impl Daemon {
         self.config.check_reloadable(&new).map_err(|e| e.to_string())?;
         let level = log::Level::from_name(&new.daemon.log_level)
             .ok_or_else(|| format!("unknown log_level {:?}", new.daemon.log_level))?;
-        self.plane.replace(new.model.clone(), &mut self.dp)?;
+        self.plane.replace(new.model.clone(), &mut self.dp).map_err(|e| e.to_string())?;
         log::set_level(level);
         let _ = self.sync_routes();
         self.config = new;

@@ -23,19 +23,18 @@ mod plot;
 mod report;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io;
+use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rvs_control::config::RetransmitMode;
-use rvs_netns::{ChildGuard, LossRule, STOP, Topology, TopologySpec, install_stop_handlers, stop_requested};
+use rvs_netns::{
+    ChildGuard, LossRule, NotReady, STOP, TempDir, Topology, TopologySpec, install_stop_handlers,
+    stop_requested, wait_for_path,
+};
 
 use self::http::Server;
 use self::report::{Progress, bump};
@@ -380,55 +379,8 @@ impl LossMethod {
     }
 }
 
-/// Removes the temp dirs of lab runs whose process has ended; returns how many.
-fn remove_orphan_temp_dirs() -> usize {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return 0 };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let name = e.file_name();
-            let pid = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)).and_then(|r| r.split_once('-'));
-            pid.is_some_and(|(pid, _)| {
-                pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists()
-            })
-        })
-        .filter(|e| fs::remove_dir_all(e.path()).is_ok())
-        .count()
-}
-
 /// Temp dirs are `rvs-lab-<pid>-<nanos>`, so ended runs can be told apart.
 const TEMP_PREFIX: &str = "rvs-lab-";
-
-/// A private directory under the system temp dir, removed on drop.
-#[derive(Debug)]
-struct TempDir(Option<PathBuf>);
-
-impl TempDir {
-    fn new() -> io::Result<Self> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let path =
-            std::env::temp_dir().join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), nanos.as_nanos()));
-        fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(Self(Some(path)))
-    }
-
-    fn path(&self) -> &Path {
-        self.0.as_deref().unwrap_or(Path::new(""))
-    }
-
-    /// Leaves the directory in place and returns its path.
-    fn keep(mut self) -> PathBuf {
-        self.0.take().unwrap_or_default()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_dir_all(p);
-        }
-    }
-}
 
 /// What the lab's daemon config sets besides addresses.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -534,7 +486,7 @@ impl Lab {
             }
             (true, false, false) => LossMethod::Daemon,
         };
-        let tmp = TempDir::new().context("creating a temp dir")?;
+        let tmp = TempDir::new(TEMP_PREFIX).context("creating a temp dir")?;
         let mut lab = Self { daemon: None, servers, topology, tmp, targets: Vec::new(), loss_method };
         if opts.direct {
             lab.targets = lab.servers.iter().filter_map(|s| as_v4(s.addr())).collect();
@@ -554,38 +506,22 @@ impl Lab {
         let log_path = self.tmp.path().join("daemon.log");
         let t = &self.topology;
         fs::write(&config, daemon_config(&socket, t.vip(), &t.laddrs(), &t.real_addrs(), settings))?;
-        let log = File::create(&log_path)?;
-        let mut cmd =
-            self.topology.ns_lb().cmd(exe, ["run".as_ref(), "--config".as_ref(), config.as_os_str()]);
-        // Its own process group: a terminal's Ctrl-C reaches only us, and we
-        // stop the daemon in order, after the request loop.
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
-        let daemon = self.daemon.insert(ChildGuard::spawn(&mut cmd)?);
-        let deadline = Instant::now() + DAEMON_READY_TIMEOUT;
-        loop {
-            if socket.exists() {
-                return Ok(());
+        let args = ["run".as_ref(), "--config".as_ref(), config.as_os_str()];
+        let daemon = self.daemon.insert(self.topology.ns_lb().spawn_logged(exe, args, &log_path)?);
+        let output = || fs::read_to_string(&log_path).unwrap_or_default().trim_end().to_owned();
+        match wait_for_path(daemon, &socket, DAEMON_READY_TIMEOUT) {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(status)) => {
+                bail!("the rvs daemon exited ({status}) before it was ready; its output:\n{}", output())
             }
-            if let Some(status) = daemon.try_wait()? {
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                bail!(
-                    "the rvs daemon exited ({status}) before it was ready; its output:\n{}",
-                    log.trim_end()
-                );
-            }
-            if stop_requested() {
-                bail!("interrupted while waiting for the rvs daemon");
-            }
-            if Instant::now() >= deadline {
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                bail!(
-                    "the rvs daemon did not open {} within {:?}; its output:\n{}",
-                    socket.display(),
-                    DAEMON_READY_TIMEOUT,
-                    log.trim_end()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
+            Err(NotReady::Stopped) => bail!("interrupted while waiting for the rvs daemon"),
+            Err(NotReady::TimedOut) => bail!(
+                "the rvs daemon did not open {} within {:?}; its output:\n{}",
+                socket.display(),
+                DAEMON_READY_TIMEOUT,
+                output()
+            ),
+            Err(NotReady::Io(e)) => Err(e.into()),
         }
     }
 
@@ -688,7 +624,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<i32> {
         }
         Invocation::Cleanup => {
             let n = rvs_netns::cleanup_orphans().context("removing namespaces of ended runs")?;
-            let d = remove_orphan_temp_dirs();
+            let d = TempDir::remove_orphans(TEMP_PREFIX);
             println!("removed {n} namespaces and {d} temp dirs");
             return Ok(0);
         }

@@ -29,10 +29,12 @@ use aya::programs::{SocketFilter, Xdp, XdpFlags};
 use rvs_control::config::XdpMode;
 use rvs_control::model::Model;
 use rvs_core::Proto;
+use rvs_wire::ethernet::{self, EthernetAddress};
+use rvs_wire::ipv4;
 use xdp::slab::{HeapSlab, Slab};
 use xdp::socket::{XdpSocket, XdpSocketBuilder};
 use xdp::umem::{FrameSize, UmemCfgBuilder};
-use xdp::{RingConfigBuilder, Rings, Umem};
+use xdp::{Packet, RingConfigBuilder, Rings, Umem};
 
 pub(crate) use handover::Handovers;
 pub(crate) use nexthop::NextHops;
@@ -49,7 +51,7 @@ const SLOTS_PER_INTERFACE: u32 = rvs_control::config::MAX_WORKERS as u32;
 /// The last interface's slots hold the sockets on the hand-over veths.
 const HANDOVER_SLOTS: u32 = MAX_SLOTS - SLOTS_PER_INTERFACE;
 /// Ethernet header length.
-pub(crate) const ETH_LEN: usize = 14;
+const ETH_LEN: usize = ethernet::HEADER_LEN;
 /// Frames per socket (4 KiB each): half for receiving, half for sending.
 const FRAMES: u32 = 4096;
 /// Entries in each of the four rings.
@@ -314,8 +316,9 @@ impl Steering {
 }
 
 /// One AF_XDP socket bound to one queue of an interface, with its own
-/// memory: frames received are copied out and given back at once, frames
-/// sent are copied in.
+/// memory: frames received are lent to the worker until it sends them back
+/// out of this socket or gives them back; packets for this socket from
+/// elsewhere are copied in.
 pub(crate) struct XskPort {
     pub(crate) ifindex: u32,
     pub(crate) name: String,
@@ -397,31 +400,56 @@ impl XskPort {
         })
     }
 
-    /// Copy up to `bufs.len()` received IPv4 packets (Ethernet header
-    /// removed) into `bufs`, their lengths into `lens`; how many.
-    pub(crate) fn recv(&mut self, bufs: &mut [Box<[u8]>], lens: &mut [usize]) -> usize {
-        let Some(rx) = self.rings.rx_ring.as_mut() else { return 0 };
-        // SAFETY: the packets are given back to `umem` below, before it can go.
+    /// Hand each received frame that carries IPv4 to `take`, up to a batch,
+    /// trimmed to the IP packet's end (link-layer padding of frames shorter
+    /// than 60 bytes stays behind) and with its checksums completed; other
+    /// frames go back at once. Each frame taken must come back by
+    /// [`forward`](Self::forward) or [`free`](Self::free).
+    pub(crate) fn recv(&mut self, mut take: impl FnMut(Packet)) {
+        let Some(rx) = self.rings.rx_ring.as_mut() else { return };
+        // SAFETY: every packet comes back to `umem` (sent or freed), which
+        // outlives the socket.
         let got = unsafe { rx.recv(&self.umem, &mut self.rx) };
-        let mut n = 0;
-        while let Some(packet) = self.rx.pop_back() {
-            let frame: &[u8] = &packet;
+        while let Some(mut frame) = self.rx.pop_back() {
             // The program redirects IPv4 only; anything else is not ours.
-            if n < bufs.len() && frame.len() > ETH_LEN + 20 && frame[12..14] == [0x08, 0x00] {
-                let ip = &frame[ETH_LEN..];
-                // Link-layer padding (frames shorter than 60 bytes) stays behind.
-                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-                let len = if (20..=ip.len()).contains(&total) { total } else { ip.len() };
-                let len = len.min(bufs[n].len());
-                bufs[n][..len].copy_from_slice(&ip[..len]);
-                lens[n] = len;
-                n += 1;
+            let eth = ethernet::Frame::new_unchecked(&frame[..]);
+            if frame.len() <= ETH_LEN + ipv4::HEADER_LEN || eth.ethertype() != ethernet::ethertype::IPV4 {
+                self.umem.free_packet(frame);
+                continue;
             }
-            self.umem.free_packet(packet);
+            let ip_len = frame.len() - ETH_LEN;
+            // A total length past the frame is the engine's to judge.
+            let total = usize::from(ipv4::Packet::new_unchecked(&frame[ETH_LEN..]).total_len());
+            if (ipv4::HEADER_LEN..ip_len).contains(&total) {
+                let _ = frame.adjust_tail(-((ip_len - total) as i32));
+            }
+            // Senders with checksum offload (veth by default) leave TCP and
+            // UDP checksums partial; the kernel would finish them on the way
+            // out, but these frames never reach it.
+            rvs_wire::checksum::complete_partial_ipv4(Self::ip_packet(&mut frame));
+            take(frame);
         }
         self.filling = self.filling.saturating_sub(got);
         self.refill();
-        n
+    }
+
+    /// The IPv4 packet in a frame [`recv`](Self::recv) handed over.
+    pub(crate) fn ip_packet(frame: &mut Packet) -> &mut [u8] {
+        frame.get_mut(ETH_LEN..).unwrap_or_default()
+    }
+
+    /// Send a frame this port received back out of it to `dst_mac`, in its
+    /// own memory; false (the frame freed) when the send ring is full.
+    pub(crate) fn forward(&mut self, mut frame: Packet, dst_mac: [u8; 6]) -> bool {
+        let mut eth = ethernet::Frame::new_unchecked(&mut frame[..]);
+        eth.set_dst_addr(EthernetAddress(dst_mac));
+        eth.set_src_addr(EthernetAddress(self.mac));
+        self.queue(frame)
+    }
+
+    /// Give back a frame this port received.
+    pub(crate) fn free(&mut self, frame: Packet) {
+        self.umem.free_packet(frame);
     }
 
     /// Top the fill ring up, also with frames that came back from sending
@@ -434,22 +462,33 @@ impl XskPort {
         }
     }
 
-    /// Queue one IPv4 packet to `dst_mac`; false when no frame or ring slot is free.
+    /// Queue one IPv4 packet to `dst_mac`, copied into a frame of this
+    /// port's memory; false when no frame or ring slot is free.
     pub(crate) fn send(&mut self, dst_mac: [u8; 6], ip: &[u8]) -> bool {
         self.reclaim();
-        let Some(tx) = self.rings.tx_ring.as_mut() else { return false };
         // SAFETY: the frame belongs to `umem`, which outlives the socket.
         let Some(mut frame) = (unsafe { self.umem.alloc() }) else { return false };
         let mut eth = [0u8; ETH_LEN];
-        eth[..6].copy_from_slice(&dst_mac);
-        eth[6..12].copy_from_slice(&self.mac);
-        eth[12..].copy_from_slice(&[0x08, 0x00]);
+        let mut header = ethernet::Frame::new_unchecked(&mut eth[..]);
+        header.set_dst_addr(EthernetAddress(dst_mac));
+        header.set_src_addr(EthernetAddress(self.mac));
+        header.set_ethertype(ethernet::ethertype::IPV4);
         if frame.append(&eth).is_err() || frame.append(ip).is_err() {
             self.umem.free_packet(frame);
             return false;
         }
+        self.queue(frame)
+    }
+
+    /// Put one frame of this port's memory on the send ring; false (the
+    /// frame freed) when the ring is full.
+    fn queue(&mut self, frame: Packet) -> bool {
+        let Some(tx) = self.rings.tx_ring.as_mut() else {
+            self.umem.free_packet(frame);
+            return false;
+        };
         let _ = self.tx.push_front(frame);
-        // SAFETY: as above.
+        // SAFETY: the frame belongs to `umem`, which outlives the socket.
         if unsafe { tx.send(&mut self.tx) } == 0 {
             if let Some(frame) = self.tx.pop_back() {
                 self.umem.free_packet(frame);

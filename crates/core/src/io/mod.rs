@@ -1,0 +1,275 @@
+//! One loop for every driver: the engine run over a [`Device`].
+//!
+//! A driver (TUN, AF_XDP, the simulator) implements [`Device`]: it waits
+//! for readiness, hands over received packets in batches, sends on what the
+//! engine forwarded (rewritten in place, in the same buffer when it can) and
+//! what the engine built. [`Driver`] is the loop itself and the only place
+//! that knows the order things happen in: packets the engine built go out
+//! before the packet that made it build them (a SYNProxy splice releases the
+//! client's kept packets, which must reach the real before anything newer of
+//! the same connection), timers run after the packets of a turn, and every
+//! drop a device reports is counted by the engine.
+//!
+//! Nothing here blocks or reads a clock: `now` comes from the device, and
+//! the wait for readiness is the device's own ([`Device::wait`]).
+
+mod fault;
+
+pub use fault::{FaultInjector, Marked};
+
+use crate::{DropReason, Engine, Instant, Side, Verdict};
+
+/// What the loop needs of a network device (after smoltcp's `phy::Device`,
+/// in batches of borrowed packets).
+pub trait Device {
+    /// A received packet the loop holds while the engine works on it: a
+    /// buffer of the device's (an index, a frame descriptor, a vector).
+    type Rx;
+
+    /// The current time on the device's clock.
+    fn now(&self) -> Instant;
+
+    /// Block until a packet may be ready or `deadline` passes (`None`: no
+    /// deadline the engine knows of). A device that never blocks (the
+    /// simulator's) returns at once.
+    fn wait(&mut self, deadline: Option<Instant>) {
+        let _ = deadline;
+    }
+
+    /// Append up to `batch`'s spare capacity of received packets; leaving
+    /// it empty means nothing more is ready until the next [`wait`](Self::wait).
+    /// Every packet of a batch has gone back ([`send`](Self::send) or
+    /// [`discard`](Self::discard)) before the next call, so a device may
+    /// reuse its buffers batch after batch.
+    fn receive(&mut self, batch: &mut Vec<Self::Rx>);
+
+    /// The IP packet `rx` holds, for the engine to rewrite in place.
+    fn packet<'a>(&'a mut self, rx: &'a mut Self::Rx) -> &'a mut [u8];
+
+    /// Send a received packet on, rewritten, toward `to`.
+    fn send(&mut self, rx: Self::Rx, to: Side) -> Result<(), DropReason>;
+
+    /// Give back a received packet that goes nowhere (dropped or absorbed).
+    fn discard(&mut self, rx: Self::Rx);
+
+    /// Send a packet the engine built toward `to` (copied out of `packet`).
+    fn transmit(&mut self, packet: &[u8], to: Side) -> Result<(), DropReason>;
+
+    /// Hand what was queued to the hardware or the kernel.
+    fn flush(&mut self) {}
+
+    /// A packet the device lost on the way in, and why; asked after every
+    /// [`receive`](Self::receive) until `None`.
+    fn poll_drop(&mut self) -> Option<DropReason> {
+        None
+    }
+}
+
+/// The loop: moves packets between one device and one engine and runs the
+/// engine's timers. Holds the batch and the buffer the engine builds
+/// packets in, so a turn allocates nothing.
+#[derive(Debug)]
+pub struct Driver<R> {
+    batch: Vec<R>,
+    buf: Box<[u8]>,
+}
+
+impl<R> Driver<R> {
+    /// A loop that takes up to `batch` packets at a time and lets the engine
+    /// build packets of up to `buf_len` bytes.
+    pub fn new(batch: usize, buf_len: usize) -> Self {
+        Self { batch: Vec::with_capacity(batch.max(1)), buf: vec![0; buf_len].into_boxed_slice() }
+    }
+
+    /// Wait for the device (at most until the engine's next timer), then
+    /// take one [`turn`](Self::turn).
+    pub fn poll<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
+        device.wait(engine.poll_timeout());
+        self.turn(engine, device);
+    }
+
+    /// Handle every packet the device has ready, batch by batch, then the
+    /// timers that are due, and flush.
+    pub fn turn<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
+        self.receive(engine, device);
+        let now = device.now();
+        if engine.poll_timeout().is_some_and(|at| at <= now) {
+            engine.handle_timeout(now);
+        }
+        transmit_built(engine, device, &mut self.buf);
+        device.flush();
+    }
+
+    /// Handle every packet the device has ready, flushing after each batch.
+    pub fn receive<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
+        loop {
+            device.receive(&mut self.batch);
+            while let Some(reason) = device.poll_drop() {
+                engine.count_drop(reason);
+            }
+            if self.batch.is_empty() {
+                return;
+            }
+            let now = device.now();
+            for rx in self.batch.drain(..) {
+                handle(engine, device, &mut self.buf, now, rx);
+            }
+            device.flush();
+        }
+    }
+
+    /// Run the engine's timers at `now` and send what they built.
+    pub fn handle_timeout<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D, now: Instant) {
+        engine.handle_timeout(now);
+        transmit_built(engine, device, &mut self.buf);
+    }
+
+    /// End every open connection on both sides (the daemon stopping) and
+    /// send the resets.
+    pub fn close<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
+        engine.flush_conns(device.now());
+        transmit_built(engine, device, &mut self.buf);
+        device.flush();
+    }
+}
+
+/// One received packet through the engine.
+fn handle<D: Device>(engine: &mut Engine, device: &mut D, buf: &mut [u8], now: Instant, mut rx: D::Rx) {
+    // Drops are counted by the engine; absorbed packets were answered or
+    // kept, and what to send comes from poll_transmit.
+    let verdict = engine.handle(now, device.packet(&mut rx));
+    // What the engine built goes first: a SYNProxy splice queues the
+    // client's kept packets, which must reach the real before anything
+    // newer of the same connection.
+    transmit_built(engine, device, buf);
+    match verdict {
+        Verdict::Forward { to } => {
+            if let Err(reason) = device.send(rx, to) {
+                engine.count_drop(reason);
+            }
+        }
+        Verdict::Drop(_) | Verdict::Absorbed => device.discard(rx),
+    }
+}
+
+/// Send what the engine built itself (SYNProxy's handshakes and replays, resets).
+fn transmit_built<D: Device>(engine: &mut Engine, device: &mut D, buf: &mut [u8]) {
+    while let Some((len, to)) = engine.poll_transmit(buf) {
+        let Some(packet) = buf.get(..len) else { continue };
+        if let Err(reason) = device.transmit(packet, to) {
+            engine.count_drop(reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::EngineConfig;
+
+    /// A device that hands out queued packets and records what leaves.
+    #[derive(Debug, Default)]
+    struct Mock {
+        inbox: VecDeque<Vec<u8>>,
+        sent: Vec<(Vec<u8>, Side)>,
+        built: Vec<(Vec<u8>, Side)>,
+        discarded: usize,
+    }
+
+    impl Device for Mock {
+        type Rx = Vec<u8>;
+
+        fn now(&self) -> Instant {
+            Instant::from_secs(1)
+        }
+
+        fn receive(&mut self, batch: &mut Vec<Vec<u8>>) {
+            while batch.len() < batch.capacity() {
+                let Some(p) = self.inbox.pop_front() else { return };
+                batch.push(p);
+            }
+        }
+
+        fn packet<'a>(&'a mut self, rx: &'a mut Vec<u8>) -> &'a mut [u8] {
+            rx
+        }
+
+        fn send(&mut self, rx: Vec<u8>, to: Side) -> Result<(), DropReason> {
+            self.sent.push((rx, to));
+            Ok(())
+        }
+
+        fn discard(&mut self, _rx: Vec<u8>) {
+            self.discarded += 1;
+        }
+
+        fn transmit(&mut self, packet: &[u8], to: Side) -> Result<(), DropReason> {
+            self.built.push((packet.to_vec(), to));
+            Ok(())
+        }
+    }
+
+    /// A 40-byte IPv4 TCP segment to `dst` with `flags`.
+    fn segment(dst: [u8; 4], flags: u8) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1];
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&[
+            0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        p
+    }
+
+    fn engine() -> Engine {
+        Engine::new(EngineConfig::default(), [7; 32], Instant::from_secs(1))
+    }
+
+    #[test]
+    fn packets_the_engine_drops_go_back_to_the_device_in_batches() {
+        let mut engine = engine();
+        let mut device = Mock::default();
+        device.inbox.extend((0..5).map(|_| segment([10, 0, 9, 9], 0x02)));
+        let mut driver = Driver::new(2, 2048);
+        driver.turn(&mut engine, &mut device);
+        // No service: every packet is dropped, counted, and given back.
+        assert_eq!(device.discarded, 5);
+        assert!(device.sent.is_empty() && device.inbox.is_empty());
+        assert_eq!(engine.stats().drops.total(), 5);
+    }
+
+    #[test]
+    fn the_fault_injector_loses_real_side_packets_and_counts_them() {
+        let mut engine = engine();
+        let mut device = FaultInjector::new(Mock::default(), 1.0, 0.0, 1);
+        device.set_laddrs(["10.0.2.1".parse().unwrap()]);
+        device.get_mut().inbox.push_back(segment([10, 0, 2, 1], 0x10));
+        device.get_mut().inbox.push_back(segment([10, 0, 9, 9], 0x10));
+        let mut driver = Driver::new(4, 2048);
+        driver.turn(&mut engine, &mut device);
+        // The packet from a real is lost before the engine sees it; the other reaches it.
+        assert_eq!(engine.stats().drops.get(DropReason::FaultInjected), 1);
+        assert_eq!(device.get_ref().discarded, 2);
+        // Built packets toward reals cross the lossy link, those toward clients do not.
+        let packet = segment([10, 0, 1, 1], 0x02);
+        assert_eq!(device.transmit(&packet, Side::Real), Err(DropReason::FaultInjected));
+        assert_eq!(device.transmit(&packet, Side::Client), Ok(()));
+        assert_eq!(device.get_ref().built.len(), 1);
+    }
+
+    #[test]
+    fn the_fault_injector_draws_from_its_seed() {
+        let losses = |seed, syn_loss| {
+            let mut device = FaultInjector::new(Mock::default(), 0.0, syn_loss, seed);
+            let syn = segment([10, 0, 1, 1], 0x02);
+            let ack = segment([10, 0, 1, 1], 0x10);
+            (0..64)
+                .map(|i| device.transmit(if i % 2 == 0 { &syn } else { &ack }, Side::Real).is_err())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(losses(5, 0.5), losses(5, 0.5));
+        // Handshake-only loss spares every other segment.
+        assert!(losses(5, 1.0).iter().enumerate().all(|(i, &lost)| lost == (i % 2 == 0)));
+        assert!(losses(5, 0.0).iter().all(|&lost| !lost));
+    }
+}

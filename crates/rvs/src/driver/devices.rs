@@ -1,0 +1,314 @@
+//! One worker's devices as the one loop sees them ([`rvs_core::io::Device`]):
+//! its TUN queue and, with the xdp driver, its AF_XDP sockets, polled
+//! together with the worker's wake-up counter.
+//!
+//! A packet leaves by the socket of the interface the kernel's route names,
+//! to the neighbour's Ethernet address; while that is unknown, it goes to the
+//! kernel through the TUN device, which forwards it and resolves the
+//! neighbour. A frame that leaves by the socket it arrived on is rewritten
+//! in its own memory and handed to the send ring as it is; one that crosses
+//! to another socket (or the TUN device) is copied.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use rvs_core::io::Device;
+use rvs_core::{DropReason, Instant, Side};
+use rvs_wire::ipv4;
+
+use super::tun::Tun;
+use super::xdp::{NextHops, XskPort};
+
+/// Largest packet read from the TUN device: it hands over whole IP packets up to 64 KiB.
+pub(crate) const BUF_LEN: usize = 65_536;
+/// Batches read from one source per turn: a bound keeps control requests responsive.
+const BATCHES_PER_TURN: usize = 16;
+
+/// The core's time: monotonic while the daemon runs, on an epoch that
+/// survives restarts (the wall clock when it started). ISNs and TSvals
+/// toward reals grow with it, so after a restart, or on the other balancer
+/// of a pair, they carry on above those a real still holds in TIME_WAIT.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    started: std::time::Instant,
+    /// Nanoseconds since the Unix epoch at `started`.
+    base: u64,
+}
+
+impl Clock {
+    pub(crate) fn start() -> Self {
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Self { started: std::time::Instant::now(), base: wall.as_nanos() as u64 }
+    }
+
+    pub(crate) fn now(self) -> Instant {
+        Instant::from_nanos(self.base + self.started.elapsed().as_nanos() as u64)
+    }
+}
+
+/// A wake-up counter the worker's devices are polled beside.
+#[derive(Debug)]
+pub(crate) struct Wake(OwnedFd);
+
+impl Wake {
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: plain eventfd(2); the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is fresh and owned by nothing else.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn ring(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer; a full counter only means it is already ringing.
+        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), 8) };
+    }
+
+    fn clear(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads 8 bytes into a live buffer; EAGAIN when not rung is fine.
+        unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+    }
+}
+
+/// The xdp driver's share of a worker: its sockets and next-hop mirror.
+#[derive(Debug)]
+pub(crate) struct XdpIo {
+    pub(crate) ports: Vec<XskPort>,
+    pub(crate) hops: NextHops,
+}
+
+/// A received packet: a slot of the TUN buffers, or a frame in a socket's memory.
+pub(crate) enum Rx {
+    Tun { slot: usize, len: usize },
+    Xsk { port: usize, frame: xdp::Packet },
+}
+
+impl std::fmt::Debug for Rx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tun { slot, len } => f.debug_struct("Tun").field("slot", slot).field("len", len).finish(),
+            Self::Xsk { port, frame } => {
+                f.debug_struct("Xsk").field("port", port).field("len", &frame.len()).finish()
+            }
+        }
+    }
+}
+
+/// One worker's devices.
+#[derive(Debug)]
+pub(crate) struct Devices {
+    tun: Tun,
+    xdp: Option<XdpIo>,
+    wake: Arc<Wake>,
+    clock: Clock,
+    /// Buffers TUN packets are read into, one batch of them.
+    bufs: Vec<Box<[u8]>>,
+    fds: Vec<libc::pollfd>,
+    /// The source read next this turn (0: TUN, 1 + i: socket i) and how
+    /// many batches it gave so far.
+    cursor: usize,
+    batches: usize,
+}
+
+impl Devices {
+    pub(crate) fn new(tun: Tun, xdp: Option<XdpIo>, wake: Arc<Wake>, clock: Clock, batch: usize) -> Self {
+        let sources = 1 + xdp.as_ref().map_or(0, |x| x.ports.len());
+        Self {
+            tun,
+            xdp,
+            wake,
+            clock,
+            bufs: (0..batch).map(|_| vec![0u8; BUF_LEN].into_boxed_slice()).collect(),
+            fds: Vec::with_capacity(sources + 1),
+            cursor: usize::MAX,
+            batches: 0,
+        }
+    }
+
+    /// The sockets, for their counters.
+    pub(crate) fn ports(&self) -> Option<&[XskPort]> {
+        self.xdp.as_ref().map(|x| &x.ports[..])
+    }
+
+    /// Whether source `i` (0: TUN, 1 + i: socket i) was ready at the last wait.
+    fn ready(&self, source: usize) -> bool {
+        self.fds.get(if source == 0 { 0 } else { source + 1 }).is_some_and(|f| f.revents != 0)
+    }
+
+    /// Read up to `room` packets (the sockets: up to a batch) of source
+    /// `source` into `batch`; how many.
+    fn read(&mut self, source: usize, batch: &mut Vec<Rx>, room: usize) -> usize {
+        let before = batch.len();
+        if source == 0 {
+            for slot in 0..room.min(self.bufs.len()) {
+                match self.tun.recv(&mut self.bufs[slot]) {
+                    Ok(len) => batch.push(Rx::Tun { slot, len }),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        } else if let Some(port) = self.xdp.as_mut().and_then(|x| x.ports.get_mut(source - 1)) {
+            port.recv(|frame| batch.push(Rx::Xsk { port: source - 1, frame }));
+        }
+        batch.len() - before
+    }
+}
+
+/// The destination of an IPv4 packet.
+fn ipv4_dst(packet: &[u8]) -> Option<Ipv4Addr> {
+    let ip = ipv4::Packet::new_unchecked(packet);
+    (packet.len() >= ipv4::HEADER_LEN && ip.version() == 4).then(|| ip.dst_addr())
+}
+
+/// Where a packet leaves.
+enum Way {
+    /// By this socket, to the next hop's Ethernet address.
+    Xsk(usize, [u8; 6]),
+    /// Through the TUN device; a failure there counts as this.
+    Tun(DropReason),
+}
+
+/// Where an IPv4 packet leaves: by the xdp driver's socket toward the next
+/// hop when it is known, else through the TUN device.
+fn way(xdp: Option<&XdpIo>, packet: &[u8]) -> Way {
+    match (xdp, ipv4_dst(packet)) {
+        (Some(x), Some(dst)) => match x.hops.lookup(dst, &x.ports) {
+            Some((port, mac)) => Way::Xsk(port, mac),
+            // The kernel forwards it and resolves the neighbour on the way.
+            None => Way::Tun(DropReason::NoNeighbour),
+        },
+        _ => Way::Tun(DropReason::TxFailed),
+    }
+}
+
+/// Send one IPv4 packet on its way, copied.
+fn output(tun: &Tun, xdp: Option<&mut XdpIo>, packet: &[u8]) -> Result<(), DropReason> {
+    match (way(xdp.as_deref(), packet), xdp) {
+        (Way::Xsk(port, mac), Some(x)) => sent(x.ports[port].send(mac, packet)),
+        (Way::Xsk(..), None) => Err(DropReason::TxFailed),
+        (Way::Tun(reason), _) => tun.send(packet).map_err(|_| reason),
+    }
+}
+
+/// A socket's "queued or not" as the loop's result.
+fn sent(queued: bool) -> Result<(), DropReason> {
+    if queued { Ok(()) } else { Err(DropReason::TxFailed) }
+}
+
+impl Device for Devices {
+    type Rx = Rx;
+
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    fn wait(&mut self, deadline: Option<Instant>) {
+        let timeout_ms = match deadline {
+            Some(at) => {
+                let now = self.clock.now();
+                // Rounded up: waking early would spin until the deadline.
+                at.as_nanos().saturating_sub(now.as_nanos()).div_ceil(1_000_000).min(1000) as i32
+            }
+            None => 1000,
+        };
+        let pollin = |fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        self.fds.clear();
+        self.fds.push(pollin(self.tun.as_raw_fd()));
+        self.fds.push(pollin(self.wake.0.as_raw_fd()));
+        if let Some(x) = &self.xdp {
+            self.fds.extend(x.ports.iter().map(|p| pollin(p.as_raw_fd())));
+        }
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd structs.
+        unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, timeout_ms) };
+        if self.fds[1].revents != 0 {
+            self.wake.clear();
+        }
+        if let Some(x) = self.xdp.as_mut() {
+            x.hops.poll_updates();
+        }
+        self.cursor = 0;
+        self.batches = 0;
+    }
+
+    fn receive(&mut self, batch: &mut Vec<Rx>) {
+        let room = batch.capacity() - batch.len();
+        let sources = self.fds.len().saturating_sub(1);
+        while self.cursor < sources {
+            let source = self.cursor;
+            if self.ready(source) && self.batches < BATCHES_PER_TURN {
+                let n = self.read(source, batch, room);
+                self.batches += 1;
+                // A full batch: more may be queued behind it.
+                if n == room && n > 0 {
+                    return;
+                }
+                self.cursor += 1;
+                self.batches = 0;
+                if n > 0 {
+                    return;
+                }
+            } else {
+                self.cursor += 1;
+                self.batches = 0;
+            }
+        }
+    }
+
+    fn packet<'a>(&'a mut self, rx: &'a mut Rx) -> &'a mut [u8] {
+        match rx {
+            Rx::Tun { slot, len } => {
+                self.bufs.get_mut(*slot).and_then(|b| b.get_mut(..*len)).unwrap_or_default()
+            }
+            Rx::Xsk { frame, .. } => XskPort::ip_packet(frame),
+        }
+    }
+
+    fn send(&mut self, rx: Rx, _to: Side) -> Result<(), DropReason> {
+        match rx {
+            Rx::Tun { slot, len } => {
+                let packet = self.bufs.get(slot).and_then(|b| b.get(..len)).unwrap_or_default();
+                output(&self.tun, self.xdp.as_mut(), packet)
+            }
+            Rx::Xsk { port, mut frame } => {
+                let Some(x) = self.xdp.as_mut() else { return Err(DropReason::TxFailed) };
+                let result = match way(Some(x), XskPort::ip_packet(&mut frame)) {
+                    // Back out of the socket it came in by: rewritten in place, no copy.
+                    Way::Xsk(out, mac) if out == port => {
+                        return sent(x.ports[port].forward(frame, mac));
+                    }
+                    Way::Xsk(out, mac) => sent(x.ports[out].send(mac, XskPort::ip_packet(&mut frame))),
+                    Way::Tun(reason) => self.tun.send(XskPort::ip_packet(&mut frame)).map_err(|_| reason),
+                };
+                x.ports[port].free(frame);
+                result
+            }
+        }
+    }
+
+    fn discard(&mut self, rx: Rx) {
+        if let Rx::Xsk { port, frame } = rx
+            && let Some(p) = self.xdp.as_mut().and_then(|x| x.ports.get_mut(port))
+        {
+            p.free(frame);
+        }
+    }
+
+    fn transmit(&mut self, packet: &[u8], _to: Side) -> Result<(), DropReason> {
+        output(&self.tun, self.xdp.as_mut(), packet)
+    }
+
+    /// Hand the sockets' queued frames to the kernel.
+    fn flush(&mut self) {
+        if let Some(x) = self.xdp.as_mut() {
+            for port in &mut x.ports {
+                port.flush();
+            }
+        }
+    }
+}
