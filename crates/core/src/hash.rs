@@ -6,27 +6,27 @@
 //! reads a random source).
 //!
 //! The table's hash runs on every packet and is a keyed multiply-mix over
-//! the tuple taken as fixed 64-bit words (the construction of `foldhash`,
-//! hashbrown's default hasher): each word is XORed with a secret key, two
-//! words are multiplied into 128 bits and the halves folded together, and
-//! a second such round mixes the result into every output bit. It is not a
-//! PRF like SipHash, and does not need to be one here, because of what an
-//! attacker can see and what a collision costs:
-//! - The keys are 256 bits drawn through SipHash from the engine's seed;
-//!   the hash values never leave the table (no packet, counter or worker
-//!   choice depends on them), so an attacker sees at most timing.
-//! - Flooding needs many tuples with the same bucket and tag bits for
-//!   every key. A product of two key-whitened words has no such structure
-//!   to aim at: each output bit depends on all input bits through
-//!   multiplications by unknown values, and the known weak points of
-//!   multiply-mix hashes (a factor of zero when a word equals its key) need
-//!   the key. The published hash-flooding attacks on fast hashes
-//!   (MurmurHash, CityHash) rely on key-independent differentials, which
-//!   the keyed multiplication does not have.
+//! the tuple taken as fixed 64-bit words (the folded multiply that
+//! `foldhash`, hashbrown's default hasher, is built on): two words, each
+//! XORed with a secret key, are multiplied into 128 bits and the halves
+//! XORed together; a second such round with two more keys spreads the
+//! result over every output bit. It is not a PRF like SipHash, and the
+//! table does not need one, because of what an attacker sees and what a
+//! collision costs:
+//! - The four keys (256 bits) are drawn through SipHash from the engine's
+//!   seed, and the hash values never leave the table: no packet, counter or
+//!   worker choice depends on them, so an attacker learns at most timing.
+//! - Flooding needs many tuples that share bucket and tag bits under every
+//!   key. The published hash-flooding attacks on fast hashes (MurmurHash,
+//!   CityHash) found differentials that cancel whatever the seed; here every
+//!   input bit reaches the output only through a product with a value the
+//!   attacker does not know, and the known weak point of multiply-mix
+//!   hashes (a zero factor when a word equals its key) needs the key.
 //! - A collision costs a probe, not correctness: keys are compared in full.
 //!
-//! It costs two multiplications where SipHash-1-3 over the same words costs
-//! six SipRounds, about a tenth of an established packet's budget.
+//! The mix costs two multiplications where SipHash-1-3 over the same words
+//! costs six SipRounds: some 110 instructions, a tenth of an established
+//! packet.
 //!
 //! The same seed also derives, through SipHash-2-4, the unpredictable
 //! values a connection needs: its starting local-port probe and the
