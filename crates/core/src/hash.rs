@@ -1,11 +1,36 @@
 //! Keyed flow hashing for the connection table and per-connection secrets.
 //!
 //! An attacker who picks the 5-tuples of its packets must not be able to
-//! make them collide in the table, so the hash is SipHash keyed with a
+//! make them collide in the table, so both hashes here are keyed with a
 //! per-process secret (the driver draws it and passes it in; the core never
-//! reads a random source). The same key also derives the unpredictable
+//! reads a random source).
+//!
+//! The table's hash runs on every packet and is a keyed multiply-mix over
+//! the tuple taken as fixed 64-bit words (the folded multiply that
+//! `foldhash`, hashbrown's default hasher, is built on): two words, each
+//! XORed with a secret key, are multiplied into 128 bits and the halves
+//! XORed together; a second such round with two more keys spreads the
+//! result over every output bit. It is not a PRF like SipHash, and the
+//! table does not need one, because of what an attacker sees and what a
+//! collision costs:
+//! - The four keys (256 bits) are drawn through SipHash from the engine's
+//!   seed, and the hash values never leave the table: no packet, counter or
+//!   worker choice depends on them, so an attacker learns at most timing.
+//! - Flooding needs many tuples that share bucket and tag bits under every
+//!   key. The published hash-flooding attacks on fast hashes (MurmurHash,
+//!   CityHash) found differentials that cancel whatever the seed; here every
+//!   input bit reaches the output only through a product with a value the
+//!   attacker does not know, and the known weak point of multiply-mix
+//!   hashes (a zero factor when a word equals its key) needs the key.
+//! - A collision costs a probe, not correctness: keys are compared in full.
+//!
+//! The mix costs two multiplications where SipHash-1-3 over the same words
+//! costs six SipRounds: some 110 instructions, a tenth of an established
+//! packet.
+//!
+//! The same seed also derives, through SipHash-2-4, the unpredictable
 //! values a connection needs: its starting local-port probe and the
-//! real-side initial sequence number.
+//! real-side initial sequence number, whose outputs do leave the engine.
 
 use core::hash::Hasher;
 use std::net::IpAddr;
@@ -17,7 +42,7 @@ use crate::addr::{Endpoint, Proto};
 /// Secret keys of one engine, derived from a 32-byte seed.
 #[derive(Clone)]
 pub struct Secrets {
-    table: (u64, u64),
+    flow: [u64; 4],
     derive: (u64, u64),
 }
 
@@ -35,17 +60,39 @@ impl Secrets {
             b.copy_from_slice(&seed[i * 8..i * 8 + 8]);
             u64::from_le_bytes(b)
         };
-        Self { table: (word(0), word(1)), derive: (word(2), word(3)) }
+        // Through SipHash, so that the mixing keys are uniform whatever the
+        // seed looks like (a test's `[7; 32]` as much as the OS's).
+        let flow = core::array::from_fn(|i| {
+            let mut h = SipHasher13::new_with_keys(word(0), word(1));
+            h.write_u64(i as u64);
+            h.finish()
+        });
+        Self { flow, derive: (word(2), word(3)) }
     }
 
     /// Hash of one direction of a flow, as the connection table indexes it.
     #[inline]
     pub fn flow_hash(&self, proto: Proto, src: Endpoint, dst: Endpoint) -> u64 {
-        let mut h = SipHasher13::new_with_keys(self.table.0, self.table.1);
-        let mut buf = [0u8; 40];
-        let len = encode_flow(&mut buf, proto, src, dst);
-        h.write(&buf[..len]);
-        h.finish()
+        let [k0, k1, k2, k3] = self.flow;
+        // Ports, protocol and both addresses' families in one word.
+        let rest = u64::from(src.port) << 48
+            | u64::from(dst.port) << 32
+            | u64::from(proto.number()) << 8
+            | u64::from(src.addr.is_ipv6()) << 1
+            | u64::from(dst.addr.is_ipv6());
+        let h = match (src.addr, dst.addr) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let addrs = u64::from(s.to_bits()) << 32 | u64::from(d.to_bits());
+                folded_multiply(addrs ^ k0, rest ^ k1)
+            }
+            (s, d) => {
+                let (s, d) = (wide(s), wide(d));
+                let addrs = folded_multiply((s >> 64) as u64 ^ k0, s as u64 ^ k1)
+                    ^ folded_multiply((d >> 64) as u64 ^ k2, d as u64 ^ k3);
+                folded_multiply(addrs ^ k0, rest ^ k1)
+            }
+        };
+        folded_multiply(h ^ k2, k3)
     }
 
     /// An unpredictable value bound to a flow and a purpose (`domain`), with
@@ -58,6 +105,21 @@ impl Secrets {
         h.write(&buf[..len]);
         h.write_u64(extra);
         h.finish()
+    }
+}
+
+/// The 128-bit product of `a` and `b`, its halves XORed together.
+#[inline]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    full as u64 ^ (full >> 64) as u64
+}
+
+/// An address as 128 bits (IPv4 mapped; the family is hashed apart).
+fn wide(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(a) => a.to_bits(),
     }
 }
 
@@ -105,5 +167,30 @@ mod tests {
         assert_ne!(a.flow_hash(Proto::Tcp, c, v6), a.flow_hash(Proto::Tcp, c, v));
         assert_ne!(a.derive(1, Proto::Tcp, c, v, 0), a.derive(2, Proto::Tcp, c, v, 0));
         assert_ne!(a.derive(1, Proto::Tcp, c, v, 0), a.derive(1, Proto::Tcp, c, v, 1));
+    }
+
+    /// The table takes its bucket from the low bits and its tag from the top
+    /// seven: both must spread flows that differ in a few bits only (one
+    /// client's ports, neighbouring addresses), whatever the seed looks like.
+    #[test]
+    fn spreads_neighbouring_flows_over_buckets_and_tags() {
+        let vip = ep("10.0.0.1:80");
+        for seed in [[0; 32], [7; 32], [0xff; 32]] {
+            let s = Secrets::from_seed(seed);
+            let mut buckets = vec![0u32; 4096];
+            let mut tags = [0u32; 128];
+            for i in 0..65_536u32 {
+                let client =
+                    Endpoint::new(IpAddr::from([192, 0, (i >> 14) as u8, (i >> 8) as u8]), i as u16 | 1024);
+                let h = s.flow_hash(Proto::Tcp, client, vip);
+                buckets[(h & 4095) as usize] += 1;
+                tags[(h >> 57) as usize] += 1;
+            }
+            // 16 flows per bucket and 512 per tag on average.
+            let (lo, hi) = (buckets.iter().min().unwrap(), buckets.iter().max().unwrap());
+            assert!(*hi <= 40 && *lo >= 2, "seed {seed:?}: buckets hold {lo}..{hi}");
+            let (lo, hi) = (tags.iter().min().unwrap(), tags.iter().max().unwrap());
+            assert!(*hi <= 620 && *lo >= 410, "seed {seed:?}: tags hold {lo}..{hi}");
+        }
     }
 }

@@ -68,25 +68,33 @@ pub fn sum(data: &[u8]) -> u32 {
 }
 
 /// Folds the carries of a partial sum into 16 bits (not complemented).
+#[inline]
 pub const fn fold(sum: u32) -> u16 {
-    fold64(sum as u64)
+    // Two rounds reach 16 bits from any u32: the first leaves at most
+    // 0x1fffe, the second at most 0xffff.
+    let sum = (sum & 0xffff) + (sum >> 16);
+    ((sum & 0xffff) + (sum >> 16)) as u16
 }
 
 /// The value to store in a checksum field for data whose partial sum (with
 /// the checksum field taken as zero) is `sum`: `!fold(sum)`.
+#[inline]
 pub const fn finish(sum: u32) -> u16 {
     !fold(sum)
 }
 
 /// Whether data including its checksum field sums to ones' complement zero,
 /// i.e. whether the stored checksum is correct.
+#[inline]
 pub const fn verify(sum: u32) -> bool {
     fold(sum) == 0xffff
 }
 
+#[inline]
 fn addr_sum(addr: IpAddr) -> u32 {
     match addr {
-        IpAddr::V4(addr) => sum(&addr.octets()),
+        // One 32-bit word: its two halves, folded (as `sum` would).
+        IpAddr::V4(addr) => u32::from(fold(addr.to_bits())),
         IpAddr::V6(addr) => sum(&addr.octets()),
     }
 }
@@ -102,6 +110,7 @@ fn addr_sum(addr: IpAddr) -> u32 {
 ///
 /// Mixing an IPv4 and an IPv6 address is a caller bug; the sum of what is
 /// given is returned rather than panicking.
+#[inline]
 pub fn pseudo_header(src: IpAddr, dst: IpAddr, protocol: u8, length: u32) -> u32 {
     let total = u64::from(addr_sum(src))
         + u64::from(addr_sum(dst))
@@ -113,6 +122,7 @@ pub fn pseudo_header(src: IpAddr, dst: IpAddr, protocol: u8, length: u32) -> u32
 
 /// RFC 1624 equation 3, `HC' = ~(~HC + ~m + m')`, with `m` and `m'` given
 /// as folded partial sums of the old and new data.
+#[inline]
 fn update_sums(checksum: u16, old: u16, new: u16) -> u16 {
     finish(u32::from(!checksum) + u32::from(!old) + u32::from(new))
 }
@@ -123,20 +133,23 @@ fn update_sums(checksum: u16, old: u16, new: u16) -> u16 {
 /// Unlike equation 2 of RFC 1624, this never turns a correct `0x0000` into
 /// `0xffff`. UDP callers must still store a resulting `0x0000` as `0xffff`
 /// (RFC 768), since zero means "no checksum" there.
+#[inline]
 pub fn update16(checksum: u16, old: u16, new: u16) -> u16 {
     update_sums(checksum, old, new)
 }
 
 /// Updates `checksum` for a 32-bit value (at an even offset) changing from
 /// `old` to `new`, e.g. a TCP sequence number.
+#[inline]
 pub fn update32(checksum: u16, old: u32, new: u32) -> u16 {
-    update_sums(checksum, fold(sum(&old.to_be_bytes())), fold(sum(&new.to_be_bytes())))
+    update_sums(checksum, fold(old), fold(new))
 }
 
 /// Updates `checksum` for an address (4 or 16 bytes, at an even offset)
 /// changing from `old` to `new`, as in a header or a pseudo-header.
 ///
 /// If the families differ, all of `old` is removed and all of `new` added.
+#[inline]
 pub fn update_addr(checksum: u16, old: IpAddr, new: IpAddr) -> u16 {
     update_sums(checksum, fold(addr_sum(old)), fold(addr_sum(new)))
 }
@@ -150,6 +163,7 @@ pub fn update_addr(checksum: u16, old: IpAddr, new: IpAddr) -> u16 {
 /// the low halves of words where an even-aligned sum would put them in the
 /// high halves, so its sum is byte-swapped. This is what rewriting a TCP
 /// option in place needs, since options need not be word aligned.
+#[inline]
 pub fn update_bytes(checksum: u16, odd_offset: bool, old: &[u8], new: &[u8]) -> u16 {
     let common = old.len().min(new.len());
     let (old, new) = (old.get(..common).unwrap_or(&[]), new.get(..common).unwrap_or(&[]));
