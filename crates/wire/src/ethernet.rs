@@ -76,36 +76,18 @@ impl fmt::Display for EthernetAddress {
     }
 }
 
-/// A view over an Ethernet II frame in a byte buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view over an Ethernet II frame in a byte buffer.
+    Frame
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    /// Wraps a buffer without validating it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) has accepted it.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
     /// [`Error::Truncated`] if the buffer is shorter than the header.
     pub fn check_len(&self) -> Result<(), Error> {
         if self.buffer.as_ref().len() < HEADER_LEN {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Destination address.
@@ -151,12 +133,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
         let data = self.buffer.as_mut();
         let len = data.len();
         clamped_mut(data, HEADER_LEN, len)
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Frame<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

@@ -81,38 +81,18 @@ pub const fn is_error(msg_type: u8) -> bool {
     matches!(msg_type, msg_type::DEST_UNREACHABLE | msg_type::TIME_EXCEEDED | msg_type::PARAM_PROBLEM)
 }
 
-/// A view over an ICMP message in a byte buffer (the IP payload).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view over an ICMP message in a byte buffer (the IP payload).
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without validating it. Accessors will not panic, but
-    /// they only return meaningful values if [`check_len`](Self::check_len)
-    /// would succeed.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) has accepted it.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// [`Error::Truncated`] if the buffer is shorter than the 8-byte header.
     pub fn check_len(&self) -> Result<(), Error> {
         if self.buffer.as_ref().len() < HEADER_LEN {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Message type (see [`msg_type`]).
@@ -189,12 +169,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(0);
         let checksum = checksum::finish(checksum::sum(self.buffer.as_ref()));
         self.set_checksum(checksum);
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

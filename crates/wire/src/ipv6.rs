@@ -37,27 +37,12 @@ mod field {
 
 const FLOW_LABEL_MASK: u32 = 0x000f_ffff;
 
-/// A view over an IPv6 packet in a byte buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view over an IPv6 packet in a byte buffer.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without validating it. Accessors will not panic, but
-    /// they only return meaningful values if [`check_len`](Self::check_len)
-    /// would succeed.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) has accepted it.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Validates the fields every accessor relies on: [`Error::Truncated`] if
     /// the buffer is shorter than 40 bytes or than 40 + `payload_len`,
     /// [`Error::Unrecognized`] if the version is not 6. Bytes past the
@@ -74,11 +59,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     fn ver_tc_flow(&self) -> u32 {
@@ -186,12 +166,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = HEADER_LEN + usize::from(self.payload_len());
         clamped_mut(self.buffer.as_mut(), HEADER_LEN, end)
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

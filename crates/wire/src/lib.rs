@@ -34,6 +34,46 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+/// Defines a view over a byte buffer, the shape every protocol module
+/// shares: the struct, `new_unchecked`, `new_checked` (through the module's
+/// own `check_len`), `into_inner` and `AsRef<[u8]>`.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wraps a buffer without validating it. Accessors will not
+            /// panic, but they only return meaningful values if
+            /// [`check_len`](Self::check_len) would succeed.
+            pub const fn new_unchecked(buffer: T) -> Self {
+                Self { buffer }
+            }
+
+            /// Wraps a buffer after [`check_len`](Self::check_len) has accepted it.
+            pub fn new_checked(buffer: T) -> Result<Self, crate::Error> {
+                let view = Self::new_unchecked(buffer);
+                view.check_len()?;
+                Ok(view)
+            }
+
+            /// Returns the underlying buffer.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+
+        impl<T: AsRef<[u8]>> AsRef<[u8]> for $name<T> {
+            fn as_ref(&self) -> &[u8] {
+                self.buffer.as_ref()
+            }
+        }
+    };
+}
+
 mod access;
 pub mod checksum;
 mod error;

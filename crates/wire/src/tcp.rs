@@ -410,27 +410,12 @@ impl<'a> Iterator for OptionsIter<'a> {
 
 impl FusedIterator for OptionsIter<'_> {}
 
-/// A view over a TCP segment in a byte buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view over a TCP segment in a byte buffer.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without validating it. Accessors will not panic, but
-    /// they only return meaningful values if [`check_len`](Self::check_len)
-    /// would succeed.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) has accepted it.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Validates the header length: [`Error::Truncated`] if the buffer is
     /// shorter than 20 bytes or than the data offset says,
     /// [`Error::Malformed`] if the data offset is below 5 words.
@@ -447,11 +432,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Source port.
@@ -608,12 +588,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(0);
         let checksum = checksum::finish(self.checksum_sum(src, dst));
         self.set_checksum(checksum);
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

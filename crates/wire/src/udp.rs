@@ -39,27 +39,12 @@ mod field {
     pub(crate) const CHECKSUM: Field = 6..8;
 }
 
-/// A view over a UDP datagram in a byte buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view over a UDP datagram in a byte buffer.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without validating it. Accessors will not panic, but
-    /// they only return meaningful values if [`check_len`](Self::check_len)
-    /// would succeed.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) has accepted it.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Validates the length field: [`Error::Truncated`] if the buffer is
     /// shorter than 8 bytes or than the length field, [`Error::Malformed`] if
     /// the length field is below 8 (it counts the header itself).
@@ -76,11 +61,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Source port.
@@ -177,12 +157,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
             checksum => checksum,
         };
         self.set_checksum(checksum);
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 
