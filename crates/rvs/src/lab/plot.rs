@@ -41,38 +41,76 @@ pub(crate) fn cdf_svg(series: &[(&str, &[f64])], title: &str) -> String {
         })
         .collect();
     let (lo, hi) = decades(sorted.iter().flatten().copied());
-    let x_of = |ms: f64| {
-        let e = if ms > 0.0 { ms.log10().clamp(f64::from(lo), f64::from(hi)) } else { f64::from(lo) };
-        LEFT + (e - f64::from(lo)) / f64::from(hi - lo) * (RIGHT - LEFT)
-    };
-    let y_of = |fraction: f64| BOTTOM - fraction * (BOTTOM - TOP);
-
+    let axes = Axes { lo, hi };
     let mut s = String::new();
     // Writing to a String cannot fail.
     let _ = (|| -> std::fmt::Result {
-        writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
-        writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-        )?;
-        writeln!(s, "<title>{}</title>", escape(title))?;
-        writeln!(s, r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#)?;
-        writeln!(
-            s,
-            r#"<text x="{}" y="25" text-anchor="middle" font-size="15">{}</text>"#,
-            WIDTH / 2.0,
-            escape(title)
-        )?;
+        header(&mut s, title)?;
+        axes.grid(&mut s)?;
+        axes.labels(&mut s)?;
+        for (i, v) in sorted.iter().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            writeln!(
+                s,
+                r#"<path fill="none" stroke="{}" stroke-width="2" d="{}"/>"#,
+                COLORS[i % COLORS.len()],
+                step_path(v, &|ms| axes.x(ms), &|f| axes.y(f))
+            )?;
+        }
+        legend(&mut s, series, &sorted)?;
+        writeln!(s, "</svg>")
+    })();
+    s
+}
 
-        // Grid: every decade and every tenth of the fraction, faint; minor
-        // ticks at 2..9 times each decade.
+/// The SVG's opening, background and title.
+fn header(s: &mut String, title: &str) -> std::fmt::Result {
+    writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
+    writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+    )?;
+    writeln!(s, "<title>{}</title>", escape(title))?;
+    writeln!(s, r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#)?;
+    writeln!(
+        s,
+        r#"<text x="{}" y="25" text-anchor="middle" font-size="15">{}</text>"#,
+        WIDTH / 2.0,
+        escape(title)
+    )
+}
+
+/// The plot's axes: milliseconds on a log scale over decades `lo..=hi`
+/// (x), the fraction of requests done (y).
+struct Axes {
+    lo: i32,
+    hi: i32,
+}
+
+impl Axes {
+    fn x(&self, ms: f64) -> f64 {
+        let (lo, hi) = (f64::from(self.lo), f64::from(self.hi));
+        let e = if ms > 0.0 { ms.log10().clamp(lo, hi) } else { lo };
+        LEFT + (e - lo) / (hi - lo) * (RIGHT - LEFT)
+    }
+
+    fn y(&self, fraction: f64) -> f64 {
+        BOTTOM - fraction * (BOTTOM - TOP)
+    }
+
+    /// Grid: every decade and every tenth of the fraction, faint; then the
+    /// axes with minor ticks at 2..9 times each decade.
+    fn grid(&self, s: &mut String) -> std::fmt::Result {
+        let (lo, hi) = (self.lo, self.hi);
         writeln!(s, r##"<g stroke="#e4e4e4" stroke-width="1">"##)?;
         for d in lo..=hi {
-            let x = x_of(10f64.powi(d));
+            let x = self.x(10f64.powi(d));
             writeln!(s, r#"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{BOTTOM}"/>"#)?;
         }
         for i in 0..=10 {
-            let y = y_of(f64::from(i) / 10.0);
+            let y = self.y(f64::from(i) / 10.0);
             writeln!(s, r#"<line x1="{LEFT}" y1="{y:.1}" x2="{RIGHT}" y2="{y:.1}"/>"#)?;
         }
         writeln!(s, "</g>")?;
@@ -81,24 +119,27 @@ pub(crate) fn cdf_svg(series: &[(&str, &[f64])], title: &str) -> String {
         writeln!(s, r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{BOTTOM}"/>"#)?;
         for d in lo..hi {
             for m in 1..10 {
-                let x = x_of(f64::from(m) * 10f64.powi(d));
+                let x = self.x(f64::from(m) * 10f64.powi(d));
                 let len = if m == 1 { 6.0 } else { 3.0 };
                 writeln!(s, r#"<line x1="{x:.1}" y1="{BOTTOM}" x2="{x:.1}" y2="{:.1}"/>"#, BOTTOM + len)?;
             }
         }
-        let x = x_of(10f64.powi(hi));
+        let x = self.x(10f64.powi(hi));
         writeln!(s, r#"<line x1="{x:.1}" y1="{BOTTOM}" x2="{x:.1}" y2="{:.1}"/>"#, BOTTOM + 6.0)?;
         for i in 0..=5 {
-            let y = y_of(f64::from(i) / 5.0);
+            let y = self.y(f64::from(i) / 5.0);
             writeln!(s, r#"<line x1="{:.1}" y1="{y:.1}" x2="{LEFT}" y2="{y:.1}"/>"#, LEFT - 6.0)?;
         }
-        writeln!(s, "</g>")?;
+        writeln!(s, "</g>")
+    }
 
-        for d in lo..=hi {
+    /// Tick labels and axis titles.
+    fn labels(&self, s: &mut String) -> std::fmt::Result {
+        for d in self.lo..=self.hi {
             writeln!(
                 s,
                 r#"<text class="xtick" x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
-                x_of(10f64.powi(d)),
+                self.x(10f64.powi(d)),
                 BOTTOM + 20.0,
                 decade_label(d)
             )?;
@@ -108,7 +149,7 @@ pub(crate) fn cdf_svg(series: &[(&str, &[f64])], title: &str) -> String {
                 s,
                 r#"<text class="ytick" x="{}" y="{:.1}" text-anchor="end">{:.1}</text>"#,
                 LEFT - 9.0,
-                y_of(f64::from(i) / 5.0) + 4.0,
+                self.y(f64::from(i) / 5.0) + 4.0,
                 f64::from(i) / 5.0
             )?;
         }
@@ -122,59 +163,42 @@ pub(crate) fn cdf_svg(series: &[(&str, &[f64])], title: &str) -> String {
             s,
             r#"<text transform="translate(20 {}) rotate(-90)" text-anchor="middle">fraction of requests done</text>"#,
             (TOP + BOTTOM) / 2.0
-        )?;
+        )
+    }
+}
 
-        for (i, v) in sorted.iter().enumerate() {
-            if v.is_empty() {
-                continue;
-            }
-            writeln!(
-                s,
-                r#"<path fill="none" stroke="{}" stroke-width="2" d="{}"/>"#,
-                COLORS[i % COLORS.len()],
-                step_path(v, &x_of, &y_of)
-            )?;
-        }
-
-        // Legend in the lower right, where a CDF leaves the plot empty.
-        let labels: Vec<String> = series
-            .iter()
-            .zip(&sorted)
-            .map(|((name, _), v)| match v.len() {
-                0 => format!("{name} (no samples)"),
-                n => format!("{name} (n = {n})"),
-            })
-            .collect();
-        let rows = series.len() as f64;
-        // About 7 units per character at font size 12, plus the line sample.
-        let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as f64;
-        let width = (longest * 7.0 + 56.0).min(RIGHT - LEFT - 20.0);
-        let (lx, ly) = (RIGHT - 10.0 - width, BOTTOM - 12.0 - 20.0 * rows);
+/// The legend, in the lower right, where a CDF leaves the plot empty.
+fn legend(s: &mut String, series: &[(&str, &[f64])], sorted: &[Vec<f64>]) -> std::fmt::Result {
+    let labels: Vec<String> = series
+        .iter()
+        .zip(sorted)
+        .map(|((name, _), v)| match v.len() {
+            0 => format!("{name} (no samples)"),
+            n => format!("{name} (n = {n})"),
+        })
+        .collect();
+    let rows = series.len() as f64;
+    // About 7 units per character at font size 12, plus the line sample.
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as f64;
+    let width = (longest * 7.0 + 56.0).min(RIGHT - LEFT - 20.0);
+    let (lx, ly) = (RIGHT - 10.0 - width, BOTTOM - 12.0 - 20.0 * rows);
+    writeln!(
+        s,
+        r##"<rect x="{lx}" y="{ly}" width="{width}" height="{}" fill="white" stroke="#999"/>"##,
+        20.0 * rows + 4.0
+    )?;
+    for (i, label) in labels.iter().enumerate() {
+        let y = ly + 14.0 + 20.0 * i as f64;
         writeln!(
             s,
-            r##"<rect x="{lx}" y="{ly}" width="{width}" height="{}" fill="white" stroke="#999"/>"##,
-            20.0 * rows + 4.0
+            r#"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"/>"#,
+            lx + 8.0,
+            lx + 36.0,
+            COLORS[i % COLORS.len()]
         )?;
-        for (i, label) in labels.iter().enumerate() {
-            let y = ly + 14.0 + 20.0 * i as f64;
-            writeln!(
-                s,
-                r#"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"/>"#,
-                lx + 8.0,
-                lx + 36.0,
-                COLORS[i % COLORS.len()]
-            )?;
-            writeln!(
-                s,
-                r#"<text class="legend" x="{}" y="{}">{}</text>"#,
-                lx + 44.0,
-                y + 4.0,
-                escape(label)
-            )?;
-        }
-        writeln!(s, "</svg>")
-    })();
-    s
+        writeln!(s, r#"<text class="legend" x="{}" y="{}">{}</text>"#, lx + 44.0, y + 4.0, escape(label))?;
+    }
+    Ok(())
 }
 
 /// The decades of milliseconds the x axis spans: from the one holding the
