@@ -106,29 +106,9 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("unknown log_level {:?}", config.daemon.log_level))?;
     log::set_level(level);
 
-    if !config.driver.cpus.is_empty() {
-        let allowed = os::allowed_cpus().context("the CPUs rvs may run on")?;
-        if let Some(c) = config.driver.cpus.iter().find(|c| !allowed.contains(c)) {
-            anyhow::bail!("driver.cpus: CPU {c} is not available to rvs (allowed: {allowed:?})");
-        }
-    }
     let clock = Clock::start();
-    let seed = os::load_or_create_secret(&config.daemon.secret_file).context("the engines' secret")?;
-    config.model.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
-    let workers = config.driver.workers.max(1);
-    // One secret for all: a SYN cookie any worker issued is valid at every other.
-    let mut engines = Vec::with_capacity(workers);
-    for index in 0..workers {
-        let engine_config = rvs_core::EngineConfig {
-            synproxy: config.synproxy.engine_config(),
-            worker: rvs_core::WorkerSlice { index: index as u16, count: workers as u16 },
-            ..config.engine.clone()
-        };
-        let mut engine = Engine::new(engine_config, seed, clock.now());
-        apply_all(&mut engine, &Model::default().diff(&config.model))
-            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
-        engines.push(engine);
-    }
+    let engines = engines(&config, &clock)?;
+    let workers = engines.len();
 
     // Before anything the daemon would have to undo: a missing program or
     // interface stops it here.
@@ -167,11 +147,7 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     let mut routes = Routes::new(netlink, tun_index);
     routes.sync(&config.model).context("routes")?;
 
-    let settings = WorkerSettings {
-        batch: config.driver.batch,
-        fault_loss: config.driver.fault_loss_pct / 100.0,
-        fault_syn_loss: config.driver.fault_syn_loss_pct / 100.0,
-    };
+    let settings = WorkerSettings::of(&config.driver);
     let cpus = &config.driver.cpus;
     let parts = engines
         .into_iter()
@@ -219,6 +195,34 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     info!("rvs stopped");
     served
+}
+
+/// One engine per worker, each with the whole configuration applied, after
+/// the checks that need nothing set up yet: the CPUs and the model.
+fn engines(config: &Config, clock: &Clock) -> anyhow::Result<Vec<Engine>> {
+    if !config.driver.cpus.is_empty() {
+        let allowed = os::allowed_cpus().context("the CPUs rvs may run on")?;
+        if let Some(c) = config.driver.cpus.iter().find(|c| !allowed.contains(c)) {
+            anyhow::bail!("driver.cpus: CPU {c} is not available to rvs (allowed: {allowed:?})");
+        }
+    }
+    let seed = os::load_or_create_secret(&config.daemon.secret_file).context("the engines' secret")?;
+    config.model.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    let workers = config.driver.workers.max(1);
+    // One secret for all: a SYN cookie any worker issued is valid at every other.
+    let mut engines = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let engine_config = rvs_core::EngineConfig {
+            synproxy: config.synproxy.engine_config(),
+            worker: rvs_core::WorkerSlice { index: index as u16, count: workers as u16 },
+            ..config.engine.clone()
+        };
+        let mut engine = Engine::new(engine_config, seed, clock.now());
+        apply_all(&mut engine, &Model::default().diff(&config.model))
+            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        engines.push(engine);
+    }
+    Ok(engines)
 }
 
 /// The xdp driver's sockets (per worker, one per interface and one on its

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use rvs_control::config::DriverSettings;
 use rvs_control::model::{Model, Op, apply_all};
 use rvs_control::plane::DataPathError;
 use rvs_control::snapshot::Snapshot;
@@ -171,6 +172,17 @@ pub(crate) struct WorkerSettings {
     pub(crate) fault_loss: f64,
     /// Share of real-side SYNs and SYN-ACKs it drops besides, 0.0..=1.0.
     pub(crate) fault_syn_loss: f64,
+}
+
+impl WorkerSettings {
+    /// The settings of the `[driver]` section (loss given in percent there).
+    pub(crate) fn of(driver: &DriverSettings) -> Self {
+        Self {
+            batch: driver.batch,
+            fault_loss: driver.fault_loss_pct / 100.0,
+            fault_syn_loss: driver.fault_syn_loss_pct / 100.0,
+        }
+    }
 }
 
 /// One worker's engine and devices.

@@ -248,6 +248,50 @@ impl TcpServer {
         sl.phase = ServerPhase::Done;
     }
 
+    /// A listening slot: once its handshake is done, the connection is
+    /// recorded and the slot reads its header next. `false` while it is
+    /// still listening.
+    fn accept(&mut self, i: usize, now: Instant, s: &mut tcp::Socket<'_>) -> bool {
+        let ep = self.listen_endpoint();
+        let sl = &mut self.slots[i];
+        match s.state() {
+            State::Listen | State::SynReceived => return false,
+            State::Closed => {
+                // A handshake that failed; listen again once any RST is out.
+                if released(s) {
+                    let _ = s.listen(ep);
+                }
+                return false;
+            }
+            _ => {}
+        }
+        let (Some(remote), Some(local)) = (s.remote_endpoint(), s.local_endpoint()) else {
+            return false;
+        };
+        if let Some(t) = self.cfg.idle_timeout {
+            s.set_timeout(Some(smol_duration(t)));
+        }
+        let remote = from_smol_endpoint(remote);
+        sl.conn = self.conns.len();
+        sl.phase = if self.cfg.proxy_protocol { ServerPhase::Proxy } else { ServerPhase::Header };
+        sl.header_len = 0;
+        self.conns.push(ServerConn {
+            remote,
+            local: from_smol_endpoint(local),
+            id: None,
+            accepted: now,
+            finished: None,
+            outcome: Outcome::Pending,
+            received: 0,
+            sent: 0,
+            proxied: None,
+            proxied_at: None,
+        });
+        self.stats.accepted += 1;
+        *self.stats.peers.entry(remote.addr).or_default() += 1;
+        true
+    }
+
     fn drive(&mut self, i: usize, stack: &mut Stack<'_>) {
         let now = stack.now();
         let ep = self.listen_endpoint();
@@ -266,42 +310,8 @@ impl TcpServer {
             }
             sl.phase = ServerPhase::Listen;
         }
-        if sl.phase == ServerPhase::Listen {
-            match s.state() {
-                State::Listen | State::SynReceived => return,
-                State::Closed => {
-                    // A handshake that failed; listen again once any RST is out.
-                    if released(s) {
-                        let _ = s.listen(ep);
-                    }
-                    return;
-                }
-                _ => {}
-            }
-            let (Some(remote), Some(local)) = (s.remote_endpoint(), s.local_endpoint()) else {
-                return;
-            };
-            if let Some(t) = self.cfg.idle_timeout {
-                s.set_timeout(Some(smol_duration(t)));
-            }
-            let remote = from_smol_endpoint(remote);
-            sl.conn = self.conns.len();
-            sl.phase = if self.cfg.proxy_protocol { ServerPhase::Proxy } else { ServerPhase::Header };
-            sl.header_len = 0;
-            self.conns.push(ServerConn {
-                remote,
-                local: from_smol_endpoint(local),
-                id: None,
-                accepted: now,
-                finished: None,
-                outcome: Outcome::Pending,
-                received: 0,
-                sent: 0,
-                proxied: None,
-                proxied_at: None,
-            });
-            self.stats.accepted += 1;
-            *self.stats.peers.entry(remote.addr).or_default() += 1;
+        if sl.phase == ServerPhase::Listen && !self.accept(i, now, s) {
+            return;
         }
         let sl = &mut self.slots[i];
         let c = &mut self.conns[sl.conn];
