@@ -5,7 +5,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rvs_control::snapshot::SteerSnap;
 
 use super::Daemon;
 use crate::log::warning;
@@ -30,19 +29,7 @@ fn render(daemon: &Mutex<Daemon>) -> Result<String, String> {
     let xdp = d.config.driver.kind == rvs_control::config::DriverKind::Xdp;
     let steered = d.dp.steering.as_ref().filter(|_| xdp).map(|s| s.counts());
     drop(d);
-    snap.steered = match steered {
-        Some(counts) => {
-            let c = counts.map_err(|e| e.to_string())?;
-            Some(SteerSnap {
-                direct: c.direct,
-                handed_over: c.handed_over,
-                passed: c.passed,
-                delivered: c.delivered,
-                dropped: c.dropped,
-            })
-        }
-        None => None,
-    };
+    snap.steered = steered.transpose().map_err(|e| e.to_string())?;
     Ok(rvs_control::metrics::render(&snap))
 }
 

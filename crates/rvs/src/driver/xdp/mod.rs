@@ -28,6 +28,7 @@ use aya::maps::{Array, DevMap, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{SocketFilter, Xdp, XdpFlags};
 use rvs_control::config::XdpMode;
 use rvs_control::model::Model;
+use rvs_control::snapshot::SteerSnap;
 use rvs_core::Proto;
 use rvs_wire::ethernet::{self, EthernetAddress};
 use rvs_wire::ipv4;
@@ -86,22 +87,6 @@ fn bpf_err(what: &str, e: impl std::fmt::Display) -> io::Error {
 
 /// `_IOR('T', 224, int)` from `linux/if_tun.h`.
 const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
-
-/// What the programs did with the balancer's frames, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct SteerCounts {
-    /// Into the socket of the worker whose queue they arrived on.
-    pub(crate) direct: u64,
-    /// Redirected into another worker's hand-over veth.
-    pub(crate) handed_over: u64,
-    /// Passed to the kernel for want of a socket or device (they reach rvs
-    /// through the TUN device).
-    pub(crate) passed: u64,
-    /// Put into a socket from a hand-over veth.
-    pub(crate) delivered: u64,
-    /// Dropped on a hand-over veth for want of a socket.
-    pub(crate) dropped: u64,
-}
 
 /// Key of the `services` map: VIP and port in network order, protocol, pad.
 fn service_key(vip: std::net::Ipv4Addr, port: u16, proto: Proto) -> [u8; 8] {
@@ -259,13 +244,13 @@ impl Steering {
         Ok(())
     }
 
-    /// The programs' counts so far.
-    pub(crate) fn counts(&self) -> io::Result<SteerCounts> {
+    /// The programs' counts so far, summed over CPUs.
+    pub(crate) fn counts(&self) -> io::Result<SteerSnap> {
         let get = |i: u32| -> io::Result<u64> {
             let per_cpu = self.steered.get(&i, 0).map_err(|e| bpf_err("map steered", e))?;
             Ok(per_cpu.iter().sum())
         };
-        Ok(SteerCounts {
+        Ok(SteerSnap {
             direct: get(0)?,
             handed_over: get(1)?,
             passed: get(2)?,
