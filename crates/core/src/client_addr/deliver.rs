@@ -16,7 +16,7 @@ use crate::conn::{ConnId, DeliveryId, Lookup};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::Engine;
-use crate::nat::{IpInfo, L4Info, Outcome};
+use crate::packet::{IpInfo, L4Info, Outcome};
 use crate::tcp_state::Side;
 use crate::time::Instant;
 

@@ -13,7 +13,7 @@ use crate::conn::{Conn, Handshake, HandshakeId, Lookup};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::Engine;
-use crate::nat::{IpInfo, Outcome};
+use crate::packet::{IpInfo, Outcome};
 use crate::real::MAX_RTO;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;

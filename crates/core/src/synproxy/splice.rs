@@ -12,7 +12,7 @@ use crate::conn::{Conn, ConnId, Handshake, HandshakeId};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::{Engine, real_mut};
-use crate::nat::{IpInfo, Outcome};
+use crate::packet::{IpInfo, Outcome};
 use crate::service::handshake_rto;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -89,7 +89,7 @@ impl Engine {
             };
             let pkt = self.store.packet_mut(copy);
             if let Ok(ip) = IpInfo::parse(pkt) {
-                let _ = crate::nat::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
+                let _ = crate::packet::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
                 self.toa_for_built(id, copy);
                 self.store.queue(copy, Side::Real);
                 replayed += 1;
