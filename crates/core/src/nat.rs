@@ -212,11 +212,14 @@ impl Engine {
         let mut conn = placed.conn(key, svc_index, state, now + self.timeout(svc_index, key.proto, state));
         conn.xlat = xlat;
         if key.proto == Proto::Tcp {
-            conn.delivery = self.open_delivery(svc_index, key.src, key.dst, SeqNumber(l4.seq));
+            conn.delivery = self
+                .services
+                .get(svc_index as usize)
+                .and_then(|s| self.deliveries.start(&s.config, key.src, key.dst, SeqNumber(l4.seq)));
         }
         let delivery = conn.delivery;
         let id = self.insert_conn(now, conn, placed.pool).inspect_err(|_| self.deliveries.close(delivery))?;
-        self.attach_delivery(delivery, id);
+        self.deliveries.attach(delivery, id);
         Ok(Lookup { id, side: Side::Client })
     }
 

@@ -130,7 +130,10 @@ impl Engine {
             conn.xlat.c2r_ts = real_tsval - client_tsval;
         }
         conn.handshake = Handshake::Open(hid);
-        conn.delivery = self.open_delivery(svc, key.src, key.dst, client_isn);
+        conn.delivery = self
+            .services
+            .get(svc as usize)
+            .and_then(|s| self.deliveries.start(&s.config, key.src, key.dst, client_isn));
         let delivery = conn.delivery;
         let id = match self.insert_conn(now, conn, placed.pool) {
             Ok(id) => id,
@@ -140,7 +143,7 @@ impl Engine {
                 return refuse(self, e);
             }
         };
-        self.attach_delivery(delivery, id);
+        self.deliveries.attach(delivery, id);
         let Some(hs) = self.syn.handshakes.get_mut(hid) else { return Ok(Outcome::Absorbed) };
         hs.conn = id;
         hs.client_isn = client_isn;
@@ -313,7 +316,7 @@ impl Engine {
             self.give_up(hid, &old);
             return;
         };
-        self.attach_delivery(old.delivery, id);
+        self.deliveries.attach(old.delivery, id);
         let Some(hs) = self.syn.handshakes.get_mut(hid) else { return };
         hs.conn = id;
         hs.real_isn = real_isn;

@@ -52,7 +52,7 @@ impl Engine {
         self.syn.stats.spliced += 1;
         // The PROXY header leads the client's bytes (and completes the real's handshake).
         let delivery = self.conns.get(id).and_then(|c| c.delivery);
-        self.delivery_acks(delivery, real_isn + 1, ack_window(hs.offer.wscale.unwrap_or(0)));
+        self.deliveries.set_acks(delivery, real_isn + 1, ack_window(hs.offer.wscale.unwrap_or(0)));
         self.start_header(now, id, delivery);
         if self.replay(hid, id) == 0 {
             // Nothing kept (store was full): acknowledge the SYN-ACK ourselves.
@@ -90,7 +90,7 @@ impl Engine {
             let pkt = self.store.packet_mut(copy);
             if let Ok(ip) = IpInfo::parse(pkt) {
                 let _ = crate::packet::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
-                self.toa_for_built(id, copy);
+                self.deliveries.toa_for_built(&mut self.store, self.conns.get(id), copy);
                 self.store.queue(copy, Side::Real);
                 replayed += 1;
             } else {
@@ -151,7 +151,7 @@ impl Engine {
         };
         let len = seg.emit(self.store.slot_mut(slot));
         self.store.set_len(slot, len);
-        self.toa_for_built(id, slot);
+        self.deliveries.toa_for_built(&mut self.store, self.conns.get(id), slot);
         self.store.queue(slot, Side::Real);
     }
 
