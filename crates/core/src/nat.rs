@@ -310,11 +310,9 @@ impl Engine {
             self.conns.connection_over(now, lookup.id);
         }
         let svc = &mut self.services[service as usize];
-        let mss_rule = MssRule { clamp: svc.config.mss_clamp.unwrap_or(u16::MAX), less: 0 };
-        let mss_rule = if svc.config.toa {
-            MssRule { less: crate::client_addr::TOA_ROOM, ..mss_rule }
-        } else {
-            mss_rule
+        let mss_rule = MssRule {
+            clamp: svc.config.mss_clamp.unwrap_or(u16::MAX),
+            less: crate::client_addr::toa_room(&svc.config),
         };
         if let Some(real) = svc.reals.get_mut(real_index as usize) {
             count(&mut real.stats, to, pkt.len());

@@ -9,7 +9,7 @@ use rvs_wire::tcp::{self, TcpOption};
 use rvs_wire::tcp_options;
 use rvs_wire::tcp_seq::SeqNumber;
 
-use super::{ClientAddrState, Delivery, MAX_RTO, MAX_TIMER_RESENDS, TOA_ROOM, proxy_protocol, toa};
+use super::{ClientAddrState, Delivery, MAX_RTO, MAX_TIMER_RESENDS, proxy_protocol, toa};
 use crate::addr::Endpoint;
 use crate::config::{ProxyProtocol, ServiceConfig};
 use crate::conn::{Conn, ConnId, DeliveryId, Lookup};
@@ -101,11 +101,6 @@ impl ClientAddrState {
 }
 
 impl Engine {
-    /// Whether a service lowers the MSS for TOA.
-    pub(crate) fn toa_room(&self, svc: u32) -> u16 {
-        self.services.get(svc as usize).map_or(0, |s| if s.config.toa { TOA_ROOM } else { 0 })
-    }
-
     /// Forward a packet of a connection with a delivery under way: the
     /// usual rewrite, plus the header, the acknowledgement clamp and TOA.
     pub(crate) fn forward_delivering(

@@ -8,6 +8,7 @@ use rvs_wire::tcp_seq::SeqNumber;
 
 use super::{CLASSIC_RTO, CLASSIC_TRIES, MAX_TRIED, OpenHandshake, cookie};
 use crate::addr::FlowKey;
+use crate::client_addr;
 use crate::config::RetransmitMode;
 use crate::conn::{Conn, Handshake, HandshakeId, Lookup};
 use crate::drop::DropReason;
@@ -47,7 +48,7 @@ impl Engine {
         let (cookie, ts_bits) = self.syn.jar.make(self.conns.secrets(), now, key, client_isn.0, offer);
         // With TOA the client's segments grow by the option: it is told less.
         let our_mss = service.config.mss_clamp.map_or(cfg.mss_max, |c| c.min(cfg.mss_max));
-        let our_mss = our_mss.saturating_sub(self.toa_room(svc)).max(64);
+        let our_mss = our_mss.saturating_sub(client_addr::toa_room(&service.config)).max(64);
         let announced = service.synproxy_wscale.unwrap_or(cfg.wscale);
         let tsval = (ms_clock(now) & !((1 << cookie::TS_OPT_BITS) - 1)) | ts_bits;
         let synack = Segment {
@@ -184,8 +185,8 @@ impl Engine {
         let Some(hs) = self.syn.handshakes.get(hid) else { return };
         let Some(conn) = self.conns.get(hs.conn) else { return };
         let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
-        let toa_room = self.toa_room(svc);
         let service = &mut self.services[svc as usize];
+        let toa_room = client_addr::toa_room(&service.config);
         let mss_clamp = service.config.mss_clamp;
         let Some(r) = service.reals.get_mut(real_index as usize) else { return };
         let Some(hs) = self.syn.handshakes.get_mut(hid) else { return };
