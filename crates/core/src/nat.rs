@@ -24,7 +24,7 @@ use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::real_mut;
 use crate::engine::{Engine, Verdict};
-use crate::packet::{IpInfo, L4Info, MssRule, Outcome, parse_l4, rewrite};
+use crate::packet::{IpInfo, L4Info, MssRule, Outcome, Spliced, parse_l4, rewrite};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 
@@ -37,7 +37,7 @@ impl Engine {
         self.last_now = self.last_now.max(now);
         match self.process(now, pkt) {
             Ok(Outcome::Forward(to)) => Verdict::Forward { to },
-            Ok(Outcome::Absorbed) => Verdict::Absorbed,
+            Ok(Outcome::Absorbed | Outcome::Spliced(_)) => Verdict::Absorbed,
             Err(reason) => {
                 self.stats.drops.add(reason);
                 Verdict::Drop(reason)
@@ -130,8 +130,10 @@ impl Engine {
             };
             let (mut hs, mut delivery) = marks(self);
             if let Handshake::Open(hid) = hs {
-                if let Some(done) = self.synproxy_pending(now, lookup, hid, &ip, pkt) {
-                    return done;
+                match self.synproxy_pending(now, lookup, hid, &ip, pkt) {
+                    Some(Ok(Outcome::Spliced(s))) => return Ok(self.spliced(now, s)),
+                    Some(done) => return done,
+                    None => {}
                 }
                 // The packet confirmed a replay, which ended the handshake.
                 (hs, delivery) = marks(self);
@@ -151,6 +153,17 @@ impl Engine {
             }
         }
         self.forward(now, lookup, &ip, &l4, pkt).map(Outcome::Forward)
+    }
+
+    /// SYNProxy joined the handshakes: client-address delivery starts (its
+    /// PROXY header leads the client's bytes), then SYNProxy replays the
+    /// client packets it kept.
+    fn spliced(&mut self, now: Instant, s: Spliced) -> Outcome {
+        let delivery = self.conns.get(s.conn).and_then(|c| c.delivery);
+        self.deliveries.set_acks(delivery, s.ack, s.window);
+        self.start_header(now, s.conn, delivery);
+        self.synproxy_replay(now, s);
+        Outcome::Absorbed
     }
 
     /// The SYNProxy service a flow is addressed to, if any. Asked only for

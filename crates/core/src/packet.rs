@@ -10,9 +10,11 @@ use std::net::IpAddr;
 use rvs_wire::checksum;
 use rvs_wire::tcp::{self, TcpOption};
 use rvs_wire::tcp_options;
+use rvs_wire::tcp_seq::SeqNumber;
 use rvs_wire::{ip_protocol, ipv4, ipv6, udp};
 
 use crate::addr::{Endpoint, Proto};
+use crate::conn::{ConnId, HandshakeId};
 use crate::drop::DropReason;
 use crate::tcp_state::{SegmentFlags, Side};
 
@@ -23,6 +25,20 @@ pub(crate) enum Outcome {
     Forward(Side),
     /// Answered or kept by SYNProxy.
     Absorbed,
+    /// SYNProxy joined the two handshakes of a connection; the engine
+    /// starts its client-address delivery, then has SYNProxy replay.
+    Spliced(Spliced),
+}
+
+/// A connection whose client- and real-side handshakes SYNProxy just joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spliced {
+    pub(crate) conn: ConnId,
+    pub(crate) handshake: HandshakeId,
+    /// The acknowledgement (the real's ISN + 1) and window of segments the
+    /// engine builds toward the real before the client's next one.
+    pub(crate) ack: SeqNumber,
+    pub(crate) window: u16,
 }
 
 /// What the path needs from the IP header, for either family.

@@ -437,8 +437,7 @@ impl Engine {
                 if !f.syn() {
                     return Err(DropReason::HandshakePending);
                 }
-                self.splice(now, lookup.id, hid, seg);
-                Ok(Outcome::Absorbed)
+                Ok(self.splice(now, lookup.id, hid, seg).map_or(Outcome::Absorbed, Outcome::Spliced))
             }
         }
     }
