@@ -24,7 +24,7 @@ use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::real_mut;
 use crate::engine::{Engine, Verdict};
-use crate::packet::{IpInfo, L4Info, MssRule, Outcome, Spliced, parse_l4, rewrite};
+use crate::packet::{IpInfo, L4Info, MssRule, Outcome, parse_l4, rewrite};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 
@@ -37,7 +37,7 @@ impl Engine {
         self.last_now = self.last_now.max(now);
         match self.process(now, pkt) {
             Ok(Outcome::Forward(to)) => Verdict::Forward { to },
-            Ok(Outcome::Absorbed | Outcome::Spliced(_)) => Verdict::Absorbed,
+            Ok(Outcome::Absorbed | Outcome::Spliced(_) | Outcome::ReplayLost { .. }) => Verdict::Absorbed,
             Err(reason) => {
                 self.stats.drops.add(reason);
                 Verdict::Drop(reason)
@@ -130,10 +130,8 @@ impl Engine {
             };
             let (mut hs, mut delivery) = marks(self);
             if let Handshake::Open(hid) = hs {
-                match self.synproxy_pending(now, lookup, hid, &ip, pkt) {
-                    Some(Ok(Outcome::Spliced(s))) => return Ok(self.spliced(now, s)),
-                    Some(done) => return done,
-                    None => {}
+                if let Some(done) = self.synproxy_pending(now, lookup, hid, &ip, pkt) {
+                    return done.map(|o| self.hand_off(now, o));
                 }
                 // The packet confirmed a replay, which ended the handshake.
                 (hs, delivery) = marks(self);
@@ -141,8 +139,10 @@ impl Engine {
             if matches!(hs, Handshake::Spliced { .. }) && lookup.side == Side::Real {
                 let seg = &pkt[ip.header_len..];
                 if l4.flags.syn && l4.flags.ack {
-                    let conn = self.conns.get(lookup.id).cloned();
-                    return Ok(conn.map_or(Outcome::Absorbed, |c| self.synproxy_reack(lookup.id, &c, seg)));
+                    let Some(conn) = self.conns.get(lookup.id).cloned() else { return Ok(Outcome::Absorbed) };
+                    // The header goes again ahead of SYNProxy's ACK.
+                    self.resend_header(lookup.id, conn.delivery);
+                    return Ok(self.synproxy_reack(lookup.id, &conn, seg));
                 }
                 if self.ack_storm(lookup.id, seg) {
                     return Err(DropReason::AckStorm);
@@ -155,15 +155,26 @@ impl Engine {
         self.forward(now, lookup, &ip, &l4, pkt).map(Outcome::Forward)
     }
 
-    /// SYNProxy joined the handshakes: client-address delivery starts (its
-    /// PROXY header leads the client's bytes), then SYNProxy replays the
-    /// client packets it kept.
-    fn spliced(&mut self, now: Instant, s: Spliced) -> Outcome {
-        let delivery = self.conns.get(s.conn).and_then(|c| c.delivery);
-        self.deliveries.set_acks(delivery, s.ack, s.window);
-        self.start_header(now, s.conn, delivery);
-        self.synproxy_replay(now, s);
-        Outcome::Absorbed
+    /// What SYNProxy hands to client-address delivery. Its PROXY header
+    /// leads the client's bytes: it goes (again) before SYNProxy replays
+    /// the client packets it kept.
+    fn hand_off(&mut self, now: Instant, outcome: Outcome) -> Outcome {
+        match outcome {
+            Outcome::Spliced(s) => {
+                let delivery = self.conns.get(s.conn).and_then(|c| c.delivery);
+                self.deliveries.set_acks(delivery, s.ack, s.window);
+                self.start_header(now, s.conn, delivery);
+                self.synproxy_replay(now, s);
+                Outcome::Absorbed
+            }
+            Outcome::ReplayLost { conn, handshake } => {
+                let delivery = self.conns.get(conn).and_then(|c| c.delivery);
+                self.resend_header(conn, delivery);
+                self.synproxy_replay_again(handshake, conn);
+                Outcome::Absorbed
+            }
+            o => o,
+        }
     }
 
     /// The SYNProxy service a flow is addressed to, if any. Asked only for

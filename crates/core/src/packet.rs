@@ -28,6 +28,9 @@ pub(crate) enum Outcome {
     /// SYNProxy joined the two handshakes of a connection; the engine
     /// starts its client-address delivery, then has SYNProxy replay.
     Spliced(Spliced),
+    /// SYNProxy's replay to the real was lost; the engine resends the
+    /// connection's PROXY header, then has SYNProxy replay again.
+    ReplayLost { conn: ConnId, handshake: HandshakeId },
 }
 
 /// A connection whose client- and real-side handshakes SYNProxy just joined.

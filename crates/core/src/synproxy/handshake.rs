@@ -350,7 +350,9 @@ impl Engine {
         ip: &IpInfo,
         pkt: &[u8],
     ) -> Option<Result<Outcome, DropReason>> {
-        let Some(conn) = self.conns.get(lookup.id) else { return Some(Err(DropReason::NoConnection)) };
+        if self.conns.get(lookup.id).is_none() {
+            return Some(Err(DropReason::NoConnection));
+        }
         let seg = &pkt[ip.header_len..];
         let t = tcp::Packet::new_unchecked(seg);
         let f = t.flags();
@@ -358,9 +360,7 @@ impl Engine {
             if lookup.side == Side::Real && f.syn() && f.ack() {
                 // The real is still in SYN_RECV: the replay was lost.
                 self.syn.stats.replays_resent += 1;
-                self.resend_header(lookup.id, conn.delivery);
-                self.replay(hid, lookup.id);
-                return Some(Ok(Outcome::Absorbed));
+                return Some(Ok(Outcome::ReplayLost { conn: lookup.id, handshake: hid }));
             }
             // Any packet from the real shows it got the replay. A client
             // packet, forwarded now, completes the real's handshake anyway

@@ -89,6 +89,11 @@ impl Engine {
         self.syn.handshakes.set_timer(hid, now + rto);
     }
 
+    /// The real lost the replay: send the kept packets again.
+    pub(crate) fn synproxy_replay_again(&mut self, hid: HandshakeId, id: ConnId) {
+        self.replay(hid, id);
+    }
+
     /// Queue translated copies of the kept packets toward the real; how many.
     pub(super) fn replay(&mut self, hid: HandshakeId, id: ConnId) -> usize {
         let Some(conn) = self.conns.get(id) else { return 0 };
@@ -142,7 +147,8 @@ impl Engine {
     }
 
     /// A SYN-ACK from the real of a spliced connection (our ACK of its first
-    /// one was lost): acknowledge it again ourselves.
+    /// one was lost): acknowledge it again ourselves (the engine resent the
+    /// PROXY header first).
     pub(crate) fn synproxy_reack(&mut self, id: ConnId, conn: &Conn, seg: &[u8]) -> Outcome {
         let t = tcp::Packet::new_unchecked(seg);
         let mut ack = Segment::ack(
@@ -153,7 +159,6 @@ impl Engine {
             self.cfg.synproxy.ttl,
         );
         ack.window = ack_window(conn.peer_wscale);
-        self.resend_header(id, conn.delivery);
         self.queue_to_real(id, &ack);
         Outcome::Absorbed
     }
