@@ -90,6 +90,22 @@ impl ClientAddrState {
         }
     }
 
+    /// Copy a rewritten client→real packet into a slot with TOA for `client`
+    /// inserted and queue it; if the option cannot go in, forward it as it is (counted).
+    fn forward_with_toa(&mut self, store: &mut PacketStore, client: Endpoint, pkt: &[u8]) -> Outcome {
+        let Some(slot) = store.store(pkt) else {
+            self.stats.toa_no_room += 1;
+            return Outcome::Forward(Side::Real);
+        };
+        if self.insert_toa(store, slot, client) {
+            store.queue(slot, Side::Real);
+            Outcome::Absorbed
+        } else {
+            store.release(slot);
+            Outcome::Forward(Side::Real)
+        }
+    }
+
     /// TOA for a segment the engine built toward the real of `conn`
     /// (SYNProxy's ACKs, replays, the PROXY header), if its delivery still carries it.
     pub(crate) fn toa_for_built(&mut self, store: &mut PacketStore, conn: Option<&Conn>, slot: u32) {
@@ -179,28 +195,12 @@ impl Engine {
             clamp_acks(&mut pkt[ip.header_len..], start);
         }
         if to == Side::Real && !l4.flags.syn && self.deliveries.live(Some(index)).is_some_and(|d| d.toa) {
-            return Ok(self.forward_with_toa(lookup.id, pkt));
+            let Some(client) = self.conns.get(lookup.id).map(|c| c.client) else {
+                return Ok(Outcome::Forward(Side::Real));
+            };
+            return Ok(self.deliveries.forward_with_toa(&mut self.store, client, pkt));
         }
         Ok(Outcome::Forward(to))
-    }
-
-    /// Copy a rewritten client→real packet into a slot with TOA inserted and
-    /// queue it; if the option cannot go in, forward it as it is (counted).
-    fn forward_with_toa(&mut self, id: ConnId, pkt: &[u8]) -> Outcome {
-        let Some(client) = self.conns.get(id).map(|c| c.client) else {
-            return Outcome::Forward(Side::Real);
-        };
-        let Some(slot) = self.store.store(pkt) else {
-            self.deliveries.stats.toa_no_room += 1;
-            return Outcome::Forward(Side::Real);
-        };
-        if self.deliveries.insert_toa(&mut self.store, slot, client) {
-            self.store.queue(slot, Side::Real);
-            Outcome::Absorbed
-        } else {
-            self.store.release(slot);
-            Outcome::Forward(Side::Real)
-        }
     }
 
     /// The PROXY header of connection `id` (delivery `index`), written into `buf`.
