@@ -15,7 +15,7 @@ use rvs_wire::{checksum, icmpv4, ipv4};
 use crate::addr::{Endpoint, FlowKey, Proto};
 use crate::drop::DropReason;
 use crate::engine::Engine;
-use crate::nat::{IpInfo, rewrite_ip_header, wire_drop};
+use crate::packet::{IpInfo, rewrite_ip_header, wire_drop};
 use crate::tcp_state::Side;
 use crate::time::Instant;
 

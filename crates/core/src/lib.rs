@@ -30,6 +30,7 @@ mod icmp;
 pub mod io;
 pub mod laddr;
 mod nat;
+mod packet;
 mod real;
 mod real_clock;
 pub mod sched;

@@ -1,4 +1,4 @@
-//! The packet path: classify, look up or create the connection, rewrite.
+//! The packet path: classify, look up or create the connection, forward.
 //!
 //! FullNAT rewrites both addresses and both ports of every packet:
 //! client → VIP:vport becomes LIP:lport → real:rport, and the answer
@@ -13,10 +13,10 @@
 use std::net::IpAddr;
 
 use rvs_wire::checksum;
-use rvs_wire::tcp::{self, TcpOption};
-use rvs_wire::tcp_options::{self, Summary};
+use rvs_wire::ip_protocol;
+use rvs_wire::tcp;
+use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
-use rvs_wire::{ip_protocol, ipv4, ipv6, udp};
 
 use crate::addr::{Endpoint, FlowKey, Proto};
 use crate::conn::{Handshake, Lookup, Placement, Translation};
@@ -24,110 +24,9 @@ use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::real_mut;
 use crate::engine::{Engine, Verdict};
-use crate::tcp_state::{SegmentFlags, Side, TcpState};
+use crate::packet::{IpInfo, L4Info, MssRule, Outcome, parse_l4, rewrite};
+use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
-
-/// What the packet path did with a packet it did not drop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Rewritten in place; send toward this side.
-    Forward(Side),
-    /// Answered or kept by SYNProxy.
-    Absorbed,
-}
-
-/// What the path needs from the IP header, for either family.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct IpInfo {
-    pub(crate) header_len: usize,
-    pub(crate) total_len: usize,
-    pub(crate) src: IpAddr,
-    pub(crate) dst: IpAddr,
-    pub(crate) protocol: u8,
-    pub(crate) ttl: u8,
-}
-
-impl IpInfo {
-    /// Parse and validate the IP header; fragments and IPv6 are refused here.
-    pub(crate) fn parse(pkt: &[u8]) -> Result<Self, DropReason> {
-        match pkt.first().map(|b| b >> 4) {
-            Some(4) => {
-                let ip = ipv4::Packet::new_checked(pkt).map_err(wire_drop)?;
-                if ip.is_fragment() {
-                    return Err(DropReason::Fragment);
-                }
-                Ok(Self {
-                    header_len: ip.header_len(),
-                    total_len: usize::from(ip.total_len()),
-                    src: IpAddr::V4(ip.src_addr()),
-                    dst: IpAddr::V4(ip.dst_addr()),
-                    protocol: ip.protocol(),
-                    ttl: ip.ttl(),
-                })
-            }
-            Some(6) => {
-                ipv6::Packet::new_checked(pkt).map_err(wire_drop)?;
-                Err(DropReason::Ipv6Unsupported)
-            }
-            Some(_) => Err(DropReason::Malformed),
-            None => Err(DropReason::Truncated),
-        }
-    }
-}
-
-pub(crate) fn wire_drop(e: rvs_wire::Error) -> DropReason {
-    match e {
-        rvs_wire::Error::Truncated => DropReason::Truncated,
-        _ => DropReason::Malformed,
-    }
-}
-
-/// The transport fields the path reads before deciding.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct L4Info {
-    pub(crate) src_port: u16,
-    pub(crate) dst_port: u16,
-    pub(crate) flags: SegmentFlags,
-    pub(crate) seq: u32,
-    pub(crate) ack: u32,
-    /// Sequence space the segment occupies: payload, plus one each for SYN and FIN.
-    pub(crate) seg_len: u32,
-}
-
-fn parse_l4(proto: Proto, seg: &[u8]) -> Result<L4Info, DropReason> {
-    match proto {
-        Proto::Tcp => {
-            let t = tcp::Packet::new_checked(seg).map_err(wire_drop)?;
-            let f = t.flags();
-            let flags = SegmentFlags { syn: f.syn(), ack: f.ack(), fin: f.fin(), rst: f.rst() };
-            // RFC 9293 §3.10.7: no valid segment carries SYN with RST or FIN,
-            // and every valid segment carries at least one of these flags.
-            if (flags.syn && (flags.rst || flags.fin)) || !(flags.syn || flags.ack || flags.rst || flags.fin)
-            {
-                return Err(DropReason::BadTcpFlags);
-            }
-            Ok(L4Info {
-                src_port: t.src_port(),
-                dst_port: t.dst_port(),
-                flags,
-                seq: t.seq_number(),
-                ack: t.ack_number(),
-                seg_len: t.segment_len() as u32,
-            })
-        }
-        Proto::Udp => {
-            let u = udp::Packet::new_checked(seg).map_err(wire_drop)?;
-            Ok(L4Info {
-                src_port: u.src_port(),
-                dst_port: u.dst_port(),
-                flags: SegmentFlags::default(),
-                seq: 0,
-                ack: 0,
-                seg_len: 0,
-            })
-        }
-    }
-}
 
 impl Engine {
     /// Process one IP packet (no link-layer header), rewriting it in place.
@@ -138,7 +37,7 @@ impl Engine {
         self.last_now = self.last_now.max(now);
         match self.process(now, pkt) {
             Ok(Outcome::Forward(to)) => Verdict::Forward { to },
-            Ok(Outcome::Absorbed) => Verdict::Absorbed,
+            Ok(Outcome::Absorbed | Outcome::Spliced(_) | Outcome::ReplayLost { .. }) => Verdict::Absorbed,
             Err(reason) => {
                 self.stats.drops.add(reason);
                 Verdict::Drop(reason)
@@ -232,7 +131,7 @@ impl Engine {
             let (mut hs, mut delivery) = marks(self);
             if let Handshake::Open(hid) = hs {
                 if let Some(done) = self.synproxy_pending(now, lookup, hid, &ip, pkt) {
-                    return done;
+                    return done.map(|o| self.hand_off(now, o));
                 }
                 // The packet confirmed a replay, which ended the handshake.
                 (hs, delivery) = marks(self);
@@ -240,8 +139,10 @@ impl Engine {
             if matches!(hs, Handshake::Spliced { .. }) && lookup.side == Side::Real {
                 let seg = &pkt[ip.header_len..];
                 if l4.flags.syn && l4.flags.ack {
-                    let conn = self.conns.get(lookup.id).cloned();
-                    return Ok(conn.map_or(Outcome::Absorbed, |c| self.synproxy_reack(lookup.id, &c, seg)));
+                    let Some(conn) = self.conns.get(lookup.id).cloned() else { return Ok(Outcome::Absorbed) };
+                    // The header goes again ahead of SYNProxy's ACK.
+                    self.resend_header(lookup.id, conn.delivery);
+                    return Ok(self.synproxy_reack(lookup.id, &conn, seg));
                 }
                 if self.ack_storm(lookup.id, seg) {
                     return Err(DropReason::AckStorm);
@@ -252,6 +153,28 @@ impl Engine {
             }
         }
         self.forward(now, lookup, &ip, &l4, pkt).map(Outcome::Forward)
+    }
+
+    /// What SYNProxy hands to client-address delivery. Its PROXY header
+    /// leads the client's bytes: it goes (again) before SYNProxy replays
+    /// the client packets it kept.
+    fn hand_off(&mut self, now: Instant, outcome: Outcome) -> Outcome {
+        match outcome {
+            Outcome::Spliced(s) => {
+                let delivery = self.conns.get(s.conn).and_then(|c| c.delivery);
+                self.deliveries.set_acks(delivery, s.ack, s.window);
+                self.start_header(now, s.conn, delivery);
+                self.synproxy_replay(now, s);
+                Outcome::Absorbed
+            }
+            Outcome::ReplayLost { conn, handshake } => {
+                let delivery = self.conns.get(conn).and_then(|c| c.delivery);
+                self.resend_header(conn, delivery);
+                self.synproxy_replay_again(handshake, conn);
+                Outcome::Absorbed
+            }
+            o => o,
+        }
     }
 
     /// The SYNProxy service a flow is addressed to, if any. Asked only for
@@ -313,11 +236,14 @@ impl Engine {
         let mut conn = placed.conn(key, svc_index, state, now + self.timeout(svc_index, key.proto, state));
         conn.xlat = xlat;
         if key.proto == Proto::Tcp {
-            conn.delivery = self.open_delivery(svc_index, key.src, key.dst, SeqNumber(l4.seq));
+            conn.delivery = self
+                .services
+                .get(svc_index as usize)
+                .and_then(|s| self.deliveries.start(&s.config, key.src, key.dst, SeqNumber(l4.seq)));
         }
         let delivery = conn.delivery;
         let id = self.insert_conn(now, conn, placed.pool).inspect_err(|_| self.deliveries.close(delivery))?;
-        self.attach_delivery(delivery, id);
+        self.deliveries.attach(delivery, id);
         Ok(Lookup { id, side: Side::Client })
     }
 
@@ -408,11 +334,9 @@ impl Engine {
             self.conns.connection_over(now, lookup.id);
         }
         let svc = &mut self.services[service as usize];
-        let mss_rule = MssRule { clamp: svc.config.mss_clamp.unwrap_or(u16::MAX), less: 0 };
-        let mss_rule = if svc.config.toa {
-            MssRule { less: crate::client_addr::TOA_ROOM, ..mss_rule }
-        } else {
-            mss_rule
+        let mss_rule = MssRule {
+            clamp: svc.config.mss_clamp.unwrap_or(u16::MAX),
+            less: crate::client_addr::toa_room(&svc.config),
         };
         if let Some(real) = svc.reals.get_mut(real_index as usize) {
             count(&mut real.stats, to, pkt.len());
@@ -483,175 +407,4 @@ fn count(c: &mut crate::service::TrafficCounters, to: Side, bytes: usize) {
             c.bytes_out += bytes as u64;
         }
     }
-}
-
-/// How a SYN's MSS option is rewritten: at most `clamp`, then `less` lower
-/// (room for an option the engine adds to the peer's segments).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct MssRule {
-    pub(crate) clamp: u16,
-    pub(crate) less: u16,
-}
-
-impl MssRule {
-    pub(crate) const NONE: Self = Self { clamp: u16::MAX, less: 0 };
-
-    fn apply(self, mss: u16) -> u16 {
-        mss.min(self.clamp).saturating_sub(self.less).max(64)
-    }
-}
-
-/// Rewrite addresses, ports and sequence space of a validated packet;
-/// returns the TSval it carries now, if its timestamps were translated.
-///
-/// `xlat` is (own seq offset, peer seq offset, own TSval offset, peer TSval
-/// offset) for the side the packet came from.
-pub(crate) fn rewrite(
-    pkt: &mut [u8],
-    ip: &IpInfo,
-    src: Endpoint,
-    dst: Endpoint,
-    xlat: (u32, u32, u32, u32),
-    mss: Option<MssRule>,
-    decrement_ttl: bool,
-) -> Option<u32> {
-    let (head, seg) = pkt.split_at_mut(ip.header_len);
-    rewrite_ip_header(head, ip, src.addr, dst.addr, decrement_ttl);
-    match ip.protocol {
-        ip_protocol::TCP => rewrite_tcp(seg, ip, src, dst, xlat, mss),
-        ip_protocol::UDP => {
-            rewrite_udp(seg, ip, src, dst);
-            None
-        }
-        _ => None,
-    }
-}
-
-/// New addresses (and TTL) in an IPv4 header, checksum updated incrementally.
-pub(crate) fn rewrite_ip_header(head: &mut [u8], ip: &IpInfo, src: IpAddr, dst: IpAddr, decrement_ttl: bool) {
-    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else { return };
-    let mut h = ipv4::Packet::new_unchecked(head);
-    let mut sum = h.checksum();
-    sum = checksum::update_addr(sum, ip.src, src);
-    sum = checksum::update_addr(sum, ip.dst, dst);
-    h.set_src_addr(s);
-    h.set_dst_addr(d);
-    if decrement_ttl {
-        let ttl = ip.ttl.saturating_sub(1);
-        let word = |t: u8| u16::from_be_bytes([t, ip.protocol]);
-        sum = checksum::update16(sum, word(ip.ttl), word(ttl));
-        h.set_ttl(ttl);
-    }
-    h.set_checksum(sum);
-}
-
-fn rewrite_tcp(
-    seg: &mut [u8],
-    ip: &IpInfo,
-    src: Endpoint,
-    dst: Endpoint,
-    (own_seq, peer_seq, own_ts, peer_ts): (u32, u32, u32, u32),
-    mss: Option<MssRule>,
-) -> Option<u32> {
-    let mut t = tcp::Packet::new_unchecked(&mut *seg);
-    let mut sum = t.checksum();
-    sum = checksum::update_addr(sum, ip.src, src.addr);
-    sum = checksum::update_addr(sum, ip.dst, dst.addr);
-    sum = checksum::update16(sum, t.src_port(), src.port);
-    sum = checksum::update16(sum, t.dst_port(), dst.port);
-    t.set_src_port(src.port);
-    t.set_dst_port(dst.port);
-    if own_seq != 0 {
-        let (old, new) = (t.seq_number(), t.seq_number().wrapping_add(own_seq));
-        sum = checksum::update32(sum, old, new);
-        t.set_seq_number(new);
-    }
-    let acking = t.flags().ack();
-    if acking && peer_seq != 0 {
-        let (old, new) = (t.ack_number(), t.ack_number().wrapping_sub(peer_seq));
-        sum = checksum::update32(sum, old, new);
-        t.set_ack_number(new);
-    }
-    let syn = t.flags().syn();
-    let mut tsval = None;
-    if t.header_len() > 20 && (peer_seq != 0 || own_ts != 0 || peer_ts != 0 || mss.is_some()) {
-        (sum, tsval) =
-            rewrite_options(t.options_mut(), sum, peer_seq, own_ts, peer_ts, acking, mss.filter(|_| syn));
-    }
-    t.set_checksum(sum);
-    tsval
-}
-
-/// Translate SACK blocks and timestamps, rewrite the MSS; returns the
-/// updated checksum and the segment's TSval as it is now, if it has one.
-fn rewrite_options(
-    opts: &mut [u8],
-    mut sum: u16,
-    peer_seq: u32,
-    own_ts: u32,
-    peer_ts: u32,
-    acking: bool,
-    mss_rule: Option<MssRule>,
-) -> (u16, Option<u32>) {
-    // Linux's established segments carry NOP, NOP, timestamps and nothing
-    // else: translate those in place without walking the list.
-    if opts.len() == 12 && opts[..4] == [1, 1, 8, 10] && mss_rule.is_none() {
-        let word = |o: &[u8], at: usize| u32::from_be_bytes([o[at], o[at + 1], o[at + 2], o[at + 3]]);
-        let (tsval, tsecr) = (word(opts, 4), word(opts, 8));
-        let new_val = tsval.wrapping_add(own_ts);
-        if own_ts != 0 || (peer_ts != 0 && acking) {
-            let new_ecr = if acking { tsecr.wrapping_sub(peer_ts) } else { tsecr };
-            sum = checksum::update32(sum, tsval, new_val);
-            sum = checksum::update32(sum, tsecr, new_ecr);
-            opts[4..8].copy_from_slice(&new_val.to_be_bytes());
-            opts[8..12].copy_from_slice(&new_ecr.to_be_bytes());
-        }
-        return (sum, Some(new_val));
-    }
-    let mut now_tsval = None;
-    let sum = tcp_options::rewrite(opts, sum, |w, at, opt| match opt {
-        TcpOption::MaxSegmentSize(mss) => {
-            if let Some(new) = mss_rule.map(|r| r.apply(mss)).filter(|&m| m != mss) {
-                w.put(at + 2, &new.to_be_bytes());
-            }
-        }
-        TcpOption::SackRange(blocks) if peer_seq != 0 => {
-            for (i, &(left, right)) in blocks.as_slice().iter().enumerate() {
-                let mut b = [0u8; 8];
-                b[..4].copy_from_slice(&left.wrapping_sub(peer_seq).to_be_bytes());
-                b[4..].copy_from_slice(&right.wrapping_sub(peer_seq).to_be_bytes());
-                w.put(at + 2 + 8 * i, &b);
-            }
-        }
-        TcpOption::Timestamps { tsval, tsecr } => {
-            now_tsval = Some(tsval.wrapping_add(own_ts));
-            if own_ts != 0 || (peer_ts != 0 && acking) {
-                let mut b = [0u8; 8];
-                b[..4].copy_from_slice(&tsval.wrapping_add(own_ts).to_be_bytes());
-                // RFC 7323 §3.2: TSecr is meaningful only with ACK set.
-                let ecr = if acking { tsecr.wrapping_sub(peer_ts) } else { tsecr };
-                b[4..].copy_from_slice(&ecr.to_be_bytes());
-                w.put(at + 2, &b);
-            }
-        }
-        _ => {}
-    });
-    (sum, now_tsval)
-}
-
-fn rewrite_udp(seg: &mut [u8], ip: &IpInfo, src: Endpoint, dst: Endpoint) {
-    let mut u = udp::Packet::new_unchecked(&mut *seg);
-    let old_sum = u.checksum();
-    let (old_src, old_dst) = (u.src_port(), u.dst_port());
-    u.set_src_port(src.port);
-    u.set_dst_port(dst.port);
-    // RFC 768: over IPv4 a zero checksum means none was computed; keep it so.
-    if old_sum == 0 && ip.src.is_ipv4() {
-        return;
-    }
-    let mut sum = checksum::update_addr(old_sum, ip.src, src.addr);
-    sum = checksum::update_addr(sum, ip.dst, dst.addr);
-    sum = checksum::update16(sum, old_src, src.port);
-    sum = checksum::update16(sum, old_dst, dst.port);
-    u.set_checksum(if sum == 0 { 0xffff } else { sum });
 }

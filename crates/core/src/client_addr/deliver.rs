@@ -9,30 +9,30 @@ use rvs_wire::tcp::{self, TcpOption};
 use rvs_wire::tcp_options;
 use rvs_wire::tcp_seq::SeqNumber;
 
-use super::{Delivery, MAX_RTO, MAX_TIMER_RESENDS, TOA_ROOM, proxy_protocol, toa};
+use super::{ClientAddrState, Delivery, MAX_RTO, MAX_TIMER_RESENDS, proxy_protocol, toa};
 use crate::addr::Endpoint;
-use crate::config::ProxyProtocol;
-use crate::conn::{ConnId, DeliveryId, Lookup};
+use crate::config::{ProxyProtocol, ServiceConfig};
+use crate::conn::{Conn, ConnId, DeliveryId, Lookup};
 use crate::drop::DropReason;
 use crate::emit::Segment;
+use crate::emit::store::PacketStore;
 use crate::engine::Engine;
-use crate::nat::{IpInfo, L4Info, Outcome};
+use crate::packet::{IpInfo, L4Info, Outcome};
 use crate::tcp_state::Side;
 use crate::time::Instant;
 
-impl Engine {
-    /// Start delivering the client's address for a new connection of
-    /// service `svc` whose client chose `client_isn`; the index for
-    /// `Conn::delivery` (the caller sets the entry's connection once it has one).
-    pub(crate) fn open_delivery(
+impl ClientAddrState {
+    /// Start delivering the client's address for a new connection of a
+    /// service configured as `config` whose client chose `client_isn`; the
+    /// index for `Conn::delivery` (the caller attaches the connection once it has one).
+    pub(crate) fn start(
         &mut self,
-        svc: u32,
+        config: &ServiceConfig,
         client: Endpoint,
         vip: Endpoint,
         client_isn: SeqNumber,
     ) -> Option<DeliveryId> {
-        let service = self.services.get(svc as usize)?;
-        let (mut version, toa) = (service.config.proxy_protocol, service.config.toa);
+        let (mut version, toa) = (config.proxy_protocol, config.toa);
         if client.addr.is_ipv4() != vip.addr.is_ipv4() {
             // A header names both ends in one family (NAT64 will need its own choice).
             version = ProxyProtocol::Disabled;
@@ -41,7 +41,7 @@ impl Engine {
             return None;
         }
         // A full table (2^24 under way) only means no delivery for this connection.
-        self.deliveries.entries.insert(Delivery {
+        self.entries.insert(Delivery {
             conn: ConnId::NONE,
             version,
             stream_start: client_isn + 1,
@@ -59,26 +59,64 @@ impl Engine {
     }
 
     /// Tell a delivery which connection it belongs to (after insertion or a failover).
-    pub(crate) fn attach_delivery(&mut self, index: Option<DeliveryId>, id: ConnId) {
-        if let Some(d) = self.deliveries.live(index) {
+    pub(crate) fn attach(&mut self, index: Option<DeliveryId>, id: ConnId) {
+        if let Some(d) = self.live(index) {
             d.conn = id;
         }
     }
 
     /// The acknowledgement and window a built header carries, when no
     /// client segment told them yet (SYNProxy's splice).
-    pub(crate) fn delivery_acks(&mut self, index: Option<DeliveryId>, ack: SeqNumber, window: u16) {
-        if let Some(d) = self.deliveries.live(index) {
+    pub(crate) fn set_acks(&mut self, index: Option<DeliveryId>, ack: SeqNumber, window: u16) {
+        if let Some(d) = self.live(index) {
             d.ack = ack;
             d.window = window;
         }
     }
 
-    /// Whether a service lowers the MSS for TOA.
-    pub(crate) fn toa_room(&self, svc: u32) -> u16 {
-        self.services.get(svc as usize).map_or(0, |s| if s.config.toa { TOA_ROOM } else { 0 })
+    /// Insert TOA for `client` into the packet in `slot`; counts either way.
+    fn insert_toa(&mut self, store: &mut PacketStore, slot: u32, client: Endpoint) -> bool {
+        let len = store.packet_mut(slot).len();
+        match toa::insert(store.slot_mut(slot), len, client) {
+            Ok(n) => {
+                store.set_len(slot, n);
+                self.stats.toa_inserted += 1;
+                true
+            }
+            Err(_) => {
+                self.stats.toa_no_room += 1;
+                false
+            }
+        }
     }
 
+    /// Copy a rewritten client→real packet into a slot with TOA for `client`
+    /// inserted and queue it; if the option cannot go in, forward it as it is (counted).
+    fn forward_with_toa(&mut self, store: &mut PacketStore, client: Endpoint, pkt: &[u8]) -> Outcome {
+        let Some(slot) = store.store(pkt) else {
+            self.stats.toa_no_room += 1;
+            return Outcome::Forward(Side::Real);
+        };
+        if self.insert_toa(store, slot, client) {
+            store.queue(slot, Side::Real);
+            Outcome::Absorbed
+        } else {
+            store.release(slot);
+            Outcome::Forward(Side::Real)
+        }
+    }
+
+    /// TOA for a segment the engine built toward the real of `conn`
+    /// (SYNProxy's ACKs, replays, the PROXY header), if its delivery still carries it.
+    pub(crate) fn toa_for_built(&mut self, store: &mut PacketStore, conn: Option<&Conn>, slot: u32) {
+        let Some(conn) = conn else { return };
+        if self.get(conn.delivery).is_some_and(|d| d.toa) {
+            self.insert_toa(store, slot, conn.client);
+        }
+    }
+}
+
+impl Engine {
     /// Forward a packet of a connection with a delivery under way: the
     /// usual rewrite, plus the header, the acknowledgement clamp and TOA.
     pub(crate) fn forward_delivering(
@@ -157,54 +195,12 @@ impl Engine {
             clamp_acks(&mut pkt[ip.header_len..], start);
         }
         if to == Side::Real && !l4.flags.syn && self.deliveries.live(Some(index)).is_some_and(|d| d.toa) {
-            return Ok(self.forward_with_toa(lookup.id, pkt));
+            let Some(client) = self.conns.get(lookup.id).map(|c| c.client) else {
+                return Ok(Outcome::Forward(Side::Real));
+            };
+            return Ok(self.deliveries.forward_with_toa(&mut self.store, client, pkt));
         }
         Ok(Outcome::Forward(to))
-    }
-
-    /// Copy a rewritten client→real packet into a slot with TOA inserted and
-    /// queue it; if the option cannot go in, forward it as it is (counted).
-    fn forward_with_toa(&mut self, id: ConnId, pkt: &[u8]) -> Outcome {
-        let Some(client) = self.conns.get(id).map(|c| c.client) else {
-            return Outcome::Forward(Side::Real);
-        };
-        let Some(slot) = self.store.store(pkt) else {
-            self.deliveries.stats.toa_no_room += 1;
-            return Outcome::Forward(Side::Real);
-        };
-        if self.insert_toa(slot, client) {
-            self.store.queue(slot, Side::Real);
-            Outcome::Absorbed
-        } else {
-            self.store.release(slot);
-            Outcome::Forward(Side::Real)
-        }
-    }
-
-    /// Insert TOA for `client` into the packet in `slot`; counts either way.
-    fn insert_toa(&mut self, slot: u32, client: Endpoint) -> bool {
-        let len = self.store.packet_mut(slot).len();
-        match toa::insert(self.store.slot_mut(slot), len, client) {
-            Ok(n) => {
-                self.store.set_len(slot, n);
-                self.deliveries.stats.toa_inserted += 1;
-                true
-            }
-            Err(_) => {
-                self.deliveries.stats.toa_no_room += 1;
-                false
-            }
-        }
-    }
-
-    /// TOA for a segment the engine built toward the real of a connection
-    /// (SYNProxy's ACKs, replays, the PROXY header), if its delivery still carries it.
-    pub(crate) fn toa_for_built(&mut self, id: ConnId, slot: u32) {
-        let Some(conn) = self.conns.get(id) else { return };
-        let client = conn.client;
-        if self.deliveries.get(conn.delivery).is_some_and(|d| d.toa) {
-            self.insert_toa(slot, client);
-        }
     }
 
     /// The PROXY header of connection `id` (delivery `index`), written into `buf`.
@@ -275,7 +271,7 @@ impl Engine {
         };
         let n = seg.emit_with_payload(self.store.slot_mut(slot), &header[from..len]);
         self.store.set_len(slot, n);
-        self.toa_for_built(id, slot);
+        self.deliveries.toa_for_built(&mut self.store, self.conns.get(id), slot);
         self.store.queue(slot, Side::Real);
     }
 

@@ -43,7 +43,7 @@ use core::time::Duration;
 
 use rvs_wire::tcp_seq::SeqNumber;
 
-use crate::config::ProxyProtocol;
+use crate::config::{ProxyProtocol, ServiceConfig};
 use crate::conn::{ConnId, DeliveryId, DeliveryTag};
 use crate::slab::Slab;
 use crate::time::Instant;
@@ -54,7 +54,12 @@ const MAX_TIMER_RESENDS: u8 = 10;
 /// Upper bound of the backed-off resend timeout.
 const MAX_RTO: Duration = Duration::from_secs(10);
 /// Bytes TOA adds to a client segment, by which the MSS is lowered.
-pub(crate) const TOA_ROOM: u16 = toa::V4_LEN as u16;
+const TOA_ROOM: u16 = toa::V4_LEN as u16;
+
+/// How much a service configured as `config` lowers the MSS it announces, for TOA.
+pub(crate) fn toa_room(config: &ServiceConfig) -> u16 {
+    if config.toa { TOA_ROOM } else { 0 }
+}
 
 /// One connection's delivery under way. The client and VIP it announces
 /// are the connection's own (`Conn::client`, `Conn::vip`).

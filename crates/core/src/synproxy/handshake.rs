@@ -8,12 +8,13 @@ use rvs_wire::tcp_seq::SeqNumber;
 
 use super::{CLASSIC_RTO, CLASSIC_TRIES, MAX_TRIED, OpenHandshake, cookie};
 use crate::addr::FlowKey;
+use crate::client_addr;
 use crate::config::RetransmitMode;
 use crate::conn::{Conn, Handshake, HandshakeId, Lookup};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::Engine;
-use crate::nat::{IpInfo, Outcome};
+use crate::packet::{IpInfo, Outcome};
 use crate::real::MAX_RTO;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -47,7 +48,7 @@ impl Engine {
         let (cookie, ts_bits) = self.syn.jar.make(self.conns.secrets(), now, key, client_isn.0, offer);
         // With TOA the client's segments grow by the option: it is told less.
         let our_mss = service.config.mss_clamp.map_or(cfg.mss_max, |c| c.min(cfg.mss_max));
-        let our_mss = our_mss.saturating_sub(self.toa_room(svc)).max(64);
+        let our_mss = our_mss.saturating_sub(client_addr::toa_room(&service.config)).max(64);
         let announced = service.synproxy_wscale.unwrap_or(cfg.wscale);
         let tsval = (ms_clock(now) & !((1 << cookie::TS_OPT_BITS) - 1)) | ts_bits;
         let synack = Segment {
@@ -130,7 +131,10 @@ impl Engine {
             conn.xlat.c2r_ts = real_tsval - client_tsval;
         }
         conn.handshake = Handshake::Open(hid);
-        conn.delivery = self.open_delivery(svc, key.src, key.dst, client_isn);
+        conn.delivery = self
+            .services
+            .get(svc as usize)
+            .and_then(|s| self.deliveries.start(&s.config, key.src, key.dst, client_isn));
         let delivery = conn.delivery;
         let id = match self.insert_conn(now, conn, placed.pool) {
             Ok(id) => id,
@@ -140,7 +144,7 @@ impl Engine {
                 return refuse(self, e);
             }
         };
-        self.attach_delivery(delivery, id);
+        self.deliveries.attach(delivery, id);
         let Some(hs) = self.syn.handshakes.get_mut(hid) else { return Ok(Outcome::Absorbed) };
         hs.conn = id;
         hs.client_isn = client_isn;
@@ -181,8 +185,8 @@ impl Engine {
         let Some(hs) = self.syn.handshakes.get(hid) else { return };
         let Some(conn) = self.conns.get(hs.conn) else { return };
         let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
-        let toa_room = self.toa_room(svc);
         let service = &mut self.services[svc as usize];
+        let toa_room = client_addr::toa_room(&service.config);
         let mss_clamp = service.config.mss_clamp;
         let Some(r) = service.reals.get_mut(real_index as usize) else { return };
         let Some(hs) = self.syn.handshakes.get_mut(hid) else { return };
@@ -313,7 +317,7 @@ impl Engine {
             self.give_up(hid, &old);
             return;
         };
-        self.attach_delivery(old.delivery, id);
+        self.deliveries.attach(old.delivery, id);
         let Some(hs) = self.syn.handshakes.get_mut(hid) else { return };
         hs.conn = id;
         hs.real_isn = real_isn;
@@ -346,7 +350,9 @@ impl Engine {
         ip: &IpInfo,
         pkt: &[u8],
     ) -> Option<Result<Outcome, DropReason>> {
-        let Some(conn) = self.conns.get(lookup.id) else { return Some(Err(DropReason::NoConnection)) };
+        if self.conns.get(lookup.id).is_none() {
+            return Some(Err(DropReason::NoConnection));
+        }
         let seg = &pkt[ip.header_len..];
         let t = tcp::Packet::new_unchecked(seg);
         let f = t.flags();
@@ -354,9 +360,7 @@ impl Engine {
             if lookup.side == Side::Real && f.syn() && f.ack() {
                 // The real is still in SYN_RECV: the replay was lost.
                 self.syn.stats.replays_resent += 1;
-                self.resend_header(lookup.id, conn.delivery);
-                self.replay(hid, lookup.id);
-                return Some(Ok(Outcome::Absorbed));
+                return Some(Ok(Outcome::ReplayLost { conn: lookup.id, handshake: hid }));
             }
             // Any packet from the real shows it got the replay. A client
             // packet, forwarded now, completes the real's handshake anyway
@@ -433,8 +437,7 @@ impl Engine {
                 if !f.syn() {
                     return Err(DropReason::HandshakePending);
                 }
-                self.splice(now, lookup.id, hid, seg);
-                Ok(Outcome::Absorbed)
+                Ok(self.splice(now, lookup.id, hid, seg).map_or(Outcome::Absorbed, Outcome::Spliced))
             }
         }
     }

@@ -12,20 +12,26 @@ use crate::conn::{Conn, ConnId, Handshake, HandshakeId};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::{Engine, real_mut};
-use crate::nat::{IpInfo, Outcome};
+use crate::packet::{IpInfo, Outcome, Spliced};
 use crate::service::handshake_rto;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 
 impl Engine {
-    /// The real's SYN-ACK: learn its numbers, translate and replay the kept
-    /// client packets (the first of which acknowledges the SYN-ACK), and
-    /// forward normally from now on.
-    pub(super) fn splice(&mut self, now: Instant, id: ConnId, hid: HandshakeId, seg: &[u8]) {
+    /// The real's SYN-ACK: learn its numbers and forward normally from now
+    /// on. The engine then starts the connection's client-address delivery
+    /// and calls [`Self::synproxy_replay`].
+    pub(super) fn splice(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        hid: HandshakeId,
+        seg: &[u8],
+    ) -> Option<Spliced> {
         let opts = Summary::of_segment(seg);
         let real_isn = SeqNumber(tcp::Packet::new_unchecked(seg).seq_number());
-        let Some(hs) = self.syn.handshakes.get(hid).cloned() else { return };
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let hs = self.syn.handshakes.get(hid).cloned()?;
+        let conn = self.conns.get_mut(id)?;
         conn.xlat.r2c_seq = hs.cookie - real_isn;
         if let (true, Some((tsval, _))) = (hs.offer.timestamps, opts.timestamps) {
             // The client saw our SYN-ACK's TSval; it echoes it in its ACK (TSecr).
@@ -37,7 +43,7 @@ impl Engine {
         conn.progress.sent(Side::Real, hs.cookie + 1, false);
         // `handshake` stays: the replay is confirmed (and the handshake
         // forgotten) when the real's first packet arrives.
-        let (svc, real_index, laddr, real) = (conn.service, conn.real_index, conn.laddr, conn.real);
+        let (svc, real_index) = (conn.service, conn.real_index);
         self.conns.set_state(id, TcpState::Established, real_mut(&mut self.services, svc, real_index));
         let expires = now + self.timeout(svc, crate::addr::Proto::Tcp, TcpState::Established);
         self.conns.set_expiry(id, expires);
@@ -50,15 +56,24 @@ impl Engine {
             r.handshake.sample(now.saturating_since(hs.first_sent));
         }
         self.syn.stats.spliced += 1;
-        // The PROXY header leads the client's bytes (and completes the real's handshake).
-        let delivery = self.conns.get(id).and_then(|c| c.delivery);
-        self.delivery_acks(delivery, real_isn + 1, ack_window(hs.offer.wscale.unwrap_or(0)));
-        self.start_header(now, id, delivery);
+        let window = ack_window(hs.offer.wscale.unwrap_or(0));
+        Some(Spliced { conn: id, handshake: hid, ack: real_isn + 1, window })
+    }
+
+    /// Replay the kept client packets of a spliced connection (the first of
+    /// which acknowledges the real's SYN-ACK), after the engine started its
+    /// client-address delivery.
+    pub(crate) fn synproxy_replay(&mut self, now: Instant, s: Spliced) {
+        let Spliced { conn: id, handshake: hid, ack, window } = s;
+        let Some(hs) = self.syn.handshakes.get(hid) else { return };
+        let our_isn = hs.real_isn;
+        let Some(conn) = self.conns.get(id) else { return };
+        let (svc, real_index, laddr, real) = (conn.service, conn.real_index, conn.laddr, conn.real);
         if self.replay(hid, id) == 0 {
             // Nothing kept (store was full): acknowledge the SYN-ACK ourselves.
-            let mut ack = Segment::ack(laddr, real, hs.real_isn + 1, real_isn + 1, self.cfg.synproxy.ttl);
-            ack.window = ack_window(hs.offer.wscale.unwrap_or(0));
-            self.queue_to_real(id, &ack);
+            let mut seg = Segment::ack(laddr, real, our_isn + 1, ack, self.cfg.synproxy.ttl);
+            seg.window = window;
+            self.queue_to_real(id, &seg);
             self.confirmed(id, hid);
             return;
         }
@@ -72,6 +87,11 @@ impl Engine {
         h.rto = rto;
         h.deadline = now + rto;
         self.syn.handshakes.set_timer(hid, now + rto);
+    }
+
+    /// The real lost the replay: send the kept packets again.
+    pub(crate) fn synproxy_replay_again(&mut self, hid: HandshakeId, id: ConnId) {
+        self.replay(hid, id);
     }
 
     /// Queue translated copies of the kept packets toward the real; how many.
@@ -89,8 +109,8 @@ impl Engine {
             };
             let pkt = self.store.packet_mut(copy);
             if let Ok(ip) = IpInfo::parse(pkt) {
-                let _ = crate::nat::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
-                self.toa_for_built(id, copy);
+                let _ = crate::packet::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
+                self.deliveries.toa_for_built(&mut self.store, self.conns.get(id), copy);
                 self.store.queue(copy, Side::Real);
                 replayed += 1;
             } else {
@@ -127,7 +147,8 @@ impl Engine {
     }
 
     /// A SYN-ACK from the real of a spliced connection (our ACK of its first
-    /// one was lost): acknowledge it again ourselves.
+    /// one was lost): acknowledge it again ourselves (the engine resent the
+    /// PROXY header first).
     pub(crate) fn synproxy_reack(&mut self, id: ConnId, conn: &Conn, seg: &[u8]) -> Outcome {
         let t = tcp::Packet::new_unchecked(seg);
         let mut ack = Segment::ack(
@@ -138,7 +159,6 @@ impl Engine {
             self.cfg.synproxy.ttl,
         );
         ack.window = ack_window(conn.peer_wscale);
-        self.resend_header(id, conn.delivery);
         self.queue_to_real(id, &ack);
         Outcome::Absorbed
     }
@@ -151,7 +171,7 @@ impl Engine {
         };
         let len = seg.emit(self.store.slot_mut(slot));
         self.store.set_len(slot, len);
-        self.toa_for_built(id, slot);
+        self.deliveries.toa_for_built(&mut self.store, self.conns.get(id), slot);
         self.store.queue(slot, Side::Real);
     }
 
