@@ -10,7 +10,8 @@
 //! matches it to its socket. An error from inside the real network appears
 //! to come from the VIP, which keeps internal addresses hidden.
 
-use rvs_wire::{checksum, icmpv4, ipv4};
+use rvs_wire::tcp_seq::SeqNumber;
+use rvs_wire::{checksum, icmpv4, ipv4, tcp, udp};
 
 use crate::addr::{Endpoint, FlowKey, Proto};
 use crate::drop::DropReason;
@@ -36,7 +37,7 @@ impl Engine {
         }
         // The quoted packet: its IP header must be whole, its transport
         // header need only hold the ports (8 bytes are guaranteed).
-        let inner = &msg[8..];
+        let inner = icmp.data();
         let Ok(inner_ip) = ipv4::Packet::new_checked_quoted(inner) else {
             return Err(self.icmp_miss(ip, DropReason::Truncated));
         };
@@ -47,9 +48,9 @@ impl Engine {
         if inner.len() < ihl + 8 {
             return Err(self.icmp_miss(ip, DropReason::Truncated));
         }
-        let port = |at: usize| u16::from_be_bytes([inner[ihl + at], inner[ihl + at + 1]]);
-        let quoted_src = Endpoint::new(inner_ip.src_addr().into(), port(0));
-        let quoted_dst = Endpoint::new(inner_ip.dst_addr().into(), port(2));
+        let (src_port, dst_port) = quoted_ports(proto, &inner[ihl..]);
+        let quoted_src = Endpoint::new(inner_ip.src_addr().into(), src_port);
+        let quoted_dst = Endpoint::new(inner_ip.dst_addr().into(), dst_port);
         // The quoted packet went *from* the ICMP's receiver; a packet of the
         // same flow coming to us travels the other way.
         let key = FlowKey { proto, src: quoted_dst, dst: quoted_src };
@@ -70,9 +71,8 @@ impl Engine {
             }
         };
         rewrite_ip_header(head, ip, outer_src, outer_dst, self.cfg.decrement_ttl);
-        let inner = &mut msg[8..];
-        rewrite_quote(inner, ihl, proto, quoted_src, quoted_dst, q_src, q_dst, seq_back);
         let mut icmp = icmpv4::Packet::new_unchecked(&mut *msg);
+        rewrite_quote(icmp.data_mut(), ihl, proto, quoted_src, quoted_dst, q_src, q_dst, seq_back);
         icmp.fill_checksum();
         self.stats.icmp_forwarded += 1;
         Ok(to)
@@ -82,6 +82,23 @@ impl Engine {
         match self.classify_miss(ip.dst, true) {
             DropReason::NotForUs => DropReason::NotForUs,
             _ => reason,
+        }
+    }
+}
+
+/// Bytes of a TCP header up to and including its checksum.
+const TCP_CHECKSUM_END: usize = 18;
+
+/// The ports of a quoted transport header (at least 8 bytes).
+fn quoted_ports(proto: Proto, l4: &[u8]) -> (u16, u16) {
+    match proto {
+        Proto::Tcp => {
+            let t = tcp::Packet::new_unchecked(l4);
+            (t.src_port(), t.dst_port())
+        }
+        Proto::Udp => {
+            let u = udp::Packet::new_unchecked(l4);
+            (u.src_port(), u.dst_port())
         }
     }
 }
@@ -109,32 +126,46 @@ fn rewrite_quote(
         ttl: 0,
     };
     rewrite_ip_header(head, &quoted, src.addr, dst.addr, false);
-    let old_seq = (l4.len() >= 8).then(|| u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]));
-    l4[0..2].copy_from_slice(&src.port.to_be_bytes());
-    l4[2..4].copy_from_slice(&dst.port.to_be_bytes());
-    let mut new_seq = None;
-    if let (Proto::Tcp, Some(old)) = (proto, old_seq) {
-        let seq = old.wrapping_sub(seq_back);
-        l4[4..8].copy_from_slice(&seq.to_be_bytes());
-        new_seq = Some((old, seq));
-    }
-    // Keep the quoted transport checksum right when the quote holds it.
-    let csum_at = match proto {
-        Proto::Tcp => 16,
-        Proto::Udp => 6,
-    };
-    if l4.len() >= csum_at + 2 {
-        let old = u16::from_be_bytes([l4[csum_at], l4[csum_at + 1]]);
-        if proto == Proto::Udp && old == 0 {
-            return;
+    // The caller made sure the quote holds the transport header's first 8
+    // bytes (ports, and TCP's sequence number); the checksum is further in
+    // for TCP and may be cut off.
+    let (old_seq, old_sum) = match proto {
+        Proto::Tcp => {
+            let t = tcp::Packet::new_unchecked(&*l4);
+            (Some(SeqNumber(t.seq_number())), (l4.len() >= TCP_CHECKSUM_END).then(|| t.checksum()))
         }
+        Proto::Udp => (None, Some(udp::Packet::new_unchecked(&*l4).checksum()).filter(|&c| c != 0)),
+    };
+    let new_seq = old_seq.map(|seq| seq - seq_back);
+    let sum = old_sum.map(|old| {
         let mut sum = checksum::update_addr(old, old_src.addr, src.addr);
         sum = checksum::update_addr(sum, old_dst.addr, dst.addr);
         sum = checksum::update16(sum, old_src.port, src.port);
         sum = checksum::update16(sum, old_dst.port, dst.port);
-        if let Some((o, n)) = new_seq {
-            sum = checksum::update32(sum, o, n);
+        if let (Some(o), Some(n)) = (old_seq, new_seq) {
+            sum = checksum::update32(sum, o.0, n.0);
         }
-        l4[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+        sum
+    });
+    match proto {
+        Proto::Tcp => {
+            let mut t = tcp::Packet::new_unchecked(l4);
+            t.set_src_port(src.port);
+            t.set_dst_port(dst.port);
+            if let Some(seq) = new_seq {
+                t.set_seq_number(seq.0);
+            }
+            if let Some(sum) = sum {
+                t.set_checksum(sum);
+            }
+        }
+        Proto::Udp => {
+            let mut u = udp::Packet::new_unchecked(l4);
+            u.set_src_port(src.port);
+            u.set_dst_port(dst.port);
+            if let Some(sum) = sum {
+                u.set_checksum(sum);
+            }
+        }
     }
 }
