@@ -264,3 +264,44 @@ impl Connections {
         self.table.poll_timeout()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::real::{HandshakeStats, PortExhaustion, TrafficCounters};
+
+    fn real() -> Real {
+        Real {
+            endpoint: Endpoint::new([10, 2, 0, 1].into(), 80),
+            weight: 1,
+            in_service: true,
+            active_conns: 0,
+            inactive_conns: 0,
+            stats: TrafficCounters::default(),
+            pools: Vec::new(),
+            handshake: HandshakeStats::default(),
+            no_port: PortExhaustion::default(),
+        }
+    }
+
+    #[test]
+    fn a_connection_is_counted_once_through_its_life() {
+        use TcpState::{Established, FinWait, SynRecv, TimeWait};
+        let mut r = real();
+        let counts = |r: &Real| (r.active_conns, r.inactive_conns);
+        on_transition(&mut r, None, Some(SynRecv));
+        assert_eq!(counts(&r), (0, 1));
+        on_transition(&mut r, Some(SynRecv), Some(Established));
+        assert_eq!(counts(&r), (1, 0));
+        // Moves within one class change nothing.
+        on_transition(&mut r, Some(FinWait), Some(TimeWait));
+        assert_eq!(counts(&r), (1, 0));
+        on_transition(&mut r, Some(Established), Some(FinWait));
+        assert_eq!(counts(&r), (0, 1));
+        on_transition(&mut r, Some(FinWait), None);
+        assert_eq!(counts(&r), (0, 0));
+        // A release of an uncounted connection cannot wrap below zero.
+        on_transition(&mut r, Some(Established), None);
+        assert_eq!(counts(&r), (0, 0));
+    }
+}
