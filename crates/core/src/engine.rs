@@ -300,7 +300,8 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         self.synproxy_timeouts(now);
-        self.client_addr_timeouts(now);
+        let (deliveries, mut ctx) = self.split_deliveries();
+        deliveries.handle_timeout(&mut ctx, now);
         let mut expired = self.conns.expire(now);
         for conn in expired.drain(..) {
             self.release(now, &conn, false);

@@ -19,7 +19,8 @@ use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
 
 use crate::addr::{Endpoint, FlowKey, Proto};
-use crate::conn::{Handshake, Lookup, Placement, Translation};
+use crate::client_addr::{ClientAddrState, Ctx as DeliveryCtx, clamp_acks};
+use crate::conn::{DeliveryId, Handshake, Lookup, Placement, Translation};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::real_mut;
@@ -141,7 +142,8 @@ impl Engine {
                 if l4.flags.syn && l4.flags.ack {
                     let Some(conn) = self.conns.get(lookup.id).cloned() else { return Ok(Outcome::Absorbed) };
                     // The header goes again ahead of SYNProxy's ACK.
-                    self.resend_header(lookup.id, conn.delivery);
+                    let (deliveries, mut ctx) = self.split_deliveries();
+                    deliveries.resend_header(&mut ctx, lookup.id, conn.delivery);
                     return Ok(self.synproxy_reack(lookup.id, &conn, seg));
                 }
                 if self.ack_storm(lookup.id, seg) {
@@ -162,19 +164,63 @@ impl Engine {
         match outcome {
             Outcome::Spliced(s) => {
                 let delivery = self.conns.get(s.conn).and_then(|c| c.delivery);
-                self.deliveries.set_acks(delivery, s.ack, s.window);
-                self.start_header(now, s.conn, delivery);
+                let (deliveries, mut ctx) = self.split_deliveries();
+                deliveries.set_acks(delivery, s.ack, s.window);
+                deliveries.start_header(&mut ctx, now, s.conn, delivery);
                 self.synproxy_replay(now, s);
                 Outcome::Absorbed
             }
             Outcome::ReplayLost { conn, handshake } => {
                 let delivery = self.conns.get(conn).and_then(|c| c.delivery);
-                self.resend_header(conn, delivery);
+                let (deliveries, mut ctx) = self.split_deliveries();
+                deliveries.resend_header(&mut ctx, conn, delivery);
                 self.synproxy_replay_again(handshake, conn);
                 Outcome::Absorbed
             }
             o => o,
         }
+    }
+
+    /// Client-address delivery and what it reaches outside its table.
+    pub(crate) fn split_deliveries(&mut self) -> (&mut ClientAddrState, DeliveryCtx<'_>) {
+        let ctx = DeliveryCtx {
+            conns: &mut self.conns,
+            services: &self.services,
+            store: &mut self.store,
+            synproxy: &self.cfg.synproxy,
+            drops: &mut self.stats.drops,
+        };
+        (&mut self.deliveries, ctx)
+    }
+
+    /// Forward a packet of a connection with a delivery under way: the
+    /// usual rewrite, plus the header, the acknowledgement clamp and TOA.
+    fn forward_delivering(
+        &mut self,
+        now: Instant,
+        lookup: Lookup,
+        index: DeliveryId,
+        ip: &IpInfo,
+        l4: &L4Info,
+        pkt: &mut [u8],
+    ) -> Result<Outcome, DropReason> {
+        if self.conns.get(lookup.id).is_none() {
+            return Err(DropReason::NoConnection);
+        }
+        let (deliveries, mut ctx) = self.split_deliveries();
+        let clamp_to = deliveries.on_segment(&mut ctx, now, lookup, index, l4, &pkt[ip.header_len..]);
+        let to = self.forward(now, lookup, ip, l4, pkt)?;
+        let Some(clamp_to) = clamp_to else { return Ok(Outcome::Forward(to)) };
+        if let Some(start) = clamp_to {
+            clamp_acks(&mut pkt[ip.header_len..], start);
+        }
+        if to == Side::Real && !l4.flags.syn {
+            let (deliveries, mut ctx) = self.split_deliveries();
+            if let Some(out) = deliveries.toa_after_forward(&mut ctx, lookup.id, index, pkt) {
+                return Ok(out);
+            }
+        }
+        Ok(Outcome::Forward(to))
     }
 
     /// The SYNProxy service a flow is addressed to, if any. Asked only for

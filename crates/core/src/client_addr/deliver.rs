@@ -9,15 +9,14 @@ use rvs_wire::tcp::{self, TcpOption};
 use rvs_wire::tcp_options;
 use rvs_wire::tcp_seq::SeqNumber;
 
-use super::{ClientAddrState, Delivery, MAX_RTO, MAX_TIMER_RESENDS, proxy_protocol, toa};
+use super::{ClientAddrState, Ctx, Delivery, MAX_RTO, MAX_TIMER_RESENDS, proxy_protocol, toa};
 use crate::addr::Endpoint;
 use crate::config::{ProxyProtocol, ServiceConfig};
 use crate::conn::{Conn, ConnId, DeliveryId, Lookup};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::emit::store::PacketStore;
-use crate::engine::Engine;
-use crate::packet::{IpInfo, L4Info, Outcome};
+use crate::packet::{L4Info, Outcome};
 use crate::tcp_state::Side;
 use crate::time::Instant;
 
@@ -114,25 +113,24 @@ impl ClientAddrState {
             self.insert_toa(store, slot, conn.client);
         }
     }
-}
 
-impl Engine {
-    /// Forward a packet of a connection with a delivery under way: the
-    /// usual rewrite, plus the header, the acknowledgement clamp and TOA.
-    pub(crate) fn forward_delivering(
+    /// Take in a segment of connection `lookup.id` (delivery `index`) before
+    /// NAT rewrites it (`seg` from its TCP header on): the client's acknowledgement and window, the real's
+    /// acknowledgement of the header, and whether the header goes (again).
+    /// `None` if the delivery is gone; otherwise the client's first byte,
+    /// if the segment's acknowledgements must be clamped to it after NAT.
+    pub(crate) fn on_segment(
         &mut self,
+        ctx: &mut Ctx<'_>,
         now: Instant,
         lookup: Lookup,
         index: DeliveryId,
-        ip: &IpInfo,
         l4: &L4Info,
-        pkt: &mut [u8],
-    ) -> Result<Outcome, DropReason> {
-        let Some(conn) = self.conns.get(lookup.id) else { return Err(DropReason::NoConnection) };
+        seg: &[u8],
+    ) -> Option<Option<SeqNumber>> {
+        let conn = ctx.conns.get(lookup.id)?;
         let (c2r, r2c, synproxy) = (conn.xlat.c2r_seq, conn.xlat.r2c_seq, conn.handshake.is_synproxy());
-        let Some(d) = self.deliveries.live(Some(index)) else {
-            return self.forward(now, lookup, ip, l4, pkt).map(Outcome::Forward);
-        };
+        let d = self.live(Some(index))?;
         let pending = d.sent && d.acked < d.header_len;
         let mut clamp_to = None;
         let mut start = false;
@@ -141,7 +139,7 @@ impl Engine {
             Side::Client => {
                 if l4.flags.ack && !l4.flags.rst {
                     d.ack = SeqNumber(l4.ack) - r2c;
-                    d.window = tcp::Packet::new_unchecked(&pkt[ip.header_len..]).window_len();
+                    d.window = tcp::Packet::new_unchecked(seg).window_len();
                 }
                 // The client's ACK of the real's SYN-ACK: the real's
                 // handshake completes, the header goes first. (SYNProxy
@@ -181,26 +179,34 @@ impl Engine {
                 resend = pending && l4.flags.syn;
                 let header_done = d.version == ProxyProtocol::Disabled || (d.sent && d.acked >= d.header_len);
                 if header_done && !d.toa {
-                    self.end_delivery(lookup.id, index);
+                    self.end_delivery(ctx, lookup.id, index);
                 }
             }
         }
         if start {
-            self.start_header(now, lookup.id, Some(index));
+            self.start_header(ctx, now, lookup.id, Some(index));
         } else if resend {
-            self.resend_header(lookup.id, Some(index));
+            self.resend_header(ctx, lookup.id, Some(index));
         }
-        let to = self.forward(now, lookup, ip, l4, pkt)?;
-        if let Some(start) = clamp_to {
-            clamp_acks(&mut pkt[ip.header_len..], start);
+        Some(clamp_to)
+    }
+
+    /// After NAT sent a client segment of connection `id` toward the real:
+    /// TOA goes in if the delivery still carries it (`None`: forward as it is).
+    pub(crate) fn toa_after_forward(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        index: DeliveryId,
+        pkt: &[u8],
+    ) -> Option<Outcome> {
+        if !self.get(Some(index)).is_some_and(|d| d.toa) {
+            return None;
         }
-        if to == Side::Real && !l4.flags.syn && self.deliveries.live(Some(index)).is_some_and(|d| d.toa) {
-            let Some(client) = self.conns.get(lookup.id).map(|c| c.client) else {
-                return Ok(Outcome::Forward(Side::Real));
-            };
-            return Ok(self.deliveries.forward_with_toa(&mut self.store, client, pkt));
-        }
-        Ok(Outcome::Forward(to))
+        let Some(client) = ctx.conns.get(id).map(|c| c.client) else {
+            return Some(Outcome::Forward(Side::Real));
+        };
+        Some(self.forward_with_toa(ctx.store, client, pkt))
     }
 
     /// The PROXY header of connection `id` (delivery `index`), written into `buf`.
@@ -208,107 +214,113 @@ impl Engine {
     /// Written afresh for every send and resend, so a delivery keeps only its length.
     fn header<'b>(
         &self,
+        ctx: &Ctx<'_>,
         id: ConnId,
         index: DeliveryId,
         buf: &'b mut [u8; proxy_protocol::MAX_LEN],
     ) -> Option<&'b [u8]> {
-        let d = self.deliveries.get(Some(index))?;
-        let conn = self.conns.get(id)?;
+        let d = self.get(Some(index))?;
+        let conn = ctx.conns.get(id)?;
         let len = proxy_protocol::write(d.version, conn.client, conn.vip, buf)?;
         Some(&buf[..len])
     }
 
     /// The real's handshake is complete: move the client's numbers up by
     /// the header's length, send the header and arm its resend timer.
-    pub(crate) fn start_header(&mut self, now: Instant, id: ConnId, index: Option<DeliveryId>) {
-        let Some(index) = index.filter(|&i| self.deliveries.get(Some(i)).is_some_and(|d| !d.sent)) else {
+    pub(crate) fn start_header(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        id: ConnId,
+        index: Option<DeliveryId>,
+    ) {
+        let Some(index) = index.filter(|&i| self.get(Some(i)).is_some_and(|d| !d.sent)) else {
             return;
         };
         let mut buf = [0u8; proxy_protocol::MAX_LEN];
-        let Some(header) = self.header(id, index, &mut buf) else { return };
+        let Some(header) = self.header(ctx, id, index, &mut buf) else { return };
         let len = header.len();
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Some(conn) = ctx.conns.get_mut(id) else { return };
         conn.xlat.c2r_seq = conn.xlat.c2r_seq.wrapping_add(len as u32);
-        let rto =
-            crate::service::handshake_rto(&self.services, conn.service, conn.real_index, &self.cfg.synproxy);
-        let Some(d) = self.deliveries.live(Some(index)) else { return };
+        let rto = crate::service::handshake_rto(ctx.services, conn.service, conn.real_index, ctx.synproxy);
+        let Some(d) = self.live(Some(index)) else { return };
         d.sent = true;
         d.header_len = len as u8;
         d.rto = rto;
         d.deadline = now + rto;
-        self.deliveries.entries.set_timer(index, now + rto);
-        self.deliveries.stats.proxy_headers += 1;
-        self.send_header(id, index, header);
+        self.entries.set_timer(index, now + rto);
+        self.stats.proxy_headers += 1;
+        self.send_header(ctx, id, index, header);
     }
 
     /// Send the header again (from its first unacknowledged byte), if it is still due.
-    pub(crate) fn resend_header(&mut self, id: ConnId, index: Option<DeliveryId>) {
+    pub(crate) fn resend_header(&mut self, ctx: &mut Ctx<'_>, id: ConnId, index: Option<DeliveryId>) {
         let Some(index) =
-            index.filter(|&i| self.deliveries.get(Some(i)).is_some_and(|d| d.sent && d.acked < d.header_len))
+            index.filter(|&i| self.get(Some(i)).is_some_and(|d| d.sent && d.acked < d.header_len))
         else {
             return;
         };
         let mut buf = [0u8; proxy_protocol::MAX_LEN];
-        let Some(header) = self.header(id, index, &mut buf) else { return };
-        self.deliveries.stats.proxy_resent += 1;
-        self.send_header(id, index, header);
+        let Some(header) = self.header(ctx, id, index, &mut buf) else { return };
+        self.stats.proxy_resent += 1;
+        self.send_header(ctx, id, index, header);
     }
 
     /// Build and queue the header's unacknowledged rest toward the real.
-    fn send_header(&mut self, id: ConnId, index: DeliveryId, header: &[u8]) {
-        let Some(conn) = self.conns.get(id) else { return };
+    fn send_header(&mut self, ctx: &mut Ctx<'_>, id: ConnId, index: DeliveryId, header: &[u8]) {
+        let Some(conn) = ctx.conns.get(id) else { return };
         let (laddr, real, c2r) = (conn.laddr, conn.real, conn.xlat.c2r_seq);
-        let Some(d) = self.deliveries.get(Some(index)) else { return };
+        let Some(d) = self.get(Some(index)) else { return };
         let len = header.len();
         let from = usize::from(d.acked).min(len);
         let header_start = d.stream_start + c2r - len as u32;
-        let mut seg = Segment::ack(laddr, real, header_start + from as u32, d.ack, self.cfg.synproxy.ttl);
+        let mut seg = Segment::ack(laddr, real, header_start + from as u32, d.ack, ctx.synproxy.ttl);
         seg.flags = tcp::Flags::PSH;
         seg.window = d.window;
-        let Some(slot) = self.store.alloc() else {
-            self.stats.drops.add(DropReason::TxQueueFull);
+        let Some(slot) = ctx.store.alloc() else {
+            ctx.drops.add(DropReason::TxQueueFull);
             return;
         };
-        let n = seg.emit_with_payload(self.store.slot_mut(slot), &header[from..len]);
-        self.store.set_len(slot, n);
-        self.deliveries.toa_for_built(&mut self.store, self.conns.get(id), slot);
-        self.store.queue(slot, Side::Real);
+        let n = seg.emit_with_payload(ctx.store.slot_mut(slot), &header[from..len]);
+        ctx.store.set_len(slot, n);
+        self.toa_for_built(ctx.store, ctx.conns.get(id), slot);
+        ctx.store.queue(slot, Side::Real);
     }
 
     /// The delivery is complete: forget it.
-    fn end_delivery(&mut self, id: ConnId, index: DeliveryId) {
-        self.deliveries.close(Some(index));
-        if let Some(conn) = self.conns.get_mut(id) {
+    fn end_delivery(&mut self, ctx: &mut Ctx<'_>, id: ConnId, index: DeliveryId) {
+        self.close(Some(index));
+        if let Some(conn) = ctx.conns.get_mut(id) {
             conn.delivery = None;
         }
     }
 
     /// Resend headers whose timer ran out.
-    pub(crate) fn client_addr_timeouts(&mut self, now: Instant) {
-        while let Some(index) = self.deliveries.entries.pop_timer(now) {
-            let Some(d) = self.deliveries.entries.get_mut(index) else { continue };
+    pub(crate) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        while let Some(index) = self.entries.pop_timer(now) {
+            let Some(d) = self.entries.get_mut(index) else { continue };
             if d.acked >= d.header_len {
                 continue;
             }
             if d.timer_resends >= MAX_TIMER_RESENDS {
                 // The connection keeps its delivery: a client resend still
                 // brings the header along, and the entry goes with the connection.
-                self.deliveries.stats.proxy_gave_up += 1;
+                self.stats.proxy_gave_up += 1;
                 continue;
             }
             d.timer_resends += 1;
             d.rto = (d.rto * 2).min(MAX_RTO);
             d.deadline = now + d.rto;
             let (id, deadline) = (d.conn, d.deadline);
-            self.deliveries.entries.set_timer(index, deadline);
-            self.resend_header(id, Some(index));
+            self.entries.set_timer(index, deadline);
+            self.resend_header(ctx, id, Some(index));
         }
     }
 }
 
 /// Show a real→client segment as acknowledging nothing past `start`, the
 /// client's first byte: its ACK, and SACK edges, that fall in the header.
-fn clamp_acks(seg: &mut [u8], start: SeqNumber) {
+pub(crate) fn clamp_acks(seg: &mut [u8], start: SeqNumber) {
     let mut t = tcp::Packet::new_unchecked(&mut *seg);
     let mut sum = t.checksum();
     let before = |x: u32| SeqNumber(x) < start;

@@ -20,6 +20,7 @@
 //! which for most connections is one round trip.
 
 mod deliver;
+pub(crate) use deliver::clamp_acks;
 pub(crate) mod proxy_protocol;
 pub(crate) mod toa;
 
@@ -43,8 +44,11 @@ use core::time::Duration;
 
 use rvs_wire::tcp_seq::SeqNumber;
 
-use crate::config::{ProxyProtocol, ServiceConfig};
-use crate::conn::{ConnId, DeliveryId, DeliveryTag};
+use crate::config::{ProxyProtocol, ServiceConfig, SynproxyConfig};
+use crate::conn::{ConnId, Connections, DeliveryId, DeliveryTag};
+use crate::drop::DropCounters;
+use crate::emit::store::PacketStore;
+use crate::service::Service;
 use crate::slab::Slab;
 use crate::time::Instant;
 
@@ -88,6 +92,17 @@ pub(crate) struct Delivery {
     window: u16,
     deadline: Instant,
     rto: Duration,
+}
+
+/// What delivery reaches outside its own table: the connections whose
+/// numbers the header shifts, the reals' RTOs, the store its segments go
+/// out through, and where a full store is counted.
+pub(crate) struct Ctx<'a> {
+    pub(crate) conns: &'a mut Connections,
+    pub(crate) services: &'a [Service],
+    pub(crate) store: &'a mut PacketStore,
+    pub(crate) synproxy: &'a SynproxyConfig,
+    pub(crate) drops: &'a mut DropCounters,
 }
 
 /// Deliveries under way, their resend timers and counters.
