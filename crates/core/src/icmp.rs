@@ -14,76 +14,74 @@ use rvs_wire::tcp_seq::SeqNumber;
 use rvs_wire::{checksum, icmpv4, ipv4, tcp, udp};
 
 use crate::addr::{Endpoint, FlowKey, Proto};
+use crate::conn::Connections;
 use crate::drop::DropReason;
-use crate::engine::Engine;
 use crate::packet::{IpInfo, rewrite_ip_header, wire_drop};
 use crate::tcp_state::Side;
-use crate::time::Instant;
 
-impl Engine {
-    pub(crate) fn handle_icmp(
-        &mut self,
-        _now: Instant,
-        ip: &IpInfo,
-        pkt: &mut [u8],
-    ) -> Result<Side, DropReason> {
-        let (head, msg) = pkt.split_at_mut(ip.header_len);
-        let icmp = icmpv4::Packet::new_checked(&*msg).map_err(wire_drop)?;
-        if !icmpv4::is_error(icmp.msg_type()) {
-            return Err(self.icmp_miss(ip, DropReason::IcmpUnsupported));
-        }
-        if !icmp.verify_checksum() {
-            return Err(DropReason::BadChecksum);
-        }
-        // The quoted packet: its IP header must be whole, its transport
-        // header need only hold the ports (8 bytes are guaranteed).
-        let inner = icmp.data();
-        let Ok(inner_ip) = ipv4::Packet::new_checked_quoted(inner) else {
-            return Err(self.icmp_miss(ip, DropReason::Truncated));
-        };
-        let ihl = inner_ip.header_len();
-        let Some(proto) = Proto::from_number(inner_ip.protocol()) else {
-            return Err(self.icmp_miss(ip, DropReason::IcmpNoConnection));
-        };
-        if inner.len() < ihl + 8 {
-            return Err(self.icmp_miss(ip, DropReason::Truncated));
-        }
-        let (src_port, dst_port) = quoted_ports(proto, &inner[ihl..]);
-        let quoted_src = Endpoint::new(inner_ip.src_addr().into(), src_port);
-        let quoted_dst = Endpoint::new(inner_ip.dst_addr().into(), dst_port);
-        // The quoted packet went *from* the ICMP's receiver; a packet of the
-        // same flow coming to us travels the other way.
-        let key = FlowKey { proto, src: quoted_dst, dst: quoted_src };
-        let Some(lookup) = self.conns.table().lookup(&key) else {
-            return Err(DropReason::IcmpNoConnection);
-        };
-        let Some(conn) = self.conns.get(lookup.id) else {
-            return Err(DropReason::IcmpNoConnection);
-        };
-        // Error from the real's side about our LIP → real packet: tell the
-        // client, about its own client → VIP packet. And the mirror case.
-        let (outer_src, outer_dst, q_src, q_dst, seq_back, to) = match lookup.side {
-            Side::Real => {
-                (conn.vip.addr, conn.client.addr, conn.client, conn.vip, conn.xlat.c2r_seq, Side::Client)
-            }
-            Side::Client => {
-                (conn.laddr.addr, conn.real.addr, conn.real, conn.laddr, conn.xlat.r2c_seq, Side::Real)
-            }
-        };
-        rewrite_ip_header(head, ip, outer_src, outer_dst, self.cfg.decrement_ttl);
-        let mut icmp = icmpv4::Packet::new_unchecked(&mut *msg);
-        rewrite_quote(icmp.data_mut(), ihl, proto, quoted_src, quoted_dst, q_src, q_dst, seq_back);
-        icmp.fill_checksum();
-        self.stats.icmp_forwarded += 1;
-        Ok(to)
-    }
+/// Why an ICMP error was not translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Untranslated {
+    /// Dropped for this reason.
+    Drop(DropReason),
+    /// Not about a flow the engine tracks: `NotForUs` if the packet's
+    /// destination is not the engine's, else this reason.
+    Miss(DropReason),
+}
 
-    fn icmp_miss(&self, ip: &IpInfo, reason: DropReason) -> DropReason {
-        match self.classify_miss(ip.dst, true) {
-            DropReason::NotForUs => DropReason::NotForUs,
-            _ => reason,
-        }
+/// Translate the ICMP error in `pkt` (IP header described by `ip`) for the
+/// other side of the connection its quoted packet belongs to; the side it goes to.
+pub(crate) fn translate(
+    conns: &Connections,
+    decrement_ttl: bool,
+    ip: &IpInfo,
+    pkt: &mut [u8],
+) -> Result<Side, Untranslated> {
+    let (head, msg) = pkt.split_at_mut(ip.header_len);
+    let icmp = icmpv4::Packet::new_checked(&*msg).map_err(|e| Untranslated::Drop(wire_drop(e)))?;
+    if !icmpv4::is_error(icmp.msg_type()) {
+        return Err(Untranslated::Miss(DropReason::IcmpUnsupported));
     }
+    if !icmp.verify_checksum() {
+        return Err(Untranslated::Drop(DropReason::BadChecksum));
+    }
+    // The quoted packet: its IP header must be whole, its transport
+    // header need only hold the ports (8 bytes are guaranteed).
+    let inner = icmp.data();
+    let Ok(inner_ip) = ipv4::Packet::new_checked_quoted(inner) else {
+        return Err(Untranslated::Miss(DropReason::Truncated));
+    };
+    let ihl = inner_ip.header_len();
+    let Some(proto) = Proto::from_number(inner_ip.protocol()) else {
+        return Err(Untranslated::Miss(DropReason::IcmpNoConnection));
+    };
+    if inner.len() < ihl + 8 {
+        return Err(Untranslated::Miss(DropReason::Truncated));
+    }
+    let (src_port, dst_port) = quoted_ports(proto, &inner[ihl..]);
+    let quoted_src = Endpoint::new(inner_ip.src_addr().into(), src_port);
+    let quoted_dst = Endpoint::new(inner_ip.dst_addr().into(), dst_port);
+    // The quoted packet went *from* the ICMP's receiver; a packet of the
+    // same flow coming to us travels the other way.
+    let key = FlowKey { proto, src: quoted_dst, dst: quoted_src };
+    let no_conn = Untranslated::Drop(DropReason::IcmpNoConnection);
+    let lookup = conns.table().lookup(&key).ok_or(no_conn)?;
+    let conn = conns.get(lookup.id).ok_or(no_conn)?;
+    // Error from the real's side about our LIP → real packet: tell the
+    // client, about its own client → VIP packet. And the mirror case.
+    let (outer_src, outer_dst, q_src, q_dst, seq_back, to) = match lookup.side {
+        Side::Real => {
+            (conn.vip.addr, conn.client.addr, conn.client, conn.vip, conn.xlat.c2r_seq, Side::Client)
+        }
+        Side::Client => {
+            (conn.laddr.addr, conn.real.addr, conn.real, conn.laddr, conn.xlat.r2c_seq, Side::Real)
+        }
+    };
+    rewrite_ip_header(head, ip, outer_src, outer_dst, decrement_ttl);
+    let mut icmp = icmpv4::Packet::new_unchecked(&mut *msg);
+    rewrite_quote(icmp.data_mut(), ihl, proto, quoted_src, quoted_dst, q_src, q_dst, seq_back);
+    icmp.fill_checksum();
+    Ok(to)
 }
 
 /// Bytes of a TCP header up to and including its checksum.

@@ -25,6 +25,7 @@ use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::real_mut;
 use crate::engine::{Engine, Verdict};
+use crate::icmp::{self, Untranslated};
 use crate::packet::{IpInfo, L4Info, MssRule, Outcome, parse_l4, rewrite};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -53,7 +54,7 @@ impl Engine {
             return Err(DropReason::TtlExpired);
         }
         let proto = match ip.protocol {
-            ip_protocol::ICMP => return self.handle_icmp(now, &ip, pkt).map(Outcome::Forward),
+            ip_protocol::ICMP => return self.handle_icmp(&ip, pkt).map(Outcome::Forward),
             p => Proto::from_number(p),
         };
         let Some(proto) = proto else {
@@ -178,6 +179,21 @@ impl Engine {
                 Outcome::Absorbed
             }
             o => o,
+        }
+    }
+
+    /// Translate an ICMP error about a forwarded flow ([`icmp::translate`]).
+    fn handle_icmp(&mut self, ip: &IpInfo, pkt: &mut [u8]) -> Result<Side, DropReason> {
+        match icmp::translate(&self.conns, self.cfg.decrement_ttl, ip, pkt) {
+            Ok(to) => {
+                self.stats.icmp_forwarded += 1;
+                Ok(to)
+            }
+            Err(Untranslated::Drop(reason)) => Err(reason),
+            Err(Untranslated::Miss(reason)) => match self.classify_miss(ip.dst, true) {
+                DropReason::NotForUs => Err(DropReason::NotForUs),
+                _ => Err(reason),
+            },
         }
     }
 
