@@ -300,7 +300,7 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         self.synproxy_timeouts(now);
-        let (deliveries, mut ctx) = self.split_deliveries();
+        let (_, deliveries, mut ctx) = self.split();
         deliveries.handle_timeout(&mut ctx, now);
         let mut expired = self.conns.expire(now);
         for conn in expired.drain(..) {

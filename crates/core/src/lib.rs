@@ -22,6 +22,7 @@ pub mod addr;
 mod client_addr;
 pub mod config;
 pub mod conn;
+mod ctx;
 pub mod drop;
 mod emit;
 mod engine;

@@ -19,14 +19,16 @@ use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
 
 use crate::addr::{Endpoint, FlowKey, Proto};
-use crate::client_addr::{ClientAddrState, Ctx as DeliveryCtx, clamp_acks};
+use crate::client_addr::{ClientAddrState, clamp_acks};
 use crate::conn::{DeliveryId, Handshake, Lookup, Placement, Translation};
+use crate::ctx::Ctx;
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::real_mut;
 use crate::engine::{Engine, Verdict};
 use crate::icmp::{self, Untranslated};
 use crate::packet::{IpInfo, L4Info, MssRule, Outcome, parse_l4, rewrite};
+use crate::synproxy::{SynproxyState, ToReal};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 
@@ -143,11 +145,15 @@ impl Engine {
                 if l4.flags.syn && l4.flags.ack {
                     let Some(conn) = self.conns.get(lookup.id).cloned() else { return Ok(Outcome::Absorbed) };
                     // The header goes again ahead of SYNProxy's ACK.
-                    let (deliveries, mut ctx) = self.split_deliveries();
+                    let (_, deliveries, mut ctx) = self.split();
                     deliveries.resend_header(&mut ctx, lookup.id, conn.delivery);
-                    return Ok(self.synproxy_reack(lookup.id, &conn, seg));
+                    let (syn, _, mut ctx) = self.split();
+                    let built = syn.reack(&mut ctx, lookup.id, &conn, seg);
+                    self.send_to_real(&built);
+                    return Ok(Outcome::Absorbed);
                 }
-                if self.ack_storm(lookup.id, seg) {
+                let (syn, _, mut ctx) = self.split();
+                if syn.ack_storm(&mut ctx, lookup.id, seg) {
                     return Err(DropReason::AckStorm);
                 }
             }
@@ -165,17 +171,19 @@ impl Engine {
         match outcome {
             Outcome::Spliced(s) => {
                 let delivery = self.conns.get(s.conn).and_then(|c| c.delivery);
-                let (deliveries, mut ctx) = self.split_deliveries();
+                let (syn, deliveries, mut ctx) = self.split();
                 deliveries.set_acks(delivery, s.ack, s.window);
                 deliveries.start_header(&mut ctx, now, s.conn, delivery);
-                self.synproxy_replay(now, s);
+                let built = syn.replay_spliced(&mut ctx, now, s);
+                self.send_to_real(&built);
                 Outcome::Absorbed
             }
             Outcome::ReplayLost { conn, handshake } => {
                 let delivery = self.conns.get(conn).and_then(|c| c.delivery);
-                let (deliveries, mut ctx) = self.split_deliveries();
+                let (syn, deliveries, mut ctx) = self.split();
                 deliveries.resend_header(&mut ctx, conn, delivery);
-                self.synproxy_replay_again(handshake, conn);
+                let built = syn.replay(&mut ctx, handshake, conn);
+                self.send_to_real(&built);
                 Outcome::Absorbed
             }
             o => o,
@@ -197,16 +205,25 @@ impl Engine {
         }
     }
 
-    /// Client-address delivery and what it reaches outside its table.
-    pub(crate) fn split_deliveries(&mut self) -> (&mut ClientAddrState, DeliveryCtx<'_>) {
-        let ctx = DeliveryCtx {
+    /// The feature components and the shared parts they may use.
+    pub(crate) fn split(&mut self) -> (&mut SynproxyState, &mut ClientAddrState, Ctx<'_>) {
+        let ctx = Ctx {
             conns: &mut self.conns,
             services: &self.services,
             store: &mut self.store,
-            synproxy: &self.cfg.synproxy,
+            cfg: &self.cfg,
             drops: &mut self.stats.drops,
         };
-        (&mut self.deliveries, ctx)
+        (&mut self.syn, &mut self.deliveries, ctx)
+    }
+
+    /// Queue segments SYNProxy built toward a connection's real, with TOA
+    /// while the connection's delivery carries it.
+    pub(crate) fn send_to_real(&mut self, built: &ToReal) {
+        for &slot in built.slots() {
+            self.deliveries.toa_for_built(&mut self.store, self.conns.get(built.conn), slot);
+            self.store.queue(slot, Side::Real);
+        }
     }
 
     /// Forward a packet of a connection with a delivery under way: the
@@ -223,7 +240,7 @@ impl Engine {
         if self.conns.get(lookup.id).is_none() {
             return Err(DropReason::NoConnection);
         }
-        let (deliveries, mut ctx) = self.split_deliveries();
+        let (_, deliveries, mut ctx) = self.split();
         let clamp_to = deliveries.on_segment(&mut ctx, now, lookup, index, l4, &pkt[ip.header_len..]);
         let to = self.forward(now, lookup, ip, l4, pkt)?;
         let Some(clamp_to) = clamp_to else { return Ok(Outcome::Forward(to)) };
@@ -231,7 +248,7 @@ impl Engine {
             clamp_acks(&mut pkt[ip.header_len..], start);
         }
         if to == Side::Real && !l4.flags.syn {
-            let (deliveries, mut ctx) = self.split_deliveries();
+            let (_, deliveries, mut ctx) = self.split();
             if let Some(out) = deliveries.toa_after_forward(&mut ctx, lookup.id, index, pkt) {
                 return Ok(out);
             }

@@ -9,10 +9,11 @@ use rvs_wire::tcp::{self, TcpOption};
 use rvs_wire::tcp_options;
 use rvs_wire::tcp_seq::SeqNumber;
 
-use super::{ClientAddrState, Ctx, Delivery, MAX_RTO, MAX_TIMER_RESENDS, proxy_protocol, toa};
+use super::{ClientAddrState, Delivery, MAX_RTO, MAX_TIMER_RESENDS, proxy_protocol, toa};
 use crate::addr::Endpoint;
 use crate::config::{ProxyProtocol, ServiceConfig};
 use crate::conn::{Conn, ConnId, DeliveryId, Lookup};
+use crate::ctx::Ctx;
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::emit::store::PacketStore;
@@ -242,7 +243,8 @@ impl ClientAddrState {
         let len = header.len();
         let Some(conn) = ctx.conns.get_mut(id) else { return };
         conn.xlat.c2r_seq = conn.xlat.c2r_seq.wrapping_add(len as u32);
-        let rto = crate::service::handshake_rto(ctx.services, conn.service, conn.real_index, ctx.synproxy);
+        let rto =
+            crate::service::handshake_rto(ctx.services, conn.service, conn.real_index, &ctx.cfg.synproxy);
         let Some(d) = self.live(Some(index)) else { return };
         d.sent = true;
         d.header_len = len as u8;
@@ -274,7 +276,7 @@ impl ClientAddrState {
         let len = header.len();
         let from = usize::from(d.acked).min(len);
         let header_start = d.stream_start + c2r - len as u32;
-        let mut seg = Segment::ack(laddr, real, header_start + from as u32, d.ack, ctx.synproxy.ttl);
+        let mut seg = Segment::ack(laddr, real, header_start + from as u32, d.ack, ctx.cfg.synproxy.ttl);
         seg.flags = tcp::Flags::PSH;
         seg.window = d.window;
         let Some(slot) = ctx.store.alloc() else {

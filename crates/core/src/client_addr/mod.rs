@@ -44,11 +44,8 @@ use core::time::Duration;
 
 use rvs_wire::tcp_seq::SeqNumber;
 
-use crate::config::{ProxyProtocol, ServiceConfig, SynproxyConfig};
-use crate::conn::{ConnId, Connections, DeliveryId, DeliveryTag};
-use crate::drop::DropCounters;
-use crate::emit::store::PacketStore;
-use crate::service::Service;
+use crate::config::{ProxyProtocol, ServiceConfig};
+use crate::conn::{ConnId, DeliveryId, DeliveryTag};
 use crate::slab::Slab;
 use crate::time::Instant;
 
@@ -92,17 +89,6 @@ pub(crate) struct Delivery {
     window: u16,
     deadline: Instant,
     rto: Duration,
-}
-
-/// What delivery reaches outside its own table: the connections whose
-/// numbers the header shifts, the reals' RTOs, the store its segments go
-/// out through, and where a full store is counted.
-pub(crate) struct Ctx<'a> {
-    pub(crate) conns: &'a mut Connections,
-    pub(crate) services: &'a [Service],
-    pub(crate) store: &'a mut PacketStore,
-    pub(crate) synproxy: &'a SynproxyConfig,
-    pub(crate) drops: &'a mut DropCounters,
 }
 
 /// Deliveries under way, their resend timers and counters.

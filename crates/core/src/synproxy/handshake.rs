@@ -233,7 +233,9 @@ impl Engine {
                 continue;
             }
             if hs.confirming {
-                self.replay_timeout(now, hid);
+                let (syn, _, mut ctx) = self.split();
+                let built = syn.replay_timeout(&mut ctx, now, hid);
+                self.send_to_real(&built);
                 continue;
             }
             self.retry_or_failover(now, hid);
@@ -366,7 +368,8 @@ impl Engine {
             // packet, forwarded now, completes the real's handshake anyway
             // (and the client's TCP resends lost data); resending the replay
             // after it would carry an older timestamp than the real has seen.
-            self.confirmed(lookup.id, hid);
+            let (syn, _, mut ctx) = self.split();
+            syn.confirmed(&mut ctx, lookup.id, hid);
             return None;
         }
         Some(self.handshake_packet(now, lookup, hid, pkt, ip.header_len))

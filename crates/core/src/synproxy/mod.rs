@@ -65,6 +65,34 @@ pub struct SynproxyStats {
     pub refused: u64,
 }
 
+/// Segments SYNProxy built toward the real of connection `conn`, not yet
+/// queued: the engine hands them through client-address delivery (TOA) and
+/// queues them in order.
+#[must_use]
+#[derive(Debug)]
+pub(crate) struct ToReal {
+    pub(crate) conn: ConnId,
+    slots: [u32; 8],
+    n: usize,
+}
+
+impl ToReal {
+    fn new(conn: ConnId) -> Self {
+        Self { conn, slots: [0; 8], n: 0 }
+    }
+
+    fn push(&mut self, slot: u32) {
+        if let Some(s) = self.slots.get_mut(self.n) {
+            *s = slot;
+            self.n += 1;
+        }
+    }
+
+    pub(crate) fn slots(&self) -> &[u32] {
+        &self.slots[..self.n]
+    }
+}
+
 /// A client whose handshake with a real is still open.
 #[derive(Debug, Clone)]
 pub(crate) struct OpenHandshake {

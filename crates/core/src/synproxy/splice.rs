@@ -7,12 +7,13 @@ use rvs_wire::tcp;
 use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
 
-use super::{MAX_RTO, REPLAY_TRIES};
+use super::{MAX_RTO, REPLAY_TRIES, SynproxyState, ToReal};
 use crate::conn::{Conn, ConnId, Handshake, HandshakeId};
+use crate::ctx::Ctx;
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::{Engine, real_mut};
-use crate::packet::{IpInfo, Outcome, Spliced};
+use crate::packet::{IpInfo, Spliced};
 use crate::service::handshake_rto;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -20,7 +21,7 @@ use crate::time::Instant;
 impl Engine {
     /// The real's SYN-ACK: learn its numbers and forward normally from now
     /// on. The engine then starts the connection's client-address delivery
-    /// and calls [`Self::synproxy_replay`].
+    /// and calls [`SynproxyState::replay_spliced`].
     pub(super) fn splice(
         &mut self,
         now: Instant,
@@ -59,129 +60,116 @@ impl Engine {
         let window = ack_window(hs.offer.wscale.unwrap_or(0));
         Some(Spliced { conn: id, handshake: hid, ack: real_isn + 1, window })
     }
+}
 
+impl SynproxyState {
     /// Replay the kept client packets of a spliced connection (the first of
     /// which acknowledges the real's SYN-ACK), after the engine started its
     /// client-address delivery.
-    pub(crate) fn synproxy_replay(&mut self, now: Instant, s: Spliced) {
+    pub(crate) fn replay_spliced(&mut self, ctx: &mut Ctx<'_>, now: Instant, s: Spliced) -> ToReal {
         let Spliced { conn: id, handshake: hid, ack, window } = s;
-        let Some(hs) = self.syn.handshakes.get(hid) else { return };
+        let Some(hs) = self.handshakes.get(hid) else { return ToReal::new(id) };
         let our_isn = hs.real_isn;
-        let Some(conn) = self.conns.get(id) else { return };
+        let Some(conn) = ctx.conns.get(id) else { return ToReal::new(id) };
         let (svc, real_index, laddr, real) = (conn.service, conn.real_index, conn.laddr, conn.real);
-        if self.replay(hid, id) == 0 {
+        let replayed = self.replay(ctx, hid, id);
+        if replayed.slots().is_empty() {
             // Nothing kept (store was full): acknowledge the SYN-ACK ourselves.
-            let mut seg = Segment::ack(laddr, real, our_isn + 1, ack, self.cfg.synproxy.ttl);
+            let mut seg = Segment::ack(laddr, real, our_isn + 1, ack, ctx.cfg.synproxy.ttl);
             seg.window = window;
-            self.queue_to_real(id, &seg);
-            self.confirmed(id, hid);
-            return;
+            let built = build_to_real(ctx, id, &seg);
+            self.confirmed(ctx, id, hid);
+            return built;
         }
         // Until the real shows it got the replay, it may still sit in
         // SYN_RECV waiting for our ACK: keep the packets and resend them on
         // the RTO rather than wait for the real's own SYN-ACK timer.
-        let rto = handshake_rto(&self.services, svc, real_index, &self.cfg.synproxy);
-        let Some(h) = self.syn.handshakes.get_mut(hid) else { return };
-        h.confirming = true;
-        h.tries = 1;
-        h.rto = rto;
-        h.deadline = now + rto;
-        self.syn.handshakes.set_timer(hid, now + rto);
-    }
-
-    /// The real lost the replay: send the kept packets again.
-    pub(crate) fn synproxy_replay_again(&mut self, hid: HandshakeId, id: ConnId) {
-        self.replay(hid, id);
-    }
-
-    /// Queue translated copies of the kept packets toward the real; how many.
-    pub(super) fn replay(&mut self, hid: HandshakeId, id: ConnId) -> usize {
-        let Some(conn) = self.conns.get(id) else { return 0 };
-        let (laddr, real) = (conn.laddr, conn.real);
-        let xlat = conn.xlat.for_packet_from(Side::Client);
-        let Some(hs) = self.syn.handshakes.get(hid) else { return 0 };
-        let (stored, n) = (hs.stored, hs.n_stored);
-        let mut replayed = 0;
-        for &slot in &stored[..n] {
-            let Some(copy) = self.store.duplicate(slot) else {
-                self.stats.drops.add(DropReason::TxQueueFull);
-                continue;
-            };
-            let pkt = self.store.packet_mut(copy);
-            if let Ok(ip) = IpInfo::parse(pkt) {
-                let _ = crate::packet::rewrite(pkt, &ip, laddr, real, xlat, None, self.cfg.decrement_ttl);
-                self.deliveries.toa_for_built(&mut self.store, self.conns.get(id), copy);
-                self.store.queue(copy, Side::Real);
-                replayed += 1;
-            } else {
-                self.store.release(copy);
-            }
+        let rto = handshake_rto(ctx.services, svc, real_index, &ctx.cfg.synproxy);
+        if let Some(h) = self.handshakes.get_mut(hid) {
+            h.confirming = true;
+            h.tries = 1;
+            h.rto = rto;
+            h.deadline = now + rto;
+            self.handshakes.set_timer(hid, now + rto);
         }
         replayed
     }
 
+    /// Translated copies of the kept packets toward the real, to be queued.
+    pub(crate) fn replay(&mut self, ctx: &mut Ctx<'_>, hid: HandshakeId, id: ConnId) -> ToReal {
+        let mut built = ToReal::new(id);
+        let Some(conn) = ctx.conns.get(id) else { return built };
+        let (laddr, real) = (conn.laddr, conn.real);
+        let xlat = conn.xlat.for_packet_from(Side::Client);
+        let Some(hs) = self.handshakes.get(hid) else { return built };
+        for &slot in &hs.stored[..hs.n_stored] {
+            let Some(copy) = ctx.store.duplicate(slot) else {
+                ctx.drops.add(DropReason::TxQueueFull);
+                continue;
+            };
+            let pkt = ctx.store.packet_mut(copy);
+            if let Ok(ip) = IpInfo::parse(pkt) {
+                let _ = crate::packet::rewrite(pkt, &ip, laddr, real, xlat, None, ctx.cfg.decrement_ttl);
+                built.push(copy);
+            } else {
+                ctx.store.release(copy);
+            }
+        }
+        built
+    }
+
     /// The replay's RTO passed with no sign of the real: resend, or after
     /// [`REPLAY_TRIES`] leave recovery to the endpoints' TCP.
-    pub(super) fn replay_timeout(&mut self, now: Instant, hid: HandshakeId) {
-        let Some(hs) = self.syn.handshakes.get(hid) else { return };
-        let id = hs.conn;
-        if hs.tries >= REPLAY_TRIES || self.replay(hid, id) == 0 {
-            self.confirmed(id, hid);
-            return;
+    pub(super) fn replay_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant, hid: HandshakeId) -> ToReal {
+        let Some(hs) = self.handshakes.get(hid) else { return ToReal::new(ConnId::NONE) };
+        let (id, tries) = (hs.conn, hs.tries);
+        let replayed = if tries >= REPLAY_TRIES { ToReal::new(id) } else { self.replay(ctx, hid, id) };
+        if replayed.slots().is_empty() {
+            self.confirmed(ctx, id, hid);
+            return replayed;
         }
-        self.syn.stats.replays_resent += 1;
-        let Some(h) = self.syn.handshakes.get_mut(hid) else { return };
-        h.tries += 1;
-        h.rto = (h.rto * 2).min(MAX_RTO);
-        h.deadline = now + h.rto;
-        let deadline = h.deadline;
-        self.syn.handshakes.set_timer(hid, deadline);
+        self.stats.replays_resent += 1;
+        if let Some(h) = self.handshakes.get_mut(hid) {
+            h.tries += 1;
+            h.rto = (h.rto * 2).min(MAX_RTO);
+            h.deadline = now + h.rto;
+            let deadline = h.deadline;
+            self.handshakes.set_timer(hid, deadline);
+        }
+        replayed
     }
 
     /// The real has the replay: drop the kept packets, forward as usual.
-    pub(super) fn confirmed(&mut self, id: ConnId, hid: HandshakeId) {
-        if let Some(conn) = self.conns.get_mut(id) {
+    pub(crate) fn confirmed(&mut self, ctx: &mut Ctx<'_>, id: ConnId, hid: HandshakeId) {
+        if let Some(conn) = ctx.conns.get_mut(id) {
             conn.handshake = Handshake::Spliced { storm_key: 0, storm_count: 0 };
         }
-        self.syn.forget(hid, &mut self.store);
+        self.forget(hid, ctx.store);
     }
 
     /// A SYN-ACK from the real of a spliced connection (our ACK of its first
     /// one was lost): acknowledge it again ourselves (the engine resent the
     /// PROXY header first).
-    pub(crate) fn synproxy_reack(&mut self, id: ConnId, conn: &Conn, seg: &[u8]) -> Outcome {
+    pub(crate) fn reack(&self, ctx: &mut Ctx<'_>, id: ConnId, conn: &Conn, seg: &[u8]) -> ToReal {
         let t = tcp::Packet::new_unchecked(seg);
         let mut ack = Segment::ack(
             conn.laddr,
             conn.real,
             SeqNumber(t.ack_number()),
             SeqNumber(t.seq_number()) + 1,
-            self.cfg.synproxy.ttl,
+            ctx.cfg.synproxy.ttl,
         );
         ack.window = ack_window(conn.peer_wscale);
-        self.queue_to_real(id, &ack);
-        Outcome::Absorbed
-    }
-
-    /// Queue a segment built toward a connection's real, with TOA while it rides along.
-    fn queue_to_real(&mut self, id: ConnId, seg: &Segment) {
-        let Some(slot) = self.store.alloc() else {
-            self.stats.drops.add(DropReason::TxQueueFull);
-            return;
-        };
-        let len = seg.emit(self.store.slot_mut(slot));
-        self.store.set_len(slot, len);
-        self.deliveries.toa_for_built(&mut self.store, self.conns.get(id), slot);
-        self.store.queue(slot, Side::Real);
+        build_to_real(ctx, id, &ack)
     }
 
     /// Whether a real→client segment of a spliced connection is one more
     /// identical copy in an ack storm (to be dropped).
-    pub(crate) fn ack_storm(&mut self, id: ConnId, seg: &[u8]) -> bool {
-        let threshold = self.cfg.synproxy.ack_storm_threshold;
+    pub(crate) fn ack_storm(&self, ctx: &mut Ctx<'_>, id: ConnId, seg: &[u8]) -> bool {
+        let threshold = ctx.cfg.synproxy.ack_storm_threshold;
         let t = tcp::Packet::new_unchecked(seg);
         let Some(Handshake::Spliced { storm_key, storm_count }) =
-            self.conns.get_mut(id).map(|c| &mut c.handshake)
+            ctx.conns.get_mut(id).map(|c| &mut c.handshake)
         else {
             return false;
         };
@@ -195,6 +183,19 @@ impl Engine {
         *storm_count = 0;
         false
     }
+}
+
+/// Build a segment toward a connection's real into the store, not yet queued.
+fn build_to_real(ctx: &mut Ctx<'_>, id: ConnId, seg: &Segment) -> ToReal {
+    let mut built = ToReal::new(id);
+    let Some(slot) = ctx.store.alloc() else {
+        ctx.drops.add(DropReason::TxQueueFull);
+        return built;
+    };
+    let len = seg.emit(ctx.store.slot_mut(slot));
+    ctx.store.set_len(slot, len);
+    built.push(slot);
+    built
 }
 
 /// The window of an ACK the engine builds for a client toward a real: 64 KiB
