@@ -108,7 +108,10 @@ impl Engine {
                             && !l4.flags.syn
                             && !l4.flags.rst
                             && self.synproxy_service(&key).is_some()
-                            && self.synproxy_cookie(now, &key, &pkt[ip.header_len..]).is_some())) =>
+                            && self
+                                .syn
+                                .check_cookie(self.conns.secrets(), now, &key, &pkt[ip.header_len..])
+                                .is_some())) =>
             {
                 self.remove_conn(now, l.id);
                 None
@@ -120,7 +123,11 @@ impl Engine {
             None => match self.synproxy_service(&key) {
                 Some(svc) => {
                     return match (l4.flags.syn, l4.flags.ack, l4.flags.rst) {
-                        (true, false, _) => Ok(self.synproxy_syn(now, &ip, &key, svc, pkt)),
+                        (true, false, _) => {
+                            let (syn, _, mut ctx) = self.split();
+                            syn.answer_syn(&mut ctx, now, &key, svc, &pkt[ip.header_len..]);
+                            Ok(Outcome::Absorbed)
+                        }
                         (false, true, false) => self.synproxy_ack(now, &ip, &key, svc, pkt),
                         _ => Err(DropReason::NoConnection),
                     };
@@ -209,7 +216,7 @@ impl Engine {
     pub(crate) fn split(&mut self) -> (&mut SynproxyState, &mut ClientAddrState, Ctx<'_>) {
         let ctx = Ctx {
             conns: &mut self.conns,
-            services: &self.services,
+            services: &mut self.services,
             store: &mut self.store,
             cfg: &self.cfg,
             drops: &mut self.stats.drops,
@@ -443,18 +450,8 @@ impl Engine {
 impl Engine {
     /// Build a segment into a slot and queue it toward `to`.
     pub(crate) fn queue_segment(&mut self, seg: &Segment, to: Side) -> Outcome {
-        match self.store.alloc() {
-            Some(slot) => {
-                let len = seg.emit(self.store.slot_mut(slot));
-                self.store.set_len(slot, len);
-                self.store.queue(slot, to);
-                Outcome::Absorbed
-            }
-            None => {
-                self.stats.drops.add(DropReason::TxQueueFull);
-                Outcome::Absorbed
-            }
-        }
+        self.split().2.queue_segment(seg, to);
+        Outcome::Absorbed
     }
 }
 

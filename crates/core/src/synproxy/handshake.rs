@@ -6,14 +6,16 @@ use rvs_wire::tcp;
 use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
 
-use super::{CLASSIC_RTO, CLASSIC_TRIES, MAX_TRIED, OpenHandshake, cookie};
+use super::{CLASSIC_RTO, CLASSIC_TRIES, MAX_TRIED, OpenHandshake, SynproxyState, cookie};
 use crate::addr::FlowKey;
 use crate::client_addr;
 use crate::config::RetransmitMode;
 use crate::conn::{Conn, Handshake, HandshakeId, Lookup};
+use crate::ctx::Ctx;
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::Engine;
+use crate::hash::Secrets;
 use crate::packet::{IpInfo, Outcome};
 use crate::real::MAX_RTO;
 use crate::tcp_state::{Side, TcpState};
@@ -25,59 +27,6 @@ fn ms_clock(now: Instant) -> u32 {
 }
 
 impl Engine {
-    /// A SYN to a SYNProxy service: answer with a cookie SYN-ACK, keep nothing.
-    pub(crate) fn synproxy_syn(
-        &mut self,
-        now: Instant,
-        ip: &IpInfo,
-        key: &FlowKey,
-        svc: u32,
-        pkt: &[u8],
-    ) -> Outcome {
-        let seg = &pkt[ip.header_len..];
-        let opts = Summary::of_segment(seg);
-        let client_isn = SeqNumber(tcp::Packet::new_unchecked(seg).seq_number());
-        let cfg = self.cfg.synproxy;
-        let service = &self.services[svc as usize];
-        let offer = Offer {
-            mss: opts.mss.unwrap_or(536).min(cfg.mss_max),
-            wscale: opts.wscale,
-            sack: opts.sack_permitted && cfg.sack,
-            timestamps: opts.timestamps.is_some() && cfg.timestamps,
-        };
-        let (cookie, ts_bits) = self.syn.jar.make(self.conns.secrets(), now, key, client_isn.0, offer);
-        // With TOA the client's segments grow by the option: it is told less.
-        let our_mss = service.config.mss_clamp.map_or(cfg.mss_max, |c| c.min(cfg.mss_max));
-        let our_mss = our_mss.saturating_sub(client_addr::toa_room(&service.config)).max(64);
-        let announced = service.synproxy_wscale.unwrap_or(cfg.wscale);
-        let tsval = (ms_clock(now) & !((1 << cookie::TS_OPT_BITS) - 1)) | ts_bits;
-        let synack = Segment {
-            src: key.dst,
-            dst: key.src,
-            seq: SeqNumber(cookie),
-            ack: Some(client_isn + 1),
-            flags: tcp::Flags::SYN,
-            window: u16::MAX,
-            mss: Some(our_mss),
-            wscale: offer.wscale.map(|_| announced),
-            sack_permitted: offer.sack,
-            timestamps: offer.timestamps.then(|| (tsval, opts.timestamps.map_or(0, |t| t.0))),
-            ttl: cfg.ttl,
-        };
-        self.syn.stats.syns_answered += 1;
-        self.queue_segment(&synack, Side::Client)
-    }
-
-    /// What the client's SYN offered, if the ACK segment `seg` returns a
-    /// valid cookie. Only such an ACK opens a connection, or recycles a
-    /// finished entry of the same flow.
-    pub(crate) fn synproxy_cookie(&mut self, now: Instant, key: &FlowKey, seg: &[u8]) -> Option<Offer> {
-        let t = tcp::Packet::new_unchecked(seg);
-        let tsecr = Summary::of_segment(seg).timestamps.map(|t| t.1);
-        let (client_isn, cookie) = (t.seq_number().wrapping_sub(1), t.ack_number().wrapping_sub(1));
-        self.syn.jar.check(self.conns.secrets(), now, key, client_isn, cookie, tsecr)
-    }
-
     /// An ACK with no connection to a SYNProxy service: if its cookie is
     /// good, open the connection and the real's handshake.
     pub(crate) fn synproxy_ack(
@@ -96,7 +45,9 @@ impl Engine {
         let (client_isn, cookie) = (seq - 1, ack - 1);
         let tsecr = opts.timestamps.map(|t| t.1);
         // Answered with an RST (rate-limited) by the packet path.
-        let Some(offer) = self.synproxy_cookie(now, key, seg) else { return Err(DropReason::BadCookie) };
+        let Some(offer) = self.syn.check_cookie(self.conns.secrets(), now, key, seg) else {
+            return Err(DropReason::BadCookie);
+        };
         // The client holds an open connection now: if no real's side can be
         // opened for it, it hears so at once, as when every real fails.
         let refuse = |e: &mut Self, reason| {
@@ -157,72 +108,13 @@ impl Engine {
         hs.tried[0] = placed.real_index as u32;
         hs.n_tried = 1;
         self.syn.stats.cookies_accepted += 1;
-        self.keep_client_packet(hid, pkt);
+        let (syn, _, mut ctx) = self.split();
+        syn.keep_client_packet(&mut ctx, hid, pkt);
         if !(cfg.defer_rs_syn && payload == 0) {
-            self.send_real_syn(now, hid);
+            let (syn, _, mut ctx) = self.split();
+            syn.send_real_syn(&mut ctx, now, hid);
         }
         Ok(Outcome::Absorbed)
-    }
-
-    /// Keep a client packet for replay once the real answers; false when
-    /// the per-connection bound or the store is full.
-    fn keep_client_packet(&mut self, hid: HandshakeId, pkt: &[u8]) -> bool {
-        let max = self.cfg.synproxy.max_stored_packets.min(8);
-        if self.syn.handshakes.get(hid).is_none_or(|hs| hs.n_stored >= max) {
-            return false;
-        }
-        let Some(slot) = self.store.store(pkt) else { return false };
-        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return false };
-        hs.stored[hs.n_stored] = slot;
-        hs.n_stored += 1;
-        self.syn.stats.stored += 1;
-        true
-    }
-
-    /// Send (or resend) the SYN toward the connection's current real and arm the retransmit timer.
-    fn send_real_syn(&mut self, now: Instant, hid: HandshakeId) {
-        let cfg = self.cfg.synproxy;
-        let Some(hs) = self.syn.handshakes.get(hid) else { return };
-        let Some(conn) = self.conns.get(hs.conn) else { return };
-        let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
-        let service = &mut self.services[svc as usize];
-        let toa_room = client_addr::toa_room(&service.config);
-        let mss_clamp = service.config.mss_clamp;
-        let Some(r) = service.reals.get_mut(real_index as usize) else { return };
-        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return };
-        hs.tries += 1;
-        hs.syn_sent = true;
-        hs.rto = match cfg.retransmit_mode {
-            RetransmitMode::Classic => CLASSIC_RTO,
-            RetransmitMode::Adaptive if hs.tries <= 2 => r.handshake.rto(&cfg),
-            // Backoff starts with the third try: by default the client moves
-            // to another real after two, so a lost SYN and a lost SYN-ACK in
-            // a row cost two RTOs, not three.
-            RetransmitMode::Adaptive => (hs.rto * 2).min(MAX_RTO),
-        };
-        if hs.tries == 1 {
-            hs.first_sent = now;
-        } else {
-            r.handshake.syn_retransmits += 1;
-            self.syn.stats.syn_retransmits += 1;
-        }
-        hs.deadline = now + hs.rto;
-        let (deadline, offer, real_isn, real_tsval) = (hs.deadline, hs.offer, hs.real_isn, hs.real_tsval);
-        self.syn.handshakes.set_timer(hid, deadline);
-        let syn = Segment {
-            src: laddr,
-            dst: real,
-            seq: real_isn,
-            ack: None,
-            flags: tcp::Flags::SYN,
-            window: u16::MAX,
-            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(toa_room).max(64)),
-            wscale: offer.wscale,
-            sack_permitted: offer.sack,
-            timestamps: offer.timestamps.then_some((real_tsval.0, 0)),
-            ttl: cfg.ttl,
-        };
-        let _ = self.queue_segment(&syn, Side::Real);
     }
 
     /// Retransmit SYNs whose RTO passed; move clients on or give up.
@@ -251,7 +143,8 @@ impl Engine {
             RetransmitMode::Adaptive => self.cfg.synproxy.syn_retries.max(1),
         };
         if hs.tries < limit {
-            self.send_real_syn(now, hid);
+            let (syn, _, mut ctx) = self.split();
+            syn.send_real_syn(&mut ctx, now, hid);
         } else if self.cfg.synproxy.retransmit_mode == RetransmitMode::Classic {
             self.syn.stats.gave_up += 1;
             let conn = hs.conn;
@@ -328,7 +221,8 @@ impl Engine {
         hs.tried[hs.n_tried] = placed.real_index as u32;
         hs.n_tried += 1;
         if hs.syn_sent {
-            self.send_real_syn(now, hid);
+            let (syn, _, mut ctx) = self.split();
+            syn.send_real_syn(&mut ctx, now, hid);
         }
     }
 
@@ -403,11 +297,13 @@ impl Engine {
                 if t.payload().is_empty() && !f.fin() {
                     return Err(DropReason::HandshakePending);
                 }
-                if !self.keep_client_packet(hid, pkt) {
+                let (syn, _, mut ctx) = self.split();
+                if !syn.keep_client_packet(&mut ctx, hid, pkt) {
                     return Err(DropReason::HandshakePending);
                 }
                 if self.syn.handshakes.get(hid).is_some_and(|h| !h.syn_sent) {
-                    self.send_real_syn(now, hid);
+                    let (syn, _, mut ctx) = self.split();
+                    syn.send_real_syn(&mut ctx, now, hid);
                 }
                 Ok(Outcome::Absorbed)
             }
@@ -443,5 +339,126 @@ impl Engine {
                 Ok(self.splice(now, lookup.id, hid, seg).map_or(Outcome::Absorbed, Outcome::Spliced))
             }
         }
+    }
+}
+
+impl SynproxyState {
+    /// A SYN to a SYNProxy service: answer with a cookie SYN-ACK, keep nothing.
+    pub(crate) fn answer_syn(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        key: &FlowKey,
+        svc: u32,
+        seg: &[u8],
+    ) {
+        let opts = Summary::of_segment(seg);
+        let client_isn = SeqNumber(tcp::Packet::new_unchecked(seg).seq_number());
+        let cfg = ctx.cfg.synproxy;
+        let Some(service) = ctx.services.get(svc as usize) else { return };
+        let offer = Offer {
+            mss: opts.mss.unwrap_or(536).min(cfg.mss_max),
+            wscale: opts.wscale,
+            sack: opts.sack_permitted && cfg.sack,
+            timestamps: opts.timestamps.is_some() && cfg.timestamps,
+        };
+        let (cookie, ts_bits) = self.jar.make(ctx.conns.secrets(), now, key, client_isn.0, offer);
+        // With TOA the client's segments grow by the option: it is told less.
+        let our_mss = service.config.mss_clamp.map_or(cfg.mss_max, |c| c.min(cfg.mss_max));
+        let our_mss = our_mss.saturating_sub(client_addr::toa_room(&service.config)).max(64);
+        let announced = service.synproxy_wscale.unwrap_or(cfg.wscale);
+        let tsval = (ms_clock(now) & !((1 << cookie::TS_OPT_BITS) - 1)) | ts_bits;
+        let synack = Segment {
+            src: key.dst,
+            dst: key.src,
+            seq: SeqNumber(cookie),
+            ack: Some(client_isn + 1),
+            flags: tcp::Flags::SYN,
+            window: u16::MAX,
+            mss: Some(our_mss),
+            wscale: offer.wscale.map(|_| announced),
+            sack_permitted: offer.sack,
+            timestamps: offer.timestamps.then(|| (tsval, opts.timestamps.map_or(0, |t| t.0))),
+            ttl: cfg.ttl,
+        };
+        self.stats.syns_answered += 1;
+        ctx.queue_segment(&synack, Side::Client);
+    }
+
+    /// What the client's SYN offered, if the ACK segment `seg` returns a
+    /// valid cookie. Only such an ACK opens a connection, or recycles a
+    /// finished entry of the same flow.
+    pub(crate) fn check_cookie(
+        &mut self,
+        secrets: &Secrets,
+        now: Instant,
+        key: &FlowKey,
+        seg: &[u8],
+    ) -> Option<Offer> {
+        let t = tcp::Packet::new_unchecked(seg);
+        let tsecr = Summary::of_segment(seg).timestamps.map(|t| t.1);
+        let (client_isn, cookie) = (t.seq_number().wrapping_sub(1), t.ack_number().wrapping_sub(1));
+        self.jar.check(secrets, now, key, client_isn, cookie, tsecr)
+    }
+
+    /// Keep a client packet for replay once the real answers; false when
+    /// the per-connection bound or the store is full.
+    pub(super) fn keep_client_packet(&mut self, ctx: &mut Ctx<'_>, hid: HandshakeId, pkt: &[u8]) -> bool {
+        let max = ctx.cfg.synproxy.max_stored_packets.min(8);
+        if self.handshakes.get(hid).is_none_or(|hs| hs.n_stored >= max) {
+            return false;
+        }
+        let Some(slot) = ctx.store.store(pkt) else { return false };
+        let Some(hs) = self.handshakes.get_mut(hid) else { return false };
+        hs.stored[hs.n_stored] = slot;
+        hs.n_stored += 1;
+        self.stats.stored += 1;
+        true
+    }
+
+    /// Send (or resend) the SYN toward the connection's current real and arm the retransmit timer.
+    pub(super) fn send_real_syn(&mut self, ctx: &mut Ctx<'_>, now: Instant, hid: HandshakeId) {
+        let cfg = ctx.cfg.synproxy;
+        let Some(hs) = self.handshakes.get(hid) else { return };
+        let Some(conn) = ctx.conns.get(hs.conn) else { return };
+        let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
+        let Some(service) = ctx.services.get_mut(svc as usize) else { return };
+        let toa_room = client_addr::toa_room(&service.config);
+        let mss_clamp = service.config.mss_clamp;
+        let Some(r) = service.reals.get_mut(real_index as usize) else { return };
+        let Some(hs) = self.handshakes.get_mut(hid) else { return };
+        hs.tries += 1;
+        hs.syn_sent = true;
+        hs.rto = match cfg.retransmit_mode {
+            RetransmitMode::Classic => CLASSIC_RTO,
+            RetransmitMode::Adaptive if hs.tries <= 2 => r.handshake.rto(&cfg),
+            // Backoff starts with the third try: by default the client moves
+            // to another real after two, so a lost SYN and a lost SYN-ACK in
+            // a row cost two RTOs, not three.
+            RetransmitMode::Adaptive => (hs.rto * 2).min(MAX_RTO),
+        };
+        if hs.tries == 1 {
+            hs.first_sent = now;
+        } else {
+            r.handshake.syn_retransmits += 1;
+            self.stats.syn_retransmits += 1;
+        }
+        hs.deadline = now + hs.rto;
+        let (deadline, offer, real_isn, real_tsval) = (hs.deadline, hs.offer, hs.real_isn, hs.real_tsval);
+        self.handshakes.set_timer(hid, deadline);
+        let syn = Segment {
+            src: laddr,
+            dst: real,
+            seq: real_isn,
+            ack: None,
+            flags: tcp::Flags::SYN,
+            window: u16::MAX,
+            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(toa_room).max(64)),
+            wscale: offer.wscale,
+            sack_permitted: offer.sack,
+            timestamps: offer.timestamps.then_some((real_tsval.0, 0)),
+            ttl: cfg.ttl,
+        };
+        ctx.queue_segment(&syn, Side::Real);
     }
 }
