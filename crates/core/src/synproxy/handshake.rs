@@ -226,15 +226,13 @@ impl Engine {
         }
     }
 
-    /// Every real failed: reset the client and forget the connection.
+    /// Every real failed: reset the client, forget the handshake and the
+    /// connection's delivery.
     fn give_up(&mut self, hid: HandshakeId, old: &Conn) {
-        let Some(hs) = self.syn.handshakes.get(hid) else { return };
-        let rst =
-            Segment::rst(old.vip, old.client, hs.cookie + 1, Some(hs.client_isn + 1), self.cfg.synproxy.ttl);
-        let _ = self.queue_segment(&rst, Side::Client);
-        self.syn.stats.gave_up += 1;
-        self.syn.forget(hid, &mut self.store);
-        self.deliveries.close(old.delivery);
+        let (syn, deliveries, mut ctx) = self.split();
+        if syn.give_up(&mut ctx, hid, old) {
+            deliveries.close(old.delivery);
+        }
     }
 
     /// A packet of a connection whose real handshake is still open.
@@ -460,5 +458,17 @@ impl SynproxyState {
             ttl: cfg.ttl,
         };
         ctx.queue_segment(&syn, Side::Real);
+    }
+
+    /// Every real failed: reset the client and forget the handshake; false
+    /// if it was already gone.
+    fn give_up(&mut self, ctx: &mut Ctx<'_>, hid: HandshakeId, old: &Conn) -> bool {
+        let Some(hs) = self.handshakes.get(hid) else { return false };
+        let rst =
+            Segment::rst(old.vip, old.client, hs.cookie + 1, Some(hs.client_isn + 1), ctx.cfg.synproxy.ttl);
+        ctx.queue_segment(&rst, Side::Client);
+        self.stats.gave_up += 1;
+        self.forget(hid, ctx.store);
+        true
     }
 }
