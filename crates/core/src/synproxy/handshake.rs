@@ -10,7 +10,7 @@ use super::{CLASSIC_RTO, CLASSIC_TRIES, MAX_TRIED, OpenHandshake, SynproxyState,
 use crate::addr::FlowKey;
 use crate::client_addr;
 use crate::config::RetransmitMode;
-use crate::conn::{Conn, Handshake, HandshakeId, Lookup};
+use crate::conn::{Conn, ConnId, Handshake, HandshakeId, Lookup};
 use crate::ctx::Ctx;
 use crate::drop::DropReason;
 use crate::emit::Segment;
@@ -69,7 +69,17 @@ impl Engine {
         let client_tsval = SeqNumber(opts.timestamps.map_or(0, |t| t.0));
         let real_isn = self.conns.clock().isn(now, placed.laddr, placed.real);
         let real_tsval = self.conns.clock().tsval(now, placed.laddr, placed.real);
-        let Some(hid) = self.syn.handshakes.insert(OpenHandshake::new()) else {
+        let opening = OpenHandshake {
+            client_isn,
+            cookie,
+            offer,
+            client_tsval,
+            client_echo: SeqNumber(tsecr.unwrap_or(0)),
+            real_isn,
+            real_tsval,
+            ..OpenHandshake::new()
+        };
+        let Some(hid) = self.syn.begin(opening, placed.real_index as u32) else {
             return refuse(self, DropReason::TableFull);
         };
         // The handshake's own timer ends it; the expiry only bounds a leak.
@@ -96,18 +106,9 @@ impl Engine {
             }
         };
         self.deliveries.attach(delivery, id);
-        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return Ok(Outcome::Absorbed) };
-        hs.conn = id;
-        hs.client_isn = client_isn;
-        hs.cookie = cookie;
-        hs.offer = offer;
-        hs.client_tsval = client_tsval;
-        hs.client_echo = SeqNumber(tsecr.unwrap_or(0));
-        hs.real_isn = real_isn;
-        hs.real_tsval = real_tsval;
-        hs.tried[0] = placed.real_index as u32;
-        hs.n_tried = 1;
-        self.syn.stats.cookies_accepted += 1;
+        if !self.syn.opened(hid, id) {
+            return Ok(Outcome::Absorbed);
+        }
         let (syn, _, mut ctx) = self.split();
         syn.keep_client_packet(&mut ctx, hid, pkt);
         if !(cfg.defer_rs_syn && payload == 0) {
@@ -469,6 +470,22 @@ impl SynproxyState {
         ctx.queue_segment(&rst, Side::Client);
         self.stats.gave_up += 1;
         self.forget(hid, ctx.store);
+        true
+    }
+
+    /// Open the real-side handshake of a client whose cookie checked out,
+    /// toward real `real_index` first; its connection follows in [`Self::opened`].
+    fn begin(&mut self, mut opening: OpenHandshake, real_index: u32) -> Option<HandshakeId> {
+        opening.tried[0] = real_index;
+        opening.n_tried = 1;
+        self.handshakes.insert(opening)
+    }
+
+    /// The handshake's connection is in the table as `id`; false if the handshake is gone.
+    fn opened(&mut self, hid: HandshakeId, id: ConnId) -> bool {
+        let Some(hs) = self.handshakes.get_mut(hid) else { return false };
+        hs.conn = id;
+        self.stats.cookies_accepted += 1;
         true
     }
 }
