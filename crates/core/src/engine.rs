@@ -427,21 +427,9 @@ impl Engine {
         }
     }
 
-    /// Timeouts in force for a service.
-    pub(crate) fn timeouts_of(&self, service: u32) -> &Timeouts {
-        self.services
-            .get(service as usize)
-            .and_then(|s| s.config.timeouts.as_ref())
-            .unwrap_or(&self.cfg.timeouts)
-    }
-
     /// The idle timeout of a connection in `state`.
     pub(crate) fn timeout(&self, service: u32, proto: Proto, state: TcpState) -> Duration {
-        let t = self.timeouts_of(service);
-        match proto {
-            Proto::Tcp => t.tcp(state),
-            Proto::Udp => t.udp,
-        }
+        crate::service::idle_timeout(&self.services, &self.cfg.timeouts, service, proto, state)
     }
 
     /// Set the engine-wide default timeouts (`ipvsadm --set`).

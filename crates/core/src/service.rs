@@ -2,8 +2,10 @@
 
 use core::time::Duration;
 
-use crate::config::{ServiceConfig, SynproxyConfig};
+use crate::addr::Proto;
+use crate::config::{ServiceConfig, SynproxyConfig, Timeouts};
 use crate::sched::Scheduler;
+use crate::tcp_state::TcpState;
 
 pub use crate::real::{HandshakeStats, PortExhaustion, Real, TrafficCounters};
 
@@ -37,4 +39,20 @@ pub(crate) fn handshake_rto(
         .get(svc as usize)
         .and_then(|s| s.reals.get(real_index as usize))
         .map_or(cfg.rto_initial, |r| r.handshake.rto(cfg))
+}
+
+/// The idle timeout of a connection of service `svc` in `state`: the
+/// service's own timeouts, else the engine-wide `defaults`.
+pub(crate) fn idle_timeout(
+    services: &[Service],
+    defaults: &Timeouts,
+    svc: u32,
+    proto: Proto,
+    state: TcpState,
+) -> Duration {
+    let t = services.get(svc as usize).and_then(|s| s.config.timeouts.as_ref()).unwrap_or(defaults);
+    match proto {
+        Proto::Tcp => t.tcp(state),
+        Proto::Udp => t.udp,
+    }
 }

@@ -335,7 +335,8 @@ impl Engine {
                 if !f.syn() {
                     return Err(DropReason::HandshakePending);
                 }
-                Ok(self.splice(now, lookup.id, hid, seg).map_or(Outcome::Absorbed, Outcome::Spliced))
+                let (syn, _, mut ctx) = self.split();
+                Ok(syn.splice(&mut ctx, now, lookup.id, hid, seg).map_or(Outcome::Absorbed, Outcome::Spliced))
             }
         }
     }

@@ -8,22 +8,24 @@ use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
 
 use super::{MAX_RTO, REPLAY_TRIES, SynproxyState, ToReal};
+use crate::addr::Proto;
 use crate::conn::{Conn, ConnId, Handshake, HandshakeId};
 use crate::ctx::Ctx;
 use crate::drop::DropReason;
 use crate::emit::Segment;
-use crate::engine::{Engine, real_mut};
+use crate::engine::real_mut;
 use crate::packet::{IpInfo, Spliced};
-use crate::service::handshake_rto;
+use crate::service::{handshake_rto, idle_timeout};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 
-impl Engine {
+impl SynproxyState {
     /// The real's SYN-ACK: learn its numbers and forward normally from now
     /// on. The engine then starts the connection's client-address delivery
     /// and calls [`SynproxyState::replay_spliced`].
     pub(super) fn splice(
         &mut self,
+        ctx: &mut Ctx<'_>,
         now: Instant,
         id: ConnId,
         hid: HandshakeId,
@@ -31,8 +33,8 @@ impl Engine {
     ) -> Option<Spliced> {
         let opts = Summary::of_segment(seg);
         let real_isn = SeqNumber(tcp::Packet::new_unchecked(seg).seq_number());
-        let hs = self.syn.handshakes.get(hid).cloned()?;
-        let conn = self.conns.get_mut(id)?;
+        let hs = self.handshakes.get(hid)?;
+        let conn = ctx.conns.get_mut(id)?;
         conn.xlat.r2c_seq = hs.cookie - real_isn;
         if let (true, Some((tsval, _))) = (hs.offer.timestamps, opts.timestamps) {
             // The client saw our SYN-ACK's TSval; it echoes it in its ACK (TSecr).
@@ -45,10 +47,10 @@ impl Engine {
         // `handshake` stays: the replay is confirmed (and the handshake
         // forgotten) when the real's first packet arrives.
         let (svc, real_index) = (conn.service, conn.real_index);
-        self.conns.set_state(id, TcpState::Established, real_mut(&mut self.services, svc, real_index));
-        let expires = now + self.timeout(svc, crate::addr::Proto::Tcp, TcpState::Established);
-        self.conns.set_expiry(id, expires);
-        let service = &mut self.services[svc as usize];
+        ctx.conns.set_state(id, TcpState::Established, real_mut(ctx.services, svc, real_index));
+        let idle = idle_timeout(ctx.services, &ctx.cfg.timeouts, svc, Proto::Tcp, TcpState::Established);
+        ctx.conns.set_expiry(id, now + idle);
+        let service = ctx.services.get_mut(svc as usize)?;
         if hs.offer.wscale.is_some() {
             service.synproxy_wscale = Some(opts.wscale.unwrap_or(0));
         }
@@ -56,13 +58,11 @@ impl Engine {
         if let (Some(r), 1) = (service.reals.get_mut(real_index as usize), hs.tries) {
             r.handshake.sample(now.saturating_since(hs.first_sent));
         }
-        self.syn.stats.spliced += 1;
+        self.stats.spliced += 1;
         let window = ack_window(hs.offer.wscale.unwrap_or(0));
         Some(Spliced { conn: id, handshake: hid, ack: real_isn + 1, window })
     }
-}
 
-impl SynproxyState {
     /// Replay the kept client packets of a spliced connection (the first of
     /// which acknowledges the real's SYN-ACK), after the engine started its
     /// client-address delivery.
