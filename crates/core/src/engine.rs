@@ -23,7 +23,7 @@ use crate::hash::Secrets;
 use crate::laddr::{LocalPools, PoolId};
 use crate::real_clock::RealClock;
 use crate::sched::Scheduler;
-use crate::service::{Real, Service, TrafficCounters};
+use crate::service::{Real, Service, TrafficCounters, real_mut};
 use crate::synproxy::{SynproxyState, SynproxyStats};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -676,9 +676,4 @@ impl Engine {
         cfg.sched = kind;
         self.edit_service(cfg)
     }
-}
-
-/// Real `real_index` of service `svc`, if both exist.
-pub(crate) fn real_mut(services: &mut [Service], svc: u32, real_index: u32) -> Option<&mut Real> {
-    services.get_mut(svc as usize)?.reals.get_mut(real_index as usize)
 }

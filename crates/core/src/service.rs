@@ -56,3 +56,8 @@ pub(crate) fn idle_timeout(
         Proto::Udp => t.udp,
     }
 }
+
+/// Real `real_index` of service `svc`, if both exist.
+pub(crate) fn real_mut(services: &mut [Service], svc: u32, real_index: u32) -> Option<&mut Real> {
+    services.get_mut(svc as usize)?.reals.get_mut(real_index as usize)
+}

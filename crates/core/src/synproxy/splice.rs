@@ -13,9 +13,8 @@ use crate::conn::{Conn, ConnId, Handshake, HandshakeId};
 use crate::ctx::Ctx;
 use crate::drop::DropReason;
 use crate::emit::Segment;
-use crate::engine::real_mut;
 use crate::packet::{IpInfo, Spliced};
-use crate::service::{handshake_rto, idle_timeout};
+use crate::service::{handshake_rto, idle_timeout, real_mut};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 
