@@ -120,12 +120,8 @@ impl Engine {
 
     /// Retransmit SYNs whose RTO passed; move clients on or give up.
     pub(crate) fn synproxy_timeouts(&mut self, now: Instant) {
-        while let Some(hid) = self.syn.handshakes.pop_timer(now) {
-            let Some(hs) = self.syn.handshakes.get(hid) else { continue };
-            if hs.deadline > now {
-                continue;
-            }
-            if hs.confirming {
+        while let Some((hid, confirming)) = self.syn.pop_due(now) {
+            if confirming {
                 let (syn, _, mut ctx) = self.split();
                 let built = syn.replay_timeout(&mut ctx, now, hid);
                 self.send_to_real(&built);
@@ -138,20 +134,11 @@ impl Engine {
     /// The real did not take the SYN: send it again, or after the last try
     /// move the client to another real (the classic mode lets it expire).
     fn retry_or_failover(&mut self, now: Instant, hid: HandshakeId) {
-        let Some(hs) = self.syn.handshakes.get(hid) else { return };
-        let limit = match self.cfg.synproxy.retransmit_mode {
-            RetransmitMode::Classic => CLASSIC_TRIES,
-            RetransmitMode::Adaptive => self.cfg.synproxy.syn_retries.max(1),
-        };
-        if hs.tries < limit {
-            let (syn, _, mut ctx) = self.split();
-            syn.send_real_syn(&mut ctx, now, hid);
-        } else if self.cfg.synproxy.retransmit_mode == RetransmitMode::Classic {
-            self.syn.stats.gave_up += 1;
-            let conn = hs.conn;
-            self.remove_conn(now, conn);
-        } else {
-            self.failover(now, hid, true);
+        let (syn, _, mut ctx) = self.split();
+        match syn.syn_timeout(&mut ctx, now, hid) {
+            SynTimeout::Done => {}
+            SynTimeout::Expire(conn) => self.remove_conn(now, conn),
+            SynTimeout::Failover => self.failover(now, hid, true),
         }
     }
 
@@ -489,4 +476,46 @@ impl SynproxyState {
         self.stats.cookies_accepted += 1;
         true
     }
+
+    /// The next handshake whose timer ran out, and whether it is confirming
+    /// a replay (else its SYN toward the real went unanswered).
+    fn pop_due(&mut self, now: Instant) -> Option<(HandshakeId, bool)> {
+        while let Some(hid) = self.handshakes.pop_timer(now) {
+            let Some(hs) = self.handshakes.get(hid) else { continue };
+            if hs.deadline <= now {
+                return Some((hid, hs.confirming));
+            }
+        }
+        None
+    }
+
+    /// The SYN of handshake `hid` went unanswered: send it again, or say
+    /// what the engine does after the last try.
+    fn syn_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant, hid: HandshakeId) -> SynTimeout {
+        let Some(hs) = self.handshakes.get(hid) else { return SynTimeout::Done };
+        let cfg = &ctx.cfg.synproxy;
+        let limit = match cfg.retransmit_mode {
+            RetransmitMode::Classic => CLASSIC_TRIES,
+            RetransmitMode::Adaptive => cfg.syn_retries.max(1),
+        };
+        if hs.tries < limit {
+            self.send_real_syn(ctx, now, hid);
+            SynTimeout::Done
+        } else if cfg.retransmit_mode == RetransmitMode::Classic {
+            self.stats.gave_up += 1;
+            SynTimeout::Expire(hs.conn)
+        } else {
+            SynTimeout::Failover
+        }
+    }
+}
+
+/// What follows an unanswered SYN toward a real.
+enum SynTimeout {
+    /// Sent again (or nothing left to do).
+    Done,
+    /// Classic mode after the last try: the connection goes.
+    Expire(ConnId),
+    /// Move the client to another real.
+    Failover,
 }
