@@ -7,7 +7,7 @@ use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
 
 use super::{CLASSIC_RTO, CLASSIC_TRIES, MAX_TRIED, OpenHandshake, SynproxyState, cookie};
-use crate::addr::FlowKey;
+use crate::addr::{Endpoint, FlowKey};
 use crate::client_addr;
 use crate::config::RetransmitMode;
 use crate::conn::{Conn, ConnId, Handshake, HandshakeId, Lookup};
@@ -294,36 +294,17 @@ impl Engine {
                 Ok(Outcome::Absorbed)
             }
             Side::Real => {
-                let Some(hs) = self.syn.handshakes.get(hid) else { return Err(DropReason::NoConnection) };
-                if hs.syn_sent
-                    && f.ack()
-                    && !f.syn()
-                    && !f.rst()
-                    && SeqNumber(t.ack_number()) != hs.real_isn + 1
-                {
-                    // The tuple's older connection answered (a TIME_WAIT
-                    // that refused our SYN, RFC 9293 §3.10.7.4): reset it
-                    // with <SEQ=SEG.ACK><CTL=RST> and try again at once,
-                    // rather than wait out the RTO for nothing.
-                    let rst =
-                        Segment::rst(laddr, real, SeqNumber(t.ack_number()), None, self.cfg.synproxy.ttl);
-                    let _ = self.queue_segment(&rst, Side::Real);
-                    self.syn.stats.refused += 1;
-                    self.retry_or_failover(now, hid);
-                    return Ok(Outcome::Absorbed);
-                }
-                if !hs.syn_sent || SeqNumber(t.ack_number()) != hs.real_isn + 1 || !f.ack() {
-                    return Err(DropReason::HandshakePending);
-                }
-                if f.rst() {
-                    self.failover(now, hid, false);
-                    return Ok(Outcome::Absorbed);
-                }
-                if !f.syn() {
-                    return Err(DropReason::HandshakePending);
-                }
                 let (syn, _, mut ctx) = self.split();
-                Ok(syn.splice(&mut ctx, now, lookup.id, hid, seg).map_or(Outcome::Absorbed, Outcome::Spliced))
+                match syn.real_answer(&mut ctx, hid, laddr, real, seg)? {
+                    RealAnswer::Refused => self.retry_or_failover(now, hid),
+                    RealAnswer::Reset => self.failover(now, hid, false),
+                    RealAnswer::SynAck => {
+                        let (syn, _, mut ctx) = self.split();
+                        let spliced = syn.splice(&mut ctx, now, lookup.id, hid, seg);
+                        return Ok(spliced.map_or(Outcome::Absorbed, Outcome::Spliced));
+                    }
+                }
+                Ok(Outcome::Absorbed)
             }
         }
     }
@@ -477,6 +458,41 @@ impl SynproxyState {
         true
     }
 
+    /// What the real's segment `seg` (toward `laddr`, from `real`) means to
+    /// handshake `hid`; an error for one to drop while it stays open.
+    fn real_answer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        hid: HandshakeId,
+        laddr: Endpoint,
+        real: Endpoint,
+        seg: &[u8],
+    ) -> Result<RealAnswer, DropReason> {
+        let t = tcp::Packet::new_unchecked(seg);
+        let f = t.flags();
+        let Some(hs) = self.handshakes.get(hid) else { return Err(DropReason::NoConnection) };
+        if hs.syn_sent && f.ack() && !f.syn() && !f.rst() && SeqNumber(t.ack_number()) != hs.real_isn + 1 {
+            // The tuple's older connection answered (a TIME_WAIT
+            // that refused our SYN, RFC 9293 §3.10.7.4): reset it
+            // with <SEQ=SEG.ACK><CTL=RST> and try again at once,
+            // rather than wait out the RTO for nothing.
+            let rst = Segment::rst(laddr, real, SeqNumber(t.ack_number()), None, ctx.cfg.synproxy.ttl);
+            ctx.queue_segment(&rst, Side::Real);
+            self.stats.refused += 1;
+            return Ok(RealAnswer::Refused);
+        }
+        if !hs.syn_sent || SeqNumber(t.ack_number()) != hs.real_isn + 1 || !f.ack() {
+            return Err(DropReason::HandshakePending);
+        }
+        if f.rst() {
+            return Ok(RealAnswer::Reset);
+        }
+        if !f.syn() {
+            return Err(DropReason::HandshakePending);
+        }
+        Ok(RealAnswer::SynAck)
+    }
+
     /// The next handshake whose timer ran out, and whether it is confirming
     /// a replay (else its SYN toward the real went unanswered).
     fn pop_due(&mut self, now: Instant) -> Option<(HandshakeId, bool)> {
@@ -518,4 +534,14 @@ enum SynTimeout {
     Expire(ConnId),
     /// Move the client to another real.
     Failover,
+}
+
+/// What a real's segment means to an open handshake.
+enum RealAnswer {
+    /// An older connection on the tuple answered and was reset: try again.
+    Refused,
+    /// The real refused with an RST: move the client on.
+    Reset,
+    /// The real's SYN-ACK: splice.
+    SynAck,
 }
