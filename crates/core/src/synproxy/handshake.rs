@@ -265,31 +265,13 @@ impl Engine {
         header_len: usize,
     ) -> Result<Outcome, DropReason> {
         let seg = &pkt[header_len..];
-        let t = tcp::Packet::new_unchecked(seg);
-        let f = t.flags();
         let Some(conn) = self.conns.get(lookup.id) else { return Err(DropReason::NoConnection) };
         let (laddr, real) = (conn.laddr, conn.real);
         match lookup.side {
             Side::Client => {
-                if f.rst() {
-                    let Some(hs) = self.syn.handshakes.get(hid) else { return Err(DropReason::NoConnection) };
-                    if hs.syn_sent {
-                        let rst = Segment::rst(laddr, real, hs.real_isn + 1, None, self.cfg.synproxy.ttl);
-                        let _ = self.queue_segment(&rst, Side::Real);
-                    }
-                    self.remove_conn(now, lookup.id);
-                    return Ok(Outcome::Absorbed);
-                }
-                if t.payload().is_empty() && !f.fin() {
-                    return Err(DropReason::HandshakePending);
-                }
                 let (syn, _, mut ctx) = self.split();
-                if !syn.keep_client_packet(&mut ctx, hid, pkt) {
-                    return Err(DropReason::HandshakePending);
-                }
-                if self.syn.handshakes.get(hid).is_some_and(|h| !h.syn_sent) {
-                    let (syn, _, mut ctx) = self.split();
-                    syn.send_real_syn(&mut ctx, now, hid);
+                if syn.client_packet(&mut ctx, now, hid, (laddr, real), pkt, header_len)? {
+                    self.remove_conn(now, lookup.id);
                 }
                 Ok(Outcome::Absorbed)
             }
@@ -456,6 +438,41 @@ impl SynproxyState {
         hs.conn = id;
         self.stats.cookies_accepted += 1;
         true
+    }
+
+    /// A client packet while handshake `hid` toward `ends` (LIP, real) is
+    /// open: kept for replay (and the SYN sent if it was deferred), or an
+    /// RST that ends it (true: the engine removes the connection; the real
+    /// is reset if it was sent a SYN). An error for one to drop.
+    fn client_packet(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        hid: HandshakeId,
+        ends: (Endpoint, Endpoint),
+        pkt: &[u8],
+        header_len: usize,
+    ) -> Result<bool, DropReason> {
+        let t = tcp::Packet::new_unchecked(&pkt[header_len..]);
+        let f = t.flags();
+        if f.rst() {
+            let Some(hs) = self.handshakes.get(hid) else { return Err(DropReason::NoConnection) };
+            if hs.syn_sent {
+                let rst = Segment::rst(ends.0, ends.1, hs.real_isn + 1, None, ctx.cfg.synproxy.ttl);
+                ctx.queue_segment(&rst, Side::Real);
+            }
+            return Ok(true);
+        }
+        if t.payload().is_empty() && !f.fin() {
+            return Err(DropReason::HandshakePending);
+        }
+        if !self.keep_client_packet(ctx, hid, pkt) {
+            return Err(DropReason::HandshakePending);
+        }
+        if self.handshakes.get(hid).is_some_and(|h| !h.syn_sent) {
+            self.send_real_syn(ctx, now, hid);
+        }
+        Ok(false)
     }
 
     /// What the real's segment `seg` (toward `laddr`, from `real`) means to
