@@ -235,22 +235,11 @@ impl Engine {
         if self.conns.get(lookup.id).is_none() {
             return Some(Err(DropReason::NoConnection));
         }
-        let seg = &pkt[ip.header_len..];
-        let t = tcp::Packet::new_unchecked(seg);
-        let f = t.flags();
-        if self.syn.handshakes.get(hid).is_some_and(|h| h.confirming) {
-            if lookup.side == Side::Real && f.syn() && f.ack() {
-                // The real is still in SYN_RECV: the replay was lost.
-                self.syn.stats.replays_resent += 1;
-                return Some(Ok(Outcome::ReplayLost { conn: lookup.id, handshake: hid }));
-            }
-            // Any packet from the real shows it got the replay. A client
-            // packet, forwarded now, completes the real's handshake anyway
-            // (and the client's TCP resends lost data); resending the replay
-            // after it would carry an older timestamp than the real has seen.
-            let (syn, _, mut ctx) = self.split();
-            syn.confirmed(&mut ctx, lookup.id, hid);
-            return None;
+        let (syn, _, mut ctx) = self.split();
+        match syn.replay_check(&mut ctx, lookup, hid, &pkt[ip.header_len..]) {
+            ReplayCheck::NotReplaying => {}
+            ReplayCheck::Lost => return Some(Ok(Outcome::ReplayLost { conn: lookup.id, handshake: hid })),
+            ReplayCheck::Confirmed => return None,
         }
         Some(self.handshake_packet(now, lookup, hid, pkt, ip.header_len))
     }
@@ -440,6 +429,32 @@ impl SynproxyState {
         true
     }
 
+    /// A packet of connection `lookup.id` while handshake `hid` may be
+    /// waiting for the real to show it got the replay.
+    fn replay_check(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        lookup: Lookup,
+        hid: HandshakeId,
+        seg: &[u8],
+    ) -> ReplayCheck {
+        if !self.handshakes.get(hid).is_some_and(|h| h.confirming) {
+            return ReplayCheck::NotReplaying;
+        }
+        let f = tcp::Packet::new_unchecked(seg).flags();
+        if lookup.side == Side::Real && f.syn() && f.ack() {
+            // The real is still in SYN_RECV: the replay was lost.
+            self.stats.replays_resent += 1;
+            return ReplayCheck::Lost;
+        }
+        // Any packet from the real shows it got the replay. A client
+        // packet, forwarded now, completes the real's handshake anyway
+        // (and the client's TCP resends lost data); resending the replay
+        // after it would carry an older timestamp than the real has seen.
+        self.confirmed(ctx, lookup.id, hid);
+        ReplayCheck::Confirmed
+    }
+
     /// A client packet while handshake `hid` toward `ends` (LIP, real) is
     /// open: kept for replay (and the SYN sent if it was deferred), or an
     /// RST that ends it (true: the engine removes the connection; the real
@@ -561,4 +576,14 @@ enum RealAnswer {
     Reset,
     /// The real's SYN-ACK: splice.
     SynAck,
+}
+
+/// A packet's bearing on a replay the real has not yet shown it got.
+enum ReplayCheck {
+    /// No replay waits: the handshake is still open.
+    NotReplaying,
+    /// The real's SYN-ACK again: the replay was lost.
+    Lost,
+    /// The replay is confirmed; forward the packet as usual.
+    Confirmed,
 }
