@@ -186,14 +186,12 @@ impl Engine {
         };
         let real_isn = self.conns.clock().isn(now, placed.laddr, placed.real);
         let real_tsval = self.conns.clock().tsval(now, placed.laddr, placed.real);
-        let Some(hs) = self.syn.handshakes.get(hid) else { return };
         let mut conn = old.clone();
         conn.laddr = placed.laddr;
         conn.real = placed.real;
         conn.real_index = placed.real_index as u32;
-        conn.xlat.c2r_seq = real_isn - hs.client_isn;
-        if hs.offer.timestamps {
-            conn.xlat.c2r_ts = real_tsval - hs.client_tsval;
+        if !self.syn.renumber(hid, &mut conn, real_isn, real_tsval) {
+            return;
         }
         // The move is not a new connection in the totals: admitted, not inserted anew.
         let Ok(id) = self.admit(now, conn, placed.pool) else {
@@ -201,17 +199,8 @@ impl Engine {
             return;
         };
         self.deliveries.attach(old.delivery, id);
-        let Some(hs) = self.syn.handshakes.get_mut(hid) else { return };
-        hs.conn = id;
-        hs.real_isn = real_isn;
-        hs.real_tsval = real_tsval;
-        hs.tries = 0;
-        hs.tried[hs.n_tried] = placed.real_index as u32;
-        hs.n_tried += 1;
-        if hs.syn_sent {
-            let (syn, _, mut ctx) = self.split();
-            syn.send_real_syn(&mut ctx, now, hid);
-        }
+        let (syn, _, mut ctx) = self.split();
+        syn.moved(&mut ctx, now, hid, id, placed.real_index as u32, (real_isn, real_tsval));
     }
 
     /// Every real failed: reset the client, forget the handshake and the
@@ -427,6 +416,48 @@ impl SynproxyState {
         hs.conn = id;
         self.stats.cookies_accepted += 1;
         true
+    }
+
+    /// Number connection `conn`, moved to another real, from the real-side
+    /// ISN and TSval chosen for it; false if handshake `hid` is gone.
+    fn renumber(
+        &self,
+        hid: HandshakeId,
+        conn: &mut Conn,
+        real_isn: SeqNumber,
+        real_tsval: SeqNumber,
+    ) -> bool {
+        let Some(hs) = self.handshakes.get(hid) else { return false };
+        conn.xlat.c2r_seq = real_isn - hs.client_isn;
+        if hs.offer.timestamps {
+            conn.xlat.c2r_ts = real_tsval - hs.client_tsval;
+        }
+        true
+    }
+
+    /// Handshake `hid` now belongs to connection `id` toward real
+    /// `real_index` with `numbers` (ISN, TSval): tries start over, and the
+    /// SYN goes out at once unless it is still deferred.
+    fn moved(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        hid: HandshakeId,
+        id: ConnId,
+        real_index: u32,
+        numbers: (SeqNumber, SeqNumber),
+    ) {
+        let Some(hs) = self.handshakes.get_mut(hid) else { return };
+        hs.conn = id;
+        (hs.real_isn, hs.real_tsval) = numbers;
+        hs.tries = 0;
+        if let Some(slot) = hs.tried.get_mut(hs.n_tried) {
+            *slot = real_index;
+            hs.n_tried += 1;
+        }
+        if hs.syn_sent {
+            self.send_real_syn(ctx, now, hid);
+        }
     }
 
     /// A packet of connection `lookup.id` while handshake `hid` may be
