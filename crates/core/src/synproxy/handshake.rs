@@ -18,6 +18,7 @@ use crate::engine::Engine;
 use crate::hash::Secrets;
 use crate::packet::{IpInfo, Outcome};
 use crate::real::MAX_RTO;
+use crate::service::real_mut;
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
 use cookie::Offer;
@@ -149,24 +150,17 @@ impl Engine {
     /// reset it, so it neither keeps a backlog slot nor keeps sending
     /// SYN-ACKs to a local port that is no longer this connection's.
     fn failover(&mut self, now: Instant, hid: HandshakeId, reset_old: bool) {
-        let Some(hs) = self.syn.handshakes.get(hid) else { return };
-        let (old_id, tried, n_tried) = (hs.conn, hs.tried, hs.n_tried);
-        let (syn_sent, old_isn) = (hs.syn_sent, hs.real_isn);
+        let Some((old_id, tried, n_tried)) = self.syn.tried(hid) else { return };
         let Some(old) = self.conns.remove(old_id) else {
             self.syn.forget(hid, &mut self.store);
             return;
         };
-        if reset_old && syn_sent {
-            let rst = Segment::rst(old.laddr, old.real, old_isn + 1, None, self.cfg.synproxy.ttl);
-            let _ = self.queue_segment(&rst, Side::Real);
-        }
+        let (syn, _, mut ctx) = self.split();
+        syn.leave_real(&mut ctx, hid, &old, reset_old);
         self.release(now, &old, true);
-        if let Some(r) =
-            self.services.get_mut(old.service as usize).and_then(|s| s.reals.get_mut(old.real_index as usize))
-        {
+        if let Some(r) = real_mut(&mut self.services, old.service, old.real_index) {
             r.handshake.failovers += 1;
         }
-        self.syn.stats.failovers += 1;
         let key = old.client_key();
         let placed = if n_tried < MAX_TRIED {
             // Once every real was tried, go round again (loss on the way is
@@ -416,6 +410,22 @@ impl SynproxyState {
         hs.conn = id;
         self.stats.cookies_accepted += 1;
         true
+    }
+
+    /// Handshake `hid`'s connection and the reals it has tried.
+    fn tried(&self, hid: HandshakeId) -> Option<(ConnId, [u32; MAX_TRIED], usize)> {
+        self.handshakes.get(hid).map(|hs| (hs.conn, hs.tried, hs.n_tried))
+    }
+
+    /// Handshake `hid` leaves the real of `old` (counted); with
+    /// `reset_old`, that real is reset if it was sent a SYN.
+    fn leave_real(&mut self, ctx: &mut Ctx<'_>, hid: HandshakeId, old: &Conn, reset_old: bool) {
+        let Some(hs) = self.handshakes.get(hid) else { return };
+        if reset_old && hs.syn_sent {
+            let rst = Segment::rst(old.laddr, old.real, hs.real_isn + 1, None, ctx.cfg.synproxy.ttl);
+            ctx.queue_segment(&rst, Side::Real);
+        }
+        self.stats.failovers += 1;
     }
 
     /// Number connection `conn`, moved to another real, from the real-side
