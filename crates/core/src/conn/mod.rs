@@ -243,19 +243,39 @@ pub struct Conn {
 impl Conn {
     /// The flow key of packets from the client: client → VIP.
     pub fn client_key(&self) -> FlowKey {
-        FlowKey { proto: self.proto, src: self.client, dst: self.vip }
+        self.key(Side::Client)
     }
 
     /// The flow key of packets from the real: real → local address.
     pub fn real_key(&self) -> FlowKey {
-        FlowKey { proto: self.proto, src: self.real, dst: self.laddr }
+        self.key(Side::Real)
     }
 
     /// The key of packets arriving from `side`.
     pub fn key(&self, side: Side) -> FlowKey {
+        let (src, dst) = self.ends(side);
+        FlowKey { proto: self.proto, src: *src, dst: *dst }
+    }
+
+    /// Whether `key` is the key of packets arriving from `side`, compared
+    /// in place rather than copied into a key first: every lookup's probe
+    /// does this.
+    #[inline]
+    pub(crate) fn has_key(&self, side: Side, key: &FlowKey) -> bool {
+        let (src, dst) = self.ends(side);
+        src.port == key.src.port
+            && dst.port == key.dst.port
+            && src.addr == key.src.addr
+            && dst.addr == key.dst.addr
+            && self.proto == key.proto
+    }
+
+    /// Source and destination of packets arriving from `side`.
+    #[inline]
+    fn ends(&self, side: Side) -> (&Endpoint, &Endpoint) {
         match side {
-            Side::Client => self.client_key(),
-            Side::Real => self.real_key(),
+            Side::Client => (&self.client, &self.vip),
+            Side::Real => (&self.real, &self.laddr),
         }
     }
 }

@@ -149,19 +149,7 @@ impl ConnTable {
     #[inline]
     fn matches(slots: &[Slot], e: u32, key: &FlowKey) -> bool {
         match slots.get((e >> 1) as usize).and_then(|s| s.conn.as_ref()) {
-            // The fields `Conn::key` names, compared in place rather than
-            // copied into a key first: this runs on every packet.
-            Some(c) => {
-                let (src, dst) = match entry_side(e) {
-                    Side::Client => (&c.client, &c.vip),
-                    Side::Real => (&c.real, &c.laddr),
-                };
-                src.port == key.src.port
-                    && dst.port == key.dst.port
-                    && src.addr == key.src.addr
-                    && dst.addr == key.dst.addr
-                    && c.proto == key.proto
-            }
+            Some(c) => c.has_key(entry_side(e), key),
             None => false,
         }
     }
