@@ -189,7 +189,12 @@ fn way(xdp: Option<&XdpIo>, packet: &[u8]) -> Way {
 
 /// Send one IPv4 packet on its way, copied.
 fn output(tun: &Tun, xdp: Option<&mut XdpIo>, packet: &[u8]) -> Result<(), DropReason> {
-    match (way(xdp.as_deref(), packet), xdp) {
+    output_by(way(xdp.as_deref(), packet), tun, xdp, packet)
+}
+
+/// Send one IPv4 packet the way [`way`] chose, copied.
+fn output_by(way: Way, tun: &Tun, xdp: Option<&mut XdpIo>, packet: &[u8]) -> Result<(), DropReason> {
+    match (way, xdp) {
         (Way::Xsk(port, mac), Some(x)) => sent(x.ports[port].send(mac, packet)),
         (Way::Xsk(..), None) => Err(DropReason::TxFailed),
         (Way::Tun(reason), _) => tun.send(packet).map_err(|_| reason),
@@ -277,14 +282,14 @@ impl Device for Devices {
             }
             Rx::Xsk { port, mut frame } => {
                 let Some(x) = self.xdp.as_mut() else { return Err(DropReason::TxFailed) };
-                let result = match way(Some(x), XskPort::ip_packet(&mut frame)) {
-                    // Back out of the socket it came in by: rewritten in place, no copy.
-                    Way::Xsk(out, mac) if out == port => {
-                        return sent(x.ports[port].forward(frame, mac));
-                    }
-                    Way::Xsk(out, mac) => sent(x.ports[out].send(mac, XskPort::ip_packet(&mut frame))),
-                    Way::Tun(reason) => self.tun.send(XskPort::ip_packet(&mut frame)).map_err(|_| reason),
-                };
+                let way = way(Some(x), XskPort::ip_packet(&mut frame));
+                // Back out of the socket it came in by: rewritten in place, no copy.
+                if let Way::Xsk(out, mac) = way
+                    && out == port
+                {
+                    return sent(x.ports[port].forward(frame, mac));
+                }
+                let result = output_by(way, &self.tun, Some(&mut *x), XskPort::ip_packet(&mut frame));
                 x.ports[port].free(frame);
                 result
             }
