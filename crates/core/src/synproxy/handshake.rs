@@ -10,258 +10,18 @@ use super::{CLASSIC_RTO, CLASSIC_TRIES, MAX_TRIED, OpenHandshake, SynproxyState,
 use crate::addr::{Endpoint, FlowKey};
 use crate::client_addr;
 use crate::config::RetransmitMode;
-use crate::conn::{Conn, ConnId, Handshake, HandshakeId, Lookup};
+use crate::conn::{Conn, ConnId, HandshakeId, Lookup};
 use crate::ctx::Ctx;
 use crate::drop::DropReason;
 use crate::emit::Segment;
-use crate::engine::Engine;
 use crate::hash::Secrets;
-use crate::packet::{IpInfo, Outcome};
 use crate::real::MAX_RTO;
-use crate::service::real_mut;
-use crate::tcp_state::{Side, TcpState};
+use crate::tcp_state::Side;
 use crate::time::Instant;
 use cookie::Offer;
 
 fn ms_clock(now: Instant) -> u32 {
     (now.as_nanos() / 1_000_000) as u32
-}
-
-impl Engine {
-    /// An ACK with no connection to a SYNProxy service: if its cookie is
-    /// good, open the connection and the real's handshake.
-    pub(crate) fn synproxy_ack(
-        &mut self,
-        now: Instant,
-        ip: &IpInfo,
-        key: &FlowKey,
-        svc: u32,
-        pkt: &[u8],
-    ) -> Result<Outcome, DropReason> {
-        let seg = &pkt[ip.header_len..];
-        let t = tcp::Packet::new_unchecked(seg);
-        let (seq, ack, payload) = (SeqNumber(t.seq_number()), SeqNumber(t.ack_number()), t.payload().len());
-        let opts = Summary::of_segment(seg);
-        let cfg = self.cfg.synproxy;
-        let (client_isn, cookie) = (seq - 1, ack - 1);
-        let tsecr = opts.timestamps.map(|t| t.1);
-        // Answered with an RST (rate-limited) by the packet path.
-        let Some(offer) = self.syn.check_cookie(self.conns.secrets(), now, key, seg) else {
-            return Err(DropReason::BadCookie);
-        };
-        // The client holds an open connection now: if no real's side can be
-        // opened for it, it hears so at once, as when every real fails.
-        let refuse = |e: &mut Self, reason| {
-            let rst = Segment::rst(key.dst, key.src, ack, None, cfg.ttl);
-            let _ = e.queue_segment(&rst, Side::Client);
-            Err(reason)
-        };
-        if self.conns.table().len() >= self.conns.table().max() {
-            return refuse(self, DropReason::TableFull);
-        }
-        let placed = match self.place(now, svc, key, &[]) {
-            Ok(p) => p,
-            Err(reason) => return refuse(self, reason),
-        };
-        let announced = {
-            let s = &self.services[svc as usize];
-            offer.wscale.map_or(0, |_| s.synproxy_wscale.unwrap_or(cfg.wscale))
-        };
-        let client_tsval = SeqNumber(opts.timestamps.map_or(0, |t| t.0));
-        let real_isn = self.conns.clock().isn(now, placed.laddr, placed.real);
-        let real_tsval = self.conns.clock().tsval(now, placed.laddr, placed.real);
-        let opening = OpenHandshake {
-            client_isn,
-            cookie,
-            offer,
-            client_tsval,
-            client_echo: SeqNumber(tsecr.unwrap_or(0)),
-            real_isn,
-            real_tsval,
-            ..OpenHandshake::new()
-        };
-        let Some(hid) = self.syn.begin(opening, placed.real_index as u32) else {
-            return refuse(self, DropReason::TableFull);
-        };
-        // The handshake's own timer ends it; the expiry only bounds a leak.
-        let expires = now + self.timeout(svc, key.proto, TcpState::SynRecv);
-        let mut conn = placed.conn(key, svc, TcpState::SynSent, expires);
-        conn.client_wscale = announced;
-        conn.peer_wscale = offer.wscale.unwrap_or(0);
-        conn.xlat.c2r_seq = real_isn - client_isn;
-        if offer.timestamps {
-            conn.xlat.c2r_ts = real_tsval - client_tsval;
-        }
-        conn.handshake = Handshake::Open(hid);
-        conn.delivery = self
-            .services
-            .get(svc as usize)
-            .and_then(|s| self.deliveries.start(&s.config, key.src, key.dst, client_isn));
-        let delivery = conn.delivery;
-        let id = match self.insert_conn(now, conn, placed.pool) {
-            Ok(id) => id,
-            Err(e) => {
-                self.syn.forget(hid, &mut self.store);
-                self.deliveries.close(delivery);
-                return refuse(self, e);
-            }
-        };
-        self.deliveries.attach(delivery, id);
-        if !self.syn.opened(hid, id) {
-            return Ok(Outcome::Absorbed);
-        }
-        let (syn, _, mut ctx) = self.split();
-        syn.keep_client_packet(&mut ctx, hid, pkt);
-        if !(cfg.defer_rs_syn && payload == 0) {
-            let (syn, _, mut ctx) = self.split();
-            syn.send_real_syn(&mut ctx, now, hid);
-        }
-        Ok(Outcome::Absorbed)
-    }
-
-    /// Retransmit SYNs whose RTO passed; move clients on or give up.
-    pub(crate) fn synproxy_timeouts(&mut self, now: Instant) {
-        while let Some((hid, confirming)) = self.syn.pop_due(now) {
-            if confirming {
-                let (syn, _, mut ctx) = self.split();
-                let built = syn.replay_timeout(&mut ctx, now, hid);
-                self.send_to_real(&built);
-                continue;
-            }
-            self.retry_or_failover(now, hid);
-        }
-    }
-
-    /// The real did not take the SYN: send it again, or after the last try
-    /// move the client to another real (the classic mode lets it expire).
-    fn retry_or_failover(&mut self, now: Instant, hid: HandshakeId) {
-        let (syn, _, mut ctx) = self.split();
-        match syn.syn_timeout(&mut ctx, now, hid) {
-            SynTimeout::Done => {}
-            SynTimeout::Expire(conn) => self.remove_conn(now, conn),
-            SynTimeout::Failover => self.failover(now, hid, true),
-        }
-    }
-
-    /// Move a waiting client to another real: new LIP port, new SYN, the
-    /// kept packets replayed once that real answers. No real left: RST.
-    /// `reset_old`: the old real may hold a half-open connection (it
-    /// answered, but its SYN-ACK was lost; or it ignores a repeated SYN):
-    /// reset it, so it neither keeps a backlog slot nor keeps sending
-    /// SYN-ACKs to a local port that is no longer this connection's.
-    fn failover(&mut self, now: Instant, hid: HandshakeId, reset_old: bool) {
-        let Some((old_id, tried, n_tried)) = self.syn.tried(hid) else { return };
-        let Some(old) = self.conns.remove(old_id) else {
-            self.syn.forget(hid, &mut self.store);
-            return;
-        };
-        let (syn, _, mut ctx) = self.split();
-        syn.leave_real(&mut ctx, hid, &old, reset_old);
-        self.release(now, &old, true);
-        if let Some(r) = real_mut(&mut self.services, old.service, old.real_index) {
-            r.handshake.failovers += 1;
-        }
-        let key = old.client_key();
-        let placed = if n_tried < MAX_TRIED {
-            // Once every real was tried, go round again (loss on the way is
-            // likelier than every real being down), avoiding the one that
-            // just failed where there is another: the client gets an RST
-            // after MAX_TRIED tries, not after one per real, which with
-            // few reals and a lossy path came within a few RTOs.
-            self.place(now, old.service, &key, &tried[..n_tried])
-                .or_else(|_| self.place(now, old.service, &key, &[old.real_index]))
-                .or_else(|_| self.place(now, old.service, &key, &[]))
-        } else {
-            Err(DropReason::NoReal)
-        };
-        let Ok(placed) = placed else {
-            self.give_up(hid, &old);
-            return;
-        };
-        let real_isn = self.conns.clock().isn(now, placed.laddr, placed.real);
-        let real_tsval = self.conns.clock().tsval(now, placed.laddr, placed.real);
-        let mut conn = old.clone();
-        conn.laddr = placed.laddr;
-        conn.real = placed.real;
-        conn.real_index = placed.real_index as u32;
-        if !self.syn.renumber(hid, &mut conn, real_isn, real_tsval) {
-            return;
-        }
-        // The move is not a new connection in the totals: admitted, not inserted anew.
-        let Ok(id) = self.admit(now, conn, placed.pool) else {
-            self.give_up(hid, &old);
-            return;
-        };
-        self.deliveries.attach(old.delivery, id);
-        let (syn, _, mut ctx) = self.split();
-        syn.moved(&mut ctx, now, hid, id, placed.real_index as u32, (real_isn, real_tsval));
-    }
-
-    /// Every real failed: reset the client, forget the handshake and the
-    /// connection's delivery.
-    fn give_up(&mut self, hid: HandshakeId, old: &Conn) {
-        let (syn, deliveries, mut ctx) = self.split();
-        if syn.give_up(&mut ctx, hid, old) {
-            deliveries.close(old.delivery);
-        }
-    }
-
-    /// A packet of a connection whose real handshake is still open.
-    pub(crate) fn synproxy_pending(
-        &mut self,
-        now: Instant,
-        lookup: Lookup,
-        hid: HandshakeId,
-        ip: &IpInfo,
-        pkt: &[u8],
-    ) -> Option<Result<Outcome, DropReason>> {
-        if self.conns.get(lookup.id).is_none() {
-            return Some(Err(DropReason::NoConnection));
-        }
-        let (syn, _, mut ctx) = self.split();
-        match syn.replay_check(&mut ctx, lookup, hid, &pkt[ip.header_len..]) {
-            ReplayCheck::NotReplaying => {}
-            ReplayCheck::Lost => return Some(Ok(Outcome::ReplayLost { conn: lookup.id, handshake: hid })),
-            ReplayCheck::Confirmed => return None,
-        }
-        Some(self.handshake_packet(now, lookup, hid, pkt, ip.header_len))
-    }
-
-    /// A packet of a connection whose real handshake is still open.
-    fn handshake_packet(
-        &mut self,
-        now: Instant,
-        lookup: Lookup,
-        hid: HandshakeId,
-        pkt: &[u8],
-        header_len: usize,
-    ) -> Result<Outcome, DropReason> {
-        let seg = &pkt[header_len..];
-        let Some(conn) = self.conns.get(lookup.id) else { return Err(DropReason::NoConnection) };
-        let (laddr, real) = (conn.laddr, conn.real);
-        match lookup.side {
-            Side::Client => {
-                let (syn, _, mut ctx) = self.split();
-                if syn.client_packet(&mut ctx, now, hid, (laddr, real), pkt, header_len)? {
-                    self.remove_conn(now, lookup.id);
-                }
-                Ok(Outcome::Absorbed)
-            }
-            Side::Real => {
-                let (syn, _, mut ctx) = self.split();
-                match syn.real_answer(&mut ctx, hid, laddr, real, seg)? {
-                    RealAnswer::Refused => self.retry_or_failover(now, hid),
-                    RealAnswer::Reset => self.failover(now, hid, false),
-                    RealAnswer::SynAck => {
-                        let (syn, _, mut ctx) = self.split();
-                        let spliced = syn.splice(&mut ctx, now, lookup.id, hid, seg);
-                        return Ok(spliced.map_or(Outcome::Absorbed, Outcome::Spliced));
-                    }
-                }
-                Ok(Outcome::Absorbed)
-            }
-        }
-    }
 }
 
 impl SynproxyState {
@@ -325,7 +85,7 @@ impl SynproxyState {
 
     /// Keep a client packet for replay once the real answers; false when
     /// the per-connection bound or the store is full.
-    pub(super) fn keep_client_packet(&mut self, ctx: &mut Ctx<'_>, hid: HandshakeId, pkt: &[u8]) -> bool {
+    pub(crate) fn keep_client_packet(&mut self, ctx: &mut Ctx<'_>, hid: HandshakeId, pkt: &[u8]) -> bool {
         let max = ctx.cfg.synproxy.max_stored_packets.min(8);
         if self.handshakes.get(hid).is_none_or(|hs| hs.n_stored >= max) {
             return false;
@@ -339,7 +99,7 @@ impl SynproxyState {
     }
 
     /// Send (or resend) the SYN toward the connection's current real and arm the retransmit timer.
-    pub(super) fn send_real_syn(&mut self, ctx: &mut Ctx<'_>, now: Instant, hid: HandshakeId) {
+    pub(crate) fn send_real_syn(&mut self, ctx: &mut Ctx<'_>, now: Instant, hid: HandshakeId) {
         let cfg = ctx.cfg.synproxy;
         let Some(hs) = self.handshakes.get(hid) else { return };
         let Some(conn) = ctx.conns.get(hs.conn) else { return };
@@ -386,7 +146,7 @@ impl SynproxyState {
 
     /// Every real failed: reset the client and forget the handshake; false
     /// if it was already gone.
-    fn give_up(&mut self, ctx: &mut Ctx<'_>, hid: HandshakeId, old: &Conn) -> bool {
+    pub(crate) fn give_up(&mut self, ctx: &mut Ctx<'_>, hid: HandshakeId, old: &Conn) -> bool {
         let Some(hs) = self.handshakes.get(hid) else { return false };
         let rst =
             Segment::rst(old.vip, old.client, hs.cookie + 1, Some(hs.client_isn + 1), ctx.cfg.synproxy.ttl);
@@ -396,16 +156,35 @@ impl SynproxyState {
         true
     }
 
-    /// Open the real-side handshake of a client whose cookie checked out,
-    /// toward real `real_index` first; its connection follows in [`Self::opened`].
-    fn begin(&mut self, mut opening: OpenHandshake, real_index: u32) -> Option<HandshakeId> {
+    /// Open the real-side handshake of the client whose ACK `seg` returned
+    /// a cookie for `offer`, toward real `real_index` first with `numbers`
+    /// (ISN, TSval); its connection follows in [`Self::opened`].
+    pub(crate) fn begin(
+        &mut self,
+        seg: &[u8],
+        offer: Offer,
+        real_index: u32,
+        numbers: (SeqNumber, SeqNumber),
+    ) -> Option<HandshakeId> {
+        let t = tcp::Packet::new_unchecked(seg);
+        let timestamps = Summary::of_segment(seg).timestamps;
+        let mut opening = OpenHandshake {
+            client_isn: SeqNumber(t.seq_number()) - 1,
+            cookie: SeqNumber(t.ack_number()) - 1,
+            offer,
+            client_tsval: SeqNumber(timestamps.map_or(0, |t| t.0)),
+            client_echo: SeqNumber(timestamps.map_or(0, |t| t.1)),
+            real_isn: numbers.0,
+            real_tsval: numbers.1,
+            ..OpenHandshake::new()
+        };
         opening.tried[0] = real_index;
         opening.n_tried = 1;
         self.handshakes.insert(opening)
     }
 
     /// The handshake's connection is in the table as `id`; false if the handshake is gone.
-    fn opened(&mut self, hid: HandshakeId, id: ConnId) -> bool {
+    pub(crate) fn opened(&mut self, hid: HandshakeId, id: ConnId) -> bool {
         let Some(hs) = self.handshakes.get_mut(hid) else { return false };
         hs.conn = id;
         self.stats.cookies_accepted += 1;
@@ -413,13 +192,13 @@ impl SynproxyState {
     }
 
     /// Handshake `hid`'s connection and the reals it has tried.
-    fn tried(&self, hid: HandshakeId) -> Option<(ConnId, [u32; MAX_TRIED], usize)> {
+    pub(crate) fn tried(&self, hid: HandshakeId) -> Option<(ConnId, [u32; MAX_TRIED], usize)> {
         self.handshakes.get(hid).map(|hs| (hs.conn, hs.tried, hs.n_tried))
     }
 
     /// Handshake `hid` leaves the real of `old` (counted); with
     /// `reset_old`, that real is reset if it was sent a SYN.
-    fn leave_real(&mut self, ctx: &mut Ctx<'_>, hid: HandshakeId, old: &Conn, reset_old: bool) {
+    pub(crate) fn leave_real(&mut self, ctx: &mut Ctx<'_>, hid: HandshakeId, old: &Conn, reset_old: bool) {
         let Some(hs) = self.handshakes.get(hid) else { return };
         if reset_old && hs.syn_sent {
             let rst = Segment::rst(old.laddr, old.real, hs.real_isn + 1, None, ctx.cfg.synproxy.ttl);
@@ -430,7 +209,7 @@ impl SynproxyState {
 
     /// Number connection `conn`, moved to another real, from the real-side
     /// ISN and TSval chosen for it; false if handshake `hid` is gone.
-    fn renumber(
+    pub(crate) fn renumber(
         &self,
         hid: HandshakeId,
         conn: &mut Conn,
@@ -448,7 +227,7 @@ impl SynproxyState {
     /// Handshake `hid` now belongs to connection `id` toward real
     /// `real_index` with `numbers` (ISN, TSval): tries start over, and the
     /// SYN goes out at once unless it is still deferred.
-    fn moved(
+    pub(crate) fn moved(
         &mut self,
         ctx: &mut Ctx<'_>,
         now: Instant,
@@ -472,7 +251,7 @@ impl SynproxyState {
 
     /// A packet of connection `lookup.id` while handshake `hid` may be
     /// waiting for the real to show it got the replay.
-    fn replay_check(
+    pub(crate) fn replay_check(
         &mut self,
         ctx: &mut Ctx<'_>,
         lookup: Lookup,
@@ -500,7 +279,7 @@ impl SynproxyState {
     /// open: kept for replay (and the SYN sent if it was deferred), or an
     /// RST that ends it (true: the engine removes the connection; the real
     /// is reset if it was sent a SYN). An error for one to drop.
-    fn client_packet(
+    pub(crate) fn client_packet(
         &mut self,
         ctx: &mut Ctx<'_>,
         now: Instant,
@@ -533,7 +312,7 @@ impl SynproxyState {
 
     /// What the real's segment `seg` (toward `laddr`, from `real`) means to
     /// handshake `hid`; an error for one to drop while it stays open.
-    fn real_answer(
+    pub(crate) fn real_answer(
         &mut self,
         ctx: &mut Ctx<'_>,
         hid: HandshakeId,
@@ -568,7 +347,7 @@ impl SynproxyState {
 
     /// The next handshake whose timer ran out, and whether it is confirming
     /// a replay (else its SYN toward the real went unanswered).
-    fn pop_due(&mut self, now: Instant) -> Option<(HandshakeId, bool)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(HandshakeId, bool)> {
         while let Some(hid) = self.handshakes.pop_timer(now) {
             let Some(hs) = self.handshakes.get(hid) else { continue };
             if hs.deadline <= now {
@@ -580,7 +359,7 @@ impl SynproxyState {
 
     /// The SYN of handshake `hid` went unanswered: send it again, or say
     /// what the engine does after the last try.
-    fn syn_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant, hid: HandshakeId) -> SynTimeout {
+    pub(crate) fn syn_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant, hid: HandshakeId) -> SynTimeout {
         let Some(hs) = self.handshakes.get(hid) else { return SynTimeout::Done };
         let cfg = &ctx.cfg.synproxy;
         let limit = match cfg.retransmit_mode {
@@ -600,7 +379,7 @@ impl SynproxyState {
 }
 
 /// What follows an unanswered SYN toward a real.
-enum SynTimeout {
+pub(crate) enum SynTimeout {
     /// Sent again (or nothing left to do).
     Done,
     /// Classic mode after the last try: the connection goes.
@@ -610,7 +389,7 @@ enum SynTimeout {
 }
 
 /// What a real's segment means to an open handshake.
-enum RealAnswer {
+pub(crate) enum RealAnswer {
     /// An older connection on the tuple answered and was reset: try again.
     Refused,
     /// The real refused with an RST: move the client on.
@@ -620,7 +399,7 @@ enum RealAnswer {
 }
 
 /// A packet's bearing on a replay the real has not yet shown it got.
-enum ReplayCheck {
+pub(crate) enum ReplayCheck {
     /// No replay waits: the handshake is still open.
     NotReplaying,
     /// The real's SYN-ACK again: the replay was lost.

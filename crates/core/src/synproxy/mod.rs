@@ -20,6 +20,8 @@ pub(crate) mod cookie;
 mod handshake;
 mod splice;
 
+pub(crate) use handshake::{RealAnswer, ReplayCheck, SynTimeout};
+
 use core::time::Duration;
 
 use rvs_wire::tcp_seq::SeqNumber;
@@ -34,7 +36,7 @@ use crate::time::Instant;
 use cookie::{CookieJar, Offer};
 
 /// Real handshakes (each with its retries) one client may be offered before it gets an RST.
-const MAX_TRIED: usize = 8;
+pub(crate) const MAX_TRIED: usize = 8;
 /// The classic retransmit: the SYN_SENT expiry of kernel FullNAT.
 const CLASSIC_RTO: Duration = Duration::from_secs(3);
 const CLASSIC_TRIES: u8 = 3;

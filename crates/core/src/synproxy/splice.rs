@@ -22,7 +22,7 @@ impl SynproxyState {
     /// The real's SYN-ACK: learn its numbers and forward normally from now
     /// on. The engine then starts the connection's client-address delivery
     /// and calls [`SynproxyState::replay_spliced`].
-    pub(super) fn splice(
+    pub(crate) fn splice(
         &mut self,
         ctx: &mut Ctx<'_>,
         now: Instant,
@@ -119,7 +119,7 @@ impl SynproxyState {
 
     /// The replay's RTO passed with no sign of the real: resend, or after
     /// [`REPLAY_TRIES`] leave recovery to the endpoints' TCP.
-    pub(super) fn replay_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant, hid: HandshakeId) -> ToReal {
+    pub(crate) fn replay_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant, hid: HandshakeId) -> ToReal {
         let Some(hs) = self.handshakes.get(hid) else { return ToReal::new(ConnId::NONE) };
         let (id, tries) = (hs.conn, hs.tries);
         let replayed = if tries >= REPLAY_TRIES { ToReal::new(id) } else { self.replay(ctx, hid, id) };

@@ -4,6 +4,8 @@
 //! the `add_*`/`edit_*`/`remove_*` methods below; packet logic is in
 //! `nat.rs` and `icmp.rs`.
 
+mod synproxy;
+
 use core::hash::BuildHasherDefault;
 use core::mem;
 use core::time::Duration;
