@@ -11,6 +11,7 @@
 
 pub mod adm;
 pub mod config;
+pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod plane;
