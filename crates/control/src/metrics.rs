@@ -5,6 +5,7 @@
 
 use core::fmt::Write as _;
 
+use crate::health::{LATENCY_BUCKETS, RealHealthSnap, ServiceHealthSnap};
 use crate::snapshot::{RealSnap, Snapshot, Traffic, WorkerSnap};
 
 /// The `Content-Type` of [`render`]'s output.
@@ -26,6 +27,7 @@ struct Family {
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 impl Kind {
@@ -33,6 +35,7 @@ impl Kind {
         match self {
             Self::Counter => "counter",
             Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
         }
     }
 }
@@ -233,7 +236,75 @@ const FAMILIES: &[Family] = &[
             }
         },
     },
+    gauge(
+        "rvs_real_up",
+        "Health: 1 while the real takes new connections by its checks (or is forced up).",
+        |s, f| {
+            health(s, f, |h| {
+                u64::from(h.maintenance == "up" || (h.maintenance == "auto" && h.state != "down"))
+            });
+        },
+    ),
+    gauge(
+        "rvs_real_weight_percent",
+        "Health: share of its weight the real gets now (slow start ramps it; 0 while down).",
+        |s, f| health(s, f, |h| h.weight_pct.into()),
+    ),
+    counter("rvs_health_transitions_total", "Health: state changes of the real.", |s, f| {
+        health(s, f, |h| h.transitions);
+    }),
+    gauge(
+        "rvs_service_panic",
+        "Health: 1 while too little of the service's weight is up and every real takes new connections.",
+        |s, f| service_health(s, f, |h| u64::from(h.panic)),
+    ),
+    gauge("rvs_service_no_real_up", "Health: 1 while no real of the service is up.", |s, f| {
+        service_health(s, f, |h| u64::from(h.no_real_up));
+    }),
+    counter("rvs_probes_total", "Health: probes made, per prober.", |s, f| {
+        for p in &s.probers {
+            f.add(&[("probe", &p.probe), ("kind", &p.kind)], p.sent);
+        }
+    }),
+    counter("rvs_probes_failed_total", "Health: probes that failed, per prober.", |s, f| {
+        for p in &s.probers {
+            f.add(&[("probe", &p.probe), ("kind", &p.kind)], p.failed);
+        }
+    }),
+    gauge("rvs_probers_stuck", "Health: probers whose probe has not finished or started in time.", |s, f| {
+        f.add(&[], s.probers.iter().filter(|p| p.stuck).count() as u64);
+    }),
+    Family {
+        name: "rvs_probe_duration_seconds",
+        kind: Kind::Histogram,
+        help: "Health: how long probes took, per prober.",
+        applies: always,
+        samples: |s, f| {
+            for p in &s.probers {
+                f.histogram(&[("probe", &p.probe)], &p.latency_buckets, p.latency_sum);
+            }
+        },
+    },
 ];
+
+/// One sample per real that has a health view.
+fn health(s: &Snapshot, f: &mut Samples<'_>, value: fn(&RealHealthSnap) -> u64) {
+    for svc in &s.services {
+        for r in svc.reals.iter().filter(|r| r.in_service) {
+            let Some(h) = &r.health else { continue };
+            f.add(&[("proto", svc.proto.as_str()), ("vip", &svc.vip), ("real", &r.endpoint)], value(h));
+        }
+    }
+}
+
+/// One sample per service that has a health view.
+fn service_health(s: &Snapshot, f: &mut Samples<'_>, value: fn(&ServiceHealthSnap) -> u64) {
+    for svc in &s.services {
+        if let Some(h) = &svc.health {
+            f.add(&[("proto", svc.proto.as_str()), ("vip", &svc.vip)], value(h));
+        }
+    }
+}
 
 /// A `direction` label and its two values.
 const fn directions(into: u64, out_of: u64) -> [(Option<&'static str>, u64); 2] {
@@ -297,7 +368,11 @@ struct Samples<'a> {
 
 impl Samples<'_> {
     fn add(&mut self, labels: &[(&str, &str)], value: u64) {
-        self.out.push_str(self.name);
+        self.write(self.name, labels, &value.to_string());
+    }
+
+    fn write(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
+        self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
@@ -312,6 +387,24 @@ impl Samples<'_> {
             self.out.push('}');
         }
         let _ = writeln!(self.out, " {value}");
+    }
+}
+
+impl Samples<'_> {
+    /// A histogram's cumulative buckets (bounds [`LATENCY_BUCKETS`], then
+    /// `+Inf`), its sum and its count.
+    fn histogram(&mut self, labels: &[(&str, &str)], counts: &[u64], sum: f64) {
+        let name = self.name;
+        let mut total = 0;
+        for (i, n) in counts.iter().enumerate() {
+            total += n;
+            let le = LATENCY_BUCKETS.get(i).map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let mut all = labels.to_vec();
+            all.push(("le", &le));
+            self.write(&format!("{name}_bucket"), &all, &total.to_string());
+        }
+        self.write(&format!("{name}_sum"), labels, &sum.to_string());
+        self.write(&format!("{name}_count"), labels, &total.to_string());
     }
 }
 
@@ -341,6 +434,7 @@ pub fn render(snap: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::ProberSnap;
     use crate::snapshot::{
         ClientAddrSnap, PoolSnap, RealSnap, ResetSnap, ServiceSnap, SocketSnap, SteerSnap, TimeoutSnap,
         WorkerSnap,
@@ -370,7 +464,18 @@ mod tests {
                     traffic: Traffic { conns: 3, pkts_in: 10, pkts_out: 9, bytes_in: 1000, bytes_out: 900 },
                     handshake: Default::default(),
                     no_local_port: 17,
+                    health: Some(RealHealthSnap {
+                        state: "slow-start".into(),
+                        maintenance: "auto".into(),
+                        weight_pct: 40,
+                        inhibit_left_ms: None,
+                        check: Some("tcp 10.0.1.1:80".into()),
+                        last_check: None,
+                        reason: "tcp 10.0.1.1:80: passed 2 times in a row".into(),
+                        transitions: 25,
+                    }),
                 }],
+                health: Some(ServiceHealthSnap { up_pct: 30, panic: true, no_real_up: false }),
             }],
             drops: rvs_core::DropReason::ALL.iter().map(|r| (r.label().to_owned(), 0)).collect(),
             conn_count: 3,
@@ -411,13 +516,27 @@ mod tests {
             ],
             sockets: Some(SocketSnap { rx_ring_full: 21, ..SocketSnap::default() }),
             steered: Some(SteerSnap { handed_over: 24, ..SteerSnap::default() }),
+            probers: vec![ProberSnap {
+                probe: "tcp 10.0.1.1:80".into(),
+                target: "10.0.1.1:80".into(),
+                kind: "tcp".into(),
+                up: true,
+                sent: 26,
+                failed: 27,
+                stuck: true,
+                last: None,
+                latency_buckets: vec![1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 3],
+                latency_sum: 2.5,
+                reals: 3,
+            }],
         }
     }
 
     /// A sample line parsed back: name, labels, value.
     fn parse_sample(line: &str) -> (String, BTreeMap<String, String>, u64) {
         let (head, value) = line.rsplit_once(' ').unwrap();
-        let value = value.parse().unwrap();
+        // Counts are whole; a histogram's sum may not be (kept to its whole part).
+        let value = value.parse::<u64>().unwrap_or_else(|_| value.parse::<f64>().unwrap() as u64);
         let Some((name, rest)) = head.split_once('{') else {
             return (head.to_owned(), BTreeMap::new(), value);
         };
@@ -456,13 +575,17 @@ mod tests {
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').unwrap();
-                assert!(["counter", "gauge"].contains(&kind), "{line}");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
                 assert!(typed.insert(name.to_owned()), "TYPE twice: {line}");
             } else if let Some(rest) = line.strip_prefix("# HELP ") {
                 assert!(rest.split_once(' ').is_some(), "{line}");
             } else {
                 let (name, labels, value) = parse_sample(line);
-                assert!(typed.contains(&name), "sample before its TYPE: {line}");
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                    .unwrap_or(&name);
+                assert!(typed.contains(family), "sample before its TYPE: {line}");
                 assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
                 samples.push((name, labels, value));
             }
@@ -506,6 +629,17 @@ mod tests {
         }
         assert_eq!(find("rvs_client_addr_open_deliveries", &[]), Some(16));
         assert_eq!(find("rvs_real_no_local_port_total", &[("real", real)]), Some(17));
+        assert_eq!(find("rvs_real_up", &[("real", real)]), Some(1));
+        assert_eq!(find("rvs_real_weight_percent", &[("real", real)]), Some(40));
+        assert_eq!(find("rvs_health_transitions_total", &[("real", real)]), Some(25));
+        assert_eq!(find("rvs_service_panic", &[("vip", "[2001:db8::1]:80")]), Some(1));
+        assert_eq!(find("rvs_probes_total", &[("probe", "tcp 10.0.1.1:80")]), Some(26));
+        assert_eq!(find("rvs_probes_failed_total", &[("kind", "tcp")]), Some(27));
+        assert_eq!(find("rvs_probers_stuck", &[]), Some(1));
+        assert_eq!(find("rvs_probe_duration_seconds_bucket", &[("le", "0.001")]), Some(3));
+        assert_eq!(find("rvs_probe_duration_seconds_bucket", &[("le", "+Inf")]), Some(6));
+        assert_eq!(find("rvs_probe_duration_seconds_count", &[]), Some(6));
+        assert_eq!(find("rvs_probe_duration_seconds_sum", &[]), Some(2));
         assert_eq!(find("rvs_conns_reset_total", &[]), Some(18));
         assert_eq!(find("rvs_resets_total", &[("cause", "forgotten")]), Some(19));
         assert_eq!(find("rvs_resets_total", &[("cause", "answered")]), Some(20));

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use crate::health::{CheckSpec, Maintenance};
 use rvs_core::{ConfigError, Endpoint, Engine, EngineConfig, Proto, RealConfig, ServiceConfig, Timeouts};
 
 /// A service is named by protocol and VIP:port, as in ipvsadm.
@@ -15,12 +16,31 @@ pub struct ServiceSpec {
     pub config: ServiceConfig,
     /// Reals in the order they were added.
     pub reals: Vec<RealConfig>,
+    /// The active check of every real without one of its own.
+    pub check: CheckSpec,
+    /// Reals' own checks.
+    pub checks: BTreeMap<Endpoint, CheckSpec>,
+    /// Reals the operator forced up or down.
+    pub maintenance: BTreeMap<Endpoint, Maintenance>,
 }
 
 impl ServiceSpec {
     /// A service with no reals.
     pub fn new(config: ServiceConfig) -> Self {
-        Self { config, reals: Vec::new() }
+        Self {
+            config,
+            reals: Vec::new(),
+            check: CheckSpec::NONE,
+            checks: BTreeMap::new(),
+            maintenance: BTreeMap::new(),
+        }
+    }
+
+    /// Forget what is kept about reals the service no longer has.
+    pub fn prune(&mut self) {
+        let reals = &self.reals;
+        self.checks.retain(|e, _| reals.iter().any(|r| r.endpoint == *e));
+        self.maintenance.retain(|e, m| *m != Maintenance::Auto && reals.iter().any(|r| r.endpoint == *e));
     }
 
     /// The real at `endpoint`.

@@ -10,6 +10,7 @@ use rvs_core::{ConfigError, Engine, EngineConfig, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::adm::{self, Command, ListView};
+use crate::health::{Actions, Health, HealthSettings, PassiveCounts, Probe, ProbeOutcome};
 use crate::model::{Model, apply_all};
 use crate::snapshot::Snapshot;
 
@@ -107,18 +108,75 @@ fn failed(reason: impl ToString) -> Failure {
     (1, reason.to_string())
 }
 
-/// The desired state and what `--rate` needs; see the module documentation.
+/// The desired state, the health checker's verdicts on it, and what
+/// `--rate` needs; see the module documentation.
 #[derive(Debug, Default)]
 pub struct ControlPlane {
     model: Model,
+    /// Which reals are up; it scales the model's weights into what the data path runs.
+    health: Health,
+    /// What the data path runs: `model` with the health checker's weights.
+    installed: Model,
     /// The two latest samples of [`Self::sample_rates`], older first.
     samples: (Option<Snapshot>, Option<Snapshot>),
 }
 
 impl ControlPlane {
-    /// A control plane whose data path already runs `model`.
+    /// A control plane whose data path already runs `model` (every real up).
     pub fn new(model: Model) -> Self {
-        Self { model, samples: (None, None) }
+        Self::with_health(model, HealthSettings::default())
+    }
+
+    /// [`Self::new`], with health checking set by `settings`.
+    pub fn with_health(model: Model, settings: HealthSettings) -> Self {
+        let mut health = Health::new(settings.clone());
+        health.sync(&model, &settings);
+        Self { installed: model.clone(), model, health, samples: (None, None) }
+    }
+
+    /// The health checker.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Apply new `[health]` settings (a reload); states of reals that stay are kept.
+    pub fn set_health_settings(&mut self, settings: &HealthSettings) {
+        self.health.sync(&self.model, settings);
+    }
+
+    /// One turn of the health checker at `now`: probe outcomes, probers
+    /// the runtime reports frozen, and the data path's passive counts per
+    /// real endpoint. New weights go to the data path; the rest of what
+    /// was decided (transitions to log, resets, RTT seeds) is returned.
+    pub fn health_tick(
+        &mut self,
+        now: Instant,
+        outcomes: Vec<(Probe, ProbeOutcome)>,
+        stuck: &std::collections::BTreeSet<Probe>,
+        passive: Option<&std::collections::BTreeMap<rvs_core::Endpoint, PassiveCounts>>,
+        dp: &mut dyn DataPath,
+    ) -> Result<Actions, DataPathError> {
+        for (probe, outcome) in outcomes {
+            self.health.on_probe(now, &probe, outcome);
+        }
+        self.health.set_stuck(stuck);
+        if let Some(counts) = passive {
+            self.health.on_passive(now, counts);
+        }
+        self.health.tick(now);
+        let effective = self.health.effective(&self.model);
+        if effective != self.installed {
+            dp.install(&effective)?;
+            self.installed = effective;
+        }
+        Ok(self.health.take_actions())
+    }
+
+    /// A snapshot of the data path with the health checker's view written in.
+    pub fn snapshot(&self, dp: &mut dyn DataPath, with_conns: bool) -> Result<Snapshot, DataPathError> {
+        let mut snap = dp.snapshot(with_conns)?;
+        self.health.annotate(&mut snap);
+        Ok(snap)
     }
 
     /// The desired state in force.
@@ -153,7 +211,7 @@ impl ControlPlane {
             Command::Save => Ok(adm::save(&self.model)),
             Command::Zero => dp.zero_counters().map(|()| String::new()).map_err(failed),
             Command::List(args) => {
-                let snap = dp.snapshot(args.view == ListView::Connections).map_err(failed)?;
+                let snap = self.snapshot(dp, args.view == ListView::Connections).map_err(failed)?;
                 let rates = match &self.samples {
                     (Some(old), Some(new)) => adm::rates(old, new),
                     _ => Vec::new(),
@@ -194,9 +252,16 @@ impl ControlPlane {
 
     fn commit(&mut self, new: Model, dp: &mut dyn DataPath) -> Result<(), ChangeError> {
         new.validate()?;
-        if new != self.model {
-            dp.install(&new)?;
+        let settings = self.health.settings().clone();
+        self.health.sync(&new, &settings);
+        let effective = self.health.effective(&new);
+        if effective != self.installed
+            && let Err(e) = dp.install(&effective)
+        {
+            self.health.sync(&self.model, &settings);
+            return Err(e.into());
         }
+        self.installed = effective;
         self.model = new;
         Ok(())
     }
@@ -309,12 +374,12 @@ mod tests {
             format!(
                 "rvs {version} FullNAT (conns=0)\n\
                  Prot LocalAddress:Port Scheduler Flags\n\
-                 \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+                 \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn State\n\
                  TCP  10.0.0.1:80 rr synproxy\n\
-                 \x20 -> 10.0.1.1:80                  FullNat 2      0          0         \n\
-                 \x20 -> 10.0.1.2:8080                FullNat 1      0          0         \n\
+                 \x20 -> 10.0.1.1:80                  FullNat 2      0          0          up\n\
+                 \x20 -> 10.0.1.2:8080                FullNat 1      0          0          up\n\
                  UDP  10.0.0.1:53 wrr\n\
-                 \x20 -> 10.0.1.1:53                  FullNat 1      0          0         \n"
+                 \x20 -> 10.0.1.1:53                  FullNat 1      0          0          up\n"
             )
         );
         ok(&mut plane, &mut dp, "-e -t 10.0.0.1:80 -r 10.0.1.1:80 -w 5");

@@ -12,6 +12,8 @@ use rvs_core::service::{Service, TrafficCounters};
 use rvs_core::{Engine, Instant, Proto, ProxyProtocol, TcpState, Timeouts};
 use serde::{Deserialize, Serialize};
 
+use crate::health::{ProberSnap, RealHealthSnap, ServiceHealthSnap};
+
 /// Packets and bytes in each direction, and connections made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Traffic {
@@ -73,6 +75,9 @@ pub struct RealSnap {
     /// toward it was in use or resting.
     #[serde(default)]
     pub no_local_port: u64,
+    /// What the health checker says of it (set by the control plane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<RealHealthSnap>,
 }
 
 /// What SYNProxy learnt from a real's handshakes.
@@ -237,6 +242,9 @@ pub struct ServiceSnap {
     pub traffic: Traffic,
     /// Reals, including removed ones still draining.
     pub reals: Vec<RealSnap>,
+    /// Its reals' health taken together (set by the control plane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ServiceHealthSnap>,
 }
 
 impl ServiceSnap {
@@ -268,8 +276,10 @@ impl ServiceSnap {
                         failovers: r.handshake.failovers,
                     },
                     no_local_port: r.no_port.dropped,
+                    health: None,
                 })
                 .collect(),
+            health: None,
         }
     }
 }
@@ -377,6 +387,9 @@ pub struct Snapshot {
     /// by the daemon beside the workers' snapshots, `None` on the TUN driver.
     #[serde(default)]
     pub steered: Option<SteerSnap>,
+    /// Every health prober (set by the control plane).
+    #[serde(default)]
+    pub probers: Vec<ProberSnap>,
 }
 
 /// What the xdp driver's programs did with the balancer's frames, counted
@@ -492,6 +505,7 @@ impl Snapshot {
             }],
             sockets: None,
             steered: None,
+            probers: Vec::new(),
         }
     }
 

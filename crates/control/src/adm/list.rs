@@ -6,6 +6,7 @@ use core::fmt::Write as _;
 use serde::Serialize;
 
 use super::{ListArgs, ListView, service_name};
+use crate::health::ProberSnap;
 use crate::model::ServiceKey;
 use crate::snapshot::{ConnSnap, PoolSnap, RealSnap, ServiceSnap, Snapshot, Traffic};
 
@@ -163,6 +164,7 @@ pub(crate) fn list(snap: &Snapshot, args: &ListArgs, rates: &[ServiceRate]) -> R
                 .collect();
             return json(&chosen);
         }
+        ListView::Health => return health(snap, &services, args.json),
         ListView::Services | ListView::Stats if args.json => {
             let mut filtered = snap.clone();
             filtered.services = services.into_iter().cloned().collect();
@@ -197,7 +199,7 @@ fn list_table(
         ListView::Stats => columns(out, ["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"]),
         ListView::Rate => columns(out, ["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"]),
         _ => out.push_str(
-            "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n",
+            "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn State\n",
         ),
     }
     for s in services {
@@ -247,17 +249,65 @@ fn list_table(
                 if s.proxy_protocol != "disable" {
                     let _ = write!(out, " proxy-protocol {}", s.proxy_protocol);
                 }
+                if let Some(h) = s.health {
+                    if h.panic {
+                        out.push_str(" panic");
+                    }
+                    if h.no_real_up {
+                        out.push_str(" no-real-up");
+                    }
+                }
                 out.push('\n');
                 for r in listed_reals(s) {
+                    let state = r.health.as_ref().map_or_else(|| "up".to_owned(), |h| h.column());
                     let _ = writeln!(
                         out,
-                        "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
+                        "  -> {:<28} {:<7} {:<6} {:<10} {:<10} {state}",
                         r.endpoint, "FullNat", r.weight, r.active_conns, r.inactive_conns
                     );
                 }
             }
         }
     }
+}
+
+/// `--health`: every prober, then every real's state and the cause of its last change.
+fn health(snap: &Snapshot, services: &[&ServiceSnap], as_json: bool) -> Result<String, String> {
+    if as_json {
+        #[derive(Serialize)]
+        struct Listing<'a> {
+            probers: &'a [ProberSnap],
+            services: &'a [&'a ServiceSnap],
+        }
+        return json(&Listing { probers: &snap.probers, services });
+    }
+    let mut out = String::new();
+    let _ =
+        writeln!(out, "{:<44} {:<5} {:>8} {:>8} {:>10}  Last", "Probe", "State", "Sent", "Failed", "Latency");
+    for p in &snap.probers {
+        let state = if p.stuck {
+            "stuck"
+        } else if p.up {
+            "up"
+        } else {
+            "down"
+        };
+        let (latency, last) = p.last.as_ref().map_or((String::from("-"), String::from("-")), |l| {
+            (format!("{:.1}ms", l.latency_us as f64 / 1000.0), format!("{} ({} ms ago)", l.detail, l.age_ms))
+        });
+        let _ =
+            writeln!(out, "{:<44} {state:<5} {:>8} {:>8} {latency:>10}  {last}", p.probe, p.sent, p.failed);
+    }
+    out.push('\n');
+    for s in services {
+        let _ = writeln!(out, "{}", listed_name(s));
+        for r in listed_reals(s) {
+            let Some(h) = &r.health else { continue };
+            let check = h.check.as_deref().unwrap_or("no active check");
+            let _ = writeln!(out, "  -> {:<28} {:<12} {check}; {}", r.endpoint, h.column(), h.reason);
+        }
+    }
+    Ok(out)
 }
 
 fn traffic_columns(out: &mut String, t: &Traffic, exact: bool) {
@@ -387,7 +437,9 @@ mod tests {
                     traffic: Traffic::default(),
                     handshake: Default::default(),
                     no_local_port: 0,
+                    health: None,
                 }],
+                health: None,
             }],
             drops: vec![],
             conn_count: 0,
@@ -404,6 +456,7 @@ mod tests {
             workers: vec![],
             sockets: None,
             steered: None,
+            probers: vec![],
         };
         let mut b = a.clone();
         b.taken_at_nanos = 2_000_000_000;

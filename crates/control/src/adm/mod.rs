@@ -15,6 +15,7 @@ use std::net::IpAddr;
 
 use rvs_core::{Endpoint, Proto, ProxyProtocol, RealConfig, SchedKind, ServiceConfig, TcpState, Timeouts};
 
+use crate::health::{CheckSpec, Maintenance};
 use crate::model::{Model, ServiceKey, ServiceSpec};
 use crate::snapshot::established_timeout;
 
@@ -42,6 +43,8 @@ pub struct ServiceArgs {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// `--conn-timeout SECS`; `Some(0)` returns to the engine's timeout.
     pub conn_timeout: Option<u32>,
+    /// `--check`: the service's active check.
+    pub check: Option<CheckSpec>,
 }
 
 /// Options of `-a` and `-e`.
@@ -53,6 +56,10 @@ pub struct RealArgs {
     pub real: Endpoint,
     /// `-w`; `None` keeps the current weight (`-e`) or uses [`DEFAULT_WEIGHT`] (`-a`).
     pub weight: Option<u32>,
+    /// `--check`: this real's own check.
+    pub check: Option<CheckSpec>,
+    /// `--maintenance`: force the real up or down, or leave it to the checks.
+    pub maintenance: Option<Maintenance>,
 }
 
 /// What a listing shows.
@@ -69,6 +76,8 @@ pub enum ListView {
     Connections,
     /// `--timeout`: engine-wide timeouts.
     Timeout,
+    /// `--health`: the probers and every real's health.
+    Health,
 }
 
 /// Options of `-L`.
@@ -185,12 +194,17 @@ impl Command {
                 }
                 let mut cfg = ServiceConfig::new(a.key.0, a.key.1);
                 apply_service_args(&mut cfg, a, &m.timeouts);
-                m.services.insert(a.key, ServiceSpec::new(cfg));
+                let mut spec = ServiceSpec::new(cfg);
+                spec.check = a.check.clone().unwrap_or_default();
+                m.services.insert(a.key, spec);
             }
             Self::EditService(a) => {
                 let timeouts = m.timeouts;
                 let spec = m.services.get_mut(&a.key).ok_or_else(|| no_service(a.key))?;
                 apply_service_args(&mut spec.config, a, &timeouts);
+                if let Some(check) = &a.check {
+                    spec.check = check.clone();
+                }
             }
             Self::DeleteService(key) => {
                 m.services.remove(key).ok_or_else(|| no_service(*key))?;
@@ -202,6 +216,7 @@ impl Command {
                     return Err(format!("real {} already exists in {}", a.real, service_name(a.key)));
                 }
                 spec.reals.push(RealConfig { endpoint: a.real, weight: a.weight.unwrap_or(DEFAULT_WEIGHT) });
+                apply_real_health(spec, a);
             }
             Self::EditReal(a) => {
                 let spec = m.services.get_mut(&a.key).ok_or_else(|| no_service(a.key))?;
@@ -213,6 +228,7 @@ impl Command {
                 if let Some(w) = a.weight {
                     real.weight = w;
                 }
+                apply_real_health(spec, a);
             }
             Self::DeleteReal(key, real) => {
                 let spec = m.services.get_mut(key).ok_or_else(|| no_service(*key))?;
@@ -222,6 +238,7 @@ impl Command {
                     .position(|r| r.endpoint == *real)
                     .ok_or_else(|| format!("no real {real} in {}", service_name(*key)))?;
                 spec.reals.remove(at);
+                spec.prune();
             }
             Self::AddLaddr(key, laddr) => {
                 let spec = m.services.get_mut(key).ok_or_else(|| no_service(*key))?;
@@ -271,6 +288,19 @@ impl Command {
     }
 }
 
+/// A real's `--check` (`none` on a service without a check, or the
+/// service's own, is kept as the real's: it overrides later service changes)
+/// and `--maintenance`.
+fn apply_real_health(spec: &mut ServiceSpec, a: &RealArgs) {
+    if let Some(check) = &a.check {
+        spec.checks.insert(a.real, check.clone());
+    }
+    if let Some(m) = a.maintenance {
+        spec.maintenance.insert(a.real, m);
+    }
+    spec.prune();
+}
+
 fn apply_service_args(cfg: &mut ServiceConfig, a: &ServiceArgs, engine: &Timeouts) {
     if let Some(s) = a.sched {
         cfg.sched = s;
@@ -307,6 +337,7 @@ mod tests {
             toa: None,
             proxy_protocol: None,
             conn_timeout: Some(900),
+            check: None,
         })
     }
 
@@ -318,6 +349,7 @@ mod tests {
             toa,
             proxy_protocol,
             conn_timeout: None,
+            check: None,
         })
     }
 
@@ -351,7 +383,7 @@ mod tests {
         assert!(add(k).edit(&m).unwrap_err().contains("already exists"));
         assert!(Command::DeleteService(key("10.0.0.2:80")).edit(&m).unwrap_err().contains("no service"));
         let r: Endpoint = "10.0.1.1:80".parse::<std::net::SocketAddr>().unwrap().into();
-        let ra = RealArgs { key: k, real: r, weight: None };
+        let ra = RealArgs { key: k, real: r, weight: None, check: None, maintenance: None };
         let m2 = Command::AddReal(ra.clone()).edit(&m).unwrap();
         assert_eq!(m2.services[&k].reals[0].weight, DEFAULT_WEIGHT);
         assert!(Command::AddReal(ra.clone()).edit(&m2).is_err());

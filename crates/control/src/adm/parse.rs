@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use rvs_core::{Endpoint, Proto, ProxyProtocol, SchedKind};
 
 use super::{Command, ListArgs, ListView, MAX_WEIGHT, RealArgs, ServiceArgs};
+use crate::health::{CheckSpec, Maintenance};
 use crate::model::ServiceKey;
 
 /// What `-h` prints.
@@ -16,11 +17,13 @@ pub const USAGE: &str = "\
 Usage:
   rvs adm -A|E -t|u service-address [-s scheduler] [-j enable|disable]
                [--toa enable|disable] [--proxy-protocol disable|v1|v2] [--conn-timeout secs]
+               [--check check]
   rvs adm -D -t|u service-address
   rvs adm -C
   rvs adm -R
   rvs adm -S [-n]
   rvs adm -a|e -t|u service-address -r server-address [-b] [-w weight]
+               [--check check] [--maintenance auto|up|down]
   rvs adm -d -t|u service-address -r server-address
   rvs adm -P|Q -t|u service-address -z local-address
   rvs adm -G [-t|u service-address]
@@ -66,6 +69,13 @@ Options:
   --stats                             output of statistics information
   --rate                              output of rate information
   --exact                             expand numbers (display exact values)
+  --health                            output of health checks: probers and every real's state
+  --check check                       active health check: none, tcp, http:/path, udp:payload,
+                                      exec:command; keys before the ':' (port=, interval=,
+                                      timeout=, rise=, fall=, status=, body=, host=, expect=),
+                                      e.g. http,status=200-299:/healthz (docs/CONFIG.md)
+  --maintenance auto|up|down          force a real up or down whatever its checks say; auto
+                                      leaves it to them
   --json                              listings as JSON
 ";
 
@@ -109,6 +119,9 @@ enum Opt {
     Rate,
     Exact,
     Json,
+    Health,
+    Check,
+    Maintenance,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +196,9 @@ const SPECS: &[Spec] = &[
     spec(None, "rate", 0, What::Opt(Opt::Rate)),
     spec(None, "exact", 0, What::Opt(Opt::Exact)),
     spec(None, "json", 0, What::Opt(Opt::Json)),
+    spec(None, "health", 0, What::Opt(Opt::Health)),
+    spec(None, "check", 1, What::Opt(Opt::Check)),
+    spec(None, "maintenance", 1, What::Opt(Opt::Maintenance)),
     spec(Some('g'), "gatewaying", 0, What::Unsupported(FULLNAT_ONLY)),
     spec(Some('i'), "ipip", 0, What::Unsupported(FULLNAT_ONLY)),
     spec(Some('m'), "masquerading", 0, What::Unsupported(FULLNAT_ONLY)),
@@ -312,14 +328,16 @@ fn allowed(cmd: Cmd) -> (&'static [Opt], &'static [Opt]) {
     use Opt::*;
     match cmd {
         Cmd::AddService | Cmd::EditService => {
-            (&[Service, Sched, Synproxy, Toa, ProxyProtocol, ConnTimeout], &[Service])
+            (&[Service, Sched, Synproxy, Toa, ProxyProtocol, ConnTimeout, Check], &[Service])
         }
         Cmd::DeleteService => (&[Service], &[Service]),
-        Cmd::AddReal | Cmd::EditReal => (&[Service, Real, Weight, Fullnat], &[Service, Real]),
+        Cmd::AddReal | Cmd::EditReal => {
+            (&[Service, Real, Weight, Fullnat, Check, Maintenance], &[Service, Real])
+        }
         Cmd::DeleteReal => (&[Service, Real, Fullnat], &[Service, Real]),
         Cmd::AddLaddr | Cmd::DelLaddr => (&[Service, Laddr], &[Service, Laddr]),
         Cmd::GetLaddr => (&[Service, Json], &[]),
-        Cmd::List => (&[Service, Connection, Timeout, Stats, Rate, Exact, Json], &[]),
+        Cmd::List => (&[Service, Connection, Timeout, Stats, Rate, Exact, Json, Health], &[]),
         Cmd::Clear | Cmd::Restore | Cmd::Save | Cmd::Zero | Cmd::Set | Cmd::Help => (&[], &[]),
     }
 }
@@ -342,6 +360,9 @@ fn build(given: &Given<'_>) -> Result<Command, String> {
         let (_, v) = given.get(Opt::Laddr).ok_or_else(|| format!("{cmd_name} needs a local address"))?;
         parse_ip(v).ok_or_else(|| format!("bad local address '{v}'"))
     };
+    let check = || -> Result<Option<CheckSpec>, String> {
+        given.get(Opt::Check).map(|(_, v)| v.parse::<CheckSpec>()).transpose()
+    };
     let service_args = || -> Result<ServiceArgs, String> {
         Ok(ServiceArgs {
             key: key()?,
@@ -356,6 +377,7 @@ fn build(given: &Given<'_>) -> Result<Command, String> {
                 .get(Opt::ConnTimeout)
                 .map(|(_, v)| parse_secs(v, "--conn-timeout"))
                 .transpose()?,
+            check: check()?,
         })
     };
     let real_args = || -> Result<RealArgs, String> {
@@ -363,6 +385,8 @@ fn build(given: &Given<'_>) -> Result<Command, String> {
             key: key()?,
             real: real()?,
             weight: given.get(Opt::Weight).map(|(_, v)| parse_weight(v)).transpose()?,
+            check: check()?,
+            maintenance: given.get(Opt::Maintenance).map(|(_, v)| parse_maintenance(v)).transpose()?,
         })
     };
     Ok(match cmd {
@@ -424,6 +448,7 @@ fn list_args(given: &Given<'_>, service: Option<ServiceKey>) -> Result<ListArgs,
         (Opt::Rate, ListView::Rate),
         (Opt::Connection, ListView::Connections),
         (Opt::Timeout, ListView::Timeout),
+        (Opt::Health, ListView::Health),
     ];
     let mut chosen: Option<(&Spec, ListView)> = None;
     for (o, view) in views {
@@ -506,6 +531,13 @@ fn parse_proxy_protocol(v: &str) -> Result<ProxyProtocol, String> {
     })
 }
 
+fn parse_maintenance(v: &str) -> Result<Maintenance, String> {
+    Maintenance::ALL
+        .into_iter()
+        .find(|m| m.name() == v)
+        .ok_or_else(|| format!("illegal maintenance '{v}' (auto, up or down)"))
+}
+
 fn parse_weight(v: &str) -> Result<u32, String> {
     match v.parse::<u32>() {
         Ok(w) if w <= MAX_WEIGHT && v.bytes().all(|b| b.is_ascii_digit()) => Ok(w),
@@ -541,6 +573,7 @@ mod tests {
             toa: None,
             proxy_protocol: None,
             conn_timeout: Some(900),
+            check: None,
         });
         assert_eq!(p("-A -t 10.0.0.1:80 -s mh -j enable --conn-timeout 900"), Ok(want.clone()));
         assert_eq!(
@@ -565,6 +598,7 @@ mod tests {
             toa,
             proxy_protocol,
             conn_timeout: None,
+            check: None,
         };
         assert_eq!(
             p("-A -t 10.0.0.1:80 --toa enable --proxy-protocol v2"),
@@ -588,11 +622,23 @@ mod tests {
         let key = (Proto::Tcp, ep("10.0.0.1:80"));
         assert_eq!(
             p("-a -t 10.0.0.1:80 -r 10.0.1.1 -b"),
-            Ok(Command::AddReal(RealArgs { key, real: ep("10.0.1.1:80"), weight: None }))
+            Ok(Command::AddReal(RealArgs {
+                key,
+                real: ep("10.0.1.1:80"),
+                weight: None,
+                check: None,
+                maintenance: None
+            }))
         );
         assert_eq!(
             p("-e -t 10.0.0.1:80 -r 10.0.1.1:8080 -w 0"),
-            Ok(Command::EditReal(RealArgs { key, real: ep("10.0.1.1:8080"), weight: Some(0) }))
+            Ok(Command::EditReal(RealArgs {
+                key,
+                real: ep("10.0.1.1:8080"),
+                weight: Some(0),
+                check: None,
+                maintenance: None
+            }))
         );
         assert_eq!(
             p("-d --tcp-service 10.0.0.1:80 --real-server 10.0.1.1:8080"),
@@ -601,7 +647,13 @@ mod tests {
         let v6 = (Proto::Tcp, ep("[::1]:80"));
         assert_eq!(
             p("-a -t [::1]:80 -r [::2]"),
-            Ok(Command::AddReal(RealArgs { key: v6, real: ep("[::2]:80"), weight: None }))
+            Ok(Command::AddReal(RealArgs {
+                key: v6,
+                real: ep("[::2]:80"),
+                weight: None,
+                check: None,
+                maintenance: None
+            }))
         );
         assert_eq!(
             p("-P -t 10.0.0.1:80 -z 10.0.2.1"),

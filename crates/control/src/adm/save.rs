@@ -38,15 +38,72 @@ pub fn save(model: &Model) -> String {
         if let Some(secs) = conn_timeout(&spec.config) {
             let _ = write!(out, " --conn-timeout {secs}");
         }
+        if !spec.check.is_none() {
+            let _ = write!(out, " --check {}", quoted(&spec.check.to_string()));
+        }
         out.push('\n');
         for r in &spec.reals {
-            let _ = writeln!(out, "-a {svc} -r {} -b -w {}", r.endpoint, r.weight);
+            let _ = write!(out, "-a {svc} -r {} -b -w {}", r.endpoint, r.weight);
+            if let Some(check) = spec.checks.get(&r.endpoint) {
+                let _ = write!(out, " --check {}", quoted(&check.to_string()));
+            }
+            if let Some(m) = spec.maintenance.get(&r.endpoint) {
+                let _ = write!(out, " --maintenance {}", m.name());
+            }
+            out.push('\n');
         }
         for l in &spec.config.laddrs {
             let _ = writeln!(out, "-P {svc} -z {l}");
         }
     }
     out
+}
+
+/// `text` as one argument of a save line: as is when it has no space,
+/// quote or backslash, else in double quotes with `"` and `\` escaped.
+fn quoted(text: &str) -> String {
+    if !text.is_empty() && !text.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\') {
+        return text.to_owned();
+    }
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// A save line's arguments: split at whitespace, except inside double
+/// quotes, where `\"` and `\\` stand for `"` and `\`.
+fn split_args(line: &str) -> Result<Vec<String>, String> {
+    let mut args = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut arg = String::new();
+        while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+            if c != '"' {
+                arg.push(c);
+                continue;
+            }
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => arg.push(chars.next().ok_or("unterminated quote")?),
+                    Some(c) => arg.push(c),
+                    None => return Err("unterminated quote".into()),
+                }
+            }
+        }
+        args.push(arg);
+    }
+    Ok(args)
 }
 
 /// The commands of `-R` input, each with its line number (from 1). Blank
@@ -59,7 +116,7 @@ pub fn parse_restore(input: &str) -> Result<Vec<(usize, Command)>, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+        let argv = split_args(line).map_err(|e| format!("line {n}: {e}"))?;
         let cmd = parse(&argv).map_err(|e| format!("line {n}: {e}"))?;
         if !cmd.changes_model() {
             return Err(format!("line {n}: only commands that change rules can be restored"));
@@ -72,6 +129,15 @@ pub fn parse_restore(input: &str) -> Result<Vec<(usize, Command)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_arguments_split_back() {
+        for text in ["tcp", "exec:test -n \"$X\" && echo a\\b", "http,body=all good:/h"] {
+            let line = format!("-e -t 10.0.0.1:80 --check {}", quoted(text));
+            assert_eq!(split_args(&line).unwrap().last().map(String::as_str), Some(text), "{line}");
+        }
+        assert!(split_args("-A \"open").is_err());
+    }
 
     #[test]
     fn restore_input_checks_every_line() {
@@ -116,6 +182,8 @@ mod tests {
             "--set 100 0 0",
             "-A -u [2001:db8::1]:53 -s mh -j enable --conn-timeout 30",
             "-a -u [2001:db8::1]:53 -r [2001:db8::2] -w 5",
+            "-E -u [2001:db8::1]:53 --check udp,expect=pong:ping",
+            "-a -u [2001:db8::1]:53 -r [2001:db8::3] -w 1 --check tcp,port=80 --maintenance down",
             "-P -u [2001:db8::1]:53 -z 2001:db8::100",
         ] {
             let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
@@ -124,9 +192,15 @@ mod tests {
         assert_eq!(
             save(&m),
             "--set 100 3 300\n\
-             -A -u [2001:db8::1]:53 -s mh -j enable --conn-timeout 30\n\
+             -A -u [2001:db8::1]:53 -s mh -j enable --conn-timeout 30 --check udp,expect=pong:ping\n\
              -a -u [2001:db8::1]:53 -r [2001:db8::2]:53 -b -w 5\n\
+             -a -u [2001:db8::1]:53 -r [2001:db8::3]:53 -b -w 1 --check tcp,port=80 --maintenance down\n\
              -P -u [2001:db8::1]:53 -z 2001:db8::100\n"
         );
+        let mut back = Model::default();
+        for (_, cmd) in parse_restore(&save(&m)).unwrap() {
+            back = cmd.edit(&back).unwrap();
+        }
+        assert_eq!(back, m);
     }
 }

@@ -14,6 +14,7 @@ use super::{
     Config, ConfigFileError, DriverKind, DriverSettings, MAX_CPUS, MAX_TIMEOUT_SECS, MAX_WORKERS,
     SynproxySettings,
 };
+use crate::health::Maintenance;
 use crate::model::{Model, ServiceKey, ServiceSpec};
 
 /// Smallest MSS accepted (RFC 879's default); smaller segments only multiply
@@ -79,6 +80,10 @@ impl<'a> Builder<'a> {
         let timeouts = self.timeouts(&file.timeouts)?;
         let engine = EngineConfig { timeouts, ..self.engine(&file.engine)? };
         self.synproxy(&file.synproxy)?;
+        file.health.check().map_err(|e| {
+            let key = e.split_whitespace().next().unwrap_or("health").to_owned();
+            self.err(key, e)
+        })?;
         let model = self.model(&file.service, timeouts, file.synproxy.enabled_by_default)?;
         Ok(Config {
             daemon: file.daemon,
@@ -86,6 +91,7 @@ impl<'a> Builder<'a> {
             engine,
             synproxy: file.synproxy,
             metrics: file.metrics,
+            health: file.health,
             model,
         })
     }
@@ -302,6 +308,7 @@ impl<'a> Builder<'a> {
             config.mss_clamp = Some(mss);
         }
         let mut spec = ServiceSpec::new(config);
+        spec.check = raw.check.parse().map_err(|e: String| self.err(key("check"), e))?;
         for (j, r) in raw.real.iter().enumerate() {
             let k = key(&format!("real[{j}].addr"));
             let Some(addr) = &r.addr else {
@@ -317,6 +324,14 @@ impl<'a> Builder<'a> {
                 );
             }
             spec.reals.push(RealConfig { endpoint, weight: r.weight });
+            if let Some(text) = &r.check {
+                let check =
+                    text.parse().map_err(|e: String| self.err(key(&format!("real[{j}].check")), e))?;
+                spec.checks.insert(endpoint, check);
+            }
+            if r.maintenance != Maintenance::Auto {
+                spec.maintenance.insert(endpoint, r.maintenance);
+            }
         }
         Ok(spec)
     }

@@ -9,6 +9,7 @@ use rvs_core::{EngineConfig, Proto, ProxyProtocol, RealConfig, SchedKind, TcpSta
 use serde::{Deserialize, Serialize};
 
 use super::{Config, DaemonSettings, DriverKind, DriverSettings, MetricsSettings, SynproxySettings, XdpMode};
+use crate::health::{HealthSettings, Maintenance};
 use crate::model::ServiceSpec;
 use rvs_core::RetransmitMode;
 
@@ -22,6 +23,7 @@ pub(super) struct File {
     pub(super) timeouts: TimeoutSecs,
     pub(super) synproxy: SynproxySettings,
     pub(super) metrics: MetricsSettings,
+    pub(super) health: HealthSettings,
     pub(super) service: Vec<ServiceFile>,
 }
 
@@ -34,6 +36,7 @@ impl From<&Config> for File {
             timeouts: TimeoutSecs::from(&c.model.timeouts),
             synproxy: c.synproxy.clone(),
             metrics: c.metrics,
+            health: c.health.clone(),
             service: c.model.services.values().map(ServiceFile::from).collect(),
         }
     }
@@ -132,6 +135,9 @@ pub(super) struct ServiceFile {
     pub(super) conn_timeout: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) mss_clamp: Option<u16>,
+    /// The active check of the service's reals, in the text form of
+    /// `health/check.rs`; checked into a [`CheckSpec`] after reading.
+    pub(super) check: String,
     pub(super) real: Vec<RealFile>,
 }
 
@@ -147,6 +153,7 @@ impl Default for ServiceFile {
             proxy_protocol: ProxyProtocol::Disabled,
             conn_timeout: None,
             mss_clamp: None,
+            check: "none".into(),
             real: Vec::new(),
         }
     }
@@ -165,7 +172,16 @@ impl From<&ServiceSpec> for ServiceFile {
             proxy_protocol: c.proxy_protocol,
             conn_timeout: c.timeouts.map(|t| t.tcp(TcpState::Established).as_secs()),
             mss_clamp: c.mss_clamp,
-            real: spec.reals.iter().map(RealFile::from).collect(),
+            check: spec.check.to_string(),
+            real: spec
+                .reals
+                .iter()
+                .map(|r| RealFile {
+                    check: spec.checks.get(&r.endpoint).map(ToString::to_string),
+                    maintenance: spec.maintenance.get(&r.endpoint).copied().unwrap_or_default(),
+                    ..RealFile::from(r)
+                })
+                .collect(),
         }
     }
 }
@@ -178,17 +194,22 @@ pub(super) struct RealFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) addr: Option<String>,
     pub(super) weight: u32,
+    /// This real's own check; the service's when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) check: Option<String>,
+    #[serde(with = "by_name")]
+    pub(super) maintenance: Maintenance,
 }
 
 impl Default for RealFile {
     fn default() -> Self {
-        Self { addr: None, weight: 1 }
+        Self { addr: None, weight: 1, check: None, maintenance: Maintenance::Auto }
     }
 }
 
 impl From<&RealConfig> for RealFile {
     fn from(r: &RealConfig) -> Self {
-        Self { addr: Some(r.endpoint.to_string()), weight: r.weight }
+        Self { addr: Some(r.endpoint.to_string()), weight: r.weight, ..Self::default() }
     }
 }
 
@@ -250,6 +271,16 @@ impl Named for SchedKind {
     fn unknown(other: &str) -> String {
         let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
         format!("unknown scheduler {other:?}; use one of {}", names.join(" "))
+    }
+}
+
+impl Named for Maintenance {
+    const ALL: &'static [Self] = &Self::ALL;
+    fn name(self) -> &'static str {
+        self.name()
+    }
+    fn unknown(other: &str) -> String {
+        format!("unknown maintenance {other:?}; use \"auto\", \"up\" or \"down\"")
     }
 }
 

@@ -30,6 +30,7 @@ use rvs_core::EngineConfig;
 use serde::{Deserialize, Serialize};
 
 use self::file::{File, by_name};
+use crate::health::HealthSettings;
 use crate::model::Model;
 
 pub use rvs_core::RetransmitMode;
@@ -58,6 +59,8 @@ pub struct Config {
     pub synproxy: SynproxySettings,
     /// `[metrics]`: the metrics endpoint.
     pub metrics: MetricsSettings,
+    /// `[health]`: health checking's defaults and passive detection.
+    pub health: HealthSettings,
     /// `[timeouts]` and `[[service]]`: the desired state a reload may change.
     pub model: Model,
 }

@@ -111,6 +111,8 @@ fn reference_listing_names_every_key() {
     let spec = c.model.services.values_mut().next().unwrap();
     spec.config.timeouts = Some(c.model.timeouts);
     spec.config.mss_clamp = Some(1400);
+    let first = spec.reals[0].endpoint;
+    spec.checks.insert(first, "tcp".parse().unwrap());
     let mut written = Default::default();
     keys("", &toml::from_str(&c.to_toml()).unwrap(), &mut written);
     assert_eq!(documented, written);

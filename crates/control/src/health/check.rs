@@ -76,8 +76,14 @@ pub struct CheckSpec {
 
 impl CheckSpec {
     /// No active check.
-    pub const NONE: Self =
-        Self { kind: CheckKind::None, port: None, interval_ms: None, timeout_ms: None, rise: None, fall: None };
+    pub const NONE: Self = Self {
+        kind: CheckKind::None,
+        port: None,
+        interval_ms: None,
+        timeout_ms: None,
+        rise: None,
+        fall: None,
+    };
 
     /// Whether this is `none`.
     pub fn is_none(&self) -> bool {

@@ -11,12 +11,45 @@
 //! service panics (too little of its weight is up to trust the verdicts).
 
 mod check;
+#[cfg(test)]
+mod tests;
 mod tracker;
+mod view;
 
 use serde::{Deserialize, Serialize};
 
 pub use check::{CheckKind, CheckSpec, DEFAULT_STATUS, Probe, ProbeOutcome};
-pub use tracker::Health;
+pub use tracker::{
+    Actions, Health, LATENCY_BUCKETS, PassiveCounts, ProberState, RealHealth, RealState, ServiceHealth,
+    Transition, state_name,
+};
+pub use view::{CheckResultSnap, ProberSnap, RealHealthSnap, ServiceHealthSnap};
+
+/// The operator's override of a real's health (`rvs adm --maintenance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
+pub enum Maintenance {
+    /// The checks decide.
+    #[default]
+    Auto,
+    /// Up whatever the checks say.
+    Up,
+    /// Down whatever the checks say: no new connections.
+    Down,
+}
+
+impl Maintenance {
+    /// Every value, for parsing.
+    pub const ALL: [Self; 3] = [Self::Auto, Self::Up, Self::Down];
+
+    /// The name in the config file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
 
 /// What happens to a real's established connections when it goes down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -90,7 +123,11 @@ impl HealthSettings {
     /// The checks serde cannot make; `Err` names the key.
     pub fn check(&self) -> Result<(), String> {
         let ms = |key: &str, v: u64| {
-            if (1..=3_600_000).contains(&v) { Ok(()) } else { Err(format!("health.{key} must be in 1..=3600000")) }
+            if (1..=3_600_000).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("health.{key} must be in 1..=3600000"))
+            }
         };
         ms("interval_ms", self.interval_ms)?;
         ms("timeout_ms", self.timeout_ms)?;
@@ -108,7 +145,7 @@ impl HealthSettings {
         }
         if self.passive_failure_pct == 0 || self.passive_failure_pct > 100 || self.panic_threshold_pct > 100 {
             return Err(
-                "health.passive_failure_pct must be in 1..=100, health.panic_threshold_pct in 0..=100".into()
+                "health.passive_failure_pct must be in 1..=100, health.panic_threshold_pct in 0..=100".into(),
             );
         }
         Ok(())

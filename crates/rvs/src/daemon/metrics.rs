@@ -23,8 +23,9 @@ pub(super) fn serve(addr: SocketAddr, daemon: Arc<Mutex<Daemon>>) -> anyhow::Res
 
 /// The engines' metrics, and with the xdp driver its programs' counts.
 fn render(daemon: &Mutex<Daemon>) -> Result<String, String> {
-    let d = daemon.lock().unwrap_or_else(|p| p.into_inner());
-    let mut snap = d.dp.workers.snapshot(false).map_err(|e| e.to_string())?;
+    let mut d = daemon.lock().unwrap_or_else(|p| p.into_inner());
+    let Daemon { plane, dp, .. } = &mut *d;
+    let mut snap = plane.snapshot(dp, false).map_err(|e| e.to_string())?;
     let xdp = d.config.driver.kind == rvs_control::config::DriverKind::Xdp;
     let steered = d.dp.steering.as_ref().filter(|_| xdp).map(|s| s.counts());
     drop(d);

@@ -90,6 +90,7 @@ impl Daemon {
         let level = log::Level::from_name(&new.daemon.log_level)
             .ok_or_else(|| format!("unknown log_level {:?}", new.daemon.log_level))?;
         self.plane.replace(new.model.clone(), &mut self.dp).map_err(|e| e.to_string())?;
+        self.plane.set_health_settings(&new.health);
         log::set_level(level);
         let _ = self.sync_routes();
         self.config = new;
@@ -160,7 +161,7 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     let socket = config.daemon.control_socket.clone();
     let metrics_addr = config.metrics.listen;
     let daemon = Arc::new(Mutex::new(Daemon {
-        plane: ControlPlane::new(config.model.clone()),
+        plane: ControlPlane::with_health(config.model.clone(), config.health.clone()),
         dp: Plumbing { workers: workers.clone(), routes, steering },
         config,
         config_path: config_path.to_owned(),
