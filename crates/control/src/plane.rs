@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adm::{self, Command, ListView};
 use crate::health::{Actions, Health, HealthSettings, PassiveCounts, Probe, ProbeOutcome};
-use crate::model::{Model, apply_all};
+use crate::model::{Model, Op, apply_all};
 use crate::snapshot::Snapshot;
 
 /// The workers' engines, as the control plane reaches them.
@@ -22,8 +22,9 @@ pub trait DataPath {
     /// of packets, so no packet sees half of a change.
     fn install(&mut self, model: &Model) -> Result<(), DataPathError>;
 
-    /// Zero every worker's traffic counters (`-Z`).
-    fn zero_counters(&mut self) -> Result<(), DataPathError>;
+    /// Apply ops that are actions rather than state (`-Z`, a real's
+    /// connections reset, an RTT seeded) to every worker's engine.
+    fn apply(&mut self, ops: &[Op]) -> Result<(), DataPathError>;
 
     /// A snapshot of every worker merged into one; `with_conns` includes
     /// every connection.
@@ -209,7 +210,7 @@ impl ControlPlane {
         match cmd {
             Command::Help => Ok(adm::USAGE.to_owned()),
             Command::Save => Ok(adm::save(&self.model)),
-            Command::Zero => dp.zero_counters().map(|()| String::new()).map_err(failed),
+            Command::Zero => dp.apply(&[Op::ZeroCounters]).map(|()| String::new()).map_err(failed),
             Command::List(args) => {
                 let snap = self.snapshot(dp, args.view == ListView::Connections).map_err(failed)?;
                 let rates = match &self.samples {
@@ -270,7 +271,6 @@ impl ControlPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Op;
     use rvs_core::{Endpoint, Proto, WorkerSlice};
 
     /// Two workers, as the daemon runs them, each with its own engine.
@@ -316,10 +316,9 @@ mod tests {
             Ok(())
         }
 
-        fn zero_counters(&mut self) -> Result<(), DataPathError> {
+        fn apply(&mut self, ops: &[Op]) -> Result<(), DataPathError> {
             for (worker, e) in self.engines.iter_mut().enumerate() {
-                apply_all(e, &[Op::ZeroCounters])
-                    .map_err(|error| DataPathError::Refused { worker, error })?;
+                apply_all(e, ops).map_err(|error| DataPathError::Refused { worker, error })?;
             }
             Ok(())
         }
@@ -614,6 +613,48 @@ mod tests {
         assert_eq!(snap.services[0].conn_timeout, Some(30));
         let conns: serde_json::Value = serde_json::from_str(&ok(&mut plane, &mut dp, "-Lc --json")).unwrap();
         assert_eq!(conns[0]["client"], "192.0.2.1:5000");
+    }
+
+    #[test]
+    fn health_verdicts_reach_every_engine_and_the_listing() {
+        let (mut plane, mut dp) = built();
+        ok(&mut plane, &mut dp, "-E -t 10.0.0.1:80 --check tcp,fall=1");
+        let probe = plane.health().wanted().into_iter().find(|p| p.target.port() == 80).unwrap();
+        let failed = crate::health::ProbeOutcome {
+            up: false,
+            latency: core::time::Duration::from_millis(3),
+            connect: None,
+            detail: "connection refused".into(),
+        };
+        let stuck = Default::default();
+        let actions =
+            plane.health_tick(Instant::from_secs(2), vec![(probe, failed)], &stuck, None, &mut dp).unwrap();
+        assert_eq!(actions.transitions.len(), 1);
+        let vip = Endpoint::new("10.0.0.1".parse().unwrap(), 80);
+        for e in &dp.engines {
+            let weights: Vec<u32> =
+                e.service(Proto::Tcp, vip).unwrap().reals.iter().map(|r| r.weight).collect();
+            assert_eq!(weights, [0, 1], "down real at weight 0, the other as configured");
+        }
+        let listing = ok(&mut plane, &mut dp, "-L -n -t 10.0.0.1:80");
+        assert!(
+            listing.contains("  -> 10.0.1.1:80                  FullNat 0      0          0          down\n"),
+            "{listing}"
+        );
+        let health = ok(&mut plane, &mut dp, "-L --health");
+        assert!(health.contains("tcp 10.0.1.1:80") && health.contains("connection refused"), "{health}");
+        // The operator's weight is kept: -S and the model say 2.
+        assert!(ok(&mut plane, &mut dp, "-S").contains("-r 10.0.1.1:80 -b -w 2"));
+        ok(&mut plane, &mut dp, "-e -t 10.0.0.1:80 -r 10.0.1.1:80 --maintenance up");
+        let listing = ok(&mut plane, &mut dp, "-L -n -t 10.0.0.1:80");
+        assert!(listing.contains("FullNat 2      0          0          maint up\n"), "{listing}");
+        let json: serde_json::Value = serde_json::from_str(&ok(&mut plane, &mut dp, "-L --json")).unwrap();
+        let real = &json["services"][0]["reals"][0]["health"];
+        assert_eq!(
+            (real["maintenance"].as_str(), real["last_check"]["up"].as_bool()),
+            (Some("up"), Some(false))
+        );
+        assert!(real["reason"].as_str().unwrap().contains("connection refused"), "{real}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rvs_control::config::{Config, DriverKind};
-use rvs_control::model::{Model, apply_all};
+use rvs_control::model::{Model, Op, apply_all};
 use rvs_control::plane::{ControlPlane, DataPath, DataPathError};
 use rvs_control::snapshot::Snapshot;
 use rvs_core::Engine;
@@ -45,8 +45,8 @@ impl DataPath for Plumbing {
         self.workers.install(model)
     }
 
-    fn zero_counters(&mut self) -> Result<(), DataPathError> {
-        self.workers.zero_counters()
+    fn apply(&mut self, ops: &[Op]) -> Result<(), DataPathError> {
+        self.workers.apply(ops)
     }
 
     fn snapshot(&mut self, with_conns: bool) -> Result<Snapshot, DataPathError> {

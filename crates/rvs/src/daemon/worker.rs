@@ -39,7 +39,9 @@ use crate::log::warning;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Request {
-    ZeroCounters(mpsc::SyncSender<()>),
+    /// Ops that are actions, not state (zero counters, reset a real's
+    /// connections, seed an RTT); the engine's answer comes back.
+    Apply(Vec<Op>, mpsc::SyncSender<Result<(), rvs_core::ConfigError>>),
     Snapshot(bool, mpsc::SyncSender<Snapshot>),
     Stop,
 }
@@ -136,9 +138,12 @@ impl Workers {
         Ok(())
     }
 
-    /// Zero every worker's traffic counters; returns once each has.
-    pub(crate) fn zero_counters(&self) -> Result<(), DataPathError> {
-        self.handles.iter().enumerate().try_for_each(|(i, h)| h.call(i, Request::ZeroCounters))
+    /// Apply `ops` to every worker's engine; returns once each has.
+    pub(crate) fn apply(&self, ops: &[Op]) -> Result<(), DataPathError> {
+        self.handles.iter().enumerate().try_for_each(|(worker, h)| {
+            h.call(worker, |tx| Request::Apply(ops.to_vec(), tx))?
+                .map_err(|error| DataPathError::Refused { worker, error })
+        })
     }
 
     /// Every worker's snapshot, merged.
@@ -312,9 +317,8 @@ impl Worker {
     fn serve_requests(&mut self) {
         while let Ok(req) = self.rx.try_recv() {
             match req {
-                Request::ZeroCounters(reply) => {
-                    let _ = apply_all(&mut self.engine, &[Op::ZeroCounters]);
-                    let _ = reply.send(());
+                Request::Apply(ops, reply) => {
+                    let _ = reply.send(apply_all(&mut self.engine, &ops));
                 }
                 Request::Snapshot(with_conns, reply) => {
                     let mut snap = Snapshot::capture(&self.engine, self.device.now(), with_conns);
