@@ -620,7 +620,7 @@ mod tests {
         let (mut plane, mut dp) = built();
         ok(&mut plane, &mut dp, "-E -t 10.0.0.1:80 --check tcp,fall=1");
         let probe = plane.health().wanted().into_iter().find(|p| p.target.port() == 80).unwrap();
-        let failed = crate::health::ProbeOutcome {
+        let failed = ProbeOutcome {
             up: false,
             latency: core::time::Duration::from_millis(3),
             connect: None,
