@@ -18,6 +18,8 @@ pub const LATENCY_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02
 const FULL: u32 = 1000;
 /// The least share a real in slow start gets.
 const SLOW_START_FLOOR: u32 = 10;
+/// Slow start raises a real's share in steps of this.
+const SLOW_START_STEP: u32 = 100;
 
 /// Where a real stands with the health checker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,7 +402,9 @@ impl Health {
                     Some(now) if !slow.is_zero() => {
                         let share =
                             now.saturating_since(since).as_millis() * u128::from(FULL) / slow.as_millis();
-                        (share as u32).clamp(SLOW_START_FLOOR, FULL)
+                        // In tenths: the engines take a new weight ten times per slow start, not every tick.
+                        let share = (share.min(u128::from(FULL)) as u32) / SLOW_START_STEP * SLOW_START_STEP;
+                        share.clamp(SLOW_START_FLOOR, FULL)
                     }
                     _ => r.admission.max(SLOW_START_FLOOR),
                 },
