@@ -15,6 +15,12 @@
 //! - a prober that froze (its probe ran past its timeout, or it stopped
 //!   starting probes, or its thread died) shows in [`Probers::stuck`]
 //!   instead of falling silent.
+//!
+//! The daemon drives it from one thread (in its own namespace, unpinned:
+//! prober threads inherit both): `sync` after every config load with the
+//! probes the config resolves to, `drain` on every control tick (outcomes
+//! wait in an unbounded queue until then), `stuck` about once a second,
+//! reporting the changes in that list.
 
 mod exec;
 mod probe;
@@ -174,6 +180,13 @@ impl Probers {
             let _ = thread.join();
         }
     }
+}
+
+/// `t + d`, where a duration too long for the clock (an hour's interval is
+/// the longest a config takes, but a `Probe` can hold any) stops at a year.
+fn after(t: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(365 * 86_400);
+    t.checked_add(d.min(FAR)).unwrap_or(t)
 }
 
 impl Drop for Probers {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use rvs_control::health::{CheckKind, Probe, ProbeOutcome};
 
-use super::exec;
 use super::prober::Stop;
+use super::{after, exec};
 
 /// Most of a response an HTTP probe reads, head and body.
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -44,7 +44,7 @@ pub(super) struct Deadline {
 
 impl Deadline {
     fn new(start: Instant, timeout: Duration) -> Self {
-        Self { end: start.checked_add(timeout).unwrap_or(start), timeout }
+        Self { end: after(start, timeout), timeout }
     }
 
     /// What is left, or `None` once it has run out.
@@ -164,7 +164,10 @@ fn exchange(
             Ok(n) => n == 0 || response.len() >= MAX_RESPONSE,
             Err(e) => {
                 let said = deadline.explain(&e);
-                return Err(code.map_or(said.clone(), |c| format!("HTTP {c}, then {said}")));
+                return Err(match code {
+                    Some(c) => format!("HTTP {c}, then {said}"),
+                    None => said,
+                });
             }
         };
         if code.is_none() {
@@ -292,5 +295,12 @@ mod tests {
         assert_eq!(default_host("10.0.0.1:8080".parse().unwrap()), "10.0.0.1:8080");
         assert_eq!(default_host("[::1]:80".parse().unwrap()), "[::1]");
         assert_eq!(default_host("[::1]:81".parse().unwrap()), "[::1]:81");
+    }
+
+    #[test]
+    fn a_timeout_too_long_for_the_clock_is_still_long() {
+        let d = Deadline::new(Instant::now(), Duration::MAX);
+        assert!(d.left().is_some_and(|l| l > Duration::from_secs(86_400)));
+        assert_eq!(Deadline::new(Instant::now(), Duration::ZERO).left(), None);
     }
 }

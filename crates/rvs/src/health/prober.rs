@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rvs_control::health::{Probe, ProbeOutcome};
 
-use super::Runner;
+use super::{Runner, after};
 
 /// Shortest time between two probes of one prober, whatever the config
 /// says: a zero interval must not become a busy loop.
@@ -168,12 +168,6 @@ impl Run {
             due = after(started, self.schedule.next(interval)).max(Instant::now());
         }
     }
-}
-
-/// `t + d`, or far in the future where that overflows.
-fn after(t: Instant, d: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(365 * 86_400);
-    t.checked_add(d.min(FAR)).unwrap_or(t)
 }
 
 #[cfg(test)]
