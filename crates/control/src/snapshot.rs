@@ -65,8 +65,9 @@ pub struct RealSnap {
     pub inactive_conns: u64,
     /// Traffic through this real.
     pub traffic: Traffic,
-    /// SYNProxy handshakes with this real: smoothed RTT in microseconds
-    /// (none before a sample), SYN retransmits, clients moved away.
+    /// Handshakes with this real: smoothed RTT in microseconds (plain
+    /// FullNAT and SYNProxy; none before a sample), SYNProxy's SYN
+    /// retransmits and clients moved away.
     #[serde(default)]
     pub handshake: HandshakeSnap,
     /// New connections toward this real dropped because every local port
