@@ -133,8 +133,8 @@ pub struct HandshakeStats {
     pub rttvar: Duration,
     /// SYNs retransmitted to this real.
     pub syn_retransmits: u64,
-    /// Clients moved away from this real (it did not answer or sent an RST);
-    /// the signal passive health checking will use.
+    /// SYNProxy clients moved away from this real (it did not answer or
+    /// sent an RST); passive health checking reads it beside [`PassiveCounters`].
     pub failovers: u64,
 }
 
