@@ -463,6 +463,7 @@ mod tests {
                     inactive_conns: 1,
                     traffic: Traffic { conns: 3, pkts_in: 10, pkts_out: 9, bytes_in: 1000, bytes_out: 900 },
                     handshake: Default::default(),
+                    passive: Default::default(),
                     no_local_port: 17,
                     health: Some(RealHealthSnap {
                         state: "slow-start".into(),

@@ -81,6 +81,11 @@ pub enum Op {
     RemoveLaddr(Proto, Endpoint, IpAddr),
     /// Zero the traffic counters (`ipvsadm -Z`).
     ZeroCounters,
+    /// Seed the handshake RTT toward a real (every service's, where it has
+    /// no sample yet) with an active check's connect time.
+    SeedRtt(Endpoint, core::time::Duration),
+    /// Reset every connection of a service's real (`on_down = "reset"`).
+    ResetReal(Proto, Endpoint, Endpoint),
 }
 
 impl Op {
@@ -103,6 +108,11 @@ impl Op {
                 engine.zero_counters();
                 Ok(())
             }
+            Self::SeedRtt(r, rtt) => {
+                engine.seed_rtt(*r, *rtt);
+                Ok(())
+            }
+            Self::ResetReal(p, v, r) => engine.reset_real(*p, *v, *r).map(|_| ()),
         }
     }
 }

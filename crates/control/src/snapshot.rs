@@ -8,7 +8,7 @@
 
 use core::time::Duration;
 
-use rvs_core::service::{Service, TrafficCounters};
+use rvs_core::service::{Real, Service, TrafficCounters};
 use rvs_core::{Engine, Instant, Proto, ProxyProtocol, TcpState, Timeouts};
 use serde::{Deserialize, Serialize};
 
@@ -67,8 +67,9 @@ pub struct RealSnap {
     pub inactive_conns: u64,
     /// Traffic through this real.
     pub traffic: Traffic,
-    /// SYNProxy handshakes with this real: smoothed RTT in microseconds
-    /// (none before a sample), SYN retransmits, clients moved away.
+    /// Handshakes with this real: smoothed RTT in microseconds (plain
+    /// FullNAT and SYNProxy; none before a sample), SYNProxy's SYN
+    /// retransmits and clients moved away.
     #[serde(default)]
     pub handshake: HandshakeSnap,
     /// New connections toward this real dropped because every local port
@@ -78,6 +79,58 @@ pub struct RealSnap {
     /// What the health checker says of it (set by the control plane).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<RealHealthSnap>,
+    /// What the data path saw of this real's answers (passive health checking).
+    #[serde(default)]
+    pub passive: PassiveSnap,
+}
+
+/// What the data path saw of a real's answers, summed over workers: the
+/// counters passive health checking reads (see `rvs_core::PassiveCounters`),
+/// with SYNProxy's failovers and the handshake RTT beside them so that
+/// they are read from one place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PassiveSnap {
+    /// Handshakes answered with the real's SYN-ACK.
+    pub syn_answered: u64,
+    /// SYNs with no SYN-ACK within the real's handshake RTO.
+    pub syn_unanswered: u64,
+    /// SYNs the real answered with an RST.
+    pub syn_refused: u64,
+    /// UDP flows that saw a reply.
+    pub udp_answered: u64,
+    /// UDP flows that expired with no reply.
+    pub udp_unanswered: u64,
+    /// SYNProxy clients moved away from this real.
+    pub failovers: u64,
+    /// Smoothed handshake RTT in microseconds (none before a sample).
+    pub srtt_us: Option<u64>,
+}
+
+impl PassiveSnap {
+    /// Add another worker's counters; the RTT is the first worker's that has one.
+    pub fn add(&mut self, o: &Self) {
+        self.syn_answered += o.syn_answered;
+        self.syn_unanswered += o.syn_unanswered;
+        self.syn_refused += o.syn_refused;
+        self.udp_answered += o.udp_answered;
+        self.udp_unanswered += o.udp_unanswered;
+        self.failovers += o.failovers;
+        self.srtt_us = self.srtt_us.or(o.srtt_us);
+    }
+
+    fn capture(r: &Real) -> Self {
+        let p = &r.passive;
+        Self {
+            syn_answered: p.syn_answered,
+            syn_unanswered: p.syn_unanswered,
+            syn_refused: p.syn_refused,
+            udp_answered: p.udp_answered,
+            udp_unanswered: p.udp_unanswered,
+            failovers: r.handshake.failovers,
+            srtt_us: r.handshake.srtt.map(|d| d.as_micros() as u64),
+        }
+    }
 }
 
 /// What SYNProxy learnt from a real's handshakes.
@@ -277,6 +330,7 @@ impl ServiceSnap {
                     },
                     no_local_port: r.no_port.dropped,
                     health: None,
+                    passive: PassiveSnap::capture(r),
                 })
                 .collect(),
             health: None,
@@ -530,6 +584,7 @@ impl Snapshot {
                                 x.handshake.failovers += r.handshake.failovers;
                                 x.handshake.srtt_us = x.handshake.srtt_us.or(r.handshake.srtt_us);
                                 x.no_local_port += r.no_local_port;
+                                x.passive.add(&r.passive);
                             }
                             None => m.reals.push(r),
                         }
@@ -663,6 +718,17 @@ mod tests {
         b.taken_at_nanos = 7;
         b.services[0].traffic.pkts_in = 5;
         b.services[0].reals[0].active_conns = 2;
+        a.services[0].reals[0].passive =
+            PassiveSnap { syn_unanswered: 1, failovers: 2, ..Default::default() };
+        b.services[0].reals[0].passive = PassiveSnap {
+            syn_answered: 3,
+            syn_unanswered: 4,
+            syn_refused: 5,
+            udp_answered: 6,
+            udp_unanswered: 7,
+            failovers: 8,
+            srtt_us: Some(900),
+        };
         b.drops[0].1 = 4;
         b.pools[0].in_use = 9;
         b.conn_count = 2;
@@ -690,6 +756,18 @@ mod tests {
         assert_eq!(a.services.len(), 2);
         assert_eq!(a.services[0].traffic.pkts_in, 5);
         assert_eq!(a.services[0].reals[0].active_conns, 2);
+        assert_eq!(
+            a.services[0].reals[0].passive,
+            PassiveSnap {
+                syn_answered: 3,
+                syn_unanswered: 5,
+                syn_refused: 5,
+                udp_answered: 6,
+                udp_unanswered: 7,
+                failovers: 10,
+                srtt_us: Some(900),
+            }
+        );
         assert_eq!(a.drops[0].1, 4);
         assert_eq!(a.pools[0].capacity, 2 * cap);
         assert_eq!(a.pools[0].in_use, 9);
@@ -713,6 +791,7 @@ mod tests {
         let snap = Snapshot::capture(&engine(), Instant::ZERO, true);
         let text = serde_json::to_string(&snap).unwrap();
         assert!(text.contains("\"[2001:db8::2]:8443\""));
+        assert!(text.contains("\"passive\":{\"syn_answered\":0,"), "{text}");
         assert_eq!(serde_json::from_str::<Snapshot>(&text).unwrap(), snap);
     }
 

@@ -96,6 +96,11 @@ fn established(c: &mut Criterion) {
             let (a, p) = client(i);
             let mut syn = tcp_packet(a, p, vip, 80, SYN, &TS_OPTS);
             assert!(matches!(e.handle(now, &mut syn), Verdict::Forward { .. }));
+            // The real answers, as it did for every established connection.
+            let addr = |at: usize| Ipv4Addr::from([syn[at], syn[at + 1], syn[at + 2], syn[at + 3]]);
+            let port = |at: usize| u16::from_be_bytes([syn[at], syn[at + 1]]);
+            let mut synack = tcp_packet(addr(16), port(22), addr(12), port(20), SYN | ACK, &TS_OPTS);
+            assert!(matches!(e.handle(now, &mut synack), Verdict::Forward { to: Side::Client }));
         }
         let templates: Vec<Vec<u8>> = (0..1024)
             .map(|k| {

@@ -32,6 +32,7 @@ pub mod io;
 pub mod laddr;
 mod nat;
 mod packet;
+mod passive;
 mod real;
 mod real_clock;
 pub mod sched;
@@ -50,7 +51,7 @@ pub use config::{
 pub use drop::{DropCounters, DropReason};
 pub use emit::reset::ResetStats;
 pub use engine::{ConfigError, Engine, Event, Stats, Verdict};
-pub use service::HandshakeStats;
+pub use service::{HandshakeStats, PassiveCounters};
 pub use synproxy::SynproxyStats;
 pub use tcp_state::{Side, TcpState};
 pub use time::Instant;

@@ -27,6 +27,7 @@ use crate::emit::Segment;
 use crate::engine::{Engine, Verdict};
 use crate::icmp::{self, Untranslated};
 use crate::packet::{IpInfo, L4Info, MssRule, Outcome, parse_l4, rewrite};
+use crate::passive;
 use crate::service::real_mut;
 use crate::synproxy::{SynproxyState, ToReal};
 use crate::tcp_state::{Side, TcpState};
@@ -321,6 +322,7 @@ impl Engine {
         };
         let mut conn = placed.conn(key, svc_index, state, now + self.timeout(svc_index, key.proto, state));
         conn.xlat = xlat;
+        conn.handshake = passive::wait(now);
         if key.proto == Proto::Tcp {
             conn.delivery = self
                 .services
@@ -384,6 +386,7 @@ impl Engine {
         };
         let xlat = conn.xlat.for_packet_from(lookup.side);
         let rescale = (conn.real_wscale, conn.client_wscale);
+        let waiting = matches!(conn.handshake, Handshake::Waiting { .. });
         let mut timeout_state = new;
         if proto == Proto::Tcp {
             if !l4.flags.rst {
@@ -406,15 +409,20 @@ impl Engine {
             }
         }
         let over = proto == Proto::Tcp && new.is_reusable() && !old.is_reusable();
-        let expires = now + self.timeout(service, proto, timeout_state);
-        if new == old {
-            if let Some(c) = self.conns.get_mut(lookup.id) {
-                c.expires = expires;
-            }
-        } else {
+        let mut expires = now + self.timeout(service, proto, timeout_state);
+        if waiting && let Some(c) = self.conns.get_mut(lookup.id) {
+            let real = real_mut(&mut self.services, service, real_index);
+            let check = passive::on_packet(c, real, lookup.side, l4.flags, now, &self.cfg.synproxy);
+            expires = check.map_or(expires, |t| t.min(expires));
+        }
+        if new != old {
             let real = real_mut(&mut self.services, service, real_index);
             self.conns.set_state(lookup.id, new, real);
+        }
+        if new != old || waiting {
             self.conns.set_expiry(lookup.id, expires);
+        } else if let Some(c) = self.conns.get_mut(lookup.id) {
+            c.expires = expires;
         }
         if over {
             self.conns.connection_over(now, lookup.id);

@@ -57,8 +57,11 @@ pub struct Real {
     pub stats: TrafficCounters,
     /// One port pool per local address of the service, in the same order.
     pub pools: Vec<PoolId>,
-    /// SYNProxy handshakes with this real: RTT, retransmits, failovers.
+    /// Handshakes with this real: RTT (plain FullNAT and SYNProxy),
+    /// SYNProxy's retransmits and failovers.
     pub handshake: HandshakeStats,
+    /// What the data path saw of this real's answers: the passive health signal.
+    pub passive: PassiveCounters,
     /// New connections toward this real that found no free local port.
     pub no_port: PortExhaustion,
 }
@@ -88,17 +91,50 @@ impl Real {
     }
 }
 
+/// What the data path saw of one real's answers, for passive health
+/// checking: workers only count, the control plane decides. Each counter
+/// only grows (until [`crate::Engine::zero_counters`]); the control plane
+/// reads their growth over its window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassiveCounters {
+    /// Handshakes toward the real that got its SYN-ACK (plain FullNAT and SYNProxy).
+    pub syn_answered: u64,
+    /// SYNs toward the real that got no SYN-ACK within its handshake RTO:
+    /// once per plain connection, once per unanswered SYN of SYNProxy (a
+    /// client it moves on after two tries counts two).
+    pub syn_unanswered: u64,
+    /// SYNs the real answered with an RST (plain FullNAT and SYNProxy).
+    pub syn_refused: u64,
+    /// UDP flows that saw a reply from the real (each flow once).
+    pub udp_answered: u64,
+    /// UDP flows that expired having carried client datagrams and never a reply.
+    pub udp_unanswered: u64,
+}
+
+impl PassiveCounters {
+    /// Add another set of counters (aggregating workers).
+    pub fn merge(&mut self, other: &Self) {
+        self.syn_answered += other.syn_answered;
+        self.syn_unanswered += other.syn_unanswered;
+        self.syn_refused += other.syn_refused;
+        self.udp_answered += other.udp_answered;
+        self.udp_unanswered += other.udp_unanswered;
+    }
+}
+
 /// What one real's handshakes taught the engine, and what they cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HandshakeStats {
-    /// Smoothed handshake RTT (RFC 6298), once there is a sample.
+    /// Smoothed handshake RTT (RFC 6298), once there is a sample: from
+    /// SYN to SYN-ACK, of plain and SYNProxy handshakes sent once (Karn),
+    /// or seeded by an active check ([`crate::Engine::seed_rtt`]).
     pub srtt: Option<Duration>,
     /// RTT variation.
     pub rttvar: Duration,
     /// SYNs retransmitted to this real.
     pub syn_retransmits: u64,
-    /// Clients moved away from this real (it did not answer or sent an RST);
-    /// the signal passive health checking will use.
+    /// SYNProxy clients moved away from this real (it did not answer or
+    /// sent an RST); passive health checking reads it beside [`PassiveCounters`].
     pub failovers: u64,
 }
 

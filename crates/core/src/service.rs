@@ -7,7 +7,7 @@ use crate::config::{ServiceConfig, SynproxyConfig, Timeouts};
 use crate::sched::Scheduler;
 use crate::tcp_state::TcpState;
 
-pub use crate::real::{HandshakeStats, PortExhaustion, Real, TrafficCounters};
+pub use crate::real::{HandshakeStats, PassiveCounters, PortExhaustion, Real, TrafficCounters};
 
 /// A virtual service at run time.
 #[derive(Debug)]

@@ -155,17 +155,18 @@ fn partial_acknowledgement_shows_nothing_and_the_rest_is_resent() {
     let mut part = from_real(&o, 0, o.s + 1 + 5, &[]);
     assert_eq!(lb.handle(T0 + ms(1), &mut part), Verdict::Forward { to: Side::Client });
     assert_eq!(parse(&part).ack, CISN + 1, "the client sees nothing of its own acknowledged");
-    // No RTT sample toward this real yet: the resend waits the initial RTO.
-    lb.handle_timeout(T0 + ms(199));
+    // The resend waits the RTO toward the real: the handshake's RTT (0
+    // here) was its first sample, so the 10 ms floor.
+    lb.handle_timeout(T0 + ms(9));
     assert!(drain(&mut lb).is_empty());
-    lb.handle_timeout(T0 + ms(200));
+    lb.handle_timeout(T0 + ms(10));
     let again = drain(&mut lb);
     assert_eq!(again.len(), 1);
     let rest = parse(&again[0].0);
     assert_eq!((rest.seq, rest.payload.as_slice()), (o.s + 1 + 5, &V1[5..]));
     // All of it now, and the request.
     let mut full = from_real(&o, 0, o.s + 1 + h + 3, &[]);
-    assert!(!matches!(lb.handle(T0 + ms(210), &mut full), Verdict::Drop(_)));
+    assert!(!matches!(lb.handle(T0 + ms(12), &mut full), Verdict::Drop(_)));
     assert_eq!(parse(&full).ack, CISN + 1 + 3);
     lb.handle_timeout(T0 + ms(2000));
     assert!(drain(&mut lb).is_empty(), "no resend once acknowledged");
@@ -215,7 +216,8 @@ fn server_speaks_first_header_resent_on_its_own_timer_with_backoff() {
             sends.push(t.saturating_since(T0).as_millis());
         }
     }
-    assert_eq!(sends, vec![200, 600, 1400], "RTO 200 ms, doubling");
+    // The handshake's RTT (0 here) gave the floor RTO.
+    assert_eq!(sends, vec![10, 30, 70, 150, 310, 630, 1270], "RTO 10 ms, doubling");
     let mut acked = from_real(&o, 11, o.s + 1 + 28, &[]);
     assert!(!matches!(lb.handle(t, &mut acked), Verdict::Drop(_)));
     assert_eq!(parse(&acked).ack, CISN + 1);

@@ -436,6 +436,7 @@ mod tests {
                     inactive_conns: 0,
                     traffic: Traffic::default(),
                     handshake: Default::default(),
+                    passive: Default::default(),
                     no_local_port: 0,
                     health: None,
                 }],

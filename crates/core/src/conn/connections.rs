@@ -242,10 +242,12 @@ impl Connections {
     }
 
     /// Take out the connections idle past their expiry, for the caller to
-    /// release; the buffer is handed back with [`Self::recycle`].
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Conn> {
+    /// release; the buffer is handed back with [`Self::recycle`]. `due`
+    /// sees each connection whose deadline passed first and may keep it
+    /// by moving its deadline later ([`ConnTable::handle_timeout`]).
+    pub(crate) fn expire(&mut self, now: Instant, due: impl FnMut(&mut Conn)) -> Vec<Conn> {
         let mut expired = core::mem::take(&mut self.expired);
-        self.table.handle_timeout(now, |conn| expired.push(conn));
+        self.table.handle_timeout(now, due, |conn| expired.push(conn));
         expired
     }
 
@@ -280,6 +282,7 @@ mod tests {
             stats: TrafficCounters::default(),
             pools: Vec::new(),
             handshake: HandshakeStats::default(),
+            passive: Default::default(),
             no_port: PortExhaustion::default(),
         }
     }

@@ -64,13 +64,25 @@ pub(crate) enum DeliveryTag {}
 /// A client-address delivery (TOA, PROXY header) under way; stale once it ends.
 pub(crate) type DeliveryId = Id<DeliveryTag>;
 
-/// Where a connection stands with SYNProxy. 8 bytes: the ack-storm watch
-/// of a spliced connection rides in the variant, not in every connection.
+/// Where a connection stands with its real's first answer: SYNProxy's
+/// own handshake, or a plain connection waiting for it. 8 bytes: the
+/// ack-storm watch of a spliced connection and the wait of a plain one
+/// ride in their variants, not in every connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum Handshake {
-    /// SYNProxy did not open this connection.
+    /// A plain connection the real answered (or that never waited), or one
+    /// SYNProxy did not open.
     #[default]
     None,
+    /// Plain FullNAT: the client's SYN (TCP) or first datagram (UDP) went
+    /// to the real, which has not answered yet (passive health checking,
+    /// `passive.rs`).
+    Waiting {
+        /// When it was first forwarded: the engine's clock in microseconds, modulo 2^32.
+        sent_us: u32,
+        /// [`Handshake::RESENT`], [`Handshake::COUNTED`].
+        bits: u8,
+    },
     /// The real's handshake is open, or its replay not yet confirmed.
     Open(HandshakeId),
     /// The two handshakes are joined.
@@ -84,9 +96,14 @@ pub(crate) enum Handshake {
 }
 
 impl Handshake {
+    /// [`Handshake::Waiting`]: the client sent its SYN again (no RTT sample, Karn).
+    pub(crate) const RESENT: u8 = 1;
+    /// [`Handshake::Waiting`]: the SYN was counted unanswered already.
+    pub(crate) const COUNTED: u8 = 2;
+
     /// A connection SYNProxy opened (its handshake open or spliced).
     pub(crate) fn is_synproxy(self) -> bool {
-        self != Self::None
+        matches!(self, Self::Open(_) | Self::Spliced { .. })
     }
 }
 

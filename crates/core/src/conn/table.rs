@@ -295,15 +295,25 @@ impl ConnTable {
     }
 
     /// Expire every connection idle past its deadline at `now`, handing each
-    /// removed connection to `expired`.
-    pub fn handle_timeout(&mut self, now: Instant, mut expired: impl FnMut(Conn)) {
+    /// removed connection to `expired`. `due` sees each connection whose
+    /// deadline passed first, and may move the deadline later to keep it
+    /// (a check that came due before its idle timeout).
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        mut due: impl FnMut(&mut Conn),
+        mut expired: impl FnMut(Conn),
+    ) {
         let Self { secrets, slots, free, index, wheel, len, .. } = self;
         wheel.advance(now, |wheel, e| {
             let Some(slot) = slots.get_mut(e.index as usize) else { return };
             if slot.generation != e.generation || slot.wheel_tick != e.tick {
                 return; // superseded or already removed
             }
-            let Some(conn) = slot.conn.as_ref() else { return };
+            let Some(conn) = slot.conn.as_mut() else { return };
+            if conn.expires <= now {
+                due(conn);
+            }
             if conn.expires > now {
                 let tick = wheel.tick_for(conn.expires);
                 slot.wheel_tick = wheel.file(e.index, e.generation, tick);
@@ -396,10 +406,10 @@ mod tests {
         // and is re-filed, beyond the wheel's span.
         t.get_mut(id).unwrap().expires = Instant::from_secs(150);
         for s in (0..=149).step_by(1) {
-            t.handle_timeout(Instant::from_secs(s), |c| gone.push(c));
+            t.handle_timeout(Instant::from_secs(s), |_| {}, |c| gone.push(c));
         }
         assert!(gone.is_empty());
-        t.handle_timeout(Instant::from_millis(150_100), |c| gone.push(c));
+        t.handle_timeout(Instant::from_millis(150_100), |_| {}, |c| gone.push(c));
         assert_eq!(gone.len(), 1);
         assert!(t.poll_timeout().is_none());
     }
@@ -410,12 +420,12 @@ mod tests {
         let id = t.insert(conn(1, 1, Instant::from_secs(90)), |_| false).unwrap().0;
         t.set_expiry(id, Instant::from_secs(3));
         let mut n = 0;
-        t.handle_timeout(Instant::from_millis(2900), |_| n += 1);
+        t.handle_timeout(Instant::from_millis(2900), |_| {}, |_| n += 1);
         assert_eq!(n, 0);
-        t.handle_timeout(Instant::from_millis(3000), |_| n += 1);
+        t.handle_timeout(Instant::from_millis(3000), |_| {}, |_| n += 1);
         assert_eq!(n, 1);
         // The superseded entry at 90 s finds nothing.
-        t.handle_timeout(Instant::from_secs(200), |_| n += 1);
+        t.handle_timeout(Instant::from_secs(200), |_| {}, |_| n += 1);
         assert_eq!(n, 1);
     }
 
@@ -427,10 +437,10 @@ mod tests {
         }
         t.insert(conn(9999, 9999, Instant::from_secs(100_000)), |_| false).unwrap();
         let mut n = 0;
-        t.handle_timeout(Instant::from_secs(50_000), |_| n += 1);
+        t.handle_timeout(Instant::from_secs(50_000), |_| {}, |_| n += 1);
         assert_eq!(n, 500);
         assert_eq!(t.len(), 1);
-        t.handle_timeout(Instant::from_secs(100_001), |_| n += 1);
+        t.handle_timeout(Instant::from_secs(100_001), |_| {}, |_| n += 1);
         assert_eq!(t.len(), 0);
     }
 

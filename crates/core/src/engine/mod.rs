@@ -4,6 +4,7 @@
 //! the `add_*`/`edit_*`/`remove_*` methods below; packet logic is in
 //! `nat.rs` and `icmp.rs`.
 
+mod health;
 mod synproxy;
 
 use core::hash::BuildHasherDefault;
@@ -25,7 +26,7 @@ use crate::hash::Secrets;
 use crate::laddr::{LocalPools, PoolId};
 use crate::real_clock::RealClock;
 use crate::sched::Scheduler;
-use crate::service::{Real, Service, TrafficCounters, real_mut};
+use crate::service::{PassiveCounters, Real, Service, TrafficCounters, real_mut};
 use crate::synproxy::{SynproxyState, SynproxyStats};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -197,13 +198,15 @@ impl Engine {
         self.stats.drops.add(reason);
     }
 
-    /// Zero the traffic counters of every service and real (`ipvsadm -Z`);
-    /// drop counters and connection totals stay, as they are monotonic metrics.
+    /// Zero the traffic and passive health counters of every service and
+    /// real (`ipvsadm -Z`); drop counters and connection totals stay, as
+    /// they are monotonic metrics.
     pub fn zero_counters(&mut self) {
         for s in &mut self.services {
             s.stats = TrafficCounters::default();
             for r in &mut s.reals {
                 r.stats = TrafficCounters::default();
+                r.passive = PassiveCounters::default();
             }
         }
     }
@@ -304,7 +307,8 @@ impl Engine {
         self.synproxy_timeouts(now);
         let (_, deliveries, mut ctx) = self.split();
         deliveries.handle_timeout(&mut ctx, now);
-        let mut expired = self.conns.expire(now);
+        let (services, timeouts) = (&mut self.services, &self.cfg.timeouts);
+        let mut expired = self.conns.expire(now, |c| crate::passive::on_due(c, services, timeouts, now));
         for conn in expired.drain(..) {
             self.release(now, &conn, false);
         }
@@ -601,6 +605,7 @@ impl Engine {
                 stats: TrafficCounters::default(),
                 pools,
                 handshake: Default::default(),
+                passive: Default::default(),
                 no_port: Default::default(),
             }),
         }

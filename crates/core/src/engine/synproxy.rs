@@ -13,7 +13,7 @@ use crate::conn::{Conn, Handshake, HandshakeId, Lookup};
 use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::packet::{IpInfo, Outcome};
-use crate::service::real_mut;
+use crate::service::{Real, real_mut};
 use crate::synproxy::{MAX_TRIED, RealAnswer, ReplayCheck, SynTimeout};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -103,8 +103,18 @@ impl Engine {
                 self.send_to_real(&built);
                 continue;
             }
+            if let Some(real) = self.handshake_real(hid) {
+                real.passive.syn_unanswered += 1;
+            }
             self.retry_or_failover(now, hid);
         }
+    }
+
+    /// The real handshake `hid` is open toward.
+    fn handshake_real(&mut self, hid: HandshakeId) -> Option<&mut Real> {
+        let (id, ..) = self.syn.tried(hid)?;
+        let conn = self.conns.get(id)?;
+        real_mut(&mut self.services, conn.service, conn.real_index)
     }
 
     /// The real did not take the SYN: send it again, or after the last try
@@ -226,7 +236,12 @@ impl Engine {
                 let (syn, _, mut ctx) = self.split();
                 match syn.real_answer(&mut ctx, hid, laddr, real, seg)? {
                     RealAnswer::Refused => self.retry_or_failover(now, hid),
-                    RealAnswer::Reset => self.failover(now, hid, false),
+                    RealAnswer::Reset => {
+                        if let Some(real) = self.handshake_real(hid) {
+                            real.passive.syn_refused += 1;
+                        }
+                        self.failover(now, hid, false);
+                    }
                     RealAnswer::SynAck => {
                         let (syn, _, mut ctx) = self.split();
                         let spliced = syn.splice(&mut ctx, now, lookup.id, hid, seg);

@@ -235,6 +235,7 @@ pub(crate) mod tests {
             stats: TrafficCounters::default(),
             pools: Vec::new(),
             handshake: Default::default(),
+            passive: Default::default(),
             no_port: Default::default(),
         }
     }

@@ -53,9 +53,12 @@ impl SynproxyState {
         if hs.offer.wscale.is_some() {
             service.synproxy_wscale = Some(opts.wscale.unwrap_or(0));
         }
-        // Karn: only a handshake answered on its first try is a clean sample.
-        if let (Some(r), 1) = (service.reals.get_mut(real_index as usize), hs.tries) {
-            r.handshake.sample(now.saturating_since(hs.first_sent));
+        if let Some(r) = service.reals.get_mut(real_index as usize) {
+            r.passive.syn_answered += 1;
+            // Karn: only a handshake answered on its first try is a clean sample.
+            if hs.tries == 1 {
+                r.handshake.sample(now.saturating_since(hs.first_sent));
+            }
         }
         self.stats.spliced += 1;
         let window = ack_window(hs.offer.wscale.unwrap_or(0));
