@@ -5,7 +5,6 @@
 mod cli;
 mod daemon;
 mod driver;
-#[cfg_attr(not(test), expect(dead_code, reason = "the daemon does not run probers yet"))]
 mod health;
 mod lab;
 mod log;

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{HealthSettings, Maintenance, OnDown, Probe, ProbeOutcome};
 use crate::model::{Model, ServiceKey};
+use crate::snapshot::Snapshot;
 
 /// Upper bounds (seconds) of the probe latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
@@ -111,6 +112,23 @@ impl PassiveCounts {
 
     fn attempts(&self) -> u64 {
         self.failures() + self.syn_answered + self.udp_answered
+    }
+
+    /// Every real endpoint's counts in `snap`, summed over its services.
+    pub fn of_snapshot(snap: &Snapshot) -> BTreeMap<Endpoint, Self> {
+        let mut out: BTreeMap<Endpoint, Self> = BTreeMap::new();
+        for r in snap.services.iter().flat_map(|s| &s.reals) {
+            let Ok(addr) = r.endpoint.parse::<SocketAddr>() else { continue };
+            let p = &r.passive;
+            out.entry(addr.into()).or_default().add(&Self {
+                syn_answered: p.syn_answered,
+                syn_unanswered: p.syn_unanswered,
+                syn_refused: p.syn_refused,
+                udp_answered: p.udp_answered,
+                udp_unanswered: p.udp_unanswered,
+            });
+        }
+        out
     }
 
     /// Add another worker's or service's counts.

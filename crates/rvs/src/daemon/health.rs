@@ -35,7 +35,8 @@ impl Checker {
     pub(crate) fn start(daemon: Arc<Mutex<Daemon>>, clock: Clock) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let join = std::thread::Builder::new().name("health".into()).spawn(move || run(&daemon, &clock, &flag))?;
+        let join =
+            std::thread::Builder::new().name("health".into()).spawn(move || run(&daemon, &clock, &flag))?;
         Ok(Self { stop, join: Some(join) })
     }
 }
@@ -67,7 +68,7 @@ fn run(daemon: &Mutex<Daemon>, clock: &Clock, stop: &AtomicBool) {
         stuck_before = stuck;
         let mut d = lock(daemon);
         let Daemon { plane, dp, .. } = &mut *d;
-        let passive = if turn % PASSIVE_EVERY == 0 {
+        let passive = if turn.is_multiple_of(PASSIVE_EVERY) {
             match dp.snapshot(false) {
                 Ok(snap) => Some(PassiveCounts::of_snapshot(&snap)),
                 Err(e) => {
@@ -98,7 +99,8 @@ fn carry_out(actions: Actions, dp: &mut dyn DataPath) {
         let service = format!("{}/{}", t.service.0.name(), t.service.1);
         info!("real health changed", service = service, real = t.real, state = t.to, cause = t.cause);
     }
-    let mut ops: Vec<Op> = actions.resets.iter().map(|&((proto, vip), real)| Op::ResetReal(proto, vip, real)).collect();
+    let mut ops: Vec<Op> =
+        actions.resets.iter().map(|&((proto, vip), real)| Op::ResetReal(proto, vip, real)).collect();
     ops.extend(actions.rtt_seeds.iter().map(|&(real, rtt)| Op::SeedRtt(real, rtt)));
     if !ops.is_empty()
         && let Err(e) = dp.apply(&ops)

@@ -4,6 +4,7 @@
 //! on SIGTERM/SIGINT (clean shutdown) and SIGHUP (reload).
 
 mod control;
+mod health;
 mod metrics;
 mod routes;
 pub(crate) mod worker;
@@ -172,10 +173,14 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
         Some(addr) => metrics::serve(addr, daemon.clone()),
         None => Ok(()),
     });
+    let served =
+        served.and_then(|()| health::Checker::start(daemon.clone(), clock).context("health checker"));
     if served.is_ok() {
         info!("rvs running", device = tun_name, control = socket.display(), pid = std::process::id());
         main_loop(&daemon);
     }
+    // The checker and its probers stop before the data path does.
+    let served = served.map(drop);
 
     // Shutdown: routes first (no new packets arrive), then the workers, whose
     // exit closes the TUN device and so removes it, then the hand-over pairs.
