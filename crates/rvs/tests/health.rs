@@ -122,9 +122,10 @@ fn transition_lines(lab: &Lab, i: usize) -> Vec<String> {
         .collect()
 }
 
-/// The probers `rvs adm -L --health` lists for `real` (`ADDR:PORT`).
-fn probers_of(lab: &Lab, real: &str) -> usize {
-    lab.adm_ok(&["-L", "-n", "--health"]).lines().filter(|l| l.contains(real)).count()
+/// The probers `rvs adm -L --health --json` lists for `target` (`ADDR:PORT`).
+fn probers_of(lab: &Lab, target: &str) -> usize {
+    let v: Value = serde_json::from_str(&lab.adm_ok(&["-L", "-n", "--health", "--json"])).expect("JSON");
+    v["probers"].as_array().map_or(0, |p| p.iter().filter(|p| p["target"] == target).count())
 }
 
 // ---- timing and requests ------------------------------------------------
