@@ -80,7 +80,9 @@ options:
                        print both side by side and plot them (--svg); without
                        --loss or --syn-loss it uses --syn-loss 5
       --svg FILE       write the latency CDFs (total request time) as an SVG
-                       plot to FILE [rvs-lab-compare.svg with --compare]
+                       plot to FILE [rvs-lab-compare.svg with --compare]; with
+                       --kill-real, each request's time against its start,
+                       failures and kills marked
       --reals N        real servers [3]
       --timeout SECS   per-request deadline [30]
       --rate N         start at most N requests per second (still one at a
@@ -714,6 +716,31 @@ pub(crate) fn print_results(results: &[LabResult], json: bool) {
     }
 }
 
+/// The `--svg` document and what it shows: the requests over time when reals
+/// were killed, else the latency CDFs.
+fn plot_of(results: &[LabResult], opts: &LabOptions) -> (String, &'static str) {
+    if opts.events.is_empty() {
+        let totals: Vec<Vec<f64>> = results.iter().map(LabResult::totals_ms).collect();
+        let series: Vec<(&str, &[f64])> =
+            results.iter().zip(&totals).map(|(r, t)| (r.label.as_str(), t.as_slice())).collect();
+        return (plot::cdf_svg(&series, &opts.plot_title()), "latency CDF plot");
+    }
+    let series: Vec<plot::Series<'_>> = results
+        .iter()
+        .map(|r| plot::Series {
+            label: &r.label,
+            points: r
+                .samples
+                .iter()
+                .map(|s| (s.start.as_secs_f64(), s.total.map(|t| t.as_secs_f64() * 1e3)))
+                .collect(),
+            events: r.events.iter().map(|e| (e.at.as_secs_f64(), e.to_string())).collect(),
+        })
+        .collect();
+    let title = format!("rvs lab: request times, {}", opts.kill_mode.name());
+    (plot::timeline_svg(&series, &title), "request timeline plot")
+}
+
 /// `rvs lab ARGS...` (the arguments after `lab`); returns the exit code.
 pub(crate) fn main(args: &[String]) -> anyhow::Result<i32> {
     let opts = match parse_args(args)? {
@@ -748,12 +775,9 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<i32> {
     }
     print_results(&results, opts.json);
     if let Some(path) = &opts.svg {
-        let totals: Vec<Vec<f64>> = results.iter().map(LabResult::totals_ms).collect();
-        let series: Vec<(&str, &[f64])> =
-            results.iter().zip(&totals).map(|(r, t)| (r.label.as_str(), t.as_slice())).collect();
-        fs::write(path, plot::cdf_svg(&series, &opts.plot_title()))
-            .with_context(|| format!("writing the plot to {}", path.display()))?;
-        eprintln!("latency CDF plot: {}", path.display());
+        let (svg, what) = plot_of(&results, &opts);
+        fs::write(path, svg).with_context(|| format!("writing the plot to {}", path.display()))?;
+        eprintln!("{what}: {}", path.display());
     }
     let interrupted = results.iter().any(|r| r.interrupted);
     if let Some(lab) = kept
