@@ -203,13 +203,13 @@ fn median(samples: &[Sample]) -> Duration {
     t.get(t.len().saturating_sub(1) / 2).copied().unwrap_or_default()
 }
 
-/// The failures, briefly, for assertion messages.
+/// The failures, briefly, for assertion messages: how many, and the first few.
 fn failures(samples: &[Sample]) -> String {
     let f: Vec<String> = samples
         .iter()
         .filter_map(|s| s.outcome.as_ref().err().map(|e| format!("{e} after {:?}", s.took)))
         .collect();
-    format!("{} of {} failed: {f:?}", f.len(), samples.len())
+    format!("{} of {} failed: {:?}", f.len(), samples.len(), &f[..f.len().min(5)])
 }
 
 /// Every real answers before a test kills one, so RTTs are known and the
