@@ -119,3 +119,64 @@ fn lab_compare_runs_both_retransmit_modes_and_plots_them() {
     }
     assert!(svg.contains("200 sequential requests per mode, 5% SYN/SYN-ACK loss"), "{svg}");
 }
+
+#[test]
+fn lab_kills_and_revives_a_real_and_reports_it_per_second() {
+    if !rvs_netns::netns_tests_enabled("lab-kill") {
+        return;
+    }
+    // Without SYNProxy and without health checks, the stopped real's share
+    // of requests fails (reset) until it is revived; nothing here needs the
+    // balancer to notice.
+    let dir = Scratch::new("lab-kill");
+    for mode in ["stop", "silence"] {
+        let args = [
+            "--svg",
+            "timeline.svg",
+            "-n",
+            "300",
+            "--rate",
+            "100",
+            "--reals",
+            "2",
+            "--synproxy",
+            "off",
+            "--timeout",
+            "0.5",
+            "--kill-mode",
+            mode,
+            "--kill-real",
+            "2@0.5",
+            "--revive",
+            "2@1.5",
+        ];
+        let results = lab_in(&args, None, Some(&dir.0));
+        assert_eq!(results.len(), 1, "{results:#?}");
+        let r = &results[0];
+        assert_eq!(r["completed"], 300, "{r:#}");
+        let events: Vec<&str> =
+            r["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+        assert_eq!(events, [format!("kill real2 ({mode})").as_str(), "revive real2"], "{r:#}");
+        let at = |i: usize| r["events"][i]["at_s"].as_f64().unwrap();
+        assert!((0.5..0.7).contains(&at(0)) && (1.5..1.7).contains(&at(1)), "{r:#}");
+        let seconds = r["per_second"].as_array().unwrap();
+        let failed = |s: &Value| s["failed"].as_u64().unwrap();
+        assert_eq!(seconds[0]["events"][0], format!("kill real2 ({mode})"), "{r:#}");
+        // The failures are counted, and only while real 2 was dead.
+        let errors: u64 = r["errors"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        assert!(errors > 0, "{r:#}");
+        assert_eq!(errors, seconds.iter().map(failed).sum::<u64>(), "{r:#}");
+        assert_eq!(failed(&seconds[2]) + failed(seconds.last().unwrap()), 0, "{r:#}");
+        let kind = if mode == "stop" { "connect_refused" } else { "connect_timeout" };
+        assert_eq!(r["errors"][kind].as_u64(), Some(errors), "{r:#}");
+        // Whether real 2 is back in rotation after its revival depends on
+        // health checking, not on the lab: only that it served at all.
+        assert!(r["per_real"]["real2"].as_u64().unwrap() > 0, "{r:#}");
+        // The plot shows the requests over time, each failure and both events.
+        let svg = std::fs::read_to_string(dir.0.join("timeline.svg")).expect("the plot");
+        assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"), "{svg}");
+        assert_eq!(svg.matches(r#"class="failed""#).count() as u64, errors, "{svg}");
+        assert_eq!(svg.matches("<circle ").count() as u64, 300 - errors, "{svg}");
+        assert_eq!(svg.matches(r#"<line class="event""#).count(), 2, "{svg}");
+    }
+}

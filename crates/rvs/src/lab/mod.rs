@@ -19,13 +19,17 @@
 //! the request loop checks it, and the guards' drops do the rest.
 
 mod http;
+mod kill;
 mod plot;
 mod report;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -37,6 +41,7 @@ use rvs_netns::{
 };
 
 use self::http::Server;
+use self::kill::{Action, Applied, KillMode, RealEvent};
 use self::report::{Progress, bump};
 
 /// The port the reals serve and the VIP listens on.
@@ -75,9 +80,26 @@ options:
                        print both side by side and plot them (--svg); without
                        --loss or --syn-loss it uses --syn-loss 5
       --svg FILE       write the latency CDFs (total request time) as an SVG
-                       plot to FILE [rvs-lab-compare.svg with --compare]
+                       plot to FILE [rvs-lab-compare.svg with --compare]; with
+                       --kill-real, each request's time against its start,
+                       failures and kills marked
       --reals N        real servers [3]
       --timeout SECS   per-request deadline [30]
+      --rate N         start at most N requests per second (still one at a
+                       time), so a run spans a known time; 0 is as fast as
+                       they complete [0]
+      --kill-real N@SECONDS
+                       kill real N (1 is the first) at that second of the
+                       requests; repeatable. The report then adds a per-second
+                       series (requests, failures, latency percentiles) marking
+                       each kill and revival
+      --revive N@SECONDS
+                       bring a killed real N back at that second; repeatable
+      --kill-mode stop|silence
+                       how a killed real dies: stop ends its HTTP server (its
+                       kernel resets new connections); silence drops every
+                       packet to and from it (nftables in its namespace) [stop].
+                       Reals still dead when the requests end are revived
       --direct         no balancer: request the reals directly through the
                        balancer namespace's kernel routing (a baseline)
       --keep           leave the lab up afterwards and print how to remove it
@@ -108,12 +130,18 @@ pub(crate) struct LabOptions {
     pub reals: usize,
     /// Deadline of each request.
     pub timeout: Duration,
+    /// Requests started per second at most; 0 for no limit.
+    pub rate: f64,
     /// Leave everything running afterwards.
     pub keep: bool,
     /// Print JSON instead of the table.
     pub json: bool,
     /// Bypass the balancer: request the reals' own addresses.
     pub direct: bool,
+    /// Kills and revivals of reals during the requests, in time order.
+    pub events: Vec<RealEvent>,
+    /// How a killed real dies.
+    pub kill_mode: KillMode,
 }
 
 impl Default for LabOptions {
@@ -128,9 +156,12 @@ impl Default for LabOptions {
             svg: None,
             reals: 3,
             timeout: Duration::from_secs(30),
+            rate: 0.0,
             keep: false,
             json: false,
             direct: false,
+            events: Vec::new(),
+            kill_mode: KillMode::default(),
         }
     }
 }
@@ -233,9 +264,18 @@ fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
                 }
                 o.timeout = Duration::from_secs_f64(secs);
             }
+            "--rate" => {
+                o.rate = number(flag, &value()?)?;
+                if !(0.0..=1e6).contains(&o.rate) {
+                    bail!("--rate must be within 0..=1000000 requests per second");
+                }
+            }
             "--keep" => o.keep = true,
             "--json" => o.json = true,
             "--direct" => o.direct = true,
+            "--kill-real" => o.events.push(RealEvent::parse(flag, &value()?, Action::Kill)?),
+            "--revive" => o.events.push(RealEvent::parse(flag, &value()?, Action::Revive)?),
+            "--kill-mode" => o.kill_mode = KillMode::parse(&value()?)?,
             _ => bail!("unknown option {arg:?} (see rvs lab --help)"),
         }
         if inline.is_some() && matches!(flag, "--keep" | "--json" | "--direct" | "--compare") {
@@ -272,6 +312,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
     if !(2..=200).contains(&o.reals) {
         bail!("--reals must be within 2..=200");
     }
+    kill::check_schedule(&mut o.events, o.reals)?;
     Ok(Invocation::Run(o))
 }
 
@@ -290,6 +331,10 @@ pub(crate) struct LabResult {
     pub completed: usize,
     /// Timings of the successful requests, in order.
     timings: Vec<http::Timing>,
+    /// Every request made, in order: when it started and how long it took.
+    samples: Vec<Sample>,
+    /// The kills and revivals of reals, as they happened.
+    pub events: Vec<Applied>,
     /// Failed requests per failure kind.
     pub errors: BTreeMap<&'static str, usize>,
     /// Successful requests per answering real (the response body).
@@ -317,6 +362,8 @@ impl LabResult {
             requested,
             completed: 0,
             timings: Vec::with_capacity(requested),
+            samples: Vec::with_capacity(requested),
+            events: Vec::new(),
             errors: BTreeMap::new(),
             per_real: BTreeMap::new(),
             wall: Duration::ZERO,
@@ -355,6 +402,14 @@ impl LabResult {
     pub(crate) fn totals_ms(&self) -> Vec<f64> {
         self.timings.iter().map(|t| t.total.as_secs_f64() * 1e3).collect()
     }
+}
+
+/// One request made: its start, from the start of the requests, and its
+/// total time if it succeeded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sample {
+    pub(crate) start: Duration,
+    pub(crate) total: Option<Duration>,
 }
 
 /// Where the loss on the balancer–real links comes from.
@@ -441,7 +496,8 @@ fn daemon_config(
 #[derive(Debug)]
 pub(crate) struct Lab {
     daemon: Option<ChildGuard>,
-    servers: Vec<Server>,
+    /// Per real, its server while it runs (`--kill-real` stops them).
+    servers: Mutex<Vec<Option<Server>>>,
     topology: Topology,
     tmp: TempDir,
     targets: Vec<SocketAddrV4>,
@@ -464,14 +520,12 @@ impl Lab {
             ..Default::default()
         })
         .context("building the namespace topology")?;
-        let mut servers = Vec::with_capacity(opts.reals);
-        for (i, addr) in topology.real_addrs().into_iter().enumerate() {
-            let listener = topology
-                .ns_real(i)
-                .run_in(|| TcpListener::bind((addr, HTTP_PORT)))?
-                .with_context(|| format!("binding the HTTP server on {addr}:{HTTP_PORT}"))?;
-            servers.push(Server::start(listener, &format!("real{}", i + 1))?);
+        if !opts.events.is_empty() && opts.kill_mode == KillMode::Silence && !rvs_netns::nft_available() {
+            bail!("--kill-mode silence needs nftables (the `nft` program)");
         }
+        let servers: anyhow::Result<Vec<_>> =
+            (0..opts.reals).map(|i| kill::serve_real(&topology, i).map(Some)).collect();
+        let servers = Mutex::new(servers?);
         let any_loss = opts.loss_pct > 0.0 || opts.syn_loss_pct > 0.0;
         let loss_method = match (any_loss, rvs_netns::nft_available(), opts.direct) {
             (false, _, _) => LossMethod::None,
@@ -489,7 +543,10 @@ impl Lab {
         let tmp = TempDir::new(TEMP_PREFIX).context("creating a temp dir")?;
         let mut lab = Self { daemon: None, servers, topology, tmp, targets: Vec::new(), loss_method };
         if opts.direct {
-            lab.targets = lab.servers.iter().filter_map(|s| as_v4(s.addr())).collect();
+            let servers = lab.servers.lock().unwrap_or_else(|p| p.into_inner());
+            let targets = servers.iter().flatten().filter_map(|s| as_v4(s.addr())).collect();
+            drop(servers);
+            lab.targets = targets;
         } else {
             let exe = std::env::current_exe().context("finding the rvs binary")?;
             lab.start_daemon(&exe, &DaemonSettings::of(opts, loss_method))?;
@@ -526,42 +583,86 @@ impl Lab {
     }
 
     /// Makes the requests from the client namespace, one connection each,
-    /// rotating over the targets.
+    /// rotating over the targets, while the kills and revivals of
+    /// `opts.events` happen on a thread of their own.
     pub(crate) fn measure(&self, opts: &LabOptions) -> anyhow::Result<LabResult> {
         let mut r = LabResult::new(opts.label(), opts.requests, opts.loss_pct, self.loss_method);
         r.syn_loss_pct = opts.syn_loss_pct;
         r.synproxy = (opts.synproxy && !opts.direct).then_some(opts.retransmit_mode);
         let started = Instant::now();
-        self.topology.ns_client().run_in(|| {
-            let mut progress = Progress::new(opts.requests);
-            let mut slow = 0;
-            for i in 0..opts.requests {
-                if stop_requested() {
-                    r.interrupted = true;
-                    break;
-                }
-                match http::get(self.targets[i % self.targets.len()], opts.timeout, &STOP) {
-                    Ok(resp) => {
-                        slow += usize::from(resp.timing.total > report::STALL_THRESHOLDS[0]);
-                        r.timings.push(resp.timing);
-                        bump(&mut r.per_real, resp.body.trim().to_owned());
-                    }
-                    Err(http::FailKind::Cancelled) => {
-                        r.interrupted = true;
-                        break;
-                    }
-                    Err(kind) => bump(&mut r.errors, kind.label()),
-                }
-                r.completed = i + 1;
-                progress.update(r.completed, r.error_count(), slow);
-            }
-            progress.finish();
-        })?;
+        let schedule_failed = &AtomicBool::new(false);
+        let (done, until_done) = mpsc::channel::<()>();
+        let (requests, events) = thread::scope(|scope| {
+            let schedule = scope.spawn(move || {
+                let applied = kill::run_schedule(
+                    &opts.events,
+                    opts.kill_mode,
+                    started,
+                    &until_done,
+                    &self.topology,
+                    &self.servers,
+                );
+                schedule_failed.store(applied.is_err(), Ordering::Relaxed);
+                applied
+            });
+            let requests =
+                self.topology.ns_client().run_in(|| self.requests(opts, started, &mut r, schedule_failed));
+            // The schedule ends when the requests have, and undoes its kills.
+            drop(done);
+            let events =
+                schedule.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the kill schedule panicked")));
+            (requests, events)
+        });
+        requests?;
+        r.events = events?;
         r.wall = started.elapsed();
         if self.loss_method == LossMethod::Nftables {
             r.loss_dropped = self.topology.loss_dropped().ok();
         }
         Ok(r)
+    }
+
+    /// The request loop, in the client's namespace: records each request in
+    /// `r` until all are made, Ctrl-C, or `abort`.
+    fn requests(&self, opts: &LabOptions, started: Instant, r: &mut LabResult, abort: &AtomicBool) {
+        let mut progress = Progress::new(opts.requests);
+        let mut slow = 0;
+        for i in 0..opts.requests {
+            if stop_requested() {
+                r.interrupted = true;
+                break;
+            }
+            if abort.load(Ordering::Relaxed) {
+                break;
+            }
+            if opts.rate > 0.0 {
+                let due = Duration::from_secs_f64(i as f64 / opts.rate);
+                while started.elapsed() < due && !stop_requested() {
+                    thread::sleep((due - started.elapsed().min(due)).min(http::POLL_SLICE));
+                }
+            }
+            let start = started.elapsed();
+            let total = match http::get(self.targets[i % self.targets.len()], opts.timeout, &STOP) {
+                Ok(resp) => {
+                    slow += usize::from(resp.timing.total > report::STALL_THRESHOLDS[0]);
+                    r.timings.push(resp.timing);
+                    bump(&mut r.per_real, resp.body.trim().to_owned());
+                    Some(resp.timing.total)
+                }
+                Err(http::FailKind::Cancelled) => {
+                    r.interrupted = true;
+                    break;
+                }
+                Err(kind) => {
+                    bump(&mut r.errors, kind.label());
+                    None
+                }
+            };
+            r.samples.push(Sample { start, total });
+            r.completed = i + 1;
+            progress.update(r.completed, r.error_count(), slow);
+        }
+        progress.finish();
     }
 
     /// Leaves namespaces, loss and daemon in place (the HTTP servers end with
@@ -611,8 +712,33 @@ pub(crate) fn print_results(results: &[LabResult], json: bool) {
     if json {
         println!("{}", serde_json::to_string_pretty(&report::json(results)).unwrap_or_default());
     } else {
-        print!("{}", report::table(results));
+        print!("{}{}", report::table(results), report::timelines(results));
     }
+}
+
+/// The `--svg` document and what it shows: the requests over time when reals
+/// were killed, else the latency CDFs.
+fn plot_of(results: &[LabResult], opts: &LabOptions) -> (String, &'static str) {
+    if opts.events.is_empty() {
+        let totals: Vec<Vec<f64>> = results.iter().map(LabResult::totals_ms).collect();
+        let series: Vec<(&str, &[f64])> =
+            results.iter().zip(&totals).map(|(r, t)| (r.label.as_str(), t.as_slice())).collect();
+        return (plot::cdf_svg(&series, &opts.plot_title()), "latency CDF plot");
+    }
+    let series: Vec<plot::Series<'_>> = results
+        .iter()
+        .map(|r| plot::Series {
+            label: &r.label,
+            points: r
+                .samples
+                .iter()
+                .map(|s| (s.start.as_secs_f64(), s.total.map(|t| t.as_secs_f64() * 1e3)))
+                .collect(),
+            events: r.events.iter().map(|e| (e.at.as_secs_f64(), e.to_string())).collect(),
+        })
+        .collect();
+    let title = format!("rvs lab: request times, {}", opts.kill_mode.name());
+    (plot::timeline_svg(&series, &title), "request timeline plot")
 }
 
 /// `rvs lab ARGS...` (the arguments after `lab`); returns the exit code.
@@ -649,12 +775,9 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<i32> {
     }
     print_results(&results, opts.json);
     if let Some(path) = &opts.svg {
-        let totals: Vec<Vec<f64>> = results.iter().map(LabResult::totals_ms).collect();
-        let series: Vec<(&str, &[f64])> =
-            results.iter().zip(&totals).map(|(r, t)| (r.label.as_str(), t.as_slice())).collect();
-        fs::write(path, plot::cdf_svg(&series, &opts.plot_title()))
-            .with_context(|| format!("writing the plot to {}", path.display()))?;
-        eprintln!("latency CDF plot: {}", path.display());
+        let (svg, what) = plot_of(&results, &opts);
+        fs::write(path, svg).with_context(|| format!("writing the plot to {}", path.display()))?;
+        eprintln!("{what}: {}", path.display());
     }
     let interrupted = results.iter().any(|r| r.interrupted);
     if let Some(lab) = kept
@@ -675,7 +798,7 @@ pub(crate) fn main(args: &[String]) -> anyhow::Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use std::net::TcpListener;
 
     use super::*;
 
@@ -713,8 +836,8 @@ mod tests {
                 ..Default::default()
             }
         );
-        let o = parse("--requests=7 --loss=0.5").unwrap();
-        assert_eq!((o.requests, o.loss_pct), (7, 0.5));
+        let o = parse("--requests=7 --loss=0.5 --rate 100").unwrap();
+        assert_eq!((o.requests, o.loss_pct, o.rate), (7, 0.5, 100.0));
         assert_eq!(parse_args(&args("--json -h")).unwrap(), Invocation::Help);
         assert_eq!(parse_args(&args("--cleanup")).unwrap(), Invocation::Cleanup);
     }
@@ -731,6 +854,35 @@ mod tests {
         assert!(parse("--synproxy=on").unwrap().synproxy);
         let o = parse("--loss 1 --syn-loss=3").unwrap();
         assert_eq!((o.loss_pct, o.syn_loss_pct), (1.0, 3.0));
+    }
+
+    #[test]
+    fn parses_kills_and_revivals_in_time_order() {
+        let o =
+            parse("--reals 3 --revive 2@3 --kill-real 2@1.5 --kill-real=3@2 --kill-mode silence").unwrap();
+        let at = |ms| Duration::from_millis(ms);
+        assert_eq!(
+            o.events,
+            [
+                RealEvent { real: 1, at: at(1500), action: Action::Kill },
+                RealEvent { real: 2, at: at(2000), action: Action::Kill },
+                RealEvent { real: 1, at: at(3000), action: Action::Revive },
+            ]
+        );
+        assert_eq!(o.kill_mode, KillMode::Silence);
+        assert_eq!(parse("--kill-real 1@0").unwrap().kill_mode, KillMode::Stop);
+        for bad in [
+            "--kill-real 4@1",
+            "--kill-real 0@1",
+            "--kill-real 1",
+            "--revive 1@1",
+            "--kill-real 1@1 --kill-real 1@2",
+            "--kill-real 1@2 --revive 1@1",
+            "--kill-mode",
+            "--kill-mode down",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]
@@ -795,6 +947,9 @@ mod tests {
             "--compare --direct",
             "--compare --synproxy off",
             "--compare --keep",
+            "--rate -1",
+            "--rate nan",
+            "--rate",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }

@@ -7,7 +7,11 @@
 //! group would be a single vertical line at 0. Each series is drawn as the
 //! only `<path>` of its own, a step function rising by `1/n` at each sample.
 
+mod timeline;
+
 use std::fmt::Write;
+
+pub(crate) use self::timeline::{Series, timeline_svg};
 
 /// The canvas, in SVG user units.
 const WIDTH: f64 = 760.0;

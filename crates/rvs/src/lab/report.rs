@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::LabResult;
+use super::{LabResult, Sample};
 
 /// The percentiles every report shows.
 pub(crate) const PERCENTILES: [f64; 4] = [50.0, 90.0, 99.0, 99.9];
@@ -65,6 +65,79 @@ impl Summary {
             over,
         }
     }
+}
+
+/// The requests that started within one second of the run.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Second {
+    /// Whole seconds from the start of the requests.
+    pub(crate) second: u64,
+    pub(crate) requests: usize,
+    pub(crate) failed: usize,
+    /// p50 and p99 of the successful requests' totals, then their maximum.
+    pub(crate) total: [Option<Duration>; 3],
+    /// The kills and revivals within this second.
+    pub(crate) events: Vec<String>,
+}
+
+/// One [`Second`] per second from the first request to the last request or
+/// event, empty seconds included, so a stall or a dead real shows as a gap.
+pub(crate) fn per_second(r: &LabResult) -> Vec<Second> {
+    let last_request = r.samples.iter().map(|s| s.start.as_secs()).max();
+    let last_event = r.events.iter().map(|e| e.at.as_secs()).max();
+    let Some(last) = last_request.max(last_event) else { return Vec::new() };
+    let mut seconds: Vec<(Vec<&Sample>, Vec<String>)> = vec![(Vec::new(), Vec::new()); last as usize + 1];
+    for s in &r.samples {
+        seconds[s.start.as_secs() as usize].0.push(s);
+    }
+    for e in &r.events {
+        seconds[e.at.as_secs() as usize].1.push(e.to_string());
+    }
+    seconds
+        .into_iter()
+        .enumerate()
+        .map(|(second, (samples, events))| {
+            let mut ok: Vec<Duration> = samples.iter().filter_map(|s| s.total).collect();
+            ok.sort_unstable();
+            Second {
+                second: second as u64,
+                requests: samples.len(),
+                failed: samples.iter().filter(|s| s.total.is_none()).count(),
+                total: [percentile(&ok, 50.0), percentile(&ok, 99.0), ok.last().copied()],
+                events,
+            }
+        })
+        .collect()
+}
+
+/// The per-second series of each result that killed or revived a real,
+/// under its label.
+pub(crate) fn timelines(results: &[LabResult]) -> String {
+    let mut out = String::new();
+    for r in results.iter().filter(|r| !r.events.is_empty()) {
+        let events: Vec<String> =
+            r.events.iter().map(|e| format!("{e} at {:.2} s", e.at.as_secs_f64())).collect();
+        out.push_str(&format!("\n{}: {}\n", r.label, events.join(", ")));
+        out.push_str(&format!(
+            "{:>6}  {:>8}  {:>6}  {:>10}  {:>10}  {:>10}  events\n",
+            "second", "requests", "failed", "p50 ms", "p99 ms", "max ms"
+        ));
+        for s in per_second(r) {
+            let line = format!(
+                "{:>6}  {:>8}  {:>6}  {:>10}  {:>10}  {:>10}  {}",
+                s.second,
+                s.requests,
+                s.failed,
+                ms(s.total[0]),
+                ms(s.total[1]),
+                ms(s.total[2]),
+                s.events.join(", ")
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn ms(d: Option<Duration>) -> String {
@@ -178,6 +251,20 @@ pub(crate) fn json(results: &[LabResult]) -> Value {
                     "over_1s": s.over[0],
                     "over_3s": s.over[1],
                     "per_real": r.per_real,
+                    "events": r.events.iter().map(|e| json!({
+                        "at_s": e.at.as_secs_f64(),
+                        "real": format!("real{}", e.real + 1),
+                        "action": e.to_string(),
+                    })).collect::<Vec<_>>(),
+                    "per_second": per_second(r).iter().map(|s| json!({
+                        "second": s.second,
+                        "requests": s.requests,
+                        "failed": s.failed,
+                        "p50_ms": s.total[0].map(|d| d.as_secs_f64() * 1e3),
+                        "p99_ms": s.total[1].map(|d| d.as_secs_f64() * 1e3),
+                        "max_ms": s.total[2].map(|d| d.as_secs_f64() * 1e3),
+                        "events": s.events,
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect(),
@@ -357,6 +444,42 @@ mod tests {
             (&o["synproxy"], &o["retransmit_mode"], &o["syn_loss_pct"]),
             (&json!(true), &json!("classic"), &json!(5.0))
         );
+    }
+
+    #[test]
+    fn per_second_series_marks_kills_and_counts_failures() {
+        use super::super::kill::{Action, Applied, KillMode};
+        let at = |ms| Duration::from_millis(ms);
+        let mut r = LabResult::new("rvs".to_owned(), 6, 0.0, LossMethod::None);
+        for (start, total) in
+            [(100, Some(2)), (900, Some(4)), (1200, None), (1300, Some(40)), (3100, Some(1))]
+        {
+            r.samples.push(Sample { start: at(start), total: total.map(at) });
+        }
+        let kill = Applied { at: at(1100), real: 1, action: Action::Kill, mode: KillMode::Stop };
+        r.events = vec![kill, Applied { at: at(4500), action: Action::Revive, ..kill }];
+        let s = per_second(&r);
+        assert_eq!(s.len(), 5, "up to the revival at 4.5 s: {s:?}");
+        assert_eq!((s[0].requests, s[0].failed, s[0].total), (2, 0, [Some(at(2)), Some(at(4)), Some(at(4))]));
+        assert_eq!((s[1].requests, s[1].failed, s[1].total[2]), (2, 1, Some(at(40))));
+        assert_eq!(s[1].events, ["kill real2 (stop)"]);
+        assert_eq!((s[2].requests, s[2].total), (0, [None; 3]));
+        assert_eq!(s[4].events, ["revive real2"]);
+
+        let t = timelines(std::slice::from_ref(&r));
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[1], "rvs: kill real2 (stop) at 1.10 s, revive real2 at 4.50 s", "{t}");
+        assert!(lines[2].starts_with("second  requests  failed"), "{t}");
+        let row: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!(row, ["1", "2", "1", "40.00", "40.00", "40.00", "kill", "real2", "(stop)"], "{t}");
+        assert!(timelines(&[LabResult::new("x".into(), 0, 0.0, LossMethod::None)]).is_empty());
+
+        let o = &json(&[r])[0];
+        assert_eq!(o["events"][0]["action"], "kill real2 (stop)");
+        assert_eq!(o["events"][0]["real"], "real2");
+        assert_eq!(o["per_second"][1]["failed"], 1);
+        assert_eq!(o["per_second"][1]["events"][0], "kill real2 (stop)");
+        assert_eq!(o["per_second"][2]["p50_ms"], Value::Null);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod probes;
+pub mod reals;
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -26,7 +27,8 @@ pub const BIG_BYTES: usize = 1 << 20;
 pub struct Lab {
     // Field order is drop order: the daemon before the namespaces it lives in.
     pub daemon: Option<ChildGuard>,
-    nginx: Vec<ChildGuard>,
+    /// Per real, its nginx while it runs ([`Lab::stop_real`] ends one).
+    nginx: Vec<Option<ChildGuard>>,
     pub topo: Topology,
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -39,6 +41,10 @@ pub struct Lab {
     pub proxy_protocol: Option<&'static str>,
     /// `toa = true` on the VIP:80 service.
     pub toa: bool,
+    /// Further lines in every `[[service]]` table the lab writes.
+    pub service_keys: String,
+    /// Ports nginx listens on besides 80.
+    pub real_ports: Vec<u16>,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -102,6 +108,11 @@ pub struct LabSpec {
     pub toa: bool,
     /// Further TCP services on the VIP, after the one on port 80.
     pub more_services: Vec<ExtraService>,
+    /// Further `key = value` lines in every `[[service]]` table (VIP:80's
+    /// and `more_services`'), e.g. `check = "tcp"`.
+    pub service_keys: String,
+    /// Ports nginx on every real listens on besides 80 (same content).
+    pub real_ports: Vec<u16>,
 }
 
 impl Default for LabSpec {
@@ -117,6 +128,8 @@ impl Default for LabSpec {
             proxy_protocol: None,
             toa: false,
             more_services: Vec::new(),
+            service_keys: String::new(),
+            real_ports: Vec::new(),
         }
     }
 }
@@ -171,6 +184,8 @@ impl Lab {
             synproxy: spec.synproxy,
             proxy_protocol: spec.proxy_protocol,
             toa: spec.toa,
+            service_keys: spec.service_keys.clone(),
+            real_ports: spec.real_ports.clone(),
             _serial: serial,
         };
         for i in 0..lab.weights.len() {
@@ -225,7 +240,7 @@ impl Lab {
         t.push_str(&self.service_text(spec.sched, &spec.weights));
         for s in &spec.more_services {
             let reals: Vec<(usize, u32)> = s.reals.iter().map(|&i| (i, 1)).collect();
-            let keys = client_addr_keys(s.proxy_protocol, s.toa);
+            let keys = client_addr_keys(s.proxy_protocol, s.toa) + &self.service_keys;
             t.push_str(&self.service_toml_with(s.port, s.real_port, "wrr", &reals, s.synproxy, &keys));
         }
         t
@@ -235,7 +250,7 @@ impl Lab {
     /// client-address delivery as the lab was started with).
     pub fn service_text(&self, sched: &str, weights: &[u32]) -> String {
         let reals: Vec<(usize, u32)> = weights.iter().copied().enumerate().collect();
-        let keys = client_addr_keys(self.proxy_protocol, self.toa);
+        let keys = client_addr_keys(self.proxy_protocol, self.toa) + &self.service_keys;
         self.service_toml_with(80, 80, sched, &reals, self.synproxy, &keys)
     }
 
@@ -279,6 +294,7 @@ impl Lab {
         t
     }
 
+    /// Starts nginx on real `i` and waits until it answers.
     fn start_nginx(&mut self, i: usize) {
         let d = self.dir.join(format!("nginx{i}"));
         std::fs::create_dir_all(d.join("www")).unwrap();
@@ -289,6 +305,7 @@ impl Lab {
         // connection's peer (a LIP), and which request it was.
         let (listen, logged) =
             if self.proxy_protocol.is_some() { (" proxy_protocol", "client") } else { ("", "peer") };
+        let more: String = self.real_ports.iter().map(|p| format!(" listen {p}{listen};")).collect();
         let conf = format!(
             "daemon off; master_process off; worker_processes 1; user root;\n\
              pid {d}/pid; error_log {d}/error.log;\n\
@@ -298,7 +315,7 @@ impl Lab {
                access_log {d}/access.log {logged};\n\
                client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
                uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-               server {{ listen 80{listen} backlog=4096; root {d}/www;\n\
+               server {{ listen 80{listen} backlog=4096;{more} root {d}/www;\n\
                  location = / {{ return 200 \"real{i}\\n\"; }}\n\
                  location = /ready {{ access_log off; return 200; }} }}\n}}\n"
         );
@@ -306,7 +323,10 @@ impl Lab {
         std::fs::write(&path, conf).unwrap();
         let ns = &self.topo.ns_reals()[i];
         let child = ns.spawn("nginx", ["-c", &path]).expect("start nginx (is it installed?)");
-        self.nginx.push(child);
+        if self.nginx.len() <= i {
+            self.nginx.resize_with(i + 1, || None);
+        }
+        self.nginx[i] = Some(child);
         let mut probe = vec!["-sf", "-o", "/dev/null", "http://127.0.0.1/ready"];
         if self.proxy_protocol.is_some() {
             probe.push("--haproxy-protocol");
@@ -526,7 +546,7 @@ impl Drop for Lab {
         if let Some(mut d) = self.daemon.take() {
             let _ = d.stop(Duration::from_secs(5));
         }
-        for mut n in self.nginx.drain(..) {
+        for mut n in self.nginx.drain(..).flatten() {
             let _ = n.stop(Duration::from_secs(5));
         }
         let _ = self.topo.teardown();
