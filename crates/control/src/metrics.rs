@@ -100,7 +100,7 @@ const FAMILIES: &[Family] = &[
     ),
     gauge(
         "rvs_real_handshake_srtt_microseconds",
-        "SYNProxy: smoothed handshake RTT of the real (absent before a sample).",
+        "Smoothed handshake RTT of the real, SYN to SYN-ACK (absent before a sample).",
         |s, f| reals(s, f, |r| [(None, r.handshake.srtt_us)]),
     ),
     counter("rvs_synproxy_events_total", "SYNProxy events, by kind.", |s, f| {
@@ -236,6 +236,27 @@ const FAMILIES: &[Family] = &[
             }
         },
     },
+    counter(
+        "rvs_passive_failures_total",
+        "Health: what the data path saw fail toward the real, by kind (passive detection).",
+        |s, f| {
+            for svc in &s.services {
+                for r in &svc.reals {
+                    let p = &r.passive;
+                    for (kind, n) in [
+                        ("syn_unanswered", p.syn_unanswered),
+                        ("syn_refused", p.syn_refused),
+                        ("udp_unanswered", p.udp_unanswered),
+                        ("synproxy_failover", p.failovers),
+                    ] {
+                        let labels =
+                            [("proto", svc.proto.as_str()), ("vip", &svc.vip), ("real", &r.endpoint)];
+                        f.add(&[&labels[..], &[("kind", kind)]].concat(), n);
+                    }
+                }
+            }
+        },
+    ),
     gauge(
         "rvs_real_up",
         "Health: 1 while the real takes new connections by its checks (or is forced up).",
@@ -631,6 +652,7 @@ mod tests {
         assert_eq!(find("rvs_client_addr_open_deliveries", &[]), Some(16));
         assert_eq!(find("rvs_real_no_local_port_total", &[("real", real)]), Some(17));
         assert_eq!(find("rvs_real_up", &[("real", real)]), Some(1));
+        assert_eq!(find("rvs_passive_failures_total", &[("kind", "syn_refused")]), Some(0));
         assert_eq!(find("rvs_real_weight_percent", &[("real", real)]), Some(40));
         assert_eq!(find("rvs_health_transitions_total", &[("real", real)]), Some(25));
         assert_eq!(find("rvs_service_panic", &[("vip", "[2001:db8::1]:80")]), Some(1));

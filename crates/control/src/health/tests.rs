@@ -131,6 +131,26 @@ fn passive_detection_inhibits_and_backs_off_without_a_check() {
 }
 
 #[test]
+fn udp_flows_count_once_the_real_has_answered_one() {
+    let mut m = Model::default();
+    add(&mut m, "10.0.0.1:80", &["10.0.1.1:80", "10.0.1.2:80"], "none");
+    let mut h = checked(&m, HealthSettings::default());
+    let udp = |answered, unanswered| {
+        let c =
+            PassiveCounts { udp_answered: answered, udp_unanswered: unanswered, ..PassiveCounts::default() };
+        BTreeMap::from([(ep("10.0.1.1:80"), c)])
+    };
+    h.on_passive(at(0), &udp(0, 0));
+    h.on_passive(at(250), &udp(0, 50));
+    h.on_passive(at(500), &udp(1, 60));
+    h.tick(at(500));
+    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [10, 10], "a real that never replies is a one-way protocol");
+    h.on_passive(at(750), &udp(1, 70));
+    h.tick(at(750));
+    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [0, 10], "once it answered, silence counts");
+}
+
+#[test]
 fn light_loss_never_takes_a_real_down() {
     let mut m = Model::default();
     add(&mut m, "10.0.0.1:80", &["10.0.1.1:80", "10.0.1.2:80"], "none");

@@ -106,8 +106,28 @@ pub struct PassiveCounts {
 }
 
 impl PassiveCounts {
+    /// UDP flows count only toward a real that answered one before
+    /// ([`Self::since`]): a service whose protocol never replies (syslog,
+    /// statsd) must not look dead.
     fn failures(&self) -> u64 {
         self.syn_unanswered + self.syn_refused + self.udp_unanswered
+    }
+
+    /// What happened between `before` and `self`; `None` if a count went
+    /// back (`-Z`). Unanswered UDP flows are left out while the real had
+    /// answered none.
+    fn since(&self, before: &Self) -> Option<Self> {
+        Some(Self {
+            syn_answered: self.syn_answered.checked_sub(before.syn_answered)?,
+            syn_unanswered: self.syn_unanswered.checked_sub(before.syn_unanswered)?,
+            syn_refused: self.syn_refused.checked_sub(before.syn_refused)?,
+            udp_answered: self.udp_answered.checked_sub(before.udp_answered)?,
+            udp_unanswered: if before.udp_answered > 0 {
+                self.udp_unanswered.checked_sub(before.udp_unanswered)?
+            } else {
+                0
+            },
+        })
     }
 
     fn attempts(&self) -> u64 {
@@ -286,12 +306,7 @@ impl Health {
         let mut went_down = Vec::new();
         for (endpoint, p) in &mut self.passive {
             let Some(c) = counts.get(endpoint) else { continue };
-            let (failures, attempts) =
-                if c.attempts() >= p.seen.attempts() && c.failures() >= p.seen.failures() {
-                    (c.failures() - p.seen.failures(), c.attempts() - p.seen.attempts())
-                } else {
-                    (0, 0)
-                };
+            let (failures, attempts) = c.since(&p.seen).map_or((0, 0), |d| (d.failures(), d.attempts()));
             p.seen = *c;
             if attempts > 0 {
                 p.window.push_back((now, failures, attempts));
