@@ -412,7 +412,8 @@ impl Engine {
         let mut expires = now + self.timeout(service, proto, timeout_state);
         if waiting && let Some(c) = self.conns.get_mut(lookup.id) {
             let real = real_mut(&mut self.services, service, real_index);
-            let check = passive::on_packet(c, real, lookup.side, l4.flags, now, &self.cfg.synproxy);
+            let failures = &mut self.stats.passive_failures;
+            let check = passive::on_packet(c, real, lookup.side, l4.flags, now, &self.cfg.synproxy, failures);
             expires = check.map_or(expires, |t| t.min(expires));
         }
         if new != old {

@@ -39,6 +39,7 @@ pub(crate) fn on_packet(
     flags: SegmentFlags,
     now: Instant,
     cfg: &SynproxyConfig,
+    failures: &mut u64,
 ) -> Option<Instant> {
     let Handshake::Waiting { sent_us, mut bits } = conn.handshake else { return None };
     let real = real?;
@@ -63,6 +64,7 @@ pub(crate) fn on_packet(
     };
     if let Some(n) = answered {
         *n += 1;
+        *failures += u64::from(side == Side::Real && flags.rst);
         conn.handshake = Handshake::None;
         return None;
     }
@@ -75,13 +77,20 @@ pub(crate) fn on_packet(
 /// the SYN-ACK counts its SYN unanswered (once) and keeps the rest of its
 /// idle timeout from when the SYN left; a UDP flow that never saw a reply
 /// counts unanswered, as it expires.
-pub(crate) fn on_due(conn: &mut Conn, services: &mut [Service], defaults: &Timeouts, now: Instant) {
+pub(crate) fn on_due(
+    conn: &mut Conn,
+    services: &mut [Service],
+    defaults: &Timeouts,
+    now: Instant,
+    failures: &mut u64,
+) {
     let Handshake::Waiting { sent_us, bits } = conn.handshake else { return };
     if bits & Handshake::COUNTED != 0 {
         return;
     }
     let idle = idle_timeout(services, defaults, conn.service, conn.proto, conn.state);
     let Some(real) = real_mut(services, conn.service, conn.real_index) else { return };
+    *failures += 1;
     match conn.proto {
         Proto::Tcp => {
             real.passive.syn_unanswered += 1;
@@ -170,17 +179,17 @@ mod tests {
         let mut s = [service(Proto::Tcp)];
         let t0 = Instant::from_secs(100);
         let mut c = conn(Proto::Tcp, TcpState::None, t0);
-        let check = on_packet(&mut c, s[0].reals.get_mut(0), Side::Client, SYN, t0, &cfg);
+        let check = on_packet(&mut c, s[0].reals.get_mut(0), Side::Client, SYN, t0, &cfg, &mut 0);
         assert_eq!(check, Some(t0 + cfg.rto_initial), "checked at the initial RTO before any sample");
         c.state = TcpState::SynRecv;
         let t1 = t0 + Duration::from_micros(1500);
-        assert_eq!(on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, SYNACK, t1, &cfg), None);
+        assert_eq!(on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, SYNACK, t1, &cfg, &mut 0), None);
         let r = &s[0].reals[0];
         assert_eq!(r.passive, PassiveCounters { syn_answered: 1, ..Default::default() });
         assert_eq!(r.handshake.srtt, Some(Duration::from_micros(1500)));
         assert_eq!(c.handshake, Handshake::None);
         // Later packets count nothing.
-        assert_eq!(on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, SYNACK, t1, &cfg), None);
+        assert_eq!(on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, SYNACK, t1, &cfg, &mut 0), None);
         assert_eq!(s[0].reals[0].passive.syn_answered, 1);
     }
 
@@ -190,13 +199,20 @@ mod tests {
         let mut s = [service(Proto::Tcp)];
         let t0 = Instant::from_secs(1);
         let mut c = conn(Proto::Tcp, TcpState::SynRecv, t0);
-        let _ =
-            on_packet(&mut c, s[0].reals.get_mut(0), Side::Client, SYN, t0 + Duration::from_secs(1), &cfg);
+        let _ = on_packet(
+            &mut c,
+            s[0].reals.get_mut(0),
+            Side::Client,
+            SYN,
+            t0 + Duration::from_secs(1),
+            &cfg,
+            &mut 0,
+        );
         let t2 = t0 + Duration::from_millis(1001);
-        let _ = on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, SYNACK, t2, &cfg);
+        let _ = on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, SYNACK, t2, &cfg, &mut 0);
         assert_eq!(s[0].reals[0].handshake.srtt, None, "Karn: no sample from a resent SYN");
         let mut c = conn(Proto::Tcp, TcpState::SynRecv, t0);
-        let _ = on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, RST, t0, &cfg);
+        let _ = on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, RST, t0, &cfg, &mut 0);
         assert_eq!(s[0].reals[0].passive.syn_refused, 1);
         assert_eq!(s[0].reals[0].passive.syn_answered, 1);
     }
@@ -208,13 +224,13 @@ mod tests {
         let mut c = conn(Proto::Tcp, TcpState::SynRecv, t0);
         c.expires = t0 + Duration::from_millis(200);
         let due = t0 + Duration::from_millis(300);
-        on_due(&mut c, &mut s, &Timeouts::default(), due);
+        on_due(&mut c, &mut s, &Timeouts::default(), due, &mut 0);
         assert_eq!(s[0].reals[0].passive.syn_unanswered, 1);
         assert_eq!(c.expires, t0 + Duration::from_secs(30));
-        on_due(&mut c, &mut s, &Timeouts::default(), t0 + Duration::from_secs(30));
+        on_due(&mut c, &mut s, &Timeouts::default(), t0 + Duration::from_secs(30), &mut 0);
         assert_eq!(s[0].reals[0].passive.syn_unanswered, 1, "once per connection");
         let cfg = SynproxyConfig::default();
-        let check = on_packet(&mut c, s[0].reals.get_mut(0), Side::Client, SYN, due, &cfg);
+        let check = on_packet(&mut c, s[0].reals.get_mut(0), Side::Client, SYN, due, &cfg, &mut 0);
         assert_eq!(check, None, "no second check");
     }
 
@@ -224,12 +240,12 @@ mod tests {
         let mut s = [service(Proto::Udp)];
         let t0 = Instant::from_secs(1);
         let mut c = conn(Proto::Udp, TcpState::Established, t0);
-        assert_eq!(on_packet(&mut c, s[0].reals.get_mut(0), Side::Client, NONE, t0, &cfg), None);
-        assert_eq!(on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, NONE, t0, &cfg), None);
-        assert_eq!(on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, NONE, t0, &cfg), None);
-        on_due(&mut c, &mut s, &Timeouts::default(), t0 + Duration::from_secs(300));
+        assert_eq!(on_packet(&mut c, s[0].reals.get_mut(0), Side::Client, NONE, t0, &cfg, &mut 0), None);
+        assert_eq!(on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, NONE, t0, &cfg, &mut 0), None);
+        assert_eq!(on_packet(&mut c, s[0].reals.get_mut(0), Side::Real, NONE, t0, &cfg, &mut 0), None);
+        on_due(&mut c, &mut s, &Timeouts::default(), t0 + Duration::from_secs(300), &mut 0);
         let mut silent = conn(Proto::Udp, TcpState::Established, t0);
-        on_due(&mut silent, &mut s, &Timeouts::default(), t0 + Duration::from_secs(300));
+        on_due(&mut silent, &mut s, &Timeouts::default(), t0 + Duration::from_secs(300), &mut 0);
         assert_eq!(
             s[0].reals[0].passive,
             PassiveCounters { udp_answered: 1, udp_unanswered: 1, ..Default::default() }

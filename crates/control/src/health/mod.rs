@@ -81,7 +81,7 @@ pub struct HealthSettings {
     pub passive: bool,
     /// The window passive failures are counted in.
     pub passive_window_ms: u64,
-    /// Failures within the window before a real can be marked down.
+    /// Failures in a row (no success between) before a real can be marked down.
     pub passive_min_failures: u32,
     /// Share of the window's attempts that must have failed.
     pub passive_failure_pct: u32,

@@ -115,7 +115,11 @@ fn passive_detection_inhibits_and_backs_off_without_a_check() {
     h.tick(at(500));
     assert_eq!(weights(&h, &m, "10.0.0.1:80"), [0, 10]);
     let t = h.take_actions().transitions;
-    assert!(t[0].cause.starts_with("passive: 12 of 22"), "{}", t[0].cause);
+    assert!(
+        t[0].cause.starts_with("passive: 12 handshakes or flows failed in a row, 12 of 22"),
+        "{}",
+        t[0].cause
+    );
     h.tick(at(5499));
     assert_eq!(weights(&h, &m, "10.0.0.1:80"), [0, 10]);
     h.tick(at(5500));

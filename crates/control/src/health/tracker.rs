@@ -168,6 +168,8 @@ struct Passive {
     seen: PassiveCounts,
     /// (when, failures, attempts) per delta within the window.
     window: VecDeque<(Instant, u64, u64)>,
+    /// Failures since the real's last success.
+    streak: u64,
     /// Down by passive detection, until then (reals with no active check).
     until: Option<Instant>,
     /// The current inhibit time, doubled on a failure soon after the last.
@@ -311,6 +313,8 @@ impl Health {
             if attempts > 0 {
                 p.window.push_back((now, failures, attempts));
             }
+            // Within one delta the order is unknown: failures beside a success count as after it.
+            p.streak = if attempts > failures { failures } else { p.streak + failures };
             while p.window.front().is_some_and(|&(t, _, _)| now.saturating_since(t) > window) {
                 p.window.pop_front();
             }
@@ -318,7 +322,10 @@ impl Health {
                 continue;
             }
             let (f, a) = p.window.iter().fold((0, 0), |(f, a), &(_, df, da)| (f + df, a + da));
-            if f >= u64::from(s.passive_min_failures) && f * 100 >= u64::from(s.passive_failure_pct) * a {
+            if p.streak >= u64::from(s.passive_min_failures)
+                && f * 100 >= u64::from(s.passive_failure_pct) * a
+            {
+                let streak = core::mem::take(&mut p.streak);
                 p.window.clear();
                 let soon = p.back_at.is_some_and(|b| now.saturating_since(b) < p.inhibit * 2);
                 let initial = Duration::from_millis(s.inhibit_ms);
@@ -326,7 +333,7 @@ impl Health {
                     if soon { (p.inhibit * 2).min(Duration::from_millis(s.inhibit_max_ms)) } else { initial };
                 p.until = Some(now + p.inhibit);
                 let cause = format!(
-                    "passive: {f} of {a} handshakes or flows failed within {} ms",
+                    "passive: {streak} handshakes or flows failed in a row, {f} of {a} within {} ms",
                     s.passive_window_ms
                 );
                 went_down.push((*endpoint, cause));

@@ -116,6 +116,10 @@ pub struct Stats {
     pub conns_reset: u64,
     /// ICMP errors translated and forwarded.
     pub icmp_forwarded: u64,
+    /// Handshakes and UDP flows any real left unanswered or refused (the
+    /// sum of every real's passive failures): a driver that sees it grow
+    /// wakes the health checker at once instead of at its next poll.
+    pub passive_failures: u64,
     /// Traffic of every service together.
     pub traffic: TrafficCounters,
 }
@@ -308,7 +312,9 @@ impl Engine {
         let (_, deliveries, mut ctx) = self.split();
         deliveries.handle_timeout(&mut ctx, now);
         let (services, timeouts) = (&mut self.services, &self.cfg.timeouts);
-        let mut expired = self.conns.expire(now, |c| crate::passive::on_due(c, services, timeouts, now));
+        let failures = &mut self.stats.passive_failures;
+        let mut expired =
+            self.conns.expire(now, |c| crate::passive::on_due(c, services, timeouts, now, failures));
         for conn in expired.drain(..) {
             self.release(now, &conn, false);
         }

@@ -105,6 +105,7 @@ impl Engine {
             }
             if let Some(real) = self.handshake_real(hid) {
                 real.passive.syn_unanswered += 1;
+                self.stats.passive_failures += 1;
             }
             self.retry_or_failover(now, hid);
         }
@@ -239,6 +240,7 @@ impl Engine {
                     RealAnswer::Reset => {
                         if let Some(real) = self.handshake_real(hid) {
                             real.passive.syn_refused += 1;
+                            self.stats.passive_failures += 1;
                         }
                         self.failover(now, hid, false);
                     }

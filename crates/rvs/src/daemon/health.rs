@@ -18,7 +18,8 @@ use super::worker::Clock;
 use crate::health::Probers;
 use crate::log::{info, warning};
 
-/// How often outcomes are taken in and states moved along.
+/// How often outcomes are taken in and states moved along; a worker that
+/// counts a passive failure wakes the checker sooner.
 const TICK: Duration = Duration::from_millis(100);
 /// How often the workers' passive counts are read (a snapshot of each).
 const PASSIVE_EVERY: u32 = 2;
@@ -53,9 +54,10 @@ impl Drop for Checker {
 fn run(daemon: &Mutex<Daemon>, clock: &Clock, stop: &AtomicBool) {
     let mut probers = Probers::new(lock(daemon).plane.health().settings().jitter_pct);
     let mut stuck_before = BTreeSet::new();
+    let nudge = lock(daemon).dp.workers.nudge();
     let mut turn = 0u32;
     while !stop.load(Ordering::Acquire) {
-        std::thread::sleep(TICK);
+        let nudged = nudge.wait(TICK);
         turn = turn.wrapping_add(1);
         let outcomes = probers.drain();
         let stuck: BTreeSet<Probe> = probers.stuck(std::time::Instant::now()).into_iter().collect();
@@ -68,7 +70,7 @@ fn run(daemon: &Mutex<Daemon>, clock: &Clock, stop: &AtomicBool) {
         stuck_before = stuck;
         let mut d = lock(daemon);
         let Daemon { plane, dp, .. } = &mut *d;
-        let passive = if turn.is_multiple_of(PASSIVE_EVERY) {
+        let passive = if nudged || turn.is_multiple_of(PASSIVE_EVERY) {
             match dp.snapshot(false) {
                 Ok(snap) => Some(PassiveCounts::of_snapshot(&snap)),
                 Err(e) => {

@@ -20,7 +20,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use rvs_control::config::DriverSettings;
@@ -73,6 +73,30 @@ impl ConfigCell {
     }
 }
 
+/// How a worker tells the health checker at once that a real left a
+/// handshake or flow unanswered or refused, so the checker reads the
+/// counts now rather than at its next poll.
+#[derive(Debug, Default)]
+pub(crate) struct Nudge {
+    pending: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Nudge {
+    fn ring(&self) {
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_one();
+    }
+
+    /// Wait until rung or `timeout` passes; true if rung.
+    pub(crate) fn wait(&self, timeout: Duration) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut pending, _) =
+            self.cv.wait_timeout_while(pending, timeout, |p| !*p).unwrap_or_else(|p| p.into_inner());
+        core::mem::take(&mut *pending)
+    }
+}
+
 /// What a worker reports of the configuration it runs.
 #[derive(Debug, Default)]
 struct Installed {
@@ -114,6 +138,7 @@ impl WorkerHandle {
 pub(crate) struct Workers {
     handles: Vec<WorkerHandle>,
     config: Arc<ConfigCell>,
+    nudge: Arc<Nudge>,
 }
 
 impl Workers {
@@ -157,6 +182,11 @@ impl Workers {
             }
         }
         all.ok_or(DataPathError::NoWorker)
+    }
+
+    /// What the workers ring when a real fails a handshake or flow.
+    pub(crate) fn nudge(&self) -> Arc<Nudge> {
+        self.nudge.clone()
     }
 
     /// Ask every worker to stop.
@@ -209,6 +239,7 @@ pub(crate) fn spawn(
     clock: Clock,
 ) -> io::Result<(Workers, Vec<std::thread::JoinHandle<()>>)> {
     let config = Arc::new(ConfigCell::new(model));
+    let nudge = Arc::new(Nudge::default());
     let (_, model) = config.current();
     let mut handles = Vec::new();
     let mut joins = Vec::new();
@@ -222,7 +253,7 @@ pub(crate) fn spawn(
         let batch = settings.batch.clamp(1, 1024);
         let devices = Devices::new(tun, xdp, wake, clock, batch);
         let (loss, syn_loss) = (settings.fault_loss, settings.fault_syn_loss);
-        let (config, model) = (config.clone(), model.clone());
+        let (config, model, nudge) = (config.clone(), model.clone(), nudge.clone());
         let run = move || {
             // Checked against the allowed CPUs at start; a failure here
             // leaves the thread where the scheduler puts it.
@@ -242,13 +273,15 @@ pub(crate) fn spawn(
                 config,
                 model,
                 installed,
+                nudge,
+                passive_failures: 0,
                 stopping: false,
             };
             worker.run();
         };
         joins.push(std::thread::Builder::new().name(format!("rvs-worker-{index}")).spawn(run)?);
     }
-    Ok((Workers { handles, config }, joins))
+    Ok((Workers { handles, config, nudge }, joins))
 }
 
 struct Worker {
@@ -260,6 +293,9 @@ struct Worker {
     /// The model the engine runs, and its generation in `installed`.
     model: Arc<Model>,
     installed: Arc<Installed>,
+    nudge: Arc<Nudge>,
+    /// The engine's passive failures when the checker was last nudged.
+    passive_failures: u64,
     stopping: bool,
 }
 
@@ -270,6 +306,11 @@ impl Worker {
             self.serve_requests();
             self.take_config();
             self.tell_events();
+            let failures = self.engine.stats().passive_failures;
+            if failures != self.passive_failures {
+                self.passive_failures = failures;
+                self.nudge.ring();
+            }
         }
         // The connections still open end on both sides rather than hang.
         self.driver.close(&mut self.engine, &mut self.device);
