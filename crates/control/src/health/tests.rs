@@ -155,6 +155,27 @@ fn udp_flows_count_once_the_real_has_answered_one() {
 }
 
 #[test]
+fn a_busy_real_that_dies_is_judged_on_its_latest_attempts() {
+    let mut m = Model::default();
+    add(&mut m, "10.0.0.1:80", &["10.0.1.1:80", "10.0.1.2:80"], "none");
+    let mut h = checked(&m, HealthSettings::default());
+    // 50 handshakes a second for a second, then every one fails.
+    for t in 0..=4u64 {
+        h.on_passive(at(t * 250), &counts(t * 12, 0));
+    }
+    h.on_passive(at(1100), &counts(48, 10));
+    h.tick(at(1100));
+    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [10, 10], "10 of the last 30 failed");
+    h.on_passive(at(1200), &counts(48, 15));
+    h.tick(at(1200));
+    assert_eq!(
+        weights(&h, &m, "10.0.0.1:80"),
+        [0, 10],
+        "15 of the last 30: down, though 48 succeeded within 2 s"
+    );
+}
+
+#[test]
 fn light_loss_never_takes_a_real_down() {
     let mut m = Model::default();
     add(&mut m, "10.0.0.1:80", &["10.0.1.1:80", "10.0.1.2:80"], "none");
@@ -236,4 +257,15 @@ fn sync_keeps_state_of_reals_that_stay_and_reset_is_an_action() {
     h.sync(&m, &settings);
     assert_eq!(weights(&h, &m, "10.0.0.1:80"), [0, 10]);
     assert_eq!(h.prober(&probe).unwrap().sent, 3);
+    // Another check: its new prober brings the real back only once it passed rise times.
+    m.services.get_mut(&svc("10.0.0.1:80")).unwrap().check = "tcp,port=81".parse().unwrap();
+    h.sync(&m, &settings);
+    h.tick(at(20));
+    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [0, 10]);
+    let new = h.real(svc("10.0.0.1:80"), ep("10.0.1.1:80")).unwrap().probe.clone().unwrap();
+    for t in [30, 40] {
+        h.on_probe(at(t), &new, outcome(true));
+        h.tick(at(t));
+    }
+    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [1, 10]);
 }

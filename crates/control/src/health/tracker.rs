@@ -74,6 +74,10 @@ pub struct ServiceHealth {
 pub struct ProberState {
     /// Its verdict after rise/fall.
     pub up: bool,
+    /// It has reached a verdict of its own: a new prober starts up (a new
+    /// real takes traffic at once) but brings no down real back until its
+    /// probes passed `rise` times.
+    settled: bool,
     successes: u32,
     failures: u32,
     /// The last outcome and when it came.
@@ -178,6 +182,26 @@ struct Passive {
     back_at: Option<Instant>,
 }
 
+/// The failure share is taken over the window, but at most over this many
+/// attempts per `passive_min_failures`: a busy real that dies is judged on
+/// its latest attempts, not on the successes of its last two seconds.
+const RECENT_PER_FAILURE: u64 = 10;
+
+/// Failures and attempts of the latest `most` attempts of `window`
+/// (newest last), a sample cut in proportion where the bound falls.
+fn recent(window: &VecDeque<(Instant, u64, u64)>, most: u64) -> (u64, u64) {
+    let (mut f, mut a) = (0, 0);
+    for &(_, df, da) in window.iter().rev() {
+        let take = da.min(most - a);
+        f += if take == da { df } else { df * take / da };
+        a += take;
+        if a == most {
+            break;
+        }
+    }
+    (f, a)
+}
+
 /// A change of a real's state, for the log and the metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
@@ -275,14 +299,14 @@ impl Health {
         p.latency_sum += secs;
         if outcome.up {
             (p.successes, p.failures) = (p.successes + 1, 0);
-            if !p.up && p.successes >= probe.rise {
-                p.up = true;
+            if p.successes >= probe.rise {
+                (p.up, p.settled) = (true, true);
             }
         } else {
             p.failed += 1;
             (p.successes, p.failures) = (0, p.failures + 1);
-            if p.up && p.failures >= probe.fall {
-                p.up = false;
+            if p.failures >= probe.fall {
+                (p.up, p.settled) = (false, true);
             }
         }
         if let Some(rtt) = outcome.connect.filter(|_| outcome.up) {
@@ -321,7 +345,7 @@ impl Health {
             if !s.passive || p.until.is_some() {
                 continue;
             }
-            let (f, a) = p.window.iter().fold((0, 0), |(f, a), &(_, df, da)| (f + df, a + da));
+            let (f, a) = recent(&p.window, u64::from(s.passive_min_failures) * RECENT_PER_FAILURE);
             if p.streak >= u64::from(s.passive_min_failures)
                 && f * 100 >= u64::from(s.passive_failure_pct) * a
             {
@@ -377,7 +401,7 @@ impl Health {
             let r = &self.reals[&key];
             let prober = r.probe.as_ref().and_then(|p| self.probers.get(p).map(|s| (p, s)));
             match (r.state, prober) {
-                (RealState::Down { .. }, Some((p, s))) if s.up => {
+                (RealState::Down { .. }, Some((p, s))) if s.up && s.settled => {
                     let cause = format!("{p}: passed {} times in a row", p.rise);
                     self.recover(key, now, cause);
                 }
