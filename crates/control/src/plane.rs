@@ -10,7 +10,7 @@ use rvs_core::{ConfigError, Engine, EngineConfig, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::adm::{self, Command, ListView};
-use crate::health::{Actions, Health, HealthSettings, PassiveCounts, Probe, ProbeOutcome};
+use crate::health::{Actions, Health, HealthSettings, Probe, ProbeOutcome};
 use crate::model::{Model, Op, apply_all};
 use crate::snapshot::Snapshot;
 
@@ -154,7 +154,7 @@ impl ControlPlane {
         now: Instant,
         outcomes: Vec<(Probe, ProbeOutcome)>,
         stuck: &std::collections::BTreeSet<Probe>,
-        passive: Option<&std::collections::BTreeMap<rvs_core::Endpoint, PassiveCounts>>,
+        passive: Option<&std::collections::BTreeMap<rvs_core::Endpoint, rvs_core::PassiveCounters>>,
         dp: &mut dyn DataPath,
     ) -> Result<Actions, DataPathError> {
         for (probe, outcome) in outcomes {

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{CheckKind, CheckSpec, DEFAULT_STATUS, Probe, ProbeOutcome};
 pub use tracker::{
-    Actions, Health, LATENCY_BUCKETS, PassiveCounts, ProberState, RealHealth, RealState, ServiceHealth,
-    Transition, state_name,
+    Actions, Health, LATENCY_BUCKETS, ProberState, RealHealth, RealState, ServiceHealth, Transition,
+    passive_counts, state_name,
 };
 pub use view::{CheckResultSnap, ProberSnap, RealHealthSnap, ServiceHealthSnap};
 

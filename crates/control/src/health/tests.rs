@@ -3,7 +3,7 @@
 use core::time::Duration;
 use std::collections::BTreeMap;
 
-use rvs_core::{Endpoint, Instant, Proto, RealConfig, ServiceConfig};
+use rvs_core::{Endpoint, Instant, PassiveCounters, Proto, RealConfig, ServiceConfig};
 
 use super::*;
 use crate::model::{Model, ServiceKey, ServiceSpec};
@@ -97,8 +97,9 @@ fn one_prober_per_real_port_and_check_whatever_the_services() {
     assert_eq!(checked(&m, HealthSettings::default()).wanted().len(), 9);
 }
 
-fn counts(answered: u64, unanswered: u64) -> BTreeMap<Endpoint, PassiveCounts> {
-    let c = PassiveCounts { syn_answered: answered, syn_unanswered: unanswered, ..PassiveCounts::default() };
+fn counts(answered: u64, unanswered: u64) -> BTreeMap<Endpoint, PassiveCounters> {
+    let c =
+        PassiveCounters { syn_answered: answered, syn_unanswered: unanswered, ..PassiveCounters::default() };
     [(ep("10.0.1.1:80"), c)].into()
 }
 
@@ -140,8 +141,11 @@ fn udp_flows_count_once_the_real_has_answered_one() {
     add(&mut m, "10.0.0.1:80", &["10.0.1.1:80", "10.0.1.2:80"], "none");
     let mut h = checked(&m, HealthSettings::default());
     let udp = |answered, unanswered| {
-        let c =
-            PassiveCounts { udp_answered: answered, udp_unanswered: unanswered, ..PassiveCounts::default() };
+        let c = PassiveCounters {
+            udp_answered: answered,
+            udp_unanswered: unanswered,
+            ..PassiveCounters::default()
+        };
         BTreeMap::from([(ep("10.0.1.1:80"), c)])
     };
     h.on_passive(at(0), &udp(0, 0));

@@ -5,7 +5,7 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-use rvs_core::{Endpoint, Instant};
+use rvs_core::{Endpoint, Instant, PassiveCounters};
 use serde::Serialize;
 
 use super::{HealthSettings, Maintenance, OnDown, Probe, ProbeOutcome};
@@ -94,82 +94,56 @@ pub struct ProberState {
     pub stuck: bool,
 }
 
-/// Cumulative passive counts of one real endpoint, summed over services and workers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PassiveCounts {
-    /// Handshakes answered with a SYN-ACK.
-    pub syn_answered: u64,
-    /// SYNs left unanswered past the real's RTO.
-    pub syn_unanswered: u64,
-    /// SYNs answered with an RST.
-    pub syn_refused: u64,
-    /// UDP flows that got a reply.
-    pub udp_answered: u64,
-    /// UDP flows that ended with requests and no reply.
-    pub udp_unanswered: u64,
+/// Failures among `c`: SYNs unanswered or refused, UDP flows unanswered.
+fn failures(c: &PassiveCounters) -> u64 {
+    c.syn_unanswered + c.syn_refused + c.udp_unanswered
 }
 
-impl PassiveCounts {
-    /// UDP flows count only toward a real that answered one before
-    /// ([`Self::since`]): a service whose protocol never replies (syslog,
-    /// statsd) must not look dead.
-    fn failures(&self) -> u64 {
-        self.syn_unanswered + self.syn_refused + self.udp_unanswered
-    }
+/// Handshakes and flows judged, failed or not.
+fn attempts(c: &PassiveCounters) -> u64 {
+    failures(c) + c.syn_answered + c.udp_answered
+}
 
-    /// What happened between `before` and `self`; `None` if a count went
-    /// back (`-Z`). Unanswered UDP flows are left out while the real had
-    /// answered none.
-    fn since(&self, before: &Self) -> Option<Self> {
-        Some(Self {
-            syn_answered: self.syn_answered.checked_sub(before.syn_answered)?,
-            syn_unanswered: self.syn_unanswered.checked_sub(before.syn_unanswered)?,
-            syn_refused: self.syn_refused.checked_sub(before.syn_refused)?,
-            udp_answered: self.udp_answered.checked_sub(before.udp_answered)?,
-            udp_unanswered: if before.udp_answered > 0 {
-                self.udp_unanswered.checked_sub(before.udp_unanswered)?
-            } else {
-                0
-            },
-        })
-    }
+/// What happened between `before` and `now`; `None` if a count went back
+/// (`-Z`). Unanswered UDP flows count only toward a real that answered one
+/// before: a service whose protocol never replies (syslog, statsd) must
+/// not look dead.
+fn since(now: &PassiveCounters, before: &PassiveCounters) -> Option<PassiveCounters> {
+    Some(PassiveCounters {
+        syn_answered: now.syn_answered.checked_sub(before.syn_answered)?,
+        syn_unanswered: now.syn_unanswered.checked_sub(before.syn_unanswered)?,
+        syn_refused: now.syn_refused.checked_sub(before.syn_refused)?,
+        udp_answered: now.udp_answered.checked_sub(before.udp_answered)?,
+        udp_unanswered: if before.udp_answered > 0 {
+            now.udp_unanswered.checked_sub(before.udp_unanswered)?
+        } else {
+            0
+        },
+    })
+}
 
-    fn attempts(&self) -> u64 {
-        self.failures() + self.syn_answered + self.udp_answered
+/// Every real endpoint's passive counts in `snap`, summed over its services.
+pub fn passive_counts(snap: &Snapshot) -> BTreeMap<Endpoint, PassiveCounters> {
+    let mut out: BTreeMap<Endpoint, PassiveCounters> = BTreeMap::new();
+    for r in snap.services.iter().flat_map(|s| &s.reals) {
+        let Ok(addr) = r.endpoint.parse::<SocketAddr>() else { continue };
+        let p = &r.passive;
+        out.entry(addr.into()).or_default().merge(&PassiveCounters {
+            syn_answered: p.syn_answered,
+            syn_unanswered: p.syn_unanswered,
+            syn_refused: p.syn_refused,
+            udp_answered: p.udp_answered,
+            udp_unanswered: p.udp_unanswered,
+        });
     }
-
-    /// Every real endpoint's counts in `snap`, summed over its services.
-    pub fn of_snapshot(snap: &Snapshot) -> BTreeMap<Endpoint, Self> {
-        let mut out: BTreeMap<Endpoint, Self> = BTreeMap::new();
-        for r in snap.services.iter().flat_map(|s| &s.reals) {
-            let Ok(addr) = r.endpoint.parse::<SocketAddr>() else { continue };
-            let p = &r.passive;
-            out.entry(addr.into()).or_default().add(&Self {
-                syn_answered: p.syn_answered,
-                syn_unanswered: p.syn_unanswered,
-                syn_refused: p.syn_refused,
-                udp_answered: p.udp_answered,
-                udp_unanswered: p.udp_unanswered,
-            });
-        }
-        out
-    }
-
-    /// Add another worker's or service's counts.
-    pub fn add(&mut self, o: &Self) {
-        self.syn_answered += o.syn_answered;
-        self.syn_unanswered += o.syn_unanswered;
-        self.syn_refused += o.syn_refused;
-        self.udp_answered += o.udp_answered;
-        self.udp_unanswered += o.udp_unanswered;
-    }
+    out
 }
 
 /// Passive detection of one real endpoint.
 #[derive(Debug, Default)]
 struct Passive {
     /// The counts last seen, the base of the next delta.
-    seen: PassiveCounts,
+    seen: PassiveCounters,
     /// (when, failures, attempts) per delta within the window.
     window: VecDeque<(Instant, u64, u64)>,
     /// Failures since the real's last success.
@@ -326,13 +300,13 @@ impl Health {
 
     /// The data path's cumulative counts per real endpoint (all services
     /// and workers summed). A count that went back (`-Z`) restarts the base.
-    pub fn on_passive(&mut self, now: Instant, counts: &BTreeMap<Endpoint, PassiveCounts>) {
+    pub fn on_passive(&mut self, now: Instant, counts: &BTreeMap<Endpoint, PassiveCounters>) {
         let s = &self.settings;
         let window = Duration::from_millis(s.passive_window_ms);
         let mut went_down = Vec::new();
         for (endpoint, p) in &mut self.passive {
             let Some(c) = counts.get(endpoint) else { continue };
-            let (failures, attempts) = c.since(&p.seen).map_or((0, 0), |d| (d.failures(), d.attempts()));
+            let (failures, attempts) = since(c, &p.seen).map_or((0, 0), |d| (failures(&d), attempts(&d)));
             p.seen = *c;
             if attempts > 0 {
                 p.window.push_back((now, failures, attempts));

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rvs_control::health::{Actions, PassiveCounts, Probe};
+use rvs_control::health::{Actions, Probe, passive_counts};
 use rvs_control::model::Op;
 use rvs_control::plane::DataPath;
 
@@ -72,7 +72,7 @@ fn run(daemon: &Mutex<Daemon>, clock: &Clock, stop: &AtomicBool) {
         let Daemon { plane, dp, .. } = &mut *d;
         let passive = if nudged || turn.is_multiple_of(PASSIVE_EVERY) {
             match dp.snapshot(false) {
-                Ok(snap) => Some(PassiveCounts::of_snapshot(&snap)),
+                Ok(snap) => Some(passive_counts(&snap)),
                 Err(e) => {
                     warning!("health: passive counts unavailable", error = e);
                     None
