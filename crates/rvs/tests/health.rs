@@ -40,6 +40,7 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 const RISE: u32 = 2;
 const FALL: u32 = 3;
 const JITTER: f64 = 0.10;
+const PASSIVE_WINDOW: Duration = Duration::from_secs(2);
 /// The real the tests kill (the second of two).
 const VICTIM: usize = 1;
 
@@ -235,6 +236,9 @@ fn health(lines: &str) -> String {
 fn dead_real_without_settings(test: &str, how: Kill, synproxy: bool) {
     let Some(mut lab) = Lab::start(test, LabSpec { synproxy, ..LabSpec::default() }) else { return };
     warm_up(&lab);
+    // The real is dead before the requests: the warm-up's successes leave
+    // the passive window first.
+    std::thread::sleep(PASSIVE_WINDOW + POLL);
     let _dead = kill(&mut lab, VICTIM, how);
     let max_failures = if synproxy { 0 } else { 5 };
     let s = sequential(&lab, 100, Duration::from_secs(3), max_failures);
