@@ -592,6 +592,19 @@ fn failing_checks_everywhere_panic_and_traffic_flows() {
         !panics(&lab, 80) && !is_down(&state(&lab, 80, 0)) && !is_down(&state(&lab, 80, VICTIM))
     });
     assert!(calm.is_some(), "still panicking after a passing check:\n{}", lab.adm_ok(&["-L", "-n"]));
+    // Back on the new check's word: it has probed each real `rise` times.
+    for i in [0, VICTIM] {
+        let sent = probes_sent(&lab, &lab.real(i), "http");
+        assert!(sent >= u64::from(RISE), "{} back after {sent} probes of its new check", lab.real(i));
+    }
+}
+
+/// Probes sent so far by the `kind` prober of `target` (`ADDR:PORT`).
+fn probes_sent(lab: &Lab, target: &str, kind: &str) -> u64 {
+    let v: Value = serde_json::from_str(&lab.adm_ok(&["-L", "-n", "--health", "--json"])).expect("JSON");
+    let probers = v["probers"].as_array().cloned().unwrap_or_default();
+    let p = probers.iter().find(|p| p["target"] == target && p["kind"] == kind);
+    p.and_then(|p| p["sent"].as_u64()).unwrap_or_else(|| panic!("no {kind} prober of {target}: {v:#}"))
 }
 
 /// `--maintenance down` takes a real out of rotation whatever its checks
