@@ -108,7 +108,7 @@ impl Default for HealthSettings {
             jitter_pct: 10,
             passive: true,
             passive_window_ms: 2000,
-            passive_min_failures: 3,
+            passive_min_failures: 2,
             passive_failure_pct: 50,
             inhibit_ms: 5000,
             inhibit_max_ms: 300_000,

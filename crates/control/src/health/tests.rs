@@ -111,13 +111,13 @@ fn passive_detection_inhibits_and_backs_off_without_a_check() {
     h.on_passive(at(0), &counts(100, 0));
     h.on_passive(at(250), &counts(110, 2));
     h.tick(at(250));
-    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [10, 10], "2 failures are below the minimum of 3");
+    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [10, 10], "2 failures beside 10 successes are no death");
     h.on_passive(at(500), &counts(110, 12));
     h.tick(at(500));
     assert_eq!(weights(&h, &m, "10.0.0.1:80"), [0, 10]);
     let t = h.take_actions().transitions;
     assert!(
-        t[0].cause.starts_with("passive: 12 handshakes or flows failed in a row, 12 of 22"),
+        t[0].cause.starts_with("passive: 12 handshakes or flows failed in a row, 11 of 20"),
         "{}",
         t[0].cause
     );
@@ -167,15 +167,36 @@ fn a_busy_real_that_dies_is_judged_on_its_latest_attempts() {
     for t in 0..=4u64 {
         h.on_passive(at(t * 250), &counts(t * 12, 0));
     }
-    h.on_passive(at(1100), &counts(48, 10));
+    h.on_passive(at(1050), &counts(48, 8));
+    h.tick(at(1050));
+    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [10, 10], "8 of the last 20 failed");
+    h.on_passive(at(1100), &counts(48, 12));
     h.tick(at(1100));
-    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [10, 10], "10 of the last 30 failed");
-    h.on_passive(at(1200), &counts(48, 15));
-    h.tick(at(1200));
     assert_eq!(
         weights(&h, &m, "10.0.0.1:80"),
         [0, 10],
-        "15 of the last 30: down, though 48 succeeded within 2 s"
+        "12 of the last 20: down, though 48 succeeded within 2 s"
+    );
+}
+
+#[test]
+fn a_real_whose_successes_stop_is_down_after_two_failures() {
+    let mut m = Model::default();
+    add(&mut m, "10.0.0.1:80", &["10.0.1.1:80", "10.0.1.2:80"], "none");
+    let mut h = checked(&m, HealthSettings::default());
+    // 50 successes a second, then a sequential client meets two timeouts, 500 ms apart.
+    for t in 0..=8u64 {
+        h.on_passive(at(t * 250), &counts(t * 12, 0));
+    }
+    h.on_passive(at(2150), &counts(96, 1));
+    h.tick(at(2150));
+    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [10, 10], "one failure is no streak");
+    h.on_passive(at(2650), &counts(96, 2));
+    h.tick(at(2650));
+    assert_eq!(
+        weights(&h, &m, "10.0.0.1:80"),
+        [0, 10],
+        "2 of the last 20 failed, but 30 successes are missing"
     );
 }
 

@@ -148,6 +148,8 @@ struct Passive {
     window: VecDeque<(Instant, u64, u64)>,
     /// Failures since the real's last success.
     streak: u64,
+    /// When a delta last held a success.
+    last_success: Option<Instant>,
     /// Down by passive detection, until then (reals with no active check).
     until: Option<Instant>,
     /// The current inhibit time, doubled on a failure soon after the last.
@@ -174,6 +176,23 @@ fn recent(window: &VecDeque<(Instant, u64, u64)>, most: u64) -> (u64, u64) {
         }
     }
     (f, a)
+}
+
+/// Successes a real's own pace promised since its last one, beyond which
+/// a streak of failures is taken as death even while the share of its
+/// recent attempts that failed is small: a sequential client waits out
+/// each timeout toward a dead real, so its failures come slowly while its
+/// successes simply stop.
+const MISSED_SUCCESSES: f64 = 10.0;
+
+/// How many successes `p` would have had since its last one at the pace of
+/// its window up to then.
+fn missed(p: &Passive, now: Instant) -> f64 {
+    let (Some(last), Some(&(first, _, _))) = (p.last_success, p.window.front()) else { return 0.0 };
+    let successes: u64 = p.window.iter().take_while(|&&(t, _, _)| t <= last).map(|&(_, f, a)| a - f).sum();
+    // The first sample's successes came before it: the pace runs from one tick earlier.
+    let span = last.saturating_since(first).max(Duration::from_millis(100)) + Duration::from_millis(100);
+    successes as f64 / span.as_secs_f64() * now.saturating_since(last).as_secs_f64()
 }
 
 /// A change of a real's state, for the log and the metrics.
@@ -313,6 +332,9 @@ impl Health {
             }
             // Within one delta the order is unknown: failures beside a success count as after it.
             p.streak = if attempts > failures { failures } else { p.streak + failures };
+            if attempts > failures {
+                p.last_success = Some(now);
+            }
             while p.window.front().is_some_and(|&(t, _, _)| now.saturating_since(t) > window) {
                 p.window.pop_front();
             }
@@ -320,8 +342,8 @@ impl Health {
                 continue;
             }
             let (f, a) = recent(&p.window, u64::from(s.passive_min_failures) * RECENT_PER_FAILURE);
-            if p.streak >= u64::from(s.passive_min_failures)
-                && f * 100 >= u64::from(s.passive_failure_pct) * a
+            let share = f * 100 >= u64::from(s.passive_failure_pct) * a;
+            if p.streak >= u64::from(s.passive_min_failures) && (share || missed(p, now) >= MISSED_SUCCESSES)
             {
                 let streak = core::mem::take(&mut p.streak);
                 p.window.clear();
