@@ -201,6 +201,32 @@ fn a_real_whose_successes_stop_is_down_after_two_failures() {
 }
 
 #[test]
+fn a_busy_real_that_refuses_is_down_after_two_refusals() {
+    let mut m = Model::default();
+    add(&mut m, "10.0.0.1:80", &["10.0.1.1:80", "10.0.1.2:80"], "none");
+    let mut h = checked(&m, HealthSettings::default());
+    let refused = |answered, unanswered, refused| {
+        let c = PassiveCounters {
+            syn_answered: answered,
+            syn_unanswered: unanswered,
+            syn_refused: refused,
+            ..Default::default()
+        };
+        BTreeMap::from([(ep("10.0.1.1:80"), c)])
+    };
+    for t in 0..=4u64 {
+        h.on_passive(at(t * 250), &refused(t * 12, 0, 0));
+    }
+    h.on_passive(at(1010), &refused(48, 2, 0));
+    h.tick(at(1010));
+    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [10, 10], "two SYNs lost in a row on a busy real are loss");
+    h.on_passive(at(1020), &refused(49, 2, 0));
+    h.on_passive(at(1040), &refused(49, 2, 2));
+    h.tick(at(1040));
+    assert_eq!(weights(&h, &m, "10.0.0.1:80"), [0, 10], "two RSTs in a row are a closed port");
+}
+
+#[test]
 fn light_loss_never_takes_a_real_down() {
     let mut m = Model::default();
     add(&mut m, "10.0.0.1:80", &["10.0.1.1:80", "10.0.1.2:80"], "none");

@@ -148,6 +148,8 @@ struct Passive {
     window: VecDeque<(Instant, u64, u64)>,
     /// Failures since the real's last success.
     streak: u64,
+    /// Of them, SYNs the real refused with an RST.
+    refusals: u64,
     /// When a delta last held a success.
     last_success: Option<Instant>,
     /// Down by passive detection, until then (reals with no active check).
@@ -325,13 +327,15 @@ impl Health {
         let mut went_down = Vec::new();
         for (endpoint, p) in &mut self.passive {
             let Some(c) = counts.get(endpoint) else { continue };
-            let (failures, attempts) = since(c, &p.seen).map_or((0, 0), |d| (failures(&d), attempts(&d)));
+            let d = since(c, &p.seen).unwrap_or_default();
+            let (failures, attempts) = (failures(&d), attempts(&d));
             p.seen = *c;
             if attempts > 0 {
                 p.window.push_back((now, failures, attempts));
             }
             // Within one delta the order is unknown: failures beside a success count as after it.
             p.streak = if attempts > failures { failures } else { p.streak + failures };
+            p.refusals = if attempts > failures { d.syn_refused } else { p.refusals + d.syn_refused };
             if attempts > failures {
                 p.last_success = Some(now);
             }
@@ -343,9 +347,12 @@ impl Health {
             }
             let (f, a) = recent(&p.window, u64::from(s.passive_min_failures) * RECENT_PER_FAILURE);
             let share = f * 100 >= u64::from(s.passive_failure_pct) * a;
-            if p.streak >= u64::from(s.passive_min_failures) && (share || missed(p, now) >= MISSED_SUCCESSES)
-            {
+            // Loss never makes a real answer a SYN with an RST: refusals in a row need no more evidence.
+            let min = u64::from(s.passive_min_failures);
+            let refused = p.refusals >= min;
+            if p.streak >= min && (share || refused || missed(p, now) >= MISSED_SUCCESSES) {
                 let streak = core::mem::take(&mut p.streak);
+                p.refusals = 0;
                 p.window.clear();
                 let soon = p.back_at.is_some_and(|b| now.saturating_since(b) < p.inhibit * 2);
                 let initial = Duration::from_millis(s.inhibit_ms);
