@@ -616,6 +616,51 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_seeds_the_rtt_and_a_down_real_is_reset_on_every_engine() {
+        let (mut plane, mut dp) = built();
+        let mut settings = HealthSettings::default();
+        settings.on_down = crate::health::OnDown::Reset;
+        plane.set_health_settings(&settings);
+        ok(&mut plane, &mut dp, "-E -t 10.0.0.1:80 --check tcp,fall=1");
+        let probe = plane.health().wanted().into_iter().find(|p| p.target.port() == 80).unwrap();
+        let outcome = |up| ProbeOutcome {
+            up,
+            latency: core::time::Duration::from_millis(4),
+            connect: up.then_some(core::time::Duration::from_millis(3)),
+            detail: String::new(),
+        };
+        let stuck = Default::default();
+        let seeds = plane.health_tick(
+            Instant::from_secs(2),
+            vec![(probe.clone(), outcome(true))],
+            &stuck,
+            None,
+            &mut dp,
+        );
+        let actions = seeds.unwrap();
+        assert_eq!(actions.rtt_seeds.len(), 1);
+        apply_actions(&actions, &mut dp);
+        let vip = Endpoint::new("10.0.0.1".parse().unwrap(), 80);
+        for e in &dp.engines {
+            let srtt = e.service(Proto::Tcp, vip).unwrap().reals[0].handshake.srtt;
+            assert_eq!(srtt, Some(core::time::Duration::from_millis(3)), "the first client pays no cold RTO");
+        }
+        // The RSTs themselves are the core's (crates/sim/tests/passive.rs); here the op reaches every engine.
+        let actions = plane
+            .health_tick(Instant::from_secs(3), vec![(probe, outcome(false))], &stuck, None, &mut dp)
+            .unwrap();
+        assert_eq!(actions.resets.len(), 1);
+        apply_actions(&actions, &mut dp);
+    }
+
+    /// What the daemon's checker does with a tick's actions.
+    fn apply_actions(actions: &Actions, dp: &mut TestPath) {
+        let mut ops: Vec<Op> = actions.resets.iter().map(|&((p, v), r)| Op::ResetReal(p, v, r)).collect();
+        ops.extend(actions.rtt_seeds.iter().map(|&(r, rtt)| Op::SeedRtt(r, rtt)));
+        dp.apply(&ops).unwrap();
+    }
+
+    #[test]
     fn health_verdicts_reach_every_engine_and_the_listing() {
         let (mut plane, mut dp) = built();
         ok(&mut plane, &mut dp, "-E -t 10.0.0.1:80 --check tcp,fall=1");
