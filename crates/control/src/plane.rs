@@ -618,8 +618,7 @@ mod tests {
     #[test]
     fn a_probe_seeds_the_rtt_and_a_down_real_is_reset_on_every_engine() {
         let (mut plane, mut dp) = built();
-        let mut settings = HealthSettings::default();
-        settings.on_down = crate::health::OnDown::Reset;
+        let settings = HealthSettings { on_down: crate::health::OnDown::Reset, ..HealthSettings::default() };
         plane.set_health_settings(&settings);
         ok(&mut plane, &mut dp, "-E -t 10.0.0.1:80 --check tcp,fall=1");
         let probe = plane.health().wanted().into_iter().find(|p| p.target.port() == 80).unwrap();
