@@ -5,7 +5,7 @@
 
 use core::fmt::Write as _;
 
-use crate::health::{LATENCY_BUCKETS, RealHealthSnap, ServiceHealthSnap};
+use crate::health::{LATENCY_BUCKETS, RealHealthSnap, ServiceHealth};
 use crate::snapshot::{RealSnap, Snapshot, Traffic, WorkerSnap};
 
 /// The `Content-Type` of [`render`]'s output.
@@ -319,7 +319,7 @@ fn health(s: &Snapshot, f: &mut Samples<'_>, value: fn(&RealHealthSnap) -> u64) 
 }
 
 /// One sample per service that has a health view.
-fn service_health(s: &Snapshot, f: &mut Samples<'_>, value: fn(&ServiceHealthSnap) -> u64) {
+fn service_health(s: &Snapshot, f: &mut Samples<'_>, value: fn(&ServiceHealth) -> u64) {
     for svc in &s.services {
         if let Some(h) = &svc.health {
             f.add(&[("proto", svc.proto.as_str()), ("vip", &svc.vip)], value(h));
@@ -497,7 +497,7 @@ mod tests {
                         transitions: 25,
                     }),
                 }],
-                health: Some(ServiceHealthSnap { up_pct: 30, panic: true, no_real_up: false }),
+                health: Some(ServiceHealth { up_pct: 30, panic: true, no_real_up: false }),
             }],
             drops: rvs_core::DropReason::ALL.iter().map(|r| (r.label().to_owned(), 0)).collect(),
             conn_count: 3,

@@ -639,6 +639,14 @@ mod tests {
         let actions = seeds.unwrap();
         assert_eq!(actions.rtt_seeds.len(), 1);
         apply_actions(&actions, &mut dp);
+        let again = plane.health_tick(
+            Instant::from_secs(2),
+            vec![(probe.clone(), outcome(true))],
+            &stuck,
+            None,
+            &mut dp,
+        );
+        assert!(again.unwrap().rtt_seeds.is_empty(), "a real is seeded once: its engines measure it after");
         let vip = Endpoint::new("10.0.0.1".parse().unwrap(), 80);
         for e in &dp.engines {
             let srtt = e.service(Proto::Tcp, vip).unwrap().reals[0].handshake.srtt;

@@ -12,7 +12,7 @@ use rvs_core::service::{Real, Service, TrafficCounters};
 use rvs_core::{Engine, Instant, Proto, ProxyProtocol, TcpState, Timeouts};
 use serde::{Deserialize, Serialize};
 
-use crate::health::{ProberSnap, RealHealthSnap, ServiceHealthSnap};
+use crate::health::{ProberSnap, RealHealthSnap, ServiceHealth};
 
 /// Packets and bytes in each direction, and connections made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,7 +297,7 @@ pub struct ServiceSnap {
     pub reals: Vec<RealSnap>,
     /// Its reals' health taken together (set by the control plane).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<ServiceHealthSnap>,
+    pub health: Option<ServiceHealth>,
 }
 
 impl ServiceSnap {

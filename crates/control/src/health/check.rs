@@ -133,15 +133,27 @@ pub struct Probe {
     pub fall: u32,
 }
 
+impl CheckKind {
+    /// The kind's name in the text form, listings and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Tcp => "tcp",
+            Self::Http { .. } => "http",
+            Self::Udp { .. } => "udp",
+            Self::Exec { .. } => "exec",
+        }
+    }
+}
+
 impl fmt::Display for Probe {
     /// `KIND target` with the kind's argument, for logs and listings.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.name(), self.target)?;
         match &self.kind {
-            CheckKind::None => write!(f, "none {}", self.target),
-            CheckKind::Tcp => write!(f, "tcp {}", self.target),
-            CheckKind::Http { path, .. } => write!(f, "http {}{path}", self.target),
-            CheckKind::Udp { .. } => write!(f, "udp {}", self.target),
-            CheckKind::Exec { command } => write!(f, "exec {} {command:?}", self.target),
+            CheckKind::Http { path, .. } => f.write_str(path),
+            CheckKind::Exec { command } => write!(f, " {command:?}"),
+            CheckKind::None | CheckKind::Tcp | CheckKind::Udp { .. } => Ok(()),
         }
     }
 }
@@ -149,14 +161,13 @@ impl fmt::Display for Probe {
 impl fmt::Display for CheckSpec {
     /// The text form the module documents, which [`str::parse`] reads back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (name, arg) = match &self.kind {
-            CheckKind::None => ("none", None),
-            CheckKind::Tcp => ("tcp", None),
-            CheckKind::Http { path, .. } => ("http", Some(path.as_str())),
-            CheckKind::Udp { payload, .. } => ("udp", Some(payload.as_str())),
-            CheckKind::Exec { command } => ("exec", Some(command.as_str())),
+        let arg = match &self.kind {
+            CheckKind::None | CheckKind::Tcp => None,
+            CheckKind::Http { path, .. } => Some(path.as_str()),
+            CheckKind::Udp { payload, .. } => Some(payload.as_str()),
+            CheckKind::Exec { command } => Some(command.as_str()),
         };
-        f.write_str(name)?;
+        f.write_str(self.kind.name())?;
         if let CheckKind::Http { status, body, host, .. } = &self.kind {
             if *status != DEFAULT_STATUS {
                 write!(f, ",status={}-{}", status.0, status.1)?;

@@ -23,7 +23,7 @@ pub use tracker::{
     Actions, Health, LATENCY_BUCKETS, ProberState, RealHealth, RealState, ServiceHealth, Transition,
     passive_counts, state_name,
 };
-pub use view::{CheckResultSnap, ProberSnap, RealHealthSnap, ServiceHealthSnap};
+pub use view::{CheckResultSnap, ProberSnap, RealHealthSnap};
 
 /// The operator's override of a real's health (`rvs adm --maintenance`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use rvs_core::{Endpoint, Instant, PassiveCounters};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{HealthSettings, Maintenance, OnDown, Probe, ProbeOutcome};
 use crate::model::{Model, ServiceKey};
@@ -50,18 +50,19 @@ pub struct RealHealth {
     pub probe: Option<Probe>,
     /// Why it last changed state.
     pub reason: String,
-    /// When it last changed state.
-    pub changed_at: Option<Instant>,
     /// Transitions so far.
     pub transitions: u64,
     /// Share of its weight it gets now, in thousandths.
     pub admission: u32,
+    /// Its probe's connect time has been handed to the engines as a first
+    /// RTT sample; they keep their own after that, so once is enough.
+    rtt_seeded: bool,
 }
 
 /// A service's reals taken together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ServiceHealth {
-    /// Share of the configured weight that is up, in percent.
+    /// Share of its reals (not forced down) that is up, in percent.
     pub up_pct: u32,
     /// Too little is up to trust the verdicts: every real takes its weight.
     pub panic: bool,
@@ -258,9 +259,9 @@ impl Health {
                     maintenance,
                     probe: None,
                     reason: String::new(),
-                    changed_at: None,
                     transitions: 0,
                     admission: FULL,
+                    rtt_seeded: false,
                 });
                 h.maintenance = maintenance;
                 h.probe = probe;
@@ -305,8 +306,13 @@ impl Health {
             }
         }
         if let Some(rtt) = outcome.connect.filter(|_| outcome.up) {
-            let reals = self.reals.iter().filter(|(_, r)| r.probe.as_ref() == Some(probe));
-            let endpoints: BTreeSet<Endpoint> = reals.map(|((_, e), _)| *e).collect();
+            let mut endpoints = BTreeSet::new();
+            for ((_, e), r) in &mut self.reals {
+                if !r.rtt_seeded && r.probe.as_ref() == Some(probe) {
+                    r.rtt_seeded = true;
+                    endpoints.insert(*e);
+                }
+            }
             self.actions.rtt_seeds.extend(endpoints.into_iter().map(|e| (e, rtt)));
         }
         p.last = Some((now, outcome));
@@ -334,10 +340,10 @@ impl Health {
                 p.window.push_back((now, failures, attempts));
             }
             // Within one delta the order is unknown: failures beside a success count as after it.
-            p.streak = if attempts > failures { failures } else { p.streak + failures };
-            p.refusals = if attempts > failures { d.syn_refused } else { p.refusals + d.syn_refused };
             if attempts > failures {
-                p.last_success = Some(now);
+                (p.streak, p.refusals, p.last_success) = (failures, d.syn_refused, Some(now));
+            } else {
+                (p.streak, p.refusals) = (p.streak + failures, p.refusals + d.syn_refused);
             }
             while p.window.front().is_some_and(|&(t, _, _)| now.saturating_since(t) > window) {
                 p.window.pop_front();
@@ -372,13 +378,13 @@ impl Health {
                 .or_insert_with(|| Passive { seen: counts[endpoint], ..Passive::default() });
         }
         for (endpoint, cause) in went_down {
-            self.passive_down(now, endpoint, &cause);
+            self.passive_down(endpoint, &cause);
         }
     }
 
     /// Passive detection took `endpoint` down: reals with an active check
     /// wait for it to pass `rise` times; the others for the inhibit time.
-    fn passive_down(&mut self, now: Instant, endpoint: Endpoint, cause: &str) {
+    fn passive_down(&mut self, endpoint: Endpoint, cause: &str) {
         let until = self.passive.get(&endpoint).and_then(|p| p.until);
         let keys: Vec<_> = self.reals.keys().filter(|(_, e)| *e == endpoint).copied().collect();
         for key in keys {
@@ -387,7 +393,7 @@ impl Health {
                 (p.up, p.successes) = (false, 0);
             }
             let until = if probe.is_some() { None } else { until };
-            self.enter(key, RealState::Down { until }, cause.to_owned(), now);
+            self.enter(key, RealState::Down { until }, cause.to_owned());
         }
     }
 
@@ -415,12 +421,12 @@ impl Health {
                 (RealState::Up | RealState::SlowStart { .. }, Some((p, s))) if !s.up => {
                     let detail = s.last.as_ref().map_or(String::new(), |(_, o)| o.detail.clone());
                     let cause = format!("{p}: failed {} times in a row ({detail})", p.fall);
-                    self.enter(key, RealState::Down { until: None }, cause, now);
+                    self.enter(key, RealState::Down { until: None }, cause);
                 }
                 (RealState::SlowStart { since }, _)
                     if now.saturating_since(since) >= Duration::from_millis(self.settings.slow_start_ms) =>
                 {
-                    self.enter(key, RealState::Up, "slow start over".into(), now);
+                    self.enter(key, RealState::Up, "slow start over".into());
                 }
                 _ => {}
             }
@@ -434,18 +440,17 @@ impl Health {
         } else {
             RealState::SlowStart { since: now }
         };
-        self.enter(key, state, cause, now);
+        self.enter(key, state, cause);
     }
 
-    /// Real `key` enters `state` at `now` because of `cause`.
-    fn enter(&mut self, key: (ServiceKey, Endpoint), state: RealState, cause: String, now: Instant) {
+    /// Real `key` enters `state` because of `cause`.
+    fn enter(&mut self, key: (ServiceKey, Endpoint), state: RealState, cause: String) {
         let Some(r) = self.reals.get_mut(&key) else { return };
         if r.state == state {
             return;
         }
         r.state = state;
         r.transitions += 1;
-        r.changed_at = Some(now);
         r.reason = cause.clone();
         let to = state_name(state);
         self.actions.transitions.push(Transition { service: key.0, real: key.1, to, cause });

@@ -4,7 +4,7 @@
 use rvs_core::{Endpoint, Instant, Proto};
 use serde::{Deserialize, Serialize};
 
-use super::{Health, LATENCY_BUCKETS, Maintenance, ProbeOutcome, RealState, state_name};
+use super::{Health, ProbeOutcome, RealState, state_name};
 use crate::snapshot::Snapshot;
 
 /// A probe's outcome and its age.
@@ -56,17 +56,6 @@ impl RealHealthSnap {
     }
 }
 
-/// A service's reals taken together.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceHealthSnap {
-    /// Share of its reals (not in maintenance) that is up, in percent.
-    pub up_pct: u32,
-    /// The panic threshold applies: every real takes its weight.
-    pub panic: bool,
-    /// No real is up.
-    pub no_real_up: bool,
-}
-
 /// One prober.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProberSnap {
@@ -86,7 +75,7 @@ pub struct ProberSnap {
     pub stuck: bool,
     /// Its last outcome.
     pub last: Option<CheckResultSnap>,
-    /// Latency histogram: counts per bucket of [`LATENCY_BUCKETS`], then above.
+    /// Latency histogram: counts per bucket of [`super::LATENCY_BUCKETS`], then above.
     pub latency_buckets: Vec<u64>,
     /// Sum of latencies, seconds.
     pub latency_sum: f64,
@@ -115,9 +104,7 @@ impl Health {
                 continue;
             };
             let key = (proto, Endpoint::from(vip));
-            let sh = self.service(key);
-            s.health =
-                Some(ServiceHealthSnap { up_pct: sh.up_pct, panic: sh.panic, no_real_up: sh.no_real_up });
+            s.health = Some(self.service(key));
             for r in &mut s.reals {
                 let Ok(ep) = r.endpoint.parse::<std::net::SocketAddr>() else { continue };
                 let Some(h) = self.real(key, ep.into()) else { continue };
@@ -125,7 +112,7 @@ impl Health {
                 r.health = Some(RealHealthSnap {
                     state: state_name(h.state).into(),
                     maintenance: h.maintenance.name().into(),
-                    weight_pct: if h.maintenance == Maintenance::Down { 0 } else { h.admission / 10 },
+                    weight_pct: h.admission / 10,
                     inhibit_left_ms: match h.state {
                         RealState::Down { until: Some(u) } => {
                             Some(u.saturating_since(now).as_millis() as u64)
@@ -144,7 +131,7 @@ impl Health {
             .map(|(p, s)| ProberSnap {
                 probe: p.to_string(),
                 target: p.target.to_string(),
-                kind: p.to_string().split(' ').next().unwrap_or_default().to_owned(),
+                kind: p.kind.name().to_owned(),
                 up: s.up,
                 sent: s.sent,
                 failed: s.failed,
@@ -155,6 +142,5 @@ impl Health {
                 reals: self.sharing(p),
             })
             .collect();
-        debug_assert!(snap.probers.iter().all(|p| p.latency_buckets.len() == LATENCY_BUCKETS.len() + 1));
     }
 }
