@@ -157,18 +157,15 @@ impl Axes {
                 f64::from(i) / 5.0
             )?;
         }
-        writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">total request time (ms, log scale)</text>"#,
-            (LEFT + RIGHT) / 2.0,
-            HEIGHT - 18.0
-        )?;
-        writeln!(
-            s,
-            r#"<text transform="translate(20 {}) rotate(-90)" text-anchor="middle">fraction of requests done</text>"#,
-            (TOP + BOTTOM) / 2.0
-        )
+        axis_titles(s, "total request time (ms, log scale)", "fraction of requests done")
     }
+}
+
+/// The x axis's title under the plot and the y axis's along its left side.
+fn axis_titles(s: &mut String, x: &str, y: &str) -> std::fmt::Result {
+    let (cx, cy) = ((LEFT + RIGHT) / 2.0, (TOP + BOTTOM) / 2.0);
+    writeln!(s, r#"<text x="{cx}" y="{}" text-anchor="middle">{x}</text>"#, HEIGHT - 18.0)?;
+    writeln!(s, r#"<text transform="translate(20 {cy}) rotate(-90)" text-anchor="middle">{y}</text>"#)
 }
 
 /// The legend, in the lower right, where a CDF leaves the plot empty.

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use super::{BOTTOM, COLORS, HEIGHT, LEFT, RIGHT, TOP, decade_label, decades, escape, header};
+use super::{BOTTOM, COLORS, LEFT, RIGHT, TOP, axis_titles, decade_label, decades, escape, header};
 
 /// One run's requests on the timeline.
 pub(crate) struct Series<'a> {
@@ -73,16 +73,10 @@ impl Axes {
             )?;
             t += step;
         }
-        writeln!(
+        axis_titles(
             s,
-            r#"<text x="{}" y="{}" text-anchor="middle">request start (s); failed requests marked above the plot</text>"#,
-            (LEFT + RIGHT) / 2.0,
-            HEIGHT - 18.0
-        )?;
-        writeln!(
-            s,
-            r#"<text transform="translate(20 {}) rotate(-90)" text-anchor="middle">total request time (ms, log scale)</text>"#,
-            (TOP + BOTTOM) / 2.0
+            "request start (s); failed requests marked above the plot",
+            "total request time (ms, log scale)",
         )
     }
 }
@@ -183,7 +177,10 @@ mod tests {
         assert!(doc.contains(&format!(r#"x1="{x1:.1}" y1="{TOP}""#)), "{doc}");
         // Every mark stays on the canvas.
         for v in doc.split('"').filter_map(|v| v.parse::<f64>().ok()) {
-            assert!((-1.0..=HEIGHT.max(super::super::WIDTH)).contains(&v), "{v} off the canvas");
+            assert!(
+                (-1.0..=super::super::HEIGHT.max(super::super::WIDTH)).contains(&v),
+                "{v} off the canvas"
+            );
         }
     }
 
