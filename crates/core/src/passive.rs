@@ -116,7 +116,7 @@ mod tests {
     use super::*;
     use crate::addr::Endpoint;
     use crate::config::ServiceConfig;
-    use crate::real::{HandshakeStats, PassiveCounters, PortExhaustion, TrafficCounters};
+    use crate::real::{PassiveCounters, TrafficCounters};
     use crate::sched::Scheduler;
 
     fn ep(s: &str) -> Endpoint {
@@ -125,18 +125,7 @@ mod tests {
 
     fn service(proto: Proto) -> Service {
         let config = ServiceConfig::new(proto, ep("10.0.0.1:80"));
-        let real = Real {
-            endpoint: ep("10.2.0.1:80"),
-            weight: 1,
-            in_service: true,
-            active_conns: 0,
-            inactive_conns: 0,
-            stats: TrafficCounters::default(),
-            pools: Vec::new(),
-            handshake: HandshakeStats::default(),
-            passive: PassiveCounters::default(),
-            no_port: PortExhaustion::default(),
-        };
+        let real = crate::sched::tests::real_at(ep("10.2.0.1:80"), 1);
         Service {
             sched: Scheduler::new(config.sched),
             config,

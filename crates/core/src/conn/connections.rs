@@ -270,21 +270,9 @@ impl Connections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::real::{HandshakeStats, PortExhaustion, TrafficCounters};
 
     fn real() -> Real {
-        Real {
-            endpoint: Endpoint::new([10, 2, 0, 1].into(), 80),
-            weight: 1,
-            in_service: true,
-            active_conns: 0,
-            inactive_conns: 0,
-            stats: TrafficCounters::default(),
-            pools: Vec::new(),
-            handshake: HandshakeStats::default(),
-            passive: Default::default(),
-            no_port: PortExhaustion::default(),
-        }
+        crate::sched::tests::real_at(Endpoint::new([10, 2, 0, 1].into(), 80), 1)
     }
 
     #[test]
