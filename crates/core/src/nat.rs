@@ -63,7 +63,7 @@ impl Engine {
         let Some(proto) = proto else {
             return Err(self.classify_miss(ip.dst, false));
         };
-        let l4 = parse_l4(proto, &pkt[ip.header_len..])?;
+        let l4 = parse_l4(proto, &ip, &pkt[ip.header_len..])?;
         let key = FlowKey {
             proto,
             src: Endpoint::new(ip.src, l4.src_port),

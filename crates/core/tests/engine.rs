@@ -370,11 +370,8 @@ fn client_timestamps_run_on_the_balancer_clock_toward_the_real() {
         let fwd = parse(&syn);
         assert_eq!(fwd.src.port(), 40000, "the same tuple toward the real each time");
         // The real echoes what it saw; the client gets its own value back.
-        let (std::net::SocketAddr::V4(real_v4), std::net::SocketAddr::V4(lip)) = (fwd.dst, fwd.src) else {
-            unreachable!()
-        };
         let mut synack =
-            tcp_full(real_v4, lip, 500, Some(fwd.seq + 1), Flags::SYN, &[Timestamp(77, ts)], &[]);
+            tcp_full(fwd.dst, fwd.src, 500, Some(fwd.seq + 1), Flags::SYN, &[Timestamp(77, ts)], &[]);
         assert_eq!(lb.handle(t, &mut synack), Verdict::Forward { to: Side::Client });
         assert_eq!(tsopt(&synack), Some((77, tsval)));
         assert!(parse(&synack).checksums_ok);
@@ -580,4 +577,55 @@ fn segments_of_unknown_connections_are_answered_within_the_rate() {
     assert_eq!(lb.handle(t, &mut late), Verdict::Drop(DropReason::NoConnection));
     assert!(drain(&mut lb).is_empty());
     assert_eq!((lb.reset_stats().answered, lb.reset_stats().rate_limited), (2, 1));
+}
+
+/// Hop-by-hop and destination options headers before TCP are walked and
+/// passed on; the transport rewrite lands past them.
+#[test]
+fn ipv6_extension_headers_are_walked_and_kept() {
+    let f = Family::V6;
+    let mut lb = build_in(f, Proto::Tcp, &["10.2.0.1:8080"], |_| {}, SchedKind::Rr);
+    let t0 = Instant::from_secs(1);
+    let plain = tcp(&f.map(CLIENT), &f.map(VIP), 1000, None, Flags::SYN, &[]);
+    let mut syn = with_ext_headers(&plain, &[(0, 0), (60, 1)]);
+    assert_eq!(ip_header_len(&syn), 40 + 8 + 16);
+    assert_eq!(lb.handle(t0, &mut syn), Verdict::Forward { to: Side::Real });
+    let seen = parse(&syn);
+    assert_eq!(seen.src.ip().to_string(), f.map(LIP));
+    assert_eq!(seen.dst.to_string(), f.map("10.2.0.1:8080"));
+    assert_eq!(seen.ttl, 63);
+    assert!(seen.checksums_ok);
+    assert_eq!(&syn[40..64], &with_ext_headers(&plain, &[(0, 0), (60, 1)])[40..64]);
+
+    // Any fragment header is a fragment; chains not walked have their reason.
+    let reasons = [
+        (vec![(44, 0)], DropReason::Fragment),
+        (vec![(0, 0), (44, 0)], DropReason::Fragment),
+        (vec![(60, 0), (0, 0)], DropReason::BadExtensionHeaders),
+        (vec![(51, 1)], DropReason::BadExtensionHeaders),
+        (vec![(60, 0); 9], DropReason::BadExtensionHeaders),
+    ];
+    for (headers, reason) in reasons {
+        let mut pkt = with_ext_headers(&plain, &headers);
+        assert_eq!(lb.handle(t0, &mut pkt), Verdict::Drop(reason), "{headers:?}");
+    }
+    let mut cut = with_ext_headers(&plain, &[(60, 4)]);
+    cut.truncate(40 + 16);
+    cut[4..6].copy_from_slice(&16u16.to_be_bytes());
+    assert_eq!(lb.handle(t0, &mut cut), Verdict::Drop(DropReason::BadExtensionHeaders));
+}
+
+/// UDP over IPv6 must carry a checksum (RFC 8200 §8.1).
+#[test]
+fn ipv6_udp_without_checksum_is_dropped() {
+    let f = Family::V6;
+    let mut lb = build_in(f, Proto::Udp, &["10.2.0.1:5353"], |_| {}, SchedKind::Rr);
+    let t0 = Instant::from_secs(1);
+    let mut none = udp(&f.map(CLIENT), &f.map("10.0.0.1:53"), b"q", false);
+    assert_eq!(lb.handle(t0, &mut none), Verdict::Drop(DropReason::MissingUdpChecksum));
+    let mut with = udp(&f.map(CLIENT), &f.map("10.0.0.1:53"), b"q", true);
+    assert_eq!(lb.handle(t0, &mut with), Verdict::Forward { to: Side::Real });
+    let seen = parse(&with);
+    assert_eq!(seen.dst.to_string(), f.map("10.2.0.1:5353"));
+    assert!(seen.checksums_ok);
 }

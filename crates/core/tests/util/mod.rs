@@ -3,7 +3,7 @@
 //! the tests do not trust the code they test.
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use etherparse::{PacketBuilder, TcpOptionElement};
 use rvs_core::{Endpoint, Engine, EngineConfig, Instant, Proto, RealConfig, SchedKind, ServiceConfig};
@@ -19,15 +19,42 @@ pub fn ep(s: &str) -> Endpoint {
     s.parse::<SocketAddr>().unwrap().into()
 }
 
-fn v4(s: &str) -> SocketAddrV4 {
-    s.parse().unwrap()
+/// The address family a test runs in. The IPv6 plan mirrors the IPv4 one:
+/// `a.b.c.d` is `2001:db8:a:b:c::d`, its decimal digits read as hex groups,
+/// so a test written with IPv4 addresses runs in either family through
+/// [`Family::map`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
 }
 
-fn v4_of(s: SocketAddr) -> SocketAddrV4 {
-    match s {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(_) => panic!("IPv4 only"),
+impl Family {
+    /// An IPv4 address or `address:port` of the test plan, in this family.
+    pub fn map(self, v4: &str) -> String {
+        if self == Self::V4 {
+            return v4.to_owned();
+        }
+        let (host, port) = match v4.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (v4, None),
+        };
+        let g: Vec<u16> = host.split('.').map(|d| u16::from_str_radix(d, 16).unwrap()).collect();
+        let addr = Ipv6Addr::new(0x2001, 0xdb8, g[0], g[1], g[2], 0, 0, g[3]);
+        match port {
+            Some(port) => format!("[{addr}]:{port}"),
+            None => addr.to_string(),
+        }
     }
+
+    /// [`map`](Self::map), as an endpoint.
+    pub fn ep(self, v4: &str) -> Endpoint {
+        ep(&self.map(v4))
+    }
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
 }
 
 pub fn lb(reals: &[&str]) -> Engine {
@@ -43,22 +70,34 @@ pub fn lb_with(reals: &[&str], f: impl FnOnce(&mut EngineConfig), sched: SchedKi
 }
 
 fn build(proto: Proto, reals: &[&str], f: impl FnOnce(&mut EngineConfig), sched: SchedKind) -> Engine {
+    build_in(Family::V4, proto, reals, f, sched)
+}
+
+/// An engine with one service on the test plan's VIP (port 80 for TCP, 53
+/// for UDP) in family `fam`, with these reals (IPv4 plan addresses, mapped).
+pub fn build_in(
+    fam: Family,
+    proto: Proto,
+    reals: &[&str],
+    f: impl FnOnce(&mut EngineConfig),
+    sched: SchedKind,
+) -> Engine {
     let mut cfg = EngineConfig::default();
     f(&mut cfg);
     let mut e = Engine::new(cfg, [42; 32], Instant::ZERO);
-    let vip = if proto == Proto::Udp { ep("10.0.0.1:53") } else { ep(VIP) };
+    let vip = fam.ep(if proto == Proto::Udp { "10.0.0.1:53" } else { VIP });
     let mut s = ServiceConfig::new(proto, vip);
     s.sched = sched;
-    s.laddrs = vec![LIP.parse().unwrap()];
+    s.laddrs = vec![fam.map(LIP).parse().unwrap()];
     e.add_service(s).unwrap();
     for r in reals {
-        e.add_real(proto, vip, RealConfig { endpoint: ep(r), weight: 1 }).unwrap();
+        e.add_real(proto, vip, RealConfig { endpoint: fam.ep(r), weight: 1 }).unwrap();
     }
     e
 }
 
 pub fn tcp(src: &str, dst: &str, seq: u32, ack: Option<u32>, flags: Flags, payload: &[u8]) -> Vec<u8> {
-    tcp_full(v4(src), v4(dst), seq, ack, flags, &[], payload)
+    tcp_full(sa(src), sa(dst), seq, ack, flags, &[], payload)
 }
 
 pub fn tcp_raw(
@@ -69,7 +108,7 @@ pub fn tcp_raw(
     flags: Flags,
     payload: &[u8],
 ) -> Vec<u8> {
-    tcp_full(v4_of(src), v4_of(dst), seq, ack, flags, &[], payload)
+    tcp_full(src, dst, seq, ack, flags, &[], payload)
 }
 
 pub fn tcp_opts(
@@ -81,7 +120,7 @@ pub fn tcp_opts(
     mss: Option<u16>,
     sack: &[(u32, u32)],
 ) -> Vec<u8> {
-    tcp_full(v4(src), v4(dst), seq, ack, flags, &options(mss, sack), &[])
+    tcp_full(sa(src), sa(dst), seq, ack, flags, &options(mss, sack), &[])
 }
 
 pub fn tcp_opts_raw(
@@ -93,7 +132,7 @@ pub fn tcp_opts_raw(
     mss: Option<u16>,
     sack: &[(u32, u32)],
 ) -> Vec<u8> {
-    tcp_full(v4_of(src), v4_of(dst), seq, ack, flags, &options(mss, sack), &[])
+    tcp_full(src, dst, seq, ack, flags, &options(mss, sack), &[])
 }
 
 fn options(mss: Option<u16>, sack: &[(u32, u32)]) -> Vec<TcpOptionElement> {
@@ -113,17 +152,26 @@ fn options(mss: Option<u16>, sack: &[(u32, u32)]) -> Vec<TcpOptionElement> {
     opts
 }
 
+/// The start of a packet from `src` to `dst`, IPv4 (TTL 64) or IPv6 (hop
+/// limit 64) as the addresses are.
+fn ip_builder(src: IpAddr, dst: IpAddr) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families {src} {dst}"),
+    }
+}
+
 pub fn tcp_full(
-    src: SocketAddrV4,
-    dst: SocketAddrV4,
+    src: SocketAddr,
+    dst: SocketAddr,
     seq: u32,
     ack: Option<u32>,
     flags: Flags,
     opts: &[TcpOptionElement],
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut b =
-        PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64).tcp(src.port(), dst.port(), seq, 64240);
+    let mut b = ip_builder(src.ip(), dst.ip()).tcp(src.port(), dst.port(), seq, 64240);
     if flags.syn() {
         b = b.syn();
     }
@@ -145,16 +193,39 @@ pub fn tcp_full(
 }
 
 pub fn udp(src: &str, dst: &str, payload: &[u8], with_checksum: bool) -> Vec<u8> {
-    let (s, d) = (v4(src), v4(dst));
+    let (s, d) = (sa(src), sa(dst));
     let mut out = Vec::new();
-    PacketBuilder::ipv4(s.ip().octets(), d.ip().octets(), 64)
-        .udp(s.port(), d.port())
-        .write(&mut out, payload)
-        .unwrap();
+    ip_builder(s.ip(), d.ip()).udp(s.port(), d.port()).write(&mut out, payload).unwrap();
     if !with_checksum {
-        out[26] = 0;
-        out[27] = 0;
+        let at = ip_header_len(&out) + 6;
+        out[at..at + 2].fill(0);
     }
+    out
+}
+
+/// `pkt` with IPv6 extension headers inserted after the fixed header:
+/// each (next-header value, 8-byte units after the first 8) becomes a header
+/// of that type and length padded with a PadN option (or zeros).
+pub fn with_ext_headers(pkt: &[u8], headers: &[(u8, u8)]) -> Vec<u8> {
+    assert_eq!(pkt[0] >> 4, 6);
+    let mut out = pkt[..40].to_vec();
+    let upper = pkt[6];
+    if let Some(&(first, _)) = headers.first() {
+        out[6] = first;
+    }
+    for (i, &(_, len)) in headers.iter().enumerate() {
+        let next = headers.get(i + 1).map_or(upper, |h| h.0);
+        let size = (usize::from(len) + 1) * 8;
+        let mut h = vec![0u8; size];
+        h[0] = next;
+        h[1] = len;
+        h[2] = 1;
+        h[3] = (size - 4) as u8;
+        out.extend_from_slice(&h);
+    }
+    out.extend_from_slice(&pkt[40..]);
+    let payload_len = (out.len() - 40) as u16;
+    out[4..6].copy_from_slice(&payload_len.to_be_bytes());
     out
 }
 
@@ -183,9 +254,42 @@ fn fold(mut s: u32) -> u16 {
     s as u16
 }
 
+/// Whether the transport checksum of `l4` verifies with the pseudo-header of
+/// the IPv4 or IPv6 packet `ip`.
 fn l4_ok(ip: &[u8], l4: &[u8], proto: u8) -> bool {
-    let s = sum(&ip[12..20]) + u32::from(proto) + l4.len() as u32 + sum(l4);
+    let addrs = if ip[0] >> 4 == 6 { &ip[8..40] } else { &ip[12..20] };
+    let s = sum(addrs) + u32::from(proto) + l4.len() as u32 + sum(l4);
     fold(s) == 0xffff
+}
+
+/// Bytes before the transport header: IPv4 header with options, or IPv6
+/// fixed header and its hop-by-hop, routing and destination options headers.
+pub fn ip_header_len(p: &[u8]) -> usize {
+    ip_layout(p).0
+}
+
+/// (bytes before the transport header, transport protocol, end of packet).
+fn ip_layout(p: &[u8]) -> (usize, u8, usize) {
+    if p[0] >> 4 == 4 {
+        return (usize::from(p[0] & 15) * 4, p[9], usize::from(u16::from_be_bytes([p[2], p[3]])));
+    }
+    let (mut at, mut next) = (40, p[6]);
+    while matches!(next, 0 | 43 | 60) {
+        next = p[at];
+        at += (usize::from(p[at + 1]) + 1) * 8;
+    }
+    (at, next, 40 + usize::from(u16::from_be_bytes([p[4], p[5]])))
+}
+
+/// The source and destination addresses of an IPv4 or IPv6 packet.
+pub fn ip_addrs(p: &[u8]) -> (IpAddr, IpAddr) {
+    if p[0] >> 4 == 6 {
+        let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&p[at..at + 16]).unwrap());
+        (a(8), a(24))
+    } else {
+        let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&p[at..at + 4]).unwrap());
+        (a(12), a(16))
+    }
 }
 
 #[derive(Debug)]
@@ -198,7 +302,7 @@ pub struct Seen {
     pub flags: Flags,
     pub mss: Option<u16>,
     pub sack: Vec<(u32, u32)>,
-    /// The address in a TOA option (kind 254, length 8).
+    /// The address in a TOA option (kind 254, length 8 or 20).
     pub toa: Option<SocketAddr>,
     /// TCP header length.
     pub header_len: usize,
@@ -208,17 +312,17 @@ pub struct Seen {
 }
 
 pub fn parse(p: &[u8]) -> Seen {
-    let ihl = usize::from(p[0] & 15) * 4;
-    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    let ip_ok = fold(sum(&p[..ihl])) == 0xffff;
-    let src_ip = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
-    let dst_ip = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+    let (ihl, proto, total) = ip_layout(p);
+    let v6 = p[0] >> 4 == 6;
+    // IPv6 has no header checksum.
+    let ip_ok = v6 || fold(sum(&p[..ihl])) == 0xffff;
+    let (src_ip, dst_ip) = ip_addrs(p);
     let l4 = &p[ihl..total];
     let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
     let mut seen = Seen {
-        src: SocketAddr::new(src_ip.into(), port(0)),
-        dst: SocketAddr::new(dst_ip.into(), port(2)),
-        ttl: p[8],
+        src: SocketAddr::new(src_ip, port(0)),
+        dst: SocketAddr::new(dst_ip, port(2)),
+        ttl: if v6 { p[7] } else { p[8] },
         seq: 0,
         ack: 0,
         flags: Flags::from_bits(0),
@@ -230,7 +334,7 @@ pub fn parse(p: &[u8]) -> Seen {
         udp_checksum: None,
         checksums_ok: false,
     };
-    match p[9] {
+    match proto {
         6 => {
             let word = |at: usize| u32::from_be_bytes([l4[at], l4[at + 1], l4[at + 2], l4[at + 3]]);
             seen.seq = word(4);
@@ -251,6 +355,10 @@ pub fn parse(p: &[u8]) -> Seen {
                             let a = Ipv4Addr::new(l4[i + 4], l4[i + 5], l4[i + 6], l4[i + 7]);
                             seen.toa = Some(SocketAddr::new(a.into(), port(i + 2)));
                         }
+                        if kind == 254 && len == 20 {
+                            let a = Ipv6Addr::from(<[u8; 16]>::try_from(&l4[i + 4..i + 20]).unwrap());
+                            seen.toa = Some(SocketAddr::new(a.into(), port(i + 2)));
+                        }
                         if kind == 5 {
                             for b in l4[i + 2..i + len].chunks(8) {
                                 let w = |j: usize| u32::from_be_bytes([b[j], b[j + 1], b[j + 2], b[j + 3]]);
@@ -269,7 +377,7 @@ pub fn parse(p: &[u8]) -> Seen {
             let c = port(6);
             seen.udp_checksum = Some(c);
             seen.payload = l4[8..].to_vec();
-            seen.checksums_ok = ip_ok && (c == 0 || l4_ok(p, l4, 17));
+            seen.checksums_ok = ip_ok && ((c == 0 && !v6) || l4_ok(p, l4, 17));
         }
         _ => {}
     }
