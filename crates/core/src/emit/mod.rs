@@ -163,7 +163,8 @@ mod tests {
 
     #[test]
     fn ipv6_segment_with_payload() {
-        let seg = Segment::ack(ep("[2001:db8::1]:80"), ep("[2001:db8:1::7]:40000"), SeqNumber(7), SeqNumber(9), 64);
+        let seg =
+            Segment::ack(ep("[2001:db8::1]:80"), ep("[2001:db8:1::7]:40000"), SeqNumber(7), SeqNumber(9), 64);
         let mut buf = [0u8; 128];
         let len = seg.emit_with_payload(&mut buf, b"hello");
         assert_eq!(len, 40 + 20 + 5);
