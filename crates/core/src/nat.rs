@@ -13,7 +13,6 @@
 use std::net::IpAddr;
 
 use rvs_wire::checksum;
-use rvs_wire::ip_protocol;
 use rvs_wire::tcp;
 use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
@@ -56,10 +55,10 @@ impl Engine {
         if ip.ttl <= 1 && self.cfg.decrement_ttl {
             return Err(DropReason::TtlExpired);
         }
-        let proto = match ip.protocol {
-            ip_protocol::ICMP => return self.handle_icmp(&ip, pkt).map(Outcome::Forward),
-            p => Proto::from_number(p),
-        };
+        if icmp::is_icmp(&ip) {
+            return self.handle_icmp(&ip, pkt).map(Outcome::Forward);
+        }
+        let proto = Proto::from_number(ip.protocol);
         let Some(proto) = proto else {
             return Err(self.classify_miss(ip.dst, false));
         };

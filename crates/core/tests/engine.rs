@@ -237,47 +237,56 @@ fn udp_flows_keep_zero_checksum_and_expire_after_300s() {
     assert_eq!(lb.conn_count(), 0);
 }
 
-#[test]
-fn icmp_frag_needed_from_the_real_side_reaches_the_client() {
-    let mut lb = lb(&["10.2.0.1:8080"]);
+family_tests!(icmp_too_big_from_the_real_side_reaches_the_client, icmp_from_the_client_side_reaches_the_real);
+
+fn icmp_too_big_from_the_real_side_reaches_the_client(f: Family) {
+    let mut lb = build_in(f, Proto::Tcp, &["10.2.0.1:8080"], |_| {}, SchedKind::Rr);
     let t = Instant::from_secs(1);
-    let mut syn = tcp(CLIENT, VIP, 1000, None, Flags::SYN, &[]);
+    let mut syn = tcp(&f.map(CLIENT), &f.map(VIP), 1000, None, Flags::SYN, &[]);
     let _ = lb.handle(t, &mut syn);
     let seen = parse(&syn);
     // A router between LB and real says the LB's packet was too big.
-    let mut err = icmp_error("10.3.0.254", &seen.src.ip().to_string(), 3, 4, 1400, &syn);
+    let (ty, code) = f.icmp_too_big();
+    let mut err = icmp_error(&f.map("10.3.0.254"), &seen.src.ip().to_string(), ty, code, 1280, &syn);
     assert_eq!(lb.handle(t, &mut err), Verdict::Forward { to: Side::Client });
     let q = parse_icmp(&err);
-    assert_eq!((q.outer_src.as_str(), q.outer_dst.as_str()), ("10.0.0.1", "192.0.2.1"));
-    assert_eq!(q.quoted_src.to_string(), CLIENT);
-    assert_eq!(q.quoted_dst.to_string(), VIP);
+    assert_eq!((q.outer_src, q.outer_dst), (f.map("10.0.0.1"), f.map("192.0.2.1")));
+    assert_eq!(q.quoted_src.to_string(), f.map(CLIENT));
+    assert_eq!(q.quoted_dst.to_string(), f.map(VIP));
     assert_eq!(q.quoted_seq, 1000, "the quote is in the client's own sequence space");
-    assert_eq!(q.mtu, 1400);
+    assert_eq!(q.mtu, 1280);
     assert!(q.checksums_ok);
 
-    let mut echo = icmp_error(CLIENT_IP, "10.0.0.1", 8, 0, 0, &[]);
+    let (ty, code) = f.icmp_echo();
+    let mut echo = icmp_error(&f.map(CLIENT_IP), &f.map("10.0.0.1"), ty, code, 0, &[]);
     assert_eq!(lb.handle(t, &mut echo), Verdict::Drop(DropReason::IcmpUnsupported));
-    let mut stray =
-        icmp_error("10.3.0.254", LIP, 3, 4, 1400, &tcp(LIP_PORT, "10.2.0.1:8080", 5, None, Flags::SYN, &[]));
+    let (ty, code) = f.icmp_too_big();
+    let unknown = tcp(&f.map(LIP_PORT), &f.map("10.2.0.1:8080"), 5, None, Flags::SYN, &[]);
+    let mut stray = icmp_error(&f.map("10.3.0.254"), &f.map(LIP), ty, code, 1280, &unknown);
     assert_eq!(lb.handle(t, &mut stray), Verdict::Drop(DropReason::IcmpNoConnection));
+    // A corrupted ICMPv6 checksum (its pseudo-header included) is refused.
+    let mut bad = icmp_error(&f.map("10.3.0.254"), &seen.src.ip().to_string(), ty, code, 1280, &syn);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(lb.handle(t, &mut bad), Verdict::Drop(DropReason::BadChecksum));
 }
 
-#[test]
-fn icmp_from_the_client_side_reaches_the_real() {
-    let mut lb = lb(&["10.2.0.1:8080"]);
+fn icmp_from_the_client_side_reaches_the_real(f: Family) {
+    let mut lb = build_in(f, Proto::Tcp, &["10.2.0.1:8080"], |_| {}, SchedKind::Rr);
     let t = Instant::from_secs(1);
-    let mut syn = tcp(CLIENT, VIP, 1000, None, Flags::SYN, &[]);
+    let mut syn = tcp(&f.map(CLIENT), &f.map(VIP), 1000, None, Flags::SYN, &[]);
     let _ = lb.handle(t, &mut syn);
     let seen = parse(&syn);
     let mut synack =
         tcp_raw(seen.dst, seen.src, 5000, Some(seen.seq.wrapping_add(1)), Flags::SYN | Flags::ACK, &[]);
     let _ = lb.handle(t, &mut synack);
     // The client's router cannot deliver the VIP's SYN-ACK.
-    let mut err = icmp_error("198.51.100.1", "10.0.0.1", 3, 1, 0, &synack);
+    let (ty, code) = f.icmp_unreachable();
+    let mut err = icmp_error(&f.map("198.51.100.1"), &f.map("10.0.0.1"), ty, code, 0, &synack);
     assert_eq!(lb.handle(t, &mut err), Verdict::Forward { to: Side::Real });
     let q = parse_icmp(&err);
-    assert_eq!((q.outer_src.as_str(), q.outer_dst.as_str()), (LIP, "10.2.0.1"));
-    assert_eq!(q.quoted_src.to_string(), "10.2.0.1:8080");
+    assert_eq!((q.outer_src, q.outer_dst), (f.map(LIP), f.map("10.2.0.1")));
+    assert_eq!(q.quoted_src.to_string(), f.map("10.2.0.1:8080"));
     assert_eq!(q.quoted_dst, seen.src);
     assert_eq!(q.quoted_seq, 5000);
     assert!(q.checksums_ok);

@@ -51,7 +51,42 @@ impl Family {
     pub fn ep(self, v4: &str) -> Endpoint {
         ep(&self.map(v4))
     }
+
+    /// ICMP type and code of "too big": fragmentation needed, or ICMPv6's
+    /// packet too big.
+    pub fn icmp_too_big(self) -> (u8, u8) {
+        if self == Self::V4 { (3, 4) } else { (2, 0) }
+    }
+
+    /// ICMP type and code of "host (address) unreachable".
+    pub fn icmp_unreachable(self) -> (u8, u8) {
+        if self == Self::V4 { (3, 1) } else { (1, 3) }
+    }
+
+    /// ICMP type and code of an echo request.
+    pub fn icmp_echo(self) -> (u8, u8) {
+        if self == Self::V4 { (8, 0) } else { (128, 0) }
+    }
 }
+
+/// Test modules that run a test body `fn(Family)` once per family, as
+/// `name::v4` and `name::v6`.
+macro_rules! family_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn v4() {
+                super::$name($crate::util::Family::V4);
+            }
+
+            #[test]
+            fn v6() {
+                super::$name($crate::util::Family::V6);
+            }
+        }
+    )*};
+}
+pub(crate) use family_tests;
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -229,16 +264,23 @@ pub fn with_ext_headers(pkt: &[u8], headers: &[(u8, u8)]) -> Vec<u8> {
     out
 }
 
-/// An ICMPv4 message from `src` to `dst` quoting `quote` (IP header + 8 bytes).
+/// An ICMP (IPv4) or ICMPv6 message from `src` to `dst` quoting `quote`: for
+/// IPv4 the IP header and 8 bytes, for IPv6 as much as RFC 4443 allows.
+/// `mtu` is the next-hop MTU of fragmentation needed or packet too big.
 pub fn icmp_error(src: &str, dst: &str, ty: u8, code: u8, mtu: u16, quote: &[u8]) -> Vec<u8> {
-    let (s, d): (Ipv4Addr, Ipv4Addr) = (src.parse().unwrap(), dst.parse().unwrap());
+    let (s, d): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
     let rest = [0, 0, (mtu >> 8) as u8, mtu as u8];
     let mut out = Vec::new();
-    let quoted = &quote[..quote.len().min(28)];
-    PacketBuilder::ipv4(s.octets(), d.octets(), 64)
-        .icmpv4_raw(ty, code, rest)
-        .write(&mut out, quoted)
-        .unwrap();
+    match (s, d) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64)
+            .icmpv4_raw(ty, code, rest)
+            .write(&mut out, &quote[..quote.len().min(28)]),
+        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64)
+            .icmpv6_raw(ty, code, rest)
+            .write(&mut out, &quote[..quote.len().min(1280 - 48)]),
+        _ => panic!("mixed families {src} {dst}"),
+    }
+    .unwrap();
     out
 }
 
@@ -396,22 +438,28 @@ pub struct QuotedError {
 }
 
 pub fn parse_icmp(p: &[u8]) -> QuotedError {
-    let ihl = usize::from(p[0] & 15) * 4;
-    let icmp = &p[ihl..];
+    let (ihl, proto, total) = ip_layout(p);
+    let v6 = p[0] >> 4 == 6;
+    let icmp = &p[ihl..total];
     let q = &icmp[8..];
-    let qihl = usize::from(q[0] & 15) * 4;
-    let qip = |at: usize| Ipv4Addr::new(q[at], q[at + 1], q[at + 2], q[at + 3]);
+    let (qihl, _, _) = ip_layout(q);
     let l4 = &q[qihl..];
     let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+    let (outer_src, outer_dst) = ip_addrs(p);
+    let (quoted_src, quoted_dst) = ip_addrs(q);
+    let icmp_ok = if v6 {
+        assert_eq!(proto, 58);
+        fold(sum(&p[8..40]) + 58 + icmp.len() as u32 + sum(icmp)) == 0xffff
+    } else {
+        fold(sum(&p[..ihl])) == 0xffff && fold(sum(icmp)) == 0xffff && fold(sum(&q[..qihl])) == 0xffff
+    };
     QuotedError {
-        outer_src: Ipv4Addr::new(p[12], p[13], p[14], p[15]).to_string(),
-        outer_dst: Ipv4Addr::new(p[16], p[17], p[18], p[19]).to_string(),
-        quoted_src: SocketAddr::new(qip(12).into(), port(0)),
-        quoted_dst: SocketAddr::new(qip(16).into(), port(2)),
+        outer_src: outer_src.to_string(),
+        outer_dst: outer_dst.to_string(),
+        quoted_src: SocketAddr::new(quoted_src, port(0)),
+        quoted_dst: SocketAddr::new(quoted_dst, port(2)),
         quoted_seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
         mtu: u16::from_be_bytes([icmp[6], icmp[7]]),
-        checksums_ok: fold(sum(&p[..ihl])) == 0xffff
-            && fold(sum(icmp)) == 0xffff
-            && fold(sum(&q[..qihl])) == 0xffff,
+        checksums_ok: icmp_ok,
     }
 }
