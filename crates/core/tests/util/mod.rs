@@ -1,7 +1,7 @@
 //! Packets for engine tests, built with etherparse (an independent
 //! implementation) and read back with a few lines of plain byte parsing, so
 //! the tests do not trust the code they test.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros, unused_imports)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
