@@ -378,7 +378,7 @@ impl Engine {
             return Err(DropReason::NoConnection);
         };
         let (old, mut new) = (conn.state, conn.state.next(lookup.side, l4.flags));
-        let (service, real_index, proto) = (conn.service, conn.real_index, conn.proto);
+        let (service, real_index, proto, client) = (conn.service, conn.real_index, conn.proto, conn.client);
         let (src, dst, to) = match lookup.side {
             Side::Client => (conn.laddr, conn.real, Side::Real),
             Side::Real => (conn.vip, conn.client, Side::Client),
@@ -430,7 +430,7 @@ impl Engine {
         let svc = &mut self.services[service as usize];
         let mss_rule = MssRule {
             clamp: svc.config.mss_clamp.unwrap_or(u16::MAX),
-            less: crate::client_addr::toa_room(&svc.config),
+            less: crate::client_addr::toa_room(&svc.config, client.addr),
         };
         if let Some(real) = svc.reals.get_mut(real_index as usize) {
             count(&mut real.stats, to, pkt.len());
