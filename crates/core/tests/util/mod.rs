@@ -3,6 +3,7 @@
 //! the tests do not trust the code they test.
 #![allow(dead_code, unreachable_pub, unused_macros, unused_imports)]
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use etherparse::{PacketBuilder, TcpOptionElement};
@@ -15,43 +16,36 @@ pub const VIP: &str = "10.0.0.1:80";
 pub const LIP: &str = "10.1.0.1";
 pub const LIP_PORT: &str = "10.1.0.1:4000";
 
-pub fn ep(s: &str) -> Endpoint {
-    s.parse::<SocketAddr>().unwrap().into()
-}
-
-/// The address family a test runs in. The IPv6 plan mirrors the IPv4 one:
-/// `a.b.c.d` is `2001:db8:a:b:c::d`, its decimal digits read as hex groups,
-/// so a test written with IPv4 addresses runs in either family through
-/// [`Family::map`].
+/// The address family a test runs in.
+///
+/// Tests are written in the IPv4 test plan. Run in IPv6 (see
+/// [`family_tests`]), the helpers here carry every plan address across at
+/// the packet boundary: `a.b.c.d` is `2001:db8:a:b:c::d` (its decimal digits
+/// read as hex groups) in the packets and endpoints given to the engine, and
+/// is read back as `a.b.c.d` from the packets it sends, after checking they
+/// are of the test's family. So one test body runs in both families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     V4,
     V6,
 }
 
+thread_local! {
+    static FAMILY: Cell<Family> = const { Cell::new(Family::V4) };
+}
+
+/// The family of the test running on this thread.
+pub fn family() -> Family {
+    FAMILY.with(Cell::get)
+}
+
+/// Run `test` in family `f` (each test has its own thread).
+pub fn run_in(f: Family, test: impl FnOnce()) {
+    FAMILY.with(|c| c.set(f));
+    test();
+}
+
 impl Family {
-    /// An IPv4 address or `address:port` of the test plan, in this family.
-    pub fn map(self, v4: &str) -> String {
-        if self == Self::V4 {
-            return v4.to_owned();
-        }
-        let (host, port) = match v4.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (v4, None),
-        };
-        let g: Vec<u16> = host.split('.').map(|d| u16::from_str_radix(d, 16).unwrap()).collect();
-        let addr = Ipv6Addr::new(0x2001, 0xdb8, g[0], g[1], g[2], 0, 0, g[3]);
-        match port {
-            Some(port) => format!("[{addr}]:{port}"),
-            None => addr.to_string(),
-        }
-    }
-
-    /// [`map`](Self::map), as an endpoint.
-    pub fn ep(self, v4: &str) -> Endpoint {
-        ep(&self.map(v4))
-    }
-
     /// ICMP type and code of "too big": fragmentation needed, or ICMPv6's
     /// packet too big.
     pub fn icmp_too_big(self) -> (u8, u8) {
@@ -69,27 +63,85 @@ impl Family {
     }
 }
 
-/// Test modules that run a test body `fn(Family)` once per family, as
-/// `name::v4` and `name::v6`.
+/// A plan address as the engine sees it in the test's family.
+pub fn to_wire(a: IpAddr) -> IpAddr {
+    match (family(), a) {
+        (Family::V6, IpAddr::V4(v4)) => {
+            let hex = |d: u8| u16::from_str_radix(&d.to_string(), 16).unwrap();
+            let [a, b, c, d] = v4.octets();
+            Ipv6Addr::new(0x2001, 0xdb8, hex(a), hex(b), hex(c), 0, 0, hex(d)).into()
+        }
+        _ => a,
+    }
+}
+
+/// An address the engine sent, as the plan names it; it must be of the
+/// test's family.
+pub fn from_wire(a: IpAddr) -> IpAddr {
+    match (family(), a) {
+        (Family::V4, IpAddr::V4(_)) => a,
+        (Family::V6, IpAddr::V6(v6)) => {
+            let g = v6.segments();
+            assert_eq!((g[0], g[1], g[5], g[6]), (0x2001, 0xdb8, 0, 0), "{v6} is not in the test plan");
+            let dec = |x: u16| format!("{x:x}").parse::<u8>().unwrap();
+            Ipv4Addr::new(dec(g[2]), dec(g[3]), dec(g[4]), dec(g[7])).into()
+        }
+        (f, a) => panic!("{a} in a {f:?} test"),
+    }
+}
+
+fn sa_to_wire(s: SocketAddr) -> SocketAddr {
+    SocketAddr::new(to_wire(s.ip()), s.port())
+}
+
+fn sa_from_wire(s: SocketAddr) -> SocketAddr {
+    SocketAddr::new(from_wire(s.ip()), s.port())
+}
+
+/// A plan endpoint, in the test's family.
+pub fn ep(s: &str) -> Endpoint {
+    sa(s).into()
+}
+
+/// A plan address, in the test's family.
+pub fn ip(s: &str) -> IpAddr {
+    to_wire(s.parse().unwrap())
+}
+
+/// An endpoint of the family the test does not run in: `v6` (an IPv6
+/// `[address]:port`) in an IPv4 test, a plan address in IPv4 in an IPv6 one.
+pub fn other_family(v6: &str) -> Endpoint {
+    let s = if family() == Family::V4 { v6 } else { "10.2.0.1:80" };
+    s.parse::<SocketAddr>().unwrap().into()
+}
+
+/// An endpoint the engine reports (a connection's), as the plan names it.
+pub fn plan(e: Endpoint) -> SocketAddr {
+    sa_from_wire(SocketAddr::new(e.addr, e.port))
+}
+
+/// Test modules that run a test body once per family, as `name::v4` and
+/// `name::v6`.
 macro_rules! family_tests {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             #[test]
             fn v4() {
-                super::$name($crate::util::Family::V4);
+                $crate::util::run_in($crate::util::Family::V4, super::$name);
             }
 
             #[test]
             fn v6() {
-                super::$name($crate::util::Family::V6);
+                $crate::util::run_in($crate::util::Family::V6, super::$name);
             }
         }
     )*};
 }
 pub(crate) use family_tests;
 
+/// A plan socket address, in the test's family.
 fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
+    sa_to_wire(s.parse().unwrap())
 }
 
 pub fn lb(reals: &[&str]) -> Engine {
@@ -104,29 +156,19 @@ pub fn lb_with(reals: &[&str], f: impl FnOnce(&mut EngineConfig), sched: SchedKi
     build(Proto::Tcp, reals, f, sched)
 }
 
+/// An engine with one service on the plan's VIP (port 80 for TCP, 53 for
+/// UDP) with these reals, in the test's family.
 fn build(proto: Proto, reals: &[&str], f: impl FnOnce(&mut EngineConfig), sched: SchedKind) -> Engine {
-    build_in(Family::V4, proto, reals, f, sched)
-}
-
-/// An engine with one service on the test plan's VIP (port 80 for TCP, 53
-/// for UDP) in family `fam`, with these reals (IPv4 plan addresses, mapped).
-pub fn build_in(
-    fam: Family,
-    proto: Proto,
-    reals: &[&str],
-    f: impl FnOnce(&mut EngineConfig),
-    sched: SchedKind,
-) -> Engine {
     let mut cfg = EngineConfig::default();
     f(&mut cfg);
     let mut e = Engine::new(cfg, [42; 32], Instant::ZERO);
-    let vip = fam.ep(if proto == Proto::Udp { "10.0.0.1:53" } else { VIP });
+    let vip = ep(if proto == Proto::Udp { "10.0.0.1:53" } else { VIP });
     let mut s = ServiceConfig::new(proto, vip);
     s.sched = sched;
-    s.laddrs = vec![fam.map(LIP).parse().unwrap()];
+    s.laddrs = vec![ip(LIP)];
     e.add_service(s).unwrap();
     for r in reals {
-        e.add_real(proto, vip, RealConfig { endpoint: fam.ep(r), weight: 1 }).unwrap();
+        e.add_real(proto, vip, RealConfig { endpoint: ep(r), weight: 1 }).unwrap();
     }
     e
 }
@@ -206,6 +248,7 @@ pub fn tcp_full(
     opts: &[TcpOptionElement],
     payload: &[u8],
 ) -> Vec<u8> {
+    let (src, dst) = (sa_to_wire(src), sa_to_wire(dst));
     let mut b = ip_builder(src.ip(), dst.ip()).tcp(src.port(), dst.port(), seq, 64240);
     if flags.syn() {
         b = b.syn();
@@ -238,6 +281,34 @@ pub fn udp(src: &str, dst: &str, payload: &[u8], with_checksum: bool) -> Vec<u8>
     out
 }
 
+/// `pkt` with its TTL or hop limit set to `ttl` (IPv4's header checksum
+/// computed again).
+pub fn with_ttl(mut pkt: Vec<u8>, ttl: u8) -> Vec<u8> {
+    if pkt[0] >> 4 == 6 {
+        pkt[7] = ttl;
+    } else {
+        pkt[8] = ttl;
+        let ihl = ip_header_len(&pkt);
+        pkt[10..12].fill(0);
+        let c = !fold(sum(&pkt[..ihl]));
+        pkt[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    pkt
+}
+
+/// `pkt` as the first fragment of a larger packet: IPv4's more-fragments
+/// flag, or an IPv6 fragment header.
+pub fn as_fragment(mut pkt: Vec<u8>) -> Vec<u8> {
+    if pkt[0] >> 4 == 6 {
+        let mut frag = with_ext_headers(&pkt, &[(44, 0)]);
+        frag[43] = 1; // more fragments
+        frag
+    } else {
+        pkt[6] |= 0x20;
+        pkt
+    }
+}
+
 /// `pkt` with IPv6 extension headers inserted after the fixed header:
 /// each (next-header value, 8-byte units after the first 8) becomes a header
 /// of that type and length padded with a PadN option (or zeros).
@@ -268,7 +339,7 @@ pub fn with_ext_headers(pkt: &[u8], headers: &[(u8, u8)]) -> Vec<u8> {
 /// IPv4 the IP header and 8 bytes, for IPv6 as much as RFC 4443 allows.
 /// `mtu` is the next-hop MTU of fragmentation needed or packet too big.
 pub fn icmp_error(src: &str, dst: &str, ty: u8, code: u8, mtu: u16, quote: &[u8]) -> Vec<u8> {
-    let (s, d): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+    let (s, d) = (ip(src), ip(dst));
     let rest = [0, 0, (mtu >> 8) as u8, mtu as u8];
     let mut out = Vec::new();
     match (s, d) {
@@ -359,6 +430,7 @@ pub fn parse(p: &[u8]) -> Seen {
     // IPv6 has no header checksum.
     let ip_ok = v6 || fold(sum(&p[..ihl])) == 0xffff;
     let (src_ip, dst_ip) = ip_addrs(p);
+    let (src_ip, dst_ip) = (from_wire(src_ip), from_wire(dst_ip));
     let l4 = &p[ihl..total];
     let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
     let mut seen = Seen {
@@ -395,11 +467,11 @@ pub fn parse(p: &[u8]) -> Seen {
                         }
                         if kind == 254 && len == 8 {
                             let a = Ipv4Addr::new(l4[i + 4], l4[i + 5], l4[i + 6], l4[i + 7]);
-                            seen.toa = Some(SocketAddr::new(a.into(), port(i + 2)));
+                            seen.toa = Some(sa_from_wire(SocketAddr::new(a.into(), port(i + 2))));
                         }
                         if kind == 254 && len == 20 {
                             let a = Ipv6Addr::from(<[u8; 16]>::try_from(&l4[i + 4..i + 20]).unwrap());
-                            seen.toa = Some(SocketAddr::new(a.into(), port(i + 2)));
+                            seen.toa = Some(sa_from_wire(SocketAddr::new(a.into(), port(i + 2))));
                         }
                         if kind == 5 {
                             for b in l4[i + 2..i + len].chunks(8) {
@@ -454,10 +526,10 @@ pub fn parse_icmp(p: &[u8]) -> QuotedError {
         fold(sum(&p[..ihl])) == 0xffff && fold(sum(icmp)) == 0xffff && fold(sum(&q[..qihl])) == 0xffff
     };
     QuotedError {
-        outer_src: outer_src.to_string(),
-        outer_dst: outer_dst.to_string(),
-        quoted_src: SocketAddr::new(quoted_src, port(0)),
-        quoted_dst: SocketAddr::new(quoted_dst, port(2)),
+        outer_src: from_wire(outer_src).to_string(),
+        outer_dst: from_wire(outer_dst).to_string(),
+        quoted_src: sa_from_wire(SocketAddr::new(quoted_src, port(0))),
+        quoted_dst: sa_from_wire(SocketAddr::new(quoted_dst, port(2))),
         quoted_seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
         mtu: u16::from_be_bytes([icmp[6], icmp[7]]),
         checksums_ok: icmp_ok,
