@@ -26,6 +26,8 @@ family_tests!(
     running_out_of_ports_is_told_once_per_interval_with_the_count,
     an_expired_open_connection_is_reset_on_both_sides_exactly,
     segments_of_unknown_connections_are_answered_within_the_rate,
+    icmp_too_big_from_the_real_side_reaches_the_client,
+    icmp_from_the_client_side_reaches_the_real,
 );
 
 fn tcp_handshake_data_and_close_both_ways() {
@@ -258,7 +260,7 @@ fn icmp_too_big_from_the_real_side_reaches_the_client() {
     let seen = parse(&syn);
     // A router between LB and real says the LB's packet was too big.
     let (ty, code) = f.icmp_too_big();
-    let mut err = icmp_error(&"10.3.0.254", &seen.src.ip().to_string(), ty, code, 1280, &syn);
+    let mut err = icmp_error("10.3.0.254", &seen.src.ip().to_string(), ty, code, 1280, &syn);
     assert_eq!(lb.handle(t, &mut err), Verdict::Forward { to: Side::Client });
     let q = parse_icmp(&err);
     assert_eq!((q.outer_src.as_str(), q.outer_dst.as_str()), ("10.0.0.1", "192.0.2.1"));
@@ -269,14 +271,14 @@ fn icmp_too_big_from_the_real_side_reaches_the_client() {
     assert!(q.checksums_ok);
 
     let (ty, code) = f.icmp_echo();
-    let mut echo = icmp_error(CLIENT_IP, &"10.0.0.1", ty, code, 0, &[]);
+    let mut echo = icmp_error(CLIENT_IP, "10.0.0.1", ty, code, 0, &[]);
     assert_eq!(lb.handle(t, &mut echo), Verdict::Drop(DropReason::IcmpUnsupported));
     let (ty, code) = f.icmp_too_big();
-    let unknown = tcp(LIP_PORT, &"10.2.0.1:8080", 5, None, Flags::SYN, &[]);
-    let mut stray = icmp_error(&"10.3.0.254", LIP, ty, code, 1280, &unknown);
+    let unknown = tcp(LIP_PORT, "10.2.0.1:8080", 5, None, Flags::SYN, &[]);
+    let mut stray = icmp_error("10.3.0.254", LIP, ty, code, 1280, &unknown);
     assert_eq!(lb.handle(t, &mut stray), Verdict::Drop(DropReason::IcmpNoConnection));
     // A corrupted ICMPv6 checksum (its pseudo-header included) is refused.
-    let mut bad = icmp_error(&"10.3.0.254", &seen.src.ip().to_string(), ty, code, 1280, &syn);
+    let mut bad = icmp_error("10.3.0.254", &seen.src.ip().to_string(), ty, code, 1280, &syn);
     let last = bad.len() - 1;
     bad[last] ^= 1;
     assert_eq!(lb.handle(t, &mut bad), Verdict::Drop(DropReason::BadChecksum));
@@ -294,7 +296,7 @@ fn icmp_from_the_client_side_reaches_the_real() {
     let _ = lb.handle(t, &mut synack);
     // The client's router cannot deliver the VIP's SYN-ACK.
     let (ty, code) = f.icmp_unreachable();
-    let mut err = icmp_error(&"198.51.100.1", &"10.0.0.1", ty, code, 0, &synack);
+    let mut err = icmp_error("198.51.100.1", "10.0.0.1", ty, code, 0, &synack);
     assert_eq!(lb.handle(t, &mut err), Verdict::Forward { to: Side::Real });
     let q = parse_icmp(&err);
     assert_eq!((q.outer_src.as_str(), q.outer_dst.as_str()), (LIP, "10.2.0.1"));
