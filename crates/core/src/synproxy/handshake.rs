@@ -47,6 +47,7 @@ impl SynproxyState {
         let (cookie, ts_bits) = self.jar.make(ctx.conns.secrets(), now, key, client_isn.0, offer);
         // With TOA the client's segments grow by the option: it is told less.
         let our_mss = service.config.mss_clamp.map_or(cfg.mss_max, |c| c.min(cfg.mss_max));
+        let our_mss = crate::xlat::synproxy_mss(our_mss, cfg.mss_max, key.src.addr, &service.config.laddrs);
         let our_mss = our_mss.saturating_sub(client_addr::toa_room(&service.config)).max(64);
         let announced = service.synproxy_wscale.unwrap_or(cfg.wscale);
         let tsval = (ms_clock(now) & !((1 << cookie::TS_OPT_BITS) - 1)) | ts_bits;
@@ -105,7 +106,8 @@ impl SynproxyState {
         let Some(conn) = ctx.conns.get(hs.conn) else { return };
         let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
         let Some(service) = ctx.services.get_mut(svc as usize) else { return };
-        let toa_room = client_addr::toa_room(&service.config);
+        let toa_room =
+            client_addr::toa_room(&service.config) + crate::xlat::mss_room(conn.client.addr, real.addr);
         let mss_clamp = service.config.mss_clamp;
         let Some(r) = service.reals.get_mut(real_index as usize) else { return };
         let Some(hs) = self.handshakes.get_mut(hid) else { return };

@@ -41,6 +41,19 @@ pub(crate) fn mss_room(from: IpAddr, to: IpAddr) -> u16 {
     if from.is_ipv4() && to.is_ipv6() { 20 } else { 0 }
 }
 
+/// The MSS SYNProxy announces to a client at `client` of a service with
+/// local addresses `laddrs`, given `mss` for a same-family connection.
+///
+/// SYNProxy answers for a real of the backend family. Translated either way,
+/// the client's full-size segments must fit a 1500-byte (`mss_max`) link
+/// on the IPv6 side once translated: it is told the IPv6 figure, 20 less.
+pub(crate) fn synproxy_mss(mss: u16, mss_max: u16, client: IpAddr, laddrs: &[IpAddr]) -> u16 {
+    match laddrs.first() {
+        Some(&backend) if translates(client, backend) => mss.min(mss_max.saturating_sub(20)),
+        _ => mss,
+    }
+}
+
 /// A packet the FullNAT rewrite left to be moved into the other family:
 /// its connection, new addresses and what its old header held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
