@@ -800,7 +800,7 @@ impl<M: Middlebox> Network<M> {
         self.core.send_over(&mut self.hosts[to.0], to, LinkDir::ToHost, data);
     }
 
-    fn at_host(&mut self, to: HostId, data: Vec<u8>) {
+    fn at_host(&mut self, to: HostId, mut data: Vec<u8>) {
         let now = self.core.now;
         let h = &mut self.hosts[to.0];
         h.down.stats.delivered += 1;
@@ -817,7 +817,6 @@ impl<M: Middlebox> Network<M> {
             h.lower_path_mtu(e);
         }
         h.stats.received += 1;
-        let mut data = data;
         mss_less_timestamps(&mut data);
         h.device.rx.push_back(data);
         h.wake = true;
