@@ -12,20 +12,13 @@
 
 use std::net::IpAddr;
 
+use rvs_wire::icmpv6::{msg_type as v6_type, param_problem_code, unreachable_code as v6_unreach};
 use rvs_wire::{checksum, icmpv4, ip_protocol, ipv4, ipv6, tcp, udp};
 
 use super::header::{self, Carried};
 use crate::addr::{Endpoint, Proto};
 use crate::drop::DropReason;
 use crate::icmp::rewrite_quoted_l4;
-
-/// ICMPv6 message types (RFC 4443 §2.1) the translation emits or reads.
-mod v6_type {
-    pub(super) const DEST_UNREACHABLE: u8 = 1;
-    pub(super) const PACKET_TOO_BIG: u8 = 2;
-    pub(super) const TIME_EXCEEDED: u8 = 3;
-    pub(super) const PARAM_PROBLEM: u8 = 4;
-}
 
 /// IPv6's minimum link MTU (RFC 8200 §5), and the most an ICMPv6 error
 /// may take (RFC 4443 §2.4 (c)).
@@ -59,6 +52,7 @@ struct Head {
 
 /// Build into `out` the translation of the ICMP error in `pkt` (its IP
 /// header `header_len` bytes, the whole datagram `pkt`); returns its length.
+/// The caller has verified the error's checksum ([`crate::icmp::translate`]).
 pub(crate) fn translate_error(
     pkt: &[u8],
     header_len: usize,
@@ -78,9 +72,6 @@ pub(crate) fn translate_error(
     let head = Head { msg_type: msg[0], code: msg[1], rest: word(4) };
     let quote = &msg[icmpv4::HEADER_LEN..];
     let (quoted, quoted_len) = if from_v4 {
-        if !checksum::verify(checksum::sum(msg)) {
-            return Err(DropReason::BadChecksum);
-        }
         let q = ipv4::Packet::new_checked_quoted(quote).map_err(crate::packet::wire_drop)?;
         let carried = Carried::read(quote, q.protocol(), false);
         let quoted = Quoted {
@@ -91,16 +82,7 @@ pub(crate) fn translate_error(
         };
         (quoted, usize::from(q.total_len()))
     } else {
-        let (src, dst) = outer_addrs(pkt);
-        let len = u32::try_from(msg.len()).unwrap_or(u32::MAX);
-        if !checksum::verify(checksum::pseudo_header(src, dst, ip_protocol::ICMPV6, len) + checksum::sum(msg))
-        {
-            return Err(DropReason::BadChecksum);
-        }
-        let q = ipv6::Packet::new_unchecked(quote);
-        if quote.len() < ipv6::HEADER_LEN || q.version() != 6 {
-            return Err(DropReason::Truncated);
-        }
+        let q = ipv6::Packet::new_checked_quoted(quote).map_err(crate::packet::wire_drop)?;
         // What the balancer sends carries no extension header, so a quote
         // of its packet has none either.
         let carried = Carried::read(quote, q.next_header(), false);
@@ -123,11 +105,6 @@ struct Quoted {
     header_len: usize,
     src: IpAddr,
     dst: IpAddr,
-}
-
-fn outer_addrs(pkt: &[u8]) -> (IpAddr, IpAddr) {
-    let h = ipv6::Packet::new_unchecked(pkt);
-    (h.src_addr().into(), h.dst_addr().into())
 }
 
 fn outer_carried(pkt: &[u8], from_v4: bool, decrement_ttl: bool) -> Carried {
@@ -221,11 +198,17 @@ fn to_v6(h: Head, quoted_len: usize) -> Result<Head, DropReason> {
     use icmpv4::msg_type as t;
     let out = |msg_type, code, rest| Ok(Head { msg_type, code, rest });
     match (h.msg_type, h.code) {
-        (t::DEST_UNREACHABLE, 0 | 1 | 5 | 6 | 7 | 8 | 11 | 12) => out(v6_type::DEST_UNREACHABLE, 0, 0),
-        (t::DEST_UNREACHABLE, 9 | 10 | 13 | 15) => out(v6_type::DEST_UNREACHABLE, 1, 0),
+        (t::DEST_UNREACHABLE, 0 | 1 | 5 | 6 | 7 | 8 | 11 | 12) => {
+            out(v6_type::DEST_UNREACHABLE, v6_unreach::NO_ROUTE, 0)
+        }
+        (t::DEST_UNREACHABLE, 9 | 10 | 13 | 15) => {
+            out(v6_type::DEST_UNREACHABLE, v6_unreach::ADMIN_PROHIBITED, 0)
+        }
         // Protocol unreachable: the next header is not recognised (pointer to it).
-        (t::DEST_UNREACHABLE, 2) => out(v6_type::PARAM_PROBLEM, 1, 6),
-        (t::DEST_UNREACHABLE, 3) => out(v6_type::DEST_UNREACHABLE, 4, 0),
+        (t::DEST_UNREACHABLE, 2) => {
+            out(v6_type::PARAM_PROBLEM, param_problem_code::UNRECOGNIZED_NEXT_HEADER, 6)
+        }
+        (t::DEST_UNREACHABLE, 3) => out(v6_type::DEST_UNREACHABLE, v6_unreach::PORT, 0),
         (t::DEST_UNREACHABLE, 4) => {
             let mtu = match h.rest as u16 {
                 // RFC 1191 §5: a router that predates it sends no MTU; take
@@ -251,18 +234,21 @@ fn to_v4(h: Head) -> Result<Head, DropReason> {
     let out = |msg_type, code, rest| Ok(Head { msg_type, code, rest });
     match (h.msg_type, h.code) {
         (v6_type::DEST_UNREACHABLE, 0 | 2 | 3) => out(t::DEST_UNREACHABLE, c::HOST, 0),
-        (v6_type::DEST_UNREACHABLE, 1) => out(t::DEST_UNREACHABLE, 10, 0),
-        (v6_type::DEST_UNREACHABLE, 4) => out(t::DEST_UNREACHABLE, c::PORT, 0),
+        // Communication with the destination host administratively prohibited.
+        (v6_type::DEST_UNREACHABLE, v6_unreach::ADMIN_PROHIBITED) => out(t::DEST_UNREACHABLE, 10, 0),
+        (v6_type::DEST_UNREACHABLE, v6_unreach::PORT) => out(t::DEST_UNREACHABLE, c::PORT, 0),
         (v6_type::PACKET_TOO_BIG, _) => {
             let mtu = h.rest.min(u32::from(u16::MAX)).saturating_sub(u32::from(GROWTH));
             out(t::DEST_UNREACHABLE, c::FRAG_NEEDED, mtu)
         }
         (v6_type::TIME_EXCEEDED, code) => out(t::TIME_EXCEEDED, code, 0),
-        (v6_type::PARAM_PROBLEM, 0) => {
+        (v6_type::PARAM_PROBLEM, param_problem_code::ERRONEOUS_HEADER) => {
             let pointer = v6_to_v4_pointer(h.rest).ok_or(DropReason::IcmpUntranslatable)?;
             out(t::PARAM_PROBLEM, 0, u32::from(pointer) << 24)
         }
-        (v6_type::PARAM_PROBLEM, 1) => out(t::DEST_UNREACHABLE, c::PROTOCOL, 0),
+        (v6_type::PARAM_PROBLEM, param_problem_code::UNRECOGNIZED_NEXT_HEADER) => {
+            out(t::DEST_UNREACHABLE, c::PROTOCOL, 0)
+        }
         _ => Err(DropReason::IcmpUntranslatable),
     }
 }

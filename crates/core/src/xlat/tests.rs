@@ -327,12 +327,6 @@ fn icmpv4_errors_map_per_rfc_7915() {
         });
         assert_eq!(got, want, "ICMPv4 {t}/{c}");
     }
-    let mut bad = n.icmpv4_error(TIME_EXCEEDED, 0, 0);
-    bad[30] ^= 1;
-    assert_eq!(
-        translate_error(&bad, 20, &mut [0u8; 2048], &n.to_client(), false),
-        Err(DropReason::BadChecksum)
-    );
 }
 
 #[test]
@@ -380,12 +374,6 @@ fn icmpv6_errors_map_per_rfc_7915() {
         });
         assert_eq!(got, want, "ICMPv6 {t}/{c}");
     }
-    let mut bad = n.icmpv6_error(2, 0, 1400);
-    bad[60] ^= 1;
-    assert_eq!(
-        translate_error(&bad, 40, &mut [0u8; 2048], &n.to_real(), false),
-        Err(DropReason::BadChecksum)
-    );
 }
 
 #[test]
