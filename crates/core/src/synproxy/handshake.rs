@@ -108,8 +108,9 @@ impl SynproxyState {
         let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
         let client = conn.client.addr;
         let Some(service) = ctx.services.get_mut(svc as usize) else { return };
-        let toa_room =
-            client_addr::toa_room(&service.config, client) + crate::xlat::mss_room(client, real.addr);
+        // Room for TOA in the client's segments, and for the larger header
+        // where they are translated from IPv4 to IPv6.
+        let less = client_addr::toa_room(&service.config, client) + crate::xlat::mss_room(client, real.addr);
         let mss_clamp = service.config.mss_clamp;
         let Some(r) = service.reals.get_mut(real_index as usize) else { return };
         let Some(hs) = self.handshakes.get_mut(hid) else { return };
@@ -139,7 +140,7 @@ impl SynproxyState {
             ack: None,
             flags: tcp::Flags::SYN,
             window: u16::MAX,
-            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(toa_room).max(64)),
+            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(less).max(64)),
             wscale: offer.wscale,
             sack_permitted: offer.sack,
             timestamps: offer.timestamps.then_some((real_tsval.0, 0)),
