@@ -96,17 +96,34 @@ pub(crate) fn write(out: &mut [u8], src: IpAddr, dst: IpAddr, payload_len: usize
     }
 }
 
-/// Replace the IP header of the packet in `buf[..len]` (its header,
-/// extension headers included, `header_len` bytes) by a header of the other
-/// family from `src` to `dst`, moving the transport segment behind it;
-/// returns the new length, or `None` if it would not fit `buf`.
+/// Write into `out` the packet `pkt` (its IP header, extension headers
+/// included, `header_len` bytes) with a header of the other family from
+/// `src` to `dst` instead; returns the new length, or `None` if it would not
+/// fit `out`.
 ///
 /// The segment must be rewritten already for `src` and `dst`: its checksum
 /// covers them in its pseudo-header (both families sum the same
 /// pseudo-header words but for the addresses, and
-/// [`checksum::update_addr`] swaps addresses of different lengths). One
+/// `checksum::update_addr` swaps addresses of different lengths). One
 /// thing is left to do here: a UDP datagram that came over IPv4 without a
 /// checksum gets one, which IPv6 makes mandatory (RFC 8200 §8.1).
+pub(crate) fn translate(
+    out: &mut [u8],
+    pkt: &[u8],
+    header_len: usize,
+    src: IpAddr,
+    dst: IpAddr,
+    carried: Carried,
+) -> Option<usize> {
+    let seg = pkt.get(header_len..)?;
+    let new_header = len_for(dst);
+    let new_len = new_header + seg.len();
+    out.get_mut(new_header..new_len)?.copy_from_slice(seg);
+    finish(out, new_len, src, dst, carried)
+}
+
+/// [`translate`] in place: the packet in `buf[..len]` gets the other
+/// family's header, its segment moved behind it.
 pub(crate) fn swap(
     buf: &mut [u8],
     header_len: usize,
@@ -122,7 +139,14 @@ pub(crate) fn swap(
         return None;
     }
     buf.copy_within(header_len..len, new_header);
-    if !write(buf, src, dst, seg_len, carried) {
+    finish(buf, new_len, src, dst, carried)
+}
+
+/// The header in front of the segment already at its place in
+/// `buf[..new_len]`, and the UDP checksum IPv6 requires.
+fn finish(buf: &mut [u8], new_len: usize, src: IpAddr, dst: IpAddr, carried: Carried) -> Option<usize> {
+    let new_header = len_for(dst);
+    if !write(buf, src, dst, new_len - new_header, carried) {
         return None;
     }
     if carried.protocol == ip_protocol::UDP && dst.is_ipv6() {

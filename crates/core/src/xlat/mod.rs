@@ -4,7 +4,7 @@
 //! The FullNAT rewrite does the transport part as for any connection
 //! (ports, sequence space, options, the checksum over the new addresses:
 //! the pseudo-headers of both families sum the same words but for the
-//! addresses). What is left is the IP header: [`header::swap`] replaces it
+//! addresses). What is left is the IP header: [`header::translate`] replaces it
 //! by the other family's in a buffer with room for the larger one (a packet
 //! slot), and [`icmp::translate_error`] turns an ICMP error about such a
 //! connection into the other family's. Both are pure functions of bytes.

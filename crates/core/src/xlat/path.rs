@@ -9,7 +9,6 @@ use super::header::{self, Carried};
 use super::icmp::{ErrorBack, translate_error};
 use crate::conn::ConnId;
 use crate::drop::DropReason;
-use crate::emit::store::SLOT_LEN;
 use crate::engine::{Engine, Verdict};
 use crate::packet::IpInfo;
 use crate::tcp_state::Side;
@@ -18,16 +17,15 @@ impl Engine {
     /// Move the rewritten packet `pkt` into its new family in a slot and
     /// queue it toward `to`, with TOA if its connection's delivery carries it.
     pub(crate) fn send_translated(&mut self, pkt: &[u8], p: Pending, to: Side) -> Verdict {
-        let Some(from) = pkt.get(..p.total_len).filter(|f| f.len() <= SLOT_LEN) else {
-            return self.translate_drop(DropReason::TooBigToTranslate);
+        let Some(from) = pkt.get(..p.total_len) else {
+            return self.translate_drop(DropReason::Truncated);
         };
         let Some(slot) = self.store.alloc() else {
             return self.translate_drop(DropReason::TxQueueFull);
         };
-        let buf = self.store.slot_mut(slot);
-        buf[..from.len()].copy_from_slice(from);
-        let carried = Carried::read(&buf[..], p.protocol, self.cfg.decrement_ttl);
-        let Some(len) = header::swap(buf, p.header_len, p.total_len, p.src, p.dst, carried) else {
+        let carried = Carried::read(from, p.protocol, self.cfg.decrement_ttl);
+        let built = header::translate(self.store.slot_mut(slot), from, p.header_len, p.src, p.dst, carried);
+        let Some(len) = built else {
             self.store.release(slot);
             return self.translate_drop(DropReason::TooBigToTranslate);
         };
