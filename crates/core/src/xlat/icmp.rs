@@ -71,30 +71,28 @@ pub(crate) fn translate_error(
     let word = |at: usize| u32::from_be_bytes([msg[at], msg[at + 1], msg[at + 2], msg[at + 3]]);
     let head = Head { msg_type: msg[0], code: msg[1], rest: word(4) };
     let quote = &msg[icmpv4::HEADER_LEN..];
-    let (quoted, quoted_len) = if from_v4 {
+    let quoted = if from_v4 {
         let q = ipv4::Packet::new_checked_quoted(quote).map_err(crate::packet::wire_drop)?;
-        let carried = Carried::read(quote, q.protocol(), false);
-        let quoted = Quoted {
-            carried,
+        Quoted {
+            carried: Carried::read(quote, q.protocol(), false),
             header_len: q.header_len(),
+            payload_len: usize::from(q.total_len()).saturating_sub(q.header_len()),
             src: q.src_addr().into(),
             dst: q.dst_addr().into(),
-        };
-        (quoted, usize::from(q.total_len()))
+        }
     } else {
         let q = ipv6::Packet::new_checked_quoted(quote).map_err(crate::packet::wire_drop)?;
         // What the balancer sends carries no extension header, so a quote
         // of its packet has none either.
-        let carried = Carried::read(quote, q.next_header(), false);
-        let quoted = Quoted {
-            carried,
+        Quoted {
+            carried: Carried::read(quote, q.next_header(), false),
             header_len: ipv6::HEADER_LEN,
+            payload_len: usize::from(q.payload_len()),
             src: q.src_addr().into(),
             dst: q.dst_addr().into(),
-        };
-        (quoted, ipv6::HEADER_LEN + usize::from(q.payload_len()))
+        }
     };
-    let mapped = if from_v4 { to_v6(head, quoted_len)? } else { to_v4(head)? };
+    let mapped = if from_v4 { to_v6(head, quoted.header_len + quoted.payload_len)? } else { to_v4(head)? };
     build(out, &outer_carried(pkt, from_v4, decrement_ttl), mapped, &quoted, quote, back)
 }
 
@@ -103,6 +101,8 @@ pub(crate) fn translate_error(
 struct Quoted {
     carried: Carried,
     header_len: usize,
+    /// As the header announces it, not as much as is quoted.
+    payload_len: usize,
     src: IpAddr,
     dst: IpAddr,
 }
@@ -137,15 +137,8 @@ fn build(
     }
     let len = start + inner_len + l4_len;
     let msg_len = len - outer_len;
-    // The quoted datagram's length as announced, not as quoted.
-    let inner_payload = announced_payload(quote, quoted);
-    if !header::write(
-        &mut out[start..],
-        back.quoted_src.addr,
-        back.quoted_dst.addr,
-        inner_payload,
-        quoted.carried,
-    ) {
+    let (q_src, q_dst) = (back.quoted_src.addr, back.quoted_dst.addr);
+    if !header::write(&mut out[start..], q_src, q_dst, quoted.payload_len, quoted.carried) {
         return Err(DropReason::IcmpUntranslatable);
     }
     let seg = &mut out[start + inner_len..len];
@@ -168,15 +161,6 @@ fn build(
     }
     msg[2..4].copy_from_slice(&checksum::finish(sum).to_be_bytes());
     Ok(len)
-}
-
-/// The quoted datagram's payload length as its own header announces it.
-fn announced_payload(quote: &[u8], quoted: &Quoted) -> usize {
-    if quoted.src.is_ipv4() {
-        usize::from(ipv4::Packet::new_unchecked(quote).total_len()).saturating_sub(quoted.header_len)
-    } else {
-        usize::from(ipv6::Packet::new_unchecked(quote).payload_len())
-    }
 }
 
 fn ports(proto: Proto, l4: &[u8]) -> (u16, u16) {
