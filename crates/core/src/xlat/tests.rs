@@ -400,3 +400,28 @@ fn mss_room_only_from_ipv4_to_ipv6() {
     let (v4, v6) = (ep("10.0.0.1:1").addr, ep("[::1]:1").addr);
     assert_eq!((mss_room(v4, v6), mss_room(v6, v4), mss_room(v4, v4), mss_room(v6, v6)), (20, 0, 0, 0));
 }
+
+#[test]
+fn translate_into_a_slot_equals_swap_in_place() {
+    let (client, vip, laddr, real) =
+        (ep("192.0.2.7:40000"), ep("10.0.2.1:80"), ep("[fd10:77:3::1]:5000"), ep("[fd10:77:1::11]:8080"));
+    let pkt = tcp_packet(client, vip, 100, false, b"payload");
+    let c = Carried::read(&pkt, ip_protocol::TCP, true);
+    let mut slot = [0u8; 2048];
+    let n = header::translate(&mut slot, &pkt, 20, laddr.addr, real.addr, c).unwrap();
+    let mut buf = [0u8; 2048];
+    buf[..pkt.len()].copy_from_slice(&pkt);
+    let m = header::swap(&mut buf, 20, pkt.len(), laddr.addr, real.addr, c).unwrap();
+    assert_eq!(&slot[..n], &buf[..m]);
+    assert_eq!(header::translate(&mut [0u8; 60], &pkt, 20, laddr.addr, real.addr, c), None);
+}
+
+#[test]
+fn synproxy_announces_the_ipv6_mss_when_translating() {
+    let (v4, v6) = (ep("10.0.0.1:1").addr, ep("[::1]:1").addr);
+    assert_eq!(super::synproxy_mss(1460, 1460, v4, &[v6]), 1440);
+    assert_eq!(super::synproxy_mss(1440, 1460, v6, &[v4]), 1440);
+    assert_eq!(super::synproxy_mss(1200, 1460, v4, &[v6]), 1200);
+    assert_eq!(super::synproxy_mss(1460, 1460, v4, &[v4]), 1460);
+    assert_eq!(super::synproxy_mss(1460, 1460, v4, &[]), 1460);
+}
