@@ -591,3 +591,51 @@ fn reals_and_local_addresses_share_a_family_the_vip_may_differ() {
     assert_eq!(lb.add_service(s), Err(ConfigError::FamilyMismatch(v6_laddr)));
     assert!(lb.service(Proto::Udp, vip).is_none());
 }
+
+/// Hashing schedulers over clients of the other family than the reals:
+/// source hashing sends one client address to one real whatever its port,
+/// Maglev one client endpoint to the same real in every engine, and both
+/// spread clients over the reals.
+fn hashing_schedulers_take_the_other_family(x: Xlat) {
+    let other = match x {
+        Xlat::Nat64 => "10.77.1.12:8080",
+        Xlat::Nat46 => "[fd10:77:1::c]:8080",
+    };
+    let other = RealConfig { endpoint: other.parse::<SocketAddr>().unwrap().into(), weight: 1 };
+    let vip = x.vip();
+    for sched in [SchedKind::Sh, SchedKind::Mh] {
+        let mut engines = [(); 2].map(|_| {
+            let mut lb = lb(x, Proto::Tcp, |s| s.sched = sched);
+            lb.add_real(Proto::Tcp, vip.into(), other).unwrap();
+            lb
+        });
+        let mut reals = std::collections::BTreeSet::new();
+        for c in 0..16u16 {
+            let client = match x {
+                Xlat::Nat64 => SocketAddr::new(format!("fd10:77::{:x}", c + 2).parse().unwrap(), 40000),
+                Xlat::Nat46 => SocketAddr::new(format!("10.77.0.{}", c + 2).parse().unwrap(), 40000),
+            };
+            let syn = tcp(client, vip, CISN, None, Flags::SYN, &[]);
+            let [a, b] = &mut engines;
+            let real = one(a, T0, &syn, Side::Real).dst;
+            assert_eq!(one(b, T0, &syn, Side::Real).dst, real, "{sched:?}: same client, same real");
+            if sched == SchedKind::Sh {
+                let other_port = SocketAddr::new(client.ip(), 40001);
+                let syn = tcp(other_port, vip, CISN, None, Flags::SYN, &[]);
+                assert_eq!(one(a, T0, &syn, Side::Real).dst, real, "sh: one address, one real");
+            }
+            reals.insert(real);
+        }
+        assert_eq!(reals.len(), 2, "{sched:?}: clients spread over both reals");
+    }
+}
+
+#[test]
+fn nat64_hashing_schedulers() {
+    hashing_schedulers_take_the_other_family(Xlat::Nat64);
+}
+
+#[test]
+fn nat46_hashing_schedulers() {
+    hashing_schedulers_take_the_other_family(Xlat::Nat46);
+}
