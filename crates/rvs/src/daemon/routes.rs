@@ -143,3 +143,98 @@ fn answer_solicitations(name: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rvs_control::model::ServiceSpec;
+    use rvs_core::{Endpoint, Proto, ServiceConfig};
+
+    use super::*;
+    use crate::driver::netlink::index_of;
+    use crate::driver::tun::Tun;
+    use crate::os::shell;
+
+    /// An IPv6 VIP with an IPv4 LIP (NAT64) and the other way round (NAT46).
+    fn translating_model() -> Model {
+        let mut model = Model::default();
+        for (vip, lip) in [("fd10:77:2::1", "10.77.3.1"), ("10.77.2.1", "fd10:77:3::1")] {
+            let mut config =
+                ServiceConfig::new(Proto::Tcp, Endpoint { addr: vip.parse().unwrap(), port: 80 });
+            config.laddrs.push(lip.parse().unwrap());
+            model.services.insert((Proto::Tcp, config.vip), ServiceSpec::new(config));
+        }
+        model
+    }
+
+    /// The Ethernet address `addr` resolves to from the peer's `rvsr1`, once
+    /// a datagram sent to it made the peer ask.
+    fn resolved(peer: &os::Peer, addr: &str) -> Option<String> {
+        let family = if addr.contains(':') { "AF_INET6" } else { "AF_INET" };
+        peer.shell(&format!(
+            "python3 -c \"import socket; socket.socket(socket.{family}, socket.SOCK_DGRAM).sendto(b'x', ('{addr}', 9))\""
+        ));
+        (0..250).find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let shown = peer.shell(&format!("ip neigh show {addr} dev rvsr1"));
+            let mut words = shown.split_whitespace().skip_while(|w| *w != "lladdr");
+            words.next().and(words.next()).map(str::to_owned)
+        })
+    }
+
+    #[test]
+    fn routes_and_neighbour_answers_of_both_families_come_and_go() {
+        let Some(peer) = os::Peer::start() else { return };
+        let tid = peer.tid();
+        os::in_new_netns(move || {
+            let mut netlink = Netlink::open().unwrap();
+            netlink.add_veth_pair("rvsr0", "rvsr1").unwrap();
+            netlink.add_veth_pair("rvsr2", "rvsr3").unwrap();
+            shell(&format!("ip link set rvsr1 netns {tid}"));
+            shell("ip addr add 10.77.0.1/24 dev rvsr0 && ip addr add fd10:77:0::1/64 dev rvsr0 nodad");
+            for link in ["rvsr0", "rvsr2", "rvsr3"] {
+                netlink.link_up(index_of(link).unwrap()).unwrap();
+            }
+            peer.shell(
+                "ip link set rvsr1 up && ip addr add 10.77.0.2/24 dev rvsr1 && \
+                 ip addr add fd10:77:0::2/64 dev rvsr1 nodad && \
+                 ip route add 10.77.2.1/32 dev rvsr1 && ip -6 route add fd10:77:2::1/128 dev rvsr1",
+            );
+            // As the daemon does.
+            os::sysctl("net/ipv4/ip_forward", "1").unwrap();
+            os::sysctl("net/ipv6/conf/all/forwarding", "1").unwrap();
+            let tun = Tun::create_queues("rvsrt", 1).unwrap();
+            netlink.link_up(tun[0].index()).unwrap();
+            let mut routes = Routes::new(netlink, tun[0].index());
+            routes.sync(&translating_model()).unwrap();
+
+            let routed = shell("ip -4 route show dev rvsrt; ip -6 route show dev rvsrt");
+            for addr in ["10.77.2.1", "10.77.3.1", "fd10:77:2::1", "fd10:77:3::1"] {
+                assert!(routed.lines().any(|l| l.starts_with(&format!("{addr} "))), "{addr}: {routed}");
+            }
+            let proxied = shell("ip neigh show proxy");
+            for addr in ["10.77.2.1", "10.77.3.1", "fd10:77:2::1", "fd10:77:3::1"] {
+                for link in ["rvsr0", "rvsr2", "rvsr3"] {
+                    let entry = format!("{addr} dev {link} proxy");
+                    assert!(proxied.lines().any(|l| l.trim() == entry), "{entry}: {proxied}");
+                }
+            }
+            // Not on the TUN device itself.
+            assert!(!proxied.contains("rvsrt"), "{proxied}");
+            for link in ["rvsr0", "rvsr2", "rvsr3"] {
+                assert_eq!(shell(&format!("cat /proc/sys/net/ipv6/conf/{link}/proxy_ndp")).trim(), "1");
+                assert_eq!(shell(&format!("cat /proc/sys/net/ipv6/neigh/{link}/proxy_delay")).trim(), "0");
+            }
+            // A neighbour on the link asks and is answered with the balancer's address.
+            let mac = shell("ip -br link show rvsr0").split_whitespace().nth(2).unwrap().to_owned();
+            assert_eq!(resolved(&peer, "fd10:77:2::1").as_deref(), Some(&*mac), "IPv6 VIP unanswered");
+            assert_eq!(resolved(&peer, "10.77.2.1").as_deref(), Some(&*mac), "IPv4 VIP unanswered");
+            // The kernel's own IPv6 stays off the TUN device.
+            assert!(!shell("ip -6 addr show dev rvsrt").contains("inet6"));
+            assert!(!shell("ip link show dev rvsrt").contains("MULTICAST"));
+
+            routes.clear();
+            assert_eq!(shell("ip -4 route show dev rvsrt; ip -6 route show dev rvsrt").trim(), "");
+            assert_eq!(shell("ip neigh show proxy").trim(), "");
+        });
+    }
+}

@@ -645,6 +645,79 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_routes_and_neighbours() {
+        let mut m = Mirror::default();
+        m.routes6.insert(route("::", 0, 1024, 1, Some("fe80::1")));
+        m.routes6.insert(route("fd10:77:1::", 64, 256, 2, None));
+        m.routes4.insert(route("0.0.0.0", 0, 0, 3, Some("192.0.2.1")));
+        m.neighbours.insert(neighbour_key(1, ip("fe80::1")), MAC_A);
+        m.neighbours.insert(neighbour_key(2, ip("fd10:77:1::11")), MAC_B);
+        m.neighbours.insert(neighbour_key(3, ip("192.0.2.1")), MAC_B);
+        assert_eq!(m.next_hop(ip("fd10:77:1::11")), Some((2, MAC_B)));
+        assert_eq!(m.next_hop(ip("fd10:77:1::12")), None);
+        // The default route's link-local gateway, on its own interface.
+        assert_eq!(m.next_hop(ip("2001:db8::1")), Some((1, MAC_A)));
+        // An IPv4 destination never takes an IPv6 route, nor the reverse.
+        assert_eq!(m.next_hop(ip("10.0.0.1")), Some((3, MAC_B)));
+        m.routes4.clear();
+        assert_eq!(m.next_hop(ip("10.0.0.1")), None);
+        // An IPv4-mapped address is no IPv4 neighbour.
+        m.routes6.insert(route("::ffff:0.0.0.0", 96, 0, 3, None));
+        assert_eq!(m.next_hop(ip("::ffff:192.0.2.1")), Some((3, MAC_B)));
+        let mut lens = RouteTable::<V6>::default();
+        for len in [0, 1, 63, 64, 65, 127, 128] {
+            lens.lens.set(len, true);
+        }
+        assert_eq!(lens.lens.longest_first().collect::<Vec<_>>(), [128, 127, 65, 64, 63, 1, 0]);
+    }
+
+    #[test]
+    fn ipv6_neighbour_resolved_by_the_kernel_fills_the_mirror() {
+        use crate::driver::netlink::{Netlink, index_of};
+        use crate::os::{self, Peer, shell};
+        let Some(peer) = Peer::start() else { return };
+        let tid = peer.tid();
+        os::in_new_netns(move || {
+            let mut netlink = Netlink::open().unwrap();
+            netlink.add_veth_pair("rvsn0", "rvsn1").unwrap();
+            shell(&format!("ip link set rvsn1 netns {tid}"));
+            shell("ip addr add fd10:77:1::1/64 dev rvsn0 nodad && ip link set rvsn0 up");
+            peer.shell("ip addr add fd10:77:1::11/64 dev rvsn1 nodad && ip link set rvsn1 up");
+            let mac = peer.shell("ip -br link show rvsn1").split_whitespace().nth(2).unwrap().to_owned();
+            // Until the kernel has seen the carrier come up, it drops what the link would send.
+            let up = |shown: String| shown.contains("state UP");
+            for _ in 0..300 {
+                if up(shell("ip link show rvsn0")) && up(peer.shell("ip link show rvsn1")) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            os::sysctl("net/ipv6/conf/all/forwarding", "1").unwrap();
+            let tun = crate::driver::tun::Tun::create_queues("rvsnt", 1).unwrap();
+            netlink.link_up(tun[0].index()).unwrap();
+            let mut hops = NextHops::open().unwrap();
+            let real = ip("fd10:77:1::11");
+            assert_eq!(hops.mirror.next_hop(real), None);
+            // What the driver does without a next hop: the packet goes to the
+            // kernel, whose forwarding asks for the neighbour.
+            let (IpAddr::V6(src), IpAddr::V6(dst)) = (ip("fd10:77:3::1"), real) else { unreachable!() };
+            let mut packet = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+            packet.extend_from_slice(&src.octets());
+            packet.extend_from_slice(&dst.octets());
+            packet.extend_from_slice(&[0x07, 0xd0, 0, 9, 0, 8, 0, 0]);
+            tun[0].send(&packet).unwrap();
+            let found = (0..250).find_map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                hops.poll_updates();
+                hops.mirror.next_hop(real)
+            });
+            let oif = index_of("rvsn0").unwrap();
+            let mac = mac.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect::<Vec<_>>();
+            assert_eq!(found.map(|(i, m)| (i, m.to_vec())), Some((oif, mac)));
+        });
+    }
+
+    #[test]
     fn mirrors_this_namespace() {
         // Dumps need no privilege and change nothing: the kernel takes the
         // requests and every message parses up to each dump's end.
