@@ -134,7 +134,7 @@ impl<'a> Loop<'a> {
             .iter()
             .map(|&id| {
                 let sport = FIRST_PORT + (id % FLOWS) as u16;
-                frame::udp(self.client.macs, (self.src, sport), (self.target, PORT), id)
+                frame::udp(self.client.macs, (self.src, sport).into(), (self.target, PORT).into(), id)
             })
             .collect();
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();

@@ -33,10 +33,13 @@ drop_reasons! {
     Malformed => "malformed",
     /// A checksum the load balancer must verify is wrong.
     BadChecksum => "bad_checksum",
-    /// An IP fragment: ports are not in every fragment, so fragments cannot be balanced.
+    /// An IP fragment (for IPv6, any fragment header): ports are not in every fragment, so fragments cannot be balanced.
     Fragment => "fragment",
-    /// An IPv6 packet; IPv6 forwarding is not built yet.
-    Ipv6Unsupported => "ipv6_unsupported",
+    /// An IPv6 extension header chain that does not lead to a transport header
+    /// (truncated, too long, or with headers a load balancer cannot pass on).
+    BadExtensionHeaders => "bad_extension_headers",
+    /// A UDP datagram over IPv6 with no checksum (zero), which RFC 8200 forbids.
+    MissingUdpChecksum => "missing_udp_checksum",
     /// Addressed to a VIP or LIP with a transport the load balancer does not forward.
     UnsupportedProtocol => "unsupported_protocol",
     /// Addressed to a VIP address on a port with no service.

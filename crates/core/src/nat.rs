@@ -13,7 +13,6 @@
 use std::net::IpAddr;
 
 use rvs_wire::checksum;
-use rvs_wire::ip_protocol;
 use rvs_wire::tcp;
 use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
@@ -56,14 +55,14 @@ impl Engine {
         if ip.ttl <= 1 && self.cfg.decrement_ttl {
             return Err(DropReason::TtlExpired);
         }
-        let proto = match ip.protocol {
-            ip_protocol::ICMP => return self.handle_icmp(&ip, pkt).map(Outcome::Forward),
-            p => Proto::from_number(p),
-        };
+        if icmp::is_icmp(&ip) {
+            return self.handle_icmp(&ip, pkt).map(Outcome::Forward);
+        }
+        let proto = Proto::from_number(ip.protocol);
         let Some(proto) = proto else {
             return Err(self.classify_miss(ip.dst, false));
         };
-        let l4 = parse_l4(proto, &pkt[ip.header_len..])?;
+        let l4 = parse_l4(proto, &ip, &pkt[ip.header_len..])?;
         let key = FlowKey {
             proto,
             src: Endpoint::new(ip.src, l4.src_port),
@@ -379,7 +378,7 @@ impl Engine {
             return Err(DropReason::NoConnection);
         };
         let (old, mut new) = (conn.state, conn.state.next(lookup.side, l4.flags));
-        let (service, real_index, proto) = (conn.service, conn.real_index, conn.proto);
+        let (service, real_index, proto, client) = (conn.service, conn.real_index, conn.proto, conn.client);
         let (src, dst, to) = match lookup.side {
             Side::Client => (conn.laddr, conn.real, Side::Real),
             Side::Real => (conn.vip, conn.client, Side::Client),
@@ -431,7 +430,7 @@ impl Engine {
         let svc = &mut self.services[service as usize];
         let mss_rule = MssRule {
             clamp: svc.config.mss_clamp.unwrap_or(u16::MAX),
-            less: crate::client_addr::toa_room(&svc.config),
+            less: crate::client_addr::toa_room(&svc.config, client.addr),
         };
         if let Some(real) = svc.reals.get_mut(real_index as usize) {
             count(&mut real.stats, to, pkt.len());

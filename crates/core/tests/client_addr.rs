@@ -56,8 +56,8 @@ struct Opened {
 
 fn open(lb: &mut Engine, t: Instant, mss: Option<u16>) -> Opened {
     let opts: Vec<_> = mss.map(TcpOptionElement::MaximumSegmentSize).into_iter().collect();
-    let client: std::net::SocketAddrV4 = CLIENT.parse().unwrap();
-    let vip: std::net::SocketAddrV4 = VIP.parse().unwrap();
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let vip: SocketAddr = VIP.parse().unwrap();
     let mut syn = tcp_full(client, vip, CISN, None, Flags::SYN, &opts, &[]);
     assert_eq!(lb.handle(t, &mut syn), Verdict::Forward { to: Side::Real });
     let fwd = parse(&syn);
@@ -107,8 +107,8 @@ fn v1_header_leads_the_stream_and_shifts_every_number() {
     assert_eq!(lb.handle(T0, &mut back), Verdict::Forward { to: Side::Client });
     assert_eq!(parse(&back).ack, CISN + 1 + 18);
     assert_eq!(lb.open_deliveries(), 0, "a fully acknowledged header ends the delivery");
-    let real_v4: std::net::SocketAddrV4 = REAL.parse().unwrap();
-    let SocketAddr::V4(lip) = o.lip else { panic!() };
+    let real_v4: SocketAddr = REAL.parse().unwrap();
+    let lip = o.lip;
     let mut sacked = tcp_full(
         real_v4,
         lip,
@@ -243,8 +243,8 @@ fn real_syn_ack_again_means_header_lost() {
 #[test]
 fn toa_rides_in_first_segments_until_the_real_answers() {
     let mut lb = lb(ProxyProtocol::Disabled, true, false);
-    let client_v4: std::net::SocketAddrV4 = CLIENT.parse().unwrap();
-    let vip: std::net::SocketAddrV4 = VIP.parse().unwrap();
+    let client_v4: SocketAddr = CLIENT.parse().unwrap();
+    let vip: SocketAddr = VIP.parse().unwrap();
     let mut syn =
         tcp_full(client_v4, vip, CISN, None, Flags::SYN, &[TcpOptionElement::MaximumSegmentSize(1460)], &[]);
     assert!(!matches!(lb.handle(T0, &mut syn), Verdict::Drop(_)));
@@ -252,8 +252,8 @@ fn toa_rides_in_first_segments_until_the_real_answers() {
     assert_eq!(fwd.mss, Some(1452), "the MSS toward the real leaves room for the option");
     assert_eq!(fwd.toa, None, "no TOA on the SYN");
     let o = Opened { s: fwd.seq, lip: fwd.src };
-    let real_v4: std::net::SocketAddrV4 = REAL.parse().unwrap();
-    let SocketAddr::V4(lip) = o.lip else { panic!() };
+    let real_v4: SocketAddr = REAL.parse().unwrap();
+    let lip = o.lip;
     let mut synack = tcp_full(
         real_v4,
         lip,
@@ -289,8 +289,8 @@ fn toa_rides_in_first_segments_until_the_real_answers() {
 fn toa_without_option_room_is_counted_not_lost() {
     let mut lb = lb(ProxyProtocol::Disabled, true, false);
     let _o = open(&mut lb, T0, None);
-    let client_v4: std::net::SocketAddrV4 = CLIENT.parse().unwrap();
-    let vip: std::net::SocketAddrV4 = VIP.parse().unwrap();
+    let client_v4: SocketAddr = CLIENT.parse().unwrap();
+    let vip: SocketAddr = VIP.parse().unwrap();
     // Timestamps (10 + 2 NOPs) and three SACK blocks (26 + 2 NOPs): 40 bytes.
     let full = [
         TcpOptionElement::Noop,
@@ -329,8 +329,8 @@ fn sack_edges_inside_the_header_are_clamped() {
     let mut first = client(0, Flags::PSH, b"hello");
     assert!(!matches!(lb.handle(T0, &mut first), Verdict::Drop(_)));
     drain(&mut lb);
-    let real_v4: std::net::SocketAddrV4 = REAL.parse().unwrap();
-    let SocketAddr::V4(lip) = o.lip else { panic!() };
+    let real_v4: SocketAddr = REAL.parse().unwrap();
+    let lip = o.lip;
     // Header lost, data arrived: the real SACKs the data; a second block
     // reaches into the header.
     let mut dup = tcp_full(
@@ -359,8 +359,8 @@ fn sack_edges_inside_the_header_are_clamped() {
 /// SYNProxy: the client's SYN and cookie ACK (with `payload`); returns the
 /// SYN-ACK the client got and the SYN the real got.
 fn synproxy_open(lb: &mut Engine, payload: &[u8]) -> (util::Seen, util::Seen) {
-    let client_v4: std::net::SocketAddrV4 = CLIENT.parse().unwrap();
-    let vip: std::net::SocketAddrV4 = VIP.parse().unwrap();
+    let client_v4: SocketAddr = CLIENT.parse().unwrap();
+    let vip: SocketAddr = VIP.parse().unwrap();
     let mut syn =
         tcp_full(client_v4, vip, CISN, None, Flags::SYN, &[TcpOptionElement::MaximumSegmentSize(1460)], &[]);
     assert_eq!(lb.handle(T0, &mut syn), Verdict::Absorbed);
