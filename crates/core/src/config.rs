@@ -203,7 +203,7 @@ impl RetransmitMode {
 /// [`ServiceConfig::synproxy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SynproxyConfig {
-    /// Largest MSS the SYN-ACK to a client announces.
+    /// Largest MSS the SYN-ACK to an IPv4 client announces; IPv6 clients are told 20 less (their larger header on the same links).
     pub mss_max: u16,
     /// Window scale announced to clients until a real's SYN-ACK teaches another.
     pub wscale: u8,

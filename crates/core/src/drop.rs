@@ -33,10 +33,13 @@ drop_reasons! {
     Malformed => "malformed",
     /// A checksum the load balancer must verify is wrong.
     BadChecksum => "bad_checksum",
-    /// An IP fragment: ports are not in every fragment, so fragments cannot be balanced.
+    /// An IP fragment (for IPv6, any fragment header): ports are not in every fragment, so fragments cannot be balanced.
     Fragment => "fragment",
-    /// An IPv6 packet; IPv6 forwarding is not built yet.
-    Ipv6Unsupported => "ipv6_unsupported",
+    /// An IPv6 extension header chain that does not lead to a transport header
+    /// (truncated, too long, or with headers a load balancer cannot pass on).
+    BadExtensionHeaders => "bad_extension_headers",
+    /// A UDP datagram over IPv6 with no checksum (zero), which RFC 8200 forbids.
+    MissingUdpChecksum => "missing_udp_checksum",
     /// Addressed to a VIP or LIP with a transport the load balancer does not forward.
     UnsupportedProtocol => "unsupported_protocol",
     /// Addressed to a VIP address on a port with no service.
@@ -61,6 +64,10 @@ drop_reasons! {
     IcmpNoConnection => "icmp_no_connection",
     /// An ICMP message the load balancer does not translate (echo, redirect, ...).
     IcmpUnsupported => "icmp_unsupported",
+    /// An ICMP error with no counterpart in the other family (RFC 7915), about a translated connection.
+    IcmpUntranslatable => "icmp_untranslatable",
+    /// A packet that would not fit a packet slot once translated to the other family.
+    TooBigToTranslate => "too_big_to_translate",
     /// Not addressed to any VIP or LIP of this load balancer.
     NotForUs => "not_for_us",
     /// An ACK to a SYNProxy service with no connection whose cookie is wrong or expired.

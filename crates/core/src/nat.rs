@@ -13,7 +13,6 @@
 use std::net::IpAddr;
 
 use rvs_wire::checksum;
-use rvs_wire::ip_protocol;
 use rvs_wire::tcp;
 use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
@@ -40,8 +39,13 @@ impl Engine {
     /// the tail is left alone. Never panics, whatever the bytes.
     pub fn handle(&mut self, now: Instant, pkt: &mut [u8]) -> Verdict {
         self.last_now = self.last_now.max(now);
-        match self.process(now, pkt) {
-            Ok(Outcome::Forward(to)) => Verdict::Forward { to },
+        let outcome = self.process(now, pkt);
+        let pending = self.xlat_pending.take();
+        match outcome {
+            Ok(Outcome::Forward(to)) => match pending {
+                Some(p) => self.send_translated(pkt, p, to),
+                None => Verdict::Forward { to },
+            },
             Ok(Outcome::Absorbed | Outcome::Spliced(_) | Outcome::ReplayLost { .. }) => Verdict::Absorbed,
             Err(reason) => {
                 self.stats.drops.add(reason);
@@ -56,14 +60,14 @@ impl Engine {
         if ip.ttl <= 1 && self.cfg.decrement_ttl {
             return Err(DropReason::TtlExpired);
         }
-        let proto = match ip.protocol {
-            ip_protocol::ICMP => return self.handle_icmp(&ip, pkt).map(Outcome::Forward),
-            p => Proto::from_number(p),
-        };
+        if icmp::is_icmp(&ip) {
+            return self.handle_icmp(&ip, pkt);
+        }
+        let proto = Proto::from_number(ip.protocol);
         let Some(proto) = proto else {
             return Err(self.classify_miss(ip.dst, false));
         };
-        let l4 = parse_l4(proto, &pkt[ip.header_len..])?;
+        let l4 = parse_l4(proto, &ip, &pkt[ip.header_len..])?;
         let key = FlowKey {
             proto,
             src: Endpoint::new(ip.src, l4.src_port),
@@ -199,11 +203,16 @@ impl Engine {
     }
 
     /// Translate an ICMP error about a forwarded flow ([`icmp::translate`]).
-    fn handle_icmp(&mut self, ip: &IpInfo, pkt: &mut [u8]) -> Result<Side, DropReason> {
+    fn handle_icmp(&mut self, ip: &IpInfo, pkt: &mut [u8]) -> Result<Outcome, DropReason> {
         match icmp::translate(&self.conns, self.cfg.decrement_ttl, ip, pkt) {
             Ok(to) => {
                 self.stats.icmp_forwarded += 1;
-                Ok(to)
+                Ok(Outcome::Forward(to))
+            }
+            Err(Untranslated::Across(back, to)) => {
+                self.send_translated_error(pkt, ip, &back, to)?;
+                self.stats.icmp_forwarded += 1;
+                Ok(Outcome::Absorbed)
             }
             Err(Untranslated::Drop(reason)) => Err(reason),
             Err(Untranslated::Miss(reason)) => match self.classify_miss(ip.dst, true) {
@@ -229,6 +238,9 @@ impl Engine {
     /// while the connection's delivery carries it.
     pub(crate) fn send_to_real(&mut self, built: &ToReal) {
         for &slot in built.slots() {
+            if !self.translate_built(slot, built.conn) {
+                continue;
+            }
             self.deliveries.toa_for_built(&mut self.store, self.conns.get(built.conn), slot);
             self.store.queue(slot, Side::Real);
         }
@@ -255,7 +267,8 @@ impl Engine {
         if let Some(start) = clamp_to {
             clamp_acks(&mut pkt[ip.header_len..], start);
         }
-        if to == Side::Real && !l4.flags.syn {
+        // A translated packet gets its TOA once it is in its new family.
+        if to == Side::Real && !l4.flags.syn && self.xlat_pending.is_none() {
             let (_, deliveries, mut ctx) = self.split();
             if let Some(out) = deliveries.toa_after_forward(&mut ctx, lookup.id, index, pkt) {
                 return Ok(out);
@@ -379,7 +392,7 @@ impl Engine {
             return Err(DropReason::NoConnection);
         };
         let (old, mut new) = (conn.state, conn.state.next(lookup.side, l4.flags));
-        let (service, real_index, proto) = (conn.service, conn.real_index, conn.proto);
+        let (service, real_index, proto, client) = (conn.service, conn.real_index, conn.proto, conn.client);
         let (src, dst, to) = match lookup.side {
             Side::Client => (conn.laddr, conn.real, Side::Real),
             Side::Real => (conn.vip, conn.client, Side::Client),
@@ -431,7 +444,8 @@ impl Engine {
         let svc = &mut self.services[service as usize];
         let mss_rule = MssRule {
             clamp: svc.config.mss_clamp.unwrap_or(u16::MAX),
-            less: crate::client_addr::toa_room(&svc.config),
+            less: crate::client_addr::toa_room(&svc.config, client.addr)
+                + crate::xlat::mss_room(ip.src, dst.addr),
         };
         if let Some(real) = svc.reals.get_mut(real_index as usize) {
             count(&mut real.stats, to, pkt.len());
@@ -440,6 +454,10 @@ impl Engine {
         count(&mut self.stats.traffic, to, pkt.len());
         let mss = (l4.flags.syn && mss_rule != MssRule::NONE).then_some(mss_rule);
         let tsval = rewrite(pkt, ip, src, dst, xlat, mss, self.cfg.decrement_ttl);
+        if crate::xlat::translates(ip.src, dst.addr) {
+            self.xlat_pending =
+                Some(crate::xlat::Pending::new(lookup.id, ip, src.addr, dst.addr, l4.flags.syn));
+        }
         match to {
             // What the real's PAWS and TIME_WAIT will hold the next user of this port to.
             Side::Real => {

@@ -47,16 +47,20 @@ pub(crate) struct Spliced {
 /// What the path needs from the IP header, for either family.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IpInfo {
+    /// Up to the transport header: IPv4 options or IPv6 extension headers included.
     pub(crate) header_len: usize,
     pub(crate) total_len: usize,
     pub(crate) src: IpAddr,
     pub(crate) dst: IpAddr,
+    /// The transport protocol: for IPv6 the last extension header's next header.
     pub(crate) protocol: u8,
+    /// TTL, or IPv6's hop limit.
     pub(crate) ttl: u8,
 }
 
 impl IpInfo {
-    /// Parse and validate the IP header; fragments and IPv6 are refused here.
+    /// Parse and validate the IP header; fragments, and IPv6 extension
+    /// header chains that do not lead to a transport header, are refused.
     pub(crate) fn parse(pkt: &[u8]) -> Result<Self, DropReason> {
         match pkt.first().map(|b| b >> 4) {
             Some(4) => {
@@ -74,8 +78,21 @@ impl IpInfo {
                 })
             }
             Some(6) => {
-                ipv6::Packet::new_checked(pkt).map_err(wire_drop)?;
-                Err(DropReason::Ipv6Unsupported)
+                let ip = ipv6::Packet::new_checked(pkt).map_err(wire_drop)?;
+                let (protocol, header_len) = ip.transport().map_err(|e| match e {
+                    ipv6::ChainError::Fragment => DropReason::Fragment,
+                    ipv6::ChainError::Unsupported | ipv6::ChainError::Truncated => {
+                        DropReason::BadExtensionHeaders
+                    }
+                })?;
+                Ok(Self {
+                    header_len,
+                    total_len: ipv6::HEADER_LEN + usize::from(ip.payload_len()),
+                    src: IpAddr::V6(ip.src_addr()),
+                    dst: IpAddr::V6(ip.dst_addr()),
+                    protocol,
+                    ttl: ip.hop_limit(),
+                })
             }
             Some(_) => Err(DropReason::Malformed),
             None => Err(DropReason::Truncated),
@@ -102,7 +119,8 @@ pub(crate) struct L4Info {
     pub(crate) seg_len: u32,
 }
 
-pub(crate) fn parse_l4(proto: Proto, seg: &[u8]) -> Result<L4Info, DropReason> {
+/// The transport fields of `seg`, the segment after the IP header `ip`.
+pub(crate) fn parse_l4(proto: Proto, ip: &IpInfo, seg: &[u8]) -> Result<L4Info, DropReason> {
     match proto {
         Proto::Tcp => {
             let t = tcp::Packet::new_checked(seg).map_err(wire_drop)?;
@@ -125,6 +143,11 @@ pub(crate) fn parse_l4(proto: Proto, seg: &[u8]) -> Result<L4Info, DropReason> {
         }
         Proto::Udp => {
             let u = udp::Packet::new_checked(seg).map_err(wire_drop)?;
+            // RFC 8200 §8.1: over IPv6 the checksum is mandatory; a zero is
+            // invalid there, and a rewrite could not keep it "none" anyway.
+            if u.checksum() == 0 && ip.src.is_ipv6() {
+                return Err(DropReason::MissingUdpChecksum);
+            }
             Ok(L4Info {
                 src_port: u.src_port(),
                 dst_port: u.dst_port(),
@@ -168,7 +191,10 @@ pub(crate) fn rewrite(
     decrement_ttl: bool,
 ) -> Option<u32> {
     let (head, seg) = pkt.split_at_mut(ip.header_len);
-    rewrite_ip_header(head, ip, src.addr, dst.addr, decrement_ttl);
+    // A packet changing family gets its new header from the translation.
+    if !crate::xlat::translates(ip.src, src.addr) {
+        rewrite_ip_header(head, ip, src.addr, dst.addr, decrement_ttl);
+    }
     match ip.protocol {
         ip_protocol::TCP => rewrite_tcp(seg, ip, src, dst, xlat, mss),
         ip_protocol::UDP => {
@@ -179,22 +205,36 @@ pub(crate) fn rewrite(
     }
 }
 
-/// New addresses (and TTL) in an IPv4 header, checksum updated incrementally.
+/// New addresses (and TTL or hop limit) in an IP header; IPv4's checksum
+/// updated incrementally, IPv6 has none.
 pub(crate) fn rewrite_ip_header(head: &mut [u8], ip: &IpInfo, src: IpAddr, dst: IpAddr, decrement_ttl: bool) {
-    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else { return };
-    let mut h = ipv4::Packet::new_unchecked(head);
-    let mut sum = h.checksum();
-    sum = checksum::update_addr(sum, ip.src, src);
-    sum = checksum::update_addr(sum, ip.dst, dst);
-    h.set_src_addr(s);
-    h.set_dst_addr(d);
-    if decrement_ttl {
-        let ttl = ip.ttl.saturating_sub(1);
-        let word = |t: u8| u16::from_be_bytes([t, ip.protocol]);
-        sum = checksum::update16(sum, word(ip.ttl), word(ttl));
-        h.set_ttl(ttl);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut h = ipv4::Packet::new_unchecked(head);
+            let mut sum = h.checksum();
+            sum = checksum::update_addr(sum, ip.src, src);
+            sum = checksum::update_addr(sum, ip.dst, dst);
+            h.set_src_addr(s);
+            h.set_dst_addr(d);
+            if decrement_ttl {
+                let ttl = ip.ttl.saturating_sub(1);
+                let word = |t: u8| u16::from_be_bytes([t, ip.protocol]);
+                sum = checksum::update16(sum, word(ip.ttl), word(ttl));
+                h.set_ttl(ttl);
+            }
+            h.set_checksum(sum);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut h = ipv6::Packet::new_unchecked(head);
+            h.set_src_addr(s);
+            h.set_dst_addr(d);
+            if decrement_ttl {
+                h.set_hop_limit(ip.ttl.saturating_sub(1));
+            }
+        }
+        // A connection's two addresses of one side share a family.
+        _ => {}
     }
-    h.set_checksum(sum);
 }
 
 fn rewrite_tcp(

@@ -9,7 +9,27 @@ use rvs_core::{DropReason, Instant, Proto, RealConfig, SchedKind, Side, TcpState
 use rvs_wire::tcp::Flags;
 use util::*;
 
-#[test]
+family_tests!(
+    tcp_handshake_data_and_close_both_ways,
+    sack_blocks_and_mss_are_translated,
+    reset_then_new_syn_reuses_cleanly,
+    idle_connections_expire_per_state,
+    drops_are_named,
+    no_real_no_laddr_no_port_and_full_table,
+    quiesced_and_removed_reals_keep_their_connections,
+    udp_flows_keep_zero_checksum_and_expire_after_300s,
+    control_plane_rejects_and_changes_nothing,
+    an_unacknowledged_fin_keeps_the_entry_past_the_short_closing_timeouts,
+    client_timestamps_run_on_the_balancer_clock_toward_the_real,
+    closed_ports_are_reused_at_once_least_recently_used_first,
+    ports_the_real_might_refuse_rest_for_the_quarantine,
+    running_out_of_ports_is_told_once_per_interval_with_the_count,
+    an_expired_open_connection_is_reset_on_both_sides_exactly,
+    segments_of_unknown_connections_are_answered_within_the_rate,
+    icmp_too_big_from_the_real_side_reaches_the_client,
+    icmp_from_the_client_side_reaches_the_real,
+);
+
 fn tcp_handshake_data_and_close_both_ways() {
     let mut lb = lb(&["10.2.0.1:8080"]);
     let t0 = Instant::from_secs(1);
@@ -78,7 +98,6 @@ fn tcp_handshake_data_and_close_both_ways() {
     assert_eq!(svc.stats.pkts_out, 2);
 }
 
-#[test]
 fn sack_blocks_and_mss_are_translated() {
     let mut lb = lb(&["10.2.0.1:8080"]);
     lb.edit_service({
@@ -106,7 +125,6 @@ fn sack_blocks_and_mss_are_translated() {
     assert!(back.checksums_ok);
 }
 
-#[test]
 fn reset_then_new_syn_reuses_cleanly() {
     let mut lb = lb(&["10.2.0.1:8080"]);
     let t0 = Instant::from_secs(1);
@@ -126,7 +144,6 @@ fn reset_then_new_syn_reuses_cleanly() {
     assert_eq!(lb.stats().conns_created, 2);
 }
 
-#[test]
 fn idle_connections_expire_per_state() {
     let mut lb = lb(&["10.2.0.1:8080"]);
     let t0 = Instant::from_secs(1);
@@ -140,7 +157,6 @@ fn idle_connections_expire_per_state() {
     assert!(lb.poll_timeout().is_none());
 }
 
-#[test]
 fn drops_are_named() {
     let mut lb = lb(&["10.2.0.1:8080"]);
     let t = Instant::from_secs(1);
@@ -155,12 +171,8 @@ fn drops_are_named() {
         (vec![], DropReason::Truncated),
         (vec![0x15; 40], DropReason::Malformed),
     ];
-    let mut frag = tcp(CLIENT, VIP, 1, None, Flags::SYN, &[]);
-    frag[6] |= 0x20; // more fragments
-    cases.push((frag, DropReason::Fragment));
-    let mut ttl = tcp(CLIENT, VIP, 1, None, Flags::SYN, &[]);
-    ttl[8] = 1;
-    cases.push((ttl, DropReason::TtlExpired));
+    cases.push((as_fragment(tcp(CLIENT, VIP, 1, None, Flags::SYN, &[])), DropReason::Fragment));
+    cases.push((with_ttl(tcp(CLIENT, VIP, 1, None, Flags::SYN, &[]), 1), DropReason::TtlExpired));
     for (mut pkt, want) in cases {
         assert_eq!(lb.handle(t, &mut pkt), Verdict::Drop(want), "{want}");
         assert!(lb.stats().drops.get(want) >= 1);
@@ -168,7 +180,6 @@ fn drops_are_named() {
     assert_eq!(lb.conn_count(), 0);
 }
 
-#[test]
 fn no_real_no_laddr_no_port_and_full_table() {
     let t = Instant::from_secs(1);
     let mut lb = lb(&["10.2.0.1:8080"]);
@@ -193,31 +204,30 @@ fn no_real_no_laddr_no_port_and_full_table() {
     assert_eq!(full.handle(t, &mut b), Verdict::Drop(DropReason::TableFull));
 
     let mut lb = util::lb(&["10.2.0.1:8080"]);
-    lb.remove_laddr(Proto::Tcp, ep(VIP), LIP.parse().unwrap()).unwrap();
+    lb.remove_laddr(Proto::Tcp, ep(VIP), ip(LIP)).unwrap();
     let mut syn = tcp(CLIENT, VIP, 1, None, Flags::SYN, &[]);
     assert_eq!(lb.handle(t, &mut syn), Verdict::Drop(DropReason::NoLocalAddress));
 }
 
-#[test]
 fn quiesced_and_removed_reals_keep_their_connections() {
     let mut lb = lb(&["10.2.0.1:8080", "10.2.0.2:8080"]);
     let t = Instant::from_secs(1);
     let mut syn = tcp("192.0.2.1:1000", VIP, 1, None, Flags::SYN, &[]);
     let _ = lb.handle(t, &mut syn);
     let first = parse(&syn);
-    lb.edit_real(Proto::Tcp, ep(VIP), RealConfig { endpoint: first.dst.into(), weight: 0 }).unwrap();
+    lb.edit_real(Proto::Tcp, ep(VIP), RealConfig { endpoint: ep(&first.dst.to_string()), weight: 0 })
+        .unwrap();
     for port in 2000..2020 {
         let mut syn = tcp(&format!("192.0.2.1:{port}"), VIP, 1, None, Flags::SYN, &[]);
         let _ = lb.handle(t, &mut syn);
         assert_ne!(parse(&syn).dst, first.dst, "quiesced real gets no new connection");
     }
-    lb.remove_real(Proto::Tcp, ep(VIP), first.dst.into()).unwrap();
+    lb.remove_real(Proto::Tcp, ep(VIP), ep(&first.dst.to_string())).unwrap();
     let mut data = tcp("192.0.2.1:1000", VIP, 2, Some(1), Flags::ACK, b"x");
     assert_eq!(lb.handle(t, &mut data), Verdict::Forward { to: Side::Real });
     assert_eq!(parse(&data).dst, first.dst, "established traffic still reaches the removed real");
 }
 
-#[test]
 fn udp_flows_keep_zero_checksum_and_expire_after_300s() {
     let mut lb = lb_proto(Proto::Udp, &["10.2.0.1:53"]);
     let t0 = Instant::from_secs(1);
@@ -225,45 +235,57 @@ fn udp_flows_keep_zero_checksum_and_expire_after_300s() {
     assert_eq!(lb.handle(t0, &mut q), Verdict::Forward { to: Side::Real });
     let seen = parse(&q);
     assert!(seen.checksums_ok);
-    let mut r = udp(&seen.dst.to_string(), &seen.src.to_string(), b"answer", false);
+    // Over IPv4 a zero UDP checksum means none, and stays so; IPv6 requires one.
+    let v4 = family() == Family::V4;
+    let mut r = udp(&seen.dst.to_string(), &seen.src.to_string(), b"answer", !v4);
     assert_eq!(lb.handle(t0, &mut r), Verdict::Forward { to: Side::Client });
     let back = parse(&r);
     assert_eq!(back.src.to_string(), "10.0.0.1:53");
     assert!(back.checksums_ok);
-    assert_eq!(back.udp_checksum, Some(0), "a zero UDP checksum stays zero");
+    if v4 {
+        assert_eq!(back.udp_checksum, Some(0), "a zero UDP checksum stays zero");
+    }
     lb.handle_timeout(t0 + Duration::from_secs(299));
     assert_eq!(lb.conn_count(), 1);
     lb.handle_timeout(t0 + Duration::from_millis(300_200));
     assert_eq!(lb.conn_count(), 0);
 }
 
-#[test]
-fn icmp_frag_needed_from_the_real_side_reaches_the_client() {
+fn icmp_too_big_from_the_real_side_reaches_the_client() {
+    let f = family();
     let mut lb = lb(&["10.2.0.1:8080"]);
     let t = Instant::from_secs(1);
     let mut syn = tcp(CLIENT, VIP, 1000, None, Flags::SYN, &[]);
     let _ = lb.handle(t, &mut syn);
     let seen = parse(&syn);
     // A router between LB and real says the LB's packet was too big.
-    let mut err = icmp_error("10.3.0.254", &seen.src.ip().to_string(), 3, 4, 1400, &syn);
+    let (ty, code) = f.icmp_too_big();
+    let mut err = icmp_error("10.3.0.254", &seen.src.ip().to_string(), ty, code, 1280, &syn);
     assert_eq!(lb.handle(t, &mut err), Verdict::Forward { to: Side::Client });
     let q = parse_icmp(&err);
     assert_eq!((q.outer_src.as_str(), q.outer_dst.as_str()), ("10.0.0.1", "192.0.2.1"));
     assert_eq!(q.quoted_src.to_string(), CLIENT);
     assert_eq!(q.quoted_dst.to_string(), VIP);
     assert_eq!(q.quoted_seq, 1000, "the quote is in the client's own sequence space");
-    assert_eq!(q.mtu, 1400);
+    assert_eq!(q.mtu, 1280);
     assert!(q.checksums_ok);
 
-    let mut echo = icmp_error(CLIENT_IP, "10.0.0.1", 8, 0, 0, &[]);
+    let (ty, code) = f.icmp_echo();
+    let mut echo = icmp_error(CLIENT_IP, "10.0.0.1", ty, code, 0, &[]);
     assert_eq!(lb.handle(t, &mut echo), Verdict::Drop(DropReason::IcmpUnsupported));
-    let mut stray =
-        icmp_error("10.3.0.254", LIP, 3, 4, 1400, &tcp(LIP_PORT, "10.2.0.1:8080", 5, None, Flags::SYN, &[]));
+    let (ty, code) = f.icmp_too_big();
+    let unknown = tcp(LIP_PORT, "10.2.0.1:8080", 5, None, Flags::SYN, &[]);
+    let mut stray = icmp_error("10.3.0.254", LIP, ty, code, 1280, &unknown);
     assert_eq!(lb.handle(t, &mut stray), Verdict::Drop(DropReason::IcmpNoConnection));
+    // A corrupted ICMPv6 checksum (its pseudo-header included) is refused.
+    let mut bad = icmp_error("10.3.0.254", &seen.src.ip().to_string(), ty, code, 1280, &syn);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(lb.handle(t, &mut bad), Verdict::Drop(DropReason::BadChecksum));
 }
 
-#[test]
 fn icmp_from_the_client_side_reaches_the_real() {
+    let f = family();
     let mut lb = lb(&["10.2.0.1:8080"]);
     let t = Instant::from_secs(1);
     let mut syn = tcp(CLIENT, VIP, 1000, None, Flags::SYN, &[]);
@@ -273,7 +295,8 @@ fn icmp_from_the_client_side_reaches_the_real() {
         tcp_raw(seen.dst, seen.src, 5000, Some(seen.seq.wrapping_add(1)), Flags::SYN | Flags::ACK, &[]);
     let _ = lb.handle(t, &mut synack);
     // The client's router cannot deliver the VIP's SYN-ACK.
-    let mut err = icmp_error("198.51.100.1", "10.0.0.1", 3, 1, 0, &synack);
+    let (ty, code) = f.icmp_unreachable();
+    let mut err = icmp_error("198.51.100.1", "10.0.0.1", ty, code, 0, &synack);
     assert_eq!(lb.handle(t, &mut err), Verdict::Forward { to: Side::Real });
     let q = parse_icmp(&err);
     assert_eq!((q.outer_src.as_str(), q.outer_dst.as_str()), (LIP, "10.2.0.1"));
@@ -283,7 +306,6 @@ fn icmp_from_the_client_side_reaches_the_real() {
     assert!(q.checksums_ok);
 }
 
-#[test]
 fn control_plane_rejects_and_changes_nothing() {
     let mut lb = lb(&["10.2.0.1:8080"]);
     let before = format!("{:?}", lb.services().map(|s| &s.config).collect::<Vec<_>>());
@@ -291,9 +313,14 @@ fn control_plane_rejects_and_changes_nothing() {
         lb.add_real(Proto::Tcp, ep(VIP), RealConfig { endpoint: ep("10.2.0.1:8080"), weight: 1 }).is_err()
     );
     assert!(
-        lb.add_real(Proto::Tcp, ep(VIP), RealConfig { endpoint: ep("[2001:db8::1]:80"), weight: 1 }).is_err()
+        lb.add_real(
+            Proto::Tcp,
+            ep(VIP),
+            RealConfig { endpoint: other_family("[2001:db8::1]:80"), weight: 1 }
+        )
+        .is_err()
     );
-    assert!(lb.add_laddr(Proto::Tcp, ep(VIP), LIP.parse().unwrap()).is_err());
+    assert!(lb.add_laddr(Proto::Tcp, ep(VIP), ip(LIP)).is_err());
     assert!(lb.remove_real(Proto::Tcp, ep(VIP), ep("10.9.9.9:1")).is_err());
     assert!(lb.remove_service(Proto::Udp, ep(VIP)).is_err());
     let mut dup = rvs_core::ServiceConfig::new(Proto::Tcp, ep(VIP));
@@ -303,7 +330,6 @@ fn control_plane_rejects_and_changes_nothing() {
     assert_eq!(before, after);
 }
 
-#[test]
 fn an_unacknowledged_fin_keeps_the_entry_past_the_short_closing_timeouts() {
     let mut lb = lb(&["10.2.0.1:8080"]);
     let t0 = Instant::from_secs(1);
@@ -334,8 +360,7 @@ fn an_unacknowledged_fin_keeps_the_entry_past_the_short_closing_timeouts() {
 
 /// The TSval of a packet's timestamps option, read by hand.
 fn tsopt(p: &[u8]) -> Option<(u32, u32)> {
-    let ihl = usize::from(p[0] & 15) * 4;
-    let t = &p[ihl..];
+    let t = &p[ip_header_len(p)..];
     let hl = usize::from(t[12] >> 4) * 4;
     let w = |at: usize| u32::from_be_bytes([t[at], t[at + 1], t[at + 2], t[at + 3]]);
     let mut i = 20;
@@ -350,7 +375,6 @@ fn tsopt(p: &[u8]) -> Option<(u32, u32)> {
     None
 }
 
-#[test]
 fn client_timestamps_run_on_the_balancer_clock_toward_the_real() {
     use etherparse::TcpOptionElement::Timestamp;
     let one_port = |c: &mut rvs_core::EngineConfig| {
@@ -370,11 +394,8 @@ fn client_timestamps_run_on_the_balancer_clock_toward_the_real() {
         let fwd = parse(&syn);
         assert_eq!(fwd.src.port(), 40000, "the same tuple toward the real each time");
         // The real echoes what it saw; the client gets its own value back.
-        let (std::net::SocketAddr::V4(real_v4), std::net::SocketAddr::V4(lip)) = (fwd.dst, fwd.src) else {
-            unreachable!()
-        };
         let mut synack =
-            tcp_full(real_v4, lip, 500, Some(fwd.seq + 1), Flags::SYN, &[Timestamp(77, ts)], &[]);
+            tcp_full(fwd.dst, fwd.src, 500, Some(fwd.seq + 1), Flags::SYN, &[Timestamp(77, ts)], &[]);
         assert_eq!(lb.handle(t, &mut synack), Verdict::Forward { to: Side::Client });
         assert_eq!(tsopt(&synack), Some((77, tsval)));
         assert!(parse(&synack).checksums_ok);
@@ -422,10 +443,9 @@ fn real_closes(lb: &mut rvs_core::Engine, t: Instant, client: &str, s: &Seen, re
     assert_eq!(lb.handle(t, &mut fin2), Verdict::Forward { to: Side::Real });
     let mut last = tcp_raw(s.dst, s.src, 5102, Some(isn_end.wrapping_add(1)), Flags::ACK, &[]);
     assert_eq!(lb.handle(t, &mut last), Verdict::Forward { to: Side::Client });
-    assert_eq!(lb.conns().find(|c| c.laddr == s.src.into()).unwrap().state, TcpState::TimeWait);
+    assert_eq!(lb.conns().find(|c| plan(c.laddr) == s.src).unwrap().state, TcpState::TimeWait);
 }
 
-#[test]
 fn closed_ports_are_reused_at_once_least_recently_used_first() {
     // Two ports: a burst of short connections never runs out.
     let mut lb = lb_with(&["10.2.0.1:8080"], |c| c.port_range = (5000, 5001), SchedKind::Rr);
@@ -458,7 +478,6 @@ fn closed_ports_are_reused_at_once_least_recently_used_first() {
     assert!(drain(&mut lb).is_empty(), "closed connections get no RSTs");
 }
 
-#[test]
 fn ports_the_real_might_refuse_rest_for_the_quarantine() {
     let one = |c: &mut rvs_core::EngineConfig| c.port_range = (5000, 5000);
     let t0 = Instant::from_secs(100);
@@ -489,7 +508,6 @@ fn ports_the_real_might_refuse_rest_for_the_quarantine() {
     assert_eq!(lb.handle(t0 + Duration::from_secs(1000), &mut syn), Verdict::Drop(DropReason::NoLocalPort));
 }
 
-#[test]
 fn running_out_of_ports_is_told_once_per_interval_with_the_count() {
     let mut lb = lb_with(&["10.2.0.1:8080"], |c| c.port_range = (5000, 5000), SchedKind::Rr);
     let t0 = Instant::from_secs(100);
@@ -514,7 +532,6 @@ fn running_out_of_ports_is_told_once_per_interval_with_the_count() {
     assert_eq!(lb.stats().drops.get(DropReason::NoLocalPort), 5);
 }
 
-#[test]
 fn an_expired_open_connection_is_reset_on_both_sides_exactly() {
     let mut lb = lb(&["10.2.0.1:8080"]);
     let t0 = Instant::from_secs(100);
@@ -550,7 +567,6 @@ fn an_expired_open_connection_is_reset_on_both_sides_exactly() {
     assert_eq!(lb.stats().conns_reset, 2);
 }
 
-#[test]
 fn segments_of_unknown_connections_are_answered_within_the_rate() {
     let mut lb = lb_with(&["10.2.0.1:8080"], |c| c.reset_rate = 2, SchedKind::Rr);
     let t = Instant::from_secs(100);
@@ -580,4 +596,57 @@ fn segments_of_unknown_connections_are_answered_within_the_rate() {
     assert_eq!(lb.handle(t, &mut late), Verdict::Drop(DropReason::NoConnection));
     assert!(drain(&mut lb).is_empty());
     assert_eq!((lb.reset_stats().answered, lb.reset_stats().rate_limited), (2, 1));
+}
+
+/// Hop-by-hop and destination options headers before TCP are walked and
+/// passed on; the transport rewrite lands past them.
+#[test]
+fn ipv6_extension_headers_are_walked_and_kept() {
+    run_in(Family::V6, || {
+        let mut lb = lb(&["10.2.0.1:8080"]);
+        let t0 = Instant::from_secs(1);
+        let plain = tcp(CLIENT, VIP, 1000, None, Flags::SYN, &[]);
+        let mut syn = with_ext_headers(&plain, &[(0, 0), (60, 1)]);
+        assert_eq!(ip_header_len(&syn), 40 + 8 + 16);
+        assert_eq!(lb.handle(t0, &mut syn), Verdict::Forward { to: Side::Real });
+        let seen = parse(&syn);
+        assert_eq!(seen.src.ip().to_string(), LIP);
+        assert_eq!(seen.dst.to_string(), "10.2.0.1:8080");
+        assert_eq!(seen.ttl, 63);
+        assert!(seen.checksums_ok);
+        assert_eq!(&syn[40..64], &with_ext_headers(&plain, &[(0, 0), (60, 1)])[40..64]);
+
+        // Any fragment header is a fragment; chains not walked have their reason.
+        let reasons = [
+            (vec![(44, 0)], DropReason::Fragment),
+            (vec![(0, 0), (44, 0)], DropReason::Fragment),
+            (vec![(60, 0), (0, 0)], DropReason::BadExtensionHeaders),
+            (vec![(51, 1)], DropReason::BadExtensionHeaders),
+            (vec![(60, 0); 9], DropReason::BadExtensionHeaders),
+        ];
+        for (headers, reason) in reasons {
+            let mut pkt = with_ext_headers(&plain, &headers);
+            assert_eq!(lb.handle(t0, &mut pkt), Verdict::Drop(reason), "{headers:?}");
+        }
+        let mut cut = with_ext_headers(&plain, &[(60, 4)]);
+        cut.truncate(40 + 16);
+        cut[4..6].copy_from_slice(&16u16.to_be_bytes());
+        assert_eq!(lb.handle(t0, &mut cut), Verdict::Drop(DropReason::BadExtensionHeaders));
+    });
+}
+
+/// UDP over IPv6 must carry a checksum (RFC 8200 §8.1).
+#[test]
+fn ipv6_udp_without_checksum_is_dropped() {
+    run_in(Family::V6, || {
+        let mut lb = lb_proto(Proto::Udp, &["10.2.0.1:5353"]);
+        let t0 = Instant::from_secs(1);
+        let mut none = udp(CLIENT, "10.0.0.1:53", b"q", false);
+        assert_eq!(lb.handle(t0, &mut none), Verdict::Drop(DropReason::MissingUdpChecksum));
+        let mut with = udp(CLIENT, "10.0.0.1:53", b"q", true);
+        assert_eq!(lb.handle(t0, &mut with), Verdict::Forward { to: Side::Real });
+        let seen = parse(&with);
+        assert_eq!(seen.dst.to_string(), "10.2.0.1:5353");
+        assert!(seen.checksums_ok);
+    });
 }

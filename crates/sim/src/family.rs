@@ -100,14 +100,25 @@ pub fn mirror(a: Ipv4Addr) -> Ipv6Addr {
 }
 
 /// One `#[test]` per family for each listed scenario `fn name(family: Family)`:
-/// `name::v4`, `name::v6`, `name::nat64`, `name::nat46` (or only the
-/// families given in brackets), so `cargo test nat64` runs one family.
+/// `name::V4`, `name::V6`, `name::Nat64`, `name::Nat46` (or only the
+/// families given in brackets), so `cargo test Nat64` runs one family.
 ///
-/// ```ignore
-/// rvs_sim::family_tests! {
-///     transfers_complete,
-///     router_only: [V4, V6],
+/// ```
+/// use rvs_sim::Family;
+///
+/// fn sides_have_their_families(family: Family) {
+///     assert_eq!(family.client("10.0.0.1").is_ipv6(), family.client_v6());
 /// }
+///
+/// fn without_translation(family: Family) {
+///     assert!(!family.translated());
+/// }
+///
+/// rvs_sim::family_tests! {
+///     sides_have_their_families,
+///     without_translation: [V4, V6],
+/// }
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! family_tests {

@@ -19,8 +19,8 @@ use smoltcp::wire::{HardwareAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use crate::capture::{Capture, PcapGuard};
 use crate::host::{App, AppHandle, Device, HostId, HostStats, Ports, Stack, from_smol, set_clock, to_smol};
 use crate::packet::{
-    IPV4_MIN_PMTU, IPV6_MIN_MTU, PacketInfo, TCP_ACK, TCP_SYN, TooBig, checksums_ok, parse_too_big, segment,
-    too_big_error,
+    IPV4_MIN_PMTU, IPV6_MIN_MTU, PacketInfo, TCP_ACK, TCP_SYN, TooBig, checksums_ok, mss_less_timestamps,
+    parse_too_big, segment, too_big_error,
 };
 use crate::rng::Rng;
 use crate::{LinkConfig, LinkDir, LinkStats, Middlebox, Outbox};
@@ -603,6 +603,11 @@ impl<M: Middlebox> Network<M> {
         self.hosts[host.0].stats
     }
 
+    /// The path MTU `host` learnt toward `dst` from ICMP too-big errors, if any.
+    pub fn path_mtu(&self, host: HostId, dst: IpAddr) -> Option<usize> {
+        self.hosts[host.0].path_mtu.get(&dst).copied()
+    }
+
     /// `host`'s name.
     pub fn host_name(&self, host: HostId) -> &str {
         &self.hosts[host.0].name
@@ -795,7 +800,7 @@ impl<M: Middlebox> Network<M> {
         self.core.send_over(&mut self.hosts[to.0], to, LinkDir::ToHost, data);
     }
 
-    fn at_host(&mut self, to: HostId, data: Vec<u8>) {
+    fn at_host(&mut self, to: HostId, mut data: Vec<u8>) {
         let now = self.core.now;
         let h = &mut self.hosts[to.0];
         h.down.stats.delivered += 1;
@@ -812,6 +817,7 @@ impl<M: Middlebox> Network<M> {
             h.lower_path_mtu(e);
         }
         h.stats.received += 1;
+        mss_less_timestamps(&mut data);
         h.device.rx.push_back(data);
         h.wake = true;
     }

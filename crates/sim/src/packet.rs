@@ -277,6 +277,35 @@ pub fn fix_checksums(packet: &mut [u8]) -> bool {
     true
 }
 
+/// Lower the MSS option of an arriving SYN that offers timestamps by the
+/// 12 bytes the timestamps option takes in every later segment.
+///
+/// RFC 6691 §2: the MSS counts no options, and the sender takes the options
+/// it sends off each segment. smoltcp does not, so its full-sized segments
+/// with timestamps exceed the MTU and are never sent; showing its stack the
+/// MSS less the option makes it send what a real stack would. Only the
+/// host's own stack sees the change: checksums are not verified past this.
+pub(crate) fn mss_less_timestamps(p: &mut [u8]) {
+    let Some(l) = layout(p) else { return };
+    if l.proto != ip_protocol::TCP || p.get(l.l4 + 13).is_none_or(|f| f & TCP_SYN == 0) {
+        return;
+    }
+    let Ok(seg) = tcp::Packet::new_checked(&p[l.l4..l.end]) else { return };
+    let mut mss_at = None;
+    let mut timestamps = false;
+    for (at, opt) in seg.options_iter().flatten() {
+        match opt {
+            tcp::TcpOption::MaxSegmentSize(mss) => mss_at = Some((at, mss)),
+            tcp::TcpOption::Timestamps { .. } => timestamps = true,
+            _ => {}
+        }
+    }
+    if let (Some((at, mss)), true) = (mss_at, timestamps) {
+        let field = l.l4 + tcp::HEADER_LEN + at + 2;
+        p[field..field + 2].copy_from_slice(&mss.saturating_sub(12).to_be_bytes());
+    }
+}
+
 /// Smallest MTU of an IPv6 link (RFC 8200 §5): a packet-too-big error
 /// never lowers a path below it.
 pub const IPV6_MIN_MTU: usize = 1280;

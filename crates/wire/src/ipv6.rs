@@ -1,10 +1,13 @@
 //! IPv6 fixed headers (RFC 8200 §3).
 //!
 //! [`Packet`] is a view over the 40-byte fixed header and the payload it
-//! announces. Extension headers are not walked: [`Packet::next_header`] is
-//! reported as is, and a caller that meets an extension header decides what
-//! to do with it. Jumbograms (RFC 2675, payload length 0 with a hop-by-hop
-//! option) are not supported; such a packet is seen with an empty payload.
+//! announces. [`Packet::next_header`] is reported as is; [`Packet::transport`]
+//! walks the extension headers a forwarding node may meet (hop-by-hop,
+//! routing, destination options) to the upper-layer header, at most
+//! [`MAX_EXT_HEADERS`] of them, and refuses fragments and chains it cannot
+//! walk with a [`ChainError`]. Jumbograms (RFC 2675, payload length 0 with a
+//! hop-by-hop option) are not supported; such a packet is seen with an empty
+//! payload, and its chain as truncated.
 //!
 //! # No-panic contract
 //!
@@ -37,6 +40,63 @@ mod field {
 
 const FLOW_LABEL_MASK: u32 = 0x000f_ffff;
 
+/// Most extension headers [`Packet::transport`] walks before giving up.
+/// RFC 8200 §4.1 lets each appear once (destination options twice); eight
+/// covers any sensible chain and bounds the work per packet.
+pub const MAX_EXT_HEADERS: usize = 8;
+
+/// Next-header values of IPv6 extension headers (RFC 8200 §4, IANA's "IPv6
+/// Extension Header Types").
+pub mod ext_header {
+    /// Hop-by-hop options (RFC 8200 §4.3); only ever first in the chain.
+    pub const HOP_BY_HOP: u8 = 0;
+    /// Routing (RFC 8200 §4.4).
+    pub const ROUTING: u8 = 43;
+    /// Fragment (RFC 8200 §4.5).
+    pub const FRAGMENT: u8 = 44;
+    /// Authentication header (RFC 4302).
+    pub const AUTH: u8 = 51;
+    /// Destination options (RFC 8200 §4.6).
+    pub const DEST_OPTIONS: u8 = 60;
+    /// Mobility (RFC 6275).
+    pub const MOBILITY: u8 = 135;
+    /// Host identity protocol (RFC 7401).
+    pub const HIP: u8 = 139;
+    /// Shim6 (RFC 5533).
+    pub const SHIM6: u8 = 140;
+    /// Reserved for experimentation (RFC 3692).
+    pub const EXPERIMENT_1: u8 = 253;
+    /// Reserved for experimentation (RFC 3692).
+    pub const EXPERIMENT_2: u8 = 254;
+}
+
+/// Why [`Packet::transport`] found no upper-layer header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChainError {
+    /// A fragment header (RFC 8200 §4.5), even an atomic one: the upper-layer
+    /// header may be in another fragment, or the packet must be reassembled.
+    Fragment,
+    /// An extension header this view does not walk (authentication,
+    /// mobility, HIP, shim6, experimental), a routing header with segments
+    /// left (the packet's destination is not its final one), hop-by-hop
+    /// options anywhere but first, or more than [`MAX_EXT_HEADERS`].
+    Unsupported,
+    /// An extension header runs past the payload.
+    Truncated,
+}
+
+impl core::fmt::Display for ChainError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Fragment => "fragment header",
+            Self::Unsupported => "unsupported extension header chain",
+            Self::Truncated => "truncated extension header",
+        })
+    }
+}
+
+impl std::error::Error for ChainError {}
+
 view! {
     /// A view over an IPv6 packet in a byte buffer.
     Packet
@@ -57,6 +117,28 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         if HEADER_LEN + usize::from(self.payload_len()) > len {
             return Err(Error::Truncated);
+        }
+        Ok(())
+    }
+
+    /// Wraps the start of a packet quoted in an ICMPv6 error message, after
+    /// [`check_quoted_len`](Self::check_quoted_len) has accepted it.
+    pub fn new_checked_quoted(buffer: T) -> Result<Self, Error> {
+        let packet = Self::new_unchecked(buffer);
+        packet.check_quoted_len()?;
+        Ok(packet)
+    }
+
+    /// Like [`check_len`](Self::check_len), but accepts a buffer shorter than
+    /// 40 + `payload_len`: an ICMPv6 error quotes only as much of the packet
+    /// as fits in the minimum MTU (RFC 4443 §2.4 (c)). The fixed header must
+    /// be complete; [`payload`](Self::payload) is then the quoted part.
+    pub fn check_quoted_len(&self) -> Result<(), Error> {
+        if self.buffer.as_ref().len() < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        if self.version() != 6 {
+            return Err(Error::Unrecognized);
         }
         Ok(())
     }
@@ -110,6 +192,55 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The payload: `payload_len` bytes after the fixed header.
     pub fn payload(&self) -> &[u8] {
         clamped(self.buffer.as_ref(), HEADER_LEN, HEADER_LEN + usize::from(self.payload_len()))
+    }
+
+    /// The upper-layer protocol and the offset of its header from the start
+    /// of the packet, past any hop-by-hop, routing and destination options
+    /// headers (RFC 8200 §4). The protocol is whatever follows the last of
+    /// those, ESP and "no next header" included; the offset is at most
+    /// 40 + `payload_len` (the upper-layer header may be empty or short, for
+    /// its own view to refuse).
+    ///
+    /// A routing header is skipped only with zero segments left (§4.4: the
+    /// node then ignores it), in which case the fixed header's destination
+    /// is the final one and the upper-layer checksum's pseudo-header uses it.
+    pub fn transport(&self) -> Result<(u8, usize), ChainError> {
+        let data = self.payload();
+        let mut next = self.next_header();
+        let (mut at, mut walked) = (0, 0);
+        loop {
+            match next {
+                ext_header::HOP_BY_HOP if walked > 0 => return Err(ChainError::Unsupported),
+                ext_header::HOP_BY_HOP | ext_header::ROUTING | ext_header::DEST_OPTIONS => {}
+                ext_header::FRAGMENT => return Err(ChainError::Fragment),
+                ext_header::AUTH
+                | ext_header::MOBILITY
+                | ext_header::HIP
+                | ext_header::SHIM6
+                | ext_header::EXPERIMENT_1
+                | ext_header::EXPERIMENT_2 => return Err(ChainError::Unsupported),
+                protocol => return Ok((protocol, HEADER_LEN + at)),
+            }
+            if walked == MAX_EXT_HEADERS {
+                return Err(ChainError::Unsupported);
+            }
+            // Every walked header starts with next header, length in 8-octet
+            // units not counting the first 8, and (routing) type and
+            // segments left.
+            let Some(&[following, ext_len, _, segments_left, ..]) = data.get(at..at + 8) else {
+                return Err(ChainError::Truncated);
+            };
+            if next == ext_header::ROUTING && segments_left != 0 {
+                return Err(ChainError::Unsupported);
+            }
+            let len = (usize::from(ext_len) + 1) * 8;
+            if at + len > data.len() {
+                return Err(ChainError::Truncated);
+            }
+            next = following;
+            at += len;
+            walked += 1;
+        }
     }
 }
 
@@ -226,8 +357,8 @@ impl Repr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::golden::IPV6_UDP;
-    use crate::ip_protocol;
+    use crate::golden::{IPV6_EXT_TCP_SYN, IPV6_ICMPV6_PACKET_TOO_BIG, IPV6_UDP};
+    use crate::{ip_protocol, tcp};
 
     #[test]
     fn parse_golden() {
@@ -278,5 +409,100 @@ mod tests {
         let mut padded = IPV6_UDP.to_vec();
         padded.push(0);
         assert_eq!(Packet::new_checked(&padded[..]).unwrap().payload().len(), 13);
+    }
+
+    #[test]
+    fn transport_without_extension_headers() {
+        let packet = Packet::new_checked(&IPV6_UDP[..]).unwrap();
+        assert_eq!(packet.transport(), Ok((ip_protocol::UDP, HEADER_LEN)));
+    }
+
+    #[test]
+    fn transport_past_extension_headers() {
+        let packet = Packet::new_checked(&IPV6_EXT_TCP_SYN[..]).unwrap();
+        assert_eq!(packet.next_header(), ext_header::HOP_BY_HOP);
+        let (protocol, at) = packet.transport().unwrap();
+        assert_eq!((protocol, at), (ip_protocol::TCP, 56));
+        let segment = tcp::Packet::new_checked(&IPV6_EXT_TCP_SYN[at..]).unwrap();
+        assert_eq!((segment.src_port(), segment.dst_port()), (51514, 80));
+        assert!(segment.verify_checksum(packet.src_addr().into(), packet.dst_addr().into()));
+    }
+
+    /// A packet whose chain is the given headers (next header, length in
+    /// 8-octet units, segments left), each padded to its length, then TCP.
+    fn chain(headers: &[(u8, u8, u8)]) -> Vec<u8> {
+        let mut bytes = IPV6_UDP[..HEADER_LEN].to_vec();
+        let mut next = headers.first().map_or(ip_protocol::TCP, |h| h.0);
+        bytes[6] = next;
+        for (i, &(_, len, left)) in headers.iter().enumerate() {
+            next = headers.get(i + 1).map_or(ip_protocol::TCP, |h| h.0);
+            let mut header = vec![0u8; (usize::from(len) + 1) * 8];
+            header[..4].copy_from_slice(&[next, len, 0, left]);
+            bytes.extend_from_slice(&header);
+        }
+        bytes.extend_from_slice(&IPV6_EXT_TCP_SYN[56..]);
+        let payload_len = (bytes.len() - HEADER_LEN) as u16;
+        bytes[4..6].copy_from_slice(&payload_len.to_be_bytes());
+        bytes
+    }
+
+    fn walk(bytes: &[u8]) -> Result<(u8, usize), ChainError> {
+        Packet::new_checked(bytes).unwrap().transport()
+    }
+
+    #[test]
+    fn transport_chains() {
+        use ext_header::{AUTH, DEST_OPTIONS, FRAGMENT, HOP_BY_HOP, ROUTING};
+        let walked = [(HOP_BY_HOP, 0, 0), (DEST_OPTIONS, 1, 0), (ROUTING, 2, 0), (DEST_OPTIONS, 0, 0)];
+        assert_eq!(walk(&chain(&walked)), Ok((ip_protocol::TCP, HEADER_LEN + 8 + 16 + 24 + 8)));
+        // Any fragment header, even an atomic one, wherever it is.
+        assert_eq!(walk(&chain(&[(FRAGMENT, 0, 0)])), Err(ChainError::Fragment));
+        assert_eq!(walk(&chain(&[(HOP_BY_HOP, 0, 0), (FRAGMENT, 0, 0)])), Err(ChainError::Fragment));
+        // Hop-by-hop only first; routing only with no segments left; AH not walked.
+        assert_eq!(walk(&chain(&[(DEST_OPTIONS, 0, 0), (HOP_BY_HOP, 0, 0)])), Err(ChainError::Unsupported));
+        assert_eq!(walk(&chain(&[(ROUTING, 2, 1)])), Err(ChainError::Unsupported));
+        assert_eq!(walk(&chain(&[(AUTH, 2, 0)])), Err(ChainError::Unsupported));
+        // At most MAX_EXT_HEADERS.
+        let most = [(DEST_OPTIONS, 0, 0); MAX_EXT_HEADERS];
+        assert_eq!(walk(&chain(&most)), Ok((ip_protocol::TCP, HEADER_LEN + 8 * MAX_EXT_HEADERS)));
+        let too_many = [(DEST_OPTIONS, 0, 0); MAX_EXT_HEADERS + 1];
+        assert_eq!(walk(&chain(&too_many)), Err(ChainError::Unsupported));
+    }
+
+    #[test]
+    fn transport_truncated_chains() {
+        let mut bytes = chain(&[(ext_header::DEST_OPTIONS, 3, 0)]);
+        // The header claims 32 bytes; the payload ends inside it.
+        bytes.truncate(HEADER_LEN + 24);
+        bytes[4..6].copy_from_slice(&24u16.to_be_bytes());
+        assert_eq!(walk(&bytes), Err(ChainError::Truncated));
+        // Fewer than the 8 bytes every extension header has.
+        bytes[4..6].copy_from_slice(&4u16.to_be_bytes());
+        assert_eq!(walk(&bytes[..HEADER_LEN + 4]), Err(ChainError::Truncated));
+        // A jumbogram's payload length is zero.
+        let mut jumbo = IPV6_EXT_TCP_SYN;
+        jumbo[4..6].copy_from_slice(&[0, 0]);
+        assert_eq!(walk(&jumbo), Err(ChainError::Truncated));
+        // An extension header ending exactly at the payload's end leaves an
+        // empty upper-layer header, for its own view to refuse.
+        let mut bytes = chain(&[(ext_header::DEST_OPTIONS, 0, 0)]);
+        bytes.truncate(HEADER_LEN + 8);
+        bytes[4..6].copy_from_slice(&8u16.to_be_bytes());
+        assert_eq!(walk(&bytes), Ok((ip_protocol::TCP, HEADER_LEN + 8)));
+    }
+
+    #[test]
+    fn quoted_packet() {
+        let quoted = &IPV6_ICMPV6_PACKET_TOO_BIG[48..];
+        assert_eq!(Packet::new_checked(quoted).unwrap_err(), Error::Truncated);
+        let packet = Packet::new_checked_quoted(quoted).unwrap();
+        assert_eq!(packet.payload_len(), 1460);
+        assert_eq!(packet.payload(), &quoted[40..]);
+        assert_eq!(packet.transport(), Ok((ip_protocol::TCP, HEADER_LEN)));
+        assert_eq!(Packet::new_checked_quoted(&quoted[..39]).unwrap_err(), Error::Truncated);
+        assert_eq!(Packet::new_checked_quoted(&IPV6_EXT_TCP_SYN[..0]).unwrap_err(), Error::Truncated);
+        let mut v4 = [0u8; 40];
+        v4[0] = 0x45;
+        assert_eq!(Packet::new_checked_quoted(&v4[..]).unwrap_err(), Error::Unrecognized);
     }
 }

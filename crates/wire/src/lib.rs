@@ -5,9 +5,10 @@
 //! * [`ethernet`] — Ethernet II frames (only what a layer-4 balancer needs to
 //!   find the network header: addresses and the EtherType).
 //! * [`ipv4`] and [`ipv6`] — network headers. IPv4 options are carried but
-//!   never interpreted; IPv6 extension headers are not walked.
-//! * [`tcp`], [`udp`] and [`icmpv4`] — transport headers, TCP options and
-//!   ICMP error messages; [`tcp_options`] reads and rewrites a TCP options
+//!   never interpreted; IPv6 extension headers are walked to the upper-layer
+//!   header (hop-by-hop, routing, destination options) or refused.
+//! * [`tcp`], [`udp`], [`icmpv4`] and [`icmpv6`] — transport headers, TCP
+//!   options and ICMP error messages; [`tcp_options`] reads and rewrites a TCP options
 //!   area as a whole, [`tcp_seq`] compares sequence numbers modulo 2^32.
 //! * [`checksum`] — the Internet checksum (RFC 1071) with the incremental
 //!   update of RFC 1624 that address and port rewriting relies on.
@@ -79,6 +80,7 @@ pub mod checksum;
 mod error;
 pub mod ethernet;
 pub mod icmpv4;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use rvs_wire::tcp::{Flags, TcpOption};
-use rvs_wire::{Error, checksum, ethernet, icmpv4, ipv4, ipv6, tcp, udp};
+use rvs_wire::{Error, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp, udp};
 
 fn config() -> ProptestConfig {
     ProptestConfig::with_cases(4000)
@@ -66,6 +66,9 @@ fn read_ipv6<T: AsRef<[u8]>>(p: &ipv6::Packet<T>) {
     let _ = (p.version(), p.traffic_class(), p.flow_label(), p.payload_len(), p.next_header());
     let _ = (p.hop_limit(), p.src_addr(), p.dst_addr(), p.payload());
     let _ = ipv6::Repr::parse(p);
+    if let Ok((_, at)) = p.transport() {
+        assert!(at >= ipv6::HEADER_LEN && at <= ipv6::HEADER_LEN + p.payload().len());
+    }
 }
 
 fn write_ipv6(p: &mut ipv6::Packet<&mut [u8]>) {
@@ -173,6 +176,29 @@ fn write_icmpv4(p: &mut icmpv4::Packet<&mut [u8]>) {
     read_icmpv4(p);
 }
 
+fn read_icmpv6<T: AsRef<[u8]>>(p: &icmpv6::Packet<T>) {
+    let _ = (p.msg_type(), p.code(), p.checksum(), p.rest_of_header(), p.mtu(), p.pointer(), p.data());
+    let _ = (p.verify_checksum(Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED), icmpv6::is_error(p.msg_type()));
+    if let Ok(inner) = ipv6::Packet::new_checked_quoted(p.data()) {
+        read_ipv6(&inner);
+        if let Ok((_, at)) = inner.transport() {
+            let l4 = p.data().get(at..).unwrap_or(&[]);
+            read_tcp(&tcp::Packet::new_unchecked(l4));
+            read_udp(&udp::Packet::new_unchecked(l4));
+        }
+    }
+}
+
+fn write_icmpv6(p: &mut icmpv6::Packet<&mut [u8]>) {
+    p.set_msg_type(2);
+    p.set_code(0);
+    p.set_mtu(1280);
+    p.set_pointer(40);
+    p.data_mut().fill(0);
+    p.fill_checksum(Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED);
+    read_icmpv6(p);
+}
+
 fn read_ethernet<T: AsRef<[u8]>>(f: &ethernet::Frame<T>) {
     let _ = (f.src_addr().to_string(), f.dst_addr().is_multicast(), f.ethertype(), f.payload());
     let _ = ethernet::Repr::parse(f);
@@ -214,6 +240,12 @@ proptest! {
         if let Ok(p) = icmpv4::Packet::new_checked(&data[..]) {
             read_icmpv4(&p);
         }
+        if let Ok(p) = ipv6::Packet::new_checked_quoted(&data[..]) {
+            read_ipv6(&p);
+        }
+        if let Ok(p) = icmpv6::Packet::new_checked(&data[..]) {
+            read_icmpv6(&p);
+        }
         if let Ok(f) = ethernet::Frame::new_checked(&data[..]) {
             read_ethernet(&f);
         }
@@ -227,6 +259,7 @@ proptest! {
         read_tcp(&tcp::Packet::new_unchecked(&data[..]));
         read_udp(&udp::Packet::new_unchecked(&data[..]));
         read_icmpv4(&icmpv4::Packet::new_unchecked(&data[..]));
+        read_icmpv6(&icmpv6::Packet::new_unchecked(&data[..]));
         read_ethernet(&ethernet::Frame::new_unchecked(&data[..]));
 
         write_ipv4(&mut ipv4::Packet::new_unchecked(&mut data.clone()[..]));
@@ -234,6 +267,7 @@ proptest! {
         write_tcp(&mut tcp::Packet::new_unchecked(&mut data.clone()[..]));
         write_udp(&mut udp::Packet::new_unchecked(&mut data.clone()[..]));
         write_icmpv4(&mut icmpv4::Packet::new_unchecked(&mut data.clone()[..]));
+        write_icmpv6(&mut icmpv6::Packet::new_unchecked(&mut data.clone()[..]));
         write_ethernet(&mut ethernet::Frame::new_unchecked(&mut data.clone()[..]));
     }
 
@@ -281,5 +315,50 @@ proptest! {
         };
         repr.emit(&mut tcp::Packet::new_unchecked(&mut buf[..]), src, dst);
         let _ = checksum::update_bytes(0, true, &data, &buf);
+    }
+}
+
+/// Next-header values an extension header chain is made of: the walked
+/// ones, the refused ones, transports, and anything.
+fn next_header() -> impl Strategy<Value = u8> {
+    prop_oneof![prop::sample::select(vec![0u8, 43, 44, 60, 51, 135, 253, 6, 17, 58, 59]), any::<u8>(),]
+}
+
+/// An IPv6 packet whose payload is a plausible chain of extension headers
+/// (next header, length, segments left), then cut and with a payload length
+/// that may disagree with the chain.
+fn ipv6_chain() -> impl Strategy<Value = Vec<u8>> {
+    (next_header(), prop::collection::vec((next_header(), 0u8..4, 0u8..2), 0..12), 0usize..400, any::<bool>())
+        .prop_map(|(first, headers, cut, honest)| {
+            let mut bytes = vec![0u8; ipv6::HEADER_LEN];
+            bytes[0] = 0x60;
+            bytes[6] = first;
+            for (next, len, left) in headers {
+                let mut header = vec![0u8; (usize::from(len) + 1) * 8];
+                header[..4].copy_from_slice(&[next, len, 0, left]);
+                bytes.extend_from_slice(&header);
+            }
+            bytes.extend_from_slice(&[0; 20]);
+            bytes.truncate(cut.max(ipv6::HEADER_LEN));
+            let payload_len = if honest { bytes.len() - ipv6::HEADER_LEN } else { cut };
+            bytes[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
+            bytes
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn extension_header_chains(data in ipv6_chain()) {
+        for p in [ipv6::Packet::new_checked(&data[..]), ipv6::Packet::new_checked_quoted(&data[..])] {
+            let Ok(p) = p else { continue };
+            read_ipv6(&p);
+            if let Ok((protocol, at)) = p.transport() {
+                prop_assert!(![0u8, 43, 44, 60, 51, 135, 253].contains(&protocol));
+                prop_assert!(at >= ipv6::HEADER_LEN && at <= ipv6::HEADER_LEN + p.payload().len());
+                prop_assert!((at - ipv6::HEADER_LEN).is_multiple_of(8));
+            }
+        }
     }
 }

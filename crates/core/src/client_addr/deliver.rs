@@ -34,7 +34,9 @@ impl ClientAddrState {
     ) -> Option<DeliveryId> {
         let (mut version, toa) = (config.proxy_protocol, config.toa);
         if client.addr.is_ipv4() != vip.addr.is_ipv4() {
-            // A header names both ends in one family (NAT64 will need its own choice).
+            // A header names both ends in one family. The client and the VIP
+            // it reached always share one (a translation is on the real
+            // side), so this is a caller bug, not NAT64.
             version = ProxyProtocol::Disabled;
         }
         if version == ProxyProtocol::Disabled && !toa {

@@ -41,6 +41,7 @@ pub struct ClientAddrStats {
 }
 
 use core::time::Duration;
+use std::net::IpAddr;
 
 use rvs_wire::tcp_seq::SeqNumber;
 
@@ -54,12 +55,12 @@ use crate::time::Instant;
 const MAX_TIMER_RESENDS: u8 = 10;
 /// Upper bound of the backed-off resend timeout.
 const MAX_RTO: Duration = Duration::from_secs(10);
-/// Bytes TOA adds to a client segment, by which the MSS is lowered.
-const TOA_ROOM: u16 = toa::V4_LEN as u16;
-
-/// How much a service configured as `config` lowers the MSS it announces, for TOA.
-pub(crate) fn toa_room(config: &ServiceConfig) -> u16 {
-    if config.toa { TOA_ROOM } else { 0 }
+/// How much a service configured as `config` lowers the MSS it announces
+/// to and for `client`, for TOA: the bytes the option adds to a segment,
+/// which depend on the client's family only (NAT64 carries the 20-byte
+/// form in IPv4 packets).
+pub(crate) fn toa_room(config: &ServiceConfig, client: IpAddr) -> u16 {
+    if config.toa { toa::len(client) as u16 } else { 0 }
 }
 
 /// One connection's delivery under way. The client and VIP it announces

@@ -10,14 +10,17 @@
 
 use std::net::IpAddr;
 
-use rvs_wire::{ipv4, tcp};
+use rvs_wire::{ip_protocol, ipv4, ipv6, tcp};
 
 use crate::addr::Endpoint;
+use crate::packet::IpInfo;
 
 /// The option kind.
 pub(crate) const KIND: u8 = 254;
 /// Bytes the IPv4 form adds to a segment (already a multiple of 4).
-pub(crate) const V4_LEN: usize = 8;
+const V4_LEN: usize = 8;
+/// Bytes the IPv6 form adds to a segment (already a multiple of 4).
+const V6_LEN: usize = 20;
 /// TCP option space (RFC 9293: data offset of at most 15 words).
 const MAX_OPTIONS: usize = 40;
 
@@ -26,8 +29,16 @@ const MAX_OPTIONS: usize = 40;
 pub(crate) enum Skipped {
     /// The segment's options leave too little of the 40 bytes.
     NoRoom,
-    /// Not an IPv4 TCP packet, or the buffer cannot take the longer packet.
+    /// Not a TCP packet, or the buffer cannot take the longer packet.
     Unfit,
+}
+
+/// Bytes the option for a client at `client` adds to a segment.
+pub(crate) const fn len(client: IpAddr) -> usize {
+    match client {
+        IpAddr::V4(_) => V4_LEN,
+        IpAddr::V6(_) => V6_LEN,
+    }
 }
 
 /// The option for `client`; its bytes and length.
@@ -35,29 +46,26 @@ fn option(client: Endpoint) -> ([u8; 20], usize) {
     let mut o = [0u8; 20];
     o[0] = KIND;
     o[2..4].copy_from_slice(&client.port.to_be_bytes());
-    let len = match client.addr {
-        IpAddr::V4(a) => {
-            o[4..8].copy_from_slice(&a.octets());
-            8
-        }
-        IpAddr::V6(a) => {
-            o[4..20].copy_from_slice(&a.octets());
-            20
-        }
-    };
+    match client.addr {
+        IpAddr::V4(a) => o[4..8].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => o[4..20].copy_from_slice(&a.octets()),
+    }
+    let len = len(client.addr);
     o[1] = len as u8;
     (o, len)
 }
 
-/// Insert the option for `client` into the IPv4 TCP packet `buf[..len]`
-/// after the options it has, moving the payload up; returns the new length.
-/// Checksums are recomputed: this runs on a connection's first segments
-/// only, where it is cheaper to be obviously right than incremental.
+/// Insert the option for `client` into the IPv4 or IPv6 TCP packet
+/// `buf[..len]` after the options it has, moving the payload up; returns the
+/// new length. The option's form follows the client's family, whatever the
+/// packet's. Checksums are recomputed: this runs on a connection's first
+/// segments only, where it is cheaper to be obviously right than incremental.
 pub(crate) fn insert(buf: &mut [u8], len: usize, client: Endpoint) -> Result<usize, Skipped> {
-    let ip = ipv4::Packet::new_checked(buf.get(..len).ok_or(Skipped::Unfit)?).map_err(|_| Skipped::Unfit)?;
-    let ihl = ip.header_len();
-    let (src, dst) = (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()));
-    let total = usize::from(ip.total_len());
+    let ip = IpInfo::parse(buf.get(..len).ok_or(Skipped::Unfit)?).map_err(|_| Skipped::Unfit)?;
+    if ip.protocol != ip_protocol::TCP {
+        return Err(Skipped::Unfit);
+    }
+    let (ihl, total, src, dst) = (ip.header_len, ip.total_len, ip.src, ip.dst);
     let t = tcp::Packet::new_checked(&buf[ihl..total]).map_err(|_| Skipped::Unfit)?;
     let doff = t.header_len();
     let used = options_used(t.options());
@@ -80,9 +88,15 @@ pub(crate) fn insert(buf: &mut [u8], len: usize, client: Endpoint) -> Result<usi
     let mut t = tcp::Packet::new_unchecked(&mut buf[seg..new_total]);
     t.set_header_len(new_doff);
     t.fill_checksum(src, dst);
-    let mut ip = ipv4::Packet::new_unchecked(&mut buf[..new_total]);
-    ip.set_total_len(new_total as u16);
-    ip.fill_checksum();
+    if src.is_ipv4() {
+        let mut ip = ipv4::Packet::new_unchecked(&mut buf[..new_total]);
+        ip.set_total_len(new_total as u16);
+        ip.fill_checksum();
+    } else {
+        // The IPv6 payload length counts extension headers too; no header checksum.
+        let mut ip = ipv6::Packet::new_unchecked(&mut buf[..new_total]);
+        ip.set_payload_len((new_total - ipv6::HEADER_LEN) as u16);
+    }
     Ok(new_total + (len - total))
 }
 
@@ -198,6 +212,49 @@ mod tests {
         assert_eq!((doff, opts[0], opts[1]), (40, 254, 20));
         assert_eq!(payload, b"x");
         assert_eq!(read(&opts), Some(ep("[2001:db8::7]:443")));
+    }
+
+    /// An IPv6 TCP packet with a destination options header, `opts` and
+    /// `payload`, in a 1600-byte buffer.
+    fn packet_v6(opts: &[u8], payload: &[u8]) -> (Vec<u8>, usize) {
+        let (src, dst) = ("2001:db8:3::1".parse().unwrap(), "2001:db8:1::11".parse().unwrap());
+        let doff = 20 + opts.len();
+        let total = 48 + doff + payload.len();
+        let mut buf = vec![0u8; 1600];
+        let ip = ipv6::Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: ipv6::ext_header::DEST_OPTIONS,
+            payload_len: total - 40,
+            hop_limit: 64,
+        };
+        ip.emit(&mut ipv6::Packet::new_unchecked(&mut buf[..40]));
+        buf[40..48].copy_from_slice(&[ip_protocol::TCP, 0, 1, 4, 0, 0, 0, 0]);
+        let mut t = tcp::Packet::new_unchecked(&mut buf[48..total]);
+        t.set_src_port(5000);
+        t.set_dst_port(80);
+        t.set_header_len(doff);
+        t.set_flags(tcp::Flags::ACK);
+        t.options_mut().copy_from_slice(opts);
+        t.payload_mut().copy_from_slice(payload);
+        t.fill_checksum(src.into(), dst.into());
+        (buf, total)
+    }
+
+    #[test]
+    fn ipv6_packets_take_either_form() {
+        for (client, form) in [("[2001:db8::7]:443", 20), ("192.0.2.7:443", 8)] {
+            let (mut buf, len) = packet_v6(&[1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 6], b"GET");
+            let n = insert(&mut buf, len, ep(client)).unwrap();
+            assert_eq!(n, len + form);
+            let ip = ipv6::Packet::new_checked(&buf[..n]).unwrap();
+            assert_eq!(usize::from(ip.payload_len()), n - 40);
+            assert_eq!(ip.transport(), Ok((ip_protocol::TCP, 48)));
+            let t = tcp::Packet::new_checked(&buf[48..n]).unwrap();
+            assert!(t.verify_checksum(ip.src_addr().into(), ip.dst_addr().into()));
+            assert_eq!((t.header_len(), t.payload()), (32 + form, &b"GET"[..]));
+            assert_eq!(read(t.options()), Some(ep(client)));
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub(crate) mod store;
 use std::net::IpAddr;
 
 use rvs_wire::tcp_seq::SeqNumber;
-use rvs_wire::{ip_protocol, ipv4, tcp};
+use rvs_wire::{ip_protocol, ipv4, ipv6, tcp};
 
 use crate::addr::Endpoint;
 
@@ -54,15 +54,15 @@ impl Segment {
         Self { flags: tcp::Flags(0), window: u16::MAX, ack: Some(ack), ..Self::rst(src, dst, seq, None, ttl) }
     }
 
-    /// Write the IP packet into `buf`; returns its length (0 if it does not
-    /// fit or the addresses are not IPv4, which the data path serves for now).
+    /// Write the IP packet, IPv4 or IPv6 as the endpoints are, into `buf`;
+    /// returns its length (0 if it does not fit, or if the endpoints' families
+    /// differ, which is a caller bug).
     pub(crate) fn emit(&self, buf: &mut [u8]) -> usize {
         self.emit_with_payload(buf, &[])
     }
 
     /// [`Segment::emit`] carrying `payload`.
     pub(crate) fn emit_with_payload(&self, buf: &mut [u8], payload: &[u8]) -> usize {
-        let (IpAddr::V4(src), IpAddr::V4(dst)) = (self.src.addr, self.dst.addr) else { return 0 };
         let repr = tcp::Repr {
             src_port: self.src.port,
             dst_port: self.dst.port,
@@ -77,19 +77,40 @@ impl Segment {
             timestamp: self.timestamps,
             payload_len: payload.len(),
         };
-        let ip = ipv4::Repr {
-            src_addr: src,
-            dst_addr: dst,
-            protocol: ip_protocol::TCP,
-            payload_len: repr.buffer_len(),
-            ttl: self.ttl,
-            ident: 0,
-            dont_frag: true,
+        let seg_len = repr.buffer_len();
+        let header_len = match (self.src.addr, self.dst.addr) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => ipv4::HEADER_LEN,
+            (IpAddr::V6(_), IpAddr::V6(_)) => ipv6::HEADER_LEN,
+            _ => return 0,
         };
-        let len = ip.buffer_len();
+        let len = header_len + seg_len;
         let Some(out) = buf.get_mut(..len) else { return 0 };
-        let (head, seg) = out.split_at_mut(len - repr.buffer_len());
-        ip.emit(&mut ipv4::Packet::new_unchecked(head));
+        let (head, seg) = out.split_at_mut(header_len);
+        match (self.src.addr, self.dst.addr) {
+            (IpAddr::V4(src_addr), IpAddr::V4(dst_addr)) => {
+                let ip = ipv4::Repr {
+                    src_addr,
+                    dst_addr,
+                    protocol: ip_protocol::TCP,
+                    payload_len: seg_len,
+                    ttl: self.ttl,
+                    ident: 0,
+                    dont_frag: true,
+                };
+                ip.emit(&mut ipv4::Packet::new_unchecked(head));
+            }
+            (IpAddr::V6(src_addr), IpAddr::V6(dst_addr)) => {
+                let ip = ipv6::Repr {
+                    src_addr,
+                    dst_addr,
+                    next_header: ip_protocol::TCP,
+                    payload_len: seg_len,
+                    hop_limit: self.ttl,
+                };
+                ip.emit(&mut ipv6::Packet::new_unchecked(head));
+            }
+            _ => return 0,
+        }
         seg[repr.header_len()..].copy_from_slice(payload);
         repr.emit(&mut tcp::Packet::new_unchecked(seg), self.src.addr, self.dst.addr);
         len
@@ -136,5 +157,23 @@ mod tests {
         let len = rst.emit(&mut buf);
         assert_eq!(len, 40);
         assert_eq!(rst.emit(&mut [0u8; 39]), 0);
+        let mixed = Segment::rst(seg.src, ep("[2001:db8::7]:40000"), SeqNumber(9), None, 64);
+        assert_eq!(mixed.emit(&mut buf), 0);
+    }
+
+    #[test]
+    fn ipv6_segment_with_payload() {
+        let seg =
+            Segment::ack(ep("[2001:db8::1]:80"), ep("[2001:db8:1::7]:40000"), SeqNumber(7), SeqNumber(9), 64);
+        let mut buf = [0u8; 128];
+        let len = seg.emit_with_payload(&mut buf, b"hello");
+        assert_eq!(len, 40 + 20 + 5);
+        let ip = ipv6::Packet::new_checked(&buf[..len]).unwrap();
+        assert_eq!((ip.next_header(), ip.hop_limit(), usize::from(ip.payload_len())), (6, 64, 25));
+        assert_eq!(ip.dst_addr(), "2001:db8:1::7".parse::<std::net::Ipv6Addr>().unwrap());
+        let t = tcp::Packet::new_checked(ip.payload()).unwrap();
+        assert!(t.verify_checksum(ip.src_addr().into(), ip.dst_addr().into()));
+        assert_eq!((t.seq_number(), t.ack_number(), t.payload()), (7, 9, &b"hello"[..]));
+        assert_eq!(seg.emit_with_payload(&mut buf[..64], b"hello"), 0);
     }
 }

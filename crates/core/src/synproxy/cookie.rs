@@ -24,8 +24,18 @@ use crate::addr::{FlowKey, Proto};
 use crate::hash::Secrets;
 use crate::time::Instant;
 
-/// MSS values a cookie can name; the client's MSS is rounded down to one.
-pub(crate) const MSS_TABLE: [u16; 8] = [536, 1220, 1300, 1360, 1400, 1440, 1452, 1460];
+/// MSS values a cookie can name for an IPv4 client; the client's MSS is
+/// rounded down to one.
+const MSS_TABLE_V4: [u16; 8] = [536, 1220, 1300, 1360, 1400, 1440, 1452, 1460];
+/// The same for an IPv6 client, whose headers take 20 bytes more of the same
+/// links: from the minimum MTU (1280 - 60) to Ethernet's (1500 - 60),
+/// through the usual tunnels' (PPPoE 1492, 6in4 1480).
+const MSS_TABLE_V6: [u16; 8] = [1220, 1280, 1340, 1380, 1400, 1420, 1432, 1440];
+
+/// The MSS table for the client of `flow`.
+fn mss_table(flow: &FlowKey) -> &'static [u16; 8] {
+    if flow.src.addr.is_ipv6() { &MSS_TABLE_V6 } else { &MSS_TABLE_V4 }
+}
 /// Window scales the no-timestamp layout can name (index 0: none).
 const WSCALE_TABLE: [u8; 8] = [0, 1, 2, 4, 6, 7, 8, 14];
 /// Seconds per step of the cookie clock.
@@ -119,7 +129,7 @@ impl CookieJar {
     ) -> (u32, u32) {
         let count = now.as_nanos() / 1_000_000_000 / COUNT_SECS;
         let key = self.key(secrets, count / COUNT_WRAP).unwrap_or_default();
-        let mss = mss_index(offer.mss);
+        let mss = mss_index(mss_table(flow), offer.mss);
         let c = (count % COUNT_WRAP) as u32;
         if offer.timestamps {
             let h = Self::hash(key, flow, client_isn, count, 1);
@@ -163,7 +173,7 @@ impl CookieJar {
                 ((h & !0x3f) == (cookie & !0x3f)).then_some(())?;
                 let ws = ts & 0xf;
                 Some(Offer {
-                    mss: MSS_TABLE[(cookie & 7) as usize],
+                    mss: mss_table(flow)[(cookie & 7) as usize],
                     wscale: (ws != TS_NO_WSCALE).then_some(ws as u8),
                     sack: ts & 0x10 != 0,
                     timestamps: true,
@@ -173,7 +183,7 @@ impl CookieJar {
                 ((h & !0x3ff) == (cookie & !0x3ff)).then_some(())?;
                 let ws = (cookie & 7) as usize;
                 Some(Offer {
-                    mss: MSS_TABLE[((cookie >> 4) & 7) as usize],
+                    mss: mss_table(flow)[((cookie >> 4) & 7) as usize],
                     wscale: (ws != 0).then(|| WSCALE_TABLE[ws]),
                     sack: cookie & 8 != 0,
                     timestamps: false,
@@ -183,9 +193,22 @@ impl CookieJar {
     }
 }
 
+/// The MSS a client that sent no MSS option takes: 536 over IPv4 (RFC 9293
+/// §3.7.1), 1220 over IPv6 (RFC 8200 §5: a 1280-byte MTU less 60 bytes).
+pub(crate) fn default_mss(flow: &FlowKey) -> u16 {
+    mss_table(flow)[0]
+}
+
+/// The largest MSS announced to the client of `flow`, for `mss_max`
+/// configured as for IPv4: an IPv6 client's headers are 20 bytes larger on
+/// the same links.
+pub(crate) fn mss_max(flow: &FlowKey, mss_max: u16) -> u16 {
+    if flow.src.addr.is_ipv6() { mss_max.saturating_sub(20) } else { mss_max }
+}
+
 /// Index of the largest table MSS not above `mss`.
-fn mss_index(mss: u16) -> u32 {
-    MSS_TABLE.iter().rposition(|&m| m <= mss).unwrap_or(0) as u32
+fn mss_index(table: &[u16; 8], mss: u16) -> u32 {
+    table.iter().rposition(|&m| m <= mss).unwrap_or(0) as u32
 }
 
 #[cfg(test)]
@@ -230,6 +253,28 @@ mod tests {
         let none = Offer { mss: 536, wscale: None, sack: false, timestamps: false };
         let (seq, _) = j.make(&s, T0, &flow(), 7, none);
         assert_eq!(j.check(&s, T0, &flow(), 7, seq, None), Some(none));
+    }
+
+    #[test]
+    fn ipv6_clients_use_their_own_mss_table() {
+        let (s, mut j) = jar();
+        let ep = |s: &str| -> Endpoint { s.parse::<std::net::SocketAddr>().unwrap().into() };
+        let v6 = FlowKey { proto: Proto::Tcp, src: ep("[2001:db8::7]:40000"), dst: ep("[2001:db8:1::1]:80") };
+        for (offered, named) in [(1440, 1440), (1460, 1440), (1439, 1432), (1220, 1220), (1000, 1220)] {
+            for timestamps in [false, true] {
+                let offer = Offer { mss: offered, wscale: Some(7), sack: true, timestamps };
+                let (seq, ts_bits) = j.make(&s, T0, &v6, 7, offer);
+                let got = j.check(&s, T0, &v6, 7, seq, timestamps.then_some(ts_bits)).unwrap();
+                assert_eq!(got.mss, named, "offered {offered}");
+                // The same cookie does not pass for the IPv4 tuple.
+                assert!(j.check(&s, T0, &flow(), 7, seq, timestamps.then_some(ts_bits)).is_none());
+            }
+        }
+        // The hash covers all 16 bytes of each address.
+        let (seq, _) = j.make(&s, T0, &v6, 7, Offer::default());
+        let mut other = v6;
+        other.src.addr = ep("[2001:db8::8]:40000").addr;
+        assert!(j.check(&s, T0, &other, 7, seq, None).is_none());
     }
 
     #[test]

@@ -39,15 +39,17 @@ impl SynproxyState {
         let cfg = ctx.cfg.synproxy;
         let Some(service) = ctx.services.get(svc as usize) else { return };
         let offer = Offer {
-            mss: opts.mss.unwrap_or(536).min(cfg.mss_max),
+            mss: opts.mss.unwrap_or(cookie::default_mss(key)).min(cfg.mss_max),
             wscale: opts.wscale,
             sack: opts.sack_permitted && cfg.sack,
             timestamps: opts.timestamps.is_some() && cfg.timestamps,
         };
         let (cookie, ts_bits) = self.jar.make(ctx.conns.secrets(), now, key, client_isn.0, offer);
         // With TOA the client's segments grow by the option: it is told less.
-        let our_mss = service.config.mss_clamp.map_or(cfg.mss_max, |c| c.min(cfg.mss_max));
-        let our_mss = our_mss.saturating_sub(client_addr::toa_room(&service.config)).max(64);
+        let mss_max = cookie::mss_max(key, cfg.mss_max);
+        let our_mss = service.config.mss_clamp.map_or(mss_max, |c| c.min(mss_max));
+        let our_mss = crate::xlat::synproxy_mss(our_mss, cfg.mss_max, key.src.addr, &service.config.laddrs);
+        let our_mss = our_mss.saturating_sub(client_addr::toa_room(&service.config, key.src.addr)).max(64);
         let announced = service.synproxy_wscale.unwrap_or(cfg.wscale);
         let tsval = (ms_clock(now) & !((1 << cookie::TS_OPT_BITS) - 1)) | ts_bits;
         let synack = Segment {
@@ -104,8 +106,11 @@ impl SynproxyState {
         let Some(hs) = self.handshakes.get(hid) else { return };
         let Some(conn) = ctx.conns.get(hs.conn) else { return };
         let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
+        let client = conn.client.addr;
         let Some(service) = ctx.services.get_mut(svc as usize) else { return };
-        let toa_room = client_addr::toa_room(&service.config);
+        // Room for TOA in the client's segments, and for the larger header
+        // where they are translated from IPv4 to IPv6.
+        let less = client_addr::toa_room(&service.config, client) + crate::xlat::mss_room(client, real.addr);
         let mss_clamp = service.config.mss_clamp;
         let Some(r) = service.reals.get_mut(real_index as usize) else { return };
         let Some(hs) = self.handshakes.get_mut(hid) else { return };
@@ -135,7 +140,7 @@ impl SynproxyState {
             ack: None,
             flags: tcp::Flags::SYN,
             window: u16::MAX,
-            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(toa_room).max(64)),
+            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(less).max(64)),
             wscale: offer.wscale,
             sack_permitted: offer.sack,
             timestamps: offer.timestamps.then_some((real_tsval.0, 0)),
