@@ -1,7 +1,8 @@
 //! Network-namespace topologies for rvs end-to-end tests and `rvs lab`.
 //!
 //! [`Topology::build`] makes the standard load-balancer topology out of
-//! namespaces and veths with nothing but iproute2 (`ip`); [`Netns`] runs
+//! namespaces and veths with nothing but iproute2 (`ip`), dual-stack (each
+//! node's IPv6 address mirrors its IPv4 one, [`mirror6`]); [`Netns`] runs
 //! commands, guarded processes ([`ChildGuard`]) and in-process threads inside a
 //! namespace; [`Topology::inject_loss`] drops packets at random on the
 //! balancer's real-facing links with nftables, where `nft` exists, and
