@@ -180,6 +180,30 @@ impl Code {
         self.pass_unless_eq(2, i32::from(proto));
     }
 
+    /// Loads `r6 = data`, `r7 = data_end` and passes every frame that is
+    /// not IPv6 with next header `next` (no extension headers), at least
+    /// `len` bytes long.
+    fn ipv6_prologue(&mut self, next: u8, len: i32) {
+        use asm::*;
+        self.push([ldx_w(6, 1, 0), ldx_w(7, 1, 4), mov_reg(2, 6), add_imm(2, len)]);
+        self.pass_if_gt(2, 7);
+        self.push([ldx_h(2, 6, 12)]);
+        self.pass_unless_eq(2, 0xdd86); // ethertype 0x86dd read little-endian
+        self.push([ldx_b(2, 6, 20)]);
+        self.pass_unless_eq(2, i32::from(next));
+    }
+
+    /// One program of two: what this one passes goes on to `next`.
+    fn or_else(mut self, next: Self) -> Self {
+        let start = self.insns.len();
+        for at in self.to_pass.drain(..) {
+            self.insns[at].off = (start - at - 1) as i16;
+        }
+        self.to_pass = next.to_pass.iter().map(|at| at + start).collect();
+        self.insns.extend(next.insns);
+        self
+    }
+
     /// Adds one to the per-CPU `counter` (clobbers r0-r5).
     fn count(&mut self, counter: &Counter) {
         use asm::*;
@@ -359,6 +383,46 @@ pub(crate) fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The reflector's work on a UDP packet whose header starts at `l4`, past
+/// its family's prologue (see [`Prog::reflect`]); ends before the redirect.
+fn reflect_udp(c: &mut Code, l4: i16, v6: bool, port: LoopPort, counter: &Counter, seen: Option<&SeenMap>) {
+    use asm::*;
+    let (at, port) = match port {
+        LoopPort::Source(p) => (l4, p),
+        LoopPort::Destination(p) => (l4 + 2, p),
+    };
+    c.push([ldx_h(2, 6, at)]);
+    c.pass_unless_eq(2, i32::from(u16::from_le_bytes(port.to_be_bytes())));
+    c.count(counter);
+    if let Some(seen) = seen {
+        let [m0, m1] = ld_map_fd(1, seen.fd.as_raw_fd());
+        c.push([call(FN_KTIME_GET_NS), mov_reg(9, 0), ldx_w(2, 6, l4 + 8), stx_w(10, 2, -8)]);
+        c.push([mov_reg(2, 10), add_imm(2, -8), m0, m1, call(FN_MAP_LOOKUP_ELEM)]);
+        // Out of range: no entry, nothing written.
+        c.push([jeq_imm(0, 0, 1), stx_dw(0, 9, 0)]);
+    }
+    c.push([ldx_w(1, 6, 0), ldx_h(2, 6, 4), ldx_w(3, 6, 6), ldx_h(4, 6, 10)]);
+    c.push([stx_w(6, 3, 0), stx_h(6, 4, 4), stx_w(6, 1, 6), stx_h(6, 2, 10)]);
+    c.push([ldx_h(1, 6, l4), ldx_h(2, 6, l4 + 2), stx_h(6, 2, l4), stx_h(6, 1, l4 + 2)]);
+    if v6 {
+        for w in (0..16).step_by(4) {
+            c.push([ldx_w(1, 6, 22 + w), ldx_w(2, 6, 38 + w), stx_w(6, 2, 22 + w), stx_w(6, 1, 38 + w)]);
+        }
+        // Next header 17 (checked) and hop limit 64, one little-endian store.
+        c.push([st_h(6, 20, 0x4011)]);
+        return;
+    }
+    c.push([ldx_w(1, 6, 26), ldx_w(2, 6, 30), stx_w(6, 2, 26), stx_w(6, 1, 30), st_h(6, 40, 0)]);
+    // m = TTL | protocol << 8 as read little-endian; the sum of one's
+    // complement words is the same in either byte order.
+    c.push([ldx_h(1, 6, 22), mov_reg(2, 1), and_imm(2, 0xff00), or_imm(2, 64)]);
+    c.push([ldx_h(3, 6, 24), xor_imm(3, 0xffff), xor_imm(1, 0xffff), add_reg(3, 1), add_reg(3, 2)]);
+    for _ in 0..2 {
+        c.push([mov_reg(1, 3), rsh_imm(1, 16), and_imm(3, 0xffff), add_reg(3, 1)]);
+    }
+    c.push([xor_imm(3, 0xffff), stx_h(6, 2, 22), stx_h(6, 3, 24)]);
+}
+
 /// Where a reflector recognises the closed loop's packets: UDP from or to
 /// this port.
 #[derive(Debug, Clone, Copy)]
@@ -412,70 +476,70 @@ impl Prog {
         Self::load(&c.finish()).map_err(|e| io::Error::new(e.kind(), format!("counting program: {e}")))
     }
 
-    /// The closed loop's reflector: a UDP packet of the loop (see
-    /// [`LoopPort`]) is counted, its arrival time written at the index its
-    /// first 4 payload bytes hold (little-endian) in `seen` when given, and
-    /// it is sent back where it came from: MACs, addresses and ports
-    /// swapped, the UDP checksum 0 (none: the swaps keep a checksum right,
-    /// but a sender's offload may have left it partial) and the TTL back at
-    /// 64 (routers on the loop take one per pass) with the IP checksum
-    /// updated (RFC 1624, eqn. 3). It goes back by a redirect to its own
-    /// interface `ifindex`, not `XDP_TX`: a veth kicks its peer's NAPI
-    /// after a redirect whenever the peer has NAPI (GRO on will do), after
-    /// `XDP_TX` only when the peer runs an XDP program of its own.
-    /// Everything else passes.
+    /// The closed loop's reflector, for IPv4 and IPv6 alike: a UDP packet
+    /// of the loop (see [`LoopPort`]) is counted, its arrival time written
+    /// at the index its first 4 payload bytes hold (little-endian) in `seen`
+    /// when given, and it is sent back where it came from: MACs, addresses
+    /// and ports swapped, the TTL or hop limit back at 64 (routers on the
+    /// loop take one per pass). An IPv4 packet's UDP checksum becomes 0
+    /// (none: the swaps keep a checksum right, but a sender's offload may
+    /// have left it partial) and its IP checksum is updated (RFC 1624, eqn.
+    /// 3); IPv6 requires the UDP checksum, which the swaps keep. It goes
+    /// back by a redirect to its own interface `ifindex`, not `XDP_TX`: a
+    /// veth kicks its peer's NAPI after a redirect whenever the peer has
+    /// NAPI (GRO on will do), after `XDP_TX` only when the peer runs an XDP
+    /// program of its own. Everything else passes.
     pub(crate) fn reflect(
         port: LoopPort,
         ifindex: u32,
         counter: &Counter,
         seen: Option<&SeenMap>,
     ) -> io::Result<Self> {
-        use asm::*;
-        let mut c = Code::default();
-        c.ipv4_prologue(17, 46);
-        let (at, port) = match port {
-            LoopPort::Source(p) => (34, p),
-            LoopPort::Destination(p) => (36, p),
+        let half = |v6: bool| {
+            let mut c = Code::default();
+            let l4: i16 = if v6 { 54 } else { 34 };
+            if v6 {
+                c.ipv6_prologue(17, i32::from(l4) + 12);
+            } else {
+                c.ipv4_prologue(17, i32::from(l4) + 12);
+            }
+            reflect_udp(&mut c, l4, v6, port, counter, seen);
+            c.push([
+                asm::mov_imm(1, ifindex as i32),
+                asm::mov_imm(2, 0),
+                asm::call(FN_REDIRECT),
+                asm::exit(),
+            ]);
+            c
         };
-        c.push([ldx_h(2, 6, at)]);
-        c.pass_unless_eq(2, i32::from(u16::from_le_bytes(port.to_be_bytes())));
-        c.count(counter);
-        if let Some(seen) = seen {
-            let [m0, m1] = ld_map_fd(1, seen.fd.as_raw_fd());
-            c.push([call(FN_KTIME_GET_NS), mov_reg(9, 0), ldx_w(2, 6, 42), stx_w(10, 2, -8)]);
-            c.push([mov_reg(2, 10), add_imm(2, -8), m0, m1, call(FN_MAP_LOOKUP_ELEM)]);
-            // Out of range: no entry, nothing written.
-            c.push([jeq_imm(0, 0, 1), stx_dw(0, 9, 0)]);
-        }
-        c.push([ldx_w(1, 6, 0), ldx_h(2, 6, 4), ldx_w(3, 6, 6), ldx_h(4, 6, 10)]);
-        c.push([stx_w(6, 3, 0), stx_h(6, 4, 4), stx_w(6, 1, 6), stx_h(6, 2, 10)]);
-        c.push([ldx_w(1, 6, 26), ldx_w(2, 6, 30), stx_w(6, 2, 26), stx_w(6, 1, 30)]);
-        c.push([ldx_h(1, 6, 34), ldx_h(2, 6, 36), stx_h(6, 2, 34), stx_h(6, 1, 36), st_h(6, 40, 0)]);
-        // m = TTL | protocol << 8 as read little-endian; the sum of one's
-        // complement words is the same in either byte order.
-        c.push([ldx_h(1, 6, 22), mov_reg(2, 1), and_imm(2, 0xff00), or_imm(2, 64)]);
-        c.push([ldx_h(3, 6, 24), xor_imm(3, 0xffff), xor_imm(1, 0xffff), add_reg(3, 1), add_reg(3, 2)]);
-        for _ in 0..2 {
-            c.push([mov_reg(1, 3), rsh_imm(1, 16), and_imm(3, 0xffff), add_reg(3, 1)]);
-        }
-        c.push([xor_imm(3, 0xffff), stx_h(6, 2, 22), stx_h(6, 3, 24)]);
-        c.push([mov_imm(1, ifindex as i32), mov_imm(2, 0), call(FN_REDIRECT), exit()]);
+        let c = half(false).or_else(half(true));
         Self::load(&c.finish()).map_err(|e| io::Error::new(e.kind(), format!("reflecting program: {e}")))
     }
 
-    /// A wire in place of a balancer: UDP frames get the MACs `dst`, `src`
-    /// and are redirected out of `ifindex` unchanged otherwise (no routing,
-    /// no TTL); everything else passes.
+    /// A wire in place of a balancer: UDP frames, IPv4 or IPv6, get the
+    /// MACs `dst`, `src` and are redirected out of `ifindex` unchanged
+    /// otherwise (no routing, no TTL); everything else passes.
     pub(crate) fn cross_connect(ifindex: u32, dst: [u8; 6], src: [u8; 6]) -> io::Result<Self> {
         use asm::*;
         let word = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let half = |b: &[u8]| i32::from(u16::from_le_bytes([b[0], b[1]]));
-        let mut c = Code::default();
-        c.ipv4_prologue(17, 42);
-        c.push([st_w(6, 0, word(&dst[..4])), st_h(6, 4, half(&dst[4..])), st_w(6, 6, word(&src[..4]))]);
-        c.push([st_h(6, 10, half(&src[4..])), mov_imm(1, ifindex as i32), mov_imm(2, 0), call(FN_REDIRECT)]);
-        c.push([exit()]);
-        Self::load(&c.finish()).map_err(|e| io::Error::new(e.kind(), format!("cross-connect program: {e}")))
+        let body = |c: &mut Code| {
+            c.push([st_w(6, 0, word(&dst[..4])), st_h(6, 4, half(&dst[4..])), st_w(6, 6, word(&src[..4]))]);
+            c.push([
+                st_h(6, 10, half(&src[4..])),
+                mov_imm(1, ifindex as i32),
+                mov_imm(2, 0),
+                call(FN_REDIRECT),
+            ]);
+            c.push([exit()]);
+        };
+        let (mut v4, mut v6) = (Code::default(), Code::default());
+        v4.ipv4_prologue(17, 42);
+        body(&mut v4);
+        v6.ipv6_prologue(17, 62);
+        body(&mut v6);
+        Self::load(&v4.or_else(v6).finish())
+            .map_err(|e| io::Error::new(e.kind(), format!("cross-connect program: {e}")))
     }
 
     /// The generator's program: rewrites the whole frame from `template`
@@ -586,7 +650,7 @@ mod tests {
             return;
         }
         let macs = Macs { src: [2; 6], dst: [4; 6] };
-        let udp = frame::udp(macs, (Ipv4Addr::new(10, 0, 0, 2), 1024), (Ipv4Addr::new(10, 0, 2, 1), 9000), 0);
+        let udp = frame::udp(macs, "10.0.0.2:1024".parse().unwrap(), "10.0.2.1:9000".parse().unwrap(), 0);
         let mut arp = udp.clone();
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         let c = Counter::new().unwrap();
@@ -608,7 +672,7 @@ mod tests {
             return;
         }
         let macs = Macs { src: [2, 0, 0, 0, 0, 1], dst: [2, 0, 0, 0, 0, 2] };
-        let (client, real) = ((Ipv4Addr::new(10, 0, 3, 1), 4242), (Ipv4Addr::new(10, 0, 1, 11), 9000));
+        let (client, real) = ("10.0.3.1:4242".parse().unwrap(), "10.0.1.11:9000".parse().unwrap());
         let mut sent = frame::udp(macs, client, real, 3);
         sent[22] = 7; // TTL after some hops, IP checksum made right again:
         sent[24..26].copy_from_slice(&[0, 0]);
@@ -639,18 +703,50 @@ mod tests {
     }
 
     #[test]
+    fn reflector_sends_ipv6_loop_packets_back() {
+        if !root() {
+            eprintln!("skipped: loading BPF programs needs root");
+            return;
+        }
+        let macs = Macs { src: [2, 0, 0, 0, 0, 1], dst: [2, 0, 0, 0, 0, 2] };
+        let (client, real) = ("[fd10:0:3::1]:4242".parse().unwrap(), "[fd10:0:1::11]:9000".parse().unwrap());
+        let mut sent = frame::udp(macs, client, real, 2);
+        sent[21] = 7; // hop limit after some hops (not in the checksum)
+        let (counter, seen) = (Counter::new().unwrap(), SeenMap::new(4).unwrap());
+        let at_real = Prog::reflect(LoopPort::Destination(9000), 1, &counter, Some(&seen)).unwrap();
+        let before = monotonic_ns();
+        let (v, back) = at_real.run_once(&sent).unwrap();
+        assert_eq!(v, XDP_REDIRECT as u32);
+        let swapped = Macs { src: macs.dst, dst: macs.src };
+        assert_eq!(back, frame::udp(swapped, real, client, 2), "the answer is the frame the other way round");
+        assert!((0..4).all(|i| (seen.get(i) >= before) == (i == 2)), "only id 2 seen");
+        let at_client = Prog::reflect(LoopPort::Source(9000), 1, &counter, None).unwrap();
+        assert_eq!(at_client.verdict(&back).unwrap(), XDP_REDIRECT as u32);
+        assert_eq!(at_client.verdict(&sent).unwrap(), XDP_PASS as u32);
+        assert_eq!(at_real.verdict(&sent[..65]).unwrap(), XDP_PASS as u32, "too short for an id");
+        let mut hop_by_hop = sent.clone();
+        hop_by_hop[20] = 0;
+        assert_eq!(at_real.verdict(&hop_by_hop).unwrap(), XDP_PASS as u32);
+        assert_eq!(counter.read().unwrap(), 2);
+    }
+
+    #[test]
     fn cross_connect_rewrites_macs_and_redirects_udp_only() {
         if !root() {
             eprintln!("skipped: loading BPF programs needs root");
             return;
         }
         let macs = Macs { src: [2; 6], dst: [4; 6] };
-        let f = frame::udp(macs, (Ipv4Addr::new(10, 0, 0, 2), 1024), (Ipv4Addr::new(10, 0, 1, 11), 9000), 0);
+        let f = frame::udp(macs, "10.0.0.2:1024".parse().unwrap(), "10.0.1.11:9000".parse().unwrap(), 0);
+        let f6 =
+            frame::udp(macs, "[fd10::2]:1024".parse().unwrap(), "[fd10:0:1::11]:9000".parse().unwrap(), 0);
         let p = Prog::cross_connect(1, [6, 7, 8, 9, 10, 11], [12, 13, 14, 15, 16, 17]).unwrap();
-        let (v, out) = p.run_once(&f).unwrap();
-        assert_eq!(v, XDP_REDIRECT as u32);
-        assert_eq!(out[..12], [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
-        assert_eq!(out[12..], f[12..]);
+        for f in [&f, &f6] {
+            let (v, out) = p.run_once(f).unwrap();
+            assert_eq!(v, XDP_REDIRECT as u32);
+            assert_eq!(out[..12], [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
+            assert_eq!(out[12..], f[12..]);
+        }
         let mut arp = f.clone();
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         assert_eq!(p.verdict(&arp).unwrap(), XDP_PASS as u32);

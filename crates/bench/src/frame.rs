@@ -1,16 +1,20 @@
 //! The generators' frames, 60 bytes (64 on a wire with the FCS): the closed
-//! loop's UDP packets, and the flood's TCP SYN template with the offsets
-//! its generators randomise per frame.
+//! loop's UDP packets (IPv6 ones 20 bytes longer, for the longer header:
+//! the same payload), and the flood's TCP SYN template with the offsets its
+//! generators randomise per frame.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::bpf::RandomField;
 
 /// Minimum Ethernet frame without FCS.
 pub(crate) const FRAME_LEN: usize = 60;
+/// The closed loop's IPv6 frame: the IPv4 one's payload behind a 40-byte header.
+pub(crate) const FRAME6_LEN: usize = FRAME_LEN + 20;
 const ETH: usize = 14;
 const IP: usize = ETH;
 const L4: usize = ETH + 20;
+const L4_6: usize = ETH + 40;
 
 /// Link-layer addresses of one hop.
 #[derive(Debug, Clone, Copy)]
@@ -69,20 +73,62 @@ fn ipv4_header(f: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: u
     h[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
-/// One packet of the closed loop: UDP `src` → `dst`, checksum 0 (none),
-/// whose payload begins with the packet's `id` (little-endian), the index
-/// the reflectors note its arrival at.
-pub(crate) fn udp(macs: Macs, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), id: u32) -> Vec<u8> {
-    let mut f = vec![0u8; FRAME_LEN];
+/// One packet of the closed loop: UDP `src` → `dst` (one family), whose
+/// payload begins with the packet's `id` (little-endian), the index the
+/// reflectors note its arrival at. Over IPv4 without a checksum (0, none);
+/// IPv6 has no such option (RFC 8200 section 8.1), so there it is computed.
+pub(crate) fn udp(macs: Macs, src: SocketAddr, dst: SocketAddr, id: u32) -> Vec<u8> {
+    let (mut f, l4) = match (src.ip(), dst.ip()) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut f = vec![0u8; FRAME6_LEN];
+            ipv6_header(&mut f, s, d, 17, FRAME6_LEN - L4_6);
+            (f, L4_6)
+        }
+        (s, d) => {
+            let mut f = vec![0u8; FRAME_LEN];
+            ipv4_header(&mut f, to_v4(s), to_v4(d), 17, FRAME_LEN - L4, 0);
+            (f, L4)
+        }
+    };
     f[0..6].copy_from_slice(&macs.dst);
     f[6..12].copy_from_slice(&macs.src);
-    let udp_len = FRAME_LEN - L4;
-    ipv4_header(&mut f, src.0, dst.0, 17, udp_len, 0);
-    f[L4..L4 + 2].copy_from_slice(&src.1.to_be_bytes());
-    f[L4 + 2..L4 + 4].copy_from_slice(&dst.1.to_be_bytes());
-    f[L4 + 4..L4 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    f[L4 + 8..L4 + 12].copy_from_slice(&id.to_le_bytes());
+    let udp_len = f.len() - l4;
+    f[l4..l4 + 2].copy_from_slice(&src.port().to_be_bytes());
+    f[l4 + 2..l4 + 4].copy_from_slice(&dst.port().to_be_bytes());
+    f[l4 + 4..l4 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    f[l4 + 8..l4 + 12].copy_from_slice(&id.to_le_bytes());
+    if l4 == L4_6 {
+        let c = checksum(&f[l4..], pseudo6(&f, 17, udp_len));
+        // A computed 0 is sent as all ones (RFC 768).
+        let c = if c == 0 { 0xffff } else { c };
+        f[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+    }
     f
+}
+
+/// The IPv4 address itself; an IPv6 one (a caller's mix of families) as unspecified.
+fn to_v4(a: IpAddr) -> Ipv4Addr {
+    match a {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+fn ipv6_header(f: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: usize) {
+    f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    let h = &mut f[IP..IP + 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+    h[6] = next;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&src.octets());
+    h[24..40].copy_from_slice(&dst.octets());
+}
+
+/// The sum of the IPv6 pseudo-header (RFC 8200 section 8.1) of frame `f`.
+fn pseudo6(f: &[u8], next: u8, len: usize) -> u32 {
+    let words = f[IP + 8..IP + 40].chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])));
+    words.sum::<u32>() + len as u32 + u32::from(next)
 }
 
 /// A TCP SYN to `dst:dport` from a random address in `src_net`/16 and a
@@ -168,10 +214,22 @@ mod tests {
     }
 
     #[test]
+    fn udp6_frame_is_valid_and_carries_its_id() {
+        let macs = Macs { src: [2; 6], dst: [4; 6] };
+        let src = "[fd10:78:0::2]:1024".parse().unwrap();
+        let f = udp(macs, src, "[fd10:78:2::1]:9000".parse().unwrap(), 0x0102_0304);
+        assert_eq!(f.len(), FRAME6_LEN);
+        assert_eq!((&f[12..14], f[IP], f[IP + 6], f[IP + 7]), (&[0x86, 0xdd][..], 0x60, 17, 64));
+        assert_eq!(u16::from_be_bytes([f[IP + 4], f[IP + 5]]), 26);
+        assert_eq!(&f[L4_6..L4_6 + 4], &[4, 0, 0x23, 0x28]);
+        assert_eq!(&f[L4_6 + 8..L4_6 + 12], &[4, 3, 2, 1]);
+        assert_eq!(checksum(&f[L4_6..], pseudo6(&f, 17, 26)), 0, "the UDP checksum holds");
+    }
+
+    #[test]
     fn udp_frame_is_valid_and_carries_its_id() {
         let macs = Macs { src: [2; 6], dst: [4; 6] };
-        let f =
-            udp(macs, (Ipv4Addr::new(10, 0, 0, 2), 1024), (Ipv4Addr::new(10, 0, 2, 1), 9000), 0x0102_0304);
+        let f = udp(macs, "10.0.0.2:1024".parse().unwrap(), "10.0.2.1:9000".parse().unwrap(), 0x0102_0304);
         assert_eq!(f.len(), FRAME_LEN);
         assert!(ip_ok(&f));
         assert_eq!(f[IP + 9], 17);

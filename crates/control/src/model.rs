@@ -47,6 +47,35 @@ impl ServiceSpec {
     pub fn real(&self, endpoint: Endpoint) -> Option<&RealConfig> {
         self.reals.iter().find(|r| r.endpoint == endpoint)
     }
+
+    /// The address the service's local addresses and reals (its backends)
+    /// take their family from: the first local address, else the first real.
+    fn first_backend(&self) -> Option<IpAddr> {
+        self.config.laddrs.first().copied().or_else(|| self.reals.first().map(|r| r.endpoint.addr))
+    }
+
+    /// Whether `addr` may join the service's local addresses and reals.
+    ///
+    /// They share one family, the backend family. The VIP may be of either:
+    /// an IPv6 VIP in front of IPv4 backends is NAT64, an IPv4 VIP in front of
+    /// IPv6 backends NAT46. `Err` says why, for the caller to prefix with the
+    /// key or argument that gave `addr`.
+    pub fn check_backend(&self, addr: IpAddr) -> Result<(), String> {
+        match self.first_backend() {
+            Some(first) if first.is_ipv4() != addr.is_ipv4() => Err(format!(
+                "{} address {addr} in a service whose local addresses and reals are {} ({first}): \
+                 they share one family; only the VIP may be of the other (NAT64, NAT46)",
+                family_name(addr),
+                family_name(first),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// "IPv4" or "IPv6".
+pub fn family_name(addr: IpAddr) -> &'static str {
+    if addr.is_ipv4() { "IPv4" } else { "IPv6" }
 }
 
 /// Everything the data path is told: the engine-wide timeouts and every service.

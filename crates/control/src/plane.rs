@@ -271,6 +271,7 @@ impl ControlPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adm::parse_endpoint;
     use rvs_core::{Endpoint, Proto, WorkerSlice};
 
     /// Two workers, as the daemon runs them, each with its own engine.
@@ -522,6 +523,43 @@ mod tests {
         for e in &dp.engines {
             assert_eq!(configs(e), configs(&fresh_dp.engines[0]));
         }
+    }
+
+    /// IPv6 addresses appear as ipvsadm writes them, `[addr]:port`, in the
+    /// listing, `-G`, `--json` and the metrics labels, and read back.
+    #[test]
+    fn ipv6_addresses_round_trip_in_listings() {
+        let mut plane = ControlPlane::new(Model::default());
+        let mut dp = TestPath::new();
+        for line in [
+            "-A -t [2001:db8::1]:80 -s rr",
+            "-a -t [2001:db8::1]:80 -r [2001:db8:1::11]:8080 -b",
+            "-P -t [2001:db8::1]:80 -z 2001:db8:3::1",
+        ] {
+            ok(&mut plane, &mut dp, line);
+        }
+        let listing = ok(&mut plane, &mut dp, "-L -n");
+        assert!(listing.contains("\nTCP  [2001:db8::1]:80 rr\n"), "{listing}");
+        assert!(listing.contains("\n  -> [2001:db8:1::11]:8080        FullNat 1 "), "{listing}");
+        assert_eq!(ok(&mut plane, &mut dp, "-L -n -t [2001:db8::1]:80").lines().count(), 4);
+        let laddrs = ok(&mut plane, &mut dp, "-G -t [2001:db8::1]:80");
+        assert!(laddrs.contains(" 2001:db8:3::1 ") && laddrs.contains(" [2001:db8:1::11]:8080 "), "{laddrs}");
+        let snap: Snapshot = serde_json::from_str(&ok(&mut plane, &mut dp, "-L --json")).unwrap();
+        let svc = &snap.services[0];
+        assert_eq!(
+            (svc.vip.as_str(), svc.reals[0].endpoint.as_str()),
+            ("[2001:db8::1]:80", "[2001:db8:1::11]:8080")
+        );
+        assert_eq!(svc.laddrs, ["2001:db8:3::1"]);
+        let vip = parse_endpoint(&svc.vip, 0, "VIP").unwrap();
+        assert!(plane.model().services.contains_key(&(Proto::Tcp, vip)));
+        let metrics = crate::metrics::render(&dp.snapshot(false).unwrap());
+        assert!(
+            metrics.contains(
+                "rvs_real_weight{proto=\"tcp\",vip=\"[2001:db8::1]:80\",real=\"[2001:db8:1::11]:8080\"} 1"
+            ),
+            "{metrics}"
+        );
     }
 
     #[test]

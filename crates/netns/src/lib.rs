@@ -29,7 +29,7 @@ pub use loss::{LossRule, LossSelector, nft_available};
 pub use ns::{ChildGuard, Netns, STOP_GRACE, run};
 pub use scratch::{NotReady, TempDir, wait_for_path};
 pub use stop::{STOP, install_stop_handlers, stop_requested};
-pub use topology::{Topology, TopologySpec, cleanup_orphans, cleanup_stale};
+pub use topology::{Topology, TopologySpec, cleanup_orphans, cleanup_stale, mirror6};
 
 /// Whether network-namespace tests can run here.
 ///

@@ -1,5 +1,7 @@
 //! Random packet loss with nftables netdev hooks, which act like loss on the
-//! wire (the kernel here has no `netem`).
+//! wire (the kernel here has no `netem`). A netdev hook sees every frame
+//! whatever its family, so the rules drop IPv4 and IPv6 alike (and, at 100 %,
+//! ARP and neighbour discovery too, as a cut wire would).
 
 use std::io;
 use std::process::{Command, Stdio};

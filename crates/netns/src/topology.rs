@@ -22,9 +22,15 @@
 //! client sends everything to the balancer, the reals answer everything
 //! through it. Each instance lives in its own namespaces, so every instance
 //! may use the same `A`.
+//!
+//! Every node is dual-stack: its IPv6 address mirrors its IPv4 one,
+//! `10.A.B.C` ↔ `fd10:A:B::C` with the decimal digits written as hex groups
+//! ([`mirror6`]), on /64s where IPv4 has /24s, with the same default routes.
+//! Addresses are usable at once (no duplicate address detection), and no
+//! namespace sends router solicitations or takes router advertisements.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -143,7 +149,19 @@ impl Topology {
     /// Creates links, addresses, routes and sysctls in the fresh namespaces.
     fn wire(&self) -> io::Result<()> {
         let (client, lb) = (&self.client, &self.lb);
-        let cidr = |a: Ipv4Addr| format!("{a}/24");
+        for ns in &self.created {
+            ns.run_in(quiet_ipv6)??;
+        }
+        // Each address goes in as IPv4 /24 and its IPv6 mirror /64, usable at once.
+        let addr = |ns: &Netns, a: Ipv4Addr, dev: &str| -> io::Result<()> {
+            ip(ns, &["addr", "add", &format!("{a}/24"), "dev", dev])?;
+            ip(ns, &["-6", "addr", "add", &format!("{}/64", mirror6(a)), "dev", dev, "nodad"])
+        };
+        // A default route over both families via `gw`.
+        let default_via = |ns: &Netns, gw: Ipv4Addr| -> io::Result<()> {
+            ip(ns, &["route", "add", "default", "via", &gw.to_string()])?;
+            ip(ns, &["-6", "route", "add", "default", "via", &mirror6(gw).to_string()])
+        };
         // Each veth is created inside a namespace with its peer placed directly
         // in the other, so interface names never meet in the root namespace.
         let q = self.queues.to_string();
@@ -158,10 +176,10 @@ impl Topology {
             ip(ns, &args)
         };
         veth(client, CLIENT_IF, LB_CLIENT_IF, lb)?;
-        ip(client, &["addr", "add", &cidr(self.client_addr()), "dev", CLIENT_IF])?;
+        addr(client, self.client_addr(), CLIENT_IF)?;
         ip(client, &["link", "set", CLIENT_IF, "up"])?;
-        ip(client, &["route", "add", "default", "via", &self.lb_client_addr().to_string()])?;
-        ip(lb, &["addr", "add", &cidr(self.lb_client_addr()), "dev", LB_CLIENT_IF])?;
+        default_via(client, self.lb_client_addr())?;
+        addr(lb, self.lb_client_addr(), LB_CLIENT_IF)?;
         ip(lb, &["link", "set", LB_CLIENT_IF, "up"])?;
         let mut bridge = vec!["link", "add", BRIDGE];
         bridge.extend(queues);
@@ -174,18 +192,21 @@ impl Topology {
             ip(sw, &["link", "set", SWITCH_LB_PORT, "master", BRIDGE])?;
             ip(sw, &["link", "set", SWITCH_LB_PORT, "up"])?;
         }
-        ip(lb, &["addr", "add", &cidr(self.lb_real_addr()), "dev", self.lb_real_if()])?;
+        addr(lb, self.lb_real_addr(), self.lb_real_if())?;
         ip(lb, &["link", "set", self.lb_real_if(), "up"])?;
         let ports = self.lb_real_ports();
-        for ((real, port), addr) in self.reals.iter().zip(&ports).zip(self.real_addrs()) {
+        for ((real, port), a) in self.reals.iter().zip(&ports).zip(self.real_addrs()) {
             ip(sw, &["link", "add", port, "type", "veth", "peer", "name", REAL_IF, "netns", real.name()])?;
             ip(sw, &["link", "set", port, "master", BRIDGE])?;
             ip(sw, &["link", "set", port, "up"])?;
-            ip(real, &["addr", "add", &cidr(addr), "dev", REAL_IF])?;
+            addr(real, a, REAL_IF)?;
             ip(real, &["link", "set", REAL_IF, "up"])?;
-            ip(real, &["route", "add", "default", "via", &self.lb_real_addr().to_string()])?;
+            default_via(real, self.lb_real_addr())?;
         }
-        lb.run_in(|| write_sysctl("net/ipv4/ip_forward", "1"))??;
+        lb.run_in(|| {
+            write_sysctl("net/ipv4/ip_forward", "1")?;
+            write_sysctl("net/ipv6/conf/all/forwarding", "1")
+        })??;
         if let Some(switch) = &self.switch {
             switch.run_in(plain_switch)??;
         }
@@ -267,12 +288,42 @@ impl Topology {
         Ipv4Addr::new(10, self.net, 1, 1)
     }
 
+    /// The IPv6 virtual service address (`fd10:A:2::1`), like [`Self::vip`].
+    pub fn vip6(&self) -> Ipv6Addr {
+        mirror6(self.vip())
+    }
+
+    /// The balancer's IPv6 local addresses (`fd10:A:3::1`..), like [`Self::laddrs`].
+    pub fn laddrs6(&self) -> Vec<Ipv6Addr> {
+        self.laddrs().into_iter().map(mirror6).collect()
+    }
+
+    /// The reals' IPv6 addresses, in the order of [`Self::ns_real`].
+    pub fn real_addrs6(&self) -> Vec<Ipv6Addr> {
+        self.real_addrs().into_iter().map(mirror6).collect()
+    }
+
+    /// The client's IPv6 address.
+    pub fn client_addr6(&self) -> Ipv6Addr {
+        mirror6(self.client_addr())
+    }
+
+    /// The balancer's IPv6 address on the client side (the client's gateway).
+    pub fn lb_client_addr6(&self) -> Ipv6Addr {
+        mirror6(self.lb_client_addr())
+    }
+
+    /// The balancer's IPv6 address on the real side (the reals' gateway).
+    pub fn lb_real_addr6(&self) -> Ipv6Addr {
+        mirror6(self.lb_real_addr())
+    }
+
     /// The balancer's interface toward the client.
     pub fn lb_client_if(&self) -> &str {
         LB_CLIENT_IF
     }
 
-    /// The balancer's interface toward the reals, carrying 10.A.1.1: the
+    /// The balancer's interface toward the reals, carrying 10.A.1.1 (and its mirror): the
     /// bridge, or in a switched topology the veth to the switch.
     pub fn lb_real_if(&self) -> &str {
         if self.switch.is_some() { LB_SWITCH_IF } else { BRIDGE }
@@ -404,6 +455,29 @@ fn ip(ns: &Netns, args: &[&str]) -> io::Result<()> {
     run(ns.ip().args(args)).map(drop)
 }
 
+/// The IPv6 mirror of an address of the plan: `10.A.B.C` → `fd10:A:B::C`,
+/// each decimal number written with the same digits as a hex group (so
+/// `10.77.1.11` is `fd10:77:1::11`), which keeps the two plans readable side
+/// by side.
+pub fn mirror6(v4: Ipv4Addr) -> Ipv6Addr {
+    let group = |n: u8| n.to_string().bytes().fold(0u16, |g, d| g << 4 | u16::from(d - b'0'));
+    let [_, a, b, c] = v4.octets();
+    Ipv6Addr::new(0xfd10, group(a), group(b), 0, 0, 0, 0, group(c))
+}
+
+/// Keeps IPv6 quiet and quick in a fresh namespace, for every interface
+/// made after it: no duplicate address detection (link-local addresses are
+/// usable at once, as `nodad` makes the others), no router solicitations,
+/// no router advertisements taken.
+fn quiet_ipv6() -> io::Result<()> {
+    for conf in ["all", "default"] {
+        write_sysctl(&format!("net/ipv6/conf/{conf}/accept_dad"), "0")?;
+        write_sysctl(&format!("net/ipv6/conf/{conf}/accept_ra"), "0")?;
+        write_sysctl(&format!("net/ipv6/conf/{conf}/router_solicitations"), "0")?;
+    }
+    Ok(())
+}
+
 /// Writes a sysctl of the calling thread's network namespace: /proc/sys/net
 /// resolves against the namespace of the thread that opens the file.
 fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
@@ -523,6 +597,29 @@ mod tests {
         assert_eq!(fwd.trim(), "1");
         let rp = t.ns_lb().run("cat", ["/proc/sys/net/ipv4/conf/br0/rp_filter"]).unwrap();
         assert_eq!(rp.trim(), "0");
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(mirror6(Ipv4Addr::new(10, 77, 0, 2)), v6("fd10:77:0::2"));
+        assert_eq!(mirror6(Ipv4Addr::new(10, 255, 1, 123)), v6("fd10:255:1::123"));
+        assert_eq!(t.vip6(), v6("fd10:9:2::1"));
+        assert_eq!(t.laddrs6(), [v6("fd10:9:3::1"), v6("fd10:9:3::2")]);
+        assert_eq!(t.real_addrs6(), [v6("fd10:9:1::11"), v6("fd10:9:1::12"), v6("fd10:9:1::13")]);
+        assert_eq!(
+            (t.client_addr6(), t.lb_client_addr6(), t.lb_real_addr6()),
+            (v6("fd10:9:0::2"), v6("fd10:9:0::1"), v6("fd10:9:1::1"))
+        );
+        let fwd6 = t.ns_lb().run("cat", ["/proc/sys/net/ipv6/conf/all/forwarding"]).unwrap();
+        assert_eq!(fwd6.trim(), "1");
+        // Every address is usable at once (no tentative state), on both
+        // families, and the client and the reals route everything via the balancer.
+        let client = t.ns_client().run("ip", ["-6", "addr", "show", "dev", "eth0"]).unwrap();
+        assert!(client.contains("inet6 fd10:9::2/64") && !client.contains("tentative"), "{client}");
+        for ns in [t.ns_client(), t.ns_real(1)] {
+            let routes = ns.run("ip", ["-6", "route", "show", "default"]).unwrap();
+            assert!(routes.contains("via fd10:9:"), "{}: {routes}", ns.name());
+            let ra = ns.run("cat", ["/proc/sys/net/ipv6/conf/eth0/accept_ra"]).unwrap();
+            assert_eq!(ra.trim(), "0");
+        }
+        assert!(lb_connects_to_real(&t, false) && lb_connects_to_real(&t, true));
         for dev in ["cli0", "br0"] {
             let q = t.ns_lb().run("ls", [format!("/sys/class/net/{dev}/queues")]).unwrap();
             assert_eq!(q.split_whitespace().filter(|e| e.starts_with("rx-")).count(), 2, "{dev}: {q}");
@@ -555,7 +652,7 @@ mod tests {
             let nf = sw.run("cat", ["/proc/sys/net/bridge/bridge-nf-call-iptables"]).unwrap();
             assert_eq!(nf.trim(), "0", "the switch keeps bridged frames out of netfilter");
         }
-        assert!(lb_connects_to_real(&t));
+        assert!(lb_connects_to_real(&t, false) && lb_connects_to_real(&t, true));
         let names: Vec<String> = t.created.iter().map(|n| n.name().to_owned()).collect();
         drop(t);
         let left = run(Command::new("ip").args(["netns", "list"])).unwrap();
@@ -571,9 +668,10 @@ mod tests {
         assert!(cleanup_stale("x").is_err());
     }
 
-    /// Connects from the balancer to a listener on real 0, with a short timeout.
-    fn lb_connects_to_real(t: &Topology) -> bool {
-        let addr = t.real_addrs()[0];
+    /// Connects from the balancer to a listener on real 0, over IPv6 or
+    /// IPv4, with a short timeout.
+    fn lb_connects_to_real(t: &Topology, ipv6: bool) -> bool {
+        let addr: std::net::IpAddr = if ipv6 { t.real_addrs6()[0].into() } else { t.real_addrs()[0].into() };
         let listener = t.ns_real(0).run_in(|| std::net::TcpListener::bind((addr, 0))).unwrap().unwrap();
         let target = listener.local_addr().unwrap();
         t.ns_lb()
@@ -590,15 +688,36 @@ mod tests {
         let mut t = Topology::build(&TopologySpec::default()).unwrap();
         for allow_egress in [true, false] {
             t.set_loss_with(&[LossRule::all(100.0)], allow_egress).unwrap();
-            assert!(!lb_connects_to_real(&t));
+            assert!(!lb_connects_to_real(&t, false) && !lb_connects_to_real(&t, true));
             // With egress, the SYN dies on its way out; without, at the real's ingress.
             assert_eq!(t.loss_uses_egress(), Some(allow_egress));
             let real_table = t.ns_real(0).run("nft", ["list", "tables"]).unwrap();
             assert_eq!(real_table.contains("rvs_loss"), !allow_egress);
             assert!(t.loss_dropped().unwrap() > 0);
             t.inject_loss(0.0).unwrap();
-            assert!(lb_connects_to_real(&t));
+            // The neighbour entries that failed under total loss (ARP, and
+            // neighbour discovery's slower probes) come back within seconds.
+            for ipv6 in [false, true] {
+                assert!(
+                    (0..4).any(|_| lb_connects_to_real(&t, ipv6)),
+                    "ipv6 {ipv6}: no connection after the loss"
+                );
+            }
             assert!(!t.ns_real(0).run("nft", ["list", "tables"]).unwrap().contains("rvs_loss"));
+        }
+    }
+
+    #[test]
+    fn syn_loss_drops_ipv6_handshakes_too() {
+        if !netns_tests_enabled("syn_loss_drops_ipv6_handshakes_too") || !nft_available() {
+            return;
+        }
+        let mut t = Topology::build(&TopologySpec::default()).unwrap();
+        t.inject_syn_loss(100.0).unwrap();
+        for ipv6 in [false, true] {
+            let before = t.loss_dropped().unwrap();
+            assert!(!lb_connects_to_real(&t, ipv6), "ipv6 {ipv6}: a handshake got through");
+            assert!(t.loss_dropped().unwrap() > before, "ipv6 {ipv6}: nothing counted");
         }
     }
 }

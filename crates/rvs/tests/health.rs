@@ -16,7 +16,6 @@
 
 mod harness;
 
-use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use harness::reals::{self, Sample};
@@ -181,7 +180,7 @@ impl Dead {
 /// follows fails then anyway; this keeps a broken build from waiting out
 /// every timeout).
 fn sequential(lab: &Lab, n: usize, timeout: Duration, max_failures: usize) -> Vec<Sample> {
-    let addr = SocketAddrV4::new(lab.vip(), 80);
+    let addr = lab.vip_at(80);
     lab.client()
         .run_in(|| {
             let mut samples: Vec<Sample> = Vec::with_capacity(n);

@@ -1,44 +1,22 @@
 //! End to end: the rvs daemon between the kernel's own TCP stacks, in
 //! network namespaces, with curl, nginx and wrk, and administered with
-//! `rvs adm` as an LVS operator would. Every test runs on each data path:
-//! `name::tun` on the TUN device, `name::xdp` on AF_XDP sockets, and
-//! `name::tun_two_workers` and `name::xdp_two_workers` on each with two
-//! workers.
+//! `rvs adm` as an LVS operator would. Every test runs on each data path
+//! (`tun` on the TUN device, `xdp` on AF_XDP sockets, `tun_two_workers` and
+//! `xdp_two_workers` on each with two workers) and each family (`v4`, `v6`,
+//! `nat64`, `nat46`): `name::xdp_nat64`. By default four variants of each
+//! cover every data path and every family once; `RVS_FULL_MATRIX=1` runs all
+//! sixteen.
 //!
 //! Needs root and the programs `scripts/test` installs. Without root these
 //! fail, unless `RVS_SKIP_NETNS=1` says to skip them.
 
+#[macro_use]
 mod harness;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use harness::{BIG_BYTES, Driver, Lab, LabSpec};
-
-/// Each test `fn name(driver: Driver)` runs as `name::tun`,
-/// `name::tun_two_workers`, `name::xdp` and `name::xdp_two_workers`.
-macro_rules! on_every_driver {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn tun() {
-                super::$name(super::Driver::Tun);
-            }
-            #[test]
-            fn tun_two_workers() {
-                super::$name(super::Driver::TunTwoWorkers);
-            }
-            #[test]
-            fn xdp() {
-                super::$name(super::Driver::Xdp);
-            }
-            #[test]
-            fn xdp_two_workers() {
-                super::$name(super::Driver::XdpTwoWorkers);
-            }
-        }
-    )*};
-}
+use harness::{BIG_BYTES, Driver, Family, Lab, LabSpec, host, logged_peer};
 
 /// No drop counter moved (the lab needs `metrics: true`). The kernel's own
 /// IPv6 chatter on the TUN device (router solicitations) is counted as
@@ -57,8 +35,9 @@ fn real_of(body: &str) -> usize {
     body.trim().strip_prefix("real").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("body {body:?}"))
 }
 
-fn thousand_sequential_curls_succeed_and_reals_see_only_lips(driver: Driver) {
-    let Some(lab) = Lab::start("curls", LabSpec { driver, metrics: true, ..LabSpec::default() }) else {
+fn thousand_sequential_curls_succeed_and_reals_see_only_lips(driver: Driver, family: Family) {
+    let Some(lab) = Lab::start("curls", LabSpec { driver, family, metrics: true, ..LabSpec::default() })
+    else {
         return;
     };
     let mut per_real = BTreeMap::new();
@@ -68,12 +47,11 @@ fn thousand_sequential_curls_succeed_and_reals_see_only_lips(driver: Driver) {
     }
     assert_eq!(per_real.values().sum::<u32>(), 1000);
     assert_eq!(per_real.len(), 2, "both reals used: {per_real:?}");
-    let lips: Vec<String> = lab.topo.laddrs().iter().map(|l| l.to_string()).collect();
+    let lips = lab.laddrs();
     let mut logged = 0;
     for i in 0..2 {
         for peer in lab.access_log(i) {
-            let addr = peer.rsplit_once(':').unwrap().0;
-            assert!(lips.iter().any(|l| l == addr), "real {i} saw source {peer}, not a LIP");
+            assert!(lips.contains(&logged_peer(&peer).ip()), "real {i} saw source {peer}, not a LIP");
             logged += 1;
         }
     }
@@ -84,7 +62,7 @@ fn thousand_sequential_curls_succeed_and_reals_see_only_lips(driver: Driver) {
     // The balancer's own traffic still reaches its kernel, which refuses a
     // connection to a closed port at once (curl's exit code 7, not 28 for a
     // timeout).
-    let closed = format!("http://{}:1/", lab.topo.lb_client_addr());
+    let closed = format!("http://{}:1/", host(lab.lb_client_addr()));
     let refused = lab
         .client()
         .cmd("curl", ["-s", "--max-time", "5", &closed])
@@ -120,22 +98,22 @@ fn thousand_sequential_curls_succeed_and_reals_see_only_lips(driver: Driver) {
     }
 }
 
-fn wrk_connection_close_has_no_socket_errors(driver: Driver) {
-    let Some(lab) = Lab::start("wrk", LabSpec { driver, ..LabSpec::default() }) else { return };
+fn wrk_connection_close_has_no_socket_errors(driver: Driver, family: Family) {
+    let Some(lab) = Lab::start("wrk", LabSpec { driver, family, ..LabSpec::default() }) else { return };
     let w = lab.wrk(10, 32, true);
     assert!(w.socket_errors.is_none(), "{}", w.text);
     assert_eq!(w.non_2xx, 0, "{}", w.text);
     assert!(w.requests > 1000, "too few requests: {}", w.text);
-    let lips: Vec<String> = lab.topo.laddrs().iter().map(|l| l.to_string()).collect();
+    let lips = lab.laddrs();
     for i in 0..2 {
         let log = lab.access_log(i);
         assert!(!log.is_empty());
-        assert!(log.iter().all(|p| lips.iter().any(|l| p.starts_with(&format!("{l}:")))));
+        assert!(log.iter().all(|p| lips.contains(&logged_peer(p).ip())), "{log:?}");
     }
 }
 
-fn wrr_weights_hold_over_a_thousand_requests(driver: Driver) {
-    let spec = LabSpec { driver, weights: vec![3, 2, 1], ..LabSpec::default() };
+fn wrr_weights_hold_over_a_thousand_requests(driver: Driver, family: Family) {
+    let spec = LabSpec { driver, family, weights: vec![3, 2, 1], ..LabSpec::default() };
     let Some(lab) = Lab::start("wrr", spec) else { return };
     // One curl process, a new connection per request (the server closes each).
     let urls: Vec<String> = (0..1000).map(|_| lab.url("/")).collect();
@@ -162,10 +140,10 @@ fn wrr_weights_hold_over_a_thousand_requests(driver: Driver) {
 
 /// Quiesce (weight 0) and then delete a real under load: its established
 /// connections finish, new connections never reach it.
-fn quiesce_and_delete_keep_established_connections(driver: Driver) {
-    let spec = LabSpec { driver, weights: vec![1, 1, 1], sched: "rr", ..LabSpec::default() };
+fn quiesce_and_delete_keep_established_connections(driver: Driver, family: Family) {
+    let spec = LabSpec { driver, family, weights: vec![1, 1, 1], sched: "rr", ..LabSpec::default() };
     let Some(lab) = Lab::start("drain", spec) else { return };
-    let vip = format!("{}:80", lab.vip());
+    let vip = lab.vip_at(80).to_string();
     for (verb, args) in [
         ("weight 0", vec!["-e", "-t", &vip, "-r", &lab.real(0), "-w", "0"]),
         ("delete", vec!["-d", "-t", &vip, "-r", &lab.real(1)]),
@@ -194,8 +172,8 @@ fn quiesce_and_delete_keep_established_connections(driver: Driver) {
     }
 }
 
-fn reload_under_load_loses_no_connection(driver: Driver) {
-    let Some(lab) = Lab::start("reload", LabSpec { driver, ..LabSpec::default() }) else { return };
+fn reload_under_load_loses_no_connection(driver: Driver, family: Family) {
+    let Some(lab) = Lab::start("reload", LabSpec { driver, family, ..LabSpec::default() }) else { return };
     let downloads: Vec<_> = (0..4).map(|_| lab.slow_download("400k")).collect();
     let config = lab.config.clone();
     let ctl = lab.ctl.clone();
@@ -243,9 +221,9 @@ fn reload_under_load_loses_no_connection(driver: Driver) {
     assert!(list.contains("wrr"), "{list}");
 }
 
-fn bad_reload_and_bogus_commands_change_nothing(driver: Driver) {
-    let Some(lab) = Lab::start("bogus", LabSpec { driver, ..LabSpec::default() }) else { return };
-    let vip = format!("{}:80", lab.vip());
+fn bad_reload_and_bogus_commands_change_nothing(driver: Driver, family: Family) {
+    let Some(lab) = Lab::start("bogus", LabSpec { driver, family, ..LabSpec::default() }) else { return };
+    let vip = lab.vip_at(80).to_string();
     let before = lab.adm_ok(&["-S", "-n"]);
     assert!(before.contains(&format!("-A -t {vip} -s wrr")), "{before}");
     let bogus: Vec<Vec<&str>> = vec![
@@ -284,14 +262,14 @@ fn bad_reload_and_bogus_commands_change_nothing(driver: Driver) {
 /// Build a service with ipvsadm syntax on an empty daemon, save it, restore
 /// it on a fresh daemon, and get the same thing back; then clean shutdown
 /// removes the device and routes.
-fn adm_builds_a_service_and_save_restore_round_trips(driver: Driver) {
-    let spec = LabSpec { driver, laddrs: 2, metrics: true, ..LabSpec::default() };
+fn adm_builds_a_service_and_save_restore_round_trips(driver: Driver, family: Family) {
+    let spec = LabSpec { driver, family, laddrs: 2, metrics: true, ..LabSpec::default() };
     let Some(mut lab) = Lab::start("adm", spec) else { return };
-    let vip = format!("{}:80", lab.vip());
+    let vip = lab.vip_at(80).to_string();
     // Start over from an empty daemon: clear, then build with ipvsadm syntax.
     lab.adm_ok(&["-C"]);
     assert!(lab.curl("/").is_err(), "no service, no answer");
-    let lips: Vec<String> = lab.topo.laddrs().iter().map(|l| l.to_string()).collect();
+    let lips: Vec<String> = lab.laddrs().iter().map(|l| l.to_string()).collect();
     lab.adm_ok(&["-A", "-t", &vip, "-s", "rr"]);
     for l in &lips {
         lab.adm_ok(&["-P", "-t", &vip, "-z", l]);
@@ -336,7 +314,7 @@ fn adm_builds_a_service_and_save_restore_round_trips(driver: Driver) {
     let lb = lab.topo.ns_lb().clone();
     let status = lab.stop_daemon().expect("daemon exit status");
     assert!(status.success(), "daemon exit: {status:?}\n{}", lab.daemon_log());
-    let routes = lb.run("ip", ["route"]).unwrap();
+    let routes = lb.run("ip", ["route"]).unwrap() + &lb.run("ip", ["-6", "route"]).unwrap();
     assert!(!routes.contains("rvs0") && !routes.contains(&lab.vip().to_string()), "{routes}");
     assert!(lb.run("ip", ["link", "show", "rvs0"]).is_err(), "device removed");
     let links = lb.run("ip", ["-o", "link"]).unwrap();
@@ -384,9 +362,10 @@ fn paws_timewait(lab: &Lab) -> u64 {
 /// reals remember and every SYN is accepted at once. With a new secret they
 /// would jump at random, and half the reused tuples would cost the client a
 /// 1 s SYN retransmission: the check below shows that happening.
-#[test]
-fn restart_keeps_reused_ports_acceptable_to_the_reals_time_wait() {
+fn restart_keeps_reused_ports_acceptable_to_the_reals_time_wait(driver: Driver, family: Family) {
     let spec = LabSpec {
+        driver,
+        family,
         laddrs: 1,
         // 50 ports per (LIP, real): 100 requests over two reals use each once.
         extra: "[engine]\nport_range = [20000, 20049]\n".to_owned(),
@@ -450,11 +429,12 @@ fn refusals(lab: &Lab) -> BTreeMap<String, u64> {
 /// plenty for 32 connections at a time, and each comes back many times
 /// within seconds, at any rate. (The client keeps no TIME_WAIT of its own,
 /// so that its ports last whatever the rate.)
-fn ports_come_back_at_once_and_the_real_accepts_every_reuse(driver: Driver) {
+fn ports_come_back_at_once_and_the_real_accepts_every_reuse(driver: Driver, family: Family) {
     const PORTS: u64 = 256;
     for synproxy in [false, true] {
         let spec = LabSpec {
             driver,
+            family,
             laddrs: 1,
             weights: vec![1, 0],
             metrics: true,
@@ -515,8 +495,9 @@ fn ports_come_back_at_once_and_the_real_accepts_every_reuse(driver: Driver) {
 /// the answers to them come in and go out on the same link (with the xdp
 /// driver, a frame leaves by the socket it arrived on, rewritten in its own
 /// memory).
-fn a_client_on_the_reals_link_is_served_over_that_link(driver: Driver) {
-    let Some(lab) = Lab::start("onearm", LabSpec { driver, metrics: true, ..LabSpec::default() }) else {
+fn a_client_on_the_reals_link_is_served_over_that_link(driver: Driver, family: Family) {
+    let Some(lab) = Lab::start("onearm", LabSpec { driver, family, metrics: true, ..LabSpec::default() })
+    else {
         return;
     };
     let url = lab.url("/");
@@ -539,13 +520,14 @@ fn a_client_on_the_reals_link_is_served_over_that_link(driver: Driver) {
     }
 }
 
-fn an_idle_connection_past_its_timeout_is_reset_on_both_sides(driver: Driver) {
+fn an_idle_connection_past_its_timeout_is_reset_on_both_sides(driver: Driver, family: Family) {
     use std::io::{Read, Write};
     for synproxy in [false, true] {
-        let spec = LabSpec { driver, metrics: true, synproxy, weights: vec![1, 0], ..LabSpec::default() };
+        let spec =
+            LabSpec { driver, family, metrics: true, synproxy, weights: vec![1, 0], ..LabSpec::default() };
         let Some(lab) = Lab::start(if synproxy { "idlesyn" } else { "idle" }, spec) else { return };
         lab.adm_ok(&["--set", "3", "0", "0"]);
-        let vip = std::net::SocketAddr::from((lab.vip(), 80));
+        let vip = lab.vip_at(80);
         let mut s = lab.client().run_in(move || std::net::TcpStream::connect(vip)).unwrap().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let request = b"GET / HTTP/1.1\r\nHost: rvs\r\n\r\n";
@@ -628,7 +610,10 @@ fn auto_mode_native_on_the_veth_generic_on_the_bridge_with_two_workers() {
     assert_no_drops(&lab);
 }
 
-on_every_driver!(
+on_drivers_and_families!(1; restart_keeps_reused_ports_acceptable_to_the_reals_time_wait);
+
+on_drivers_and_families!(
+    4;
     thousand_sequential_curls_succeed_and_reals_see_only_lips,
     wrk_connection_close_has_no_socket_errors,
     wrr_weights_hold_over_a_thousand_requests,

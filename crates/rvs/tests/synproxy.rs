@@ -5,20 +5,24 @@
 //! through the cookie handshake and the throughput that follows. (Reused
 //! ports with SYNProxy: `netns.rs`, `ports_come_back_at_once_...`.)
 //!
+//! Every test runs over the matrix of data paths and families (see
+//! `netns.rs`), one variant each by default.
+//!
 //! Needs root and the programs `scripts/test` installs. Without root these
 //! fail, unless `RVS_SKIP_NETNS=1` says to skip them. `RVS_LONG_TESTS=1`
 //! runs the long version of the seed's experiment (10,000 requests).
 
+#[macro_use]
 mod harness;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use harness::probes::{self, Request, SynCounter, Timed, iperf3_bps, percentile};
-use harness::{BIG_BYTES, Driver, ExtraService, Lab, LabSpec};
+use harness::{BIG_BYTES, Driver, ExtraService, Family, Lab, LabSpec};
 use rvs_netns::ChildGuard;
 
 /// Whether the long versions were asked for.
@@ -36,9 +40,9 @@ const SYN_LOSS_PCT: f64 = 5.0;
 /// Starts a lab with one SYNProxy service, warms every real up (so the
 /// balancer has RTT samples), then drops [`SYN_LOSS_PCT`] % of SYNs and of
 /// SYN-ACKs between balancer and reals.
-fn lossy_lab(test: &str, classic: bool) -> Option<Lab> {
+fn lossy_lab(test: &str, driver: Driver, family: Family, classic: bool) -> Option<Lab> {
     let extra = if classic { "[synproxy]\nretransmit_mode = \"classic\"\n" } else { "" };
-    let spec = LabSpec { synproxy: true, extra: extra.to_owned(), ..LabSpec::default() };
+    let spec = LabSpec { driver, family, synproxy: true, extra: extra.to_owned(), ..LabSpec::default() };
     let mut lab = Lab::start(test, spec)?;
     let warm = lab.timed_requests("/", 20, Duration::from_secs(20), |_| false);
     assert!(warm.requests.iter().all(Request::ok) && warm.requests.len() == 20, "warm-up: {warm:?}");
@@ -67,8 +71,8 @@ fn summary(t: &Timed) -> String {
 
 /// The seed's experiment in the default (adaptive) mode: every request
 /// succeeds and none stalls noticeably, although the injected loss bites.
-fn seed_experiment(test: &str, n: usize, budget: Duration) {
-    let Some(lab) = lossy_lab(test, false) else { return };
+fn seed_experiment(test: &str, driver: Driver, family: Family, n: usize, budget: Duration) {
+    let Some(lab) = lossy_lab(test, driver, family, false) else { return };
     let t = lab.timed_requests("/", n, budget, |_| false);
     let dropped = lab.topo.loss_dropped().unwrap();
     let s = summary(&t);
@@ -82,25 +86,22 @@ fn seed_experiment(test: &str, n: usize, budget: Duration) {
     assert!(d.last().copied().unwrap_or(0.0) <= 0.200, "SYNProxy: added delay above 200 ms: {s}");
 }
 
-#[test]
-fn seed_experiment_adaptive_retransmits_hide_handshake_loss() {
-    seed_experiment("seed", 2000, Duration::from_secs(60));
+fn seed_experiment_adaptive_retransmits_hide_handshake_loss(driver: Driver, family: Family) {
+    seed_experiment("seed", driver, family, 2000, Duration::from_secs(60));
 }
 
-#[test]
-fn seed_experiment_ten_thousand() {
+fn seed_experiment_ten_thousand(driver: Driver, family: Family) {
     if !long_tests("seed_experiment_ten_thousand") {
         return;
     }
-    seed_experiment("seed10k", 10_000, Duration::from_secs(300));
+    seed_experiment("seed10k", driver, family, 10_000, Duration::from_secs(300));
 }
 
 /// The same loss with the old behaviour (fixed 3 s SYN retransmits toward
 /// the real) shows its 3 s steps: proof that the injection bites and the
 /// comparison means something. Stops at the first stall.
-#[test]
-fn seed_experiment_classic_retransmits_stall_seconds() {
-    let Some(lab) = lossy_lab("seedclassic", true) else { return };
+fn seed_experiment_classic_retransmits_stall_seconds(driver: Driver, family: Family) {
+    let Some(lab) = lossy_lab("seedclassic", driver, family, true) else { return };
     let stalled = |r: &[Request]| {
         let med = percentile(&r.iter().map(|r| r.total).collect::<Vec<_>>(), 50.0);
         r.iter().any(|r| r.total - med >= 2.5)
@@ -116,44 +117,55 @@ fn seed_experiment_classic_retransmits_stall_seconds() {
 
 /// A spoofed SYN flood (random sources) at the VIP while a client makes 200
 /// requests: every request succeeds, and the reals see only the SYNs of
-/// connections that were really made.
-#[test]
-fn syn_flood_never_reaches_the_reals() {
+/// connections that were really made. hping3 floods an IPv4 VIP; it has no
+/// IPv6, so an IPv6 VIP gets the same from [`probes::syn_flood6`].
+fn syn_flood_never_reaches_the_reals(driver: Driver, family: Family) {
     const FLOOD: u32 = 200_000;
     const CURLS: usize = 200;
-    let spec = LabSpec { synproxy: true, ..LabSpec::default() };
+    let spec = LabSpec { driver, family, synproxy: true, ..LabSpec::default() };
     let Some(lab) = Lab::start("synflood", spec) else { return };
     let topo = &lab.topo;
     let at_reals: Vec<SynCounter> = (0..lab.weights.len())
         .map(|i| SynCounter::install(topo.ns_real(i), topo.real_if()).expect("nft counter on a real"))
         .collect();
     let at_lb = SynCounter::install(topo.ns_lb(), topo.lb_client_if()).expect("nft counter on the lb");
-    // `--flood` ignores `-c`; a 1 µs interval sends ~70k SYN/s here and stops at the count.
-    let vip = lab.vip().to_string();
-    let count = FLOOD.to_string();
-    let mut cmd =
-        topo.ns_client().cmd("hping3", ["--rand-source", "-S", "-p", "80", "-i", "u1", "-c", &count, &vip]);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut flood = ChildGuard::spawn(&mut cmd).expect("start hping3 (installed?)");
     let started = Instant::now();
-    let (fout, ferr) = probes::pipes(&mut flood);
-    std::thread::sleep(Duration::from_millis(500));
-    let t = lab.timed_requests("/", CURLS, Duration::from_secs(60), |_| false);
+    let (t, flood_status, flood_report) = match lab.vip() {
+        std::net::IpAddr::V4(vip) => {
+            // `--flood` ignores `-c`; a 1 µs interval sends ~70k SYN/s here and stops at the count.
+            let (vip, count) = (vip.to_string(), FLOOD.to_string());
+            let args = ["--rand-source", "-S", "-p", "80", "-i", "u1", "-c", &count, &vip];
+            let mut cmd = topo.ns_client().cmd("hping3", args);
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut flood = ChildGuard::spawn(&mut cmd).expect("start hping3 (installed?)");
+            let (fout, ferr) = probes::pipes(&mut flood);
+            std::thread::sleep(Duration::from_millis(500));
+            let t = lab.timed_requests("/", CURLS, Duration::from_secs(60), |_| false);
+            // The flood ends by its count; 10 s in all at most.
+            let end = started + Duration::from_secs(10);
+            while Instant::now() < end && flood.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let status = flood.stop(Duration::from_secs(2)).ok().flatten();
+            (t, format!("hping3 {status:?}"), format!("{}{}", probes::join(fout), probes::join(ferr)))
+        }
+        std::net::IpAddr::V6(vip) => std::thread::scope(|scope| {
+            let client = topo.ns_client().clone();
+            let flood = scope.spawn(move || probes::syn_flood6(&client, vip, 80, FLOOD.into(), 70_000));
+            std::thread::sleep(Duration::from_millis(500));
+            let t = lab.timed_requests("/", CURLS, Duration::from_secs(60), |_| false);
+            let sent = flood.join().expect("the flood thread");
+            (t, format!("{sent} sent"), String::new())
+        }),
+    };
     let curls_took = started.elapsed();
-    // The flood ends by its count; 10 s in all at most.
-    let end = started + Duration::from_secs(10);
-    while Instant::now() < end && flood.try_wait().ok().flatten().is_none() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let flood_status = flood.stop(Duration::from_secs(2)).ok().flatten();
-    let flood_report = format!("{}{}", probes::join(fout), probes::join(ferr));
     let flood_syns = at_lb.packets().unwrap();
     let real_syns: Vec<u64> = at_reals.iter().map(|c| c.packets().unwrap()).collect();
     let logged: usize = (0..lab.weights.len()).map(|i| lab.access_log(i).len()).sum();
     let s = summary(&t);
     eprintln!(
         "synflood: {flood_syns} SYNs reached the lb, reals saw {real_syns:?} for {logged} requests \
-         (curls took {curls_took:?}); {s}; hping3 {flood_status:?}: {}",
+         (curls took {curls_took:?}); {s}; flood {flood_status}: {}",
         flood_report.trim()
     );
     assert!(flood_syns >= 50_000, "the flood did not happen: {flood_syns} SYNs at the lb: {flood_report}");
@@ -176,20 +188,11 @@ const IPERF_OFF: u16 = 5202;
 const THROUGHPUT_PAIRS: usize = 9;
 
 /// The cookie handshake still negotiates timestamps, SACK and window
-/// scaling with the client (all on by default in `[synproxy]`), and data then flows as fast as without SYNProxy.
-#[test]
-fn options_negotiated_and_throughput_kept() {
-    options_negotiated_and_throughput_kept_on(Driver::Tun);
-}
-
-/// The same on the AF_XDP data path: the SYN-ACKs, the SYNs toward the real
-/// and the replayed packets that the engine builds leave by the sockets.
-#[test]
-fn options_negotiated_and_throughput_kept_on_xdp() {
-    options_negotiated_and_throughput_kept_on(Driver::Xdp);
-}
-
-fn options_negotiated_and_throughput_kept_on(driver: Driver) {
+/// scaling with the client (all on by default in `[synproxy]`), and data
+/// then flows as fast as without SYNProxy. On AF_XDP, the SYN-ACKs, the
+/// SYNs toward the real and the replayed packets that the engine builds
+/// leave by the sockets.
+fn options_negotiated_and_throughput_kept(driver: Driver, family: Family) {
     let svc = |port, synproxy| ExtraService {
         port,
         real_port: 5201,
@@ -199,6 +202,7 @@ fn options_negotiated_and_throughput_kept_on(driver: Driver) {
     };
     let spec = LabSpec {
         driver,
+        family,
         synproxy: true,
         more_services: vec![svc(IPERF_ON, true), svc(IPERF_OFF, false)],
         ..LabSpec::default()
@@ -208,7 +212,7 @@ fn options_negotiated_and_throughput_kept_on(driver: Driver) {
     // A download through the VIP keeps the connection open while its
     // negotiated options are read (`ss` 6.1 does not show `ts` and `sack` on
     // this kernel even for plain connections, so TCP_INFO is read directly).
-    let target = SocketAddr::from((lab.vip(), 80));
+    let target = lab.vip_at(80);
     let (info, got) = lab
         .client()
         .run_in(move || -> std::io::Result<(TcpInfo, usize)> {
@@ -282,7 +286,7 @@ fn options_negotiated_and_throughput_kept_on(driver: Driver) {
         ratio >= 0.9,
         "SYNProxy: median throughput ratio {ratio:.2} is below 0.9 of the plain service: {s}"
     );
-    if driver == Driver::Xdp {
+    if driver.uses_xdp() {
         // Only what is sent while a neighbour is being resolved takes the
         // kernel's path through the TUN device (at gigabits per second, a
         // few hundred packets); everything else crosses the sockets.
@@ -293,6 +297,15 @@ fn options_negotiated_and_throughput_kept_on(driver: Driver) {
         );
     }
 }
+
+on_drivers_and_families!(
+    1;
+    seed_experiment_adaptive_retransmits_hide_handshake_loss,
+    seed_experiment_classic_retransmits_stall_seconds,
+    syn_flood_never_reaches_the_reals,
+    options_negotiated_and_throughput_kept,
+    seed_experiment_ten_thousand,
+);
 
 /// The options a connection negotiated, from `TCP_INFO`.
 #[derive(Debug)]

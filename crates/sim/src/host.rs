@@ -24,6 +24,22 @@ impl HostId {
     }
 }
 
+std::thread_local! {
+    /// The simulated time of the host being serviced, for smoltcp's TCP
+    /// timestamp clock, which is a plain function.
+    static CLOCK: core::cell::Cell<Instant> = const { core::cell::Cell::new(Instant::ZERO) };
+}
+
+/// Set the clock [`tsval`] reads; the network does before it runs a host.
+pub(crate) fn set_clock(now: Instant) {
+    CLOCK.with(|c| c.set(now));
+}
+
+/// A TCP timestamp value (RFC 7323 §5.4): simulated milliseconds.
+pub(crate) fn tsval() -> u32 {
+    CLOCK.with(|c| (c.get().as_nanos() / 1_000_000) as u32)
+}
+
 /// smoltcp time is microseconds; simulator time is nanoseconds.
 pub(crate) fn to_smol(t: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(i64::try_from(t.as_nanos() / 1000).unwrap_or(i64::MAX))
@@ -304,4 +320,8 @@ pub struct HostStats {
     /// SYNs dropped because every listening socket of their port was
     /// taken (a full accept queue).
     pub listen_overflow: u64,
+    /// ICMP too-big errors that lowered the host's path MTU toward a destination.
+    pub path_mtu_lowered: u64,
+    /// TCP segments the host cut to fit a lowered path MTU.
+    pub resegmented: u64,
 }

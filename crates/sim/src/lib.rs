@@ -11,6 +11,11 @@
 //! The [`app`] module has clients and servers that check every byte they
 //! receive, so "all transfers completed" means "completed byte-exact".
 //!
+//! Hosts speak IPv4 and IPv6. A link narrower than a packet drops it and
+//! answers its sender with ICMP fragmentation needed or packet too big, and
+//! hosts honour those (path-MTU discovery). [`Family`] and
+//! [`family_tests!`] run one scenario over IPv4, IPv6, NAT64 and NAT46.
+//!
 //! ```
 //! use core::time::Duration;
 //! use rvs_core::{Endpoint, Instant};
@@ -33,6 +38,7 @@
 
 pub mod app;
 mod capture;
+mod family;
 mod host;
 mod lb;
 mod link;
@@ -42,10 +48,11 @@ pub mod packet;
 mod rng;
 
 pub use capture::{Capture, CaptureRecord, LINKTYPE_RAW, PCAP_MAGIC_NANOS, PcapGuard, pcap_dir};
+pub use family::{Family, mirror};
 pub use host::{App, AppHandle, EPHEMERAL_FIRST, EPHEMERAL_LAST, HostId, HostStats, Stack};
 pub use link::{LinkConfig, LinkDir, LinkStats};
 pub use middlebox::{Middlebox, Outbox, Router};
-pub use network::{Network, NetworkConfig, NetworkStats};
+pub use network::{Network, NetworkConfig, NetworkStats, ROUTER_V4, ROUTER_V6};
 pub use packet::PacketInfo;
 /// The TCP/IP stack the hosts run, for apps that use sockets directly.
 pub use smoltcp;

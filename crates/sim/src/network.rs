@@ -17,8 +17,11 @@ use smoltcp::socket::{Socket, tcp};
 use smoltcp::wire::{HardwareAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 
 use crate::capture::{Capture, PcapGuard};
-use crate::host::{App, AppHandle, Device, HostId, HostStats, Ports, Stack, from_smol, to_smol};
-use crate::packet::{PacketInfo, TCP_ACK, TCP_SYN, checksums_ok};
+use crate::host::{App, AppHandle, Device, HostId, HostStats, Ports, Stack, from_smol, set_clock, to_smol};
+use crate::packet::{
+    IPV4_MIN_PMTU, IPV6_MIN_MTU, PacketInfo, TCP_ACK, TCP_SYN, TooBig, checksums_ok, mss_less_timestamps,
+    parse_too_big, segment, too_big_error,
+};
 use crate::rng::Rng;
 use crate::{LinkConfig, LinkDir, LinkStats, Middlebox, Outbox};
 
@@ -141,6 +144,8 @@ struct Host {
     wake: bool,
     next_poll: Option<Instant>,
     observer: Option<Observer>,
+    /// Path MTU toward destinations an ICMP too-big error named.
+    path_mtu: HashMap<IpAddr, usize>,
     stats: HostStats,
 }
 
@@ -267,6 +272,21 @@ impl Host {
         self.sockets.iter().any(|(_, s)| matches!(s, Socket::Tcp(t) if t.listen_endpoint().port == port))
     }
 
+    /// Take in a too-big error about a packet this host sent: smoltcp has no
+    /// path-MTU discovery (RFC 1191, RFC 8201), so the host keeps the path
+    /// MTU per destination and cuts larger TCP segments to fit, as a stack
+    /// re-segments its queue. The lost segment is sent again, cut, when
+    /// smoltcp retransmits it.
+    fn lower_path_mtu(&mut self, e: TooBig) {
+        let floor = if e.dst.is_ipv4() { IPV4_MIN_PMTU } else { IPV6_MIN_MTU };
+        let mtu = e.mtu.clamp(floor, self.device.mtu);
+        let entry = self.path_mtu.entry(e.dst).or_insert(self.device.mtu);
+        if mtu < *entry {
+            *entry = mtu;
+            self.stats.path_mtu_lowered += 1;
+        }
+    }
+
     fn link(&mut self, dir: LinkDir) -> &mut Link {
         match dir {
             LinkDir::ToMiddlebox => &mut self.up,
@@ -288,16 +308,32 @@ struct Core {
 }
 
 impl Core {
-    /// Put `data` on a link whose far end is `to`.
-    fn transmit(&mut self, link: &mut Link, to: Target, data: Vec<u8>) {
+    /// Put `data` on one direction of `host`'s link. A packet too big for
+    /// it is answered over the other direction with the ICMP error a router
+    /// at the narrow link sends (see [`too_big_error`]).
+    fn send_over(&mut self, host: &mut Host, id: HostId, dir: LinkDir, data: Vec<u8>) {
+        let (link, back, to, from) = match dir {
+            LinkDir::ToMiddlebox => (&mut host.up, &mut host.down, Target::Middlebox(id), Target::Host(id)),
+            LinkDir::ToHost => (&mut host.down, &mut host.up, Target::Host(id), Target::Middlebox(id)),
+        };
+        if let Some(error) = self.transmit(link, to, data) {
+            // Too big for its way back, an error is not answered again.
+            let _ = self.transmit(back, from, error);
+        }
+    }
+
+    /// Put `data` on a link whose far end is `to`. Returns the ICMP error
+    /// due to the sender when the packet is too big for the link.
+    fn transmit(&mut self, link: &mut Link, to: Target, data: Vec<u8>) -> Option<Vec<u8>> {
         link.stats.sent += 1;
         if data.len() > link.cfg.mtu {
             link.stats.too_big += 1;
-            return;
+            let router = if destination(&data)?.is_ipv4() { ROUTER_V4.into() } else { ROUTER_V6.into() };
+            return too_big_error(&data, link.cfg.mtu, router);
         }
         if self.rng.chance(link.cfg.loss) {
             link.stats.lost += 1;
-            return;
+            return None;
         }
         if self.rng.chance(link.cfg.duplicate) {
             link.stats.duplicated += 1;
@@ -305,6 +341,7 @@ impl Core {
             self.schedule(link, to, copy);
         }
         self.schedule(link, to, data);
+        None
     }
 
     fn schedule(&mut self, link: &mut Link, to: Target, data: Vec<u8>) {
@@ -342,6 +379,12 @@ fn destination(p: &[u8]) -> Option<IpAddr> {
 /// the wire: every packet a host sends goes to the middlebox regardless.
 const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
 const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// Source of the ICMP errors a link sends about packets too big for it:
+/// the IPv4 dummy address (RFC 7600), and an IPv6 documentation address.
+pub const ROUTER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 8);
+/// IPv6 counterpart of [`ROUTER_V4`].
+pub const ROUTER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
 
 /// A star of hosts around a [`Middlebox`], driven by simulated time.
 ///
@@ -449,6 +492,7 @@ impl<M: Middlebox> Network<M> {
             wake: true,
             next_poll: None,
             observer: None,
+            path_mtu: HashMap::new(),
             stats: HostStats::default(),
         });
         id
@@ -480,6 +524,7 @@ impl<M: Middlebox> Network<M> {
     /// stack is polled at once afterwards.
     pub fn with_stack<R>(&mut self, host: HostId, f: impl FnOnce(&mut Stack<'_>) -> R) -> R {
         let now = self.core.now;
+        set_clock(now);
         let h = &mut self.hosts[host.0];
         h.wake = true;
         let mut stack = Stack {
@@ -508,8 +553,7 @@ impl<M: Middlebox> Network<M> {
     /// Put a hand-made packet on `host`'s link toward the middlebox, as if
     /// the host had sent it.
     pub fn send_raw(&mut self, host: HostId, packet: Vec<u8>) {
-        let h = &mut self.hosts[host.0];
-        self.core.transmit(&mut h.up, Target::Middlebox(host), packet);
+        self.core.send_over(&mut self.hosts[host.0], host, LinkDir::ToMiddlebox, packet);
     }
 
     /// Change one direction of `host`'s link, from now on (packets already
@@ -557,6 +601,11 @@ impl<M: Middlebox> Network<M> {
     /// What happened at `host`.
     pub fn host_stats(&self, host: HostId) -> HostStats {
         self.hosts[host.0].stats
+    }
+
+    /// The path MTU `host` learnt toward `dst` from ICMP too-big errors, if any.
+    pub fn path_mtu(&self, host: HostId, dst: IpAddr) -> Option<usize> {
+        self.hosts[host.0].path_mtu.get(&dst).copied()
     }
 
     /// `host`'s name.
@@ -748,10 +797,10 @@ impl<M: Middlebox> Network<M> {
             self.core.stats.unroutable += 1;
             return;
         };
-        self.core.transmit(&mut self.hosts[to.0].down, Target::Host(to), data);
+        self.core.send_over(&mut self.hosts[to.0], to, LinkDir::ToHost, data);
     }
 
-    fn at_host(&mut self, to: HostId, data: Vec<u8>) {
+    fn at_host(&mut self, to: HostId, mut data: Vec<u8>) {
         let now = self.core.now;
         let h = &mut self.hosts[to.0];
         h.down.stats.delivered += 1;
@@ -764,7 +813,11 @@ impl<M: Middlebox> Network<M> {
         if let Some(observe) = &mut h.observer {
             observe(now, &data);
         }
+        if let Some(e) = parse_too_big(&data).filter(|e| h.addrs.contains(&e.src)) {
+            h.lower_path_mtu(e);
+        }
         h.stats.received += 1;
+        mss_less_timestamps(&mut data);
         h.device.rx.push_back(data);
         h.wake = true;
     }
@@ -773,6 +826,7 @@ impl<M: Middlebox> Network<M> {
     /// do at the current time, then send what they produced.
     fn service(&mut self, i: usize) {
         let now = self.core.now;
+        set_clock(now);
         let ts = to_smol(now);
         let h = &mut self.hosts[i];
         h.wake = false;
@@ -816,8 +870,19 @@ impl<M: Middlebox> Network<M> {
         // Whatever is still due now is retried one smoltcp tick later.
         h.next_poll = next.map(|t| t.max(now + Duration::from_micros(1)));
         h.stats.sent += h.device.tx.len() as u64;
-        for p in h.device.tx.drain(..) {
-            self.core.transmit(&mut h.up, Target::Middlebox(HostId(i)), p);
+        let mut tx = core::mem::take(&mut h.device.tx);
+        for p in tx.drain(..) {
+            let pieces = destination(&p).and_then(|d| h.path_mtu.get(&d)).and_then(|&mtu| segment(&p, mtu));
+            match pieces {
+                Some(pieces) => {
+                    h.stats.resegmented += 1;
+                    for piece in pieces {
+                        self.core.send_over(h, HostId(i), LinkDir::ToMiddlebox, piece);
+                    }
+                }
+                None => self.core.send_over(h, HostId(i), LinkDir::ToMiddlebox, p),
+            }
         }
+        h.device.tx = tx;
     }
 }

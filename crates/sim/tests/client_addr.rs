@@ -1,18 +1,28 @@
 //! The PROXY protocol header through the real engine between smoltcp
 //! clients and servers that parse it: under loss, duplication and
 //! reordering on both legs, with and without SYNProxy and TOA, every real
-//! learns exactly the client that connected; and a client that says
-//! nothing (a server-speaks-first protocol) still has its header delivered.
+//! learns exactly the client that connected, from the header and from the
+//! TOA option; and a client that says nothing (a server-speaks-first
+//! protocol) still has its header delivered. Every scenario runs for each
+//! [`Family`]: the header and the option carry the client's own family.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use rvs_core::{
     Endpoint, Engine, EngineConfig, Instant, Proto, ProxyProtocol, RealConfig, SchedKind, ServiceConfig,
 };
 use rvs_sim::app::{Closer, TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
-use rvs_sim::{LinkConfig, Network, NetworkConfig};
+use rvs_sim::{Family, HostId, LinkConfig, Network, NetworkConfig, PacketInfo};
+use rvs_wire::tcp::{self, TcpOption};
+
+rvs_sim::family_tests! {
+    every_real_learns_its_true_client_under_loss_on_both_legs: [V4, V6],
+    a_silent_client_still_has_its_header_delivered_first: [V4, V6],
+}
 
 const VIP: &str = "10.0.0.1";
 const LIP: &str = "10.1.0.1";
@@ -20,16 +30,13 @@ const REALS: [&str; 3] = ["10.2.0.1", "10.2.0.2", "10.2.0.3"];
 const CLIENTS: usize = 2;
 const PER_CLIENT: usize = 100;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn vip() -> Endpoint {
-    Endpoint::new(ip(VIP), 80)
+fn vip(family: Family) -> Endpoint {
+    Endpoint::new(family.client(VIP), 80)
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Case {
+    family: Family,
     seed: u64,
     version: ProxyProtocol,
     synproxy: bool,
@@ -44,17 +51,44 @@ struct Case {
 
 fn engine(c: Case) -> Engine {
     let mut e = Engine::new(EngineConfig::default(), [c.seed as u8; 32], Instant::ZERO);
-    let mut svc = ServiceConfig::new(Proto::Tcp, vip());
+    let mut svc = ServiceConfig::new(Proto::Tcp, vip(c.family));
     svc.sched = SchedKind::Rr;
-    svc.laddrs = vec![ip(LIP)];
+    svc.laddrs = vec![c.family.backend(LIP)];
     svc.synproxy = c.synproxy;
     svc.toa = c.toa;
     svc.proxy_protocol = c.version;
     e.add_service(svc).unwrap();
     for r in REALS {
-        e.add_real(Proto::Tcp, vip(), RealConfig { endpoint: Endpoint::new(ip(r), 80), weight: 1 }).unwrap();
+        let endpoint = Endpoint::new(c.family.backend(r), 80);
+        e.add_real(Proto::Tcp, vip(c.family), RealConfig { endpoint, weight: 1 }).unwrap();
     }
     e
+}
+
+/// The clients announced in TOA options (kind 254: port, then an IPv4 or
+/// IPv6 address) per real-side peer (local address and port), as `host`
+/// received them; read independently of the balancer's writer.
+type ToaSeen = Rc<RefCell<HashMap<Endpoint, BTreeSet<Endpoint>>>>;
+
+fn watch_toa(net: &mut Network<Engine>, host: HostId) -> ToaSeen {
+    let seen = ToaSeen::default();
+    let s = seen.clone();
+    net.set_observer(host, move |_, pkt| {
+        let Some(info) = PacketInfo::parse(pkt).filter(|i| i.proto == 6) else { return };
+        let ip_len = if pkt[0] >> 4 == 4 { usize::from(pkt[0] & 0x0f) * 4 } else { 40 };
+        let Ok(seg) = tcp::Packet::new_checked(&pkt[ip_len..]) else { return };
+        for (_, opt) in seg.options_iter().flatten() {
+            let TcpOption::Unknown { kind: 254, data } = opt else { continue };
+            let addr = match data.len() {
+                6 => IpAddr::from(<[u8; 4]>::try_from(&data[2..]).unwrap()),
+                18 => IpAddr::from(<[u8; 16]>::try_from(&data[2..]).unwrap()),
+                n => panic!("a TOA option of {} bytes", n + 2),
+            };
+            let client = Endpoint::new(addr, u16::from_be_bytes([data[0], data[1]]));
+            s.borrow_mut().entry(info.src_endpoint()).or_default().insert(client);
+        }
+    });
+    seen
 }
 
 /// Run `CLIENTS × PER_CLIENT` exchanges; check every real saw its true
@@ -66,12 +100,20 @@ fn run(c: Case) -> Vec<i128> {
         |loss: f64| LinkConfig { loss, duplicate: loss / 2.0, reorder: loss / 2.0, ..LinkConfig::default() };
     let (client_link, link) = (impaired(c.client_loss), impaired(c.loss));
     let mut net = Network::new(engine(c), NetworkConfig::seeded(c.seed));
-    let _pcap = net.pcap_on_failure(&format!("client_addr_{}", c.seed));
+    let family = c.family;
+    let _pcap = net.pcap_on_failure(&format!("client_addr_{}_{family}", c.seed));
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| net.add_host(&format!("client{i}"), &[ip(&format!("192.0.2.{}", i + 1))], client_link))
+        .map(|i| {
+            let addr = family.client(&format!("192.0.2.{}", i + 1));
+            net.add_host(&format!("client{i}"), &[addr], client_link)
+        })
         .collect();
-    let reals: Vec<_> =
-        REALS.iter().enumerate().map(|(i, r)| net.add_host(&format!("real{i}"), &[ip(r)], link)).collect();
+    let reals: Vec<_> = REALS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| net.add_host(&format!("real{i}"), &[family.backend(r)], link))
+        .collect();
+    let toa: Vec<_> = reals.iter().map(|&h| watch_toa(&mut net, h)).collect();
     let srv: Vec<_> = reals
         .iter()
         .map(|&h| {
@@ -89,7 +131,7 @@ fn run(c: Case) -> Vec<i128> {
         .iter()
         .enumerate()
         .map(|(i, &h)| {
-            let mut cfg = TcpClientConfig::new(vip(), PER_CLIENT, 300, 3000);
+            let mut cfg = TcpClientConfig::new(vip(family), PER_CLIENT, 300, 3000);
             cfg.concurrency = 4;
             cfg.first_id = (i * PER_CLIENT) as u64;
             cfg.send_delay = c.send_delay;
@@ -114,13 +156,17 @@ fn run(c: Case) -> Vec<i128> {
     }
     let mut lead = Vec::new();
     let mut verified = 0;
-    for s in &srv {
+    for (s, toa) in srv.iter().zip(&toa) {
         let app = net.app(s);
         verified += app.stats().bytes_verified;
         for conn in app.conns() {
             let Some(id) = conn.id else { continue };
             let (local, connected) = clients_by_id[&id];
             assert_eq!(conn.proxied, Some(local), "{c:?}: connection {id} announced the wrong client");
+            if c.toa {
+                let seen = toa.borrow().get(&conn.remote).cloned().unwrap_or_default();
+                assert!(seen.contains(&local), "{c:?}: connection {id}: TOA named {seen:?}, not {local}");
+            }
             let spoke = connected + c.send_delay;
             let at = conn.proxied_at.unwrap();
             lead.push(spoke.as_nanos() as i128 - at.as_nanos() as i128);
@@ -147,20 +193,19 @@ fn run(c: Case) -> Vec<i128> {
     lead
 }
 
-#[test]
-fn every_real_learns_its_true_client_under_loss_on_both_legs() {
+fn every_real_learns_its_true_client_under_loss_on_both_legs(family: Family) {
     for (seed, version, synproxy, toa) in [
         (1, ProxyProtocol::V1, false, false),
         (2, ProxyProtocol::V2, false, true),
         (3, ProxyProtocol::V1, true, true),
         (4, ProxyProtocol::V2, true, false),
     ] {
-        run(Case { seed, version, synproxy, toa, loss: 0.05, client_loss: 0.05, send_delay: Duration::ZERO });
+        let send_delay = Duration::ZERO;
+        run(Case { family, seed, version, synproxy, toa, loss: 0.05, client_loss: 0.05, send_delay });
     }
 }
 
-#[test]
-fn a_silent_client_still_has_its_header_delivered_first() {
+fn a_silent_client_still_has_its_header_delivered_first(family: Family) {
     // The header must reach the real on the engine's own resend timer,
     // long before a client of a server-speaks-first protocol says anything.
     // With SYNProxy the client's link is clean: a silent client whose
@@ -170,6 +215,7 @@ fn a_silent_client_still_has_its_header_delivered_first() {
     let delay = Duration::from_secs(2);
     for (seed, synproxy, client_loss) in [(5, false, 0.05), (6, true, 0.0)] {
         let c = Case {
+            family,
             seed,
             version: ProxyProtocol::V1,
             synproxy,

@@ -1,24 +1,25 @@
-//! A failing test leaves a capture that tools can read.
+//! A failing test leaves a capture that tools can read, IPv4 or IPv6.
 
 use core::time::Duration;
-use std::net::IpAddr;
 use std::panic::{self, AssertUnwindSafe};
 
 use rvs_core::{Endpoint, Instant};
 use rvs_sim::app::{TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
-use rvs_sim::{LINKTYPE_RAW, LinkConfig, Network, NetworkConfig, PCAP_MAGIC_NANOS, PacketInfo, Router};
+use rvs_sim::{
+    Family, LINKTYPE_RAW, LinkConfig, Network, NetworkConfig, PCAP_MAGIC_NANOS, PacketInfo, Router,
+};
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+rvs_sim::family_tests! {
+    failing_scenario_leaves_a_readable_pcap: [V4, V6],
+    capture_keeps_the_most_recent_packets_within_its_budget: [V4, V6],
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
 }
 
-#[test]
-fn failing_scenario_leaves_a_readable_pcap() {
-    let name = "pcap_guard_self_test";
+fn failing_scenario_leaves_a_readable_pcap(family: Family) {
+    let name = &format!("pcap_guard_self_test_{family}");
     let mut path = None;
     let mut captured = 0;
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -26,13 +27,12 @@ fn failing_scenario_leaves_a_readable_pcap() {
         let guard = net.pcap_on_failure(name);
         path = Some(guard.path());
         let _ = std::fs::remove_file(guard.path());
-        let c = net.add_host("client", &[ip("10.0.0.1")], LinkConfig::default());
-        let s = net.add_host("server", &[ip("10.0.1.1")], LinkConfig::default());
+        let server = family.backend("10.0.1.1");
+        let c = net.add_host("client", &[family.client("10.0.0.1")], LinkConfig::default());
+        let s = net.add_host("server", &[server], LinkConfig::default());
         net.add_app(s, TcpServer::new(TcpServerConfig::new(80)));
-        let cli = net.add_app(
-            c,
-            TcpClient::new(TcpClientConfig::new(Endpoint::new(ip("10.0.1.1"), 80), 3, 5000, 5000)),
-        );
+        let cli =
+            net.add_app(c, TcpClient::new(TcpClientConfig::new(Endpoint::new(server, 80), 3, 5000, 5000)));
         net.run_until(Instant::from_secs(5), |n| n.app(&cli).finished());
         net.advance(Duration::from_secs(1));
         captured = net.capture().total();
@@ -54,7 +54,7 @@ fn failing_scenario_leaves_a_readable_pcap() {
         assert!(t >= last, "records in time order");
         last = t;
         let packet = &bytes[at + 16..at + 16 + incl as usize];
-        assert!(PacketInfo::parse(packet).is_some());
+        assert!(PacketInfo::parse(packet).is_some_and(|p| p.src.is_ipv6() == family.client_v6()));
         at += 16 + incl as usize;
         records += 1;
     }
@@ -64,18 +64,16 @@ fn failing_scenario_leaves_a_readable_pcap() {
     std::fs::remove_file(&path).unwrap();
 }
 
-#[test]
-fn capture_keeps_the_most_recent_packets_within_its_budget() {
+fn capture_keeps_the_most_recent_packets_within_its_budget(family: Family) {
     let mut config = NetworkConfig::seeded(7);
     config.capture_limit = 100_000;
     let mut net = Network::new(Router, config);
-    let c = net.add_host("client", &[ip("10.0.0.1")], LinkConfig::default());
-    let s = net.add_host("server", &[ip("10.0.1.1")], LinkConfig::default());
+    let server = family.backend("10.0.1.1");
+    let c = net.add_host("client", &[family.client("10.0.0.1")], LinkConfig::default());
+    let s = net.add_host("server", &[server], LinkConfig::default());
     net.add_app(s, TcpServer::new(TcpServerConfig::new(80)));
-    let cli = net.add_app(
-        c,
-        TcpClient::new(TcpClientConfig::new(Endpoint::new(ip("10.0.1.1"), 80), 2, 300_000, 300_000)),
-    );
+    let cli =
+        net.add_app(c, TcpClient::new(TcpClientConfig::new(Endpoint::new(server, 80), 2, 300_000, 300_000)));
     assert!(net.run_until(Instant::from_secs(5), |n| n.app(&cli).finished()));
     let capture = net.capture();
     let kept: usize = capture.records().map(|r| r.data.len()).sum();

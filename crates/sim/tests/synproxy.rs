@@ -1,7 +1,8 @@
 //! SYNProxy through the real engine between smoltcp clients and servers:
 //! loss between the load balancer and the reals must cost a client at most
 //! a short, bounded delay (the seed's 3/6/9 s stalls must not come back),
-//! and a spoofed SYN flood must cost neither state nor reals.
+//! and a spoofed SYN flood must cost neither state nor reals. Every
+//! scenario runs for each [`Family`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,7 +12,13 @@ use rvs_core::{
     Endpoint, Engine, EngineConfig, Instant, Proto, RealConfig, SchedKind, ServiceConfig, Side, Verdict,
 };
 use rvs_sim::app::{TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
-use rvs_sim::{LinkConfig, Network, NetworkConfig};
+use rvs_sim::packet::fix_checksums;
+use rvs_sim::{Family, LinkConfig, Network, NetworkConfig};
+
+rvs_sim::family_tests! {
+    loss_toward_the_reals_costs_clients_a_bounded_delay: [V4, V6],
+    a_spoofed_syn_flood_costs_no_state_and_never_reaches_a_real: [V4, V6],
+}
 
 const VIP: &str = "10.0.0.1";
 const LIP: &str = "10.1.0.1";
@@ -19,23 +26,20 @@ const REALS: [&str; 3] = ["10.2.0.1", "10.2.0.2", "10.2.0.3"];
 const CLIENTS: usize = 4;
 const PER_CLIENT: usize = 300;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+fn vip(family: Family) -> Endpoint {
+    Endpoint::new(family.client(VIP), 80)
 }
 
-fn vip() -> Endpoint {
-    Endpoint::new(ip(VIP), 80)
-}
-
-fn engine(seed: u8) -> Engine {
+fn engine(family: Family, seed: u8) -> Engine {
     let mut e = Engine::new(EngineConfig::default(), [seed; 32], Instant::ZERO);
-    let mut svc = ServiceConfig::new(Proto::Tcp, vip());
+    let mut svc = ServiceConfig::new(Proto::Tcp, vip(family));
     svc.sched = SchedKind::Rr;
-    svc.laddrs = vec![ip(LIP)];
+    svc.laddrs = vec![family.backend(LIP)];
     svc.synproxy = true;
     e.add_service(svc).unwrap();
     for r in REALS {
-        e.add_real(Proto::Tcp, vip(), RealConfig { endpoint: Endpoint::new(ip(r), 80), weight: 1 }).unwrap();
+        let endpoint = Endpoint::new(family.backend(r), 80);
+        e.add_real(Proto::Tcp, vip(family), RealConfig { endpoint, weight: 1 }).unwrap();
     }
     e
 }
@@ -54,19 +58,20 @@ struct Run {
 
 /// `CLIENTS × PER_CLIENT` short exchanges through SYNProxy, the links to
 /// the reals losing `loss` of packets each way, the clients' links clean.
-fn run(seed: u64, loss: f64) -> Run {
+fn run(family: Family, seed: u64, loss: f64) -> Run {
     let real_link = LinkConfig { loss, ..LinkConfig::default() };
-    let mut net = Network::new(engine(seed as u8), NetworkConfig::seeded(seed));
-    let _pcap = net.pcap_on_failure(&format!("synproxy_loss_{}", (loss * 100.0) as u32));
+    let mut net = Network::new(engine(family, seed as u8), NetworkConfig::seeded(seed));
+    let _pcap = net.pcap_on_failure(&format!("synproxy_loss_{}_{family}", (loss * 100.0) as u32));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
-            net.add_host(&format!("client{i}"), &[ip(&format!("192.0.2.{}", i + 1))], LinkConfig::default())
+            let addr = family.client(&format!("192.0.2.{}", i + 1));
+            net.add_host(&format!("client{i}"), &[addr], LinkConfig::default())
         })
         .collect();
     let reals: Vec<_> = REALS
         .iter()
         .enumerate()
-        .map(|(i, r)| net.add_host(&format!("real{i}"), &[ip(r)], real_link))
+        .map(|(i, r)| net.add_host(&format!("real{i}"), &[family.backend(r)], real_link))
         .collect();
     let srv: Vec<_> =
         reals.iter().map(|&h| net.add_app(h, TcpServer::new(TcpServerConfig::new(80)))).collect();
@@ -74,7 +79,7 @@ fn run(seed: u64, loss: f64) -> Run {
         .iter()
         .enumerate()
         .map(|(i, &h)| {
-            let mut cfg = TcpClientConfig::new(vip(), PER_CLIENT, 300, 3000);
+            let mut cfg = TcpClientConfig::new(vip(family), PER_CLIENT, 300, 3000);
             cfg.concurrency = 4;
             cfg.first_id = (i * PER_CLIENT) as u64;
             net.add_app(h, TcpClient::new(cfg))
@@ -145,17 +150,16 @@ fn run(seed: u64, loss: f64) -> Run {
 /// Handshakes before the reals' RTTs are known use the 200 ms initial RTO.
 /// So up to 5 % loss the failover bound holds for p99 and nothing comes
 /// near the classic 3 s retransmit; at 20 % every connection completes.
-#[test]
-fn loss_toward_the_reals_costs_clients_a_bounded_delay() {
+fn loss_toward_the_reals_costs_clients_a_bounded_delay(family: Family) {
     let real_rtt = 2 * LinkConfig::default().delay;
     let floor = EngineConfig::default().synproxy.rto_floor;
     let failover = 5 * real_rtt + 3 * floor;
-    let base = run(1, 0.0);
+    let base = run(family, 1, 0.0);
     let baseline = pct(&base.setup, 0.5);
     let added = |r: &Run, p: f64| pct(&r.setup, p).saturating_sub(baseline);
     assert!(added(&base, 1.0) <= real_rtt, "no loss, no spread");
     for (seed, loss) in [(2, 0.01), (3, 0.05), (4, 0.20)] {
-        let r = run(seed, loss);
+        let r = run(family, seed, loss);
         assert!(r.link_lost > 0, "the links must really lose packets");
         eprintln!(
             "loss {:>4.1} %: added p50 {:?} p99 {:?} p99.9 {:?} max {:?}",
@@ -185,46 +189,45 @@ impl Rng {
     }
 }
 
-/// A SYN with MSS, SACK-permitted, timestamps and window scale, as a
-/// flooding tool copying a real stack would send; checksums filled later.
-fn syn_template() -> Vec<u8> {
-    let mut p = vec![0u8; 20 + 40];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&60u16.to_be_bytes());
-    p[8] = 64;
-    p[9] = 6;
-    p[16..20].copy_from_slice(&ip_octets(VIP));
-    p[22..24].copy_from_slice(&80u16.to_be_bytes());
-    p[32] = 10 << 4;
-    p[33] = 0x02;
-    p[34..36].copy_from_slice(&64240u16.to_be_bytes());
-    p[40..60].copy_from_slice(&[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7]);
-    p
-}
-
-fn ip_octets(s: &str) -> [u8; 4] {
-    match ip(s) {
-        IpAddr::V4(a) => a.octets(),
-        IpAddr::V6(_) => unreachable!(),
+/// A SYN to the VIP with MSS, SACK-permitted, timestamps and window
+/// scale, as a flooding tool copying a real stack would send; and its TCP
+/// header's offset. Source, ports and checksums are filled later.
+fn syn_template(family: Family) -> (Vec<u8>, usize) {
+    let l4 = family.client_ip_header();
+    let mut p = vec![0u8; l4 + 40];
+    match family.client(VIP) {
+        IpAddr::V4(vip) => {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&60u16.to_be_bytes());
+            p[8] = 64;
+            p[9] = 6;
+            p[16..20].copy_from_slice(&vip.octets());
+        }
+        IpAddr::V6(vip) => {
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&40u16.to_be_bytes());
+            p[6] = 6;
+            p[7] = 64;
+            // Sources in 2001:db8:100::/48, far from the clients and reals.
+            p[8..14].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00]);
+            p[24..40].copy_from_slice(&vip.octets());
+        }
     }
+    let t = &mut p[l4..];
+    t[2..4].copy_from_slice(&80u16.to_be_bytes());
+    t[12] = 10 << 4;
+    t[13] = 0x02;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    t[20..40].copy_from_slice(&[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7]);
+    (p, l4)
 }
 
-fn checksum(data: &[u8], init: u32) -> u16 {
-    let mut s = init
-        + data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum::<u32>();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-#[test]
-fn a_spoofed_syn_flood_costs_no_state_and_never_reaches_a_real() {
+fn a_spoofed_syn_flood_costs_no_state_and_never_reaches_a_real(family: Family) {
     // About a second in the test profile.
     let n: u64 = 1_000_000;
-    let mut lb = engine(9);
+    let mut lb = engine(family, 9);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let template = syn_template();
+    let (template, l4) = syn_template(family);
     let mut pkt = template.clone();
     let mut out = [0u8; 2048];
     let (mut answered, mut to_real) = (0u64, 0u64);
@@ -234,15 +237,16 @@ fn a_spoofed_syn_flood_costs_no_state_and_never_reaches_a_real() {
         let r = rng.next();
         pkt.copy_from_slice(&template);
         // Sources anywhere but our own networks.
-        pkt[12..16].copy_from_slice(&((r >> 32) as u32 | 0x4000_0000).to_be_bytes());
-        pkt[20..22].copy_from_slice(&(r as u16 | 1).to_be_bytes());
-        pkt[24..28].copy_from_slice(&((r >> 16) as u32).to_be_bytes());
-        pkt[46..50].copy_from_slice(&(i as u32).to_be_bytes());
-        let ip_sum = checksum(&pkt[..20], 0);
-        pkt[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-        let pseudo = checksum(&pkt[12..20], 6 + 40);
-        let tcp_sum = checksum(&pkt[20..], u32::from(!pseudo));
-        pkt[36..38].copy_from_slice(&tcp_sum.to_be_bytes());
+        if l4 == 20 {
+            pkt[12..16].copy_from_slice(&((r >> 32) as u32 | 0x4000_0000).to_be_bytes());
+        } else {
+            pkt[16..24].copy_from_slice(&r.rotate_left(17).to_be_bytes());
+        }
+        pkt[l4..l4 + 2].copy_from_slice(&(r as u16 | 1).to_be_bytes());
+        pkt[l4 + 4..l4 + 8].copy_from_slice(&((r >> 16) as u32).to_be_bytes());
+        // The timestamp value, so no two SYNs are alike.
+        pkt[l4 + 28..l4 + 32].copy_from_slice(&(i as u32).to_be_bytes());
+        fix_checksums(&mut pkt);
         let now = start + Duration::from_micros(i);
         assert_eq!(lb.handle(now, &mut pkt), Verdict::Absorbed);
         while let Some((_, side)) = lb.poll_transmit(&mut out) {
@@ -264,6 +268,6 @@ fn a_spoofed_syn_flood_costs_no_state_and_never_reaches_a_real() {
     assert!(lb.packet_slots() <= 4, "the packet store grew to {} slots", lb.packet_slots());
     assert_eq!(lb.synproxy_stats().syns_answered, n);
     assert_eq!(lb.stats().conns_created, 0);
-    let svc = lb.service(Proto::Tcp, vip()).unwrap();
+    let svc = lb.service(Proto::Tcp, vip(family)).unwrap();
     assert!(svc.reals.iter().all(|r| r.stats.pkts_in == 0 && r.conns() == 0));
 }

@@ -1,4 +1,5 @@
-//! TCP transfers through the plain router, clean and impaired.
+//! TCP transfers through the plain router, clean and impaired, over IPv4
+//! and over IPv6.
 
 use core::time::Duration;
 use std::cell::RefCell;
@@ -11,21 +12,29 @@ use rvs_core::{Endpoint, Instant};
 use rvs_sim::app::{Closer, Outcome, TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
 use rvs_sim::smoltcp::iface::SocketHandle;
 use rvs_sim::smoltcp::socket::tcp::State as TcpState;
-use rvs_sim::{LinkConfig, LinkDir, Network, NetworkConfig, PacketInfo, Router};
+use rvs_sim::{Family, LinkConfig, LinkDir, Network, NetworkConfig, PacketInfo, Router};
+
+rvs_sim::family_tests! {
+    ten_clean_connections_complete_byte_exact: [V4, V6],
+    client_may_close_first_and_connections_may_be_sequential: [V4, V6],
+    impaired_concurrent_transfers_complete_byte_exact: [V4, V6],
+    syn_for_a_tuple_in_time_wait_starts_a_new_connection: [V4, V6],
+    duplicated_syns_do_not_open_second_connections: [V4, V6],
+}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-#[test]
-fn ten_clean_connections_complete_byte_exact() {
+fn ten_clean_connections_complete_byte_exact(family: Family) {
     let wall = WallClock::now();
     let mut net = Network::new(Router, NetworkConfig::seeded(1));
-    let _pcap = net.pcap_on_failure("ten_clean_connections");
-    let client = net.add_host("client", &[ip("10.0.0.1")], LinkConfig::default());
-    let server = net.add_host("server", &[ip("10.0.1.1")], LinkConfig::default());
+    let _pcap = net.pcap_on_failure(&format!("ten_clean_connections_{family}"));
+    let (client_addr, server_addr) = (family.client("10.0.0.1"), family.backend("10.0.1.1"));
+    let client = net.add_host("client", &[client_addr], LinkConfig::default());
+    let server = net.add_host("server", &[server_addr], LinkConfig::default());
     let srv = net.add_app(server, TcpServer::new(TcpServerConfig::new(80)));
-    let target = Endpoint::new(ip("10.0.1.1"), 80);
+    let target = Endpoint::new(server_addr, 80);
     let cli = net.add_app(client, TcpClient::new(TcpClientConfig::new(target, 10, 64 << 10, 64 << 10)));
     let seen = Rc::new(RefCell::new(BTreeSet::new()));
     let log = Rc::clone(&seen);
@@ -50,8 +59,8 @@ fn ten_clean_connections_complete_byte_exact() {
     let s = net.app(&srv).stats();
     assert_eq!((s.accepted, s.completed, s.failed), (10, 10, 0));
     assert_eq!(s.bytes_verified, 10 * (64 << 10));
-    assert_eq!(s.peers.keys().copied().collect::<Vec<_>>(), vec![ip("10.0.0.1")]);
-    assert_eq!(*seen.borrow(), BTreeSet::from([(ip("10.0.0.1"), ip("10.0.1.1"), 80)]));
+    assert_eq!(s.peers.keys().copied().collect::<Vec<_>>(), vec![client_addr]);
+    assert_eq!(*seen.borrow(), BTreeSet::from([(client_addr, server_addr, 80)]));
     let up = net.link_stats(client, LinkDir::ToMiddlebox);
     assert_eq!(up.lost, 0);
     assert_eq!(up.sent, up.delivered);
@@ -59,17 +68,17 @@ fn ten_clean_connections_complete_byte_exact() {
     eprintln!("10 x 64 KiB each way: {sim:?} simulated, {elapsed:?} wall, {packets} packets captured");
 }
 
-#[test]
-fn client_may_close_first_and_connections_may_be_sequential() {
+fn client_may_close_first_and_connections_may_be_sequential(family: Family) {
     let mut net = Network::new(Router, NetworkConfig::seeded(3));
-    let _pcap = net.pcap_on_failure("client_closes_first");
-    let client = net.add_host("client", &[ip("10.0.0.1")], LinkConfig::lossy(0.01));
-    let server = net.add_host("server", &[ip("10.0.1.1")], LinkConfig::lossy(0.01));
+    let _pcap = net.pcap_on_failure(&format!("client_closes_first_{family}"));
+    let server_addr = family.backend("10.0.1.1");
+    let client = net.add_host("client", &[family.client("10.0.0.1")], LinkConfig::lossy(0.01));
+    let server = net.add_host("server", &[server_addr], LinkConfig::lossy(0.01));
     let mut scfg = TcpServerConfig::new(8080);
     scfg.closer = Closer::Client;
     scfg.backlog = 1;
     let srv = net.add_app(server, TcpServer::new(scfg));
-    let mut ccfg = TcpClientConfig::new(Endpoint::new(ip("10.0.1.1"), 8080), 20, 1000, 5000);
+    let mut ccfg = TcpClientConfig::new(Endpoint::new(server_addr, 8080), 20, 1000, 5000);
     ccfg.closer = Closer::Client;
     ccfg.concurrency = 2;
     ccfg.interval = Duration::from_millis(10);
@@ -95,15 +104,17 @@ fn client_may_close_first_and_connections_may_be_sequential() {
 /// Runs `n` concurrent transfers of `len` bytes each way from four client
 /// hosts to four servers over links that lose, duplicate and reorder 2% of
 /// packets each, and checks every byte on both sides.
-fn impaired_transfers(seed: u64, n: usize, len: u32) {
+fn impaired_transfers(family: Family, seed: u64, n: usize, len: u32) {
     let wall = WallClock::now();
     let mut net = Network::new(Router, NetworkConfig::seeded(seed));
-    let _pcap = net.pcap_on_failure(&format!("impaired_transfers_{n}_{seed}"));
+    let _pcap = net.pcap_on_failure(&format!("impaired_transfers_{n}_{seed}_{family}"));
     let bad = LinkConfig::lossy(0.02);
-    let clients: Vec<_> =
-        (1..=4).map(|i| net.add_host(&format!("c{i}"), &[ip(&format!("10.0.0.{i}"))], bad)).collect();
-    let servers: Vec<_> =
-        (1..=4).map(|i| net.add_host(&format!("s{i}"), &[ip(&format!("10.0.1.{i}"))], bad)).collect();
+    let clients: Vec<_> = (1..=4)
+        .map(|i| net.add_host(&format!("c{i}"), &[family.client(&format!("10.0.0.{i}"))], bad))
+        .collect();
+    let servers: Vec<_> = (1..=4)
+        .map(|i| net.add_host(&format!("s{i}"), &[family.backend(&format!("10.0.1.{i}"))], bad))
+        .collect();
     let srv: Vec<_> =
         servers.iter().map(|&h| net.add_app(h, TcpServer::new(TcpServerConfig::new(80)))).collect();
     let mut cli = Vec::new();
@@ -152,9 +163,8 @@ fn impaired_transfers(seed: u64, n: usize, len: u32) {
     );
 }
 
-#[test]
-fn impaired_concurrent_transfers_complete_byte_exact() {
-    impaired_transfers(2, 200, 1 << 20);
+fn impaired_concurrent_transfers_complete_byte_exact(family: Family) {
+    impaired_transfers(family, 2, 200, 1 << 20);
 }
 
 #[test]
@@ -194,6 +204,7 @@ fn ipv6_and_dual_stack_hosts() {
 /// Connects twice in a row from the same port, the way a NAT reuses a
 /// source port: the second SYN meets the server's TIME-WAIT socket.
 struct SamePortTwice {
+    family: Family,
     handle: Option<SocketHandle>,
     phase: u8,
     round: u64,
@@ -209,8 +220,9 @@ impl rvs_sim::App for SamePortTwice {
             let s = stack.tcp(h);
             match self.phase {
                 0 if self.round < 2 => {
-                    let remote = Endpoint::new(ip("10.0.1.1"), 80);
-                    stack.connect(h, remote, Endpoint::new(ip("10.0.0.1"), 40000)).unwrap();
+                    let remote = Endpoint::new(self.family.backend("10.0.1.1"), 80);
+                    let local = Endpoint::new(self.family.client("10.0.0.1"), 40000);
+                    stack.connect(h, remote, local).unwrap();
                     self.phase = 1;
                 }
                 1 if s.can_send() => {
@@ -234,14 +246,13 @@ impl rvs_sim::App for SamePortTwice {
     }
 }
 
-#[test]
-fn syn_for_a_tuple_in_time_wait_starts_a_new_connection() {
+fn syn_for_a_tuple_in_time_wait_starts_a_new_connection(family: Family) {
     let mut net = Network::new(Router, NetworkConfig::seeded(6));
-    let _pcap = net.pcap_on_failure("syn_in_time_wait");
-    let client = net.add_host("client", &[ip("10.0.0.1")], LinkConfig::default());
-    let server = net.add_host("server", &[ip("10.0.1.1")], LinkConfig::default());
+    let _pcap = net.pcap_on_failure(&format!("syn_in_time_wait_{family}"));
+    let client = net.add_host("client", &[family.client("10.0.0.1")], LinkConfig::default());
+    let server = net.add_host("server", &[family.backend("10.0.1.1")], LinkConfig::default());
     let srv = net.add_app(server, TcpServer::new(TcpServerConfig::new(80)));
-    let app = SamePortTwice { handle: None, phase: 0, round: 0, received: 0, finished: Vec::new() };
+    let app = SamePortTwice { family, handle: None, phase: 0, round: 0, received: 0, finished: Vec::new() };
     let cli = net.add_app(client, app);
     assert!(net.run_until(Instant::from_secs(5), |n| n.app(&cli).finished.len() == 2));
     let c = net.app(&cli);
@@ -255,20 +266,20 @@ fn syn_for_a_tuple_in_time_wait_starts_a_new_connection() {
     assert_eq!(remotes.len(), 1);
 }
 
-#[test]
-fn duplicated_syns_do_not_open_second_connections() {
+fn duplicated_syns_do_not_open_second_connections(family: Family) {
     let mut net = Network::new(Router, NetworkConfig::seeded(7));
-    let _pcap = net.pcap_on_failure("duplicated_syns");
+    let _pcap = net.pcap_on_failure(&format!("duplicated_syns_{family}"));
     // Every packet arrives twice, the copies up to 2 ms apart.
     let dup = LinkConfig { duplicate: 1.0, reorder: 0.5, ..LinkConfig::default() };
-    let client = net.add_host("client", &[ip("10.0.0.1")], dup);
-    let server = net.add_host("server", &[ip("10.0.1.1")], dup);
+    let server_addr = family.backend("10.0.1.1");
+    let client = net.add_host("client", &[family.client("10.0.0.1")], dup);
+    let server = net.add_host("server", &[server_addr], dup);
     // The server ends in CLOSED, not TIME-WAIT, so its sockets listen again
     // at once and sit before newer connections in smoltcp's socket order.
     let mut scfg = TcpServerConfig::new(80);
     scfg.closer = Closer::Client;
     let srv = net.add_app(server, TcpServer::new(scfg));
-    let mut cfg = TcpClientConfig::new(Endpoint::new(ip("10.0.1.1"), 80), 30, 100, 100);
+    let mut cfg = TcpClientConfig::new(Endpoint::new(server_addr, 80), 30, 100, 100);
     cfg.closer = Closer::Client;
     cfg.interval = Duration::from_millis(1);
     let cli = net.add_app(client, TcpClient::new(cfg));

@@ -20,6 +20,8 @@ use crate::model::{Model, ServiceKey, ServiceSpec};
 use crate::snapshot::established_timeout;
 
 pub(crate) use list::{list, list_laddrs, rates};
+#[cfg(test)]
+pub(crate) use parse::parse_endpoint;
 pub use parse::{USAGE, parse};
 pub use save::{parse_restore, save};
 
@@ -183,7 +185,9 @@ impl Command {
     /// The model after this command, computed from `model` without changing
     /// it. Commands that do not change the model return it unchanged.
     /// Checks here are the ones a map of services cannot express (a service
-    /// added twice); the engine's rules are checked by [`Model::validate`].
+    /// added twice) and the family rule ([`ServiceSpec::check_backend`]),
+    /// whose errors name the argument; the engine's rules are checked by
+    /// [`Model::validate`].
     pub fn edit(&self, model: &Model) -> Result<Model, String> {
         let mut m = model.clone();
         let no_service = |key: ServiceKey| format!("no service {}", service_name(key));
@@ -215,6 +219,7 @@ impl Command {
                 if spec.real(a.real).is_some() {
                     return Err(format!("real {} already exists in {}", a.real, service_name(a.key)));
                 }
+                spec.check_backend(a.real.addr).map_err(|e| format!("-r {}: {e}", a.real))?;
                 spec.reals.push(RealConfig { endpoint: a.real, weight: a.weight.unwrap_or(DEFAULT_WEIGHT) });
                 apply_real_health(spec, a);
             }
@@ -245,6 +250,7 @@ impl Command {
                 if spec.config.laddrs.contains(laddr) {
                     return Err(format!("local address {laddr} already exists in {}", service_name(*key)));
                 }
+                spec.check_backend(*laddr).map_err(|e| format!("-z {laddr}: {e}"))?;
                 spec.config.laddrs.push(*laddr);
             }
             Self::DelLaddr(key, laddr) => {
@@ -403,5 +409,40 @@ mod tests {
         let t = m.services[&k].config.timeouts.unwrap();
         assert_eq!(t.tcp(TcpState::FinWait), Duration::from_secs(20));
         assert_eq!(t.tcp(TcpState::Established), Duration::from_secs(900));
+    }
+
+    /// Reals and local addresses share one family; the VIP may be the other
+    /// (NAT64, NAT46). A break of the rule names the argument and changes nothing.
+    #[test]
+    fn family_rule_names_the_argument() {
+        let run = |m: &Model, line: &str| {
+            let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+            parse(&argv).unwrap().edit(m)
+        };
+        let mut m = Model::default();
+        for line in [
+            "-A -t [2001:db8::1]:80",
+            "-a -t [2001:db8::1]:80 -r 10.0.0.1:80 -b",
+            "-P -t [2001:db8::1]:80 -z 10.0.3.1",
+            "-A -t 10.0.0.9:80",
+            "-P -t 10.0.0.9:80 -z fd10:77:3::1",
+            "-a -t 10.0.0.9:80 -r [fd10:77:1::11]:80",
+        ] {
+            m = run(&m, line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        for (line, arg) in [
+            ("-a -t [2001:db8::1]:80 -r [2001:db8::2]:80", "-r [2001:db8::2]:80: "),
+            ("-P -t [2001:db8::1]:80 -z 2001:db8::5", "-z 2001:db8::5: "),
+            ("-a -t 10.0.0.9:80 -r 10.0.1.1:80", "-r 10.0.1.1:80: "),
+            ("-P -t 10.0.0.9:80 -z 10.0.3.1", "-z 10.0.3.1: "),
+        ] {
+            let e = run(&m, line).expect_err(line);
+            assert!(e.starts_with(arg) && e.contains("share one family"), "{line}: {e}");
+        }
+        // With only a real, the real sets the family a local address must have.
+        let m = run(&Model::default(), "-A -u [2001:db8::1]:53").unwrap();
+        let m = run(&m, "-a -u [2001:db8::1]:53 -r 10.0.1.1:53").unwrap();
+        let e = run(&m, "-P -u [2001:db8::1]:53 -z 2001:db8::5").unwrap_err();
+        assert!(e.contains("IPv6 address 2001:db8::5") && e.contains("are IPv4 (10.0.1.1)"), "{e}");
     }
 }

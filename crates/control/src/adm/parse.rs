@@ -662,6 +662,36 @@ mod tests {
     }
 
     #[test]
+    fn translation_forms() {
+        let nat64 = (Proto::Tcp, ep("[2001:db8::1]:80"));
+        assert!(matches!(p("-A -t [2001:db8::1]:80"), Ok(Command::AddService(a)) if a.key == nat64));
+        assert!(matches!(
+            p("-a -t [2001:db8::1]:80 -r 10.0.0.1:80 -b"),
+            Ok(Command::AddReal(a)) if a.key == nat64 && a.real == ep("10.0.0.1:80")
+        ));
+        // The port of an IPv4 real defaults to the IPv6 VIP's.
+        assert!(matches!(
+            p("-a -t [2001:db8::1]:80 -r 10.0.0.1"),
+            Ok(Command::AddReal(a)) if a.real == ep("10.0.0.1:80")
+        ));
+        assert_eq!(
+            p("-P -t [2001:db8::1]:80 -z 10.0.3.1"),
+            Ok(Command::AddLaddr(nat64, "10.0.3.1".parse().unwrap()))
+        );
+        let nat46 = (Proto::Udp, ep("10.0.0.1:53"));
+        assert!(matches!(
+            p("-a -u 10.0.0.1:53 -r [fd10:77:1::11]"),
+            Ok(Command::AddReal(a)) if a.key == nat46 && a.real == ep("[fd10:77:1::11]:53")
+        ));
+        for z in ["fd10:77:3::1", "[fd10:77:3::1]"] {
+            assert_eq!(
+                p(&format!("-P -u 10.0.0.1:53 -z {z}")),
+                Ok(Command::AddLaddr(nat46, "fd10:77:3::1".parse().unwrap()))
+            );
+        }
+    }
+
+    #[test]
     fn listings() {
         assert_eq!(p("-Ln"), Ok(Command::List(ListArgs::default())));
         assert_eq!(p(""), Ok(Command::List(ListArgs::default())));

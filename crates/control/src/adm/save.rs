@@ -203,4 +203,30 @@ mod tests {
         }
         assert_eq!(back, m);
     }
+
+    /// NAT64 (IPv6 VIP, IPv4 backends) and NAT46 (the reverse) save as the
+    /// commands that made them and restore to the same model.
+    #[test]
+    fn save_round_trips_translations() {
+        let mut m = Model::default();
+        let lines = [
+            "-A -t [2001:db8::1]:80 -s rr",
+            "-a -t [2001:db8::1]:80 -r 10.0.0.1:80 -b -w 1",
+            "-P -t [2001:db8::1]:80 -z 10.0.3.1",
+            "-A -u 10.0.0.53:53 -s wrr",
+            "-a -u 10.0.0.53:53 -r [fd10:77:1::11]:53 -b -w 2",
+            "-P -u 10.0.0.53:53 -z fd10:77:3::1",
+        ];
+        for line in lines {
+            let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+            m = parse(&argv).unwrap().edit(&m).unwrap();
+        }
+        let saved = save(&m);
+        assert_eq!(saved, lines.map(|l| format!("{l}\n")).concat(), "{saved}");
+        let mut back = Model::default();
+        for (_, cmd) in parse_restore(&saved).unwrap() {
+            back = cmd.edit(&back).unwrap();
+        }
+        assert_eq!(back, m);
+    }
 }

@@ -274,18 +274,17 @@ impl<'a> Builder<'a> {
             return Err(self.err(key("vip"), "missing key vip (the service's IP:port)"));
         };
         let vip = self.endpoint(vip, &key("vip"))?;
-        let v4 = vip.addr.is_ipv4();
-        let mut config = ServiceConfig::new(proto, vip);
-        config.sched = raw.sched;
+        let mut spec = ServiceSpec::new(ServiceConfig::new(proto, vip));
+        spec.config.sched = raw.sched;
         for (j, text) in raw.laddrs.iter().enumerate() {
             let k = key(&format!("laddrs[{j}]"));
             let addr: IpAddr =
                 text.parse().map_err(|_| self.err(&k, format!("invalid IP address {text:?}")))?;
-            self.check(addr.is_ipv4() == v4, &k, || {
-                format!("address family of {addr} does not match the VIP {vip}")
+            self.check(!spec.config.laddrs.contains(&addr), &k, || {
+                format!("duplicate local address {addr}")
             })?;
-            self.check(!config.laddrs.contains(&addr), &k, || format!("duplicate local address {addr}"))?;
-            config.laddrs.push(addr);
+            spec.check_backend(addr).map_err(|e| self.err(&k, e))?;
+            spec.config.laddrs.push(addr);
         }
         let tcp_only = |set: bool, k: &str| {
             self.check(!set || proto == Proto::Tcp, &key(k), || format!("{k} applies to tcp services only"))
@@ -295,19 +294,18 @@ impl<'a> Builder<'a> {
         tcp_only(raw.proxy_protocol != ProxyProtocol::Disabled, "proxy_protocol")?;
         tcp_only(raw.conn_timeout.is_some(), "conn_timeout")?;
         tcp_only(raw.mss_clamp.is_some(), "mss_clamp")?;
-        config.synproxy = raw.synproxy.unwrap_or(synproxy_default && proto == Proto::Tcp);
-        config.toa = raw.toa;
-        config.proxy_protocol = raw.proxy_protocol;
+        spec.config.synproxy = raw.synproxy.unwrap_or(synproxy_default && proto == Proto::Tcp);
+        spec.config.toa = raw.toa;
+        spec.config.proxy_protocol = raw.proxy_protocol;
         if let Some(secs) = raw.conn_timeout {
             let mut own = *timeouts;
             own.set_tcp(TcpState::Established, self.timeout_secs(secs, &key("conn_timeout"))?);
-            config.timeouts = Some(own);
+            spec.config.timeouts = Some(own);
         }
         if let Some(mss) = raw.mss_clamp {
             self.check(mss >= MIN_MSS, &key("mss_clamp"), || format!("mss_clamp {mss} below {MIN_MSS}"))?;
-            config.mss_clamp = Some(mss);
+            spec.config.mss_clamp = Some(mss);
         }
-        let mut spec = ServiceSpec::new(config);
         spec.check = raw.check.parse().map_err(|e: String| self.err(key("check"), e))?;
         for (j, r) in raw.real.iter().enumerate() {
             let k = key(&format!("real[{j}].addr"));
@@ -315,9 +313,7 @@ impl<'a> Builder<'a> {
                 return Err(self.err(k, "missing key addr (the real's IP:port)"));
             };
             let endpoint = self.endpoint(addr, &k)?;
-            self.check(endpoint.addr.is_ipv4() == v4, &k, || {
-                format!("address family of {endpoint} does not match the VIP {vip}")
-            })?;
+            spec.check_backend(endpoint.addr).map_err(|e| self.err(&k, e))?;
             if let Some(first) = spec.reals.iter().position(|x| x.endpoint == endpoint) {
                 return Err(
                     self.err(k, format!("duplicate real {endpoint} (also service[{i}].real[{first}])"))

@@ -252,6 +252,23 @@ fn semantic_errors_name_line_and_key() {
     err_at("[metrics]\nlisten = \"localhost:9108\"\n", 2, "metrics.listen");
 }
 
+/// A service's local addresses and reals share one family; a break of the
+/// rule names its key, whatever the VIP's family.
+#[test]
+fn family_errors_name_the_key() {
+    let nat64 = "[[service]]\nvip = \"[2001:db8::1]:80\"\nladdrs = [\"10.0.3.1\", \"2001:db8::5\"]\n";
+    let e = err_at(nat64, 3, "service[0].laddrs[1]");
+    assert!(e.message.contains("IPv6 address 2001:db8::5") && e.message.contains("share one family"), "{e}");
+    let nat64 = "[[service]]\nvip = \"[2001:db8::1]:80\"\nladdrs = [\"10.0.3.1\"]\n\
+                 [[service.real]]\naddr = \"[2001:db8::2]:80\"\n";
+    err_at(nat64, 5, "service[0].real[0].addr");
+    let nat46 = "[[service]]\nproto = \"udp\"\nvip = \"10.0.0.1:53\"\n\
+                 [[service.real]]\naddr = \"[fd10:77:1::11]:53\"\n\
+                 [[service.real]]\naddr = \"10.0.1.1:53\"\n";
+    let e = err_at(nat46, 7, "service[0].real[1].addr");
+    assert!(e.message.contains("are IPv6 (fd10:77:1::11)"), "{e}");
+}
+
 #[test]
 fn synproxy_default_applies_to_tcp_services_without_the_key() {
     let text = "[synproxy]\nenabled_by_default = true\n\

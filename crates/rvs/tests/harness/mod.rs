@@ -2,14 +2,61 @@
 //! topology from `rvs-netns`, nginx on every real, and the `rvs` daemon in the
 //! balancer's namespace. Dropping a [`Lab`] stops the daemon and nginx (by
 //! PID) and removes every namespace, link and nftables table it made.
+//!
+//! A lab speaks one [`Family`]: the client reaches the VIP over IPv4 or
+//! IPv6, and the balancer reaches the reals from its local addresses over
+//! IPv4 or IPv6 (NAT64 and NAT46 where the two differ). Tests run over a
+//! matrix of drivers and families ([`on_drivers_and_families!`]).
 
 #![allow(dead_code, unreachable_pub)]
+
+/// Each test `fn name(driver: Driver, family: Family)` becomes sixteen
+/// tests `name::<driver>_<family>` (`tun_v4` .. `xdp_two_workers_nat46`).
+/// `4; a, b` runs four of them by default, a Latin square that covers every
+/// driver and every family once (tun×v4, tun_two_workers×v6, xdp×nat64,
+/// xdp_two_workers×nat46, the families rotated one step per test); `1; c,
+/// d` runs one (the square's diagonal, one cell per test in turn) for
+/// tests that ran on one data path before. `RVS_FULL_MATRIX=1` runs all
+/// sixteen; a variant left out says so in one line.
+#[allow(unused_macros)]
+macro_rules! on_drivers_and_families {
+    ($n:literal; $($name:ident),* $(,)?) => {
+        on_drivers_and_families!(@rotate $n [V4 V6 Nat64 Nat46] $($name),*);
+    };
+    (@rotate $n:literal [$a:ident $b:ident $c:ident $d:ident]) => {};
+    (@rotate $n:literal [$a:ident $b:ident $c:ident $d:ident] $name:ident $(, $rest:ident)*) => {
+        mod $name {
+            use super::harness::Driver::{self, *};
+            use super::harness::Family::{self, *};
+            fn run(driver: Driver, family: Family) {
+                super::harness::variant(module_path!(), driver, family, [$a, $b, $c, $d], $n, super::$name);
+            }
+            #[test] fn tun_v4() { run(Tun, V4) }
+            #[test] fn tun_v6() { run(Tun, V6) }
+            #[test] fn tun_nat64() { run(Tun, Nat64) }
+            #[test] fn tun_nat46() { run(Tun, Nat46) }
+            #[test] fn tun_two_workers_v4() { run(TunTwoWorkers, V4) }
+            #[test] fn tun_two_workers_v6() { run(TunTwoWorkers, V6) }
+            #[test] fn tun_two_workers_nat64() { run(TunTwoWorkers, Nat64) }
+            #[test] fn tun_two_workers_nat46() { run(TunTwoWorkers, Nat46) }
+            #[test] fn xdp_v4() { run(Xdp, V4) }
+            #[test] fn xdp_v6() { run(Xdp, V6) }
+            #[test] fn xdp_nat64() { run(Xdp, Nat64) }
+            #[test] fn xdp_nat46() { run(Xdp, Nat46) }
+            #[test] fn xdp_two_workers_v4() { run(XdpTwoWorkers, V4) }
+            #[test] fn xdp_two_workers_v6() { run(XdpTwoWorkers, V6) }
+            #[test] fn xdp_two_workers_nat64() { run(XdpTwoWorkers, Nat64) }
+            #[test] fn xdp_two_workers_nat46() { run(XdpTwoWorkers, Nat46) }
+        }
+        on_drivers_and_families!(@rotate $n [$b $c $d $a] $($rest),*);
+    };
+}
 
 pub mod probes;
 pub mod reals;
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -34,6 +81,8 @@ pub struct Lab {
     pub config: PathBuf,
     pub ctl: PathBuf,
     pub weights: Vec<u32>,
+    /// The families of the client's and the reals' sides.
+    pub family: Family,
     /// Whether the VIP:80 service uses SYNProxy.
     pub synproxy: bool,
     /// `proxy_protocol` of the VIP:80 service (`None`: the key is left out);
@@ -66,6 +115,18 @@ pub enum Driver {
 }
 
 impl Driver {
+    pub const ALL: [Self; 4] = [Self::Tun, Self::TunTwoWorkers, Self::Xdp, Self::XdpTwoWorkers];
+
+    /// The variant's name in a test path (`name::tun_two_workers_v6`).
+    pub fn test_name(self) -> &'static str {
+        match self {
+            Self::Tun => "tun",
+            Self::TunTwoWorkers => "tun_two_workers",
+            Self::Xdp => "xdp",
+            Self::XdpTwoWorkers => "xdp_two_workers",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Tun => "tun",
@@ -88,10 +149,94 @@ impl Driver {
     }
 }
 
+/// The address families of a lab: the client's (its VIP's) and the
+/// backend's (the reals' and the local addresses').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 throughout.
+    V4,
+    /// IPv6 throughout.
+    V6,
+    /// An IPv6 VIP in front of IPv4 local addresses and reals.
+    Nat64,
+    /// An IPv4 VIP in front of IPv6 local addresses and reals.
+    Nat46,
+}
+
+impl Family {
+    pub const ALL: [Self; 4] = [Self::V4, Self::V6, Self::Nat64, Self::Nat46];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V4 => "v4",
+            Self::V6 => "v6",
+            Self::Nat64 => "nat64",
+            Self::Nat46 => "nat46",
+        }
+    }
+
+    /// Whether the client and the VIP speak IPv6.
+    pub fn client_v6(self) -> bool {
+        matches!(self, Self::V6 | Self::Nat64)
+    }
+
+    /// Whether the reals and the local addresses speak IPv6.
+    pub fn backend_v6(self) -> bool {
+        matches!(self, Self::V6 | Self::Nat46)
+    }
+
+    /// The client-side address of a node: `v4`, or its IPv6 mirror.
+    pub fn client_side(self, v4: std::net::Ipv4Addr) -> IpAddr {
+        if self.client_v6() { rvs_netns::mirror6(v4).into() } else { v4.into() }
+    }
+
+    /// The backend-side address of a node: `v4`, or its IPv6 mirror.
+    pub fn backend_side(self, v4: std::net::Ipv4Addr) -> IpAddr {
+        if self.backend_v6() { rvs_netns::mirror6(v4).into() } else { v4.into() }
+    }
+}
+
+/// Whether every variant of the matrix runs (`RVS_FULL_MATRIX=1`).
+pub fn full_matrix() -> bool {
+    std::env::var_os("RVS_FULL_MATRIX").is_some_and(|v| v == "1")
+}
+
+/// The variants a test runs by default: with `n` = 4 the Latin square whose
+/// families, in driver order, are `rotation`; with fewer, `n` cells of the
+/// square's diagonal (driver i with family i), from the test's place in the
+/// rotation on.
+pub fn default_variants(rotation: [Family; 4], n: usize) -> Vec<(Driver, Family)> {
+    if n >= 4 {
+        return Driver::ALL.into_iter().zip(rotation).collect();
+    }
+    let k = Family::ALL.iter().position(|f| *f == rotation[0]).unwrap_or(0);
+    (0..n).map(|j| (k * n + j) % 4).map(|i| (Driver::ALL[i], Family::ALL[i])).collect()
+}
+
+/// Runs `test` on `driver` and `family` if the matrix includes that variant
+/// ([`on_drivers_and_families!`]), else says how to run it.
+pub fn variant(
+    path: &str,
+    driver: Driver,
+    family: Family,
+    rotation: [Family; 4],
+    n: usize,
+    test: fn(Driver, Family),
+) {
+    if !full_matrix() && !default_variants(rotation, n).contains(&(driver, family)) {
+        let name = format!("{path}::{}_{}", driver.test_name(), family.name());
+        eprintln!("{name}: not in the default matrix; run it with RVS_FULL_MATRIX=1");
+        return;
+    }
+    test(driver, family);
+}
+
 /// What a test asks for.
 pub struct LabSpec {
     /// The daemon's data path.
     pub driver: Driver,
+    /// The families of the client's and the reals' sides.
+    pub family: Family,
     pub weights: Vec<u32>,
     pub laddrs: usize,
     pub sched: &'static str,
@@ -119,6 +264,7 @@ impl Default for LabSpec {
     fn default() -> Self {
         Self {
             driver: Driver::Tun,
+            family: Family::V4,
             weights: vec![1, 1],
             laddrs: 4,
             sched: "wrr",
@@ -170,7 +316,12 @@ impl Lab {
         if spec.driver.uses_xdp() {
             topo.prepare_for_generic_xdp().expect("prepare links for XDP (ethtool installed?)");
         }
-        let dir = PathBuf::from(format!("/tmp/{}-{test}-{}", topo.prefix(), spec.driver.name()));
+        let dir = PathBuf::from(format!(
+            "/tmp/{}-{test}-{}-{}",
+            topo.prefix(),
+            spec.driver.name(),
+            spec.family.name()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut lab = Self {
@@ -181,6 +332,7 @@ impl Lab {
             topo,
             dir,
             weights: spec.weights.clone(),
+            family: spec.family,
             synproxy: spec.synproxy,
             proxy_protocol: spec.proxy_protocol,
             toa: spec.toa,
@@ -196,16 +348,44 @@ impl Lab {
         Some(lab)
     }
 
-    pub fn vip(&self) -> Ipv4Addr {
-        self.topo.vip()
+    /// The VIP, in the client's family.
+    pub fn vip(&self) -> IpAddr {
+        self.family.client_side(self.topo.vip())
     }
 
+    /// VIP:`port`.
+    pub fn vip_at(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.vip(), port)
+    }
+
+    /// `http://VIP/path`, the VIP in brackets when it is IPv6.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.vip())
+        format!("http://{}{path}", host(self.vip()))
     }
 
+    /// Real `i`'s address and port 80 (`[addr]:80` for IPv6).
     pub fn real(&self, i: usize) -> String {
-        format!("{}:80", self.topo.real_addrs()[i])
+        SocketAddr::new(self.real_addrs()[i], 80).to_string()
+    }
+
+    /// The client's address, in its family.
+    pub fn client_addr(&self) -> IpAddr {
+        self.family.client_side(self.topo.client_addr())
+    }
+
+    /// The balancer's client-side address (the client's gateway), in the client's family.
+    pub fn lb_client_addr(&self) -> IpAddr {
+        self.family.client_side(self.topo.lb_client_addr())
+    }
+
+    /// The local addresses, in the backend's family.
+    pub fn laddrs(&self) -> Vec<IpAddr> {
+        self.topo.laddrs().into_iter().map(|a| self.family.backend_side(a)).collect()
+    }
+
+    /// The reals' addresses, in the backend's family.
+    pub fn real_addrs(&self) -> Vec<IpAddr> {
+        self.topo.real_addrs().into_iter().map(|a| self.family.backend_side(a)).collect()
     }
 
     /// The config a test starts from: one TCP service on VIP:80 over every real.
@@ -277,10 +457,10 @@ impl Lab {
         synproxy: bool,
         keys: &str,
     ) -> String {
-        let laddrs: Vec<String> = self.topo.laddrs().iter().map(|l| format!("{:?}", l.to_string())).collect();
+        let laddrs: Vec<String> = self.laddrs().iter().map(|l| format!("{:?}", l.to_string())).collect();
         let mut t = format!(
-            "[[service]]\nproto = \"tcp\"\nvip = \"{}:{port}\"\nsched = \"{sched}\"\nladdrs = [{}]\n",
-            self.vip(),
+            "[[service]]\nproto = \"tcp\"\nvip = \"{}\"\nsched = \"{sched}\"\nladdrs = [{}]\n",
+            self.vip_at(port),
             laddrs.join(", ")
         );
         if synproxy {
@@ -288,8 +468,8 @@ impl Lab {
         }
         t.push_str(keys);
         for &(i, w) in reals {
-            let addr = self.topo.real_addrs()[i];
-            writeln!(t, "[[service.real]]\naddr = \"{addr}:{real_port}\"\nweight = {w}").unwrap();
+            let addr = SocketAddr::new(self.real_addrs()[i], real_port);
+            writeln!(t, "[[service.real]]\naddr = \"{addr}\"\nweight = {w}").unwrap();
         }
         t
     }
@@ -302,20 +482,27 @@ impl Lab {
         let d = d.display();
         // With the PROXY protocol, nginx takes the header off every
         // connection and the log shows the client it names instead of the
-        // connection's peer (a LIP), and which request it was.
+        // connection's peer (a LIP), and which request it was. Addresses are
+        // logged as a socket address is written (`[addr]:port` for IPv6).
         let (listen, logged) =
             if self.proxy_protocol.is_some() { (" proxy_protocol", "client") } else { ("", "peer") };
-        let more: String = self.real_ports.iter().map(|p| format!(" listen {p}{listen};")).collect();
+        let listen_on = |port: u16, more: &str| {
+            format!(" listen {port}{listen}{more}; listen [::]:{port}{listen}{more};")
+        };
+        let more: String = self.real_ports.iter().map(|&p| listen_on(p, "")).collect();
+        let main = listen_on(80, " backlog=4096");
         let conf = format!(
             "daemon off; master_process off; worker_processes 1; user root;\n\
              pid {d}/pid; error_log {d}/error.log;\n\
              events {{ worker_connections 4096; }}\n\
-             http {{\n  log_format peer '$remote_addr:$remote_port';\n\
-               log_format client '$proxy_protocol_addr:$proxy_protocol_port $request_uri';\n\
+             http {{\n  map $remote_addr $peer_host {{ ~: [$remote_addr]; default $remote_addr; }}\n\
+               map $proxy_protocol_addr $client_host {{ ~: [$proxy_protocol_addr]; default $proxy_protocol_addr; }}\n\
+               log_format peer '$peer_host:$remote_port';\n\
+               log_format client '$client_host:$proxy_protocol_port $request_uri';\n\
                access_log {d}/access.log {logged};\n\
                client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
                uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-               server {{ listen 80{listen} backlog=4096;{more} root {d}/www;\n\
+               server {{{main}{more} root {d}/www;\n\
                  location = / {{ return 200 \"real{i}\\n\"; }}\n\
                  location = /ready {{ access_log off; return 200; }} }}\n}}\n"
         );
@@ -491,7 +678,7 @@ impl Lab {
         Wrk::parse(&text)
     }
 
-    /// Every peer (`addr:port`) nginx on real `i` logged, one line per
+    /// Every peer (`addr:port`, `[addr]:port`) nginx on real `i` logged, one line per
     /// request: the connection's (a LIP) or, with the PROXY protocol on, the
     /// client's from the header followed by a space and the request's URI.
     pub fn access_log(&self, i: usize) -> Vec<String> {
@@ -554,6 +741,21 @@ impl Drop for Lab {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// An address as the host part of a URL: IPv6 in brackets.
+pub fn host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+/// The address of a peer nginx logged (`addr:port`, `[addr]:port`, maybe
+/// followed by a space and the request's URI).
+pub fn logged_peer(line: &str) -> SocketAddr {
+    let peer = line.split(' ').next().unwrap_or_default();
+    peer.parse().unwrap_or_else(|_| panic!("nginx logged {line:?}, not a socket address"))
 }
 
 /// The client-address keys of a `[[service]]` table.

@@ -269,3 +269,93 @@ pub fn iperf3_bps(lab: &Lab, port: u16, secs: u32, cpus: Option<(usize, usize)>)
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("iperf3 -J prints JSON");
     v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or_else(|| panic!("no throughput in {v}"))
 }
+
+/// A SYN flood from spoofed IPv6 sources (random in 2001:db8::/32, which
+/// nothing routes) to `dst`, for clients hping3 cannot play (it has no
+/// IPv6): `count` SYNs from a raw socket in `ns`, about `rate` per second.
+/// Returns how many were sent.
+pub fn syn_flood6(ns: &Netns, dst: std::net::Ipv6Addr, port: u16, count: u64, rate: u64) -> u64 {
+    ns.run_in(move || {
+        // SAFETY: plain socket creation; the descriptor is owned below.
+        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        assert!(fd >= 0, "raw IPv6 socket: {}", io::Error::last_os_error());
+        // SAFETY: fd is a descriptor we just opened and nothing else owns.
+        let _owner = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: sockaddr_in6 is plain data; all zero is a valid value.
+        let mut to: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        to.sin6_addr.s6_addr = dst.octets();
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < count {
+            let r = next();
+            let mut src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            src[4..12].copy_from_slice(&r.to_be_bytes());
+            let frame = syn6(src, dst.octets(), (r >> 48) as u16 | 1024, port, r as u32);
+            // SAFETY: the buffer and the address are valid for the call's lengths.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const to).cast(),
+                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                assert!(e.raw_os_error() == Some(libc::ENOBUFS), "send a SYN: {e}");
+            } else {
+                sent += 1;
+            }
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed())
+                && wait > Duration::from_millis(1)
+            {
+                thread::sleep(wait);
+            }
+        }
+        sent
+    })
+    .expect("enter the client namespace")
+}
+
+/// An IPv6 header and a TCP SYN (MSS 1440) with its checksum.
+fn syn6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, seq: u32) -> [u8; 64] {
+    let mut p = [0u8; 64];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&24u16.to_be_bytes());
+    p[6] = 6;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src);
+    p[24..40].copy_from_slice(&dst);
+    let t = &mut p[40..];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[12] = 6 << 4;
+    t[13] = 0x02;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    t[20..24].copy_from_slice(&[2, 4, 0x05, 0xa0]);
+    // RFC 8200 section 8.1: the pseudo-header is the addresses, the upper-layer length and the next header.
+    let mut sum: u32 = 24 + 6;
+    for chunk in src.chunks(2).chain(dst.chunks(2)).chain(p[40..64].chunks(2)) {
+        sum += u32::from(u16::from_be_bytes([chunk[0], chunk[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[56..58].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p
+}

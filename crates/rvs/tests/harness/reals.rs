@@ -6,7 +6,7 @@
 //! and every thread joined on drop, also when a test fails.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -46,13 +46,13 @@ impl Lab {
     /// Counts, on real `i`, the SYNs to each of `ports` from the balancer
     /// itself (health probes) and from its local addresses (client connections).
     pub fn probe_counter(&self, i: usize, ports: &[u16]) -> ProbeCounter {
-        ProbeCounter::install(&self.topo.ns_reals()[i], &self.topo.laddrs(), ports)
+        ProbeCounter::install(&self.topo.ns_reals()[i], &self.laddrs(), ports)
     }
 
     /// Starts requests to VIP:`port` from the client, one connection each, at
     /// most `rate` per second, each with `timeout`, until stopped or `limit`.
     pub fn paced_load(&self, port: u16, rate: f64, timeout: Duration, limit: Duration) -> Load {
-        Load::start(self.client().clone(), SocketAddrV4::new(self.vip(), port), rate, timeout, limit)
+        Load::start(self.client().clone(), self.vip_at(port), rate, timeout, limit)
     }
 }
 
@@ -91,8 +91,9 @@ pub struct ProbeCounter {
 }
 
 impl ProbeCounter {
-    fn install(ns: &Netns, laddrs: &[Ipv4Addr], ports: &[u16]) -> Self {
-        let lips: Vec<String> = laddrs.iter().map(Ipv4Addr::to_string).collect();
+    fn install(ns: &Netns, laddrs: &[IpAddr], ports: &[u16]) -> Self {
+        let lips: Vec<String> = laddrs.iter().map(IpAddr::to_string).collect();
+        let saddr = if laddrs.iter().any(IpAddr::is_ipv6) { "ip6 saddr" } else { "ip saddr" };
         let mut script = format!("table inet {PROBE_TABLE} {{\n");
         for p in ports {
             script += &format!("  counter client_{p} {{ }}\n  counter probe_{p} {{ }}\n");
@@ -101,7 +102,7 @@ impl ProbeCounter {
         for p in ports {
             let syn = format!("tcp dport {p} tcp flags & (syn|ack) == syn");
             script +=
-                &format!("    ip saddr {{ {} }} {syn} counter name \"client_{p}\" accept\n", lips.join(", "));
+                &format!("    {saddr} {{ {} }} {syn} counter name \"client_{p}\" accept\n", lips.join(", "));
             script += &format!("    {syn} counter name \"probe_{p}\"\n");
         }
         script += "  }\n}\n";
@@ -160,7 +161,7 @@ pub struct Load {
 }
 
 impl Load {
-    fn start(ns: Netns, addr: SocketAddrV4, rate: f64, timeout: Duration, limit: Duration) -> Self {
+    fn start(ns: Netns, addr: SocketAddr, rate: f64, timeout: Duration, limit: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = thread::spawn(move || {
@@ -202,15 +203,16 @@ impl Drop for Load {
 }
 
 /// `GET /` on a new connection within `timeout`; the body of a 200 response.
-pub fn get(addr: SocketAddrV4, timeout: Duration) -> Result<String, String> {
+pub fn get(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    let mut s =
-        TcpStream::connect_timeout(&SocketAddr::V4(addr), timeout).map_err(|e| format!("connect: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
     let io = |e: io::Error| format!("exchange: {e}");
     s.set_write_timeout(Some(left())).map_err(io)?;
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", addr.ip()).as_bytes())
-        .map_err(io)?;
+    s.write_all(
+        format!("GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", super::host(addr.ip())).as_bytes(),
+    )
+    .map_err(io)?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

@@ -11,7 +11,7 @@ use smoltcp::wire::IpListenEndpoint;
 
 use super::pattern::{self, REQUEST, RESPONSE};
 use super::{HEADER_LEN, Header, Outcome};
-use crate::host::{App, Stack, from_smol_endpoint};
+use crate::host::{App, Stack, from_smol_endpoint, tsval};
 
 /// Default keep-alive interval of the apps' TCP sockets.
 ///
@@ -111,6 +111,8 @@ pub struct TcpServerConfig {
     pub keep_alive: Option<Duration>,
     /// Expect a PROXY protocol header (v1 or v2) before the client's bytes.
     pub proxy_protocol: bool,
+    /// Answer TCP timestamps (RFC 7323) when a client offers them.
+    pub timestamps: bool,
 }
 
 impl TcpServerConfig {
@@ -126,6 +128,7 @@ impl TcpServerConfig {
             idle_timeout: None,
             keep_alive: Some(KEEP_ALIVE),
             proxy_protocol: false,
+            timestamps: false,
         }
     }
 }
@@ -403,6 +406,7 @@ impl App for TcpServer {
             let handle = stack.add_tcp(self.cfg.buffer, self.cfg.buffer);
             let s = stack.tcp(handle);
             s.set_keep_alive(self.cfg.keep_alive.map(smol_duration));
+            s.set_tsval_generator(self.cfg.timestamps.then_some(tsval as fn() -> u32));
             s.listen(ep).expect("listen endpoint has a port");
             self.slots.push(ServerSlot {
                 handle,
@@ -449,6 +453,8 @@ pub struct TcpClientConfig {
     /// Silence after the handshake before the first byte (a client of a
     /// server-speaks-first protocol waits for the server).
     pub send_delay: Duration,
+    /// Offer TCP timestamps (RFC 7323) on every connection.
+    pub timestamps: bool,
 }
 
 impl TcpClientConfig {
@@ -471,6 +477,7 @@ impl TcpClientConfig {
             closer: Closer::Server,
             keep_alive: Some(KEEP_ALIVE),
             send_delay: Duration::ZERO,
+            timestamps: false,
         }
     }
 }
@@ -607,7 +614,9 @@ impl TcpClient {
         };
         let local = Endpoint::new(addr, port);
         let handle = stack.add_tcp(self.cfg.buffer, self.cfg.buffer);
-        stack.tcp(handle).set_keep_alive(self.cfg.keep_alive.map(smol_duration));
+        let s = stack.tcp(handle);
+        s.set_keep_alive(self.cfg.keep_alive.map(smol_duration));
+        s.set_tsval_generator(self.cfg.timestamps.then_some(tsval as fn() -> u32));
         if stack.connect(handle, target, local).is_err() {
             stack.remove(handle);
             stack.release_port(port);
@@ -728,8 +737,8 @@ enum ProxyHeader {
     Client(Endpoint, usize),
 }
 
-/// Read a PROXY protocol header (v1 text or v2 binary, TCP over IPv4)
-/// from the start of `buf`, independently of the balancer's writer.
+/// Read a PROXY protocol header (v1 text or v2 binary, TCP over IPv4 or
+/// IPv6) from the start of `buf`, independently of the balancer's writer.
 fn proxy_header(buf: &[u8]) -> ProxyHeader {
     const V2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
     if buf.len() < 16 && V2.starts_with(&buf[..buf.len().min(12)]) {
@@ -740,15 +749,22 @@ fn proxy_header(buf: &[u8]) -> ProxyHeader {
     }
     if buf.starts_with(V2) {
         let len = 16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
-        if buf[12] != 0x21 || buf[13] != 0x11 || len != 28 {
+        // Version 2 PROXY; TCP over IPv4 (addresses and ports: 12 bytes) or IPv6 (36).
+        let addr_len = match buf[13] {
+            0x11 => 4,
+            0x21 => 16,
+            _ => return ProxyHeader::Bad,
+        };
+        if buf[12] != 0x21 || len != 16 + 2 * addr_len + 4 {
             return ProxyHeader::Bad;
         }
-        if buf.len() < len {
-            return ProxyHeader::Incomplete;
-        }
-        let addr = std::net::Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19]);
-        let port = u16::from_be_bytes([buf[24], buf[25]]);
-        return ProxyHeader::Client(Endpoint::new(addr.into(), port), len);
+        let Some(body) = buf.get(16..len) else { return ProxyHeader::Incomplete };
+        let addr = match <[u8; 16]>::try_from(&body[..addr_len]) {
+            Ok(v6) => IpAddr::from(v6),
+            Err(_) => IpAddr::from([body[0], body[1], body[2], body[3]]),
+        };
+        let port = u16::from_be_bytes([body[2 * addr_len], body[2 * addr_len + 1]]);
+        return ProxyHeader::Client(Endpoint::new(addr, port), len);
     }
     if !buf.starts_with(b"PROXY ") {
         return ProxyHeader::Bad;
@@ -763,9 +779,41 @@ fn proxy_header(buf: &[u8]) -> ProxyHeader {
         f.get(2).and_then(|a| a.parse::<IpAddr>().ok()),
         f.get(4).and_then(|p| p.parse().ok()),
     ) {
-        (["PROXY", "TCP4", _, _, _, _], Some(addr), Some(port)) => {
+        (["PROXY", "TCP4", _, _, _, _], Some(addr @ IpAddr::V4(_)), Some(port))
+        | (["PROXY", "TCP6", _, _, _, _], Some(addr @ IpAddr::V6(_)), Some(port)) => {
             ProxyHeader::Client(Endpoint::new(addr, port), end + 2)
         }
         _ => ProxyHeader::Bad,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(h: ProxyHeader) -> Option<(Endpoint, usize)> {
+        match h {
+            ProxyHeader::Client(e, len) => Some((e, len)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn proxy_headers_of_both_families_name_the_client() {
+        let v1 = b"PROXY TCP6 2001:db8::7 fd10::1 40000 80\r\nrest";
+        let want6 = Endpoint::new("2001:db8::7".parse().unwrap(), 40000);
+        assert_eq!(client(proxy_header(v1)), Some((want6, v1.len() - 4)));
+        let v1_mixed = b"PROXY TCP6 192.0.2.7 10.0.0.1 40000 80\r\n";
+        assert!(matches!(proxy_header(v1_mixed), ProxyHeader::Bad));
+        let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\0\x24".to_vec();
+        v2.extend_from_slice(&"2001:db8::7".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v2.extend_from_slice(&"fd10::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v2.extend_from_slice(&[0x9c, 0x40, 0, 80]);
+        assert!(matches!(proxy_header(&v2[..40]), ProxyHeader::Incomplete));
+        assert_eq!(client(proxy_header(&v2)), Some((want6, 52)));
+        let mut v2_4 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\0\x0c".to_vec();
+        v2_4.extend_from_slice(&[192, 0, 2, 7, 10, 0, 0, 1, 0x9c, 0x40, 0, 80]);
+        let want4 = Endpoint::new("192.0.2.7".parse().unwrap(), 40000);
+        assert_eq!(client(proxy_header(&v2_4)), Some((want4, 28)));
     }
 }
