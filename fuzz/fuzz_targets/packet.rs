@@ -2,8 +2,10 @@
 //! packet or patched into a valid-looking TCP/UDP/ICMP packet toward a
 //! service (so the fuzzer reaches the rewrite paths quickly; port 443 is a
 //! SYNProxy service; both TCP services deliver the client's address, 80 with
-//! TOA and a PROXY v1 header, 443 with TOA and v2), must come back as a verdict, never a panic. Time moves
-//! with the input too, so expiry and retransmission timers run between packets.
+//! TOA and a PROXY v1 header, 443 with TOA and v2; NAT64 and NAT46
+//! services translate between the families), must come back as a verdict,
+//! never a panic. Time moves with the input too, so expiry and
+//! retransmission timers run between packets.
 #![no_main]
 
 use std::cell::RefCell;
@@ -38,7 +40,45 @@ fn engine() -> Engine {
                 .unwrap();
         }
     }
+    // Translated services: NAT64 (an IPv6 VIP before IPv4 reals) and
+    // NAT46 (an IPv4 VIP before IPv6 reals), TCP with TOA and UDP.
+    for (proto, vip, laddr, reals) in [
+        (Proto::Tcp, "[fd10::1]:8064", "10.1.0.1", ["10.2.0.1:8064", "10.2.0.2:8064"]),
+        (Proto::Udp, "[fd10::1]:5364", "10.1.0.1", ["10.2.0.1:53", "10.2.0.2:53"]),
+        (Proto::Tcp, "10.0.0.1:8046", "fd10:1::1", ["[fd10:2::1]:8046", "[fd10:2::2]:8046"]),
+        (Proto::Udp, "10.0.0.1:5346", "fd10:1::1", ["[fd10:2::1]:53", "[fd10:2::2]:53"]),
+    ] {
+        let mut s = ServiceConfig::new(proto, ep(vip));
+        s.laddrs = vec![laddr.parse().unwrap()];
+        s.toa = proto == Proto::Tcp;
+        e.add_service(s).unwrap();
+        for r in reals {
+            e.add_real(proto, ep(vip), RealConfig { endpoint: ep(r), weight: 1 }).unwrap();
+        }
+    }
     e
+}
+
+/// Give the fuzzer's bytes a plausible IPv6 header toward the NAT64 VIP or
+/// the NAT46 local address, or from a NAT46 real.
+fn shape6(mode: u8, data: &[u8]) -> Vec<u8> {
+    let next = [6u8, 17, 58][usize::from(mode % 3)];
+    let addr = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let (src, dst) = match (mode / 3) % 3 {
+        0 => (addr("fd10:77::2"), addr("fd10::1")),
+        1 => (addr("fd10:2::1"), addr("fd10:1::1")),
+        _ => (addr("fd10:3::fe"), addr("fd10:1::1")),
+    };
+    let mut p = vec![0u8; 40];
+    p[0] = 0x60;
+    let len = data.len().min(65535) as u16;
+    p[4..6].copy_from_slice(&len.to_be_bytes());
+    p[6] = next;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src);
+    p[24..40].copy_from_slice(&dst);
+    p.extend_from_slice(data);
+    p
 }
 
 thread_local! {
@@ -73,7 +113,11 @@ fuzz_target!(|data: &[u8]| {
         *clock += u64::from(mode) * 50_000_000;
         let now = Instant::from_nanos(*clock);
         engine.handle_timeout(now);
-        let mut pkt = if mode & 0x80 != 0 { rest.to_vec() } else { shape(mode, rest) };
+        let mut pkt = match mode & 0xc0 {
+            0x80 | 0xc0 => rest.to_vec(),
+            0x40 => shape6(mode, rest),
+            _ => shape(mode, rest),
+        };
         let _ = engine.handle(now, &mut pkt);
         let mut out = [0u8; 2048];
         while engine.poll_transmit(&mut out).is_some() {}
