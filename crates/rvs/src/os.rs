@@ -176,3 +176,78 @@ pub(crate) fn local_addrs() -> Vec<std::net::IpAddr> {
     }
     out
 }
+
+/// Run `f` on a thread of its own in a new network namespace, which goes
+/// away with the thread and everything made in it; `None` (with a note)
+/// where the test may not make one. Commands the thread runs start there.
+#[cfg(test)]
+pub(crate) fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let run = std::thread::spawn(move || {
+        // SAFETY: unshare(2) changes only the calling thread's namespaces.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            eprintln!("skipped: no new network namespace: {}", io::Error::last_os_error());
+            return None;
+        }
+        Some(f())
+    });
+    run.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// What `sh -c cmd` prints, in the calling thread's network namespace.
+#[cfg(test)]
+pub(crate) fn shell(cmd: &str) -> String {
+    let out = std::process::Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A thread in a network namespace of its own that runs commands there,
+/// for a test's far end of a veth pair; the namespace goes when it is dropped.
+#[cfg(test)]
+pub(crate) struct Peer {
+    tid: libc::pid_t,
+    commands: Option<std::sync::mpsc::Sender<(String, std::sync::mpsc::Sender<String>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(test)]
+impl Peer {
+    /// `None` where the test may not make a namespace.
+    pub(crate) fn start() -> Option<Self> {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel::<(String, std::sync::mpsc::Sender<String>)>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: unshare(2) changes only the calling thread's namespaces.
+            let made = unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0;
+            // SAFETY: gettid(2) has no arguments and cannot fail.
+            let _ = tid_tx.send(made.then(|| unsafe { libc::gettid() }));
+            for (cmd, reply) in rx {
+                let _ = reply.send(shell(&cmd));
+            }
+        });
+        let tid = tid_rx.recv().ok().flatten()?;
+        Some(Self { tid, commands: Some(tx), thread: Some(thread) })
+    }
+
+    /// The thread's id, which names its namespace (`ip link set DEV netns TID`).
+    pub(crate) fn tid(&self) -> libc::pid_t {
+        self.tid
+    }
+
+    /// What `sh -c cmd` prints in the peer's namespace.
+    pub(crate) fn shell(&self, cmd: &str) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.commands.as_ref().and_then(|c| c.send((cmd.to_owned(), tx)).ok()).expect("peer thread");
+        rx.recv().unwrap_or_else(|_| panic!("peer: {cmd} failed"))
+    }
+}
+
+#[cfg(test)]
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.commands = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

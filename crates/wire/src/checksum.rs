@@ -198,23 +198,42 @@ pub fn complete_partial_ipv4(packet: &mut [u8]) -> bool {
     if total < ihl || total > packet.len() || fragment {
         return false;
     }
-    let at = match packet[9] {
+    let (header, rest) = packet.split_at_mut(ihl);
+    let src: [u8; 4] = [header[12], header[13], header[14], header[15]];
+    let dst: [u8; 4] = [header[16], header[17], header[18], header[19]];
+    complete_segment(src.into(), dst.into(), header[9], &mut rest[..total - ihl])
+}
+
+/// [`complete_partial_ipv4`] for IPv6: a TCP or UDP segment right after the
+/// fixed header (senders offload no checksum behind extension headers).
+pub fn complete_partial_ipv6(packet: &mut [u8]) -> bool {
+    if packet.len() < 40 || packet[0] >> 4 != 6 {
+        return false;
+    }
+    let payload = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+    let (header, rest) = packet.split_at_mut(40);
+    let Some(segment) = rest.get_mut(..payload) else { return false };
+    let src: [u8; 16] = header[8..24].try_into().unwrap_or_default();
+    let dst: [u8; 16] = header[24..40].try_into().unwrap_or_default();
+    complete_segment(src.into(), dst.into(), header[6], segment)
+}
+
+/// Finish the partial checksum of a whole TCP or UDP `segment` between `src`
+/// and `dst`, as [`complete_partial_ipv4`] describes.
+fn complete_segment(src: IpAddr, dst: IpAddr, protocol: u8, segment: &mut [u8]) -> bool {
+    let at = match protocol {
         6 => 16,
         17 => 6,
         _ => return false,
     };
-    let (header, rest) = packet.split_at_mut(ihl);
-    let segment = &mut rest[..total - ihl];
     if segment.len() < at + 2 {
         return false;
     }
     let stored = u16::from_be_bytes([segment[at], segment[at + 1]]);
-    if header[9] == 17 && stored == 0 {
+    if protocol == 17 && stored == 0 {
         return false;
     }
-    let src: [u8; 4] = [header[12], header[13], header[14], header[15]];
-    let dst: [u8; 4] = [header[16], header[17], header[18], header[19]];
-    let pseudo = pseudo_header(IpAddr::from(src), IpAddr::from(dst), header[9], segment.len() as u32);
+    let pseudo = pseudo_header(src, dst, protocol, segment.len() as u32);
     let data = sum(segment);
     if verify(pseudo + data) || stored != fold(pseudo) {
         return false;
@@ -222,7 +241,7 @@ pub fn complete_partial_ipv4(packet: &mut [u8]) -> bool {
     // The field already holds the pseudo-header sum, so the segment's own sum
     // is the whole sum.
     let mut checksum = finish(data);
-    if header[9] == 17 && checksum == 0 {
+    if protocol == 17 && checksum == 0 {
         // RFC 768: a computed zero is sent as all ones.
         checksum = 0xffff;
     }
@@ -531,10 +550,66 @@ mod tests {
         assert!(!complete_partial_ipv4(&mut []));
     }
 
+    /// A whole IPv6 packet fd10:77::2 -> fd10:77:2::1 carrying `proto`
+    /// (TCP or UDP) with a correct checksum.
+    fn ipv6_packet(proto: u8, payload: &[u8]) -> Vec<u8> {
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("fd10:77::2".parse().unwrap(), "fd10:77:2::1".parse().unwrap());
+        let l4_len = if proto == 6 { 20 } else { 8 };
+        let len = l4_len + payload.len();
+        let mut p = vec![0x60, 0, 0, 0, (len >> 8) as u8, len as u8, proto, 64];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        let mut l4 = vec![0u8; l4_len];
+        l4[0..4].copy_from_slice(&[0xc0, 0x01, 0, 80]);
+        if proto == 6 {
+            l4[12] = 0x50;
+        } else {
+            l4[4..6].copy_from_slice(&(len as u16).to_be_bytes());
+        }
+        p.extend_from_slice(&l4);
+        p.extend_from_slice(payload);
+        let at = 40 + if proto == 6 { 16 } else { 6 };
+        let pseudo = pseudo_header(src.into(), dst.into(), proto, len as u32);
+        let c = finish(pseudo + sum(&p[40..]));
+        p[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn completes_partial_ipv6_tcp_and_udp() {
+        for proto in [6u8, 17] {
+            for payload in [&b""[..], b"odd"] {
+                let good = ipv6_packet(proto, payload);
+                let at = 40 + if proto == 6 { 16 } else { 6 };
+                let mut partial = good.clone();
+                let (src, dst) = (&good[8..24], &good[24..40]);
+                let src: [u8; 16] = src.try_into().unwrap();
+                let dst: [u8; 16] = dst.try_into().unwrap();
+                let pseudo = pseudo_header(src.into(), dst.into(), proto, (good.len() - 40) as u32);
+                partial[at..at + 2].copy_from_slice(&fold(pseudo).to_be_bytes());
+                // Link-layer padding past the payload is not part of the segment.
+                partial.extend_from_slice(&[0; 6]);
+                assert!(complete_partial_ipv6(&mut partial), "proto {proto}");
+                assert_eq!(partial[..good.len()], good[..], "proto {proto} payload {payload:?}");
+                assert!(!complete_partial_ipv6(&mut partial));
+            }
+        }
+        // An extension header first, IPv4, a payload past the buffer.
+        let mut hop = ipv6_packet(6, b"x");
+        hop[6] = 0;
+        assert!(!complete_partial_ipv6(&mut hop));
+        assert!(!complete_partial_ipv6(&mut ipv4_packet(6, b"x")));
+        let mut cut = ipv6_packet(6, b"x");
+        cut.truncate(50);
+        assert!(!complete_partial_ipv6(&mut cut));
+    }
+
     proptest! {
         #[test]
         fn completion_never_panics(mut data in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = complete_partial_ipv4(&mut data);
+            let _ = complete_partial_ipv6(&mut data);
         }
     }
 }

@@ -10,13 +10,13 @@
 //! to another socket (or the TUN device) is copied.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use rvs_core::io::Device;
 use rvs_core::{DropReason, Instant, Side};
-use rvs_wire::ipv4;
+use rvs_wire::{ipv4, ipv6};
 
 use super::tun::Tun;
 use super::xdp::{NextHops, XskPort};
@@ -160,10 +160,13 @@ impl Devices {
     }
 }
 
-/// The destination of an IPv4 packet.
-fn ipv4_dst(packet: &[u8]) -> Option<Ipv4Addr> {
-    let ip = ipv4::Packet::new_unchecked(packet);
-    (packet.len() >= ipv4::HEADER_LEN && ip.version() == 4).then(|| ip.dst_addr())
+/// The destination of an IPv4 or IPv6 packet.
+fn ip_dst(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 if packet.len() >= ipv4::HEADER_LEN => Some(ipv4::Packet::new_unchecked(packet).dst_addr().into()),
+        6 if packet.len() >= ipv6::HEADER_LEN => Some(ipv6::Packet::new_unchecked(packet).dst_addr().into()),
+        _ => None,
+    }
 }
 
 /// Where a packet leaves.
@@ -174,10 +177,10 @@ enum Way {
     Tun(DropReason),
 }
 
-/// Where an IPv4 packet leaves: by the xdp driver's socket toward the next
-/// hop when it is known, else through the TUN device.
+/// Where an IPv4 or IPv6 packet leaves: by the xdp driver's socket toward
+/// the next hop when it is known, else through the TUN device.
 fn way(xdp: Option<&XdpIo>, packet: &[u8]) -> Way {
-    match (xdp, ipv4_dst(packet)) {
+    match (xdp, ip_dst(packet)) {
         (Some(x), Some(dst)) => match x.hops.lookup(dst, &x.ports) {
             Some((port, mac)) => Way::Xsk(port, mac),
             // The kernel forwards it and resolves the neighbour on the way.
@@ -187,12 +190,12 @@ fn way(xdp: Option<&XdpIo>, packet: &[u8]) -> Way {
     }
 }
 
-/// Send one IPv4 packet on its way, copied.
+/// Send one packet on its way, copied.
 fn output(tun: &Tun, xdp: Option<&mut XdpIo>, packet: &[u8]) -> Result<(), DropReason> {
     output_by(way(xdp.as_deref(), packet), tun, xdp, packet)
 }
 
-/// Send one IPv4 packet the way [`way`] chose, copied.
+/// Send one packet the way [`way`] chose, copied.
 fn output_by(way: Way, tun: &Tun, xdp: Option<&mut XdpIo>, packet: &[u8]) -> Result<(), DropReason> {
     match (way, xdp) {
         (Way::Xsk(port, mac), Some(x)) => sent(x.ports[port].send(mac, packet)),

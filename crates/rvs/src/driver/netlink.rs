@@ -1,6 +1,7 @@
 //! Just enough rtnetlink to bring a link up, route host addresses to it,
 //! make the veth pairs that hand packets between workers, and follow the
-//! kernel's IPv4 routes and neighbours for the xdp driver's mirror of them.
+//! kernel's IPv4 and IPv6 routes and neighbours for the xdp driver's mirror
+//! of them.
 //!
 //! Messages are built and parsed by hand (`linux/netlink.h`,
 //! `linux/rtnetlink.h`). Each [`Netlink`] request waits for the kernel's
@@ -10,7 +11,7 @@
 //! what it reads into [`Event`]s without allocating.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const NLMSG_ERROR: u16 = 2;
@@ -34,6 +35,7 @@ const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_NEIGH: u32 = 0x4;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 /// Neighbour states whose link-layer address can be used (`linux/neighbour.h`):
@@ -53,6 +55,7 @@ const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RTA_PRIORITY: u16 = 6;
 const RTA_TABLE: u16 = 15;
+const RTA_VIA: u16 = 18;
 const RTNH_F_DEAD: u32 = 0x1;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_STATIC: u8 = 4;
@@ -83,13 +86,18 @@ impl Netlink {
 
     /// Set the interface up (`ip link set DEV up`).
     pub(crate) fn link_up(&mut self, index: u32) -> io::Result<()> {
+        self.set_link_flag(index, libc::IFF_UP, true)
+    }
+
+    /// Set or clear one of the interface's `IFF_*` flags.
+    pub(crate) fn set_link_flag(&mut self, index: u32, flag: libc::c_int, on: bool) -> io::Result<()> {
         // struct ifinfomsg: family, pad, type, index, flags, change.
         let mut body = Vec::with_capacity(16);
         body.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
         body.extend_from_slice(&0u16.to_ne_bytes());
         body.extend_from_slice(&(index as i32).to_ne_bytes());
-        body.extend_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
-        body.extend_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
+        body.extend_from_slice(&(if on { flag as u32 } else { 0 }).to_ne_bytes());
+        body.extend_from_slice(&(flag as u32).to_ne_bytes());
         self.request(RTM_NEWLINK, 0, &body)
     }
 
@@ -122,7 +130,8 @@ impl Netlink {
         self.request(RTM_DELLINK, 0, &body)
     }
 
-    /// Route one host address to an interface (`ip route replace ADDR/32 dev DEV`).
+    /// Route one host address to an interface (`ip route replace ADDR/32 dev DEV`,
+    /// `/128` for IPv6).
     pub(crate) fn add_host_route(&mut self, addr: IpAddr, index: u32) -> io::Result<()> {
         let body = route_body(addr, index);
         self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &body)
@@ -134,9 +143,11 @@ impl Netlink {
         self.request(RTM_DELROUTE, 0, &body)
     }
 
-    /// Answer ARP for `addr` on interface `index` (`ip neigh add proxy ADDR dev DEV`).
-    /// The kernel answers only while its route to `addr` leaves by another
-    /// interface, which the host route to the TUN device guarantees.
+    /// Answer ARP (IPv4) or neighbour solicitations (IPv6) for `addr` on
+    /// interface `index` (`ip neigh add proxy ADDR dev DEV`). For IPv4 the
+    /// kernel answers only while its route to `addr` leaves by another
+    /// interface, which the host route to the TUN device guarantees; for
+    /// IPv6 only where forwarding and `proxy_ndp` are on for the interface.
     pub(crate) fn add_proxy_neigh(&mut self, addr: IpAddr, index: u32) -> io::Result<()> {
         self.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, &proxy_neigh_body(addr, index))
     }
@@ -169,8 +180,10 @@ impl Netlink {
 
 /// Multicast groups the [`Monitor`] joins (`RTMGRP_*` in `linux/rtnetlink.h`):
 /// links and IPv4 addresses (whose removal flushes routes without a
-/// notification of its own), neighbours, IPv4 routes.
-const MONITOR_GROUPS: u32 = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+/// notification of its own; IPv6 announces the routes an address takes
+/// along), neighbours of both families, IPv4 and IPv6 routes.
+const MONITOR_GROUPS: u32 =
+    RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
 /// Receive buffer asked for, so a burst of changes (a link going down takes
 /// its neighbours along) fits before the kernel starts dropping them.
 const MONITOR_RCVBUF: libc::c_int = 4 << 20;
@@ -227,7 +240,7 @@ impl Monitor {
         Ok(Self { fd, seq: 0 })
     }
 
-    /// Ask for every IPv4 entry of `table`; the sequence number that the
+    /// Ask for every IPv4 and IPv6 entry of `table`; the sequence number that the
     /// dump's end ([`Event::DumpDone`]) carries.
     pub(crate) fn request_dump(&mut self, table: Table) -> io::Result<u32> {
         self.seq = self.seq.wrapping_add(1);
@@ -287,16 +300,15 @@ fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
     msg
 }
 
-/// RTM_GETROUTE or RTM_GETNEIGH with NLM_F_DUMP for AF_INET; struct rtmsg
-/// and struct ndmsg are both 12 bytes with the family first.
+/// RTM_GETROUTE or RTM_GETNEIGH with NLM_F_DUMP for AF_UNSPEC, which dumps
+/// every family's table in one (IPv4 and IPv6; the others are ignored);
+/// struct rtmsg and struct ndmsg are both 12 bytes with the family first.
 fn dump_request(table: Table, seq: u32) -> Vec<u8> {
     let kind = match table {
         Table::Routes => RTM_GETROUTE,
         Table::Neighbours => RTM_GETNEIGH,
     };
-    let mut body = [0u8; 12];
-    body[0] = libc::AF_INET as u8;
-    message(kind, NLM_F_DUMP, seq, &body)
+    message(kind, NLM_F_DUMP, seq, &[libc::AF_UNSPEC as u8; 12])
 }
 
 fn send_to_kernel(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
@@ -325,19 +337,21 @@ fn send_to_kernel(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Hop {
     pub(crate) oif: u32,
-    pub(crate) gateway: Option<Ipv4Addr>,
+    /// Of the route's own family.
+    pub(crate) gateway: Option<IpAddr>,
 }
 
-/// One IPv4 route of the main table. Its key is (`dst`, `prefix_len`,
-/// `priority`), as in the kernel's FIB.
+/// One IPv4 or IPv6 route of the main table. Its key is (`dst`,
+/// `prefix_len`, `priority`), as in the kernel's FIB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Route {
-    pub(crate) dst: Ipv4Addr,
+    pub(crate) dst: IpAddr,
     pub(crate) prefix_len: u8,
     /// The metric; the lowest wins among routes to the same prefix.
     pub(crate) priority: u32,
     /// `None` for routes the data path cannot follow by itself: blackhole,
-    /// unreachable, prohibit, throw, and multipath (no single RTA_OIF).
+    /// unreachable, prohibit, throw, multipath (no single RTA_OIF), and
+    /// gateways of the other family (RTA_VIA).
     pub(crate) hop: Option<Hop>,
 }
 
@@ -350,7 +364,7 @@ pub(crate) enum Event {
     /// (deleted, failed, incomplete).
     Neighbour {
         ifindex: u32,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         mac: Option<[u8; 6]>,
     },
     /// A link went down or away, or an address went: the kernel then drops
@@ -409,26 +423,44 @@ fn event(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Event {
     }
 }
 
-/// A route of the IPv4 main table and whether it is dead (RTNH_F_DEAD), from
-/// struct rtmsg (family, dst_len, src_len, tos, table, protocol, scope,
-/// type, flags) and its attributes; `None` for any other route. Routes for
-/// one TOS only are left out: rvs's packets are not sorted by TOS.
+/// An address of `family` (AF_INET or AF_INET6) from its bytes in an attribute.
+fn addr_of(family: u8, data: &[u8]) -> Option<IpAddr> {
+    match family {
+        f if f == libc::AF_INET as u8 => <[u8; 4]>::try_from(data).ok().map(|a| Ipv4Addr::from(a).into()),
+        f if f == libc::AF_INET6 as u8 => <[u8; 16]>::try_from(data).ok().map(|a| Ipv6Addr::from(a).into()),
+        _ => None,
+    }
+}
+
+/// A route of the IPv4 or IPv6 main table and whether it is dead
+/// (RTNH_F_DEAD), from struct rtmsg (family, dst_len, src_len, tos, table,
+/// protocol, scope, type, flags) and its attributes; `None` for any other
+/// route. Routes for one TOS (traffic class) only are left out: rvs's
+/// packets are not sorted by it.
 fn parse_route(body: &[u8]) -> Option<(Route, bool)> {
     let h = body.get(..12)?;
-    if h[0] != libc::AF_INET as u8 || h[1] > 32 || h[3] != 0 {
+    let family = h[0];
+    let (unspecified, max_len): (IpAddr, u8) = match family {
+        f if f == libc::AF_INET as u8 => (Ipv4Addr::UNSPECIFIED.into(), 32),
+        f if f == libc::AF_INET6 as u8 => (Ipv6Addr::UNSPECIFIED.into(), 128),
+        _ => return None,
+    };
+    if h[1] > max_len || h[3] != 0 {
         return None;
     }
     let mut table = u32::from(h[4]);
     let rtm_flags = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
-    let (mut dst, mut oif, mut gateway, mut priority) = (Ipv4Addr::UNSPECIFIED, None, None, 0);
+    let (mut dst, mut oif, mut gateway, mut priority, mut via) = (unspecified, None, None, 0, false);
     for (kind, data) in attrs(&body[12..]) {
-        let Ok(word) = <[u8; 4]>::try_from(data) else { continue };
+        let word = <[u8; 4]>::try_from(data).ok().map(u32::from_ne_bytes);
         match kind {
-            RTA_DST => dst = Ipv4Addr::from(word),
-            RTA_OIF => oif = Some(u32::from_ne_bytes(word)),
-            RTA_GATEWAY => gateway = Some(Ipv4Addr::from(word)),
-            RTA_PRIORITY => priority = u32::from_ne_bytes(word),
-            RTA_TABLE => table = u32::from_ne_bytes(word),
+            // An address of the wrong length: not a route to guess at.
+            RTA_DST => dst = addr_of(family, data)?,
+            RTA_GATEWAY => gateway = Some(addr_of(family, data)?),
+            RTA_VIA => via = true,
+            RTA_OIF => oif = word.or(oif),
+            RTA_PRIORITY => priority = word.unwrap_or(priority),
+            RTA_TABLE => table = word.unwrap_or(table),
             _ => {}
         }
     }
@@ -436,17 +468,18 @@ fn parse_route(body: &[u8]) -> Option<(Route, bool)> {
         return None;
     }
     let hop = match (h[7], oif) {
-        (RTN_UNICAST, Some(oif)) => Some(Hop { oif, gateway }),
+        (RTN_UNICAST, Some(oif)) if !via => Some(Hop { oif, gateway }),
         _ => None,
     };
     Some((Route { dst, prefix_len: h[1], priority, hop }, rtm_flags & RTNH_F_DEAD != 0))
 }
 
-/// An IPv4 neighbour from struct ndmsg (family, pads, ifindex, state, flags,
-/// type) and its attributes; `None` for proxy entries and other families.
+/// An IPv4 or IPv6 neighbour from struct ndmsg (family, pads, ifindex,
+/// state, flags, type) and its attributes; `None` for proxy entries and
+/// other families.
 fn parse_neighbour(body: &[u8], deleted: bool) -> Option<Event> {
     let h = body.get(..12)?;
-    if h[0] != libc::AF_INET as u8 || h[10] & NTF_PROXY != 0 {
+    if h[10] & NTF_PROXY != 0 {
         return None;
     }
     let ifindex = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
@@ -454,7 +487,7 @@ fn parse_neighbour(body: &[u8], deleted: bool) -> Option<Event> {
     let (mut addr, mut lladdr) = (None, None);
     for (kind, data) in attrs(&body[12..]) {
         match kind {
-            NDA_DST => addr = <[u8; 4]>::try_from(data).ok().map(Ipv4Addr::from),
+            NDA_DST => addr = addr_of(h[0], data),
             NDA_LLADDR => lladdr = <[u8; 6]>::try_from(data).ok(),
             _ => {}
         }
@@ -549,15 +582,25 @@ fn ack_result(mut buf: &[u8], seq: u32) -> Option<io::Result<()>> {
 /// and the values they carry.
 #[cfg(test)]
 pub(crate) mod test_messages {
-    use std::net::Ipv4Addr;
+    use std::net::IpAddr;
 
     use super::{Hop, Route};
 
     pub(crate) const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
     pub(crate) const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 
-    pub(crate) fn ip(s: &str) -> Ipv4Addr {
+    pub(crate) fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// The bytes of IPv6 address `s`.
+    pub(crate) fn v6(s: &str) -> [u8; 16] {
+        s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+    }
+
+    /// AF_INET for a 4-byte address, AF_INET6 for a 16-byte one.
+    fn family<const N: usize>() -> u8 {
+        if N == 4 { 2 } else { 10 }
     }
 
     pub(crate) fn route(dst: &str, prefix_len: u8, priority: u32, oif: u32, gateway: Option<&str>) -> Route {
@@ -584,16 +627,17 @@ pub(crate) mod test_messages {
         m
     }
 
-    /// RTM_NEWROUTE (24) or RTM_DELROUTE (25) for a unicast main-table route.
-    pub(crate) fn route_msg(
+    /// RTM_NEWROUTE (24) or RTM_DELROUTE (25) for a unicast main-table
+    /// route, IPv4 or IPv6 by the length of `dst`.
+    pub(crate) fn route_msg<const N: usize>(
         kind: u16,
         seq: u32,
-        dst: [u8; 4],
+        dst: [u8; N],
         len: u8,
         oif: u32,
-        gw: Option<[u8; 4]>,
+        gw: Option<[u8; N]>,
     ) -> Vec<u8> {
-        let mut body = vec![2, len, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0];
+        let mut body = vec![family::<N>(), len, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0];
         if len > 0 {
             body.extend(attr(1, &dst));
         }
@@ -604,16 +648,16 @@ pub(crate) mod test_messages {
         msg(kind, 2, seq, &body)
     }
 
-    /// RTM_NEWNEIGH (28) or RTM_DELNEIGH (29).
-    pub(crate) fn neigh_msg(
+    /// RTM_NEWNEIGH (28) or RTM_DELNEIGH (29), IPv4 or IPv6 by the length of `dst`.
+    pub(crate) fn neigh_msg<const N: usize>(
         kind: u16,
         seq: u32,
         ifindex: u32,
-        dst: [u8; 4],
+        dst: [u8; N],
         state: u16,
         mac: [u8; 6],
     ) -> Vec<u8> {
-        let mut body = vec![2, 0, 0, 0];
+        let mut body = vec![family::<N>(), 0, 0, 0];
         body.extend_from_slice(&ifindex.to_ne_bytes());
         body.extend_from_slice(&state.to_ne_bytes());
         body.extend_from_slice(&[0, 1]);
@@ -630,7 +674,7 @@ pub(crate) mod test_messages {
 
 #[cfg(test)]
 mod tests {
-    use super::test_messages::{MAC_A, attr, done, ip, msg, neigh_msg, route, route_msg};
+    use super::test_messages::{MAC_A, attr, done, ip, msg, neigh_msg, route, route_msg, v6};
     use super::*;
 
     #[test]
@@ -641,7 +685,7 @@ mod tests {
         assert_eq!(&m[4..6], &RTM_GETROUTE.to_ne_bytes());
         assert_eq!(&m[6..8], &0x301u16.to_ne_bytes());
         assert_eq!(&m[8..12], &9u32.to_ne_bytes());
-        assert_eq!(&m[16..], &[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&m[16..], &[0; 12]);
         assert_eq!(&dump_request(Table::Neighbours, 1)[4..6], &RTM_GETNEIGH.to_ne_bytes());
     }
 
@@ -759,12 +803,22 @@ mod tests {
             events(&msg(24, 0, 0, &main)).next(),
             Some(Event::RouteAdded(route("10.0.0.0", 24, 50, 7, None)))
         );
-        // Local table, TOS-specific, IPv6: not mirrored.
+        // Local table, TOS-specific, an IPv6 route with a 4-byte address:
+        // not mirrored.
         assert_eq!(events(&msg(24, 0, 0, &base(255, 0, 1, 0))).next(), Some(Event::Ignored));
         assert_eq!(events(&msg(24, 0, 0, &base(254, 0x10, 1, 0))).next(), Some(Event::Ignored));
         let mut v6 = main.clone();
         v6[0] = 10;
         assert_eq!(events(&msg(24, 0, 0, &v6)).next(), Some(Event::Ignored));
+        // Other families (IPMR's 128 in an AF_UNSPEC dump): not mirrored.
+        let mut mr = main.clone();
+        mr[0] = 128;
+        assert_eq!(events(&msg(24, 0, 0, &mr)).next(), Some(Event::Ignored));
+        // A gateway of the other family (RTA_VIA): kept, without a hop.
+        let mut via = main.clone();
+        via.extend(attr(18, &[10, 0, 0xfd, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]));
+        let Some(Event::RouteAdded(r)) = events(&msg(24, 0, 0, &via)).next() else { panic!() };
+        assert_eq!(r.hop, None);
         // RTA_TABLE overrides the byte (tables above 255 have only the attribute).
         let mut other = base(254, 0, 1, 0);
         other.extend(attr(15, &1000u32.to_ne_bytes()));
@@ -777,6 +831,39 @@ mod tests {
         assert_eq!(r.hop, None);
         // A dead route is one the kernel skips.
         assert!(matches!(events(&msg(24, 0, 0, &base(254, 0, 1, 1))).next(), Some(Event::RouteRemoved(_))));
+    }
+
+    #[test]
+    fn ipv6_route_messages() {
+        let d = v6("fd10:77:1::");
+        let add = route_msg(24, 0, d, 64, 3, Some(v6("fe80::1")));
+        assert_eq!(
+            events(&add).collect::<Vec<_>>(),
+            [Event::RouteAdded(route("fd10:77:1::", 64, 0, 3, Some("fe80::1")))]
+        );
+        let default = route_msg(24, 0, [0; 16], 0, 1, None);
+        assert_eq!(events(&default).next(), Some(Event::RouteAdded(route("::", 0, 0, 1, None))));
+        // Longer than 128 bits, or an IPv4-sized gateway: not mirrored.
+        assert_eq!(events(&route_msg(24, 0, d, 129, 3, None)).next(), Some(Event::Ignored));
+        let mut short_gw = route_msg(24, 0, d, 64, 3, None);
+        short_gw.extend(attr(5, &[10, 0, 0, 1]));
+        let len = short_gw.len() as u32;
+        short_gw[0..4].copy_from_slice(&len.to_ne_bytes());
+        assert_eq!(events(&short_gw).next(), Some(Event::Ignored));
+    }
+
+    #[test]
+    fn ipv6_neighbour_messages() {
+        let addr = ip("fd10:77:1::11");
+        let a = v6("fd10:77:1::11");
+        let reachable = neigh_msg(28, 0, 5, a, 0x02, MAC_A);
+        assert_eq!(events(&reachable).next(), Some(Event::Neighbour { ifindex: 5, addr, mac: Some(MAC_A) }));
+        let gone = Event::Neighbour { ifindex: 5, addr, mac: None };
+        assert_eq!(events(&neigh_msg(28, 0, 5, a, 0x01, MAC_A)).next(), Some(gone));
+        // A proxy entry (the balancer's own neighbour answer) is no neighbour.
+        let mut proxy = neigh_msg(28, 0, 5, a, 0x80, MAC_A);
+        proxy[16 + 10] = 0x08;
+        assert_eq!(events(&proxy).next(), Some(Event::Ignored));
     }
 
     #[test]

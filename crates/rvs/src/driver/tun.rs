@@ -38,7 +38,9 @@ impl Tun {
     /// so each flow keeps to one worker.
     pub(crate) fn create_queues(name: &str, queues: usize) -> io::Result<Vec<Self>> {
         let flags = if queues > 1 { IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE } else { IFF_TUN | IFF_NO_PI };
-        (0..queues.max(1)).map(|_| Self::open(name, flags)).collect()
+        let made = (0..queues.max(1)).map(|_| Self::open(name, flags)).collect::<io::Result<Vec<_>>>()?;
+        quiet_ipv6(name, made[0].index);
+        Ok(made)
     }
 
     /// Attach to (the first time: create) the device `name`.
@@ -95,6 +97,31 @@ impl Tun {
         } else {
             Err(io::Error::new(io::ErrorKind::WriteZero, "short write to TUN device"))
         }
+    }
+}
+
+/// Keep the kernel's own IPv6 off the device `name` (not up yet), which
+/// would otherwise send it router solicitations, address probes and MLD
+/// reports that rvs could only drop: no link-local address, no multicast
+/// (a forwarding host joins the all-routers group, and reports it, on every
+/// multicast interface), and the group it joined at creation left while
+/// MLDv1 is in force, which leaves silently. Routes to the device carry IPv6
+/// all the same. Where the kernel has no IPv6, there is nothing to keep off.
+fn quiet_ipv6(name: &str, index: u32) {
+    let conf = |key: &str, value: &str| crate::os::sysctl(&format!("net/ipv6/conf/{name}/{key}"), value);
+    let quiet = conf("addr_gen_mode", "1")
+        .and_then(|()| conf("force_mld_version", "1"))
+        .and_then(|()| conf("forwarding", "0"))
+        .and_then(|()| super::netlink::Netlink::open()?.set_link_flag(index, libc::IFF_MULTICAST, false))
+        .and_then(|()| conf("forwarding", "1"));
+    if let Err(e) = quiet
+        && std::path::Path::new("/proc/sys/net/ipv6").exists()
+    {
+        crate::log::warning!(
+            "the kernel's IPv6 messages on the TUN device not turned off",
+            device = name,
+            error = e
+        );
     }
 }
 

@@ -10,18 +10,20 @@
 //! one more socket of worker `w`.
 //!
 //! [`Steering`] owns the loaded programs and the maps that say what is ours
-//! (services, VIPs, LIPs); the control plane keeps them in step with the
-//! model. [`XskPort`] is one socket with its memory and rings, owned by a
+//! (services, VIPs, LIPs, one set per address family); the control plane
+//! keeps them in step with the model. [`XskPort`] is one socket with its memory and rings, owned by a
 //! data-path worker, and [`NextHops`] tells the worker which port and
 //! Ethernet address a packet leaves by.
 
 mod handover;
 mod nexthop;
+#[cfg(test)]
+mod steer_tests;
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use aya::maps::{Array, DevMap, HashMap, MapData, PerCpuArray, XskMap};
@@ -31,7 +33,7 @@ use rvs_control::model::Model;
 use rvs_control::snapshot::SteerSnap;
 use rvs_core::Proto;
 use rvs_wire::ethernet::{self, EthernetAddress};
-use rvs_wire::ipv4;
+use rvs_wire::{ipv4, ipv6};
 use xdp::slab::{HeapSlab, Slab};
 use xdp::socket::{XdpSocket, XdpSocketBuilder};
 use xdp::umem::{FrameSize, UmemCfgBuilder};
@@ -63,22 +65,90 @@ const RING: u32 = 2048;
 pub(crate) struct Steering {
     // Programs detach when the loaded object is dropped.
     ebpf: aya::Ebpf,
-    services: HashMap<MapData, [u8; 8], u32>,
-    vips: HashMap<MapData, u32, u32>,
-    laddrs: HashMap<MapData, u32, u32>,
+    v4: Owned<[u8; 8], u32>,
+    v6: Owned<[u8; 20], [u8; 16]>,
     settings: Array<MapData, u32>,
     steered: PerCpuArray<MapData, u64>,
     xsks: XskMap<MapData>,
     ifaces: HashMap<MapData, u32, u32>,
     devices: DevMap<MapData>,
     workers: u32,
-    loaded: (BTreeSet<[u8; 8]>, BTreeSet<u32>, BTreeSet<u32>),
 }
 
 impl std::fmt::Debug for Steering {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Steering").field("services", &self.loaded.0.len()).finish_non_exhaustive()
+        let services = self.v4.loaded.services.len() + self.v6.loaded.services.len();
+        f.debug_struct("Steering").field("services", &services).finish_non_exhaustive()
     }
+}
+
+/// The keys of one address family's maps: services (`S`), and VIPs and
+/// LIPs (`A`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Keys<S, A> {
+    services: BTreeSet<S>,
+    vips: BTreeSet<A>,
+    laddrs: BTreeSet<A>,
+}
+
+impl<S, A> Default for Keys<S, A> {
+    fn default() -> Self {
+        Self { services: BTreeSet::new(), vips: BTreeSet::new(), laddrs: BTreeSet::new() }
+    }
+}
+
+/// One address family's maps of what is ours, and the keys now in them.
+struct Owned<S, A> {
+    services: HashMap<MapData, S, u32>,
+    vips: HashMap<MapData, A, u32>,
+    laddrs: HashMap<MapData, A, u32>,
+    loaded: Keys<S, A>,
+}
+
+impl<S: aya::Pod + Ord, A: aya::Pod + Ord> Owned<S, A> {
+    /// Take the maps `services{suffix}`, `vips{suffix}`, `laddrs{suffix}`.
+    fn take(ebpf: &mut aya::Ebpf, suffix: &str) -> io::Result<Self> {
+        Ok(Self {
+            services: take_map(ebpf, &format!("services{suffix}"))?,
+            vips: take_map(ebpf, &format!("vips{suffix}"))?,
+            laddrs: take_map(ebpf, &format!("laddrs{suffix}"))?,
+            loaded: Keys::default(),
+        })
+    }
+
+    /// Make the maps hold exactly `wanted`.
+    fn sync(&mut self, wanted: Keys<S, A>) -> io::Result<()> {
+        // Additions first: a LIP that moves between services never misses a packet.
+        for k in wanted.services.difference(&self.loaded.services) {
+            self.services.insert(k, 1, 0).map_err(|e| bpf_err("services map", e))?;
+        }
+        for k in wanted.vips.difference(&self.loaded.vips) {
+            self.vips.insert(k, 1, 0).map_err(|e| bpf_err("VIP map", e))?;
+        }
+        for k in wanted.laddrs.difference(&self.loaded.laddrs) {
+            self.laddrs.insert(k, 1, 0).map_err(|e| bpf_err("LIP map", e))?;
+        }
+        for k in self.loaded.services.difference(&wanted.services) {
+            let _ = self.services.remove(k);
+        }
+        for k in self.loaded.vips.difference(&wanted.vips) {
+            let _ = self.vips.remove(k);
+        }
+        for k in self.loaded.laddrs.difference(&wanted.laddrs) {
+            let _ = self.laddrs.remove(k);
+        }
+        self.loaded = wanted;
+        Ok(())
+    }
+}
+
+/// Take map `name` out of the loaded object as a `T`.
+fn take_map<T: TryFrom<aya::maps::Map>>(ebpf: &mut aya::Ebpf, name: &str) -> io::Result<T>
+where
+    T::Error: std::fmt::Display,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| bpf_err("BPF programs", format!("no map {name}")))?;
+    map.try_into().map_err(|e| bpf_err(&format!("map {name}"), e))
 }
 
 fn bpf_err(what: &str, e: impl std::fmt::Display) -> io::Error {
@@ -89,18 +159,30 @@ fn bpf_err(what: &str, e: impl std::fmt::Display) -> io::Error {
 const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 
 /// Key of the `services` map: VIP and port in network order, protocol, pad.
-fn service_key(vip: std::net::Ipv4Addr, port: u16, proto: Proto) -> [u8; 8] {
+fn service_key(vip: Ipv4Addr, port: u16, proto: Proto) -> [u8; 8] {
     let [a, b, c, d] = vip.octets();
     let [p0, p1] = port.to_be_bytes();
-    let proto = match proto {
+    [a, b, c, d, p0, p1, proto_number(proto), 0]
+}
+
+/// Key of the `services6` map (`struct service6_key`): the same with an IPv6 VIP.
+fn service6_key(vip: Ipv6Addr, port: u16, proto: Proto) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    key[..16].copy_from_slice(&vip.octets());
+    key[16..18].copy_from_slice(&port.to_be_bytes());
+    key[18] = proto_number(proto);
+    key
+}
+
+fn proto_number(proto: Proto) -> u8 {
+    match proto {
         Proto::Tcp => 6,
         Proto::Udp => 17,
-    };
-    [a, b, c, d, p0, p1, proto, 0]
+    }
 }
 
 /// An IPv4 address as the program reads it from a packet (network order in memory).
-fn addr_key(addr: std::net::Ipv4Addr) -> u32 {
+fn addr_key(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
 }
 
@@ -111,28 +193,19 @@ impl Steering {
             return Err(bpf_err("BPF programs", format!("{workers} workers")));
         }
         let mut ebpf = aya::Ebpf::load(PROGRAM).map_err(|e| bpf_err("load the BPF programs", e))?;
-        fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut aya::Ebpf, name: &str) -> io::Result<T>
-        where
-            T::Error: std::fmt::Display,
-        {
-            let map = ebpf.take_map(name).ok_or_else(|| bpf_err("BPF programs", format!("no map {name}")))?;
-            map.try_into().map_err(|e| bpf_err(&format!("map {name}"), e))
-        }
-        let mut settings: Array<MapData, u32> = take(&mut ebpf, "settings")?;
+        let mut settings: Array<MapData, u32> = take_map(&mut ebpf, "settings")?;
         // The programs pass everything (and pick queue 0) while this is 0.
         settings.set(0, workers, 0).map_err(|e| bpf_err("settings map", e))?;
         Ok(Self {
-            services: take(&mut ebpf, "services")?,
-            vips: take(&mut ebpf, "vips")?,
-            laddrs: take(&mut ebpf, "laddrs")?,
-            steered: take(&mut ebpf, "steered")?,
-            xsks: take(&mut ebpf, "xsks")?,
-            ifaces: take(&mut ebpf, "ifaces")?,
-            devices: take(&mut ebpf, "handover")?,
+            v4: Owned::take(&mut ebpf, "")?,
+            v6: Owned::take(&mut ebpf, "6")?,
+            steered: take_map(&mut ebpf, "steered")?,
+            xsks: take_map(&mut ebpf, "xsks")?,
+            ifaces: take_map(&mut ebpf, "ifaces")?,
+            devices: take_map(&mut ebpf, "handover")?,
             settings,
             ebpf,
             workers,
-            loaded: Default::default(),
         })
     }
 
@@ -259,39 +332,31 @@ impl Steering {
         })
     }
 
-    /// Bring the maps in line with the model's services and local addresses.
+    /// Bring the maps in line with the model's services and local
+    /// addresses; a service's VIP and its LIPs may be of different families
+    /// (NAT64, NAT46), each goes to its own family's maps.
     pub(crate) fn sync(&mut self, model: &Model) -> io::Result<()> {
-        let (mut services, mut vips, mut laddrs) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        let (mut v4, mut v6) = (Keys::default(), Keys::default());
         for ((proto, vip), spec) in &model.services {
-            let IpAddr::V4(addr) = vip.addr else { continue };
-            services.insert(service_key(addr, vip.port, *proto));
-            vips.insert(addr_key(addr));
-            laddrs.extend(spec.config.laddrs.iter().filter_map(|l| match l {
-                IpAddr::V4(a) => Some(addr_key(*a)),
-                IpAddr::V6(_) => None,
-            }));
+            match vip.addr {
+                IpAddr::V4(addr) => {
+                    v4.services.insert(service_key(addr, vip.port, *proto));
+                    v4.vips.insert(addr_key(addr));
+                }
+                IpAddr::V6(addr) => {
+                    v6.services.insert(service6_key(addr, vip.port, *proto));
+                    v6.vips.insert(addr.octets());
+                }
+            }
+            for laddr in &spec.config.laddrs {
+                match laddr {
+                    IpAddr::V4(a) => v4.laddrs.insert(addr_key(*a)),
+                    IpAddr::V6(a) => v6.laddrs.insert(a.octets()),
+                };
+            }
         }
-        // Additions first: a LIP that moves between services never misses a packet.
-        for k in services.difference(&self.loaded.0) {
-            self.services.insert(k, 1, 0).map_err(|e| bpf_err("services map", e))?;
-        }
-        for k in vips.difference(&self.loaded.1) {
-            self.vips.insert(k, 1, 0).map_err(|e| bpf_err("VIP map", e))?;
-        }
-        for k in laddrs.difference(&self.loaded.2) {
-            self.laddrs.insert(k, 1, 0).map_err(|e| bpf_err("LIP map", e))?;
-        }
-        for k in self.loaded.0.difference(&services) {
-            let _ = self.services.remove(k);
-        }
-        for k in self.loaded.1.difference(&vips) {
-            let _ = self.vips.remove(k);
-        }
-        for k in self.loaded.2.difference(&laddrs) {
-            let _ = self.laddrs.remove(k);
-        }
-        self.loaded = (services, vips, laddrs);
-        Ok(())
+        self.v4.sync(v4)?;
+        self.v6.sync(v6)
     }
 
     /// Pass everything to the kernel from now on (before the sockets close).
@@ -385,10 +450,10 @@ impl XskPort {
         })
     }
 
-    /// Hand each received frame that carries IPv4 to `take`, up to a batch,
-    /// trimmed to the IP packet's end (link-layer padding of frames shorter
-    /// than 60 bytes stays behind) and with its checksums completed; other
-    /// frames go back at once. Each frame taken must come back by
+    /// Hand each received frame that carries IPv4 or IPv6 to `take`, up to
+    /// a batch, trimmed to the IP packet's end (link-layer padding of frames
+    /// shorter than 60 bytes stays behind) and with its checksums completed;
+    /// other frames go back at once. Each frame taken must come back by
     /// [`forward`](Self::forward) or [`free`](Self::free).
     pub(crate) fn recv(&mut self, mut take: impl FnMut(Packet)) {
         let Some(rx) = self.rings.rx_ring.as_mut() else { return };
@@ -396,29 +461,44 @@ impl XskPort {
         // outlives the socket.
         let got = unsafe { rx.recv(&self.umem, &mut self.rx) };
         while let Some(mut frame) = self.rx.pop_back() {
-            // The program redirects IPv4 only; anything else is not ours.
-            let eth = ethernet::Frame::new_unchecked(&frame[..]);
-            if frame.len() <= ETH_LEN + ipv4::HEADER_LEN || eth.ethertype() != ethernet::ethertype::IPV4 {
-                self.umem.free_packet(frame);
-                continue;
-            }
-            let ip_len = frame.len() - ETH_LEN;
-            // A total length past the frame is the engine's to judge.
-            let total = usize::from(ipv4::Packet::new_unchecked(&frame[ETH_LEN..]).total_len());
-            if (ipv4::HEADER_LEN..ip_len).contains(&total) {
+            // The program redirects IPv4 and IPv6 only; anything else is not ours.
+            let ethertype = ethernet::Frame::new_unchecked(&frame[..]).ethertype();
+            let ip = &frame[ETH_LEN.min(frame.len())..];
+            // The IP packet's length by its header; one past the frame is
+            // the engine's to judge.
+            let (header, total) = match ethertype {
+                ethernet::ethertype::IPV4 if ip.len() > ipv4::HEADER_LEN => {
+                    (ipv4::HEADER_LEN, usize::from(ipv4::Packet::new_unchecked(ip).total_len()))
+                }
+                ethernet::ethertype::IPV6 if ip.len() >= ipv6::HEADER_LEN => (
+                    ipv6::HEADER_LEN,
+                    ipv6::HEADER_LEN + usize::from(ipv6::Packet::new_unchecked(ip).payload_len()),
+                ),
+                _ => {
+                    self.umem.free_packet(frame);
+                    continue;
+                }
+            };
+            let ip_len = ip.len();
+            if (header..ip_len).contains(&total) {
                 let _ = frame.adjust_tail(-((ip_len - total) as i32));
             }
             // Senders with checksum offload (veth by default) leave TCP and
             // UDP checksums partial; the kernel would finish them on the way
             // out, but these frames never reach it.
-            rvs_wire::checksum::complete_partial_ipv4(Self::ip_packet(&mut frame));
+            let ip = Self::ip_packet(&mut frame);
+            if ethertype == ethernet::ethertype::IPV4 {
+                rvs_wire::checksum::complete_partial_ipv4(ip);
+            } else {
+                rvs_wire::checksum::complete_partial_ipv6(ip);
+            }
             take(frame);
         }
         self.filling = self.filling.saturating_sub(got);
         self.refill();
     }
 
-    /// The IPv4 packet in a frame [`recv`](Self::recv) handed over.
+    /// The IP packet in a frame [`recv`](Self::recv) handed over.
     pub(crate) fn ip_packet(frame: &mut Packet) -> &mut [u8] {
         frame.get_mut(ETH_LEN..).unwrap_or_default()
     }
@@ -426,10 +506,17 @@ impl XskPort {
     /// Send a frame this port received back out of it to `dst_mac`, in its
     /// own memory; false (the frame freed) when the send ring is full.
     pub(crate) fn forward(&mut self, mut frame: Packet, dst_mac: [u8; 6]) -> bool {
-        let mut eth = ethernet::Frame::new_unchecked(&mut frame[..]);
+        let ethertype = ethertype_of(frame.get(ETH_LEN..).unwrap_or_default());
+        self.ethernet_header(&mut frame[..], dst_mac, ethertype);
+        self.queue(frame)
+    }
+
+    /// Write the Ethernet header from this port to `dst_mac` into `frame`.
+    fn ethernet_header(&self, frame: &mut [u8], dst_mac: [u8; 6], ethertype: u16) {
+        let mut eth = ethernet::Frame::new_unchecked(frame);
         eth.set_dst_addr(EthernetAddress(dst_mac));
         eth.set_src_addr(EthernetAddress(self.mac));
-        self.queue(frame)
+        eth.set_ethertype(ethertype);
     }
 
     /// Give back a frame this port received.
@@ -447,17 +534,14 @@ impl XskPort {
         }
     }
 
-    /// Queue one IPv4 packet to `dst_mac`, copied into a frame of this
-    /// port's memory; false when no frame or ring slot is free.
+    /// Queue one IPv4 or IPv6 packet to `dst_mac`, copied into a frame of
+    /// this port's memory; false when no frame or ring slot is free.
     pub(crate) fn send(&mut self, dst_mac: [u8; 6], ip: &[u8]) -> bool {
         self.reclaim();
         // SAFETY: the frame belongs to `umem`, which outlives the socket.
         let Some(mut frame) = (unsafe { self.umem.alloc() }) else { return false };
         let mut eth = [0u8; ETH_LEN];
-        let mut header = ethernet::Frame::new_unchecked(&mut eth[..]);
-        header.set_dst_addr(EthernetAddress(dst_mac));
-        header.set_src_addr(EthernetAddress(self.mac));
-        header.set_ethertype(ethernet::ethertype::IPV4);
+        self.ethernet_header(&mut eth, dst_mac, ethertype_of(ip));
         if frame.append(&eth).is_err() || frame.append(ip).is_err() {
             self.umem.free_packet(frame);
             return false;
@@ -541,6 +625,15 @@ impl AsRawFd for XskPort {
     }
 }
 
+/// The Ethernet type of an IP packet, by its version: a packet the engine
+/// translated leaves with the other family's (0x86DD for IPv6).
+fn ethertype_of(ip: &[u8]) -> u16 {
+    match ip.first().map(|b| b >> 4) {
+        Some(6) => ethernet::ethertype::IPV6,
+        _ => ethernet::ethertype::IPV4,
+    }
+}
+
 /// An interface's Ethernet address (`SIOCGIFHWADDR`).
 fn hardware_addr(name: &str) -> io::Result<[u8; 6]> {
     #[repr(C)]
@@ -584,6 +677,9 @@ mod tests {
         assert_eq!(k, [10, 0, 2, 1, 0, 80, 6, 0]);
         assert_eq!(service_key("10.0.2.1".parse().unwrap(), 53, Proto::Udp)[6], 17);
         assert_eq!(addr_key("10.0.3.1".parse().unwrap()).to_ne_bytes(), [10, 0, 3, 1]);
+        let k6 = service6_key("fd10:77:2::1".parse().unwrap(), 443, Proto::Udp);
+        assert_eq!(k6[..16], "fd10:77:2::1".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(k6[16..], [1, 187, 17, 0]);
     }
 
     #[test]

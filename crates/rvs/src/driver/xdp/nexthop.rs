@@ -1,8 +1,8 @@
 //! Where a packet leaves: the outgoing interface and next hop of the
-//! kernel's IPv4 main routing table (the gateway, or the destination itself
-//! on-link), and the next hop's Ethernet address from the kernel's
-//! neighbour table, both looked up in a mirror of those tables that the
-//! worker holds in memory.
+//! kernel's IPv4 or IPv6 main routing table (the gateway, or the destination
+//! itself on-link), and the next hop's Ethernet address from the kernel's
+//! neighbour tables (ARP and NDP), all looked up in a mirror of those tables
+//! that the worker holds in memory.
 //!
 //! The mirror starts from a dump of both tables and follows the kernel's
 //! netlink notifications, which the worker drains once per turn of its loop
@@ -12,15 +12,16 @@
 //! without a notification, both tables are dumped again.
 //!
 //! The driver hands a packet with no known hop to the kernel, whose
-//! forwarding resolves the neighbour; the notification of the new neighbour
-//! then fills the mirror. Routes the mirror does not follow (multipath,
+//! forwarding resolves the neighbour (by ARP or neighbour solicitation);
+//! the notification of the new neighbour then fills the mirror. Routes the mirror does not follow (multipath,
 //! blackhole and the like, per-TOS, policy rules and other tables) leave
 //! their packets to the kernel the same way.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
+use std::ops::BitAnd;
 
 use super::XskPort;
 use crate::driver::netlink::{Event, Hop, Monitor, Route, Table, events};
@@ -56,47 +57,133 @@ impl Hasher for IntHasher {
     fn write_u32(&mut self, n: u32) {
         self.0 = (self.0.rotate_left(5) ^ u64::from(n)).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
+
+    fn write_u64(&mut self, n: u64) {
+        self.write_u32(n as u32);
+        self.write_u32((n >> 32) as u32);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64);
+        self.write_u64((n >> 64) as u64);
+    }
 }
 
 type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 
-/// The mirrored main table, longest prefix first: one map per prefix length
-/// from the masked destination to its routes, lowest metric first.
-#[derive(Debug)]
-struct RouteTable {
-    by_len: [IntMap<u32, Vec<Route>>; 33],
-    /// Bit `n` set when some route has prefix length `n`; a lookup probes
-    /// only those lengths.
-    lens: u64,
+/// An address family as the route table keys it: addresses as integers,
+/// masked to a prefix.
+trait Family {
+    type Bits: Copy + Eq + Hash + BitAnd<Output = Self::Bits> + std::fmt::Debug;
+    /// The longest prefix.
+    const BITS: u8;
+    /// `addr` as an integer, if it is of this family.
+    fn bits(addr: IpAddr) -> Option<Self::Bits>;
+    /// The first `prefix_len` bits set (all of them beyond [`Self::BITS`]).
+    fn mask(prefix_len: u8) -> Self::Bits;
 }
 
-impl Default for RouteTable {
-    fn default() -> Self {
-        Self { by_len: std::array::from_fn(|_| IntMap::default()), lens: 0 }
+#[derive(Debug)]
+struct V4;
+
+#[derive(Debug)]
+struct V6;
+
+impl Family for V4 {
+    type Bits = u32;
+    const BITS: u8 = 32;
+
+    fn bits(addr: IpAddr) -> Option<u32> {
+        match addr {
+            IpAddr::V4(a) => Some(a.to_bits()),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    fn mask(prefix_len: u8) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0)
     }
 }
 
-fn mask(prefix_len: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0)
+impl Family for V6 {
+    type Bits = u128;
+    const BITS: u8 = 128;
+
+    fn bits(addr: IpAddr) -> Option<u128> {
+        match addr {
+            IpAddr::V6(a) => Some(a.to_bits()),
+            IpAddr::V4(_) => None,
+        }
+    }
+
+    fn mask(prefix_len: u8) -> u128 {
+        u128::MAX.checked_shl(128 - u32::from(prefix_len.min(128))).unwrap_or(0)
+    }
 }
 
-impl RouteTable {
+/// The prefix lengths in use, 0..=128, so a lookup probes only those.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Lens([u64; 3]);
+
+impl Lens {
+    fn set(&mut self, len: u8, on: bool) {
+        let (word, bit) = (usize::from(len / 64), 1u64 << (len % 64));
+        if on {
+            self.0[word] |= bit;
+        } else {
+            self.0[word] &= !bit;
+        }
+    }
+
+    /// The lengths in use, longest first.
+    fn longest_first(self) -> impl Iterator<Item = u8> {
+        (0..3u8).rev().flat_map(move |word| {
+            let mut bits = self.0[usize::from(word)];
+            std::iter::from_fn(move || {
+                let bit = 63u32.checked_sub(bits.leading_zeros())?;
+                bits &= !(1 << bit);
+                Some(word * 64 + bit as u8)
+            })
+        })
+    }
+}
+
+/// One family's mirrored main table, longest prefix first: one map per
+/// prefix length from the masked destination to its routes, lowest metric
+/// first.
+#[derive(Debug)]
+struct RouteTable<F: Family> {
+    by_len: Box<[IntMap<F::Bits, Vec<Route>>]>,
+    lens: Lens,
+}
+
+impl<F: Family> Default for RouteTable<F> {
+    fn default() -> Self {
+        Self { by_len: (0..=F::BITS).map(|_| IntMap::default()).collect(), lens: Lens::default() }
+    }
+}
+
+impl<F: Family> RouteTable<F> {
+    /// The slot of `route`: its prefix length and masked destination.
+    fn slot(route: &Route) -> Option<(u8, F::Bits)> {
+        let len = route.prefix_len.min(F::BITS);
+        Some((len, F::bits(route.dst)? & F::mask(len)))
+    }
+
     /// Add `route`, replacing the one with the same key.
     fn insert(&mut self, route: Route) {
-        let len = usize::from(route.prefix_len.min(32));
-        let key = u32::from(route.dst) & mask(route.prefix_len);
-        let routes = self.by_len[len].entry(key).or_default();
+        let Some((len, key)) = Self::slot(&route) else { return };
+        let routes = self.by_len[usize::from(len)].entry(key).or_default();
         match routes.binary_search_by_key(&route.priority, |r| r.priority) {
             Ok(i) => routes[i] = route,
             Err(i) => routes.insert(i, route),
         }
-        self.lens |= 1 << len;
+        self.lens.set(len, true);
     }
 
     fn remove(&mut self, route: &Route) {
-        let len = usize::from(route.prefix_len.min(32));
-        let key = u32::from(route.dst) & mask(route.prefix_len);
-        let map = &mut self.by_len[len];
+        let Some((len, key)) = Self::slot(route) else { return };
+        let map = &mut self.by_len[usize::from(len)];
         if let Some(routes) = map.get_mut(&key) {
             routes.retain(|r| r.priority != route.priority);
             if routes.is_empty() {
@@ -104,32 +191,35 @@ impl RouteTable {
             }
         }
         if map.is_empty() {
-            self.lens &= !(1 << len);
+            self.lens.set(len, false);
         }
     }
 
     /// The route the kernel's main table picks for `dst`: the longest
     /// matching prefix, and among its routes the lowest metric.
-    fn lookup(&self, dst: Ipv4Addr) -> Option<&Route> {
-        let addr = u32::from(dst);
-        let mut lens = self.lens;
-        while lens != 0 {
-            let len = 63 - lens.leading_zeros();
-            lens &= !(1 << len);
-            let key = addr & mask(len as u8);
-            if let Some(route) = self.by_len[len as usize].get(&key).and_then(|r| r.first()) {
-                return Some(route);
-            }
-        }
-        None
+    fn lookup(&self, dst: IpAddr) -> Option<&Route> {
+        let addr = F::bits(dst)?;
+        self.lens
+            .longest_first()
+            .find_map(|len| self.by_len[usize::from(len)].get(&(addr & F::mask(len))).and_then(|r| r.first()))
     }
 
     fn clear(&mut self) {
         for map in &mut self.by_len {
             map.clear();
         }
-        self.lens = 0;
+        self.lens = Lens::default();
     }
+}
+
+/// A neighbour's key: IPv4 addresses as IPv4-mapped IPv6 ones, which no
+/// IPv6 neighbour has.
+fn neighbour_key(ifindex: u32, addr: IpAddr) -> (u32, u128) {
+    let bits = match addr {
+        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(a) => a.to_bits(),
+    };
+    (ifindex, bits)
 }
 
 /// What a batch of messages did, beyond changing the tables.
@@ -145,9 +235,10 @@ struct Applied {
 /// The routes and neighbours, without the socket.
 #[derive(Debug, Default)]
 struct Mirror {
-    routes: RouteTable,
-    /// (ifindex, address) to Ethernet address, usable entries only.
-    neighbours: IntMap<(u32, u32), [u8; 6]>,
+    routes4: RouteTable<V4>,
+    routes6: RouteTable<V6>,
+    /// [`neighbour_key`] to Ethernet address, usable entries only.
+    neighbours: IntMap<(u32, u128), [u8; 6]>,
 }
 
 impl Mirror {
@@ -156,13 +247,15 @@ impl Mirror {
         let mut applied = Applied::default();
         for event in events(buf) {
             match event {
-                Event::RouteAdded(route) => self.routes.insert(route),
-                Event::RouteRemoved(route) => self.routes.remove(&route),
+                Event::RouteAdded(route) if route.dst.is_ipv4() => self.routes4.insert(route),
+                Event::RouteAdded(route) => self.routes6.insert(route),
+                Event::RouteRemoved(route) if route.dst.is_ipv4() => self.routes4.remove(&route),
+                Event::RouteRemoved(route) => self.routes6.remove(&route),
                 Event::Neighbour { ifindex, addr, mac: Some(mac) } => {
-                    self.neighbours.insert((ifindex, u32::from(addr)), mac);
+                    self.neighbours.insert(neighbour_key(ifindex, addr), mac);
                 }
                 Event::Neighbour { ifindex, addr, mac: None } => {
-                    self.neighbours.remove(&(ifindex, u32::from(addr)));
+                    self.neighbours.remove(&neighbour_key(ifindex, addr));
                 }
                 Event::RoutesFlushed => applied.resync = true,
                 Event::DumpDone { seq, error, interrupted } if Some(seq) == awaited => {
@@ -177,16 +270,23 @@ impl Mirror {
 
     fn clear(&mut self, table: Table) {
         match table {
-            Table::Routes => self.routes.clear(),
+            Table::Routes => {
+                self.routes4.clear();
+                self.routes6.clear();
+            }
             Table::Neighbours => self.neighbours.clear(),
         }
     }
 
     /// The interface and Ethernet address a packet to `dst` leaves by.
-    fn next_hop(&self, dst: Ipv4Addr) -> Option<(u32, [u8; 6])> {
-        let Hop { oif, gateway } = self.routes.lookup(dst)?.hop?;
+    fn next_hop(&self, dst: IpAddr) -> Option<(u32, [u8; 6])> {
+        let route = match dst {
+            IpAddr::V4(_) => self.routes4.lookup(dst),
+            IpAddr::V6(_) => self.routes6.lookup(dst),
+        };
+        let Hop { oif, gateway } = route?.hop?;
         let via = gateway.unwrap_or(dst);
-        self.neighbours.get(&(oif, u32::from(via))).map(|mac| (oif, *mac))
+        self.neighbours.get(&neighbour_key(oif, via)).map(|mac| (oif, *mac))
     }
 }
 
@@ -260,7 +360,7 @@ impl<F: Feed> NextHops<F> {
     /// The port (index into `ports`) and Ethernet address a packet to `dst`
     /// leaves by, or `None` when the kernel routes it elsewhere or does not
     /// know the neighbour yet.
-    pub(crate) fn lookup(&self, dst: Ipv4Addr, ports: &[XskPort]) -> Option<(usize, [u8; 6])> {
+    pub(crate) fn lookup(&self, dst: IpAddr, ports: &[XskPort]) -> Option<(usize, [u8; 6])> {
         let (oif, mac) = self.mirror.next_hop(dst)?;
         let port = ports.iter().position(|p| p.ifindex == oif)?;
         Some((port, mac))
@@ -308,7 +408,7 @@ mod tests {
 
     #[test]
     fn longer_prefix_wins() {
-        let mut t = RouteTable::default();
+        let mut t = RouteTable::<V4>::default();
         t.insert(route("0.0.0.0", 0, 0, 1, Some("192.0.2.1")));
         t.insert(route("10.0.0.0", 8, 0, 2, None));
         t.insert(route("10.1.0.0", 16, 0, 3, Some("10.0.0.1")));
@@ -323,10 +423,14 @@ mod tests {
 
     #[test]
     fn masks() {
-        assert_eq!(mask(0), 0);
-        assert_eq!(mask(8), 0xff00_0000);
-        assert_eq!(mask(32), u32::MAX);
-        assert_eq!(mask(40), u32::MAX);
+        assert_eq!(V4::mask(0), 0);
+        assert_eq!(V4::mask(8), 0xff00_0000);
+        assert_eq!(V4::mask(32), u32::MAX);
+        assert_eq!(V4::mask(40), u32::MAX);
+        assert_eq!(V6::mask(0), 0);
+        assert_eq!(V6::mask(64), u128::MAX << 64);
+        assert_eq!(V6::mask(128), u128::MAX);
+        assert_eq!(V6::mask(200), u128::MAX);
     }
 
     #[test]
@@ -345,27 +449,27 @@ mod tests {
 
     #[test]
     fn no_route_without_default() {
-        let mut t = RouteTable::default();
+        let mut t = RouteTable::<V4>::default();
         t.insert(route("10.0.0.0", 8, 0, 2, None));
         assert!(t.lookup(ip("11.0.0.1")).is_none());
     }
 
     #[test]
     fn deletion_uncovers_shorter_prefix() {
-        let mut t = RouteTable::default();
+        let mut t = RouteTable::<V4>::default();
         t.insert(route("0.0.0.0", 0, 0, 1, Some("192.0.2.1")));
         t.insert(route("10.1.0.0", 16, 0, 3, None));
         t.remove(&route("10.1.0.0", 16, 0, 3, None));
         assert_eq!(t.lookup(ip("10.1.2.3")).unwrap().hop.unwrap().oif, 1);
-        assert_eq!(t.lens, 1);
+        assert_eq!(t.lens.longest_first().collect::<Vec<_>>(), [0]);
         t.remove(&route("0.0.0.0", 0, 0, 1, None));
         assert!(t.lookup(ip("10.1.2.3")).is_none());
-        assert_eq!(t.lens, 0);
+        assert_eq!(t.lens, Lens::default());
     }
 
     #[test]
     fn lowest_metric_wins_and_replace_keeps_key() {
-        let mut t = RouteTable::default();
+        let mut t = RouteTable::<V4>::default();
         t.insert(route("10.0.0.0", 8, 200, 2, None));
         t.insert(route("10.0.0.0", 8, 100, 3, None));
         t.insert(route("10.0.0.0", 8, 300, 4, None));
@@ -379,7 +483,7 @@ mod tests {
 
     #[test]
     fn unroutable_route_shadows_shorter_prefix() {
-        let mut t = RouteTable::default();
+        let mut t = RouteTable::<V4>::default();
         t.insert(route("0.0.0.0", 0, 0, 1, Some("192.0.2.1")));
         t.insert(Route { dst: ip("10.0.0.0"), prefix_len: 8, priority: 0, hop: None });
         assert_eq!(t.lookup(ip("10.0.0.1")).unwrap().hop, None);
@@ -388,16 +492,16 @@ mod tests {
     #[test]
     fn on_link_uses_destination_and_gateway_its_own_address() {
         let mut m = Mirror::default();
-        m.routes.insert(route("0.0.0.0", 0, 0, 1, Some("192.0.2.1")));
-        m.routes.insert(route("10.0.0.0", 24, 0, 2, None));
-        m.neighbours.insert((2, u32::from(ip("10.0.0.5"))), MAC_A);
-        m.neighbours.insert((1, u32::from(ip("192.0.2.1"))), MAC_B);
+        m.routes4.insert(route("0.0.0.0", 0, 0, 1, Some("192.0.2.1")));
+        m.routes4.insert(route("10.0.0.0", 24, 0, 2, None));
+        m.neighbours.insert(neighbour_key(2, ip("10.0.0.5")), MAC_A);
+        m.neighbours.insert(neighbour_key(1, ip("192.0.2.1")), MAC_B);
         assert_eq!(m.next_hop(ip("10.0.0.5")), Some((2, MAC_A)));
         // On-link but not resolved yet.
         assert_eq!(m.next_hop(ip("10.0.0.6")), None);
         assert_eq!(m.next_hop(ip("198.51.100.1")), Some((1, MAC_B)));
         // A neighbour of that address on another interface does not count.
-        m.neighbours.insert((1, u32::from(ip("10.0.0.7"))), MAC_B);
+        m.neighbours.insert(neighbour_key(1, ip("10.0.0.7")), MAC_B);
         assert_eq!(m.next_hop(ip("10.0.0.7")), None);
     }
 
@@ -408,7 +512,7 @@ mod tests {
         buf.extend(done(7));
         let mut m = Mirror::default();
         assert_eq!(m.apply(&buf, Some(7)), Applied { done: Some(0), resync: false });
-        assert_eq!(m.routes.lookup(ip("10.1.1.1")).unwrap().hop.unwrap().oif, 2);
+        assert_eq!(m.routes4.lookup(ip("10.1.1.1")).unwrap().hop.unwrap().oif, 2);
         // Another dump's end is not ours; an interrupted one asks for another.
         assert_eq!(m.apply(&done(6), Some(7)).done, None);
         let intr = msg(3, 2 | 0x10, 7, &0i32.to_ne_bytes());
@@ -536,8 +640,81 @@ mod tests {
         hops.poll_updates();
         assert!(!hops.stale);
         // The neighbours went with the link.
-        assert_eq!(hops.mirror.routes.lookup(ip("10.0.0.5")).unwrap().hop.unwrap().oif, 2);
+        assert_eq!(hops.mirror.routes4.lookup(ip("10.0.0.5")).unwrap().hop.unwrap().oif, 2);
         assert_eq!(hops.mirror.next_hop(ip("10.0.0.5")), None);
+    }
+
+    #[test]
+    fn ipv6_routes_and_neighbours() {
+        let mut m = Mirror::default();
+        m.routes6.insert(route("::", 0, 1024, 1, Some("fe80::1")));
+        m.routes6.insert(route("fd10:77:1::", 64, 256, 2, None));
+        m.routes4.insert(route("0.0.0.0", 0, 0, 3, Some("192.0.2.1")));
+        m.neighbours.insert(neighbour_key(1, ip("fe80::1")), MAC_A);
+        m.neighbours.insert(neighbour_key(2, ip("fd10:77:1::11")), MAC_B);
+        m.neighbours.insert(neighbour_key(3, ip("192.0.2.1")), MAC_B);
+        assert_eq!(m.next_hop(ip("fd10:77:1::11")), Some((2, MAC_B)));
+        assert_eq!(m.next_hop(ip("fd10:77:1::12")), None);
+        // The default route's link-local gateway, on its own interface.
+        assert_eq!(m.next_hop(ip("2001:db8::1")), Some((1, MAC_A)));
+        // An IPv4 destination never takes an IPv6 route, nor the reverse.
+        assert_eq!(m.next_hop(ip("10.0.0.1")), Some((3, MAC_B)));
+        m.routes4.clear();
+        assert_eq!(m.next_hop(ip("10.0.0.1")), None);
+        // An IPv4-mapped address is no IPv4 neighbour.
+        m.routes6.insert(route("::ffff:0.0.0.0", 96, 0, 3, None));
+        assert_eq!(m.next_hop(ip("::ffff:192.0.2.1")), Some((3, MAC_B)));
+        let mut lens = RouteTable::<V6>::default();
+        for len in [0, 1, 63, 64, 65, 127, 128] {
+            lens.lens.set(len, true);
+        }
+        assert_eq!(lens.lens.longest_first().collect::<Vec<_>>(), [128, 127, 65, 64, 63, 1, 0]);
+    }
+
+    #[test]
+    fn ipv6_neighbour_resolved_by_the_kernel_fills_the_mirror() {
+        use crate::driver::netlink::{Netlink, index_of};
+        use crate::os::{self, Peer, shell};
+        let Some(peer) = Peer::start() else { return };
+        let tid = peer.tid();
+        os::in_new_netns(move || {
+            let mut netlink = Netlink::open().unwrap();
+            netlink.add_veth_pair("rvsn0", "rvsn1").unwrap();
+            shell(&format!("ip link set rvsn1 netns {tid}"));
+            shell("ip addr add fd10:77:1::1/64 dev rvsn0 nodad && ip link set rvsn0 up");
+            peer.shell("ip addr add fd10:77:1::11/64 dev rvsn1 nodad && ip link set rvsn1 up");
+            let mac = peer.shell("ip -br link show rvsn1").split_whitespace().nth(2).unwrap().to_owned();
+            // Until the kernel has seen the carrier come up, it drops what the link would send.
+            let up = |shown: String| shown.contains("state UP");
+            for _ in 0..300 {
+                if up(shell("ip link show rvsn0")) && up(peer.shell("ip link show rvsn1")) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            os::sysctl("net/ipv6/conf/all/forwarding", "1").unwrap();
+            let tun = crate::driver::tun::Tun::create_queues("rvsnt", 1).unwrap();
+            netlink.link_up(tun[0].index()).unwrap();
+            let mut hops = NextHops::open().unwrap();
+            let real = ip("fd10:77:1::11");
+            assert_eq!(hops.mirror.next_hop(real), None);
+            // What the driver does without a next hop: the packet goes to the
+            // kernel, whose forwarding asks for the neighbour.
+            let (IpAddr::V6(src), IpAddr::V6(dst)) = (ip("fd10:77:3::1"), real) else { unreachable!() };
+            let mut packet = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+            packet.extend_from_slice(&src.octets());
+            packet.extend_from_slice(&dst.octets());
+            packet.extend_from_slice(&[0x07, 0xd0, 0, 9, 0, 8, 0, 0]);
+            tun[0].send(&packet).unwrap();
+            let found = (0..250).find_map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                hops.poll_updates();
+                hops.mirror.next_hop(real)
+            });
+            let oif = index_of("rvsn0").unwrap();
+            let mac = mac.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect::<Vec<_>>();
+            assert_eq!(found.map(|(i, m)| (i, m.to_vec())), Some((oif, mac)));
+        });
     }
 
     #[test]
