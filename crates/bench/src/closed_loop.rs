@@ -15,7 +15,7 @@
 //! unseen for [`STALE`] is counted lost and sent again: the rate stays the
 //! path's, and the losses are reported beside it.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -91,8 +91,8 @@ impl Client {
 pub(crate) struct Loop<'a> {
     reals: &'a Reals,
     client: &'a Client,
-    target: Ipv4Addr,
-    src: Ipv4Addr,
+    target: IpAddr,
+    src: IpAddr,
     reflector: Option<XdpLink>,
     /// When each id was last sent from here.
     injected_at: Vec<u64>,
@@ -101,12 +101,13 @@ pub(crate) struct Loop<'a> {
 }
 
 impl<'a> Loop<'a> {
-    /// Starts a population toward `target` (the VIP, or a real's address).
+    /// Starts a population toward `target` (the VIP, or a real's address),
+    /// from the client's address of its family.
     pub(crate) fn start(
         lab: &Lab,
         reals: &'a Reals,
         client: &'a Client,
-        target: Ipv4Addr,
+        target: IpAddr,
     ) -> anyhow::Result<Self> {
         let ifindex = Iface::of(lab.client(), "eth0")?.index;
         let prog = Prog::reflect(LoopPort::Source(PORT), ifindex, &client.returned, None)?;
@@ -116,7 +117,7 @@ impl<'a> Loop<'a> {
             reals,
             client,
             target,
-            src: lab.topo.client_addr(),
+            src: lab.client_addr(target),
             reflector: Some(reflector),
             injected_at: vec![0; reals.seen.len()],
             lost: 0,

@@ -1,7 +1,7 @@
 //! Scenario b: new connections/s, one HTTP request per connection
 //! (`wrk -H 'Connection: close'`) against nginx on the reals, through rvs
 //! (TUN and AF_XDP data paths) with SYNProxy on and off, nftables FullNAT
-//! and HAProxy in mode tcp.
+//! and HAProxy in mode tcp, over IPv4 and IPv6.
 //! Rounds alternate the paths; the balancer is set up afresh for each run.
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::Opts;
 use crate::lab::{self, Lab, check_stop};
-use crate::paths::{DataPath, HaproxyTcp, NftFullNat, Proto, Rvs, Service};
+use crate::paths::{DataPath, Family, HaproxyTcp, InFamily, NftFullNat, Proto, Rvs, Service};
 use crate::report::{Samples, Table, kilo, ratio_notes};
 
 /// wrk's threads and connections. With other work on the machine, one
@@ -20,9 +20,10 @@ use crate::report::{Samples, Table, kilo, ratio_notes};
 const WRK_THREADS: &str = "-t2";
 const WRK_CONNS: &str = "-c64";
 
-/// The paths measured, in table order.
-fn paths() -> Vec<Box<dyn DataPath>> {
-    vec![
+/// The paths measured, in table order: over IPv4, then their best setups
+/// over IPv6.
+fn paths() -> Vec<InFamily> {
+    let v4: [Box<dyn DataPath>; 7] = [
         Box::new(Rvs { synproxy: true, xdp_workers: Some(1) }),
         Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
         Box::new(Rvs { synproxy: true, xdp_workers: None }),
@@ -30,7 +31,16 @@ fn paths() -> Vec<Box<dyn DataPath>> {
         Box::new(NftFullNat { flowtable: false }),
         Box::new(HaproxyTcp),
         Box::new(Rvs { synproxy: true, xdp_workers: Some(2) }),
-    ]
+    ];
+    let v6: [Box<dyn DataPath>; 4] = [
+        Box::new(Rvs { synproxy: true, xdp_workers: Some(1) }),
+        Box::new(Rvs { synproxy: true, xdp_workers: None }),
+        Box::new(NftFullNat { flowtable: false }),
+        Box::new(HaproxyTcp),
+    ];
+    let mut p: Vec<InFamily> = v4.into_iter().map(|p| InFamily(Family::V4, p)).collect();
+    p.extend(v6.into_iter().map(|p| InFamily(Family::V6, p)));
+    p
 }
 
 const NFT: &str = "nftables FullNAT";
@@ -39,7 +49,7 @@ const XDP_SP: &str = "rvs AF_XDP, SYNProxy on";
 const TUN_SP: &str = "rvs TUN, SYNProxy on";
 
 /// Ratios printed (numerator, denominator, target), the targets first.
-const RATIOS: [(&str, &str, Option<f64>); 10] = [
+const RATIOS: &[(&str, &str, Option<f64>)] = &[
     (XDP_SP, NFT, Some(1.0)),
     (XDP_SP, HAPROXY, Some(1.6)),
     (TUN_SP, NFT, Some(1.0)),
@@ -50,6 +60,10 @@ const RATIOS: [(&str, &str, Option<f64>); 10] = [
     ("rvs AF_XDP", NFT, None),
     (XDP_SP, "rvs AF_XDP", None),
     (NFT, HAPROXY, None),
+    ("rvs AF_XDP, SYNProxy on, IPv6", "nftables FullNAT, IPv6", None),
+    ("rvs AF_XDP, SYNProxy on, IPv6", "HAProxy mode tcp, IPv6", None),
+    ("rvs AF_XDP, SYNProxy on, IPv6", XDP_SP, None),
+    ("nftables FullNAT, IPv6", NFT, None),
 ];
 
 /// What one wrk run reported.
@@ -104,7 +118,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             check_stop()?;
             lab.flush_conntrack()?;
             let m = p.setup(lab, svc).with_context(|| format!("setting up {}", p.name()))?;
-            let url = format!("http://{}/", m.target.unwrap_or(lab.topo.vip()));
+            let url = m.url(svc.port, "/");
             let profile = lab::Profile::start(&p.name(), m.pid)?;
             let r = wrk(lab, &url, o.cps_secs).with_context(|| format!("wrk through {}", p.name()))?;
             drop(profile);
@@ -126,14 +140,18 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         "New connections/s (wrk -t2 -c64, one request per connection, nginx on 3 reals)",
         &["path", "connections/s", "× nftables FullNAT", "errors (all rounds)"],
     );
-    let nft = paths.iter().position(|p| p.name() == NFT).map_or(0.0, |i| rates[i].median());
+    // Each row against nftables over its clients' family.
+    let nft = |f: Family| {
+        let at = paths.iter().position(|p| p.0.client_v6() == f.client_v6() && p.1.name() == NFT);
+        at.map_or(0.0, |i| rates[i].median()).max(1.0)
+    };
     for ((p, r), e) in paths.iter().zip(&rates).zip(&errors) {
-        t.row(vec![p.name(), r.show(kilo), format!("{:.2}", r.median() / nft.max(1.0)), e.to_string()]);
+        t.row(vec![p.name(), r.show(kilo), format!("{:.2}", r.median() / nft(p.0)), e.to_string()]);
     }
     let names: Vec<String> = paths.iter().map(|p| p.name()).collect();
-    let ratios = ratio_notes(&mut t, &names, &rates.iter().collect::<Vec<_>>(), &RATIOS);
+    let ratios = ratio_notes(&mut t, &names, &rates.iter().collect::<Vec<_>>(), RATIOS);
     t.note(format!(
-        "medians of {} rounds of {} s (min–max in brackets); client, balancer and reals share the machine's cores",
+        "medians of {} rounds of {} s (min–max in brackets); client, balancer and reals share the machine's cores; \"× nftables FullNAT\" is against nftables over the row's client family",
         o.rounds, o.cps_secs
     ));
     let rows: Vec<Value> = paths

@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,9 +19,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rvs_netns::{ChildGuard, Netns, TempDir, Topology, TopologySpec, stop_requested};
+use rvs_netns::{ChildGuard, Netns, TempDir, Topology, TopologySpec, mirror6, stop_requested};
 
 use crate::bpf::Prog;
+use crate::paths::Family;
 
 /// The `A` of the 10.A.x.y address plan (`rvs lab` uses 77).
 const BENCH_NET: u8 = 78;
@@ -203,6 +204,26 @@ impl Lab {
         Ok(lab)
     }
 
+    /// The VIP clients of `family` connect to.
+    pub(crate) fn vip(&self, family: Family) -> IpAddr {
+        if family.client_v6() { self.topo.vip6().into() } else { self.topo.vip().into() }
+    }
+
+    /// The reals' addresses in the family `family`'s backends have.
+    pub(crate) fn real_addrs(&self, family: Family) -> Vec<IpAddr> {
+        let v4 = self.topo.real_addrs().into_iter();
+        if family.backend_v6() {
+            v4.map(|a| mirror6(a).into()).collect()
+        } else {
+            v4.map(Into::into).collect()
+        }
+    }
+
+    /// The client's address toward `target`, of its family.
+    pub(crate) fn client_addr(&self, target: IpAddr) -> IpAddr {
+        if target.is_ipv6() { self.topo.client_addr6().into() } else { self.topo.client_addr().into() }
+    }
+
     pub(crate) fn client(&self) -> &Netns {
         self.topo.ns_client()
     }
@@ -229,7 +250,8 @@ impl Lab {
                  events {{ worker_connections 8192; }}\n\
                  http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
                  fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-                 server {{ listen {addr}:80 backlog=4096; location / {{ return 200 \"real{}\\n\"; }}\n\
+                 server {{ listen {addr}:80 backlog=4096; listen [::]:80 ipv6only=on backlog=4096;\n\
+                 location / {{ return 200 \"real{}\\n\"; }}\n\
                  location = {DOWNLOAD} {{ alias {d}/download; }} }} }}\n",
                 i + 1
             );
@@ -239,7 +261,7 @@ impl Lab {
             let ns = self.topo.ns_real(i).clone();
             let child = ns.spawn("nginx", ["-c".as_ref(), path.as_os_str()]).context("starting nginx")?;
             self.topo.adopt(child);
-            wait_listening(&ns, addr, 80, Duration::from_secs(5)).with_context(|| {
+            wait_listening(&ns, addr.into(), 80, Duration::from_secs(5)).with_context(|| {
                 format!("nginx on {addr}: {}", fs::read_to_string(dir.join("error.log")).unwrap_or_default())
             })?;
         }
@@ -259,11 +281,12 @@ impl Lab {
     }
 
     /// `n` (at most 254) local addresses no run in this lab has used, in
-    /// one range: 10.A.16.1 onward.
+    /// one range: 10.A.16.1 onward, or their IPv6 mirrors fd10:A:16::1
+    /// onward when `v6`.
     /// The reals keep each connection's (local address:port, real:port) in
     /// TIME_WAIT for 60 s; a later run through other addresses never meets
     /// those, whatever its balancer's port choice or timestamps.
-    pub(crate) fn fresh_laddrs(&self, n: usize) -> anyhow::Result<Vec<Ipv4Addr>> {
+    pub(crate) fn fresh_laddrs(&self, n: usize, v6: bool) -> anyhow::Result<Vec<IpAddr>> {
         // One run's addresses share a /24, so that they form a range.
         let used = self.laddrs_used.get();
         let first = if used % 254 + n as u32 > 254 { used.next_multiple_of(254) } else { used };
@@ -272,9 +295,9 @@ impl Lab {
             bail!("the lab has run out of fresh local addresses");
         }
         self.laddrs_used.set(end);
-        Ok((first..end)
-            .map(|k| Ipv4Addr::new(10, BENCH_NET, 16 + (k / 254) as u8, 1 + (k % 254) as u8))
-            .collect())
+        let v4 =
+            (first..end).map(|k| Ipv4Addr::new(10, BENCH_NET, 16 + (k / 254) as u8, 1 + (k % 254) as u8));
+        Ok(if v6 { v4.map(|a| mirror6(a).into()).collect() } else { v4.map(Into::into).collect() })
     }
 
     /// Spawns a process in `ns` with output to `log` in the temp dir.
@@ -291,7 +314,7 @@ impl Lab {
 }
 
 /// Waits until `addr:port` accepts a TCP connection from inside `ns`.
-pub(crate) fn wait_listening(ns: &Netns, addr: Ipv4Addr, port: u16, limit: Duration) -> anyhow::Result<()> {
+pub(crate) fn wait_listening(ns: &Netns, addr: IpAddr, port: u16, limit: Duration) -> anyhow::Result<()> {
     let end = Instant::now() + limit;
     loop {
         let ok = ns.run_in(|| {
@@ -302,7 +325,7 @@ pub(crate) fn wait_listening(ns: &Netns, addr: Ipv4Addr, port: u16, limit: Durat
         }
         check_stop()?;
         if Instant::now() >= end {
-            bail!("{addr}:{port} does not accept connections after {limit:?}");
+            bail!("{} does not accept connections after {limit:?}", std::net::SocketAddr::new(addr, port));
         }
         thread::sleep(Duration::from_millis(50));
     }

@@ -5,7 +5,7 @@
 //! more entry in a scenario's list.
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +31,42 @@ impl Proto {
     }
 }
 
+/// The address families of a service: the clients' (and the VIP's), and
+/// the reals' and local addresses'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Whether clients and the VIP speak IPv6.
+    pub(crate) fn client_v6(self) -> bool {
+        self == Self::V6
+    }
+
+    /// Whether the reals and local addresses are IPv6.
+    pub(crate) fn backend_v6(self) -> bool {
+        self == Self::V6
+    }
+
+    /// What a row's name gets: nothing for IPv4.
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::V4 => "",
+            Self::V6 => ", IPv6",
+        }
+    }
+
+    /// Refuses the translations, for a path that cannot make them.
+    fn same_family(self, path: &str) -> anyhow::Result<()> {
+        if self.client_v6() != self.backend_v6() {
+            bail!("{path} does not translate between IPv4 and IPv6");
+        }
+        Ok(())
+    }
+}
+
 /// The service every path offers: VIP:port over the first `reals` of the
 /// lab's reals at the same port, through its first `laddrs` local addresses.
 #[derive(Debug, Clone, Copy)]
@@ -39,24 +75,52 @@ pub(crate) struct Service {
     pub port: u16,
     pub reals: usize,
     pub laddrs: usize,
+    pub family: Family,
 }
 
 impl Service {
-    /// Over every real, through every local address.
+    /// Over every real, through every local address, over IPv4.
     pub(crate) fn new(proto: Proto, port: u16) -> Self {
-        Self { proto, port, reals: crate::lab::REALS, laddrs: crate::lab::LADDRS }
+        Self { proto, port, reals: crate::lab::REALS, laddrs: crate::lab::LADDRS, family: Family::V4 }
+    }
+}
+
+/// A path over another family: its row is named for the family, and its
+/// service is the scenario's in that family.
+#[derive(Debug)]
+pub(crate) struct InFamily(pub Family, pub Box<dyn DataPath>);
+
+impl DataPath for InFamily {
+    fn name(&self) -> String {
+        format!("{}{}", self.1.name(), self.0.suffix())
+    }
+
+    fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle> {
+        self.1.setup(lab, Service { family: self.0, ..svc })
     }
 }
 
 /// A set-up balancer. Dropping it tears it down.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Middle {
     /// Where clients send.
-    pub target: Option<Ipv4Addr>,
+    pub target: IpAddr,
     /// The balancer process, for its memory.
     pub pid: Option<u32>,
     /// Processes, tables, XDP links, addresses.
     guards: Guards,
+}
+
+impl Middle {
+    /// A balancer clients reach at `target`, holding `guards`.
+    fn at(target: IpAddr, guards: Vec<Box<dyn std::fmt::Debug>>) -> Self {
+        Self { target, pid: None, guards: Guards(guards) }
+    }
+
+    /// The URL of `path` on the service at `port` through this balancer.
+    pub(crate) fn url(&self, port: u16, path: &str) -> String {
+        format!("http://{}{path}", SocketAddr::new(self.target, port))
+    }
 }
 
 /// What a path made (process, table, XDP link, address guards), removed
@@ -105,7 +169,8 @@ impl DataPath for CrossConnect {
         "ceiling: XDP cross-connect (no balancer)".to_owned()
     }
 
-    fn setup(&self, lab: &Lab, _svc: Service) -> anyhow::Result<Middle> {
+    fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle> {
+        svc.family.same_family(&self.name())?;
         let t = &lab.topo;
         let (client, cli) = lab.client_link()?;
         let real = Iface::of(t.ns_real(0), t.real_if())?;
@@ -114,11 +179,7 @@ impl DataPath for CrossConnect {
             XdpLink::attach(lab.lb(), t.lb_client_if(), Prog::cross_connect(rl.index, real.mac, rl.mac)?)?;
         let toward_client =
             XdpLink::attach(lab.lb(), t.lb_real_if(), Prog::cross_connect(cli.index, client.mac, cli.mac)?)?;
-        Ok(Middle {
-            target: Some(t.real_addrs()[0]),
-            guards: Guards(vec![Box::new(toward_real), Box::new(toward_client)]),
-            ..Middle::default()
-        })
+        Ok(Middle::at(lab.real_addrs(svc.family)[0], vec![Box::new(toward_real), Box::new(toward_client)]))
     }
 }
 
@@ -131,8 +192,9 @@ impl DataPath for KernelRouting {
         "kernel routing (no NAT)".to_owned()
     }
 
-    fn setup(&self, lab: &Lab, _svc: Service) -> anyhow::Result<Middle> {
-        Ok(Middle { target: Some(lab.topo.real_addrs()[0]), ..Middle::default() })
+    fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle> {
+        svc.family.same_family(&self.name())?;
+        Ok(Middle::at(lab.real_addrs(svc.family)[0], Vec::new()))
     }
 }
 
@@ -155,12 +217,13 @@ pub(crate) fn flowtables_available(lab: &Lab) -> bool {
     NftTable::install(lab.lb(), "ip", "rvs_bench_probe", &body).is_ok()
 }
 
-/// A VIP of its own for a path: 10.A.2.`n`. Conntrack entries outlive the
-/// nftables table (TIME_WAIT for 2 minutes), and on the same VIP they would
-/// catch the next path's packets.
-fn own_vip(lab: &Lab, n: u8) -> Ipv4Addr {
+/// A VIP of its own for a path: 10.A.2.`n` (fd10:A:2::`n` for IPv6
+/// clients). Conntrack entries outlive the nftables table (TIME_WAIT for 2
+/// minutes), and on the same VIP they would catch the next path's packets.
+fn own_vip(lab: &Lab, n: u8, family: Family) -> IpAddr {
     let [a, b, c, _] = lab.topo.vip().octets();
-    Ipv4Addr::new(a, b, c, n)
+    let v4 = std::net::Ipv4Addr::new(a, b, c, n);
+    if family.client_v6() { rvs_netns::mirror6(v4).into() } else { v4.into() }
 }
 
 impl DataPath for NftFullNat {
@@ -172,17 +235,20 @@ impl DataPath for NftFullNat {
     }
 
     fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle> {
+        svc.family.same_family(&self.name())?;
         let t = &lab.topo;
-        let vip = own_vip(lab, 2);
-        let reals = &t.real_addrs()[..svc.reals];
+        let vip = own_vip(lab, 2, svc.family);
+        let reals = &lab.real_addrs(svc.family)[..svc.reals];
         let map: Vec<String> = reals.iter().enumerate().map(|(i, a)| format!("{i} : {a}")).collect();
         let set: Vec<String> = reals.iter().map(ToString::to_string).collect();
-        let laddrs = lab.fresh_laddrs(svc.laddrs)?;
+        let laddrs = lab.fresh_laddrs(svc.laddrs, svc.family.backend_v6())?;
+        // The table's family names the header the rules match: `ip` or `ip6`.
+        let ip = if svc.family.backend_v6() { "ip6" } else { "ip" };
         let mut body = format!(
             "chain pre {{\n type nat hook prerouting priority dstnat; policy accept;\n\
-               ip daddr {vip} {p} dport {port} dnat to numgen inc mod {n} map {{ {map} }}\n}}\n\
+               {ip} daddr {vip} {p} dport {port} dnat to numgen inc mod {n} map {{ {map} }}\n}}\n\
              chain post {{\n type nat hook postrouting priority srcnat; policy accept;\n\
-               ct status dnat ip daddr {{ {set} }} snat to {lo}-{hi}\n}}",
+               ct status dnat {ip} daddr {{ {set} }} snat to {lo}-{hi}\n}}",
             p = svc.proto.name(),
             port = svc.port,
             n = reals.len(),
@@ -200,8 +266,8 @@ impl DataPath for NftFullNat {
                 t.lb_real_if()
             ));
         }
-        let table = NftTable::install(lab.lb(), "ip", "rvs_bench_fnat", &body)?;
-        Ok(Middle { target: Some(vip), guards: Guards(vec![Box::new(table)]), ..Middle::default() })
+        let table = NftTable::install(lab.lb(), ip, "rvs_bench_fnat", &body)?;
+        Ok(Middle::at(vip, vec![Box::new(table)]))
     }
 }
 
@@ -239,7 +305,9 @@ impl DataPath for Rvs {
         let t = &lab.topo;
         let socket = lab.tmp.path().join("rvs.sock");
         let _ = fs::remove_file(&socket);
-        let laddrs: Vec<String> = lab.fresh_laddrs(svc.laddrs)?.iter().map(|a| format!("\"{a}\"")).collect();
+        let laddrs = lab.fresh_laddrs(svc.laddrs, svc.family.backend_v6())?;
+        let laddrs: Vec<String> = laddrs.iter().map(|a| format!("\"{a}\"")).collect();
+        let vip = lab.vip(svc.family);
         let xdp = match self.xdp_workers {
             Some(workers) => format!(
                 "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"native\"\nworkers = {workers}\n",
@@ -251,19 +319,18 @@ impl DataPath for Rvs {
         let mut cfg = format!(
             "[daemon]\ncontrol_socket = \"{}\"\nsecret_file = \"{}\"\n\n[metrics]\nlisten = \"{RVS_METRICS}\"\n\n\
              [driver]\ntun_name = \"rvs0\"\n{xdp}\n\
-             [[service]]\nproto = \"{}\"\nvip = \"{}:{}\"\nsched = \"rr\"\nladdrs = [{}]\n",
+             [[service]]\nproto = \"{}\"\nvip = \"{}\"\nsched = \"rr\"\nladdrs = [{}]\n",
             socket.display(),
             lab.tmp.path().join("secret").display(),
             svc.proto.name(),
-            t.vip(),
-            svc.port,
+            SocketAddr::new(vip, svc.port),
             laddrs.join(", ")
         );
         if svc.proto == Proto::Tcp {
             cfg.push_str(&format!("synproxy = {}\n", self.synproxy));
         }
-        for r in &t.real_addrs()[..svc.reals] {
-            cfg.push_str(&format!("\n[[service.real]]\naddr = \"{r}:{}\"\n", svc.port));
+        for &r in &lab.real_addrs(svc.family)[..svc.reals] {
+            cfg.push_str(&format!("\n[[service.real]]\naddr = \"{}\"\n", SocketAddr::new(r, svc.port)));
         }
         let config = lab.tmp.path().join("rvs.toml");
         fs::write(&config, cfg)?;
@@ -271,7 +338,8 @@ impl DataPath for Rvs {
         let (mut daemon, log) =
             lab.spawn_logged(lab.lb(), &lab.rvs, &["run", "--config", &config], "rvs.log")?;
         wait_for_file(&mut daemon, &socket, &log)?;
-        Ok(Middle { target: Some(t.vip()), pid: Some(daemon.pid()), guards: Guards(vec![Box::new(daemon)]) })
+        let pid = Some(daemon.pid());
+        Ok(Middle { pid, ..Middle::at(vip, vec![Box::new(daemon)]) })
     }
 }
 
@@ -301,19 +369,18 @@ impl DataPath for HaproxyTcp {
         if svc.proto != Proto::Tcp {
             bail!("HAProxy here proxies TCP only");
         }
-        let t = &lab.topo;
-        let vip = own_vip(lab, 3);
-        let cidr = format!("{vip}/32");
+        let vip = own_vip(lab, 3, svc.family);
+        let cidr = format!("{vip}/{}", if vip.is_ipv6() { 128 } else { 32 });
         rvs_netns::run(lab.lb().ip().args(["addr", "add", &cidr, "dev", "lo"]))?;
-        let mut m = Middle { target: Some(vip), ..Middle::default() };
+        let mut m = Middle::at(vip, Vec::new());
         m.guards.0.push(Box::new(AddressGuard { ns: lab.lb().clone(), cidr }));
         let mut cfg = format!(
             "global\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\n\
-             frontend f\n  bind {vip}:{port}\n  default_backend b\n\nbackend b\n  balance roundrobin\n",
-            port = svc.port
+             frontend f\n  bind {}\n  default_backend b\n\nbackend b\n  balance roundrobin\n",
+            SocketAddr::new(vip, svc.port)
         );
-        for (i, r) in t.real_addrs()[..svc.reals].iter().enumerate() {
-            cfg.push_str(&format!("  server r{} {r}:{}\n", i + 1, svc.port));
+        for (i, &r) in lab.real_addrs(svc.family)[..svc.reals].iter().enumerate() {
+            cfg.push_str(&format!("  server r{} {}\n", i + 1, SocketAddr::new(r, svc.port)));
         }
         let path = lab.tmp.path().join("haproxy.cfg");
         fs::write(&path, cfg)?;

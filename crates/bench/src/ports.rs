@@ -115,7 +115,7 @@ fn one(lab: &Lab, o: &Opts, variant: Variant, path: &dyn DataPath) -> anyhow::Re
     lab.flush_conntrack()?;
     let m = path.setup(lab, svc).with_context(|| format!("setting up {}", path.name()))?;
     let (real0, client0) = (tcp_ext(real)?, tcp_ext(client)?);
-    let url = format!("http://{}{}", m.target.unwrap_or(lab.topo.vip()), variant.url_path());
+    let url = m.url(svc.port, variant.url_path());
     let wrk = wrk(lab, &url, o.ports_secs).with_context(|| format!("wrk through {}", path.name()))?;
     let (real1, client1) = (tcp_ext(real)?, tcp_ext(client)?);
     let no_local_port = match m.pid.is_some() && path.name().starts_with("rvs") {

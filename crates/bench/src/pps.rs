@@ -1,9 +1,10 @@
 //! Scenario a: 64-byte established-flow packets/s through each data path,
 //! measured with the closed loop ([`crate::closed_loop`]): the client and
 //! the reals reflect a fixed population of UDP packets, the balancer
-//! forwards each of them both ways. Rounds alternate the paths, so each
-//! round compares them side by side; the first path, a wire in the
-//! balancer's place, is the loop's own ceiling.
+//! forwards each of them both ways. Every path runs over IPv4 and over IPv6
+//! (the same payload behind the longer header). Rounds alternate the paths, so each round compares them
+//! side by side, IPv6 beside IPv4; the first path of each family, a wire in
+//! the balancer's place, is the loop's own ceiling.
 
 use std::time::{Duration, Instant};
 
@@ -12,26 +13,36 @@ use serde_json::{Value, json};
 use crate::Opts;
 use crate::closed_loop::{self, Client, Loop, Reals};
 use crate::lab::{self, Lab, check_stop};
-use crate::paths::{self, CrossConnect, DataPath, KernelRouting, NftFullNat, Proto, Rvs, Service};
+use crate::paths::{
+    self, CrossConnect, DataPath, Family, InFamily, KernelRouting, NftFullNat, Proto, Rvs, Service,
+};
 use crate::report::{Samples, Table, mega, ratio_notes};
 
 /// Before each window: the population injected, losses to the queues of
 /// the path refilled, first connections made.
 const WARM_UP: Duration = Duration::from_millis(500);
 
-/// The paths measured, in table order; the first is the ceiling. The
-/// flowtable row needs a kernel built with flowtables.
-fn paths(flowtables: bool) -> Vec<Box<dyn DataPath>> {
-    let mut p: Vec<Box<dyn DataPath>> = vec![
-        Box::new(CrossConnect),
-        Box::new(KernelRouting),
-        Box::new(NftFullNat { flowtable: false }),
-        Box::new(NftFullNat { flowtable: true }),
-        Box::new(Rvs::TUN),
-        Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
-        Box::new(Rvs { synproxy: false, xdp_workers: Some(2) }),
-    ];
-    p.retain(|p| flowtables || !p.name().contains("flowtable"));
+/// The paths measured, in table order: each over IPv4 and then over IPv6,
+/// the first row of each client family is its
+/// ceiling. The flowtable rows need a kernel built with flowtables.
+fn paths(flowtables: bool) -> Vec<InFamily> {
+    let over = |f: Family| -> Vec<InFamily> {
+        let all: [Box<dyn DataPath>; 7] = [
+            Box::new(CrossConnect),
+            Box::new(KernelRouting),
+            Box::new(NftFullNat { flowtable: false }),
+            Box::new(NftFullNat { flowtable: true }),
+            Box::new(Rvs::TUN),
+            Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
+            Box::new(Rvs { synproxy: false, xdp_workers: Some(2) }),
+        ];
+        all.into_iter()
+            .filter(|p| flowtables || !p.name().contains("flowtable"))
+            .map(|p| InFamily(f, p))
+            .collect()
+    };
+    let mut p = over(Family::V4);
+    p.extend(over(Family::V6));
     p
 }
 
@@ -41,8 +52,11 @@ const CEILING: &str = "ceiling: XDP cross-connect (no balancer)";
 
 /// Ratios printed, as (numerator, denominator) path names: rvs AF_XDP
 /// against nftables FullNAT, its flowtable and plain routing; two workers
-/// against one; rvs TUN; the kernel paths against each other and the ceiling.
-const RATIOS: [(&str, &str, Option<f64>); 10] = [
+/// against one; rvs TUN; the kernel paths against each other and the
+/// ceiling; IPv6 against IPv4, whose target is a cost
+/// per packet within 1.15× of IPv4's.
+const RATIOS: &[(&str, &str, Option<f64>)] = &[
+    ("rvs AF_XDP, IPv6", "rvs AF_XDP", Some(1.0 / 1.15)),
     ("rvs AF_XDP", NFT, None),
     ("rvs AF_XDP", "nftables FullNAT, flowtable", None),
     ("rvs AF_XDP", ROUTING, None),
@@ -53,6 +67,10 @@ const RATIOS: [(&str, &str, Option<f64>); 10] = [
     ("nftables FullNAT, flowtable", NFT, None),
     (ROUTING, CEILING, None),
     ("rvs AF_XDP", CEILING, None),
+    ("rvs AF_XDP, IPv6", "nftables FullNAT, IPv6", None),
+    ("rvs AF_XDP, IPv6", "kernel routing (no NAT), IPv6", None),
+    ("rvs TUN, IPv6", "rvs TUN", None),
+    ("nftables FullNAT, IPv6", NFT, None),
 ];
 
 #[derive(Debug, Default, Clone)]
@@ -74,7 +92,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         for (p, f) in paths.iter().zip(&mut figs) {
             check_stop()?;
             let m = p.setup(lab, svc)?;
-            let mut l = Loop::start(lab, &reals, &client, m.target.unwrap_or(lab.topo.vip()))?;
+            let mut l = Loop::start(lab, &reals, &client, m.target)?;
             l.keep(WARM_UP)?;
             let (d0, r0, lost0) = (reals.delivered.read()?, client.returned.read()?, l.lost);
             let profile = lab::Profile::start(&p.name(), m.pid)?;
@@ -122,26 +140,34 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             "lost and refilled, per s",
         ],
     );
-    let base = figs[0].delivered.median().max(1.0);
+    // Each row against the ceiling of its clients' family.
+    let ceiling = |f: Family| {
+        let at = paths.iter().position(|p| p.0.client_v6() == f.client_v6() && p.1.name() == CEILING);
+        figs[at.unwrap_or(0)].delivered.median().max(1.0)
+    };
     let per_s = |v: f64| format!("{v:.0}");
     for (p, f) in paths.iter().zip(&figs) {
         t.row(vec![
             p.name(),
             f.delivered.show(mega),
-            format!("{:.2}", f.delivered.median() / base),
+            format!("{:.2}", f.delivered.median() / ceiling(p.0)),
             f.forwarded.show(mega),
             f.lost.show(per_s),
         ]);
     }
     let names: Vec<String> = paths.iter().map(|p| p.name()).collect();
     let delivered: Vec<&Samples> = figs.iter().map(|f| &f.delivered).collect();
-    let ratios = ratio_notes(&mut t, &names, &delivered, &RATIOS);
+    let ratios = ratio_notes(&mut t, &names, &delivered, RATIOS);
     if !flowtables {
         t.note("no flowtable row: this kernel has no nftables flowtables (CONFIG_NF_FLOW_TABLE)".to_owned());
     }
     t.note(format!(
         "medians of {} rounds of {:.1} s (min–max in brackets); the client and the reals send every packet back from XDP, so the balancer forwards each one twice: \"forwarded\" counts both directions; packets unseen at the reals for 200 ms are counted lost and sent again",
         o.rounds, o.pps_secs
+    ));
+    t.note(format!(
+        "IPv6 frames are {} bytes, the IPv4 ones' payload behind the 20 bytes longer header; \"× ceiling\" is against the ceiling of the row's client family",
+        crate::frame::FRAME6_LEN + 4
     ));
     let rows: Vec<Value> = paths
         .iter()

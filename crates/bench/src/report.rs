@@ -133,7 +133,10 @@ pub(crate) fn ratio_line(what: &str, a: &Samples, b: &Samples, target: Option<f6
     let med = if b.median() > 0.0 { a.median() / b.median() } else { 0.0 };
     let mut s = format!("{what}: {med:.2}× (per round {:.2}–{:.2})", per_round.min(), per_round.max());
     if let Some(t) = target {
-        s.push_str(&format!(", target ≥ {t:.1}×: {}", if med >= t { "met" } else { "MISSED" }));
+        // One decimal unless the target needs two (1/1.15 = 0.87).
+        let shown =
+            if ((t * 10.0).round() - t * 10.0).abs() < 1e-9 { format!("{t:.1}") } else { format!("{t:.2}") };
+        s.push_str(&format!(", target ≥ {shown}×: {}", if med >= t { "met" } else { "MISSED" }));
     }
     let v = json!({ "ratio": what, "value": med, "per_round": per_round.json(), "target": target, "met": target.map(|t| med >= t) });
     (s, v)

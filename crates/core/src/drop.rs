@@ -64,6 +64,10 @@ drop_reasons! {
     IcmpNoConnection => "icmp_no_connection",
     /// An ICMP message the load balancer does not translate (echo, redirect, ...).
     IcmpUnsupported => "icmp_unsupported",
+    /// An ICMP error with no counterpart in the other family (RFC 7915), about a translated connection.
+    IcmpUntranslatable => "icmp_untranslatable",
+    /// A packet that would not fit a packet slot once translated to the other family.
+    TooBigToTranslate => "too_big_to_translate",
     /// Not addressed to any VIP or LIP of this load balancer.
     NotForUs => "not_for_us",
     /// An ACK to a SYNProxy service with no connection whose cookie is wrong or expired.

@@ -22,6 +22,7 @@ use crate::conn::Connections;
 use crate::drop::DropReason;
 use crate::packet::{IpInfo, rewrite_ip_header, wire_drop};
 use crate::tcp_state::Side;
+use crate::xlat::icmp::ErrorBack;
 
 /// Why an ICMP error was not translated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub(crate) enum Untranslated {
     /// Not about a flow the engine tracks: `NotForUs` if the packet's
     /// destination is not the engine's, else this reason.
     Miss(DropReason),
+    /// About a connection whose two sides differ in family: the error is
+    /// built anew in the other family ([`crate::xlat::icmp`]) and goes to `to`.
+    Across(ErrorBack, Side),
 }
 
 /// The packet an ICMP or ICMPv6 error quotes, as far as the translation
@@ -86,6 +90,11 @@ pub(crate) fn translate(
             (conn.laddr.addr, conn.real.addr, conn.real, conn.laddr, conn.xlat.r2c_seq, Side::Real)
         }
     };
+    if crate::xlat::translates(ip.src, outer_dst) {
+        let back =
+            ErrorBack { src: outer_src, dst: outer_dst, quoted_src: q_src, quoted_dst: q_dst, seq_back };
+        return Err(Untranslated::Across(back, to));
+    }
     rewrite_ip_header(head, ip, outer_src, outer_dst, decrement_ttl);
     let inner = &mut msg[icmpv4::HEADER_LEN..];
     rewrite_quote(inner, quote.ihl, quote.proto, quoted_src, quoted_dst, q_src, q_dst, seq_back);
@@ -193,6 +202,20 @@ fn rewrite_quote(
         ttl: 0,
     };
     rewrite_ip_header(head, &quoted, src.addr, dst.addr, false);
+    rewrite_quoted_l4(l4, proto, (old_src, old_dst), (src, dst), seq_back);
+}
+
+/// The quoted transport header (at least its first 8 bytes) of a packet
+/// that went from `old.0` to `old.1`, turned into one from `new.0` to
+/// `new.1` with its sequence number `seq_back` lower; the checksum, if the
+/// quote holds it, is updated for the new pseudo-header (of either family).
+pub(crate) fn rewrite_quoted_l4(
+    l4: &mut [u8],
+    proto: Proto,
+    (old_src, old_dst): (Endpoint, Endpoint),
+    (src, dst): (Endpoint, Endpoint),
+    seq_back: u32,
+) {
     // The caller made sure the quote holds the transport header's first 8
     // bytes (ports, and TCP's sequence number); the checksum is further in
     // for TCP and may be cut off.

@@ -41,6 +41,7 @@ mod slab;
 mod synproxy;
 pub mod tcp_state;
 pub mod time;
+mod xlat;
 
 pub use addr::{Endpoint, FlowKey, Proto};
 pub use client_addr::ClientAddrStats;

@@ -39,8 +39,13 @@ impl Engine {
     /// the tail is left alone. Never panics, whatever the bytes.
     pub fn handle(&mut self, now: Instant, pkt: &mut [u8]) -> Verdict {
         self.last_now = self.last_now.max(now);
-        match self.process(now, pkt) {
-            Ok(Outcome::Forward(to)) => Verdict::Forward { to },
+        let outcome = self.process(now, pkt);
+        let pending = self.xlat_pending.take();
+        match outcome {
+            Ok(Outcome::Forward(to)) => match pending {
+                Some(p) => self.send_translated(pkt, p, to),
+                None => Verdict::Forward { to },
+            },
             Ok(Outcome::Absorbed | Outcome::Spliced(_) | Outcome::ReplayLost { .. }) => Verdict::Absorbed,
             Err(reason) => {
                 self.stats.drops.add(reason);
@@ -56,7 +61,7 @@ impl Engine {
             return Err(DropReason::TtlExpired);
         }
         if icmp::is_icmp(&ip) {
-            return self.handle_icmp(&ip, pkt).map(Outcome::Forward);
+            return self.handle_icmp(&ip, pkt);
         }
         let proto = Proto::from_number(ip.protocol);
         let Some(proto) = proto else {
@@ -198,11 +203,16 @@ impl Engine {
     }
 
     /// Translate an ICMP error about a forwarded flow ([`icmp::translate`]).
-    fn handle_icmp(&mut self, ip: &IpInfo, pkt: &mut [u8]) -> Result<Side, DropReason> {
+    fn handle_icmp(&mut self, ip: &IpInfo, pkt: &mut [u8]) -> Result<Outcome, DropReason> {
         match icmp::translate(&self.conns, self.cfg.decrement_ttl, ip, pkt) {
             Ok(to) => {
                 self.stats.icmp_forwarded += 1;
-                Ok(to)
+                Ok(Outcome::Forward(to))
+            }
+            Err(Untranslated::Across(back, to)) => {
+                self.send_translated_error(pkt, ip, &back, to)?;
+                self.stats.icmp_forwarded += 1;
+                Ok(Outcome::Absorbed)
             }
             Err(Untranslated::Drop(reason)) => Err(reason),
             Err(Untranslated::Miss(reason)) => match self.classify_miss(ip.dst, true) {
@@ -228,6 +238,9 @@ impl Engine {
     /// while the connection's delivery carries it.
     pub(crate) fn send_to_real(&mut self, built: &ToReal) {
         for &slot in built.slots() {
+            if !self.translate_built(slot, built.conn) {
+                continue;
+            }
             self.deliveries.toa_for_built(&mut self.store, self.conns.get(built.conn), slot);
             self.store.queue(slot, Side::Real);
         }
@@ -254,7 +267,8 @@ impl Engine {
         if let Some(start) = clamp_to {
             clamp_acks(&mut pkt[ip.header_len..], start);
         }
-        if to == Side::Real && !l4.flags.syn {
+        // A translated packet gets its TOA once it is in its new family.
+        if to == Side::Real && !l4.flags.syn && self.xlat_pending.is_none() {
             let (_, deliveries, mut ctx) = self.split();
             if let Some(out) = deliveries.toa_after_forward(&mut ctx, lookup.id, index, pkt) {
                 return Ok(out);
@@ -430,7 +444,8 @@ impl Engine {
         let svc = &mut self.services[service as usize];
         let mss_rule = MssRule {
             clamp: svc.config.mss_clamp.unwrap_or(u16::MAX),
-            less: crate::client_addr::toa_room(&svc.config, client.addr),
+            less: crate::client_addr::toa_room(&svc.config, client.addr)
+                + crate::xlat::mss_room(ip.src, dst.addr),
         };
         if let Some(real) = svc.reals.get_mut(real_index as usize) {
             count(&mut real.stats, to, pkt.len());
@@ -439,6 +454,10 @@ impl Engine {
         count(&mut self.stats.traffic, to, pkt.len());
         let mss = (l4.flags.syn && mss_rule != MssRule::NONE).then_some(mss_rule);
         let tsval = rewrite(pkt, ip, src, dst, xlat, mss, self.cfg.decrement_ttl);
+        if crate::xlat::translates(ip.src, dst.addr) {
+            self.xlat_pending =
+                Some(crate::xlat::Pending::new(lookup.id, ip, src.addr, dst.addr, l4.flags.syn));
+        }
         match to {
             // What the real's PAWS and TIME_WAIT will hold the next user of this port to.
             Side::Real => {

@@ -191,7 +191,10 @@ pub(crate) fn rewrite(
     decrement_ttl: bool,
 ) -> Option<u32> {
     let (head, seg) = pkt.split_at_mut(ip.header_len);
-    rewrite_ip_header(head, ip, src.addr, dst.addr, decrement_ttl);
+    // A packet changing family gets its new header from the translation.
+    if !crate::xlat::translates(ip.src, src.addr) {
+        rewrite_ip_header(head, ip, src.addr, dst.addr, decrement_ttl);
+    }
     match ip.protocol {
         ip_protocol::TCP => rewrite_tcp(seg, ip, src, dst, xlat, mss),
         ip_protocol::UDP => {

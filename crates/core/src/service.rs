@@ -61,3 +61,18 @@ pub(crate) fn idle_timeout(
 pub(crate) fn real_mut(services: &mut [Service], svc: u32, real_index: u32) -> Option<&mut Real> {
     services.get_mut(svc as usize)?.reals.get_mut(real_index as usize)
 }
+
+impl Service {
+    /// A service's reals and local addresses share one family, its backend
+    /// family; `addr` may join them if it is of that family (or is the first).
+    /// Its VIP may be of the other family: the connections are translated
+    /// (NAT64, NAT46; see `xlat`).
+    pub(crate) fn check_backend_family(&self, addr: std::net::IpAddr) -> Result<(), crate::ConfigError> {
+        let reals = self.reals.iter().map(|r| r.endpoint.addr);
+        let mut backend = self.config.laddrs.iter().copied().chain(reals);
+        match backend.next() {
+            Some(b) if b.is_ipv4() != addr.is_ipv4() => Err(crate::ConfigError::FamilyMismatch(addr)),
+            _ => Ok(()),
+        }
+    }
+}

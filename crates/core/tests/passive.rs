@@ -10,6 +10,15 @@ use rvs_core::{ConfigError, Engine, Instant, PassiveCounters, Proto, Side, Verdi
 use rvs_wire::tcp::Flags;
 use util::*;
 
+family_tests!(
+    an_unanswered_syn_counts_within_the_rto_once_and_the_connection_keeps_its_timeout,
+    a_syn_ack_counts_answered_and_measures_the_rtt_that_sets_the_next_check,
+    an_rst_to_the_syn_counts_refused,
+    udp_flows_count_a_reply_once_or_its_absence_on_expiry,
+    an_rtt_seed_sets_the_rto_of_a_real_with_no_sample,
+    resetting_a_real_resets_both_sides_of_its_connections_and_removes_them,
+);
+
 const REAL: &str = "10.2.0.1:8080";
 
 fn ms(n: u64) -> Duration {
@@ -47,7 +56,6 @@ fn drain(lb: &mut Engine) -> Vec<(Vec<u8>, Side)> {
     out
 }
 
-#[test]
 fn an_unanswered_syn_counts_within_the_rto_once_and_the_connection_keeps_its_timeout() {
     let mut lb = lb(&[REAL]);
     let t0 = Instant::from_secs(10);
@@ -70,7 +78,6 @@ fn an_unanswered_syn_counts_within_the_rto_once_and_the_connection_keeps_its_tim
     assert_eq!(srtt(&lb), None, "nothing measured");
 }
 
-#[test]
 fn a_syn_ack_counts_answered_and_measures_the_rtt_that_sets_the_next_check() {
     let mut lb = lb(&[REAL]);
     let t0 = Instant::from_secs(10);
@@ -91,7 +98,6 @@ fn a_syn_ack_counts_answered_and_measures_the_rtt_that_sets_the_next_check() {
     assert_eq!(passive(&lb, Proto::Tcp).syn_answered, 2);
 }
 
-#[test]
 fn an_rst_to_the_syn_counts_refused() {
     let mut lb = lb(&[REAL]);
     let t0 = Instant::from_secs(10);
@@ -103,7 +109,6 @@ fn an_rst_to_the_syn_counts_refused() {
     assert_eq!(passive(&lb, Proto::Tcp), PassiveCounters::default());
 }
 
-#[test]
 fn udp_flows_count_a_reply_once_or_its_absence_on_expiry() {
     let mut lb = lb_proto(Proto::Udp, &["10.2.0.1:53"]);
     let t0 = Instant::from_secs(1);
@@ -128,7 +133,6 @@ fn udp_flows_count_a_reply_once_or_its_absence_on_expiry() {
     );
 }
 
-#[test]
 fn an_rtt_seed_sets_the_rto_of_a_real_with_no_sample() {
     let mut lb = lb(&[REAL]);
     lb.seed_rtt(ep(REAL), ms(4));
@@ -143,7 +147,6 @@ fn an_rtt_seed_sets_the_rto_of_a_real_with_no_sample() {
     assert_eq!(passive(&lb, Proto::Tcp).syn_unanswered, 1);
 }
 
-#[test]
 fn resetting_a_real_resets_both_sides_of_its_connections_and_removes_them() {
     let mut lb = lb(&[REAL, "10.2.0.2:8080"]);
     let t0 = Instant::from_secs(10);

@@ -4,15 +4,40 @@
 
 mod util;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use etherparse::PacketBuilder;
 use rvs_core::{
     DropReason, Engine, EngineConfig, Instant, Proto, RetransmitMode, SchedKind, Side, TcpState, Verdict,
 };
 use rvs_wire::tcp::Flags;
-use util::{CLIENT, LIP, VIP, ep, parse};
+use util::{CLIENT, LIP, VIP, ep, family_tests, link_mss, parse, plan, sums_ok};
+
+family_tests!(
+    syn_is_answered_with_a_cookie_and_only_our_options,
+    valid_ack_sends_exactly_one_syn_toward_a_real,
+    bad_cookie_gets_an_rst_or_silence_and_is_counted,
+    data_on_the_third_ack_is_replayed_and_both_ways_are_translated,
+    client_packets_are_kept_while_pending_up_to_the_bound,
+    lost_syn_is_retransmitted_then_fails_over,
+    an_rst_from_the_real_fails_over_at_once,
+    when_every_real_is_dead_the_client_gets_an_rst,
+    a_lost_synack_from_the_real_is_recovered_by_the_retransmitted_syn,
+    a_lost_replay_is_sent_again_and_a_repeated_synack_triggers_it,
+    a_fast_handshake_brings_the_next_rto_down_to_the_floor,
+    a_cookie_made_just_before_the_key_change_validates_after_it,
+    a_cookie_replayed_after_its_validity_fails,
+    malformed_and_unknown_options_never_panic,
+    the_real_window_is_rescaled_when_its_scale_differs,
+    an_ack_storm_from_the_real_is_cut_and_counted,
+    a_new_handshake_recycles_a_time_wait_entry,
+    a_valid_cookie_ack_recycles_a_time_wait_entry_and_a_late_ack_does_not,
+    a_reused_real_side_tuple_sees_a_larger_isn_and_tsval,
+    classic_mode_retransmits_every_3s_three_times_and_never_fails_over,
+    defer_rs_syn_opens_the_real_only_when_the_client_sends_data,
+    an_expired_spliced_connection_is_reset_on_both_sides_exactly,
+    a_proven_client_with_no_port_left_is_reset_at_once,
+    a_syn_refused_by_the_reals_time_wait_resets_it_and_is_sent_again,
+);
 
 const REAL_A: &str = "10.2.0.1:8080";
 const REAL_B: &str = "10.2.0.2:8080";
@@ -79,13 +104,13 @@ mod opt {
         }
         v
     }
-    /// Options a Linux client sends, with our choice of TSval.
+    /// Options a Linux client on a 1500-byte link sends, with our choice of TSval.
     pub fn linux(tsval: u32) -> Vec<u8> {
-        [mss(1460), sack_perm(), ts(tsval, 0), ws(8)].concat()
+        [mss(super::link_mss(1460)), sack_perm(), ts(tsval, 0), ws(8)].concat()
     }
 }
 
-/// A TCP/IPv4 packet with raw option bytes (padded with NOPs to 4 bytes).
+/// A TCP packet, in the test's family, with raw option bytes (padded with NOPs to 4 bytes).
 #[allow(clippy::too_many_arguments)]
 fn seg(
     src: &str,
@@ -97,10 +122,8 @@ fn seg(
     opts: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    let (s, d): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (s, d) else { panic!("IPv4 only") };
-    let mut b =
-        PacketBuilder::ipv4(s.ip().octets(), d.ip().octets(), 64).tcp(s.port(), d.port(), seq, window);
+    let (s, d) = (util::sa(src), util::sa(dst));
+    let mut b = util::ip_builder(s.ip(), d.ip()).tcp(s.port(), d.port(), seq, window);
     if flags.syn() {
         b = b.syn();
     }
@@ -135,8 +158,7 @@ struct Opts {
 }
 
 fn opts_of(p: &[u8]) -> Opts {
-    let ihl = usize::from(p[0] & 15) * 4;
-    let t = &p[ihl..];
+    let t = &p[util::ip_header_len(p)..];
     let hl = usize::from(t[12] >> 4) * 4;
     let w = |at: usize| u32::from_be_bytes([t[at], t[at + 1], t[at + 2], t[at + 3]]);
     let mut o = Opts::default();
@@ -163,7 +185,7 @@ fn opts_of(p: &[u8]) -> Opts {
 }
 
 fn window_of(p: &[u8]) -> u16 {
-    let ihl = usize::from(p[0] & 15) * 4;
+    let ihl = util::ip_header_len(p);
     u16::from_be_bytes([p[ihl + 14], p[ihl + 15]])
 }
 
@@ -253,7 +275,6 @@ fn seq_after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-#[test]
 fn syn_is_answered_with_a_cookie_and_only_our_options() {
     let mut lb = splb(&[REAL_A], |c| c.synproxy.mss_max = 1440);
     // MSS above mss_max, a TFO cookie request (34) and an unknown kind (99).
@@ -267,7 +288,7 @@ fn syn_is_answered_with_a_cookie_and_only_our_options() {
     assert_eq!(s.ack, 1001);
     assert!(s.payload.is_empty());
     let o = opts_of(&synack);
-    assert_eq!(o.mss, Some(1440), "clamped to mss_max");
+    assert_eq!(o.mss, Some(link_mss(1440)), "clamped to mss_max");
     assert_eq!(o.ws, Some(7), "our scale, not the client's");
     assert!(o.sack_perm);
     assert_eq!(o.ts.map(|t| t.1), Some(7777), "TSecr echoes the client");
@@ -280,14 +301,13 @@ fn syn_is_answered_with_a_cookie_and_only_our_options() {
     let synack =
         syn(&mut lb, T0, "192.0.2.1:40001", 2000, &[opt::mss(1460), opt::sack_perm(), opt::ws(8)].concat());
     let o = opts_of(&synack);
-    assert_eq!((o.mss, o.ws, o.sack_perm, o.ts), (Some(1440), Some(7), true, None));
+    assert_eq!((o.mss, o.ws, o.sack_perm, o.ts), (Some(link_mss(1440)), Some(7), true, None));
     // No options at all: no scale, no SACK, no timestamps.
     let synack = syn(&mut lb, T0, "192.0.2.1:40002", 3000, &[]);
-    assert_eq!(opts_of(&synack), Opts { mss: Some(1440), ..Opts::default() });
+    assert_eq!(opts_of(&synack), Opts { mss: Some(link_mss(1440)), ..Opts::default() });
     assert_eq!(lb.conn_count(), 0);
 }
 
-#[test]
 fn valid_ack_sends_exactly_one_syn_toward_a_real() {
     let mut lb = splb(&[REAL_A, REAL_B], |_| {});
     let (_, rsyn) = open(&mut lb, T0, CLIENT, 1000, &[]);
@@ -296,7 +316,7 @@ fn valid_ack_sends_exactly_one_syn_toward_a_real() {
     assert!([REAL_A, REAL_B].contains(&s.dst.to_string().as_str()));
     assert_eq!(s.flags.0 & 0x3f, Flags::SYN.0, "a plain SYN");
     let o = opts_of(&rsyn);
-    assert_eq!((o.mss, o.ws, o.sack_perm), (Some(1460), Some(8), true), "the client's options");
+    assert_eq!((o.mss, o.ws, o.sack_perm), (Some(link_mss(1460)), Some(8), true), "the client's options");
     let (tsval, tsecr) = o.ts.unwrap();
     assert_eq!(tsecr, 0);
     assert_ne!(tsval, 101, "our TSval, not the client's");
@@ -307,7 +327,6 @@ fn valid_ack_sends_exactly_one_syn_toward_a_real() {
     assert_eq!(lb.synproxy_stats().cookies_accepted, 1);
 }
 
-#[test]
 fn bad_cookie_gets_an_rst_or_silence_and_is_counted() {
     let mut lb = splb(&[REAL_A], |_| {});
     let synack = syn(&mut lb, T0, CLIENT, 1000, &opt::linux(100));
@@ -331,7 +350,6 @@ fn bad_cookie_gets_an_rst_or_silence_and_is_counted() {
     assert_eq!(quiet.stats().drops.get(DropReason::BadCookie), 1);
 }
 
-#[test]
 fn data_on_the_third_ack_is_replayed_and_both_ways_are_translated() {
     let mut lb = splb(&[REAL_A], |_| {});
     let (c, rsyn, replayed) = spliced(&mut lb, T0, b"GET /", 7);
@@ -394,7 +412,6 @@ fn data_on_the_third_ack_is_replayed_and_both_ways_are_translated() {
     assert_eq!(o.sack, vec![(50101, 50201)]);
 }
 
-#[test]
 fn client_packets_are_kept_while_pending_up_to_the_bound() {
     let mut lb = splb(&[REAL_A], |_| {});
     let (c, rsyn) = open(&mut lb, T0, CLIENT, 1000, &[]);
@@ -431,7 +448,6 @@ fn client_packets_are_kept_while_pending_up_to_the_bound() {
     assert_eq!(got, vec![(1, vec![]), (1, b"a".to_vec()), (2, b"b".to_vec())]);
 }
 
-#[test]
 fn lost_syn_is_retransmitted_then_fails_over() {
     let mut lb = splb(&[REAL_A, REAL_B], |_| {});
     let (c, first) = open(&mut lb, T0, CLIENT, 1000, b"x");
@@ -459,7 +475,7 @@ fn lost_syn_is_retransmitted_then_fails_over() {
     let st = lb.synproxy_stats();
     assert_eq!((st.syn_retransmits, st.failovers), (1, 1));
     assert_eq!(lb.conn_count(), 1);
-    assert_eq!(lb.conns().next().unwrap().real, m.dst.into());
+    assert_eq!(lb.conns().next().unwrap().real, ep(&m.dst.to_string()));
     wakes_by(&lb, T0 + ms(600));
 
     let t = T0 + ms(401);
@@ -476,7 +492,7 @@ fn lost_syn_is_retransmitted_then_fails_over() {
     assert_eq!(lb.open_handshakes(), 1, "the replay awaits the real's confirmation");
     assert_eq!(lb.conns().next().unwrap().state, TcpState::Established);
     let svc = lb.service(Proto::Tcp, ep(VIP)).unwrap();
-    let a = svc.reals.iter().find(|r| r.endpoint == f.dst.into()).unwrap();
+    let a = svc.reals.iter().find(|r| plan(r.endpoint) == f.dst).unwrap();
     assert_eq!((a.handshake.failovers, a.handshake.syn_retransmits), (1, 1));
     // The old real-side tuple is gone, the client's flow goes on.
     let mut p = c.pkt(1, 0, Flags::ACK, &[], b"y");
@@ -484,7 +500,6 @@ fn lost_syn_is_retransmitted_then_fails_over() {
     assert_eq!(parse(&p).dst, m.dst);
 }
 
-#[test]
 fn an_rst_from_the_real_fails_over_at_once() {
     let mut lb = splb(&[REAL_A, REAL_B], |_| {});
     let (_, first) = open(&mut lb, T0, CLIENT, 1000, &[]);
@@ -511,7 +526,6 @@ fn an_rst_from_the_real_fails_over_at_once() {
     assert_eq!(lb.synproxy_stats().failovers, 1);
 }
 
-#[test]
 fn when_every_real_is_dead_the_client_gets_an_rst() {
     let mut lb = splb(&[REAL_A, REAL_B], |_| {});
     let (c, _) = open(&mut lb, T0, CLIENT, 1000, b"x");
@@ -551,7 +565,6 @@ fn when_every_real_is_dead_the_client_gets_an_rst() {
     assert!(drain(&mut lb).is_empty());
 }
 
-#[test]
 fn a_lost_synack_from_the_real_is_recovered_by_the_retransmitted_syn() {
     let mut lb = splb(&[REAL_A], |_| {});
     let (_, rsyn) = open(&mut lb, T0, CLIENT, 1000, &[]);
@@ -584,7 +597,6 @@ fn a_lost_synack_from_the_real_is_recovered_by_the_retransmitted_syn() {
     assert_eq!(parse(&one(&mut lb, Side::Real)).ack, 50001);
 }
 
-#[test]
 fn a_lost_replay_is_sent_again_and_a_repeated_synack_triggers_it() {
     let mut lb = splb(&[REAL_A], |_| {});
     let (_, rsyn) = open(&mut lb, T0, CLIENT, 1000, b"GET /");
@@ -619,7 +631,6 @@ fn a_lost_replay_is_sent_again_and_a_repeated_synack_triggers_it() {
     assert!(drain(&mut lb).is_empty());
 }
 
-#[test]
 fn a_fast_handshake_brings_the_next_rto_down_to_the_floor() {
     let mut lb = splb(&[REAL_A], |_| {});
     let (_, rsyn) = open(&mut lb, T0, CLIENT, 1000, &[]);
@@ -645,7 +656,6 @@ fn a_fast_handshake_brings_the_next_rto_down_to_the_floor() {
     wakes_by(&lb, t + ms(20));
 }
 
-#[test]
 fn a_cookie_made_just_before_the_key_change_validates_after_it() {
     let mut lb = splb(&[REAL_A], |_| {});
     let before = Instant::from_secs(256 * 10 - 1);
@@ -662,7 +672,6 @@ fn a_cookie_made_just_before_the_key_change_validates_after_it() {
     assert_eq!(lb.synproxy_stats().cookies_accepted, 2);
 }
 
-#[test]
 fn a_cookie_replayed_after_its_validity_fails() {
     // The cookie clock ticks every 32 s: a cookie is good for at least the
     // configured 120 s and never for 160 s or more.
@@ -685,23 +694,6 @@ fn a_cookie_replayed_after_its_validity_fails() {
     }
 }
 
-/// IP and TCP checksums, without reading the options.
-fn sums_ok(p: &[u8]) -> bool {
-    let sum = |d: &[u8]| -> u32 {
-        d.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum()
-    };
-    let fold = |mut s: u32| {
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        s
-    };
-    let ihl = usize::from(p[0] & 15) * 4;
-    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    let l4 = &p[ihl..total];
-    fold(sum(&p[..ihl])) == 0xffff && fold(sum(&p[12..20]) + 6 + l4.len() as u32 + sum(l4)) == 0xffff
-}
-
 /// A small deterministic generator for option bytes.
 struct Lcg(u64);
 
@@ -712,7 +704,6 @@ impl Lcg {
     }
 }
 
-#[test]
 fn malformed_and_unknown_options_never_panic() {
     let mut rng = Lcg(7);
     let mut lb = splb(&[REAL_A, REAL_B], |_| {});
@@ -791,7 +782,6 @@ fn malformed_and_unknown_options_never_panic() {
     assert_eq!(lb.open_handshakes(), 0);
 }
 
-#[test]
 fn the_real_window_is_rescaled_when_its_scale_differs() {
     // Same scale as announced (7): windows pass untouched.
     let mut lb = splb(&[REAL_A], |_| {});
@@ -854,7 +844,6 @@ fn the_real_window_is_rescaled_when_its_scale_differs() {
     assert_eq!(window_of(&p), 1000 * 4 / 128);
 }
 
-#[test]
 fn an_ack_storm_from_the_real_is_cut_and_counted() {
     let mut lb = splb(&[REAL_A], |_| {});
     let (_, rsyn, _) = spliced(&mut lb, T0, &[], 7);
@@ -928,7 +917,6 @@ fn to_time_wait(lb: &mut Engine, t: Instant, isn: u32) -> (Client, Vec<u8>) {
     (c, rsyn)
 }
 
-#[test]
 fn a_new_handshake_recycles_a_time_wait_entry() {
     let mut lb = splb(&[REAL_A], |_| {});
     let (_, old) = to_time_wait(&mut lb, T0, 1000);
@@ -947,7 +935,6 @@ fn a_new_handshake_recycles_a_time_wait_entry() {
     assert_eq!(lb.conn_count(), 1);
 }
 
-#[test]
 fn a_valid_cookie_ack_recycles_a_time_wait_entry_and_a_late_ack_does_not() {
     let mut lb = splb(&[REAL_A], |_| {});
     // A second SYN's cookie, taken before the first connection exists.
@@ -996,7 +983,6 @@ fn a_valid_cookie_ack_recycles_a_time_wait_entry_and_a_late_ack_does_not() {
     assert_eq!(lb.stats().conns_created, 2);
 }
 
-#[test]
 fn a_reused_real_side_tuple_sees_a_larger_isn_and_tsval() {
     let mut lb = splb(&[REAL_A], |c| {
         c.port_range = (5000, 5000);
@@ -1023,7 +1009,6 @@ fn a_reused_real_side_tuple_sees_a_larger_isn_and_tsval() {
     }
 }
 
-#[test]
 fn classic_mode_retransmits_every_3s_three_times_and_never_fails_over() {
     let mut lb = splb(&[REAL_A, REAL_B], |c| c.synproxy.retransmit_mode = RetransmitMode::Classic);
     let (_, first) = open(&mut lb, T0, CLIENT, 1000, b"x");
@@ -1049,7 +1034,6 @@ fn classic_mode_retransmits_every_3s_three_times_and_never_fails_over() {
     assert_eq!((st.syn_retransmits, st.failovers, st.gave_up), (2, 0, 1));
 }
 
-#[test]
 fn defer_rs_syn_opens_the_real_only_when_the_client_sends_data() {
     let mut lb = splb(&[REAL_A], |c| c.synproxy.defer_rs_syn = true);
     let synack = syn(&mut lb, T0, CLIENT, 1000, &opt::linux(100));
@@ -1083,7 +1067,6 @@ fn defer_rs_syn_opens_the_real_only_when_the_client_sends_data() {
     assert_eq!(lb.conns().next().unwrap().state, TcpState::Established);
 }
 
-#[test]
 fn an_expired_spliced_connection_is_reset_on_both_sides_exactly() {
     let mut lb = splb(&[REAL_A], |_| {});
     let (c, rsyn, replayed) = spliced(&mut lb, T0, b"GET / HTTP/1.1\r\n\r\n", 7);
@@ -1125,7 +1108,6 @@ fn an_expired_spliced_connection_is_reset_on_both_sides_exactly() {
     assert_eq!(rst.seq, c.cookie.wrapping_add(101));
 }
 
-#[test]
 fn a_proven_client_with_no_port_left_is_reset_at_once() {
     let mut lb = splb(&[REAL_A], |c| c.port_range = (5000, 5000));
     let _ = open(&mut lb, T0, CLIENT, 1000, &[]);
@@ -1140,7 +1122,6 @@ fn a_proven_client_with_no_port_left_is_reset_at_once() {
     assert_eq!(lb.conn_count(), 1);
 }
 
-#[test]
 fn a_syn_refused_by_the_reals_time_wait_resets_it_and_is_sent_again() {
     let mut lb = splb(&[REAL_A, REAL_B], |_| {});
     let (_, rsyn) = open(&mut lb, T0, CLIENT, 1000, b"GET /");

@@ -4,18 +4,23 @@
 //! (kind 254, decoded by tshark from a capture on the real), with SYNProxy
 //! off and on, and with 5 % loss on the balancer–real links.
 //!
+//! Every test runs over the matrix of data paths and families (see
+//! `netns.rs`), one variant each by default: an IPv6 client is named by a
+//! PROXY v1 `TCP6` or v2 `AF_INET6` header and by TOA's 20-byte form.
+//!
 //! Needs root and the programs `scripts/test` installs (curl, nginx, nft,
 //! tcpdump, tshark). Without root these fail, unless `RVS_SKIP_NETNS=1` says
 //! to skip them. Every PROXY protocol case makes 1,000 sequential requests
 //! but one (v2 under loss with SYNProxy off, 200), which `RVS_LONG_TESTS=1`
 //! brings to 1,000 too.
 
+#[macro_use]
 mod harness;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use harness::probes::run_bounded;
-use harness::{ExtraService, Lab, LabSpec, wait_until};
+use harness::{Driver, ExtraService, Family, Lab, LabSpec, wait_until};
 use rvs_netns::{ChildGuard, Netns};
 
 /// Whether the long versions were asked for.
@@ -50,7 +55,7 @@ struct ClientRequest {
     /// HTTP status; 0 when curl got none.
     code: u16,
     /// The client's end of the request's connection.
-    local: SocketAddrV4,
+    local: SocketAddr,
     /// Connections curl opened for the request (1: its own, not reused).
     connects: u32,
 }
@@ -106,9 +111,9 @@ fn parse_request(line: &str) -> Option<ClientRequest> {
     let mut w = line.strip_prefix("R ")?.split_whitespace();
     let code = w.next()?.parse().ok()?;
     let connects = w.next()?.parse().ok()?;
-    let ip: Ipv4Addr = w.next().and_then(|s| s.parse().ok()).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let ip: IpAddr = w.next().and_then(|s| s.parse().ok()).unwrap_or(Ipv4Addr::UNSPECIFIED.into());
     let port = w.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    Some(ClientRequest { code, local: SocketAddrV4::new(ip, port), connects })
+    Some(ClientRequest { code, local: SocketAddr::new(ip, port), connects })
 }
 
 /// How many times each entry occurs.
@@ -138,9 +143,24 @@ fn excess(a: &BTreeMap<String, usize>, b: &BTreeMap<String, usize>) -> (usize, V
 /// service with `proxy_protocol = version`, and every one of them logged by
 /// a real with exactly the client's address and port of its connection,
 /// none missing, none wrong.
-fn proxy_protocol_case(test: &str, version: &'static str, synproxy: bool, loss: bool, n: usize) {
+fn proxy_protocol_case(
+    test: &str,
+    at: (Driver, Family),
+    version: &'static str,
+    synproxy: bool,
+    loss: bool,
+    n: usize,
+) {
     let started = Instant::now();
-    let spec = LabSpec { proxy_protocol: Some(version), synproxy, metrics: true, ..LabSpec::default() };
+    let (driver, family) = at;
+    let spec = LabSpec {
+        driver,
+        family,
+        proxy_protocol: Some(version),
+        synproxy,
+        metrics: true,
+        ..LabSpec::default()
+    };
     let Some(mut lab) = Lab::start(test, spec) else { return };
     if loss {
         lab.topo.inject_loss(LOSS_PCT).expect("inject loss (nft installed?)");
@@ -150,7 +170,7 @@ fn proxy_protocol_case(test: &str, version: &'static str, synproxy: bool, loss: 
     let took = t0.elapsed();
     let dropped = lab.topo.loss_dropped().unwrap();
     let failed: Vec<&ClientRequest> = requests.iter().filter(|r| r.code != 200).collect();
-    let client = lab.topo.client_addr();
+    let client = lab.client_addr();
     let what = format!(
         "{test} (proxy_protocol {version}, synproxy {synproxy}, loss {}%)",
         if loss { LOSS_PCT } else { 0.0 }
@@ -158,7 +178,7 @@ fn proxy_protocol_case(test: &str, version: &'static str, synproxy: bool, loss: 
     assert_eq!(requests.len(), n, "{what}: {} of {n} requests made: {stderr}", requests.len());
     assert!(failed.is_empty(), "{what}: {} requests failed, e.g. {:?}: {stderr}", failed.len(), failed[0]);
     assert!(
-        requests.iter().all(|r| *r.local.ip() == client),
+        requests.iter().all(|r| r.local.ip() == client),
         "{what}: curl reported another local address than {client}"
     );
     assert!(
@@ -201,50 +221,49 @@ fn proxy_protocol_case(test: &str, version: &'static str, synproxy: bool, loss: 
 }
 
 /// 1,000 requests under loss, SYNProxy off and on (v1 and v2 in turn).
-#[test]
-fn proxy_v1_names_every_client_under_loss() {
-    proxy_protocol_case("ppv1loss", "v1", false, true, FULL);
+fn proxy_v1_names_every_client_under_loss(driver: Driver, family: Family) {
+    proxy_protocol_case("ppv1loss", (driver, family), "v1", false, true, FULL);
 }
 
-#[test]
-fn proxy_v2_synproxy_names_every_client_under_loss() {
-    proxy_protocol_case("ppv2sploss", "v2", true, true, FULL);
+fn proxy_v2_synproxy_names_every_client_under_loss(driver: Driver, family: Family) {
+    proxy_protocol_case("ppv2sploss", (driver, family), "v2", true, true, FULL);
 }
 
 /// With SYNProxy the balancer resends a lost SYN toward the real within
 /// milliseconds: 1,000 requests take seconds.
-#[test]
-fn proxy_v1_synproxy_names_every_client_under_loss() {
-    proxy_protocol_case("ppv1sploss", "v1", true, true, FULL);
+fn proxy_v1_synproxy_names_every_client_under_loss(driver: Driver, family: Family) {
+    proxy_protocol_case("ppv1sploss", (driver, family), "v1", true, true, FULL);
 }
 
 /// With SYNProxy off a lost SYN or SYN-ACK costs the client its own 1 s
 /// retransmission, so 1,000 requests take over two minutes (the v1 run
 /// above): this one makes 200 by default, 1,000 with `RVS_LONG_TESTS=1`.
-#[test]
-fn proxy_v2_names_every_client_under_loss() {
-    proxy_protocol_case("ppv2loss", "v2", false, true, if long_tests() { FULL } else { 200 });
+fn proxy_v2_names_every_client_under_loss(driver: Driver, family: Family) {
+    proxy_protocol_case(
+        "ppv2loss",
+        (driver, family),
+        "v2",
+        false,
+        true,
+        if long_tests() { FULL } else { 200 },
+    );
 }
 
 /// Without loss every combination runs its 1,000 requests.
-#[test]
-fn proxy_v1_names_every_client() {
-    proxy_protocol_case("ppv1", "v1", false, false, FULL);
+fn proxy_v1_names_every_client(driver: Driver, family: Family) {
+    proxy_protocol_case("ppv1", (driver, family), "v1", false, false, FULL);
 }
 
-#[test]
-fn proxy_v2_names_every_client() {
-    proxy_protocol_case("ppv2", "v2", false, false, FULL);
+fn proxy_v2_names_every_client(driver: Driver, family: Family) {
+    proxy_protocol_case("ppv2", (driver, family), "v2", false, false, FULL);
 }
 
-#[test]
-fn proxy_v1_synproxy_names_every_client() {
-    proxy_protocol_case("ppv1sp", "v1", true, false, FULL);
+fn proxy_v1_synproxy_names_every_client(driver: Driver, family: Family) {
+    proxy_protocol_case("ppv1sp", (driver, family), "v1", true, false, FULL);
 }
 
-#[test]
-fn proxy_v2_synproxy_names_every_client() {
-    proxy_protocol_case("ppv2sp", "v2", true, false, FULL);
+fn proxy_v2_synproxy_names_every_client(driver: Driver, family: Family) {
+    proxy_protocol_case("ppv2sp", (driver, family), "v2", true, false, FULL);
 }
 
 // ---- a server that speaks first -----------------------------------------
@@ -312,9 +331,9 @@ fn greet(conn: TcpStream) -> io::Result<()> {
     w.write_all(line.as_bytes())
 }
 
-/// Reads exactly one PROXY header (v1 text or v2 binary, TCP over IPv4)
-/// and returns the source and destination it names.
-fn read_proxy_header(r: &mut impl BufRead) -> Result<(SocketAddrV4, SocketAddrV4), String> {
+/// Reads exactly one PROXY header (v1 text or v2 binary, TCP over IPv4 or
+/// IPv6) and returns the source and destination it names.
+fn read_proxy_header(r: &mut impl BufRead) -> Result<(SocketAddr, SocketAddr), String> {
     const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
     let mut head = [0u8; 16];
     r.read_exact(&mut head).map_err(|e| format!("no header: {e}"))?;
@@ -326,29 +345,40 @@ fn read_proxy_header(r: &mut impl BufRead) -> Result<(SocketAddrV4, SocketAddrV4
         let text = String::from_utf8(text).map_err(|_| "v1 header not text".to_owned())?;
         let line = text.strip_suffix("\r\n").ok_or_else(|| format!("v1 header without CRLF: {text:?}"))?;
         let f: Vec<&str> = line.split(' ').collect();
+        let bad = || format!("bad address or port in {line:?}");
+        let port = |p: &str| p.parse::<u16>().map_err(|_| bad());
+        let ip = |a: &str, v6: bool| match a.parse::<IpAddr>() {
+            Ok(ip) if ip.is_ipv6() == v6 => Ok(ip),
+            _ => Err(bad()),
+        };
         match f[..] {
-            ["PROXY", "TCP4", src, dst, sport, dport] => {
-                let bad = || format!("bad address or port in {line:?}");
-                let ip = |a: &str| a.parse::<Ipv4Addr>().map_err(|_| bad());
-                let port = |p: &str| p.parse::<u16>().map_err(|_| bad());
-                Ok((SocketAddrV4::new(ip(src)?, port(sport)?), SocketAddrV4::new(ip(dst)?, port(dport)?)))
+            ["PROXY", proto @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
+                let v6 = proto == "TCP6";
+                Ok((SocketAddr::new(ip(src, v6)?, port(sport)?), SocketAddr::new(ip(dst, v6)?, port(dport)?)))
             }
             _ => Err(format!("unexpected v1 header {line:?}")),
         }
     } else if head.starts_with(V2_SIGNATURE) {
-        if head[12] != 0x21 || head[13] != 0x11 {
-            return Err(format!("v2 header: command {:#x}, family {:#x}", head[12], head[13]));
-        }
+        // Address family and protocol: 0x11 TCP over IPv4 (12 bytes of
+        // addresses and ports), 0x21 TCP over IPv6 (36).
+        let n = match (head[12], head[13]) {
+            (0x21, 0x11) => 4,
+            (0x21, 0x21) => 16,
+            (command, family) => return Err(format!("v2 header: command {command:#x}, family {family:#x}")),
+        };
         let mut addrs = vec![0u8; usize::from(u16::from_be_bytes([head[14], head[15]]))];
         r.read_exact(&mut addrs).map_err(|e| format!("v2 header cut: {e}"))?;
-        if addrs.len() < 12 {
+        if addrs.len() < 2 * n + 4 {
             return Err(format!("v2 addresses of {} bytes", addrs.len()));
         }
-        let a = &addrs;
-        let src = SocketAddrV4::new(Ipv4Addr::new(a[0], a[1], a[2], a[3]), u16::from_be_bytes([a[8], a[9]]));
-        let dst =
-            SocketAddrV4::new(Ipv4Addr::new(a[4], a[5], a[6], a[7]), u16::from_be_bytes([a[10], a[11]]));
-        Ok((src, dst))
+        let ip = |a: &[u8]| -> IpAddr {
+            match <[u8; 16]>::try_from(a) {
+                Ok(b) => Ipv6Addr::from(b).into(),
+                Err(_) => Ipv4Addr::new(a[0], a[1], a[2], a[3]).into(),
+            }
+        };
+        let port = |i: usize| u16::from_be_bytes([addrs[2 * n + i], addrs[2 * n + i + 1]]);
+        Ok((SocketAddr::new(ip(&addrs[..n]), port(0)), SocketAddr::new(ip(&addrs[n..2 * n]), port(2))))
     } else {
         Err(format!("stream starts with {head:02x?}, not a PROXY header"))
     }
@@ -360,10 +390,11 @@ fn read_proxy_header(r: &mut impl BufRead) -> Result<(SocketAddrV4, SocketAddrV4
 /// the client's own address and port and the VIP and port it connected to,
 /// and the line the client sends afterwards comes back intact (sequence
 /// numbers shifted both ways).
-#[test]
-fn proxy_header_reaches_a_server_that_speaks_first() {
+fn proxy_header_reaches_a_server_that_speaks_first(driver: Driver, family: Family) {
     let services = [("v1", false, 81), ("v1", true, 82), ("v2", false, 83), ("v2", true, 84)];
     let spec = LabSpec {
+        driver,
+        family,
         more_services: services
             .iter()
             .map(|&(v, synproxy, port)| ExtraService {
@@ -378,12 +409,12 @@ fn proxy_header_reaches_a_server_that_speaks_first() {
         ..LabSpec::default()
     };
     let Some(lab) = Lab::start("ppfirst", spec) else { return };
-    let real = SocketAddr::from((lab.topo.real_addrs()[0], GREETER_PORT));
+    let real = SocketAddr::new(lab.real_addrs()[0], GREETER_PORT);
     let _greeter = Greeter::start(lab.topo.ns_real(0), real);
     for (version, synproxy, port) in services {
         for round in 0..3 {
             let what = format!("proxy_protocol {version}, synproxy {synproxy}, connection {round}");
-            let vip = SocketAddr::from((lab.vip(), port));
+            let vip = lab.vip_at(port);
             let (local, greeting, waited, echo) = lab
                 .client()
                 .run_in(move || -> io::Result<(SocketAddr, String, Duration, String)> {
@@ -457,9 +488,11 @@ impl Capture {
 /// of experimental options (kinds 253 and 254: kind, length, data), with
 /// tshark's own split of such an option into a 2-byte experiment identifier
 /// (TOA's port) and the rest (TOA's address).
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 14] = [
     "ip.src",
     "ip.dst",
+    "ipv6.src",
+    "ipv6.dst",
     "tcp.srcport",
     "tcp.dstport",
     "tcp.flags.syn",
@@ -475,8 +508,8 @@ const FIELDS: [&str; 12] = [
 /// One captured segment.
 #[derive(Debug, Clone)]
 struct Segment {
-    src: SocketAddrV4,
-    dst: SocketAddrV4,
+    src: SocketAddr,
+    dst: SocketAddr,
     syn: bool,
     ack: bool,
     seq: u32,
@@ -484,7 +517,7 @@ struct Segment {
     /// The HTTP request's URI, on the segment that carries it.
     uri: Option<String>,
     /// The TOA option (kind 254) the segment carries, decoded.
-    toa: Option<SocketAddrV4>,
+    toa: Option<SocketAddr>,
 }
 
 /// Runs tshark over a pcap file and decodes every TCP segment.
@@ -512,28 +545,32 @@ fn parse_segment(line: &str) -> Result<Segment, String> {
         return Err(format!("tshark line with {} fields: {line:?}", f.len()));
     }
     let bad = |what: &str| format!("tshark line {line:?}: bad {what}");
-    let ip = |s: &str| s.parse::<Ipv4Addr>().map_err(|_| bad("address"));
+    // An IPv4 segment fills ip.*, an IPv6 one ipv6.*.
+    let ip = |v4: &str, v6: &str| {
+        if v4.is_empty() { v6.parse::<IpAddr>() } else { v4.parse::<IpAddr>() }.map_err(|_| bad("address"))
+    };
     let num = |s: &str| s.parse::<u32>().map_err(|_| bad("number"));
     let flag = |s: &str| matches!(s, "1" | "True");
     let port = |s: &str| s.parse::<u16>().map_err(|_| bad("port"));
-    let toa = toa_option(f[9], f[10], f[11]).map_err(|e| format!("{e} in {line:?}"))?;
+    let toa = toa_option(f[11], f[12], f[13]).map_err(|e| format!("{e} in {line:?}"))?;
     Ok(Segment {
-        src: SocketAddrV4::new(ip(f[0])?, port(f[2])?),
-        dst: SocketAddrV4::new(ip(f[1])?, port(f[3])?),
-        syn: flag(f[4]),
-        ack: flag(f[5]),
-        seq: num(f[6])?,
-        ack_number: num(f[7])?,
-        uri: Some(f[8]).filter(|u| !u.is_empty()).map(str::to_owned),
+        src: SocketAddr::new(ip(f[0], f[2])?, port(f[4])?),
+        dst: SocketAddr::new(ip(f[1], f[3])?, port(f[5])?),
+        syn: flag(f[6]),
+        ack: flag(f[7]),
+        seq: num(f[8])?,
+        ack_number: num(f[9])?,
+        uri: Some(f[10]).filter(|u| !u.is_empty()).map(str::to_owned),
         toa,
     })
 }
 
 /// The TOA option among a segment's experimental options: `raw` is the
 /// options' bytes in hex (comma-separated when several), `exid` and `data`
-/// tshark's reading of each. The option must be kind 254, length 8, and
-/// tshark's experiment identifier must be its port and its data the address.
-fn toa_option(raw: &str, exid: &str, data: &str) -> Result<Option<SocketAddrV4>, String> {
+/// tshark's reading of each. The option must be kind 254, length 8 (an
+/// IPv4 client) or 20 (an IPv6 client), and tshark's experiment identifier
+/// must be its port and its data the address.
+fn toa_option(raw: &str, exid: &str, data: &str) -> Result<Option<SocketAddr>, String> {
     if raw.is_empty() {
         return Ok(None);
     }
@@ -545,20 +582,21 @@ fn toa_option(raw: &str, exid: &str, data: &str) -> Result<Option<SocketAddrV4>,
         if bytes.first() != Some(&254) {
             continue;
         }
-        if bytes.len() != 8 || bytes[1] != 8 {
-            return Err(format!("option 254 of length {} ({r})", bytes[1]));
-        }
+        let addr: IpAddr = match (bytes.len(), bytes.get(1)) {
+            (8, Some(8)) => Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7]).into(),
+            (20, Some(20)) => Ipv6Addr::from(<[u8; 16]>::try_from(&bytes[4..]).unwrap_or_default()).into(),
+            _ => return Err(format!("option 254 of length {:?} ({r})", bytes.get(1))),
+        };
         if found.is_some() {
             return Err("two TOA options".to_owned());
         }
         let port = u16::from_be_bytes([bytes[2], bytes[3]]);
-        let addr = Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7]);
         let shown_port = exids.get(i).and_then(|e| u16::from_str_radix(e.trim_start_matches("0x"), 16).ok());
         let shown_addr = datas.get(i).and_then(|d| hex(d));
-        if shown_port != Some(port) || shown_addr.as_deref() != Some(&addr.octets()[..]) {
+        if shown_port != Some(port) || shown_addr.as_deref() != Some(&bytes[4..]) {
             return Err(format!("tshark splits option {r} into {exids:?} and {datas:?}"));
         }
-        found = Some(SocketAddrV4::new(addr, port));
+        found = Some(SocketAddr::new(addr, port));
     }
     Ok(found)
 }
@@ -576,9 +614,10 @@ fn hex(s: &str) -> Option<Vec<u8>> {
 /// client's address and the source port of that very connection (the one
 /// whose request it carries), the segment that completes the real's
 /// handshake included, and the same value on every segment that has it.
-fn toa_case(test: &str, synproxy: bool) {
+fn toa_case(test: &str, at: (Driver, Family), synproxy: bool) {
     const REQUESTS: usize = 60;
-    let spec = LabSpec { toa: true, synproxy, metrics: true, ..LabSpec::default() };
+    let (driver, family) = at;
+    let spec = LabSpec { driver, family, toa: true, synproxy, metrics: true, ..LabSpec::default() };
     let Some(lab) = Lab::start(test, spec) else { return };
     let topo = &lab.topo;
     let captures: Vec<Capture> = (0..lab.weights.len())
@@ -597,10 +636,10 @@ fn toa_case(test: &str, synproxy: bool) {
     );
 
     // Segments by connection, as the real sees it: (LIP:port, real:80).
-    let reals: Vec<Ipv4Addr> = topo.real_addrs();
-    let mut conns: HashMap<(SocketAddrV4, SocketAddrV4), Vec<&Segment>> = HashMap::new();
+    let reals = lab.real_addrs();
+    let mut conns: HashMap<(SocketAddr, SocketAddr), Vec<&Segment>> = HashMap::new();
     for s in &segments {
-        let key = if reals.contains(s.dst.ip()) { (s.src, s.dst) } else { (s.dst, s.src) };
+        let key = if reals.contains(&s.dst.ip()) { (s.src, s.dst) } else { (s.dst, s.src) };
         conns.entry(key).or_default().push(s);
     }
     let mut seen = Vec::new();
@@ -621,7 +660,7 @@ fn toa_case(test: &str, synproxy: bool) {
         let toa = completing.toa.unwrap_or_else(|| {
             panic!("{name}: the handshake-completing segment carries no TOA: {completing:?}")
         });
-        let values: Vec<SocketAddrV4> = to_real.iter().filter_map(|s| s.toa).collect();
+        let values: Vec<SocketAddr> = to_real.iter().filter_map(|s| s.toa).collect();
         assert!(values.iter().all(|v| *v == toa), "{name}: TOA values differ: {values:?}");
         assert!(
             segs.iter().filter(|s| s.src == *real).all(|s| s.toa.is_none()),
@@ -663,15 +702,28 @@ fn toa_case(test: &str, synproxy: bool) {
     assert_eq!(no_room, Some(0), "{failing}: segments went without TOA for want of option space");
 }
 
-#[test]
-fn toa_names_the_client_from_the_handshake_on() {
-    toa_case("toa", false);
+fn toa_names_the_client_from_the_handshake_on(driver: Driver, family: Family) {
+    toa_case("toa", (driver, family), false);
 }
 
-#[test]
-fn toa_synproxy_names_the_client_from_the_handshake_on() {
-    toa_case("toasp", true);
+fn toa_synproxy_names_the_client_from_the_handshake_on(driver: Driver, family: Family) {
+    toa_case("toasp", (driver, family), true);
 }
+
+on_drivers_and_families!(
+    1;
+    proxy_v1_names_every_client_under_loss,
+    proxy_v2_synproxy_names_every_client_under_loss,
+    proxy_v1_synproxy_names_every_client_under_loss,
+    proxy_v2_names_every_client_under_loss,
+    proxy_v1_names_every_client,
+    proxy_v2_names_every_client,
+    proxy_v1_synproxy_names_every_client,
+    proxy_v2_synproxy_names_every_client,
+    proxy_header_reaches_a_server_that_speaks_first,
+    toa_names_the_client_from_the_handshake_on,
+    toa_synproxy_names_the_client_from_the_handshake_on,
+);
 
 /// The decoders on known bytes, without a network.
 mod offline {
@@ -687,6 +739,17 @@ mod offline {
         assert_eq!(toa_option("fd040001", "0x0001", "").unwrap(), None);
         assert!(toa_option("fe06a8ca0a4d", "0xa8ca", "0a4d").is_err());
         assert!(toa_option("fe08a8ca0a4d0002", "0xa8cb", "0a4d0002").is_err());
+        // The IPv6 form: port 43210, fd10:77::2.
+        let toa = toa_option(
+            "fe14a8cafd100077000000000000000000000002",
+            "0xa8ca",
+            "fd100077000000000000000000000002",
+        )
+        .unwrap();
+        assert_eq!(toa, Some("[fd10:77::2]:43210".parse().unwrap()));
+        assert!(
+            toa_option("fe14a8cafd10007700000000000000000000", "0xa8ca", "fd1000770000000000000000").is_err()
+        );
     }
 
     #[test]
@@ -702,5 +765,14 @@ mod offline {
         assert_eq!(read_proxy_header(&mut r).unwrap(), ends);
         assert_eq!(r, b"rest");
         assert!(read_proxy_header(&mut &b"GET / HTTP/1.1\r\n\r\n"[..]).is_err());
+        let ends6 = ("[fd10:77::2]:40001".parse().unwrap(), "[fd10:77:2::1]:81".parse().unwrap());
+        let mut v1 = &b"PROXY TCP6 fd10:77::2 fd10:77:2::1 40001 81\r\nrest"[..];
+        assert_eq!(read_proxy_header(&mut v1).unwrap(), ends6);
+        assert!(read_proxy_header(&mut &b"PROXY TCP6 10.77.0.2 10.77.2.1 40001 81\r\n"[..]).is_err());
+        let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+        v2.extend([0xfd, 0x10, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        v2.extend([0xfd, 0x10, 0, 0x77, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v2.extend([0x9c, 0x41, 0, 81]);
+        assert_eq!(read_proxy_header(&mut &v2[..]).unwrap(), ends6);
     }
 }

@@ -180,3 +180,23 @@ fn lab_kills_and_revives_a_real_and_reports_it_per_second() {
         assert_eq!(svg.matches(r#"<line class="event""#).count(), 2, "{svg}");
     }
 }
+
+/// The seed's experiment over IPv6 and over NAT64, briefly: every request
+/// answered, with SYN/SYN-ACK loss toward the reals that bites.
+#[test]
+fn lab_runs_the_seed_experiment_over_ipv6_and_nat64() {
+    if !rvs_netns::netns_tests_enabled("lab-families") {
+        return;
+    }
+    for family in ["--ipv6", "--nat64"] {
+        // A short deadline per request: a broken path fails in minutes, not hours.
+        let r = lab(&[family, "-n", "100", "--syn-loss", "5", "--timeout", "2"], None);
+        let name = family.trim_start_matches("--");
+        assert_eq!(r["family"], name, "{r:#}");
+        assert_eq!(r["succeeded"], 100, "{family}: {r:#}");
+        assert_eq!(r["errors"], serde_json::json!({}), "{family}: {r:#}");
+        assert_eq!(r["synproxy"], true, "{r:#}");
+        assert!(r["loss_dropped_packets"].as_u64().unwrap() > 0, "{family}: the loss did not bite: {r:#}");
+        assert!(r["label"].as_str().unwrap().ends_with(name), "{r:#}");
+    }
+}

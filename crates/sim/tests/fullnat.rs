@@ -18,13 +18,13 @@ use rvs_sim::{AppHandle, Family, HostId, LinkConfig, LinkDir, Network, NetworkCo
 use rvs_wire::tcp::{self, TcpOption};
 
 rvs_sim::family_tests! {
-    weighted_schedulers_hold_their_shares: [V4],
-    lossy_links_200_concurrent_mebibyte_transfers_are_byte_exact: [V4],
-    quiesced_and_removed_reals_drain_without_breaking_connections: [V4],
-    udp_request_response_through_fullnat_under_loss: [V4],
-    a_connection_idle_past_its_timeout_is_reset_on_both_sides: [V4],
-    transfers_both_ways_under_loss_keep_sack_and_timestamps_consistent: [V4],
-    packets_too_big_for_a_reals_link_lower_the_clients_path_mtu: [V4],
+    weighted_schedulers_hold_their_shares,
+    lossy_links_200_concurrent_mebibyte_transfers_are_byte_exact,
+    quiesced_and_removed_reals_drain_without_breaking_connections,
+    udp_request_response_through_fullnat_under_loss,
+    a_connection_idle_past_its_timeout_is_reset_on_both_sides,
+    transfers_both_ways_under_loss_keep_sack_and_timestamps_consistent,
+    packets_too_big_for_either_side_lower_both_hosts_path_mtu,
 }
 
 const VIP: &str = "10.0.0.1";
@@ -466,18 +466,19 @@ fn transfers_both_ways_under_loss_keep_sack_and_timestamps_consistent(family: Fa
     }
 }
 
-/// The reals sit behind a link of 1280 bytes (their own interfaces are
-/// 1500, so their MSS does not tell): the clients' big segments are
-/// answered by that link with ICMP fragmentation needed or packet too big,
-/// which the balancer hands to the client, translated (with the MTU 20
-/// bytes higher for NAT64, lower for NAT46); the clients lower their path
-/// MTU and every transfer completes, without a stall.
-fn packets_too_big_for_a_reals_link_lower_the_clients_path_mtu(family: Family) {
+/// Clients and reals sit behind links of 1280 bytes (their own interfaces
+/// are 1500, so their MSS does not tell): each side's big segments are
+/// answered by the other side's link with ICMP fragmentation needed or
+/// packet too big, which the balancer hands to the sender, translated (the
+/// MTU 20 bytes higher toward an IPv6 sender whose packets become IPv4,
+/// lower the other way); both hosts lower their path MTU and every
+/// transfer completes both ways, without a stall.
+fn packets_too_big_for_either_side_lower_both_hosts_path_mtu(family: Family) {
     let mut lab = lab(family, 29, Proto::Tcp, 80, SchedKind::Rr, [1, 1, 1], 2, LinkConfig::default());
     let _pcap = lab.net.pcap_on_failure(&format!("path_mtu_{family}"));
     let narrow = LinkConfig { mtu: 1280, ..LinkConfig::default() };
-    for &r in &lab.reals.clone() {
-        lab.net.set_link(r, LinkDir::ToHost, narrow);
+    for h in lab.clients.clone().into_iter().chain(lab.reals.clone()) {
+        lab.net.set_link(h, LinkDir::ToHost, narrow);
     }
     let srv = servers(&mut lab, 80);
     const MIB: u32 = 1 << 20;
@@ -504,14 +505,30 @@ fn packets_too_big_for_a_reals_link_lower_the_clients_path_mtu(family: Family) {
     }
     let verified: u64 = srv.iter().map(|s| lab.net.app(s).stats().bytes_verified).sum();
     assert_eq!(verified, 6 * u64::from(MIB));
-    let too_big: u64 = lab.reals.iter().map(|&r| lab.net.link_stats(r, LinkDir::ToHost).too_big).sum();
-    assert!(too_big > 0, "the narrow links must have refused something");
-    // What the client's side of the path carries: 1280 on the reals'
-    // side, less the 20 bytes IPv4's header is shorter than IPv6's.
-    let path = 1280 + family.client_ip_header() - family.backend_ip_header();
+    let hosts: Vec<HostId> = lab.clients.iter().chain(&lab.reals).copied().collect();
+    for &h in &hosts {
+        let name = lab.net.host_name(h);
+        assert!(
+            lab.net.link_stats(h, LinkDir::ToHost).too_big > 0,
+            "{name}: the narrow link refused nothing"
+        );
+        let st = lab.net.host_stats(h);
+        assert!(st.path_mtu_lowered >= 1 && st.resegmented > 0, "{name}: {st:?}");
+    }
+    // What 1280 bytes on the far side are on the sender's: IPv4's header
+    // is 20 bytes shorter than IPv6's.
+    let (client_hdr, backend_hdr) = (family.client_ip_header(), family.backend_ip_header());
     for &c in &lab.clients {
-        let st = lab.net.host_stats(c);
-        assert!(st.path_mtu_lowered >= 1 && st.resegmented > 0, "{}: {st:?}", lab.net.host_name(c));
-        assert_eq!(lab.net.path_mtu(c, lab.vip(80).addr), Some(path), "{}", lab.net.host_name(c));
+        let want = Some(1280 + client_hdr - backend_hdr);
+        assert_eq!(lab.net.path_mtu(c, lab.vip(80).addr), want, "{}", lab.net.host_name(c));
+    }
+    for &r in &lab.reals {
+        let learnt: Vec<_> = lab.lips().into_iter().filter_map(|l| lab.net.path_mtu(r, l)).collect();
+        let want = 1280 + backend_hdr - client_hdr;
+        assert!(
+            !learnt.is_empty() && learnt.iter().all(|&m| m == want),
+            "{}: {learnt:?}",
+            lab.net.host_name(r)
+        );
     }
 }

@@ -94,8 +94,9 @@ pub enum ConfigError {
     /// The local address is not in the service.
     #[error("no local address {0} in the service")]
     NoSuchLaddr(IpAddr),
-    /// Mixing IPv4 and IPv6 within one service.
-    #[error("address family of {0} does not match the service's VIP")]
+    /// A real or local address of the other family than the service's
+    /// reals and local addresses (its VIP may be of either: NAT64, NAT46).
+    #[error("address family of {0} does not match the service's other reals and local addresses")]
     FamilyMismatch(IpAddr),
     /// Port 0 or another value no packet can carry.
     #[error("invalid {0}")]
@@ -150,6 +151,8 @@ pub struct Engine {
     pub(crate) resets: Resets,
     /// What the driver should tell the operator.
     events: VecDeque<Event>,
+    /// The packet being handled, rewritten, still to be moved to the other family.
+    pub(crate) xlat_pending: Option<crate::xlat::Pending>,
 }
 
 impl Engine {
@@ -180,6 +183,7 @@ impl Engine {
             store: PacketStore::new(crate::emit::store::SLOTS),
             resets,
             events: VecDeque::new(),
+            xlat_pending: None,
         }
     }
 
@@ -472,7 +476,7 @@ impl Engine {
         }
         let mut seen = Vec::new();
         for &l in &cfg.laddrs {
-            if l.is_ipv4() != cfg.vip.addr.is_ipv4() {
+            if cfg.laddrs.first().is_some_and(|f| f.is_ipv4() != l.is_ipv4()) {
                 return Err(ConfigError::FamilyMismatch(l));
             }
             if seen.contains(&l) {
@@ -577,9 +581,7 @@ impl Engine {
     /// Add a real to a service (`ipvsadm -a`).
     pub fn add_real(&mut self, proto: Proto, vip: Endpoint, real: RealConfig) -> Result<(), ConfigError> {
         let i = self.service_index(proto, vip)?;
-        if real.endpoint.addr.is_ipv4() != vip.addr.is_ipv4() {
-            return Err(ConfigError::FamilyMismatch(real.endpoint.addr));
-        }
+        self.services[i].check_backend_family(real.endpoint.addr)?;
         if real.endpoint.port == 0 {
             return Err(ConfigError::Invalid("real port 0"));
         }
@@ -651,9 +653,7 @@ impl Engine {
     /// Add a local address to a service (`ipvsadm -P`).
     pub fn add_laddr(&mut self, proto: Proto, vip: Endpoint, laddr: IpAddr) -> Result<(), ConfigError> {
         let i = self.service_index(proto, vip)?;
-        if laddr.is_ipv4() != vip.addr.is_ipv4() {
-            return Err(ConfigError::FamilyMismatch(laddr));
-        }
+        self.services[i].check_backend_family(laddr)?;
         let s = &mut self.services[i];
         if s.config.laddrs.contains(&laddr) {
             return Err(ConfigError::LaddrExists(laddr));

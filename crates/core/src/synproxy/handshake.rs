@@ -48,6 +48,7 @@ impl SynproxyState {
         // With TOA the client's segments grow by the option: it is told less.
         let mss_max = cookie::mss_max(key, cfg.mss_max);
         let our_mss = service.config.mss_clamp.map_or(mss_max, |c| c.min(mss_max));
+        let our_mss = crate::xlat::synproxy_mss(our_mss, cfg.mss_max, key.src.addr, &service.config.laddrs);
         let our_mss = our_mss.saturating_sub(client_addr::toa_room(&service.config, key.src.addr)).max(64);
         let announced = service.synproxy_wscale.unwrap_or(cfg.wscale);
         let tsval = (ms_clock(now) & !((1 << cookie::TS_OPT_BITS) - 1)) | ts_bits;
@@ -107,7 +108,9 @@ impl SynproxyState {
         let (laddr, real, svc, real_index) = (conn.laddr, conn.real, conn.service, conn.real_index);
         let client = conn.client.addr;
         let Some(service) = ctx.services.get_mut(svc as usize) else { return };
-        let toa_room = client_addr::toa_room(&service.config, client);
+        // Room for TOA in the client's segments, and for the larger header
+        // where they are translated from IPv4 to IPv6.
+        let less = client_addr::toa_room(&service.config, client) + crate::xlat::mss_room(client, real.addr);
         let mss_clamp = service.config.mss_clamp;
         let Some(r) = service.reals.get_mut(real_index as usize) else { return };
         let Some(hs) = self.handshakes.get_mut(hid) else { return };
@@ -137,7 +140,7 @@ impl SynproxyState {
             ack: None,
             flags: tcp::Flags::SYN,
             window: u16::MAX,
-            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(toa_room).max(64)),
+            mss: Some(mss_clamp.map_or(offer.mss, |c| c.min(offer.mss)).saturating_sub(less).max(64)),
             wscale: offer.wscale,
             sack_permitted: offer.sack,
             timestamps: offer.timestamps.then_some((real_tsval.0, 0)),

@@ -98,6 +98,12 @@ fn sa_from_wire(s: SocketAddr) -> SocketAddr {
     SocketAddr::new(from_wire(s.ip()), s.port())
 }
 
+/// The MSS of a link whose IPv4 MSS is `v4`, in the test's family: IPv6's
+/// header is 20 bytes longer.
+pub fn link_mss(v4: u16) -> u16 {
+    if family() == Family::V6 { v4 - 20 } else { v4 }
+}
+
 /// A plan endpoint, in the test's family.
 pub fn ep(s: &str) -> Endpoint {
     sa(s).into()
@@ -140,7 +146,7 @@ macro_rules! family_tests {
 pub(crate) use family_tests;
 
 /// A plan socket address, in the test's family.
-fn sa(s: &str) -> SocketAddr {
+pub fn sa(s: &str) -> SocketAddr {
     sa_to_wire(s.parse().unwrap())
 }
 
@@ -231,7 +237,7 @@ fn options(mss: Option<u16>, sack: &[(u32, u32)]) -> Vec<TcpOptionElement> {
 
 /// The start of a packet from `src` to `dst`, IPv4 (TTL 64) or IPv6 (hop
 /// limit 64) as the addresses are.
-fn ip_builder(src: IpAddr, dst: IpAddr) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+pub fn ip_builder(src: IpAddr, dst: IpAddr) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
         (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
@@ -373,6 +379,14 @@ fn l4_ok(ip: &[u8], l4: &[u8], proto: u8) -> bool {
     let addrs = if ip[0] >> 4 == 6 { &ip[8..40] } else { &ip[12..20] };
     let s = sum(addrs) + u32::from(proto) + l4.len() as u32 + sum(l4);
     fold(s) == 0xffff
+}
+
+/// IP and transport checksums of a TCP packet, without reading its options
+/// (which may be anything).
+pub fn sums_ok(p: &[u8]) -> bool {
+    let (ihl, _, total) = ip_layout(p);
+    let ip_ok = p[0] >> 4 == 6 || fold(sum(&p[..ihl])) == 0xffff;
+    ip_ok && l4_ok(p, &p[ihl..total], 6)
 }
 
 /// Bytes before the transport header: IPv4 header with options, or IPv6

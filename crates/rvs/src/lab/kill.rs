@@ -136,11 +136,13 @@ impl fmt::Display for Applied {
 
 /// Binds real `i`'s HTTP port inside its namespace and serves it as `realN`.
 pub(crate) fn serve_real(topology: &Topology, i: usize) -> anyhow::Result<Server> {
-    let addr = topology.real_addrs()[i];
+    // The unspecified IPv6 address takes IPv4 connections too (the
+    // namespace's `bindv6only` is 0): one server for either family.
+    let addr = std::net::Ipv6Addr::UNSPECIFIED;
     let listener = topology
         .ns_real(i)
         .run_in(|| TcpListener::bind((addr, HTTP_PORT)))?
-        .with_context(|| format!("binding the HTTP server on {addr}:{HTTP_PORT}"))?;
+        .with_context(|| format!("binding the HTTP server on [{addr}]:{HTTP_PORT}"))?;
     Ok(Server::start(listener, &format!("real{}", i + 1))?)
 }
 

@@ -14,7 +14,9 @@
 //! rates, SYNProxy on/off) are several runs and one table. `--compare` is
 //! the seed's comparison in one command: the same run with SYNProxy's
 //! classic retransmit timer and with the adaptive one, with SYN/SYN-ACK loss
-//! toward the reals, plotted as latency CDFs (`plot`). Everything made
+//! toward the reals, plotted as latency CDFs (`plot`). `--ipv6` runs it all
+//! over IPv6 and `--nat64` with an IPv6 VIP in front of IPv4 reals (the
+//! topology is dual-stack either way). Everything made
 //! is removed on the way out, also on Ctrl-C: the signal only sets a flag,
 //! the request loop checks it, and the guards' drops do the rest.
 
@@ -25,7 +27,7 @@ mod report;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,6 +102,9 @@ options:
                        kernel resets new connections); silence drops every
                        packet to and from it (nftables in its namespace) [stop].
                        Reals still dead when the requests end are revived
+      --ipv6           client, VIP, local addresses and reals on IPv6
+      --nat64          an IPv6 client and VIP in front of IPv4 local addresses
+                       and reals: the balancer translates
       --direct         no balancer: request the reals directly through the
                        balancer namespace's kernel routing (a baseline)
       --keep           leave the lab up afterwards and print how to remove it
@@ -108,6 +113,39 @@ options:
       --json           print the results as JSON
   -h, --help           this text
 ";
+
+/// The address families of the lab's service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Family {
+    /// IPv4 throughout.
+    #[default]
+    V4,
+    /// IPv6 throughout (`--ipv6`).
+    V6,
+    /// An IPv6 client and VIP, IPv4 local addresses and reals (`--nat64`).
+    Nat64,
+}
+
+impl Family {
+    /// The name in labels and JSON.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::V4 => "ipv4",
+            Self::V6 => "ipv6",
+            Self::Nat64 => "nat64",
+        }
+    }
+
+    /// An address of the topology's plan on the client's side (the VIP's).
+    fn client_side(self, v4: std::net::Ipv4Addr) -> IpAddr {
+        if self == Self::V4 { v4.into() } else { rvs_netns::mirror6(v4).into() }
+    }
+
+    /// An address of the plan on the reals' side (the local addresses').
+    fn backend_side(self, v4: std::net::Ipv4Addr) -> IpAddr {
+        if self == Self::V6 { rvs_netns::mirror6(v4).into() } else { v4.into() }
+    }
+}
 
 /// What one lab run does.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +180,8 @@ pub(crate) struct LabOptions {
     pub events: Vec<RealEvent>,
     /// How a killed real dies.
     pub kill_mode: KillMode,
+    /// The families of the VIP and of the reals.
+    pub family: Family,
 }
 
 impl Default for LabOptions {
@@ -162,6 +202,7 @@ impl Default for LabOptions {
             direct: false,
             events: Vec::new(),
             kill_mode: KillMode::default(),
+            family: Family::default(),
         }
     }
 }
@@ -179,6 +220,9 @@ impl LabOptions {
         }
         if self.syn_loss_pct > 0.0 {
             label.push_str(&format!(", SYN loss {}%", self.syn_loss_pct));
+        }
+        if self.family != Family::V4 {
+            label.push_str(&format!(", {}", self.family.name()));
         }
         label
     }
@@ -273,12 +317,21 @@ fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
             "--keep" => o.keep = true,
             "--json" => o.json = true,
             "--direct" => o.direct = true,
+            "--ipv6" | "--nat64" => {
+                let family = if flag == "--ipv6" { Family::V6 } else { Family::Nat64 };
+                if o.family != Family::V4 && o.family != family {
+                    bail!("--ipv6 and --nat64 exclude each other");
+                }
+                o.family = family;
+            }
             "--kill-real" => o.events.push(RealEvent::parse(flag, &value()?, Action::Kill)?),
             "--revive" => o.events.push(RealEvent::parse(flag, &value()?, Action::Revive)?),
             "--kill-mode" => o.kill_mode = KillMode::parse(&value()?)?,
             _ => bail!("unknown option {arg:?} (see rvs lab --help)"),
         }
-        if inline.is_some() && matches!(flag, "--keep" | "--json" | "--direct" | "--compare") {
+        if inline.is_some()
+            && matches!(flag, "--keep" | "--json" | "--direct" | "--compare" | "--ipv6" | "--nat64")
+        {
             bail!("{flag} takes no value");
         }
     }
@@ -308,6 +361,9 @@ fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
             o.syn_loss_pct = COMPARE_SYN_LOSS_PCT;
         }
         o.svg.get_or_insert_with(|| PathBuf::from(COMPARE_SVG));
+    }
+    if o.direct && o.family == Family::Nat64 {
+        bail!("--nat64 is translated by the balancer; --direct has none");
     }
     if !(2..=200).contains(&o.reals) {
         bail!("--reals must be within 2..=200");
@@ -347,6 +403,8 @@ pub(crate) struct LabResult {
     pub syn_loss_pct: f64,
     /// The retransmit mode when the service used SYNProxy.
     pub synproxy: Option<RetransmitMode>,
+    /// The families of the VIP and of the reals.
+    pub family: Family,
     /// How the loss was made.
     pub loss_method: LossMethod,
     /// Packets the nftables loss rules dropped, when they were used.
@@ -370,6 +428,7 @@ impl LabResult {
             loss_pct,
             syn_loss_pct: 0.0,
             synproxy: None,
+            family: Family::V4,
             loss_method,
             loss_dropped: None,
             interrupted: false,
@@ -467,9 +526,9 @@ impl DaemonSettings {
 /// SYNProxy per `settings`.
 fn daemon_config(
     socket: &Path,
-    vip: Ipv4Addr,
-    laddrs: &[Ipv4Addr],
-    reals: &[Ipv4Addr],
+    vip: IpAddr,
+    laddrs: &[IpAddr],
+    reals: &[IpAddr],
     settings: &DaemonSettings,
 ) -> String {
     let laddrs: Vec<String> = laddrs.iter().map(|a| format!("\"{a}\"")).collect();
@@ -478,14 +537,16 @@ fn daemon_config(
         "[daemon]\ncontrol_socket = \"{}\"\nsecret_file = \"{}\"\n\n\
          [driver]\ntun_name = \"rvs0\"\nfault_loss_pct = {fault_loss_pct:?}\nfault_syn_loss_pct = {fault_syn_loss_pct:?}\n\n\
          [synproxy]\nretransmit_mode = \"{}\"\n\n\
-         [[service]]\nproto = \"tcp\"\nvip = \"{vip}:{HTTP_PORT}\"\nsched = \"wrr\"\nladdrs = [{}]\nsynproxy = {synproxy}\n",
+         [[service]]\nproto = \"tcp\"\nvip = \"{}\"\nsched = \"wrr\"\nladdrs = [{}]\nsynproxy = {synproxy}\n",
         socket.display(),
         socket.with_file_name("secret").display(),
         retransmit_mode.name(),
+        SocketAddr::new(vip, HTTP_PORT),
         laddrs.join(", ")
     );
-    for real in reals {
-        cfg.push_str(&format!("\n[[service.real]]\naddr = \"{real}:{HTTP_PORT}\"\nweight = 1\n"));
+    for &real in reals {
+        let real = SocketAddr::new(real, HTTP_PORT);
+        cfg.push_str(&format!("\n[[service.real]]\naddr = \"{real}\"\nweight = 1\n"));
     }
     cfg
 }
@@ -500,8 +561,9 @@ pub(crate) struct Lab {
     servers: Mutex<Vec<Option<Server>>>,
     topology: Topology,
     tmp: TempDir,
-    targets: Vec<SocketAddrV4>,
+    targets: Vec<SocketAddr>,
     loss_method: LossMethod,
+    family: Family,
 }
 
 impl Lab {
@@ -541,16 +603,15 @@ impl Lab {
             (true, false, false) => LossMethod::Daemon,
         };
         let tmp = TempDir::new(TEMP_PREFIX).context("creating a temp dir")?;
-        let mut lab = Self { daemon: None, servers, topology, tmp, targets: Vec::new(), loss_method };
+        let family = opts.family;
+        let mut lab = Self { daemon: None, servers, topology, tmp, targets: Vec::new(), loss_method, family };
         if opts.direct {
-            let servers = lab.servers.lock().unwrap_or_else(|p| p.into_inner());
-            let targets = servers.iter().flatten().filter_map(|s| as_v4(s.addr())).collect();
-            drop(servers);
-            lab.targets = targets;
+            let reals = lab.topology.real_addrs().into_iter().map(|a| family.backend_side(a));
+            lab.targets = reals.map(|a| SocketAddr::new(a, HTTP_PORT)).collect();
         } else {
             let exe = std::env::current_exe().context("finding the rvs binary")?;
             lab.start_daemon(&exe, &DaemonSettings::of(opts, loss_method))?;
-            lab.targets = vec![SocketAddrV4::new(lab.topology.vip(), HTTP_PORT)];
+            lab.targets = vec![SocketAddr::new(family.client_side(lab.topology.vip()), HTTP_PORT)];
         }
         Ok(lab)
     }
@@ -561,8 +622,10 @@ impl Lab {
         let socket = self.tmp.path().join("rvs.sock");
         let config = self.tmp.path().join("rvs.toml");
         let log_path = self.tmp.path().join("daemon.log");
-        let t = &self.topology;
-        fs::write(&config, daemon_config(&socket, t.vip(), &t.laddrs(), &t.real_addrs(), settings))?;
+        let (t, f) = (&self.topology, self.family);
+        let laddrs: Vec<IpAddr> = t.laddrs().into_iter().map(|a| f.backend_side(a)).collect();
+        let reals: Vec<IpAddr> = t.real_addrs().into_iter().map(|a| f.backend_side(a)).collect();
+        fs::write(&config, daemon_config(&socket, f.client_side(t.vip()), &laddrs, &reals, settings))?;
         let args = ["run".as_ref(), "--config".as_ref(), config.as_os_str()];
         let daemon = self.daemon.insert(self.topology.ns_lb().spawn_logged(exe, args, &log_path)?);
         let output = || fs::read_to_string(&log_path).unwrap_or_default().trim_end().to_owned();
@@ -589,6 +652,7 @@ impl Lab {
         let mut r = LabResult::new(opts.label(), opts.requests, opts.loss_pct, self.loss_method);
         r.syn_loss_pct = opts.syn_loss_pct;
         r.synproxy = (opts.synproxy && !opts.direct).then_some(opts.retransmit_mode);
+        r.family = opts.family;
         let started = Instant::now();
         let schedule_failed = &AtomicBool::new(false);
         let (done, until_done) = mpsc::channel::<()>();
@@ -700,13 +764,6 @@ impl Lab {
     }
 }
 
-fn as_v4(a: std::net::SocketAddr) -> Option<SocketAddrV4> {
-    match a {
-        std::net::SocketAddr::V4(v4) => Some(v4),
-        std::net::SocketAddr::V6(_) => None,
-    }
-}
-
 /// Prints results as the table, or as JSON.
 pub(crate) fn print_results(results: &[LabResult], json: bool) {
     if json {
@@ -801,6 +858,10 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        std::net::Ipv4Addr::new(a, b, c, d).into()
+    }
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
@@ -920,6 +981,38 @@ mod tests {
     }
 
     #[test]
+    fn parses_families_into_configs_of_that_family() {
+        assert_eq!(parse("").unwrap().family, Family::V4);
+        assert_eq!(parse("--ipv6 --direct").unwrap().family, Family::V6);
+        let o = parse("--nat64 --synproxy off").unwrap();
+        assert_eq!((o.family, o.label().as_str()), (Family::Nat64, "rvs, loss 0%, nat64"));
+        let runs = parse("--compare --ipv6").unwrap().runs();
+        assert!(runs.iter().all(|r| r.family == Family::V6));
+        for bad in ["--ipv6 --nat64", "--nat64 --direct", "--ipv6=1"] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        use rvs_control::config::Config;
+        let plan = |a, b, c, d| std::net::Ipv4Addr::new(a, b, c, d);
+        for family in [Family::V6, Family::Nat64] {
+            let cfg = daemon_config(
+                Path::new("/tmp/x/rvs.sock"),
+                family.client_side(plan(10, 77, 2, 1)),
+                &[family.backend_side(plan(10, 77, 3, 1))],
+                &[family.backend_side(plan(10, 77, 1, 11))],
+                &DaemonSettings::of(&LabOptions::default(), LossMethod::None),
+            );
+            assert!(cfg.contains("vip = \"[fd10:77:2::1]:80\""), "{cfg}");
+            let real = if family == Family::V6 { "[fd10:77:1::11]:80" } else { "10.77.1.11:80" };
+            assert!(cfg.contains(&format!("addr = \"{real}\"")), "{cfg}");
+            // Whether a NAT64 service is accepted is the engine's to say
+            // (the lab test runs one); the IPv6 one is a plain service.
+            if family == Family::V6 {
+                Config::parse(&cfg).unwrap_or_else(|e| panic!("{e}\n{cfg}"));
+            }
+        }
+    }
+
+    #[test]
     fn rejects_bad_options() {
         for bad in [
             "-n",
@@ -975,13 +1068,13 @@ mod tests {
 
     /// The lab's config for `args`, with the loss made as `method`.
     fn config_for(args: &str, method: LossMethod) -> String {
-        let ip = |d| Ipv4Addr::new(10, 77, 1, d);
+        let ip = |d| v4(10, 77, 1, d);
         let runs = parse(args).unwrap().runs();
         assert_eq!(runs.len(), 1);
         daemon_config(
             Path::new("/tmp/x/rvs.sock"),
-            Ipv4Addr::new(10, 77, 2, 1),
-            &[Ipv4Addr::new(10, 77, 3, 1), Ipv4Addr::new(10, 77, 3, 2)],
+            v4(10, 77, 2, 1),
+            &[v4(10, 77, 3, 1), v4(10, 77, 3, 2)],
             &[ip(11), ip(12)],
             &DaemonSettings::of(&runs[0], method),
         )
@@ -994,9 +1087,9 @@ mod tests {
             .map(|r| {
                 daemon_config(
                     Path::new("/tmp/x/rvs.sock"),
-                    Ipv4Addr::new(10, 77, 2, 1),
-                    &[Ipv4Addr::new(10, 77, 3, 1)],
-                    &[Ipv4Addr::new(10, 77, 1, 11)],
+                    v4(10, 77, 2, 1),
+                    &[v4(10, 77, 3, 1)],
+                    &[v4(10, 77, 1, 11)],
                     &DaemonSettings::of(r, method),
                 )
             })
@@ -1094,9 +1187,9 @@ weight = 1
             for run in parse(args).unwrap().runs() {
                 let cfg = daemon_config(
                     Path::new("/tmp/x/rvs.sock"),
-                    Ipv4Addr::new(10, 77, 2, 1),
-                    &[Ipv4Addr::new(10, 77, 3, 1)],
-                    &[Ipv4Addr::new(10, 77, 1, 11), Ipv4Addr::new(10, 77, 1, 12)],
+                    v4(10, 77, 2, 1),
+                    &[v4(10, 77, 3, 1)],
+                    &[v4(10, 77, 1, 11), v4(10, 77, 1, 12)],
                     &DaemonSettings::of(&run, method),
                 );
                 let c = Config::parse(&cfg).unwrap_or_else(|e| panic!("{e}\n{cfg}"));
@@ -1129,7 +1222,7 @@ weight = 1
             .ns_client()
             .run_in(|| {
                 (0..20)
-                    .map(|_| http::get(SocketAddrV4::new(addr, HTTP_PORT), Duration::from_secs(5), &no))
+                    .map(|_| http::get(SocketAddr::new(addr.into(), HTTP_PORT), Duration::from_secs(5), &no))
                     .collect::<Vec<_>>()
             })
             .unwrap();

@@ -240,6 +240,7 @@ pub(crate) fn json(results: &[LabResult]) -> Value {
                     "errors": r.errors,
                     "synproxy": r.synproxy.is_some(),
                     "retransmit_mode": r.synproxy.map(|m| m.name()),
+                    "family": r.family.name(),
                     "loss_pct": r.loss_pct,
                     "syn_loss_pct": r.syn_loss_pct,
                     "loss_method": r.loss_method.label(),

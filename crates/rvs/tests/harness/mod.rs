@@ -54,6 +54,7 @@ macro_rules! on_drivers_and_families {
 
 pub mod probes;
 pub mod reals;
+pub mod router;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};

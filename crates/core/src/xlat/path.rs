@@ -1,0 +1,96 @@
+//! Where the engine hands translated packets on: into a packet slot, then
+//! to the transmit queue toward their side ([`Engine::poll_transmit`]), so
+//! drivers move them like any packet the engine built.
+
+use rvs_wire::ip_protocol;
+
+use super::Pending;
+use super::header::{self, Carried};
+use super::icmp::{ErrorBack, translate_error};
+use crate::conn::ConnId;
+use crate::drop::DropReason;
+use crate::engine::{Engine, Verdict};
+use crate::packet::IpInfo;
+use crate::tcp_state::Side;
+
+impl Engine {
+    /// Move the rewritten packet `pkt` into its new family in a slot and
+    /// queue it toward `to`, with TOA if its connection's delivery carries it.
+    pub(crate) fn send_translated(&mut self, pkt: &[u8], p: Pending, to: Side) -> Verdict {
+        let Some(from) = pkt.get(..p.total_len) else {
+            return self.translate_drop(DropReason::Truncated);
+        };
+        let Some(slot) = self.store.alloc() else {
+            return self.translate_drop(DropReason::TxQueueFull);
+        };
+        let carried = Carried::read(from, p.protocol, self.cfg.decrement_ttl);
+        let built = header::translate(self.store.slot_mut(slot), from, p.header_len, p.src, p.dst, carried);
+        let Some(len) = built else {
+            self.store.release(slot);
+            return self.translate_drop(DropReason::TooBigToTranslate);
+        };
+        self.store.set_len(slot, len);
+        if to == Side::Real && p.protocol == ip_protocol::TCP && !p.syn {
+            self.deliveries.toa_for_built(&mut self.store, self.conns.get(p.conn), slot);
+        }
+        self.store.queue(slot, to);
+        Verdict::Absorbed
+    }
+
+    /// Move a packet built or kept for connection `conn`'s real (a
+    /// SYNProxy replay of a client packet) into the real's family, in its
+    /// slot; false if it could not be and the slot was freed.
+    pub(crate) fn translate_built(&mut self, slot: u32, conn: ConnId) -> bool {
+        let Some(real) = self.conns.get(conn).map(|c| c.real.addr) else { return true };
+        let pkt = self.store.packet_mut(slot);
+        let Ok(ip) = IpInfo::parse(pkt) else { return true };
+        if !super::translates(ip.src, real) {
+            return true;
+        }
+        let Some(laddr) = self.conns.get(conn).map(|c| c.laddr.addr) else { return true };
+        let len = pkt.len();
+        let buf = self.store.slot_mut(slot);
+        let carried = Carried::read(&buf[..], ip.protocol, self.cfg.decrement_ttl);
+        match header::swap(buf, ip.header_len, len, laddr, real, carried) {
+            Some(len) => {
+                self.store.set_len(slot, len);
+                true
+            }
+            None => {
+                self.store.release(slot);
+                self.stats.drops.add(DropReason::TooBigToTranslate);
+                false
+            }
+        }
+    }
+
+    /// Build the translation of the ICMP error in `pkt` into a slot and
+    /// queue it toward `to`.
+    pub(crate) fn send_translated_error(
+        &mut self,
+        pkt: &[u8],
+        ip: &IpInfo,
+        back: &ErrorBack,
+        to: Side,
+    ) -> Result<(), DropReason> {
+        let slot = self.store.alloc().ok_or(DropReason::TxQueueFull)?;
+        let built =
+            translate_error(pkt, ip.header_len, self.store.slot_mut(slot), back, self.cfg.decrement_ttl);
+        match built {
+            Ok(len) => {
+                self.store.set_len(slot, len);
+                self.store.queue(slot, to);
+                Ok(())
+            }
+            Err(reason) => {
+                self.store.release(slot);
+                Err(reason)
+            }
+        }
+    }
+
+    fn translate_drop(&mut self, reason: DropReason) -> Verdict {
+        self.stats.drops.add(reason);
+        Verdict::Drop(reason)
+    }
+}
