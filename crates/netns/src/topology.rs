@@ -318,6 +318,11 @@ impl Topology {
         mirror6(self.lb_real_addr())
     }
 
+    /// The client's interface (toward the balancer).
+    pub fn client_if(&self) -> &str {
+        CLIENT_IF
+    }
+
     /// The balancer's interface toward the client.
     pub fn lb_client_if(&self) -> &str {
         LB_CLIENT_IF

@@ -13,13 +13,18 @@
 //! Needs root, nginx, curl and nftables (`scripts/test` installs them);
 //! without root these fail unless `RVS_SKIP_NETNS=1` says to skip them.
 //! `RVS_LONG_TESTS=1` runs the 10-minute version of the loss test.
+//!
+//! Every test runs over the matrix of data paths and families (see
+//! `netns.rs`), one variant each by default; health probes leave the
+//! balancer's kernel in the backend's family.
 
+#[macro_use]
 mod harness;
 
 use std::time::{Duration, Instant};
 
 use harness::reals::{self, Sample};
-use harness::{ExtraService, Lab, LabSpec};
+use harness::{Driver, ExtraService, Family, Lab, LabSpec};
 use serde_json::Value;
 
 /// Whether the long versions were asked for.
@@ -69,7 +74,7 @@ fn states(lab: &Lab) -> Vec<(String, String, String)> {
 /// The state of real `i` (at port 80) in the VIP:`port` service; `(none)`
 /// when the listing has no state for it.
 fn state(lab: &Lab, port: u16, i: usize) -> String {
-    let service = format!("TCP {}:{port}", lab.vip());
+    let service = format!("TCP {}", lab.vip_at(port));
     let real = lab.real(i);
     states(lab)
         .into_iter()
@@ -90,7 +95,7 @@ fn slow_pct(state: &str) -> Option<u32> {
 /// Whether the VIP:`port` service line says the panic threshold applies.
 fn panics(lab: &Lab, port: u16) -> bool {
     let list = lab.adm_ok(&["-L", "-n"]);
-    let name = format!("{}:{port}", lab.vip());
+    let name = lab.vip_at(port).to_string();
     list.lines()
         .find(|l| l.starts_with("TCP") && l.split_whitespace().nth(1) == Some(name.as_str()))
         .is_some_and(|l| l.split_whitespace().any(|w| w == "panic"))
@@ -99,7 +104,7 @@ fn panics(lab: &Lab, port: u16) -> bool {
 /// Real `i`'s `health` object in `rvs adm -L -n --json` (service VIP:`port`).
 fn health_json(lab: &Lab, port: u16, i: usize) -> Value {
     let v: Value = serde_json::from_str(&lab.adm_ok(&["-L", "-n", "--json"])).expect("--json is JSON");
-    let vip = format!("{}:{port}", lab.vip());
+    let vip = lab.vip_at(port).to_string();
     let service = v["services"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["vip"] == vip.as_str()))
@@ -232,8 +237,10 @@ fn health(lines: &str) -> String {
 /// SYNProxy passive detection must stop sending clients to the dead real
 /// after a handful of failures; with SYNProxy no client sees one and the
 /// median stays a fast request's.
-fn dead_real_without_settings(test: &str, how: Kill, synproxy: bool) {
-    let Some(mut lab) = Lab::start(test, LabSpec { synproxy, ..LabSpec::default() }) else { return };
+fn dead_real_without_settings(test: &str, driver: Driver, family: Family, how: Kill, synproxy: bool) {
+    let Some(mut lab) = Lab::start(test, LabSpec { driver, family, synproxy, ..LabSpec::default() }) else {
+        return;
+    };
     warm_up(&lab);
     // The real is dead before the requests: the warm-up's successes leave
     // the passive window first.
@@ -249,24 +256,20 @@ fn dead_real_without_settings(test: &str, how: Kill, synproxy: bool) {
     }
 }
 
-#[test]
-fn stopped_real_without_settings_costs_at_most_5_of_100() {
-    dead_real_without_settings("h-nocfg-stop", Kill::Stop, false);
+fn stopped_real_without_settings_costs_at_most_5_of_100(driver: Driver, family: Family) {
+    dead_real_without_settings("h-nocfg-stop", driver, family, Kill::Stop, false);
 }
 
-#[test]
-fn silent_real_without_settings_costs_at_most_5_of_100() {
-    dead_real_without_settings("h-nocfg-silent", Kill::Silence, false);
+fn silent_real_without_settings_costs_at_most_5_of_100(driver: Driver, family: Family) {
+    dead_real_without_settings("h-nocfg-silent", driver, family, Kill::Silence, false);
 }
 
-#[test]
-fn stopped_real_without_settings_costs_synproxy_clients_nothing() {
-    dead_real_without_settings("h-nocfg-stop-sp", Kill::Stop, true);
+fn stopped_real_without_settings_costs_synproxy_clients_nothing(driver: Driver, family: Family) {
+    dead_real_without_settings("h-nocfg-stop-sp", driver, family, Kill::Stop, true);
 }
 
-#[test]
-fn silent_real_without_settings_costs_synproxy_clients_nothing() {
-    dead_real_without_settings("h-nocfg-silent-sp", Kill::Silence, true);
+fn silent_real_without_settings_costs_synproxy_clients_nothing(driver: Driver, family: Family) {
+    dead_real_without_settings("h-nocfg-silent-sp", driver, family, Kill::Silence, true);
 }
 
 /// What a dying-real run saw.
@@ -337,8 +340,8 @@ fn die_under_load(lab: &mut Lab, how: Kill, timeout: Duration, limit: Duration) 
 /// Without SYNProxy and without checks: the data path's failures mark the
 /// real down within 1 s (plus one poll of the listing), and no request
 /// started after that fails.
-fn passive_detection(test: &str, how: Kill) {
-    let Some(mut lab) = Lab::start(test, LabSpec::default()) else { return };
+fn passive_detection(test: &str, driver: Driver, family: Family, how: Kill) {
+    let Some(mut lab) = Lab::start(test, LabSpec { driver, family, ..LabSpec::default() }) else { return };
     warm_up(&lab);
     let (d, _dead) = die_under_load(&mut lab, how, Duration::from_millis(500), Duration::from_secs(5));
     let after = d.detected(&lab);
@@ -347,22 +350,22 @@ fn passive_detection(test: &str, how: Kill) {
     assert!(!transition_lines(&lab, VICTIM).is_empty(), "no transition logged:\n{}", lab.daemon_log());
 }
 
-#[test]
-fn stopped_real_is_passively_down_within_a_second() {
-    passive_detection("h-passive-stop", Kill::Stop);
+fn stopped_real_is_passively_down_within_a_second(driver: Driver, family: Family) {
+    passive_detection("h-passive-stop", driver, family, Kill::Stop);
 }
 
-#[test]
-fn silent_real_is_passively_down_within_a_second() {
-    passive_detection("h-passive-silent", Kill::Silence);
+fn silent_real_is_passively_down_within_a_second(driver: Driver, family: Family) {
+    passive_detection("h-passive-silent", driver, family, Kill::Silence);
 }
 
 /// With `check = "tcp"` and passive detection off: down within fall
 /// intervals (stretched by the jitter; for a silent real the last probe's
 /// failure is known only when its timeout ends), then no request fails.
 /// The transition is logged, counted and shown with its reason.
-fn active_detection(test: &str, how: Kill) {
+fn active_detection(test: &str, driver: Driver, family: Family, how: Kill) {
     let spec = LabSpec {
+        driver,
+        family,
         extra: health("passive = false"),
         service_keys: "check = \"tcp\"\n".into(),
         metrics: true,
@@ -395,21 +398,22 @@ fn active_detection(test: &str, how: Kill) {
     assert_eq!(lines.len(), lines_before.len() + 1, "one line per transition: {lines:#?}");
 }
 
-#[test]
-fn stopped_real_is_down_by_its_tcp_check_within_fall_intervals() {
-    active_detection("h-active-stop", Kill::Stop);
+fn stopped_real_is_down_by_its_tcp_check_within_fall_intervals(driver: Driver, family: Family) {
+    active_detection("h-active-stop", driver, family, Kill::Stop);
 }
 
-#[test]
-fn silent_real_is_down_by_its_tcp_check_within_fall_intervals() {
-    active_detection("h-active-silent", Kill::Silence);
+fn silent_real_is_down_by_its_tcp_check_within_fall_intervals(driver: Driver, family: Family) {
+    active_detection("h-active-silent", driver, family, Kill::Silence);
 }
 
 /// With SYNProxy and passive detection only: while the real dies and
 /// after, no request fails and none takes over 100 ms (a reset moves the
 /// client at once, silence after two short retransmits).
-fn synproxy_dying_real(test: &str, how: Kill) {
-    let Some(mut lab) = Lab::start(test, LabSpec { synproxy: true, ..LabSpec::default() }) else { return };
+fn synproxy_dying_real(test: &str, driver: Driver, family: Family, how: Kill) {
+    let Some(mut lab) = Lab::start(test, LabSpec { driver, family, synproxy: true, ..LabSpec::default() })
+    else {
+        return;
+    };
     warm_up(&lab);
     // Whether and when the real is marked down does not matter here.
     let (d, _dead) = die_under_load(&mut lab, how, Duration::from_secs(3), Duration::from_secs(3));
@@ -419,22 +423,21 @@ fn synproxy_dying_real(test: &str, how: Kill) {
     assert!(slow.is_empty(), "{} requests over 100 ms: {slow:?}", slow.len());
 }
 
-#[test]
-fn stopped_real_costs_synproxy_clients_nothing() {
-    synproxy_dying_real("h-sp-stop", Kill::Stop);
+fn stopped_real_costs_synproxy_clients_nothing(driver: Driver, family: Family) {
+    synproxy_dying_real("h-sp-stop", driver, family, Kill::Stop);
 }
 
-#[test]
-fn silent_real_costs_synproxy_clients_nothing() {
-    synproxy_dying_real("h-sp-silent", Kill::Silence);
+fn silent_real_costs_synproxy_clients_nothing(driver: Driver, family: Family) {
+    synproxy_dying_real("h-sp-silent", driver, family, Kill::Silence);
 }
 
 /// A real revived comes back within rise intervals of its check, then its
 /// weight ramps over the slow start: the listing's share rises, then it is
 /// plainly up, and it answers requests again.
-#[test]
-fn revived_real_is_back_within_rise_intervals_and_ramps_up() {
+fn revived_real_is_back_within_rise_intervals_and_ramps_up(driver: Driver, family: Family) {
     let spec = LabSpec {
+        driver,
+        family,
         extra: health("slow_start_ms = 4000"),
         service_keys: "check = \"tcp\"\n".into(),
         ..LabSpec::default()
@@ -471,8 +474,10 @@ fn revived_real_is_back_within_rise_intervals_and_ramps_up() {
 
 /// 1 % loss both ways on every balancer–real link, checks every second,
 /// light traffic: no real changes state.
-fn lossy_links(test: &str, secs: u64) {
+fn lossy_links(test: &str, driver: Driver, family: Family, secs: u64) {
     let spec = LabSpec {
+        driver,
+        family,
         extra: health("interval_ms = 1000"),
         service_keys: "check = \"tcp\"\n".into(),
         metrics: true,
@@ -503,15 +508,13 @@ fn lossy_links(test: &str, secs: u64) {
     assert_eq!(ok_count(&samples), samples.len(), "{}", failures(&samples));
 }
 
-#[test]
-fn one_percent_loss_for_a_minute_flaps_nothing() {
-    lossy_links("h-loss", 60);
+fn one_percent_loss_for_a_minute_flaps_nothing(driver: Driver, family: Family) {
+    lossy_links("h-loss", driver, family, 60);
 }
 
-#[test]
-fn one_percent_loss_for_ten_minutes_flaps_nothing() {
+fn one_percent_loss_for_ten_minutes_flaps_nothing(driver: Driver, family: Family) {
     if long_tests("one_percent_loss_for_ten_minutes_flaps_nothing") {
-        lossy_links("h-loss-long", 600);
+        lossy_links("h-loss-long", driver, family, 600);
     }
 }
 
@@ -519,11 +522,12 @@ fn one_percent_loss_for_ten_minutes_flaps_nothing() {
 /// 8080, all with the same check: one prober per (real, port, check), so
 /// each real gets one probe SYN per interval on each port, not one per
 /// service; and no probe passes through the data path as a client connection.
-#[test]
-fn services_sharing_reals_share_their_probers() {
+fn services_sharing_reals_share_their_probers(driver: Driver, family: Family) {
     let svc =
         |port, real_port| ExtraService { port, real_port, reals: vec![0, 1, 2], ..ExtraService::default() };
     let spec = LabSpec {
+        driver,
+        family,
         weights: vec![1, 1, 1],
         service_keys: "check = \"tcp\"\n".into(),
         real_ports: vec![8080],
@@ -556,9 +560,9 @@ fn services_sharing_reals_share_their_probers() {
         assert_eq!(clients, 0, "probes came through the data path: {counts:?}");
     }
     for i in 0..3 {
-        let addr = lab.topo.real_addrs()[i];
+        let addr = lab.real_addrs()[i];
         for port in [80, 8080] {
-            let real = format!("{addr}:{port}");
+            let real = std::net::SocketAddr::new(addr, port).to_string();
             assert_eq!(probers_of(&lab, &real), 1, "{}", lab.adm_ok(&["-L", "-n", "--health"]));
         }
     }
@@ -569,9 +573,13 @@ fn services_sharing_reals_share_their_probers() {
 /// threshold spreads new connections over all of them as if up, and the
 /// listing says so; a check that passes (set with `rvs adm -E --check`)
 /// ends the panic.
-#[test]
-fn failing_checks_everywhere_panic_and_traffic_flows() {
-    let spec = LabSpec { service_keys: "check = \"http:/no-such-page\"\n".into(), ..LabSpec::default() };
+fn failing_checks_everywhere_panic_and_traffic_flows(driver: Driver, family: Family) {
+    let spec = LabSpec {
+        driver,
+        family,
+        service_keys: "check = \"http:/no-such-page\"\n".into(),
+        ..LabSpec::default()
+    };
     let Some(lab) = Lab::start("h-panic", spec) else { return };
     let limit = INTERVAL.mul_f64(f64::from(FALL + 2) * (1.0 + JITTER));
     let panicked = time_until(limit, || panics(&lab, 80));
@@ -586,7 +594,7 @@ fn failing_checks_everywhere_panic_and_traffic_flows() {
     for real in ["real0", "real1"] {
         assert!(s.iter().any(|x| x.outcome.as_deref() == Ok(real)), "{real} took no connection in panic");
     }
-    let vip = format!("{}:80", lab.vip());
+    let vip = lab.vip_at(80).to_string();
     lab.adm_ok(&["-E", "-t", &vip, "-s", "wrr", "--check", "http:/"]);
     // Back in rotation (slow start counts) ends the panic.
     let calm = time_until(INTERVAL.mul_f64(f64::from(RISE + 2)), || {
@@ -610,11 +618,10 @@ fn probes_sent(lab: &Lab, target: &str, kind: &str) -> u64 {
 
 /// `--maintenance down` takes a real out of rotation whatever its checks
 /// say; `auto` hands it back to them.
-#[test]
-fn maintenance_takes_a_real_out_and_auto_brings_it_back() {
-    let Some(lab) = Lab::start("h-maint", LabSpec::default()) else { return };
+fn maintenance_takes_a_real_out_and_auto_brings_it_back(driver: Driver, family: Family) {
+    let Some(lab) = Lab::start("h-maint", LabSpec { driver, family, ..LabSpec::default() }) else { return };
     warm_up(&lab);
-    let vip = format!("{}:80", lab.vip());
+    let vip = lab.vip_at(80).to_string();
     let real = lab.real(VICTIM);
     lab.adm_ok(&["-e", "-t", &vip, "-r", &real, "--maintenance", "down"]);
     assert_eq!(state(&lab, 80, VICTIM), "maint down");
@@ -632,9 +639,8 @@ fn maintenance_takes_a_real_out_and_auto_brings_it_back() {
 
 /// A reload that keeps a down real keeps it down (no flap to up and back,
 /// no client sent to it), and keeps its prober's state.
-#[test]
-fn reload_keeps_the_state_of_a_real_it_keeps() {
-    let spec = LabSpec { service_keys: "check = \"tcp\"\n".into(), ..LabSpec::default() };
+fn reload_keeps_the_state_of_a_real_it_keeps(driver: Driver, family: Family) {
+    let spec = LabSpec { driver, family, service_keys: "check = \"tcp\"\n".into(), ..LabSpec::default() };
     let Some(mut lab) = Lab::start("h-reload", spec) else { return };
     warm_up(&lab);
     let _dead = kill(&mut lab, VICTIM, Kill::Stop);
@@ -657,3 +663,24 @@ fn reload_keeps_the_state_of_a_real_it_keeps() {
     assert_eq!(ok_count(&s), 20, "{}", failures(&s));
     assert_eq!(transition_lines(&lab, VICTIM).len(), lines_before, "{}", lab.daemon_log());
 }
+
+on_drivers_and_families!(
+    1;
+    stopped_real_without_settings_costs_at_most_5_of_100,
+    silent_real_without_settings_costs_at_most_5_of_100,
+    stopped_real_without_settings_costs_synproxy_clients_nothing,
+    silent_real_without_settings_costs_synproxy_clients_nothing,
+    stopped_real_is_passively_down_within_a_second,
+    silent_real_is_passively_down_within_a_second,
+    stopped_real_is_down_by_its_tcp_check_within_fall_intervals,
+    silent_real_is_down_by_its_tcp_check_within_fall_intervals,
+    stopped_real_costs_synproxy_clients_nothing,
+    silent_real_costs_synproxy_clients_nothing,
+    revived_real_is_back_within_rise_intervals_and_ramps_up,
+    one_percent_loss_for_a_minute_flaps_nothing,
+    one_percent_loss_for_ten_minutes_flaps_nothing,
+    services_sharing_reals_share_their_probers,
+    failing_checks_everywhere_panic_and_traffic_flows,
+    maintenance_takes_a_real_out_and_auto_brings_it_back,
+    reload_keeps_the_state_of_a_real_it_keeps,
+);

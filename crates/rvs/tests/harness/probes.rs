@@ -193,7 +193,8 @@ pub fn join(r: Option<Reader>) -> String {
 const COUNT_TABLE: &str = "rvs_syncount";
 
 /// An nftables counter of pure SYNs (`tcp flags & (syn|ack) == syn`)
-/// arriving on one interface of one namespace; the table is deleted on drop.
+/// arriving on (or leaving by) one interface of one namespace; the table is
+/// deleted on drop.
 #[derive(Debug)]
 pub struct SynCounter {
     ns: Netns,
@@ -202,8 +203,19 @@ pub struct SynCounter {
 impl SynCounter {
     /// Counts SYNs arriving on `dev` in `ns` from now on.
     pub fn install(ns: &Netns, dev: &str) -> io::Result<Self> {
+        Self::on_hook(ns, dev, "ingress")
+    }
+
+    /// Counts SYNs leaving by `dev` in `ns` from now on: what a sender put
+    /// on the wire, also where the receiving end takes frames with XDP
+    /// before any netfilter hook sees them.
+    pub fn install_egress(ns: &Netns, dev: &str) -> io::Result<Self> {
+        Self::on_hook(ns, dev, "egress")
+    }
+
+    fn on_hook(ns: &Netns, dev: &str, hook: &str) -> io::Result<Self> {
         let script = format!(
-            "table netdev {COUNT_TABLE} {{\n  chain syns {{ type filter hook ingress device \"{dev}\" priority 0; \
+            "table netdev {COUNT_TABLE} {{\n  chain syns {{ type filter hook {hook} device \"{dev}\" priority 0; \
              policy accept;\n    tcp flags & (syn|ack) == syn counter\n  }}\n}}\n"
         );
         ns.nft(&script)?;
@@ -272,19 +284,37 @@ pub fn iperf3_bps(lab: &Lab, port: u16, secs: u32, cpus: Option<(usize, usize)>)
 
 /// A SYN flood from spoofed IPv6 sources (random in 2001:db8::/32, which
 /// nothing routes) to `dst`, for clients hping3 cannot play (it has no
-/// IPv6): `count` SYNs from a raw socket in `ns`, about `rate` per second.
-/// Returns how many were sent.
-pub fn syn_flood6(ns: &Netns, dst: std::net::Ipv6Addr, port: u16, count: u64, rate: u64) -> u64 {
+/// IPv6): `count` SYNs, about `rate` per second, written as frames to
+/// `next_hop` (a MAC address) out of `dev` in `ns` by a packet socket, as
+/// hping3 does for IPv4 (the kernel's IPv6 stack sends no packet with a
+/// source it does not own). Returns how many were sent.
+pub fn syn_flood6(
+    ns: &Netns,
+    dev: &str,
+    next_hop: [u8; 6],
+    dst: std::net::Ipv6Addr,
+    port: u16,
+    count: u64,
+    rate: u64,
+) -> u64 {
+    let dev = std::ffi::CString::new(dev).expect("an interface name");
     ns.run_in(move || {
+        let ipv6 = (libc::ETH_P_IPV6 as u16).to_be();
         // SAFETY: plain socket creation; the descriptor is owned below.
-        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-        assert!(fd >= 0, "raw IPv6 socket: {}", io::Error::last_os_error());
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(ipv6)) };
+        assert!(fd >= 0, "packet socket: {}", io::Error::last_os_error());
         // SAFETY: fd is a descriptor we just opened and nothing else owns.
         let _owner = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        // SAFETY: sockaddr_in6 is plain data; all zero is a valid value.
-        let mut to: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-        to.sin6_addr.s6_addr = dst.octets();
+        // SAFETY: the name is a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(dev.as_ptr()) };
+        assert!(ifindex != 0, "no interface {dev:?}");
+        // SAFETY: sockaddr_ll is plain data; all zero is a valid value.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_protocol = ipv6;
+        to.sll_ifindex = ifindex as i32;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&next_hop);
         let mut seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
@@ -310,7 +340,7 @@ pub fn syn_flood6(ns: &Netns, dst: std::net::Ipv6Addr, port: u16, count: u64, ra
                     frame.len(),
                     0,
                     (&raw const to).cast(),
-                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                    size_of::<libc::sockaddr_ll>() as libc::socklen_t,
                 )
             };
             if n < 0 {
@@ -329,6 +359,13 @@ pub fn syn_flood6(ns: &Netns, dst: std::net::Ipv6Addr, port: u16, count: u64, ra
         sent
     })
     .expect("enter the client namespace")
+}
+
+/// A link's MAC address (`/sys/class/net/DEV/address`) in `ns`.
+pub fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
+    let text = ns.run("cat", [format!("/sys/class/net/{dev}/address")]).expect("read a MAC address");
+    let bytes: Vec<u8> = text.trim().split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    bytes.try_into().unwrap_or_else(|b| panic!("MAC address {text:?} read as {b:?}"))
 }
 
 /// An IPv6 header and a TCP SYN (MSS 1440) with its checksum.
