@@ -1,7 +1,8 @@
 //! Scenario b: new connections/s, one HTTP request per connection
 //! (`wrk -H 'Connection: close'`) against nginx on the reals, through rvs
 //! (TUN and AF_XDP data paths) with SYNProxy on and off, nftables FullNAT
-//! and HAProxy in mode tcp, over IPv4 and IPv6.
+//! and HAProxy in mode tcp, over IPv4 and IPv6, and through rvs's NAT64
+//! and NAT46.
 //! Rounds alternate the paths; the balancer is set up afresh for each run.
 
 use std::time::Duration;
@@ -21,7 +22,7 @@ const WRK_THREADS: &str = "-t2";
 const WRK_CONNS: &str = "-c64";
 
 /// The paths measured, in table order: over IPv4, then their best setups
-/// over IPv6.
+/// over IPv6, then rvs's translations.
 fn paths() -> Vec<InFamily> {
     let v4: [Box<dyn DataPath>; 7] = [
         Box::new(Rvs { synproxy: true, xdp_workers: Some(1) }),
@@ -40,6 +41,9 @@ fn paths() -> Vec<InFamily> {
     ];
     let mut p: Vec<InFamily> = v4.into_iter().map(|p| InFamily(Family::V4, p)).collect();
     p.extend(v6.into_iter().map(|p| InFamily(Family::V6, p)));
+    for f in [Family::Nat64, Family::Nat46] {
+        p.push(InFamily(f, Box::new(Rvs { synproxy: true, xdp_workers: Some(1) })));
+    }
     p
 }
 
@@ -64,6 +68,8 @@ const RATIOS: &[(&str, &str, Option<f64>)] = &[
     ("rvs AF_XDP, SYNProxy on, IPv6", "HAProxy mode tcp, IPv6", None),
     ("rvs AF_XDP, SYNProxy on, IPv6", XDP_SP, None),
     ("nftables FullNAT, IPv6", NFT, None),
+    ("rvs AF_XDP, SYNProxy on, NAT64", XDP_SP, None),
+    ("rvs AF_XDP, SYNProxy on, NAT46", XDP_SP, None),
 ];
 
 /// What one wrk run reported.

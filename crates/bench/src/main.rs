@@ -37,10 +37,10 @@ scenarios (default: all):
             reals reflect a fixed population from XDP): a wire's ceiling,
             kernel routing, nftables FullNAT (and its flowtable where the
             kernel has one), rvs (TUN, AF_XDP with 1 and 2 workers); each
-            over IPv4 and IPv6 (84-byte frames)
+            over IPv4 and IPv6 (84-byte frames), and rvs's NAT64 and NAT46
   cps       new connections/s (wrk, Connection: close, nginx reals): rvs with
             SYNProxy on and off, nftables FullNAT, HAProxy mode tcp; over
-            IPv4, and the best of each over IPv6
+            IPv4, the best of each over IPv6, rvs's NAT64 and NAT46
   ports     local-port reuse: one local address, one real, 30 s of wrk:
             rvs (TUN, AF_XDP) beside nftables FullNAT; plain, 1 MB
             downloads, client timestamps off

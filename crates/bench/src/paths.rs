@@ -32,22 +32,26 @@ impl Proto {
 }
 
 /// The address families of a service: the clients' (and the VIP's), and
-/// the reals' and local addresses'.
+/// the reals' and local addresses'. They differ only where rvs translates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Family {
     V4,
     V6,
+    /// IPv6 clients and VIP, IPv4 reals.
+    Nat64,
+    /// IPv4 clients and VIP, IPv6 reals.
+    Nat46,
 }
 
 impl Family {
     /// Whether clients and the VIP speak IPv6.
     pub(crate) fn client_v6(self) -> bool {
-        self == Self::V6
+        matches!(self, Self::V6 | Self::Nat64)
     }
 
     /// Whether the reals and local addresses are IPv6.
     pub(crate) fn backend_v6(self) -> bool {
-        self == Self::V6
+        matches!(self, Self::V6 | Self::Nat46)
     }
 
     /// What a row's name gets: nothing for IPv4.
@@ -55,6 +59,8 @@ impl Family {
         match self {
             Self::V4 => "",
             Self::V6 => ", IPv6",
+            Self::Nat64 => ", NAT64",
+            Self::Nat46 => ", NAT46",
         }
     }
 

@@ -2,7 +2,8 @@
 //! measured with the closed loop ([`crate::closed_loop`]): the client and
 //! the reals reflect a fixed population of UDP packets, the balancer
 //! forwards each of them both ways. Every path runs over IPv4 and over IPv6
-//! (the same payload behind the longer header). Rounds alternate the paths, so each round compares them
+//! (the same payload behind the longer header), and rvs also translates
+//! (NAT64, NAT46). Rounds alternate the paths, so each round compares them
 //! side by side, IPv6 beside IPv4; the first path of each family, a wire in
 //! the balancer's place, is the loop's own ceiling.
 
@@ -23,7 +24,7 @@ use crate::report::{Samples, Table, mega, ratio_notes};
 const WARM_UP: Duration = Duration::from_millis(500);
 
 /// The paths measured, in table order: each over IPv4 and then over IPv6,
-/// the first row of each client family is its
+/// then rvs's translations; the first row of each client family is its
 /// ceiling. The flowtable rows need a kernel built with flowtables.
 fn paths(flowtables: bool) -> Vec<InFamily> {
     let over = |f: Family| -> Vec<InFamily> {
@@ -43,6 +44,9 @@ fn paths(flowtables: bool) -> Vec<InFamily> {
     };
     let mut p = over(Family::V4);
     p.extend(over(Family::V6));
+    for f in [Family::Nat64, Family::Nat46] {
+        p.push(InFamily(f, Box::new(Rvs { synproxy: false, xdp_workers: Some(1) })));
+    }
     p
 }
 
@@ -53,7 +57,7 @@ const CEILING: &str = "ceiling: XDP cross-connect (no balancer)";
 /// Ratios printed, as (numerator, denominator) path names: rvs AF_XDP
 /// against nftables FullNAT, its flowtable and plain routing; two workers
 /// against one; rvs TUN; the kernel paths against each other and the
-/// ceiling; IPv6 against IPv4, whose target is a cost
+/// ceiling; IPv6 and the translations against IPv4, whose target is a cost
 /// per packet within 1.15× of IPv4's.
 const RATIOS: &[(&str, &str, Option<f64>)] = &[
     ("rvs AF_XDP, IPv6", "rvs AF_XDP", Some(1.0 / 1.15)),
@@ -71,6 +75,8 @@ const RATIOS: &[(&str, &str, Option<f64>)] = &[
     ("rvs AF_XDP, IPv6", "kernel routing (no NAT), IPv6", None),
     ("rvs TUN, IPv6", "rvs TUN", None),
     ("nftables FullNAT, IPv6", NFT, None),
+    ("rvs AF_XDP, NAT64", "rvs AF_XDP", None),
+    ("rvs AF_XDP, NAT46", "rvs AF_XDP", None),
 ];
 
 #[derive(Debug, Default, Clone)]

@@ -562,6 +562,63 @@ mod tests {
         );
     }
 
+    /// NAT64 and NAT46 services go through `rvs adm` to every engine, list
+    /// with their families as given, and save and restore to the same rules;
+    /// a local address of the other family than the reals' is refused with
+    /// the argument named, and changes nothing.
+    #[test]
+    fn translations_round_trip_through_adm() {
+        let mut plane = ControlPlane::new(Model::default());
+        let mut dp = TestPath::new();
+        for line in [
+            "-A -t [2001:db8::1]:80 -j enable",
+            "-a -t [2001:db8::1]:80 -r 10.0.0.1:80 -b",
+            "-P -t [2001:db8::1]:80 -z 10.0.3.1",
+            "-A -u 10.0.0.9:53",
+            "-a -u 10.0.0.9:53 -r [fd10:77:1::11]:53 -b",
+            "-P -u 10.0.0.9:53 -z fd10:77:3::1",
+        ] {
+            ok(&mut plane, &mut dp, line);
+        }
+        let nat64 = (Proto::Tcp, parse_endpoint("[2001:db8::1]:80", 0, "VIP").unwrap());
+        for e in &dp.engines {
+            let s = e.service(nat64.0, nat64.1).unwrap();
+            assert_eq!(s.config.laddrs, ["10.0.3.1".parse::<std::net::IpAddr>().unwrap()]);
+        }
+        let listing = ok(&mut plane, &mut dp, "-L -n");
+        assert!(listing.contains("TCP  [2001:db8::1]:80 wrr synproxy\n  -> 10.0.0.1:80 "), "{listing}");
+        assert!(listing.contains("UDP  10.0.0.9:53 wrr\n  -> [fd10:77:1::11]:53 "), "{listing}");
+        let model = plane.model().clone();
+        for (line, arg) in [
+            ("-P -t [2001:db8::1]:80 -z 2001:db8::5", "-z 2001:db8::5: "),
+            ("-a -u 10.0.0.9:53 -r 10.0.1.1:53", "-r 10.0.1.1:53: "),
+        ] {
+            let r = adm(&mut plane, &mut dp, line);
+            assert_eq!(r.code, 1, "{line}: {r:?}");
+            assert!(r.stderr.starts_with(arg) && r.stderr.contains("share one family"), "{line}: {r:?}");
+            assert_eq!(plane.model(), &model);
+        }
+        let saved = ok(&mut plane, &mut dp, "-S -n");
+        let mut fresh = ControlPlane::new(Model::default());
+        let mut fresh_dp = TestPath::new();
+        assert_eq!(restore(&mut fresh, &mut fresh_dp, &saved), Reply::ok(""));
+        assert_eq!(fresh.model(), plane.model());
+        assert_eq!(ok(&mut fresh, &mut fresh_dp, "-L -n"), listing);
+        let snap: Snapshot = serde_json::from_str(&ok(&mut fresh, &mut fresh_dp, "-L --json")).unwrap();
+        let vips: Vec<(&str, &str, &str)> = snap
+            .services
+            .iter()
+            .map(|s| (s.vip.as_str(), s.laddrs[0].as_str(), s.reals[0].endpoint.as_str()))
+            .collect();
+        assert_eq!(
+            vips,
+            [
+                ("[2001:db8::1]:80", "10.0.3.1", "10.0.0.1:80"),
+                ("10.0.0.9:53", "fd10:77:3::1", "[fd10:77:1::11]:53")
+            ]
+        );
+    }
+
     #[test]
     fn restore_is_all_or_nothing() {
         let (mut plane, mut dp) = built();

@@ -632,6 +632,17 @@ fn ipv6_extension_headers_are_walked_and_kept() {
         cut.truncate(40 + 16);
         cut[4..6].copy_from_slice(&16u16.to_be_bytes());
         assert_eq!(lb.handle(t0, &mut cut), Verdict::Drop(DropReason::BadExtensionHeaders));
+
+        // A packet too big quoting the forwarded SYN, extension headers and
+        // all, reaches the client about its own SYN.
+        let (ty, code) = family().icmp_too_big();
+        let mut err = icmp_error("10.3.0.254", &seen.src.ip().to_string(), ty, code, 1280, &syn);
+        assert_eq!(lb.handle(t0, &mut err), Verdict::Forward { to: Side::Client });
+        let q = parse_icmp(&err);
+        assert_eq!((q.outer_src.as_str(), q.outer_dst.as_str()), ("10.0.0.1", "192.0.2.1"));
+        assert_eq!((q.quoted_src.to_string(), q.quoted_dst.to_string()), (CLIENT.to_owned(), VIP.to_owned()));
+        assert_eq!((q.quoted_seq, q.mtu), (1000, 1280));
+        assert!(q.checksums_ok);
     });
 }
 

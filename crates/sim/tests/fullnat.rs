@@ -18,13 +18,13 @@ use rvs_sim::{AppHandle, Family, HostId, LinkConfig, LinkDir, Network, NetworkCo
 use rvs_wire::tcp::{self, TcpOption};
 
 rvs_sim::family_tests! {
-    weighted_schedulers_hold_their_shares: [V4, V6],
-    lossy_links_200_concurrent_mebibyte_transfers_are_byte_exact: [V4, V6],
-    quiesced_and_removed_reals_drain_without_breaking_connections: [V4, V6],
-    udp_request_response_through_fullnat_under_loss: [V4, V6],
-    a_connection_idle_past_its_timeout_is_reset_on_both_sides: [V4, V6],
-    transfers_both_ways_under_loss_keep_sack_and_timestamps_consistent: [V4, V6],
-    packets_too_big_for_either_side_lower_both_hosts_path_mtu: [V4, V6],
+    weighted_schedulers_hold_their_shares,
+    lossy_links_200_concurrent_mebibyte_transfers_are_byte_exact,
+    quiesced_and_removed_reals_drain_without_breaking_connections,
+    udp_request_response_through_fullnat_under_loss,
+    a_connection_idle_past_its_timeout_is_reset_on_both_sides,
+    transfers_both_ways_under_loss_keep_sack_and_timestamps_consistent,
+    packets_too_big_for_either_side_lower_both_hosts_path_mtu,
 }
 
 const VIP: &str = "10.0.0.1";

@@ -21,13 +21,13 @@ use rvs_sim::app::{UdpClient, UdpClientConfig, UdpServer, UdpServerConfig};
 use rvs_sim::{AppHandle, Family, HostId, LinkConfig, Network, NetworkConfig, PacketInfo};
 
 rvs_sim::family_tests! {
-    plain_a_silent_real_counts_unanswered_syns_within_the_rto: [V4, V6],
-    plain_a_refusing_real_counts_refused_syns: [V4, V6],
-    synproxy_a_silent_real_counts_each_unanswered_syn_and_clients_move_on: [V4, V6],
-    synproxy_a_refusing_real_counts_refused_syns_and_clients_move_on: [V4, V6],
-    udp_a_flow_with_no_reply_counts_unanswered_when_it_expires: [V4, V6],
-    an_rtt_seed_brings_the_check_of_a_silent_real_forward: [V4, V6],
-    resetting_a_real_sends_rsts_both_ways_and_empties_its_connections: [V4, V6],
+    plain_a_silent_real_counts_unanswered_syns_within_the_rto,
+    plain_a_refusing_real_counts_refused_syns,
+    synproxy_a_silent_real_counts_each_unanswered_syn_and_clients_move_on,
+    synproxy_a_refusing_real_counts_refused_syns_and_clients_move_on,
+    udp_a_flow_with_no_reply_counts_unanswered_when_it_expires,
+    an_rtt_seed_brings_the_check_of_a_silent_real_forward,
+    resetting_a_real_sends_rsts_both_ways_and_empties_its_connections,
 }
 
 const VIP: &str = "10.0.0.1";

@@ -16,8 +16,8 @@ use rvs_sim::packet::fix_checksums;
 use rvs_sim::{Family, LinkConfig, Network, NetworkConfig};
 
 rvs_sim::family_tests! {
-    loss_toward_the_reals_costs_clients_a_bounded_delay: [V4, V6],
-    a_spoofed_syn_flood_costs_no_state_and_never_reaches_a_real: [V4, V6],
+    loss_toward_the_reals_costs_clients_a_bounded_delay,
+    a_spoofed_syn_flood_costs_no_state_and_never_reaches_a_real,
 }
 
 const VIP: &str = "10.0.0.1";

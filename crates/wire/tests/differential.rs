@@ -589,3 +589,62 @@ proptest! {
         prop_assert_eq!(checksum::finish(checksum::sum(&data)), theirs);
     }
 }
+
+// ---------------------------------------------------------------- IPv6 extension headers
+
+/// A chain of hop-by-hop (first only), routing (no segments left) and
+/// destination options headers of random lengths and contents, then an
+/// upper-layer protocol, possibly cut short.
+fn ipv6_chain() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<bool>(),
+        prop::collection::vec((prop::sample::select(vec![43u8, 60]), 0u8..4, any::<u8>()), 0..7),
+        prop::sample::select(vec![6u8, 17, 58, 59, 50, 132]),
+        0usize..8,
+    )
+        .prop_map(|(hop_by_hop, rest, upper, cut)| {
+            let mut kinds: Vec<(u8, u8, u8)> = rest;
+            if hop_by_hop {
+                kinds.insert(0, (0, 0, 0x5a));
+            }
+            let mut payload = Vec::new();
+            for (i, &(kind, len, fill)) in kinds.iter().enumerate() {
+                let next = kinds.get(i + 1).map_or(upper, |k| k.0);
+                let mut header = vec![fill; (usize::from(len) + 1) * 8];
+                header[0] = next;
+                header[1] = len;
+                if kind == 43 {
+                    header[3] = 0; // segments left
+                }
+                payload.extend_from_slice(&header);
+            }
+            payload.extend_from_slice(&[0u8; 8]);
+            let first = kinds.first().map_or(upper, |k| k.0);
+            if cut > 0 {
+                payload.truncate(payload.len().saturating_sub(8 + cut));
+            }
+            let mut bytes = vec![0x60, 0, 0, 0, 0, 0, first, 64];
+            bytes.extend_from_slice(&[0u8; 32]);
+            bytes[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(&payload);
+            bytes
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn ipv6_extension_chain_theirs_to_ours(bytes in ipv6_chain()) {
+        let packet = ipv6::Packet::new_checked(&bytes[..]).unwrap();
+        let theirs = etherparse::Ipv6ExtensionsSlice::from_slice(IpNumber(bytes[6]), packet.payload());
+        match (packet.transport(), theirs) {
+            (Ok((protocol, at)), Ok((exts, next, _))) => {
+                prop_assert_eq!(protocol, next.0);
+                prop_assert_eq!(at, ipv6::HEADER_LEN + exts.slice().len());
+            }
+            (Err(ipv6::ChainError::Truncated), Err(_)) => {}
+            (ours, theirs) => prop_assert!(false, "ours {:?}, theirs {:?}", ours, theirs.map(|t| t.1)),
+        }
+    }
+}

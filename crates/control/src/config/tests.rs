@@ -269,6 +269,24 @@ fn family_errors_name_the_key() {
     assert!(e.message.contains("are IPv6 (fd10:77:1::11)"), "{e}");
 }
 
+/// The reference's example of each family reads, and writes back as it reads.
+#[test]
+fn reference_families_parse() {
+    let doc = include_str!("../../../../docs/CONFIG.md");
+    let block = doc.split("### Address families").nth(1).unwrap();
+    let text = block.split("```toml").nth(1).unwrap().split("```").next().unwrap();
+    let c = Config::parse(text).unwrap();
+    let families: Vec<(bool, bool)> = c
+        .model
+        .services
+        .values()
+        .map(|s| (s.config.vip.addr.is_ipv6(), s.reals[0].endpoint.addr.is_ipv6()))
+        .collect();
+    // Ordered by (proto, VIP): TCP IPv6 FullNAT and NAT64, then UDP NAT46.
+    assert_eq!(families, [(true, true), (true, false), (false, true)]);
+    assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+}
+
 #[test]
 fn synproxy_default_applies_to_tcp_services_without_the_key() {
     let text = "[synproxy]\nenabled_by_default = true\n\

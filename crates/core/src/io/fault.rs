@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use rvs_wire::{ipv4, tcp};
+use rvs_wire::{ip_protocol, ipv4, ipv6, tcp};
 
 use super::Device;
 use crate::{DropReason, Instant, Side};
@@ -70,20 +70,35 @@ fn threshold(p: f64) -> u64 {
     (p.clamp(0.0, 1.0) * u64::MAX as f64) as u64
 }
 
-/// Whether an IPv4 packet is a TCP SYN or SYN-ACK (the handshake-only loss).
-fn is_handshake(packet: &[u8]) -> bool {
-    // Unchecked views read zeros past the end of a short packet.
-    let ip = ipv4::Packet::new_unchecked(packet);
-    packet.len() >= ipv4::HEADER_LEN
-        && ip.version() == 4
-        && ip.protocol() == 6
-        && tcp::Packet::new_unchecked(ip.payload()).flags().syn()
+/// The destination and transport segment of an IPv4 or IPv6 packet, if
+/// it parses (extension headers walked).
+fn dst_and_segment(packet: &[u8]) -> Option<(IpAddr, u8, &[u8])> {
+    match packet.first()? >> 4 {
+        4 => {
+            let ip = ipv4::Packet::new_checked(packet).ok()?;
+            let (dst, proto, ihl) = (ip.dst_addr().into(), ip.protocol(), ip.header_len());
+            Some((dst, proto, packet.get(ihl..usize::from(ip.total_len()))?))
+        }
+        6 => {
+            let ip = ipv6::Packet::new_checked(packet).ok()?;
+            let (proto, at) = ip.transport().ok()?;
+            let end = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+            Some((ip.dst_addr().into(), proto, packet.get(at..end)?))
+        }
+        _ => None,
+    }
 }
 
-/// The destination of an IPv4 packet.
-fn ipv4_dst(packet: &[u8]) -> Option<IpAddr> {
-    let ip = ipv4::Packet::new_unchecked(packet);
-    (packet.len() >= ipv4::HEADER_LEN && ip.version() == 4).then(|| ip.dst_addr().into())
+/// Whether a packet is a TCP SYN or SYN-ACK (the handshake-only loss).
+fn is_handshake(packet: &[u8]) -> bool {
+    dst_and_segment(packet).is_some_and(|(_, proto, seg)| {
+        proto == ip_protocol::TCP && tcp::Packet::new_checked(seg).is_ok_and(|t| t.flags().syn())
+    })
+}
+
+/// The destination of a packet.
+fn ip_dst(packet: &[u8]) -> Option<IpAddr> {
+    dst_and_segment(packet).map(|(dst, _, _)| dst)
 }
 
 impl<D: Device> FaultInjector<D> {
@@ -138,7 +153,7 @@ impl<D: Device> Device for FaultInjector<D> {
             // balancer saw it: lose it before the engine does.
             let packet = self.inner.packet(&mut rx);
             let from_real =
-                self.faults.active() && ipv4_dst(packet).is_some_and(|dst| self.laddrs.contains(&dst));
+                self.faults.active() && ip_dst(packet).is_some_and(|dst| self.laddrs.contains(&dst));
             if from_real && self.faults.lose(packet) {
                 self.inner.discard(rx);
                 self.lost += 1;

@@ -221,6 +221,18 @@ mod tests {
         p
     }
 
+    /// A 60-byte IPv6 TCP segment to `dst` with `flags`, behind an empty
+    /// hop-by-hop options header.
+    fn segment6(dst: [u16; 8], flags: u8) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0, 0, 28, 0, 64, 0xfd, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        p.extend(dst.iter().flat_map(|w| w.to_be_bytes()));
+        p.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+        p.extend_from_slice(&[
+            0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        p
+    }
+
     fn engine() -> Engine {
         Engine::new(EngineConfig::default(), [7; 32], Instant::from_secs(1))
     }
@@ -255,6 +267,24 @@ mod tests {
         assert_eq!(device.transmit(&packet, Side::Real), Err(DropReason::FaultInjected));
         assert_eq!(device.transmit(&packet, Side::Client), Ok(()));
         assert_eq!(device.get_ref().built.len(), 1);
+    }
+
+    #[test]
+    fn the_fault_injector_tells_ipv6_real_side_packets_and_handshakes_apart() {
+        let mut engine = engine();
+        let mut device = FaultInjector::new(Mock::default(), 1.0, 0.0, 1);
+        device.set_laddrs(["fd10:0:2::1".parse().unwrap()]);
+        device.get_mut().inbox.push_back(segment6([0xfd10, 0, 2, 0, 0, 0, 0, 1], 0x10));
+        device.get_mut().inbox.push_back(segment6([0xfd10, 0, 9, 0, 0, 0, 0, 9], 0x10));
+        let mut driver = Driver::new(4, 2048);
+        driver.turn(&mut engine, &mut device);
+        assert_eq!(engine.stats().drops.get(DropReason::FaultInjected), 1);
+        // Handshake-only loss finds the SYN behind the extension header.
+        let mut device = FaultInjector::new(Mock::default(), 0.0, 1.0, 1);
+        let (syn, ack) =
+            (segment6([0xfd10, 0, 1, 0, 0, 0, 0, 1], 0x02), segment6([0xfd10, 0, 1, 0, 0, 0, 0, 1], 0x10));
+        assert_eq!(device.transmit(&syn, Side::Real), Err(DropReason::FaultInjected));
+        assert_eq!(device.transmit(&ack, Side::Real), Ok(()));
     }
 
     #[test]

@@ -320,3 +320,23 @@ impl Device for Devices {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_of_both_families() {
+        let mut v4 = vec![0x45u8; 20];
+        v4[16..20].copy_from_slice(&[10, 77, 1, 11]);
+        assert_eq!(ip_dst(&v4), Some("10.77.1.11".parse().unwrap()));
+        let mut v6 = vec![0x60u8; 40];
+        v6[24..40].copy_from_slice(&"fd10:77:1::11".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(ip_dst(&v6), Some("fd10:77:1::11".parse().unwrap()));
+        // Too short for its header, or no IP version: no way out by a socket.
+        assert_eq!(ip_dst(&v6[..39]), None);
+        assert_eq!(ip_dst(&v4[..19]), None);
+        assert_eq!(ip_dst(&[0x50; 40]), None);
+        assert_eq!(ip_dst(&[]), None);
+    }
+}

@@ -683,6 +683,14 @@ mod tests {
     }
 
     #[test]
+    fn frames_carry_the_ethernet_type_of_their_packets_family() {
+        assert_eq!(ethertype_of(&[0x45, 0]), ethernet::ethertype::IPV4);
+        assert_eq!(ethertype_of(&[0x60, 0]), ethernet::ethertype::IPV6);
+        // Not an IP packet: the engine never hands one over; IPv4 as before.
+        assert_eq!(ethertype_of(&[]), ethernet::ethertype::IPV4);
+    }
+
+    #[test]
     fn committed_program_matches_its_source() {
         let dir = std::env::temp_dir().join(format!("rvs-bpf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
