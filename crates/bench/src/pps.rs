@@ -90,48 +90,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     let svc = Service::new(Proto::Udp, closed_loop::PORT);
     let flowtables = paths::flowtables_available(lab);
     let paths = paths(flowtables);
-    let reals = Reals::attach(lab)?;
-    let client = Client::open(lab)?;
-    let secs = Duration::from_secs_f64(o.pps_secs);
-    let mut figs = vec![Figures::default(); paths.len()];
-    for round in 0..o.rounds {
-        for (p, f) in paths.iter().zip(&mut figs) {
-            check_stop()?;
-            let m = p.setup(lab, svc)?;
-            let mut l = Loop::start(lab, &reals, &client, m.target)?;
-            l.keep(WARM_UP)?;
-            let (d0, r0, lost0) = (reals.delivered.read()?, client.returned.read()?, l.lost);
-            let profile = lab::Profile::start(&p.name(), m.pid)?;
-            let start = Instant::now();
-            l.keep(secs)?;
-            let s = start.elapsed().as_secs_f64();
-            drop(profile);
-            let (d1, r1, lost1) = (reals.delivered.read()?, client.returned.read()?, l.lost);
-            l.stop();
-            if p.name().starts_with("rvs AF_XDP") && !o.json {
-                eprintln!(
-                    "pps round {}: {}: socket losses so far: {}",
-                    round + 1,
-                    p.name(),
-                    paths::rvs_socket_losses(lab)?
-                );
-            }
-            drop(m);
-            let delivered = (d1 - d0) as f64 / s;
-            f.delivered.push(delivered);
-            f.forwarded.push((d1 - d0 + r1 - r0) as f64 / s);
-            f.lost.push((lost1 - lost0) as f64 / s);
-            if !o.json {
-                eprintln!(
-                    "pps round {}: {}: {} delivered, {} lost and refilled",
-                    round + 1,
-                    p.name(),
-                    mega(delivered),
-                    (lost1 - lost0)
-                );
-            }
-        }
-    }
+    let figs = measure(lab, &paths, svc, o)?;
     let mut t = Table::new(
         &format!(
             "64-byte packets/s, closed loop of {} UDP packets over {} flows",
@@ -187,4 +146,51 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         t,
         json!({ "rows": rows, "ratios": ratios, "rounds": o.rounds, "secs": o.pps_secs, "generator": generator }),
     ))
+}
+
+/// Every path's figures, round after round, the paths alternating within a round.
+fn measure(lab: &Lab, paths: &[InFamily], svc: Service, o: &Opts) -> anyhow::Result<Vec<Figures>> {
+    let reals = Reals::attach(lab)?;
+    let client = Client::open(lab)?;
+    let secs = Duration::from_secs_f64(o.pps_secs);
+    let mut figs = vec![Figures::default(); paths.len()];
+    for round in 0..o.rounds {
+        for (p, f) in paths.iter().zip(&mut figs) {
+            check_stop()?;
+            let m = p.setup(lab, svc)?;
+            let mut l = Loop::start(lab, &reals, &client, m.target)?;
+            l.keep(WARM_UP)?;
+            let (d0, r0, lost0) = (reals.delivered.read()?, client.returned.read()?, l.lost);
+            let profile = lab::Profile::start(&p.name(), m.pid)?;
+            let start = Instant::now();
+            l.keep(secs)?;
+            let s = start.elapsed().as_secs_f64();
+            drop(profile);
+            let (d1, r1, lost1) = (reals.delivered.read()?, client.returned.read()?, l.lost);
+            l.stop();
+            if p.name().starts_with("rvs AF_XDP") && !o.json {
+                eprintln!(
+                    "pps round {}: {}: socket losses so far: {}",
+                    round + 1,
+                    p.name(),
+                    paths::rvs_socket_losses(lab)?
+                );
+            }
+            drop(m);
+            let delivered = (d1 - d0) as f64 / s;
+            f.delivered.push(delivered);
+            f.forwarded.push((d1 - d0 + r1 - r0) as f64 / s);
+            f.lost.push((lost1 - lost0) as f64 / s);
+            if !o.json {
+                eprintln!(
+                    "pps round {}: {}: {} delivered, {} lost and refilled",
+                    round + 1,
+                    p.name(),
+                    mega(delivered),
+                    (lost1 - lost0)
+                );
+            }
+        }
+    }
+    Ok(figs)
 }

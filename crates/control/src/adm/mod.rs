@@ -263,34 +263,36 @@ impl Command {
                     .ok_or_else(|| format!("no local address {laddr} in {}", service_name(*key)))?;
                 spec.config.laddrs.remove(at);
             }
-            Self::SetTimeouts { tcp, tcp_fin, udp } => {
-                let old = m.timeouts;
-                let mut new = old;
-                let secs = |s: u32| Duration::from_secs(s.into());
-                if *tcp > 0 {
-                    new.set_tcp(TcpState::Established, secs(*tcp));
-                }
-                if *tcp_fin > 0 {
-                    new.set_tcp(TcpState::FinWait, secs(*tcp_fin));
-                }
-                if *udp > 0 {
-                    new.udp = secs(*udp);
-                }
-                m.timeouts = new;
-                // A service's `--conn-timeout` overrides one value; the rest
-                // follow the engine's, so they move with it.
-                for spec in m.services.values_mut() {
-                    let cfg = &mut spec.config;
-                    if let (Some(t), Some(ct)) = (cfg.timeouts, conn_timeout(cfg))
-                        && t == with_conn_timeout(old, cfg.proto, ct)
-                    {
-                        cfg.timeouts = Some(with_conn_timeout(new, cfg.proto, ct));
-                    }
-                }
-            }
+            Self::SetTimeouts { tcp, tcp_fin, udp } => set_timeouts(&mut m, *tcp, *tcp_fin, *udp),
             Self::GetLaddr { .. } | Self::List(_) | Self::Zero | Self::Save | Self::Restore | Self::Help => {}
         }
         Ok(m)
+    }
+}
+
+/// `--set TCP TCP_FIN UDP` (0 keeps a value). A service's `--conn-timeout`
+/// overrides one value; the rest follow the engine's, so they move with it.
+fn set_timeouts(m: &mut Model, tcp: u32, tcp_fin: u32, udp: u32) {
+    let old = m.timeouts;
+    let mut new = old;
+    let secs = |s: u32| Duration::from_secs(s.into());
+    if tcp > 0 {
+        new.set_tcp(TcpState::Established, secs(tcp));
+    }
+    if tcp_fin > 0 {
+        new.set_tcp(TcpState::FinWait, secs(tcp_fin));
+    }
+    if udp > 0 {
+        new.udp = secs(udp);
+    }
+    m.timeouts = new;
+    for spec in m.services.values_mut() {
+        let cfg = &mut spec.config;
+        if let (Some(t), Some(ct)) = (cfg.timeouts, conn_timeout(cfg))
+            && t == with_conn_timeout(old, cfg.proto, ct)
+        {
+            cfg.timeouts = Some(with_conn_timeout(new, cfg.proto, ct));
+        }
     }
 }
 

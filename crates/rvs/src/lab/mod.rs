@@ -335,6 +335,13 @@ fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
             bail!("{flag} takes no value");
         }
     }
+    check_options(&mut o, loss_given)?;
+    Ok(Invocation::Run(o))
+}
+
+/// Options that exclude each other or are out of range; `--compare`'s
+/// defaults filled in (its SYN loss only when no loss was given).
+fn check_options(o: &mut LabOptions, loss_given: bool) -> anyhow::Result<()> {
     if o.requests == 0 {
         bail!("--requests must be at least 1");
     }
@@ -368,8 +375,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Invocation> {
     if !(2..=200).contains(&o.reals) {
         bail!("--reals must be within 2..=200");
     }
-    kill::check_schedule(&mut o.events, o.reals)?;
-    Ok(Invocation::Run(o))
+    kill::check_schedule(&mut o.events, o.reals)
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> anyhow::Result<T> {
