@@ -166,7 +166,7 @@ fn checked_quote(
 const TCP_CHECKSUM_END: usize = 18;
 
 /// The ports of a quoted transport header (at least 8 bytes).
-fn quoted_ports(proto: Proto, l4: &[u8]) -> (u16, u16) {
+pub(crate) fn quoted_ports(proto: Proto, l4: &[u8]) -> (u16, u16) {
     match proto {
         Proto::Tcp => {
             let t = tcp::Packet::new_unchecked(l4);

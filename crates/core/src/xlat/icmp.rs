@@ -13,12 +13,12 @@
 use std::net::IpAddr;
 
 use rvs_wire::icmpv6::{msg_type as v6_type, param_problem_code, unreachable_code as v6_unreach};
-use rvs_wire::{checksum, icmpv4, ip_protocol, ipv4, ipv6, tcp, udp};
+use rvs_wire::{checksum, icmpv4, ip_protocol, ipv4, ipv6};
 
 use super::header::{self, Carried};
 use crate::addr::{Endpoint, Proto};
 use crate::drop::DropReason;
-use crate::icmp::rewrite_quoted_l4;
+use crate::icmp::{quoted_ports, rewrite_quoted_l4};
 
 /// IPv6's minimum link MTU (RFC 8200 §5), and the most an ICMPv6 error
 /// may take (RFC 4443 §2.4 (c)).
@@ -143,7 +143,7 @@ fn build(
     }
     let seg = &mut out[start + inner_len..len];
     seg.copy_from_slice(&l4[..l4_len]);
-    let (sp, dp) = ports(proto, seg);
+    let (sp, dp) = quoted_ports(proto, seg);
     let old = (Endpoint::new(quoted.src, sp), Endpoint::new(quoted.dst, dp));
     rewrite_quoted_l4(seg, proto, old, (back.quoted_src, back.quoted_dst), back.seq_back);
     if !header::write(out, back.src, back.dst, msg_len, *outer) {
@@ -161,19 +161,6 @@ fn build(
     }
     msg[2..4].copy_from_slice(&checksum::finish(sum).to_be_bytes());
     Ok(len)
-}
-
-fn ports(proto: Proto, l4: &[u8]) -> (u16, u16) {
-    match proto {
-        Proto::Tcp => {
-            let t = tcp::Packet::new_unchecked(l4);
-            (t.src_port(), t.dst_port())
-        }
-        Proto::Udp => {
-            let u = udp::Packet::new_unchecked(l4);
-            (u.src_port(), u.dst_port())
-        }
-    }
 }
 
 /// RFC 7915 §4.2: an ICMPv4 error as ICMPv6. `quoted_len` is the quoted
