@@ -18,18 +18,6 @@ use std::time::Duration;
 
 use harness::{BIG_BYTES, Driver, Family, Lab, LabSpec, host, logged_peer};
 
-/// No drop counter moved (the lab needs `metrics: true`). The kernel's own
-/// IPv6 chatter on the TUN device (router solicitations) is counted as
-/// ipv6_unsupported and is let be.
-fn assert_no_drops(lab: &Lab) {
-    let metrics = lab.topo.ns_lb().run("curl", ["-s", "http://127.0.0.1:9108/metrics"]).unwrap();
-    let drops: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("rvs_drops_total") && !l.ends_with(" 0") && !l.contains("ipv6_unsupported"))
-        .collect();
-    assert!(drops.is_empty(), "drops: {drops:?}");
-}
-
 /// Which real answered (the body nginx returns for `/`).
 fn real_of(body: &str) -> usize {
     body.trim().strip_prefix("real").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("body {body:?}"))
@@ -78,7 +66,7 @@ fn thousand_sequential_curls_succeed_and_reals_see_only_lips(driver: Driver, fam
             let made = lab.metric_with("rvs_worker_connections_created_total", &[("worker", w)]).unwrap_or(0);
             assert!(made >= 200, "worker {w} created {made} of 1,000 connections");
         }
-        assert_no_drops(&lab);
+        lab.assert_no_drops("");
     }
     if driver == Driver::XdpTwoWorkers {
         // The reals' answers that arrived on the other worker's queue
@@ -512,7 +500,7 @@ fn a_client_on_the_reals_link_is_served_over_that_link(driver: Driver, family: F
     }
     assert_eq!(per_real.len(), 2, "both reals used: {per_real:?}");
     if driver.workers() > 1 {
-        assert_no_drops(&lab);
+        lab.assert_no_drops("");
     }
     if matches!(driver, Driver::Xdp | Driver::XdpTwoWorkers) {
         let tun = lab.tun_packets();
@@ -607,7 +595,7 @@ fn auto_mode_native_on_the_veth_generic_on_the_bridge_with_two_workers() {
         frames("handed_over")
     );
     assert_eq!(frames("delivered"), frames("handed_over"));
-    assert_no_drops(&lab);
+    lab.assert_no_drops("");
 }
 
 on_drivers_and_families!(1; restart_keeps_reused_ports_acceptable_to_the_reals_time_wait);

@@ -183,14 +183,7 @@ fn bulk_transfers_on_1500_byte_links_have_no_oversize_packets(driver: Driver, fa
         assert_eq!(after.0, before.0, "{what}: the client was told its packets were too big");
         assert_eq!(after.1, before.1, "{what}: the real was told its packets were too big");
         assert_eq!(after.2, before.2, "{what}: the balancer's links dropped packets");
-        let metrics = lab.topo.ns_lb().run("curl", ["-s", "http://127.0.0.1:9108/metrics"]).unwrap();
-        let drops: Vec<&str> = metrics
-            .lines()
-            .filter(|l| {
-                l.starts_with("rvs_drops_total") && !l.ends_with(" 0") && !l.contains("ipv6_unsupported")
-            })
-            .collect();
-        assert!(drops.is_empty(), "{what}: rvs dropped packets: {drops:?}");
+        lab.assert_no_drops(&what);
     }
 }
 

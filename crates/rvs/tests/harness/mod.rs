@@ -698,6 +698,15 @@ impl Lab {
     /// The sum of a metric's samples (every label set) from the daemon's
     /// Prometheus endpoint, which the lab must have been started with
     /// (`metrics: true`); `None` when the endpoint does not list it.
+    /// No drop counter of rvs moved (the lab needs `metrics: true`);
+    /// `what` leads the failure message.
+    pub fn assert_no_drops(&self, what: &str) {
+        let metrics = self.topo.ns_lb().run("curl", ["-s", "http://127.0.0.1:9108/metrics"]).unwrap();
+        let drops: Vec<&str> =
+            metrics.lines().filter(|l| l.starts_with("rvs_drops_total") && !l.ends_with(" 0")).collect();
+        assert!(drops.is_empty(), "{what}: rvs dropped packets: {drops:?}");
+    }
+
     pub fn metric(&self, name: &str) -> Option<u64> {
         self.metric_with(name, &[])
     }
