@@ -41,13 +41,20 @@ impl Engine {
     /// SYNProxy replay of a client packet) into the real's family, in its
     /// slot; false if it could not be and the slot was freed.
     pub(crate) fn translate_built(&mut self, slot: u32, conn: ConnId) -> bool {
-        let Some(real) = self.conns.get(conn).map(|c| c.real.addr) else { return true };
+        // Only a translating connection's packets are parsed at all.
+        let Some((laddr, real)) = self
+            .conns
+            .get(conn)
+            .filter(|c| super::translates(c.client.addr, c.real.addr))
+            .map(|c| (c.laddr.addr, c.real.addr))
+        else {
+            return true;
+        };
         let pkt = self.store.packet_mut(slot);
         let Ok(ip) = IpInfo::parse(pkt) else { return true };
         if !super::translates(ip.src, real) {
             return true;
         }
-        let Some(laddr) = self.conns.get(conn).map(|c| c.laddr.addr) else { return true };
         let len = pkt.len();
         let buf = self.store.slot_mut(slot);
         let carried = Carried::read(&buf[..], ip.protocol, self.cfg.decrement_ttl);
