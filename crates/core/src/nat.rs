@@ -39,13 +39,9 @@ impl Engine {
     /// the tail is left alone. Never panics, whatever the bytes.
     pub fn handle(&mut self, now: Instant, pkt: &mut [u8]) -> Verdict {
         self.last_now = self.last_now.max(now);
-        let outcome = self.process(now, pkt);
-        let pending = self.xlat_pending.take();
-        match outcome {
-            Ok(Outcome::Forward(to)) => match pending {
-                Some(p) => self.send_translated(pkt, p, to),
-                None => Verdict::Forward { to },
-            },
+        match self.process(now, pkt) {
+            Ok(Outcome::Forward(to)) => Verdict::Forward { to },
+            Ok(Outcome::Translate { to, conn, syn }) => self.send_translated(pkt, conn, syn, to),
             Ok(Outcome::Absorbed | Outcome::Spliced(_) | Outcome::ReplayLost { .. }) => Verdict::Absorbed,
             Err(reason) => {
                 self.stats.drops.add(reason);
@@ -173,7 +169,7 @@ impl Engine {
                 return self.forward_delivering(now, lookup, delivery, &ip, &l4, pkt);
             }
         }
-        self.forward(now, lookup, &ip, &l4, pkt).map(Outcome::Forward)
+        self.forward(now, lookup, &ip, &l4, pkt)
     }
 
     /// What SYNProxy hands to client-address delivery. Its PROXY header
@@ -262,19 +258,19 @@ impl Engine {
         }
         let (_, deliveries, mut ctx) = self.split();
         let clamp_to = deliveries.on_segment(&mut ctx, now, lookup, index, l4, &pkt[ip.header_len..]);
-        let to = self.forward(now, lookup, ip, l4, pkt)?;
-        let Some(clamp_to) = clamp_to else { return Ok(Outcome::Forward(to)) };
+        let out = self.forward(now, lookup, ip, l4, pkt)?;
+        let Some(clamp_to) = clamp_to else { return Ok(out) };
         if let Some(start) = clamp_to {
             clamp_acks(&mut pkt[ip.header_len..], start);
         }
         // A translated packet gets its TOA once it is in its new family.
-        if to == Side::Real && !l4.flags.syn && self.xlat_pending.is_none() {
+        if out == Outcome::Forward(Side::Real) && !l4.flags.syn {
             let (_, deliveries, mut ctx) = self.split();
             if let Some(out) = deliveries.toa_after_forward(&mut ctx, lookup.id, index, pkt) {
                 return Ok(out);
             }
         }
-        Ok(Outcome::Forward(to))
+        Ok(out)
     }
 
     /// The SYNProxy service a flow is addressed to, if any. Asked only for
@@ -387,7 +383,7 @@ impl Engine {
         ip: &IpInfo,
         l4: &L4Info,
         pkt: &mut [u8],
-    ) -> Result<Side, DropReason> {
+    ) -> Result<Outcome, DropReason> {
         let Some(conn) = self.conns.get_mut(lookup.id) else {
             return Err(DropReason::NoConnection);
         };
@@ -454,10 +450,6 @@ impl Engine {
         count(&mut self.stats.traffic, to, pkt.len());
         let mss = (l4.flags.syn && mss_rule != MssRule::NONE).then_some(mss_rule);
         let tsval = rewrite(pkt, ip, src, dst, xlat, mss, self.cfg.decrement_ttl);
-        if crate::xlat::translates(ip.src, dst.addr) {
-            self.xlat_pending =
-                Some(crate::xlat::Pending::new(lookup.id, ip, src.addr, dst.addr, l4.flags.syn));
-        }
         match to {
             // What the real's PAWS and TIME_WAIT will hold the next user of this port to.
             Side::Real => {
@@ -470,7 +462,10 @@ impl Engine {
             }
             Side::Client => {}
         }
-        Ok(to)
+        if crate::xlat::translates(ip.src, dst.addr) {
+            return Ok(Outcome::Translate { to, conn: lookup.id, syn: l4.flags.syn });
+        }
+        Ok(Outcome::Forward(to))
     }
 }
 

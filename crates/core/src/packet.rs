@@ -23,6 +23,10 @@ use crate::tcp_state::{SegmentFlags, Side};
 pub(crate) enum Outcome {
     /// Rewritten in place; send toward this side.
     Forward(Side),
+    /// Rewritten in place but for the IP header, which changes family:
+    /// the engine builds the packet of this connection anew in a slot
+    /// toward this side (`syn`: the segment is a SYN, which carries no TOA).
+    Translate { to: Side, conn: ConnId, syn: bool },
     /// Answered or kept by SYNProxy.
     Absorbed,
     /// SYNProxy joined the two handshakes of a connection; the engine

@@ -151,8 +151,6 @@ pub struct Engine {
     pub(crate) resets: Resets,
     /// What the driver should tell the operator.
     events: VecDeque<Event>,
-    /// The packet being handled, rewritten, still to be moved to the other family.
-    pub(crate) xlat_pending: Option<crate::xlat::Pending>,
 }
 
 impl Engine {
@@ -183,7 +181,6 @@ impl Engine {
             store: PacketStore::new(crate::emit::store::SLOTS),
             resets,
             events: VecDeque::new(),
-            xlat_pending: None,
         }
     }
 

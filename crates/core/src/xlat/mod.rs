@@ -22,9 +22,6 @@ mod tests;
 
 use std::net::IpAddr;
 
-use crate::conn::ConnId;
-use crate::packet::IpInfo;
-
 /// Whether a packet from `from` to `to` (of one connection's two sides) changes family.
 pub(crate) fn translates(from: IpAddr, to: IpAddr) -> bool {
     from.is_ipv4() != to.is_ipv4()
@@ -51,32 +48,5 @@ pub(crate) fn synproxy_mss(mss: u16, mss_max: u16, client: IpAddr, laddrs: &[IpA
     match laddrs.first() {
         Some(&backend) if translates(client, backend) => mss.min(mss_max.saturating_sub(20)),
         _ => mss,
-    }
-}
-
-/// A packet the FullNAT rewrite left to be moved into the other family:
-/// its connection, new addresses and what its old header held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pending {
-    conn: ConnId,
-    src: IpAddr,
-    dst: IpAddr,
-    header_len: usize,
-    total_len: usize,
-    protocol: u8,
-    syn: bool,
-}
-
-impl Pending {
-    pub(crate) fn new(conn: ConnId, ip: &IpInfo, src: IpAddr, dst: IpAddr, syn: bool) -> Self {
-        Self {
-            conn,
-            src,
-            dst,
-            header_len: ip.header_len,
-            total_len: ip.total_len,
-            protocol: ip.protocol,
-            syn,
-        }
     }
 }

@@ -4,7 +4,6 @@
 
 use rvs_wire::ip_protocol;
 
-use super::Pending;
 use super::header::{self, Carried};
 use super::icmp::{ErrorBack, translate_error};
 use crate::conn::ConnId;
@@ -14,24 +13,39 @@ use crate::packet::IpInfo;
 use crate::tcp_state::Side;
 
 impl Engine {
-    /// Move the rewritten packet `pkt` into its new family in a slot and
-    /// queue it toward `to`, with TOA if its connection's delivery carries it.
-    pub(crate) fn send_translated(&mut self, pkt: &[u8], p: Pending, to: Side) -> Verdict {
-        let Some(from) = pkt.get(..p.total_len) else {
+    /// Move the rewritten packet `pkt` of connection `conn` into its new
+    /// family in a slot and queue it toward `to`, with TOA if the
+    /// connection's delivery carries it (never on a `syn`).
+    ///
+    /// The rewrite left the old IP header as it was, so it is read again
+    /// here, off the path of packets that keep their family.
+    pub(crate) fn send_translated(&mut self, pkt: &[u8], conn: ConnId, syn: bool, to: Side) -> Verdict {
+        let ip = match IpInfo::parse(pkt) {
+            Ok(ip) => ip,
+            Err(reason) => return self.translate_drop(reason),
+        };
+        let ends = self.conns.get(conn).map(|c| match to {
+            Side::Real => (c.laddr.addr, c.real.addr),
+            Side::Client => (c.vip.addr, c.client.addr),
+        });
+        let Some((src, dst)) = ends else {
+            return self.translate_drop(DropReason::NoConnection);
+        };
+        let Some(from) = pkt.get(..ip.total_len) else {
             return self.translate_drop(DropReason::Truncated);
         };
         let Some(slot) = self.store.alloc() else {
             return self.translate_drop(DropReason::TxQueueFull);
         };
-        let carried = Carried::read(from, p.protocol, self.cfg.decrement_ttl);
-        let built = header::translate(self.store.slot_mut(slot), from, p.header_len, p.src, p.dst, carried);
+        let carried = Carried::read(from, ip.protocol, self.cfg.decrement_ttl);
+        let built = header::translate(self.store.slot_mut(slot), from, ip.header_len, src, dst, carried);
         let Some(len) = built else {
             self.store.release(slot);
             return self.translate_drop(DropReason::TooBigToTranslate);
         };
         self.store.set_len(slot, len);
-        if to == Side::Real && p.protocol == ip_protocol::TCP && !p.syn {
-            self.deliveries.toa_for_built(&mut self.store, self.conns.get(p.conn), slot);
+        if to == Side::Real && ip.protocol == ip_protocol::TCP && !syn {
+            self.deliveries.toa_for_built(&mut self.store, self.conns.get(conn), slot);
         }
         self.store.queue(slot, to);
         Verdict::Absorbed
