@@ -67,19 +67,23 @@ fn tcp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8, o
     p[16..20].copy_from_slice(&dst.octets());
     let ip_sum = !fold(sum(&p[..20]));
     p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-    let t = &mut p[20..];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[4..8].copy_from_slice(&1000u32.to_be_bytes());
-    t[8..12].copy_from_slice(&1u32.to_be_bytes());
-    t[12] = ((tcp_len / 4) as u8) << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    t[20..].copy_from_slice(opts);
+    fill_tcp(&mut p[20..], sport, dport, flags, opts);
     let pseudo = sum(&src.octets()) + sum(&dst.octets()) + 6 + tcp_len as u32;
     let l4_sum = !fold(pseudo + sum(&p[20..]));
     p[36..38].copy_from_slice(&l4_sum.to_be_bytes());
     p
+}
+
+/// A TCP header (seq 1000, ack 1, window 64240) and `opts` in `t`; checksum left 0.
+fn fill_tcp(t: &mut [u8], sport: u16, dport: u16, flags: u8, opts: &[u8]) {
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    t[8..12].copy_from_slice(&1u32.to_be_bytes());
+    t[12] = ((t.len() / 4) as u8) << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    t[20..].copy_from_slice(opts);
 }
 
 /// A 40-byte IPv6 header + TCP header with `opts` bytes of options.
@@ -92,15 +96,7 @@ fn tcp6_packet(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8, 
     p[7] = 64;
     p[8..24].copy_from_slice(&src.octets());
     p[24..40].copy_from_slice(&dst.octets());
-    let t = &mut p[40..];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[4..8].copy_from_slice(&1000u32.to_be_bytes());
-    t[8..12].copy_from_slice(&1u32.to_be_bytes());
-    t[12] = ((tcp_len / 4) as u8) << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    t[20..].copy_from_slice(opts);
+    fill_tcp(&mut p[40..], sport, dport, flags, opts);
     let pseudo = sum(&p[8..40]) + 6 + tcp_len as u32;
     let l4_sum = !fold(pseudo + sum(&p[40..]));
     p[56..58].copy_from_slice(&l4_sum.to_be_bytes());
