@@ -53,6 +53,6 @@ pub use drop::{DropCounters, DropReason};
 pub use emit::reset::ResetStats;
 pub use engine::{ConfigError, Engine, Event, Stats, Verdict};
 pub use service::{HandshakeStats, PassiveCounters};
-pub use synproxy::SynproxyStats;
+pub use synproxy::{CookieKeys, SynAckTemplate, SynproxyStats};
 pub use tcp_state::{Side, TcpState};
 pub use time::Instant;
