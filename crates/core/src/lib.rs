@@ -60,6 +60,6 @@ pub use emit::reset::ResetStats;
 pub use engine::{ConfigError, Engine, Event, Stats, Verdict};
 pub use fast_path::{Applied, FastPathCounters, FastPathStats, FlowId, FlowReport, FlowRule, Offload};
 pub use service::{HandshakeStats, PassiveCounters};
-pub use synproxy::SynproxyStats;
+pub use synproxy::{CookieKeys, SynAckTemplate, SynproxyStats};
 pub use tcp_state::{Side, TcpState};
 pub use time::Instant;
