@@ -21,6 +21,7 @@ use rvs_sim::{Family, FastPathLb, LinkConfig, Middlebox, Network, NetworkConfig,
 
 rvs_sim::family_tests! {
     moving_to_the_fast_path_mid_transfer_changes_nothing: [V4, V6],
+    a_real_removed_and_flows_evicted_mid_transfer_change_nothing: [V4, V6],
 }
 
 const VIP: &str = "10.0.0.1";
@@ -125,6 +126,17 @@ struct Run {
 /// `CONNS` clients' 1 MiB up and 1 MiB down through `lb`, every link losing,
 /// duplicating and reordering 2 %; `engine` reads the balancer's engine.
 fn run<M: Middlebox>(family: Family, lb: M, name: &str, engine: impl Fn(&M) -> &Engine) -> (Run, Stats) {
+    run_with(family, lb, name, engine, |_| {})
+}
+
+/// [`run`], with `change` made to the balancer a second in (mid-transfer).
+fn run_with<M: Middlebox>(
+    family: Family,
+    lb: M,
+    name: &str,
+    engine: impl Fn(&M) -> &Engine,
+    change: impl FnOnce(&mut M),
+) -> (Run, Stats) {
     let mut net = Network::new(lb, NetworkConfig::seeded(16));
     let link = LinkConfig::lossy(0.02);
     let client = net.add_host("client", &[family.client("192.0.2.1")], link);
@@ -145,6 +157,8 @@ fn run<M: Middlebox>(family: Family, lb: M, name: &str, engine: impl Fn(&M) -> &
     cfg.timestamps = true;
     cfg.timeout = Duration::from_secs(300);
     let cli = net.add_app(client, TcpClient::new(cfg));
+    net.advance(Duration::from_secs(1));
+    change(net.middlebox_mut());
     let done = net.run_for(Duration::from_secs(600), |n| n.app(&cli).finished());
     assert!(done, "{name}: transfers did not finish");
     let app = net.app(&cli);
@@ -193,4 +207,40 @@ fn moving_to_the_fast_path_mid_transfer_changes_nothing(family: Family) {
         assert!(f.to_engine > 1000, "{name}: {f:?}");
         assert_eq!(on, base, "{name}: the run differs from the one without the fast path");
     }
+}
+
+/// A real removed mid-transfer (its connections carry on through the
+/// engine, their rules retired at once), and a flow table too small for
+/// every connection (the device evicts; the engine carries on): the same
+/// run as without the fast path.
+fn a_real_removed_and_flows_evicted_mid_transfer_change_nothing(family: Family) {
+    let vip = Endpoint::new(family.client(VIP), 80);
+    let real = Endpoint::new(family.backend(REALS[1]), 80);
+    let remove = |e: &mut Engine| e.remove_real(Proto::Tcp, vip, real).unwrap();
+    let name = format!("fast_path_{family}_real_removed");
+    let (base, base_stats) = run_with(
+        family,
+        LinuxLayout(engine(family, false, None)),
+        &name,
+        |lb| &lb.0,
+        |lb| {
+            remove(&mut lb.0);
+        },
+    );
+    let lb = LinuxLayout(FastPathLb::new(engine(family, false, Some(0))));
+    let (on, stats) = run_with(family, lb, &name, |lb| lb.0.engine(), |lb| remove(lb.0.engine_mut()));
+    let f = stats.fast_path;
+    assert_eq!(f.installs, CONNS as u64, "{name}: {f:?}");
+    assert!(f.removals >= 2 && f.forwarded > 1000, "{name}: {f:?}");
+    assert_eq!(on, base, "{name}: the run differs from the one without the fast path");
+    assert_eq!(stats.traffic, base_stats.traffic, "{name}");
+
+    let name = format!("fast_path_{family}_evictions");
+    let (base, base_stats) = run(family, LinuxLayout(engine(family, false, None)), &name, |lb| &lb.0);
+    let lb = LinuxLayout(FastPathLb::with_capacity(engine(family, false, Some(0)), 4));
+    let (on, stats) = run(family, lb, &name, |lb| lb.0.engine());
+    let f = stats.fast_path;
+    assert!(f.evictions > 0 && f.forwarded > 1000, "{name}: {f:?}");
+    assert_eq!(on, base, "{name}: the run differs from the one without the fast path");
+    assert_eq!(stats.traffic, base_stats.traffic, "{name}");
 }

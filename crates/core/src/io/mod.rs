@@ -158,6 +158,13 @@ impl<R> Driver<R> {
         offload(engine, device);
     }
 
+    /// Hand the device the flow table changes the engine has queued: after
+    /// a control-plane change (a real or service removed), so its rules stop
+    /// before the next packet rather than after the next batch.
+    pub fn offload<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
+        offload(engine, device);
+    }
+
     /// End every open connection on both sides (the daemon stopping) and
     /// send the resets.
     pub fn close<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
