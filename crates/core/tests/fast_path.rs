@@ -26,6 +26,7 @@ family_tests!(
     apply_matches_the_engine_plain,
     apply_matches_the_engine_synproxy,
     apply_matches_the_engine_udp,
+    apply_matches_the_engine_after_client_address_delivery,
     refused_layouts_go_to_the_engine_untouched,
     fin_and_rst_take_the_connection_back,
     expiry_flush_and_removals_take_connections_back,
@@ -411,6 +412,20 @@ fn apply_matches_the_engine_synproxy() {
         let mut lb = engine(Mode::Synproxy, 0, |_| {});
         let (o, _) = establish(&mut lb, Mode::Synproxy, CLIENT, real_ws);
         differential(lb, &o);
+    }
+}
+
+fn apply_matches_the_engine_after_client_address_delivery() {
+    for (pp, toa) in [(ProxyProtocol::V1, false), (ProxyProtocol::V2, false), (ProxyProtocol::Disabled, true)]
+    {
+        for mode in [Mode::Plain, Mode::Synproxy] {
+            let mut lb = engine(mode, 0, |c| {
+                c.proxy_protocol = pp;
+                c.toa = toa;
+            });
+            let (o, _) = establish(&mut lb, mode, CLIENT, 7);
+            differential(lb, &o);
+        }
     }
 }
 
