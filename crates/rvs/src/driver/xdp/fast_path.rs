@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::os::fd::AsFd;
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
-use rvs_core::{Endpoint, FlowKey, Side};
+use rvs_core::{FlowKey, FlowRule, Side};
 
 use super::{bpf_err, proto_number, take_map};
 
@@ -42,26 +42,6 @@ pub(crate) mod stat {
     pub(crate) const SC_NO_KEY: u32 = 6;
     /// Entries in the map.
     pub(crate) const COUNT: u32 = 16;
-}
-
-/// One direction of an offloaded connection, as the program applies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FlowRule {
-    /// As the packet arrives.
-    pub(crate) key: FlowKey,
-    /// What it leaves with.
-    pub(crate) src: Endpoint,
-    pub(crate) dst: Endpoint,
-    /// Toward the real or the client.
-    pub(crate) to: Side,
-    pub(crate) seq_add: u32,
-    pub(crate) ack_sub: u32,
-    pub(crate) tsval_add: u32,
-    pub(crate) tsecr_sub: u32,
-    /// (real's, client's) window scale toward the client when they differ.
-    pub(crate) rescale: Option<(u8, u8)>,
-    pub(crate) decrement_ttl: bool,
-    pub(crate) real_gen: u32,
 }
 
 /// Where a rule's packets leave: the interface and the Ethernet addresses.
