@@ -14,7 +14,10 @@ use std::net::IpAddr;
 use std::os::fd::AsFd;
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
-use rvs_core::{FlowKey, FlowRule, Side};
+use rvs_core::{FlowKey, Side};
+
+/// One direction of an offloaded connection: the engine's rule, as the program applies it.
+pub(crate) use rvs_core::FlowRule;
 
 use super::{bpf_err, proto_number, take_map};
 

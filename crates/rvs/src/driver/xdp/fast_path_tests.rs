@@ -536,6 +536,15 @@ fn tcp_packets_leave_the_program_as_they_leave_the_engine() {
             assert_eq!(rules[0].decrement_ttl, decrement_ttl);
             prog.install(&rules);
             tcp_cases(&prog, &mut e, &p, &c, &rules);
+            // Link-layer padding behind a short packet stays as it is.
+            let ip = tcp(p.client, p.vip, 1, 2, ACK, 9, &[], &[]);
+            let (action, out) = test_run(prog.steer, &[frame(&ip), vec![0; 6]].concat());
+            let mut want = ip.clone();
+            let _ = e.handle(T0, &mut want);
+            assert_eq!(
+                (action, &out[14..out.len() - 6], &out[out.len() - 6..]),
+                (XDP_TX, &want[..], &[0u8; 6][..])
+            );
             if !decrement_ttl {
                 // TTL 1 is left as it is, by both.
                 let mut last_hop = tcp(p.client, p.vip, 1, 2, ACK, 9, &[], &[]);
