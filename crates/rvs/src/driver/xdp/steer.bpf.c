@@ -36,6 +36,13 @@
 // options, fragment) are walked to the transport header, up to
 // MAX_EXT_HEADERS of them.
 //
+// Before steering, two stages may take a TCP or UDP packet, each switched by
+// a bit of settings[1] (both off: steering is all there is): the fast path
+// (fast_path.bpf.h) rewrites and sends on the packets of established
+// connections the engine installed, exactly as the engine would; SYN
+// cookies (syn_cookie.bpf.h) answer a SYNProxy service's SYNs and check
+// their ACKs. What they leave goes on to steering.
+//
 // The daemon fills the maps; nothing here needs libbpf's headers. Built by
 // scripts/build-bpf with `clang -O2 -target bpf`; the object is committed.
 
