@@ -731,7 +731,7 @@ impl Draw {
     }
 }
 
-/// A TCP packet of drawn numbers, flags and option layout, whose checksum
+/// A TCP segment of drawn numbers, flags and option layout, whose checksum
 /// field is drawn too (the engine rewrites whatever it holds): the edge
 /// values 0 and 0xffff among them.
 fn drawn_tcp(d: &mut Draw, src: Endpoint, dst: Endpoint) -> Vec<u8> {
@@ -781,6 +781,36 @@ fn drawn_packets_leave_the_program_as_they_leave_the_engine() {
                 prog.untouched(&ip, true, "drawn, partial");
             } else {
                 prog.same(&mut e, rule, ip, &format!("drawn packet {i}, IPv6 {v6}"));
+            }
+        }
+        // UDP: drawn payloads and checksum fields (none, over IPv4, stays none).
+        let p = plan(v6, Proto::Udp);
+        let mut e = engine(&p, Proto::Udp, false, true);
+        let (laddr, real) = ends(&pass(&mut e, udp(p.client, p.vip, b"q", true)));
+        pass(&mut e, udp(real, laddr, b"a", true));
+        let c = e.conns().next().unwrap().clone();
+        let rules = offered(&mut e, &c);
+        prog.install(&rules);
+        for i in 0..200 {
+            let data = vec![d.next() as u8; d.below(30) as usize];
+            let (rule, mut ip) = if i % 2 == 0 {
+                (&rules[0], udp(p.client, p.vip, &data, true))
+            } else {
+                (&rules[1], udp(real, laddr, &data, true))
+            };
+            let at = if v6 { 46 } else { 26 };
+            let sum = match d.below(4) {
+                0 if !v6 => 0,
+                1 => 0xffff,
+                _ => (d.next() as u16).max(1),
+            };
+            ip[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+            let (src, dst) = ends(&ip);
+            let len = (ip.len() - if v6 { 40 } else { 20 }) as u32;
+            if sum == checksum::fold(checksum::pseudo_header(src.addr, dst.addr, 17, len)) {
+                prog.untouched(&ip, true, "drawn, partial");
+            } else {
+                prog.same(&mut e, rule, ip, &format!("drawn datagram {i}, IPv6 {v6}"));
             }
         }
     }
