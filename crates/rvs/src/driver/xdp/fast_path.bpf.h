@@ -19,7 +19,8 @@
 // the pseudo-header sum in the TCP or UDP checksum; the AF_XDP driver
 // completes it before the engine sees the packet
 // (rvs_wire::checksum::complete_partial_ipv4), and the program does the same
-// over the whole segment (up to FP_SUM_MAX bytes, the engine's beyond).
+// over the whole segment. Segments longer than FP_SUM_MAX bytes (merged by
+// GRO before generic XDP) are the engine's.
 //
 // Included by steer.bpf.c after its own definitions.
 
@@ -492,9 +493,11 @@ static __attribute__((always_inline)) long fast_path(struct xdp_md *ctx, struct 
 		return fp_engine();
 	__u8 *ip = data + 14;
 	long len = fp_ip_len(ctx, ip, end, f, r);
-	if (len < 0)
-		return fp_engine();
 	__u32 header = f->v6 ? 40 : 20;
+	// Longer than a frame of an Ethernet MTU: an skb generic XDP merged
+	// (GRO), which the engine handles as before.
+	if (len < 0 || len - header > FP_SUM_MAX)
+		return fp_engine();
 	l4 = ip + header;
 	__u32 off = 14 + header;
 	long done = f->proto == IPPROTO_TCP ? fp_tcp(ctx, l4, end, f, r, off, len - header)

@@ -668,6 +668,9 @@ fn packets_the_program_cannot_rewrite_go_on_to_steering() {
             first[6] |= 0x20;
             prog.refused(&rules[0], &first, "first fragment");
         }
+        // Longer than an MTU-sized frame (generic XDP after GRO).
+        let merged = tcp(p.client, p.vip, 1, 2, ACK, 9, &[], &[7; 2100]);
+        prog.untouched(&merged, true, "merged segment");
         // Cut short: the IP header says more than the frame holds.
         prog.refused(&rules[0], &ok[..ok.len() - 1], "truncated");
         // The real's generation is retired: its flows go to the engine until
