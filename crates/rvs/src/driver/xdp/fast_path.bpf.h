@@ -20,7 +20,10 @@
 // completes it before the engine sees the packet
 // (rvs_wire::checksum::complete_partial_ipv4), and the program does the same
 // over the whole segment. Segments longer than FP_SUM_MAX bytes (merged by
-// GRO before generic XDP) are the engine's.
+// GRO before generic XDP) are the engine's. (Generic XDP sends such an skb
+// on still marked for offload: a veth's receiver then trusts it, but a NIC
+// that finishes checksums would add the segment again. Offloading senders
+// are local or virtual, so only a lab's veths meet this.)
 //
 // Included by steer.bpf.c after its own definitions.
 
@@ -161,7 +164,7 @@ static __attribute__((always_inline)) __u16 fp_update64(__u16 check, __u32 old_a
 	return fp_update(check, fp_fold((__u64)old_a + old_b), fp_fold((__u64)new_a + new_b));
 }
 
-// The folded sum of an address of `words` network-order words.
+// The folded sum of an address (network-order words; IPv4 in the first).
 static __attribute__((always_inline)) __u16 fp_addr_sum(const __u32 *a, int v6)
 {
 	__u64 s = fp_ntohl(a[0]);
