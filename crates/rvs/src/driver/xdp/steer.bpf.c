@@ -51,6 +51,7 @@ enum {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_DEVMAP = 14,
 	BPF_MAP_TYPE_XSKMAP = 17,
 };
@@ -369,6 +370,7 @@ static __attribute__((always_inline)) long xdp_ip(__u8 *ip, __u8 *end, int v6, s
 	return v6 ? xdp_ipv6(ip, end, f, l4) : xdp_ipv4(ip, end, f, l4);
 }
 
+#include "fast_path.bpf.h" // established flows
 #include "syn_cookie.bpf.h" // SYN cookies for SYNProxy services
 
 static __attribute__((always_inline)) int count(__u32 what, int action)
@@ -438,8 +440,11 @@ int steer(struct xdp_md *ctx)
 		f.sport = *(__u16 *)l4;
 		f.dport = *(__u16 *)(l4 + 2);
 		f.ports = 1;
-		if (f.proto == IPPROTO_TCP) {
-			long r = syn_cookie(ctx, &f, l4, data_end);
+		long r = fast_path(ctx, &f, l4, data_end);
+		if (r >= 0)
+			return r;
+		if (r == FP_MISS && f.proto == IPPROTO_TCP) {
+			r = syn_cookie(ctx, &f, l4, data_end);
 			if (r >= 0)
 				return r;
 		}

@@ -23,7 +23,8 @@
 // the frame. Anything else, and a cookie of a period whose key the map does
 // not hold, is left to steering (and so to the engine).
 //
-// Included by steer.bpf.c after its own definitions.
+// Included by steer.bpf.c after its own definitions and fast_path.bpf.h
+// (the counters, `flows`).
 
 // syn_template.flags
 #define SC_SACK 1
@@ -77,34 +78,10 @@ struct bpf_map_def SEC("maps") cookie_clock = {
 	.max_entries = 1,
 };
 
-#ifndef FP_MISS
-// The stages' counters, until the fast path stage defines them.
-enum {
-	FP_FORWARDED,
-	FP_BYTES,
-	FP_TO_ENGINE,
-	SC_SYNACKS,
-	SC_ACKS_PASSED,
-	SC_BAD_COOKIE,
-	SC_NO_KEY,
-	FAST_STATS = 16,
-};
-struct bpf_map_def SEC("maps") fast_stats = {
-	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
-	.key_size = sizeof(__u32),
-	.value_size = sizeof(__u64),
-	.max_entries = FAST_STATS,
-};
-#endif
-#ifndef SYN_COOKIES_ON
-#define SYN_COOKIES_ON 2
-#endif
-
-static long (*sc_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
-static __u64 (*sc_ktime_get_ns)(void) = (void *)5;
-static long (*sc_xdp_adjust_tail)(struct xdp_md *ctx, int delta) = (void *)65;
-static long (*sc_xdp_load_bytes)(struct xdp_md *ctx, __u32 off, void *buf, __u32 len) = (void *)189;
-static long (*sc_xdp_store_bytes)(struct xdp_md *ctx, __u32 off, void *buf, __u32 len) = (void *)190;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
+static long (*bpf_xdp_adjust_tail)(struct xdp_md *ctx, int delta) = (void *)65;
+static long (*bpf_xdp_load_bytes)(struct xdp_md *ctx, __u32 off, void *buf, __u32 len) = (void *)189;
+static long (*bpf_xdp_store_bytes)(struct xdp_md *ctx, __u32 off, void *buf, __u32 len) = (void *)190;
 
 // The cookie clock: seconds per step, steps per key period.
 #define SC_COUNT_NS 32000000000ULL
@@ -113,9 +90,7 @@ static long (*sc_xdp_store_bytes)(struct xdp_md *ctx, __u32 off, void *buf, __u3
 
 static __attribute__((always_inline)) long sc_count(__u32 what, long action)
 {
-	__u64 *c = bpf_map_lookup_elem(&fast_stats, &what);
-	if (c)
-		*c += 1;
+	fp_count(what, 1);
 	return action;
 }
 
@@ -481,25 +456,25 @@ static __attribute__((always_inline)) long sc_answer(struct xdp_md *ctx, struct 
 	}
 
 	__u8 mac[12];
-	if (sc_xdp_load_bytes(ctx, 0, mac, 12) < 0)
+	if (bpf_xdp_load_bytes(ctx, 0, mac, 12) < 0)
 		return -1;
 	int old = ctx->data_end - ctx->data;
 	int delta = (int)(14 + hl + len) - old;
 	// Nothing was written yet: on failure the frame goes on unchanged.
-	if (delta && sc_xdp_adjust_tail(ctx, delta) < 0)
+	if (delta && bpf_xdp_adjust_tail(ctx, delta) < 0)
 		return -1;
 	__u8 swapped[12];
 	__builtin_memcpy(swapped, mac + 6, 6);
 	__builtin_memcpy(swapped + 6, mac, 6);
-	if (sc_xdp_store_bytes(ctx, 0, swapped, 12) < 0 || sc_xdp_store_bytes(ctx, 14, ip, f->v6 ? 40 : 20) < 0 ||
-	    sc_xdp_store_bytes(ctx, 14 + (f->v6 ? 40 : 20), seg, len & 63) < 0)
+	if (bpf_xdp_store_bytes(ctx, 0, swapped, 12) < 0 || bpf_xdp_store_bytes(ctx, 14, ip, f->v6 ? 40 : 20) < 0 ||
+	    bpf_xdp_store_bytes(ctx, 14 + (f->v6 ? 40 : 20), seg, len & 63) < 0)
 		return XDP_DROP;
 	return sc_count(SC_SYNACKS, XDP_TX);
 }
 
 // Check the cookie the ACK of flow `f` returns, as CookieJar::check does.
 static __attribute__((always_inline)) long sc_check(struct flow *f, const struct syn_template *t,
-						   const struct sc_options *o, __u32 seq, __u32 ack, __u64 now)
+						   const struct sc_options *o, __u32 seq, __u32 ack, __u64 now, __u32 stages)
 {
 	__u32 client_isn = seq - 1, cookie = ack - 1;
 	__u64 now_count = now / SC_COUNT_NS;
@@ -519,12 +494,12 @@ static __attribute__((always_inline)) long sc_check(struct flow *f, const struct
 	}
 	if (!good)
 		return t->flags & SC_RST_ON_BAD_COOKIE ? -1 : sc_count(SC_BAD_COOKIE, XDP_DROP);
-#ifdef FP_MISS
-	// The client's next segments reach the engine even before it has
-	// installed anything for the connection.
-	struct flow_rule engine = { .kind = FLOW_ENGINE };
-	sc_map_update_elem(&flows, f, &engine, 1 /* BPF_NOEXIST */);
-#endif
+	// The client's next segments (a SYN sent again among them) reach the
+	// engine even before it has installed anything for the connection.
+	if (stages & FAST_PATH_ON) {
+		struct flow_rule engine = { .kind = FLOW_ENGINE };
+		bpf_map_update_elem(&flows, f, &engine, 1 /* BPF_NOEXIST */);
+	}
 	return sc_count(SC_ACKS_PASSED, -1);
 }
 
@@ -537,6 +512,7 @@ static __attribute__((always_inline)) long syn_cookie(struct xdp_md *ctx, struct
 	__u32 *on = bpf_map_lookup_elem(&settings, &one);
 	if (!on || !(*on & SYN_COOKIES_ON))
 		return -1;
+	__u32 stages = *on;
 	struct syn_template *t;
 	if (f->v6) {
 		struct service6_key key = { .port = f->dport, .proto = IPPROTO_TCP, .pad = 0 };
@@ -586,7 +562,7 @@ static __attribute__((always_inline)) long syn_cookie(struct xdp_md *ctx, struct
 	__u32 olen = doff - 20;
 	if (olen > 0) {
 		__u8 buf[SC_OPTIONS_BUF] = {};
-		if (olen > 40 || sc_xdp_load_bytes(ctx, 14 + hl + 20, buf, olen) < 0)
+		if (olen > 40 || bpf_xdp_load_bytes(ctx, 14 + hl + 20, buf, olen) < 0)
 			return -1;
 		o->len = olen;
 		int parsed = sc_parse(buf, o);
@@ -597,8 +573,8 @@ static __attribute__((always_inline)) long syn_cookie(struct xdp_md *ctx, struct
 			return -1;
 	}
 	__u64 *offset = bpf_map_lookup_elem(&cookie_clock, &zero);
-	__u64 now = sc_ktime_get_ns() + (offset ? *offset : 0);
+	__u64 now = bpf_ktime_get_ns() + (offset ? *offset : 0);
 	if (syn)
 		return sc_answer(ctx, f, t, o, hl, seq, now);
-	return sc_check(f, t, o, seq, ack_number, now);
+	return sc_check(f, t, o, seq, ack_number, now, stages);
 }

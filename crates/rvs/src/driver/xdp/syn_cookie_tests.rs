@@ -8,23 +8,21 @@
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 
-use aya::maps::PerCpuArray;
+use aya::maps::{HashMap, PerCpuArray};
 use aya::programs::Xdp;
 use rvs_control::model::{Model, ServiceSpec};
-use rvs_core::{Endpoint, Engine, EngineConfig, Instant, Proto, RealConfig, ServiceConfig, Side, Verdict};
+use rvs_core::{
+    Endpoint, Engine, EngineConfig, FlowKey, Instant, Proto, RealConfig, ServiceConfig, Side, Verdict,
+};
 
 use super::Steering;
+use super::fast_path::stat::{SC_ACKS_PASSED, SC_BAD_COOKIE, SC_NO_KEY, SC_SYNACKS};
+use super::fast_path::{BpfFlowKey, BpfFlowRule, FAST_PATH_ON, SYN_COOKIES_ON};
 use crate::driver::devices::monotonic_ns;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
-
-/// `fast_stats` indexes (syn_cookie.bpf.h).
-const SC_SYNACKS: u32 = 3;
-const SC_ACKS_PASSED: u32 = 4;
-const SC_BAD_COOKIE: u32 = 5;
-const SC_NO_KEY: u32 = 6;
 
 /// A 64 ms boundary, below 2^32 ms, 8 s into a 32 s cookie step.
 const T0: Instant = Instant::from_secs(4_000_040);
@@ -71,7 +69,7 @@ impl Lab {
             model.services.insert((Proto::Tcp, service.vip), ServiceSpec::new(service));
         }
         steering.sync(&model).unwrap();
-        steering.settings.set(1, 2, 0).unwrap(); // SYN_COOKIES_ON
+        steering.set_stages(FAST_PATH_ON | SYN_COOKIES_ON).unwrap();
         steering.syn_cookies().sync_templates(engine.syn_ack_templates()).unwrap();
         let xdp: &mut Xdp = steering.ebpf.program_mut("steer").unwrap().try_into().unwrap();
         xdp.load().unwrap();
@@ -95,6 +93,14 @@ impl Lab {
         let map = self.steering.ebpf.map("fast_stats").unwrap();
         let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map).unwrap();
         stats.get(&index, 0).unwrap().iter().sum()
+    }
+
+    /// The kind of the `flows` entry of `key` (1 forward, 2 engine), if any.
+    fn flow_kind(&self, key: &FlowKey) -> Option<u8> {
+        let map = self.steering.ebpf.map("flows").unwrap();
+        let flows: HashMap<_, BpfFlowKey, [u8; size_of::<BpfFlowRule>()]> = HashMap::try_from(map).unwrap();
+        // `kind` follows the addresses, ports and four offsets.
+        flows.get(&BpfFlowKey::new(key), 0).ok().map(|rule| rule[52])
     }
 
     /// Run `steer` on an Ethernet frame carrying `ip`: its action and frame.
@@ -279,6 +285,12 @@ fn syn_acks_are_the_engines_byte_for_byte_and_their_acks_open_connections() {
             let passed = lab.stat(SC_ACKS_PASSED);
             assert_eq!(lab.run(&ack).0, XDP_PASS);
             assert_eq!(lab.stat(SC_ACKS_PASSED), passed + 1);
+            // From now on the flow's packets, a SYN again among them, go to the engine.
+            let key = FlowKey { proto: Proto::Tcp, src: client, dst: vip };
+            assert_eq!(lab.flow_kind(&key), Some(2));
+            let sent = lab.stat(SC_SYNACKS);
+            assert_eq!(lab.run(&syn).0, XDP_PASS);
+            assert_eq!(lab.stat(SC_SYNACKS), sent);
             let conns = lab.engine.conn_count();
             assert_eq!(lab.engine.handle(now, &mut ack.clone()), Verdict::Absorbed);
             assert_eq!(lab.engine.conn_count(), conns + 1, "{client}: the engine refused the cookie");
@@ -331,12 +343,13 @@ fn bad_and_expired_cookies_die_in_the_program_and_keys_rotate() {
             assert_eq!(lab.stat(SC_BAD_COOKIE), bad + 2);
             assert!(matches!(lab.engine.handle(t3, &mut late.clone()), Verdict::Drop(_)));
 
-            // Without the key of its period, a cookie young enough goes to the engine.
+            // Without the key of its period, a cookie young enough goes to the engine
+            // (the ACK of b, whose flow has no entry, at 90 s).
             lab.set_now(t2);
             let far = lab.engine.cookie_keys(t1 + std::time::Duration::from_secs(10 * 256));
             lab.steering.syn_cookies().set_keys(&far).unwrap();
             let no_key = lab.stat(SC_NO_KEY);
-            assert_eq!(lab.run(&ack).0, XDP_PASS);
+            assert_eq!(lab.run(&late).0, XDP_PASS);
             assert_eq!(lab.stat(SC_NO_KEY), no_key + 1);
         }
     }
@@ -379,7 +392,7 @@ fn what_the_program_does_not_answer_exactly_goes_on_to_steering() {
     assert_eq!(lab.stat(SC_SYNACKS), 0);
     // With the stage off, even a plain SYN is steered.
     let mut lab = lab;
-    lab.steering.settings.set(1, 0, 0).unwrap();
+    lab.steering.set_stages(0).unwrap();
     assert_eq!(lab.run(&syn).0, XDP_PASS);
     assert_eq!(lab.stat(SC_SYNACKS), 0);
 }
