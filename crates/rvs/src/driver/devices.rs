@@ -46,6 +46,21 @@ impl Clock {
     pub(crate) fn now(self) -> Instant {
         Instant::from_nanos(self.base + self.started.elapsed().as_nanos() as u64)
     }
+
+    #[allow(dead_code, reason = "the SYN-cookie stage's clock, set by the driver once it runs the stage")]
+    /// What to add to CLOCK_MONOTONIC (std's `Instant`, the kernel's
+    /// `bpf_ktime_get_ns`) to get [`Self::now`], in nanoseconds (wrapping).
+    pub(crate) fn monotonic_offset(self) -> u64 {
+        self.now().as_nanos().wrapping_sub(monotonic_ns())
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
 }
 
 /// A wake-up counter the worker's devices are polled beside.

@@ -106,10 +106,6 @@ struct bpf_map_def SEC("maps") fp_scratch = {
 	.max_entries = 1,
 };
 
-static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
-static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
-static long (*bpf_csum_diff)(__u32 *from, __u32 from_size, __u32 *to, __u32 to_size, __u32 seed) = (void *)28;
-static long (*bpf_xdp_load_bytes)(struct xdp_md *ctx, __u32 offset, void *buf, __u32 len) = (void *)189;
 
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define fp_ntohs(x) __builtin_bswap16(x)
