@@ -118,7 +118,7 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
         // One worker reads the one TUN queue; several need the programs to
         // pick each packet's queue.
         DriverKind::Tun => {
-            let steering = (workers > 1).then(|| Steering::load(workers as u32)).transpose()?;
+            let steering = (workers > 1).then(|| Steering::load_with(workers as u32, false)).transpose()?;
             ((0..workers).map(|_| None).collect(), steering, None)
         }
         DriverKind::Xdp => {
@@ -127,8 +127,10 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
                 "xdp driver attached",
                 interfaces = modes.join(","),
                 workers = workers,
-                handover_pairs = handovers.pairs.len()
+                handover_pairs = handovers.pairs.len(),
+                fast_path = if steering.fast_path_refused().is_none() { "on" } else { "off" }
             );
+            tell_fast_path(&config, &steering, &modes);
             (io.into_iter().map(Some).collect::<Vec<_>>(), Some(steering), Some(handovers))
         }
     };
@@ -254,13 +256,31 @@ fn open_xdp(config: &Config) -> anyhow::Result<(Vec<XdpIo>, Steering, Handovers,
         }
         ports.push(own);
     }
-    let mut steering = Steering::load(workers as u32)?;
+    let mut steering = Steering::load_with(workers as u32, d.fast_path)?;
     let modes = steering.attach_xdp(&ports, &handovers, d.xdp_mode)?;
     let io = ports
         .into_iter()
         .map(|ports| Ok(XdpIo { ports, hops: NextHops::open().context("route and neighbour mirror")? }))
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok((io, steering, handovers, modes))
+}
+
+/// One line where the fast path is not what the config asked for, or runs
+/// slower than it could: refused by the kernel, or on generic XDP.
+fn tell_fast_path(config: &Config, steering: &Steering, modes: &[String]) {
+    if !config.driver.fast_path {
+        return;
+    }
+    match steering.fast_path_refused() {
+        Some(why) => warning!("fast path off: every packet goes through the engine", reason = why),
+        None => {
+            let generic: Vec<&str> =
+                modes.iter().filter(|m| m.ends_with(":generic")).map(String::as_str).collect();
+            if !generic.is_empty() {
+                info!("fast path on, generic XDP: slower than native", interfaces = generic.join(","));
+            }
+        }
+    }
 }
 
 fn main_loop(daemon: &Mutex<Daemon>) {
