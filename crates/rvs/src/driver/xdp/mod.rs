@@ -254,6 +254,26 @@ impl Steering {
         self.fast_path_refused.as_deref()
     }
 
+    /// Switch the fast path's stage on and take its maps, unless it was
+    /// refused; a failure here refuses it too (the stage stays off).
+    pub(crate) fn enable_fast_path(&mut self) -> Option<FastPathMaps> {
+        if self.fast_path_refused.is_some() {
+            return None;
+        }
+        let enabled = self.take_fast_path().and_then(|maps| {
+            self.set_stages(fast_path::FAST_PATH_ON)?;
+            Ok(maps)
+        });
+        match enabled {
+            Ok(maps) => Some(maps),
+            Err(e) => {
+                let _ = self.set_stages(0);
+                self.fast_path_refused = Some(e.to_string());
+                None
+            }
+        }
+    }
+
     /// Attach `steer` to every interface, with worker `w`'s socket on it
     /// (`ports[w][i]` for interface `i`) in the socket map, and `deliver` to
     /// the far end of every hand-over pair, whose socket is `ports[w]`'s
@@ -363,14 +383,12 @@ impl Steering {
     }
 
     /// Take the fast path's maps; once, before the programs are attached.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn take_fast_path(&mut self) -> io::Result<FastPathMaps> {
         FastPathMaps::take(&mut self.ebpf)
     }
 
     /// Run the stages before steering that `flags` name
     /// ([`fast_path::FAST_PATH_ON`], [`fast_path::SYN_COOKIES_ON`]); 0 runs none.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn set_stages(&mut self, flags: u32) -> io::Result<()> {
         self.settings.set(1, flags, 0).map_err(|e| bpf_err("settings map", e))
     }
