@@ -509,11 +509,18 @@ impl Prog {
         }
     }
 
-    /// Passes every frame: an XDP program on a veth only so that its peer's
-    /// `XDP_TX` wakes it.
-    pub(crate) fn pass() -> io::Result<Self> {
-        Self::load(&Code::default().finish())
-            .map_err(|e| io::Error::new(e.kind(), format!("pass program: {e}")))
+    /// Drops IPv4 TCP frames to `net`/16 and passes everything else: on a
+    /// veth, it is there so that its peer's `XDP_TX` wakes it, and so that
+    /// answers to spoofed sources vanish as they would toward hosts that do
+    /// not exist.
+    pub(crate) fn drop_to(net: std::net::Ipv4Addr) -> io::Result<Self> {
+        let [a, b, _, _] = net.octets();
+        let mut c = Code::default();
+        c.ipv4_prologue(6, 34);
+        c.push([asm::ldx_h(2, 6, 30)]);
+        c.pass_unless_eq(2, i32::from(u16::from_le_bytes([a, b])));
+        c.push([asm::mov_imm(0, XDP_DROP), asm::exit()]);
+        Self::load(&c.finish()).map_err(|e| io::Error::new(e.kind(), format!("dropping program: {e}")))
     }
 
     /// Counts IPv4 packets of IP protocol `proto` in `counter` and drops
@@ -701,7 +708,7 @@ mod tests {
             return;
         }
         let stats = RunStats::enable().unwrap();
-        let p = Prog::pass().unwrap();
+        let p = Prog::drop_to(Ipv4Addr::new(198, 18, 0, 0)).unwrap();
         let id = (prog_info(&p.fd).unwrap()[0] >> 32) as u32;
         let frame = [0u8; 60];
         for _ in 0..3 {
@@ -710,6 +717,20 @@ mod tests {
         let (ns, runs) = stats.of(id).unwrap();
         assert_eq!(runs, 3);
         assert!(ns > 0 && ns < 1_000_000_000, "{ns} ns");
+    }
+
+    #[test]
+    fn drops_tcp_to_its_net_only() {
+        if !root() {
+            eprintln!("skipped: loading BPF programs needs root");
+            return;
+        }
+        let p = Prog::drop_to(Ipv4Addr::new(198, 18, 0, 0)).unwrap();
+        let macs = Macs { src: [2; 6], dst: [4; 6] };
+        let to = |dst: Ipv4Addr| frame::syn(macs, Ipv4Addr::new(10, 0, 0, 0), dst, 80).bytes;
+        assert_eq!(p.verdict(&to(Ipv4Addr::new(198, 18, 3, 4))).unwrap(), XDP_DROP as u32);
+        assert_eq!(p.verdict(&to(Ipv4Addr::new(198, 19, 3, 4))).unwrap(), XDP_PASS as u32);
+        assert_eq!(p.verdict(&to(Ipv4Addr::new(10, 78, 0, 2))).unwrap(), XDP_PASS as u32);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! connections in every round, nothing of the flood at a real, memory flat.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,13 +23,10 @@ use crate::Opts;
 use crate::bpf::{Counter, Prog};
 use crate::frame::{self, Macs};
 use crate::generator::Flood;
-use crate::lab::{Lab, NftTable, XdpLink, check_stop, rss_kib};
+use crate::lab::{Lab, NftTable, SPOOF_NET, XdpLink, check_stop, rss_kib};
 use crate::paths::{self, DataPath, Proto, Rvs, Service};
 use crate::report::{Samples, Table, mega};
 
-/// Spoofed sources: 198.18.0.0/16 (benchmarking space), blackholed at the
-/// balancer so the cookie SYN-ACKs vanish as they would toward real spoofed hosts.
-const SPOOF_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
 /// The service's port.
 const PORT: u16 = 80;
 /// Upper bound of legitimate connections per round.

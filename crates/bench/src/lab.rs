@@ -34,6 +34,11 @@ pub(crate) const REALS: usize = 3;
 /// shows where).
 pub(crate) const LADDRS: usize = 4;
 
+/// The floods' spoofed sources: 198.18.0.0/16 (benchmarking space),
+/// blackholed at the balancer so the cookie SYN-ACKs vanish as they would
+/// toward real spoofed hosts.
+pub(crate) const SPOOF_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+
 /// What nginx on every real serves at [`DOWNLOAD`]: 1 MB.
 pub(crate) const DOWNLOAD_BYTES: usize = 1_000_000;
 pub(crate) const DOWNLOAD: &str = "/download";

@@ -416,10 +416,13 @@ impl DataPath for Rvs {
         let mut guards: Vec<Box<dyn std::fmt::Debug>> = Vec::new();
         // The program answers SYNs with XDP_TX, and a veth wakes its peer
         // after XDP_TX only when the peer runs an XDP program (a NIC's
-        // wire has no such condition): the client's link gets one that
-        // passes everything.
+        // wire has no such condition): the client's link gets one, which
+        // also drops the answers to a flood's spoofed sources (they would
+        // vanish on their way; the other paths' vanish at the balancer's
+        // blackhole route, while XDP_TX sends them straight back).
         if self.fast_path && self.synproxy {
-            guards.push(Box::new(XdpLink::attach(lab.client(), lab.topo.client_if(), Prog::pass()?)?));
+            let prog = Prog::drop_to(crate::lab::SPOOF_NET)?;
+            guards.push(Box::new(XdpLink::attach(lab.client(), lab.topo.client_if(), prog)?));
         }
         let (mut daemon, log) =
             lab.spawn_logged(lab.lb(), &lab.rvs, &["run", "--config", &config], "rvs.log")?;
