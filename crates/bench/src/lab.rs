@@ -137,6 +137,25 @@ impl NftTable {
     }
 }
 
+impl NftTable {
+    /// Elements in the table's set `name`.
+    pub(crate) fn set_len(&self, name: &str) -> anyhow::Result<u64> {
+        let parts: Vec<&str> = self.family_name.split(' ').collect();
+        let mut args = vec!["list", "set"];
+        args.extend(parts);
+        args.push(name);
+        let out = self.ns.run("nft", args)?;
+        // `elements = { a . b, c . d }`: one " . " per element of a concatenated set.
+        Ok(out.split("elements = {").nth(1).map_or(0, |e| e.matches(" . ").count() as u64))
+    }
+
+    /// Empties the table's set `name`.
+    pub(crate) fn flush_set(&self, name: &str) -> anyhow::Result<()> {
+        self.ns.nft(&format!("flush set {} {name}\n", self.family_name))?;
+        Ok(())
+    }
+}
+
 impl Drop for NftTable {
     fn drop(&mut self) {
         let _ = self.ns.nft(&format!("delete table {}\n", self.family_name));
