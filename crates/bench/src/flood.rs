@@ -90,6 +90,9 @@ struct Figures {
     share: Samples,
     flood_rate: Samples,
     at_lb_rate: Samples,
+    /// Of those, answered (cookie SYN-ACKs) or dropped (bad cookies) by the
+    /// XDP program, with the fast path.
+    in_xdp_rate: Samples,
     lost_rate: Samples,
     leaked: Samples,
     /// Connections the reals saw beyond the legitimate attempts: distinct
@@ -114,28 +117,40 @@ fn lost_before_rvs(lab: &Lab, xdp: bool) -> anyhow::Result<u64> {
     Ok(text.trim().parse().unwrap_or(0))
 }
 
+/// SYNs arriving at the reals, counted by nftables in each: all of them,
+/// and their distinct (source, port) pairs, one per connection the
+/// balancer opened.
+struct RealSyns(Vec<NftTable>);
+
+impl RealSyns {
+    fn install(lab: &Lab) -> anyhow::Result<Self> {
+        let body = "set seen {\n type ipv4_addr . inet_service; size 1048576; flags dynamic;\n}\n\
+                    chain c {\n type filter hook prerouting priority -300; policy accept;\n \
+                    tcp flags & (syn|ack) == syn counter add @seen { ip saddr . tcp sport }\n}";
+        let tables = lab.topo.ns_reals().iter().map(|ns| NftTable::install(ns, "ip", "rvs_bench_syn", body));
+        Ok(Self(tables.collect::<anyhow::Result<_>>()?))
+    }
+
+    fn syns(&self) -> anyhow::Result<u64> {
+        self.0.iter().map(NftTable::counter).sum()
+    }
+
+    /// Connections seen since [`Self::forget_connections`].
+    fn connections(&self) -> anyhow::Result<u64> {
+        self.0.iter().map(|t| t.set_len("seen")).sum()
+    }
+
+    fn forget_connections(&self) -> anyhow::Result<()> {
+        self.0.iter().try_for_each(|t| t.flush_set("seen"))
+    }
+}
+
 fn flood(lab: &Lab, o: &Opts, kind: Kind, generator: &Flood, path: &Rvs) -> anyhow::Result<Figures> {
     let svc = Service::new(Proto::Tcp, PORT);
     let xdp = path.xdp_workers.is_some();
     let m = path.setup(lab, svc)?;
     let pid = m.pid.context("the daemon's pid")?;
-    let syns_at_reals: Vec<NftTable> = lab
-        .topo
-        .ns_reals()
-        .iter()
-        .map(|ns| {
-            NftTable::install(
-                ns,
-                "ip",
-                "rvs_bench_syn",
-                "set seen {\n type ipv4_addr . inet_service; size 1048576; flags dynamic;\n}\n\
-                 chain c {\n type filter hook prerouting priority -300; policy accept;\n \
-                 tcp flags & (syn|ack) == syn counter add @seen { ip saddr . tcp sport }\n}",
-            )
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let real_syns = || -> anyhow::Result<u64> { syns_at_reals.iter().map(NftTable::counter).sum() };
-    let distinct = || -> anyhow::Result<u64> { syns_at_reals.iter().map(|t| t.set_len("seen")).sum() };
+    let reals = RealSyns::install(lab)?;
     // What reaches the balancer: a counting program at its ingress, or, where
     // rvs's own program holds that place, rvs's steering counts.
     let at_lb = Counter::new()?;
@@ -143,8 +158,19 @@ fn flood(lab: &Lab, o: &Opts, kind: Kind, generator: &Flood, path: &Rvs) -> anyh
         false => Some(XdpLink::attach(lab.lb(), lab.topo.lb_client_if(), Prog::count(&at_lb, 6, false)?)?),
         true => None,
     };
-    let reaching =
-        || -> anyhow::Result<u64> { if xdp { paths::rvs_steered(lab) } else { Ok(at_lb.read()?) } };
+    // With the fast path, what the program answered or dropped itself
+    // (its drops count with the engine's under `bad_cookie`; the engine
+    // drops next to none of them here, since the program drops first).
+    let in_xdp = || -> anyhow::Result<u64> {
+        if !path.fast_path {
+            return Ok(0);
+        }
+        let synacks = paths::rvs_metric(lab, "rvs_fast_path_syn_cookies_total", &["syn_ack_sent"])?;
+        Ok(synacks + paths::rvs_metric(lab, "rvs_drops_total", &["\"bad_cookie\""])?)
+    };
+    let reaching = || -> anyhow::Result<u64> {
+        if xdp { Ok(paths::rvs_steered(lab)? + in_xdp()?) } else { Ok(at_lb.read()?) }
+    };
     let target = SocketAddr::from((lab.topo.vip(), svc.port));
     // Warm the path (ARP, first connections) and take the resting memory.
     lab.client().run_in(|| (0..20).filter(|_| get(target)).count())?;
@@ -152,11 +178,10 @@ fn flood(lab: &Lab, o: &Opts, kind: Kind, generator: &Flood, path: &Rvs) -> anyh
     let secs = Duration::from_secs_f64(o.flood_secs);
     for round in 0..o.rounds {
         check_stop()?;
-        let syn0 = real_syns()?;
-        for t in &syns_at_reals {
-            t.flush_set("seen")?;
-        }
+        let syn0 = reals.syns()?;
+        reals.forget_connections()?;
         let lb0 = reaching()?;
+        let xdp0 = in_xdp()?;
         let lost0 = lost_before_rvs(lab, xdp)?;
         let done = AtomicBool::new(false);
         let (sent, legit) = thread::scope(|s| -> anyhow::Result<_> {
@@ -182,15 +207,16 @@ fn flood(lab: &Lab, o: &Opts, kind: Kind, generator: &Flood, path: &Rvs) -> anyh
         })?;
         // Retransmitted legitimate SYNs may still be on their way.
         thread::sleep(Duration::from_millis(200));
-        let syns = real_syns()? - syn0;
+        let syns = reals.syns()? - syn0;
         let s = sent.elapsed.as_secs_f64();
         let r = if legit.tried > 0 { legit.ok as f64 / legit.tried as f64 } else { 0.0 };
         f.share.push(r * 100.0);
         f.flood_rate.push(sent.frames as f64 / s);
         f.at_lb_rate.push(reaching()?.saturating_sub(lb0) as f64 / s);
+        f.in_xdp_rate.push(in_xdp()?.saturating_sub(xdp0) as f64 / s);
         f.lost_rate.push(lost_before_rvs(lab, xdp)?.saturating_sub(lost0) as f64 / s);
         f.leaked.push(syns.saturating_sub(legit.ok) as f64);
-        f.flood_conns.push(distinct()?.saturating_sub(legit.tried) as f64);
+        f.flood_conns.push(reals.connections()?.saturating_sub(legit.tried) as f64);
         f.tried.push(legit.tried as f64);
         f.at_reals.push(syns as f64);
         f.rss_after.push(rss_kib(pid).unwrap_or(0) as f64);
@@ -249,6 +275,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts, kind: Kind) -> anyhow::Result<(Table, Val
                 "path": name,
                 "flood_sent_per_s": f.flood_rate.json(),
                 "tcp_at_balancer_per_s": f.at_lb_rate.json(),
+                "answered_or_dropped_in_xdp_per_s": f.in_xdp_rate.json(),
                 "lost_before_rvs_per_s": f.lost_rate.json(),
                 "legit_success_pct": f.share.json(),
                 "legit_tried": f.legit.tried,
@@ -310,6 +337,7 @@ fn table(kind: Kind, o: &Opts, names: &[String], figs: &[Figures], generator: &F
     };
     row(&mut t, &format!("flood {k}s sent by the generator, per s"), &|f| f.flood_rate.show(mega));
     row(&mut t, "TCP packets reaching the balancer, per s", &|f| f.at_lb_rate.show(mega));
+    row(&mut t, "… answered or dropped by the XDP program, per s", &|f| f.in_xdp_rate.show(mega));
     row(&mut t, "lost by the kernel before rvs read them, per s", &|f| f.lost_rate.show(mega));
     row(&mut t, "legitimate connections tried (sequential)", &|f| f.tried.show(count));
     row(&mut t, "legitimate connections that succeeded", &|f| f.share.show(pct));
@@ -348,7 +376,7 @@ fn table(kind: Kind, o: &Opts, names: &[String], figs: &[Figures], generator: &F
         RSS_FLAT_KIB / 1024
     ));
     t.note(
-        "TCP packets reaching the balancer: counted at its ingress for TUN, by rvs's XDP program (frames it steered to its sockets) for AF_XDP; \
+        "TCP packets reaching the balancer: counted at its ingress for TUN, by rvs's XDP program for AF_XDP (frames it steered to its sockets, and with the fast path the SYN-ACKs it sent and the bad cookies it dropped: rvs_fast_path_syn_cookies_total{event=\"syn_ack_sent\"}, rvs_drops_total{reason=\"bad_cookie\"}); \
          lost before rvs: the TUN device's full queue (tx_dropped), or the AF_XDP sockets' rings (rvs_xdp_socket_drops_total)"
             .to_owned(),
     );

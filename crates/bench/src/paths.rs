@@ -517,6 +517,12 @@ pub(crate) fn rvs_socket_losses(lab: &Lab) -> anyhow::Result<String> {
     Ok(text.lines().filter(|l| l.starts_with("rvs_xdp_socket_drops_total")).collect::<Vec<_>>().join(", "))
 }
 
+/// rvs's fast path counts so far, one line (empty without a fast path).
+pub(crate) fn rvs_fast_path_counts(lab: &Lab) -> anyhow::Result<String> {
+    let text = rvs_metrics(lab)?;
+    Ok(text.lines().filter(|l| l.starts_with("rvs_fast_path_")).collect::<Vec<_>>().join(", "))
+}
+
 /// Frames rvs's XDP program steered to its sockets so far.
 pub(crate) fn rvs_steered(lab: &Lab) -> anyhow::Result<u64> {
     rvs_metric(lab, "rvs_xdp_frames_total", &["\"direct\"", "\"handed_over\""])

@@ -102,6 +102,8 @@ struct Figures {
     delivered: Samples,
     forwarded: Samples,
     lost: Samples,
+    /// Share of the packets forwarded that the fast path forwarded (its rows).
+    in_xdp: Samples,
     /// The daemon's CPU time per second of the window (rvs rows).
     daemon_cpu: Samples,
     /// rvs's XDP program: nanoseconds per run and runs per second (AF_XDP rows).
@@ -130,6 +132,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             "× ceiling",
             "forwarded (both ways)",
             "lost and refilled, per s",
+            "forwarded in XDP",
             "daemon CPU",
             "XDP program, ns per run (runs/s)",
         ],
@@ -148,6 +151,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             format!("{:.2}", f.delivered.median() / ceiling(p.0)),
             f.forwarded.show(mega),
             f.lost.show(per_s),
+            if f.in_xdp.0.is_empty() { "—".to_owned() } else { f.in_xdp.show(pct) },
             if f.daemon_cpu.0.is_empty() { "—".to_owned() } else { f.daemon_cpu.show(pct) },
             if f.prog_ns.0.is_empty() {
                 "—".to_owned()
@@ -172,7 +176,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         crate::frame::FRAME6_LEN + 4
     ));
     t.note(format!(
-        "daemon CPU: the rvs process's CPU time per second of the window (100 % = one core; its threads busy-poll or sleep as it chooses); XDP program: the kernel's run-time statistics of rvs's program on both links (run_time_ns / run_cnt), taken in a {} ms window after the measured one, since they cost the program two clock reads per run",
+        "forwarded in XDP: the fast path's packets (rvs_fast_path_packets_total) over all forwarded in the window; daemon CPU: the rvs process's CPU time per second of the window (100 % = one core; its threads busy-poll or sleep as it chooses); XDP program: the kernel's run-time statistics of rvs's program on both links (run_time_ns / run_cnt), taken in a {} ms window after the measured one, since they cost the program two clock reads per run",
         PROFILE.as_millis()
     ));
     let rows: Vec<Value> = paths
@@ -184,6 +188,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
                 "delivered_pps": f.delivered.json(),
                 "forwarded_pps": f.forwarded.json(),
                 "lost_per_s": f.lost.json(),
+                "forwarded_in_xdp": f.in_xdp.json(),
                 "daemon_cpu": f.daemon_cpu.json(),
                 "xdp_prog_ns_per_run": f.prog_ns.json(),
                 "xdp_prog_runs_per_s": f.prog_runs.json(),
@@ -231,12 +236,18 @@ fn measure(lab: &Lab, paths: &[InFamily], svc: Service, o: &Opts) -> anyhow::Res
             l.keep(WARM_UP)?;
             let (d0, r0, lost0) = (reals.delivered.read()?, client.returned.read()?, l.lost);
             let profile = lab::Profile::start(&p.name(), m.pid)?;
+            let fast = p.name().contains("fast path");
+            let in_xdp = || paths::rvs_metric(lab, "rvs_fast_path_packets_total", &[]);
+            let x0 = if fast { in_xdp()? } else { 0 };
             let cpu0 = m.pid.and_then(lab::cpu_secs);
             let start = Instant::now();
             l.keep(secs)?;
             let s = start.elapsed().as_secs_f64();
             drop(profile);
             let (d1, r1, lost1) = (reals.delivered.read()?, client.returned.read()?, l.lost);
+            if fast {
+                f.in_xdp.push(in_xdp()?.saturating_sub(x0) as f64 / (d1 - d0 + r1 - r0).max(1) as f64);
+            }
             if let (Some(c0), Some(c1)) = (cpu0, m.pid.and_then(lab::cpu_secs)) {
                 f.daemon_cpu.push((c1 - c0) / s);
             }
@@ -248,10 +259,11 @@ fn measure(lab: &Lab, paths: &[InFamily], svc: Service, o: &Opts) -> anyhow::Res
             l.stop();
             if p.name().starts_with("rvs AF_XDP") && !o.json {
                 eprintln!(
-                    "pps round {}: {}: socket losses so far: {}",
+                    "pps round {}: {}: socket losses so far: {}; {}",
                     round + 1,
                     p.name(),
-                    paths::rvs_socket_losses(lab)?
+                    paths::rvs_socket_losses(lab)?,
+                    paths::rvs_fast_path_counts(lab)?
                 );
             }
             drop(m);
