@@ -15,6 +15,7 @@
 #[macro_use]
 mod harness;
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -38,7 +39,7 @@ const PORT: u16 = 9000;
 const AFTER: u32 = 300;
 
 /// Transfers each way per data path.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 40;
 
 /// Loss each way on the links to the reals, in percent.
 const LOSS_PCT: f64 = 2.0;
@@ -50,10 +51,13 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// engine's.
 const MEDIAN_RATIO: f64 = 2.0;
 
-/// The fast path's slowest transfer each way may take at most this many
-/// times the engine's median: a stall (a retransmission timeout after the
-/// move, a window that never reopens) costs far more.
-const WORST_RATIO: f64 = 5.0;
+/// The fast path's retransmission timeouts (stalls) may be at most this
+/// many times the engine's, plus [`TIMEOUTS_SLACK`]. Under 2 % loss a few
+/// transfers in a hundred wait for one (a lost retransmission): runs of
+/// [`ROUNDS`] each way counted from 1 to 11, so two runs differ by chance; a
+/// stall at the move would add one to every transfer.
+const TIMEOUTS_RATIO: u64 = 2;
+const TIMEOUTS_SLACK: u64 = 10;
 
 /// The fast path's packet counter in the daemon's metrics.
 const FAST_PATH_PACKETS: &str = "rvs_fast_path_packets_total";
@@ -205,6 +209,8 @@ fn transfer(client: &Netns, vip: SocketAddr, dir: Direction, content: &[u8]) -> 
 struct Rounds {
     up: Vec<Duration>,
     down: Vec<Duration>,
+    /// Retransmission timeouts at both ends (`TCPTimeouts`).
+    timeouts: u64,
     /// Packets the fast path forwarded (its metric; 0 when not listed).
     fast_path_packets: u64,
     /// Frames the XDP program put into the workers' sockets (the engine's share).
@@ -216,9 +222,13 @@ struct Rounds {
 /// found invalid.
 const BAD_TRANSLATION: [&str; 2] = ["PAWSEstab", "TCPSACKDiscard"];
 
-fn bad_translation_counts(ns: &Netns) -> Vec<u64> {
-    let ext = tcp_ext(ns);
-    BAD_TRANSLATION.iter().map(|k| ext.get(*k).copied().unwrap_or(0)).collect()
+/// The `TcpExt` counters of the client's and real 0's namespaces, added up.
+fn ends_tcp_ext(lab: &Lab) -> BTreeMap<String, u64> {
+    let mut sum = tcp_ext(lab.client());
+    for (k, v) in tcp_ext(lab.topo.ns_real(0)) {
+        *sum.entry(k).or_default() += v;
+    }
+    sum
 }
 
 /// Starts a lab on `driver`, loses [`LOSS_PCT`] % toward and from the reals,
@@ -228,7 +238,6 @@ fn rounds(test: &str, driver: Driver, family: Family, synproxy: bool) -> Option<
     let spec = LabSpec {
         driver,
         family,
-        weights: vec![1],
         metrics: true,
         synproxy,
         more_services: vec![ExtraService {
@@ -249,8 +258,7 @@ fn rounds(test: &str, driver: Driver, family: Family, synproxy: bool) -> Option<
     transfer(lab.client(), vip, Direction::Down, &content)
         .unwrap_or_else(|e| panic!("{}: warm-up: {e}", driver.name()));
     let engine_before = socket_frames(&lab);
-    let ends = [lab.client().clone(), lab.topo.ns_real(0).clone()];
-    let bad_before: Vec<Vec<u64>> = ends.iter().map(bad_translation_counts).collect();
+    let ext_before = ends_tcp_ext(&lab);
     lab.topo.inject_loss(LOSS_PCT).expect("inject loss (nft installed?)");
     let (mut up, mut down) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
@@ -263,12 +271,13 @@ fn rounds(test: &str, driver: Driver, family: Family, synproxy: bool) -> Option<
     let lost = lab.topo.loss_dropped().unwrap_or(0);
     lab.topo.inject_loss(0.0).expect("remove the loss");
     assert!(lost > 0, "{}: the loss rules dropped nothing", driver.name());
-    for (ns, before) in ends.iter().zip(&bad_before) {
-        let after = bad_translation_counts(ns);
-        let grew: Vec<_> =
-            BAD_TRANSLATION.iter().zip(after.iter().zip(before)).filter(|(_, (a, b))| a > b).collect();
-        assert!(grew.is_empty(), "{}: {} counted {grew:?}", driver.name(), ns.name());
+    let ext = ends_tcp_ext(&lab);
+    let grown = |k: &str| ext.get(k).unwrap_or(&0).saturating_sub(*ext_before.get(k).unwrap_or(&0));
+    for k in BAD_TRANSLATION {
+        assert_eq!(grown(k), 0, "{}: the ends counted {k}", driver.name());
     }
+    // The workers read the fast path's counters about every 500 ms.
+    thread::sleep(Duration::from_millis(1200));
     for name in ["rvs_conns_reset_total", "rvs_resets_total"] {
         let n = lab.metric(name).unwrap_or(0);
         assert_eq!(n, 0, "{}: {name} is {n}", driver.name());
@@ -276,6 +285,7 @@ fn rounds(test: &str, driver: Driver, family: Family, synproxy: bool) -> Option<
     Some(Rounds {
         up,
         down,
+        timeouts: grown("TCPTimeouts"),
         fast_path_packets: lab.metric(FAST_PATH_PACKETS).unwrap_or(0),
         engine_packets: socket_frames(&lab) - engine_before,
     })
@@ -305,11 +315,14 @@ fn moves_mid_transfer_without_stall(test: &str, family: Family, synproxy: bool) 
     let Some(engine) = rounds(test, Driver::XdpNoFastPath, family, synproxy) else { return };
     let fast = rounds(test, Driver::Xdp, family, synproxy).expect("a lab, as the first");
     let s = format!(
-        "ms up: engine {} / fast path {}; down: engine {} / fast path {}; packets: fast path {}, engine {} (then {})",
+        "ms up: engine {} / fast path {}; down: engine {} / fast path {}; timeouts: engine {} / fast path {}; \
+         packets: fast path {}, engine {} (then {})",
         millis(&engine.up),
         millis(&fast.up),
         millis(&engine.down),
         millis(&fast.down),
+        engine.timeouts,
+        fast.timeouts,
         fast.fast_path_packets,
         fast.engine_packets,
         engine.engine_packets,
@@ -326,18 +339,18 @@ fn moves_mid_transfer_without_stall(test: &str, family: Family, synproxy: bool) 
     );
     for (what, e, f) in [("up", &engine.up, &fast.up), ("down", &engine.down, &fast.down)] {
         let (e_med, f_med) = (median(e), median(f));
-        let worst = f.iter().max().copied().unwrap_or_default();
         assert!(
             f_med.as_secs_f64() <= MEDIAN_RATIO * e_med.as_secs_f64(),
             "{what}: median {f_med:?} with the fast path, {e_med:?} without: {s}"
         );
-        assert!(
-            worst.as_secs_f64() <= WORST_RATIO * e_med.as_secs_f64(),
-            "{what}: one transfer took {worst:?} with the fast path, the median without {e_med:?}: {s}"
-        );
     }
+    assert!(
+        fast.timeouts <= TIMEOUTS_RATIO * engine.timeouts + TIMEOUTS_SLACK,
+        "retransmission timeouts: {} with the fast path, {} without: {s}",
+        fast.timeouts,
+        engine.timeouts
+    );
 }
-
 #[test]
 fn v4_moves_mid_transfer_without_stall() {
     moves_mid_transfer_without_stall("ho4", Family::V4, false);
