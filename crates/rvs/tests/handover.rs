@@ -59,9 +59,6 @@ const MEDIAN_RATIO: f64 = 2.0;
 const TIMEOUTS_RATIO: u64 = 2;
 const TIMEOUTS_SLACK: u64 = 10;
 
-/// The fast path's packet counter in the daemon's metrics.
-const FAST_PATH_PACKETS: &str = "rvs_fast_path_packets_total";
-
 /// What the transfer server does on a connection, by the first byte the client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
@@ -286,7 +283,7 @@ fn rounds(test: &str, driver: Driver, family: Family, synproxy: bool) -> Option<
         up,
         down,
         timeouts: grown("TCPTimeouts"),
-        fast_path_packets: lab.metric(FAST_PATH_PACKETS).unwrap_or(0),
+        fast_path_packets: lab.metric(harness::FAST_PATH_PACKETS).unwrap_or(0),
         engine_packets: socket_frames(&lab) - engine_before,
     })
 }

@@ -554,20 +554,28 @@ fn an_idle_connection_past_its_timeout_is_reset_on_both_sides(driver: Driver, fa
 /// on the client's veth, generic on the reals' bridge (which has no native
 /// XDP). Frames from the client arrive on either queue; the program puts
 /// them into their worker's socket or hands them over through a veth pair
-/// by a native redirect.
+/// by a native redirect. With the fast path off, and on: then established
+/// connections cross between the native and the generic link in the program.
 #[test]
 fn auto_mode_native_on_the_veth_generic_on_the_bridge_with_two_workers() {
+    for fast_path in [false, true] {
+        auto_mode(fast_path);
+    }
+}
+
+fn auto_mode(fast_path: bool) {
     let spec = LabSpec {
         driver: Driver::TunTwoWorkers,
         metrics: true,
-        extra:
-            "[driver]\nkind = \"xdp\"\ninterfaces = [\"cli0\", \"br0\"]\nxdp_mode = \"auto\"\ncpus = [1, 0]\n"
-                .to_owned(),
+        extra: format!(
+            "[driver]\nkind = \"xdp\"\ninterfaces = [\"cli0\", \"br0\"]\nxdp_mode = \"auto\"\ncpus = [1, 0]\n\
+             fast_path = {fast_path}\n"
+        ),
         ..LabSpec::default()
     };
-    let Some(lab) = Lab::start("native", spec) else { return };
+    let Some(lab) = Lab::start(if fast_path { "native-fp" } else { "native" }, spec) else { return };
     for i in 0..500 {
-        lab.curl("/").unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        lab.curl("/").unwrap_or_else(|e| panic!("fast path {fast_path}: request {i} failed: {e}"));
     }
     let pid = lab.daemon.as_ref().unwrap().pid();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
@@ -587,15 +595,22 @@ fn auto_mode_native_on_the_veth_generic_on_the_bridge_with_two_workers() {
         assert!(made >= 100, "worker {w} created {made} of 500 connections");
     }
     let frames = |action| lab.metric_with("rvs_xdp_frames_total", &[("action", action)]).unwrap_or(0);
-    // Five or more client packets per request took the sockets.
-    assert!(
-        frames("direct") + frames("handed_over") >= 2500,
-        "{} direct, {} handed over",
-        frames("direct"),
-        frames("handed_over")
-    );
+    if fast_path {
+        // The workers read the fast path's counters about every 500 ms.
+        std::thread::sleep(Duration::from_millis(1200));
+        let forwarded = lab.metric(harness::FAST_PATH_PACKETS).unwrap_or(0);
+        assert!(forwarded > 0, "the fast path forwarded nothing");
+    } else {
+        // Five or more client packets per request took the sockets.
+        assert!(
+            frames("direct") + frames("handed_over") >= 2500,
+            "{} direct, {} handed over",
+            frames("direct"),
+            frames("handed_over")
+        );
+    }
     assert_eq!(frames("delivered"), frames("handed_over"));
-    lab.assert_no_drops("");
+    lab.assert_no_drops(&format!("fast path {fast_path}"));
 }
 
 on_drivers_and_families!(1; restart_keeps_reused_ports_acceptable_to_the_reals_time_wait);

@@ -76,6 +76,9 @@ use rvs_netns::{ChildGuard, Netns, Topology, TopologySpec};
 /// at a time so each measures itself, not its neighbours.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The daemon's metric of packets the XDP program forwarded on its fast path.
+pub const FAST_PATH_PACKETS: &str = "rvs_fast_path_packets_total";
+
 /// Bytes of the file each nginx serves at `/big` (slow downloads hold connections open).
 pub const BIG_BYTES: usize = 1 << 20;
 
