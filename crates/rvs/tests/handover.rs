@@ -210,6 +210,8 @@ struct Rounds {
     timeouts: u64,
     /// Packets the fast path forwarded (its metric; 0 when not listed).
     fast_path_packets: u64,
+    /// Connections the fast path took over.
+    installed: u64,
     /// Frames the XDP program put into the workers' sockets (the engine's share).
     engine_packets: u64,
 }
@@ -284,6 +286,7 @@ fn rounds(test: &str, driver: Driver, family: Family, synproxy: bool) -> Option<
         down,
         timeouts: grown("TCPTimeouts"),
         fast_path_packets: lab.metric(harness::FAST_PATH_PACKETS).unwrap_or(0),
+        installed: lab.metric_with("rvs_fast_path_connections_total", &[("event", "installed")]).unwrap_or(0),
         engine_packets: socket_frames(&lab) - engine_before,
     })
 }
@@ -313,7 +316,7 @@ fn moves_mid_transfer_without_stall(test: &str, family: Family, synproxy: bool) 
     let fast = rounds(test, Driver::Xdp, family, synproxy).expect("a lab, as the first");
     let s = format!(
         "ms up: engine {} / fast path {}; down: engine {} / fast path {}; timeouts: engine {} / fast path {}; \
-         packets: fast path {}, engine {} (then {})",
+         packets: fast path {}, engine {} (then {}); connections moved {}",
         millis(&engine.up),
         millis(&fast.up),
         millis(&engine.down),
@@ -323,12 +326,14 @@ fn moves_mid_transfer_without_stall(test: &str, family: Family, synproxy: bool) 
         fast.fast_path_packets,
         fast.engine_packets,
         engine.engine_packets,
+        fast.installed,
     );
     eprintln!("{test}: {s}");
     assert_eq!(engine.fast_path_packets, 0, "the fast path forwarded packets while off: {s}");
     // Every connection forwarded its first AFTER packets through the engine,
     // and the rest, more than as many again, through the fast path.
     let transfers = 2 * ROUNDS as u64;
+    assert!(fast.installed >= transfers, "not every connection moved to the fast path: {s}");
     assert!(fast.engine_packets >= transfers * u64::from(AFTER), "the engine forwarded too few packets: {s}");
     assert!(
         fast.fast_path_packets >= transfers * u64::from(AFTER),
