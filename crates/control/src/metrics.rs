@@ -236,6 +236,55 @@ const FAMILIES: &[Family] = &[
             }
         },
     },
+    Family {
+        name: "rvs_fast_path_packets_total",
+        kind: Kind::Counter,
+        help: "Packets the XDP fast path forwarded itself (also in the services' and reals' counters).",
+        applies: |s| s.fast_path.is_some(),
+        samples: |s, f| f.add(&[], s.fast_path.unwrap_or_default().packets),
+    },
+    Family {
+        name: "rvs_fast_path_bytes_total",
+        kind: Kind::Counter,
+        help: "IP bytes the XDP fast path forwarded itself.",
+        applies: |s| s.fast_path.is_some(),
+        samples: |s, f| f.add(&[], s.fast_path.unwrap_or_default().bytes),
+    },
+    Family {
+        name: "rvs_fast_path_connections_total",
+        kind: Kind::Counter,
+        help: "Connections and the XDP fast path, by event (evicted and unresolved ones stay in the engine).",
+        applies: |s| s.fast_path.is_some(),
+        samples: |s, f| {
+            let c = s.fast_path.unwrap_or_default();
+            for (event, n) in [
+                ("installed", c.installed),
+                ("removed", c.removed),
+                ("evicted", c.evicted),
+                ("unresolved", c.unresolved),
+            ] {
+                f.add(&[("event", event)], n);
+            }
+        },
+    },
+    Family {
+        name: "rvs_fast_path_to_engine_total",
+        kind: Kind::Counter,
+        help: "Packets of offloaded connections the XDP program left to the engine (SYN, FIN, RST, uncommon options).",
+        applies: |s| s.fast_path.is_some(),
+        samples: |s, f| f.add(&[], s.fast_path.unwrap_or_default().to_engine),
+    },
+    Family {
+        name: "rvs_fast_path_syn_cookies_total",
+        kind: Kind::Counter,
+        help: "SYN cookies in XDP, by event: SYN-ACKs sent, valid cookie ACKs passed to the engine.",
+        applies: |s| s.fast_path.is_some(),
+        samples: |s, f| {
+            let c = s.fast_path.unwrap_or_default();
+            f.add(&[("event", "syn_ack_sent")], c.syn_acks);
+            f.add(&[("event", "ack_passed")], c.cookie_acks_passed);
+        },
+    },
     counter(
         "rvs_passive_failures_total",
         "Health: what the data path saw fail toward the real, by kind (passive detection).",
@@ -457,8 +506,8 @@ mod tests {
     use super::*;
     use crate::health::ProberSnap;
     use crate::snapshot::{
-        ClientAddrSnap, PoolSnap, RealSnap, ResetSnap, ServiceSnap, SocketSnap, SteerSnap, TimeoutSnap,
-        WorkerSnap,
+        ClientAddrSnap, FastPathSnap, PoolSnap, RealSnap, ResetSnap, ServiceSnap, SocketSnap, SteerSnap,
+        TimeoutSnap, WorkerSnap,
     };
     use std::collections::{BTreeMap, HashSet};
 
@@ -538,6 +587,17 @@ mod tests {
             ],
             sockets: Some(SocketSnap { rx_ring_full: 21, ..SocketSnap::default() }),
             steered: Some(SteerSnap { handed_over: 24, ..SteerSnap::default() }),
+            fast_path: Some(FastPathSnap {
+                packets: 28,
+                bytes: 29,
+                installed: 30,
+                removed: 31,
+                evicted: 32,
+                unresolved: 33,
+                to_engine: 34,
+                syn_acks: 35,
+                cookie_acks_passed: 36,
+            }),
             probers: vec![ProberSnap {
                 probe: "tcp 10.0.1.1:80".into(),
                 target: "10.0.1.1:80".into(),
@@ -675,6 +735,22 @@ mod tests {
         assert_eq!(find("rvs_xdp_socket_drops_total", &[("reason", "rx_dropped")]), Some(0));
         assert_eq!(find("rvs_xdp_frames_total", &[("action", "handed_over")]), Some(24));
         assert_eq!(find("rvs_xdp_frames_total", &[("action", "dropped")]), Some(0));
+        assert_eq!(find("rvs_fast_path_packets_total", &[]), Some(28));
+        assert_eq!(find("rvs_fast_path_bytes_total", &[]), Some(29));
+        for (event, n) in [("installed", 30), ("removed", 31), ("evicted", 32), ("unresolved", 33)] {
+            assert_eq!(find("rvs_fast_path_connections_total", &[("event", event)]), Some(n), "{event}");
+        }
+        assert_eq!(find("rvs_fast_path_to_engine_total", &[]), Some(34));
+        assert_eq!(find("rvs_fast_path_syn_cookies_total", &[("event", "syn_ack_sent")]), Some(35));
+        assert_eq!(find("rvs_fast_path_syn_cookies_total", &[("event", "ack_passed")]), Some(36));
         assert!(text.ends_with('\n'));
+    }
+
+    /// Without the fast path (TUN driver, or off) its families are not written.
+    #[test]
+    fn fast_path_families_only_where_it_runs() {
+        let mut snap = snapshot();
+        snap.fast_path = None;
+        assert!(!render(&snap).contains("rvs_fast_path_"));
     }
 }

@@ -441,9 +441,55 @@ pub struct Snapshot {
     /// by the daemon beside the workers' snapshots, `None` on the TUN driver.
     #[serde(default)]
     pub steered: Option<SteerSnap>,
+    /// What the XDP fast path did, summed over workers; `None` where it is
+    /// off (the TUN driver, `fast_path = false`, or refused by the kernel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<FastPathSnap>,
     /// Every health prober (set by the control plane).
     #[serde(default)]
     pub probers: Vec<ProberSnap>,
+}
+
+/// What the XDP fast path did with established connections and SYNs. Its
+/// packets and bytes are in the services' and reals' traffic too (the
+/// engine folds them in); its drops are in [`Snapshot::drops`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FastPathSnap {
+    /// Packets the program forwarded itself, both directions.
+    pub packets: u64,
+    /// IP bytes of those packets.
+    pub bytes: u64,
+    /// Connections moved into the program.
+    pub installed: u64,
+    /// Connections taken out of it (closing, expired, removed).
+    pub removed: u64,
+    /// Entries the flow map's LRU dropped; their connections went on through the engine.
+    pub evicted: u64,
+    /// Connections left in the engine because their next hop was not known yet.
+    pub unresolved: u64,
+    /// Packets of offloaded connections the program sent to the engine
+    /// (SYN, FIN, RST, uncommon options, fragments).
+    pub to_engine: u64,
+    /// SYNs the program answered with a cookie SYN-ACK.
+    pub syn_acks: u64,
+    /// ACKs with a valid cookie the program passed to the engine.
+    pub cookie_acks_passed: u64,
+}
+
+impl FastPathSnap {
+    /// Add another worker's counts.
+    pub fn add(&mut self, o: &Self) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.installed += o.installed;
+        self.removed += o.removed;
+        self.evicted += o.evicted;
+        self.unresolved += o.unresolved;
+        self.to_engine += o.to_engine;
+        self.syn_acks += o.syn_acks;
+        self.cookie_acks_passed += o.cookie_acks_passed;
+    }
 }
 
 /// What the xdp driver's programs did with the balancer's frames, counted
@@ -559,6 +605,7 @@ impl Snapshot {
             }],
             sockets: None,
             steered: None,
+            fast_path: None,
             probers: Vec::new(),
         }
     }
@@ -619,6 +666,13 @@ impl Snapshot {
         self.resets.add(&other.resets);
         self.workers.extend(other.workers);
         self.sockets = match (self.sockets, other.sockets) {
+            (Some(mut a), Some(b)) => {
+                a.add(&b);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+        self.fast_path = match (self.fast_path, other.fast_path) {
             (Some(mut a), Some(b)) => {
                 a.add(&b);
                 Some(a)
@@ -784,6 +838,26 @@ mod tests {
             }
         );
         assert_eq!(a.conns.as_ref().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn fast_path_counts_add_up_where_a_worker_has_them() {
+        let mut a = Snapshot::capture(&engine(), Instant::ZERO, false);
+        let b = a.clone();
+        a.merge(b.clone());
+        assert_eq!(a.fast_path, None);
+        let one = FastPathSnap { packets: 10, bytes: 1000, installed: 2, syn_acks: 7, ..Default::default() };
+        let mut c = b.clone();
+        c.fast_path = Some(one);
+        a.merge(c.clone());
+        a.merge(c);
+        let want =
+            FastPathSnap { packets: 20, bytes: 2000, installed: 4, syn_acks: 14, ..Default::default() };
+        assert_eq!(a.fast_path, Some(want));
+        let text = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Snapshot>(&text).unwrap(), a);
+        // Off: not in the JSON at all.
+        assert!(!serde_json::to_string(&b).unwrap().contains("fast_path"));
     }
 
     #[test]

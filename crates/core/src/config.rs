@@ -279,6 +279,13 @@ pub struct EngineConfig {
     /// RSTs per second answering packets of connections the engine does
     /// not know (0: none); RSTs to connections it forgets are not limited.
     pub reset_rate: u32,
+    /// Offer established connections to the device's fast path
+    /// ([`crate::fast_path`]); the daemon sets it from `[driver] fast_path`
+    /// when the device has one.
+    pub fast_path: bool,
+    /// Packets a connection forwards through the engine before it is
+    /// offered to the fast path (0: as soon as it is eligible).
+    pub fast_path_after: u32,
 }
 
 impl Default for EngineConfig {
@@ -293,6 +300,8 @@ impl Default for EngineConfig {
             decrement_ttl: true,
             synproxy: SynproxyConfig::default(),
             reset_rate: 10_000,
+            fast_path: false,
+            fast_path_after: 0,
         }
     }
 }

@@ -112,6 +112,13 @@ impl DropCounters {
         DropReason::ALL.iter().map(|&r| (r, self.0[r as usize]))
     }
 
+    /// Add another set of counters (a device's drops, other workers').
+    pub fn merge(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
+        }
+    }
+
     /// The sum over all reasons.
     pub fn total(&self) -> u64 {
         self.0.iter().sum()

@@ -26,6 +26,7 @@ mod ctx;
 pub mod drop;
 mod emit;
 mod engine;
+pub mod fast_path;
 pub mod hash;
 mod icmp;
 pub mod io;
@@ -52,7 +53,8 @@ pub use config::{
 pub use drop::{DropCounters, DropReason};
 pub use emit::reset::ResetStats;
 pub use engine::{ConfigError, Engine, Event, Stats, Verdict};
+pub use fast_path::{Applied, FastPathCounters, FastPathStats, FlowId, FlowReport, FlowRule, Offload};
 pub use service::{HandshakeStats, PassiveCounters};
-pub use synproxy::SynproxyStats;
+pub use synproxy::{CookieKeys, SynAckTemplate, SynproxyStats};
 pub use tcp_state::{Side, TcpState};
 pub use time::Instant;

@@ -12,8 +12,6 @@
 
 use std::net::IpAddr;
 
-use rvs_wire::checksum;
-use rvs_wire::tcp;
 use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
 
@@ -25,7 +23,7 @@ use crate::drop::DropReason;
 use crate::emit::Segment;
 use crate::engine::{Engine, Verdict};
 use crate::icmp::{self, Untranslated};
-use crate::packet::{IpInfo, L4Info, MssRule, Outcome, parse_l4, rewrite};
+use crate::packet::{IpInfo, L4Info, MssRule, Outcome, parse_l4, rescale_window, rewrite};
 use crate::passive;
 use crate::service::real_mut;
 use crate::synproxy::{SynproxyState, ToReal};
@@ -465,6 +463,7 @@ impl Engine {
         if crate::xlat::translates(ip.src, dst.addr) {
             return Ok(Outcome::Translate { to, conn: lookup.id, syn: l4.flags.syn });
         }
+        self.after_forward(lookup.id, l4.flags);
         Ok(Outcome::Forward(to))
     }
 }
@@ -475,23 +474,6 @@ impl Engine {
         self.split().2.queue_segment(seg, to);
         Outcome::Absorbed
     }
-}
-
-/// Rescale a real's window to the scale announced to the client.
-fn rescaled(window: u16, real_wscale: u8, client_wscale: u8) -> u16 {
-    let bytes = u64::from(window) << real_wscale;
-    (bytes >> client_wscale).min(u64::from(u16::MAX)) as u16
-}
-
-/// Rewrite a real→client window in the scale announced to the client
-/// (SYNProxy, when the real chose another).
-fn rescale_window(seg: &mut [u8], real_wscale: u8, client_wscale: u8) {
-    let mut t = tcp::Packet::new_unchecked(seg);
-    let old = t.window_len();
-    let new = rescaled(old, real_wscale, client_wscale);
-    let sum = checksum::update16(t.checksum(), old, new);
-    t.set_window_len(new);
-    t.set_checksum(sum);
 }
 
 fn count(c: &mut crate::service::TrafficCounters, to: Side, bytes: usize) {

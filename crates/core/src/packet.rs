@@ -351,3 +351,20 @@ fn rewrite_udp(seg: &mut [u8], ip: &IpInfo, src: Endpoint, dst: Endpoint) {
     sum = checksum::update16(sum, old_dst, dst.port);
     u.set_checksum(if sum == 0 { 0xffff } else { sum });
 }
+
+/// Rescale a real's window to the scale announced to the client.
+fn rescaled(window: u16, real_wscale: u8, client_wscale: u8) -> u16 {
+    let bytes = u64::from(window) << real_wscale;
+    (bytes >> client_wscale).min(u64::from(u16::MAX)) as u16
+}
+
+/// Rewrite a real→client window in the scale announced to the client
+/// (SYNProxy, when the real chose another).
+pub(crate) fn rescale_window(seg: &mut [u8], real_wscale: u8, client_wscale: u8) {
+    let mut t = tcp::Packet::new_unchecked(seg);
+    let old = t.window_len();
+    let new = rescaled(old, real_wscale, client_wscale);
+    let sum = checksum::update16(t.checksum(), old, new);
+    t.set_window_len(new);
+    t.set_checksum(sum);
+}

@@ -153,6 +153,7 @@ mod tests {
             progress: Default::default(),
             handshake: wait(now),
             delivery: None,
+            fast_path: Default::default(),
             expires: now + Duration::from_secs(30),
         }
     }

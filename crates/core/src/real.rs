@@ -64,6 +64,9 @@ pub struct Real {
     pub passive: PassiveCounters,
     /// New connections toward this real that found no free local port.
     pub no_port: PortExhaustion,
+    /// The fast path's name for this real while it serves: unique over
+    /// the engine's life, never 0 ([`crate::fast_path::Offload::RetireReal`]).
+    pub real_gen: u32,
 }
 
 /// New connections toward a real that found every local port in use or

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{ListArgs, ListView, service_name};
 use crate::health::ProberSnap;
 use crate::model::ServiceKey;
-use crate::snapshot::{ConnSnap, PoolSnap, RealSnap, ServiceSnap, Snapshot, Traffic};
+use crate::snapshot::{ConnSnap, FastPathSnap, PoolSnap, RealSnap, ServiceSnap, Snapshot, Traffic};
 
 /// Per-second traffic between two samples. As in ipvsadm, the "bps"
 /// figures are bytes (not bits) per second.
@@ -176,9 +176,35 @@ pub(crate) fn list(snap: &Snapshot, args: &ListArgs, rates: &[ServiceRate]) -> R
                     writeln!(out, "rvs {} FullNAT (conns={})", env!("CARGO_PKG_VERSION"), snap.conn_count);
             }
             list_table(&mut out, &services, view, args.exact, rates);
+            if view == ListView::Stats
+                && args.service.is_none()
+                && let Some(f) = &snap.fast_path
+            {
+                fast_path(&mut out, f);
+            }
         }
     }
     Ok(out)
+}
+
+/// `--stats`' last lines with the xdp driver's fast path on: what it did
+/// itself (its packets are in the table above too).
+fn fast_path(out: &mut String, f: &FastPathSnap) {
+    let _ = writeln!(
+        out,
+        "Fast path: {} packets {} bytes forwarded in XDP, {} left to the engine\n  \
+         connections: {} installed {} removed {} evicted {} unresolved\n  \
+         SYN cookies: {} SYN-ACKs sent {} ACKs passed",
+        f.packets,
+        f.bytes,
+        f.to_engine,
+        f.installed,
+        f.removed,
+        f.evicted,
+        f.unresolved,
+        f.syn_acks,
+        f.cookie_acks_passed
+    );
 }
 
 fn list_table(
@@ -457,6 +483,7 @@ mod tests {
             workers: vec![],
             sockets: None,
             steered: None,
+            fast_path: None,
             probers: vec![],
         };
         let mut b = a.clone();
@@ -470,5 +497,21 @@ mod tests {
         // Zeroed counters and a zero interval give zero rates.
         a.taken_at_nanos = 2_000_000_000;
         assert_eq!(rates(&b, &a)[0].rate, Rate::default());
+
+        // --stats ends with the fast path's counts where it runs, and only there.
+        let args = ListArgs { view: ListView::Stats, ..ListArgs::default() };
+        assert!(!list(&a, &args, &[]).unwrap().contains("Fast path"));
+        a.fast_path = Some(FastPathSnap { packets: 12, bytes: 3400, installed: 1, ..Default::default() });
+        let text = list(&a, &args, &[]).unwrap();
+        assert!(text.contains("Fast path: 12 packets 3400 bytes forwarded in XDP"), "{text}");
+        assert!(text.contains("connections: 1 installed 0 removed"), "{text}");
+        let one = ListArgs {
+            service: Some((
+                rvs_core::Proto::Tcp,
+                "10.0.0.1:80".parse::<std::net::SocketAddr>().unwrap().into(),
+            )),
+            ..args
+        };
+        assert!(!list(&a, &one, &[]).unwrap().contains("Fast path"));
     }
 }

@@ -11,8 +11,8 @@ use rvs_core::{Endpoint, EngineConfig, Proto, ProxyProtocol, RealConfig, Service
 use super::file::{EngineFile, File, ServiceFile, TIMEOUT_KEYS, TimeoutSecs};
 use super::locate::{Node, line_column};
 use super::{
-    Config, ConfigFileError, DriverKind, DriverSettings, MAX_CPUS, MAX_TIMEOUT_SECS, MAX_WORKERS,
-    SynproxySettings,
+    Config, ConfigFileError, DriverKind, DriverSettings, MAX_CPUS, MAX_FAST_PATH_AFTER, MAX_TIMEOUT_SECS,
+    MAX_WORKERS, SynproxySettings,
 };
 use crate::health::Maintenance;
 use crate::model::{Model, ServiceKey, ServiceSpec};
@@ -126,6 +126,10 @@ impl<'a> Builder<'a> {
         if let Some(c) = d.cpus.iter().find(|&&c| c >= MAX_CPUS) {
             return Err(self.err("driver.cpus", format!("CPU {c} out of range 0..{MAX_CPUS}")));
         }
+        let after = d.fast_path_after;
+        self.check(after <= MAX_FAST_PATH_AFTER, "driver.fast_path_after", || {
+            format!("fast_path_after {after} out of range 0..={MAX_FAST_PATH_AFTER}")
+        })?;
         for (key, p) in
             [("driver.fault_loss_pct", d.fault_loss_pct), ("driver.fault_syn_loss_pct", d.fault_syn_loss_pct)]
         {

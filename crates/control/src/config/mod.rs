@@ -35,6 +35,10 @@ use crate::model::Model;
 
 pub use rvs_core::RetransmitMode;
 
+/// Largest `[driver] fast_path_after`: a connection that waits longer
+/// than this for the fast path is surely a typo.
+pub const MAX_FAST_PATH_AFTER: u32 = 1 << 20;
+
 /// Most data-path workers: the XDP program keeps this many socket slots per interface.
 pub const MAX_WORKERS: usize = 16;
 
@@ -153,6 +157,13 @@ pub struct DriverSettings {
     /// How the xdp driver attaches its program.
     #[serde(with = "by_name")]
     pub xdp_mode: XdpMode,
+    /// With the xdp driver, established connections move into the XDP
+    /// program, which forwards their packets without the engine; `false`
+    /// is the data path without it, exactly.
+    pub fast_path: bool,
+    /// Packets a connection forwards through the engine before it moves to
+    /// the fast path (0: as soon as it is established).
+    pub fast_path_after: u32,
     /// Packets per receive or send call.
     pub batch: usize,
     /// Data-path workers, each a thread with its own engine, TUN queue and
@@ -181,6 +192,8 @@ impl Default for DriverSettings {
             tun_name: "rvs0".to_owned(),
             interfaces: Vec::new(),
             xdp_mode: XdpMode::Native,
+            fast_path: true,
+            fast_path_after: 0,
             batch: 64,
             workers: 1,
             cpus: Vec::new(),

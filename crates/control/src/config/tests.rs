@@ -37,6 +37,8 @@ fn empty_file_is_all_defaults() {
     let c = Config::default();
     assert_eq!(c.daemon.control_socket, Path::new("/run/rvs/rvs.sock"));
     assert_eq!((c.driver.tun_name.as_str(), c.driver.batch), ("rvs0", 64));
+    // On by default: it does something only with the xdp driver.
+    assert_eq!((c.driver.fast_path, c.driver.fast_path_after), (true, 0));
     assert_eq!(c.engine.port_range, (1024, 65535));
     assert_eq!(c.metrics.listen, None);
     assert!(c.model.services.is_empty());
@@ -129,6 +131,8 @@ fn every_setting_round_trips() {
     c.driver.kind = DriverKind::Xdp;
     c.driver.interfaces = vec!["veth0".to_owned(), "eth1".to_owned()];
     c.driver.xdp_mode = XdpMode::Generic;
+    c.driver.fast_path = false;
+    c.driver.fast_path_after = 10;
     c.engine.decrement_ttl = false;
     c.synproxy.retransmit_mode = RetransmitMode::Classic;
     c.synproxy.sack = false;
@@ -225,6 +229,10 @@ fn semantic_errors_name_line_and_key() {
     err_at("[driver]\ninterfaces = [\"eth0\", \"eth0\"]\n", 2, "driver.interfaces[1]");
     err_at("[driver]\nxdp_mode = \"offload\"\n", 2, "driver.xdp_mode");
     assert_eq!(Config::parse("[driver]\nxdp_mode = \"auto\"\n").unwrap().driver.xdp_mode, XdpMode::Auto);
+    err_at("[driver]\nfast_path = \"yes\"\n", 2, "driver.fast_path");
+    err_at("[driver]\nfast_path_after = -1\n", 2, "driver.fast_path_after");
+    let e = err_at("[driver]\nfast_path = true\nfast_path_after = 2000000\n", 3, "driver.fast_path_after");
+    assert!(e.message.contains("out of range 0..=1048576"), "{e}");
     err_at("[timeouts]\nestablished = 0\n", 2, "timeouts.established");
     err_at("[synproxy]\nwscale = 15\n", 2, "synproxy.wscale");
     err_at("[synproxy]\nrto_floor_ms = 300\n", 2, "synproxy.rto_floor_ms");

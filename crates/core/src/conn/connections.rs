@@ -71,6 +71,7 @@ impl Placement {
             progress: Default::default(),
             handshake: Default::default(),
             delivery: None,
+            fast_path: Default::default(),
             expires,
         }
     }
@@ -89,7 +90,7 @@ pub(crate) struct Connections {
     draws: u64,
     /// Connections the last expiry took out, until they are released (kept
     /// to reuse its memory).
-    expired: Vec<Conn>,
+    expired: Vec<(ConnId, Conn)>,
 }
 
 impl Connections {
@@ -177,7 +178,7 @@ impl Connections {
         now: Instant,
         conn: Conn,
         pool: PoolId,
-    ) -> Result<(ConnId, Option<Conn>), DropReason> {
+    ) -> Result<(ConnId, Option<(ConnId, Conn)>), DropReason> {
         let port = conn.laddr.port;
         self.table.insert(conn, |c| c.progress.port_given_back()).map_err(|e| {
             self.pools.pool_mut(pool).release(now, port, Reuse::AtOnce);
@@ -245,14 +246,14 @@ impl Connections {
     /// release; the buffer is handed back with [`Self::recycle`]. `due`
     /// sees each connection whose deadline passed first and may keep it
     /// by moving its deadline later ([`ConnTable::handle_timeout`]).
-    pub(crate) fn expire(&mut self, now: Instant, due: impl FnMut(&mut Conn)) -> Vec<Conn> {
+    pub(crate) fn expire(&mut self, now: Instant, due: impl FnMut(&mut Conn)) -> Vec<(ConnId, Conn)> {
         let mut expired = core::mem::take(&mut self.expired);
-        self.table.handle_timeout(now, due, |conn| expired.push(conn));
+        self.table.handle_timeout(now, due, |id, conn| expired.push((id, conn)));
         expired
     }
 
     /// Hand back the (drained) buffer [`Self::expire`] returned.
-    pub(crate) fn recycle(&mut self, expired: Vec<Conn>) {
+    pub(crate) fn recycle(&mut self, expired: Vec<(ConnId, Conn)>) {
         self.expired = expired;
     }
 

@@ -253,6 +253,8 @@ pub struct Conn {
     pub(crate) handshake: Handshake,
     /// The client-address delivery (TOA, PROXY header) still under way, if any.
     pub(crate) delivery: Option<DeliveryId>,
+    /// Where it stands with the device's fast path.
+    pub(crate) fast_path: crate::fast_path::Mark,
     /// Idle deadline: refreshed by every packet.
     pub expires: Instant,
 }

@@ -195,7 +195,7 @@ impl ConnTable {
         &mut self,
         conn: Conn,
         may_go: impl FnOnce(&Conn) -> bool,
-    ) -> Result<(ConnId, Option<Conn>), TableFull> {
+    ) -> Result<(ConnId, Option<(ConnId, Conn)>), TableFull> {
         let (ck, rk) = (conn.client_key(), conn.real_key());
         let (ch, rh) = (self.hash(&ck), self.hash(&rk));
         if self.lookup_hashed(ch, &ck).is_some() {
@@ -203,7 +203,7 @@ impl ConnTable {
         }
         let gone = match self.lookup_hashed(rh, &rk) {
             None => None,
-            Some(l) if self.get(l.id).is_some_and(may_go) => self.remove(l.id),
+            Some(l) if self.get(l.id).is_some_and(may_go) => self.remove(l.id).map(|c| (l.id, c)),
             Some(_) => return Err(TableFull::Duplicate),
         };
         if self.len >= self.max {
@@ -295,14 +295,14 @@ impl ConnTable {
     }
 
     /// Expire every connection idle past its deadline at `now`, handing each
-    /// removed connection to `expired`. `due` sees each connection whose
+    /// removed connection (and the handle it had) to `expired`. `due` sees each connection whose
     /// deadline passed first, and may move the deadline later to keep it
     /// (a check that came due before its idle timeout).
     pub fn handle_timeout(
         &mut self,
         now: Instant,
         mut due: impl FnMut(&mut Conn),
-        mut expired: impl FnMut(Conn),
+        mut expired: impl FnMut(ConnId, Conn),
     ) {
         let Self { secrets, slots, free, index, wheel, len, .. } = self;
         wheel.advance(now, |wheel, e| {
@@ -320,7 +320,7 @@ impl ConnTable {
                 return;
             }
             if let Some(conn) = Self::remove_slot(secrets, slots, index, free, len, e.index) {
-                expired(conn);
+                expired(ConnId { index: e.index, generation: e.generation }, conn);
             }
         });
     }
@@ -364,6 +364,7 @@ mod tests {
             progress: Default::default(),
             handshake: Default::default(),
             delivery: None,
+            fast_path: Default::default(),
             expires,
         }
     }
@@ -406,10 +407,10 @@ mod tests {
         // and is re-filed, beyond the wheel's span.
         t.get_mut(id).unwrap().expires = Instant::from_secs(150);
         for s in (0..=149).step_by(1) {
-            t.handle_timeout(Instant::from_secs(s), |_| {}, |c| gone.push(c));
+            t.handle_timeout(Instant::from_secs(s), |_| {}, |_, c| gone.push(c));
         }
         assert!(gone.is_empty());
-        t.handle_timeout(Instant::from_millis(150_100), |_| {}, |c| gone.push(c));
+        t.handle_timeout(Instant::from_millis(150_100), |_| {}, |_, c| gone.push(c));
         assert_eq!(gone.len(), 1);
         assert!(t.poll_timeout().is_none());
     }
@@ -420,12 +421,12 @@ mod tests {
         let id = t.insert(conn(1, 1, Instant::from_secs(90)), |_| false).unwrap().0;
         t.set_expiry(id, Instant::from_secs(3));
         let mut n = 0;
-        t.handle_timeout(Instant::from_millis(2900), |_| {}, |_| n += 1);
+        t.handle_timeout(Instant::from_millis(2900), |_| {}, |_, _| n += 1);
         assert_eq!(n, 0);
-        t.handle_timeout(Instant::from_millis(3000), |_| {}, |_| n += 1);
+        t.handle_timeout(Instant::from_millis(3000), |_| {}, |_, _| n += 1);
         assert_eq!(n, 1);
         // The superseded entry at 90 s finds nothing.
-        t.handle_timeout(Instant::from_secs(200), |_| {}, |_| n += 1);
+        t.handle_timeout(Instant::from_secs(200), |_| {}, |_, _| n += 1);
         assert_eq!(n, 1);
     }
 
@@ -437,10 +438,10 @@ mod tests {
         }
         t.insert(conn(9999, 9999, Instant::from_secs(100_000)), |_| false).unwrap();
         let mut n = 0;
-        t.handle_timeout(Instant::from_secs(50_000), |_| {}, |_| n += 1);
+        t.handle_timeout(Instant::from_secs(50_000), |_| {}, |_, _| n += 1);
         assert_eq!(n, 500);
         assert_eq!(t.len(), 1);
-        t.handle_timeout(Instant::from_secs(100_001), |_| {}, |_| n += 1);
+        t.handle_timeout(Instant::from_secs(100_001), |_| {}, |_, _| n += 1);
         assert_eq!(t.len(), 0);
     }
 
@@ -451,7 +452,7 @@ mod tests {
         // Another client on the same local port toward the same real.
         assert_eq!(t.insert(conn(2, 5, Instant::from_secs(9)), |_| false), Err(TableFull::Duplicate));
         let (new, gone) = t.insert(conn(2, 5, Instant::from_secs(9)), |c| c.client.port == 1).unwrap();
-        assert_eq!(gone.map(|c| c.client.port), Some(1));
+        assert_eq!(gone.map(|(_, c)| c.client.port), Some(1));
         assert!(t.get(old).is_none() && t.get(new).is_some());
         assert_eq!(t.len(), 1);
         // The client side's key never makes way.

@@ -4,11 +4,11 @@
 //! the `add_*`/`edit_*`/`remove_*` methods below; packet logic is in
 //! `nat.rs` and `icmp.rs`.
 
+mod control;
 mod health;
 mod synproxy;
 
 use core::hash::BuildHasherDefault;
-use core::mem;
 use core::time::Duration;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -17,16 +17,16 @@ use siphasher::sip::SipHasher13;
 
 use crate::addr::{Endpoint, FlowKey, Proto};
 use crate::client_addr::{ClientAddrState, ClientAddrStats};
-use crate::config::{EngineConfig, RealConfig, SchedKind, ServiceConfig, Timeouts};
+use crate::config::{EngineConfig, Timeouts};
 use crate::conn::{Conn, ConnId, ConnTable, Connections, Handshake, on_transition};
 use crate::drop::{DropCounters, DropReason};
 use crate::emit::reset::{Reset, ResetStats, Resets};
 use crate::emit::store::PacketStore;
+use crate::fast_path::{FastPath, FastPathCounters};
 use crate::hash::Secrets;
 use crate::laddr::{LocalPools, PoolId};
 use crate::real_clock::RealClock;
-use crate::sched::Scheduler;
-use crate::service::{PassiveCounters, Real, Service, TrafficCounters, real_mut};
+use crate::service::{PassiveCounters, Service, TrafficCounters, real_mut};
 use crate::synproxy::{SynproxyState, SynproxyStats};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -121,8 +121,10 @@ pub struct Stats {
     /// sum of every real's passive failures): a driver that sees it grow
     /// wakes the health checker at once instead of at its next poll.
     pub passive_failures: u64,
-    /// Traffic of every service together.
+    /// Traffic of every service together (the fast path's included).
     pub traffic: TrafficCounters,
+    /// The device's fast path: connections offloaded, what it forwarded.
+    pub fast_path: FastPathCounters,
 }
 
 /// One worker's FullNAT engine. See the crate documentation.
@@ -151,6 +153,8 @@ pub struct Engine {
     pub(crate) resets: Resets,
     /// What the driver should tell the operator.
     events: VecDeque<Event>,
+    /// Changes toward the device's fast path; the reals' generations.
+    pub(crate) fast: FastPath,
 }
 
 impl Engine {
@@ -167,6 +171,7 @@ impl Engine {
         let resets = Resets::new(cfg.reset_rate, now);
         let table = ConnTable::new(secrets, cfg.max_conns, cfg.prealloc_conns, now);
         let conns = Connections::new(table, pools, clock, cfg.port_quarantine);
+        let cfg_fast_path = cfg.fast_path;
         Self {
             cfg,
             conns,
@@ -181,6 +186,7 @@ impl Engine {
             store: PacketStore::new(crate::emit::store::SLOTS),
             resets,
             events: VecDeque::new(),
+            fast: FastPath::new(cfg_fast_path),
         }
     }
 
@@ -316,8 +322,8 @@ impl Engine {
         let failures = &mut self.stats.passive_failures;
         let mut expired =
             self.conns.expire(now, |c| crate::passive::on_due(c, services, timeouts, now, failures));
-        for conn in expired.drain(..) {
-            self.release(now, &conn, false);
+        for (id, conn) in expired.drain(..) {
+            self.release(now, id, &conn, false);
         }
         self.conns.recycle(expired);
         self.conns.handle_timeout(now);
@@ -327,7 +333,8 @@ impl Engine {
     /// port and its real's count; unless it only `moves` to another real,
     /// also its SYNProxy handshake and client-address delivery, and if it
     /// was still open, each side gets an RST.
-    pub(crate) fn release(&mut self, now: Instant, conn: &Conn, moves: bool) {
+    pub(crate) fn release(&mut self, now: Instant, id: ConnId, conn: &Conn, moves: bool) {
+        self.fast_path_release(id, conn);
         if !moves {
             if let Handshake::Open(hid) = conn.handshake {
                 self.syn.forget(hid, &mut self.store);
@@ -345,8 +352,8 @@ impl Engine {
     pub(crate) fn admit(&mut self, now: Instant, conn: Conn, pool: PoolId) -> Result<ConnId, DropReason> {
         let (svc, real_index, state) = (conn.service, conn.real_index, conn.state);
         let (id, gone) = self.conns.insert(now, conn, pool)?;
-        if let Some(gone) = gone {
-            self.release(now, &gone, false);
+        if let Some((gone_id, gone)) = gone {
+            self.release(now, gone_id, &gone, false);
         }
         if let Some(real) = real_mut(&mut self.services, svc, real_index) {
             on_transition(real, None, Some(state));
@@ -427,7 +434,7 @@ impl Engine {
     /// Remove a connection now (recycling, flushing).
     pub(crate) fn remove_conn(&mut self, now: Instant, id: ConnId) {
         if let Some(conn) = self.conns.remove(id) {
-            self.release(now, &conn, false);
+            self.release(now, id, &conn, false);
         }
     }
 
@@ -448,242 +455,5 @@ impl Engine {
     /// Set the engine-wide default timeouts (`ipvsadm --set`).
     pub fn set_timeouts(&mut self, timeouts: Timeouts) {
         self.cfg.timeouts = timeouts;
-    }
-
-    // ---- control plane -------------------------------------------------
-
-    fn service_index(&self, proto: Proto, vip: Endpoint) -> Result<usize, ConfigError> {
-        self.by_vip
-            .get(&(proto, vip))
-            .map(|&i| i as usize)
-            .ok_or(ConfigError::NoSuchService(proto.name(), vip))
-    }
-
-    fn check_service(cfg: &ServiceConfig) -> Result<(), ConfigError> {
-        if cfg.vip.port == 0 {
-            return Err(ConfigError::Invalid("VIP port 0"));
-        }
-        if cfg.synproxy && cfg.proto != Proto::Tcp {
-            return Err(ConfigError::Invalid("synproxy on a service that is not TCP"));
-        }
-        if (cfg.toa || cfg.proxy_protocol != crate::config::ProxyProtocol::Disabled)
-            && cfg.proto != Proto::Tcp
-        {
-            return Err(ConfigError::Invalid("toa or proxy_protocol on a service that is not TCP"));
-        }
-        let mut seen = Vec::new();
-        for &l in &cfg.laddrs {
-            if cfg.laddrs.first().is_some_and(|f| f.is_ipv4() != l.is_ipv4()) {
-                return Err(ConfigError::FamilyMismatch(l));
-            }
-            if seen.contains(&l) {
-                return Err(ConfigError::LaddrExists(l));
-            }
-            seen.push(l);
-        }
-        Ok(())
-    }
-
-    /// Add a service (`ipvsadm -A`).
-    pub fn add_service(&mut self, cfg: ServiceConfig) -> Result<(), ConfigError> {
-        let key = (cfg.proto, cfg.vip);
-        if self.by_vip.contains_key(&key) {
-            return Err(ConfigError::ServiceExists(cfg.proto.name(), cfg.vip));
-        }
-        Self::check_service(&cfg)?;
-        for &l in &cfg.laddrs {
-            *self.laddr_refs.entry(l).or_default() += 1;
-        }
-        *self.vip_addrs.entry(cfg.vip.addr).or_default() += 1;
-        let service = Service {
-            sched: Scheduler::new(cfg.sched),
-            config: cfg,
-            reals: Vec::new(),
-            stats: TrafficCounters::default(),
-            in_service: true,
-            synproxy_wscale: None,
-        };
-        // Reuse the slot of a removed service whose connections are gone.
-        let reusable =
-            self.services.iter().position(|s| !s.in_service && s.reals.iter().all(|r| r.conns() == 0));
-        let index = match reusable {
-            Some(i) => {
-                self.services[i] = service;
-                i
-            }
-            None => {
-                self.services.push(service);
-                self.services.len() - 1
-            }
-        };
-        self.by_vip.insert(key, index as u32);
-        Ok(())
-    }
-
-    /// Change a service's scheduler, timeouts, MSS clamp and SYNProxy flag
-    /// (`ipvsadm -E`); its reals, local addresses and connections stay.
-    pub fn edit_service(&mut self, cfg: ServiceConfig) -> Result<(), ConfigError> {
-        let i = self.service_index(cfg.proto, cfg.vip)?;
-        Self::check_service(&cfg)?;
-        let s = &mut self.services[i];
-        if cfg.sched != s.config.sched {
-            s.sched = Scheduler::new(cfg.sched);
-            s.sched.update(&s.reals);
-        }
-        s.config.sched = cfg.sched;
-        s.config.timeouts = cfg.timeouts;
-        s.config.mss_clamp = cfg.mss_clamp;
-        s.config.synproxy = cfg.synproxy;
-        s.config.toa = cfg.toa;
-        s.config.proxy_protocol = cfg.proxy_protocol;
-        Ok(())
-    }
-
-    /// Remove a service (`ipvsadm -D`). Its connections run on until they
-    /// end; new flows to the VIP:port are dropped as `NoService`.
-    pub fn remove_service(&mut self, proto: Proto, vip: Endpoint) -> Result<(), ConfigError> {
-        let i = self.service_index(proto, vip)?;
-        self.by_vip.remove(&(proto, vip));
-        let s = &mut self.services[i];
-        s.in_service = false;
-        for r in &mut s.reals {
-            r.in_service = false;
-        }
-        s.sched.update(&s.reals);
-        let laddrs = mem::take(&mut s.config.laddrs);
-        for l in laddrs {
-            Self::unref(&mut self.laddr_refs, l);
-        }
-        Self::unref(&mut self.vip_addrs, vip.addr);
-        Ok(())
-    }
-
-    fn unref(map: &mut FixedMap<IpAddr, u32>, addr: IpAddr) {
-        if let Some(n) = map.get_mut(&addr) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&addr);
-            }
-        }
-    }
-
-    /// Remove every service (`ipvsadm -C`).
-    pub fn clear(&mut self) {
-        let keys: Vec<(Proto, Endpoint)> = self.by_vip.keys().copied().collect();
-        for (p, v) in keys {
-            let _ = self.remove_service(p, v);
-        }
-    }
-
-    /// Add a real to a service (`ipvsadm -a`).
-    pub fn add_real(&mut self, proto: Proto, vip: Endpoint, real: RealConfig) -> Result<(), ConfigError> {
-        let i = self.service_index(proto, vip)?;
-        self.services[i].check_backend_family(real.endpoint.addr)?;
-        if real.endpoint.port == 0 {
-            return Err(ConfigError::Invalid("real port 0"));
-        }
-        let s = &mut self.services[i];
-        let existing = s.reals.iter().position(|r| r.endpoint == real.endpoint);
-        if existing.is_some_and(|r| s.reals[r].in_service) {
-            return Err(ConfigError::RealExists(real.endpoint));
-        }
-        let pools = s
-            .config
-            .laddrs
-            .iter()
-            .map(|&l| self.conns.pools_mut().get_or_create(proto, l, real.endpoint, self.last_now))
-            .collect();
-        match existing {
-            // A removed real still draining comes back with its counters.
-            Some(r) => {
-                let r = &mut s.reals[r];
-                r.in_service = true;
-                r.weight = real.weight;
-                r.pools = pools;
-            }
-            None => s.reals.push(Real {
-                endpoint: real.endpoint,
-                weight: real.weight,
-                in_service: true,
-                active_conns: 0,
-                inactive_conns: 0,
-                stats: TrafficCounters::default(),
-                pools,
-                handshake: Default::default(),
-                passive: Default::default(),
-                no_port: Default::default(),
-            }),
-        }
-        s.sched.update(&s.reals);
-        Ok(())
-    }
-
-    /// Change a real's weight (`ipvsadm -e`); 0 quiesces it.
-    pub fn edit_real(&mut self, proto: Proto, vip: Endpoint, real: RealConfig) -> Result<(), ConfigError> {
-        let i = self.service_index(proto, vip)?;
-        let s = &mut self.services[i];
-        let r = s
-            .reals
-            .iter_mut()
-            .find(|r| r.in_service && r.endpoint == real.endpoint)
-            .ok_or(ConfigError::NoSuchReal(real.endpoint))?;
-        r.weight = real.weight;
-        s.sched.update(&s.reals);
-        Ok(())
-    }
-
-    /// Remove a real (`ipvsadm -d`): it gets no new connections; its
-    /// established ones run on until they end.
-    pub fn remove_real(&mut self, proto: Proto, vip: Endpoint, real: Endpoint) -> Result<(), ConfigError> {
-        let i = self.service_index(proto, vip)?;
-        let s = &mut self.services[i];
-        let r = s
-            .reals
-            .iter_mut()
-            .find(|r| r.in_service && r.endpoint == real)
-            .ok_or(ConfigError::NoSuchReal(real))?;
-        r.in_service = false;
-        s.sched.update(&s.reals);
-        Ok(())
-    }
-
-    /// Add a local address to a service (`ipvsadm -P`).
-    pub fn add_laddr(&mut self, proto: Proto, vip: Endpoint, laddr: IpAddr) -> Result<(), ConfigError> {
-        let i = self.service_index(proto, vip)?;
-        self.services[i].check_backend_family(laddr)?;
-        let s = &mut self.services[i];
-        if s.config.laddrs.contains(&laddr) {
-            return Err(ConfigError::LaddrExists(laddr));
-        }
-        s.config.laddrs.push(laddr);
-        for r in &mut s.reals {
-            r.pools.push(self.conns.pools_mut().get_or_create(proto, laddr, r.endpoint, self.last_now));
-        }
-        *self.laddr_refs.entry(laddr).or_default() += 1;
-        Ok(())
-    }
-
-    /// Remove a local address from a service (`ipvsadm -Q`); connections
-    /// already using it run on.
-    pub fn remove_laddr(&mut self, proto: Proto, vip: Endpoint, laddr: IpAddr) -> Result<(), ConfigError> {
-        let i = self.service_index(proto, vip)?;
-        let s = &mut self.services[i];
-        let at = s.config.laddrs.iter().position(|&l| l == laddr).ok_or(ConfigError::NoSuchLaddr(laddr))?;
-        s.config.laddrs.remove(at);
-        for r in &mut s.reals {
-            if at < r.pools.len() {
-                r.pools.remove(at);
-            }
-        }
-        Self::unref(&mut self.laddr_refs, laddr);
-        Ok(())
-    }
-
-    /// Replace the scheduler of a service with a fresh one of `kind`.
-    pub fn set_scheduler(&mut self, proto: Proto, vip: Endpoint, kind: SchedKind) -> Result<(), ConfigError> {
-        let i = self.service_index(proto, vip)?;
-        let mut cfg = self.services[i].config.clone();
-        cfg.sched = kind;
-        self.edit_service(cfg)
     }
 }

@@ -143,7 +143,7 @@ impl Engine {
         };
         let (syn, _, mut ctx) = self.split();
         syn.leave_real(&mut ctx, hid, &old, reset_old);
-        self.release(now, &old, true);
+        self.release(now, old_id, &old, true);
         if let Some(r) = real_mut(&mut self.services, old.service, old.real_index) {
             r.handshake.failovers += 1;
         }

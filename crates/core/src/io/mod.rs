@@ -12,11 +12,21 @@
 //!
 //! Nothing here blocks or reads a clock: `now` comes from the device, and
 //! the wait for readiness is the device's own ([`Device::wait`]).
+//!
+//! A device with a fast path ([`crate::fast_path`]) gets the engine's flow
+//! table changes after every batch and after the timers
+//! ([`Device::offload`]), always after the packets the engine built and
+//! sent in that batch, so a connection's last engine-forwarded packet is on
+//! its way before its rule exists. Each turn, before the packets, the
+//! loop folds what the device forwarded on its own ([`Device::poll_flow_report`],
+//! [`Device::poll_fast_path_stats`]) into the engine, so its counters and
+//! idle timers see the connection's traffic before anything may expire it.
 
 mod fault;
 
 pub use fault::{FaultInjector, Marked};
 
+use crate::fast_path::{FastPathStats, FlowReport, Offload};
 use crate::{DropReason, Engine, Instant, Side, Verdict};
 
 /// What the loop needs of a network device (after smoltcp's `phy::Device`,
@@ -63,6 +73,24 @@ pub trait Device {
     fn poll_drop(&mut self) -> Option<DropReason> {
         None
     }
+
+    /// Apply a change to the device's fast-path flow table, in the order
+    /// given. A device without a fast path ignores it.
+    fn offload(&mut self, change: &Offload) {
+        let _ = change;
+    }
+
+    /// What the fast path forwarded of one offloaded connection since its
+    /// last report, if a report is due at `now`; asked until `None` every turn.
+    fn poll_flow_report(&mut self, now: Instant) -> Option<FlowReport> {
+        let _ = now;
+        None
+    }
+
+    /// The fast path's own counters since the last call, if any.
+    fn poll_fast_path_stats(&mut self) -> Option<FastPathStats> {
+        None
+    }
 }
 
 /// The loop: moves packets between one device and one engine and runs the
@@ -97,11 +125,14 @@ impl<R> Driver<R> {
             engine.handle_timeout(now);
         }
         transmit_built(engine, device, &mut self.buf);
+        offload(engine, device);
         device.flush();
     }
 
-    /// Handle every packet the device has ready, flushing after each batch.
+    /// Fold the fast path's reports, then handle every packet the device
+    /// has ready, flushing after each batch.
     pub fn receive<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
+        fold_reports(engine, device);
         loop {
             device.receive(&mut self.batch);
             while let Some(reason) = device.poll_drop() {
@@ -114,14 +145,17 @@ impl<R> Driver<R> {
             for rx in self.batch.drain(..) {
                 handle(engine, device, &mut self.buf, now, rx);
             }
+            offload(engine, device);
             device.flush();
         }
     }
 
     /// Run the engine's timers at `now` and send what they built.
     pub fn handle_timeout<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D, now: Instant) {
+        fold_reports(engine, device);
         engine.handle_timeout(now);
         transmit_built(engine, device, &mut self.buf);
+        offload(engine, device);
     }
 
     /// End every open connection on both sides (the daemon stopping) and
@@ -129,6 +163,7 @@ impl<R> Driver<R> {
     pub fn close<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
         engine.flush_conns(device.now());
         transmit_built(engine, device, &mut self.buf);
+        offload(engine, device);
         device.flush();
     }
 }
@@ -149,6 +184,24 @@ fn handle<D: Device>(engine: &mut Engine, device: &mut D, buf: &mut [u8], now: I
             }
         }
         Verdict::Drop(_) | Verdict::Absorbed => device.discard(rx),
+    }
+}
+
+/// Hand the engine's flow table changes to the device, in order.
+fn offload<D: Device>(engine: &mut Engine, device: &mut D) {
+    while let Some(change) = engine.poll_offload() {
+        device.offload(&change);
+    }
+}
+
+/// Fold what the device's fast path forwarded into the engine.
+fn fold_reports<D: Device>(engine: &mut Engine, device: &mut D) {
+    let now = device.now();
+    while let Some(report) = device.poll_flow_report(now) {
+        engine.fold_flow_report(now, &report);
+    }
+    if let Some(stats) = device.poll_fast_path_stats() {
+        engine.fold_fast_path_stats(&stats);
     }
 }
 

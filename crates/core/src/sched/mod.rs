@@ -237,6 +237,7 @@ pub(crate) mod tests {
             handshake: Default::default(),
             passive: Default::default(),
             no_port: Default::default(),
+            real_gen: 1,
         }
     }
 

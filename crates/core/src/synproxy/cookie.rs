@@ -58,6 +58,18 @@ pub(crate) struct Offer {
     pub(crate) timestamps: bool,
 }
 
+/// The cookie keys of three consecutive periods, for a cookie issuer
+/// beside the engine (the XDP program) that must make and check exactly
+/// the engine's cookies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieKeys {
+    /// The period `keys[1]` belongs to; `keys[0]` is the one before (none
+    /// when this is 0) and `keys[2]` the one after.
+    pub period: u64,
+    /// SipHash-2-4 keys (k0, k1) of periods `period - 1`, `period`, `period + 1`.
+    pub keys: [(u64, u64); 3],
+}
+
 /// Cookie keys for the current and previous period.
 #[derive(Debug, Clone)]
 pub(crate) struct CookieJar {
@@ -72,6 +84,22 @@ impl CookieJar {
             keys: [(0, Self::derive_key(secrets, 0)), (u64::MAX, (0, 0))],
             max_age: validity.as_secs().div_ceil(COUNT_SECS).min(COUNT_WRAP - 1),
         }
+    }
+
+    /// The keys of the period of `now` and of its neighbours, derived as
+    /// [`Self::make`] and [`Self::check`] derive them.
+    pub(crate) fn keys_around(secrets: &Secrets, now: Instant) -> CookieKeys {
+        let period = count(now) / COUNT_WRAP;
+        let key = |p: Option<u64>| p.map_or((0, 0), |p| Self::derive_key(secrets, p));
+        CookieKeys {
+            period,
+            keys: [key(period.checked_sub(1)), key(Some(period)), key(period.checked_add(1))],
+        }
+    }
+
+    /// Clock steps a cookie stays valid for.
+    pub(crate) fn max_age(&self) -> u64 {
+        self.max_age
     }
 
     fn derive_key(secrets: &Secrets, period: u64) -> (u64, u64) {
@@ -127,7 +155,7 @@ impl CookieJar {
         client_isn: u32,
         offer: Offer,
     ) -> (u32, u32) {
-        let count = now.as_nanos() / 1_000_000_000 / COUNT_SECS;
+        let count = count(now);
         let key = self.key(secrets, count / COUNT_WRAP).unwrap_or_default();
         let mss = mss_index(mss_table(flow), offer.mss);
         let c = (count % COUNT_WRAP) as u32;
@@ -156,7 +184,7 @@ impl CookieJar {
         cookie: u32,
         tsecr: Option<u32>,
     ) -> Option<Offer> {
-        let now_count = now.as_nanos() / 1_000_000_000 / COUNT_SECS;
+        let now_count = count(now);
         let (layout, c) = match tsecr {
             Some(_) => (1, (cookie >> 3) & 7),
             None => (0, (cookie >> 7) & 7),
@@ -193,6 +221,11 @@ impl CookieJar {
     }
 }
 
+/// The cookie clock at `now`: steps of [`COUNT_SECS`].
+fn count(now: Instant) -> u64 {
+    now.as_nanos() / 1_000_000_000 / COUNT_SECS
+}
+
 /// The MSS a client that sent no MSS option takes: 536 over IPv4 (RFC 9293
 /// §3.7.1), 1220 over IPv6 (RFC 8200 §5: a 1280-byte MTU less 60 bytes).
 pub(crate) fn default_mss(flow: &FlowKey) -> u16 {
@@ -202,8 +235,8 @@ pub(crate) fn default_mss(flow: &FlowKey) -> u16 {
 /// The largest MSS announced to the client of `flow`, for `mss_max`
 /// configured as for IPv4: an IPv6 client's headers are 20 bytes larger on
 /// the same links.
-pub(crate) fn mss_max(flow: &FlowKey, mss_max: u16) -> u16 {
-    if flow.src.addr.is_ipv6() { mss_max.saturating_sub(20) } else { mss_max }
+pub(crate) fn mss_max(client: std::net::IpAddr, mss_max: u16) -> u16 {
+    if client.is_ipv6() { mss_max.saturating_sub(20) } else { mss_max }
 }
 
 /// Index of the largest table MSS not above `mss`.

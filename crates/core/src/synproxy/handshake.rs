@@ -6,7 +6,7 @@ use rvs_wire::tcp;
 use rvs_wire::tcp_options::Summary;
 use rvs_wire::tcp_seq::SeqNumber;
 
-use super::{CLASSIC_RTO, CLASSIC_TRIES, MAX_TRIED, OpenHandshake, SynproxyState, cookie};
+use super::{CLASSIC_RTO, CLASSIC_TRIES, MAX_TRIED, OpenHandshake, SynAckTemplate, SynproxyState, cookie};
 use crate::addr::{Endpoint, FlowKey};
 use crate::client_addr;
 use crate::config::RetransmitMode;
@@ -36,21 +36,15 @@ impl SynproxyState {
     ) {
         let opts = Summary::of_segment(seg);
         let client_isn = SeqNumber(tcp::Packet::new_unchecked(seg).seq_number());
-        let cfg = ctx.cfg.synproxy;
         let Some(service) = ctx.services.get(svc as usize) else { return };
+        let t = SynAckTemplate::new(&ctx.cfg.synproxy, &self.jar, service, key.src.addr);
         let offer = Offer {
-            mss: opts.mss.unwrap_or(cookie::default_mss(key)).min(cfg.mss_max),
+            mss: opts.mss.unwrap_or(cookie::default_mss(key)).min(t.mss_max),
             wscale: opts.wscale,
-            sack: opts.sack_permitted && cfg.sack,
-            timestamps: opts.timestamps.is_some() && cfg.timestamps,
+            sack: opts.sack_permitted && t.sack,
+            timestamps: opts.timestamps.is_some() && t.timestamps,
         };
         let (cookie, ts_bits) = self.jar.make(ctx.conns.secrets(), now, key, client_isn.0, offer);
-        // With TOA the client's segments grow by the option: it is told less.
-        let mss_max = cookie::mss_max(key, cfg.mss_max);
-        let our_mss = service.config.mss_clamp.map_or(mss_max, |c| c.min(mss_max));
-        let our_mss = crate::xlat::synproxy_mss(our_mss, cfg.mss_max, key.src.addr, &service.config.laddrs);
-        let our_mss = our_mss.saturating_sub(client_addr::toa_room(&service.config, key.src.addr)).max(64);
-        let announced = service.synproxy_wscale.unwrap_or(cfg.wscale);
         let tsval = (ms_clock(now) & !((1 << cookie::TS_OPT_BITS) - 1)) | ts_bits;
         let synack = Segment {
             src: key.dst,
@@ -59,11 +53,11 @@ impl SynproxyState {
             ack: Some(client_isn + 1),
             flags: tcp::Flags::SYN,
             window: u16::MAX,
-            mss: Some(our_mss),
-            wscale: offer.wscale.map(|_| announced),
+            mss: Some(t.mss),
+            wscale: offer.wscale.map(|_| t.wscale),
             sack_permitted: offer.sack,
             timestamps: offer.timestamps.then(|| (tsval, opts.timestamps.map_or(0, |t| t.0))),
-            ttl: cfg.ttl,
+            ttl: t.ttl,
         };
         self.stats.syns_answered += 1;
         ctx.queue_segment(&synack, Side::Client);

@@ -19,8 +19,11 @@
 pub(crate) mod cookie;
 mod handshake;
 mod splice;
+mod template;
 
+pub use cookie::CookieKeys;
 pub(crate) use handshake::{RealAnswer, ReplayCheck, SynTimeout};
+pub use template::SynAckTemplate;
 
 use core::time::Duration;
 

@@ -15,6 +15,7 @@
 //! data-path worker, and [`NextHops`] tells the worker which port and
 //! Ethernet address a packet leaves by.
 
+pub(crate) mod fast_path;
 mod handover;
 mod nexthop;
 #[cfg(test)]
@@ -39,6 +40,7 @@ use xdp::socket::{XdpSocket, XdpSocketBuilder};
 use xdp::umem::{FrameSize, UmemCfgBuilder};
 use xdp::{Packet, RingConfigBuilder, Rings, Umem};
 
+pub(crate) use fast_path::FastPathMaps;
 pub(crate) use handover::Handovers;
 pub(crate) use nexthop::NextHops;
 
@@ -315,6 +317,19 @@ impl Steering {
             return Err(io::Error::new(e.kind(), format!("set the TUN device's steering program: {e}")));
         }
         Ok(())
+    }
+
+    /// Take the fast path's maps; once, before the programs are attached.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn take_fast_path(&mut self) -> io::Result<FastPathMaps> {
+        FastPathMaps::take(&mut self.ebpf)
+    }
+
+    /// Run the stages before steering that `flags` name
+    /// ([`fast_path::FAST_PATH_ON`], [`fast_path::SYN_COOKIES_ON`]); 0 runs none.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn set_stages(&mut self, flags: u32) -> io::Result<()> {
+        self.settings.set(1, flags, 0).map_err(|e| bpf_err("settings map", e))
     }
 
     /// The programs' counts so far, summed over CPUs.

@@ -51,6 +51,7 @@ enum {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_DEVMAP = 14,
 	BPF_MAP_TYPE_XSKMAP = 17,
 };
@@ -152,12 +153,15 @@ struct bpf_map_def SEC("maps") ifaces = {
 	.max_entries = 256,
 };
 
-// [0]: the number of workers; 0 passes everything.
+// [0]: the number of workers; 0 passes everything. [1]: which stages run
+// before steering; with none, steering is all there is.
+#define FAST_PATH_ON 1
+#define SYN_COOKIES_ON 2
 struct bpf_map_def SEC("maps") settings = {
 	.type = BPF_MAP_TYPE_ARRAY,
 	.key_size = sizeof(__u32),
 	.value_size = sizeof(__u32),
-	.max_entries = 1,
+	.max_entries = 2,
 };
 
 struct bpf_map_def SEC("maps") xsks = {
@@ -366,6 +370,9 @@ static __attribute__((always_inline)) long xdp_ip(__u8 *ip, __u8 *end, int v6, s
 	return v6 ? xdp_ipv6(ip, end, f, l4) : xdp_ipv4(ip, end, f, l4);
 }
 
+#include "fast_path.bpf.h" // established flows
+#include "syn_cookie.bpf.h" // SYN cookies for SYNProxy services
+
 static __attribute__((always_inline)) int count(__u32 what, int action)
 {
 	__u64 *n = bpf_map_lookup_elem(&steered, &what);
@@ -433,6 +440,14 @@ int steer(struct xdp_md *ctx)
 		f.sport = *(__u16 *)l4;
 		f.dport = *(__u16 *)(l4 + 2);
 		f.ports = 1;
+		long r = fast_path(ctx, &f, l4, data_end);
+		if (r >= 0)
+			return r;
+		if (r == FP_MISS && f.proto == IPPROTO_TCP) {
+			r = syn_cookie(ctx, &f, l4, data_end);
+			if (r >= 0)
+				return r;
+		}
 	} else if (l4 && f.proto == (v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP) && l4 + 1 <= data_end) {
 		f.icmp = icmp_kind(&f, l4[0]);
 		struct flow quoted = {};
