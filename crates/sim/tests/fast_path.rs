@@ -16,12 +16,16 @@
 use std::time::Duration;
 
 use rvs_core::{Endpoint, Engine, EngineConfig, Instant, Proto, RealConfig, SchedKind, ServiceConfig, Stats};
-use rvs_sim::app::{TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
+use rvs_sim::app::{
+    TcpClient, TcpClientConfig, TcpServer, TcpServerConfig, UdpClient, UdpClientConfig, UdpServer,
+    UdpServerConfig,
+};
 use rvs_sim::{Family, FastPathLb, LinkConfig, Middlebox, Network, NetworkConfig, Outbox, PacketInfo};
 
 rvs_sim::family_tests! {
     moving_to_the_fast_path_mid_transfer_changes_nothing: [V4, V6],
     a_real_removed_and_flows_evicted_mid_transfer_change_nothing: [V4, V6],
+    udp_flows_take_the_fast_path_and_idle_out: [V4, V6],
 }
 
 const VIP: &str = "10.0.0.1";
@@ -243,4 +247,55 @@ fn a_real_removed_and_flows_evicted_mid_transfer_change_nothing(family: Family) 
     assert!(f.evictions > 0 && f.forwarded > 1000, "{name}: {f:?}");
     assert_eq!(on, base, "{name}: the run differs from the one without the fast path");
     assert_eq!(stats.traffic, base_stats.traffic, "{name}");
+}
+
+/// Request-response UDP flows under loss: installed once the real answers,
+/// the same run as without the fast path, and idle out after 300 s all the
+/// same (the device's reports keep them while they are used).
+fn udp_flows_take_the_fast_path_and_idle_out(family: Family) {
+    fn udp_run<M: Middlebox>(family: Family, lb: M, engine: impl Fn(&M) -> &Engine) -> (u64, Stats, usize) {
+        let mut net = Network::new(lb, NetworkConfig::seeded(17));
+        let link = LinkConfig::lossy(0.02);
+        let client = net.add_host("client", &[family.client("192.0.2.1")], link);
+        for (i, r) in REALS.iter().enumerate() {
+            let h = net.add_host(&format!("real{i}"), &[family.backend(r)], link);
+            net.add_app(h, UdpServer::new(UdpServerConfig::new(53)));
+        }
+        let clis: Vec<_> = (0..6)
+            .map(|k| {
+                let mut cfg = UdpClientConfig::new(Endpoint::new(family.client(VIP), 53), 200);
+                cfg.id = k;
+                net.add_app(client, UdpClient::new(cfg))
+            })
+            .collect();
+        assert!(net.run_for(Duration::from_secs(600), |n| clis.iter().all(|c| n.app(c).finished())));
+        for c in &clis {
+            assert_eq!(net.app(c).ok_count(), 200);
+        }
+        let live = engine(net.middlebox()).conn_count();
+        net.advance(Duration::from_secs(301));
+        assert_eq!(engine(net.middlebox()).conn_count(), 0, "idle flows expire");
+        (net.capture_digest(), engine(net.middlebox()).stats().clone(), live)
+    }
+    let udp_engine = |fast_path| {
+        let cfg = EngineConfig { fast_path, ..EngineConfig::default() };
+        let mut engine = Engine::new(cfg, [5; 32], Instant::ZERO);
+        let vip = Endpoint::new(family.client(VIP), 53);
+        let mut svc = ServiceConfig::new(Proto::Udp, vip);
+        svc.laddrs = vec![family.backend(LIP)];
+        engine.add_service(svc).unwrap();
+        for r in REALS {
+            let endpoint = Endpoint::new(family.backend(r), 53);
+            engine.add_real(Proto::Udp, vip, RealConfig { endpoint, weight: 1 }).unwrap();
+        }
+        engine
+    };
+    let (base, base_stats, base_live) = udp_run(family, udp_engine(false), |e| e);
+    let (on, stats, live) = udp_run(family, FastPathLb::new(udp_engine(true)), |lb| lb.engine());
+    let f = stats.fast_path;
+    assert_eq!((base_live, live), (6, 6));
+    assert_eq!((f.installs, f.removals, f.offloaded), (6, 6, 0), "{f:?}");
+    assert!(f.forwarded > 1000, "{f:?}");
+    assert_eq!(on, base, "the run differs from the one without the fast path");
+    assert_eq!(stats.traffic, base_stats.traffic);
 }
