@@ -26,6 +26,7 @@ rvs_sim::family_tests! {
     moving_to_the_fast_path_mid_transfer_changes_nothing: [V4, V6],
     a_real_removed_and_flows_evicted_mid_transfer_change_nothing: [V4, V6],
     udp_flows_take_the_fast_path_and_idle_out: [V4, V6],
+    translated_connections_stay_in_the_engine: [Nat64, Nat46],
 }
 
 const VIP: &str = "10.0.0.1";
@@ -298,4 +299,14 @@ fn udp_flows_take_the_fast_path_and_idle_out(family: Family) {
     assert!(f.forwarded > 1000, "{f:?}");
     assert_eq!(on, base, "the run differs from the one without the fast path");
     assert_eq!(stats.traffic, base_stats.traffic);
+}
+
+/// NAT64 and NAT46 connections change family: the fast path never takes them.
+fn translated_connections_stay_in_the_engine(family: Family) {
+    let name = format!("fast_path_{family}");
+    let (base, _) = run(family, LinuxLayout(engine(family, true, None)), &name, |lb| &lb.0);
+    let lb = LinuxLayout(FastPathLb::new(engine(family, true, Some(0))));
+    let (on, stats) = run(family, lb, &name, |lb| lb.0.engine());
+    assert_eq!(stats.fast_path, Default::default(), "{name}");
+    assert_eq!(on, base, "{name}");
 }
