@@ -423,4 +423,39 @@ mod tests {
         driver.close(&mut engine, &mut device);
         assert_eq!(device.log.last(), Some(&"remove"));
     }
+
+    #[test]
+    fn a_full_queue_toward_the_device_installs_nothing_and_says_so() {
+        use crate::{Endpoint, Proto, RealConfig, ServiceConfig};
+        let cfg = EngineConfig { fast_path: true, ..EngineConfig::default() };
+        let mut engine = Engine::new(cfg, [7; 32], Instant::from_secs(1));
+        let vip = Endpoint::new([10, 0, 9, 9].into(), 80);
+        let mut svc = ServiceConfig::new(Proto::Tcp, vip);
+        svc.laddrs = vec![[10, 0, 2, 1].into()];
+        engine.add_service(svc).unwrap();
+        let real = Endpoint::new([10, 0, 3, 1].into(), 80);
+        engine.add_real(Proto::Tcp, vip, RealConfig { endpoint: real, weight: 1 }).unwrap();
+        let now = Instant::from_secs(1);
+        // Connections established while nobody drains the queue.
+        let mut open = |port: u16| {
+            let client = ([10, 0, 0, 1], port);
+            let mut syn = segment_between(client, ([10, 0, 9, 9], 80), 0x02);
+            assert!(matches!(engine.handle(now, &mut syn), Verdict::Forward { .. }));
+            let lport = u16::from_be_bytes([syn[20], syn[21]]);
+            let mut synack = segment_between(([10, 0, 3, 1], 80), ([10, 0, 2, 1], lport), 0x12);
+            assert!(matches!(engine.handle(now, &mut synack), Verdict::Forward { .. }));
+            let mut ack = segment_between(client, ([10, 0, 9, 9], 80), 0x10);
+            assert!(matches!(engine.handle(now, &mut ack), Verdict::Forward { .. }));
+        };
+        for port in 0..1025 {
+            open(2000 + port);
+        }
+        let f = engine.stats().fast_path;
+        assert_eq!((f.installs, f.queue_full, f.offloaded), (1024, 1, 1024));
+        assert_eq!(std::iter::from_fn(|| engine.poll_offload()).count(), 1024);
+        // Drained: the one left over is offered with its next packet.
+        let mut ack = segment_between(([10, 0, 0, 1], 3024), ([10, 0, 9, 9], 80), 0x10);
+        assert!(matches!(engine.handle(now, &mut ack), Verdict::Forward { .. }));
+        assert!(matches!(engine.poll_offload(), Some(Offload::Install { .. })));
+    }
 }
