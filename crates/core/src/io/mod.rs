@@ -15,9 +15,9 @@
 //!
 //! A device with a fast path ([`crate::fast_path`]) gets the engine's flow
 //! table changes after every batch and after the timers
-//! ([`Device::offload`]), always after the packets the engine built and
-//! sent in that batch, so a connection's last engine-forwarded packet is on
-//! its way before its rule exists. Each turn, before the packets, the
+//! ([`Device::offload`]), after the batch's packets were sent and flushed,
+//! so a connection's last engine-forwarded packet is on its way before its
+//! rule exists. Each turn, before the packets, the
 //! loop folds what the device forwarded on its own ([`Device::poll_flow_report`],
 //! [`Device::poll_fast_path_stats`]) into the engine, so its counters and
 //! idle timers see the connection's traffic before anything may expire it.
@@ -125,8 +125,8 @@ impl<R> Driver<R> {
             engine.handle_timeout(now);
         }
         transmit_built(engine, device, &mut self.buf);
-        offload(engine, device);
         device.flush();
+        offload(engine, device);
     }
 
     /// Fold the fast path's reports, then handle every packet the device
@@ -145,8 +145,8 @@ impl<R> Driver<R> {
             for rx in self.batch.drain(..) {
                 handle(engine, device, &mut self.buf, now, rx);
             }
-            offload(engine, device);
             device.flush();
+            offload(engine, device);
         }
     }
 
@@ -170,8 +170,8 @@ impl<R> Driver<R> {
     pub fn close<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
         engine.flush_conns(device.now());
         transmit_built(engine, device, &mut self.buf);
-        offload(engine, device);
         device.flush();
+        offload(engine, device);
     }
 }
 
