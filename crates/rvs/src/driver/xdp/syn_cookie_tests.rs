@@ -70,7 +70,6 @@ impl Lab {
         }
         steering.sync(&model).unwrap();
         steering.set_stages(FAST_PATH_ON | SYN_COOKIES_ON).unwrap();
-        steering.syn_cookies().sync_templates(engine.syn_ack_templates()).unwrap();
         let xdp: &mut Xdp = steering.ebpf.program_mut("steer").unwrap().try_into().unwrap();
         xdp.load().unwrap();
         let steer = xdp.fd().unwrap().as_fd().as_raw_fd();
@@ -82,10 +81,8 @@ impl Lab {
     /// Make the program's clock read about `now` (from a moment later),
     /// with the engine's keys for it.
     fn set_now(&mut self, now: Instant) {
-        let keys = self.engine.cookie_keys(now);
-        let cookies = self.steering.syn_cookies();
-        cookies.refresh_keys(&keys).unwrap();
-        cookies.set_clock_offset(now.as_nanos().wrapping_sub(monotonic_ns())).unwrap();
+        let offset = now.as_nanos().wrapping_sub(monotonic_ns());
+        self.steering.syn_cookies().sync(&self.engine, now, offset).unwrap();
     }
 
     /// Counter `index` of `fast_stats`, summed over CPUs.
