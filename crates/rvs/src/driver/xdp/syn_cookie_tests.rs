@@ -393,3 +393,45 @@ fn what_the_program_does_not_answer_exactly_goes_on_to_steering() {
     assert_eq!(lab.run(&syn).0, XDP_PASS);
     assert_eq!(lab.stat(SC_SYNACKS), 0);
 }
+
+#[test]
+fn odd_option_layouts_are_answered_as_the_engine_answers_them_or_left_to_it() {
+    let Some(mut lab) = Lab::new(|_| {}) else { return };
+    let answered: [&[u8]; 6] = [
+        // A window scale above 14 (taken as 14); EOL then padding.
+        &[1, 3, 3, 20, 2, 4, 5, 0x50, 0, 9, 9, 9],
+        // A malformed MSS ends the options: the scale after it does not count.
+        &[4, 2, 2, 3, 5, 0, 1, 3, 3, 7, 0, 0],
+        // A later MSS wins; a SACK block is read past.
+        &[2, 4, 1, 0, 2, 4, 5, 0, 1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2],
+        // Timestamps without NOPs before them, then a window scale.
+        &[8, 10, 0, 0, 0, 9, 0, 0, 0, 0, 3, 3, 2, 0],
+        // A window scale of the wrong length stops the reading.
+        &[2, 4, 5, 0xb4, 4, 2, 3, 6, 1, 0, 0, 0],
+        // So does one running past the area's end.
+        &[2, 4, 5, 0xb4, 1, 1, 8, 10, 0, 0, 0, 1],
+    ];
+    let left: [&[u8]; 2] = [
+        // An unknown option (MPTCP) before the rest.
+        &[30, 4, 0, 0, 2, 4, 5, 0xb4],
+        // More options than the program reads.
+        &[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    ];
+    for (client, vip, _, _) in FAMILIES {
+        for (i, opts) in answered.iter().chain(&left).enumerate() {
+            let mut opts = opts.to_vec();
+            opts.resize(opts.len().div_ceil(4) * 4, 0);
+            let syn = segment(ep(client, 44_000 + i as u16), ep(vip, 80), 9, None, true, &opts);
+            lab.set_now(T0);
+            if i >= answered.len() {
+                assert_eq!(lab.run(&syn).0, XDP_PASS, "{opts:?}");
+                continue;
+            }
+            let xdp = xdp_synack(&lab, &syn);
+            let now =
+                synack_tsval(&xdp).map_or(T0, |ts| Instant::from_nanos(u64::from(ts & !63) * 1_000_000));
+            assert_eq!(lab.engine.handle(now, &mut syn.clone()), Verdict::Absorbed);
+            assert_eq!(lab.built()[0].0, xdp, "{client} {opts:?}");
+        }
+    }
+}
