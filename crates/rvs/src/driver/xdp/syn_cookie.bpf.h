@@ -81,10 +81,6 @@ struct bpf_map_def SEC("maps") cookie_clock = {
 	.max_entries = 1,
 };
 
-static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
-static long (*bpf_xdp_adjust_tail)(struct xdp_md *ctx, int delta) = (void *)65;
-static long (*bpf_xdp_load_bytes)(struct xdp_md *ctx, __u32 off, void *buf, __u32 len) = (void *)189;
-static long (*bpf_xdp_store_bytes)(struct xdp_md *ctx, __u32 off, void *buf, __u32 len) = (void *)190;
 
 // The cookie clock: seconds per step, steps per key period.
 #define SC_COUNT_NS 32000000000ULL
