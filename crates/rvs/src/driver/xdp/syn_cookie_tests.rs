@@ -435,3 +435,19 @@ fn odd_option_layouts_are_answered_as_the_engine_answers_them_or_left_to_it() {
         }
     }
 }
+
+#[test]
+fn acks_of_a_flow_handed_back_to_the_engine_are_not_checked_as_cookies() {
+    let Some(mut lab) = Lab::new(|c| c.synproxy.rst_on_bad_cookie = false) else { return };
+    let (client, vip) = (ep(FAMILIES[1].0, 46_000), ep(FAMILIES[1].1, 80));
+    let key = FlowKey { proto: Proto::Tcp, src: client, dst: vip };
+    // An ACK of a connection the fast path let go (a FIN seen, its rules
+    // removed): the engine holds the connection, not a cookie.
+    let late_ack = answer(client, vip, 7_000, 0x1234_5678, None);
+    assert_eq!(lab.run(&late_ack).0, XDP_DROP, "without an entry it is a bad cookie");
+    let mut maps = lab.steering.take_fast_path().unwrap();
+    maps.hand_to_engine(&key).unwrap();
+    let bad = maps.stats().unwrap()[SC_BAD_COOKIE as usize];
+    assert_eq!(lab.run(&late_ack).0, XDP_PASS);
+    assert_eq!(maps.stats().unwrap()[SC_BAD_COOKIE as usize], bad);
+}
