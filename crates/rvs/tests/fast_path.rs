@@ -4,11 +4,6 @@
 //! service's counters still hold every packet and byte that went through;
 //! with `fast_path = false` the program forwards nothing itself.
 //!
-//! A sender on veth leaves its TCP checksums partial (checksum offload),
-//! and the program leaves such packets to the engine, which completes them;
-//! a balancer fed by NICs sees whole checksums. So the client and the reals
-//! here send with checksum offload off, as a NIC would deliver them.
-//!
 //! Needs root and the programs `scripts/test` installs. Without root these
 //! fail, unless `RVS_SKIP_NETNS=1` says to skip them.
 
@@ -23,7 +18,7 @@ use harness::{BIG_BYTES, Driver, Family, Lab, LabSpec, wait_until};
 const DOWNLOADS: u64 = 4;
 
 fn lab(test: &str, fast_path: bool) -> Option<Lab> {
-    let lab = Lab::start(
+    Lab::start(
         test,
         LabSpec {
             driver: Driver::Xdp,
@@ -32,12 +27,7 @@ fn lab(test: &str, fast_path: bool) -> Option<Lab> {
             extra: format!("[driver]\nfast_path = {fast_path}\n"),
             ..LabSpec::default()
         },
-    )?;
-    let senders = std::iter::once(lab.topo.ns_client()).chain(lab.topo.ns_reals());
-    for ns in senders {
-        ns.run("ethtool", ["-K", "eth0", "tx", "off"]).expect("checksum offload off (ethtool installed?)");
-    }
-    Some(lab)
+    )
 }
 
 /// Download `/big` [`DOWNLOADS`] times, each whole.

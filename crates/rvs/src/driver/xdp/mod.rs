@@ -20,6 +20,9 @@ mod handover;
 mod nexthop;
 #[cfg(test)]
 mod steer_tests;
+mod syn_cookie;
+#[cfg(test)]
+mod syn_cookie_tests;
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -43,6 +46,7 @@ use xdp::{Packet, RingConfigBuilder, Rings, Umem};
 pub(crate) use fast_path::FastPathMaps;
 pub(crate) use handover::Handovers;
 pub(crate) use nexthop::NextHops;
+pub(crate) use syn_cookie::SynCookies;
 
 /// The programs, built from `steer.bpf.c` by `scripts/build-bpf` and
 /// committed, so building rvs needs no clang (a test checks that the object
@@ -74,6 +78,8 @@ pub(crate) struct Steering {
     xsks: XskMap<MapData>,
     ifaces: HashMap<MapData, u32, u32>,
     devices: DevMap<MapData>,
+    #[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
+    syn_cookies: SynCookies,
     workers: u32,
     /// Why the fast path cannot run, when it cannot (`None`: it can).
     fast_path_refused: Option<String>,
@@ -242,6 +248,7 @@ impl Steering {
             xsks: take_map(&mut ebpf, "xsks")?,
             ifaces: take_map(&mut ebpf, "ifaces")?,
             devices: take_map(&mut ebpf, "handover")?,
+            syn_cookies: SynCookies::take(&mut ebpf)?,
             settings,
             ebpf,
             workers,
@@ -380,6 +387,12 @@ impl Steering {
             return Err(io::Error::new(e.kind(), format!("set the TUN device's steering program: {e}")));
         }
         Ok(())
+    }
+
+    /// The SYN-cookie stage's maps.
+    #[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
+    pub(crate) fn syn_cookies(&mut self) -> &mut SynCookies {
+        &mut self.syn_cookies
     }
 
     /// Take the fast path's maps; once, before the programs are attached.
