@@ -18,12 +18,18 @@ use harness::{BIG_BYTES, Driver, Family, Lab, LabSpec, wait_until};
 const DOWNLOADS: u64 = 4;
 
 fn lab(test: &str, fast_path: bool) -> Option<Lab> {
+    lab_with(test, fast_path, false)
+}
+
+/// The lab, with SYNProxy on VIP:80 or not.
+fn lab_with(test: &str, fast_path: bool, synproxy: bool) -> Option<Lab> {
     Lab::start(
         test,
         LabSpec {
             driver: Driver::Xdp,
             family: Family::V4,
             metrics: true,
+            synproxy,
             extra: format!("[driver]\nfast_path = {fast_path}\n"),
             ..LabSpec::default()
         },
@@ -85,6 +91,24 @@ fn bulk_downloads_move_into_the_fast_path_and_are_counted() {
     assert!(lab.metric_with("rvs_fast_path_connections_total", &[("event", "installed")]) >= Some(DOWNLOADS));
     assert!(!log.contains("fast path off"), "{log}");
     lab.assert_no_drops("bulk downloads through the fast path");
+}
+
+#[test]
+fn synproxy_handshakes_answered_in_xdp_then_offloaded() {
+    let Some(lab) = lab_with("fp_synproxy", true, true) else { return };
+    download(&lab);
+    let want = DOWNLOADS * BIG_BYTES as u64;
+    let cookies =
+        |event| lab.metric_with("rvs_fast_path_syn_cookies_total", &[("event", event)]).unwrap_or(0);
+    let counted = wait_until(Duration::from_secs(5), || {
+        service(&lab, "rvs_service_bytes_total", "out") >= want && cookies("ack_passed") >= DOWNLOADS
+    });
+    let log = lab.daemon_log();
+    counted.unwrap_or_else(|()| panic!("{}\n{log}", fast_path_metrics(&lab)));
+    // Every client SYN answered by the program, every cookie ACK checked there.
+    assert!(cookies("syn_ack_sent") >= DOWNLOADS, "{}", fast_path_metrics(&lab));
+    assert!(lab.metric("rvs_fast_path_packets_total") > Some(0), "{}", fast_path_metrics(&lab));
+    lab.assert_no_drops("SYNProxy downloads through the fast path");
 }
 
 #[test]

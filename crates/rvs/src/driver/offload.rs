@@ -21,8 +21,8 @@ use std::time::Duration;
 use rvs_core::{DropReason, FastPathStats, FlowId, FlowKey, FlowReport, Instant, Offload};
 
 use super::devices::Clock;
-use super::xdp::FastPathMaps;
 use super::xdp::fast_path::{FastStats, FlowRule as ProgramRule, NextHop, stat};
+use super::xdp::{FastPathMaps, SynCookies};
 
 /// How often every installed connection is read.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
@@ -229,6 +229,8 @@ pub(crate) struct FastPath {
     flows: Offloaded<FlowId, FlowKey>,
     clock: Clock,
     stats: Option<StatsReader>,
+    /// The SYN-cookie stage's maps, on the worker that fills them.
+    cookies: Option<SynCookies>,
     /// Connections not installed: no next hop known, or the map refused them.
     unresolved: u64,
 }
@@ -258,10 +260,17 @@ impl Entries<FlowKey> for FastPathMaps {
 }
 
 impl FastPath {
-    /// `reads_stats`: this worker folds the program's own counters into its engine.
-    pub(crate) fn new(maps: FastPathMaps, clock: Clock, reads_stats: bool) -> Self {
-        let stats = reads_stats.then_some(StatsReader { seen: [0; stat::COUNT as usize], next: None });
-        Self { maps, flows: Offloaded::default(), clock, stats, unresolved: 0 }
+    /// With `cookies`, this worker does the host's share besides its own:
+    /// it folds the program's counters into its engine and fills the
+    /// SYN-cookie maps.
+    pub(crate) fn new(maps: FastPathMaps, clock: Clock, cookies: Option<SynCookies>) -> Self {
+        let stats = cookies.is_some().then_some(StatsReader { seen: [0; stat::COUNT as usize], next: None });
+        Self { maps, flows: Offloaded::default(), clock, stats, cookies, unresolved: 0 }
+    }
+
+    /// The SYN-cookie stage's maps, on the worker that fills them.
+    pub(crate) fn syn_cookies(&mut self) -> Option<&mut SynCookies> {
+        self.cookies.as_mut()
     }
 
     /// Connections not installed for want of a next hop (or refused by the map).
