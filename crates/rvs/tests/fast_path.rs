@@ -12,7 +12,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{BIG_BYTES, Driver, Family, Lab, LabSpec, wait_until};
+use harness::{BIG_BYTES, Driver, FAST_PATH_PACKETS, Family, Lab, LabSpec, wait_until};
 
 /// Downloads of `/big` each test makes.
 const DOWNLOADS: u64 = 4;
@@ -23,17 +23,8 @@ fn lab(test: &str, fast_path: bool) -> Option<Lab> {
 
 /// The lab, with SYNProxy on VIP:80 or not.
 fn lab_with(test: &str, fast_path: bool, synproxy: bool) -> Option<Lab> {
-    Lab::start(
-        test,
-        LabSpec {
-            driver: Driver::Xdp,
-            family: Family::V4,
-            metrics: true,
-            synproxy,
-            extra: format!("[driver]\nfast_path = {fast_path}\n"),
-            ..LabSpec::default()
-        },
-    )
+    let driver = if fast_path { Driver::Xdp } else { Driver::XdpNoFastPath };
+    Lab::start(test, LabSpec { driver, family: Family::V4, metrics: true, synproxy, ..LabSpec::default() })
 }
 
 /// Download `/big` [`DOWNLOADS`] times, each whole.
@@ -65,21 +56,20 @@ fn bulk_downloads_move_into_the_fast_path_and_are_counted() {
     // The program's counts reach the engine about every 500 ms.
     let want = DOWNLOADS * BIG_BYTES as u64;
     let counted = wait_until(Duration::from_secs(5), || {
-        service(&lab, "rvs_service_bytes_total", "out") >= want
-            && lab.metric("rvs_fast_path_packets_total") > Some(0)
+        service(&lab, "rvs_service_bytes_total", "out") >= want && lab.metric(FAST_PATH_PACKETS) > Some(0)
     });
     let log = lab.daemon_log();
     counted.unwrap_or_else(|()| {
         panic!(
             "service bytes out {} of {want} at least, fast path packets {:?}\n{}\n{log}",
             service(&lab, "rvs_service_bytes_total", "out"),
-            lab.metric("rvs_fast_path_packets_total"),
+            lab.metric(FAST_PATH_PACKETS),
             fast_path_metrics(&lab)
         )
     });
     // Settled: the last reports of closed connections are in.
     std::thread::sleep(Duration::from_secs(1));
-    let fast = lab.metric("rvs_fast_path_packets_total").unwrap();
+    let fast = lab.metric(FAST_PATH_PACKETS).unwrap();
     let packets =
         service(&lab, "rvs_service_packets_total", "in") + service(&lab, "rvs_service_packets_total", "out");
     eprintln!("fast path: {fast} of {packets} packets forwarded in XDP");
@@ -107,7 +97,7 @@ fn synproxy_handshakes_answered_in_xdp_then_offloaded() {
     counted.unwrap_or_else(|()| panic!("{}\n{log}", fast_path_metrics(&lab)));
     // Every client SYN answered by the program, every cookie ACK checked there.
     assert!(cookies("syn_ack_sent") >= DOWNLOADS, "{}", fast_path_metrics(&lab));
-    assert!(lab.metric("rvs_fast_path_packets_total") > Some(0), "{}", fast_path_metrics(&lab));
+    assert!(lab.metric(FAST_PATH_PACKETS) > Some(0), "{}", fast_path_metrics(&lab));
     lab.assert_no_drops("SYNProxy downloads through the fast path");
 }
 
@@ -119,6 +109,6 @@ fn without_the_fast_path_the_program_forwards_nothing() {
     wait_until(Duration::from_secs(5), || service(&lab, "rvs_service_bytes_total", "out") >= want)
         .expect("every download counted");
     // Not in the metrics at all, so nothing the program forwarded.
-    assert_eq!(lab.metric("rvs_fast_path_packets_total").unwrap_or(0), 0);
+    assert_eq!(lab.metric(FAST_PATH_PACKETS).unwrap_or(0), 0);
     lab.assert_no_drops("bulk downloads without the fast path");
 }

@@ -17,11 +17,10 @@ mod harness;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use harness::probes::{self, Request, SynCounter, Timed, iperf3_bps, percentile};
+use harness::probes::{self, Request, SynCounter, TcpInfo, Timed, iperf3_bps, percentile, tcp_info};
 use harness::{BIG_BYTES, Driver, ExtraService, Family, Lab, LabSpec};
 use rvs_netns::ChildGuard;
 
@@ -311,33 +310,3 @@ on_drivers_and_families!(
     options_negotiated_and_throughput_kept,
     seed_experiment_ten_thousand,
 );
-
-/// The options a connection negotiated, from `TCP_INFO`.
-#[derive(Debug)]
-struct TcpInfo {
-    timestamps: bool,
-    sack: bool,
-    /// (send, receive) window scale.
-    wscale: Option<(u8, u8)>,
-}
-
-fn tcp_info(s: &TcpStream) -> std::io::Result<TcpInfo> {
-    // struct tcp_info starts: state, ca_state, retransmits, probes, backoff,
-    // options, snd_wscale:4 | rcv_wscale:4, ...
-    let mut buf = [0u8; 104];
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: the buffer and its length are valid for the call; the kernel
-    // writes at most `len` bytes.
-    let rc = unsafe {
-        libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, buf.as_mut_ptr().cast(), &mut len)
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let opts = buf[5];
-    Ok(TcpInfo {
-        timestamps: opts & 1 != 0,
-        sack: opts & 2 != 0,
-        wscale: (opts & 4 != 0).then_some((buf[6] & 0x0f, buf[6] >> 4)),
-    })
-}

@@ -10,26 +10,25 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-/// Each test `fn name(driver: Driver, family: Family)` becomes sixteen
-/// tests `name::<driver>_<family>` (`tun_v4` .. `xdp_two_workers_nat46`).
-/// `4; a, b` runs four of them by default, a Latin square that covers every
-/// driver and every family once (tun×v4, tun_two_workers×v6, xdp×nat64,
-/// xdp_two_workers×nat46, the families rotated one step per test); `1; c,
-/// d` runs one (the square's diagonal, one cell per test in turn) for
-/// tests that ran on one data path before. `RVS_FULL_MATRIX=1` runs all
-/// sixteen; a variant left out says so in one line.
+/// Each test `fn name(driver: Driver, family: Family)` becomes twenty-four
+/// tests `name::<driver>_<family>` (`tun_v4` ..
+/// `xdp_two_workers_no_fast_path_nat46`). `4; a, b` runs four of them by
+/// default and `1; c, d` one (for tests that ran on one data path before),
+/// as [`default_variants`] picks them by the test's place in the macro call;
+/// `RVS_FULL_MATRIX=1` runs all twenty-four. A variant left out says so in
+/// one line.
 #[allow(unused_macros)]
 macro_rules! on_drivers_and_families {
     ($n:literal; $($name:ident),* $(,)?) => {
-        on_drivers_and_families!(@rotate $n [V4 V6 Nat64 Nat46] $($name),*);
+        on_drivers_and_families!(@each $n [] $($name),*);
     };
-    (@rotate $n:literal [$a:ident $b:ident $c:ident $d:ident]) => {};
-    (@rotate $n:literal [$a:ident $b:ident $c:ident $d:ident] $name:ident $(, $rest:ident)*) => {
+    (@each $n:literal [$($before:tt)*]) => {};
+    (@each $n:literal [$($before:tt)*] $name:ident $(, $rest:ident)*) => {
         mod $name {
             use super::harness::Driver::{self, *};
             use super::harness::Family::{self, *};
             fn run(driver: Driver, family: Family) {
-                super::harness::variant(module_path!(), driver, family, [$a, $b, $c, $d], $n, super::$name);
+                super::harness::variant(module_path!(), driver, family, 0 $(+ $before)*, $n, super::$name);
             }
             #[test] fn tun_v4() { run(Tun, V4) }
             #[test] fn tun_v6() { run(Tun, V6) }
@@ -47,8 +46,16 @@ macro_rules! on_drivers_and_families {
             #[test] fn xdp_two_workers_v6() { run(XdpTwoWorkers, V6) }
             #[test] fn xdp_two_workers_nat64() { run(XdpTwoWorkers, Nat64) }
             #[test] fn xdp_two_workers_nat46() { run(XdpTwoWorkers, Nat46) }
+            #[test] fn xdp_no_fast_path_v4() { run(XdpNoFastPath, V4) }
+            #[test] fn xdp_no_fast_path_v6() { run(XdpNoFastPath, V6) }
+            #[test] fn xdp_no_fast_path_nat64() { run(XdpNoFastPath, Nat64) }
+            #[test] fn xdp_no_fast_path_nat46() { run(XdpNoFastPath, Nat46) }
+            #[test] fn xdp_two_workers_no_fast_path_v4() { run(XdpTwoWorkersNoFastPath, V4) }
+            #[test] fn xdp_two_workers_no_fast_path_v6() { run(XdpTwoWorkersNoFastPath, V6) }
+            #[test] fn xdp_two_workers_no_fast_path_nat64() { run(XdpTwoWorkersNoFastPath, Nat64) }
+            #[test] fn xdp_two_workers_no_fast_path_nat46() { run(XdpTwoWorkersNoFastPath, Nat46) }
         }
-        on_drivers_and_families!(@rotate $n [$b $c $d $a] $($rest),*);
+        on_drivers_and_families!(@each $n [$($before)* 1] $($rest),*);
     };
 }
 
@@ -68,6 +75,9 @@ use rvs_netns::{ChildGuard, Netns, Topology, TopologySpec};
 /// Network-namespace tests push load through a 2-core machine; they run one
 /// at a time so each measures itself, not its neighbours.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The daemon's metric of packets the XDP program forwarded on its fast path.
+pub const FAST_PATH_PACKETS: &str = "rvs_fast_path_packets_total";
 
 /// Bytes of the file each nginx serves at `/big` (slow downloads hold connections open).
 pub const BIG_BYTES: usize = 1 << 20;
@@ -107,16 +117,29 @@ pub enum Driver {
     /// program picks each packet's worker.
     TunTwoWorkers,
     /// AF_XDP sockets on the balancer's client and real links, generic XDP
-    /// (the reals hang off a bridge, which has no native XDP).
+    /// (the reals hang off a bridge, which has no native XDP), with the
+    /// fast path on (the default config): established connections move into
+    /// the XDP program.
     Xdp,
     /// The same with two workers, on links with two queues: the XDP
     /// program steers each frame to the worker that owns it, and frames
     /// that arrive on the other worker's queue cross the hand-over veths.
     XdpTwoWorkers,
+    /// [`Self::Xdp`] with `fast_path = false`: every packet through the engine.
+    XdpNoFastPath,
+    /// [`Self::XdpTwoWorkers`] with `fast_path = false`.
+    XdpTwoWorkersNoFastPath,
 }
 
 impl Driver {
-    pub const ALL: [Self; 4] = [Self::Tun, Self::TunTwoWorkers, Self::Xdp, Self::XdpTwoWorkers];
+    pub const ALL: [Self; 6] = [
+        Self::Tun,
+        Self::TunTwoWorkers,
+        Self::Xdp,
+        Self::XdpTwoWorkers,
+        Self::XdpNoFastPath,
+        Self::XdpTwoWorkersNoFastPath,
+    ];
 
     /// The variant's name in a test path (`name::tun_two_workers_v6`).
     pub fn test_name(self) -> &'static str {
@@ -125,6 +148,8 @@ impl Driver {
             Self::TunTwoWorkers => "tun_two_workers",
             Self::Xdp => "xdp",
             Self::XdpTwoWorkers => "xdp_two_workers",
+            Self::XdpNoFastPath => "xdp_no_fast_path",
+            Self::XdpTwoWorkersNoFastPath => "xdp_two_workers_no_fast_path",
         }
     }
 
@@ -134,18 +159,26 @@ impl Driver {
             Self::TunTwoWorkers => "tun2",
             Self::Xdp => "xdp",
             Self::XdpTwoWorkers => "xdp2",
+            Self::XdpNoFastPath => "xdp-nofp",
+            Self::XdpTwoWorkersNoFastPath => "xdp2-nofp",
         }
     }
 
     pub fn uses_xdp(self) -> bool {
+        !matches!(self, Self::Tun | Self::TunTwoWorkers)
+    }
+
+    /// Whether the XDP program forwards established connections itself
+    /// (`[driver] fast_path`, which the lab writes for the xdp drivers).
+    pub fn fast_path(self) -> bool {
         matches!(self, Self::Xdp | Self::XdpTwoWorkers)
     }
 
     /// Data-path workers.
     pub fn workers(self) -> u32 {
         match self {
-            Self::Tun | Self::Xdp => 1,
-            Self::TunTwoWorkers | Self::XdpTwoWorkers => 2,
+            Self::Tun | Self::Xdp | Self::XdpNoFastPath => 1,
+            Self::TunTwoWorkers | Self::XdpTwoWorkers | Self::XdpTwoWorkersNoFastPath => 2,
         }
     }
 }
@@ -202,29 +235,40 @@ pub fn full_matrix() -> bool {
     std::env::var_os("RVS_FULL_MATRIX").is_some_and(|v| v == "1")
 }
 
-/// The variants a test runs by default: with `n` = 4 the Latin square whose
-/// families, in driver order, are `rotation`; with fewer, `n` cells of the
-/// square's diagonal (driver i with family i), from the test's place in the
-/// rotation on.
-pub fn default_variants(rotation: [Family; 4], n: usize) -> Vec<(Driver, Family)> {
-    if n >= 4 {
-        return Driver::ALL.into_iter().zip(rotation).collect();
-    }
-    let k = Family::ALL.iter().position(|f| *f == rotation[0]).unwrap_or(0);
-    (0..n).map(|j| (k * n + j) % 4).map(|i| (Driver::ALL[i], Family::ALL[i])).collect()
+/// Cell `i` of the default schedule. Cells come in squares of four, one
+/// per data path: the xdp driver with one worker, with two, the TUN driver
+/// with one, with two; the families rotate one step per square, so four
+/// squares give each of those rows every family. The two xdp rows have the
+/// fast path on and off, one each, and swap every four squares: eight
+/// squares cover all twenty-four variants.
+fn default_cell(i: usize) -> (Driver, Family) {
+    use Driver::*;
+    let (square, row) = (i / 4, i % 4);
+    let first_fast = square / 4 % 2 == 0;
+    let driver = match (row, first_fast) {
+        (0, true) => Xdp,
+        (0, false) => XdpNoFastPath,
+        (1, true) => XdpTwoWorkersNoFastPath,
+        (1, false) => XdpTwoWorkers,
+        (2, _) => Tun,
+        _ => TunTwoWorkers,
+    };
+    (driver, Family::ALL[(row + square) % 4])
+}
+
+/// The variants the `test`-th test of an [`on_drivers_and_families!`] call
+/// runs by default: `n` cells of the default schedule from cell `test * n`
+/// on. With `n` = 4 each test runs one square (every family, the fast path
+/// on and off); with `n` = 1 consecutive tests walk the squares cell by
+/// cell.
+pub fn default_variants(test: usize, n: usize) -> Vec<(Driver, Family)> {
+    (test * n..(test + 1) * n).map(default_cell).collect()
 }
 
 /// Runs `test` on `driver` and `family` if the matrix includes that variant
 /// ([`on_drivers_and_families!`]), else says how to run it.
-pub fn variant(
-    path: &str,
-    driver: Driver,
-    family: Family,
-    rotation: [Family; 4],
-    n: usize,
-    test: fn(Driver, Family),
-) {
-    if !full_matrix() && !default_variants(rotation, n).contains(&(driver, family)) {
+pub fn variant(path: &str, driver: Driver, family: Family, index: usize, n: usize, test: fn(Driver, Family)) {
+    if !full_matrix() && !default_variants(index, n).contains(&(driver, family)) {
         let name = format!("{path}::{}_{}", driver.test_name(), family.name());
         eprintln!("{name}: not in the default matrix; run it with RVS_FULL_MATRIX=1");
         return;
@@ -406,9 +450,10 @@ impl Lab {
         let mut keys = format!("workers = {}\n", spec.driver.workers());
         if spec.driver.uses_xdp() {
             keys += &format!(
-                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\n",
+                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\nfast_path = {}\n",
                 self.topo.lb_client_if(),
-                self.topo.lb_real_if()
+                self.topo.lb_real_if(),
+                spec.driver.fast_path()
             );
         }
         let extra = if spec.extra.contains("[driver]\n") {
@@ -832,4 +877,37 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Result<(), ()
 
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
+}
+
+#[cfg(test)]
+mod schedule {
+    use std::collections::BTreeSet;
+
+    use super::{Driver, Family, default_variants};
+
+    fn fast_path_on_and_off(cells: &[(Driver, Family)]) -> bool {
+        let xdp = cells.iter().filter(|(d, _)| d.uses_xdp());
+        xdp.clone().any(|(d, _)| d.fast_path()) && xdp.clone().any(|(d, _)| !d.fast_path())
+    }
+
+    #[test]
+    fn default_schedule_covers_every_variant_and_both_fast_path_settings() {
+        let every: BTreeSet<_> = Driver::ALL
+            .iter()
+            .flat_map(|&d| Family::ALL.iter().map(move |&f| (d.test_name(), f.name())))
+            .collect();
+        for (n, tests) in [(4, 8), (1, 32)] {
+            let cells: Vec<_> = (0..tests).flat_map(|t| default_variants(t, n)).collect();
+            let named: BTreeSet<_> = cells.iter().map(|(d, f)| (d.test_name(), f.name())).collect();
+            assert_eq!(named, every, "{tests} tests of {n}");
+        }
+        for t in 0..16 {
+            let square = default_variants(t, 4);
+            let families: BTreeSet<_> = square.iter().map(|(_, f)| f.name()).collect();
+            assert_eq!(families.len(), 4, "test {t}: {square:?}");
+            assert!(fast_path_on_and_off(&square), "test {t}: {square:?}");
+        }
+        // A binary with two tests of one variant each has the fast path on and off.
+        assert!(fast_path_on_and_off(&[default_variants(0, 1), default_variants(1, 1)].concat()));
+    }
 }

@@ -1,10 +1,13 @@
 //! Measuring tools for the lab: per-request timings from curl, bounded runs
-//! of outside programs, nftables SYN counters, the kernel's TCP counters,
-//! iperf3 throughput. Everything they start is ended by PID when they return
-//! or unwind, and every table they add is deleted.
+//! of outside programs, nftables SYN counters, the kernel's TCP counters and
+//! a socket's negotiated options, iperf3 throughput. Everything they start
+//! is ended by PID when they return or unwind, and every table they add is
+//! deleted.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -395,4 +398,34 @@ fn syn6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, seq: u32) -> [u8; 
     }
     p[56..58].copy_from_slice(&(!(sum as u16)).to_be_bytes());
     p
+}
+
+/// The options a connection negotiated, from `TCP_INFO`.
+#[derive(Debug)]
+pub struct TcpInfo {
+    pub timestamps: bool,
+    pub sack: bool,
+    /// (send, receive) window scale.
+    pub wscale: Option<(u8, u8)>,
+}
+
+pub fn tcp_info(s: &TcpStream) -> io::Result<TcpInfo> {
+    // struct tcp_info starts: state, ca_state, retransmits, probes, backoff,
+    // options, snd_wscale:4 | rcv_wscale:4, ...
+    let mut buf = [0u8; 104];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: the buffer and its length are valid for the call; the kernel
+    // writes at most `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, buf.as_mut_ptr().cast(), &mut len)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let opts = buf[5];
+    Ok(TcpInfo {
+        timestamps: opts & 1 != 0,
+        sack: opts & 2 != 0,
+        wscale: (opts & 4 != 0).then_some((buf[6] & 0x0f, buf[6] >> 4)),
+    })
 }
