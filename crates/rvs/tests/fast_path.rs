@@ -17,13 +17,8 @@ use harness::{BIG_BYTES, Driver, FAST_PATH_PACKETS, Family, Lab, LabSpec, wait_u
 /// Downloads of `/big` each test makes.
 const DOWNLOADS: u64 = 4;
 
-fn lab(test: &str, fast_path: bool) -> Option<Lab> {
-    lab_with(test, fast_path, false)
-}
-
-/// The lab, with SYNProxy on VIP:80 or not.
-fn lab_with(test: &str, fast_path: bool, synproxy: bool) -> Option<Lab> {
-    let driver = if fast_path { Driver::Xdp } else { Driver::XdpNoFastPath };
+/// The lab on `driver`, with SYNProxy on VIP:80 or not.
+fn lab(test: &str, driver: Driver, synproxy: bool) -> Option<Lab> {
     Lab::start(test, LabSpec { driver, family: Family::V4, metrics: true, synproxy, ..LabSpec::default() })
 }
 
@@ -51,7 +46,17 @@ fn fast_path_metrics(lab: &Lab) -> String {
 
 #[test]
 fn bulk_downloads_move_into_the_fast_path_and_are_counted() {
-    let Some(lab) = lab("fp_bulk", true) else { return };
+    bulk_downloads("fp_bulk", Driver::Xdp);
+}
+
+/// Each worker installs its own connections; worker 0 counts the program's packets for both.
+#[test]
+fn bulk_downloads_move_into_the_fast_path_with_two_workers() {
+    bulk_downloads("fp_bulk2", Driver::XdpTwoWorkers);
+}
+
+fn bulk_downloads(test: &str, driver: Driver) {
+    let Some(lab) = lab(test, driver, false) else { return };
     download(&lab);
     // The program's counts reach the engine about every 500 ms.
     let want = DOWNLOADS * BIG_BYTES as u64;
@@ -85,7 +90,7 @@ fn bulk_downloads_move_into_the_fast_path_and_are_counted() {
 
 #[test]
 fn synproxy_handshakes_answered_in_xdp_then_offloaded() {
-    let Some(lab) = lab_with("fp_synproxy", true, true) else { return };
+    let Some(lab) = lab("fp_synproxy", Driver::Xdp, true) else { return };
     download(&lab);
     let want = DOWNLOADS * BIG_BYTES as u64;
     let cookies =
@@ -103,7 +108,7 @@ fn synproxy_handshakes_answered_in_xdp_then_offloaded() {
 
 #[test]
 fn without_the_fast_path_the_program_forwards_nothing() {
-    let Some(lab) = lab("fp_off", false) else { return };
+    let Some(lab) = lab("fp_off", Driver::XdpNoFastPath, false) else { return };
     download(&lab);
     let want = DOWNLOADS * BIG_BYTES as u64;
     wait_until(Duration::from_secs(5), || service(&lab, "rvs_service_bytes_total", "out") >= want)
