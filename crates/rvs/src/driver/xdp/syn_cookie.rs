@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
 
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use rvs_core::{CookieKeys, Endpoint, Engine, Instant, Proto, SynAckTemplate};
 
+use super::fast_path::reopen;
 use super::{bpf_err, service_key, service6_key, take_map};
 
 /// `syn_template.flags` in syn_cookie.bpf.h.
@@ -69,7 +70,6 @@ impl From<&CookieKeys> for BpfCookieKeys {
 }
 
 /// The SYN-cookie stage's maps and what was last written to them.
-#[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
 pub(crate) struct SynCookies {
     templates: HashMap<MapData, [u8; 8], BpfSynTemplate>,
     templates6: HashMap<MapData, [u8; 20], BpfSynTemplate>,
@@ -88,7 +88,6 @@ impl std::fmt::Debug for SynCookies {
     }
 }
 
-#[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
 impl SynCookies {
     /// Take the stage's maps out of the loaded object.
     pub(crate) fn take(ebpf: &mut aya::Ebpf) -> io::Result<Self> {
@@ -97,6 +96,19 @@ impl SynCookies {
             templates6: take_map(ebpf, "syn_templates6")?,
             keys: take_map(ebpf, "cookie_keys")?,
             clock: take_map(ebpf, "cookie_clock")?,
+            loaded: BTreeMap::new(),
+            period: None,
+        })
+    }
+
+    /// Handles on the same maps, for the worker that fills them.
+    pub(crate) fn try_clone(&self) -> io::Result<Self> {
+        let wrap = |e: aya::maps::MapError| bpf_err("SYN cookie map", e);
+        Ok(Self {
+            templates: HashMap::try_from(Map::HashMap(reopen(&self.templates)?)).map_err(wrap)?,
+            templates6: HashMap::try_from(Map::HashMap(reopen(&self.templates6)?)).map_err(wrap)?,
+            keys: HashMap::try_from(Map::HashMap(reopen(&self.keys)?)).map_err(wrap)?,
+            clock: Array::try_from(Map::Array(reopen(&self.clock)?)).map_err(wrap)?,
             loaded: BTreeMap::new(),
             period: None,
         })
@@ -151,12 +163,10 @@ impl SynCookies {
         .map_err(|e| bpf_err("SYN-ACK template map", e))
     }
 
-    /// Bring the maps in step with `engine` at `now`, on a clock CLOCK_MONOTONIC
-    /// plus `clock_offset` away: the keys when their period changed, the
-    /// templates that changed (a service's announced window scale follows
-    /// its reals), the clock. For the control loop, about once a second.
-    pub(crate) fn sync(&mut self, engine: &Engine, now: Instant, clock_offset: u64) -> io::Result<()> {
-        self.set_clock_offset(clock_offset)?;
+    /// Bring the maps in step with `engine` at `now`: the keys when their
+    /// period turned, the templates that changed (a service's announced
+    /// window scale follows its reals). About once a second.
+    pub(crate) fn sync(&mut self, engine: &Engine, now: Instant) -> io::Result<()> {
         self.refresh_keys(&engine.cookie_keys(now))?;
         self.sync_templates(engine.syn_ack_templates())
     }
