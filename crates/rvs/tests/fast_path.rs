@@ -26,10 +26,9 @@ fn lab(test: &str, fast_path: bool) -> Option<Lab> {
     let lab = Lab::start(
         test,
         LabSpec {
-            driver: Driver::Xdp,
+            driver: if fast_path { Driver::Xdp } else { Driver::XdpNoFastPath },
             family: Family::V4,
             metrics: true,
-            extra: format!("[driver]\nfast_path = {fast_path}\n"),
             ..LabSpec::default()
         },
     )?;
