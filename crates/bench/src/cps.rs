@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 
 use crate::Opts;
 use crate::lab::{self, Lab, check_stop};
-use crate::paths::{DataPath, Family, HaproxyTcp, InFamily, NftFullNat, Proto, Rvs, Service};
+use crate::paths::{
+    self, DataPath, Family, HaproxyTcp, InFamily, KernelRouting, NftFullNat, OneReal, Proto, Rvs, Service,
+};
 use crate::report::{Samples, Table, kilo, ratio_notes};
 
 /// wrk's threads and connections. With other work on the machine, one
@@ -21,39 +23,70 @@ use crate::report::{Samples, Table, kilo, ratio_notes};
 const WRK_THREADS: &str = "-t2";
 const WRK_CONNS: &str = "-c64";
 
-/// The paths measured, in table order: over IPv4, then their best setups
-/// over IPv6, then rvs's translations.
+/// The paths measured, in table order: over IPv4 (kernel routing reaches
+/// one real), the same with one real, then their best setups over IPv6,
+/// then rvs's translations.
 fn paths() -> Vec<InFamily> {
-    let v4: [Box<dyn DataPath>; 7] = [
-        Box::new(Rvs { synproxy: true, xdp_workers: Some(1) }),
-        Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
-        Box::new(Rvs { synproxy: true, xdp_workers: None }),
-        Box::new(Rvs { synproxy: false, xdp_workers: None }),
+    let v4: [Box<dyn DataPath>; 9] = [
+        Box::new(Rvs::fast_path(true)),
+        Box::new(Rvs::xdp(1, true)),
+        Box::new(Rvs::xdp(1, false)),
+        Box::new(Rvs::tun(true)),
+        Box::new(Rvs::tun(false)),
         Box::new(NftFullNat { flowtable: false }),
         Box::new(HaproxyTcp),
-        Box::new(Rvs { synproxy: true, xdp_workers: Some(2) }),
+        Box::new(Rvs::xdp(2, true)),
+        Box::new(KernelRouting),
+    ];
+    let one_real: [Box<dyn DataPath>; 4] = [
+        Box::new(Rvs::fast_path(true)),
+        Box::new(Rvs::xdp(1, true)),
+        Box::new(NftFullNat { flowtable: false }),
+        Box::new(HaproxyTcp),
     ];
     let v6: [Box<dyn DataPath>; 4] = [
-        Box::new(Rvs { synproxy: true, xdp_workers: Some(1) }),
-        Box::new(Rvs { synproxy: true, xdp_workers: None }),
+        Box::new(Rvs::xdp(1, true)),
+        Box::new(Rvs::tun(true)),
         Box::new(NftFullNat { flowtable: false }),
         Box::new(HaproxyTcp),
     ];
     let mut p: Vec<InFamily> = v4.into_iter().map(|p| InFamily(Family::V4, p)).collect();
+    p.extend(one_real.into_iter().map(|p| InFamily(Family::V4, Box::new(OneReal(p)))));
     p.extend(v6.into_iter().map(|p| InFamily(Family::V6, p)));
     for f in [Family::Nat64, Family::Nat46] {
-        p.push(InFamily(f, Box::new(Rvs { synproxy: true, xdp_workers: Some(1) })));
+        p.push(InFamily(f, Box::new(Rvs::xdp(1, true))));
     }
     p
 }
 
 const NFT: &str = "nftables FullNAT";
 const HAPROXY: &str = "HAProxy mode tcp";
+const ROUTING: &str = "kernel routing (no NAT)";
 const XDP_SP: &str = "rvs AF_XDP, SYNProxy on";
 const TUN_SP: &str = "rvs TUN, SYNProxy on";
+const FAST_SP: &str = "rvs AF_XDP fast path, SYNProxy on";
+const ONE: &str = ", 1 real";
+const FAST_SP_1: &str = "rvs AF_XDP fast path, SYNProxy on, 1 real";
+const XDP_SP_1: &str = "rvs AF_XDP, SYNProxy on, 1 real";
+const NFT_1: &str = "nftables FullNAT, 1 real";
+const HAPROXY_1: &str = "HAProxy mode tcp, 1 real";
 
-/// Ratios printed (numerator, denominator, target), the targets first.
+/// The rows `--fast-path` keeps: what the fast path's targets compare.
+const FAST_PATH_ROWS: &[&str] =
+    &[FAST_SP, XDP_SP, NFT, HAPROXY, ROUTING, FAST_SP_1, XDP_SP_1, NFT_1, HAPROXY_1];
+
+/// Ratios printed (numerator, denominator, target), the targets first: the
+/// fast path's like for like with one real (≥ 1.1× nftables FullNAT,
+/// ≥ 0.9× kernel routing, ≥ 1.6× HAProxy) and over three reals.
 const RATIOS: &[(&str, &str, Option<f64>)] = &[
+    (FAST_SP_1, NFT_1, Some(1.1)),
+    (FAST_SP_1, ROUTING, Some(0.9)),
+    (FAST_SP_1, HAPROXY_1, Some(1.6)),
+    (FAST_SP, NFT, Some(1.1)),
+    (FAST_SP, HAPROXY, Some(1.6)),
+    (FAST_SP, XDP_SP, None),
+    (FAST_SP_1, XDP_SP_1, None),
+    (NFT_1, ROUTING, None),
     (XDP_SP, NFT, Some(1.0)),
     (XDP_SP, HAPROXY, Some(1.6)),
     (TUN_SP, NFT, Some(1.0)),
@@ -116,7 +149,7 @@ fn parse_wrk(out: &str) -> anyhow::Result<WrkRun> {
 
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     let svc = Service::new(Proto::Tcp, 80);
-    let paths = paths();
+    let paths = paths::keep(lab, o, FAST_PATH_ROWS, paths());
     let mut rates = vec![Samples::default(); paths.len()];
     let mut errors = vec![0u64; paths.len()];
     for round in 0..o.rounds {
@@ -143,23 +176,29 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         }
     }
     let mut t = Table::new(
-        "New connections/s (wrk -t2 -c64, one request per connection, nginx on 3 reals)",
+        "New connections/s (wrk -t2 -c64, one request per connection, nginx on 3 reals, or 1 where named)",
         &["path", "connections/s", "× nftables FullNAT", "errors (all rounds)"],
     );
-    // Each row against nftables over its clients' family.
-    let nft = |f: Family| {
-        let at = paths.iter().position(|p| p.0.client_v6() == f.client_v6() && p.1.name() == NFT);
+    // Each row against nftables over its clients' family and its number of reals.
+    let nft = |p: &InFamily| {
+        let name = if p.1.name().ends_with(ONE) { NFT_1 } else { NFT };
+        let at = paths.iter().position(|q| q.0.client_v6() == p.0.client_v6() && q.1.name() == name);
         at.map_or(0.0, |i| rates[i].median()).max(1.0)
     };
     for ((p, r), e) in paths.iter().zip(&rates).zip(&errors) {
-        t.row(vec![p.name(), r.show(kilo), format!("{:.2}", r.median() / nft(p.0)), e.to_string()]);
+        t.row(vec![p.name(), r.show(kilo), format!("{:.2}", r.median() / nft(p)), e.to_string()]);
     }
     let names: Vec<String> = paths.iter().map(|p| p.name()).collect();
     let ratios = ratio_notes(&mut t, &names, &rates.iter().collect::<Vec<_>>(), RATIOS);
     t.note(format!(
-        "medians of {} rounds of {} s (min–max in brackets); client, balancer and reals share the machine's cores; \"× nftables FullNAT\" is against nftables over the row's client family",
+        "medians of {} rounds of {} s (min–max in brackets); client, balancer and reals share the machine's cores; \"× nftables FullNAT\" is against nftables over the row's client family and number of reals",
         o.rounds, o.cps_secs
     ));
+    t.note(
+        "kernel routing: the client connects to the first real itself (no NAT, no balancer state), so its rows compare with the \"1 real\" ones; every NAT path gets 4 fresh local addresses per run"
+            .to_owned(),
+    );
+    paths::note_fast_path(lab, &mut t);
     let rows: Vec<Value> = paths
         .iter()
         .zip(&rates)

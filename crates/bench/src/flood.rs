@@ -1,13 +1,16 @@
-//! Scenario d: a SYN flood at the generator's full rate (random spoofed
-//! sources and ports toward the VIP) against rvs with SYNProxy on (TUN, and
-//! AF_XDP with one and two workers), while a legitimate client makes
-//! sequential HTTP connections. Measured per round:
-//! the share of legitimate connections that succeed, SYNs the reals see
-//! beyond the legitimate ones (nftables counters on the reals), the
-//! balancer's memory (RSS of the daemon) before and after.
+//! Scenario d: a SYN flood, or an ACK flood with random cookies, at the
+//! generator's full rate (random spoofed sources and ports toward the VIP)
+//! against rvs with SYNProxy on (TUN, AF_XDP with one and two workers, and
+//! AF_XDP with the fast path answering in XDP), while a legitimate client
+//! makes sequential HTTP connections. Measured per round: the share of
+//! legitimate connections that succeed, SYNs the reals see beyond the
+//! legitimate ones (nftables counters on the reals: a flood packet that got
+//! through would open a connection to a real), the balancer's memory (RSS
+//! of the daemon) before and after. The targets: 100 % of legitimate
+//! connections in every round, nothing of the flood at a real, memory flat.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,13 +23,10 @@ use crate::Opts;
 use crate::bpf::{Counter, Prog};
 use crate::frame::{self, Macs};
 use crate::generator::Flood;
-use crate::lab::{Lab, NftTable, XdpLink, check_stop, rss_kib};
+use crate::lab::{Lab, NftTable, SPOOF_NET, XdpLink, check_stop, rss_kib};
 use crate::paths::{self, DataPath, Proto, Rvs, Service};
 use crate::report::{Samples, Table, mega};
 
-/// Spoofed sources: 198.18.0.0/16 (benchmarking space), blackholed at the
-/// balancer so the cookie SYN-ACKs vanish as they would toward real spoofed hosts.
-const SPOOF_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
 /// The service's port.
 const PORT: u16 = 80;
 /// Upper bound of legitimate connections per round.
@@ -57,14 +57,32 @@ fn get(target: SocketAddr) -> bool {
     attempt().unwrap_or(false)
 }
 
+/// What floods: SYNs, or ACKs carrying random cookies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Syn,
+    Ack,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Syn => "SYN",
+            Self::Ack => "ACK",
+        }
+    }
+}
+
 /// The paths flooded, in column order.
 fn paths() -> Vec<Rvs> {
-    vec![
-        Rvs { synproxy: true, xdp_workers: None },
-        Rvs { synproxy: true, xdp_workers: Some(1) },
-        Rvs { synproxy: true, xdp_workers: Some(2) },
-    ]
+    vec![Rvs::tun(true), Rvs::xdp(1, true), Rvs::xdp(2, true), Rvs::fast_path(true)]
 }
+
+/// The columns `--fast-path` keeps.
+const FAST_PATH_ROWS: &[&str] = &["rvs AF_XDP, SYNProxy on", "rvs AF_XDP fast path, SYNProxy on"];
+
+/// Daemon memory growth over all rounds that still counts as flat.
+const RSS_FLAT_KIB: u64 = 2048;
 
 /// One path's figures over the rounds.
 #[derive(Debug, Default)]
@@ -72,8 +90,14 @@ struct Figures {
     share: Samples,
     flood_rate: Samples,
     at_lb_rate: Samples,
+    /// Of those, answered (cookie SYN-ACKs) or dropped (bad cookies) by the
+    /// XDP program, with the fast path.
+    in_xdp_rate: Samples,
     lost_rate: Samples,
     leaked: Samples,
+    /// Connections the reals saw beyond the legitimate attempts: distinct
+    /// (source, port) pairs of their SYNs beyond one per attempt.
+    flood_conns: Samples,
     tried: Samples,
     at_reals: Samples,
     rss_after: Samples,
@@ -93,25 +117,40 @@ fn lost_before_rvs(lab: &Lab, xdp: bool) -> anyhow::Result<u64> {
     Ok(text.trim().parse().unwrap_or(0))
 }
 
-fn flood(lab: &Lab, o: &Opts, generator: &Flood, path: &Rvs) -> anyhow::Result<Figures> {
+/// SYNs arriving at the reals, counted by nftables in each: all of them,
+/// and their distinct (source, port) pairs, one per connection the
+/// balancer opened.
+struct RealSyns(Vec<NftTable>);
+
+impl RealSyns {
+    fn install(lab: &Lab) -> anyhow::Result<Self> {
+        let body = "set seen {\n type ipv4_addr . inet_service; size 1048576; flags dynamic;\n}\n\
+                    chain c {\n type filter hook prerouting priority -300; policy accept;\n \
+                    tcp flags & (syn|ack) == syn counter add @seen { ip saddr . tcp sport }\n}";
+        let tables = lab.topo.ns_reals().iter().map(|ns| NftTable::install(ns, "ip", "rvs_bench_syn", body));
+        Ok(Self(tables.collect::<anyhow::Result<_>>()?))
+    }
+
+    fn syns(&self) -> anyhow::Result<u64> {
+        self.0.iter().map(NftTable::counter).sum()
+    }
+
+    /// Connections seen since [`Self::forget_connections`].
+    fn connections(&self) -> anyhow::Result<u64> {
+        self.0.iter().map(|t| t.set_len("seen")).sum()
+    }
+
+    fn forget_connections(&self) -> anyhow::Result<()> {
+        self.0.iter().try_for_each(|t| t.flush_set("seen"))
+    }
+}
+
+fn flood(lab: &Lab, o: &Opts, kind: Kind, generator: &Flood, path: &Rvs) -> anyhow::Result<Figures> {
     let svc = Service::new(Proto::Tcp, PORT);
     let xdp = path.xdp_workers.is_some();
     let m = path.setup(lab, svc)?;
     let pid = m.pid.context("the daemon's pid")?;
-    let syns_at_reals: Vec<NftTable> = lab
-        .topo
-        .ns_reals()
-        .iter()
-        .map(|ns| {
-            NftTable::install(
-                ns,
-                "ip",
-                "rvs_bench_syn",
-                "chain c {\n type filter hook prerouting priority -300; policy accept;\n tcp flags & (syn|ack) == syn counter\n}",
-            )
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let real_syns = || -> anyhow::Result<u64> { syns_at_reals.iter().map(NftTable::counter).sum() };
+    let reals = RealSyns::install(lab)?;
     // What reaches the balancer: a counting program at its ingress, or, where
     // rvs's own program holds that place, rvs's steering counts.
     let at_lb = Counter::new()?;
@@ -119,8 +158,19 @@ fn flood(lab: &Lab, o: &Opts, generator: &Flood, path: &Rvs) -> anyhow::Result<F
         false => Some(XdpLink::attach(lab.lb(), lab.topo.lb_client_if(), Prog::count(&at_lb, 6, false)?)?),
         true => None,
     };
-    let reaching =
-        || -> anyhow::Result<u64> { if xdp { paths::rvs_steered(lab) } else { Ok(at_lb.read()?) } };
+    // With the fast path, what the program answered or dropped itself
+    // (its drops count with the engine's under `bad_cookie`; the engine
+    // drops next to none of them here, since the program drops first).
+    let in_xdp = || -> anyhow::Result<u64> {
+        if !path.fast_path {
+            return Ok(0);
+        }
+        let synacks = paths::rvs_metric(lab, "rvs_fast_path_syn_cookies_total", &["syn_ack_sent"])?;
+        Ok(synacks + paths::rvs_metric(lab, "rvs_drops_total", &["\"bad_cookie\""])?)
+    };
+    let reaching = || -> anyhow::Result<u64> {
+        if xdp { Ok(paths::rvs_steered(lab)? + in_xdp()?) } else { Ok(at_lb.read()?) }
+    };
     let target = SocketAddr::from((lab.topo.vip(), svc.port));
     // Warm the path (ARP, first connections) and take the resting memory.
     lab.client().run_in(|| (0..20).filter(|_| get(target)).count())?;
@@ -128,8 +178,10 @@ fn flood(lab: &Lab, o: &Opts, generator: &Flood, path: &Rvs) -> anyhow::Result<F
     let secs = Duration::from_secs_f64(o.flood_secs);
     for round in 0..o.rounds {
         check_stop()?;
-        let syn0 = real_syns()?;
+        let syn0 = reals.syns()?;
+        reals.forget_connections()?;
         let lb0 = reaching()?;
+        let xdp0 = in_xdp()?;
         let lost0 = lost_before_rvs(lab, xdp)?;
         let done = AtomicBool::new(false);
         let (sent, legit) = thread::scope(|s| -> anyhow::Result<_> {
@@ -155,14 +207,16 @@ fn flood(lab: &Lab, o: &Opts, generator: &Flood, path: &Rvs) -> anyhow::Result<F
         })?;
         // Retransmitted legitimate SYNs may still be on their way.
         thread::sleep(Duration::from_millis(200));
-        let syns = real_syns()? - syn0;
+        let syns = reals.syns()? - syn0;
         let s = sent.elapsed.as_secs_f64();
         let r = if legit.tried > 0 { legit.ok as f64 / legit.tried as f64 } else { 0.0 };
         f.share.push(r * 100.0);
         f.flood_rate.push(sent.frames as f64 / s);
         f.at_lb_rate.push(reaching()?.saturating_sub(lb0) as f64 / s);
+        f.in_xdp_rate.push(in_xdp()?.saturating_sub(xdp0) as f64 / s);
         f.lost_rate.push(lost_before_rvs(lab, xdp)?.saturating_sub(lost0) as f64 / s);
         f.leaked.push(syns.saturating_sub(legit.ok) as f64);
+        f.flood_conns.push(reals.connections()?.saturating_sub(legit.tried) as f64);
         f.tried.push(legit.tried as f64);
         f.at_reals.push(syns as f64);
         f.rss_after.push(rss_kib(pid).unwrap_or(0) as f64);
@@ -171,9 +225,11 @@ fn flood(lab: &Lab, o: &Opts, generator: &Flood, path: &Rvs) -> anyhow::Result<F
         f.real_syns += syns;
         if !o.json {
             eprintln!(
-                "flood round {}: {}: {} SYN/s sent, legitimate {}/{} ok, reals saw {syns} SYNs",
+                "{} flood round {}: {}: {} {}/s sent, legitimate {}/{} ok, reals saw {syns} SYNs",
+                kind.name(),
                 round + 1,
                 path.name(),
+                kind.name(),
                 mega(sent.frames as f64 / s),
                 legit.ok,
                 legit.tried
@@ -193,21 +249,84 @@ fn generator_ceiling(lab: &Lab, o: &Opts, generator: &Flood) -> anyhow::Result<f
     Ok(arrived.read()? as f64 / sent.elapsed.as_secs_f64())
 }
 
-pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
+pub(crate) fn run(lab: &Lab, o: &Opts, kind: Kind) -> anyhow::Result<(Table, Value)> {
     let (client_if, lb_if) = lab.client_link()?;
-    let template = frame::syn(Macs { src: client_if.mac, dst: lb_if.mac }, SPOOF_NET, lab.topo.vip(), PORT);
+    let macs = Macs { src: client_if.mac, dst: lb_if.mac };
+    let template = match kind {
+        Kind::Syn => frame::syn(macs, SPOOF_NET, lab.topo.vip(), PORT),
+        Kind::Ack => frame::ack(macs, SPOOF_NET, lab.topo.vip(), PORT),
+    };
     let generator = Flood::new(lab, o.generator, template)?;
     let ceiling = generator_ceiling(lab, o, &generator)?;
     rvs_netns::run(lab.lb().ip().args(["route", "add", "blackhole", &format!("{SPOOF_NET}/16")]))?;
-    let paths = paths();
-    let figs: anyhow::Result<Vec<Figures>> = paths.iter().map(|p| flood(lab, o, &generator, p)).collect();
+    let paths = paths::keep(lab, o, FAST_PATH_ROWS, paths());
+    let figs: anyhow::Result<Vec<Figures>> =
+        paths.iter().map(|p| flood(lab, o, kind, &generator, p)).collect();
     let _ = rvs_netns::run(lab.lb().ip().args(["route", "del", "blackhole", &format!("{SPOOF_NET}/16")]));
     let figs = figs?;
     let names: Vec<String> = paths.iter().map(DataPath::name).collect();
+    let mut t = table(kind, o, &names, &figs, &generator, ceiling);
+    paths::note_fast_path(lab, &mut t);
+    let rows: Vec<Value> = names
+        .iter()
+        .zip(&figs)
+        .map(|(name, f)| {
+            json!({
+                "path": name,
+                "flood_sent_per_s": f.flood_rate.json(),
+                "tcp_at_balancer_per_s": f.at_lb_rate.json(),
+                "answered_or_dropped_in_xdp_per_s": f.in_xdp_rate.json(),
+                "lost_before_rvs_per_s": f.lost_rate.json(),
+                "legit_success_pct": f.share.json(),
+                "legit_tried": f.legit.tried,
+                "legit_ok": f.legit.ok,
+                "real_syns": f.real_syns,
+                "real_syns_beyond_legit": f.leaked.json(),
+                "flood_connections_at_reals": f.flood_conns.json(),
+                "rss_kib_before": f.rss_before,
+                "rss_kib_after_round": f.rss_after.json(),
+                "rss_kib_end": f.rss_end,
+                "targets_met": f.missed().is_empty(),
+            })
+        })
+        .collect();
+    let generator = json!({ "kind": generator.name(), "ceiling_per_s": ceiling });
+    Ok((
+        t,
+        json!({ "flood": kind.name(), "rows": rows, "rounds": o.rounds, "secs": o.flood_secs, "generator": generator }),
+    ))
+}
+
+impl Figures {
+    /// The targets this path missed: 100 % of legitimate connections in
+    /// every round, no flood packet through to a real, memory flat.
+    fn missed(&self) -> Vec<&'static str> {
+        let mut m = Vec::new();
+        if self.share.0.iter().any(|&p| p < 100.0) || self.legit.tried == 0 {
+            m.push("a round below 100 %");
+        }
+        if self.flood_conns.0.iter().any(|&n| n > 0.0) {
+            m.push("flood connections at the reals");
+        }
+        if self.rss_end.saturating_sub(self.rss_before) > RSS_FLAT_KIB {
+            m.push("memory grew");
+        }
+        m
+    }
+}
+
+/// The table of one flood: a column per path, a row per figure.
+fn table(kind: Kind, o: &Opts, names: &[String], figs: &[Figures], generator: &Flood, ceiling: f64) -> Table {
     let mut header = vec!["figure, median (min–max) per round"];
     header.extend(names.iter().map(String::as_str));
-    let mut t =
-        Table::new("SYN flood against rvs with SYNProxy on, random spoofed sources and ports", &header);
+    let k = kind.name();
+    let title = match kind {
+        Kind::Syn => "SYN flood against rvs with SYNProxy on, random spoofed sources and ports",
+        Kind::Ack => {
+            "ACK flood with random cookies against rvs with SYNProxy on, random spoofed sources and ports"
+        }
+    };
+    let mut t = Table::new(title, &header);
     let pct = |v: f64| format!("{v:.1} %");
     let count = |v: f64| format!("{v:.0}");
     let kib = |v: f64| format!("{:.1} MiB", v / 1024.0);
@@ -216,15 +335,24 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         r.extend(figs.iter().map(cell));
         t.row(r);
     };
-    row(&mut t, "flood SYNs sent by the generator, per s", &|f| f.flood_rate.show(mega));
+    row(&mut t, &format!("flood {k}s sent by the generator, per s"), &|f| f.flood_rate.show(mega));
     row(&mut t, "TCP packets reaching the balancer, per s", &|f| f.at_lb_rate.show(mega));
+    row(&mut t, "… answered or dropped by the XDP program, per s", &|f| f.in_xdp_rate.show(mega));
     row(&mut t, "lost by the kernel before rvs read them, per s", &|f| f.lost_rate.show(mega));
     row(&mut t, "legitimate connections tried (sequential)", &|f| f.tried.show(count));
     row(&mut t, "legitimate connections that succeeded", &|f| f.share.show(pct));
+    row(&mut t, "… in each round", &|f| {
+        f.share.0.iter().map(|p| format!("{p:.1}")).collect::<Vec<_>>().join(" / ") + " %"
+    });
     row(&mut t, "SYNs seen by the reals", &|f| f.at_reals.show(count));
     row(&mut t, "SYNs at the reals beyond one per successful connection", &|f| f.leaked.show(count));
+    row(&mut t, "connections at the reals beyond the legitimate attempts", &|f| f.flood_conns.show(count));
     row(&mut t, "daemon RSS after the round", &|f| f.rss_after.show(kib));
-    for (name, f) in names.iter().zip(&figs) {
+    row(&mut t, "targets (100 % every round, nothing at the reals, memory flat)", &|f| {
+        let m = f.missed();
+        if m.is_empty() { "met".to_owned() } else { format!("MISSED: {}", m.join(", ")) }
+    });
+    for (name, f) in names.iter().zip(figs) {
         t.note(format!(
             "{name}: {} of {} legitimate connections succeeded (sequential, {} ms deadline each); the reals saw {} SYNs; daemon RSS {} before the flood, {} after {} rounds of {:.1} s",
             f.legit.ok,
@@ -238,40 +366,19 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         ));
     }
     t.note(format!(
-        "generator: {}, one thread on the client; its ceiling, with the balancer's ingress dropping every SYN (XDP_DROP): {} SYN/s",
+        "generator: {}, one thread on the client; its ceiling, with the balancer's ingress dropping every {k} (XDP_DROP): {} {k}/s",
         generator.name(),
         mega(ceiling)
     ));
+    t.note(format!(
+        "a flood packet reaches a real only as a SYN the balancer sends after a valid cookie ACK, which spoofed sources never return (and random cookies are not valid); \
+         SYNs beyond one per successful connection are legitimate attempts' (failed ones, or SYNs retransmitted toward a real), so the target is read from connections: distinct (source, port) pairs of the reals' SYNs beyond one per legitimate attempt; memory counts as flat when the daemon's RSS grew by at most {} MiB over all rounds",
+        RSS_FLAT_KIB / 1024
+    ));
     t.note(
-        "a flood SYN reaches a real only after its source returns a valid cookie ACK, which spoofed sources never do; \
-         so SYNs beyond one per successful connection are counted as legitimate attempts' (failed ones, or SYNs retransmitted toward a real)"
-            .to_owned(),
-    );
-    t.note(
-        "TCP packets reaching the balancer: counted at its ingress for TUN, by rvs's XDP program (frames it steered to its sockets) for AF_XDP; \
+        "TCP packets reaching the balancer: counted at its ingress for TUN, by rvs's XDP program for AF_XDP (frames it steered to its sockets, and with the fast path the SYN-ACKs it sent and the bad cookies it dropped: rvs_fast_path_syn_cookies_total{event=\"syn_ack_sent\"}, rvs_drops_total{reason=\"bad_cookie\"}); \
          lost before rvs: the TUN device's full queue (tx_dropped), or the AF_XDP sockets' rings (rvs_xdp_socket_drops_total)"
             .to_owned(),
     );
-    let rows: Vec<Value> = names
-        .iter()
-        .zip(&figs)
-        .map(|(name, f)| {
-            json!({
-                "path": name,
-                "flood_sent_per_s": f.flood_rate.json(),
-                "tcp_at_balancer_per_s": f.at_lb_rate.json(),
-                "lost_before_rvs_per_s": f.lost_rate.json(),
-                "legit_success_pct": f.share.json(),
-                "legit_tried": f.legit.tried,
-                "legit_ok": f.legit.ok,
-                "real_syns": f.real_syns,
-                "real_syns_beyond_legit": f.leaked.json(),
-                "rss_kib_before": f.rss_before,
-                "rss_kib_after_round": f.rss_after.json(),
-                "rss_kib_end": f.rss_end,
-            })
-        })
-        .collect();
-    let generator = json!({ "kind": generator.name(), "ceiling_per_s": ceiling });
-    Ok((t, json!({ "rows": rows, "rounds": o.rounds, "secs": o.flood_secs, "generator": generator })))
+    t
 }

@@ -137,18 +137,41 @@ fn pseudo6(f: &[u8], next: u8, len: usize) -> u32 {
 /// its complement in the sequence number's high half, so both checksums
 /// computed here stay right for every copy.
 pub(crate) fn syn(macs: Macs, src_net: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> Template {
+    tcp_flood(macs, src_net, dst, dport, 0x02)
+}
+
+/// A TCP ACK like [`syn`]'s SYN, whose acknowledgment number (a SYN
+/// cookie, to a SYNProxy) is random too: its high half with the
+/// complement in its low half.
+pub(crate) fn ack(macs: Macs, src_net: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> Template {
+    let mut t = tcp_flood(macs, src_net, dst, dport, 0x10);
+    t.random.push(RandomField {
+        mask: 0xffff,
+        set: 0,
+        value_at: vec![(L4 + 8) as i16],
+        complement_at: vec![(L4 + 10) as i16],
+    });
+    t
+}
+
+/// The flood's TCP segment with `flags`; see [`syn`].
+fn tcp_flood(macs: Macs, src_net: Ipv4Addr, dst: Ipv4Addr, dport: u16, flags: u8) -> Template {
     let mut f = vec![0u8; FRAME_LEN];
     f[0..6].copy_from_slice(&macs.dst);
     f[6..12].copy_from_slice(&macs.src);
     let [a, b, _, _] = src_net.octets();
     let src = Ipv4Addr::new(a, b, 0, 0);
-    // Template: address low half 0, ID 0xffff; port 0, sequence 0xffff_ffff.
+    // Template: address low half 0, ID 0xffff; port 0, sequence 0xffff_ffff;
+    // acknowledgment 0x0000_ffff (random halves replace it in an ACK).
     ipv4_header(&mut f, src, dst, 6, 20, 0xffff);
     let t = &mut f[L4..L4 + 20];
     t[2..4].copy_from_slice(&dport.to_be_bytes());
     t[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+    if flags & 0x10 != 0 {
+        t[8..12].copy_from_slice(&0xffffu32.to_be_bytes());
+    }
     t[12] = 5 << 4;
-    t[13] = 0x02; // SYN
+    t[13] = flags;
     t[14..16].copy_from_slice(&64240u16.to_be_bytes());
     let mut pseudo = Vec::with_capacity(12);
     pseudo.extend_from_slice(&src.octets());
@@ -211,6 +234,18 @@ mod tests {
         }
         // Sources do vary.
         assert_ne!(randomise(&t, &[1, 1])[IP + 12..IP + 16], randomise(&t, &[2, 1])[IP + 12..IP + 16]);
+    }
+
+    #[test]
+    fn ack_checksums_hold_and_its_cookie_varies() {
+        let macs = Macs { src: [2, 0, 0, 0, 0, 1], dst: [2, 0, 0, 0, 0, 2] };
+        let t = ack(macs, Ipv4Addr::new(198, 18, 0, 0), Ipv4Addr::new(10, 77, 2, 1), 80);
+        for v in [[0, 0, 0], [1, 2, 3], [0xffff, 0x1234, 0xffff], [0xabcd, 0xffff, 0x8000]] {
+            let f = randomise(&t, &v);
+            assert!(ip_ok(&f) && tcp_ok(&f), "values {v:?}");
+            assert_eq!(f[L4 + 13], 0x10, "ACK only");
+        }
+        assert_ne!(randomise(&t, &[1, 1, 1])[L4 + 8..L4 + 12], randomise(&t, &[1, 1, 2])[L4 + 8..L4 + 12]);
     }
 
     #[test]

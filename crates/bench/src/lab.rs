@@ -34,6 +34,11 @@ pub(crate) const REALS: usize = 3;
 /// shows where).
 pub(crate) const LADDRS: usize = 4;
 
+/// The floods' spoofed sources: 198.18.0.0/16 (benchmarking space),
+/// blackholed at the balancer so the cookie SYN-ACKs vanish as they would
+/// toward real spoofed hosts.
+pub(crate) const SPOOF_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+
 /// What nginx on every real serves at [`DOWNLOAD`]: 1 MB.
 pub(crate) const DOWNLOAD_BYTES: usize = 1_000_000;
 pub(crate) const DOWNLOAD: &str = "/download";
@@ -132,6 +137,25 @@ impl NftTable {
     }
 }
 
+impl NftTable {
+    /// Elements in the table's set `name`.
+    pub(crate) fn set_len(&self, name: &str) -> anyhow::Result<u64> {
+        let parts: Vec<&str> = self.family_name.split(' ').collect();
+        let mut args = vec!["list", "set"];
+        args.extend(parts);
+        args.push(name);
+        let out = self.ns.run("nft", args)?;
+        // `elements = { a . b, c . d }`: one " . " per element of a concatenated set.
+        Ok(out.split("elements = {").nth(1).map_or(0, |e| e.matches(" . ").count() as u64))
+    }
+
+    /// Empties the table's set `name`.
+    pub(crate) fn flush_set(&self, name: &str) -> anyhow::Result<()> {
+        self.ns.nft(&format!("flush set {} {name}\n", self.family_name))?;
+        Ok(())
+    }
+}
+
 impl Drop for NftTable {
     fn drop(&mut self) {
         let _ = self.ns.nft(&format!("delete table {}\n", self.family_name));
@@ -164,6 +188,8 @@ pub(crate) struct Lab {
     pub rvs: PathBuf,
     /// Whether nginx runs on the reals.
     pub nginx: bool,
+    /// Whether the `rvs` binary knows `[driver] fast_path`.
+    pub has_fast_path: bool,
     /// Local addresses handed out by [`Self::fresh_laddrs`].
     laddrs_used: std::cell::Cell<u32>,
 }
@@ -182,21 +208,31 @@ impl Lab {
         })
         .context("building the namespace topology")?;
         let tmp = TempDir::new("rvs-bench-").context("creating a temp dir")?;
-        let lab = Self { topo, tmp, rvs: rvs.to_owned(), nginx: false, laddrs_used: Default::default() };
+        let has_fast_path = knows_fast_path(rvs, tmp.path())?;
+        let lab = Self {
+            topo,
+            tmp,
+            rvs: rvs.to_owned(),
+            nginx: false,
+            has_fast_path,
+            laddrs_used: Default::default(),
+        };
         // Clients that open many connections: TIME_WAIT reuse and the whole port range.
         for ns in [lab.topo.ns_client(), lab.topo.ns_lb()] {
             sysctls(ns, &[("net.ipv4.tcp_tw_reuse", "1"), ("net.ipv4.ip_local_port_range", "1024 65535")])?;
         }
         // A frame redirected by XDP into a veth reaches the peer only if the
         // peer has NAPI, which a veth gets from a native XDP program or from
-        // GRO: GRO on every end the closed loop's reflectors send into (the
-        // balancer's client link, the switch's ports), as a NIC always has.
+        // GRO: GRO on every end the closed loop's reflectors and the
+        // balancer's fast path send into (the balancer's client link, the
+        // client's link, the switch's ports), as a NIC always has.
         let ethtool = |ns: &Netns, dev: &str| -> anyhow::Result<()> {
             rvs_netns::run(&mut ns.cmd("ethtool", ["-K", dev, "gro", "on"]))
                 .with_context(|| format!("turning GRO on for {dev} in {}", ns.name()))?;
             Ok(())
         };
         ethtool(lab.lb(), lab.topo.lb_client_if())?;
+        ethtool(lab.client(), lab.topo.client_if())?;
         let switch = lab.topo.ns_bridge();
         for port in lab.topo.switch_lb_port().map(str::to_owned).into_iter().chain(lab.topo.lb_real_ports()) {
             ethtool(switch, &port)?;
@@ -313,6 +349,26 @@ impl Lab {
     }
 }
 
+/// Whether `rvs` accepts `[driver] fast_path`: a config with the key and
+/// an unknown section fails to parse either way, naming the first key it
+/// does not know.
+fn knows_fast_path(rvs: &Path, dir: &Path) -> anyhow::Result<bool> {
+    let probe = dir.join("fast-path-probe.toml");
+    fs::write(&probe, "[driver]\nfast_path = false\n\n[rvs_bench_probe]\n")?;
+    let out = Command::new(rvs)
+        .arg("run")
+        .arg("--config")
+        .arg(&probe)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", rvs.display()))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !err.contains("rvs_bench_probe") && !err.contains("fast_path") {
+        bail!("{} did not reject a config it cannot know: {err}", rvs.display());
+    }
+    Ok(!err.contains("fast_path"))
+}
+
 /// Waits until `addr:port` accepts a TCP connection from inside `ns`.
 pub(crate) fn wait_listening(ns: &Netns, addr: IpAddr, port: u16, limit: Duration) -> anyhow::Result<()> {
     let end = Instant::now() + limit;
@@ -329,6 +385,32 @@ pub(crate) fn wait_listening(ns: &Netns, addr: IpAddr, port: u16, limit: Duratio
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The ids of the XDP programs attached to `devs` in `ns` (each once).
+pub(crate) fn xdp_prog_ids(ns: &Netns, devs: &[&str]) -> anyhow::Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for dev in devs {
+        let out = rvs_netns::run(ns.ip().args(["-d", "link", "show", "dev", dev]))?;
+        let id = out.split("prog/xdp id ").nth(1).and_then(|s| s.split_whitespace().next()?.parse().ok());
+        let id = id.with_context(|| format!("no XDP program on {dev}: {out}"))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// CPU time (user and system) a process has used, in seconds.
+pub(crate) fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks / hz.max(1) as f64)
 }
 
 /// Resident set size of a process, in KiB.

@@ -4,7 +4,7 @@
 //! its data paths against kernel baselines: established-flow packets/s
 //! ([`pps`]), new connections/s ([`cps`]), local-port reuse at that rate
 //! ([`ports`]), the seed experiment's latency distribution ([`latency`],
-//! through `rvs lab --compare`) and a SYN flood ([`flood`]). Every figure is a median of several rounds printed with its
+//! through `rvs lab --compare`) and SYN and ACK floods ([`flood`]). Every figure is a median of several rounds printed with its
 //! spread, and ratios between paths are printed explicitly. Everything made
 //! is removed afterwards, also on failure and on Ctrl-C.
 
@@ -36,11 +36,13 @@ scenarios (default: all):
   pps       64-byte established-flow packets/s in a closed loop (client and
             reals reflect a fixed population from XDP): a wire's ceiling,
             kernel routing, nftables FullNAT (and its flowtable where the
-            kernel has one), rvs (TUN, AF_XDP with 1 and 2 workers); each
+            kernel has one), rvs (TUN, AF_XDP with 1 and 2 workers, AF_XDP
+            with its in-kernel fast path, natively and on generic XDP); each
             over IPv4 and IPv6 (84-byte frames), and rvs's NAT64 and NAT46
   cps       new connections/s (wrk, Connection: close, nginx reals): rvs with
-            SYNProxy on and off, nftables FullNAT, HAProxy mode tcp; over
-            IPv4, the best of each over IPv6, rvs's NAT64 and NAT46
+            SYNProxy on and off and with its fast path, nftables FullNAT,
+            HAProxy mode tcp, kernel routing; over IPv4 with 3 reals and
+            with 1, the best of each over IPv6, rvs's NAT64 and NAT46
   ports     local-port reuse: one local address, one real, 30 s of wrk:
             rvs (TUN, AF_XDP) beside nftables FullNAT; plain, 1 MB
             downloads, client timestamps off
@@ -48,9 +50,12 @@ scenarios (default: all):
             (rvs lab --compare --svg)
   flood     SYN flood at the generator's rate against rvs with SYNProxy,
             while a client makes sequential connections
+  ack-flood the same with ACKs carrying random cookies
 
 options:
   --quick          short rounds (about three minutes for all)
+  --fast-path      only the rows the in-kernel fast path's targets compare
+                   (pps, cps, flood; IPv4)
   --rounds N       rounds per figure (medians of N) [5]
   --generator G    the flood's generator: auto (live frames where the kernel
                    allows them, else an AF_PACKET socket), live-frames,
@@ -66,6 +71,8 @@ options:
 pub(crate) struct Opts {
     pub scenarios: Vec<String>,
     pub quick: bool,
+    /// Only the rows the fast path's targets compare.
+    pub fast_path: bool,
     pub json: bool,
     pub rounds: usize,
     pub rvs: Option<PathBuf>,
@@ -88,6 +95,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
     let mut o = Opts {
         scenarios: Vec::new(),
         quick: false,
+        fast_path: false,
         json: false,
         rounds: 5,
         rvs: None,
@@ -105,6 +113,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
         match a.as_str() {
             "-h" | "--help" => return Ok(None),
             "--quick" => o.quick = true,
+            "--fast-path" => o.fast_path = true,
             "--json" => o.json = true,
             "--rounds" => {
                 let n: usize = it.next().context("--rounds needs a number")?.parse().context("--rounds")?;
@@ -118,12 +127,14 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
             "--generator" => {
                 o.generator = generator::Choice::parse(it.next().context("--generator needs a name")?)?;
             }
-            "all" | "pps" | "cps" | "ports" | "latency" | "flood" => o.scenarios.push(a.clone()),
+            "all" | "pps" | "cps" | "ports" | "latency" | "flood" | "ack-flood" => {
+                o.scenarios.push(a.clone());
+            }
             _ => bail!("unknown argument {a:?} (see rvs-bench --help)"),
         }
     }
     if o.scenarios.is_empty() || o.scenarios.iter().any(|s| s == "all") {
-        o.scenarios = ["pps", "cps", "ports", "latency", "flood"].map(str::to_owned).into();
+        o.scenarios = ["pps", "cps", "ports", "latency", "flood", "ack-flood"].map(str::to_owned).into();
     }
     if o.quick {
         o.pps_secs = 0.4;
@@ -232,7 +243,8 @@ fn real_main(args: &[String]) -> anyhow::Result<i32> {
             "pps" => pps::run(ensure_lab(&mut lab, &rvs, false)?, &o)?,
             "cps" => cps::run(ensure_lab(&mut lab, &rvs, true)?, &o)?,
             "ports" => ports::run(ensure_lab(&mut lab, &rvs, true)?, &o)?,
-            "flood" => flood::run(ensure_lab(&mut lab, &rvs, true)?, &o)?,
+            "flood" => flood::run(ensure_lab(&mut lab, &rvs, true)?, &o, flood::Kind::Syn)?,
+            "ack-flood" => flood::run(ensure_lab(&mut lab, &rvs, true)?, &o, flood::Kind::Ack)?,
             "latency" => latency::run(&rvs, &o)?,
             _ => unreachable!("checked by parse"),
         };

@@ -12,8 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rvs_netns::{ChildGuard, Netns, NotReady, wait_for_path};
 
+use crate::Opts;
 use crate::bpf::Prog;
 use crate::lab::{Iface, Lab, NftTable, XdpLink, wait_listening};
+use crate::report::Table;
 
 /// Transport protocol of the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +108,29 @@ impl DataPath for InFamily {
     }
 }
 
+/// A path whose service has only the lab's first real: like for like with
+/// kernel routing, which reaches that one real, so that the reals' own
+/// stacks set the same ceiling for both.
+#[derive(Debug)]
+pub(crate) struct OneReal(pub Box<dyn DataPath>);
+
+impl DataPath for OneReal {
+    fn name(&self) -> String {
+        format!("{}, 1 real", self.0.name())
+    }
+
+    fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle> {
+        self.0.setup(lab, Service { reals: 1, ..svc })
+    }
+}
+
+/// Says in `t` when the fast path's rows were left out.
+pub(crate) fn note_fast_path(lab: &Lab, t: &mut Table) {
+    if !lab.has_fast_path {
+        t.note("no fast path rows: this rvs has no `[driver] fast_path`".to_owned());
+    }
+}
+
 /// A set-up balancer. Dropping it tears it down.
 #[derive(Debug)]
 pub(crate) struct Middle {
@@ -161,6 +186,17 @@ pub(crate) trait DataPath: std::fmt::Debug {
     fn name(&self) -> String;
     /// Sets the balancer up for `svc`.
     fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle>;
+}
+
+/// The rows a scenario runs: those this lab's rvs can run (a fast path's
+/// need a daemon with one; the table says when they are left out) and,
+/// under `--fast-path`, only those named in `focus`.
+pub(crate) fn keep<P: DataPath>(lab: &Lab, o: &Opts, focus: &[&str], paths: Vec<P>) -> Vec<P> {
+    paths
+        .into_iter()
+        .filter(|p| lab.has_fast_path || !p.name().contains("fast path"))
+        .filter(|p| !o.fast_path || focus.contains(&p.name().as_str()))
+        .collect()
 }
 
 /// A wire in place of the balancer: XDP programs on its two links swap
@@ -279,28 +315,69 @@ impl DataPath for NftFullNat {
 
 /// The rvs daemon (`rvs run`) on its TUN data path, or on AF_XDP with
 /// native XDP on both of the balancer's veths (`xdp_mode = "native"`), as
-/// on a balancer with two NICs.
+/// on a balancer with two NICs, its in-kernel fast path on or off.
 #[derive(Debug)]
 pub(crate) struct Rvs {
     pub synproxy: bool,
     /// AF_XDP with this many workers; `None` for the TUN device (one worker).
     pub xdp_workers: Option<u32>,
+    /// `[driver] fast_path`: established flows (and SYN cookies, with
+    /// SYNProxy) handled by the XDP program.
+    pub fast_path: bool,
+    /// Generic XDP (`xdp_mode = "generic"`) instead of native.
+    pub generic: bool,
 }
 
 /// Where the rvs daemon serves its metrics in the balancer's namespace.
 pub(crate) const RVS_METRICS: &str = "127.0.0.1:9108";
 
 impl Rvs {
-    pub(crate) const TUN: Self = Self { synproxy: false, xdp_workers: None };
+    /// On the TUN device.
+    pub(crate) const fn tun(synproxy: bool) -> Self {
+        Self { synproxy, xdp_workers: None, fast_path: false, generic: false }
+    }
+
+    /// On AF_XDP with `workers` workers, the fast path off.
+    pub(crate) const fn xdp(workers: u32, synproxy: bool) -> Self {
+        Self { synproxy, xdp_workers: Some(workers), fast_path: false, generic: false }
+    }
+
+    /// On AF_XDP with one worker, the fast path on.
+    pub(crate) const fn fast_path(synproxy: bool) -> Self {
+        Self { fast_path: true, ..Self::xdp(1, synproxy) }
+    }
+
+    /// The `[driver]` lines of the AF_XDP driver; the fast path's switch is
+    /// written only where the daemon knows it (`has_fast_path`).
+    fn xdp_driver(&self, lab: &Lab, workers: u32) -> anyhow::Result<String> {
+        let t = &lab.topo;
+        let mode = if self.generic { "generic" } else { "native" };
+        let mut s = format!(
+            "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"{mode}\"\nworkers = {workers}\n",
+            t.lb_client_if(),
+            t.lb_real_if()
+        );
+        match (lab.has_fast_path, self.fast_path) {
+            (true, on) => s.push_str(&format!("fast_path = {on}\n")),
+            (false, true) => bail!("this rvs has no fast path ([driver] fast_path)"),
+            (false, false) => {}
+        }
+        Ok(s)
+    }
 }
 
 impl DataPath for Rvs {
     fn name(&self) -> String {
-        let driver = match self.xdp_workers {
-            None => "rvs TUN".to_owned(),
-            Some(1) => "rvs AF_XDP".to_owned(),
-            Some(n) => format!("rvs AF_XDP, {n} workers"),
+        let mut driver = match (self.xdp_workers, self.fast_path) {
+            (None, _) => "rvs TUN".to_owned(),
+            (Some(1), false) => "rvs AF_XDP".to_owned(),
+            (Some(n), false) => format!("rvs AF_XDP, {n} workers"),
+            (Some(1), true) => "rvs AF_XDP fast path".to_owned(),
+            (Some(n), true) => format!("rvs AF_XDP fast path, {n} workers"),
         };
+        if self.generic {
+            driver.push_str(", generic XDP");
+        }
         match self.synproxy {
             true => format!("{driver}, SYNProxy on"),
             false => driver,
@@ -308,18 +385,13 @@ impl DataPath for Rvs {
     }
 
     fn setup(&self, lab: &Lab, svc: Service) -> anyhow::Result<Middle> {
-        let t = &lab.topo;
         let socket = lab.tmp.path().join("rvs.sock");
         let _ = fs::remove_file(&socket);
         let laddrs = lab.fresh_laddrs(svc.laddrs, svc.family.backend_v6())?;
         let laddrs: Vec<String> = laddrs.iter().map(|a| format!("\"{a}\"")).collect();
         let vip = lab.vip(svc.family);
         let xdp = match self.xdp_workers {
-            Some(workers) => format!(
-                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"native\"\nworkers = {workers}\n",
-                t.lb_client_if(),
-                t.lb_real_if()
-            ),
+            Some(workers) => self.xdp_driver(lab, workers)?,
             None => String::new(),
         };
         let mut cfg = format!(
@@ -341,11 +413,23 @@ impl DataPath for Rvs {
         let config = lab.tmp.path().join("rvs.toml");
         fs::write(&config, cfg)?;
         let config = config.to_string_lossy().into_owned();
+        let mut guards: Vec<Box<dyn std::fmt::Debug>> = Vec::new();
+        // The program answers SYNs with XDP_TX, and a veth wakes its peer
+        // after XDP_TX only when the peer runs an XDP program (a NIC's
+        // wire has no such condition): the client's link gets one, which
+        // also drops the answers to a flood's spoofed sources (they would
+        // vanish on their way; the other paths' vanish at the balancer's
+        // blackhole route, while XDP_TX sends them straight back).
+        if self.fast_path && self.synproxy {
+            let prog = Prog::drop_to(crate::lab::SPOOF_NET)?;
+            guards.push(Box::new(XdpLink::attach(lab.client(), lab.topo.client_if(), prog)?));
+        }
         let (mut daemon, log) =
             lab.spawn_logged(lab.lb(), &lab.rvs, &["run", "--config", &config], "rvs.log")?;
         wait_for_file(&mut daemon, &socket, &log)?;
         let pid = Some(daemon.pid());
-        Ok(Middle { pid, ..Middle::at(vip, vec![Box::new(daemon)]) })
+        guards.push(Box::new(daemon));
+        Ok(Middle { pid, ..Middle::at(vip, guards) })
     }
 }
 
@@ -431,6 +515,12 @@ pub(crate) fn rvs_metric(lab: &Lab, name: &str, any: &[&str]) -> anyhow::Result<
 pub(crate) fn rvs_socket_losses(lab: &Lab) -> anyhow::Result<String> {
     let text = rvs_metrics(lab)?;
     Ok(text.lines().filter(|l| l.starts_with("rvs_xdp_socket_drops_total")).collect::<Vec<_>>().join(", "))
+}
+
+/// rvs's fast path counts so far, one line (empty without a fast path).
+pub(crate) fn rvs_fast_path_counts(lab: &Lab) -> anyhow::Result<String> {
+    let text = rvs_metrics(lab)?;
+    Ok(text.lines().filter(|l| l.starts_with("rvs_fast_path_")).collect::<Vec<_>>().join(", "))
 }
 
 /// Frames rvs's XDP program steered to its sockets so far.

@@ -68,11 +68,7 @@ const SYN_RETRANS: &str = "TCPSynRetrans";
 
 /// The paths, in row order within a variant.
 fn paths() -> Vec<Box<dyn DataPath>> {
-    vec![
-        Box::new(Rvs::TUN),
-        Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
-        Box::new(NftFullNat { flowtable: false }),
-    ]
+    vec![Box::new(Rvs::tun(false)), Box::new(Rvs::xdp(1, false)), Box::new(NftFullNat { flowtable: false })]
 }
 
 /// The namespace's `TcpExt` counters (`/proc/net/netstat`, as `nstat` reads them).

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::Opts;
+use crate::bpf::RunStats;
 use crate::closed_loop::{self, Client, Loop, Reals};
 use crate::lab::{self, Lab, check_stop};
 use crate::paths::{
@@ -24,18 +25,20 @@ use crate::report::{Samples, Table, mega, ratio_notes};
 const WARM_UP: Duration = Duration::from_millis(500);
 
 /// The paths measured, in table order: each over IPv4 and then over IPv6,
-/// then rvs's translations; the first row of each client family is its
-/// ceiling. The flowtable rows need a kernel built with flowtables.
+/// then rvs's fast path on generic XDP and rvs's translations; the first
+/// row of each client family is its ceiling. The flowtable rows need a
+/// kernel built with flowtables.
 fn paths(flowtables: bool) -> Vec<InFamily> {
     let over = |f: Family| -> Vec<InFamily> {
-        let all: [Box<dyn DataPath>; 7] = [
+        let all: [Box<dyn DataPath>; 8] = [
             Box::new(CrossConnect),
             Box::new(KernelRouting),
             Box::new(NftFullNat { flowtable: false }),
             Box::new(NftFullNat { flowtable: true }),
-            Box::new(Rvs::TUN),
-            Box::new(Rvs { synproxy: false, xdp_workers: Some(1) }),
-            Box::new(Rvs { synproxy: false, xdp_workers: Some(2) }),
+            Box::new(Rvs::tun(false)),
+            Box::new(Rvs::xdp(1, false)),
+            Box::new(Rvs::xdp(2, false)),
+            Box::new(Rvs::fast_path(false)),
         ];
         all.into_iter()
             .filter(|p| flowtables || !p.name().contains("flowtable"))
@@ -44,22 +47,37 @@ fn paths(flowtables: bool) -> Vec<InFamily> {
     };
     let mut p = over(Family::V4);
     p.extend(over(Family::V6));
+    p.push(InFamily(Family::V4, Box::new(Rvs { generic: true, ..Rvs::fast_path(false) })));
     for f in [Family::Nat64, Family::Nat46] {
-        p.push(InFamily(f, Box::new(Rvs { synproxy: false, xdp_workers: Some(1) })));
+        p.push(InFamily(f, Box::new(Rvs::xdp(1, false))));
     }
     p
 }
 
+/// The rows `--fast-path` keeps: what the fast path's targets compare.
+const FAST_PATH_ROWS: &[&str] =
+    &[CEILING, ROUTING, NFT, "rvs AF_XDP", FAST, "rvs AF_XDP fast path, generic XDP"];
+
 const ROUTING: &str = "kernel routing (no NAT)";
 const NFT: &str = "nftables FullNAT";
 const CEILING: &str = "ceiling: XDP cross-connect (no balancer)";
+const FAST: &str = "rvs AF_XDP fast path";
 
-/// Ratios printed, as (numerator, denominator) path names: rvs AF_XDP
+/// Ratios printed, as (numerator, denominator) path names: first the fast
+/// path's targets (≥ 4× nftables FullNAT, ≥ 2.5× routing, ≥ 0.5× the
+/// ceiling, which is the veth's limit), then rvs AF_XDP
 /// against nftables FullNAT, its flowtable and plain routing; two workers
 /// against one; rvs TUN; the kernel paths against each other and the
 /// ceiling; IPv6 and the translations against IPv4, whose target is a cost
 /// per packet within 1.15× of IPv4's.
 const RATIOS: &[(&str, &str, Option<f64>)] = &[
+    (FAST, NFT, Some(4.0)),
+    (FAST, ROUTING, Some(2.5)),
+    (FAST, CEILING, Some(0.5)),
+    (FAST, "rvs AF_XDP", None),
+    ("rvs AF_XDP fast path, generic XDP", FAST, None),
+    ("rvs AF_XDP fast path, IPv6", FAST, None),
+    ("rvs AF_XDP fast path, IPv6", "nftables FullNAT, IPv6", None),
     ("rvs AF_XDP, IPv6", "rvs AF_XDP", Some(1.0 / 1.15)),
     ("rvs AF_XDP", NFT, None),
     ("rvs AF_XDP", "nftables FullNAT, flowtable", None),
@@ -84,12 +102,23 @@ struct Figures {
     delivered: Samples,
     forwarded: Samples,
     lost: Samples,
+    /// Share of the packets forwarded that the fast path forwarded (its rows).
+    in_xdp: Samples,
+    /// The daemon's CPU time per second of the window (rvs rows).
+    daemon_cpu: Samples,
+    /// rvs's XDP program: nanoseconds per run and runs per second (AF_XDP rows).
+    prog_ns: Samples,
+    prog_runs: Samples,
 }
+
+/// The window after the measured one in which rvs's XDP program's
+/// run-time statistics are on (they cost it two clock reads per packet).
+const PROFILE: Duration = Duration::from_millis(1000);
 
 pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
     let svc = Service::new(Proto::Udp, closed_loop::PORT);
     let flowtables = paths::flowtables_available(lab);
-    let paths = paths(flowtables);
+    let paths = paths::keep(lab, o, FAST_PATH_ROWS, paths(flowtables));
     let figs = measure(lab, &paths, svc, o)?;
     let mut t = Table::new(
         &format!(
@@ -103,6 +132,9 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             "× ceiling",
             "forwarded (both ways)",
             "lost and refilled, per s",
+            "forwarded in XDP",
+            "daemon CPU",
+            "XDP program, ns per run (runs/s)",
         ],
     );
     // Each row against the ceiling of its clients' family.
@@ -111,6 +143,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         figs[at.unwrap_or(0)].delivered.median().max(1.0)
     };
     let per_s = |v: f64| format!("{v:.0}");
+    let pct = |v: f64| format!("{:.0} %", v * 100.0);
     for (p, f) in paths.iter().zip(&figs) {
         t.row(vec![
             p.name(),
@@ -118,11 +151,19 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
             format!("{:.2}", f.delivered.median() / ceiling(p.0)),
             f.forwarded.show(mega),
             f.lost.show(per_s),
+            if f.in_xdp.0.is_empty() { "—".to_owned() } else { f.in_xdp.show(pct) },
+            if f.daemon_cpu.0.is_empty() { "—".to_owned() } else { f.daemon_cpu.show(pct) },
+            if f.prog_ns.0.is_empty() {
+                "—".to_owned()
+            } else {
+                format!("{} ({})", f.prog_ns.show(per_s), mega(f.prog_runs.median()))
+            },
         ]);
     }
     let names: Vec<String> = paths.iter().map(|p| p.name()).collect();
     let delivered: Vec<&Samples> = figs.iter().map(|f| &f.delivered).collect();
     let ratios = ratio_notes(&mut t, &names, &delivered, RATIOS);
+    paths::note_fast_path(lab, &mut t);
     if !flowtables {
         t.note("no flowtable row: this kernel has no nftables flowtables (CONFIG_NF_FLOW_TABLE)".to_owned());
     }
@@ -134,11 +175,24 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         "IPv6 frames are {} bytes, the IPv4 ones' payload behind the 20 bytes longer header; \"× ceiling\" is against the ceiling of the row's client family",
         crate::frame::FRAME6_LEN + 4
     ));
+    t.note(format!(
+        "forwarded in XDP: the fast path's packets (rvs_fast_path_packets_total) over all forwarded in the window; daemon CPU: the rvs process's CPU time per second of the window (100 % = one core; its threads busy-poll or sleep as it chooses); XDP program: the kernel's run-time statistics of rvs's program on both links (run_time_ns / run_cnt), taken in a {} ms window after the measured one, since they cost the program two clock reads per run",
+        PROFILE.as_millis()
+    ));
     let rows: Vec<Value> = paths
         .iter()
         .zip(&figs)
         .map(|(p, f)| {
-            json!({ "path": p.name(), "delivered_pps": f.delivered.json(), "forwarded_pps": f.forwarded.json(), "lost_per_s": f.lost.json() })
+            json!({
+                "path": p.name(),
+                "delivered_pps": f.delivered.json(),
+                "forwarded_pps": f.forwarded.json(),
+                "lost_per_s": f.lost.json(),
+                "forwarded_in_xdp": f.in_xdp.json(),
+                "daemon_cpu": f.daemon_cpu.json(),
+                "xdp_prog_ns_per_run": f.prog_ns.json(),
+                "xdp_prog_runs_per_s": f.prog_runs.json(),
+            })
         })
         .collect();
     let generator = json!({ "kind": "closed loop", "population": closed_loop::POPULATION, "flows": closed_loop::FLOWS, "ceiling": figs[0].delivered.json() });
@@ -146,6 +200,26 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         t,
         json!({ "rows": rows, "ratios": ratios, "rounds": o.rounds, "secs": o.pps_secs, "generator": generator }),
     ))
+}
+
+/// rvs's XDP program (on both of the balancer's links) while the loop goes
+/// on: nanoseconds per run and runs per second.
+fn prog_cost(lab: &Lab, l: &mut Loop<'_>) -> anyhow::Result<(f64, f64)> {
+    let t = &lab.topo;
+    let ids = lab::xdp_prog_ids(lab.lb(), &[t.lb_client_if(), t.lb_real_if()])?;
+    let stats = RunStats::enable()?;
+    let sum = || -> anyhow::Result<(u64, u64)> {
+        ids.iter().try_fold((0, 0), |(ns, n), &id| {
+            let (a, b) = stats.of(id)?;
+            Ok((ns + a, n + b))
+        })
+    };
+    let (ns0, n0) = sum()?;
+    let start = Instant::now();
+    l.keep(PROFILE)?;
+    let (ns1, n1) = sum()?;
+    let runs = n1.saturating_sub(n0);
+    Ok((ns1.saturating_sub(ns0) as f64 / runs.max(1) as f64, runs as f64 / start.elapsed().as_secs_f64()))
 }
 
 /// Every path's figures, round after round, the paths alternating within a round.
@@ -162,18 +236,34 @@ fn measure(lab: &Lab, paths: &[InFamily], svc: Service, o: &Opts) -> anyhow::Res
             l.keep(WARM_UP)?;
             let (d0, r0, lost0) = (reals.delivered.read()?, client.returned.read()?, l.lost);
             let profile = lab::Profile::start(&p.name(), m.pid)?;
+            let fast = p.name().contains("fast path");
+            let in_xdp = || paths::rvs_metric(lab, "rvs_fast_path_packets_total", &[]);
+            let x0 = if fast { in_xdp()? } else { 0 };
+            let cpu0 = m.pid.and_then(lab::cpu_secs);
             let start = Instant::now();
             l.keep(secs)?;
             let s = start.elapsed().as_secs_f64();
             drop(profile);
             let (d1, r1, lost1) = (reals.delivered.read()?, client.returned.read()?, l.lost);
+            if fast {
+                f.in_xdp.push(in_xdp()?.saturating_sub(x0) as f64 / (d1 - d0 + r1 - r0).max(1) as f64);
+            }
+            if let (Some(c0), Some(c1)) = (cpu0, m.pid.and_then(lab::cpu_secs)) {
+                f.daemon_cpu.push((c1 - c0) / s);
+            }
+            if p.name().starts_with("rvs AF_XDP") {
+                let (ns, runs) = prog_cost(lab, &mut l)?;
+                f.prog_ns.push(ns);
+                f.prog_runs.push(runs);
+            }
             l.stop();
             if p.name().starts_with("rvs AF_XDP") && !o.json {
                 eprintln!(
-                    "pps round {}: {}: socket losses so far: {}",
+                    "pps round {}: {}: socket losses so far: {}; {}",
                     round + 1,
                     p.name(),
-                    paths::rvs_socket_losses(lab)?
+                    paths::rvs_socket_losses(lab)?,
+                    paths::rvs_fast_path_counts(lab)?
                 );
             }
             drop(m);

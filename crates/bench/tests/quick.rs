@@ -39,10 +39,26 @@ fn quick(rvs: &Path, args: &[&str]) -> (Value, String) {
     (serde_json::from_slice(&out.stdout).expect("JSON on stdout"), stderr)
 }
 
-fn check_flood(r: &Value, stderr: &str) {
-    assert!(r["flood"]["generator"]["ceiling_per_s"].as_f64().unwrap() > 10_000.0, "{stderr}");
-    let flooded = r["flood"]["rows"].as_array().expect("flood rows");
-    assert_eq!(flooded.len(), 3, "TUN, AF_XDP and AF_XDP with two workers flooded: {stderr}");
+/// The rows of scenario `s` in a run's results, by path name.
+fn row_names(r: &Value, s: &str) -> Vec<String> {
+    let rows = r[s]["rows"].as_array().unwrap_or_else(|| panic!("{s} rows in {r}"));
+    rows.iter().map(|row| row["path"].as_str().expect("a path name").to_owned()).collect()
+}
+
+/// Whether the rvs binary has the fast path: its rows are there only then.
+fn has_fast_path(stderr: &str) -> bool {
+    !stderr.contains("no fast path rows")
+}
+
+fn check_flood(r: &Value, flood: &str, stderr: &str) {
+    assert!(r[flood]["generator"]["ceiling_per_s"].as_f64().unwrap() > 10_000.0, "{stderr}");
+    let flooded = r[flood]["rows"].as_array().expect("flood rows");
+    let mut expected =
+        vec!["rvs TUN, SYNProxy on", "rvs AF_XDP, SYNProxy on", "rvs AF_XDP, 2 workers, SYNProxy on"];
+    if has_fast_path(stderr) {
+        expected.push("rvs AF_XDP fast path, SYNProxy on");
+    }
+    assert_eq!(row_names(r, flood), expected, "{flood}: {stderr}");
     for row in flooded {
         assert!(row["flood_sent_per_s"]["median"].as_f64().unwrap() > 10_000.0, "{row}\n{stderr}");
         assert!(row["legit_tried"].as_u64().unwrap() > 0, "{row}\n{stderr}");
@@ -87,10 +103,89 @@ fn quick_run_of_every_scenario() {
     assert_eq!(r["latency"]["runs"].as_array().map(Vec::len), Some(2), "{stderr}");
     assert!(std::fs::metadata(&svg).is_ok_and(|m| m.len() > 1000));
     let _ = std::fs::remove_file(&svg);
-    check_flood(r, &stderr);
+    check_flood(r, "flood", &stderr);
+    check_flood(r, "ack-flood", &stderr);
     // The generator every machine has, whichever the kernel allowed above.
     let (v, stderr) = quick(&rvs, &["flood", "--rounds", "2", "--generator", "packet-socket"]);
     let generator = &v["results"]["flood"]["generator"];
     assert!(generator["kind"].as_str().unwrap().starts_with("AF_PACKET"), "{stderr}");
-    check_flood(&v["results"], &stderr);
+    check_flood(&v["results"], "flood", &stderr);
+}
+
+/// `--fast-path`: one round of every row the fast path's targets compare,
+/// each printed with figures, and every target ratio printed.
+#[test]
+fn fast_path_rows_in_one_round() {
+    if !rvs_netns::netns_tests_enabled("fast_path_rows_in_one_round") {
+        return;
+    }
+    let Some(rvs) = rvs_binary() else {
+        eprintln!("fast_path_rows_in_one_round: skipped: no rvs binary built (cargo build -p rvs)");
+        return;
+    };
+    let (v, stderr) = quick(&rvs, &["pps", "cps", "flood", "ack-flood", "--fast-path", "--rounds", "1"]);
+    let r = &v["results"];
+    let fast = has_fast_path(&stderr);
+    let with_fast = |rows: &[&str], fast_rows: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = rows.iter().map(|s| (*s).to_owned()).collect();
+        if fast {
+            all.extend(fast_rows.iter().map(|s| (*s).to_owned()));
+        }
+        all.sort();
+        all
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let pps = [
+        "ceiling: XDP cross-connect (no balancer)",
+        "kernel routing (no NAT)",
+        "nftables FullNAT",
+        "rvs AF_XDP",
+    ];
+    let pps_fast = ["rvs AF_XDP fast path", "rvs AF_XDP fast path, generic XDP"];
+    assert_eq!(sorted(row_names(r, "pps")), with_fast(&pps, &pps_fast), "{stderr}");
+    let cps = [
+        "rvs AF_XDP, SYNProxy on",
+        "nftables FullNAT",
+        "HAProxy mode tcp",
+        "kernel routing (no NAT)",
+        "rvs AF_XDP, SYNProxy on, 1 real",
+        "nftables FullNAT, 1 real",
+        "HAProxy mode tcp, 1 real",
+    ];
+    let cps_fast = ["rvs AF_XDP fast path, SYNProxy on", "rvs AF_XDP fast path, SYNProxy on, 1 real"];
+    assert_eq!(sorted(row_names(r, "cps")), with_fast(&cps, &cps_fast), "{stderr}");
+    for row in r["pps"]["rows"].as_array().unwrap() {
+        assert!(row["delivered_pps"]["median"].as_f64().unwrap() > 10_000.0, "{row}\n{stderr}");
+        assert!(stderr.contains(&format!("| {} ", row["path"].as_str().unwrap())), "printed: {row}");
+    }
+    for row in r["cps"]["rows"].as_array().unwrap() {
+        assert!(row["connections_per_s"]["median"].as_f64().unwrap() > 100.0, "{row}\n{stderr}");
+        assert!(stderr.contains(&format!("| {} ", row["path"].as_str().unwrap())), "printed: {row}");
+    }
+    for flood in ["flood", "ack-flood"] {
+        let rows = with_fast(&["rvs AF_XDP, SYNProxy on"], &["rvs AF_XDP fast path, SYNProxy on"]);
+        assert_eq!(sorted(row_names(r, flood)), rows, "{stderr}");
+        for row in r[flood]["rows"].as_array().unwrap() {
+            assert!(row["legit_tried"].as_u64().unwrap() > 0, "{row}\n{stderr}");
+            assert!(row["targets_met"].is_boolean(), "{row}");
+        }
+    }
+    if fast {
+        // The targets' ratios, each with its verdict.
+        for ratio in [
+            "rvs AF_XDP fast path / nftables FullNAT: ",
+            "rvs AF_XDP fast path / kernel routing (no NAT): ",
+            "rvs AF_XDP fast path / ceiling: XDP cross-connect (no balancer): ",
+            "rvs AF_XDP fast path, SYNProxy on, 1 real / nftables FullNAT, 1 real: ",
+            "rvs AF_XDP fast path, SYNProxy on, 1 real / kernel routing (no NAT): ",
+            "rvs AF_XDP fast path, SYNProxy on, 1 real / HAProxy mode tcp, 1 real: ",
+        ] {
+            let line =
+                stderr.lines().find(|l| l.contains(ratio)).unwrap_or_else(|| panic!("{ratio}\n{stderr}"));
+            assert!(line.contains("target ≥"), "{line}");
+        }
+    }
 }

@@ -9,7 +9,7 @@
 use core::time::Duration;
 
 use rvs_core::service::{Real, Service, TrafficCounters};
-use rvs_core::{Engine, Instant, Proto, ProxyProtocol, TcpState, Timeouts};
+use rvs_core::{Engine, FastPathCounters, Instant, Proto, ProxyProtocol, TcpState, Timeouts};
 use serde::{Deserialize, Serialize};
 
 use crate::health::{ProberSnap, RealHealthSnap, ServiceHealth};
@@ -460,13 +460,15 @@ pub struct FastPathSnap {
     pub packets: u64,
     /// IP bytes of those packets.
     pub bytes: u64,
-    /// Connections moved into the program.
+    /// Connections offered to the program.
     pub installed: u64,
     /// Connections taken out of it (closing, expired, removed).
     pub removed: u64,
-    /// Entries the flow map's LRU dropped; their connections went on through the engine.
+    /// Connections the program gave back on its own: entries the flow
+    /// map's LRU dropped, and `unresolved` ones; they go on through the engine.
     pub evicted: u64,
-    /// Connections left in the engine because their next hop was not known yet.
+    /// Of the evicted, those never written: no next hop known yet (or the
+    /// map refused them).
     pub unresolved: u64,
     /// Packets of offloaded connections the program sent to the engine
     /// (SYN, FIN, RST, uncommon options, fragments).
@@ -475,6 +477,23 @@ pub struct FastPathSnap {
     pub syn_acks: u64,
     /// ACKs with a valid cookie the program passed to the engine.
     pub cookie_acks_passed: u64,
+}
+
+impl From<&FastPathCounters> for FastPathSnap {
+    /// The engine's counts; the device adds [`unresolved`](Self::unresolved).
+    fn from(c: &FastPathCounters) -> Self {
+        Self {
+            packets: c.forwarded,
+            bytes: c.bytes,
+            installed: c.installs,
+            removed: c.removals,
+            evicted: c.evictions,
+            unresolved: 0,
+            to_engine: c.to_engine,
+            syn_acks: c.synacks,
+            cookie_acks_passed: c.acks_passed,
+        }
+    }
 }
 
 impl FastPathSnap {
@@ -605,7 +624,7 @@ impl Snapshot {
             }],
             sockets: None,
             steered: None,
-            fast_path: None,
+            fast_path: engine.config().fast_path.then(|| FastPathSnap::from(&stats.fast_path)),
             probers: Vec::new(),
         }
     }
@@ -838,6 +857,14 @@ mod tests {
             }
         );
         assert_eq!(a.conns.as_ref().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn fast_path_counts_only_where_the_engine_offloads() {
+        assert_eq!(Snapshot::capture(&engine(), Instant::ZERO, false).fast_path, None);
+        let e =
+            Engine::new(EngineConfig { fast_path: true, ..EngineConfig::default() }, [3; 32], Instant::ZERO);
+        assert_eq!(Snapshot::capture(&e, Instant::ZERO, false).fast_path, Some(FastPathSnap::default()));
     }
 
     #[test]

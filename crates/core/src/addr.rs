@@ -79,7 +79,7 @@ impl From<std::net::SocketAddr> for Endpoint {
 
 /// One direction of a transport flow as seen on the wire: what the
 /// connection table indexes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     /// Transport protocol.
     pub proto: Proto,

@@ -284,7 +284,8 @@ pub struct EngineConfig {
     /// when the device has one.
     pub fast_path: bool,
     /// Packets a connection forwards through the engine before it is
-    /// offered to the fast path (0: as soon as it is eligible).
+    /// offered to the fast path (0: as soon as it is eligible; from 65533
+    /// on, never).
     pub fast_path_after: u32,
 }
 

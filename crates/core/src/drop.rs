@@ -102,6 +102,11 @@ impl DropCounters {
         self.0[reason as usize] += 1;
     }
 
+    /// Count `n` drops for `reason` at once (a device's own counts).
+    pub fn add_many(&mut self, reason: DropReason, n: u64) {
+        self.0[reason as usize] += n;
+    }
+
     /// The count for one reason.
     pub fn get(&self, reason: DropReason) -> u64 {
         self.0[reason as usize]

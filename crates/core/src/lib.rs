@@ -15,6 +15,11 @@
 //! applies whole or returns an error and changes nothing. One engine serves
 //! one worker; several workers split the local ports ([`WorkerSlice`]) so
 //! return traffic can be steered to its owner without shared state.
+//!
+//! A device that can forward established connections itself (an XDP
+//! program) takes them over through [`fast_path`]: the engine offers each
+//! connection once it is established, hands the device the exact rewrite,
+//! and counts what the device reports as its own traffic.
 
 #![warn(missing_docs)]
 

@@ -158,9 +158,24 @@ struct Opened {
 impl Opened {
     /// A packet from `side` with these numbers and options.
     fn from(&self, side: Side, seq: u32, ack: u32, flags: Flags, opts: &[u8], data: &[u8]) -> Vec<u8> {
+        self.with_window(side, seq, ack, flags, if side == Side::Client { 502 } else { 1000 }, opts, data)
+    }
+
+    /// [`Self::from`] with this window.
+    #[allow(clippy::too_many_arguments)]
+    fn with_window(
+        &self,
+        side: Side,
+        seq: u32,
+        ack: u32,
+        flags: Flags,
+        win: u16,
+        opts: &[u8],
+        data: &[u8],
+    ) -> Vec<u8> {
         match side {
-            Side::Client => seg(self.client, self.vip, seq, ack, flags, 502, opts, data),
-            Side::Real => seg(self.real, self.lip, seq, ack, flags, 1000, opts, data),
+            Side::Client => seg(self.client, self.vip, seq, ack, flags, win, opts, data),
+            Side::Real => seg(self.real, self.lip, seq, ack, flags, win, opts, data),
         }
     }
 
@@ -298,6 +313,7 @@ struct Drawn {
     tsecr: u32,
     blocks: Vec<(u32, u32)>,
     len: usize,
+    window: u16,
 }
 
 fn drawn() -> impl Strategy<Value = Drawn> {
@@ -310,9 +326,9 @@ fn drawn() -> impl Strategy<Value = Drawn> {
         any::<u32>(),
         any::<u32>(),
         proptest::collection::vec(any::<(u32, u32)>(), 1..=4),
-        0usize..1200,
+        (0usize..1200, any::<u16>()),
     )
-        .prop_map(|(real, seq, ack, push, layout, tsval, tsecr, blocks, len)| Drawn {
+        .prop_map(|(real, seq, ack, push, layout, tsval, tsecr, blocks, (len, window))| Drawn {
             side: if real { Side::Real } else { Side::Client },
             seq,
             ack,
@@ -322,6 +338,7 @@ fn drawn() -> impl Strategy<Value = Drawn> {
             tsecr,
             blocks,
             len,
+            window,
         })
 }
 
@@ -346,7 +363,7 @@ impl Drawn {
     fn packet(&self, o: &Opened) -> Vec<u8> {
         let flags = if self.push { Flags::ACK | Flags::PSH } else { Flags::ACK };
         let data: Vec<u8> = (0..self.len).map(|i| i as u8).collect();
-        o.from(self.side, self.seq, self.ack, flags, &self.options(), &data)
+        o.with_window(self.side, self.seq, self.ack, flags, self.window, &self.options(), &data)
     }
 }
 

@@ -39,6 +39,7 @@
 pub mod app;
 mod capture;
 mod family;
+mod fast_path;
 mod host;
 mod lb;
 mod link;
@@ -49,6 +50,7 @@ mod rng;
 
 pub use capture::{Capture, CaptureRecord, LINKTYPE_RAW, PCAP_MAGIC_NANOS, PcapGuard, pcap_dir};
 pub use family::{Family, mirror};
+pub use fast_path::{FastPathLb, REPORT_INTERVAL};
 pub use host::{App, AppHandle, EPHEMERAL_FIRST, EPHEMERAL_LAST, HostId, HostStats, Stack};
 pub use link::{LinkConfig, LinkDir, LinkStats};
 pub use middlebox::{Middlebox, Outbox, Router};

@@ -28,6 +28,9 @@ const QUEUE: usize = 4096;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Mark(u16);
 
+/// The most packets a connection's mark counts.
+pub(super) const MAX_AFTER: u32 = Mark::NEVER.0 as u32 - 1;
+
 impl Mark {
     /// Offered to the device.
     const INSTALLED: Self = Self(u16::MAX);
@@ -120,9 +123,11 @@ impl Engine {
             self.fast.queue.push_back(Offload::Remove { flow: FlowId(id), keys });
             self.count_removal();
         } else if let Some(n) = c.fast_path.forwarded() {
-            let n = (n + 1).min(Mark::NEVER.0 - 1);
+            let n = (n + 1).min(MAX_AFTER as u16);
             c.fast_path = Mark(n);
-            if u32::from(n) > self.cfg.fast_path_after && eligible(c) {
+            // Counted as far as the mark goes: a larger setting waits that long.
+            let due = u32::from(n) > self.cfg.fast_path_after || u32::from(n) == MAX_AFTER;
+            if due && eligible(c) {
                 self.install(id);
             }
         }

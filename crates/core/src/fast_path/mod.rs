@@ -22,6 +22,10 @@ mod engine;
 pub use apply::{Applied, apply};
 pub(crate) use engine::{FastPath, Mark};
 
+/// The largest [`EngineConfig::fast_path_after`](crate::EngineConfig::fast_path_after)
+/// the engine counts to (a connection keeps two bytes for it).
+pub const MAX_AFTER: u32 = engine::MAX_AFTER;
+
 use crate::addr::{Endpoint, FlowKey};
 use crate::conn::ConnId;
 use crate::drop::DropCounters;

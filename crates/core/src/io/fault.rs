@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use rvs_wire::{ip_protocol, ipv4, ipv6, tcp};
 
 use super::Device;
+use crate::fast_path::{FastPathStats, FlowReport, Offload};
 use crate::{DropReason, Instant, Side};
 
 /// Wraps a device and drops a share of the packets crossing the link to the
@@ -202,5 +203,18 @@ impl<D: Device> Device for FaultInjector<D> {
             return Some(DropReason::FaultInjected);
         }
         self.inner.poll_drop()
+    }
+
+    // The fast path's packets never reach the engine: no faults there.
+    fn offload(&mut self, change: &Offload) {
+        self.inner.offload(change);
+    }
+
+    fn poll_flow_report(&mut self, now: Instant) -> Option<FlowReport> {
+        self.inner.poll_flow_report(now)
+    }
+
+    fn poll_fast_path_stats(&mut self) -> Option<FastPathStats> {
+        self.inner.poll_fast_path_stats()
     }
 }

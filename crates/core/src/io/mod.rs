@@ -229,6 +229,9 @@ mod tests {
         sent: Vec<(Vec<u8>, Side)>,
         built: Vec<(Vec<u8>, Side)>,
         discarded: usize,
+        /// What reached the device, in order: sends and flow table changes.
+        log: Vec<&'static str>,
+        reports: VecDeque<FlowReport>,
     }
 
     impl Device for Mock {
@@ -251,7 +254,20 @@ mod tests {
 
         fn send(&mut self, rx: Vec<u8>, to: Side) -> Result<(), DropReason> {
             self.sent.push((rx, to));
+            self.log.push("send");
             Ok(())
+        }
+
+        fn offload(&mut self, change: &Offload) {
+            self.log.push(match change {
+                Offload::Install { .. } => "install",
+                Offload::Remove { .. } => "remove",
+                Offload::RetireReal { .. } => "retire",
+            });
+        }
+
+        fn poll_flow_report(&mut self, _now: Instant) -> Option<FlowReport> {
+            self.reports.pop_front()
         }
 
         fn discard(&mut self, _rx: Vec<u8>) {
@@ -354,5 +370,50 @@ mod tests {
         // Handshake-only loss spares every other segment.
         assert!(losses(5, 1.0).iter().enumerate().all(|(i, &lost)| lost == (i % 2 == 0)));
         assert!(losses(5, 0.0).iter().all(|&lost| !lost));
+    }
+
+    /// A 40-byte IPv4 TCP segment from `src` to `dst` with `flags`.
+    fn segment_between(src: ([u8; 4], u16), dst: ([u8; 4], u16), flags: u8) -> Vec<u8> {
+        let mut p = segment(dst.0, flags);
+        p[12..16].copy_from_slice(&src.0);
+        p[20..22].copy_from_slice(&src.1.to_be_bytes());
+        p[22..24].copy_from_slice(&dst.1.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn flow_table_changes_reach_the_device_after_the_batch_and_reports_are_folded() {
+        use crate::{Endpoint, Proto, RealConfig, ServiceConfig};
+        let cfg = EngineConfig { fast_path: true, ..EngineConfig::default() };
+        let mut engine = Engine::new(cfg, [7; 32], Instant::from_secs(1));
+        let vip = Endpoint::new([10, 0, 9, 9].into(), 80);
+        let mut svc = ServiceConfig::new(Proto::Tcp, vip);
+        svc.laddrs = vec![[10, 0, 2, 1].into()];
+        engine.add_service(svc).unwrap();
+        let real = Endpoint::new([10, 0, 3, 1].into(), 80);
+        engine.add_real(Proto::Tcp, vip, RealConfig { endpoint: real, weight: 1 }).unwrap();
+        let client = ([10, 0, 0, 1], 12345);
+        let mut device = Mock::default();
+        let mut driver = Driver::new(4, 2048);
+        device.inbox.push_back(segment_between(client, ([10, 0, 9, 9], 80), 0x02));
+        driver.turn(&mut engine, &mut device);
+        let lport = u16::from_be_bytes([device.sent[0].0[20], device.sent[0].0[21]]);
+        device.inbox.push_back(segment_between(([10, 0, 3, 1], 80), ([10, 0, 2, 1], lport), 0x12));
+        driver.turn(&mut engine, &mut device);
+        assert_eq!(device.log, ["send", "send"]);
+        // The client's ACK establishes the connection: it is forwarded, and
+        // the install follows it.
+        device.inbox.push_back(segment_between(client, ([10, 0, 9, 9], 80), 0x10));
+        device.inbox.push_back(segment_between(client, ([10, 0, 9, 9], 80), 0x10));
+        driver.turn(&mut engine, &mut device);
+        assert_eq!(device.log, ["send", "send", "send", "send", "install"]);
+        let flow = engine.conns.table().iter().next().map(|(id, _)| crate::fast_path::FlowId(id)).unwrap();
+        let report = FlowReport { flow, packets: [2, 3], bytes: [80, 120], last_seen: None, evicted: false };
+        device.reports.push_back(report);
+        driver.turn(&mut engine, &mut device);
+        assert_eq!(engine.stats().traffic.pkts_in, 3 + 2);
+        assert_eq!(engine.stats().traffic.pkts_out, 1 + 3);
+        driver.close(&mut engine, &mut device);
+        assert_eq!(device.log.last(), Some(&"remove"));
     }
 }

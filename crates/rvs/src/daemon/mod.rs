@@ -21,6 +21,7 @@ use rvs_control::snapshot::Snapshot;
 use rvs_core::Engine;
 
 use crate::driver::netlink::Netlink;
+use crate::driver::offload::FastPath;
 use crate::driver::tun::Tun;
 use crate::driver::xdp::{Handovers, NextHops, Steering, XskPort};
 use crate::log::{self, error, info, warning};
@@ -109,8 +110,8 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     log::set_level(level);
 
     let clock = Clock::start();
-    let engines = engines(&config, &clock)?;
-    let workers = engines.len();
+    let seed = check_start(&config)?;
+    let workers = config.driver.workers.max(1);
 
     // Before anything the daemon would have to undo: a missing program or
     // interface stops it here.
@@ -118,20 +119,24 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
         // One worker reads the one TUN queue; several need the programs to
         // pick each packet's queue.
         DriverKind::Tun => {
-            let steering = (workers > 1).then(|| Steering::load(workers as u32)).transpose()?;
+            let steering = (workers > 1).then(|| Steering::load_with(workers as u32, false)).transpose()?;
             ((0..workers).map(|_| None).collect(), steering, None)
         }
         DriverKind::Xdp => {
-            let (io, steering, handovers, modes) = open_xdp(&config)?;
+            let (io, steering, handovers, modes) = open_xdp(&config, clock)?;
             info!(
                 "xdp driver attached",
                 interfaces = modes.join(","),
                 workers = workers,
-                handover_pairs = handovers.pairs.len()
+                handover_pairs = handovers.pairs.len(),
+                fast_path = if steering.fast_path_refused().is_none() { "on" } else { "off" }
             );
+            tell_fast_path(&config, &steering, &modes);
             (io.into_iter().map(Some).collect::<Vec<_>>(), Some(steering), Some(handovers))
         }
     };
+    let fast_path = xdp.iter().flatten().any(|x| x.fast.is_some());
+    let engines = engines(&config, seed, &clock, fast_path)?;
     let tuns = Tun::create_queues(&config.driver.tun_name, workers)?;
     let (tun_name, tun_index) = (tuns[0].name().to_owned(), tuns[0].index());
     if let Some(steering) = steering.as_mut() {
@@ -203,9 +208,9 @@ pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     served
 }
 
-/// One engine per worker, each with the whole configuration applied, after
-/// the checks that need nothing set up yet: the CPUs and the model.
-fn engines(config: &Config, clock: &Clock) -> anyhow::Result<Vec<Engine>> {
+/// The checks that need nothing set up yet: the CPUs and the model; and
+/// the engines' secret.
+fn check_start(config: &Config) -> anyhow::Result<[u8; 32]> {
     if !config.driver.cpus.is_empty() {
         let allowed = os::allowed_cpus().context("the CPUs rvs may run on")?;
         if let Some(c) = config.driver.cpus.iter().find(|c| !allowed.contains(c)) {
@@ -214,6 +219,12 @@ fn engines(config: &Config, clock: &Clock) -> anyhow::Result<Vec<Engine>> {
     }
     let seed = os::load_or_create_secret(&config.daemon.secret_file).context("the engines' secret")?;
     config.model.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    Ok(seed)
+}
+
+/// One engine per worker, each with the whole configuration applied;
+/// `fast_path`: the devices take established connections into the XDP program.
+fn engines(config: &Config, seed: [u8; 32], clock: &Clock, fast_path: bool) -> anyhow::Result<Vec<Engine>> {
     let workers = config.driver.workers.max(1);
     // One secret for all: a SYN cookie any worker issued is valid at every other.
     let mut engines = Vec::with_capacity(workers);
@@ -221,6 +232,8 @@ fn engines(config: &Config, clock: &Clock) -> anyhow::Result<Vec<Engine>> {
         let engine_config = rvs_core::EngineConfig {
             synproxy: config.synproxy.engine_config(),
             worker: rvs_core::WorkerSlice { index: index as u16, count: workers as u16 },
+            fast_path,
+            fast_path_after: config.driver.fast_path_after,
             ..config.engine.clone()
         };
         let mut engine = Engine::new(engine_config, seed, clock.now());
@@ -233,8 +246,10 @@ fn engines(config: &Config, clock: &Clock) -> anyhow::Result<Vec<Engine>> {
 
 /// The xdp driver's sockets (per worker, one per interface and one on its
 /// hand-over pair), the hand-over pairs and the programs, attached.
+/// With the fast path on, each worker gets its own handles on its maps
+/// (worker 0 folds the program's own counters: they are the host's).
 /// Also each interface's attach mode, for the log.
-fn open_xdp(config: &Config) -> anyhow::Result<(Vec<XdpIo>, Steering, Handovers, Vec<String>)> {
+fn open_xdp(config: &Config, clock: Clock) -> anyhow::Result<(Vec<XdpIo>, Steering, Handovers, Vec<String>)> {
     let d = &config.driver;
     let workers = d.workers.max(1);
     let handovers = if Handovers::needed(workers, &d.interfaces) {
@@ -254,13 +269,39 @@ fn open_xdp(config: &Config) -> anyhow::Result<(Vec<XdpIo>, Steering, Handovers,
         }
         ports.push(own);
     }
-    let mut steering = Steering::load(workers as u32)?;
+    let mut steering = Steering::load_with(workers as u32, d.fast_path)?;
     let modes = steering.attach_xdp(&ports, &handovers, d.xdp_mode)?;
+    let maps = steering.enable_fast_path();
     let io = ports
         .into_iter()
-        .map(|ports| Ok(XdpIo { ports, hops: NextHops::open().context("route and neighbour mirror")? }))
+        .enumerate()
+        .map(|(w, ports)| {
+            let fast = match &maps {
+                Some(m) => Some(FastPath::new(m.try_clone()?, clock, w == 0)),
+                None => None,
+            };
+            Ok(XdpIo { ports, hops: NextHops::open().context("route and neighbour mirror")?, fast })
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok((io, steering, handovers, modes))
+}
+
+/// One line where the fast path is not what the config asked for, or runs
+/// slower than it could: refused by the kernel, or on generic XDP.
+fn tell_fast_path(config: &Config, steering: &Steering, modes: &[String]) {
+    if !config.driver.fast_path {
+        return;
+    }
+    match steering.fast_path_refused() {
+        Some(why) => warning!("fast path off: every packet goes through the engine", reason = why),
+        None => {
+            let generic: Vec<&str> =
+                modes.iter().filter(|m| m.ends_with(":generic")).map(String::as_str).collect();
+            if !generic.is_empty() {
+                info!("fast path on, generic XDP: slower than native", interfaces = generic.join(","));
+            }
+        }
+    }
 }
 
 fn main_loop(daemon: &Mutex<Daemon>) {

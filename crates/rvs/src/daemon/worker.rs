@@ -368,6 +368,11 @@ impl Worker {
                         ports.iter().for_each(|p| sum.add(&p.stats()));
                         sum
                     });
+                    if let (Some(snap), Some(fast)) =
+                        (snap.fast_path.as_mut(), self.device.get_ref().fast_path())
+                    {
+                        snap.unresolved = fast.unresolved();
+                    }
                     let _ = reply.send(snap);
                 }
                 Request::Stop => self.stopping = true,

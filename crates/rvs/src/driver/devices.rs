@@ -15,10 +15,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use rvs_core::io::Device;
-use rvs_core::{DropReason, Instant, Side};
+use rvs_core::{DropReason, FastPathStats, FlowReport, Instant, Offload, Side};
 use rvs_wire::{ipv4, ipv6};
 
+use super::offload::FastPath;
 use super::tun::Tun;
+use super::xdp::fast_path::NextHop;
 use super::xdp::{NextHops, XskPort};
 
 /// Largest packet read from the TUN device: it hands over whole IP packets up to 64 KiB.
@@ -30,22 +32,46 @@ const BATCHES_PER_TURN: usize = 16;
 /// survives restarts (the wall clock when it started). ISNs and TSvals
 /// toward reals grow with it, so after a restart, or on the other balancer
 /// of a pair, they carry on above those a real still holds in TIME_WAIT.
+///
+/// The XDP program reads `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`), the clock
+/// `std::time::Instant` reads too; [`Clock::monotonic_offset`] takes its
+/// times to the core's.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
     started: std::time::Instant,
     /// Nanoseconds since the Unix epoch at `started`.
     base: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds at `started`.
+    monotonic: u64,
 }
 
 impl Clock {
     pub(crate) fn start() -> Self {
         let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        Self { started: std::time::Instant::now(), base: wall.as_nanos() as u64 }
+        Self { started: std::time::Instant::now(), base: wall.as_nanos() as u64, monotonic: monotonic_ns() }
     }
 
     pub(crate) fn now(self) -> Instant {
         Instant::from_nanos(self.base + self.started.elapsed().as_nanos() as u64)
     }
+
+    /// What turns a `CLOCK_MONOTONIC` time into the core's (added, wrapping).
+    pub(crate) fn monotonic_offset(self) -> u64 {
+        self.base.wrapping_sub(self.monotonic)
+    }
+
+    /// A `CLOCK_MONOTONIC` time (the XDP program's) on the core's clock.
+    pub(crate) fn at_monotonic(self, ns: u64) -> Instant {
+        Instant::from_nanos(ns.wrapping_add(self.monotonic_offset()))
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
 }
 
 /// A wake-up counter the worker's devices are polled beside.
@@ -76,11 +102,23 @@ impl Wake {
     }
 }
 
-/// The xdp driver's share of a worker: its sockets and next-hop mirror.
+/// The xdp driver's share of a worker: its sockets and next-hop mirror,
+/// and its share of the fast path where it runs.
 #[derive(Debug)]
 pub(crate) struct XdpIo {
     pub(crate) ports: Vec<XskPort>,
     pub(crate) hops: NextHops,
+    pub(crate) fast: Option<FastPath>,
+}
+
+impl XdpIo {
+    /// Where a packet to `dst` leaves, as the fast path writes it: the
+    /// interface, the next hop's Ethernet address and the interface's own.
+    fn next_hop(hops: &NextHops, ports: &[XskPort], dst: IpAddr) -> Option<NextHop> {
+        let (i, dst_mac) = hops.lookup(dst, ports)?;
+        let port = &ports[i];
+        Some(NextHop { ifindex: port.ifindex, dst_mac, src_mac: port.mac })
+    }
 }
 
 /// A received packet: a slot of the TUN buffers, or a frame in a socket's memory.
@@ -134,6 +172,11 @@ impl Devices {
     /// The sockets, for their counters.
     pub(crate) fn ports(&self) -> Option<&[XskPort]> {
         self.xdp.as_ref().map(|x| &x.ports[..])
+    }
+
+    /// This worker's share of the fast path, where it runs.
+    pub(crate) fn fast_path(&self) -> Option<&FastPath> {
+        self.xdp.as_ref()?.fast.as_ref()
     }
 
     /// Whether source `i` (0: TUN, 1 + i: socket i) was ready at the last wait.
@@ -239,6 +282,9 @@ impl Device for Devices {
         }
         if let Some(x) = self.xdp.as_mut() {
             x.hops.poll_updates();
+            if let Some(fast) = x.fast.as_mut() {
+                fast.new_turn();
+            }
         }
         self.cursor = 0;
         self.batches = 0;
@@ -319,11 +365,37 @@ impl Device for Devices {
             }
         }
     }
+
+    fn offload(&mut self, change: &Offload) {
+        let Some(XdpIo { ports, hops, fast: Some(fast) }) = self.xdp.as_mut() else { return };
+        fast.offload(change, |dst| XdpIo::next_hop(hops, ports, dst));
+    }
+
+    fn poll_flow_report(&mut self, now: Instant) -> Option<FlowReport> {
+        self.xdp.as_mut()?.fast.as_mut()?.poll_report(now)
+    }
+
+    fn poll_fast_path_stats(&mut self) -> Option<FastPathStats> {
+        let now = self.clock.now();
+        self.xdp.as_mut()?.fast.as_mut()?.poll_stats(now)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_programs_clock_maps_onto_the_cores() {
+        let clock = Clock::start();
+        let before = clock.now();
+        let mapped = clock.at_monotonic(monotonic_ns());
+        let after = clock.now();
+        // Both clocks tick together: within the reads' own cost.
+        let slack = 1_000_000;
+        assert!(mapped.as_nanos() + slack >= before.as_nanos(), "{mapped:?} {before:?}");
+        assert!(mapped.as_nanos() <= after.as_nanos() + slack, "{mapped:?} {after:?}");
+    }
 
     #[test]
     fn destinations_of_both_families() {

@@ -3,5 +3,6 @@
 
 pub(crate) mod devices;
 pub(crate) mod netlink;
+pub(crate) mod offload;
 pub(crate) mod tun;
 pub(crate) mod xdp;

@@ -13,8 +13,11 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
-use rvs_core::{Endpoint, FlowKey, Side};
+use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray};
+use rvs_core::{FlowKey, Side};
+
+/// One direction of an offloaded connection: the engine's rule, as the program applies it.
+pub(crate) use rvs_core::FlowRule;
 
 use super::{bpf_err, proto_number, take_map};
 
@@ -42,26 +45,6 @@ pub(crate) mod stat {
     pub(crate) const SC_NO_KEY: u32 = 6;
     /// Entries in the map.
     pub(crate) const COUNT: u32 = 16;
-}
-
-/// One direction of an offloaded connection, as the program applies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FlowRule {
-    /// As the packet arrives.
-    pub(crate) key: FlowKey,
-    /// What it leaves with.
-    pub(crate) src: Endpoint,
-    pub(crate) dst: Endpoint,
-    /// Toward the real or the client.
-    pub(crate) to: Side,
-    pub(crate) seq_add: u32,
-    pub(crate) ack_sub: u32,
-    pub(crate) tsval_add: u32,
-    pub(crate) tsecr_sub: u32,
-    /// (real's, client's) window scale toward the client when they differ.
-    pub(crate) rescale: Option<(u8, u8)>,
-    pub(crate) decrement_ttl: bool,
-    pub(crate) real_gen: u32,
 }
 
 /// Where a rule's packets leave: the interface and the Ethernet addresses.
@@ -208,8 +191,8 @@ impl std::fmt::Debug for FastPathMaps {
 }
 
 /// Another handle on the same kernel map.
-fn reopen(map: &MapData) -> io::Result<MapData> {
-    let fd = map.fd().as_fd().try_clone_to_owned()?;
+fn reopen<K: aya::Pod, V>(map: &impl IterableMap<K, V>) -> io::Result<MapData> {
+    let fd = map.map().fd().as_fd().try_clone_to_owned()?;
     MapData::from_fd(fd).map_err(|e| bpf_err("reopen a fast path map", e))
 }
 
@@ -227,26 +210,10 @@ impl FastPathMaps {
     pub(crate) fn try_clone(&self) -> io::Result<Self> {
         let wrap = |e: MapError| bpf_err("fast path map", e);
         Ok(Self {
-            flows: HashMap::try_from(aya::maps::Map::LruHashMap(reopen(self.flows_data())?)).map_err(wrap)?,
-            live_reals: Array::try_from(aya::maps::Map::Array(reopen(self.live_data())?)).map_err(wrap)?,
-            stats: PerCpuArray::try_from(aya::maps::Map::PerCpuArray(reopen(self.stats_data())?))
-                .map_err(wrap)?,
+            flows: HashMap::try_from(Map::LruHashMap(reopen(&self.flows)?)).map_err(wrap)?,
+            live_reals: Array::try_from(Map::Array(reopen(&self.live_reals)?)).map_err(wrap)?,
+            stats: PerCpuArray::try_from(Map::PerCpuArray(reopen(&self.stats)?)).map_err(wrap)?,
         })
-    }
-
-    fn flows_data(&self) -> &MapData {
-        use aya::maps::IterableMap;
-        self.flows.map()
-    }
-
-    fn live_data(&self) -> &MapData {
-        use aya::maps::IterableMap;
-        self.live_reals.map()
-    }
-
-    fn stats_data(&self) -> &MapData {
-        use aya::maps::IterableMap;
-        self.stats.map()
     }
 
     /// Install (or replace) `rule`, leaving by `hop`.

@@ -11,7 +11,10 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use aya::programs::Xdp;
 use rvs_core::conn::Conn;
-use rvs_core::{Engine, EngineConfig, Instant, Proto, RealConfig, ServiceConfig, Verdict};
+use rvs_core::fast_path::apply;
+use rvs_core::{
+    Applied, Endpoint, Engine, EngineConfig, Instant, Offload, Proto, RealConfig, ServiceConfig, Verdict,
+};
 use rvs_wire::checksum;
 
 use super::*;
@@ -75,8 +78,6 @@ const FIN: u8 = 0x01;
 const RST: u8 = 0x04;
 
 const T0: Instant = Instant::from_secs(1000);
-/// The real's generation in the tests' rules.
-const GEN: u32 = 7;
 
 /// The addresses of one family's tests.
 #[derive(Debug, Clone, Copy)]
@@ -107,9 +108,11 @@ fn plan(v6: bool, proto: Proto) -> Plan {
     }
 }
 
-/// An engine with one service of `proto` on the plan's VIP and one real.
-fn engine(plan: &Plan, proto: Proto, synproxy: bool) -> Engine {
-    let mut e = Engine::new(EngineConfig::default(), [42; 32], T0);
+/// An engine with the fast path on and one service of `proto` on the
+/// plan's VIP and one real.
+fn engine(plan: &Plan, proto: Proto, synproxy: bool, decrement_ttl: bool) -> Engine {
+    let cfg = EngineConfig { fast_path: true, decrement_ttl, ..EngineConfig::default() };
+    let mut e = Engine::new(cfg, [42; 32], T0);
     let mut s = ServiceConfig::new(proto, plan.vip);
     s.laddrs = vec![plan.lip];
     s.synproxy = synproxy;
@@ -206,6 +209,28 @@ fn sack(blocks: &[(u32, u32)]) -> Vec<u8> {
 /// and window scale `ws`.
 fn syn_opts(val: u32, ecr: u32, ws: u8) -> Vec<u8> {
     [vec![2, 4, 0x05, 0x78, 1, 1, 4, 2], ts(val, ecr), vec![1, 3, 3, ws]].concat()
+}
+
+/// `ip` with a checksum left partial by its sender's offload completed, as
+/// the AF_XDP driver does before the engine sees it.
+fn completed(mut ip: Vec<u8>) -> Vec<u8> {
+    if ip[0] >> 4 == 4 {
+        checksum::complete_partial_ipv4(&mut ip);
+    } else {
+        checksum::complete_partial_ipv6(&mut ip);
+    }
+    ip
+}
+
+/// `ip` with only the pseudo-header sum in its TCP or UDP checksum, as a
+/// sender with checksum offload leaves it.
+fn partial(mut ip: Vec<u8>) -> Vec<u8> {
+    let (src, dst) = ends(&ip);
+    let (header, proto) = if ip[0] >> 4 == 4 { (20, ip[9]) } else { (40, ip[6]) };
+    let at = header + if proto == 6 { 16 } else { 6 };
+    let pseudo = checksum::pseudo_header(src.addr, dst.addr, proto, (ip.len() - header) as u32);
+    ip[at..at + 2].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+    ip
 }
 
 /// The transport header and payload of an IP packet.
@@ -326,38 +351,18 @@ fn establish(e: &mut Engine, p: &Plan, synproxy: bool) -> Conn {
     conn
 }
 
-/// The connection's two rules, as the engine forwards its packets.
-fn rules(c: &Conn, decrement_ttl: bool) -> [FlowRule; 2] {
-    let x = c.xlat;
-    let rescale = (c.real_wscale != c.client_wscale).then_some((c.real_wscale, c.client_wscale));
-    [
-        FlowRule {
-            key: c.client_key(),
-            src: c.laddr,
-            dst: c.real,
-            to: Side::Real,
-            seq_add: x.c2r_seq,
-            ack_sub: x.r2c_seq,
-            tsval_add: x.c2r_ts,
-            tsecr_sub: x.r2c_ts,
-            rescale: None,
-            decrement_ttl,
-            real_gen: GEN,
-        },
-        FlowRule {
-            key: c.real_key(),
-            src: c.vip,
-            dst: c.client,
-            to: Side::Client,
-            seq_add: x.r2c_seq,
-            ack_sub: x.c2r_seq,
-            tsval_add: x.r2c_ts,
-            tsecr_sub: x.c2r_ts,
-            rescale,
-            decrement_ttl,
-            real_gen: GEN,
-        },
-    ]
+/// The rules the engine offered for connection `c`, the only one it offered.
+fn offered(e: &mut Engine, c: &Conn) -> [FlowRule; 2] {
+    let mut got = None;
+    while let Some(change) = e.poll_offload() {
+        match change {
+            Offload::Install { rules, .. } if got.is_none() => got = Some(rules),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let rules = got.expect("the engine offered the connection");
+    assert_eq!((rules[0].key, rules[1].key), (c.client_key(), c.real_key()));
+    rules
 }
 
 /// Toward the real: out of the interface the test runs "arrive" on (lo), so
@@ -440,9 +445,8 @@ impl Program {
                 return None;
             }
         };
-        let mut maps = steering.take_fast_path().unwrap();
+        let maps = steering.take_fast_path().unwrap();
         steering.set_stages(FAST_PATH_ON).unwrap();
-        maps.set_live(GEN).unwrap();
         let xdp: &mut Xdp = steering.ebpf.program_mut("steer").unwrap().try_into().unwrap();
         xdp.load().unwrap();
         let steer = xdp.fd().unwrap().as_fd().as_raw_fd();
@@ -452,6 +456,7 @@ impl Program {
 
     fn install(&mut self, rules: &[FlowRule]) {
         for r in rules {
+            self.maps.set_live(r.real_gen).unwrap();
             self.maps.install(r, &hop(r.to, self.lo)).unwrap();
         }
     }
@@ -464,6 +469,8 @@ impl Program {
     /// leaves both, toward `rule`'s side, with its next hop's addresses.
     fn same(&self, e: &mut Engine, rule: &FlowRule, ip: Vec<u8>, case: &str) {
         let (action, out) = test_run(self.steer, &frame(&ip));
+        // The engine sees the packet as the driver hands it over.
+        let ip = completed(ip);
         let mut want = ip.clone();
         assert_eq!(e.handle(T0, &mut want), Verdict::Forward { to: rule.to }, "{case}: the engine");
         let hop = hop(rule.to, self.lo);
@@ -473,12 +480,30 @@ impl Program {
         assert_eq!(out[6..12], hop.src_mac, "{case}");
         assert_eq!(out[14..], want[..], "{case}: program (left) and engine (right) differ");
         assert_ne!(want, ip, "{case}: nothing was rewritten");
+        // The engine's reference of the program agrees.
+        let mut applied = ip;
+        assert_eq!(apply(rule, &mut applied), Applied::Forwarded, "{case}: apply");
+        assert_eq!(applied, want, "{case}: apply (left) and the engine (right) differ");
     }
 
     /// `ip` is not rewritten: it goes on to steering (and, with no
     /// service in the maps, to the kernel) as it came; `to_engine` says
     /// whether the program counted it as one for the engine.
     fn untouched(&self, ip: &[u8], to_engine: bool, case: &str) {
+        self.untouched_by(None, ip, to_engine, case);
+    }
+
+    /// `untouched`, and `rule`'s reference rewrite leaves `ip` to the engine as well.
+    fn refused(&self, rule: &FlowRule, ip: &[u8], case: &str) {
+        self.untouched_by(Some(rule), ip, true, case);
+    }
+
+    fn untouched_by(&self, rule: Option<&FlowRule>, ip: &[u8], to_engine: bool, case: &str) {
+        if let Some(rule) = rule {
+            let mut applied = ip.to_vec();
+            assert_eq!(apply(rule, &mut applied), Applied::ToEngine, "{case}: apply");
+            assert_eq!(applied, ip, "{case}: apply");
+        }
         let before = self.to_engine();
         let (action, out) = test_run(self.steer, &frame(ip));
         assert_eq!(action, XDP_PASS, "{case}");
@@ -526,14 +551,30 @@ fn tcp_cases(prog: &Program, e: &mut Engine, p: &Plan, c: &Conn, rules: &[FlowRu
 fn tcp_packets_leave_the_program_as_they_leave_the_engine() {
     let Some(mut prog) = Program::load() else { return };
     for v6 in [false, true] {
-        for synproxy in [false, true] {
+        for (synproxy, decrement_ttl) in [(false, true), (true, true), (true, false)] {
             let p = plan(v6, Proto::Tcp);
-            let mut e = engine(&p, Proto::Tcp, synproxy);
+            let mut e = engine(&p, Proto::Tcp, synproxy, decrement_ttl);
             let c = establish(&mut e, &p, synproxy);
-            let rules = rules(&c, true);
+            let rules = offered(&mut e, &c);
             assert_eq!(rules[1].rescale.is_some(), synproxy);
+            assert_eq!(rules[0].decrement_ttl, decrement_ttl);
             prog.install(&rules);
             tcp_cases(&prog, &mut e, &p, &c, &rules);
+            // Link-layer padding behind a short packet stays as it is.
+            let ip = tcp(p.client, p.vip, 1, 2, ACK, 9, &[], &[]);
+            let (action, out) = test_run(prog.steer, &[frame(&ip), vec![0; 6]].concat());
+            let mut want = ip.clone();
+            let _ = e.handle(T0, &mut want);
+            assert_eq!(
+                (action, &out[14..out.len() - 6], &out[out.len() - 6..]),
+                (XDP_TX, &want[..], &[0u8; 6][..])
+            );
+            if !decrement_ttl {
+                // TTL 1 is left as it is, by both.
+                let mut last_hop = tcp(p.client, p.vip, 1, 2, ACK, 9, &[], &[]);
+                last_hop[if v6 { 7 } else { 8 }] = 1;
+                prog.same(&mut e, &rules[0], last_hop, "TTL 1, not decremented");
+            }
         }
     }
 }
@@ -543,13 +584,13 @@ fn udp_packets_leave_the_program_as_they_leave_the_engine() {
     let Some(mut prog) = Program::load() else { return };
     for v6 in [false, true] {
         let p = plan(v6, Proto::Udp);
-        let mut e = engine(&p, Proto::Udp, false);
+        let mut e = engine(&p, Proto::Udp, false, true);
         let q = udp(p.client, p.vip, b"query", true);
         let to_real = pass(&mut e, q);
         let (laddr, real) = ends(&to_real);
         pass(&mut e, udp(real, laddr, b"answer", true));
         let c = e.conns().next().unwrap().clone();
-        let rules = rules(&c, true);
+        let rules = offered(&mut e, &c);
         prog.install(&rules);
         for data in [&b""[..], b"q", b"a longer query, odd"] {
             prog.same(&mut e, &rules[0], udp(p.client, p.vip, data, true), "from the client");
@@ -585,9 +626,9 @@ fn packets_the_program_cannot_rewrite_go_on_to_steering() {
     let Some(mut prog) = Program::load() else { return };
     for v6 in [false, true] {
         let p = plan(v6, Proto::Tcp);
-        let mut e = engine(&p, Proto::Tcp, true);
+        let mut e = engine(&p, Proto::Tcp, true, true);
         let c = establish(&mut e, &p, true);
-        let rules = rules(&c, true);
+        let rules = offered(&mut e, &c);
         prog.install(&rules);
         let pkt = |flags, opts: &[u8]| tcp(p.client, p.vip, 5, 6, flags, 502, opts, &[]);
         for (flags, what) in [
@@ -598,7 +639,7 @@ fn packets_the_program_cannot_rewrite_go_on_to_steering() {
             (RST | ACK, "RST-ACK"),
             (PSH, "no ACK"),
         ] {
-            prog.untouched(&pkt(flags, &[]), true, what);
+            prog.refused(&rules[0], &pkt(flags, &[]), what);
         }
         let mss = [2, 4, 5, 0xb4];
         let eol_after_ts = [ts(1, 2), vec![0, 0, 0, 0]].concat();
@@ -613,34 +654,30 @@ fn packets_the_program_cannot_rewrite_go_on_to_steering() {
             (&sack_first, "SACK, TS"),
             (&bare_ts, "TS without NOPs"),
         ] {
-            prog.untouched(&pkt(ACK, opts), true, what);
+            prog.refused(&rules[0], &pkt(ACK, opts), what);
         }
         let ok = pkt(ACK, &ts(1, 2));
         let mut ttl1 = ok.clone();
         ttl1[if v6 { 7 } else { 8 }] = 1;
-        prog.untouched(&ttl1, true, "TTL 1");
-        // A checksum left to the sender's offload: the pseudo-header sum only.
-        let mut partial = ok.clone();
-        let len = (partial.len() - if v6 { 40 } else { 20 }) as u32;
-        let pseudo = checksum::fold(checksum::pseudo_header(p.client.addr, p.vip.addr, 6, len));
-        let at = if v6 { 56 } else { 36 };
-        partial[at..at + 2].copy_from_slice(&pseudo.to_be_bytes());
-        prog.untouched(&partial, true, "partial checksum");
+        prog.refused(&rules[0], &ttl1, "TTL 1");
         if v6 {
-            prog.untouched(&with_hop_by_hop(&ok), true, "extension header");
+            prog.refused(&rules[0], &with_hop_by_hop(&ok), "extension header");
         } else {
-            prog.untouched(&with_ip_options(&ok), true, "IPv4 options");
+            prog.refused(&rules[0], &with_ip_options(&ok), "IPv4 options");
             let mut first = ok.clone();
             first[6] |= 0x20;
-            prog.untouched(&first, true, "first fragment");
+            prog.refused(&rules[0], &first, "first fragment");
         }
+        // Longer than an MTU-sized frame (generic XDP after GRO).
+        let merged = tcp(p.client, p.vip, 1, 2, ACK, 9, &[], &[7; 2100]);
+        prog.untouched(&merged, true, "merged segment");
         // Cut short: the IP header says more than the frame holds.
-        prog.untouched(&ok[..ok.len() - 1], true, &format!("truncated, IPv6 {v6}"));
+        prog.refused(&rules[0], &ok[..ok.len() - 1], "truncated");
         // The real's generation is retired: its flows go to the engine until
         // the generation is live again.
-        prog.maps.retire(GEN).unwrap();
+        prog.maps.retire(rules[0].real_gen).unwrap();
         prog.untouched(&ok, true, "dead real");
-        prog.maps.set_live(GEN).unwrap();
+        prog.maps.set_live(rules[0].real_gen).unwrap();
         prog.same(&mut e, &rules[0], ok.clone(), "live again");
         // An entry that says the flow is the engine's.
         let key = BpfFlowKey::new(&rules[0].key);
@@ -658,21 +695,23 @@ fn packets_the_program_cannot_rewrite_go_on_to_steering() {
     }
     // IPv6 UDP without a checksum is the engine's (it drops it).
     let p = plan(true, Proto::Udp);
-    let mut e = engine(&p, Proto::Udp, false);
+    let mut e = engine(&p, Proto::Udp, false, true);
     let to_real = pass(&mut e, udp(p.client, p.vip, b"q", true));
     let (laddr, real) = ends(&to_real);
+    pass(&mut e, udp(real, laddr, b"a", true));
     let c = e.conns().next().unwrap().clone();
-    prog.install(&rules(&c, true));
-    prog.untouched(&udp(real, laddr, b"a", false), true, "IPv6 UDP without a checksum");
+    let rules = offered(&mut e, &c);
+    prog.install(&rules);
+    prog.refused(&rules[1], &udp(real, laddr, b"a", false), "IPv6 UDP without a checksum");
 }
 
 #[test]
 fn counters_move_and_removed_flows_read_as_gone() {
     let Some(mut prog) = Program::load() else { return };
     let p = plan(false, Proto::Tcp);
-    let mut e = engine(&p, Proto::Tcp, false);
+    let mut e = engine(&p, Proto::Tcp, false, true);
     let c = establish(&mut e, &p, false);
-    let rules = rules(&c, true);
+    let rules = offered(&mut e, &c);
     prog.install(&rules);
     let stats = prog.maps.stats().unwrap();
     assert_eq!(prog.maps.counters(&rules[0].key).unwrap(), Some(FlowCounters::default()));
@@ -694,4 +733,135 @@ fn counters_move_and_removed_flows_read_as_gone() {
     assert!(other.remove(&rules[0].key).unwrap());
     assert_eq!(prog.maps.counters(&rules[0].key).unwrap(), None);
     assert!(!prog.maps.remove(&rules[0].key).unwrap());
+}
+
+/// xorshift64*: drawn test values without a dependency.
+struct Draw(u64);
+
+impl Draw {
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+
+    fn below(&mut self, n: u32) -> u32 {
+        self.next() % n
+    }
+}
+
+/// A TCP segment of drawn numbers, flags and option layout, whose checksum
+/// field is drawn too (the engine rewrites whatever it holds): the edge
+/// values 0 and 0xffff among them.
+fn drawn_tcp(d: &mut Draw, src: Endpoint, dst: Endpoint) -> Vec<u8> {
+    let blocks: Vec<(u32, u32)> = (0..4).map(|_| (d.next(), d.next())).collect();
+    let opts = match d.below(4) {
+        0 => vec![],
+        1 => ts(d.next(), d.next()),
+        2 => sack(&blocks[..1 + d.below(4) as usize]),
+        _ => [ts(d.next(), d.next()), sack(&blocks[..1 + d.below(3) as usize])].concat(),
+    };
+    // ACK with any of PSH, URG, ECE, CWR.
+    let flags = ACK | (d.next() as u8 & 0xe8);
+    let data = vec![d.next() as u8; d.below(40) as usize];
+    let mut p = tcp(src, dst, d.next(), d.next(), flags, d.next() as u16, &opts, &data);
+    let at = if p[0] >> 4 == 4 { 36 } else { 56 };
+    let sum = match d.below(4) {
+        0 => 0,
+        1 => 0xffff,
+        _ => d.next() as u16,
+    };
+    p[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
+#[test]
+fn drawn_packets_leave_the_program_as_they_leave_the_engine() {
+    let Some(mut prog) = Program::load() else { return };
+    let mut d = Draw(0x9e37_79b9_7f4a_7c15);
+    for v6 in [false, true] {
+        let p = plan(v6, Proto::Tcp);
+        let mut e = engine(&p, Proto::Tcp, true, true);
+        let c = establish(&mut e, &p, true);
+        let rules = offered(&mut e, &c);
+        prog.install(&rules);
+        for i in 0..1000 {
+            let (rule, ip) = if i % 2 == 0 {
+                (&rules[0], drawn_tcp(&mut d, p.client, p.vip))
+            } else {
+                (&rules[1], drawn_tcp(&mut d, c.real, c.laddr))
+            };
+            prog.same(&mut e, rule, ip, &format!("drawn packet {i}, IPv6 {v6}"));
+        }
+        // UDP: drawn payloads and checksum fields (none, over IPv4, stays none).
+        let p = plan(v6, Proto::Udp);
+        let mut e = engine(&p, Proto::Udp, false, true);
+        let (laddr, real) = ends(&pass(&mut e, udp(p.client, p.vip, b"q", true)));
+        pass(&mut e, udp(real, laddr, b"a", true));
+        let c = e.conns().next().unwrap().clone();
+        let rules = offered(&mut e, &c);
+        prog.install(&rules);
+        for i in 0..200 {
+            let data = vec![d.next() as u8; d.below(30) as usize];
+            let (rule, mut ip) = if i % 2 == 0 {
+                (&rules[0], udp(p.client, p.vip, &data, true))
+            } else {
+                (&rules[1], udp(real, laddr, &data, true))
+            };
+            let at = if v6 { 46 } else { 26 };
+            let sum = match d.below(4) {
+                0 if !v6 => 0,
+                1 => 0xffff,
+                _ => (d.next() as u16).max(1),
+            };
+            ip[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+            prog.same(&mut e, rule, ip, &format!("drawn datagram {i}, IPv6 {v6}"));
+        }
+    }
+}
+
+#[test]
+fn partial_checksums_are_completed_as_the_driver_completes_them() {
+    let Some(mut prog) = Program::load() else { return };
+    for v6 in [false, true] {
+        let p = plan(v6, Proto::Tcp);
+        let mut e = engine(&p, Proto::Tcp, true, true);
+        let c = establish(&mut e, &p, true);
+        let rules = offered(&mut e, &c);
+        prog.install(&rules);
+        // Around the program's 512-byte chunks, odd lengths, a full frame.
+        for n in [0usize, 1, 3, 479, 480, 481, 511, 512, 513, 1000, 1023, 1400] {
+            let data: Vec<u8> = (0..n).map(|i| (i * 7 + n) as u8).collect();
+            let from_client = tcp(p.client, p.vip, 1, 2, ACK | PSH, 9, &ts(3, 4), &data);
+            prog.same(&mut e, &rules[0], partial(from_client), &format!("{n} bytes from the client"));
+            let from_real = tcp(c.real, c.laddr, 1, 2, ACK, 9, &[ts(3, 4), sack(&[(5, 6)])].concat(), &data);
+            prog.same(&mut e, &rules[1], partial(from_real), &format!("{n} bytes from the real"));
+        }
+        // Longer than the program sums: the engine's.
+        let long = tcp(p.client, p.vip, 1, 2, ACK, 9, &[], &[7; 2100]);
+        prog.untouched(&partial(long), true, "2100 bytes");
+        let p = plan(v6, Proto::Udp);
+        let mut e = engine(&p, Proto::Udp, false, true);
+        let (laddr, real) = ends(&pass(&mut e, udp(p.client, p.vip, b"q", true)));
+        pass(&mut e, udp(real, laddr, b"a", true));
+        let c = e.conns().next().unwrap().clone();
+        let rules = offered(&mut e, &c);
+        prog.install(&rules);
+        for n in [0usize, 1, 600, 1200] {
+            let data = vec![n as u8 | 1; n];
+            prog.same(
+                &mut e,
+                &rules[0],
+                partial(udp(p.client, p.vip, &data, true)),
+                &format!("UDP, {n} bytes"),
+            );
+            prog.same(
+                &mut e,
+                &rules[1],
+                partial(udp(real, laddr, &data, true)),
+                &format!("UDP back, {n} bytes"),
+            );
+        }
+    }
 }

@@ -20,6 +20,9 @@ mod handover;
 mod nexthop;
 #[cfg(test)]
 mod steer_tests;
+mod syn_cookie;
+#[cfg(test)]
+mod syn_cookie_tests;
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -43,6 +46,7 @@ use xdp::{Packet, RingConfigBuilder, Rings, Umem};
 pub(crate) use fast_path::FastPathMaps;
 pub(crate) use handover::Handovers;
 pub(crate) use nexthop::NextHops;
+pub(crate) use syn_cookie::SynCookies;
 
 /// The programs, built from `steer.bpf.c` by `scripts/build-bpf` and
 /// committed, so building rvs needs no clang (a test checks that the object
@@ -74,7 +78,11 @@ pub(crate) struct Steering {
     xsks: XskMap<MapData>,
     ifaces: HashMap<MapData, u32, u32>,
     devices: DevMap<MapData>,
+    #[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
+    syn_cookies: SynCookies,
     workers: u32,
+    /// Why the fast path cannot run, when it cannot (`None`: it can).
+    fast_path_refused: Option<String>,
 }
 
 impl std::fmt::Debug for Steering {
@@ -157,6 +165,19 @@ fn bpf_err(what: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{what}: {e}"))
 }
 
+/// The fast path's flow map, by far the largest (`fast_path.bpf.h`).
+const FLOWS: &str = "flows";
+
+/// Load the object; without `fast_path` its flow map is made as small as
+/// it can be (the stage never runs, and the kernel holds no memory for it).
+fn load_object(fast_path: bool) -> Result<aya::Ebpf, aya::EbpfError> {
+    let mut loader = aya::EbpfLoader::new();
+    if !fast_path {
+        loader.set_max_entries(FLOWS, 64);
+    }
+    loader.load(PROGRAM)
+}
+
 /// `_IOR('T', 224, int)` from `linux/if_tun.h`.
 const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 
@@ -189,12 +210,34 @@ fn addr_key(addr: Ipv4Addr) -> u32 {
 }
 
 impl Steering {
-    /// Load the programs for `workers` workers; nothing is attached yet.
+    /// Load the programs for `workers` workers, the fast path's maps full
+    /// size; nothing is attached yet.
+    #[cfg(test)]
     pub(crate) fn load(workers: u32) -> io::Result<Self> {
+        Self::load_with(workers, true)
+    }
+
+    /// Load the programs for `workers` workers; nothing is attached yet.
+    /// With `fast_path`, the fast path's maps are made full size; when the
+    /// kernel refuses them (memory, map type), the programs load without
+    /// them and [`fast_path_refused`](Self::fast_path_refused) says why.
+    pub(crate) fn load_with(workers: u32, fast_path: bool) -> io::Result<Self> {
         if workers == 0 || workers > SLOTS_PER_INTERFACE {
             return Err(bpf_err("BPF programs", format!("{workers} workers")));
         }
-        let mut ebpf = aya::Ebpf::load(PROGRAM).map_err(|e| bpf_err("load the BPF programs", e))?;
+        let (mut ebpf, mut refused) = match load_object(fast_path) {
+            Ok(ebpf) => (ebpf, None),
+            Err(e) if fast_path => {
+                let ebpf = load_object(false).map_err(|e| bpf_err("load the BPF programs", e))?;
+                (ebpf, Some(format!("the kernel refused its maps: {e}")))
+            }
+            Err(e) => return Err(bpf_err("load the BPF programs", e)),
+        };
+        if !fast_path {
+            refused = Some("fast_path = false".to_owned());
+        } else if refused.is_none() && ebpf.map(FLOWS).is_none() {
+            refused = Some("the XDP program has no flow map".to_owned());
+        }
         let mut settings: Array<MapData, u32> = take_map(&mut ebpf, "settings")?;
         // The programs pass everything (and pick queue 0) while this is 0.
         settings.set(0, workers, 0).map_err(|e| bpf_err("settings map", e))?;
@@ -205,10 +248,37 @@ impl Steering {
             xsks: take_map(&mut ebpf, "xsks")?,
             ifaces: take_map(&mut ebpf, "ifaces")?,
             devices: take_map(&mut ebpf, "handover")?,
+            syn_cookies: SynCookies::take(&mut ebpf)?,
             settings,
             ebpf,
             workers,
+            fast_path_refused: refused,
         })
+    }
+
+    /// Why the fast path cannot run here; `None` when it can.
+    pub(crate) fn fast_path_refused(&self) -> Option<&str> {
+        self.fast_path_refused.as_deref()
+    }
+
+    /// Switch the fast path's stage on and take its maps, unless it was
+    /// refused; a failure here refuses it too (the stage stays off).
+    pub(crate) fn enable_fast_path(&mut self) -> Option<FastPathMaps> {
+        if self.fast_path_refused.is_some() {
+            return None;
+        }
+        let enabled = self.take_fast_path().and_then(|maps| {
+            self.set_stages(fast_path::FAST_PATH_ON)?;
+            Ok(maps)
+        });
+        match enabled {
+            Ok(maps) => Some(maps),
+            Err(e) => {
+                let _ = self.set_stages(0);
+                self.fast_path_refused = Some(e.to_string());
+                None
+            }
+        }
     }
 
     /// Attach `steer` to every interface, with worker `w`'s socket on it
@@ -319,15 +389,19 @@ impl Steering {
         Ok(())
     }
 
+    /// The SYN-cookie stage's maps.
+    #[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
+    pub(crate) fn syn_cookies(&mut self) -> &mut SynCookies {
+        &mut self.syn_cookies
+    }
+
     /// Take the fast path's maps; once, before the programs are attached.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn take_fast_path(&mut self) -> io::Result<FastPathMaps> {
         FastPathMaps::take(&mut self.ebpf)
     }
 
     /// Run the stages before steering that `flags` name
     /// ([`fast_path::FAST_PATH_ON`], [`fast_path::SYN_COOKIES_ON`]); 0 runs none.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn set_stages(&mut self, flags: u32) -> io::Result<()> {
         self.settings.set(1, flags, 0).map_err(|e| bpf_err("settings map", e))
     }

@@ -36,6 +36,13 @@
 // options, fragment) are walked to the transport header, up to
 // MAX_EXT_HEADERS of them.
 //
+// Before steering, two stages may take a TCP or UDP packet, each switched by
+// a bit of settings[1] (both off: steering is all there is): the fast path
+// (fast_path.bpf.h) rewrites and sends on the packets of established
+// connections the engine installed, exactly as the engine would; SYN
+// cookies (syn_cookie.bpf.h) answer a SYNProxy service's SYNs and check
+// their ACKs. What they leave goes on to steering.
+//
 // The daemon fills the maps; nothing here needs libbpf's headers. Built by
 // scripts/build-bpf with `clang -O2 -target bpf`; the object is committed.
 
@@ -79,6 +86,13 @@ struct __sk_buff;
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_skb_load_bytes)(const struct __sk_buff *skb, __u32 offset, void *to, __u32 len) = (void *)26;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
+static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
+static long (*bpf_csum_diff)(__u32 *from, __u32 from_size, __u32 *to, __u32 to_size, __u32 seed) = (void *)28;
+static long (*bpf_xdp_load_bytes)(struct xdp_md *ctx, __u32 offset, void *buf, __u32 len) = (void *)189;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
+static long (*bpf_xdp_adjust_tail)(struct xdp_md *ctx, int delta) = (void *)65;
+static long (*bpf_xdp_store_bytes)(struct xdp_md *ctx, __u32 off, void *buf, __u32 len) = (void *)190;
 
 // Keep in step with crates/rvs/src/driver/xdp/mod.rs.
 #define MAX_SLOTS 1024

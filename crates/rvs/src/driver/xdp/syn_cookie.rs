@@ -1,0 +1,173 @@
+//! The maps of the XDP program's SYN-cookie stage (`syn_cookie.bpf.h`):
+//! the engine's cookie keys around now, each SYNProxy service's SYN-ACK
+//! template and the offset from CLOCK_MONOTONIC to the engine's clock. With
+//! them the program answers SYNs and checks cookie ACKs exactly as the
+//! engine would; what fills them comes from the engine
+//! ([`Engine::cookie_keys`](rvs_core::Engine::cookie_keys),
+//! [`Engine::syn_ack_templates`](rvs_core::Engine::syn_ack_templates)).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+
+use aya::maps::{Array, HashMap, MapData};
+use rvs_core::{CookieKeys, Endpoint, Proto, SynAckTemplate};
+
+use super::{bpf_err, service_key, service6_key, take_map};
+
+/// `syn_template.flags` in syn_cookie.bpf.h.
+const SACK: u8 = 1;
+const TIMESTAMPS: u8 = 2;
+const RST_ON_BAD_COOKIE: u8 = 4;
+
+/// `struct syn_template` in syn_cookie.bpf.h.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BpfSynTemplate {
+    mss: u16,
+    mss_max: u16,
+    wscale: u8,
+    ttl: u8,
+    flags: u8,
+    max_age: u8,
+}
+
+// SAFETY: plain integers, no padding (8 bytes, 2-byte aligned).
+unsafe impl aya::Pod for BpfSynTemplate {}
+
+impl From<&SynAckTemplate> for BpfSynTemplate {
+    fn from(t: &SynAckTemplate) -> Self {
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        Self {
+            mss: t.mss,
+            mss_max: t.mss_max,
+            wscale: t.wscale,
+            ttl: t.ttl,
+            flags: flag(t.sack, SACK)
+                | flag(t.timestamps, TIMESTAMPS)
+                | flag(t.rst_on_bad_cookie, RST_ON_BAD_COOKIE),
+            max_age: t.cookie_max_age,
+        }
+    }
+}
+
+/// `struct cookie_keys` in syn_cookie.bpf.h.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BpfCookieKeys {
+    period: u64,
+    key: [[u64; 2]; 3],
+}
+
+// SAFETY: plain integers, no padding.
+unsafe impl aya::Pod for BpfCookieKeys {}
+
+impl From<&CookieKeys> for BpfCookieKeys {
+    fn from(k: &CookieKeys) -> Self {
+        Self { period: k.period, key: k.keys.map(|(k0, k1)| [k0, k1]) }
+    }
+}
+
+/// The SYN-cookie stage's maps and what was last written to them.
+#[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
+pub(crate) struct SynCookies {
+    templates: HashMap<MapData, [u8; 8], BpfSynTemplate>,
+    templates6: HashMap<MapData, [u8; 20], BpfSynTemplate>,
+    keys: HashMap<MapData, u32, BpfCookieKeys>,
+    clock: Array<MapData, u64>,
+    loaded: BTreeMap<Endpoint, BpfSynTemplate>,
+    period: Option<u64>,
+}
+
+impl std::fmt::Debug for SynCookies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SynCookies")
+            .field("services", &self.loaded.len())
+            .field("period", &self.period)
+            .finish()
+    }
+}
+
+#[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
+impl SynCookies {
+    /// Take the stage's maps out of the loaded object.
+    pub(crate) fn take(ebpf: &mut aya::Ebpf) -> io::Result<Self> {
+        Ok(Self {
+            templates: take_map(ebpf, "syn_templates")?,
+            templates6: take_map(ebpf, "syn_templates6")?,
+            keys: take_map(ebpf, "cookie_keys")?,
+            clock: take_map(ebpf, "cookie_clock")?,
+            loaded: BTreeMap::new(),
+            period: None,
+        })
+    }
+
+    /// Give the program the keys around a time, all three in one update
+    /// (readers see the old set or the new one, never a mix).
+    pub(crate) fn set_keys(&mut self, keys: &CookieKeys) -> io::Result<()> {
+        self.keys.insert(0, BpfCookieKeys::from(keys), 0).map_err(|e| bpf_err("cookie key map", e))?;
+        self.period = Some(keys.period);
+        Ok(())
+    }
+
+    /// [`Self::set_keys`] when `keys` are of another period than those last
+    /// given; whether they were written. Call it every turn with the
+    /// engine's keys for now: it writes once per 256 s period.
+    pub(crate) fn refresh_keys(&mut self, keys: &CookieKeys) -> io::Result<bool> {
+        if self.period == Some(keys.period) {
+            return Ok(false);
+        }
+        self.set_keys(keys).map(|()| true)
+    }
+
+    /// Make the template maps hold exactly `templates` (the engine's
+    /// SYNProxy services); only what changed is written.
+    pub(crate) fn sync_templates(
+        &mut self,
+        templates: impl IntoIterator<Item = SynAckTemplate>,
+    ) -> io::Result<()> {
+        let wanted: BTreeMap<Endpoint, BpfSynTemplate> =
+            templates.into_iter().map(|t| (t.vip, BpfSynTemplate::from(&t))).collect();
+        for (vip, t) in &wanted {
+            if self.loaded.get(vip) != Some(t) {
+                self.put(*vip, t)?;
+            }
+        }
+        for vip in self.loaded.keys().filter(|v| !wanted.contains_key(v)) {
+            let _ = match vip.addr {
+                IpAddr::V4(a) => self.templates.remove(&service_key(a, vip.port, Proto::Tcp)),
+                IpAddr::V6(a) => self.templates6.remove(&service6_key(a, vip.port, Proto::Tcp)),
+            };
+        }
+        self.loaded = wanted;
+        Ok(())
+    }
+
+    fn put(&mut self, vip: Endpoint, t: &BpfSynTemplate) -> io::Result<()> {
+        match vip.addr {
+            IpAddr::V4(a) => self.templates.insert(service_key(a, vip.port, Proto::Tcp), t, 0),
+            IpAddr::V6(a) => self.templates6.insert(service6_key(a, vip.port, Proto::Tcp), t, 0),
+        }
+        .map_err(|e| bpf_err("SYN-ACK template map", e))
+    }
+
+    /// Set the program's clock: CLOCK_MONOTONIC plus `offset` nanoseconds is
+    /// the engine's `now` ([`Clock::monotonic_offset`](crate::driver::devices::Clock::monotonic_offset)).
+    pub(crate) fn set_clock_offset(&mut self, offset: u64) -> io::Result<()> {
+        self.clock.set(0, offset, 0).map_err(|e| bpf_err("cookie clock map", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_program() {
+        assert_eq!(size_of::<BpfSynTemplate>(), 8);
+        assert_eq!(std::mem::offset_of!(BpfSynTemplate, wscale), 4);
+        assert_eq!(std::mem::offset_of!(BpfSynTemplate, max_age), 7);
+        assert_eq!(size_of::<BpfCookieKeys>(), 56);
+        assert_eq!(std::mem::offset_of!(BpfCookieKeys, key), 8);
+    }
+}

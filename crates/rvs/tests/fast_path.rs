@@ -1,0 +1,109 @@
+//! The XDP fast path end to end, in network namespaces with the kernel's
+//! TCP stacks: with the xdp driver and `fast_path = true`, bulk downloads
+//! through the VIP move into the XDP program once established, and the
+//! service's counters still hold every packet and byte that went through;
+//! with `fast_path = false` the program forwards nothing itself.
+//!
+//! A sender on veth leaves its TCP checksums partial (checksum offload),
+//! and the program leaves such packets to the engine, which completes them;
+//! a balancer fed by NICs sees whole checksums. So the client and the reals
+//! here send with checksum offload off, as a NIC would deliver them.
+//!
+//! Needs root and the programs `scripts/test` installs. Without root these
+//! fail, unless `RVS_SKIP_NETNS=1` says to skip them.
+
+#[macro_use]
+mod harness;
+
+use std::time::Duration;
+
+use harness::{BIG_BYTES, Driver, Family, Lab, LabSpec, wait_until};
+
+/// Downloads of `/big` each test makes.
+const DOWNLOADS: u64 = 4;
+
+fn lab(test: &str, fast_path: bool) -> Option<Lab> {
+    let lab = Lab::start(
+        test,
+        LabSpec {
+            driver: if fast_path { Driver::Xdp } else { Driver::XdpNoFastPath },
+            family: Family::V4,
+            metrics: true,
+            ..LabSpec::default()
+        },
+    )?;
+    let senders = std::iter::once(lab.topo.ns_client()).chain(lab.topo.ns_reals());
+    for ns in senders {
+        ns.run("ethtool", ["-K", "eth0", "tx", "off"]).expect("checksum offload off (ethtool installed?)");
+    }
+    Some(lab)
+}
+
+/// Download `/big` [`DOWNLOADS`] times, each whole.
+fn download(lab: &Lab) {
+    for _ in 0..DOWNLOADS {
+        let body = lab.curl("/big").expect("download /big through the VIP");
+        assert_eq!(body.len(), BIG_BYTES);
+    }
+}
+
+/// The VIP:80 service's counter `name`, both directions.
+fn service(lab: &Lab, name: &str, direction: &str) -> u64 {
+    lab.metric_with(name, &[("direction", direction)]).unwrap_or(0)
+}
+
+/// The fast path's metrics, for a failure's message.
+fn fast_path_metrics(lab: &Lab) -> String {
+    let text = lab.topo.ns_lb().run("curl", ["-s", "http://127.0.0.1:9108/metrics"]).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("rvs_fast_path") || l.starts_with("rvs_drops_total") && !l.ends_with(" 0"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn bulk_downloads_move_into_the_fast_path_and_are_counted() {
+    let Some(lab) = lab("fp_bulk", true) else { return };
+    download(&lab);
+    // The program's counts reach the engine about every 500 ms.
+    let want = DOWNLOADS * BIG_BYTES as u64;
+    let counted = wait_until(Duration::from_secs(5), || {
+        service(&lab, "rvs_service_bytes_total", "out") >= want
+            && lab.metric("rvs_fast_path_packets_total") > Some(0)
+    });
+    let log = lab.daemon_log();
+    counted.unwrap_or_else(|()| {
+        panic!(
+            "service bytes out {} of {want} at least, fast path packets {:?}\n{}\n{log}",
+            service(&lab, "rvs_service_bytes_total", "out"),
+            lab.metric("rvs_fast_path_packets_total"),
+            fast_path_metrics(&lab)
+        )
+    });
+    // Settled: the last reports of closed connections are in.
+    std::thread::sleep(Duration::from_secs(1));
+    let fast = lab.metric("rvs_fast_path_packets_total").unwrap();
+    let packets =
+        service(&lab, "rvs_service_packets_total", "in") + service(&lab, "rvs_service_packets_total", "out");
+    eprintln!("fast path: {fast} of {packets} packets forwarded in XDP");
+    assert!(fast * 2 > packets, "{fast} of {packets} packets in the fast path\n{log}");
+    assert!(fast <= packets, "{fast} fast path packets, {packets} counted by the service");
+    // Every byte once: the payload and its headers, not twice.
+    let out = service(&lab, "rvs_service_bytes_total", "out");
+    assert!(out < want + want / 10, "service bytes out {out} for {want} bytes of payload");
+    assert!(lab.metric_with("rvs_fast_path_connections_total", &[("event", "installed")]) >= Some(DOWNLOADS));
+    assert!(!log.contains("fast path off"), "{log}");
+    lab.assert_no_drops("bulk downloads through the fast path");
+}
+
+#[test]
+fn without_the_fast_path_the_program_forwards_nothing() {
+    let Some(lab) = lab("fp_off", false) else { return };
+    download(&lab);
+    let want = DOWNLOADS * BIG_BYTES as u64;
+    wait_until(Duration::from_secs(5), || service(&lab, "rvs_service_bytes_total", "out") >= want)
+        .expect("every download counted");
+    // Not in the metrics at all, so nothing the program forwarded.
+    assert_eq!(lab.metric("rvs_fast_path_packets_total").unwrap_or(0), 0);
+    lab.assert_no_drops("bulk downloads without the fast path");
+}
