@@ -4,11 +4,6 @@
 //! service's counters still hold every packet and byte that went through;
 //! with `fast_path = false` the program forwards nothing itself.
 //!
-//! A sender on veth leaves its TCP checksums partial (checksum offload),
-//! and the program leaves such packets to the engine, which completes them;
-//! a balancer fed by NICs sees whole checksums. So the client and the reals
-//! here send with checksum offload off, as a NIC would deliver them.
-//!
 //! Needs root and the programs `scripts/test` installs. Without root these
 //! fail, unless `RVS_SKIP_NETNS=1` says to skip them.
 
@@ -17,26 +12,14 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{BIG_BYTES, Driver, Family, Lab, LabSpec, wait_until};
+use harness::{BIG_BYTES, Driver, FAST_PATH_PACKETS, Family, Lab, LabSpec, wait_until};
 
 /// Downloads of `/big` each test makes.
 const DOWNLOADS: u64 = 4;
 
-fn lab(test: &str, fast_path: bool) -> Option<Lab> {
-    let lab = Lab::start(
-        test,
-        LabSpec {
-            driver: if fast_path { Driver::Xdp } else { Driver::XdpNoFastPath },
-            family: Family::V4,
-            metrics: true,
-            ..LabSpec::default()
-        },
-    )?;
-    let senders = std::iter::once(lab.topo.ns_client()).chain(lab.topo.ns_reals());
-    for ns in senders {
-        ns.run("ethtool", ["-K", "eth0", "tx", "off"]).expect("checksum offload off (ethtool installed?)");
-    }
-    Some(lab)
+/// The lab on `driver`, with SYNProxy on VIP:80 or not.
+fn lab(test: &str, driver: Driver, synproxy: bool) -> Option<Lab> {
+    Lab::start(test, LabSpec { driver, family: Family::V4, metrics: true, synproxy, ..LabSpec::default() })
 }
 
 /// Download `/big` [`DOWNLOADS`] times, each whole.
@@ -63,26 +46,35 @@ fn fast_path_metrics(lab: &Lab) -> String {
 
 #[test]
 fn bulk_downloads_move_into_the_fast_path_and_are_counted() {
-    let Some(lab) = lab("fp_bulk", true) else { return };
+    bulk_downloads("fp_bulk", Driver::Xdp);
+}
+
+/// Each worker installs its own connections; worker 0 counts the program's packets for both.
+#[test]
+fn bulk_downloads_move_into_the_fast_path_with_two_workers() {
+    bulk_downloads("fp_bulk2", Driver::XdpTwoWorkers);
+}
+
+fn bulk_downloads(test: &str, driver: Driver) {
+    let Some(lab) = lab(test, driver, false) else { return };
     download(&lab);
     // The program's counts reach the engine about every 500 ms.
     let want = DOWNLOADS * BIG_BYTES as u64;
     let counted = wait_until(Duration::from_secs(5), || {
-        service(&lab, "rvs_service_bytes_total", "out") >= want
-            && lab.metric("rvs_fast_path_packets_total") > Some(0)
+        service(&lab, "rvs_service_bytes_total", "out") >= want && lab.metric(FAST_PATH_PACKETS) > Some(0)
     });
     let log = lab.daemon_log();
     counted.unwrap_or_else(|()| {
         panic!(
             "service bytes out {} of {want} at least, fast path packets {:?}\n{}\n{log}",
             service(&lab, "rvs_service_bytes_total", "out"),
-            lab.metric("rvs_fast_path_packets_total"),
+            lab.metric(FAST_PATH_PACKETS),
             fast_path_metrics(&lab)
         )
     });
     // Settled: the last reports of closed connections are in.
     std::thread::sleep(Duration::from_secs(1));
-    let fast = lab.metric("rvs_fast_path_packets_total").unwrap();
+    let fast = lab.metric(FAST_PATH_PACKETS).unwrap();
     let packets =
         service(&lab, "rvs_service_packets_total", "in") + service(&lab, "rvs_service_packets_total", "out");
     eprintln!("fast path: {fast} of {packets} packets forwarded in XDP");
@@ -97,13 +89,31 @@ fn bulk_downloads_move_into_the_fast_path_and_are_counted() {
 }
 
 #[test]
+fn synproxy_handshakes_answered_in_xdp_then_offloaded() {
+    let Some(lab) = lab("fp_synproxy", Driver::Xdp, true) else { return };
+    download(&lab);
+    let want = DOWNLOADS * BIG_BYTES as u64;
+    let cookies =
+        |event| lab.metric_with("rvs_fast_path_syn_cookies_total", &[("event", event)]).unwrap_or(0);
+    let counted = wait_until(Duration::from_secs(5), || {
+        service(&lab, "rvs_service_bytes_total", "out") >= want && cookies("ack_passed") >= DOWNLOADS
+    });
+    let log = lab.daemon_log();
+    counted.unwrap_or_else(|()| panic!("{}\n{log}", fast_path_metrics(&lab)));
+    // Every client SYN answered by the program, every cookie ACK checked there.
+    assert!(cookies("syn_ack_sent") >= DOWNLOADS, "{}", fast_path_metrics(&lab));
+    assert!(lab.metric(FAST_PATH_PACKETS) > Some(0), "{}", fast_path_metrics(&lab));
+    lab.assert_no_drops("SYNProxy downloads through the fast path");
+}
+
+#[test]
 fn without_the_fast_path_the_program_forwards_nothing() {
-    let Some(lab) = lab("fp_off", false) else { return };
+    let Some(lab) = lab("fp_off", Driver::XdpNoFastPath, false) else { return };
     download(&lab);
     let want = DOWNLOADS * BIG_BYTES as u64;
     wait_until(Duration::from_secs(5), || service(&lab, "rvs_service_bytes_total", "out") >= want)
         .expect("every download counted");
     // Not in the metrics at all, so nothing the program forwarded.
-    assert_eq!(lab.metric("rvs_fast_path_packets_total").unwrap_or(0), 0);
+    assert_eq!(lab.metric(FAST_PATH_PACKETS).unwrap_or(0), 0);
     lab.assert_no_drops("bulk downloads without the fast path");
 }

@@ -35,9 +35,9 @@ use crate::model::Model;
 
 pub use rvs_core::RetransmitMode;
 
-/// Largest `[driver] fast_path_after`: a connection that waits longer
-/// than this for the fast path is surely a typo.
-pub const MAX_FAST_PATH_AFTER: u32 = 1 << 20;
+/// Largest `[driver] fast_path_after`: as far as the engine counts a
+/// connection's packets.
+pub const MAX_FAST_PATH_AFTER: u32 = rvs_core::fast_path::MAX_AFTER;
 
 /// Most data-path workers: the XDP program keeps this many socket slots per interface.
 pub const MAX_WORKERS: usize = 16;

@@ -271,13 +271,16 @@ fn open_xdp(config: &Config, clock: Clock) -> anyhow::Result<(Vec<XdpIo>, Steeri
     }
     let mut steering = Steering::load_with(workers as u32, d.fast_path)?;
     let modes = steering.attach_xdp(&ports, &handovers, d.xdp_mode)?;
-    let maps = steering.enable_fast_path();
+    let maps = steering.enable_fast_path(clock.monotonic_offset());
     let io = ports
         .into_iter()
         .enumerate()
         .map(|(w, ports)| {
             let fast = match &maps {
-                Some(m) => Some(FastPath::new(m.try_clone()?, clock, w == 0)),
+                Some(m) => {
+                    let cookies = if w == 0 { Some(steering.syn_cookies().try_clone()?) } else { None };
+                    Some(FastPath::new(m.try_clone()?, clock, cookies))
+                }
                 None => None,
             };
             Ok(XdpIo { ports, hops: NextHops::open().context("route and neighbour mirror")?, fast })

@@ -28,12 +28,17 @@ use rvs_control::model::{Model, Op, apply_all};
 use rvs_control::plane::DataPathError;
 use rvs_control::snapshot::Snapshot;
 use rvs_core::io::{Device, Driver, FaultInjector, Marked};
-use rvs_core::{Engine, Event, Proto};
+use rvs_core::{Engine, Event, Instant, Proto};
 
 use crate::driver::devices::{BUF_LEN, Devices, Rx, Wake};
 pub(crate) use crate::driver::devices::{Clock, XdpIo};
 use crate::driver::tun::Tun;
 use crate::log::warning;
+
+/// How often the XDP program's SYN-ACK templates and cookie keys are
+/// compared with the engine's (keys change every 256 s; the program holds
+/// the next period's already).
+const COOKIE_SYNC: Duration = Duration::from_secs(1);
 
 /// How long the control plane waits for the worker to answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -275,6 +280,7 @@ pub(crate) fn spawn(
                 installed,
                 nudge,
                 passive_failures: 0,
+                cookies_due: None,
                 stopping: false,
             };
             worker.run();
@@ -296,15 +302,20 @@ struct Worker {
     nudge: Arc<Nudge>,
     /// The engine's passive failures when the checker was last nudged.
     passive_failures: u64,
+    /// When the XDP program's SYN cookies are next brought in line with the engine's.
+    cookies_due: Option<Instant>,
     stopping: bool,
 }
 
 impl Worker {
     fn run(mut self) {
+        // Before the first packet: the program answers SYNs from the start.
+        self.sync_syn_cookies();
         while !self.stopping {
             self.driver.poll(&mut self.engine, &mut self.device);
             self.serve_requests();
             self.take_config();
+            self.sync_syn_cookies();
             self.tell_events();
             let failures = self.engine.stats().passive_failures;
             if failures != self.passive_failures {
@@ -380,6 +391,21 @@ impl Worker {
         }
     }
 
+    /// Keep the XDP program's SYN cookies the engine's (the worker that
+    /// fills them): the keys once their period turns, the SYN-ACK templates
+    /// as services change and as their reals' window scales are learnt.
+    fn sync_syn_cookies(&mut self) {
+        let now = self.device.now();
+        if self.cookies_due.is_some_and(|at| now < at) {
+            return;
+        }
+        let Some(cookies) = self.device.get_mut().syn_cookies() else { return };
+        self.cookies_due = Some(now + COOKIE_SYNC);
+        if let Err(e) = cookies.sync(&self.engine, now) {
+            warning!("SYN cookie maps not updated; SYNs go to the engine", error = e);
+        }
+    }
+
     /// Move the engine to the control plane's latest model, if it changed.
     fn take_config(&mut self) {
         if self.config.generation.load(Ordering::Acquire) == self.installed.generation.load(Ordering::Relaxed)
@@ -394,6 +420,8 @@ impl Worker {
         self.model = model;
         let laddrs = self.engine.services().flat_map(|s| s.config.laddrs.iter().copied());
         self.device.set_laddrs(laddrs);
+        // The SYN-ACK templates follow the services at once.
+        self.cookies_due = None;
         self.installed.generation.store(generation, Ordering::Release);
     }
 }

@@ -21,7 +21,7 @@ use rvs_wire::{ipv4, ipv6};
 use super::offload::FastPath;
 use super::tun::Tun;
 use super::xdp::fast_path::NextHop;
-use super::xdp::{NextHops, XskPort};
+use super::xdp::{NextHops, SynCookies, XskPort};
 
 /// Largest packet read from the TUN device: it hands over whole IP packets up to 64 KiB.
 pub(crate) const BUF_LEN: usize = 65_536;
@@ -70,7 +70,7 @@ impl Clock {
 pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec into a live local.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
 }
 
@@ -177,6 +177,11 @@ impl Devices {
     /// This worker's share of the fast path, where it runs.
     pub(crate) fn fast_path(&self) -> Option<&FastPath> {
         self.xdp.as_ref()?.fast.as_ref()
+    }
+
+    /// The XDP program's SYN-cookie maps, on the worker that fills them.
+    pub(crate) fn syn_cookies(&mut self) -> Option<&mut SynCookies> {
+        self.xdp.as_mut()?.fast.as_mut()?.syn_cookies()
     }
 
     /// Whether source `i` (0: TUN, 1 + i: socket i) was ready at the last wait.

@@ -10,6 +10,11 @@
 //! connection goes on through the engine, and the report says so. A removed
 //! connection gets a last read first, so nothing it forwarded is lost.
 //!
+//! [`Offloaded`] is that bookkeeping, over any map ([`Entries`]);
+//! [`FastPath`] puts it on the program's maps and applies the engine's
+//! changes ([`Offload`]). A connection whose next hop is not known yet is
+//! not installed and is reported evicted at once, so the engine keeps it.
+//!
 //! Bookkeeping is allocated per connection (on install), never per packet.
 
 use std::collections::{HashMap, VecDeque};
@@ -21,12 +26,13 @@ use std::time::Duration;
 use rvs_core::{DropReason, FastPathStats, FlowId, FlowKey, FlowReport, Instant, Offload};
 
 use super::devices::Clock;
-use super::xdp::FastPathMaps;
-use super::xdp::fast_path::{FastStats, FlowRule as ProgramRule, NextHop, stat};
+use super::xdp::fast_path::{FastStats, NextHop, stat};
+use super::xdp::{FastPathMaps, SynCookies};
 
 /// How often every installed connection is read.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
-/// Entries read per turn of the worker's loop at most.
+/// Entries read per turn of the worker's loop at most (two system calls
+/// each): a sweep of many connections spreads over several turns.
 const READS_PER_TURN: usize = 512;
 
 /// What the program counted on one entry since it was installed.
@@ -229,6 +235,8 @@ pub(crate) struct FastPath {
     flows: Offloaded<FlowId, FlowKey>,
     clock: Clock,
     stats: Option<StatsReader>,
+    /// The SYN-cookie stage's maps, on the worker that fills them.
+    cookies: Option<SynCookies>,
     /// Connections not installed: no next hop known, or the map refused them.
     unresolved: u64,
 }
@@ -258,10 +266,17 @@ impl Entries<FlowKey> for FastPathMaps {
 }
 
 impl FastPath {
-    /// `reads_stats`: this worker folds the program's own counters into its engine.
-    pub(crate) fn new(maps: FastPathMaps, clock: Clock, reads_stats: bool) -> Self {
-        let stats = reads_stats.then_some(StatsReader { seen: [0; stat::COUNT as usize], next: None });
-        Self { maps, flows: Offloaded::default(), clock, stats, unresolved: 0 }
+    /// With `cookies`, this worker does the host's share besides its own:
+    /// it folds the program's counters into its engine and fills the
+    /// SYN-cookie maps.
+    pub(crate) fn new(maps: FastPathMaps, clock: Clock, cookies: Option<SynCookies>) -> Self {
+        let stats = cookies.is_some().then_some(StatsReader { seen: [0; stat::COUNT as usize], next: None });
+        Self { maps, flows: Offloaded::default(), clock, stats, cookies, unresolved: 0 }
+    }
+
+    /// The SYN-cookie stage's maps, on the worker that fills them.
+    pub(crate) fn syn_cookies(&mut self) -> Option<&mut SynCookies> {
+        self.cookies.as_mut()
     }
 
     /// Connections not installed for want of a next hop (or refused by the map).
@@ -284,8 +299,8 @@ impl FastPath {
                 let written = self
                     .maps
                     .set_live(rules[0].real_gen)
-                    .and_then(|()| self.maps.install(&program_rule(&rules[0]), &to_real))
-                    .and_then(|()| self.maps.install(&program_rule(&rules[1]), &to_client));
+                    .and_then(|()| self.maps.install(&rules[0], &to_real))
+                    .and_then(|()| self.maps.install(&rules[1], &to_client));
                 if written.is_err() {
                     keys.iter().for_each(|k| self.maps.delete(k));
                     self.refuse(*flow);
@@ -354,23 +369,6 @@ impl FastPath {
         stats.drops.add_many(DropReason::BadCookie, d(stat::SC_BAD_COOKIE));
         reader.seen = read;
         (stats != FastPathStats::default()).then_some(stats)
-    }
-}
-
-/// The engine's rule as the map wrapper takes it.
-fn program_rule(r: &rvs_core::FlowRule) -> ProgramRule {
-    ProgramRule {
-        key: r.key,
-        src: r.src,
-        dst: r.dst,
-        to: r.to,
-        seq_add: r.seq_add,
-        ack_sub: r.ack_sub,
-        tsval_add: r.tsval_add,
-        tsecr_sub: r.tsecr_sub,
-        rescale: r.rescale,
-        decrement_ttl: r.decrement_ttl,
-        real_gen: r.real_gen,
     }
 }
 

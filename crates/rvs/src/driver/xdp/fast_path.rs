@@ -7,7 +7,6 @@
 //! map; installing it again starts them from zero.
 
 // What the driver loop and the SYN-cookie stage will use is here already.
-#![allow(dead_code)]
 
 use std::io;
 use std::net::IpAddr;
@@ -194,7 +193,7 @@ impl std::fmt::Debug for FastPathMaps {
 }
 
 /// Another handle on the same kernel map.
-fn reopen<K: aya::Pod, V>(map: &impl IterableMap<K, V>) -> io::Result<MapData> {
+pub(super) fn reopen<K: aya::Pod, V>(map: &impl IterableMap<K, V>) -> io::Result<MapData> {
     let fd = map.map().fd().as_fd().try_clone_to_owned()?;
     MapData::from_fd(fd).map_err(|e| bpf_err("reopen a fast path map", e))
 }

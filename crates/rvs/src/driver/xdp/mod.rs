@@ -78,7 +78,6 @@ pub(crate) struct Steering {
     xsks: XskMap<MapData>,
     ifaces: HashMap<MapData, u32, u32>,
     devices: DevMap<MapData>,
-    #[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
     syn_cookies: SynCookies,
     workers: u32,
     /// Why the fast path cannot run, when it cannot (`None`: it can).
@@ -261,14 +260,17 @@ impl Steering {
         self.fast_path_refused.as_deref()
     }
 
-    /// Switch the fast path's stage on and take its maps, unless it was
-    /// refused; a failure here refuses it too (the stage stays off).
-    pub(crate) fn enable_fast_path(&mut self) -> Option<FastPathMaps> {
+    /// Switch the fast path's stages on (established flows, and SYN
+    /// cookies on the program's clock: CLOCK_MONOTONIC plus
+    /// `clock_offset`) and take the flow maps, unless it was refused; a
+    /// failure here refuses it too (the stages stay off).
+    pub(crate) fn enable_fast_path(&mut self, clock_offset: u64) -> Option<FastPathMaps> {
         if self.fast_path_refused.is_some() {
             return None;
         }
         let enabled = self.take_fast_path().and_then(|maps| {
-            self.set_stages(fast_path::FAST_PATH_ON)?;
+            self.syn_cookies.set_clock_offset(clock_offset)?;
+            self.set_stages(fast_path::FAST_PATH_ON | fast_path::SYN_COOKIES_ON)?;
             Ok(maps)
         });
         match enabled {
@@ -390,7 +392,6 @@ impl Steering {
     }
 
     /// The SYN-cookie stage's maps.
-    #[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
     pub(crate) fn syn_cookies(&mut self) -> &mut SynCookies {
         &mut self.syn_cookies
     }

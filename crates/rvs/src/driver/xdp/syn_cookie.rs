@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
 
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use rvs_core::{CookieKeys, Endpoint, Engine, Instant, Proto, SynAckTemplate};
 
+use super::fast_path::reopen;
 use super::{bpf_err, service_key, service6_key, take_map};
 
 /// `syn_template.flags` in syn_cookie.bpf.h.
@@ -110,7 +111,6 @@ impl BpfRstLimit {
 }
 
 /// The SYN-cookie stage's maps and what was last written to them.
-#[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
 pub(crate) struct SynCookies {
     templates: HashMap<MapData, [u8; 8], BpfSynTemplate>,
     templates6: HashMap<MapData, [u8; 20], BpfSynTemplate>,
@@ -134,7 +134,6 @@ impl std::fmt::Debug for SynCookies {
     }
 }
 
-#[cfg_attr(not(test), allow(dead_code, reason = "filled by the driver once it runs the stage"))]
 impl SynCookies {
     /// Take the stage's maps out of the loaded object.
     pub(crate) fn take(ebpf: &mut aya::Ebpf) -> io::Result<Self> {
@@ -145,6 +144,22 @@ impl SynCookies {
             clock: take_map(ebpf, "cookie_clock")?,
             rst_limit: take_map(ebpf, "rst_limit")?,
             cpus: aya::util::nr_cpus().map_err(|(what, e)| bpf_err(what, e))?.try_into().unwrap_or(u32::MAX),
+            loaded: BTreeMap::new(),
+            period: None,
+            reset_rate: None,
+        })
+    }
+
+    /// Handles on the same maps, for the worker that fills them.
+    pub(crate) fn try_clone(&self) -> io::Result<Self> {
+        let wrap = |e: aya::maps::MapError| bpf_err("SYN cookie map", e);
+        Ok(Self {
+            templates: HashMap::try_from(Map::HashMap(reopen(&self.templates)?)).map_err(wrap)?,
+            templates6: HashMap::try_from(Map::HashMap(reopen(&self.templates6)?)).map_err(wrap)?,
+            keys: HashMap::try_from(Map::HashMap(reopen(&self.keys)?)).map_err(wrap)?,
+            clock: Array::try_from(Map::Array(reopen(&self.clock)?)).map_err(wrap)?,
+            rst_limit: Array::try_from(Map::Array(reopen(&self.rst_limit)?)).map_err(wrap)?,
+            cpus: self.cpus,
             loaded: BTreeMap::new(),
             period: None,
             reset_rate: None,
@@ -200,14 +215,12 @@ impl SynCookies {
         .map_err(|e| bpf_err("SYN-ACK template map", e))
     }
 
-    /// Bring the maps in step with `engine` at `now`, on a clock CLOCK_MONOTONIC
-    /// plus `clock_offset` away: the keys when their period changed, the
-    /// RST rate when it changed (before any template: until it is written
-    /// no bad cookie passes), the templates that changed (a service's
-    /// announced window scale follows its reals), the clock. For the
-    /// control loop, about once a second.
-    pub(crate) fn sync(&mut self, engine: &Engine, now: Instant, clock_offset: u64) -> io::Result<()> {
-        self.set_clock_offset(clock_offset)?;
+    /// Bring the maps in step with `engine` at `now`: the keys when their
+    /// period turned, the RST rate when it changed (before any template:
+    /// until it is written no bad cookie passes), the templates that changed
+    /// (a service's announced window scale follows its reals). About once a
+    /// second.
+    pub(crate) fn sync(&mut self, engine: &Engine, now: Instant) -> io::Result<()> {
         self.refresh_keys(&engine.cookie_keys(now))?;
         self.set_reset_rate(engine.config().reset_rate)?;
         self.sync_templates(engine.syn_ack_templates())

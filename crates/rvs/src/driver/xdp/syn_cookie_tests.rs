@@ -82,7 +82,9 @@ impl Lab {
     /// with the engine's keys for it.
     fn set_now(&mut self, now: Instant) {
         let offset = now.as_nanos().wrapping_sub(monotonic_ns());
-        self.steering.syn_cookies().sync(&self.engine, now, offset).unwrap();
+        let cookies = self.steering.syn_cookies();
+        cookies.set_clock_offset(offset).unwrap();
+        cookies.sync(&self.engine, now).unwrap();
     }
 
     /// Counter `index` of `fast_stats`, summed over CPUs.
