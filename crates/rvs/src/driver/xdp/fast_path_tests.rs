@@ -19,6 +19,7 @@ use rvs_wire::checksum;
 
 use super::*;
 use crate::driver::xdp::Steering;
+use crate::driver::xdp::prog_run::{frame, test_run};
 
 #[test]
 fn layouts_are_the_programs() {
@@ -374,57 +375,6 @@ fn hop(to: Side, lo: u32) -> NextHop {
             NextHop { ifindex: lo + 1000, dst_mac: [2, 0, 0, 0, 2, 2], src_mac: [2, 0, 0, 0, 0, 2] }
         }
     }
-}
-
-fn frame(ip: &[u8]) -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 0, 9, 2, 0, 0, 0, 0, 8];
-    f.extend_from_slice(if ip[0] >> 4 == 6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
-    f.extend_from_slice(ip);
-    f
-}
-
-/// Run program `fd` once on `data`: its return value and the frame after.
-fn test_run(fd: libc::c_int, data: &[u8]) -> (u32, Vec<u8>) {
-    /// The `test` member of `union bpf_attr` (`linux/bpf.h`).
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestRun {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        pad: u32,
-    }
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
-    let mut out = vec![0u8; 4096];
-    let mut attr = TestRun {
-        prog_fd: fd as u32,
-        data_size_in: data.len() as u32,
-        data_in: data.as_ptr() as u64,
-        data_size_out: out.len() as u32,
-        data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
-        ..TestRun::default()
-    };
-    // SAFETY: `attr` is a valid BPF_PROG_TEST_RUN attribute whose buffers
-    // point at `data` and `out`, both alive for the call.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRun>() as libc::c_uint)
-    };
-    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN: {}", io::Error::last_os_error());
-    out.truncate(attr.data_size_out as usize);
-    (attr.retval, out)
 }
 
 /// `steer` loaded for one worker with the fast path on, and its maps.

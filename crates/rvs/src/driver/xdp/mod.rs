@@ -19,6 +19,8 @@ pub(crate) mod fast_path;
 mod handover;
 mod nexthop;
 #[cfg(test)]
+mod prog_run;
+#[cfg(test)]
 mod steer_tests;
 mod syn_cookie;
 #[cfg(test)]

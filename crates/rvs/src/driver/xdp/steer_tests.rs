@@ -11,6 +11,7 @@ use rvs_control::model::{Model, ServiceSpec};
 use rvs_core::{Endpoint, Proto, ServiceConfig};
 
 use super::Steering;
+use super::prog_run::{frame, test_run};
 
 const CLIENT6: &str = "fd10:77:0::2";
 const VIP6: &str = "fd10:77:2::1";
@@ -103,53 +104,6 @@ fn icmp_error(kind: u8, quoted: &[u8]) -> Vec<u8> {
     m
 }
 
-fn frame(ip: &[u8]) -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
-    f.extend_from_slice(if ip[0] >> 4 == 6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
-    f.extend_from_slice(ip);
-    f
-}
-
-/// Run program `fd` once on `data`; its return value.
-fn test_run(fd: libc::c_int, data: &[u8]) -> u32 {
-    /// The `test` member of `union bpf_attr` (`linux/bpf.h`).
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestRun {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        pad: u32,
-    }
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
-    let mut attr = TestRun {
-        prog_fd: fd as u32,
-        data_size_in: data.len() as u32,
-        data_in: data.as_ptr() as u64,
-        repeat: 1,
-        ..TestRun::default()
-    };
-    // SAFETY: `attr` is a valid BPF_PROG_TEST_RUN attribute whose input
-    // points at `data`, both alive for the call; no output buffers.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRun>() as libc::c_uint)
-    };
-    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
-    attr.retval
-}
-
 struct Programs {
     steering: Steering,
     steer: libc::c_int,
@@ -194,7 +148,7 @@ impl Programs {
         const XDP_PASS: u32 = 2;
         const XDP_REDIRECT: u32 = 4;
         let passed = self.steering.counts().unwrap().passed;
-        match test_run(self.steer, &frame(ip)) {
+        match test_run(self.steer, &frame(ip)).0 {
             XDP_REDIRECT => Went::Worker(1),
             XDP_PASS if self.steering.counts().unwrap().passed > passed => Went::Worker(0),
             XDP_PASS => Went::Kernel,
@@ -204,7 +158,7 @@ impl Programs {
 
     /// The TUN queue `tun_steer` picks for `ip`.
     fn tun_queue(&self, ip: &[u8]) -> u32 {
-        test_run(self.tun_steer, &frame(ip))
+        test_run(self.tun_steer, &frame(ip)).0
     }
 
     /// Where both programs send `ip`: the same worker, or the kernel for
@@ -285,7 +239,7 @@ fn neighbour_discovery_and_echo_are_the_kernels() {
     // ARP is the kernel's too.
     let mut arp = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x06];
     arp.resize(42, 0);
-    assert_eq!(test_run(p.steer, &arp), 2);
+    assert_eq!(test_run(p.steer, &arp).0, 2);
 }
 
 #[test]

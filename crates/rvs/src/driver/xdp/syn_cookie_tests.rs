@@ -18,6 +18,7 @@ use rvs_core::{
 use super::Steering;
 use super::fast_path::stat::{SC_ACKS_PASSED, SC_BAD_COOKIE, SC_NO_KEY, SC_RST_PASSED, SC_SYNACKS};
 use super::fast_path::{BpfFlowKey, BpfFlowRule, FAST_PATH_ON, SYN_COOKIES_ON};
+use super::prog_run::{frame, test_run};
 use crate::driver::devices::monotonic_ns;
 
 const XDP_DROP: u32 = 1;
@@ -104,10 +105,7 @@ impl Lab {
 
     /// Run `steer` on an Ethernet frame carrying `ip`: its action and frame.
     fn run(&self, ip: &[u8]) -> (u32, Vec<u8>) {
-        let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
-        frame.extend_from_slice(if ip[0] >> 4 == 6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
-        frame.extend_from_slice(ip);
-        test_run(self.steer, &frame)
+        test_run(self.steer, &frame(ip))
     }
 
     /// Everything the engine built.
@@ -119,51 +117,6 @@ impl Lab {
         }
         out
     }
-}
-
-/// Run program `fd` once on `data`: its return value and the frame after it.
-fn test_run(fd: libc::c_int, data: &[u8]) -> (u32, Vec<u8>) {
-    /// The `test` member of `union bpf_attr` (`linux/bpf.h`).
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestRun {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        pad: u32,
-    }
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
-    let mut out = vec![0u8; 512];
-    let mut attr = TestRun {
-        prog_fd: fd as u32,
-        data_size_in: data.len() as u32,
-        data_size_out: out.len() as u32,
-        data_in: data.as_ptr() as u64,
-        data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
-        ..TestRun::default()
-    };
-    // SAFETY: `attr` is a valid BPF_PROG_TEST_RUN attribute whose input
-    // points at `data` and output at `out` (of the sizes given), all alive
-    // for the call.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRun>() as libc::c_uint)
-    };
-    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
-    out.truncate(attr.data_size_out as usize);
-    (attr.retval, out)
 }
 
 /// A TCP segment in an IP packet from `src` to `dst` with raw options
