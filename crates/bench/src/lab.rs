@@ -462,6 +462,9 @@ pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> anyhow::Result<
 /// `perf record -e cpu-clock -g` of one balancer process during a measured
 /// window, when `RVS_BENCH_PERF` names (part of) the path: how a missed
 /// target is explained. Writes `perf-<path>.data` in the working directory.
+/// With `RVS_BENCH_PERF_ALL=1` it records every CPU instead: work done in
+/// softirq context (an XDP program, the kernel's forwarding) belongs to no
+/// balancer process.
 pub(crate) struct Profile(Option<ChildGuard>);
 
 impl Profile {
@@ -473,8 +476,12 @@ impl Profile {
         let slug: String = path.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         let file = format!("perf-{slug}.data");
         let mut cmd = Command::new("perf");
-        cmd.args(["record", "-q", "-e", "cpu-clock", "-g", "-o", &file, "-p", &pid.to_string()])
-            .stdout(std::process::Stdio::null());
+        cmd.args(["record", "-q", "-e", "cpu-clock", "-g", "-o", &file]).stdout(std::process::Stdio::null());
+        if std::env::var("RVS_BENCH_PERF_ALL").is_ok_and(|v| v == "1") {
+            cmd.arg("-a");
+        } else {
+            cmd.args(["-p", &pid.to_string()]);
+        }
         let guard = ChildGuard::spawn(&mut cmd).context("perf record (linux-perf installed?)")?;
         eprintln!("profiling {path} into {file}");
         // perf needs a moment to attach before the window starts.

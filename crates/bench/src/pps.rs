@@ -7,6 +7,7 @@
 //! side by side, IPv6 beside IPv4; the first path of each family, a wire in
 //! the balancer's place, is the loop's own ceiling.
 
+use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -111,6 +112,9 @@ struct Figures {
     prog_runs: Samples,
 }
 
+/// Long enough for two of the daemon's 500 ms sweeps of its flow counts.
+const SWEEPS_SETTLE: Duration = Duration::from_millis(1200);
+
 /// The window after the measured one in which rvs's XDP program's
 /// run-time statistics are on (they cost it two clock reads per packet).
 const PROFILE: Duration = Duration::from_millis(1000);
@@ -176,7 +180,7 @@ pub(crate) fn run(lab: &Lab, o: &Opts) -> anyhow::Result<(Table, Value)> {
         crate::frame::FRAME6_LEN + 4
     ));
     t.note(format!(
-        "forwarded in XDP: the fast path's packets (rvs_fast_path_packets_total) over all forwarded in the window; daemon CPU: the rvs process's CPU time per second of the window (100 % = one core; its threads busy-poll or sleep as it chooses); XDP program: the kernel's run-time statistics of rvs's program on both links (run_time_ns / run_cnt), taken in a {} ms window after the measured one, since they cost the program two clock reads per run",
+        "forwarded in XDP: the fast path's packets (rvs_fast_path_packets_total, read once the loop has stopped and the daemon's sweeps have settled) over all the loop's packets the balancer forwarded; daemon CPU: the rvs process's CPU time per second of the window (100 % = one core; its threads busy-poll or sleep as it chooses); XDP program: the kernel's run-time statistics of rvs's program on both links (run_time_ns / run_cnt), taken in a {} ms window after the measured one, since they cost the program two clock reads per run",
         PROFILE.as_millis()
     ));
     let rows: Vec<Value> = paths
@@ -232,22 +236,18 @@ fn measure(lab: &Lab, paths: &[InFamily], svc: Service, o: &Opts) -> anyhow::Res
         for (p, f) in paths.iter().zip(&mut figs) {
             check_stop()?;
             let m = p.setup(lab, svc)?;
+            let (ds, rs) = (reals.delivered.read()?, client.returned.read()?);
             let mut l = Loop::start(lab, &reals, &client, m.target)?;
             l.keep(WARM_UP)?;
             let (d0, r0, lost0) = (reals.delivered.read()?, client.returned.read()?, l.lost);
             let profile = lab::Profile::start(&p.name(), m.pid)?;
             let fast = p.name().contains("fast path");
-            let in_xdp = || paths::rvs_metric(lab, "rvs_fast_path_packets_total", &[]);
-            let x0 = if fast { in_xdp()? } else { 0 };
             let cpu0 = m.pid.and_then(lab::cpu_secs);
             let start = Instant::now();
             l.keep(secs)?;
             let s = start.elapsed().as_secs_f64();
             drop(profile);
             let (d1, r1, lost1) = (reals.delivered.read()?, client.returned.read()?, l.lost);
-            if fast {
-                f.in_xdp.push(in_xdp()?.saturating_sub(x0) as f64 / (d1 - d0 + r1 - r0).max(1) as f64);
-            }
             if let (Some(c0), Some(c1)) = (cpu0, m.pid.and_then(lab::cpu_secs)) {
                 f.daemon_cpu.push((c1 - c0) / s);
             }
@@ -257,6 +257,15 @@ fn measure(lab: &Lab, paths: &[InFamily], svc: Service, o: &Opts) -> anyhow::Res
                 f.prog_runs.push(runs);
             }
             l.stop();
+            if fast {
+                // The daemon reads the program's counts every 500 ms: once
+                // the loop has stopped and they have settled, the share of
+                // everything the loop sent through this daemon.
+                thread::sleep(SWEEPS_SETTLE);
+                let in_xdp = paths::rvs_metric(lab, "rvs_fast_path_packets_total", &[])?;
+                let all = reals.delivered.read()? - ds + client.returned.read()? - rs;
+                f.in_xdp.push(in_xdp as f64 / all.max(1) as f64);
+            }
             if p.name().starts_with("rvs AF_XDP") && !o.json {
                 eprintln!(
                     "pps round {}: {}: socket losses so far: {}; {}",

@@ -13,9 +13,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use rvs_core::fast_path::{Applied, FastPathStats, FlowReport, FlowRule, Offload, apply};
-use rvs_core::{
-    DropReason, Endpoint, Engine, Instant, Proto, ProxyProtocol, RealConfig, SchedKind, Side, Verdict,
-};
+use rvs_core::{DropReason, Engine, Instant, Proto, ProxyProtocol, RealConfig, SchedKind, Side, Verdict};
 use rvs_wire::tcp::Flags;
 use util::{CLIENT, Family, VIP, ep, family, family_tests, parse};
 
@@ -26,6 +24,8 @@ family_tests!(
     apply_matches_the_engine_plain,
     apply_matches_the_engine_synproxy,
     apply_matches_the_engine_udp,
+    apply_matches_the_engine_without_ttl_decrement,
+    apply_matches_the_engine_after_client_address_delivery,
     refused_layouts_go_to_the_engine_untouched,
     fin_and_rst_take_the_connection_back,
     expiry_flush_and_removals_take_connections_back,
@@ -47,11 +47,20 @@ enum Mode {
 }
 
 fn engine(mode: Mode, after: u32, edit: impl FnOnce(&mut rvs_core::ServiceConfig)) -> Engine {
+    engine_with(mode, |c| c.fast_path_after = after, edit)
+}
+
+/// [`engine`] with its configuration changed by `cfg`.
+fn engine_with(
+    mode: Mode,
+    cfg: impl FnOnce(&mut rvs_core::EngineConfig),
+    edit: impl FnOnce(&mut rvs_core::ServiceConfig),
+) -> Engine {
     let mut lb = util::lb_with(
         &[REAL],
         |c| {
             c.fast_path = true;
-            c.fast_path_after = after;
+            cfg(c);
         },
         SchedKind::Rr,
     );
@@ -220,39 +229,20 @@ fn establish(lb: &mut Engine, mode: Mode, client: &str, real_ws: u8) -> (Opened,
     let _ = lb.handle(T0, &mut synack);
     let _ = drain(lb);
     let real_ack = if mode == Mode::Plain { RISN } else { cookie };
-    let mut o = Opened { client, vip, real, lip, rules: [dummy_rule(); 2] };
     for n in 0..6 {
         let mut p = if n % 2 == 0 {
-            o.from(Side::Client, CISN + 1 + n as u32, real_ack + 1, Flags::ACK, &ts(102, 9001), b"x")
+            seg(client, vip, CISN + 1 + n as u32, real_ack + 1, Flags::ACK, 502, &ts(102, 9001), b"x")
         } else {
             // Far enough to cover a PROXY header and the client's bytes.
-            o.from(Side::Real, RISN + 1, s.seq + 1000, Flags::ACK, &ts(9002, 103), &[])
+            seg(real, lip, RISN + 1, s.seq + 1000, Flags::ACK, 1000, &ts(9002, 103), &[])
         };
         let _ = lb.handle(T0, &mut p);
         let _ = drain(lb);
         if let Some(rules) = install(&offloads(lb)) {
-            o.rules = rules;
-            return (o, n + 1);
+            return (Opened { client, vip, real, lip, rules }, n + 1);
         }
     }
     panic!("{mode:?}: never offered");
-}
-
-fn dummy_rule() -> FlowRule {
-    let e = Endpoint::new([0, 0, 0, 0].into(), 0);
-    FlowRule {
-        key: rvs_core::FlowKey { proto: Proto::Tcp, src: e, dst: e },
-        src: e,
-        dst: e,
-        to: Side::Real,
-        seq_add: 0,
-        ack_sub: 0,
-        tsval_add: 0,
-        tsecr_sub: 0,
-        rescale: None,
-        decrement_ttl: true,
-        real_gen: 0,
-    }
 }
 
 fn installed_once_eligible_plain() {
@@ -314,6 +304,7 @@ struct Drawn {
     blocks: Vec<(u32, u32)>,
     len: usize,
     window: u16,
+    ttl: u8,
 }
 
 fn drawn() -> impl Strategy<Value = Drawn> {
@@ -326,9 +317,9 @@ fn drawn() -> impl Strategy<Value = Drawn> {
         any::<u32>(),
         any::<u32>(),
         proptest::collection::vec(any::<(u32, u32)>(), 1..=4),
-        (0usize..1200, any::<u16>()),
+        (0usize..1200, any::<u16>(), prop_oneof![Just(1u8), Just(2), Just(64), Just(255)]),
     )
-        .prop_map(|(real, seq, ack, push, layout, tsval, tsecr, blocks, (len, window))| Drawn {
+        .prop_map(|(real, seq, ack, push, layout, tsval, tsecr, blocks, (len, window, ttl))| Drawn {
             side: if real { Side::Real } else { Side::Client },
             seq,
             ack,
@@ -339,6 +330,7 @@ fn drawn() -> impl Strategy<Value = Drawn> {
             blocks,
             len,
             window,
+            ttl,
         })
 }
 
@@ -363,7 +355,8 @@ impl Drawn {
     fn packet(&self, o: &Opened) -> Vec<u8> {
         let flags = if self.push { Flags::ACK | Flags::PSH } else { Flags::ACK };
         let data: Vec<u8> = (0..self.len).map(|i| i as u8).collect();
-        o.with_window(self.side, self.seq, self.ack, flags, self.window, &self.options(), &data)
+        let p = o.with_window(self.side, self.seq, self.ack, flags, self.window, &self.options(), &data);
+        util::with_ttl(p, self.ttl)
     }
 }
 
@@ -381,15 +374,16 @@ fn differential(lb: Engine, o: &Opened) {
             let rule = o.rule(d.side);
             let applied = apply(rule, &mut by_apply);
             let verdict = lb.borrow_mut().handle(T0, &mut by_engine);
+            let takes = d.layout <= 3 && !(rule.decrement_ttl && d.ttl <= 1);
             match applied {
                 Applied::Forwarded => {
-                    prop_assert!(d.layout <= 3, "layout {} forwarded", d.layout);
+                    prop_assert!(takes, "layout {} TTL {} forwarded", d.layout, d.ttl);
                     prop_assert_eq!(verdict, Verdict::Forward { to: rule.to });
                     prop_assert_eq!(&by_apply, &by_engine);
                     forwarded.set(forwarded.get() + 1);
                 }
                 Applied::ToEngine => {
-                    prop_assert!(d.layout > 3, "layout {} refused", d.layout);
+                    prop_assert!(!takes, "layout {} TTL {} refused", d.layout, d.ttl);
                     prop_assert_eq!(&by_apply, &before);
                 }
             }
@@ -410,6 +404,29 @@ fn apply_matches_the_engine_synproxy() {
     for real_ws in [7, 9, 2] {
         let mut lb = engine(Mode::Synproxy, 0, |_| {});
         let (o, _) = establish(&mut lb, Mode::Synproxy, CLIENT, real_ws);
+        differential(lb, &o);
+    }
+}
+
+fn apply_matches_the_engine_after_client_address_delivery() {
+    for (pp, toa) in [(ProxyProtocol::V1, false), (ProxyProtocol::V2, false), (ProxyProtocol::Disabled, true)]
+    {
+        for mode in [Mode::Plain, Mode::Synproxy] {
+            let mut lb = engine(mode, 0, |c| {
+                c.proxy_protocol = pp;
+                c.toa = toa;
+            });
+            let (o, _) = establish(&mut lb, mode, CLIENT, 7);
+            differential(lb, &o);
+        }
+    }
+}
+
+fn apply_matches_the_engine_without_ttl_decrement() {
+    for mode in [Mode::Plain, Mode::Synproxy] {
+        let mut lb = engine_with(mode, |c| c.decrement_ttl = false, |_| {});
+        let (o, _) = establish(&mut lb, mode, CLIENT, 9);
+        assert!(!o.rules[0].decrement_ttl && !o.rules[1].decrement_ttl);
         differential(lb, &o);
     }
 }
@@ -455,18 +472,13 @@ fn apply_matches_the_engine_udp() {
 
 /// `pkt` (IPv4) with a 4-byte IP option (NOPs), its lengths and checksum made good.
 fn with_ip_options(pkt: &[u8]) -> Vec<u8> {
-    let mut p = pkt[..20].to_vec();
-    p.extend([1, 1, 1, 0]);
-    p.extend(&pkt[20..]);
+    let mut p = [&pkt[..20], &[1, 1, 1, 0], &pkt[20..]].concat();
     p[0] = 0x46;
     let total = p.len() as u16;
     p[2..4].copy_from_slice(&total.to_be_bytes());
-    p[10..12].fill(0);
-    let sum: u32 = p[..24].chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let folded = !(((folded & 0xffff) + (folded >> 16)) as u16);
-    p[10..12].copy_from_slice(&folded.to_be_bytes());
-    p
+    let ttl = p[8];
+    // Setting the TTL computes the header checksum again.
+    util::with_ttl(p, ttl)
 }
 
 fn refused_layouts_go_to_the_engine_untouched() {

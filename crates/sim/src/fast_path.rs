@@ -39,6 +39,9 @@ pub(crate) struct FlowTable {
     /// Reports ready for the engine.
     reports: VecDeque<FlowReport>,
     next_report: Option<Instant>,
+    /// Entries the table holds at most; beyond it the flow idle longest
+    /// is evicted, as the kernel's LRU map does.
+    capacity: Option<usize>,
 }
 
 impl FlowTable {
@@ -73,6 +76,9 @@ impl FlowTable {
     pub(crate) fn offload(&mut self, change: &Offload) {
         match *change {
             Offload::Install { flow, rules } => {
+                if self.capacity.is_some_and(|c| self.flows.len() + 2 > c) {
+                    self.evict();
+                }
                 self.live.insert(rules[0].real_gen);
                 for rule in rules {
                     self.flows.insert(rule.key, Entry { flow, rule, packets: 0, bytes: 0, last_seen: None });
@@ -80,7 +86,7 @@ impl FlowTable {
             }
             Offload::Remove { flow, keys } => {
                 let gone = keys.map(|k| self.flows.remove(&k));
-                self.report(flow, gone);
+                self.report(flow, gone, false);
             }
             Offload::RetireReal { real_gen } => {
                 self.live.remove(&real_gen);
@@ -88,23 +94,36 @@ impl FlowTable {
                     self.flows.iter().filter(|(_, e)| e.rule.real_gen == real_gen).map(|(k, _)| *k).collect();
                 for key in keys {
                     if let Some(e) = self.flows.remove(&key) {
-                        self.report(e.flow, [Some(e), None]);
+                        self.report(e.flow, [Some(e), None], false);
                     }
                 }
             }
         }
     }
 
-    /// A last report of entries leaving the table, if they forwarded anything.
-    fn report(&mut self, flow: FlowId, gone: [Option<Entry>; 2]) {
-        let mut r = FlowReport { flow, packets: [0; 2], bytes: [0; 2], last_seen: None, evicted: false };
+    /// Make room: drop the flow idle longest, and tell the engine.
+    fn evict(&mut self) {
+        let Some(oldest) = self.flows.values().min_by_key(|e| e.last_seen).map(|e| e.flow) else { return };
+        let keys: Vec<FlowKey> =
+            self.flows.iter().filter(|(_, e)| e.flow == oldest).map(|(k, _)| *k).collect();
+        let mut gone = [None, None];
+        for (slot, key) in gone.iter_mut().zip(keys) {
+            *slot = self.flows.remove(&key);
+        }
+        self.report(oldest, gone, true);
+    }
+
+    /// A last report of entries leaving the table: always for an eviction,
+    /// otherwise if they forwarded anything.
+    fn report(&mut self, flow: FlowId, gone: [Option<Entry>; 2], evicted: bool) {
+        let mut r = FlowReport { flow, packets: [0; 2], bytes: [0; 2], last_seen: None, evicted };
         for e in gone.into_iter().flatten() {
             let i = usize::from(e.rule.to == Side::Client);
             r.packets[i] += e.packets;
             r.bytes[i] += e.bytes;
             r.last_seen = r.last_seen.max(e.last_seen);
         }
-        if r.packets != [0; 2] {
+        if evicted || r.packets != [0; 2] {
             self.reports.push_back(r);
         }
     }
@@ -172,6 +191,12 @@ impl FastPathLb {
         Self { engine, table: FlowTable::default() }
     }
 
+    /// [`Self::new`] with a flow table of `entries` at most (two per
+    /// connection), which evicts as the kernel's LRU map does.
+    pub fn with_capacity(engine: Engine, entries: usize) -> Self {
+        Self { engine, table: FlowTable { capacity: Some(entries), ..FlowTable::default() } }
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -182,6 +207,14 @@ impl FastPathLb {
         &mut self.engine
     }
 
+    /// Apply what the engine queued outside a packet or timer (control-plane
+    /// changes), as the driver does after applying them.
+    fn sync(&mut self) {
+        while let Some(change) = self.engine.poll_offload() {
+            self.table.offload(&change);
+        }
+    }
+
     /// Flow entries installed now (two per connection).
     pub fn installed(&self) -> usize {
         self.table.flows.len()
@@ -190,6 +223,7 @@ impl FastPathLb {
 
 impl Middlebox for FastPathLb {
     fn handle(&mut self, now: Instant, mut packet: Vec<u8>, out: &mut Outbox) {
+        self.sync();
         if self.table.forward(now, &mut packet) {
             out.forward(packet);
             return;
@@ -202,6 +236,7 @@ impl Middlebox for FastPathLb {
     }
 
     fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
+        self.sync();
         lb::handle_timeout(&mut self.engine, Some(&mut self.table), now, out);
     }
 }

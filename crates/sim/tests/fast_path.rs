@@ -16,11 +16,17 @@
 use std::time::Duration;
 
 use rvs_core::{Endpoint, Engine, EngineConfig, Instant, Proto, RealConfig, SchedKind, ServiceConfig, Stats};
-use rvs_sim::app::{TcpClient, TcpClientConfig, TcpServer, TcpServerConfig};
+use rvs_sim::app::{
+    TcpClient, TcpClientConfig, TcpServer, TcpServerConfig, UdpClient, UdpClientConfig, UdpServer,
+    UdpServerConfig,
+};
 use rvs_sim::{Family, FastPathLb, LinkConfig, Middlebox, Network, NetworkConfig, Outbox, PacketInfo};
 
 rvs_sim::family_tests! {
     moving_to_the_fast_path_mid_transfer_changes_nothing: [V4, V6],
+    a_real_removed_and_flows_evicted_mid_transfer_change_nothing: [V4, V6],
+    udp_flows_take_the_fast_path_and_idle_out: [V4, V6],
+    translated_connections_stay_in_the_engine: [Nat64, Nat46],
 }
 
 const VIP: &str = "10.0.0.1";
@@ -125,6 +131,17 @@ struct Run {
 /// `CONNS` clients' 1 MiB up and 1 MiB down through `lb`, every link losing,
 /// duplicating and reordering 2 %; `engine` reads the balancer's engine.
 fn run<M: Middlebox>(family: Family, lb: M, name: &str, engine: impl Fn(&M) -> &Engine) -> (Run, Stats) {
+    run_with(family, lb, name, engine, |_| {})
+}
+
+/// [`run`], with `change` made to the balancer a second in (mid-transfer).
+fn run_with<M: Middlebox>(
+    family: Family,
+    lb: M,
+    name: &str,
+    engine: impl Fn(&M) -> &Engine,
+    change: impl FnOnce(&mut M),
+) -> (Run, Stats) {
     let mut net = Network::new(lb, NetworkConfig::seeded(16));
     let link = LinkConfig::lossy(0.02);
     let client = net.add_host("client", &[family.client("192.0.2.1")], link);
@@ -145,6 +162,8 @@ fn run<M: Middlebox>(family: Family, lb: M, name: &str, engine: impl Fn(&M) -> &
     cfg.timestamps = true;
     cfg.timeout = Duration::from_secs(300);
     let cli = net.add_app(client, TcpClient::new(cfg));
+    net.advance(Duration::from_secs(1));
+    change(net.middlebox_mut());
     let done = net.run_for(Duration::from_secs(600), |n| n.app(&cli).finished());
     assert!(done, "{name}: transfers did not finish");
     let app = net.app(&cli);
@@ -193,4 +212,101 @@ fn moving_to_the_fast_path_mid_transfer_changes_nothing(family: Family) {
         assert!(f.to_engine > 1000, "{name}: {f:?}");
         assert_eq!(on, base, "{name}: the run differs from the one without the fast path");
     }
+}
+
+/// A real removed mid-transfer (its connections carry on through the
+/// engine, their rules retired at once), and a flow table too small for
+/// every connection (the device evicts; the engine carries on): the same
+/// run as without the fast path.
+fn a_real_removed_and_flows_evicted_mid_transfer_change_nothing(family: Family) {
+    let vip = Endpoint::new(family.client(VIP), 80);
+    let real = Endpoint::new(family.backend(REALS[1]), 80);
+    let remove = |e: &mut Engine| e.remove_real(Proto::Tcp, vip, real).unwrap();
+    let name = format!("fast_path_{family}_real_removed");
+    let (base, base_stats) = run_with(
+        family,
+        LinuxLayout(engine(family, false, None)),
+        &name,
+        |lb| &lb.0,
+        |lb| {
+            remove(&mut lb.0);
+        },
+    );
+    let lb = LinuxLayout(FastPathLb::new(engine(family, false, Some(0))));
+    let (on, stats) = run_with(family, lb, &name, |lb| lb.0.engine(), |lb| remove(lb.0.engine_mut()));
+    let f = stats.fast_path;
+    assert_eq!(f.installs, CONNS as u64, "{name}: {f:?}");
+    assert!(f.removals >= 2 && f.forwarded > 1000, "{name}: {f:?}");
+    assert_eq!(on, base, "{name}: the run differs from the one without the fast path");
+    assert_eq!(stats.traffic, base_stats.traffic, "{name}");
+
+    let name = format!("fast_path_{family}_evictions");
+    let (base, base_stats) = run(family, LinuxLayout(engine(family, false, None)), &name, |lb| &lb.0);
+    let lb = LinuxLayout(FastPathLb::with_capacity(engine(family, false, Some(0)), 4));
+    let (on, stats) = run(family, lb, &name, |lb| lb.0.engine());
+    let f = stats.fast_path;
+    assert!(f.evictions > 0 && f.forwarded > 1000, "{name}: {f:?}");
+    assert_eq!(on, base, "{name}: the run differs from the one without the fast path");
+    assert_eq!(stats.traffic, base_stats.traffic, "{name}");
+}
+
+/// Request-response UDP flows under loss: installed once the real answers,
+/// the same run as without the fast path, and idle out after 300 s all the
+/// same (the device's reports keep them while they are used).
+fn udp_flows_take_the_fast_path_and_idle_out(family: Family) {
+    fn udp_run<M: Middlebox>(family: Family, lb: M, engine: impl Fn(&M) -> &Engine) -> (u64, Stats, usize) {
+        let mut net = Network::new(lb, NetworkConfig::seeded(17));
+        let link = LinkConfig::lossy(0.02);
+        let client = net.add_host("client", &[family.client("192.0.2.1")], link);
+        for (i, r) in REALS.iter().enumerate() {
+            let h = net.add_host(&format!("real{i}"), &[family.backend(r)], link);
+            net.add_app(h, UdpServer::new(UdpServerConfig::new(53)));
+        }
+        let clis: Vec<_> = (0..6)
+            .map(|k| {
+                let mut cfg = UdpClientConfig::new(Endpoint::new(family.client(VIP), 53), 200);
+                cfg.id = k;
+                net.add_app(client, UdpClient::new(cfg))
+            })
+            .collect();
+        assert!(net.run_for(Duration::from_secs(600), |n| clis.iter().all(|c| n.app(c).finished())));
+        for c in &clis {
+            assert_eq!(net.app(c).ok_count(), 200);
+        }
+        let live = engine(net.middlebox()).conn_count();
+        net.advance(Duration::from_secs(301));
+        assert_eq!(engine(net.middlebox()).conn_count(), 0, "idle flows expire");
+        (net.capture_digest(), engine(net.middlebox()).stats().clone(), live)
+    }
+    let udp_engine = |fast_path| {
+        let cfg = EngineConfig { fast_path, ..EngineConfig::default() };
+        let mut engine = Engine::new(cfg, [5; 32], Instant::ZERO);
+        let vip = Endpoint::new(family.client(VIP), 53);
+        let mut svc = ServiceConfig::new(Proto::Udp, vip);
+        svc.laddrs = vec![family.backend(LIP)];
+        engine.add_service(svc).unwrap();
+        for r in REALS {
+            let endpoint = Endpoint::new(family.backend(r), 53);
+            engine.add_real(Proto::Udp, vip, RealConfig { endpoint, weight: 1 }).unwrap();
+        }
+        engine
+    };
+    let (base, base_stats, base_live) = udp_run(family, udp_engine(false), |e| e);
+    let (on, stats, live) = udp_run(family, FastPathLb::new(udp_engine(true)), |lb| lb.engine());
+    let f = stats.fast_path;
+    assert_eq!((base_live, live), (6, 6));
+    assert_eq!((f.installs, f.removals, f.offloaded), (6, 6, 0), "{f:?}");
+    assert!(f.forwarded > 1000, "{f:?}");
+    assert_eq!(on, base, "the run differs from the one without the fast path");
+    assert_eq!(stats.traffic, base_stats.traffic);
+}
+
+/// NAT64 and NAT46 connections change family: the fast path never takes them.
+fn translated_connections_stay_in_the_engine(family: Family) {
+    let name = format!("fast_path_{family}");
+    let (base, _) = run(family, LinuxLayout(engine(family, true, None)), &name, |lb| &lb.0);
+    let lb = LinuxLayout(FastPathLb::new(engine(family, true, Some(0))));
+    let (on, stats) = run(family, lb, &name, |lb| lb.0.engine());
+    assert_eq!(stats.fast_path, Default::default(), "{name}");
+    assert_eq!(on, base, "{name}");
 }

@@ -18,8 +18,10 @@ use crate::service::TrafficCounters;
 use crate::tcp_state::{SegmentFlags, Side, TcpState};
 use crate::time::Instant;
 
-/// Changes queued toward the device at most, for installs.
-const QUEUE: usize = 4096;
+/// Changes queued toward the device at most, for installs: the driver
+/// drains the queue after every batch, which installs at most one
+/// connection per packet.
+const QUEUE: usize = 1024;
 
 /// Where a connection stands with the fast path: in the engine after so
 /// many packets forwarded (saturating below the two marks), offered to the

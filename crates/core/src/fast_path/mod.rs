@@ -70,7 +70,9 @@ pub struct FlowId(pub(crate) ConnId);
 /// A change to the device's flow table, in the order the engine made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offload {
-    /// Both directions of an established connection: `[from client, from real]`.
+    /// Both directions of an established connection: `[from client, from
+    /// real]`. The device marks the rules' real generation live (it is
+    /// until a [`Offload::RetireReal`] of it).
     Install {
         /// The connection.
         flow: FlowId,
@@ -142,7 +144,8 @@ pub struct FastPathCounters {
     pub removals: u64,
     /// Connections the device dropped from its table on its own.
     pub evictions: u64,
-    /// Eligible connections left in the engine because the queue toward the device was full.
+    /// Offers not made because the queue toward the device was full (the
+    /// connection stays in the engine and is offered again with its next packet).
     pub queue_full: u64,
     /// Packets the device forwarded.
     pub forwarded: u64,

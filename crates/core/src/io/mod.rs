@@ -15,9 +15,9 @@
 //!
 //! A device with a fast path ([`crate::fast_path`]) gets the engine's flow
 //! table changes after every batch and after the timers
-//! ([`Device::offload`]), always after the packets the engine built and
-//! sent in that batch, so a connection's last engine-forwarded packet is on
-//! its way before its rule exists. Each turn, before the packets, the
+//! ([`Device::offload`]), after the batch's packets were sent and flushed,
+//! so a connection's last engine-forwarded packet is on its way before its
+//! rule exists. Each turn, before the packets, the
 //! loop folds what the device forwarded on its own ([`Device::poll_flow_report`],
 //! [`Device::poll_fast_path_stats`]) into the engine, so its counters and
 //! idle timers see the connection's traffic before anything may expire it.
@@ -93,6 +93,10 @@ pub trait Device {
     }
 }
 
+/// Batches handled, under sustained load, between hand-overs of flow
+/// table changes to the device ([`Driver::receive`]).
+pub const OFFLOAD_EVERY: u32 = 16;
+
 /// The loop: moves packets between one device and one engine and runs the
 /// engine's timers. Holds the batch and the buffer the engine builds
 /// packets in, so a turn allocates nothing.
@@ -125,28 +129,39 @@ impl<R> Driver<R> {
             engine.handle_timeout(now);
         }
         transmit_built(engine, device, &mut self.buf);
-        offload(engine, device);
         device.flush();
+        offload(engine, device);
     }
 
     /// Fold the fast path's reports, then handle every packet the device
     /// has ready, flushing after each batch.
+    ///
+    /// Flow table changes reach the device once it has nothing more ready
+    /// (or every [`OFFLOAD_EVERY`] batches under sustained load): packets
+    /// of a connection still waiting in the device's queue when its rules
+    /// go in would leave after newer ones the fast path already forwarded,
+    /// and the ends would see them reordered.
     pub fn receive<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
         fold_reports(engine, device);
+        let mut batches = 0;
         loop {
             device.receive(&mut self.batch);
             while let Some(reason) = device.poll_drop() {
                 engine.count_drop(reason);
             }
             if self.batch.is_empty() {
+                offload(engine, device);
                 return;
             }
             let now = device.now();
             for rx in self.batch.drain(..) {
                 handle(engine, device, &mut self.buf, now, rx);
             }
-            offload(engine, device);
             device.flush();
+            batches += 1;
+            if batches % OFFLOAD_EVERY == 0 {
+                offload(engine, device);
+            }
         }
     }
 
@@ -158,13 +173,20 @@ impl<R> Driver<R> {
         offload(engine, device);
     }
 
+    /// Hand the device the flow table changes the engine has queued: after
+    /// a control-plane change (a real or service removed), so its rules stop
+    /// before the next packet rather than after the next batch.
+    pub fn offload<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
+        offload(engine, device);
+    }
+
     /// End every open connection on both sides (the daemon stopping) and
     /// send the resets.
     pub fn close<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
         engine.flush_conns(device.now());
         transmit_built(engine, device, &mut self.buf);
-        offload(engine, device);
         device.flush();
+        offload(engine, device);
     }
 }
 
@@ -415,5 +437,40 @@ mod tests {
         assert_eq!(engine.stats().traffic.pkts_out, 1 + 3);
         driver.close(&mut engine, &mut device);
         assert_eq!(device.log.last(), Some(&"remove"));
+    }
+
+    #[test]
+    fn a_full_queue_toward_the_device_installs_nothing_and_says_so() {
+        use crate::{Endpoint, Proto, RealConfig, ServiceConfig};
+        let cfg = EngineConfig { fast_path: true, ..EngineConfig::default() };
+        let mut engine = Engine::new(cfg, [7; 32], Instant::from_secs(1));
+        let vip = Endpoint::new([10, 0, 9, 9].into(), 80);
+        let mut svc = ServiceConfig::new(Proto::Tcp, vip);
+        svc.laddrs = vec![[10, 0, 2, 1].into()];
+        engine.add_service(svc).unwrap();
+        let real = Endpoint::new([10, 0, 3, 1].into(), 80);
+        engine.add_real(Proto::Tcp, vip, RealConfig { endpoint: real, weight: 1 }).unwrap();
+        let now = Instant::from_secs(1);
+        // Connections established while nobody drains the queue.
+        let mut open = |port: u16| {
+            let client = ([10, 0, 0, 1], port);
+            let mut syn = segment_between(client, ([10, 0, 9, 9], 80), 0x02);
+            assert!(matches!(engine.handle(now, &mut syn), Verdict::Forward { .. }));
+            let lport = u16::from_be_bytes([syn[20], syn[21]]);
+            let mut synack = segment_between(([10, 0, 3, 1], 80), ([10, 0, 2, 1], lport), 0x12);
+            assert!(matches!(engine.handle(now, &mut synack), Verdict::Forward { .. }));
+            let mut ack = segment_between(client, ([10, 0, 9, 9], 80), 0x10);
+            assert!(matches!(engine.handle(now, &mut ack), Verdict::Forward { .. }));
+        };
+        for port in 0..1025 {
+            open(2000 + port);
+        }
+        let f = engine.stats().fast_path;
+        assert_eq!((f.installs, f.queue_full, f.offloaded), (1024, 1, 1024));
+        assert_eq!(std::iter::from_fn(|| engine.poll_offload()).count(), 1024);
+        // Drained: the one left over is offered with its next packet.
+        let mut ack = segment_between(([10, 0, 0, 1], 3024), ([10, 0, 9, 9], 80), 0x10);
+        assert!(matches!(engine.handle(now, &mut ack), Verdict::Forward { .. }));
+        assert!(matches!(engine.poll_offload(), Some(Offload::Install { .. })));
     }
 }

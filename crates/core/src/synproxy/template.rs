@@ -79,3 +79,42 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EngineConfig, ServiceConfig};
+
+    fn ep(s: &str) -> Endpoint {
+        s.parse::<std::net::SocketAddr>().unwrap().into()
+    }
+
+    #[test]
+    fn templates_cover_synproxy_services_only_with_each_familys_mss() {
+        let mut cfg = EngineConfig::default();
+        cfg.synproxy.rst_on_bad_cookie = false;
+        let mut e = Engine::new(cfg, [3; 32], Instant::ZERO);
+        for (vip, synproxy) in [("10.0.0.1:80", true), ("[2001:db8::1]:80", true), ("10.0.0.1:81", false)] {
+            let mut s = ServiceConfig::new(Proto::Tcp, ep(vip));
+            s.synproxy = synproxy;
+            e.add_service(s).unwrap();
+        }
+        let mut got: Vec<_> = e.syn_ack_templates().map(|t| (t.vip, t.mss, t.rst_on_bad_cookie)).collect();
+        got.sort_by_key(|t| t.0);
+        assert_eq!(got, [(ep("10.0.0.1:80"), 1460, false), (ep("[2001:db8::1]:80"), 1440, false)]);
+        let t = e.syn_ack_templates().next().unwrap();
+        assert_eq!((t.wscale, t.ttl, t.sack, t.timestamps, t.cookie_max_age), (7, 64, true, true, 4));
+    }
+
+    #[test]
+    fn cookie_keys_are_those_of_the_period_and_its_neighbours() {
+        let e = Engine::new(EngineConfig::default(), [3; 32], Instant::ZERO);
+        let now = Instant::from_secs(10 * 256 + 5);
+        let keys = e.cookie_keys(now);
+        assert_eq!(keys.period, 10);
+        let next = e.cookie_keys(Instant::from_secs(11 * 256));
+        assert_eq!((next.period, next.keys[0], next.keys[1]), (11, keys.keys[1], keys.keys[2]));
+        assert_ne!(keys.keys[0], keys.keys[1]);
+        assert_eq!(e.cookie_keys(Instant::ZERO).keys[0], (0, 0), "no period before the first");
+    }
+}

@@ -401,10 +401,7 @@ impl Worker {
         }
         let Some(cookies) = self.device.get_mut().syn_cookies() else { return };
         self.cookies_due = Some(now + COOKIE_SYNC);
-        let synced = cookies
-            .refresh_keys(&self.engine.cookie_keys(now))
-            .and_then(|_| cookies.sync_templates(self.engine.syn_ack_templates()));
-        if let Err(e) = synced {
+        if let Err(e) = cookies.sync(&self.engine, now) {
             warning!("SYN cookie maps not updated; SYNs go to the engine", error = e);
         }
     }

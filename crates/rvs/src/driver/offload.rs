@@ -322,7 +322,14 @@ impl FastPath {
             }
             Offload::Remove { flow, keys } => {
                 self.flows.remove(*flow, &self.maps);
-                keys.iter().for_each(|k| self.maps.delete(k));
+                // The client's side is handed to the engine rather than
+                // deleted: the program checks an ACK of a flow it has no
+                // entry for as a SYN-cookie ACK, and the rest of the close
+                // (or a half-closed transfer) must reach the connection.
+                if self.maps.hand_to_engine(&keys[0]).is_err() {
+                    self.maps.delete(&keys[0]);
+                }
+                self.maps.delete(&keys[1]);
             }
             Offload::RetireReal { real_gen } => {
                 let _ = self.maps.retire(*real_gen);

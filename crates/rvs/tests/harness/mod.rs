@@ -446,16 +446,23 @@ impl Lab {
         if spec.metrics {
             writeln!(t, "[metrics]\nlisten = \"127.0.0.1:9108\"\n").unwrap();
         }
-        // The driver's keys go first in the extra's [driver] table, or in one of their own.
-        let mut keys = format!("workers = {}\n", spec.driver.workers());
+        // The driver's keys go first in the extra's [driver] table, or in one
+        // of their own; a key the extra's table sets itself is its own.
+        let mut keys = vec![format!("workers = {}", spec.driver.workers())];
         if spec.driver.uses_xdp() {
-            keys += &format!(
-                "kind = \"xdp\"\ninterfaces = [{:?}, {:?}]\nxdp_mode = \"generic\"\nfast_path = {}\n",
-                self.topo.lb_client_if(),
-                self.topo.lb_real_if(),
-                spec.driver.fast_path()
-            );
+            keys.extend([
+                "kind = \"xdp\"".to_owned(),
+                format!("interfaces = [{:?}, {:?}]", self.topo.lb_client_if(), self.topo.lb_real_if()),
+                "xdp_mode = \"generic\"".to_owned(),
+                format!("fast_path = {}", spec.driver.fast_path()),
+            ]);
         }
+        let own = driver_keys(&spec.extra);
+        let keys: String = keys
+            .into_iter()
+            .filter(|k| !own.iter().any(|o| k.split(" = ").next() == Some(o.as_str())))
+            .map(|k| k + "\n")
+            .collect();
         let extra = if spec.extra.contains("[driver]\n") {
             spec.extra.replacen("[driver]\n", &format!("[driver]\n{keys}"), 1)
         } else {
@@ -813,6 +820,15 @@ pub fn logged_peer(line: &str) -> SocketAddr {
     peer.parse().unwrap_or_else(|_| panic!("nginx logged {line:?}, not a socket address"))
 }
 
+/// The keys a config's `[driver]` table sets.
+fn driver_keys(toml: &str) -> Vec<String> {
+    let table = toml.lines().skip_while(|l| l.trim() != "[driver]").skip(1);
+    table
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .filter_map(|l| Some(l.split_once('=')?.0.trim().to_owned()))
+        .collect()
+}
+
 /// The client-address keys of a `[[service]]` table.
 fn client_addr_keys(proxy_protocol: Option<&str>, toa: bool) -> String {
     let mut t = String::new();
@@ -909,5 +925,13 @@ mod schedule {
         }
         // A binary with two tests of one variant each has the fast path on and off.
         assert!(fast_path_on_and_off(&[default_variants(0, 1), default_variants(1, 1)].concat()));
+    }
+
+    #[test]
+    fn driver_keys_are_those_of_the_driver_table() {
+        let toml =
+            "[engine]\nbatch = 1\n[driver]\nfast_path = false\ncpus = [1, 0]\n\n[synproxy]\nwscale = 7\n";
+        assert_eq!(super::driver_keys(toml), ["fast_path", "cpus"]);
+        assert!(super::driver_keys("[synproxy]\nwscale = 7\n").is_empty());
     }
 }

@@ -29,6 +29,7 @@ pub(crate) const LIVE_REALS: u32 = 65536;
 
 /// `struct flow_rule` kinds.
 const FLOW_FORWARD: u8 = 1;
+const FLOW_ENGINE: u8 = 2;
 /// `struct flow_rule` flags.
 const FLOW_DECREMENT_TTL: u8 = 1;
 const FLOW_RESCALE: u8 = 2;
@@ -219,6 +220,13 @@ impl FastPathMaps {
     pub(crate) fn install(&mut self, rule: &FlowRule, hop: &NextHop) -> io::Result<()> {
         let key = BpfFlowKey::new(&rule.key);
         self.flows.insert(key, BpfFlowRule::new(rule, hop), 0).map_err(|e| bpf_err("flow map", e))
+    }
+
+    /// Send the packets of `key` to the engine from now on (a `FLOW_ENGINE`
+    /// entry in place of its rule).
+    pub(crate) fn hand_to_engine(&mut self, key: &FlowKey) -> io::Result<()> {
+        let rule = BpfFlowRule { kind: FLOW_ENGINE, ..BpfFlowRule::default() };
+        self.flows.insert(BpfFlowKey::new(key), rule, 0).map_err(|e| bpf_err("flow map", e))
     }
 
     /// Remove the rule of `key`; false when there was none (removed before,

@@ -20,8 +20,11 @@
 //
 // Answered or checked here: IPv4 without options and not a fragment, IPv6
 // without extension headers, TTL above 1, TCP whose length fields agree with
-// the frame. Anything else, and a cookie of a period whose key the map does
-// not hold, is left to steering (and so to the engine).
+// the frame, SYN or ACK alone (no RST or FIN), with at most 10 TCP options
+// (NOPs included) of the kinds the engine reads (MSS, window scale, SACK
+// permitted, SACK, timestamps). Anything else, and a cookie of a period
+// whose key the map does not hold, is left to steering (and so to the
+// engine). A flow with an entry in `flows` never gets here.
 //
 // Included by steer.bpf.c after its own definitions and fast_path.bpf.h
 // (the counters, `flows`).

@@ -11,7 +11,7 @@ use std::io;
 use std::net::IpAddr;
 
 use aya::maps::{Array, HashMap, Map, MapData};
-use rvs_core::{CookieKeys, Endpoint, Proto, SynAckTemplate};
+use rvs_core::{CookieKeys, Endpoint, Engine, Instant, Proto, SynAckTemplate};
 
 use super::fast_path::reopen;
 use super::{bpf_err, service_key, service6_key, take_map};
@@ -163,6 +163,14 @@ impl SynCookies {
         .map_err(|e| bpf_err("SYN-ACK template map", e))
     }
 
+    /// Bring the maps in step with `engine` at `now`: the keys when their
+    /// period turned, the templates that changed (a service's announced
+    /// window scale follows its reals). About once a second.
+    pub(crate) fn sync(&mut self, engine: &Engine, now: Instant) -> io::Result<()> {
+        self.refresh_keys(&engine.cookie_keys(now))?;
+        self.sync_templates(engine.syn_ack_templates())
+    }
+
     /// Set the program's clock: CLOCK_MONOTONIC plus `offset` nanoseconds is
     /// the engine's `now` ([`Clock::monotonic_offset`](crate::driver::devices::Clock::monotonic_offset)).
     pub(crate) fn set_clock_offset(&mut self, offset: u64) -> io::Result<()> {
@@ -181,5 +189,14 @@ mod tests {
         assert_eq!(std::mem::offset_of!(BpfSynTemplate, max_age), 7);
         assert_eq!(size_of::<BpfCookieKeys>(), 56);
         assert_eq!(std::mem::offset_of!(BpfCookieKeys, key), 8);
+    }
+
+    #[test]
+    fn the_clock_offset_turns_the_monotonic_clock_into_the_engines() {
+        let clock = crate::driver::devices::Clock::start();
+        let offset = clock.monotonic_offset();
+        let program = crate::driver::devices::monotonic_ns().wrapping_add(offset);
+        let engine = clock.now().as_nanos();
+        assert!(engine >= program && engine - program < 50_000_000, "{engine} vs {program}");
     }
 }

@@ -70,7 +70,6 @@ impl Lab {
         }
         steering.sync(&model).unwrap();
         steering.set_stages(FAST_PATH_ON | SYN_COOKIES_ON).unwrap();
-        steering.syn_cookies().sync_templates(engine.syn_ack_templates()).unwrap();
         let xdp: &mut Xdp = steering.ebpf.program_mut("steer").unwrap().try_into().unwrap();
         xdp.load().unwrap();
         let steer = xdp.fd().unwrap().as_fd().as_raw_fd();
@@ -82,10 +81,10 @@ impl Lab {
     /// Make the program's clock read about `now` (from a moment later),
     /// with the engine's keys for it.
     fn set_now(&mut self, now: Instant) {
-        let keys = self.engine.cookie_keys(now);
+        let offset = now.as_nanos().wrapping_sub(monotonic_ns());
         let cookies = self.steering.syn_cookies();
-        cookies.refresh_keys(&keys).unwrap();
-        cookies.set_clock_offset(now.as_nanos().wrapping_sub(monotonic_ns())).unwrap();
+        cookies.set_clock_offset(offset).unwrap();
+        cookies.sync(&self.engine, now).unwrap();
     }
 
     /// Counter `index` of `fast_stats`, summed over CPUs.
@@ -395,4 +394,62 @@ fn what_the_program_does_not_answer_exactly_goes_on_to_steering() {
     lab.steering.set_stages(0).unwrap();
     assert_eq!(lab.run(&syn).0, XDP_PASS);
     assert_eq!(lab.stat(SC_SYNACKS), 0);
+}
+
+#[test]
+fn odd_option_layouts_are_answered_as_the_engine_answers_them_or_left_to_it() {
+    let Some(mut lab) = Lab::new(|_| {}) else { return };
+    let answered: [&[u8]; 6] = [
+        // A window scale above 14 (taken as 14); EOL then padding.
+        &[1, 3, 3, 20, 2, 4, 5, 0x50, 0, 9, 9, 9],
+        // A malformed MSS ends the options: the scale after it does not count.
+        &[4, 2, 2, 3, 5, 0, 1, 3, 3, 7, 0, 0],
+        // A later MSS wins; a SACK block is read past.
+        &[2, 4, 1, 0, 2, 4, 5, 0, 1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2],
+        // Timestamps without NOPs before them, then a window scale.
+        &[8, 10, 0, 0, 0, 9, 0, 0, 0, 0, 3, 3, 2, 0],
+        // A window scale of the wrong length stops the reading.
+        &[2, 4, 5, 0xb4, 4, 2, 3, 6, 1, 0, 0, 0],
+        // So does one running past the area's end.
+        &[2, 4, 5, 0xb4, 1, 1, 8, 10, 0, 0, 0, 1],
+    ];
+    let left: [&[u8]; 2] = [
+        // An unknown option (MPTCP) before the rest.
+        &[30, 4, 0, 0, 2, 4, 5, 0xb4],
+        // More options than the program reads.
+        &[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    ];
+    for (client, vip, _, _) in FAMILIES {
+        for (i, opts) in answered.iter().chain(&left).enumerate() {
+            let mut opts = opts.to_vec();
+            opts.resize(opts.len().div_ceil(4) * 4, 0);
+            let syn = segment(ep(client, 44_000 + i as u16), ep(vip, 80), 9, None, true, &opts);
+            lab.set_now(T0);
+            if i >= answered.len() {
+                assert_eq!(lab.run(&syn).0, XDP_PASS, "{opts:?}");
+                continue;
+            }
+            let xdp = xdp_synack(&lab, &syn);
+            let now =
+                synack_tsval(&xdp).map_or(T0, |ts| Instant::from_nanos(u64::from(ts & !63) * 1_000_000));
+            assert_eq!(lab.engine.handle(now, &mut syn.clone()), Verdict::Absorbed);
+            assert_eq!(lab.built()[0].0, xdp, "{client} {opts:?}");
+        }
+    }
+}
+
+#[test]
+fn acks_of_a_flow_handed_back_to_the_engine_are_not_checked_as_cookies() {
+    let Some(mut lab) = Lab::new(|c| c.synproxy.rst_on_bad_cookie = false) else { return };
+    let (client, vip) = (ep(FAMILIES[1].0, 46_000), ep(FAMILIES[1].1, 80));
+    let key = FlowKey { proto: Proto::Tcp, src: client, dst: vip };
+    // An ACK of a connection the fast path let go (a FIN seen, its rules
+    // removed): the engine holds the connection, not a cookie.
+    let late_ack = answer(client, vip, 7_000, 0x1234_5678, None);
+    assert_eq!(lab.run(&late_ack).0, XDP_DROP, "without an entry it is a bad cookie");
+    let mut maps = lab.steering.take_fast_path().unwrap();
+    maps.hand_to_engine(&key).unwrap();
+    let bad = maps.stats().unwrap()[SC_BAD_COOKIE as usize];
+    assert_eq!(lab.run(&late_ack).0, XDP_PASS);
+    assert_eq!(maps.stats().unwrap()[SC_BAD_COOKIE as usize], bad);
 }
