@@ -93,10 +93,6 @@ pub trait Device {
     }
 }
 
-/// Batches handled, under sustained load, between hand-overs of flow
-/// table changes to the device ([`Driver::receive`]).
-pub const OFFLOAD_EVERY: u32 = 16;
-
 /// The loop: moves packets between one device and one engine and runs the
 /// engine's timers. Holds the batch and the buffer the engine builds
 /// packets in, so a turn allocates nothing.
@@ -135,22 +131,14 @@ impl<R> Driver<R> {
 
     /// Fold the fast path's reports, then handle every packet the device
     /// has ready, flushing after each batch.
-    ///
-    /// Flow table changes reach the device once it has nothing more ready
-    /// (or every [`OFFLOAD_EVERY`] batches under sustained load): packets
-    /// of a connection still waiting in the device's queue when its rules
-    /// go in would leave after newer ones the fast path already forwarded,
-    /// and the ends would see them reordered.
     pub fn receive<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
         fold_reports(engine, device);
-        let mut batches = 0;
         loop {
             device.receive(&mut self.batch);
             while let Some(reason) = device.poll_drop() {
                 engine.count_drop(reason);
             }
             if self.batch.is_empty() {
-                offload(engine, device);
                 return;
             }
             let now = device.now();
@@ -158,10 +146,7 @@ impl<R> Driver<R> {
                 handle(engine, device, &mut self.buf, now, rx);
             }
             device.flush();
-            batches += 1;
-            if batches % OFFLOAD_EVERY == 0 {
-                offload(engine, device);
-            }
+            offload(engine, device);
         }
     }
 

@@ -9,6 +9,7 @@
 //! in its own memory and handed to the send ring as it is; one that crosses
 //! to another socket (or the TUN device) is copied.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -25,6 +26,10 @@ use super::xdp::{NextHops, SynCookies, XskPort};
 
 /// Largest packet read from the TUN device: it hands over whole IP packets up to 64 KiB.
 pub(crate) const BUF_LEN: usize = 65_536;
+/// The longest flow table changes wait for the sockets to be empty
+/// ([`Devices::settle`]): under a load that never lets them empty, a
+/// connection moves anyway, and may see a few packets reordered once.
+const HOLD_MAX: std::time::Duration = std::time::Duration::from_millis(50);
 /// Batches read from one source per turn: a bound keeps control requests responsive.
 const BATCHES_PER_TURN: usize = 16;
 
@@ -152,6 +157,11 @@ pub(crate) struct Devices {
     /// many batches it gave so far.
     cursor: usize,
     batches: usize,
+    /// Flow table changes waiting for the sockets to be empty, and since when.
+    held: VecDeque<Offload>,
+    held_since: Option<Instant>,
+    /// Scratch for [`sockets_empty`] (`fds` holds the last wait's answers).
+    probe_fds: Vec<libc::pollfd>,
 }
 
 impl Devices {
@@ -166,7 +176,30 @@ impl Devices {
             fds: Vec::with_capacity(sources + 1),
             cursor: usize::MAX,
             batches: 0,
+            held: VecDeque::new(),
+            held_since: None,
+            probe_fds: Vec::with_capacity(sources),
         }
+    }
+
+    /// Apply the held flow table changes once no socket has a frame waiting
+    /// (or they waited [`HOLD_MAX`]). A connection's packets still queued
+    /// for the engine when its rules go in would leave after newer ones
+    /// the program forwarded at once: the ends would see them reordered,
+    /// their timestamps going back (PAWS drops them) and take the gap for
+    /// loss. With the queues empty, only a frame the program is steering at
+    /// that very moment can be overtaken.
+    fn settle(&mut self) {
+        let Some(since) = self.held_since else { return };
+        let Some(x) = self.xdp.as_mut() else { return };
+        if !(self.clock.now() >= since + HOLD_MAX || sockets_empty(&x.ports, &mut self.probe_fds)) {
+            return;
+        }
+        let Some(fast) = x.fast.as_mut() else { return };
+        for change in self.held.drain(..) {
+            fast.offload(&change, |dst| XdpIo::next_hop(&x.hops, &x.ports, dst));
+        }
+        self.held_since = None;
     }
 
     /// The sockets, for their counters.
@@ -206,6 +239,16 @@ impl Devices {
         }
         batch.len() - before
     }
+}
+
+/// Whether no socket of `ports` has a frame waiting, now (a poll that
+/// does not wait); `fds` is scratch space.
+fn sockets_empty(ports: &[XskPort], fds: &mut Vec<libc::pollfd>) -> bool {
+    fds.clear();
+    fds.extend(ports.iter().map(|p| libc::pollfd { fd: p.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
+    // SAFETY: `fds` is a live array of `fds.len()` pollfd structs.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+    ready == 0
 }
 
 /// The destination of an IPv4 or IPv6 packet.
@@ -323,6 +366,7 @@ impl Device for Devices {
                 self.batches = 0;
             }
         }
+        self.settle();
     }
 
     fn packet<'a>(&'a mut self, rx: &'a mut Rx) -> &'a mut [u8] {
@@ -379,7 +423,15 @@ impl Device for Devices {
 
     fn offload(&mut self, change: &Offload) {
         let Some(XdpIo { ports, hops, fast: Some(fast) }) = self.xdp.as_mut() else { return };
-        fast.offload(change, |dst| XdpIo::next_hop(hops, ports, dst));
+        // A real's rules stop at once; the rest keeps its order behind the
+        // changes already held.
+        if matches!(change, Offload::RetireReal { .. }) {
+            fast.offload(change, |dst| XdpIo::next_hop(hops, ports, dst));
+            return;
+        }
+        self.held.push_back(*change);
+        self.held_since.get_or_insert_with(|| self.clock.now());
+        self.settle();
     }
 
     fn poll_flow_report(&mut self, now: Instant) -> Option<FlowReport> {

@@ -85,6 +85,7 @@ enum {
 	SC_ACKS_PASSED,
 	SC_BAD_COOKIE,
 	SC_NO_KEY,
+	SC_RST_PASSED,
 	FAST_STATS = 16,
 };
 struct bpf_map_def SEC("maps") fast_stats = {

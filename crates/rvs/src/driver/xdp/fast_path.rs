@@ -43,6 +43,11 @@ pub(crate) mod stat {
     pub(crate) const SC_ACKS_PASSED: u32 = 4;
     pub(crate) const SC_BAD_COOKIE: u32 = 5;
     pub(crate) const SC_NO_KEY: u32 = 6;
+    /// Bad-cookie ACKs passed for the engine to answer with an RST (the
+    /// engine counts them itself, as its `bad_cookie` drops and the RSTs it
+    /// answers).
+    #[cfg_attr(not(test), allow(dead_code, reason = "the engine counts these packets itself"))]
+    pub(crate) const SC_RST_PASSED: u32 = 7;
     /// Entries in the map.
     pub(crate) const COUNT: u32 = 16;
 }

@@ -5,9 +5,10 @@
 // handshake.rs `answer_syn`, built as crates/core/src/emit `Segment::emit`
 // builds it), and the ACK that returns a cookie is checked here as
 // crates/core/src/synproxy/cookie.rs `CookieJar::check` checks it: a bad one
-// dies here, counted as the engine's `bad_cookie` drop (unless the engine
-// answers those with an RST), a good one goes on to the engine, which checks
-// it again and opens the real's handshake.
+// dies here, counted as the engine's `bad_cookie` drop, a good one goes on
+// to the engine, which checks it again and opens the real's handshake. When
+// the engine answers bad cookies with an RST, as many as its RST rate allows
+// go on to it for that (`rst_limit`); the rest die here all the same.
 //
 // The cookie is SipHash-2-4 over the bytes `CookieJar::hash` feeds (both
 // addresses as IPv6, IPv4 ones mapped; both ports; the client's ISN; the
@@ -15,8 +16,9 @@
 // the count's 256 s period. The driver keeps the keys of the periods around
 // now in `cookie_keys` (one map update: readers see all three or none of a
 // change), each SYNProxy service's SYN-ACK template in `syn_templates`
-// (`syn_templates6`), and the clock offset in `cookie_clock`, so that
-// bpf_ktime_get_ns() + offset is the engine's `now`.
+// (`syn_templates6`), the clock offset in `cookie_clock`, so that
+// bpf_ktime_get_ns() + offset is the engine's `now`, and each CPU's share of
+// the engine's RST rate in `rst_limit`.
 //
 // Answered or checked here: IPv4 without options and not a fragment, IPv6
 // without extension headers, TTL above 1, TCP whose length fields agree with
@@ -81,6 +83,37 @@ struct bpf_map_def SEC("maps") cookie_clock = {
 	.max_entries = 1,
 };
 
+// Each CPU's share of the RSTs the engine sends for bad cookies
+// (`EngineConfig.reset_rate`): it passes one bad-cookie ACK to the engine
+// every `interval_ns`, up to `burst` at once; none when `burst` is 0. Keep
+// in step with syn_cookie.rs (BpfRstLimit).
+struct rst_limit {
+	__u64 interval_ns;
+	__u64 burst;
+};
+
+// A CPU's bucket: the tokens it holds, earned up to `filled_to` (the
+// engine's clock), as the engine's own bucket (crates/core/src/emit/reset.rs).
+struct rst_bucket {
+	__u64 tokens;
+	__u64 filled_to;
+};
+
+// [0] -> the share, written by the driver.
+struct bpf_map_def SEC("maps") rst_limit = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct rst_limit),
+	.max_entries = 1,
+};
+
+// [0] -> this CPU's bucket.
+struct bpf_map_def SEC("maps") rst_buckets = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct rst_bucket),
+	.max_entries = 1,
+};
 
 // The cookie clock: seconds per step, steps per key period.
 #define SC_COUNT_NS 32000000000ULL
@@ -471,6 +504,34 @@ static __attribute__((always_inline)) long sc_answer(struct xdp_md *ctx, struct 
 	return sc_count(SC_SYNACKS, XDP_TX);
 }
 
+// Whether this CPU may pass one more bad-cookie ACK to the engine at `now`
+// (taking the token if so). A clock seen running back earns nothing.
+static __attribute__((always_inline)) int sc_rst_token(__u64 now)
+{
+	__u32 zero = 0;
+	struct rst_limit *l = bpf_map_lookup_elem(&rst_limit, &zero);
+	struct rst_bucket *b = bpf_map_lookup_elem(&rst_buckets, &zero);
+	if (!l || !b || !l->burst || !l->interval_ns)
+		return 0;
+	__u64 burst = l->burst, interval = l->interval_ns;
+	if (b->tokens > burst)
+		b->tokens = burst;
+	if (now < b->filled_to)
+		b->filled_to = now;
+	__u64 earned = (now - b->filled_to) / interval;
+	if (earned >= burst - b->tokens) {
+		b->tokens = burst;
+		b->filled_to = now;
+	} else if (earned) {
+		b->tokens += earned;
+		b->filled_to += earned * interval;
+	}
+	if (!b->tokens)
+		return 0;
+	b->tokens--;
+	return 1;
+}
+
 // Check the cookie the ACK of flow `f` returns, as CookieJar::check does.
 static __attribute__((always_inline)) long sc_check(struct flow *f, const struct syn_template *t,
 						   const struct sc_options *o, __u32 seq, __u32 ack, __u64 now, __u32 stages)
@@ -491,8 +552,11 @@ static __attribute__((always_inline)) long sc_check(struct flow *f, const struct
 		__u32 mask = layout ? ~0x3fU : ~0x3ffU;
 		good = (sc_hash(key, f, client_isn, count, layout) & mask) == (cookie & mask);
 	}
-	if (!good)
-		return t->flags & SC_RST_ON_BAD_COOKIE ? -1 : sc_count(SC_BAD_COOKIE, XDP_DROP);
+	if (!good) {
+		if ((t->flags & SC_RST_ON_BAD_COOKIE) && sc_rst_token(now))
+			return sc_count(SC_RST_PASSED, -1);
+		return sc_count(SC_BAD_COOKIE, XDP_DROP);
+	}
 	// The client's next segments (a SYN sent again among them) reach the
 	// engine even before it has installed anything for the connection.
 	if (stages & FAST_PATH_ON) {

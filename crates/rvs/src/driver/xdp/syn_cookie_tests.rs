@@ -16,7 +16,7 @@ use rvs_core::{
 };
 
 use super::Steering;
-use super::fast_path::stat::{SC_ACKS_PASSED, SC_BAD_COOKIE, SC_NO_KEY, SC_SYNACKS};
+use super::fast_path::stat::{SC_ACKS_PASSED, SC_BAD_COOKIE, SC_NO_KEY, SC_RST_PASSED, SC_SYNACKS};
 use super::fast_path::{BpfFlowKey, BpfFlowRule, FAST_PATH_ON, SYN_COOKIES_ON};
 use crate::driver::devices::monotonic_ns;
 
@@ -360,10 +360,102 @@ fn with_rst_on_bad_cookie_the_engine_answers_bad_cookies() {
     let Some(lab) = Lab::new(|c| c.synproxy.rst_on_bad_cookie = true) else { return };
     for (client, vip, _, _) in FAMILIES {
         let (client, vip) = (ep(client, 42_000), ep(vip, 80));
-        let bad = lab.stat(SC_BAD_COOKIE);
+        let (bad, passed) = (lab.stat(SC_BAD_COOKIE), lab.stat(SC_RST_PASSED));
         assert_eq!(lab.run(&answer(client, vip, 1, 0xdead_beef, None)).0, XDP_PASS);
         assert_eq!(lab.stat(SC_BAD_COOKIE), bad);
+        assert_eq!(lab.stat(SC_RST_PASSED), passed + 1);
     }
+}
+
+/// Keep the calling thread on the CPU it runs on, so that every run of
+/// the program meets the same per-CPU bucket.
+fn stay_on_this_cpu() {
+    // SAFETY: sched_getcpu has no preconditions; `set` is a valid CPU set
+    // for sched_setaffinity on the calling thread (pid 0).
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu: {}", std::io::Error::last_os_error());
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
+        assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+}
+
+#[test]
+fn bad_cookies_reach_the_engine_for_an_rst_only_at_its_rst_rate() {
+    let cpus = aya::util::nr_cpus().unwrap() as u32;
+    // Four RSTs a second on each CPU: one token every 250 ms.
+    let rate = 4 * cpus;
+    let Some(mut lab) = Lab::new(|c| {
+        c.synproxy.rst_on_bad_cookie = true;
+        c.reset_rate = rate;
+    }) else {
+        return;
+    };
+    stay_on_this_cpu();
+    let burst = lab.steering.syn_cookies().rst_share(rate).burst();
+    assert_eq!(burst, 4);
+    let (client, vip) = (ep(FAMILIES[0].0, 47_000), ep(FAMILIES[0].1, 80));
+    // The program's clock held at `now` for each packet (the bucket earns
+    // nothing in the microseconds between).
+    let flood = |lab: &mut Lab, now: Instant, n: u32| {
+        let (passed, dropped) = (lab.stat(SC_RST_PASSED), lab.stat(SC_BAD_COOKIE));
+        for i in 0..n {
+            lab.set_now(now);
+            let action = lab.run(&answer(client, vip, i, 0xdead_0000 + i, None)).0;
+            assert!(action == XDP_PASS || action == XDP_DROP, "{action}");
+        }
+        let passed = lab.stat(SC_RST_PASSED) - passed;
+        assert_eq!(passed + lab.stat(SC_BAD_COOKIE) - dropped, u64::from(n), "each counted once");
+        passed
+    };
+    // A burst: the bucket's worth passes, the rest dies as bad_cookie.
+    assert_eq!(flood(&mut lab, T0, 20), burst);
+    assert_eq!(flood(&mut lab, T0, 5), 0);
+    // A valid cookie is never held back.
+    let opts = syn_options(Some(1460), None, false, None);
+    let good = ep(FAMILIES[0].0, 47_100);
+    lab.set_now(T0);
+    let cookie = synack_seq(&xdp_synack(&lab, &segment(good, vip, 500, None, true, &opts)));
+    let acks = lab.stat(SC_ACKS_PASSED);
+    assert_eq!(lab.run(&answer(good, vip, 500, cookie, None)).0, XDP_PASS);
+    assert_eq!(lab.stat(SC_ACKS_PASSED), acks + 1);
+    // 600 ms on: two tokens earned (one each 250 ms).
+    let later = T0 + std::time::Duration::from_millis(600);
+    assert_eq!(flood(&mut lab, later, 5), 2);
+    // The 100 ms left over count toward the next: 150 ms more earn one.
+    assert_eq!(flood(&mut lab, later + std::time::Duration::from_millis(150), 5), 1);
+    // Long idle fills the bucket, no fuller than its burst.
+    assert_eq!(flood(&mut lab, T0 + std::time::Duration::from_secs(60), 20), burst);
+    // A clock seen running back earns nothing.
+    assert_eq!(flood(&mut lab, T0 + std::time::Duration::from_secs(30), 5), 0);
+    // The engine answers each one passed with its own RST.
+    lab.set_now(T0);
+    let ack = answer(client, vip, 1, 0xdead_0001, None);
+    assert!(matches!(lab.engine.handle(T0, &mut ack.clone()), Verdict::Drop(_)));
+    let built = lab.built();
+    assert_eq!(built.len(), 1);
+    assert_eq!(built[0].0[33] & 0x04, 0x04, "an RST");
+}
+
+#[test]
+fn with_a_reset_rate_of_0_every_bad_cookie_dies_in_the_program() {
+    let Some(lab) = Lab::new(|c| {
+        c.synproxy.rst_on_bad_cookie = true;
+        c.reset_rate = 0;
+    }) else {
+        return;
+    };
+    for (client, vip, _, _) in FAMILIES {
+        let (client, vip) = (ep(client, 48_000), ep(vip, 80));
+        for i in 0..3 {
+            let bad = lab.stat(SC_BAD_COOKIE);
+            assert_eq!(lab.run(&answer(client, vip, i, 0xdead_beef, None)).0, XDP_DROP);
+            assert_eq!(lab.stat(SC_BAD_COOKIE), bad + 1);
+        }
+    }
+    assert_eq!(lab.stat(SC_RST_PASSED), 0);
 }
 
 #[test]
