@@ -308,6 +308,12 @@ impl Device for Devices {
     }
 
     fn wait(&mut self, deadline: Option<Instant>) {
+        // The fast path's sweep is due even when no packet reaches the engine.
+        let sweep = self.fast_path().and_then(FastPath::next_due);
+        let deadline = match (deadline, sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let timeout_ms = match deadline {
             Some(at) => {
                 let now = self.clock.now();

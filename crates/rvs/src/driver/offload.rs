@@ -156,6 +156,18 @@ impl<F: Copy + Eq + Hash, K: Copy> Offloaded<F, K> {
         });
     }
 
+    /// When the next sweep is due, with connections to read.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        // A sweep under way goes on at the next turn.
+        match self.cursor {
+            Some(_) => Some(Instant::ZERO),
+            None => Some(self.next_sweep.unwrap_or(Instant::ZERO)),
+        }
+    }
+
     /// A new turn of the worker's loop: the sweep may read again.
     pub(crate) fn new_turn(&mut self) {
         self.budget = READS_PER_TURN;
@@ -328,6 +340,11 @@ impl FastPath {
     fn refuse(&mut self, flow: FlowId) {
         self.unresolved += 1;
         self.flows.refused(flow);
+    }
+
+    /// When the worker should read the map next, with connections installed.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.flows.next_due()
     }
 
     /// A new turn of the worker's loop.
@@ -510,15 +527,19 @@ mod tests {
         for flow in 0..flows {
             let keys = [u32::from(flow) * 2, u32::from(flow) * 2 + 1];
             map.count(keys[0], 1, 1);
+            map.count(keys[1], 0, 0);
             o.insert(flow, keys);
         }
         let now = Instant::from_secs(1);
         o.new_turn();
+        assert_eq!(o.next_due(), Some(Instant::ZERO));
         let mut first_turn = 0;
         while o.poll_report(now, &mut map).is_some() {
             first_turn += 1;
         }
         assert_eq!(first_turn, READS_PER_TURN);
+        // The rest is read at the next turn, at once.
+        assert_eq!(o.next_due(), Some(Instant::ZERO));
         let mut rest = 0;
         for _ in 0..3 {
             o.new_turn();
@@ -527,5 +548,6 @@ mod tests {
             }
         }
         assert_eq!(first_turn + rest, usize::from(flows));
+        assert_eq!(o.next_due(), Some(now + SWEEP_INTERVAL));
     }
 }

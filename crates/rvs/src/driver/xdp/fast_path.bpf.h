@@ -473,6 +473,23 @@ static __attribute__((always_inline)) void fp_ip(__u8 *ip, __u8 *end, const stru
 	fp_put16(ip + 10, check);
 }
 
+// Mark the entry `r` of `f` and the other direction's as the engine's.
+static __attribute__((always_inline)) void fp_hand_back(const struct flow *f, struct flow_rule *r)
+{
+	struct flow back = {};
+	__builtin_memcpy(back.saddr, r->daddr, sizeof(back.saddr));
+	__builtin_memcpy(back.daddr, r->saddr, sizeof(back.daddr));
+	back.sport = r->dport;
+	back.dport = r->sport;
+	back.v6 = f->v6;
+	back.proto = f->proto;
+	back.ports = 1;
+	r->kind = FLOW_ENGINE;
+	struct flow_rule *other = bpf_map_lookup_elem(&flows, &back);
+	if (other)
+		other->kind = FLOW_ENGINE;
+}
+
 // The fast path for a packet whose flow `f` steer() parsed (TCP or UDP, the
 // first or only fragment): an XDP action, FP_MISS (no entry: steering as
 // before) or FP_ENGINE (the packet goes to the engine).
@@ -487,6 +504,13 @@ static __attribute__((always_inline)) long fast_path(struct xdp_md *ctx, struct 
 		return FP_MISS;
 	if (r->kind != FLOW_FORWARD || !fp_live(r->real_gen))
 		return fp_engine();
+	// A FIN or RST ends the connection's time here at once, both ways: the
+	// rest of the close (the peer's ACK of it too) reaches the engine even
+	// before the engine takes the entries out.
+	if (f->proto == IPPROTO_TCP && l4 + 14 <= end && (l4[13] & 0x05)) {
+		fp_hand_back(f, r);
+		return fp_engine();
+	}
 	__u8 *data = (__u8 *)(long)ctx->data;
 	end = (__u8 *)(long)ctx->data_end;
 	if (data + 14 > end)

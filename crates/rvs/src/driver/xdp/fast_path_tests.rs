@@ -589,8 +589,17 @@ fn packets_the_program_cannot_rewrite_go_on_to_steering() {
             (RST | ACK, "RST-ACK"),
             (PSH, "no ACK"),
         ] {
+            prog.install(&rules);
             prog.refused(&rules[0], &pkt(flags, &[]), what);
         }
+        // A FIN or RST hands both directions to the engine on the spot: the
+        // peer's answer reaches it before it has taken the entries out.
+        prog.install(&rules);
+        prog.refused(&rules[0], &pkt(FIN | ACK, &[]), "FIN");
+        for r in &rules {
+            assert_eq!(prog.maps.flows.get(&BpfFlowKey::new(&r.key), 0).unwrap().kind, 2, "after a FIN");
+        }
+        prog.install(&rules);
         let mss = [2, 4, 5, 0xb4];
         let eol_after_ts = [ts(1, 2), vec![0, 0, 0, 0]].concat();
         let nops_after_sack = [sack(&[(1, 2)]), vec![1, 1, 1, 1]].concat();
