@@ -27,8 +27,9 @@ const WRK_CONNS: &str = "-c64";
 /// one real), the same with one real, then their best setups over IPv6,
 /// then rvs's translations.
 fn paths() -> Vec<InFamily> {
-    let v4: [Box<dyn DataPath>; 9] = [
+    let v4: [Box<dyn DataPath>; 10] = [
         Box::new(Rvs::fast_path(true)),
+        Box::new(Rvs::fast_path(false)),
         Box::new(Rvs::xdp(1, true)),
         Box::new(Rvs::xdp(1, false)),
         Box::new(Rvs::tun(true)),
@@ -65,6 +66,7 @@ const ROUTING: &str = "kernel routing (no NAT)";
 const XDP_SP: &str = "rvs AF_XDP, SYNProxy on";
 const TUN_SP: &str = "rvs TUN, SYNProxy on";
 const FAST_SP: &str = "rvs AF_XDP fast path, SYNProxy on";
+const FAST: &str = "rvs AF_XDP fast path";
 const ONE: &str = ", 1 real";
 const FAST_SP_1: &str = "rvs AF_XDP fast path, SYNProxy on, 1 real";
 const XDP_SP_1: &str = "rvs AF_XDP, SYNProxy on, 1 real";
@@ -73,7 +75,7 @@ const HAPROXY_1: &str = "HAProxy mode tcp, 1 real";
 
 /// The rows `--fast-path` keeps: what the fast path's targets compare.
 const FAST_PATH_ROWS: &[&str] =
-    &[FAST_SP, XDP_SP, NFT, HAPROXY, ROUTING, FAST_SP_1, XDP_SP_1, NFT_1, HAPROXY_1];
+    &[FAST_SP, FAST, XDP_SP, NFT, HAPROXY, ROUTING, FAST_SP_1, XDP_SP_1, NFT_1, HAPROXY_1];
 
 /// Ratios printed (numerator, denominator, target), the targets first: the
 /// fast path's like for like with one real (≥ 1.1× nftables FullNAT,
@@ -85,6 +87,8 @@ const RATIOS: &[(&str, &str, Option<f64>)] = &[
     (FAST_SP, NFT, Some(1.1)),
     (FAST_SP, HAPROXY, Some(1.6)),
     (FAST_SP, XDP_SP, None),
+    (FAST, "rvs AF_XDP", None),
+    (FAST_SP, FAST, None),
     (FAST_SP_1, XDP_SP_1, None),
     (NFT_1, ROUTING, None),
     (XDP_SP, NFT, Some(1.0)),
