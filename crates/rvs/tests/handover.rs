@@ -5,7 +5,7 @@
 //! on the balancer's links to the reals: nftables rules on the wire, which
 //! the XDP program cannot bypass as it does the daemon's own fault
 //! injector. The xdp driver hands each connection to the fast path after
-//! [`AFTER`] packets, a few hundred into the transfer; the same transfers
+//! [`AFTER`] packets, some way into the transfer; the same transfers
 //! with the fast path off, in the same test, set the time they may take.
 //! IPv4 and IPv6, with and without SYNProxy.
 //!
@@ -38,6 +38,9 @@ const PORT: u16 = 9000;
 /// and half as many ACKs). The move itself waits until the worker's sockets
 /// are empty, up to 50 ms, so it lands some way further in.
 const AFTER: u32 = 100;
+
+/// Packets of each transfer the fast path must forward at least.
+const FAST_PATH_SHARE: u64 = 250;
 
 /// Transfers each way per data path.
 const ROUNDS: usize = 40;
@@ -349,12 +352,13 @@ fn moves_mid_transfer_without_stall(test: &str, family: Family, synproxy: bool) 
     eprintln!("{test}: {s}");
     assert_eq!(engine.fast_path_packets, 0, "the fast path forwarded packets while off: {s}");
     // Every connection forwarded its first AFTER packets through the engine,
-    // and the rest, more than as many again, through the fast path.
+    // and a good share of the rest (of some 1,100 a transfer; seen: 700)
+    // through the fast path: it moved mid-transfer, not after.
     let transfers = 2 * ROUNDS as u64;
     assert!(fast.installed >= transfers, "not every connection moved to the fast path: {s}");
     assert!(fast.engine_packets >= transfers * u64::from(AFTER), "the engine forwarded too few packets: {s}");
     assert!(
-        fast.fast_path_packets >= transfers * u64::from(AFTER),
+        fast.fast_path_packets >= transfers * FAST_PATH_SHARE,
         "the fast path forwarded too few packets: {s}"
     );
     for (what, e, f) in [("up", &engine.up, &fast.up), ("down", &engine.down, &fast.down)] {
