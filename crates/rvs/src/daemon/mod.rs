@@ -271,6 +271,9 @@ fn open_xdp(config: &Config, clock: Clock) -> anyhow::Result<(Vec<XdpIo>, Steeri
     }
     let mut steering = Steering::load_with(workers as u32, d.fast_path)?;
     let modes = steering.attach_xdp(&ports, &handovers, d.xdp_mode)?;
+    for port in ports.iter_mut().flatten() {
+        port.native = modes.contains(&format!("{}:native", port.name));
+    }
     let maps = steering.enable_fast_path(clock.monotonic_offset());
     let io = ports
         .into_iter()

@@ -124,6 +124,23 @@ impl XdpIo {
         let port = &ports[i];
         Some(NextHop { ifindex: port.ifindex, dst_mac, src_mac: port.mac })
     }
+
+    /// Whether the program can move a connection's packets between the
+    /// interfaces its two sides are reached by: on one interface it sends
+    /// them back out (`XDP_TX`); across two, a redirect from a native
+    /// program reaches only a device that takes frames from XDP itself (a
+    /// bridge, on generic XDP, does not), while one from the generic path
+    /// goes through the kernel's own transmit and reaches any. So the two
+    /// interfaces must be one, or run the program the same way.
+    fn redirects_work(hops: &NextHops, ports: &[XskPort], rules: &[rvs_core::FlowRule; 2]) -> bool {
+        let port = |addr| hops.lookup(addr, ports).and_then(|(i, _)| ports.get(i));
+        match (port(rules[0].dst.addr), port(rules[1].dst.addr)) {
+            (Some(to_real), Some(to_client)) => {
+                to_real.ifindex == to_client.ifindex || to_real.native == to_client.native
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A received packet: a slot of the TUN buffers, or a frame in a socket's memory.
@@ -197,7 +214,13 @@ impl Devices {
         }
         let Some(fast) = x.fast.as_mut() else { return };
         for change in self.held.drain(..) {
-            fast.offload(&change, |dst| XdpIo::next_hop(&x.hops, &x.ports, dst));
+            // A connection the program cannot send across is left to the
+            // engine as one without a next hop is.
+            let sendable = match &change {
+                Offload::Install { rules, .. } => XdpIo::redirects_work(&x.hops, &x.ports, rules),
+                _ => true,
+            };
+            fast.offload(&change, |dst| XdpIo::next_hop(&x.hops, &x.ports, dst).filter(|_| sendable));
         }
         self.held_since = None;
     }

@@ -465,6 +465,10 @@ pub(crate) struct XskPort {
     pub(crate) ifindex: u32,
     pub(crate) name: String,
     pub(crate) mac: [u8; 6],
+    /// The program runs in the driver on this interface (native XDP), not
+    /// on the kernel's generic path: a frame it redirects here from another
+    /// interface's native program needs this one native too.
+    pub(crate) native: bool,
     // Declared before the socket and the memory so they unmap first.
     rings: Rings,
     socket: XdpSocket,
@@ -539,6 +543,7 @@ impl XskPort {
             tx: HeapSlab::with_capacity(1),
             filling,
             unsent: false,
+            native: false,
         })
     }
 
