@@ -15,9 +15,13 @@
 //!
 //! A device with a fast path ([`crate::fast_path`]) gets the engine's flow
 //! table changes after every batch and after the timers
-//! ([`Device::offload`]), after the batch's packets were sent and flushed,
-//! so a connection's last engine-forwarded packet is on its way before its
-//! rule exists. Each turn, before the packets, the
+//! ([`Device::offload`]): a removal before the batch's packets are flushed,
+//! so the rules of a connection are gone before the FIN or RST the engine
+//! forwards reaches the peer (the peer's answer, the ACK of that FIN among
+//! them, must reach the engine, which tracks the close, and not a rule that
+//! forwards it past the engine); an install after the flush, so a
+//! connection's last engine-forwarded packet is on its way before its rule
+//! exists. Each turn, before the packets, the
 //! loop folds what the device forwarded on its own ([`Device::poll_flow_report`],
 //! [`Device::poll_fast_path_stats`]) into the engine, so its counters and
 //! idle timers see the connection's traffic before anything may expire it.
@@ -100,13 +104,20 @@ pub trait Device {
 pub struct Driver<R> {
     batch: Vec<R>,
     buf: Box<[u8]>,
+    /// The changes of this batch that wait for its flush (installs, and
+    /// what came after them in order), removals having gone before.
+    held: Vec<Offload>,
 }
 
 impl<R> Driver<R> {
     /// A loop that takes up to `batch` packets at a time and lets the engine
     /// build packets of up to `buf_len` bytes.
     pub fn new(batch: usize, buf_len: usize) -> Self {
-        Self { batch: Vec::with_capacity(batch.max(1)), buf: vec![0; buf_len].into_boxed_slice() }
+        Self {
+            batch: Vec::with_capacity(batch.max(1)),
+            buf: vec![0; buf_len].into_boxed_slice(),
+            held: Vec::with_capacity(batch.max(1)),
+        }
     }
 
     /// Wait for the device (at most until the engine's next timer), then
@@ -125,8 +136,9 @@ impl<R> Driver<R> {
             engine.handle_timeout(now);
         }
         transmit_built(engine, device, &mut self.buf);
+        remove_before_flush(engine, device, &mut self.held);
         device.flush();
-        offload(engine, device);
+        offload(engine, device, &mut self.held);
     }
 
     /// Fold the fast path's reports, then handle every packet the device
@@ -145,8 +157,9 @@ impl<R> Driver<R> {
             for rx in self.batch.drain(..) {
                 handle(engine, device, &mut self.buf, now, rx);
             }
+            remove_before_flush(engine, device, &mut self.held);
             device.flush();
-            offload(engine, device);
+            offload(engine, device, &mut self.held);
         }
     }
 
@@ -155,14 +168,14 @@ impl<R> Driver<R> {
         fold_reports(engine, device);
         engine.handle_timeout(now);
         transmit_built(engine, device, &mut self.buf);
-        offload(engine, device);
+        offload(engine, device, &mut self.held);
     }
 
     /// Hand the device the flow table changes the engine has queued: after
     /// a control-plane change (a real or service removed), so its rules stop
     /// before the next packet rather than after the next batch.
     pub fn offload<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
-        offload(engine, device);
+        offload(engine, device, &mut self.held);
     }
 
     /// End every open connection on both sides (the daemon stopping) and
@@ -170,8 +183,9 @@ impl<R> Driver<R> {
     pub fn close<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
         engine.flush_conns(device.now());
         transmit_built(engine, device, &mut self.buf);
+        remove_before_flush(engine, device, &mut self.held);
         device.flush();
-        offload(engine, device);
+        offload(engine, device, &mut self.held);
     }
 }
 
@@ -194,8 +208,28 @@ fn handle<D: Device>(engine: &mut Engine, device: &mut D, buf: &mut [u8], now: I
     }
 }
 
-/// Hand the engine's flow table changes to the device, in order.
-fn offload<D: Device>(engine: &mut Engine, device: &mut D) {
+/// Before a flush: hand the device the engine's removals now and hold the
+/// rest for after it. A connection whose install is held and which is
+/// removed already is not installed at all. A real's retirement waits with
+/// the installs queued before it, so none of them marks it live again.
+fn remove_before_flush<D: Device>(engine: &mut Engine, device: &mut D, held: &mut Vec<Offload>) {
+    while let Some(change) = engine.poll_offload() {
+        match change {
+            Offload::Remove { flow, .. } => {
+                held.retain(|c| !matches!(c, Offload::Install { flow: f, .. } if *f == flow));
+                device.offload(&change);
+            }
+            Offload::Install { .. } | Offload::RetireReal { .. } => held.push(change),
+        }
+    }
+}
+
+/// Hand the device what [`remove_before_flush`] held, then the engine's
+/// flow table changes since, in order.
+fn offload<D: Device>(engine: &mut Engine, device: &mut D, held: &mut Vec<Offload>) {
+    for change in held.drain(..) {
+        device.offload(&change);
+    }
     while let Some(change) = engine.poll_offload() {
         device.offload(&change);
     }
