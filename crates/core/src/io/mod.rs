@@ -273,6 +273,9 @@ mod tests {
         /// What reached the device, in order: sends and flow table changes.
         log: Vec<&'static str>,
         reports: VecDeque<FlowReport>,
+        flushes: usize,
+        /// How many flushes there had been at each removal.
+        removed_after: Vec<usize>,
     }
 
     impl Device for Mock {
@@ -299,7 +302,14 @@ mod tests {
             Ok(())
         }
 
+        fn flush(&mut self) {
+            self.flushes += 1;
+        }
+
         fn offload(&mut self, change: &Offload) {
+            if matches!(change, Offload::Remove { .. }) {
+                self.removed_after.push(self.flushes);
+            }
             self.log.push(match change {
                 Offload::Install { .. } => "install",
                 Offload::Remove { .. } => "remove",
@@ -423,7 +433,8 @@ mod tests {
     }
 
     #[test]
-    fn flow_table_changes_reach_the_device_after_the_batch_and_reports_are_folded() {
+    fn flow_table_changes_reach_the_device_after_the_batch_removals_before_its_flush_and_reports_are_folded()
+    {
         use crate::{Endpoint, Proto, RealConfig, ServiceConfig};
         let cfg = EngineConfig { fast_path: true, ..EngineConfig::default() };
         let mut engine = Engine::new(cfg, [7; 32], Instant::from_secs(1));
@@ -454,6 +465,14 @@ mod tests {
         driver.turn(&mut engine, &mut device);
         assert_eq!(engine.stats().traffic.pkts_in, 3 + 2);
         assert_eq!(engine.stats().traffic.pkts_out, 1 + 3);
+        // The client's FIN: the rules go before it is flushed toward the
+        // real, so the real's ACK of it reaches the engine.
+        let flushes = device.flushes;
+        device.inbox.push_back(segment_between(client, ([10, 0, 9, 9], 80), 0x11));
+        driver.turn(&mut engine, &mut device);
+        assert_eq!(device.log[5..], ["send", "remove"]);
+        assert_eq!(device.removed_after, [flushes]);
+        assert!(device.flushes > flushes);
         driver.close(&mut engine, &mut device);
         assert_eq!(device.log.last(), Some(&"remove"));
     }
