@@ -15,9 +15,13 @@
 //!
 //! A device with a fast path ([`crate::fast_path`]) gets the engine's flow
 //! table changes after every batch and after the timers
-//! ([`Device::offload`]), after the batch's packets were sent and flushed,
-//! so a connection's last engine-forwarded packet is on its way before its
-//! rule exists. Each turn, before the packets, the
+//! ([`Device::offload`]): a removal before the batch's packets are flushed,
+//! so the rules of a connection are gone before the FIN or RST the engine
+//! forwards reaches the peer (the peer's answer, the ACK of that FIN among
+//! them, must reach the engine, which tracks the close, and not a rule that
+//! forwards it past the engine); an install after the flush, so a
+//! connection's last engine-forwarded packet is on its way before its rule
+//! exists. Each turn, before the packets, the
 //! loop folds what the device forwarded on its own ([`Device::poll_flow_report`],
 //! [`Device::poll_fast_path_stats`]) into the engine, so its counters and
 //! idle timers see the connection's traffic before anything may expire it.
@@ -100,13 +104,20 @@ pub trait Device {
 pub struct Driver<R> {
     batch: Vec<R>,
     buf: Box<[u8]>,
+    /// The changes of this batch that wait for its flush (installs, and
+    /// what came after them in order), removals having gone before.
+    held: Vec<Offload>,
 }
 
 impl<R> Driver<R> {
     /// A loop that takes up to `batch` packets at a time and lets the engine
     /// build packets of up to `buf_len` bytes.
     pub fn new(batch: usize, buf_len: usize) -> Self {
-        Self { batch: Vec::with_capacity(batch.max(1)), buf: vec![0; buf_len].into_boxed_slice() }
+        Self {
+            batch: Vec::with_capacity(batch.max(1)),
+            buf: vec![0; buf_len].into_boxed_slice(),
+            held: Vec::with_capacity(batch.max(1)),
+        }
     }
 
     /// Wait for the device (at most until the engine's next timer), then
@@ -125,8 +136,9 @@ impl<R> Driver<R> {
             engine.handle_timeout(now);
         }
         transmit_built(engine, device, &mut self.buf);
+        remove_before_flush(engine, device, &mut self.held);
         device.flush();
-        offload(engine, device);
+        offload(engine, device, &mut self.held);
     }
 
     /// Fold the fast path's reports, then handle every packet the device
@@ -145,8 +157,9 @@ impl<R> Driver<R> {
             for rx in self.batch.drain(..) {
                 handle(engine, device, &mut self.buf, now, rx);
             }
+            remove_before_flush(engine, device, &mut self.held);
             device.flush();
-            offload(engine, device);
+            offload(engine, device, &mut self.held);
         }
     }
 
@@ -155,14 +168,14 @@ impl<R> Driver<R> {
         fold_reports(engine, device);
         engine.handle_timeout(now);
         transmit_built(engine, device, &mut self.buf);
-        offload(engine, device);
+        offload(engine, device, &mut self.held);
     }
 
     /// Hand the device the flow table changes the engine has queued: after
     /// a control-plane change (a real or service removed), so its rules stop
     /// before the next packet rather than after the next batch.
     pub fn offload<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
-        offload(engine, device);
+        offload(engine, device, &mut self.held);
     }
 
     /// End every open connection on both sides (the daemon stopping) and
@@ -170,8 +183,9 @@ impl<R> Driver<R> {
     pub fn close<D: Device<Rx = R>>(&mut self, engine: &mut Engine, device: &mut D) {
         engine.flush_conns(device.now());
         transmit_built(engine, device, &mut self.buf);
+        remove_before_flush(engine, device, &mut self.held);
         device.flush();
-        offload(engine, device);
+        offload(engine, device, &mut self.held);
     }
 }
 
@@ -194,8 +208,28 @@ fn handle<D: Device>(engine: &mut Engine, device: &mut D, buf: &mut [u8], now: I
     }
 }
 
-/// Hand the engine's flow table changes to the device, in order.
-fn offload<D: Device>(engine: &mut Engine, device: &mut D) {
+/// Before a flush: hand the device the engine's removals now and hold the
+/// rest for after it. A connection whose install is held and which is
+/// removed already is not installed at all. A real's retirement waits with
+/// the installs queued before it, so none of them marks it live again.
+fn remove_before_flush<D: Device>(engine: &mut Engine, device: &mut D, held: &mut Vec<Offload>) {
+    while let Some(change) = engine.poll_offload() {
+        match change {
+            Offload::Remove { flow, .. } => {
+                held.retain(|c| !matches!(c, Offload::Install { flow: f, .. } if *f == flow));
+                device.offload(&change);
+            }
+            Offload::Install { .. } | Offload::RetireReal { .. } => held.push(change),
+        }
+    }
+}
+
+/// Hand the device what [`remove_before_flush`] held, then the engine's
+/// flow table changes since, in order.
+fn offload<D: Device>(engine: &mut Engine, device: &mut D, held: &mut Vec<Offload>) {
+    for change in held.drain(..) {
+        device.offload(&change);
+    }
     while let Some(change) = engine.poll_offload() {
         device.offload(&change);
     }
@@ -239,6 +273,9 @@ mod tests {
         /// What reached the device, in order: sends and flow table changes.
         log: Vec<&'static str>,
         reports: VecDeque<FlowReport>,
+        flushes: usize,
+        /// How many flushes there had been at each removal.
+        removed_after: Vec<usize>,
     }
 
     impl Device for Mock {
@@ -265,7 +302,14 @@ mod tests {
             Ok(())
         }
 
+        fn flush(&mut self) {
+            self.flushes += 1;
+        }
+
         fn offload(&mut self, change: &Offload) {
+            if matches!(change, Offload::Remove { .. }) {
+                self.removed_after.push(self.flushes);
+            }
             self.log.push(match change {
                 Offload::Install { .. } => "install",
                 Offload::Remove { .. } => "remove",
@@ -389,7 +433,8 @@ mod tests {
     }
 
     #[test]
-    fn flow_table_changes_reach_the_device_after_the_batch_and_reports_are_folded() {
+    fn flow_table_changes_reach_the_device_after_the_batch_removals_before_its_flush_and_reports_are_folded()
+    {
         use crate::{Endpoint, Proto, RealConfig, ServiceConfig};
         let cfg = EngineConfig { fast_path: true, ..EngineConfig::default() };
         let mut engine = Engine::new(cfg, [7; 32], Instant::from_secs(1));
@@ -420,6 +465,14 @@ mod tests {
         driver.turn(&mut engine, &mut device);
         assert_eq!(engine.stats().traffic.pkts_in, 3 + 2);
         assert_eq!(engine.stats().traffic.pkts_out, 1 + 3);
+        // The client's FIN: the rules go before it is flushed toward the
+        // real, so the real's ACK of it reaches the engine.
+        let flushes = device.flushes;
+        device.inbox.push_back(segment_between(client, ([10, 0, 9, 9], 80), 0x11));
+        driver.turn(&mut engine, &mut device);
+        assert_eq!(device.log[5..], ["send", "remove"]);
+        assert_eq!(device.removed_after, [flushes]);
+        assert!(device.flushes > flushes);
         driver.close(&mut engine, &mut device);
         assert_eq!(device.log.last(), Some(&"remove"));
     }

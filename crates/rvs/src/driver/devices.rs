@@ -174,7 +174,7 @@ pub(crate) struct Devices {
     /// many batches it gave so far.
     cursor: usize,
     batches: usize,
-    /// Flow table changes waiting for the sockets to be empty, and since when.
+    /// Installs waiting for the sockets to be empty, and since when.
     held: VecDeque<Offload>,
     held_since: Option<Instant>,
     /// Scratch for [`sockets_empty`] (`fds` holds the last wait's answers).
@@ -446,11 +446,27 @@ impl Device for Devices {
 
     fn offload(&mut self, change: &Offload) {
         let Some(XdpIo { ports, hops, fast: Some(fast) }) = self.xdp.as_mut() else { return };
-        // A real's rules stop at once; the rest keeps its order behind the
-        // changes already held.
-        if matches!(change, Offload::RetireReal { .. }) {
-            fast.offload(change, |dst| XdpIo::next_hop(hops, ports, dst));
-            return;
+        // Rules stop at once; only installs wait. A removal waiting would
+        // leave the rules of a closing connection in place after the engine
+        // forwarded its FIN: the peer's ACK of it would pass the engine,
+        // which then never sees the close end and keeps the connection in
+        // LAST_ACK, where a client's new SYN on the same port finds it. An
+        // install still held for a connection removed or a real retired is
+        // not made at all.
+        match change {
+            Offload::Install { .. } => {}
+            Offload::Remove { flow, .. } => {
+                self.held.retain(|c| !matches!(c, Offload::Install { flow: f, .. } if f == flow));
+                fast.offload(change, |dst| XdpIo::next_hop(hops, ports, dst));
+                return;
+            }
+            Offload::RetireReal { real_gen } => {
+                self.held.retain(
+                    |c| !matches!(c, Offload::Install { rules, .. } if rules[0].real_gen == *real_gen),
+                );
+                fast.offload(change, |dst| XdpIo::next_hop(hops, ports, dst));
+                return;
+            }
         }
         self.held.push_back(*change);
         self.held_since.get_or_insert_with(|| self.clock.now());
