@@ -58,7 +58,9 @@ pub use config::{
 pub use drop::{DropCounters, DropReason};
 pub use emit::reset::ResetStats;
 pub use engine::{ConfigError, Engine, Event, Stats, Verdict};
-pub use fast_path::{Applied, FastPathCounters, FastPathStats, FlowId, FlowReport, FlowRule, Offload};
+pub use fast_path::{
+    Applied, FastPathCounters, FastPathStats, FlowId, FlowProgress, FlowReport, FlowRule, Offload,
+};
 pub use service::{HandshakeStats, PassiveCounters};
 pub use synproxy::{CookieKeys, SynAckTemplate, SynproxyStats};
 pub use tcp_state::{Side, TcpState};

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use rvs_core::fast_path::{Applied, FastPathStats, FlowReport, FlowRule, Offload, apply};
+use rvs_core::fast_path::{Applied, FastPathStats, FlowProgress, FlowReport, FlowRule, Offload, apply};
 use rvs_core::{DropReason, Engine, Instant, Proto, ProxyProtocol, RealConfig, SchedKind, Side, Verdict};
 use rvs_wire::tcp::Flags;
 use util::{CLIENT, Family, VIP, ep, family, family_tests, parse};
@@ -30,6 +30,7 @@ family_tests!(
     fin_and_rst_take_the_connection_back,
     expiry_flush_and_removals_take_connections_back,
     reports_are_counted_and_keep_an_idle_connection,
+    reported_progress_moves_the_resets_of_an_expired_connection,
     device_counters_show_with_the_engine_counters,
     translated_connections_are_never_installed,
 );
@@ -583,8 +584,14 @@ fn reports_are_counted_and_keep_an_idle_connection() {
     let before = lb.service(Proto::Tcp, ep(VIP)).unwrap().stats;
     let engine_before = lb.stats().traffic;
     let at = T0 + Duration::from_secs(800);
-    let report =
-        FlowReport { flow, packets: [3, 5], bytes: [300, 5000], last_seen: Some(at), evicted: false };
+    let report = FlowReport {
+        flow,
+        packets: [3, 5],
+        bytes: [300, 5000],
+        last_seen: Some(at),
+        progress: [None; 2],
+        evicted: false,
+    };
     lb.fold_flow_report(at, &report);
     let svc = lb.service(Proto::Tcp, ep(VIP)).unwrap();
     assert_eq!(svc.stats.pkts_in - before.pkts_in, 3);
@@ -606,7 +613,14 @@ fn reports_are_counted_and_keep_an_idle_connection() {
     let flow = establish_with_id(&mut lb);
     lb.fold_flow_report(
         T0,
-        &FlowReport { flow, packets: [0; 2], bytes: [0; 2], last_seen: None, evicted: true },
+        &FlowReport {
+            flow,
+            packets: [0; 2],
+            bytes: [0; 2],
+            last_seen: None,
+            progress: [None; 2],
+            evicted: true,
+        },
     );
     let f = lb.stats().fast_path;
     assert_eq!((f.evictions, f.offloaded), (1, 0));
@@ -614,8 +628,65 @@ fn reports_are_counted_and_keep_an_idle_connection() {
     assert_eq!(removed(&offloads(&mut lb)), 0, "an evicted connection is not the device's any more");
 }
 
+/// The RSTs an engine sends as its one connection expires at `at`:
+/// `(sequence number, side)`.
+fn resets_on_expiry(lb: &mut Engine, at: Instant) -> Vec<(u32, Side)> {
+    let _ = drain(lb);
+    lb.handle_timeout(at);
+    assert_eq!(lb.conn_count(), 0);
+    let mut rsts: Vec<(u32, Side)> = drain(lb)
+        .iter()
+        .map(|(p, side)| (parse(p), *side))
+        .filter(|(s, _)| s.flags.rst())
+        .map(|(s, side)| (s.seq, side))
+        .collect();
+    rsts.sort_by_key(|&(_, side)| side == Side::Real);
+    rsts
+}
+
+fn reported_progress_moves_the_resets_of_an_expired_connection() {
+    // Without a report, the RSTs carry where the engine last saw each side.
+    let mut lb = engine(Mode::Plain, 0, |_| {});
+    let (_, rules) = establish_with_rules(&mut lb);
+    let stale = resets_on_expiry(&mut lb, T0 + Duration::from_secs(901));
+    let (to_client, to_real) =
+        ((RISN + 1).wrapping_add(rules[1].seq_add), (CISN + 1).wrapping_add(rules[0].seq_add));
+    assert_eq!(stale, vec![(to_client, Side::Client), (to_real, Side::Real)]);
+
+    // The device forwarded 5000 bytes from the client and 7000 from the
+    // real since: the RSTs are in the windows the two sides have now, as
+    // if the engine had forwarded those segments itself.
+    let mut lb = engine(Mode::Plain, 0, |_| {});
+    let (flow, rules) = establish_with_rules(&mut lb);
+    let at = T0 + Duration::from_secs(10);
+    let progress = [
+        Some(FlowProgress { seq_end: CISN + 1 + 5000, ack: Some(RISN + 1 + 7000), tsval: Some(777) }),
+        Some(FlowProgress { seq_end: RISN + 1 + 7000, ack: Some(CISN + 1 + 5000), tsval: None }),
+    ];
+    let report = FlowReport {
+        flow,
+        packets: [5, 7],
+        bytes: [5400, 7400],
+        last_seen: Some(at),
+        progress,
+        evicted: false,
+    };
+    lb.fold_flow_report(at, &report);
+    let c = lb.conns().next().unwrap();
+    assert_eq!(c.progress.tsval_to_real().map(|t| t.0), Some(777), "the TSval toward the real, for PAWS");
+    let fresh = resets_on_expiry(&mut lb, at + Duration::from_secs(901));
+    let (to_client, to_real) =
+        ((RISN + 7001).wrapping_add(rules[1].seq_add), (CISN + 5001).wrapping_add(rules[0].seq_add));
+    assert_eq!(fresh, vec![(to_client, Side::Client), (to_real, Side::Real)]);
+}
+
 /// A plain connection without options, established; the flow id of its install.
 fn establish_with_id(lb: &mut Engine) -> rvs_core::FlowId {
+    establish_with_rules(lb).0
+}
+
+/// [`establish_with_id`], with the rules it was installed with.
+fn establish_with_rules(lb: &mut Engine) -> (rvs_core::FlowId, [FlowRule; 2]) {
     let (client, vip, real): (SocketAddr, SocketAddr, SocketAddr) =
         (CLIENT.parse().unwrap(), VIP.parse().unwrap(), REAL.parse().unwrap());
     let mut syn = seg(client, vip, CISN, 0, Flags::SYN, 64240, &[], &[]);
@@ -626,7 +697,7 @@ fn establish_with_id(lb: &mut Engine) -> rvs_core::FlowId {
     let mut ack = seg(client, vip, CISN + 1, RISN + 1, Flags::ACK, 502, &[], &[]);
     assert_eq!(lb.handle(T0, &mut ack), Verdict::Forward { to: Side::Real });
     match offloads(lb).as_slice() {
-        [Offload::Install { flow, .. }] => *flow,
+        [Offload::Install { flow, rules }] => (*flow, *rules),
         other => panic!("{other:?}"),
     }
 }

@@ -116,7 +116,14 @@ impl FlowTable {
     /// A last report of entries leaving the table: always for an eviction,
     /// otherwise if they forwarded anything.
     fn report(&mut self, flow: FlowId, gone: [Option<Entry>; 2], evicted: bool) {
-        let mut r = FlowReport { flow, packets: [0; 2], bytes: [0; 2], last_seen: None, evicted };
+        let mut r = FlowReport {
+            flow,
+            packets: [0; 2],
+            bytes: [0; 2],
+            last_seen: None,
+            progress: [None; 2],
+            evicted,
+        };
         for e in gone.into_iter().flatten() {
             let i = usize::from(e.rule.to == Side::Client);
             r.packets[i] += e.packets;
@@ -141,6 +148,7 @@ impl FlowTable {
                         packets: [0; 2],
                         bytes: [0; 2],
                         last_seen: None,
+                        progress: [None; 2],
                         evicted: false,
                     });
                     due.len() - 1

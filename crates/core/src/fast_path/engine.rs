@@ -10,13 +10,14 @@
 
 use std::collections::VecDeque;
 
-use super::{FastPathStats, FlowId, FlowReport, FlowRule, Offload};
+use super::{FastPathStats, FlowId, FlowProgress, FlowReport, FlowRule, Offload};
 use crate::addr::Proto;
 use crate::conn::{Conn, ConnId, Handshake};
 use crate::engine::Engine;
 use crate::service::TrafficCounters;
 use crate::tcp_state::{SegmentFlags, Side, TcpState};
 use crate::time::Instant;
+use rvs_wire::tcp_seq::SeqNumber;
 
 /// Changes queued toward the device at most, for installs: the driver
 /// drains the queue after every batch, which installs at most one
@@ -226,6 +227,9 @@ impl Engine {
                 add(&mut r.stats);
             }
         }
+        if proto == Proto::Tcp {
+            self.fold_progress(id, &report.progress);
+        }
         if let Some(seen) = report.last_seen {
             let expires = seen.min(now) + self.timeout(svc, proto, state);
             if let Some(c) = self.conns.get_mut(id).filter(|c| c.expires < expires) {
@@ -239,6 +243,25 @@ impl Engine {
             self.stats.fast_path.evictions += 1;
             let f = &mut self.stats.fast_path;
             f.offloaded = f.offloaded.saturating_sub(1);
+        }
+    }
+
+    /// Note the segments the device forwarded of TCP connection `id` as
+    /// `forward` (nat.rs) notes its own: the sender's end in the
+    /// receiver's numbering, the raw acknowledgement, the TSval toward the
+    /// real.
+    fn fold_progress(&mut self, id: ConnId, progress: &[Option<FlowProgress>; 2]) {
+        let Some(c) = self.conns.get_mut(id) else { return };
+        for (side, p) in [Side::Client, Side::Real].into_iter().zip(progress) {
+            let Some(p) = p else { continue };
+            let (seq_add, ..) = c.xlat.for_packet_from(side);
+            c.progress.sent(side, SeqNumber(p.seq_end) + seq_add, false);
+            if let Some(ack) = p.ack {
+                c.progress.acked_by(side, SeqNumber(ack));
+            }
+            if let (Side::Client, Some(ts)) = (side, p.tsval) {
+                c.progress.tsval_sent(SeqNumber(ts));
+            }
         }
     }
 

@@ -109,9 +109,25 @@ pub struct FlowReport {
     pub bytes: [u64; 2],
     /// When the last packet passed, on the engine's clock.
     pub last_seen: Option<Instant>,
+    /// Where the last TCP segment the device forwarded from each side
+    /// stood, when one passed since the last report: the engine's progress
+    /// of the connection (its RSTs on expiry, its close, PAWS on port
+    /// reuse) follows it as if the engine had forwarded the segment.
+    pub progress: [Option<FlowProgress>; 2],
     /// The device dropped the entry on its own (its table was full): the
     /// connection carries on through the engine.
     pub evicted: bool,
+}
+
+/// One TCP segment the device forwarded, as [`FlowReport::progress`] tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowProgress {
+    /// Its sequence number plus its payload length, as it arrived.
+    pub seq_end: u32,
+    /// Its acknowledgement number as it arrived, with ACK set.
+    pub ack: Option<u32>,
+    /// Its TSval as it left (translated), with timestamps.
+    pub tsval: Option<u32>,
 }
 
 /// Counters the device's program keeps, as deltas since the last read.

@@ -460,7 +460,14 @@ mod tests {
         driver.turn(&mut engine, &mut device);
         assert_eq!(device.log, ["send", "send", "send", "send", "install"]);
         let flow = engine.conns.table().iter().next().map(|(id, _)| crate::fast_path::FlowId(id)).unwrap();
-        let report = FlowReport { flow, packets: [2, 3], bytes: [80, 120], last_seen: None, evicted: false };
+        let report = FlowReport {
+            flow,
+            packets: [2, 3],
+            bytes: [80, 120],
+            last_seen: None,
+            progress: [None; 2],
+            evicted: false,
+        };
         device.reports.push_back(report);
         driver.turn(&mut engine, &mut device);
         assert_eq!(engine.stats().traffic.pkts_in, 3 + 2);

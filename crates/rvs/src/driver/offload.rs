@@ -23,7 +23,7 @@ use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use rvs_core::{DropReason, FastPathStats, FlowId, FlowKey, FlowReport, Instant, Offload};
+use rvs_core::{DropReason, FastPathStats, FlowId, FlowKey, FlowProgress, FlowReport, Instant, Offload};
 
 use super::devices::Clock;
 use super::xdp::fast_path::{FastStats, NextHop, stat};
@@ -43,6 +43,8 @@ pub(crate) struct Counters {
     pub(crate) bytes: u64,
     /// `CLOCK_MONOTONIC` nanoseconds of the last packet; 0 for none yet.
     pub(crate) last_seen_ns: u64,
+    /// The last TCP segment forwarded, if any.
+    pub(crate) progress: Option<FlowProgress>,
 }
 
 /// The flow map as the sweep reads it.
@@ -62,6 +64,8 @@ pub(crate) struct Report<F> {
     pub(crate) bytes: [u64; 2],
     /// `CLOCK_MONOTONIC` nanoseconds of the last packet, when one passed since the last report.
     pub(crate) last_seen_ns: Option<u64>,
+    /// The last TCP segment forwarded from each side, when one passed since the last report.
+    pub(crate) progress: [Option<FlowProgress>; 2],
     /// The map dropped an entry on its own: both are gone now.
     pub(crate) evicted: bool,
 }
@@ -152,6 +156,7 @@ impl<F: Copy + Eq + Hash, K: Copy> Offloaded<F, K> {
             packets: [0; 2],
             bytes: [0; 2],
             last_seen_ns: None,
+            progress: [None; 2],
             evicted: true,
         });
     }
@@ -220,8 +225,14 @@ impl<F: Copy + Eq + Hash, K: Copy> Offloaded<F, K> {
 /// when one of them is gone (or unreadable: the connection is handed back
 /// to the engine all the same).
 fn read<F: Copy, K>(entry: &mut Entry<F, K>, map: &impl Entries<K>) -> Report<F> {
-    let mut report =
-        Report { flow: entry.flow, packets: [0; 2], bytes: [0; 2], last_seen_ns: None, evicted: false };
+    let mut report = Report {
+        flow: entry.flow,
+        packets: [0; 2],
+        bytes: [0; 2],
+        last_seen_ns: None,
+        progress: [None; 2],
+        evicted: false,
+    };
     for side in 0..2 {
         match map.counters(&entry.keys[side]) {
             Ok(Some(c)) => {
@@ -230,6 +241,9 @@ fn read<F: Copy, K>(entry: &mut Entry<F, K>, map: &impl Entries<K>) -> Report<F>
                 report.bytes[side] = delta(c.bytes, seen.bytes);
                 if c.last_seen_ns != seen.last_seen_ns && c.last_seen_ns != 0 {
                     report.last_seen_ns = report.last_seen_ns.max(Some(c.last_seen_ns));
+                }
+                if report.packets[side] != 0 {
+                    report.progress[side] = c.progress;
                 }
                 *seen = c;
             }
@@ -269,7 +283,12 @@ struct StatsReader {
 impl Entries<FlowKey> for FastPathMaps {
     fn counters(&self, key: &FlowKey) -> io::Result<Option<Counters>> {
         let c = Self::counters(self, key)?;
-        Ok(c.map(|c| Counters { packets: c.packets, bytes: c.bytes, last_seen_ns: c.last_seen_ns }))
+        Ok(c.map(|c| Counters {
+            packets: c.packets,
+            bytes: c.bytes,
+            last_seen_ns: c.last_seen_ns,
+            progress: c.progress,
+        }))
     }
 
     fn delete(&mut self, key: &FlowKey) {
@@ -360,6 +379,7 @@ impl FastPath {
             packets: r.packets,
             bytes: r.bytes,
             last_seen: r.last_seen_ns.map(|ns| self.clock.at_monotonic(ns)),
+            progress: r.progress,
             evicted: r.evicted,
         })
     }
@@ -465,6 +485,7 @@ mod tests {
                 packets: [3, 1],
                 bytes: [300, 100],
                 last_seen_ns: Some(7_000),
+                progress: [None; 2],
                 evicted: false
             }]
         );

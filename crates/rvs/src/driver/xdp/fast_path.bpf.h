@@ -36,6 +36,10 @@ enum { FLOW_FORWARD = 1, FLOW_ENGINE = 2 };
 // struct flow_rule.flags
 #define FLOW_DECREMENT_TTL 1
 #define FLOW_RESCALE 2
+// struct flow_rule.seen
+#define FLOW_SEEN_SEQ 1
+#define FLOW_SEEN_ACK 2
+#define FLOW_SEEN_TSVAL 4
 
 #define MAX_FLOWS (1 << 20)
 #define LIVE_REALS 65536
@@ -57,6 +61,13 @@ struct flow_rule {
 	__u8 dmac[6], smac[6];
 	__u64 packets, bytes; // IP packet bytes, as the engine counts them
 	__u64 last_seen; // bpf_ktime_get_ns()
+	// Where the last TCP segment forwarded ended (SEQ + payload) and what
+	// it acknowledged, as received, and its TSval as sent: the engine's
+	// view of how far each side got (its RSTs, its close, PAWS) follows
+	// these while the connection's packets pass here. Plain stores: a
+	// race leaves one segment's values, as good as the other's.
+	__u32 seq_end, ack, tsval;
+	__u32 seen; // FLOW_SEEN_* of the fields above
 };
 
 struct bpf_map_def SEC("maps") flows = {
@@ -355,7 +366,7 @@ static __attribute__((always_inline)) __u16 fp_options(__u8 *o, const __u8 *end,
 // Rewrite the TCP segment at `t` (`len` bytes, checked); FP_ENGINE when the
 // program cannot. Nothing is written before everything is checked.
 static __attribute__((always_inline)) long fp_tcp(struct xdp_md *ctx, __u8 *t, __u8 *end, const struct flow *f,
-						  const struct flow_rule *r, __u32 off, __u32 len)
+						  struct flow_rule *r, __u32 off, __u32 len)
 {
 	if (len < 20 || t + 20 > end)
 		return FP_ENGINE;
@@ -370,6 +381,14 @@ static __attribute__((always_inline)) long fp_tcp(struct xdp_md *ctx, __u8 *t, _
 	long whole = fp_checksum(ctx, f, off, len, fp_get16(t + 16));
 	if (whole < 0)
 		return FP_ENGINE;
+	__u32 seen = FLOW_SEEN_SEQ | FLOW_SEEN_ACK;
+	r->seq_end = fp_get32(t + 4) + (len - header);
+	r->ack = fp_get32(t + 8);
+	if (l.ts && t + 32 <= end) {
+		r->tsval = fp_get32(t + 24) + r->tsval_add;
+		seen |= FLOW_SEEN_TSVAL;
+	}
+	r->seen = seen;
 	__u16 check = fp_update_addrs(whole, f, r);
 	check = fp_update(check, fp_ntohs(f->sport), fp_ntohs(r->sport));
 	check = fp_update(check, fp_ntohs(f->dport), fp_ntohs(r->dport));

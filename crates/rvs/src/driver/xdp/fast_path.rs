@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::os::fd::AsFd;
 
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray};
-use rvs_core::{FlowKey, Side};
+use rvs_core::{FlowKey, FlowProgress, Side};
 
 /// One direction of an offloaded connection: the engine's rule, as the program applies it.
 pub(crate) use rvs_core::FlowRule;
@@ -33,6 +33,10 @@ const FLOW_ENGINE: u8 = 2;
 /// `struct flow_rule` flags.
 const FLOW_DECREMENT_TTL: u8 = 1;
 const FLOW_RESCALE: u8 = 2;
+// flow_rule.seen
+const FLOW_SEEN_SEQ: u32 = 1;
+const FLOW_SEEN_ACK: u32 = 2;
+const FLOW_SEEN_TSVAL: u32 = 4;
 
 /// Indexes of the program's per-CPU `fast_stats` counters.
 pub(crate) mod stat {
@@ -101,10 +105,26 @@ pub(crate) struct BpfFlowRule {
     packets: u64,
     bytes: u64,
     last_seen: u64,
+    seq_end: u32,
+    ack: u32,
+    tsval: u32,
+    seen: u32,
 }
 
 // SAFETY: plain integers in a `repr(C)` struct without padding.
 unsafe impl aya::Pod for BpfFlowRule {}
+
+impl BpfFlowRule {
+    /// The last TCP segment the program forwarded by this entry, if any.
+    fn progress(&self) -> Option<FlowProgress> {
+        let has = |bit: u32| self.seen & bit != 0;
+        has(FLOW_SEEN_SEQ).then_some(FlowProgress {
+            seq_end: self.seq_end,
+            ack: has(FLOW_SEEN_ACK).then_some(self.ack),
+            tsval: has(FLOW_SEEN_TSVAL).then_some(self.tsval),
+        })
+    }
+}
 
 /// An address as the program holds it: network-order words, IPv4 in the first.
 fn words(addr: IpAddr) -> [u32; 4] {
@@ -177,6 +197,8 @@ pub(crate) struct FlowCounters {
     pub(crate) bytes: u64,
     /// `CLOCK_MONOTONIC` nanoseconds of the last packet; 0 for none yet.
     pub(crate) last_seen_ns: u64,
+    /// The last TCP segment forwarded, if any.
+    pub(crate) progress: Option<FlowProgress>,
 }
 
 /// The program's `fast_stats`, summed over CPUs, by `stat` index.
@@ -248,7 +270,12 @@ impl FastPathMaps {
     /// (the kernel's LRU evicted it, or it was removed).
     pub(crate) fn counters(&self, key: &FlowKey) -> io::Result<Option<FlowCounters>> {
         match self.flows.get(&BpfFlowKey::new(key), 0) {
-            Ok(r) => Ok(Some(FlowCounters { packets: r.packets, bytes: r.bytes, last_seen_ns: r.last_seen })),
+            Ok(r) => Ok(Some(FlowCounters {
+                packets: r.packets,
+                bytes: r.bytes,
+                last_seen_ns: r.last_seen,
+                progress: r.progress(),
+            })),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(bpf_err("flow map", e)),
         }

@@ -27,7 +27,7 @@ fn layouts_are_the_programs() {
     assert_eq!(offset_of!(BpfFlowKey, sport), 32);
     assert_eq!(offset_of!(BpfFlowKey, v6), 36);
     assert_eq!(offset_of!(BpfFlowKey, icmp), 39);
-    assert_eq!(size_of::<BpfFlowRule>(), 104);
+    assert_eq!(size_of::<BpfFlowRule>(), 120);
     let at = [
         (offset_of!(BpfFlowRule, daddr), 16),
         (offset_of!(BpfFlowRule, sport), 32),
@@ -47,6 +47,10 @@ fn layouts_are_the_programs() {
         (offset_of!(BpfFlowRule, packets), 80),
         (offset_of!(BpfFlowRule, bytes), 88),
         (offset_of!(BpfFlowRule, last_seen), 96),
+        (offset_of!(BpfFlowRule, seq_end), 104),
+        (offset_of!(BpfFlowRule, ack), 108),
+        (offset_of!(BpfFlowRule, tsval), 112),
+        (offset_of!(BpfFlowRule, seen), 116),
     ];
     for (got, want) in at {
         assert_eq!(got, want);
@@ -683,6 +687,10 @@ fn counters_move_and_removed_flows_read_as_gone() {
     let got = prog.maps.counters(&rules[0].key).unwrap().unwrap();
     assert_eq!((got.packets, got.bytes), (3, bytes));
     assert!(got.last_seen_ns > 0);
+    // The last segment's end and ACK as it came, its TSval as it left.
+    let last =
+        FlowProgress { seq_end: 12 + 2, ack: Some(20), tsval: Some(2u32.wrapping_add(rules[0].tsval_add)) };
+    assert_eq!(got.progress, Some(last));
     assert_eq!(prog.maps.counters(&rules[1].key).unwrap(), Some(FlowCounters::default()));
     let after = prog.maps.stats().unwrap();
     assert_eq!(after[stat::FP_FORWARDED as usize] - stats[stat::FP_FORWARDED as usize], 3);
