@@ -305,8 +305,8 @@ fn options_negotiated_and_throughput_kept(driver: Driver, family: Family) {
 on_drivers_and_families!(
     1;
     seed_experiment_adaptive_retransmits_hide_handshake_loss,
-    seed_experiment_classic_retransmits_stall_seconds,
     syn_flood_never_reaches_the_reals,
+    seed_experiment_classic_retransmits_stall_seconds,
     options_negotiated_and_throughput_kept,
     seed_experiment_ten_thousand,
 );
