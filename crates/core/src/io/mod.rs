@@ -432,9 +432,9 @@ mod tests {
         p
     }
 
-    #[test]
-    fn flow_table_changes_reach_the_device_after_the_batch_removals_before_its_flush_and_reports_are_folded()
-    {
+    /// An engine with the fast path on and one TCP service, VIP
+    /// 10.0.9.9:80 over LIP 10.0.2.1 to the real 10.0.3.1:80.
+    fn fast_path_engine() -> Engine {
         use crate::{Endpoint, Proto, RealConfig, ServiceConfig};
         let cfg = EngineConfig { fast_path: true, ..EngineConfig::default() };
         let mut engine = Engine::new(cfg, [7; 32], Instant::from_secs(1));
@@ -444,6 +444,13 @@ mod tests {
         engine.add_service(svc).unwrap();
         let real = Endpoint::new([10, 0, 3, 1].into(), 80);
         engine.add_real(Proto::Tcp, vip, RealConfig { endpoint: real, weight: 1 }).unwrap();
+        engine
+    }
+
+    #[test]
+    fn flow_table_changes_reach_the_device_after_the_batch_removals_before_its_flush_and_reports_are_folded()
+    {
+        let mut engine = fast_path_engine();
         let client = ([10, 0, 0, 1], 12345);
         let mut device = Mock::default();
         let mut driver = Driver::new(4, 2048);
@@ -486,15 +493,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_toward_the_device_installs_nothing_and_says_so() {
-        use crate::{Endpoint, Proto, RealConfig, ServiceConfig};
-        let cfg = EngineConfig { fast_path: true, ..EngineConfig::default() };
-        let mut engine = Engine::new(cfg, [7; 32], Instant::from_secs(1));
-        let vip = Endpoint::new([10, 0, 9, 9].into(), 80);
-        let mut svc = ServiceConfig::new(Proto::Tcp, vip);
-        svc.laddrs = vec![[10, 0, 2, 1].into()];
-        engine.add_service(svc).unwrap();
-        let real = Endpoint::new([10, 0, 3, 1].into(), 80);
-        engine.add_real(Proto::Tcp, vip, RealConfig { endpoint: real, weight: 1 }).unwrap();
+        let mut engine = fast_path_engine();
         let now = Instant::from_secs(1);
         // Connections established while nobody drains the queue.
         let mut open = |port: u16| {
