@@ -495,18 +495,52 @@ impl std::fmt::Debug for XskPort {
 // and the port moves to the worker thread as a whole.
 unsafe impl Send for XskPort {}
 
+/// How long [`XskPort::open`] waits for a queue a closed socket still holds.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Why one attempt to open a port failed: a busy queue is worth another try.
+enum OpenError {
+    Busy(io::Error),
+    Other(io::Error),
+}
+use OpenError::{Busy, Other};
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        Other(e)
+    }
+}
+
 fn xsk_err(what: &str, name: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{what} on {name}: {e}"))
 }
 
 impl XskPort {
     /// Open a socket on `queue` of interface `name`, with `batch` packets per receive.
+    ///
+    /// A queue still held by a socket that was just closed (a restart: the
+    /// kernel frees a closed socket's queue in deferred work, after the old
+    /// process has exited) answers "busy" for a moment; that is waited out
+    /// for up to [`BUSY_WAIT`], then reported.
     pub(crate) fn open(name: &str, queue: u32, batch: usize) -> io::Result<Self> {
+        let deadline = std::time::Instant::now() + BUSY_WAIT;
+        loop {
+            match Self::open_once(name, queue, batch) {
+                Err(Busy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(Busy(e)) | Err(Other(e)) => return Err(e),
+                Ok(port) => return Ok(port),
+            }
+        }
+    }
+
+    fn open_once(name: &str, queue: u32, batch: usize) -> Result<Self, OpenError> {
         let c = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: `c` is a valid NUL-terminated string.
         let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
         if ifindex == 0 {
-            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}")));
+            return Err(Other(io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}"))));
         }
         let mac = hardware_addr(name)?;
         let cfg = UmemCfgBuilder { frame_size: FrameSize::FourK, frame_count: FRAMES, ..Default::default() }
@@ -523,11 +557,14 @@ impl XskPort {
         // Neither copy nor zero-copy is forced: the kernel takes zero-copy
         // where the driver offers it and copies otherwise (veth, bridges).
         let socket = builder.bind(xdp::nic::NicIndex(ifindex), queue, flags).map_err(|e| {
-            xsk_err(
+            let busy =
+                matches!(&e, xdp::socket::SocketError::Bind(b) if b.raw_os_error() == Some(libc::EBUSY));
+            let e = xsk_err(
                 "bind AF_XDP socket",
                 name,
                 format!("queue {queue}: {e} (each worker needs a queue of its own on every interface)"),
-            )
+            );
+            if busy { Busy(e) } else { Other(e) }
         })?;
         // SAFETY: the memory outlives the socket: both live in the returned
         // port, which drops the rings and socket first.
