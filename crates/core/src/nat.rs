@@ -396,19 +396,7 @@ impl Engine {
         let waiting = matches!(conn.handshake, Handshake::Waiting { .. });
         let mut timeout_state = new;
         if proto == Proto::Tcp {
-            if !l4.flags.rst {
-                let end = SeqNumber(l4.seq) + l4.seg_len + xlat.0;
-                conn.progress.sent(lookup.side, end, l4.flags.fin);
-            }
-            if l4.flags.ack {
-                conn.progress.acked_by(lookup.side, SeqNumber(l4.ack));
-            }
-            // The close is over only when both FINs are acknowledged; until
-            // then a FIN may be retransmitted, later than the classic
-            // few-second closing timeouts, and must still find its entry.
-            if new == TcpState::TimeWait && !conn.progress.closed() {
-                new = TcpState::LastAck;
-            }
+            new = conn.note_segment(lookup.side, l4);
             if conn.progress.unacked()
                 && matches!(new, TcpState::FinWait | TcpState::CloseWait | TcpState::LastAck)
             {

@@ -30,6 +30,7 @@ family_tests!(
     the_real_window_is_rescaled_when_its_scale_differs,
     an_ack_storm_from_the_real_is_cut_and_counted,
     a_new_handshake_recycles_a_time_wait_entry,
+    a_client_closing_before_the_real_answers_ends_in_time_wait,
     a_valid_cookie_ack_recycles_a_time_wait_entry_and_a_late_ack_does_not,
     a_reused_real_side_tuple_sees_a_larger_isn_and_tsval,
     classic_mode_retransmits_every_3s_three_times_and_never_fails_over,
@@ -933,6 +934,46 @@ fn a_new_handshake_recycles_a_time_wait_entry() {
     assert_eq!(new.flags.0 & 0x3f, Flags::SYN.0);
     assert_ne!(new.src, parse(&old).src, "a fresh local port");
     assert_eq!(lb.conn_count(), 1);
+}
+
+/// A client that connects and closes at once (a port check, a client
+/// giving up): its FIN waits with the handshake and is replayed to the
+/// real. The replayed FIN counts as the client's, so the close completes
+/// into TIME_WAIT and the client's port can come back with a new SYN; had
+/// it not counted, the entry would wait in a closing state and take the
+/// new SYN for its own, which then never gets a SYN-ACK.
+fn a_client_closing_before_the_real_answers_ends_in_time_wait() {
+    let mut lb = splb(&[REAL_A], |_| {});
+    let (c, rsyn) = open(&mut lb, T0, CLIENT, 1000, &[]);
+    let mut fin = c.pkt(0, 0, Flags::FIN, &[], &[]);
+    assert_eq!(lb.handle(T0, &mut fin), Verdict::Absorbed, "kept until the real answers");
+    let mut sa = real_synack(&rsyn, 50000, &opt::ts(9000, opts_of(&rsyn).ts.unwrap().0));
+    assert_eq!(lb.handle(T0, &mut sa), Verdict::Absorbed);
+    // The ACK of the real's SYN-ACK, then the FIN.
+    let replayed = drain(&mut lb);
+    assert!(replayed.iter().all(|(_, side)| *side == Side::Real));
+    assert!(replayed.last().is_some_and(|(p, _)| parse(p).flags.fin()), "the FIN is replayed");
+    let rs = parse(&rsyn);
+    let mut rfin = seg(
+        &rs.dst.to_string(),
+        &rs.src.to_string(),
+        50001,
+        Some(rs.seq.wrapping_add(2)),
+        Flags::FIN | Flags::ACK,
+        500,
+        &opt::ts(9001, 1),
+        &[],
+    );
+    assert_eq!(lb.handle(T0, &mut rfin), Verdict::Forward { to: Side::Client });
+    let mut last = c.pkt(1, 1, Flags::ACK, &[], &[]);
+    assert_eq!(lb.handle(T0, &mut last), Verdict::Forward { to: Side::Real });
+    assert_eq!(lb.conns().next().unwrap().state, TcpState::TimeWait);
+
+    // The client's port comes back: the SYN is answered, the entry recycled.
+    let t = T0 + ms(500);
+    let synack = syn(&mut lb, t, CLIENT, 900_000, &opt::linux(200));
+    assert_eq!(parse(&synack).flags.0 & 0x3f, (Flags::SYN | Flags::ACK).0);
+    assert_eq!(lb.conn_count(), 0, "the SYN recycled the TIME_WAIT entry");
 }
 
 fn a_valid_cookie_ack_recycles_a_time_wait_entry_and_a_late_ack_does_not() {

@@ -122,9 +122,10 @@ fn without_the_fast_path_the_program_forwards_nothing() {
 /// makes them) through the fast path, from a port range that brings client
 /// ports back within seconds: a new SYN on a port must not find the last
 /// connection of that port still closing in the engine (the peer's ACK of
-/// a FIN forwarded past it by a rule not yet removed), where it waits for
-/// a SYN retransmission (1 s). No more SYNs sent again than with the fast
-/// path off.
+/// a FIN forwarded past it by a rule not yet removed; or a FIN the client
+/// sent before the real answered, kept and replayed by SYNProxy but not
+/// counted as the client's close), where it waits for a SYN retransmission
+/// (1 s). No more SYNs sent again than with the fast path off.
 #[test]
 fn short_synproxy_connections_reusing_client_ports_never_wait() {
     let on = short_connections("fp_cps", Driver::Xdp);

@@ -260,6 +260,25 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Note a TCP segment with `l4` from `side` (as it arrived, before
+    /// translation) in the connection's progress; the state it leads to.
+    /// The close is over only when both FINs are acknowledged; until then a
+    /// FIN may be retransmitted, later than the classic few-second closing
+    /// timeouts, and must still find its entry.
+    pub(crate) fn note_segment(&mut self, side: Side, l4: &crate::packet::L4Info) -> TcpState {
+        if !l4.flags.rst {
+            let end = SeqNumber(l4.seq) + l4.seg_len + self.xlat.for_packet_from(side).0;
+            self.progress.sent(side, end, l4.flags.fin);
+        }
+        if l4.flags.ack {
+            self.progress.acked_by(side, SeqNumber(l4.ack));
+        }
+        match self.state.next(side, l4.flags) {
+            TcpState::TimeWait if !self.progress.closed() => TcpState::LastAck,
+            next => next,
+        }
+    }
+
     /// The flow key of packets from the client: client → VIP.
     pub fn client_key(&self) -> FlowKey {
         self.key(Side::Client)

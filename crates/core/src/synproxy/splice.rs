@@ -13,7 +13,7 @@ use crate::conn::{Conn, ConnId, Handshake, HandshakeId};
 use crate::ctx::Ctx;
 use crate::drop::DropReason;
 use crate::emit::Segment;
-use crate::packet::{IpInfo, Spliced};
+use crate::packet::{IpInfo, Spliced, parse_l4};
 use crate::service::{handshake_rto, idle_timeout, real_mut};
 use crate::tcp_state::{Side, TcpState};
 use crate::time::Instant;
@@ -74,6 +74,7 @@ impl SynproxyState {
         let our_isn = hs.real_isn;
         let Some(conn) = ctx.conns.get(id) else { return ToReal::new(id) };
         let (svc, real_index, laddr, real) = (conn.service, conn.real_index, conn.laddr, conn.real);
+        self.note_kept(ctx, hid, id);
         let replayed = self.replay(ctx, hid, id);
         if replayed.slots().is_empty() {
             // Nothing kept (store was full): acknowledge the SYN-ACK ourselves.
@@ -95,6 +96,28 @@ impl SynproxyState {
             self.handshakes.set_timer(hid, now + rto);
         }
         replayed
+    }
+
+    /// Note the kept client packets on connection `id` as the packet path
+    /// notes those it forwards (how far the client's bytes go, its FIN, its
+    /// acknowledgement, the state they lead to), once, as they are first
+    /// replayed. A client that closed while the real's handshake was open
+    /// (connect, then FIN) would otherwise stay open in the entry: the close
+    /// would never end in TIME_WAIT, and the client's port, coming back,
+    /// would find the old entry and its new SYN go nowhere.
+    fn note_kept(&self, ctx: &mut Ctx<'_>, hid: HandshakeId, id: ConnId) {
+        let Some(hs) = self.handshakes.get(hid) else { return };
+        for &slot in &hs.stored[..hs.n_stored] {
+            let pkt = ctx.store.packet_mut(slot);
+            let Ok(ip) = IpInfo::parse(pkt) else { continue };
+            let Ok(l4) = parse_l4(Proto::Tcp, &ip, &pkt[ip.header_len..]) else { continue };
+            let Some(conn) = ctx.conns.get_mut(id) else { return };
+            let (old, new) = (conn.state, conn.note_segment(Side::Client, &l4));
+            if new != old {
+                let (svc, real_index) = (conn.service, conn.real_index);
+                ctx.conns.set_state(id, new, real_mut(ctx.services, svc, real_index));
+            }
+        }
     }
 
     /// Translated copies of the kept packets toward the real, to be queued.
