@@ -898,9 +898,16 @@ fn to_time_wait(lb: &mut Engine, t: Instant, isn: u32) -> (Client, Vec<u8>) {
     let mut sa = real_synack(&rsyn, 50000, &opt::ts(9000, opts_of(&rsyn).ts.unwrap().0));
     let _ = lb.handle(t, &mut sa);
     let _ = drain(lb);
-    let rs = parse(&rsyn);
     let mut fin = c.pkt(0, 0, Flags::FIN, &[], &[]);
     assert_eq!(lb.handle(t, &mut fin), Verdict::Forward { to: Side::Real });
+    real_closes_after_the_client(lb, t, &c, &rsyn);
+    (c, rsyn)
+}
+
+/// The client's FIN has reached the real (ISN 50000) of our SYN `rsyn`:
+/// the real's FIN-ACK and the client's last ACK end the entry in TIME_WAIT.
+fn real_closes_after_the_client(lb: &mut Engine, t: Instant, c: &Client, rsyn: &[u8]) {
+    let rs = parse(rsyn);
     let mut rfin = seg(
         &rs.dst.to_string(),
         &rs.src.to_string(),
@@ -915,7 +922,6 @@ fn to_time_wait(lb: &mut Engine, t: Instant, isn: u32) -> (Client, Vec<u8>) {
     let mut last = c.pkt(1, 1, Flags::ACK, &[], &[]);
     assert_eq!(lb.handle(t, &mut last), Verdict::Forward { to: Side::Real });
     assert_eq!(lb.conns().next().unwrap().state, TcpState::TimeWait);
-    (c, rsyn)
 }
 
 fn a_new_handshake_recycles_a_time_wait_entry() {
@@ -953,21 +959,7 @@ fn a_client_closing_before_the_real_answers_ends_in_time_wait() {
     let replayed = drain(&mut lb);
     assert!(replayed.iter().all(|(_, side)| *side == Side::Real));
     assert!(replayed.last().is_some_and(|(p, _)| parse(p).flags.fin()), "the FIN is replayed");
-    let rs = parse(&rsyn);
-    let mut rfin = seg(
-        &rs.dst.to_string(),
-        &rs.src.to_string(),
-        50001,
-        Some(rs.seq.wrapping_add(2)),
-        Flags::FIN | Flags::ACK,
-        500,
-        &opt::ts(9001, 1),
-        &[],
-    );
-    assert_eq!(lb.handle(T0, &mut rfin), Verdict::Forward { to: Side::Client });
-    let mut last = c.pkt(1, 1, Flags::ACK, &[], &[]);
-    assert_eq!(lb.handle(T0, &mut last), Verdict::Forward { to: Side::Real });
-    assert_eq!(lb.conns().next().unwrap().state, TcpState::TimeWait);
+    real_closes_after_the_client(&mut lb, T0, &c, &rsyn);
 
     // The client's port comes back: the SYN is answered, the entry recycled.
     let t = T0 + ms(500);
