@@ -266,16 +266,29 @@ impl Conn {
     /// FIN may be retransmitted, later than the classic few-second closing
     /// timeouts, and must still find its entry.
     pub(crate) fn note_segment(&mut self, side: Side, l4: &crate::packet::L4Info) -> TcpState {
-        if !l4.flags.rst {
-            let end = SeqNumber(l4.seq) + l4.seg_len + self.xlat.for_packet_from(side).0;
-            self.progress.sent(side, end, l4.flags.fin);
-        }
-        if l4.flags.ack {
-            self.progress.acked_by(side, SeqNumber(l4.ack));
-        }
+        let end = (!l4.flags.rst).then(|| SeqNumber(l4.seq) + l4.seg_len);
+        self.note_progress(side, end, l4.flags.fin, l4.flags.ack.then_some(SeqNumber(l4.ack)));
         match self.state.next(side, l4.flags) {
             TcpState::TimeWait if !self.progress.closed() => TcpState::LastAck,
             next => next,
+        }
+    }
+
+    /// Note in the connection's progress that `side` sent up to `end` (as
+    /// it arrived: the sender's numbering, translated here into the
+    /// receiver's), its FIN if `fin`, and acknowledged `ack` (as it arrived).
+    pub(crate) fn note_progress(
+        &mut self,
+        side: Side,
+        end: Option<SeqNumber>,
+        fin: bool,
+        ack: Option<SeqNumber>,
+    ) {
+        if let Some(end) = end {
+            self.progress.sent(side, end + self.xlat.for_packet_from(side).0, fin);
+        }
+        if let Some(ack) = ack {
+            self.progress.acked_by(side, ack);
         }
     }
 

@@ -254,11 +254,7 @@ impl Engine {
         let Some(c) = self.conns.get_mut(id) else { return };
         for (side, p) in [Side::Client, Side::Real].into_iter().zip(progress) {
             let Some(p) = p else { continue };
-            let (seq_add, ..) = c.xlat.for_packet_from(side);
-            c.progress.sent(side, SeqNumber(p.seq_end) + seq_add, false);
-            if let Some(ack) = p.ack {
-                c.progress.acked_by(side, SeqNumber(ack));
-            }
+            c.note_progress(side, Some(SeqNumber(p.seq_end)), false, p.ack.map(SeqNumber));
             if let (Side::Client, Some(ts)) = (side, p.tsval) {
                 c.progress.tsval_sent(SeqNumber(ts));
             }
