@@ -96,6 +96,19 @@ pub enum Offload {
     },
 }
 
+impl Offload {
+    /// Whether this change makes `held`, an install not yet made, moot:
+    /// its connection is removed, or its real retired.
+    pub fn voids(&self, held: &Self) -> bool {
+        let Self::Install { flow, rules } = held else { return false };
+        match self {
+            Self::Remove { flow: gone, .. } => gone == flow,
+            Self::RetireReal { real_gen } => rules[0].real_gen == *real_gen,
+            Self::Install { .. } => false,
+        }
+    }
+}
+
 /// What the device forwarded of one offloaded connection since its last
 /// report. Packets and bytes (IP bytes, as the engine counts them) are
 /// indexed by the side they came from: `[client, real]`.

@@ -215,8 +215,8 @@ fn handle<D: Device>(engine: &mut Engine, device: &mut D, buf: &mut [u8], now: I
 fn remove_before_flush<D: Device>(engine: &mut Engine, device: &mut D, held: &mut Vec<Offload>) {
     while let Some(change) = engine.poll_offload() {
         match change {
-            Offload::Remove { flow, .. } => {
-                held.retain(|c| !matches!(c, Offload::Install { flow: f, .. } if *f == flow));
+            Offload::Remove { .. } => {
+                held.retain(|c| !change.voids(c));
                 device.offload(&change);
             }
             Offload::Install { .. } | Offload::RetireReal { .. } => held.push(change),

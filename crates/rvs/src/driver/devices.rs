@@ -453,24 +453,14 @@ impl Device for Devices {
         // LAST_ACK, where a client's new SYN on the same port finds it. An
         // install still held for a connection removed or a real retired is
         // not made at all.
-        match change {
-            Offload::Install { .. } => {}
-            Offload::Remove { flow, .. } => {
-                self.held.retain(|c| !matches!(c, Offload::Install { flow: f, .. } if f == flow));
-                fast.offload(change, |dst| XdpIo::next_hop(hops, ports, dst));
-                return;
-            }
-            Offload::RetireReal { real_gen } => {
-                self.held.retain(
-                    |c| !matches!(c, Offload::Install { rules, .. } if rules[0].real_gen == *real_gen),
-                );
-                fast.offload(change, |dst| XdpIo::next_hop(hops, ports, dst));
-                return;
-            }
+        if let Offload::Install { .. } = change {
+            self.held.push_back(*change);
+            self.held_since.get_or_insert_with(|| self.clock.now());
+            self.settle();
+            return;
         }
-        self.held.push_back(*change);
-        self.held_since.get_or_insert_with(|| self.clock.now());
-        self.settle();
+        self.held.retain(|c| !change.voids(c));
+        fast.offload(change, |dst| XdpIo::next_hop(hops, ports, dst));
     }
 
     fn poll_flow_report(&mut self, now: Instant) -> Option<FlowReport> {
